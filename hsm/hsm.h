@@ -1,0 +1,101 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* hsm: every private-key operation of pkiva, made inside a PKCS#11 token through pkcs11-provider.
+ * Keys are found by PKCS#11 URI (RFC 7512) through OSSL_STORE in a library context of their own and
+ * come back as EVP_PKEY handles whose private half never leaves the token; OpenSSL's own signing code
+ * (X509_sign_ctx, OCSP_basic_sign_ctx, X509_CRL_sign_ctx, CMS/TS) uses them unchanged. No ENGINE.
+ *
+ * Signing runs only on the hsm's worker pool (one thread per configured HSM session, bounded queue);
+ * loop threads submit work through a util_pool_port and get the result back on their own loop. */
+#ifndef PKIVA_HSM_H
+#define PKIVA_HSM_H
+
+#include <openssl/evp.h>
+#include <openssl/x509.h>
+#include <stddef.h>
+#include <util/util.h>
+
+struct hsm;
+
+struct hsm_config {
+    const char *module_path;   /* PKCS#11 module, e.g. /usr/lib/softhsm/libsofthsm2.so */
+    const char *pin_file;      /* user PIN, one line; must not be readable by group/other */
+    const char *provider_path; /* pkcs11-provider .so; NULL = OpenSSL's modules dir "pkcs11" */
+    int softhsm_no_deinit;     /* 1: pkcs11-module-quirks = no-deinit (SoftHSM2 2.6.1 crashes at exit
+                                  without it) */
+    int sessions;              /* signing threads, >= 1 */
+    int queue_max;             /* signing jobs waiting at most, >= 1 */
+};
+
+/* Creates the library context (default + pkcs11 providers), checks the PIN file's permissions
+ * (UTIL_EPERM if group/other may read it), logs into the token lazily on first use. The PIN never
+ * appears in a log line or error. Starts the signing pool. Free with hsm_close. */
+int hsm_open(const struct hsm_config *cfg, struct hsm **out);
+void hsm_close(struct hsm *hsm); /* NULL-safe; stops the pool first */
+
+/* The library context holding the provider keys. Use it for every operation that touches them. */
+OSSL_LIB_CTX *hsm_libctx(struct hsm *hsm);
+
+/* ---- keys ----------------------------------------------------------------------------------- */
+
+enum hsm_alg { HSM_EC_P256 = 1, HSM_EC_P384, HSM_RSA_2048, HSM_RSA_3072, HSM_RSA_4096 };
+/* "ec-p256", "ec-p384", "rsa-2048", "rsa-3072", "rsa-4096" <-> enum; -1 / NULL if unknown. */
+int hsm_alg_from_name(const char *name);
+const char *hsm_alg_name(int alg);
+
+struct hsm_key {
+    EVP_PKEY *pkey;   /* provider key: public half readable, private half stays in the token */
+    char *uri;        /* the PKCS#11 URI it was loaded from */
+    char md[16];      /* digest used with it: "SHA256" for P-256/RSA, "SHA384" for P-384 */
+    int rsa_pss;      /* 1: RSASSA-PSS instead of PKCS#1 v1.5 (RSA keys only) */
+};
+
+/* Loads the private key at uri (e.g. "pkcs11:token=pkiva;object=ocsp-signer;type=private").
+ * md: digest name or NULL for the key's default; rsa_pss as above. UTIL_ENOTFOUND if no such key,
+ * UTIL_EHSM if the token is unusable (wrong PIN, missing token). Free with hsm_key_free. */
+int hsm_key_load_blocking(struct hsm *hsm, const char *uri, const char *md, int rsa_pss,
+                          struct hsm_key **out);
+/* Generates a key pair inside the token, private key sensitive and not extractable, labelled label
+ * (CKA_LABEL and CKA_ID derived from it), then loads it as hsm_key_load_blocking would. */
+int hsm_key_generate_blocking(struct hsm *hsm, const char *token_label, const char *label, int alg,
+                              struct hsm_key **out);
+void hsm_key_free(struct hsm_key *key); /* NULL-safe */
+
+/* A digest-sign context for the key, ready for X509_sign_ctx / X509_CRL_sign_ctx /
+ * OCSP_basic_sign_ctx / EVP_DigestSign (PSS padding set when rsa_pss). Call only on a signing
+ * thread or from start-up code. The caller frees it with EVP_MD_CTX_free. */
+int hsm_sign_ctx_new_blocking(struct hsm *hsm, const struct hsm_key *key, EVP_MD_CTX **out);
+/* Signs data with the key (one-shot EVP_DigestSign). *sig is malloc'd; caller frees. */
+int hsm_sign_blocking(struct hsm *hsm, const struct hsm_key *key, const unsigned char *data,
+                      size_t len, unsigned char **sig, size_t *sig_len);
+
+/* ---- the signing pool ----------------------------------------------------------------------- */
+
+/* The hsm's signing pool, for util_pool_port_new. */
+struct util_pool *hsm_pool(struct hsm *hsm);
+
+/* Queues work on a signing thread; as util_pool_submit (UTIL_EBUSY at once when the queue is full).
+ * work should return UTIL_EHSM when a PKCS#11 operation failed: the hsm then counts an error, marks
+ * itself unavailable and logs once per episode; the next success marks it available again and logs
+ * the recovery. */
+int hsm_submit(struct hsm *hsm, struct util_pool_port *port, util_pool_work_fn work,
+               util_pool_done_fn done, void *arg);
+/* Same, waiting for the result (start-up, CLI). */
+int hsm_run_sync(struct hsm *hsm, util_pool_work_fn work, void *arg);
+
+/* Report the outcome of a PKCS#11 operation made outside hsm_submit (start-up code). */
+void hsm_note_result(struct hsm *hsm, int result);
+
+/* 1 when the last signing attempt succeeded (or none failed yet), 0 during an outage. */
+int hsm_available(const struct hsm *hsm);
+/* Makes one real signature with key on a signing thread to check the token (for /readyz, and to
+ * notice recovery during an outage). */
+int hsm_probe_blocking(struct hsm *hsm, const struct hsm_key *key);
+
+struct hsm_stats {
+    uint64_t signatures, errors, rejected;
+    int queue_depth;
+    uint64_t sign_us_total; /* sum of signing latencies, for an average */
+};
+void hsm_stats_get(const struct hsm *hsm, struct hsm_stats *out);
+
+#endif

@@ -1,0 +1,124 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* http: the HTTP/1.1 server every pkiva endpoint sits on. It knows nothing of OCSP, CRLs or time
+ * stamps: modules register handlers for (listener, method, path prefix) and answer with bytes, a
+ * content type and headers; http frames them. One libuv loop per worker thread, each with its own
+ * SO_REUSEPORT listening socket per listener, keep-alive and pipelining, llhttp parsing in place,
+ * every buffer bounded, idle and slow clients closed by one coarse timer per loop. */
+#ifndef PKIVA_HTTP_H
+#define PKIVA_HTTP_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <util/util.h>
+#include <uv.h>
+
+struct http_server;
+struct http_request;
+
+/* Listener kinds, also used as route masks. */
+#define HTTP_PUBLIC 1u
+#define HTTP_ADMIN 2u
+
+#define HTTP_MAX_LISTENERS 4
+
+struct http_listener_config {
+    char host[64];     /* numeric IPv4 or IPv6 address */
+    int port;          /* 0 = pick a free port (tests); see http_server_port */
+    unsigned kind;     /* HTTP_PUBLIC or HTTP_ADMIN */
+};
+
+struct http_limits {
+    int max_connections;      /* per process, all listeners; past it new connections are closed */
+    size_t max_url;           /* bytes of request target; past it 414 */
+    int max_headers;          /* header fields; past it 431 */
+    size_t max_header_bytes;  /* all header bytes of one request; past it 431 */
+    size_t max_body;          /* request body bytes; past it 413 */
+    int max_pipelined;        /* requests parsed ahead of responses per connection; past it reading pauses */
+    int header_timeout_ms;    /* a request's headers must arrive within this; else 408 and close */
+    int body_timeout_ms;      /* a request's body must arrive within this; else 408 and close */
+    int idle_timeout_ms;      /* keep-alive connection with no request in progress closed after this */
+    int write_timeout_ms;     /* a response not drained by the client within this: close */
+};
+/* The defaults documented in conf/pkiva.conf. */
+void http_limits_default(struct http_limits *limits);
+
+struct http_config {
+    int workers; /* loop threads, >= 1 */
+    int n_listeners;
+    struct http_listener_config listeners[HTTP_MAX_LISTENERS];
+    struct http_limits limits;
+    const char *server_header; /* value of Server:, NULL = none */
+};
+
+/* A handler runs on the loop thread of the connection. It must not block. It answers with
+ * http_request_respond, now or later (e.g. after a signing job), exactly once, on that same loop. */
+typedef void (*http_handler_fn)(void *ctx, struct http_request *req);
+
+/* Creates the server (no sockets yet). */
+int http_server_new(const struct http_config *cfg, struct http_server **out);
+/* Registers a handler for requests on listeners in kind_mask whose method matches (NULL = any; HEAD
+ * is served by the GET handler with the body left out) and whose path starts with prefix. The longest
+ * matching prefix wins. Only before http_server_start. prefix is copied. */
+int http_server_route(struct http_server *srv, unsigned kind_mask, const char *method,
+                      const char *prefix, http_handler_fn handler, void *ctx);
+/* Per-loop hooks: init runs on each loop thread before it accepts (create util_pool ports there),
+ * fini on the same thread after it stopped serving. */
+int http_server_on_loop(struct http_server *srv,
+                        void (*init)(void *ctx, uv_loop_t *loop, int index),
+                        void (*fini)(void *ctx, uv_loop_t *loop, int index), void *ctx);
+/* /readyz asks this (on a loop thread: must not block). Return 1 if ready, else 0 and a reason. */
+void http_server_set_ready_fn(struct http_server *srv,
+                              int (*ready)(void *ctx, char *why, size_t why_len), void *ctx);
+/* Binds every listener on every worker (errors name the address), starts the worker threads, and
+ * returns once all are accepting. */
+int http_server_start(struct http_server *srv);
+/* Actual port of listener i (after start; useful with port 0). */
+int http_server_port(const struct http_server *srv, int listener_index);
+/* Blocks until SIGTERM/SIGINT or http_server_stop, then shuts down gracefully: stops accepting,
+ * lets in-flight requests finish (bounded by a grace period), closes, joins the threads. Returns 0. */
+int http_server_run(struct http_server *srv);
+/* Thread-safe request to stop; http_server_run returns after the graceful shutdown. */
+void http_server_stop(struct http_server *srv);
+void http_server_free(struct http_server *srv); /* after run returned; NULL-safe */
+
+/* ---- requests ------------------------------------------------------------------------------- */
+/* All pointers returned below stay valid until http_request_respond is called. */
+
+const char *http_request_method(const struct http_request *req); /* "GET", "POST", ... */
+/* The request target as received (not decoded), e.g. "/MFMwUTBPME0w%2B...". */
+const char *http_request_target(const struct http_request *req, size_t *len);
+/* The value of the first header with this name (case-insensitive), or NULL. */
+const char *http_request_header(const struct http_request *req, const char *name, size_t *len);
+const unsigned char *http_request_body(const struct http_request *req, size_t *len);
+unsigned http_request_listener(const struct http_request *req); /* HTTP_PUBLIC or HTTP_ADMIN */
+int http_request_loop_index(const struct http_request *req);
+uv_loop_t *http_request_loop(const struct http_request *req);
+/* Peer address as text ("127.0.0.1:53211"), for logs. */
+const char *http_request_peer(const struct http_request *req);
+
+struct http_response {
+    int status;                 /* 200, 304, 400, ... */
+    const char *content_type;   /* NULL = no Content-Type */
+    struct util_blob *body;     /* sent by reference: http takes its own reference. May be NULL. */
+    const void *body_bytes;     /* alternative to body: copied. */
+    size_t body_len;
+    const char *headers;        /* extra header lines, each ending in "\r\n", copied; may be NULL */
+};
+
+/* Sends the response (Content-Length, Date, Connection handled by http). Call exactly once, on the
+ * request's loop thread. If the client has gone away, the response is dropped and the request freed. */
+void http_request_respond(struct http_request *req, const struct http_response *resp);
+/* Shorthand: a small text/plain or application/json body with a status. */
+void http_request_respond_text(struct http_request *req, int status, const char *content_type,
+                               const char *text);
+
+struct http_stats {
+    uint64_t connections_accepted, connections_rejected, connections_open;
+    uint64_t requests;
+    uint64_t responses_2xx, responses_3xx, responses_4xx, responses_5xx;
+    uint64_t timeouts, limit_rejections;
+};
+/* Sums the per-loop counters (relaxed atomics; a consistent-enough snapshot for /metrics). */
+void http_server_stats(const struct http_server *srv, struct http_stats *out);
+
+#endif

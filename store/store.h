@@ -1,0 +1,265 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* store: the source of truth. Issuers, issued certificates and their status, revocation requests with
+ * their deadline timestamps, the monotonic change feed, CRL numbers and history, TSA serial blocks and
+ * the issued-token log, and the hash-chained audit log. Today's backend is SQLite in WAL mode; the
+ * interface names no SQLite type so that a PostgreSQL backend can sit behind it later.
+ *
+ * Every function here may block (disk, fsync, locks): call them from worker threads (util_pool),
+ * the CLI or start-up code, never from a loop thread. A struct store is one connection: use it from
+ * one thread at a time (the store worker pool opens one per thread). Any number of processes may
+ * open the same database (the server, `pkiva revoke` in another shell): SQLite's busy timeout and
+ * WAL make them take turns. Everything a function reports as done is durable (synchronous=FULL). */
+#ifndef PKIVA_STORE_H
+#define PKIVA_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+struct store;
+
+/* Serial numbers are the content octets of the DER INTEGER, exactly as in the certificate (minimal
+ * two's complement, so a leading 0x00 when the top bit is set). RFC 5280 allows 20 octets; real
+ * certificates sometimes have 21; we accept up to STORE_SERIAL_MAX. */
+#define STORE_SERIAL_MAX 32
+#define STORE_NAME_MAX 64
+
+enum store_cert_status { STORE_GOOD = 0, STORE_REVOKED = 1 };
+
+/* RFC 5280 CRLReason codes (7 is unused). STORE_REASON_NONE = no reason given (unspecified, omitted
+ * from CRL entries and OCSP responses). */
+enum store_reason {
+    STORE_REASON_NONE = -1,
+    STORE_REASON_UNSPECIFIED = 0,
+    STORE_REASON_KEY_COMPROMISE = 1,
+    STORE_REASON_CA_COMPROMISE = 2,
+    STORE_REASON_AFFILIATION_CHANGED = 3,
+    STORE_REASON_SUPERSEDED = 4,
+    STORE_REASON_CESSATION = 5,
+    STORE_REASON_CERTIFICATE_HOLD = 6,
+    STORE_REASON_REMOVE_FROM_CRL = 8,
+    STORE_REASON_PRIVILEGE_WITHDRAWN = 9,
+    STORE_REASON_AA_COMPROMISE = 10,
+};
+/* "keyCompromise" <-> 1 etc. (RFC 5280 names, case-insensitive; also "none"). Returns -2 if unknown. */
+int store_reason_from_name(const char *name);
+const char *store_reason_name(int reason);
+
+struct store_issuer {
+    int64_t id;
+    char name[STORE_NAME_MAX];  /* short, URL-safe id: [A-Za-z0-9._-]+ e.g. "demo-ca" */
+    unsigned char *cert_der;    /* owned by the struct; store_issuer_cleanup frees */
+    size_t cert_len;
+};
+void store_issuer_cleanup(struct store_issuer *issuer);
+
+struct store_cert {
+    int64_t issuer_id;
+    unsigned char serial[STORE_SERIAL_MAX];
+    size_t serial_len;
+    int64_t not_before;      /* unix seconds; 0 if unknown */
+    int64_t not_after;       /* unix seconds */
+    int status;              /* enum store_cert_status */
+    int64_t revoked_at;      /* unix seconds; 0 when good */
+    int reason;              /* enum store_reason; STORE_REASON_NONE when good or unspecified */
+    int64_t invalidity_date; /* unix seconds; 0 when none */
+    int64_t feed_id;         /* feed id of the last change to this certificate */
+};
+
+/* ---- open/close ----------------------------------------------------------------------------- */
+
+#define STORE_OPEN_CREATE 1   /* create the file and schema if missing */
+#define STORE_OPEN_READONLY 2
+
+/* Opens (and with STORE_OPEN_CREATE creates) the database at path, sets WAL, synchronous=FULL,
+ * foreign keys, a busy timeout, and runs pending schema migrations inside one transaction. On failure
+ * returns an error and logs why (file, SQLite message). *out is freed with store_close. */
+int store_open_blocking(const char *path, int flags, struct store **out);
+void store_close(struct store *store); /* NULL-safe */
+
+/* Cheap liveness check for /readyz: a trivial read. */
+int store_ping_blocking(struct store *store);
+
+/* Explicit transactions for bulk work (import): everything between begin and commit is one durable
+ * commit. Other calls made in between join the transaction. */
+int store_begin_blocking(struct store *store);
+int store_commit_blocking(struct store *store);
+int store_rollback_blocking(struct store *store);
+
+/* ---- issuers -------------------------------------------------------------------------------- */
+
+/* Registers an issuer (name unique) or, if name exists with the same certificate, returns its id.
+ * A different certificate under an existing name is UTIL_EEXIST. */
+int store_issuer_put_blocking(struct store *store, const char *name, const unsigned char *cert_der,
+                              size_t cert_len, int64_t *id_out);
+/* Fills *out (caller runs store_issuer_cleanup). UTIL_ENOTFOUND if absent. */
+int store_issuer_get_blocking(struct store *store, const char *name, struct store_issuer *out);
+/* Calls fn for each issuer in id order; the issuer struct is valid only during the call. A non-zero
+ * return from fn stops the walk and is returned. */
+int store_issuer_list_blocking(struct store *store,
+                               int (*fn)(void *ctx, const struct store_issuer *issuer), void *ctx);
+
+/* ---- certificates --------------------------------------------------------------------------- */
+
+struct store_cert_new {
+    int64_t issuer_id;
+    const unsigned char *serial;
+    size_t serial_len;
+    int64_t not_before, not_after;
+    const char *subject;           /* optional, one-line RFC 2253 form, for operators */
+    const unsigned char *cert_der; /* optional: published in the certificate repository */
+    size_t cert_len;
+};
+
+/* Registers an issued certificate as good and appends an "issue" change to the feed. Registering the
+ * same (issuer, serial) again is idempotent (returns 0 and the existing feed id, changes nothing).
+ * *feed_id_out may be NULL. */
+int store_cert_add_blocking(struct store *store, const struct store_cert_new *cert,
+                            int64_t *feed_id_out);
+
+/* Fills *out. UTIL_ENOTFOUND if the issuer has no such serial. */
+int store_cert_get_blocking(struct store *store, int64_t issuer_id, const unsigned char *serial,
+                            size_t serial_len, struct store_cert *out);
+/* The stored DER of a certificate (malloc'd, caller frees). UTIL_ENOTFOUND if absent or not kept. */
+int store_cert_der_blocking(struct store *store, int64_t issuer_id, const unsigned char *serial,
+                            size_t serial_len, unsigned char **der, size_t *der_len);
+
+/* Walks the certificates of one issuer (issuer_id > 0) or all (0) in (issuer, serial) order; filter:
+ * 0 = all, 1 = revoked only. The struct is valid only during the call; a non-zero return stops. */
+#define STORE_ITER_ALL 0
+#define STORE_ITER_REVOKED 1
+int store_cert_iterate_blocking(struct store *store, int64_t issuer_id, int filter,
+                                int (*fn)(void *ctx, const struct store_cert *cert), void *ctx);
+
+/* ---- revocation ----------------------------------------------------------------------------- */
+
+struct store_revocation {
+    int64_t issuer_id;
+    const unsigned char *serial;
+    size_t serial_len;
+    int reason;              /* enum store_reason */
+    int64_t revoked_at;      /* unix seconds; 0 = now */
+    int64_t invalidity_date; /* unix seconds; 0 = none */
+    const char *request_id;  /* optional operator/RA reference */
+    int64_t received_at_ms;  /* when the revocation request was received (may be in the past); 0 = now */
+    const char *actor;       /* who recorded it (user, "admin-api:token", "cli:root") */
+};
+
+/* Marks the certificate revoked, records the request (received -> committed timestamps) and appends
+ * a "revoke" change to the feed, all in one durable transaction. UTIL_ENOTFOUND if the certificate is
+ * unknown; revoking an already revoked certificate: same reason -> idempotent 0 with the existing feed
+ * id; a hold (certificateHold) may be changed to another reason (a new change); otherwise UTIL_EEXIST. */
+int store_cert_revoke_blocking(struct store *store, const struct store_revocation *rev,
+                               int64_t *feed_id_out);
+/* Releases a certificateHold: back to good, with an "unrevoke" change. UTIL_EINVAL if the certificate
+ * is not on hold. */
+int store_cert_unrevoke_blocking(struct store *store, int64_t issuer_id, const unsigned char *serial,
+                                 size_t serial_len, const char *actor, int64_t *feed_id_out);
+
+/* ---- change feed ---------------------------------------------------------------------------- */
+
+enum store_change_kind { STORE_CHANGE_ISSUE = 1, STORE_CHANGE_REVOKE = 2, STORE_CHANGE_UNREVOKE = 3 };
+
+struct store_change {
+    int64_t id;  /* strictly increasing */
+    int kind;    /* enum store_change_kind */
+    int64_t at_ms;
+    struct store_cert cert; /* the certificate's state as it is now in the store */
+};
+
+/* Calls fn for up to max changes with id > after_id, in id order; returns the number delivered
+ * (>= 0) or an error. */
+int store_feed_read_blocking(struct store *store, int64_t after_id, int max,
+                             int (*fn)(void *ctx, const struct store_change *change), void *ctx);
+int store_feed_head_blocking(struct store *store, int64_t *id_out); /* 0 when empty */
+
+/* ---- revocation deadline (SLA) -------------------------------------------------------------- */
+
+enum store_sla_stage { STORE_SLA_OCSP = 1, STORE_SLA_CRL = 2 };
+/* Records, once, when the revocation with this feed id became visible in OCSP or in a published
+ * CRL (later calls for the same stage keep the first time). */
+int store_sla_mark_blocking(struct store *store, int64_t feed_id, int stage, int64_t at_ms);
+/* Same for every revocation of issuer_id with feed id <= up_to_feed_id not yet marked for stage. */
+int store_sla_mark_upto_blocking(struct store *store, int64_t issuer_id, int64_t up_to_feed_id,
+                                 int stage, int64_t at_ms);
+
+struct store_sla_row {
+    int64_t feed_id;
+    int64_t issuer_id;
+    unsigned char serial[STORE_SERIAL_MAX];
+    size_t serial_len;
+    const char *request_id; /* may be NULL; valid during the callback */
+    int64_t received_at_ms, committed_at_ms, ocsp_at_ms, crl_at_ms; /* 0 = not yet */
+};
+/* Walks revocations: open_only = 1 lists those without a CRL time yet; 0 lists all, newest first,
+ * at most limit rows (limit <= 0: no limit). */
+int store_sla_list_blocking(struct store *store, int open_only, int limit,
+                            int (*fn)(void *ctx, const struct store_sla_row *row), void *ctx);
+
+/* ---- CRLs ----------------------------------------------------------------------------------- */
+
+/* Reserves the next CRL number of an issuer, durably, before the CRL is signed: a number handed out
+ * is never handed out again, even if the CRL is never published (gaps are allowed, reuse is not). */
+int store_crl_number_next_blocking(struct store *store, int64_t issuer_id, int64_t *number_out);
+
+struct store_crl_record {
+    int64_t issuer_id;
+    int64_t number;
+    int64_t base_number; /* delta CRLs: the base CRL's number; 0 for a full CRL */
+    int64_t this_update, next_update;
+    int64_t feed_id;     /* highest change-feed id the CRL reflects */
+    const unsigned char *der;
+    size_t der_len;
+};
+int store_crl_save_blocking(struct store *store, const struct store_crl_record *crl);
+/* The latest saved CRL of an issuer (delta = 0 full, 1 delta); malloc'd DER the caller frees. */
+int store_crl_latest_blocking(struct store *store, int64_t issuer_id, int delta,
+                              struct store_crl_record *meta_out, unsigned char **der_out);
+
+/* ---- TSA ------------------------------------------------------------------------------------ */
+
+/* Durably reserves count consecutive serials for a TSA unit and returns the first. Serials from a
+ * reserved block that were never used are skipped after a crash, never reissued. */
+int store_tsa_reserve_blocking(struct store *store, const char *unit, int64_t count,
+                               int64_t *first_out);
+
+struct store_tsa_token {
+    const char *unit;
+    int64_t serial;
+    int64_t gen_time_ms;
+    const char *policy;        /* dotted OID */
+    const char *imprint_alg;   /* OpenSSL short name, e.g. "SHA256" */
+    const unsigned char *imprint;
+    size_t imprint_len;
+};
+/* Records n issued tokens in one durable transaction (group commit). */
+int store_tsa_log_blocking(struct store *store, const struct store_tsa_token *tokens, size_t n);
+
+/* ---- audit ---------------------------------------------------------------------------------- */
+
+/* Appends a record chained to the previous one: hash = SHA-256(prev_hash || id || at || actor ||
+ * action || detail). detail is free text (JSON by convention). */
+int store_audit_append_blocking(struct store *store, const char *actor, const char *action,
+                                const char *detail);
+/* Recomputes the chain. Returns 0 if intact; UTIL_EINVAL if a record was edited, removed or
+ * reordered, with *bad_id the first record that does not match. */
+int store_audit_verify_blocking(struct store *store, int64_t *bad_id, int64_t *count);
+
+/* ---- import --------------------------------------------------------------------------------- */
+
+struct store_import_stats {
+    int64_t added, existing, revoked, skipped;
+};
+/* Registers certificates from a PEM or DER file, or every *.pem/*.crt/*.cer/*.der file of a folder.
+ * Each certificate's issuer is found among the registered issuers by name and signature; certificates
+ * of unknown issuers are skipped and counted. Commits in batches; re-running is idempotent, so an
+ * interrupted import resumes by running it again. progress (optional) is called after each batch. */
+int store_import_certs_blocking(struct store *store, const char *path,
+                                void (*progress)(void *ctx, const struct store_import_stats *s),
+                                void *ctx, struct store_import_stats *stats);
+/* Registers every line of an OpenSSL CA index.txt for issuer_id: V lines as good, R lines as revoked
+ * with their date and reason, E lines as expired-but-known. */
+int store_import_index_blocking(struct store *store, int64_t issuer_id, const char *path,
+                                void (*progress)(void *ctx, const struct store_import_stats *s),
+                                void *ctx, struct store_import_stats *stats);
+
+#endif

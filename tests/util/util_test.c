@@ -1,0 +1,169 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Unit tests for util: the worker pool's bounds and loop hand-off, blobs, atomic files, helpers. */
+#include <criterion/criterion.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <util/util.h>
+
+static int work_double(void *state, void *arg)
+{
+    (void)state;
+    return *(int *)arg * 2;
+}
+
+struct loop_job {
+    int input;
+    int result;
+    pthread_t done_thread;
+    int *remaining;
+    uv_loop_t *loop;
+};
+
+static void done_record(void *arg, int result)
+{
+    struct loop_job *job = arg;
+    job->result = result;
+    job->done_thread = pthread_self();
+    (*job->remaining)--;
+}
+
+static int work_job(void *state, void *arg)
+{
+    struct loop_job *job = arg;
+    (void)state;
+    return job->input + 1;
+}
+
+Test(pool, completions_run_on_the_submitting_loop)
+{
+    struct util_pool_config cfg = {.name = "t", .threads = 2, .queue_max = 64};
+    struct util_pool *pool = NULL;
+    struct util_pool_port *port = NULL;
+    uv_loop_t loop;
+    struct loop_job jobs[50];
+    int remaining = 50;
+
+    cr_assert_eq(uv_loop_init(&loop), 0);
+    cr_assert_eq(util_pool_new(&cfg, &pool), 0);
+    cr_assert_eq(util_pool_port_new(pool, &loop, &port), 0);
+    for (int i = 0; i < 50; i++) {
+        jobs[i] = (struct loop_job){.input = i, .remaining = &remaining, .loop = &loop};
+        cr_assert_eq(util_pool_submit(pool, port, work_job, done_record, &jobs[i]), 0);
+    }
+    while (remaining > 0)
+        (void)uv_run(&loop, UV_RUN_ONCE);
+    for (int i = 0; i < 50; i++) {
+        cr_assert_eq(jobs[i].result, i + 1);
+        cr_assert(pthread_equal(jobs[i].done_thread, pthread_self()));
+    }
+    util_pool_port_close(port);
+    (void)uv_run(&loop, UV_RUN_DEFAULT);
+    cr_assert_eq(uv_loop_close(&loop), 0);
+    util_pool_free(pool);
+}
+
+static _Atomic int gate;
+
+static int work_wait_gate(void *state, void *arg)
+{
+    (void)state;
+    (void)arg;
+    while (!atomic_load(&gate))
+        usleep(1000);
+    return 0;
+}
+
+Test(pool, full_queue_refuses_at_once)
+{
+    struct util_pool_config cfg = {.name = "t", .threads = 1, .queue_max = 2};
+    struct util_pool *pool = NULL;
+    int busy = 0;
+    atomic_store(&gate, 0);
+    cr_assert_eq(util_pool_new(&cfg, &pool), 0);
+    /* One runs, two wait; the rest must be refused immediately. */
+    for (int i = 0; i < 10; i++)
+        if (util_pool_submit(pool, NULL, work_wait_gate, NULL, NULL) == UTIL_EBUSY)
+            busy++;
+    cr_assert_geq(busy, 7);
+    cr_assert_geq(util_pool_rejected(pool), 7u);
+    atomic_store(&gate, 1);
+    util_pool_free(pool);
+}
+
+Test(pool, run_sync_returns_the_work_result)
+{
+    struct util_pool_config cfg = {.name = "t", .threads = 1, .queue_max = 4};
+    struct util_pool *pool = NULL;
+    int x = 21;
+    cr_assert_eq(util_pool_new(&cfg, &pool), 0);
+    cr_assert_eq(util_pool_run_sync(pool, work_double, &x), 42);
+    util_pool_free(pool);
+}
+
+static int init_fail(void *ctx, void **state)
+{
+    (void)ctx;
+    (void)state;
+    return UTIL_ESTORE;
+}
+
+Test(pool, failing_thread_init_fails_creation)
+{
+    struct util_pool_config cfg = {.name = "t", .threads = 2, .queue_max = 4, .thread_init = init_fail};
+    struct util_pool *pool = NULL;
+    cr_assert_eq(util_pool_new(&cfg, &pool), UTIL_ESTORE);
+    cr_assert_null(pool);
+}
+
+Test(blob, refcount_frees_on_last_unref)
+{
+    struct util_blob *b = util_blob_new("abc", 3);
+    cr_assert_not_null(b);
+    cr_assert_eq(util_blob_ref(b), b);
+    cr_assert_eq(atomic_load(&b->refs), 2);
+    util_blob_unref(b);
+    cr_assert_eq(atomic_load(&b->refs), 1);
+    cr_assert_eq(memcmp(b->data, "abc", 3), 0);
+    util_blob_unref(b);
+    util_blob_unref(NULL);
+}
+
+Test(file, atomic_write_then_read)
+{
+    char dir[] = "/tmp/pkiva-util.XXXXXX";
+    char path[256];
+    unsigned char *data = NULL;
+    size_t len = 0;
+    struct stat st;
+    cr_assert_not_null(mkdtemp(dir));
+    (void)snprintf(path, sizeof(path), "%s/x.crl", dir);
+    cr_assert_eq(util_file_write_atomic(path, "hello", 5, 0640), 0);
+    cr_assert_eq(util_file_write_atomic(path, "world!", 6, 0640), 0);
+    cr_assert_eq(stat(path, &st), 0);
+    cr_assert_eq(st.st_mode & 0777, 0640);
+    cr_assert_eq(util_file_read(path, 100, &data, &len), 0);
+    cr_assert_eq(len, 6);
+    cr_assert_str_eq((char *)data, "world!");
+    free(data);
+    cr_assert_eq(util_file_read(path, 3, &data, &len), UTIL_EINVAL);
+    (void)snprintf(path, sizeof(path), "%s/missing", dir);
+    cr_assert_eq(util_file_read(path, 100, &data, &len), UTIL_ENOTFOUND);
+    (void)snprintf(path, sizeof(path), "rm -rf %s", dir);
+    (void)system(path);
+}
+
+Test(helpers, ct_equal_and_hex)
+{
+    char hex[9];
+    cr_assert(util_ct_equal("abcd", 4, "abcd", 4));
+    cr_assert_not(util_ct_equal("abcd", 4, "abce", 4));
+    cr_assert_not(util_ct_equal("abcd", 4, "abc", 3));
+    cr_assert_not(util_ct_equal("", 0, "a", 1));
+    util_hex((const unsigned char *)"\x01\xab\xff\x00", 4, hex);
+    cr_assert_str_eq(hex, "01abff00");
+    cr_assert_str_eq(util_strerror(UTIL_EHSM), "HSM unavailable or failed");
+}

@@ -1,0 +1,146 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* util: what every pkiva module shares and nothing more: the one error enum, logging that drains the
+ * OpenSSL error queue, wall and monotonic clocks, immutable reference-counted blobs (signed responses,
+ * CRLs) and the bounded worker pool that runs blocking work (HSM signing, SQLite) off the loop
+ * threads and hands results back to the loop that asked. */
+#ifndef PKIVA_UTIL_H
+#define PKIVA_UTIL_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+/* ---- errors --------------------------------------------------------------------------------- */
+
+/* One enum for the whole program. Functions return 0 on success or one of these (negative). */
+enum util_err {
+    UTIL_OK = 0,
+    UTIL_ENOMEM = -1,    /* allocation failed */
+    UTIL_EINVAL = -2,    /* bad argument or malformed input */
+    UTIL_EIO = -3,       /* file or socket I/O failed */
+    UTIL_ENOTFOUND = -4, /* no such row, key, file, issuer */
+    UTIL_EBUSY = -5,     /* a bounded queue is full; try later */
+    UTIL_EHSM = -6,      /* the HSM / PKCS#11 token failed or is unavailable */
+    UTIL_ESTORE = -7,    /* the database failed */
+    UTIL_EEXIST = -8,    /* already exists / conflicting state */
+    UTIL_ETIMEDOUT = -9, /* an operation did not finish in time */
+    UTIL_ECONFIG = -10,  /* configuration invalid */
+    UTIL_ECRYPTO = -11,  /* an OpenSSL operation failed (not the HSM) */
+    UTIL_ENOSPC = -12,   /* disk full */
+    UTIL_ELOCKED = -13,  /* database locked by another process beyond the busy timeout */
+    UTIL_ECLOSED = -14,  /* the component is shutting down */
+    UTIL_EPERM = -15,    /* permission problem (file modes, credentials) */
+};
+
+/* Static string for an error code; never NULL. */
+const char *util_strerror(int err);
+
+/* Map an errno value to the enum (ENOSPC -> UTIL_ENOSPC, ENOENT -> UTIL_ENOTFOUND, ...). */
+int util_errno(int errnum);
+
+/* ---- logging -------------------------------------------------------------------------------- */
+
+enum util_log_level { UTIL_LOG_DEBUG = 0, UTIL_LOG_INFO, UTIL_LOG_WARN, UTIL_LOG_ERROR };
+
+/* Process-wide settings; call once at start-up before threads exist. Output is one line per record
+ * on stderr: "2026-11-21T12:00:00.123Z level module: message". Thread-safe (one write(2) per line). */
+void util_log_set_level(enum util_log_level level);
+void util_log(enum util_log_level level, const char *module, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* Like util_log, then appends every queued OpenSSL error (and clears the queue) to the same line. */
+void util_log_openssl(enum util_log_level level, const char *module, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#define UTIL_DEBUG(mod, ...) util_log(UTIL_LOG_DEBUG, mod, __VA_ARGS__)
+#define UTIL_INFO(mod, ...) util_log(UTIL_LOG_INFO, mod, __VA_ARGS__)
+#define UTIL_WARN(mod, ...) util_log(UTIL_LOG_WARN, mod, __VA_ARGS__)
+#define UTIL_ERROR(mod, ...) util_log(UTIL_LOG_ERROR, mod, __VA_ARGS__)
+
+/* ---- time ----------------------------------------------------------------------------------- */
+
+int64_t util_now_ms(void);  /* wall clock, milliseconds since the Unix epoch */
+int64_t util_mono_ms(void); /* monotonic clock, milliseconds */
+
+/* ---- immutable reference-counted blobs ------------------------------------------------------ */
+
+/* A blob's bytes never change after util_blob_new returns; holders share it by reference. The last
+ * util_blob_unref frees it. Refcounting is atomic, so blobs may cross threads. */
+struct util_blob {
+    _Atomic long refs;
+    size_t len;
+    unsigned char data[];
+};
+
+/* Copies len bytes from data (data may be NULL to leave the bytes for the caller to fill before
+ * publishing the blob). Returns NULL on allocation failure. The caller owns one reference. */
+struct util_blob *util_blob_new(const void *data, size_t len);
+struct util_blob *util_blob_ref(struct util_blob *blob); /* returns blob; NULL-safe */
+void util_blob_unref(struct util_blob *blob);           /* NULL-safe */
+
+/* ---- bounded worker pool -------------------------------------------------------------------- */
+
+/* DESIGN: a pool is N named threads and one bounded FIFO of jobs. A loop thread submits a job through
+ * its own util_pool_port; a worker runs job->work(thread_state, arg) and the result comes back to the
+ * submitting loop, where job->done(arg, result) runs. A full queue refuses at once (UTIL_EBUSY), so
+ * callers can answer tryLater/503 without waiting. thread_init runs once on each worker thread (e.g.
+ * to open that thread's own SQLite connection) and thread_fini when the pool is freed. Jobs still
+ * queued at util_pool_free get done(arg, UTIL_ECLOSED). */
+struct util_pool;
+struct util_pool_port;
+
+typedef int (*util_pool_work_fn)(void *thread_state, void *arg);
+typedef void (*util_pool_done_fn)(void *arg, int result);
+typedef int (*util_pool_thread_init_fn)(void *pool_ctx, void **thread_state);
+typedef void (*util_pool_thread_fini_fn)(void *pool_ctx, void *thread_state);
+
+struct util_pool_config {
+    const char *name;      /* thread name prefix, <= 10 chars, e.g. "sign" */
+    int threads;           /* >= 1 */
+    int queue_max;         /* jobs waiting (not running) at most; >= 1 */
+    util_pool_thread_init_fn thread_init; /* optional; a non-zero return fails util_pool_new */
+    util_pool_thread_fini_fn thread_fini; /* optional */
+    void *ctx;             /* passed to thread_init/thread_fini */
+};
+
+/* Starts the threads. Returns 0 and *out, or an error (then nothing is left running). */
+int util_pool_new(const struct util_pool_config *cfg, struct util_pool **out);
+/* Stops accepting, finishes the running jobs, fails queued ones with UTIL_ECLOSED, joins threads.
+ * Ports must be closed first. NULL-safe. */
+void util_pool_free(struct util_pool *pool);
+
+/* A port binds a pool to one uv loop: completions are delivered on that loop's thread. Create and
+ * close it on the loop's thread. util_pool_port_close is asynchronous (uv_close); the port memory is
+ * released in the close callback; jobs still in flight for a closed port have done() skipped. */
+int util_pool_port_new(struct util_pool *pool, uv_loop_t *loop, struct util_pool_port **out);
+void util_pool_port_close(struct util_pool_port *port);
+
+/* Queue a job. From a loop thread pass that loop's port; done runs later on that loop. With port ==
+ * NULL, done (if not NULL) runs on the worker thread right after work. Returns 0, UTIL_EBUSY when the
+ * queue is full, UTIL_ECLOSED when the pool is stopping, UTIL_ENOMEM. On error done is never called. */
+int util_pool_submit(struct util_pool *pool, struct util_pool_port *port, util_pool_work_fn work,
+                     util_pool_done_fn done, void *arg);
+
+/* Run work(thread_state, arg) on a pool thread and wait for its result: for start-up and CLI code that
+ * is not on a loop thread. Still bounded: returns UTIL_EBUSY if the queue is full. */
+int util_pool_run_sync(struct util_pool *pool, util_pool_work_fn work, void *arg);
+
+/* Gauges for /metrics. */
+int util_pool_queue_depth(const struct util_pool *pool);
+uint64_t util_pool_rejected(const struct util_pool *pool);
+
+/* ---- small helpers -------------------------------------------------------------------------- */
+
+/* Reads a whole file (at most max_len bytes, else UTIL_EINVAL) into a malloc'd buffer the caller
+ * frees; a NUL is appended (not counted in *len). */
+int util_file_read(const char *path, size_t max_len, unsigned char **out, size_t *len);
+/* Writes atomically: temp file in the same directory, fsync, rename, fsync of the directory.
+ * mode is the new file's permission bits. */
+int util_file_write_atomic(const char *path, const void *data, size_t len, int mode);
+/* Constant-time comparison of two byte strings; different lengths compare unequal (the time depends
+ * only on the lengths). Returns 1 when equal. */
+int util_ct_equal(const void *a, size_t a_len, const void *b, size_t b_len);
+/* Lower-case hex of len bytes into out (2*len+1 bytes). */
+void util_hex(const unsigned char *data, size_t len, char *out);
+
+#endif
