@@ -249,7 +249,7 @@ int store_audit_verify_blocking(struct store *store, int64_t *bad_id, int64_t *c
 struct store_import_stats {
     int64_t added, existing, revoked, skipped;
 };
-/* Registers certificates from a PEM or DER file, or every *.pem/*.crt/*.cer/*.der file of a folder.
+/* Registers certificates from a PEM or DER file, or every .pem, .crt, .cer and .der file of a folder.
  * Each certificate's issuer is found among the registered issuers by name and signature; certificates
  * of unknown issuers are skipped and counted. Commits in batches; re-running is idempotent, so an
  * interrupted import resumes by running it again. progress (optional) is called after each batch. */

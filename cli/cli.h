@@ -1,0 +1,103 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* cli: the program's entry point. Parses and validates the configuration, creates the embedded demo
+ * PKI on first run, wires hsm, store, http and the protocol modules together for `pkiva serve`, and
+ * implements the operator commands. The library part (config parsing, demo PKI) is a module of its
+ * own so that tests and the config fuzz target can call it. */
+#ifndef PKIVA_CLI_H
+#define PKIVA_CLI_H
+
+#include <http/http.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#define CLI_MAX_ISSUERS 16
+#define CLI_PATH_MAX 512
+
+struct cli_issuer {
+    char name[64];                   /* URL-safe id, also the store's issuer name */
+    char cert[CLI_PATH_MAX];         /* PEM file of the CA certificate */
+    char key_uri[CLI_PATH_MAX];      /* PKCS#11 URI of the CA key (CRL signing; OCSP if no signer) */
+    char ocsp_cert[CLI_PATH_MAX];    /* delegated OCSP responder certificate; empty = CA signs */
+    char ocsp_key_uri[CLI_PATH_MAX]; /* its key */
+    int ocsp_ignore_nonce;           /* serve the pre-signed response even when a nonce is asked */
+    int rsa_pss;                     /* sign with RSASSA-PSS (RSA keys) */
+    char digest[16];                 /* "" = key default */
+};
+
+struct cli_config {
+    char source[CLI_PATH_MAX]; /* the file it was read from */
+    /* [server] */
+    char data_dir[CLI_PATH_MAX];
+    int workers;
+    char log_level[16];
+    char public_url[CLI_PATH_MAX]; /* base URL embedded in certificates, printed at start */
+    struct http_config http;       /* listeners and limits */
+    int shutdown_grace_ms;
+    /* [hsm] */
+    char hsm_module[CLI_PATH_MAX];
+    char hsm_pin_file[CLI_PATH_MAX];
+    char hsm_softhsm_conf[CLI_PATH_MAX]; /* exported as SOFTHSM2_CONF when set */
+    char hsm_provider[CLI_PATH_MAX];     /* pkcs11-provider module; "" = OpenSSL's default */
+    int hsm_no_deinit;
+    int hsm_sessions;
+    int hsm_queue_max;
+    /* [store] */
+    char store_path[CLI_PATH_MAX];
+    int feed_poll_ms;
+    /* [ocsp] */
+    int64_t ocsp_validity_s;
+    int64_t ocsp_max_age_s;
+    int ocsp_max_certids;
+    int ocsp_unknown_revoked; /* 1: RFC 6960 extended revoked for never-issued serials */
+    int ocsp_nonce_queue_max;
+    int64_t ocsp_cache_max_bytes;
+    int64_t ocsp_archive_cutoff_s;
+    int64_t ocsp_expired_retention_s;
+    int ocsp_responder_id_by_name;
+    char ocsp_path[64];
+    /* [revocation] */
+    int64_t sla_deadline_s;
+    int64_t sla_warn_s;
+    /* [admin] */
+    char admin_token_file[CLI_PATH_MAX];
+    /* [issuer.NAME] */
+    int n_issuers;
+    struct cli_issuer issuers[CLI_MAX_ISSUERS];
+};
+
+/* Fills every field with its documented default (conf/pkiva.conf). */
+void cli_config_defaults(struct cli_config *cfg);
+/* Parses an INI file over the defaults, then validates it as a whole. On error returns UTIL_ECONFIG
+ * and writes "FILE:LINE: reason" (or "FILE: reason" for whole-file checks) into err. Relative paths
+ * in the file are resolved against the file's directory. Binds nothing, opens nothing. */
+int cli_config_load(const char *path, struct cli_config *cfg, char *err, size_t err_len);
+/* Same, from a string (for the fuzz target and tests); base_dir resolves relative paths. */
+int cli_config_parse_string(const char *text, const char *name, const char *base_dir,
+                            struct cli_config *cfg, char *err, size_t err_len);
+
+/* "127.0.0.1:8080" or "[::1]:8080" -> host and port (kind untouched). */
+int cli_parse_listen(const char *text, struct http_listener_config *out);
+/* Durations "90", "90s", "15m", "12h", "4d" -> seconds. Returns 0 or UTIL_EINVAL. */
+int cli_parse_duration(const char *text, int64_t *seconds);
+/* Sizes "4096", "64k", "16M", "1G" -> bytes. */
+int cli_parse_size(const char *text, int64_t *bytes);
+
+struct cli_demo_options {
+    char data_dir[CLI_PATH_MAX];
+    char alg[16];                  /* "ec-p256" (default), "ec-p384", "rsa-2048", "rsa-3072" */
+    char public_listen[64];        /* "127.0.0.1:8080" */
+    char admin_listen[64];         /* "127.0.0.1:8081" */
+    char public_url[CLI_PATH_MAX]; /* "" = http://<public_listen> */
+};
+
+/* Creates the embedded default in opts->data_dir unless DIR/pkiva.conf already exists: a SoftHSM2
+ * token with its own softhsm2.conf and owner-only PIN file, keys generated in the token, the demo
+ * PKI signed through the HSM, the store with issuers and demo certificates (one revoked), PEM files
+ * under DIR/pki/, and finally DIR/pkiva.conf (written last: its presence marks a complete init;
+ * leftovers of an interrupted init are removed and redone). Sets *created to 1 if it created. */
+int cli_demo_init_blocking(const struct cli_demo_options *opts, int *created);
+
+/* Runs the server with a loaded configuration until SIGTERM/SIGINT. Returns the exit status. */
+int cli_serve(const struct cli_config *cfg);
+
+#endif

@@ -1,0 +1,511 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Configuration: INI files parsed with inih, every directive checked as it is read (file, line and
+ * reason on error), then the whole checked before anything is opened or bound. Defaults here are the
+ * ones documented in conf/pkiva.conf. */
+#include "cli.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <ini.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <util/util.h>
+
+struct parse_ctx {
+    struct cli_config *cfg;
+    const char *name;
+    const char *base_dir;
+    char *err;
+    size_t err_len;
+    int failed;
+};
+
+void cli_config_defaults(struct cli_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    (void)snprintf(cfg->data_dir, sizeof(cfg->data_dir), "./var");
+    cfg->workers = 0; /* 0 = number of cores */
+    (void)snprintf(cfg->log_level, sizeof(cfg->log_level), "info");
+    http_limits_default(&cfg->http.limits);
+    cfg->http.n_listeners = 2;
+    (void)snprintf(cfg->http.listeners[0].host, sizeof(cfg->http.listeners[0].host), "127.0.0.1");
+    cfg->http.listeners[0].port = 8080;
+    cfg->http.listeners[0].kind = HTTP_PUBLIC;
+    (void)snprintf(cfg->http.listeners[1].host, sizeof(cfg->http.listeners[1].host), "127.0.0.1");
+    cfg->http.listeners[1].port = 8081;
+    cfg->http.listeners[1].kind = HTTP_ADMIN;
+    cfg->http.server_header = "pkiva";
+    cfg->shutdown_grace_ms = 5000;
+    (void)snprintf(cfg->hsm_module, sizeof(cfg->hsm_module), "/usr/lib/softhsm/libsofthsm2.so");
+    cfg->hsm_no_deinit = 1;
+    cfg->hsm_sessions = 2;
+    cfg->hsm_queue_max = 4096;
+    cfg->feed_poll_ms = 200;
+    cfg->ocsp_validity_s = 4 * 86400;
+    cfg->ocsp_max_age_s = 3600;
+    cfg->ocsp_max_certids = 10;
+    cfg->ocsp_unknown_revoked = 0;
+    cfg->ocsp_nonce_queue_max = 256;
+    cfg->ocsp_cache_max_bytes = 1024LL * 1024 * 1024;
+    cfg->ocsp_archive_cutoff_s = 0;
+    cfg->ocsp_expired_retention_s = 10LL * 365 * 86400;
+    (void)snprintf(cfg->ocsp_path, sizeof(cfg->ocsp_path), "/");
+    cfg->sla_deadline_s = 12 * 3600;
+    cfg->sla_warn_s = 3600;
+}
+
+static int scaled(const char *text, int64_t *out, const char *units, const int64_t *factors)
+{
+    char *end = NULL;
+    long long value;
+    errno = 0;
+    if (text == NULL || !isdigit((unsigned char)text[0]))
+        return UTIL_EINVAL;
+    value = strtoll(text, &end, 10);
+    if (errno != 0 || value < 0)
+        return UTIL_EINVAL;
+    if (*end != '\0') {
+        const char *u = strchr(units, tolower((unsigned char)*end));
+        if (u == NULL || end[1] != '\0')
+            return UTIL_EINVAL;
+        if (value > INT64_MAX / factors[u - units])
+            return UTIL_EINVAL;
+        value *= factors[u - units];
+    }
+    *out = value;
+    return UTIL_OK;
+}
+
+int cli_parse_duration(const char *text, int64_t *seconds)
+{
+    static const int64_t factors[] = {1, 60, 3600, 86400};
+    return scaled(text, seconds, "smhd", factors);
+}
+
+int cli_parse_size(const char *text, int64_t *bytes)
+{
+    static const int64_t factors[] = {1024, 1024 * 1024, 1024 * 1024 * 1024};
+    return scaled(text, bytes, "kmg", factors);
+}
+
+static int fail(struct parse_ctx *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static int fail(struct parse_ctx *ctx, const char *fmt, ...)
+{
+    if (!ctx->failed) {
+        va_list ap;
+        va_start(ap, fmt);
+        (void)vsnprintf(ctx->err, ctx->err_len, fmt, ap); /* truncation is acceptable */
+        va_end(ap);
+        ctx->failed = 1;
+    }
+    return 0; /* tells inih this line is in error; it reports the line number */
+}
+
+static int set_path(struct parse_ctx *ctx, char *dst, size_t dst_len, const char *value)
+{
+    int n;
+    if (value[0] == '\0')
+        n = snprintf(dst, dst_len, "%s", "");
+    else if (value[0] == '/' || ctx->base_dir == NULL || strncmp(value, "pkcs11:", 7) == 0)
+        n = snprintf(dst, dst_len, "%s", value);
+    else
+        n = snprintf(dst, dst_len, "%s/%s", ctx->base_dir, value);
+    if (n < 0 || (size_t)n >= dst_len)
+        return fail(ctx, "path too long: %s", value);
+    return 1;
+}
+
+static int set_str(struct parse_ctx *ctx, char *dst, size_t dst_len, const char *value)
+{
+    int n = snprintf(dst, dst_len, "%s", value);
+    if (n < 0 || (size_t)n >= dst_len)
+        return fail(ctx, "value too long: %s", value);
+    return 1;
+}
+
+static int set_int(struct parse_ctx *ctx, int *dst, const char *value, long min, long max)
+{
+    char *end = NULL;
+    long v;
+    errno = 0;
+    v = strtol(value, &end, 10);
+    if (errno != 0 || end == value || *end != '\0' || v < min || v > max) {
+        char range[64];
+        (void)snprintf(range, sizeof(range), "%ld..%ld", min, max);
+        return fail(ctx, "expected an integer in %s, got '%s'", range, value);
+    }
+    *dst = (int)v;
+    return 1;
+}
+
+static int set_bool(struct parse_ctx *ctx, int *dst, const char *value)
+{
+    if (strcmp(value, "yes") == 0 || strcmp(value, "true") == 0 || strcmp(value, "on") == 0 ||
+        strcmp(value, "1") == 0)
+        *dst = 1;
+    else if (strcmp(value, "no") == 0 || strcmp(value, "false") == 0 ||
+             strcmp(value, "off") == 0 || strcmp(value, "0") == 0)
+        *dst = 0;
+    else
+        return fail(ctx, "expected yes or no, got '%s'", value);
+    return 1;
+}
+
+static int set_duration(struct parse_ctx *ctx, int64_t *dst, const char *value)
+{
+    if (cli_parse_duration(value, dst) != 0)
+        return fail(ctx, "expected a duration like 90s, 15m, 12h or 4d, got '%s'", value);
+    return 1;
+}
+
+static int set_duration_ms(struct parse_ctx *ctx, int *dst, const char *value)
+{
+    int64_t s = 0;
+    /* Millisecond settings accept "250ms" as well as the second-based forms. */
+    size_t len = strlen(value);
+    if (len > 2 && strcmp(value + len - 2, "ms") == 0) {
+        char buf[32];
+        if (len - 2 >= sizeof(buf))
+            return fail(ctx, "bad duration '%s'", value);
+        memcpy(buf, value, len - 2);
+        buf[len - 2] = '\0';
+        return set_int(ctx, dst, buf, 1, 3600000);
+    }
+    if (cli_parse_duration(value, &s) != 0 || s > 3600)
+        return fail(ctx, "expected a duration like 250ms, 10s or 2m (at most 1h), got '%s'", value);
+    *dst = (int)(s * 1000);
+    return 1;
+}
+
+static int set_size(struct parse_ctx *ctx, size_t *dst, const char *value, int64_t max)
+{
+    int64_t v = 0;
+    if (cli_parse_size(value, &v) != 0 || v < 1 || v > max)
+        return fail(ctx, "expected a size like 4096, 64k or 16M, got '%s'", value);
+    *dst = (size_t)v;
+    return 1;
+}
+
+int cli_parse_listen(const char *text, struct http_listener_config *out)
+{
+    const char *colon = strrchr(text, ':');
+    const char *host = text;
+    size_t host_len;
+    char *end = NULL;
+    long port;
+    if (colon == NULL || colon == text)
+        return UTIL_EINVAL;
+    host_len = (size_t)(colon - text);
+    if (host[0] == '[' && host_len > 2 && host[host_len - 1] == ']') {
+        host++;
+        host_len -= 2;
+    }
+    if (host_len >= sizeof(out->host))
+        return UTIL_EINVAL;
+    errno = 0;
+    port = strtol(colon + 1, &end, 10);
+    if (errno != 0 || end == colon + 1 || *end != '\0' || port < 0 || port > 65535)
+        return UTIL_EINVAL;
+    memcpy(out->host, host, host_len);
+    out->host[host_len] = '\0';
+    out->port = (int)port;
+    return UTIL_OK;
+}
+
+static int set_listen(struct parse_ctx *ctx, struct http_listener_config *l, const char *value)
+{
+    if (cli_parse_listen(value, l) != UTIL_OK)
+        return fail(ctx, "expected HOST:PORT (port 0-65535), got '%s'", value);
+    return 1;
+}
+
+static struct cli_issuer *issuer_for(struct parse_ctx *ctx, const char *name)
+{
+    struct cli_config *cfg = ctx->cfg;
+    for (int i = 0; i < cfg->n_issuers; i++)
+        if (strcmp(cfg->issuers[i].name, name) == 0)
+            return &cfg->issuers[i];
+    if (cfg->n_issuers >= CLI_MAX_ISSUERS)
+        return NULL;
+    struct cli_issuer *is = &cfg->issuers[cfg->n_issuers++];
+    memset(is, 0, sizeof(*is));
+    (void)snprintf(is->name, sizeof(is->name), "%s", name); /* length checked by the caller */
+    return is;
+}
+
+static int valid_name(const char *name)
+{
+    size_t len = strlen(name);
+    if (len == 0 || len >= 64)
+        return 0;
+    for (size_t i = 0; i < len; i++)
+        if (!isalnum((unsigned char)name[i]) && strchr("._-", name[i]) == NULL)
+            return 0;
+    return 1;
+}
+
+static int on_issuer(struct parse_ctx *ctx, const char *name, const char *key, const char *value)
+{
+    struct cli_issuer *is;
+    if (!valid_name(name))
+        return fail(ctx, "issuer name '%s' must be 1-63 characters of [A-Za-z0-9._-]", name);
+    is = issuer_for(ctx, name);
+    if (is == NULL)
+        return fail(ctx, "too many issuers (at most %d)", CLI_MAX_ISSUERS);
+    if (strcmp(key, "cert") == 0)
+        return set_path(ctx, is->cert, sizeof(is->cert), value);
+    if (strcmp(key, "key") == 0)
+        return set_str(ctx, is->key_uri, sizeof(is->key_uri), value);
+    if (strcmp(key, "ocsp_cert") == 0)
+        return set_path(ctx, is->ocsp_cert, sizeof(is->ocsp_cert), value);
+    if (strcmp(key, "ocsp_key") == 0)
+        return set_str(ctx, is->ocsp_key_uri, sizeof(is->ocsp_key_uri), value);
+    if (strcmp(key, "ocsp_ignore_nonce") == 0)
+        return set_bool(ctx, &is->ocsp_ignore_nonce, value);
+    if (strcmp(key, "rsa_pss") == 0)
+        return set_bool(ctx, &is->rsa_pss, value);
+    if (strcmp(key, "digest") == 0) {
+        if (strcmp(value, "SHA256") != 0 && strcmp(value, "SHA384") != 0 &&
+            strcmp(value, "SHA512") != 0)
+            return fail(ctx, "digest must be SHA256, SHA384 or SHA512, got '%s'", value);
+        return set_str(ctx, is->digest, sizeof(is->digest), value);
+    }
+    return fail(ctx, "unknown directive '%s' in [issuer.%s]", key, name);
+}
+
+static int on_entry(void *user, const char *section, const char *key, const char *value)
+{
+    struct parse_ctx *ctx = user;
+    struct cli_config *cfg = ctx->cfg;
+    struct http_limits *lim = &cfg->http.limits;
+
+    if (ctx->failed)
+        return 1; /* report only the first error */
+    if (strcmp(section, "server") == 0) {
+        if (strcmp(key, "data_dir") == 0)
+            return set_path(ctx, cfg->data_dir, sizeof(cfg->data_dir), value);
+        if (strcmp(key, "workers") == 0)
+            return set_int(ctx, &cfg->workers, value, 0, 64);
+        if (strcmp(key, "log_level") == 0) {
+            if (strcmp(value, "debug") && strcmp(value, "info") && strcmp(value, "warn") &&
+                strcmp(value, "error"))
+                return fail(ctx, "log_level must be debug, info, warn or error, got '%s'", value);
+            return set_str(ctx, cfg->log_level, sizeof(cfg->log_level), value);
+        }
+        if (strcmp(key, "public_url") == 0)
+            return set_str(ctx, cfg->public_url, sizeof(cfg->public_url), value);
+        if (strcmp(key, "listen") == 0)
+            return set_listen(ctx, &cfg->http.listeners[0], value);
+        if (strcmp(key, "admin_listen") == 0)
+            return set_listen(ctx, &cfg->http.listeners[1], value);
+        if (strcmp(key, "max_connections") == 0)
+            return set_int(ctx, &lim->max_connections, value, 1, 1000000);
+        if (strcmp(key, "max_url") == 0)
+            return set_size(ctx, &lim->max_url, value, 65536);
+        if (strcmp(key, "max_headers") == 0)
+            return set_int(ctx, &lim->max_headers, value, 1, 1000);
+        if (strcmp(key, "max_header_bytes") == 0)
+            return set_size(ctx, &lim->max_header_bytes, value, 1024 * 1024);
+        if (strcmp(key, "max_body") == 0)
+            return set_size(ctx, &lim->max_body, value, 64 * 1024 * 1024);
+        if (strcmp(key, "max_pipelined") == 0)
+            return set_int(ctx, &lim->max_pipelined, value, 1, 1024);
+        if (strcmp(key, "header_timeout") == 0)
+            return set_duration_ms(ctx, &lim->header_timeout_ms, value);
+        if (strcmp(key, "body_timeout") == 0)
+            return set_duration_ms(ctx, &lim->body_timeout_ms, value);
+        if (strcmp(key, "idle_timeout") == 0)
+            return set_duration_ms(ctx, &lim->idle_timeout_ms, value);
+        if (strcmp(key, "write_timeout") == 0)
+            return set_duration_ms(ctx, &lim->write_timeout_ms, value);
+        if (strcmp(key, "shutdown_grace") == 0)
+            return set_duration_ms(ctx, &cfg->shutdown_grace_ms, value);
+    } else if (strcmp(section, "hsm") == 0) {
+        if (strcmp(key, "module") == 0)
+            return set_path(ctx, cfg->hsm_module, sizeof(cfg->hsm_module), value);
+        if (strcmp(key, "pin_file") == 0)
+            return set_path(ctx, cfg->hsm_pin_file, sizeof(cfg->hsm_pin_file), value);
+        if (strcmp(key, "softhsm_conf") == 0)
+            return set_path(ctx, cfg->hsm_softhsm_conf, sizeof(cfg->hsm_softhsm_conf), value);
+        if (strcmp(key, "provider") == 0)
+            return set_path(ctx, cfg->hsm_provider, sizeof(cfg->hsm_provider), value);
+        if (strcmp(key, "no_deinit") == 0)
+            return set_bool(ctx, &cfg->hsm_no_deinit, value);
+        if (strcmp(key, "sessions") == 0)
+            return set_int(ctx, &cfg->hsm_sessions, value, 1, 256);
+        if (strcmp(key, "queue_max") == 0)
+            return set_int(ctx, &cfg->hsm_queue_max, value, 1, 1000000);
+    } else if (strcmp(section, "store") == 0) {
+        if (strcmp(key, "path") == 0)
+            return set_path(ctx, cfg->store_path, sizeof(cfg->store_path), value);
+        if (strcmp(key, "feed_poll") == 0)
+            return set_duration_ms(ctx, &cfg->feed_poll_ms, value);
+    } else if (strcmp(section, "ocsp") == 0) {
+        if (strcmp(key, "validity") == 0)
+            return set_duration(ctx, &cfg->ocsp_validity_s, value);
+        if (strcmp(key, "max_age") == 0)
+            return set_duration(ctx, &cfg->ocsp_max_age_s, value);
+        if (strcmp(key, "max_certids") == 0)
+            return set_int(ctx, &cfg->ocsp_max_certids, value, 1, 1000);
+        if (strcmp(key, "unknown_serials") == 0) {
+            if (strcmp(value, "unknown") == 0)
+                cfg->ocsp_unknown_revoked = 0;
+            else if (strcmp(value, "revoked") == 0)
+                cfg->ocsp_unknown_revoked = 1;
+            else
+                return fail(ctx, "unknown_serials must be unknown or revoked, got '%s'", value);
+            return 1;
+        }
+        if (strcmp(key, "nonce_queue_max") == 0)
+            return set_int(ctx, &cfg->ocsp_nonce_queue_max, value, 1, 1000000);
+        if (strcmp(key, "cache_max") == 0) {
+            size_t bytes = 0;
+            if (!set_size(ctx, &bytes, value, INT64_MAX))
+                return 0;
+            cfg->ocsp_cache_max_bytes = (int64_t)bytes;
+            return 1;
+        }
+        if (strcmp(key, "archive_cutoff") == 0)
+            return set_duration(ctx, &cfg->ocsp_archive_cutoff_s, value);
+        if (strcmp(key, "expired_retention") == 0)
+            return set_duration(ctx, &cfg->ocsp_expired_retention_s, value);
+        if (strcmp(key, "responder_id") == 0) {
+            if (strcmp(value, "key") == 0)
+                cfg->ocsp_responder_id_by_name = 0;
+            else if (strcmp(value, "name") == 0)
+                cfg->ocsp_responder_id_by_name = 1;
+            else
+                return fail(ctx, "responder_id must be key or name, got '%s'", value);
+            return 1;
+        }
+        if (strcmp(key, "path") == 0) {
+            if (value[0] != '/')
+                return fail(ctx, "path must start with '/', got '%s'", value);
+            return set_str(ctx, cfg->ocsp_path, sizeof(cfg->ocsp_path), value);
+        }
+    } else if (strcmp(section, "revocation") == 0) {
+        if (strcmp(key, "deadline") == 0)
+            return set_duration(ctx, &cfg->sla_deadline_s, value);
+        if (strcmp(key, "warn_before") == 0)
+            return set_duration(ctx, &cfg->sla_warn_s, value);
+    } else if (strcmp(section, "admin") == 0) {
+        if (strcmp(key, "token_file") == 0)
+            return set_path(ctx, cfg->admin_token_file, sizeof(cfg->admin_token_file), value);
+    } else if (strncmp(section, "issuer.", 7) == 0) {
+        return on_issuer(ctx, section + 7, key, value);
+    } else {
+        return fail(ctx, "unknown section [%s]", section);
+    }
+    return fail(ctx, "unknown directive '%s' in [%s]", key, section);
+}
+
+/* Whole-configuration checks, after every line was read. */
+static int validate(struct cli_config *cfg, char *err, size_t err_len)
+{
+    if (cfg->store_path[0] == '\0')
+        (void)snprintf(cfg->store_path, sizeof(cfg->store_path), "%s/pkiva.db", cfg->data_dir);
+    if (cfg->hsm_pin_file[0] == '\0') {
+        (void)snprintf(err, err_len, "[hsm] pin_file is required");
+        return UTIL_ECONFIG;
+    }
+    if (cfg->n_issuers == 0) {
+        (void)snprintf(err, err_len, "at least one [issuer.NAME] section is required");
+        return UTIL_ECONFIG;
+    }
+    for (int i = 0; i < cfg->n_issuers; i++) {
+        struct cli_issuer *is = &cfg->issuers[i];
+        if (is->cert[0] == '\0' || is->key_uri[0] == '\0') {
+            (void)snprintf(err, err_len, "[issuer.%s] needs cert and key", is->name);
+            return UTIL_ECONFIG;
+        }
+        if (strncmp(is->key_uri, "pkcs11:", 7) != 0 ||
+            (is->ocsp_key_uri[0] != '\0' && strncmp(is->ocsp_key_uri, "pkcs11:", 7) != 0)) {
+            (void)snprintf(err, err_len, "[issuer.%s] keys must be PKCS#11 URIs (RFC 7512)",
+                           is->name);
+            return UTIL_ECONFIG;
+        }
+        if ((is->ocsp_cert[0] == '\0') != (is->ocsp_key_uri[0] == '\0')) {
+            (void)snprintf(err, err_len, "[issuer.%s] ocsp_cert and ocsp_key go together",
+                           is->name);
+            return UTIL_ECONFIG;
+        }
+    }
+    if (cfg->ocsp_max_age_s > cfg->ocsp_validity_s) {
+        (void)snprintf(err, err_len, "[ocsp] max_age must not exceed validity");
+        return UTIL_ECONFIG;
+    }
+    if (cfg->sla_warn_s >= cfg->sla_deadline_s) {
+        (void)snprintf(err, err_len, "[revocation] warn_before must be less than deadline");
+        return UTIL_ECONFIG;
+    }
+    if (cfg->http.listeners[0].port != 0 &&
+        cfg->http.listeners[0].port == cfg->http.listeners[1].port &&
+        strcmp(cfg->http.listeners[0].host, cfg->http.listeners[1].host) == 0) {
+        (void)snprintf(err, err_len, "[server] listen and admin_listen must differ");
+        return UTIL_ECONFIG;
+    }
+    if (cfg->public_url[0] == '\0')
+        (void)snprintf(cfg->public_url, sizeof(cfg->public_url), "http://%s:%d",
+                       cfg->http.listeners[0].host, cfg->http.listeners[0].port);
+    return UTIL_OK;
+}
+
+int cli_config_parse_string(const char *text, const char *name, const char *base_dir,
+                            struct cli_config *cfg, char *err, size_t err_len)
+{
+    char reason[512] = "";
+    struct parse_ctx ctx = {cfg, name, base_dir, reason, sizeof(reason), 0};
+    int line;
+
+    cli_config_defaults(cfg);
+    (void)snprintf(cfg->source, sizeof(cfg->source), "%s", name);
+    line = ini_parse_string(text, on_entry, &ctx);
+    if (line != 0) {
+        if (line < 0)
+            (void)snprintf(err, err_len, "%s: cannot read the file", name);
+        else if (ctx.failed)
+            (void)snprintf(err, err_len, "%s:%d: %s", name, line, reason);
+        else
+            (void)snprintf(err, err_len, "%s:%d: syntax error (expected [section] or key = value)",
+                           name, line);
+        return UTIL_ECONFIG;
+    }
+    if (validate(cfg, reason, sizeof(reason)) != UTIL_OK) {
+        (void)snprintf(err, err_len, "%s: %s", name, reason);
+        return UTIL_ECONFIG;
+    }
+    return UTIL_OK;
+}
+
+int cli_config_load(const char *path, struct cli_config *cfg, char *err, size_t err_len)
+{
+    unsigned char *text = NULL;
+    size_t len = 0;
+    char dir[CLI_PATH_MAX];
+    char *slash;
+    int rc;
+
+    rc = util_file_read(path, 1024 * 1024, &text, &len);
+    if (rc != UTIL_OK) {
+        (void)snprintf(err, err_len, "%s: cannot read: %s", path, util_strerror(rc));
+        return UTIL_ECONFIG;
+    }
+    if (strlen((char *)text) != len) {
+        free(text);
+        (void)snprintf(err, err_len, "%s: contains a NUL byte", path);
+        return UTIL_ECONFIG;
+    }
+    (void)snprintf(dir, sizeof(dir), "%s", path);
+    slash = strrchr(dir, '/');
+    if (slash != NULL)
+        *slash = '\0';
+    else
+        (void)snprintf(dir, sizeof(dir), ".");
+    rc = cli_config_parse_string((char *)text, path, dir, cfg, err, err_len);
+    free(text);
+    return rc;
+}

@@ -1,0 +1,596 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The embedded default: on first run, a SoftHSM2 token, keys generated inside it, a two-level demo
+ * PKI (root CA -> issuing CA -> OCSP responder, TSA and three subscriber certificates, one revoked,
+ * one on hold) signed through the HSM, the store, PEM files for clients and a generated config.
+ * pkiva.conf is written last and marks a complete init; anything an interrupted init left behind is
+ * removed and redone, so there is never a half-made default. */
+#include "cli.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <hsm/hsm.h>
+#include <limits.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/rand.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <store/store.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <util/util.h>
+
+#define MOD "init"
+#define TOKEN_LABEL "pkiva"
+#define NOT_REVOKED (-100) /* register_cert: leave the certificate good */
+
+enum cert_kind { KIND_ROOT, KIND_SUBCA, KIND_OCSP, KIND_TSA, KIND_EE };
+
+struct demo {
+    const struct cli_demo_options *opts;
+    char dir[PATH_MAX];
+    char url[CLI_PATH_MAX];
+    struct hsm *hsm;
+    struct store *store;
+};
+
+static int path_join(char *out, size_t len, const char *dir, const char *name)
+{
+    int n = snprintf(out, len, "%s/%s", dir, name);
+    return (n < 0 || (size_t)n >= len) ? UTIL_EINVAL : UTIL_OK;
+}
+
+static int mkdir_mode(const char *path, mode_t mode)
+{
+    if (mkdir(path, mode) != 0 && errno != EEXIST) {
+        int rc = util_errno(errno);
+        UTIL_ERROR(MOD, "cannot create directory %s: %s", path, strerror(errno));
+        return rc;
+    }
+    return UTIL_OK;
+}
+
+/* Runs argv without a shell, output to our stderr only on failure (softhsm2-util is chatty). */
+static int run_quiet(char *const argv[])
+{
+    int status = 0;
+    pid_t pid = fork();
+    if (pid < 0)
+        return util_errno(errno);
+    if (pid == 0) {
+        int devnull = open("/dev/null", O_WRONLY);
+        if (devnull >= 0)
+            (void)dup2(devnull, STDOUT_FILENO); /* best effort: chatter only */
+        execvp(argv[0], argv);
+        _exit(127);
+    }
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR)
+            return util_errno(errno);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        UTIL_ERROR(MOD, "%s failed (exit status %d)", argv[0],
+                   WIFEXITED(status) ? WEXITSTATUS(status) : -1);
+        return UTIL_EHSM;
+    }
+    return UTIL_OK;
+}
+
+static int random_secret(char *out, size_t bytes)
+{
+    unsigned char raw[32];
+    if (bytes > sizeof(raw) || RAND_bytes(raw, (int)bytes) != 1)
+        return UTIL_ECRYPTO;
+    util_hex(raw, bytes, out);
+    OPENSSL_cleanse(raw, sizeof(raw));
+    return UTIL_OK;
+}
+
+static int write_text(const char *dir, const char *name, const char *text, int mode)
+{
+    char path[PATH_MAX];
+    int rc = path_join(path, sizeof(path), dir, name);
+    if (rc == UTIL_OK)
+        rc = util_file_write_atomic(path, text, strlen(text), mode);
+    if (rc != UTIL_OK)
+        UTIL_ERROR(MOD, "cannot write %s/%s: %s", dir, name, util_strerror(rc));
+    return rc;
+}
+
+/* Token with its own softhsm2.conf, PIN files readable by the owner only. */
+static int make_token(struct demo *d, char *pin_file, size_t pin_file_len)
+{
+    char hsm_dir[PATH_MAX], tokens[PATH_MAX], conf[PATH_MAX + 128], conf_path[PATH_MAX];
+    char pin[33], so_pin[33];
+    int rc;
+
+    if ((rc = path_join(hsm_dir, sizeof(hsm_dir), d->dir, "hsm")) != UTIL_OK ||
+        (rc = path_join(tokens, sizeof(tokens), hsm_dir, "tokens")) != UTIL_OK ||
+        (rc = path_join(conf_path, sizeof(conf_path), hsm_dir, "softhsm2.conf")) != UTIL_OK ||
+        (rc = path_join(pin_file, pin_file_len, hsm_dir, "user.pin")) != UTIL_OK)
+        return rc;
+    if ((rc = mkdir_mode(hsm_dir, 0700)) != UTIL_OK || (rc = mkdir_mode(tokens, 0700)) != UTIL_OK)
+        return rc;
+    (void)snprintf(conf, sizeof(conf),
+                   "# SoftHSM2 configuration for pkiva's embedded default token.\n"
+                   "directories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\n"
+                   "slots.removable = false\n",
+                   tokens);
+    if ((rc = write_text(hsm_dir, "softhsm2.conf", conf, 0600)) != UTIL_OK)
+        return rc;
+    if ((rc = random_secret(pin, 16)) != UTIL_OK || (rc = random_secret(so_pin, 16)) != UTIL_OK)
+        return rc;
+    if ((rc = write_text(hsm_dir, "user.pin", pin, 0600)) != UTIL_OK ||
+        (rc = write_text(hsm_dir, "so.pin", so_pin, 0600)) != UTIL_OK)
+        return rc;
+    if (setenv("SOFTHSM2_CONF", conf_path, 1) != 0)
+        return util_errno(errno);
+    {
+        char *argv[] = {"softhsm2-util", "--init-token", "--free", "--label", TOKEN_LABEL,
+                        "--pin",         pin,            "--so-pin", so_pin, NULL};
+        rc = run_quiet(argv);
+    }
+    OPENSSL_cleanse(pin, sizeof(pin));
+    OPENSSL_cleanse(so_pin, sizeof(so_pin));
+    if (rc != UTIL_OK)
+        UTIL_ERROR(MOD, "could not initialise the SoftHSM2 token (is softhsm2 installed?)");
+    return rc;
+}
+
+static int add_ext(X509 *cert, X509 *issuer, int nid, const char *value)
+{
+    X509V3_CTX ctx;
+    X509_EXTENSION *ext = NULL;
+    int ok;
+    X509V3_set_ctx(&ctx, issuer != NULL ? issuer : cert, cert, NULL, NULL, 0);
+    ext = X509V3_EXT_conf_nid(NULL, &ctx, nid, value);
+    if (ext == NULL) {
+        util_log_openssl(UTIL_LOG_ERROR, MOD, "extension %s = %s", OBJ_nid2sn(nid), value);
+        return UTIL_ECRYPTO;
+    }
+    ok = X509_add_ext(cert, ext, -1);
+    X509_EXTENSION_free(ext);
+    return ok == 1 ? UTIL_OK : UTIL_ECRYPTO;
+}
+
+/* Copies a provider key's public half into a default-context key, so that certificates carry a
+ * plain SubjectPublicKeyInfo and later verification needs no provider. */
+static EVP_PKEY *public_copy(EVP_PKEY *key)
+{
+    unsigned char *der = NULL;
+    const unsigned char *p;
+    EVP_PKEY *pub = NULL;
+    int len = i2d_PUBKEY(key, &der);
+    if (len <= 0)
+        return NULL;
+    p = der;
+    pub = d2i_PUBKEY(NULL, &p, len);
+    OPENSSL_free(der);
+    return pub;
+}
+
+static int make_cert(struct demo *d, enum cert_kind kind, const char *cn, EVP_PKEY *subject_key,
+                     X509 *issuer, const struct hsm_key *signer, const char *issuer_name,
+                     int days, X509 **out)
+{
+    int rc = UTIL_ECRYPTO;
+    X509 *cert = NULL;
+    X509_NAME *name = NULL;
+    EVP_PKEY *pub = NULL;
+    EVP_MD_CTX *mdctx = NULL;
+    unsigned char serial_raw[16];
+    BIGNUM *serial_bn = NULL;
+    char buf[3 * CLI_PATH_MAX];
+
+    cert = X509_new();
+    name = X509_NAME_new();
+    pub = public_copy(subject_key);
+    if (cert == NULL || name == NULL || pub == NULL)
+        goto out;
+    if (RAND_bytes(serial_raw, sizeof(serial_raw)) != 1)
+        goto out;
+    serial_raw[0] = (unsigned char)((serial_raw[0] & 0x7f) | 0x40); /* positive, 16 octets */
+    serial_bn = BN_bin2bn(serial_raw, sizeof(serial_raw), NULL);
+    if (serial_bn == NULL || BN_to_ASN1_INTEGER(serial_bn, X509_get_serialNumber(cert)) == NULL)
+        goto out;
+    if (X509_set_version(cert, X509_VERSION_3) != 1)
+        goto out;
+    if (X509_NAME_add_entry_by_txt(name, "C", MBSTRING_UTF8, (const unsigned char *)"VN", -1, -1,
+                                   0) != 1 ||
+        X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8,
+                                   (const unsigned char *)"pkiva demo", -1, -1, 0) != 1 ||
+        X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1, -1,
+                                   0) != 1)
+        goto out;
+    if (X509_set_subject_name(cert, name) != 1 ||
+        X509_set_issuer_name(cert, issuer != NULL ? X509_get_subject_name(issuer) : name) != 1)
+        goto out;
+    /* Backdated an hour so that clients with a slightly slow clock accept fresh certificates. */
+    if (X509_gmtime_adj(X509_getm_notBefore(cert), -3600) == NULL ||
+        X509_gmtime_adj(X509_getm_notAfter(cert), (long)days * 86400) == NULL)
+        goto out;
+    if (X509_set_pubkey(cert, pub) != 1)
+        goto out;
+
+    if ((rc = add_ext(cert, issuer, NID_subject_key_identifier, "hash")) != UTIL_OK)
+        goto out;
+    if (issuer != NULL && (rc = add_ext(cert, issuer, NID_authority_key_identifier,
+                                        "keyid:always")) != UTIL_OK)
+        goto out;
+    switch (kind) {
+    case KIND_ROOT:
+        if ((rc = add_ext(cert, issuer, NID_basic_constraints, "critical,CA:TRUE")) ||
+            (rc = add_ext(cert, issuer, NID_key_usage, "critical,keyCertSign,cRLSign")))
+            goto out;
+        break;
+    case KIND_SUBCA:
+        if ((rc = add_ext(cert, issuer, NID_basic_constraints, "critical,CA:TRUE,pathlen:0")) ||
+            (rc = add_ext(cert, issuer, NID_key_usage, "critical,keyCertSign,cRLSign")))
+            goto out;
+        break;
+    case KIND_OCSP:
+        if ((rc = add_ext(cert, issuer, NID_basic_constraints, "critical,CA:FALSE")) ||
+            (rc = add_ext(cert, issuer, NID_key_usage, "critical,digitalSignature")) ||
+            (rc = add_ext(cert, issuer, NID_ext_key_usage, "OCSPSigning")) ||
+            (rc = add_ext(cert, issuer, NID_id_pkix_OCSP_noCheck, "ignored")))
+            goto out;
+        break;
+    case KIND_TSA:
+        if ((rc = add_ext(cert, issuer, NID_basic_constraints, "critical,CA:FALSE")) ||
+            (rc = add_ext(cert, issuer, NID_key_usage,
+                          "critical,digitalSignature,nonRepudiation")) ||
+            (rc = add_ext(cert, issuer, NID_ext_key_usage, "critical,timeStamping")))
+            goto out;
+        break;
+    case KIND_EE:
+        if ((rc = add_ext(cert, issuer, NID_basic_constraints, "critical,CA:FALSE")) ||
+            (rc = add_ext(cert, issuer, NID_key_usage,
+                          "critical,digitalSignature,nonRepudiation")) ||
+            (rc = add_ext(cert, issuer, NID_ext_key_usage, "clientAuth,emailProtection")))
+            goto out;
+        break;
+    }
+    if (issuer != NULL) {
+        /* Everything below the root points back at this service for status and its issuer. */
+        (void)snprintf(buf, sizeof(buf), "URI:%s/crl/%s.crl", d->url, issuer_name);
+        if ((rc = add_ext(cert, issuer, NID_crl_distribution_points, buf)) != UTIL_OK)
+            goto out;
+        (void)snprintf(buf, sizeof(buf), "OCSP;URI:%s/,caIssuers;URI:%s/ca/%s.crt", d->url,
+                       d->url, issuer_name);
+        if ((rc = add_ext(cert, issuer, NID_info_access, buf)) != UTIL_OK)
+            goto out;
+    }
+    rc = hsm_sign_ctx_new_blocking(d->hsm, signer, &mdctx);
+    if (rc != UTIL_OK)
+        goto out;
+    ERR_clear_error();
+    if (X509_sign_ctx(cert, mdctx) <= 0) {
+        util_log_openssl(UTIL_LOG_ERROR, MOD, "signing the certificate for %s in the HSM failed",
+                         cn);
+        rc = UTIL_EHSM;
+        goto out;
+    }
+    *out = cert;
+    cert = NULL;
+    rc = UTIL_OK;
+out:
+    if (rc == UTIL_ECRYPTO)
+        util_log_openssl(UTIL_LOG_ERROR, MOD, "building the certificate for %s failed", cn);
+    X509_free(cert);
+    X509_NAME_free(name);
+    EVP_PKEY_free(pub);
+    EVP_MD_CTX_free(mdctx);
+    BN_free(serial_bn);
+    return rc;
+}
+
+static int write_pem(struct demo *d, const char *name, X509 *const *certs, int n)
+{
+    char path[PATH_MAX], pki[PATH_MAX];
+    BIO *bio = BIO_new(BIO_s_mem());
+    char *data = NULL;
+    long len;
+    int rc = UTIL_ECRYPTO;
+
+    if (bio == NULL)
+        return UTIL_ENOMEM;
+    for (int i = 0; i < n; i++)
+        if (PEM_write_bio_X509(bio, certs[i]) != 1)
+            goto out;
+    len = BIO_get_mem_data(bio, &data);
+    if ((rc = path_join(pki, sizeof(pki), d->dir, "pki")) != UTIL_OK ||
+        (rc = path_join(path, sizeof(path), pki, name)) != UTIL_OK)
+        goto out;
+    rc = util_file_write_atomic(path, data, (size_t)len, 0644);
+    if (rc != UTIL_OK)
+        UTIL_ERROR(MOD, "cannot write %s: %s", path, util_strerror(rc));
+out:
+    BIO_free(bio);
+    return rc;
+}
+
+static int serial_octets(X509 *cert, unsigned char *out, size_t *len)
+{
+    const ASN1_INTEGER *serial = X509_get0_serialNumber(cert);
+    unsigned char *der = NULL;
+    int n = i2d_ASN1_INTEGER(serial, &der);
+    int rc = UTIL_EINVAL;
+    /* DER INTEGER: tag, one length octet (serials are short), content octets. */
+    if (n > 2 && der[1] < 0x80 && (size_t)(n - 2) <= STORE_SERIAL_MAX) {
+        memcpy(out, der + 2, (size_t)(n - 2));
+        *len = (size_t)(n - 2);
+        rc = UTIL_OK;
+    }
+    OPENSSL_free(der);
+    return rc;
+}
+
+static int register_cert(struct demo *d, int64_t issuer_id, X509 *cert, int revoke_reason)
+{
+    unsigned char serial[STORE_SERIAL_MAX];
+    size_t serial_len = 0;
+    unsigned char *der = NULL;
+    int der_len;
+    struct store_cert_new nc;
+    char subject[256];
+    int rc;
+    struct tm tm;
+
+    if ((rc = serial_octets(cert, serial, &serial_len)) != UTIL_OK)
+        return rc;
+    der_len = i2d_X509(cert, &der);
+    if (der_len <= 0)
+        return UTIL_ECRYPTO;
+    memset(&nc, 0, sizeof(nc));
+    nc.issuer_id = issuer_id;
+    nc.serial = serial;
+    nc.serial_len = serial_len;
+    if (ASN1_TIME_to_tm(X509_get0_notBefore(cert), &tm) == 1)
+        nc.not_before = (int64_t)timegm(&tm);
+    if (ASN1_TIME_to_tm(X509_get0_notAfter(cert), &tm) == 1)
+        nc.not_after = (int64_t)timegm(&tm);
+    (void)X509_NAME_oneline(X509_get_subject_name(cert), subject, sizeof(subject));
+    nc.subject = subject;
+    nc.cert_der = der;
+    nc.cert_len = (size_t)der_len;
+    rc = store_cert_add_blocking(d->store, &nc, NULL);
+    OPENSSL_free(der);
+    if (rc == UTIL_OK && revoke_reason != NOT_REVOKED) {
+        struct store_revocation rev;
+        memset(&rev, 0, sizeof(rev));
+        rev.issuer_id = issuer_id;
+        rev.serial = serial;
+        rev.serial_len = serial_len;
+        rev.reason = revoke_reason;
+        rev.request_id = "demo-init";
+        rev.actor = "pkiva-init";
+        rc = store_cert_revoke_blocking(d->store, &rev, NULL);
+    }
+    return rc;
+}
+
+static int register_issuer(struct demo *d, const char *name, X509 *cert, int64_t *id)
+{
+    unsigned char *der = NULL;
+    int len = i2d_X509(cert, &der);
+    int rc;
+    if (len <= 0)
+        return UTIL_ECRYPTO;
+    rc = store_issuer_put_blocking(d->store, name, der, (size_t)len, id);
+    OPENSSL_free(der);
+    return rc;
+}
+
+static void remove_leftovers(const char *dir)
+{
+    static const char *const names[] = {"hsm", "pki", "pkiva.db", "pkiva.db-wal", "pkiva.db-shm",
+                                        "publish"};
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        char path[PATH_MAX];
+        struct stat st;
+        if (path_join(path, sizeof(path), dir, names[i]) != UTIL_OK || lstat(path, &st) != 0)
+            continue;
+        UTIL_WARN(MOD, "removing %s left by an interrupted first run", path);
+        if (S_ISDIR(st.st_mode)) {
+            char *argv[] = {"rm", "-rf", "--", path, NULL};
+            (void)run_quiet(argv); /* the init that follows fails loudly if it could not */
+        } else {
+            (void)unlink(path); /* likewise */
+        }
+    }
+}
+
+static int write_config(struct demo *d, const char *pin_file, const char *alg)
+{
+    char text[8192];
+    char hsm_conf[PATH_MAX];
+    int n;
+    (void)snprintf(hsm_conf, sizeof(hsm_conf), "%s/hsm/softhsm2.conf", d->dir);
+    n = snprintf(
+        text, sizeof(text),
+        "# Generated by pkiva on first run (embedded default: SoftHSM2 token, demo PKI, %s keys).\n"
+        "# Every directive is documented in conf/pkiva.conf of the source tree.\n\n"
+        "[server]\n"
+        "data_dir = %s\n"
+        "listen = %s\n"
+        "admin_listen = %s\n"
+        "public_url = %s\n\n"
+        "[hsm]\n"
+        "module = /usr/lib/softhsm/libsofthsm2.so\n"
+        "softhsm_conf = %s\n"
+        "pin_file = %s\n"
+        "no_deinit = yes\n\n"
+        "[store]\n"
+        "path = %s/pkiva.db\n\n"
+        "[admin]\n"
+        "token_file = %s/admin.token\n\n"
+        "# The root CA answers OCSP for the issuing CA with its own key.\n"
+        "[issuer.root]\n"
+        "cert = %s/pki/root-ca.pem\n"
+        "key = pkcs11:token=" TOKEN_LABEL ";object=root-ca;type=private\n\n"
+        "# The issuing CA delegates OCSP signing to a responder certificate.\n"
+        "[issuer.demo-ca]\n"
+        "cert = %s/pki/issuing-ca.pem\n"
+        "key = pkcs11:token=" TOKEN_LABEL ";object=issuing-ca;type=private\n"
+        "ocsp_cert = %s/pki/ocsp-responder.pem\n"
+        "ocsp_key = pkcs11:token=" TOKEN_LABEL ";object=ocsp-responder;type=private\n",
+        alg, d->dir, d->opts->public_listen, d->opts->admin_listen, d->url, hsm_conf, pin_file,
+        d->dir, d->dir, d->dir, d->dir, d->dir);
+    if (n < 0 || (size_t)n >= sizeof(text))
+        return UTIL_EINVAL;
+    return write_text(d->dir, "pkiva.conf", text, 0600);
+}
+
+int cli_demo_init_blocking(const struct cli_demo_options *opts, int *created)
+{
+    struct demo d;
+    char path[PATH_MAX], pin_file[PATH_MAX], token[65];
+    struct stat st;
+    struct hsm_config hcfg;
+    struct hsm_key *k_root = NULL, *k_ca = NULL, *k_ocsp = NULL, *k_tsa = NULL;
+    X509 *root = NULL, *ca = NULL, *ocsp = NULL, *tsa = NULL, *ee[3] = {NULL, NULL, NULL};
+    EVP_PKEY *ee_key = NULL;
+    int64_t root_id = 0, ca_id = 0;
+    int alg;
+    int rc;
+    const char *alg_name = opts->alg[0] ? opts->alg : "ec-p256";
+
+    *created = 0;
+    memset(&d, 0, sizeof(d));
+    d.opts = opts;
+    alg = hsm_alg_from_name(alg_name);
+    if (alg < 0) {
+        UTIL_ERROR(MOD, "unknown key algorithm '%s' (ec-p256, ec-p384, rsa-2048, rsa-3072)",
+                   alg_name);
+        return UTIL_EINVAL;
+    }
+    if (mkdir_mode(opts->data_dir, 0700) != UTIL_OK)
+        return UTIL_EPERM;
+    if (realpath(opts->data_dir, d.dir) == NULL) {
+        UTIL_ERROR(MOD, "data directory %s: %s", opts->data_dir, strerror(errno));
+        return util_errno(errno);
+    }
+    if (access(d.dir, W_OK | X_OK) != 0) {
+        UTIL_ERROR(MOD, "data directory %s is not writable", d.dir);
+        return UTIL_EPERM;
+    }
+    if ((rc = path_join(path, sizeof(path), d.dir, "pkiva.conf")) != UTIL_OK)
+        return rc;
+    if (stat(path, &st) == 0)
+        return UTIL_OK; /* a complete default exists: reuse it */
+    if (opts->public_url[0] != '\0')
+        (void)snprintf(d.url, sizeof(d.url), "%s", opts->public_url);
+    else
+        (void)snprintf(d.url, sizeof(d.url), "http://%s", opts->public_listen);
+    remove_leftovers(d.dir);
+    UTIL_INFO(MOD, "first run: creating the embedded default in %s (%s keys)", d.dir, alg_name);
+
+    if ((rc = make_token(&d, pin_file, sizeof(pin_file))) != UTIL_OK)
+        goto out;
+    memset(&hcfg, 0, sizeof(hcfg));
+    hcfg.module_path = "/usr/lib/softhsm/libsofthsm2.so";
+    hcfg.pin_file = pin_file;
+    hcfg.softhsm_no_deinit = 1;
+    hcfg.sessions = 1;
+    hcfg.queue_max = 16;
+    if ((rc = hsm_open(&hcfg, &d.hsm)) != UTIL_OK)
+        goto out;
+    if ((rc = hsm_key_generate_blocking(d.hsm, TOKEN_LABEL, "root-ca", alg, &k_root)) ||
+        (rc = hsm_key_generate_blocking(d.hsm, TOKEN_LABEL, "issuing-ca", alg, &k_ca)) ||
+        (rc = hsm_key_generate_blocking(d.hsm, TOKEN_LABEL, "ocsp-responder", alg, &k_ocsp)) ||
+        (rc = hsm_key_generate_blocking(d.hsm, TOKEN_LABEL, "tsa", alg, &k_tsa)))
+        goto out;
+
+    if ((rc = make_cert(&d, KIND_ROOT, "pkiva Demo Root CA", k_root->pkey, NULL, k_root, NULL,
+                        7300, &root)) ||
+        (rc = make_cert(&d, KIND_SUBCA, "pkiva Demo Issuing CA", k_ca->pkey, root, k_root, "root",
+                        3650, &ca)) ||
+        (rc = make_cert(&d, KIND_OCSP, "pkiva Demo OCSP Responder", k_ocsp->pkey, ca, k_ca,
+                        "demo-ca", 730, &ocsp)) ||
+        (rc = make_cert(&d, KIND_TSA, "pkiva Demo TSA", k_tsa->pkey, ca, k_ca, "demo-ca", 1825,
+                        &tsa)))
+        goto out;
+    /* Subscriber keys are not the service's to keep: software keys, discarded after issuance. */
+    ee_key = EVP_EC_gen("P-256");
+    if (ee_key == NULL) {
+        rc = UTIL_ECRYPTO;
+        goto out;
+    }
+    if ((rc = make_cert(&d, KIND_EE, "Demo Subscriber Good", ee_key, ca, k_ca, "demo-ca", 365,
+                        &ee[0])) ||
+        (rc = make_cert(&d, KIND_EE, "Demo Subscriber Revoked", ee_key, ca, k_ca, "demo-ca", 365,
+                        &ee[1])) ||
+        (rc = make_cert(&d, KIND_EE, "Demo Subscriber On Hold", ee_key, ca, k_ca, "demo-ca", 365,
+                        &ee[2])))
+        goto out;
+
+    if ((rc = path_join(path, sizeof(path), d.dir, "pki")) != UTIL_OK ||
+        (rc = mkdir_mode(path, 0755)) != UTIL_OK)
+        goto out;
+    {
+        X509 *chain_tsa[] = {tsa, ca, root};
+        X509 *chain_ca[] = {ca, root};
+        if ((rc = write_pem(&d, "root-ca.pem", &root, 1)) ||
+            (rc = write_pem(&d, "issuing-ca.pem", &ca, 1)) ||
+            (rc = write_pem(&d, "ca-chain.pem", chain_ca, 2)) ||
+            (rc = write_pem(&d, "ocsp-responder.pem", &ocsp, 1)) ||
+            (rc = write_pem(&d, "tsa.pem", &tsa, 1)) ||
+            (rc = write_pem(&d, "tsa-chain.pem", chain_tsa, 3)) ||
+            (rc = write_pem(&d, "demo-good.pem", &ee[0], 1)) ||
+            (rc = write_pem(&d, "demo-revoked.pem", &ee[1], 1)) ||
+            (rc = write_pem(&d, "demo-hold.pem", &ee[2], 1)))
+            goto out;
+    }
+
+    if ((rc = path_join(path, sizeof(path), d.dir, "pkiva.db")) != UTIL_OK ||
+        (rc = store_open_blocking(path, STORE_OPEN_CREATE, &d.store)) != UTIL_OK)
+        goto out;
+    if ((rc = store_begin_blocking(d.store)) != UTIL_OK)
+        goto out;
+    if ((rc = register_issuer(&d, "root", root, &root_id)) ||
+        (rc = register_issuer(&d, "demo-ca", ca, &ca_id)) ||
+        (rc = register_cert(&d, root_id, ca, NOT_REVOKED)) ||
+        (rc = register_cert(&d, ca_id, ocsp, NOT_REVOKED)) ||
+        (rc = register_cert(&d, ca_id, tsa, NOT_REVOKED)) ||
+        (rc = register_cert(&d, ca_id, ee[0], NOT_REVOKED)) ||
+        (rc = register_cert(&d, ca_id, ee[1], STORE_REASON_KEY_COMPROMISE)) ||
+        (rc = register_cert(&d, ca_id, ee[2], STORE_REASON_CERTIFICATE_HOLD))) {
+        (void)store_rollback_blocking(d.store); /* the init is redone from scratch anyway */
+        goto out;
+    }
+    if ((rc = store_audit_append_blocking(d.store, "pkiva-init", "init",
+                                          "{\"what\":\"embedded default created\"}")) ||
+        (rc = store_commit_blocking(d.store)))
+        goto out;
+
+    /* The admin API's bearer token, owner-only like the PIN. */
+    if ((rc = random_secret(token, 32)) != UTIL_OK ||
+        (rc = write_text(d.dir, "admin.token", token, 0600)) != UTIL_OK)
+        goto out;
+    OPENSSL_cleanse(token, sizeof(token));
+    if ((rc = write_config(&d, pin_file, alg_name)) != UTIL_OK)
+        goto out;
+    *created = 1;
+    UTIL_INFO(MOD, "embedded default ready: config %s/pkiva.conf, PEM files in %s/pki/", d.dir,
+              d.dir);
+out:
+    if (rc != UTIL_OK)
+        UTIL_ERROR(MOD, "first run failed: %s (nothing usable was left in %s; run again)",
+                   util_strerror(rc), d.dir);
+    for (int i = 0; i < 3; i++)
+        X509_free(ee[i]);
+    X509_free(root);
+    X509_free(ca);
+    X509_free(ocsp);
+    X509_free(tsa);
+    EVP_PKEY_free(ee_key);
+    hsm_key_free(k_root);
+    hsm_key_free(k_ca);
+    hsm_key_free(k_ocsp);
+    hsm_key_free(k_tsa);
+    store_close(d.store);
+    hsm_close(d.hsm);
+    return rc;
+}

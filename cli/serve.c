@@ -1,0 +1,623 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* `pkiva serve` and `pkiva init`: validate everything, open the HSM and the store, build the OCSP
+ * responder, start the loops and the change-feed poller, print the URLs, and shut down cleanly on
+ * SIGTERM/SIGINT.
+ *
+ * DESIGN (the feed poller): one thread with its own store connection reads the change feed every
+ * feed_poll ms, whoever wrote it (this server's admin API, `pkiva revoke` in another process), and
+ * hands each change to the OCSP responder in feed order. A change the responder cannot take yet
+ * (re-sign backlog full) is retried on the next turn, never skipped. The same thread records, for
+ * the revocation deadline report, when changes became visible in OCSP, and keeps the store's
+ * readiness flag for /readyz. */
+#define _GNU_SOURCE /* getopt_long */
+#include "cli_int.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <hsm/hsm.h>
+#include <http/http.h>
+#include <ocsp/ocsp.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <store/store.h>
+#include <time.h>
+#include <unistd.h>
+#include <util/util.h>
+
+#define MOD "serve"
+
+struct served_issuer {
+    const struct cli_issuer *conf;
+    int64_t store_id;
+    X509 *cert;
+    X509 *ocsp_cert;
+    struct hsm_key *ca_key;
+    struct hsm_key *ocsp_key;
+    struct util_blob *cert_der; /* published at /ca/NAME.crt */
+};
+
+struct server {
+    const struct cli_config *cfg;
+    struct hsm *hsm;
+    struct store *store; /* start-up connection, then closed */
+    struct ocsp_responder *ocsp;
+    struct http_server *http;
+    int n_issuers;
+    struct served_issuer issuers[CLI_MAX_ISSUERS];
+
+    pthread_t poller;
+    int poller_started;
+    _Atomic int stopping;
+    _Atomic int store_ok;
+    _Atomic int64_t feed_applied; /* highest feed id handed to the responder */
+    _Atomic int64_t feed_head;    /* highest feed id seen in the store */
+    int64_t feed_start;           /* the poller starts after this id */
+
+    pthread_mutex_t visible_mutex; /* guards the two fields below (written by the pre-signer) */
+    int64_t visible_feed_id, visible_at_ms;
+};
+
+static X509 *load_pem_cert(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    X509 *cert = NULL;
+    if (f == NULL) {
+        UTIL_ERROR(MOD, "cannot open certificate %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    ERR_clear_error();
+    cert = PEM_read_X509(f, NULL, NULL, NULL);
+    (void)fclose(f); /* read-only */
+    if (cert == NULL)
+        util_log_openssl(UTIL_LOG_ERROR, MOD, "%s is not a PEM certificate", path);
+    return cert;
+}
+
+/* Loads certificates and keys of every issuer and registers the issuers in the store. */
+static int open_issuers(struct server *srv)
+{
+    const struct cli_config *cfg = srv->cfg;
+    for (int i = 0; i < cfg->n_issuers; i++) {
+        struct served_issuer *is = &srv->issuers[i];
+        const struct cli_issuer *c = &cfg->issuers[i];
+        unsigned char *der = NULL;
+        int len, rc;
+        const char *md = c->digest[0] ? c->digest : NULL;
+
+        is->conf = c;
+        srv->n_issuers++;
+        is->cert = load_pem_cert(c->cert);
+        if (is->cert == NULL)
+            return UTIL_ECONFIG;
+        if (c->ocsp_cert[0] != '\0') {
+            is->ocsp_cert = load_pem_cert(c->ocsp_cert);
+            if (is->ocsp_cert == NULL)
+                return UTIL_ECONFIG;
+        }
+        rc = hsm_key_load_blocking(srv->hsm, c->key_uri, md, c->rsa_pss, &is->ca_key);
+        if (rc != UTIL_OK) {
+            UTIL_ERROR(MOD, "[issuer.%s] key %s: %s", c->name, c->key_uri, util_strerror(rc));
+            return rc;
+        }
+        if (X509_check_private_key(is->cert, is->ca_key->pkey) != 1) {
+            ERR_clear_error();
+            /* Provider keys cannot always be compared this way; compare the public halves. */
+            if (EVP_PKEY_eq(X509_get0_pubkey(is->cert), is->ca_key->pkey) != 1) {
+                ERR_clear_error();
+                UTIL_ERROR(MOD, "[issuer.%s] key %s does not match %s", c->name, c->key_uri,
+                           c->cert);
+                return UTIL_ECONFIG;
+            }
+        }
+        if (c->ocsp_key_uri[0] != '\0') {
+            rc = hsm_key_load_blocking(srv->hsm, c->ocsp_key_uri, md, c->rsa_pss, &is->ocsp_key);
+            if (rc != UTIL_OK) {
+                UTIL_ERROR(MOD, "[issuer.%s] ocsp_key %s: %s", c->name, c->ocsp_key_uri,
+                           util_strerror(rc));
+                return rc;
+            }
+        }
+        len = i2d_X509(is->cert, &der);
+        if (len <= 0)
+            return UTIL_ECRYPTO;
+        is->cert_der = util_blob_new(der, (size_t)len);
+        rc = is->cert_der ? store_issuer_put_blocking(srv->store, c->name, der, (size_t)len,
+                                                      &is->store_id)
+                          : UTIL_ENOMEM;
+        OPENSSL_free(der);
+        if (rc == UTIL_EEXIST) {
+            UTIL_ERROR(MOD, "[issuer.%s] the store has another certificate under this name",
+                       c->name);
+            return UTIL_ECONFIG;
+        }
+        if (rc != UTIL_OK)
+            return rc;
+    }
+    return UTIL_OK;
+}
+
+static void close_issuers(struct server *srv)
+{
+    for (int i = 0; i < srv->n_issuers; i++) {
+        struct served_issuer *is = &srv->issuers[i];
+        X509_free(is->cert);
+        X509_free(is->ocsp_cert);
+        hsm_key_free(is->ca_key);
+        hsm_key_free(is->ocsp_key);
+        util_blob_unref(is->cert_der);
+    }
+    srv->n_issuers = 0;
+}
+
+/* GET /ca/NAME.crt: the CA certificates named by caIssuers in AIA (RFC 5280 4.2.2.1). */
+static void handle_ca_cert(void *ctx, struct http_request *req)
+{
+    struct server *srv = ctx;
+    size_t len = 0;
+    const char *target = http_request_target(req, &len);
+    const char *name = target + 4; /* after "/ca/" */
+    size_t name_len = len - 4;
+    if (name_len > 4 && memcmp(name + name_len - 4, ".crt", 4) == 0) {
+        name_len -= 4;
+        for (int i = 0; i < srv->n_issuers; i++) {
+            const char *iname = srv->issuers[i].conf->name;
+            if (strlen(iname) == name_len && memcmp(iname, name, name_len) == 0) {
+                struct http_response resp = {
+                    .status = 200,
+                    .content_type = "application/pkix-cert",
+                    .body = srv->issuers[i].cert_der,
+                    .headers = "Cache-Control: max-age=86400, public\r\n",
+                };
+                http_request_respond(req, &resp);
+                return;
+            }
+        }
+    }
+    http_request_respond_text(req, 404, "text/plain", "no such CA certificate\n");
+}
+
+/* /metrics in Prometheus text format (admin listener). */
+static void handle_metrics(void *ctx, struct http_request *req)
+{
+    struct server *srv = ctx;
+    struct ocsp_stats os;
+    struct hsm_stats hs;
+    struct http_stats ht;
+    char body[4096];
+    int n;
+
+    ocsp_stats_get(srv->ocsp, &os);
+    hsm_stats_get(srv->hsm, &hs);
+    http_server_stats(srv->http, &ht);
+    n = snprintf(
+        body, sizeof(body),
+        "# TYPE pkiva_http_requests_total counter\n"
+        "pkiva_http_requests_total %llu\n"
+        "# TYPE pkiva_http_responses_total counter\n"
+        "pkiva_http_responses_total{class=\"2xx\"} %llu\n"
+        "pkiva_http_responses_total{class=\"3xx\"} %llu\n"
+        "pkiva_http_responses_total{class=\"4xx\"} %llu\n"
+        "pkiva_http_responses_total{class=\"5xx\"} %llu\n"
+        "# TYPE pkiva_http_connections_open gauge\n"
+        "pkiva_http_connections_open %llu\n"
+        "# TYPE pkiva_http_rejections_total counter\n"
+        "pkiva_http_rejections_total{why=\"limit\"} %llu\n"
+        "pkiva_http_rejections_total{why=\"timeout\"} %llu\n"
+        "pkiva_http_rejections_total{why=\"connections\"} %llu\n"
+        "# TYPE pkiva_ocsp_requests_total counter\n"
+        "pkiva_ocsp_requests_total{method=\"GET\"} %llu\n"
+        "pkiva_ocsp_requests_total{method=\"POST\"} %llu\n"
+        "# TYPE pkiva_ocsp_responses_total counter\n"
+        "pkiva_ocsp_responses_total{status=\"good\"} %llu\n"
+        "pkiva_ocsp_responses_total{status=\"revoked\"} %llu\n"
+        "pkiva_ocsp_responses_total{status=\"unknown\"} %llu\n"
+        "pkiva_ocsp_responses_total{status=\"malformedRequest\"} %llu\n"
+        "pkiva_ocsp_responses_total{status=\"unauthorized\"} %llu\n"
+        "pkiva_ocsp_responses_total{status=\"tryLater\"} %llu\n"
+        "pkiva_ocsp_responses_total{status=\"internalError\"} %llu\n"
+        "pkiva_ocsp_responses_total{status=\"notModified\"} %llu\n"
+        "# TYPE pkiva_ocsp_signed_total counter\n"
+        "pkiva_ocsp_signed_total{path=\"presign\"} %llu\n"
+        "pkiva_ocsp_signed_total{path=\"live\"} %llu\n"
+        "pkiva_ocsp_signed_total{path=\"miss\"} %llu\n"
+        "# TYPE pkiva_ocsp_nonce_rejected_total counter\n"
+        "pkiva_ocsp_nonce_rejected_total %llu\n"
+        "# TYPE pkiva_ocsp_cache_entries gauge\n"
+        "pkiva_ocsp_cache_entries %llu\n"
+        "# TYPE pkiva_ocsp_cache_bytes gauge\n"
+        "pkiva_ocsp_cache_bytes %llu\n"
+        "# TYPE pkiva_ocsp_index_entries gauge\n"
+        "pkiva_ocsp_index_entries %llu\n"
+        "# TYPE pkiva_ocsp_presign_backlog gauge\n"
+        "pkiva_ocsp_presign_backlog %llu\n"
+        "# TYPE pkiva_hsm_signatures_total counter\n"
+        "pkiva_hsm_signatures_total %llu\n"
+        "# TYPE pkiva_hsm_errors_total counter\n"
+        "pkiva_hsm_errors_total %llu\n"
+        "# TYPE pkiva_hsm_queue_depth gauge\n"
+        "pkiva_hsm_queue_depth %d\n"
+        "# TYPE pkiva_hsm_rejected_total counter\n"
+        "pkiva_hsm_rejected_total %llu\n"
+        "# TYPE pkiva_hsm_sign_seconds_avg gauge\n"
+        "pkiva_hsm_sign_seconds_avg %.6f\n"
+        "# TYPE pkiva_hsm_available gauge\n"
+        "pkiva_hsm_available %d\n"
+        "# TYPE pkiva_feed_lag gauge\n"
+        "pkiva_feed_lag %lld\n"
+        "# TYPE pkiva_feed_visible_id gauge\n"
+        "pkiva_feed_visible_id %lld\n",
+        (unsigned long long)ht.requests, (unsigned long long)ht.responses_2xx,
+        (unsigned long long)ht.responses_3xx, (unsigned long long)ht.responses_4xx,
+        (unsigned long long)ht.responses_5xx, (unsigned long long)ht.connections_open,
+        (unsigned long long)ht.limit_rejections, (unsigned long long)ht.timeouts,
+        (unsigned long long)ht.connections_rejected, (unsigned long long)os.requests_get,
+        (unsigned long long)os.requests_post, (unsigned long long)os.good,
+        (unsigned long long)os.revoked, (unsigned long long)os.unknown,
+        (unsigned long long)os.malformed, (unsigned long long)os.unauthorized,
+        (unsigned long long)os.try_later, (unsigned long long)os.internal_error,
+        (unsigned long long)os.not_modified, (unsigned long long)os.presigned,
+        (unsigned long long)os.signed_live, (unsigned long long)os.signed_miss,
+        (unsigned long long)os.nonce_rejected, (unsigned long long)os.cache_entries,
+        (unsigned long long)os.cache_bytes, (unsigned long long)os.index_entries,
+        (unsigned long long)os.presign_backlog, (unsigned long long)hs.signatures,
+        (unsigned long long)hs.errors, hs.queue_depth, (unsigned long long)hs.rejected,
+        hs.signatures ? (double)hs.sign_us_total / (double)hs.signatures / 1e6 : 0.0,
+        hsm_available(srv->hsm),
+        (long long)(atomic_load(&srv->feed_head) - ocsp_responder_visible_feed_id(srv->ocsp)),
+        (long long)ocsp_responder_visible_feed_id(srv->ocsp));
+    if (n < 0 || (size_t)n >= sizeof(body)) {
+        http_request_respond_text(req, 500, "text/plain", "metrics buffer too small\n");
+        return;
+    }
+    {
+        struct http_response resp = {.status = 200,
+                                     .content_type = "text/plain; version=0.0.4",
+                                     .body_bytes = body,
+                                     .body_len = (size_t)n};
+        http_request_respond(req, &resp);
+    }
+}
+
+static int ready_fn(void *ctx, char *why, size_t why_len)
+{
+    struct server *srv = ctx;
+    if (!hsm_available(srv->hsm)) {
+        (void)snprintf(why, why_len, "HSM unavailable");
+        return 0;
+    }
+    if (!atomic_load(&srv->store_ok)) {
+        (void)snprintf(why, why_len, "store unavailable");
+        return 0;
+    }
+    return 1;
+}
+
+static void on_visible(void *ctx, int64_t feed_id)
+{
+    struct server *srv = ctx;
+    pthread_mutex_lock(&srv->visible_mutex);
+    if (feed_id > srv->visible_feed_id) {
+        srv->visible_feed_id = feed_id;
+        srv->visible_at_ms = util_now_ms();
+    }
+    pthread_mutex_unlock(&srv->visible_mutex);
+}
+
+struct poll_batch {
+    struct server *srv;
+    int64_t last;    /* last change applied */
+    int blocked;     /* the responder refused a change: retry from last + 1 next turn */
+};
+
+static int apply_change(void *ctx, const struct store_change *change)
+{
+    struct poll_batch *b = ctx;
+    int rc = ocsp_responder_apply_change(b->srv->ocsp, change);
+    if (rc != UTIL_OK) {
+        b->blocked = 1;
+        return 1; /* stop the walk; the change is delivered again next turn */
+    }
+    b->last = change->id;
+    return 0;
+}
+
+static void *poller_main(void *arg)
+{
+    struct server *srv = arg;
+    struct store *store = NULL;
+    int64_t last = srv->feed_start;
+    int64_t sla_marked = srv->feed_start;
+    int store_error_logged = 0;
+    struct timespec pause = {srv->cfg->feed_poll_ms / 1000,
+                             (long)(srv->cfg->feed_poll_ms % 1000) * 1000000L};
+
+    while (!atomic_load(&srv->stopping)) {
+        struct poll_batch b = {srv, last, 0};
+        int rc = UTIL_OK;
+        int64_t head = 0, visible, visible_at;
+
+        if (store == NULL)
+            rc = store_open_blocking(srv->cfg->store_path, 0, &store);
+        if (rc == UTIL_OK)
+            rc = store_feed_head_blocking(store, &head);
+        /* Drain everything pending, in batches, before sleeping. */
+        while (rc == UTIL_OK && last < head && !b.blocked && !atomic_load(&srv->stopping)) {
+            rc = store_feed_read_blocking(store, last, 1000, apply_change, &b);
+            if (rc >= 0) {
+                if (b.last == last && !b.blocked)
+                    break; /* nothing new after all */
+                last = b.last;
+                rc = UTIL_OK;
+            }
+        }
+        if (rc == UTIL_OK) {
+            atomic_store(&srv->feed_head, head);
+            atomic_store(&srv->feed_applied, last);
+            if (!atomic_load(&srv->store_ok) && store_error_logged)
+                UTIL_WARN(MOD, "store available again");
+            atomic_store(&srv->store_ok, 1);
+            store_error_logged = 0;
+        } else {
+            atomic_store(&srv->store_ok, 0);
+            if (!store_error_logged)
+                UTIL_ERROR(MOD, "reading the change feed failed: %s (retrying)",
+                           util_strerror(rc));
+            store_error_logged = 1;
+            store_close(store);
+            store = NULL;
+        }
+        /* Record, for the deadline report, when revocations became visible in OCSP. */
+        pthread_mutex_lock(&srv->visible_mutex);
+        visible = srv->visible_feed_id;
+        visible_at = srv->visible_at_ms;
+        pthread_mutex_unlock(&srv->visible_mutex);
+        if (store != NULL && visible > sla_marked) {
+            int ok = 1;
+            for (int i = 0; i < srv->n_issuers && ok; i++)
+                ok = store_sla_mark_upto_blocking(store, srv->issuers[i].store_id, visible,
+                                                  STORE_SLA_OCSP, visible_at) == UTIL_OK;
+            if (ok)
+                sla_marked = visible;
+        }
+        if (!b.blocked)
+            (void)nanosleep(&pause, NULL); /* an early wake-up only polls sooner */
+        else
+            (void)nanosleep(&(struct timespec){0, 20 * 1000000L}, NULL); /* backlog: soon */
+    }
+    store_close(store);
+    return NULL;
+}
+
+static int build_ocsp(struct server *srv)
+{
+    const struct cli_config *cfg = srv->cfg;
+    struct ocsp_config oc;
+    struct ocsp_issuer_config ic[CLI_MAX_ISSUERS];
+    int rc;
+
+    ocsp_config_default(&oc);
+    oc.validity_seconds = cfg->ocsp_validity_s;
+    oc.max_age_seconds = cfg->ocsp_max_age_s;
+    oc.max_certids = cfg->ocsp_max_certids;
+    oc.unknown_policy = cfg->ocsp_unknown_revoked ? OCSP_UNKNOWN_EXTENDED_REVOKE
+                                                  : OCSP_UNKNOWN_STATUS;
+    oc.nonce_queue_max = cfg->ocsp_nonce_queue_max;
+    oc.cache_max_bytes = (size_t)cfg->ocsp_cache_max_bytes;
+    oc.archive_cutoff_seconds = cfg->ocsp_archive_cutoff_s;
+    oc.expired_retention_seconds = cfg->ocsp_expired_retention_s;
+    oc.prefixes[0] = cfg->ocsp_path;
+    oc.n_prefixes = 1;
+    oc.responder_id = cfg->ocsp_responder_id_by_name ? OCSP_RESPID_BY_NAME : OCSP_RESPID_BY_KEY;
+    oc.on_visible = on_visible;
+    oc.on_visible_ctx = srv;
+    memset(ic, 0, sizeof(ic));
+    for (int i = 0; i < srv->n_issuers; i++) {
+        struct served_issuer *is = &srv->issuers[i];
+        ic[i].name = is->conf->name;
+        ic[i].store_issuer_id = is->store_id;
+        ic[i].cert = is->cert;
+        ic[i].signer_cert = is->ocsp_cert;
+        ic[i].signer_key = is->ocsp_key ? is->ocsp_key : is->ca_key;
+        ic[i].ignore_nonce = is->conf->ocsp_ignore_nonce;
+    }
+    rc = ocsp_responder_new(&oc, ic, srv->n_issuers, srv->hsm, &srv->ocsp);
+    if (rc != UTIL_OK)
+        return rc;
+    return ocsp_responder_load_blocking(srv->ocsp, srv->store, &srv->feed_start);
+}
+
+int cli_serve(const struct cli_config *cfg)
+{
+    struct server *srv = NULL;
+    struct hsm_config hcfg;
+    struct http_config http;
+    int rc;
+    int status = 1;
+
+    cli__apply_env(cfg);
+    srv = calloc(1, sizeof(*srv));
+    if (srv == NULL) {
+        UTIL_ERROR(MOD, "out of memory at start-up");
+        return 1;
+    }
+    srv->cfg = cfg;
+    pthread_mutex_init(&srv->visible_mutex, NULL);
+    atomic_store(&srv->store_ok, 1);
+
+    memset(&hcfg, 0, sizeof(hcfg));
+    hcfg.module_path = cfg->hsm_module;
+    hcfg.pin_file = cfg->hsm_pin_file;
+    hcfg.provider_path = cfg->hsm_provider[0] ? cfg->hsm_provider : NULL;
+    hcfg.softhsm_no_deinit = cfg->hsm_no_deinit;
+    hcfg.sessions = cfg->hsm_sessions;
+    hcfg.queue_max = cfg->hsm_queue_max;
+    rc = hsm_open(&hcfg, &srv->hsm);
+    if (rc != UTIL_OK) {
+        UTIL_ERROR(MOD, "cannot open the HSM (module %s, PIN file %s): %s", cfg->hsm_module,
+                   cfg->hsm_pin_file, util_strerror(rc));
+        goto out;
+    }
+    rc = store_open_blocking(cfg->store_path, STORE_OPEN_CREATE, &srv->store);
+    if (rc != UTIL_OK) {
+        UTIL_ERROR(MOD, "cannot open the store %s: %s", cfg->store_path, util_strerror(rc));
+        goto out;
+    }
+    if ((rc = open_issuers(srv)) != UTIL_OK)
+        goto out;
+    if ((rc = build_ocsp(srv)) != UTIL_OK) {
+        UTIL_ERROR(MOD, "OCSP responder: %s", util_strerror(rc));
+        goto out;
+    }
+    (void)store_audit_append_blocking(srv->store, "pkiva-serve", "start",
+                                      "{\"what\":\"configuration and keys loaded\"}");
+    /* The start-up connection is not needed any more: the poller opens its own. */
+    store_close(srv->store);
+    srv->store = NULL;
+
+    http = cfg->http;
+    http.workers = cfg->workers > 0 ? cfg->workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (http.workers < 1)
+        http.workers = 1;
+    if ((rc = http_server_new(&http, &srv->http)) != UTIL_OK)
+        goto out;
+    if ((rc = ocsp_responder_register(srv->ocsp, srv->http)) != UTIL_OK ||
+        (rc = http_server_route(srv->http, HTTP_PUBLIC, "GET", "/ca/", handle_ca_cert, srv)) ||
+        (rc = http_server_route(srv->http, HTTP_ADMIN, "GET", "/metrics", handle_metrics, srv)))
+        goto out;
+    http_server_set_ready_fn(srv->http, ready_fn, srv);
+    if ((rc = http_server_start(srv->http)) != UTIL_OK)
+        goto out;
+    if ((rc = ocsp_responder_start(srv->ocsp)) != UTIL_OK)
+        goto out;
+    if (pthread_create(&srv->poller, NULL, poller_main, srv) != 0) {
+        rc = UTIL_ENOMEM;
+        goto out;
+    }
+    srv->poller_started = 1;
+
+    printf("pkiva is serving (%d workers)\n", http.workers);
+    printf("  OCSP:      %s%s   (POST, or GET %s<base64 request>)\n", cfg->public_url,
+           cfg->ocsp_path, cfg->ocsp_path);
+    for (int i = 0; i < srv->n_issuers; i++)
+        printf("  CA cert:   %s/ca/%s.crt\n", cfg->public_url, srv->issuers[i].conf->name);
+    printf("  health:    http://%s:%d/healthz  /readyz\n", cfg->http.listeners[0].host,
+           http_server_port(srv->http, 0));
+    printf("  admin:     http://%s:%d/  (/metrics)\n", cfg->http.listeners[1].host,
+           http_server_port(srv->http, 1));
+    printf("  data:      %s\n", cfg->data_dir);
+    fflush(stdout);
+
+    rc = http_server_run(srv->http);
+    status = rc == UTIL_OK ? 0 : 1;
+    UTIL_INFO(MOD, "stopped");
+out:
+    if (rc != UTIL_OK && status != 0)
+        UTIL_ERROR(MOD, "pkiva cannot serve: %s", util_strerror(rc));
+    atomic_store(&srv->stopping, 1);
+    if (srv->poller_started)
+        (void)pthread_join(srv->poller, NULL); /* our own joinable thread */
+    ocsp_responder_stop(srv->ocsp);
+    http_server_free(srv->http);
+    store_close(srv->store);
+    hsm_close(srv->hsm);
+    ocsp_responder_free(srv->ocsp);
+    close_issuers(srv);
+    pthread_mutex_destroy(&srv->visible_mutex);
+    free(srv);
+    return status;
+}
+
+static const char serve_help[] =
+    "usage: pkiva serve [--data DIR] [--alg ALG] [--listen HOST:PORT] [--admin-listen HOST:PORT]\n"
+    "                   [--public-url URL]\n"
+    "       pkiva serve --config FILE\n\n"
+    "Without --config, creates on first run (or reuses) the embedded default in DIR (default\n"
+    "./var): a SoftHSM2 token, a demo PKI signed in it, the store and DIR/pkiva.conf; then serves.\n"
+    "ALG: ec-p256 (default), ec-p384, rsa-2048, rsa-3072 (first run only).\n"
+    "--listen/--admin-listen: default 127.0.0.1:8080 / 127.0.0.1:8081 (first run: written into\n"
+    "the certificates' URLs; later runs: override the config).\n";
+
+static int demo_and_config(int argc, char **argv, int serve)
+{
+    static const struct option opts[] = {{"data", required_argument, NULL, 'd'},
+                                         {"config", required_argument, NULL, 'c'},
+                                         {"alg", required_argument, NULL, 'a'},
+                                         {"listen", required_argument, NULL, 'l'},
+                                         {"admin-listen", required_argument, NULL, 'L'},
+                                         {"public-url", required_argument, NULL, 'u'},
+                                         {"help", no_argument, NULL, 'h'},
+                                         {NULL, 0, NULL, 0}};
+    struct cli_demo_options demo;
+    struct cli_config *cfg = NULL;
+    const char *config = NULL;
+    const char *listen = NULL, *admin_listen = NULL;
+    char path[CLI_PATH_MAX + 16];
+    int opt, created = 0, status = 1;
+
+    memset(&demo, 0, sizeof(demo));
+    (void)snprintf(demo.data_dir, sizeof(demo.data_dir), "./var");
+    (void)snprintf(demo.public_listen, sizeof(demo.public_listen), "127.0.0.1:8080");
+    (void)snprintf(demo.admin_listen, sizeof(demo.admin_listen), "127.0.0.1:8081");
+    optind = 1;
+    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (opt) {
+        case 'd': (void)snprintf(demo.data_dir, sizeof(demo.data_dir), "%s", optarg); break;
+        case 'c': config = optarg; break;
+        case 'a': (void)snprintf(demo.alg, sizeof(demo.alg), "%s", optarg); break;
+        case 'l':
+            listen = optarg;
+            (void)snprintf(demo.public_listen, sizeof(demo.public_listen), "%s", optarg);
+            break;
+        case 'L':
+            admin_listen = optarg;
+            (void)snprintf(demo.admin_listen, sizeof(demo.admin_listen), "%s", optarg);
+            break;
+        case 'u': (void)snprintf(demo.public_url, sizeof(demo.public_url), "%s", optarg); break;
+        case 'h': fputs(serve_help, stdout); return 0;
+        default: fputs(serve_help, stderr); return 2;
+        }
+    }
+    if (optind != argc) {
+        fprintf(stderr, "pkiva: unexpected argument '%s'\n%s", argv[optind], serve_help);
+        return 2;
+    }
+    if (config == NULL) {
+        if (cli_demo_init_blocking(&demo, &created) != UTIL_OK)
+            return 1;
+        (void)snprintf(path, sizeof(path), "%s/pkiva.conf", demo.data_dir);
+        config = path;
+    }
+    if (!serve)
+        return 0;
+    cfg = calloc(1, sizeof(*cfg));
+    if (cfg == NULL)
+        return 1;
+    if (cli__load_config(config, NULL, cfg) != 0)
+        goto out;
+    /* Command-line listeners override the file on later runs. */
+    if ((listen != NULL && cli_parse_listen(listen, &cfg->http.listeners[0]) != UTIL_OK) ||
+        (admin_listen != NULL &&
+         cli_parse_listen(admin_listen, &cfg->http.listeners[1]) != UTIL_OK)) {
+        fprintf(stderr, "pkiva: --listen/--admin-listen take HOST:PORT\n");
+        goto out;
+    }
+    status = cli_serve(cfg);
+out:
+    free(cfg);
+    return status;
+}
+
+int cli__cmd_serve(int argc, char **argv)
+{
+    return demo_and_config(argc, argv, 1);
+}
+
+int cli__cmd_init(int argc, char **argv)
+{
+    return demo_and_config(argc, argv, 0);
+}

@@ -1,0 +1,98 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Configuration parsing: the sample file is valid, and every kind of mistake is named with its
+ * file, line and reason. */
+#include <cli/cli.h>
+#include <criterion/criterion.h>
+#include <string.h>
+#include <util/util.h>
+
+static const char minimal[] = "[hsm]\npin_file = /x/pin\n"
+                              "[issuer.ca]\ncert = ca.pem\nkey = pkcs11:object=ca\n";
+
+Test(config, sample_file_is_valid_and_complete)
+{
+    struct cli_config cfg;
+    char err[512] = "";
+    int rc = cli_config_load(PKIVA_SOURCE_DIR "/conf/pkiva.conf", &cfg, err, sizeof(err));
+    cr_assert_eq(rc, 0, "%s", err);
+    cr_assert_eq(cfg.n_issuers, 1);
+    cr_assert_str_eq(cfg.issuers[0].name, "demo-ca");
+    cr_assert_eq(cfg.http.listeners[0].port, 8080);
+    cr_assert_eq(cfg.http.listeners[1].port, 8081);
+    cr_assert_eq(cfg.ocsp_validity_s, 4 * 86400);
+    cr_assert_eq(cfg.sla_deadline_s, 12 * 3600);
+    cr_assert_eq(cfg.feed_poll_ms, 200);
+}
+
+Test(config, defaults_and_relative_paths)
+{
+    struct cli_config cfg;
+    char err[512] = "";
+    cr_assert_eq(cli_config_parse_string(minimal, "t.conf", "/etc/pkiva", &cfg, err, sizeof(err)),
+                 0, "%s", err);
+    cr_assert_str_eq(cfg.issuers[0].cert, "/etc/pkiva/ca.pem");
+    cr_assert_str_eq(cfg.issuers[0].key_uri, "pkcs11:object=ca");
+    cr_assert_str_eq(cfg.public_url, "http://127.0.0.1:8080");
+    cr_assert_eq(cfg.ocsp_max_age_s, 3600);
+}
+
+static void expect_error(const char *text, const char *needle)
+{
+    struct cli_config cfg;
+    char err[512] = "";
+    cr_assert_eq(cli_config_parse_string(text, "t.conf", "/", &cfg, err, sizeof(err)),
+                 UTIL_ECONFIG, "accepted: %s", text);
+    cr_assert(strstr(err, needle) != NULL, "error '%s' lacks '%s'", err, needle);
+}
+
+Test(config, errors_name_file_line_and_reason)
+{
+    expect_error("[server]\nworkers = 2\nbogus = 1\n", "t.conf:3: unknown directive 'bogus'");
+    expect_error("[server]\nworkers = lots\n", "t.conf:2: expected an integer");
+    expect_error("[ocsp]\nvalidity = 4 days\n", "t.conf:2: expected a duration");
+    expect_error("[nope]\nx = 1\n", "unknown section [nope]");
+    expect_error("[server]\nlisten = 8080\n", "t.conf:2: expected HOST:PORT");
+    expect_error("[server]\nlisten = 127.0.0.1:99999\n", "t.conf:2: expected HOST:PORT");
+    expect_error("this is not ini\n", "t.conf:1: syntax error");
+    expect_error("[issuer.bad/name]\ncert = x\n", "issuer name");
+    expect_error("[hsm]\nno_deinit = maybe\n", "expected yes or no");
+}
+
+Test(config, whole_file_checks)
+{
+    expect_error("[server]\nworkers = 1\n", "pin_file is required");
+    expect_error("[hsm]\npin_file = /p\n", "at least one [issuer.NAME]");
+    expect_error("[hsm]\npin_file = /p\n[issuer.a]\ncert = c.pem\n", "needs cert and key");
+    expect_error("[hsm]\npin_file = /p\n[issuer.a]\ncert = c.pem\nkey = /tmp/key.pem\n",
+                 "PKCS#11 URIs");
+    expect_error("[hsm]\npin_file = /p\n[issuer.a]\ncert = c\nkey = pkcs11:x\nocsp_cert = o\n",
+                 "go together");
+    expect_error("[hsm]\npin_file = /p\n[issuer.a]\ncert = c\nkey = pkcs11:x\n"
+                 "[ocsp]\nvalidity = 1h\nmax_age = 2h\n",
+                 "max_age must not exceed validity");
+    expect_error("[hsm]\npin_file = /p\n[issuer.a]\ncert = c\nkey = pkcs11:x\n"
+                 "[server]\nlisten = 127.0.0.1:9\nadmin_listen = 127.0.0.1:9\n",
+                 "must differ");
+}
+
+Test(config, durations_and_sizes)
+{
+    int64_t v = 0;
+    cr_assert_eq(cli_parse_duration("90", &v), 0);
+    cr_assert_eq(v, 90);
+    cr_assert_eq(cli_parse_duration("15m", &v), 0);
+    cr_assert_eq(v, 900);
+    cr_assert_eq(cli_parse_duration("12h", &v), 0);
+    cr_assert_eq(v, 43200);
+    cr_assert_eq(cli_parse_duration("4d", &v), 0);
+    cr_assert_eq(v, 345600);
+    cr_assert_eq(cli_parse_duration("-1", &v), UTIL_EINVAL);
+    cr_assert_eq(cli_parse_duration("1w", &v), UTIL_EINVAL);
+    cr_assert_eq(cli_parse_duration("5mm", &v), UTIL_EINVAL);
+    cr_assert_eq(cli_parse_duration("99999999999999999999", &v), UTIL_EINVAL);
+    cr_assert_eq(cli_parse_size("64k", &v), 0);
+    cr_assert_eq(v, 65536);
+    cr_assert_eq(cli_parse_size("1G", &v), 0);
+    cr_assert_eq(v, 1073741824);
+    cr_assert_eq(cli_parse_size("", &v), UTIL_EINVAL);
+}

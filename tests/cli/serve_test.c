@@ -1,0 +1,372 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Integration tests of the real `pkiva` binary: first run creates the embedded default (SoftHSM2
+ * token, demo PKI, store), the service answers real clients (openssl ocsp, curl) on 127.0.0.1,
+ * an operator's revocation from another process shows within a second or so, restarts reuse
+ * everything, keys cannot leave the token, and bad setups fail clearly. */
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <support.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PKIVA PKIVA_BINARY_DIR "/cli/pkiva"
+
+struct server {
+    char dir[256];
+    char data[300];
+    int port, admin_port;
+    pid_t pid;
+};
+
+static int free_port(void)
+{
+    struct sockaddr_in addr;
+    socklen_t len = sizeof(addr);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int port;
+    memset(&addr, 0, sizeof(addr));
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(bind(fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
+    cr_assert_eq(getsockname(fd, (struct sockaddr *)&addr, &len), 0);
+    port = ntohs(addr.sin_port);
+    close(fd);
+    return port;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* Runs a shell command with the server's environment; returns exit status, output in out. */
+static int sh(const struct server *s, char *out, size_t out_len, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+static int sh(const struct server *s, char *out, size_t out_len, const char *fmt, ...)
+{
+    char cmd[4096];
+    char full[4400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof(cmd), fmt, ap);
+    va_end(ap);
+    snprintf(full, sizeof(full), "cd %s && SOFTHSM2_CONF=%s/hsm/softhsm2.conf %s", s->data,
+             s->data, cmd);
+    return ts_run(full, out, out_len);
+}
+
+static pid_t spawn_server(struct server *s)
+{
+    char listen[64], admin[64], log[400];
+    pid_t pid;
+    snprintf(listen, sizeof(listen), "127.0.0.1:%d", s->port);
+    snprintf(admin, sizeof(admin), "127.0.0.1:%d", s->admin_port);
+    snprintf(log, sizeof(log), "%s/server.log", s->dir);
+    pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        execl(PKIVA, "pkiva", "serve", "--data", s->data, "--listen", listen, "--admin-listen",
+              admin, (char *)NULL);
+        _exit(127);
+    }
+    return pid;
+}
+
+static int http_status(const struct server *s, int port, const char *path)
+{
+    char out[64] = "";
+    char cmd[512];
+    snprintf(cmd, sizeof(cmd),
+             "curl -s -o /dev/null -w '%%{http_code}' --max-time 5 http://127.0.0.1:%d%s", port,
+             path);
+    if (ts_run(cmd, out, sizeof(out)) != 0)
+        return 0;
+    (void)s;
+    return atoi(out);
+}
+
+static void start(struct server *s)
+{
+    s->pid = spawn_server(s);
+    /* First run generates keys and certificates: allow a generous start-up time. */
+    for (int i = 0; i < 600; i++) {
+        int status;
+        if (waitpid(s->pid, &status, WNOHANG) == s->pid) {
+            char log[8192] = "";
+            char cmd[400];
+            snprintf(cmd, sizeof(cmd), "tail -20 %s/server.log", s->dir);
+            ts_run(cmd, log, sizeof(log));
+            cr_fatal("pkiva exited during start-up: %s", log);
+        }
+        if (http_status(s, s->port, "/healthz") == 200)
+            return;
+        sleep_ms(100);
+    }
+    cr_fatal("pkiva did not start within 60 s");
+}
+
+static int stop(struct server *s)
+{
+    int status = 0;
+    if (s->pid <= 0)
+        return -1;
+    kill(s->pid, SIGTERM);
+    for (int i = 0; i < 200; i++) {
+        if (waitpid(s->pid, &status, WNOHANG) == s->pid) {
+            s->pid = 0;
+            return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        }
+        sleep_ms(50);
+    }
+    kill(s->pid, SIGKILL);
+    waitpid(s->pid, &status, 0);
+    s->pid = 0;
+    return -2;
+}
+
+static void setup_server(struct server *s)
+{
+    memset(s, 0, sizeof(*s));
+    cr_assert_eq(ts_tmpdir(s->dir, sizeof(s->dir)), 0);
+    snprintf(s->data, sizeof(s->data), "%s/var", s->dir);
+    s->port = free_port();
+    s->admin_port = free_port();
+}
+
+static void teardown_server(struct server *s)
+{
+    if (s->pid > 0)
+        stop(s);
+    ts_rmrf(s->dir);
+}
+
+/* openssl ocsp against the running server; returns its output. */
+static int ocsp_query(const struct server *s, const char *issuer, const char *cert, char *out,
+                      size_t out_len, const char *extra)
+{
+    return sh(s, out, out_len,
+              "openssl ocsp -issuer pki/%s -cert pki/%s -url http://127.0.0.1:%d/ "
+              "-CAfile pki/root-ca.pem -untrusted pki/issuing-ca.pem %s 2>&1",
+              issuer, cert, s->port, extra ? extra : "");
+}
+
+static struct server srv;
+
+static void fixture_setup(void)
+{
+    setup_server(&srv);
+}
+
+static void fixture_teardown(void)
+{
+    teardown_server(&srv);
+}
+
+TestSuite(serve, .init = fixture_setup, .fini = fixture_teardown, .timeout = 240);
+
+Test(serve, first_run_creates_the_default_and_answers_real_clients)
+{
+    char out[8192];
+    static const char *const files[] = {"root-ca.pem",    "issuing-ca.pem",   "ca-chain.pem",
+                                        "ocsp-responder.pem", "tsa.pem",      "tsa-chain.pem",
+                                        "demo-good.pem",  "demo-revoked.pem", "demo-hold.pem"};
+    struct stat st;
+    char path[512];
+
+    start(&srv);
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        snprintf(path, sizeof(path), "%s/pki/%s", srv.data, files[i]);
+        cr_assert_eq(stat(path, &st), 0, "missing %s", path);
+    }
+    snprintf(path, sizeof(path), "%s/hsm/user.pin", srv.data);
+    cr_assert_eq(stat(path, &st), 0);
+    cr_assert_eq(st.st_mode & 077, 0, "PIN file readable by others: %o", st.st_mode & 0777);
+
+    cr_assert_eq(http_status(&srv, srv.port, "/healthz"), 200);
+    cr_assert_eq(http_status(&srv, srv.port, "/readyz"), 200);
+    cr_assert_eq(http_status(&srv, srv.admin_port, "/metrics"), 200);
+    cr_assert_eq(http_status(&srv, srv.port, "/ca/demo-ca.crt"), 200);
+    cr_assert_eq(http_status(&srv, srv.port, "/ca/nope.crt"), 404);
+
+    cr_assert_eq(ocsp_query(&srv, "issuing-ca.pem", "demo-good.pem", out, sizeof(out), NULL), 0,
+                 "%s", out);
+    cr_assert(strstr(out, "Response verify OK") != NULL, "%s", out);
+    cr_assert(strstr(out, "demo-good.pem: good") != NULL, "%s", out);
+
+    cr_assert_eq(ocsp_query(&srv, "issuing-ca.pem", "demo-revoked.pem", out, sizeof(out), NULL),
+                 0, "%s", out);
+    cr_assert(strstr(out, "demo-revoked.pem: revoked") != NULL, "%s", out);
+    cr_assert(strstr(out, "keyCompromise") != NULL, "%s", out);
+
+    cr_assert_eq(ocsp_query(&srv, "issuing-ca.pem", "demo-hold.pem", out, sizeof(out), "-nonce"),
+                 0, "%s", out);
+    cr_assert(strstr(out, "certificateHold") != NULL, "%s", out);
+    cr_assert(strstr(out, "WARNING: no nonce") == NULL, "%s", out);
+
+    /* The root answers for the issuing CA with its own key. */
+    cr_assert_eq(ocsp_query(&srv, "root-ca.pem", "issuing-ca.pem", out, sizeof(out), NULL), 0,
+                 "%s", out);
+    cr_assert(strstr(out, "issuing-ca.pem: good") != NULL, "%s", out);
+    cr_assert(strstr(out, "Response verify OK") != NULL, "%s", out);
+
+    cr_assert_eq(stop(&srv), 0, "SIGTERM must stop the server with status 0");
+}
+
+Test(serve, revocation_from_another_process_shows_in_ocsp)
+{
+    char out[8192];
+    int revoked = 0;
+    start(&srv);
+    cr_assert_eq(ocsp_query(&srv, "issuing-ca.pem", "demo-good.pem", out, sizeof(out), NULL), 0);
+    cr_assert(strstr(out, "demo-good.pem: good") != NULL, "%s", out);
+
+    cr_assert_eq(sh(&srv, out, sizeof(out),
+                    PKIVA " revoke --data %s --cert pki/demo-good.pem --reason keyCompromise "
+                          "--request-id REQ-1",
+                    srv.data),
+                 0, "%s", out);
+    /* The figure (about feed_poll + one signature) is measured by bench/; here a generous bound. */
+    for (int i = 0; i < 100 && !revoked; i++) {
+        ocsp_query(&srv, "issuing-ca.pem", "demo-good.pem", out, sizeof(out), NULL);
+        revoked = strstr(out, "demo-good.pem: revoked") != NULL;
+        if (!revoked)
+            sleep_ms(100);
+    }
+    cr_assert(revoked, "still not revoked after 10 s: %s", out);
+    cr_assert(strstr(out, "keyCompromise") != NULL, "%s", out);
+
+    /* Hold released from the CLI: good again. */
+    cr_assert_eq(sh(&srv, out, sizeof(out), PKIVA " unrevoke --data %s --cert pki/demo-hold.pem",
+                    srv.data),
+                 0, "%s", out);
+    revoked = 1;
+    for (int i = 0; i < 100 && revoked; i++) {
+        ocsp_query(&srv, "issuing-ca.pem", "demo-hold.pem", out, sizeof(out), NULL);
+        revoked = strstr(out, "demo-hold.pem: good") == NULL;
+        if (revoked)
+            sleep_ms(100);
+    }
+    cr_assert_not(revoked, "hold not released after 10 s: %s", out);
+
+    /* The status command reads the store; the audit chain holds every change. */
+    cr_assert_eq(sh(&srv, out, sizeof(out), PKIVA " status --data %s --cert pki/demo-good.pem",
+                    srv.data),
+                 0, "%s", out);
+    cr_assert(strstr(out, "status: revoked") != NULL, "%s", out);
+    cr_assert_eq(sh(&srv, out, sizeof(out), PKIVA " audit verify --data %s", srv.data), 0, "%s",
+                 out);
+    cr_assert(strstr(out, "intact") != NULL, "%s", out);
+    cr_assert_eq(stop(&srv), 0);
+}
+
+Test(serve, second_run_reuses_token_pki_and_store)
+{
+    char before[8192] = "", after[8192] = "", out[8192];
+    char cmd[512];
+    start(&srv);
+    cr_assert_eq(stop(&srv), 0);
+    snprintf(cmd, sizeof(cmd), "sha256sum %s/pki/root-ca.pem %s/hsm/user.pin", srv.data,
+             srv.data);
+    cr_assert_eq(ts_run(cmd, before, sizeof(before)), 0);
+    start(&srv);
+    cr_assert_eq(ts_run(cmd, after, sizeof(after)), 0);
+    cr_assert_str_eq(before, after, "the second run recreated the PKI");
+    cr_assert_eq(ocsp_query(&srv, "issuing-ca.pem", "demo-revoked.pem", out, sizeof(out), NULL),
+                 0, "%s", out);
+    cr_assert(strstr(out, "revoked") != NULL, "%s", out);
+    snprintf(cmd, sizeof(cmd), "grep -c 'first run' %s/server.log", srv.dir);
+    cr_assert_eq(ts_run(cmd, out, sizeof(out)), 0);
+    cr_assert_eq(atoi(out), 1, "first-run init ran %d times", atoi(out));
+}
+
+Test(serve, private_keys_cannot_leave_the_token)
+{
+    char out[16384];
+    int keys = 0;
+    const char *p;
+    cr_assert_eq(ts_run(PKIVA " init --data /dev/null/x 2>&1", out, sizeof(out)) != 0, 1);
+    {
+        char cmd[512];
+        snprintf(cmd, sizeof(cmd), PKIVA " init --data %s 2>&1", srv.data);
+        cr_assert_eq(ts_run(cmd, out, sizeof(out)), 0, "%s", out);
+    }
+    cr_assert_eq(sh(&srv, out, sizeof(out),
+                    "pkcs11-tool --module /usr/lib/softhsm/libsofthsm2.so --login "
+                    "--pin \"$(cat hsm/user.pin)\" --list-objects --type privkey"),
+                 0, "%s", out);
+    for (p = strstr(out, "Private Key Object"); p != NULL; p = strstr(p + 1, "Private Key Object")) {
+        char block[1024];
+        const char *next = strstr(p + 1, "Private Key Object");
+        size_t len = next ? (size_t)(next - p) : strlen(p);
+        if (len >= sizeof(block))
+            len = sizeof(block) - 1;
+        memcpy(block, p, len);
+        block[len] = '\0';
+        cr_assert(strstr(block, "Access:") != NULL, "%s", block);
+        cr_assert(strstr(block, "sensitive") != NULL, "key not sensitive: %s", block);
+        cr_assert(strstr(block, "never extractable") != NULL, "key extractable: %s", block);
+        keys++;
+    }
+    cr_assert_eq(keys, 4, "expected root, issuing CA, OCSP and TSA keys, found %d: %s", keys, out);
+}
+
+Test(serve, bad_setups_fail_clearly_without_partial_state)
+{
+    char out[8192], cmd[1024], path[512];
+    FILE *f;
+
+    /* A config error names the file and the line. */
+    snprintf(path, sizeof(path), "%s/bad.conf", srv.dir);
+    f = fopen(path, "w");
+    fputs("[server]\nworkers = 2\nlisten = nowhere\n", f);
+    fclose(f);
+    snprintf(cmd, sizeof(cmd), PKIVA " serve --config %s 2>&1", path);
+    cr_assert_eq(ts_run(cmd, out, sizeof(out)), 1, "%s", out);
+    cr_assert(strstr(out, "bad.conf:3:") != NULL, "%s", out);
+
+    /* A missing config file. */
+    snprintf(cmd, sizeof(cmd), PKIVA " serve --config %s/none.conf 2>&1", srv.dir);
+    cr_assert_eq(ts_run(cmd, out, sizeof(out)), 1, "%s", out);
+    cr_assert(strstr(out, "none.conf") != NULL, "%s", out);
+
+    /* An unusable data directory. */
+    snprintf(cmd, sizeof(cmd), PKIVA " serve --data %s/bad.conf/var 2>&1", srv.dir);
+    cr_assert_neq(ts_run(cmd, out, sizeof(out)), 0, "%s", out);
+    cr_assert(strstr(out, "bad.conf/var") != NULL, "%s", out);
+
+    /* Make a real default, then break its PIN file in two ways. */
+    snprintf(cmd, sizeof(cmd), PKIVA " init --data %s 2>&1", srv.data);
+    cr_assert_eq(ts_run(cmd, out, sizeof(out)), 0, "%s", out);
+    snprintf(cmd, sizeof(cmd), "chmod 0644 %s/hsm/user.pin", srv.data);
+    cr_assert_eq(ts_run(cmd, NULL, 0), 0);
+    snprintf(cmd, sizeof(cmd), PKIVA " serve --data %s --listen 127.0.0.1:%d "
+                               "--admin-listen 127.0.0.1:%d 2>&1",
+             srv.data, srv.port, srv.admin_port);
+    cr_assert_eq(ts_run(cmd, out, sizeof(out)), 1, "%s", out);
+    cr_assert(strstr(out, "user.pin") != NULL, "%s", out);
+
+    snprintf(cmd, sizeof(cmd), "cp %s/hsm/user.pin %s/pin.saved && printf 0000 > %s/hsm/user.pin"
+                               " && chmod 0600 %s/hsm/user.pin",
+             srv.data, srv.dir, srv.data, srv.data);
+    cr_assert_eq(ts_run(cmd, NULL, 0), 0);
+    snprintf(cmd, sizeof(cmd), PKIVA " serve --data %s --listen 127.0.0.1:%d "
+                               "--admin-listen 127.0.0.1:%d 2>&1",
+             srv.data, srv.port, srv.admin_port);
+    cr_assert_eq(ts_run(cmd, out, sizeof(out)), 1, "%s", out);
+    cr_assert(strstr(out, "0000") == NULL, "the PIN appeared in the output: %s", out);
+    cr_assert(strstr(out, "HSM") != NULL || strstr(out, "hsm") != NULL, "%s", out);
+}
