@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Sanitizer builds only: pkcs11-provider dlopens the PKCS#11 module with RTLD_DEEPBIND, which
  * AddressSanitizer and ThreadSanitizer refuse (google/sanitizers#611), so every test touching a
- * token would die at the first key access. This dlopen, linked into the test executable, comes
+ * token would die at the first key access. This dlopen, linked into every executable, comes
  * before the sanitizer's interceptor, drops that one flag and passes the call on unchanged. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
