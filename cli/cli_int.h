@@ -26,4 +26,24 @@ int cli__parse_time(const char *text, int64_t *seconds);
 /* Hex serial (optional 0x, colons allowed) -> DER INTEGER content octets (minimal, positive). */
 int cli__parse_serial(const char *hex, unsigned char *out, size_t *len);
 
+/* The one path every change takes, from the CLI or the admin API: the store change (durable, with
+ * its change-feed id) and its audit record. actor names who did it. */
+struct store;
+struct store_revocation;
+int cli__revoke_blocking(struct store *store, const struct store_revocation *rev,
+                         int64_t *feed_id);
+int cli__unrevoke_blocking(struct store *store, int64_t issuer_id, const unsigned char *serial,
+                           size_t serial_len, const char *actor, int64_t *feed_id);
+/* Registers an issued certificate (DER) under issuer_id after checking that the issuer's key
+ * signed it (UTIL_EINVAL otherwise); returns its serial octets (serial must hold
+ * STORE_SERIAL_MAX bytes). */
+int cli__register_blocking(struct store *store, int64_t issuer_id, const unsigned char *der,
+                           size_t der_len, const char *actor, unsigned char *serial,
+                           size_t *serial_len, int64_t *feed_id);
+
+/* The admin API (admin.c): routes on the admin listener and a pool of store threads. */
+struct cli_admin;
+int cli__admin_new(const struct cli_config *cfg, struct http_server *http, struct cli_admin **out);
+void cli__admin_free(struct cli_admin *admin); /* after the http server stopped; NULL-safe */
+
 #endif

@@ -318,7 +318,7 @@ int cli__cmd_revoke(int argc, char **argv)
     if (rc != UTIL_OK)
         goto out;
     rev.serial = serial;
-    rc = store_cert_revoke_blocking(store, &rev, &feed_id);
+    rc = cli__revoke_blocking(store, &rev, &feed_id);
     if (rc == UTIL_ENOTFOUND) {
         fprintf(stderr, "pkiva revoke: no such certificate under issuer '%s'\n",
                 ref.issuer ? ref.issuer : "(from --cert)");
@@ -331,18 +331,6 @@ int cli__cmd_revoke(int argc, char **argv)
     if (rc != UTIL_OK) {
         fprintf(stderr, "pkiva revoke: %s\n", util_strerror(rc));
         goto out;
-    }
-    {
-        char detail[256], hex[2 * STORE_SERIAL_MAX + 1];
-        util_hex(serial, rev.serial_len, hex);
-        (void)snprintf(detail, sizeof(detail),
-                       "{\"issuer_id\":%lld,\"serial\":\"%s\",\"reason\":\"%s\",\"feed_id\":%lld}",
-                       (long long)rev.issuer_id, hex, store_reason_name(rev.reason),
-                       (long long)feed_id);
-        rc = store_audit_append_blocking(store, rev.actor, "revoke", detail);
-        if (rc != UTIL_OK)
-            fprintf(stderr, "pkiva revoke: revoked, but the audit record failed: %s\n",
-                    util_strerror(rc));
     }
     printf("revoked serial ");
     print_serial(stdout, serial, rev.serial_len);
@@ -389,7 +377,7 @@ int cli__cmd_unrevoke(int argc, char **argv)
         return 1;
     rc = resolve_cert(store, &ref, &issuer_id, serial, &serial_len);
     if (rc == UTIL_OK)
-        rc = store_cert_unrevoke_blocking(store, issuer_id, serial, serial_len, actor, &feed_id);
+        rc = cli__unrevoke_blocking(store, issuer_id, serial, serial_len, actor, &feed_id);
     if (rc == UTIL_EINVAL)
         fprintf(stderr, "pkiva unrevoke: the certificate is not on hold\n");
     else if (rc == UTIL_ENOTFOUND)
@@ -397,11 +385,8 @@ int cli__cmd_unrevoke(int argc, char **argv)
     else if (rc != UTIL_OK)
         fprintf(stderr, "pkiva unrevoke: %s\n", util_strerror(rc));
     if (rc == UTIL_OK) {
-        char detail[160], hex[2 * STORE_SERIAL_MAX + 1];
+        char hex[2 * STORE_SERIAL_MAX + 1];
         util_hex(serial, serial_len, hex);
-        (void)snprintf(detail, sizeof(detail), "{\"issuer_id\":%lld,\"serial\":\"%s\"}",
-                       (long long)issuer_id, hex);
-        (void)store_audit_append_blocking(store, actor, "unrevoke", detail); /* logged inside */
         printf("released serial %s from hold (change %lld)\n", hex, (long long)feed_id);
         status = 0;
     }

@@ -47,6 +47,7 @@ struct server {
     struct store *store; /* start-up connection, then closed */
     struct ocsp_responder *ocsp;
     struct http_server *http;
+    struct cli_admin *admin;
     int n_issuers;
     struct served_issuer issuers[CLI_MAX_ISSUERS];
 
@@ -487,7 +488,8 @@ int cli_serve(const struct cli_config *cfg)
         goto out;
     if ((rc = ocsp_responder_register(srv->ocsp, srv->http)) != UTIL_OK ||
         (rc = http_server_route(srv->http, HTTP_PUBLIC, "GET", "/ca/", handle_ca_cert, srv)) ||
-        (rc = http_server_route(srv->http, HTTP_ADMIN, "GET", "/metrics", handle_metrics, srv)))
+        (rc = http_server_route(srv->http, HTTP_ADMIN, "GET", "/metrics", handle_metrics, srv)) ||
+        (rc = cli__admin_new(cfg, srv->http, &srv->admin)))
         goto out;
     http_server_set_ready_fn(srv->http, ready_fn, srv);
     if ((rc = http_server_start(srv->http)) != UTIL_OK)
@@ -507,7 +509,7 @@ int cli_serve(const struct cli_config *cfg)
         printf("  CA cert:   %s/ca/%s.crt\n", cfg->public_url, srv->issuers[i].conf->name);
     printf("  health:    http://%s:%d/healthz  /readyz\n", cfg->http.listeners[0].host,
            http_server_port(srv->http, 0));
-    printf("  admin:     http://%s:%d/  (/metrics)\n", cfg->http.listeners[1].host,
+    printf("  admin:     http://%s:%d/admin/  (/metrics)\n", cfg->http.listeners[1].host,
            http_server_port(srv->http, 1));
     printf("  data:      %s\n", cfg->data_dir);
     fflush(stdout);
@@ -523,6 +525,7 @@ out:
         (void)pthread_join(srv->poller, NULL); /* our own joinable thread */
     ocsp_responder_stop(srv->ocsp);
     http_server_free(srv->http);
+    cli__admin_free(srv->admin);
     store_close(srv->store);
     hsm_close(srv->hsm);
     ocsp_responder_free(srv->ocsp);

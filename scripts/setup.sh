@@ -9,7 +9,8 @@ export PKIVA_ROOT
 
 # Runtime and build packages from bookworm; pkcs11-provider from bookworm-backports.
 PKIVA_PACKAGES=(build-essential cmake pkg-config libssl-dev openssl libuv1-dev node-llhttp
-  libsqlite3-dev sqlite3 libcriterion-dev libjansson-dev libinih-dev softhsm2 opensc gnutls-bin
+  libsqlite3-dev sqlite3 libcriterion-dev libjansson-dev libinih-dev libp11-kit-dev softhsm2 opensc
+  gnutls-bin
   curl)
 PKIVA_BACKPORTS=(pkcs11-provider)
 
