@@ -1,0 +1,275 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Internals shared by the files of the ocsp module: the certificate status index with its cached
+ * responses, request parsing, response building and the request plan that the HTTP layer executes.
+ * Nothing outside ocsp/ (and its tests) includes this. */
+#ifndef PKIVA_OCSP_INT_H
+#define PKIVA_OCSP_INT_H
+
+#include "ocsp.h"
+
+#include <openssl/ocsp.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <store/store.h>
+#include <util/util.h>
+
+#define OCSP_MOD "ocsp"
+
+/* CertID hash algorithms served; the index keeps one cached response per algorithm. */
+enum { OCSP__SHA1 = 0, OCSP__SHA256 = 1, OCSP__N_ALGS = 2 };
+
+/* ---- cached responses ----------------------------------------------------------------------- */
+
+/* An immutable signed response and what HTTP needs to serve it. Shared by reference between the
+ * index, loop threads and writes in flight; the last unref frees it. */
+struct ocsp__cached {
+    _Atomic long refs;
+    struct util_blob *der;   /* the whole OCSPResponse */
+    int64_t this_update, next_update, refresh_at; /* unix seconds */
+    int cert_status;         /* V_OCSP_CERTSTATUS_* of its (single) SingleResponse, for stats */
+    char etag[40];           /* quoted, e.g. "\"0123...\"" */
+    char headers[192];       /* "Last-Modified: ..\r\nExpires: ..\r\nETag: ..\r\n" */
+};
+/* Copies der; computes ETag and header lines. NULL on allocation failure. One reference. */
+struct ocsp__cached *ocsp__cached_new(const unsigned char *der, size_t len, int64_t this_update,
+                                      int64_t next_update, int64_t refresh_at, int cert_status);
+struct ocsp__cached *ocsp__cached_ref(struct ocsp__cached *c);
+void ocsp__cached_unref(struct ocsp__cached *c);
+size_t ocsp__cached_cost(const struct ocsp__cached *c); /* bytes counted against the cache cap */
+
+/* ---- the status index ----------------------------------------------------------------------- */
+
+/* A certificate's status as the index knows it (a copy; no pointers into the index). */
+struct ocsp__status {
+    int status;          /* STORE_GOOD / STORE_REVOKED */
+    int reason;          /* enum store_reason */
+    int64_t revoked_at;
+    int64_t not_after;
+    int64_t feed_id;     /* version: id of the last change applied (or loaded) */
+};
+
+struct ocsp__index;
+
+/* max_bytes: cache cap over all shards. */
+int ocsp__index_new(size_t max_bytes, struct ocsp__index **out);
+void ocsp__index_free(struct ocsp__index *idx);
+
+/* Inserts or updates (issuer, serial). Unless force, an update whose feed_id is not above the
+ * stored one is a re-delivery and changes nothing (*changed = 0). A change drops both cached
+ * responses of the entry before the shard lock is released. */
+int ocsp__index_put(struct ocsp__index *idx, int issuer, const unsigned char *serial,
+                    size_t serial_len, const struct ocsp__status *st, int force, int *changed);
+/* Returns 1 and *st when found (and *cached = a new reference to the response for alg, or NULL),
+ * 0 when not. Marks the entry recently used. */
+int ocsp__index_lookup(struct ocsp__index *idx, int issuer, const unsigned char *serial,
+                       size_t serial_len, int alg, struct ocsp__status *st,
+                       struct ocsp__cached **cached);
+/* Installs c for alg if the entry still has feed_id (else the response is stale: returns 0). Takes
+ * its own reference. May evict other responses of the shard to stay under the cap. */
+int ocsp__index_install(struct ocsp__index *idx, int issuer, const unsigned char *serial,
+                        size_t serial_len, int alg, int64_t feed_id, struct ocsp__cached *c);
+
+/* Work item for the pre-signer. */
+struct ocsp__due {
+    int issuer;
+    int alg;
+    unsigned char serial[STORE_SERIAL_MAX];
+    size_t serial_len;
+    struct ocsp__status st;
+};
+struct ocsp__scan {
+    size_t shard, slot;  /* cursor, kept between calls */
+    int wrapped;         /* set when the cursor went past the last shard */
+};
+/* Collects up to max entries needing a signature: a cached response whose refresh_at <= now, or
+ * (allow_new) no SHA-1 response yet. Entries with not_after < skip_expired_before are skipped.
+ * Continues from scan's cursor. Returns the number collected. */
+size_t ocsp__index_collect_due(struct ocsp__index *idx, struct ocsp__scan *scan, int64_t now,
+                               int allow_new, int64_t skip_expired_before, struct ocsp__due *out,
+                               size_t max);
+struct ocsp__index_counts {
+    uint64_t entries, cached, bytes, evictions;
+};
+void ocsp__index_counts(struct ocsp__index *idx, struct ocsp__index_counts *out);
+size_t ocsp__index_max_bytes(const struct ocsp__index *idx);
+
+/* A small direct-mapped cache of responses for serials the index does not answer (unknown or past
+ * retention), so a client polling an unknown serial costs one signature per validity, not one per
+ * request. An attacker walking random serials only churns its slots. */
+struct ocsp__cached *ocsp__recent_get(struct ocsp__index *idx, int issuer, int alg,
+                                      const unsigned char *serial, size_t serial_len);
+uint64_t ocsp__recent_gen(struct ocsp__index *idx); /* read when planning, pass to put */
+void ocsp__recent_put(struct ocsp__index *idx, int issuer, int alg, const unsigned char *serial,
+                      size_t serial_len, struct ocsp__cached *c, uint64_t gen);
+void ocsp__recent_drop(struct ocsp__index *idx, int issuer, const unsigned char *serial,
+                       size_t serial_len);
+
+/* ---- requests ------------------------------------------------------------------------------- */
+
+struct ocsp__reqid {
+    OCSP_CERTID *cid;                /* borrowed from the parsed request */
+    int alg;                         /* OCSP__SHA1/OCSP__SHA256, -1 = other hash */
+    const unsigned char *name_hash;  /* borrowed */
+    const unsigned char *key_hash;   /* borrowed */
+    size_t name_hash_len, key_hash_len;
+    unsigned char serial[STORE_SERIAL_MAX];
+    size_t serial_len;
+};
+
+#define OCSP__NONCE_MIN 1
+#define OCSP__NONCE_MAX 128
+
+struct ocsp__parsed {
+    OCSP_REQUEST *req;               /* owned; ocsp__parsed_cleanup frees */
+    int status;                      /* OCSP_RESPONSE_STATUS_SUCCESSFUL or _MALFORMEDREQUEST */
+    int n;
+    struct ocsp__reqid *ids;         /* n entries, owned */
+    X509_EXTENSION *nonce;           /* borrowed from req; NULL when absent */
+    size_t nonce_len;                /* length of the nonce value */
+};
+/* Parses a DER OCSPRequest. Protocol problems are data: out->status = MALFORMEDREQUEST (bad DER,
+ * trailing bytes, no or more than max_certids CertIDs, serial longer than STORE_SERIAL_MAX, nonce
+ * outside 1..128 octets). Returns 0, or UTIL_ENOMEM. Always run ocsp__parsed_cleanup. */
+int ocsp__request_parse(const unsigned char *der, size_t len, int max_certids,
+                        struct ocsp__parsed *out);
+void ocsp__parsed_cleanup(struct ocsp__parsed *p);
+
+/* DER INTEGER content octets -> ASN1_INTEGER (caller frees), NULL on error. */
+ASN1_INTEGER *ocsp__serial_to_asn1(const unsigned char *serial, size_t len);
+
+/* ---- responses ------------------------------------------------------------------------------ */
+
+struct ocsp__single {
+    OCSP_CERTID *cid;   /* owned by whoever owns the array (ocsp__single_cleanup) */
+    int cert_status;    /* V_OCSP_CERTSTATUS_GOOD/REVOKED/UNKNOWN */
+    int reason;         /* enum store_reason; NONE/UNSPECIFIED are omitted */
+    int64_t revoked_at;
+    int extended_revoke; /* the unknown-as-revoked answer of RFC 6960 §2.2 */
+};
+void ocsp__single_cleanup(struct ocsp__single *s);
+
+struct ocsp__build {
+    X509 *signer_cert;
+    int include_signer;        /* delegated responder: put its certificate in certs */
+    int by_name;               /* ResponderID byName instead of byKey */
+    const struct ocsp__single *singles;
+    int n;
+    int64_t this_update, next_update;
+    int64_t archive_cutoff_seconds; /* 0 = no extension */
+    OCSP_REQUEST *nonce_from;  /* copy its nonce extension verbatim when not NULL */
+};
+/* Builds and signs an OCSPResponse (successful) with mctx (a DigestSign context of the signer key;
+ * from hsm_sign_ctx_new_blocking in production). *der is OPENSSL_malloc'd; OPENSSL_free it.
+ * Returns 0, UTIL_EHSM (signing failed), UTIL_ECRYPTO or UTIL_ENOMEM; errors are logged. */
+int ocsp__response_build(const struct ocsp__build *b, EVP_MD_CTX *mctx, unsigned char **der,
+                         size_t *len);
+/* The constant DER of an unsuccessful OCSPResponse (no responseBytes). */
+const unsigned char *ocsp__error_der(int response_status, size_t *len);
+
+/* ---- request plan --------------------------------------------------------------------------- */
+
+enum ocsp__plan_kind {
+    OCSP__PLAN_ERROR = 1, /* answer the unsigned error response_status */
+    OCSP__PLAN_CACHED,    /* answer cached (one reference held) */
+    OCSP__PLAN_SIGN,      /* sign singles live; cache_* say whether the result may be cached */
+};
+struct ocsp__plan {
+    int kind;
+    int response_status;            /* PLAN_ERROR */
+    struct ocsp__cached *cached;    /* PLAN_CACHED */
+    int signer;                     /* PLAN_SIGN: index into the responder's signers */
+    int n;
+    struct ocsp__single *singles;   /* PLAN_SIGN, owned */
+    int use_nonce;                  /* echo the request nonce */
+    int cache_index;                /* result goes to the index (issuer, serial, alg, feed_id) */
+    int cache_recent;               /* result goes to the recent cache */
+    int issuer, alg;
+    unsigned char serial[STORE_SERIAL_MAX];
+    size_t serial_len;
+    int64_t feed_id;
+    uint64_t recent_gen;
+    int worst_status;               /* for stats: V_OCSP_CERTSTATUS_* */
+    OCSP_REQUEST *req;              /* owned when use_nonce (taken from the parsed request) */
+};
+/* Decides how to answer a DER request: no I/O, no signing. nonce_slot is set to 1 when the plan
+ * took a slot of the nonce queue (the executor must release it). Returns 0 or UTIL_ENOMEM (then
+ * the caller answers tryLater). Always run ocsp__plan_cleanup. */
+int ocsp__plan_request(struct ocsp_responder *resp, const unsigned char *der, size_t len,
+                       struct ocsp__plan *plan, int *nonce_slot);
+void ocsp__plan_cleanup(struct ocsp__plan *plan);
+/* Signs a plan with the signer's key: on a signing thread (mctx from the hsm). */
+int ocsp__plan_sign_blocking(struct ocsp_responder *resp, const struct ocsp__plan *plan,
+                             unsigned char **der, size_t *len, int64_t *this_update,
+                             int64_t *next_update);
+
+/* ---- responder internals -------------------------------------------------------------------- */
+
+struct ocsp__issuer {
+    char name[64];
+    int64_t store_id;
+    X509 *cert;
+    int signer;                                    /* index into signers */
+    int ignore_nonce;
+    unsigned char name_hash[OCSP__N_ALGS][32];     /* SHA-1 uses the first 20 octets */
+    unsigned char key_hash[OCSP__N_ALGS][32];
+};
+struct ocsp__signer {
+    X509 *cert;
+    struct hsm_key *key;
+    int delegated;
+};
+
+struct ocsp__loop;
+
+struct ocsp_responder {
+    struct ocsp_config cfg;
+    char prefixes[OCSP_MAX_PREFIXES][128];
+    struct hsm *hsm;
+    struct ocsp__issuer *issuers;
+    int n_issuers;
+    struct ocsp__signer *signers;
+    int n_signers;
+    struct ocsp__index *index;
+
+    /* per-loop state, indexed by http loop index */
+#define OCSP__MAX_LOOPS 256
+    struct ocsp__loop *loops[OCSP__MAX_LOOPS];
+
+    /* pre-signer */
+    pthread_t thread;
+    int thread_started;
+    pthread_mutex_t mutex;     /* guards the urgent queue, stop, applied_feed_id */
+    pthread_cond_t cond;
+    int stopping;
+    struct ocsp__urgent *urgent_head, *urgent_tail;
+    size_t urgent_len;
+    int64_t applied_feed_id;
+    _Atomic int64_t visible_feed_id;
+
+    _Atomic int nonce_inflight;
+
+    /* Live signing jobs not yet completed on their loop (ocsp_http.c), so that
+     * ocsp_responder_free can wait for their work functions and free the ones whose loop has gone
+     * (the pool drops completions for closed ports without calling done). */
+    pthread_mutex_t jobs_mutex;
+    struct sign_job *jobs;
+    _Atomic int work_pending;
+
+    struct {
+        _Atomic uint64_t requests_get, requests_post, good, revoked, unknown, malformed,
+            unauthorized, try_later, internal_error, not_modified, bad_content_type, served_cached,
+            signed_live, signed_miss, nonce_requests, nonce_rejected, presigned, presign_errors,
+            presign_backlog;
+    } st;
+};
+
+#define OCSP__URGENT_MAX 65536
+
+/* Registers the HTTP handlers (ocsp_http.c). */
+int ocsp__http_register(struct ocsp_responder *resp, struct http_server *srv);
+/* Waits (bounded) for live jobs' work functions and frees jobs whose completion never came. */
+void ocsp__http_jobs_reap(struct ocsp_responder *resp);
+
+#define OCSP__STAT(resp, field) atomic_fetch_add_explicit(&(resp)->st.field, 1, memory_order_relaxed)
+
+#endif

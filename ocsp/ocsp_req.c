@@ -1,0 +1,225 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Decoding of untrusted OCSP input: the GET path (URL-encoded base64, with the quirks real clients
+ * and proxies produce) and the DER OCSPRequest (CertIDs, serials, the RFC 9654 nonce). Pure
+ * functions: no responder state, no I/O, so fuzzers and unit tests call them directly. */
+#include "ocsp_int.h"
+
+#include <openssl/err.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int hex_value(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* base64 value of c (standard and URL alphabets), -1 for anything else. */
+static int b64_value(unsigned char c)
+{
+    if (c >= 'A' && c <= 'Z')
+        return c - 'A';
+    if (c >= 'a' && c <= 'z')
+        return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+        return c - '0' + 52;
+    if (c == '+' || c == '-' || c == ' ')
+        return 62; /* ' ': a form-encoding client or proxy turned '+' into a space */
+    if (c == '/' || c == '_')
+        return 63;
+    return -1;
+}
+
+int ocsp_get_path_decode(const char *in, size_t in_len, unsigned char *out, size_t out_max)
+{
+    uint32_t acc = 0;
+    int bits = 0;
+    size_t n_out = 0;
+    size_t i = 0;
+    int padding = 0;
+    int leading = 1;
+
+    while (i < in_len) {
+        unsigned char c = (unsigned char)in[i];
+        if (c == '?' || c == '#')
+            break; /* query or fragment: not part of the request */
+        if (c == '%') {
+            int hi, lo;
+            if (i + 2 >= in_len)
+                return UTIL_EINVAL;
+            hi = hex_value(in[i + 1]);
+            lo = hex_value(in[i + 2]);
+            if (hi < 0 || lo < 0)
+                return UTIL_EINVAL;
+            c = (unsigned char)(hi * 16 + lo);
+            i += 3;
+        } else {
+            i++;
+        }
+        /* Leading slashes (the prefix's own, doubled ones) never carry data: DER starts with 0x30,
+         * whose base64 is 'M'. Interior ones are base64 digits. */
+        if (leading && c == '/')
+            continue;
+        leading = 0;
+        if (c == '=') {
+            padding = 1;
+            continue;
+        }
+        if (c == '\r' || c == '\n' || c == '\t')
+            continue;
+        {
+            int v = b64_value(c);
+            if (v < 0 || padding)
+                return UTIL_EINVAL; /* garbage, or data after padding */
+            acc = (acc << 6) | (uint32_t)v;
+            bits += 6;
+            if (bits >= 8) {
+                bits -= 8;
+                if (n_out >= out_max)
+                    return UTIL_EINVAL;
+                out[n_out++] = (unsigned char)(acc >> bits);
+                acc &= (1u << bits) - 1;
+            }
+        }
+    }
+    /* Leftover bits: 0 (complete), 2 or 4 (missing padding) are fine; 6 means one base64 digit
+     * alone, which cannot encode a byte. */
+    if (bits >= 6 || n_out == 0)
+        return UTIL_EINVAL;
+    return (int)n_out;
+}
+
+ASN1_INTEGER *ocsp__serial_to_asn1(const unsigned char *serial, size_t len)
+{
+    unsigned char der[2 + STORE_SERIAL_MAX];
+    const unsigned char *p = der;
+    if (len == 0 || len > STORE_SERIAL_MAX)
+        return NULL;
+    der[0] = V_ASN1_INTEGER;
+    der[1] = (unsigned char)len;
+    memcpy(der + 2, serial, len);
+    return d2i_ASN1_INTEGER(NULL, &p, (long)(len + 2));
+}
+
+/* ASN1_INTEGER -> its minimal DER content octets, as the store keeps them. */
+static int serial_from_asn1(const ASN1_INTEGER *ai, unsigned char *out, size_t *out_len)
+{
+    unsigned char buf[8 + STORE_SERIAL_MAX];
+    unsigned char *p = buf;
+    int len = i2d_ASN1_INTEGER(ai, NULL);
+    size_t hdr;
+
+    if (len <= 2 || len > (int)sizeof(buf))
+        return UTIL_EINVAL;
+    if (i2d_ASN1_INTEGER(ai, &p) != len)
+        return UTIL_EINVAL;
+    /* Short-form length only: serials are at most STORE_SERIAL_MAX < 128 octets. */
+    if (buf[1] & 0x80)
+        return UTIL_EINVAL;
+    hdr = 2;
+    if ((size_t)len - hdr != buf[1] || buf[1] == 0 || buf[1] > STORE_SERIAL_MAX)
+        return UTIL_EINVAL;
+    memcpy(out, buf + hdr, buf[1]);
+    *out_len = buf[1];
+    return UTIL_OK;
+}
+
+static int alg_of(const ASN1_OBJECT *obj)
+{
+    switch (OBJ_obj2nid(obj)) {
+    case NID_sha1:
+        return OCSP__SHA1;
+    case NID_sha256:
+        return OCSP__SHA256;
+    default:
+        return -1;
+    }
+}
+
+/* RFC 9654: extnValue holds the DER of Nonce ::= OCTET STRING. Some old clients put the raw bytes
+ * there instead; then the raw length is the nonce length. Either way the extension is echoed
+ * verbatim. */
+static size_t nonce_length(X509_EXTENSION *ext)
+{
+    ASN1_OCTET_STRING *value = X509_EXTENSION_get_data(ext);
+    const unsigned char *p = ASN1_STRING_get0_data(value);
+    long vlen = ASN1_STRING_length(value);
+    const unsigned char *q = p;
+    ASN1_OCTET_STRING *inner = d2i_ASN1_OCTET_STRING(NULL, &q, vlen);
+    size_t len;
+
+    if (inner != NULL && q == p + vlen) {
+        len = (size_t)ASN1_STRING_length(inner);
+    } else {
+        ERR_clear_error(); /* not wrapped: expected for legacy clients, not an error */
+        len = (size_t)vlen;
+    }
+    ASN1_OCTET_STRING_free(inner);
+    return len;
+}
+
+int ocsp__request_parse(const unsigned char *der, size_t len, int max_certids,
+                        struct ocsp__parsed *out)
+{
+    const unsigned char *p = der;
+    int n;
+    int idx;
+
+    memset(out, 0, sizeof(*out));
+    out->status = OCSP_RESPONSE_STATUS_MALFORMEDREQUEST;
+    if (len == 0 || len > OCSP_POST_DER_MAX)
+        return UTIL_OK;
+    ERR_clear_error();
+    out->req = d2i_OCSP_REQUEST(NULL, &p, (long)len);
+    if (out->req == NULL || p != der + len) {
+        ERR_clear_error(); /* a client's garbage is not our error */
+        return UTIL_OK;
+    }
+    n = OCSP_request_onereq_count(out->req);
+    if (n < 1 || n > max_certids)
+        return UTIL_OK;
+    out->ids = calloc((size_t)n, sizeof(*out->ids));
+    if (out->ids == NULL)
+        return UTIL_ENOMEM;
+    out->n = n;
+    for (int i = 0; i < n; i++) {
+        struct ocsp__reqid *id = &out->ids[i];
+        OCSP_ONEREQ *one = OCSP_request_onereq_get0(out->req, i);
+        ASN1_OCTET_STRING *name_hash = NULL;
+        ASN1_OCTET_STRING *key_hash = NULL;
+        ASN1_OBJECT *md = NULL;
+        ASN1_INTEGER *serial = NULL;
+
+        id->cid = OCSP_onereq_get0_id(one);
+        if (id->cid == NULL || OCSP_id_get0_info(&name_hash, &md, &key_hash, &serial, id->cid) != 1)
+            return UTIL_OK;
+        id->alg = alg_of(md);
+        id->name_hash = ASN1_STRING_get0_data(name_hash);
+        id->name_hash_len = (size_t)ASN1_STRING_length(name_hash);
+        id->key_hash = ASN1_STRING_get0_data(key_hash);
+        id->key_hash_len = (size_t)ASN1_STRING_length(key_hash);
+        if (serial_from_asn1(serial, id->serial, &id->serial_len) != UTIL_OK)
+            return UTIL_OK;
+    }
+    idx = OCSP_REQUEST_get_ext_by_NID(out->req, NID_id_pkix_OCSP_Nonce, -1);
+    if (idx >= 0) {
+        out->nonce = OCSP_REQUEST_get_ext(out->req, idx);
+        out->nonce_len = nonce_length(out->nonce);
+        if (out->nonce_len < OCSP__NONCE_MIN || out->nonce_len > OCSP__NONCE_MAX)
+            return UTIL_OK;
+    }
+    out->status = OCSP_RESPONSE_STATUS_SUCCESSFUL;
+    return UTIL_OK;
+}
+
+void ocsp__parsed_cleanup(struct ocsp__parsed *p)
+{
+    OCSP_REQUEST_free(p->req);
+    free(p->ids);
+    memset(p, 0, sizeof(*p));
+}

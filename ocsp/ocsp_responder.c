@@ -1,0 +1,1009 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The responder's life cycle and its background work: configuration checks and CertID hashes at
+ * start-up, loading the index from the store, applying the change feed, the pre-signer thread, the
+ * request planner (which answer a request gets) and signing on HSM threads.
+ *
+ * DESIGN
+ * - Threads: loop threads plan requests (index lookups only) and answer cached ones at once; cache
+ *   misses and live signatures go to the hsm pool through the loop's port and come back to the
+ *   loop (ocsp_http.c). One pre-signer thread keeps every certificate's SHA-1 response (and any
+ *   SHA-256 one a client asked for) signed ahead of time; it submits batches with hsm_run_sync, so
+ *   it uses at most one HSM session and one queue slot at a time and live traffic keeps the rest.
+ *   The change-feed poller (another module's thread) calls ocsp_responder_apply_change.
+ * - Revocation path: apply_change updates the index entry and drops its responses under the shard
+ *   lock, so from that instant a request finds no response and signs the new status on demand;
+ *   then it queues the certificate on the urgent list, which the pre-signer serves before any
+ *   sweep. visible_feed_id advances when the urgent list is drained up to a change.
+ * - Invariants: a response is installed only if the entry's version (feed_id) is the one it was
+ *   signed from; cached responses are immutable and swapped by pointer.
+ * - Failure: a failed batch (HSM down, queue full) leaves the urgent items queued and the sweep
+ *   retries after a back-off; requests meanwhile get tryLater only if nothing valid is cached. */
+#include "ocsp_int.h"
+
+#include <hsm/hsm.h>
+#include <openssl/err.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+struct ocsp__urgent {
+    struct ocsp__urgent *next;
+    int issuer;
+    unsigned char serial[STORE_SERIAL_MAX];
+    size_t serial_len;
+    int64_t feed_id;
+};
+
+void ocsp_config_default(struct ocsp_config *cfg)
+{
+    memset(cfg, 0, sizeof(*cfg));
+    cfg->validity_seconds = 4 * 24 * 3600;
+    cfg->refresh_percent = 50;
+    cfg->max_age_seconds = 3600;
+    cfg->max_certids = 10;
+    cfg->unknown_policy = OCSP_UNKNOWN_STATUS;
+    cfg->nonce_queue_max = 64;
+    cfg->cache_max_bytes = (size_t)512 << 20;
+    cfg->prefixes[0] = "/";
+    cfg->n_prefixes = 1;
+    cfg->responder_id = OCSP_RESPID_BY_KEY;
+    cfg->presign_batch = 32;
+}
+
+/* ---- start-up ------------------------------------------------------------------------------- */
+
+static int issuer_hashes(struct ocsp__issuer *is)
+{
+    const EVP_MD *mds[OCSP__N_ALGS] = {EVP_sha1(), EVP_sha256()};
+    const ASN1_BIT_STRING *key = X509_get0_pubkey_bitstr(is->cert);
+    unsigned int len;
+
+    if (key == NULL)
+        return UTIL_ECONFIG;
+    for (int a = 0; a < OCSP__N_ALGS; a++) {
+        ERR_clear_error();
+        if (!X509_NAME_digest(X509_get_subject_name(is->cert), mds[a], is->name_hash[a], &len) ||
+            !EVP_Digest(key->data, (size_t)key->length, is->key_hash[a], &len, mds[a], NULL)) {
+            util_log_openssl(UTIL_LOG_ERROR, OCSP_MOD, "issuer %s: CertID hashes failed", is->name);
+            return UTIL_ECRYPTO;
+        }
+    }
+    return UTIL_OK;
+}
+
+static int check_signer(const struct ocsp_issuer_config *ic)
+{
+    X509 *signer = ic->signer_cert != NULL ? ic->signer_cert : ic->cert;
+
+    if (ic->cert == NULL || ic->signer_key == NULL || ic->signer_key->pkey == NULL) {
+        UTIL_ERROR(OCSP_MOD, "issuer %s: certificate and signer key are required", ic->name);
+        return UTIL_ECONFIG;
+    }
+    ERR_clear_error();
+    if (X509_check_private_key(signer, ic->signer_key->pkey) != 1) {
+        util_log_openssl(UTIL_LOG_ERROR, OCSP_MOD, "issuer %s: signer key does not match the %s",
+                         ic->name, ic->signer_cert != NULL ? "responder certificate" : "CA");
+        return UTIL_ECONFIG;
+    }
+    if (ic->signer_cert == NULL)
+        return UTIL_OK;
+    if (X509_check_issued(ic->cert, ic->signer_cert) != X509_V_OK) {
+        UTIL_ERROR(OCSP_MOD, "issuer %s: the responder certificate is not issued by the CA",
+                   ic->name);
+        return UTIL_ECONFIG;
+    }
+    if ((X509_get_extension_flags(ic->signer_cert) & EXFLAG_XKUSAGE) == 0 ||
+        (X509_get_extended_key_usage(ic->signer_cert) & XKU_OCSP_SIGN) == 0) {
+        UTIL_ERROR(OCSP_MOD, "issuer %s: the responder certificate lacks id-kp-OCSPSigning",
+                   ic->name);
+        return UTIL_ECONFIG;
+    }
+    if (X509_get_ext_by_NID(ic->signer_cert, NID_id_pkix_OCSP_noCheck, -1) < 0)
+        UTIL_WARN(OCSP_MOD, "issuer %s: the responder certificate has no id-pkix-ocsp-nocheck; "
+                  "clients will try to check its own status", ic->name);
+    return UTIL_OK;
+}
+
+int ocsp_responder_new(const struct ocsp_config *cfg, const struct ocsp_issuer_config *issuers,
+                       int n_issuers, struct hsm *hsm, struct ocsp_responder **out)
+{
+    struct ocsp_responder *resp = NULL;
+    int rc = UTIL_OK;
+
+    if (n_issuers < 1 || n_issuers > OCSP_MAX_ISSUERS || cfg->validity_seconds < 60 ||
+        cfg->refresh_percent < 1 || cfg->refresh_percent > 100 || cfg->max_certids < 1 ||
+        cfg->nonce_queue_max < 1 || cfg->n_prefixes < 1 || cfg->n_prefixes > OCSP_MAX_PREFIXES ||
+        cfg->presign_batch < 1 || cfg->max_age_seconds < 0) {
+        UTIL_ERROR(OCSP_MOD, "invalid configuration (issuers, validity, limits or prefixes)");
+        return UTIL_ECONFIG;
+    }
+    resp = calloc(1, sizeof(*resp));
+    if (resp == NULL)
+        return UTIL_ENOMEM;
+    resp->cfg = *cfg;
+    resp->hsm = hsm;
+    pthread_mutex_init(&resp->mutex, NULL);
+    pthread_cond_init(&resp->cond, NULL);
+    pthread_mutex_init(&resp->jobs_mutex, NULL);
+    atomic_init(&resp->work_pending, 0);
+    atomic_init(&resp->visible_feed_id, 0);
+    atomic_init(&resp->nonce_inflight, 0);
+    for (int i = 0; i < cfg->n_prefixes; i++) {
+        const char *p = cfg->prefixes[i];
+        if (p == NULL || p[0] != '/' || strlen(p) >= sizeof(resp->prefixes[i])) {
+            UTIL_ERROR(OCSP_MOD, "URL prefix %d must start with '/' and be short", i);
+            rc = UTIL_ECONFIG;
+            goto out;
+        }
+        memcpy(resp->prefixes[i], p, strlen(p) + 1);
+        resp->cfg.prefixes[i] = resp->prefixes[i];
+    }
+    resp->issuers = calloc((size_t)n_issuers, sizeof(*resp->issuers));
+    resp->signers = calloc((size_t)n_issuers, sizeof(*resp->signers));
+    if (resp->issuers == NULL || resp->signers == NULL) {
+        rc = UTIL_ENOMEM;
+        goto out;
+    }
+    for (int i = 0; i < n_issuers; i++) {
+        const struct ocsp_issuer_config *ic = &issuers[i];
+        struct ocsp__issuer *is = &resp->issuers[i];
+        X509 *signer_cert = ic->signer_cert != NULL ? ic->signer_cert : ic->cert;
+        int s;
+
+        (void)snprintf(is->name, sizeof(is->name), "%s", ic->name ? ic->name : "?"); /* may cut */
+        rc = check_signer(ic);
+        if (rc != UTIL_OK)
+            goto out;
+        is->cert = ic->cert;
+        is->store_id = ic->store_issuer_id;
+        is->ignore_nonce = ic->ignore_nonce;
+        for (int j = 0; j < i; j++) {
+            if (resp->issuers[j].store_id == is->store_id) {
+                UTIL_ERROR(OCSP_MOD, "issuer %s: store issuer id configured twice", is->name);
+                rc = UTIL_ECONFIG;
+                goto out;
+            }
+        }
+        rc = issuer_hashes(is);
+        if (rc != UTIL_OK)
+            goto out;
+        /* Issuers whose responses come from the same key and certificate share a signer: only
+         * they may be asked about together in one request. */
+        for (s = 0; s < resp->n_signers; s++)
+            if (resp->signers[s].key == ic->signer_key && X509_cmp(resp->signers[s].cert,
+                                                                  signer_cert) == 0)
+                break;
+        if (s == resp->n_signers) {
+            resp->signers[s].cert = signer_cert;
+            resp->signers[s].key = ic->signer_key;
+            resp->signers[s].delegated = ic->signer_cert != NULL;
+            resp->n_signers++;
+        }
+        is->signer = s;
+        resp->n_issuers++;
+    }
+    rc = ocsp__index_new(cfg->cache_max_bytes, &resp->index);
+out:
+    if (rc != UTIL_OK) {
+        ocsp_responder_free(resp);
+        return rc;
+    }
+    *out = resp;
+    return UTIL_OK;
+}
+
+void ocsp_responder_free(struct ocsp_responder *resp)
+{
+    if (resp == NULL)
+        return;
+    ocsp_responder_stop(resp);
+    ocsp__http_jobs_reap(resp);
+    while (resp->urgent_head != NULL) {
+        struct ocsp__urgent *next = resp->urgent_head->next;
+        free(resp->urgent_head);
+        resp->urgent_head = next;
+    }
+    /* Loops whose fini never ran (the server never started): their ports never carried a job. */
+    for (int i = 0; i < OCSP__MAX_LOOPS; i++)
+        free(resp->loops[i]);
+    ocsp__index_free(resp->index);
+    free(resp->issuers);
+    free(resp->signers);
+    pthread_mutex_destroy(&resp->mutex);
+    pthread_cond_destroy(&resp->cond);
+    pthread_mutex_destroy(&resp->jobs_mutex);
+    free(resp);
+}
+
+static int issuer_by_store_id(const struct ocsp_responder *resp, int64_t id)
+{
+    for (int i = 0; i < resp->n_issuers; i++)
+        if (resp->issuers[i].store_id == id)
+            return i;
+    return -1;
+}
+
+struct load_ctx {
+    struct ocsp_responder *resp;
+    int issuer;
+    int rc;
+};
+
+static int load_one(void *opaque, const struct store_cert *cert)
+{
+    struct load_ctx *lc = opaque;
+    struct ocsp__status st = {
+        .status = cert->status,
+        .reason = cert->reason,
+        .revoked_at = cert->revoked_at,
+        .not_after = cert->not_after,
+        .feed_id = cert->feed_id,
+    };
+    int changed;
+    lc->rc = ocsp__index_put(lc->resp->index, lc->issuer, cert->serial, cert->serial_len, &st, 0,
+                             &changed);
+    return lc->rc == UTIL_ENOMEM ? 1 : 0; /* a bad serial is skipped; out of memory stops */
+}
+
+int ocsp_responder_load_blocking(struct ocsp_responder *resp, struct store *store,
+                                 int64_t *feed_head_out)
+{
+    int64_t head = 0;
+    int rc;
+    int64_t started = util_mono_ms();
+    struct ocsp__index_counts counts;
+
+    /* The head first: whatever changes during the walk is re-delivered by the poller. */
+    rc = store_feed_head_blocking(store, &head);
+    if (rc != UTIL_OK)
+        return rc;
+    for (int i = 0; i < resp->n_issuers; i++) {
+        struct load_ctx lc = {resp, i, UTIL_OK};
+        rc = store_cert_iterate_blocking(store, resp->issuers[i].store_id, STORE_ITER_ALL, load_one,
+                                         &lc);
+        if (lc.rc == UTIL_ENOMEM)
+            return UTIL_ENOMEM;
+        if (rc != UTIL_OK)
+            return rc;
+    }
+    pthread_mutex_lock(&resp->mutex);
+    if (head > resp->applied_feed_id)
+        resp->applied_feed_id = head;
+    if (resp->urgent_head == NULL)
+        atomic_store(&resp->visible_feed_id, resp->applied_feed_id);
+    pthread_mutex_unlock(&resp->mutex);
+    ocsp__index_counts(resp->index, &counts);
+    UTIL_INFO(OCSP_MOD, "loaded %llu certificates of %d issuers in %lld ms (feed head %lld)",
+              (unsigned long long)counts.entries, resp->n_issuers,
+              (long long)(util_mono_ms() - started), (long long)head);
+    if (feed_head_out != NULL)
+        *feed_head_out = head;
+    return UTIL_OK;
+}
+
+/* ---- change feed ---------------------------------------------------------------------------- */
+
+/* Under resp->mutex. */
+static void update_visible_locked(struct ocsp_responder *resp)
+{
+    int64_t v = resp->urgent_head == NULL ? resp->applied_feed_id : resp->urgent_head->feed_id - 1;
+    if (v > atomic_load(&resp->visible_feed_id))
+        atomic_store(&resp->visible_feed_id, v);
+}
+
+int ocsp_responder_apply_change(struct ocsp_responder *resp, const struct store_change *change)
+{
+    int issuer = issuer_by_store_id(resp, change->cert.issuer_id);
+    struct ocsp__urgent *item = NULL;
+    struct ocsp__status st;
+    int changed = 0;
+    int rc = UTIL_OK;
+
+    pthread_mutex_lock(&resp->mutex);
+    if (issuer < 0)
+        goto done;
+    if (resp->urgent_len >= OCSP__URGENT_MAX) {
+        rc = UTIL_EBUSY;
+        goto out;
+    }
+    item = calloc(1, sizeof(*item));
+    if (item == NULL) {
+        rc = UTIL_ENOMEM;
+        goto out;
+    }
+    st.status = change->cert.status;
+    st.reason = change->cert.reason;
+    st.revoked_at = change->cert.revoked_at;
+    st.not_after = change->cert.not_after;
+    st.feed_id = change->id;
+    rc = ocsp__index_put(resp->index, issuer, change->cert.serial, change->cert.serial_len, &st, 0,
+                         &changed);
+    if (rc == UTIL_EINVAL) {
+        /* A serial no certificate can have: retrying would block the feed for ever. */
+        UTIL_WARN(OCSP_MOD, "change %lld: invalid serial (%zu octets) skipped",
+                  (long long)change->id, change->cert.serial_len);
+        rc = UTIL_OK;
+        goto done;
+    }
+    if (rc != UTIL_OK)
+        goto out;
+    /* A serial answered "unknown" a moment ago may just have been issued. */
+    ocsp__recent_drop(resp->index, issuer, change->cert.serial, change->cert.serial_len);
+    if (changed) {
+        item->issuer = issuer;
+        memcpy(item->serial, change->cert.serial, change->cert.serial_len);
+        item->serial_len = change->cert.serial_len;
+        item->feed_id = change->id;
+        if (resp->urgent_tail != NULL)
+            resp->urgent_tail->next = item;
+        else
+            resp->urgent_head = item;
+        resp->urgent_tail = item;
+        resp->urgent_len++;
+        item = NULL;
+        pthread_cond_signal(&resp->cond);
+    }
+done:
+    if (change->id > resp->applied_feed_id)
+        resp->applied_feed_id = change->id;
+    update_visible_locked(resp);
+out:
+    pthread_mutex_unlock(&resp->mutex);
+    free(item);
+    return rc;
+}
+
+int64_t ocsp_responder_visible_feed_id(const struct ocsp_responder *resp)
+{
+    return atomic_load(&((struct ocsp_responder *)resp)->visible_feed_id);
+}
+
+/* ---- status decisions and signing ----------------------------------------------------------- */
+
+/* Fills s from an index lookup; returns 1 when the index answers authoritatively, 0 when the unknown
+ * policy applies (not in the index, or expired past the retention). */
+static int decide_status(const struct ocsp_responder *resp, int found,
+                         const struct ocsp__status *st, int64_t now, struct ocsp__single *s)
+{
+    int authoritative = found;
+    if (found && resp->cfg.archive_cutoff_seconds == 0 && resp->cfg.expired_retention_seconds > 0 &&
+        st->not_after + resp->cfg.expired_retention_seconds < now)
+        authoritative = 0;
+    s->extended_revoke = 0;
+    s->reason = STORE_REASON_NONE;
+    s->revoked_at = 0;
+    if (authoritative) {
+        if (st->status == STORE_REVOKED) {
+            s->cert_status = V_OCSP_CERTSTATUS_REVOKED;
+            s->reason = st->reason;
+            s->revoked_at = st->revoked_at;
+        } else {
+            s->cert_status = V_OCSP_CERTSTATUS_GOOD;
+        }
+    } else if (resp->cfg.unknown_policy == OCSP_UNKNOWN_EXTENDED_REVOKE) {
+        s->cert_status = V_OCSP_CERTSTATUS_REVOKED;
+        s->reason = STORE_REASON_CERTIFICATE_HOLD;
+        s->revoked_at = 0;
+        s->extended_revoke = 1;
+    } else {
+        s->cert_status = V_OCSP_CERTSTATUS_UNKNOWN;
+    }
+    return authoritative;
+}
+
+static int worse(int a, int b)
+{
+    /* revoked > unknown > good, for the per-request outcome counters */
+    static const int rank[3] = {0, 2, 1};
+    return rank[b] > rank[a] ? b : a;
+}
+
+/* A DigestSign context for a signer: from the HSM, or (unit tests without an hsm) in software. */
+static int sign_ctx_new(struct ocsp_responder *resp, const struct hsm_key *key, EVP_MD_CTX **out)
+{
+    EVP_MD_CTX *mctx = NULL;
+    if (resp->hsm != NULL)
+        return hsm_sign_ctx_new_blocking(resp->hsm, key, out);
+    mctx = EVP_MD_CTX_new();
+    if (mctx == NULL)
+        return UTIL_ENOMEM;
+    ERR_clear_error();
+    if (EVP_DigestSignInit_ex(mctx, NULL, key->md[0] ? key->md : NULL, NULL, NULL, key->pkey,
+                              NULL) != 1) {
+        util_log_openssl(UTIL_LOG_ERROR, OCSP_MOD, "software signing context failed");
+        EVP_MD_CTX_free(mctx);
+        return UTIL_ECRYPTO;
+    }
+    *out = mctx;
+    return UTIL_OK;
+}
+
+static int sign_singles(struct ocsp_responder *resp, int signer, const struct ocsp__single *singles,
+                        int n, OCSP_REQUEST *nonce_from, unsigned char **der, size_t *len,
+                        int64_t *this_update, int64_t *next_update)
+{
+    const struct ocsp__signer *sg = &resp->signers[signer];
+    EVP_MD_CTX *mctx = NULL;
+    struct ocsp__build b;
+    int64_t now = (int64_t)time(NULL);
+    int rc;
+
+    /* A fresh context per signature: OpenSSL 3.0 does not promise a DigestSign context is reusable
+     * after a final signature, and providers differ. */
+    rc = sign_ctx_new(resp, sg->key, &mctx);
+    if (rc != UTIL_OK)
+        return rc == UTIL_EBUSY ? rc : UTIL_EHSM;
+    memset(&b, 0, sizeof(b));
+    b.signer_cert = sg->cert;
+    b.include_signer = sg->delegated;
+    b.by_name = resp->cfg.responder_id == OCSP_RESPID_BY_NAME;
+    b.singles = singles;
+    b.n = n;
+    b.this_update = now;
+    b.next_update = now + resp->cfg.validity_seconds;
+    b.archive_cutoff_seconds = resp->cfg.archive_cutoff_seconds;
+    b.nonce_from = nonce_from;
+    rc = ocsp__response_build(&b, mctx, der, len);
+    EVP_MD_CTX_free(mctx);
+    *this_update = b.this_update;
+    *next_update = b.next_update;
+    return rc;
+}
+
+int ocsp__plan_sign_blocking(struct ocsp_responder *resp, const struct ocsp__plan *plan,
+                             unsigned char **der, size_t *len, int64_t *this_update,
+                             int64_t *next_update)
+{
+    return sign_singles(resp, plan->signer, plan->singles, plan->n,
+                        plan->use_nonce ? plan->req : NULL, der, len, this_update, next_update);
+}
+
+/* ---- request planning ----------------------------------------------------------------------- */
+
+static int match_issuer(const struct ocsp_responder *resp, const struct ocsp__reqid *id)
+{
+    size_t hash_len = id->alg == OCSP__SHA1 ? 20 : 32;
+    if (id->alg < 0 || id->name_hash_len != hash_len || id->key_hash_len != hash_len)
+        return -1;
+    for (int i = 0; i < resp->n_issuers; i++) {
+        const struct ocsp__issuer *is = &resp->issuers[i];
+        if (memcmp(is->key_hash[id->alg], id->key_hash, hash_len) == 0 &&
+            memcmp(is->name_hash[id->alg], id->name_hash, hash_len) == 0)
+            return i;
+    }
+    return -1;
+}
+
+static void plan_error(struct ocsp__plan *plan, int status)
+{
+    plan->kind = OCSP__PLAN_ERROR;
+    plan->response_status = status;
+}
+
+static int nonce_slot_take(struct ocsp_responder *resp)
+{
+    int n = atomic_fetch_add(&resp->nonce_inflight, 1);
+    if (n >= resp->cfg.nonce_queue_max) {
+        atomic_fetch_sub(&resp->nonce_inflight, 1);
+        return 0;
+    }
+    return 1;
+}
+
+int ocsp__plan_request(struct ocsp_responder *resp, const unsigned char *der, size_t len,
+                       struct ocsp__plan *plan, int *nonce_slot)
+{
+    struct ocsp__parsed parsed;
+    int64_t now = (int64_t)time(NULL);
+    int use_nonce = 0;
+    int fast;
+    int rc;
+
+    memset(plan, 0, sizeof(*plan));
+    *nonce_slot = 0;
+    rc = ocsp__request_parse(der, len, resp->cfg.max_certids, &parsed);
+    if (rc != UTIL_OK)
+        goto out;
+    if (parsed.status != OCSP_RESPONSE_STATUS_SUCCESSFUL) {
+        plan_error(plan, parsed.status);
+        goto out;
+    }
+    plan->signer = -1;
+    for (int i = 0; i < parsed.n; i++) {
+        int is = match_issuer(resp, &parsed.ids[i]);
+        /* Unsupported hash, unknown issuer, or issuers answered by different signers. */
+        if (is < 0 || (plan->signer >= 0 && resp->issuers[is].signer != plan->signer)) {
+            plan_error(plan, OCSP_RESPONSE_STATUS_UNAUTHORIZED);
+            goto out;
+        }
+        plan->signer = resp->issuers[is].signer;
+        if (parsed.nonce != NULL && !resp->issuers[is].ignore_nonce)
+            use_nonce = 1;
+        if (i == 0) {
+            plan->issuer = is;
+            plan->alg = parsed.ids[0].alg;
+        }
+    }
+    if (use_nonce)
+        OCSP__STAT(resp, nonce_requests);
+
+    fast = parsed.n == 1 && !use_nonce;
+    if (!fast) {
+        if (nonce_slot_take(resp)) {
+            *nonce_slot = 1;
+        } else if (parsed.n == 1 && resp->cfg.nonce_overflow_cached) {
+            OCSP__STAT(resp, nonce_rejected);
+            fast = 1;
+            use_nonce = 0;
+        } else {
+            OCSP__STAT(resp, nonce_rejected);
+            plan_error(plan, OCSP_RESPONSE_STATUS_TRYLATER);
+            goto out;
+        }
+    }
+
+    plan->singles = calloc((size_t)parsed.n, sizeof(*plan->singles));
+    if (plan->singles == NULL) {
+        rc = UTIL_ENOMEM;
+        goto out;
+    }
+    plan->n = parsed.n;
+    plan->worst_status = V_OCSP_CERTSTATUS_GOOD;
+    plan->recent_gen = ocsp__recent_gen(resp->index);
+    for (int i = 0; i < parsed.n; i++) {
+        const struct ocsp__reqid *id = &parsed.ids[i];
+        int is = match_issuer(resp, id);
+        struct ocsp__status st;
+        struct ocsp__cached *cached = NULL;
+        int found, authoritative;
+
+        found = ocsp__index_lookup(resp->index, is, id->serial, id->serial_len, id->alg, &st,
+                                   &cached);
+        authoritative = decide_status(resp, found, &st, now, &plan->singles[i]);
+        plan->worst_status = worse(plan->worst_status, plan->singles[i].cert_status);
+        if (fast) {
+            memcpy(plan->serial, id->serial, id->serial_len);
+            plan->serial_len = id->serial_len;
+            if (authoritative) {
+                plan->cache_index = 1;
+                plan->feed_id = st.feed_id;
+            } else {
+                ocsp__cached_unref(cached);
+                cached = ocsp__recent_get(resp->index, is, id->alg, id->serial, id->serial_len);
+                plan->cache_recent = 1;
+            }
+            /* A cached response past its nextUpdate is never served (the pre-signer is behind). */
+            if (cached != NULL && cached->next_update > now) {
+                plan->kind = OCSP__PLAN_CACHED;
+                plan->cached = cached;
+                goto out;
+            }
+            ocsp__cached_unref(cached);
+            if (!authoritative) {
+                /* Signing an answer for a serial we do not know is live work: bounded. */
+                if (!nonce_slot_take(resp)) {
+                    OCSP__STAT(resp, nonce_rejected);
+                    plan_error(plan, OCSP_RESPONSE_STATUS_TRYLATER);
+                    goto out;
+                }
+                *nonce_slot = 1;
+            }
+        } else {
+            ocsp__cached_unref(cached);
+        }
+        /* The response repeats the request's CertID exactly. */
+        plan->singles[i].cid = OCSP_CERTID_dup(id->cid);
+        if (plan->singles[i].cid == NULL) {
+            rc = UTIL_ENOMEM;
+            goto out;
+        }
+    }
+    plan->kind = OCSP__PLAN_SIGN;
+    plan->use_nonce = use_nonce;
+    if (use_nonce) {
+        plan->req = parsed.req; /* the nonce extension is copied from it when signing */
+        parsed.req = NULL;
+    }
+out:
+    ocsp__parsed_cleanup(&parsed);
+    if (rc != UTIL_OK && *nonce_slot) {
+        atomic_fetch_sub(&resp->nonce_inflight, 1);
+        *nonce_slot = 0;
+    }
+    return rc;
+}
+
+void ocsp__plan_cleanup(struct ocsp__plan *plan)
+{
+    for (int i = 0; i < plan->n; i++)
+        ocsp__single_cleanup(&plan->singles[i]);
+    free(plan->singles);
+    ocsp__cached_unref(plan->cached);
+    OCSP_REQUEST_free(plan->req);
+    memset(plan, 0, sizeof(*plan));
+}
+
+/* ---- pre-signer ----------------------------------------------------------------------------- */
+
+struct presign_batch {
+    struct ocsp_responder *resp;
+    size_t n;
+    struct ocsp__due *items;
+    int *results;
+    unsigned char **der;
+    size_t *len;
+    int64_t *this_update, *next_update;
+    int *cert_status;
+};
+
+static OCSP_CERTID *certid_for(const struct ocsp_responder *resp, const struct ocsp__due *d)
+{
+    const struct ocsp__issuer *is = &resp->issuers[d->issuer];
+    ASN1_INTEGER *serial = ocsp__serial_to_asn1(d->serial, d->serial_len);
+    OCSP_CERTID *cid = NULL;
+    if (serial == NULL)
+        return NULL;
+    cid = OCSP_cert_id_new(d->alg == OCSP__SHA1 ? EVP_sha1() : EVP_sha256(),
+                           X509_get_subject_name(is->cert), X509_get0_pubkey_bitstr(is->cert),
+                           serial);
+    ASN1_INTEGER_free(serial);
+    return cid;
+}
+
+/* Runs on a signing thread: signs every item of the batch, stops at the first HSM failure. */
+static int presign_work(void *thread_state, void *opaque)
+{
+    struct presign_batch *b = opaque;
+    struct ocsp_responder *resp = b->resp;
+    int64_t now = (int64_t)time(NULL);
+    (void)thread_state; /* hsm_sign_ctx_new_blocking finds the thread's session itself */
+
+    for (size_t i = 0; i < b->n; i++) {
+        struct ocsp__single single;
+        memset(&single, 0, sizeof(single));
+        (void)decide_status(resp, 1, &b->items[i].st, now, &single); /* caller filtered */
+        single.cid = certid_for(resp, &b->items[i]);
+        if (single.cid == NULL) {
+            b->results[i] = UTIL_ENOMEM;
+            continue;
+        }
+        b->cert_status[i] = single.cert_status;
+        b->results[i] = sign_singles(resp, resp->issuers[b->items[i].issuer].signer, &single, 1,
+                                     NULL, &b->der[i], &b->len[i], &b->this_update[i],
+                                     &b->next_update[i]);
+        ocsp__single_cleanup(&single);
+        if (b->results[i] == UTIL_EHSM) {
+            for (size_t j = i + 1; j < b->n; j++)
+                b->results[j] = UTIL_EHSM;
+            return UTIL_EHSM;
+        }
+    }
+    return UTIL_OK;
+}
+
+/* Signs and installs a batch. Returns the number installed, or a negative error when the HSM could
+ * not be used at all (then the caller backs off). */
+static int presign_run(struct ocsp_responder *resp, struct ocsp__due *items, size_t n)
+{
+    struct presign_batch b;
+    int rc;
+    int installed = 0;
+
+    memset(&b, 0, sizeof(b));
+    b.resp = resp;
+    b.n = n;
+    b.items = items;
+    b.results = calloc(n, sizeof(*b.results));
+    b.der = calloc(n, sizeof(*b.der));
+    b.len = calloc(n, sizeof(*b.len));
+    b.this_update = calloc(n, sizeof(*b.this_update));
+    b.next_update = calloc(n, sizeof(*b.next_update));
+    b.cert_status = calloc(n, sizeof(*b.cert_status));
+    if (b.results == NULL || b.der == NULL || b.len == NULL || b.this_update == NULL ||
+        b.next_update == NULL || b.cert_status == NULL) {
+        rc = UTIL_ENOMEM;
+        goto out;
+    }
+    if (resp->hsm != NULL)
+        rc = hsm_run_sync(resp->hsm, presign_work, &b);
+    else
+        rc = presign_work(NULL, &b);
+    for (size_t i = 0; i < n; i++) {
+        struct ocsp__cached *c;
+        int64_t validity;
+        if (b.results[i] != UTIL_OK || b.der[i] == NULL) {
+            if (rc == UTIL_OK || rc == UTIL_EHSM)
+                atomic_fetch_add(&resp->st.presign_errors, 1);
+            continue;
+        }
+        validity = b.next_update[i] - b.this_update[i];
+        c = ocsp__cached_new(b.der[i], b.len[i], b.this_update[i], b.next_update[i],
+                             b.this_update[i] + validity * resp->cfg.refresh_percent / 100,
+                             b.cert_status[i]);
+        if (c == NULL)
+            continue;
+        if (ocsp__index_install(resp->index, items[i].issuer, items[i].serial,
+                                items[i].serial_len, items[i].alg, items[i].st.feed_id, c)) {
+            installed++;
+            OCSP__STAT(resp, presigned);
+        }
+        ocsp__cached_unref(c);
+    }
+out:
+    for (size_t i = 0; b.der != NULL && i < n; i++)
+        OPENSSL_free(b.der[i]);
+    free(b.results);
+    free(b.der);
+    free(b.len);
+    free(b.this_update);
+    free(b.next_update);
+    free(b.cert_status);
+    return rc != UTIL_OK ? rc : installed;
+}
+
+/* Takes up to max urgent items (without removing them) as due work with the entry's current
+ * state. Returns how many queue items were looked at. */
+static size_t urgent_collect(struct ocsp_responder *resp, struct ocsp__due *out, size_t max,
+                             size_t *n_out, int64_t now)
+{
+    size_t looked = 0;
+    struct ocsp__urgent *u;
+    int64_t skip_before = INT64_MIN;
+    *n_out = 0;
+
+    if (resp->cfg.archive_cutoff_seconds == 0 && resp->cfg.expired_retention_seconds > 0)
+        skip_before = now - resp->cfg.expired_retention_seconds;
+    pthread_mutex_lock(&resp->mutex);
+    u = resp->urgent_head;
+    pthread_mutex_unlock(&resp->mutex);
+    /* Only the pre-signer removes items, so the prefix it walks stays valid without the lock;
+     * next pointers are read under the lock because apply_change appends. */
+    while (u != NULL && looked < max) {
+        struct ocsp__due *d = &out[*n_out];
+        struct ocsp__cached *cached = NULL;
+        looked++;
+        if (ocsp__index_lookup(resp->index, u->issuer, u->serial, u->serial_len, OCSP__SHA1, &d->st,
+                               &cached) &&
+            d->st.not_after >= skip_before) {
+            d->issuer = u->issuer;
+            d->alg = OCSP__SHA1;
+            memcpy(d->serial, u->serial, u->serial_len);
+            d->serial_len = u->serial_len;
+            /* Already re-signed on demand with this version: nothing to do. */
+            if (cached == NULL || cached->refresh_at <= now)
+                (*n_out)++;
+        }
+        ocsp__cached_unref(cached);
+        pthread_mutex_lock(&resp->mutex);
+        u = u->next;
+        pthread_mutex_unlock(&resp->mutex);
+    }
+    return looked;
+}
+
+static void urgent_pop(struct ocsp_responder *resp, size_t count)
+{
+    struct ocsp__urgent *done = NULL;
+    pthread_mutex_lock(&resp->mutex);
+    while (count-- > 0 && resp->urgent_head != NULL) {
+        struct ocsp__urgent *u = resp->urgent_head;
+        resp->urgent_head = u->next;
+        if (resp->urgent_head == NULL)
+            resp->urgent_tail = NULL;
+        resp->urgent_len--;
+        u->next = done;
+        done = u;
+    }
+    update_visible_locked(resp);
+    pthread_mutex_unlock(&resp->mutex);
+    while (done != NULL) {
+        struct ocsp__urgent *next = done->next;
+        free(done);
+        done = next;
+    }
+}
+
+static void *presign_main(void *opaque)
+{
+    struct ocsp_responder *resp = opaque;
+    size_t batch = (size_t)resp->cfg.presign_batch;
+    struct ocsp__due *items = calloc(batch, sizeof(*items));
+    struct ocsp__scan scan = {0, 0, 0};
+    size_t sweep_found = 0;
+    int64_t last_visible = atomic_load(&resp->visible_feed_id);
+
+    if (items == NULL) {
+        UTIL_ERROR(OCSP_MOD, "pre-signer: out of memory, responses will be signed on demand");
+        return NULL;
+    }
+    for (;;) {
+        int64_t now = (int64_t)time(NULL);
+        size_t n = 0, looked;
+        int rc = 0;
+        int idle = 0;
+
+        pthread_mutex_lock(&resp->mutex);
+        if (resp->stopping) {
+            pthread_mutex_unlock(&resp->mutex);
+            break;
+        }
+        pthread_mutex_unlock(&resp->mutex);
+
+        looked = urgent_collect(resp, items, batch, &n, now);
+        if (looked > 0) {
+            if (n > 0)
+                rc = presign_run(resp, items, n);
+            if (rc >= 0)
+                urgent_pop(resp, looked);
+        } else {
+            struct ocsp__index_counts counts;
+            int64_t skip_before = INT64_MIN;
+            int allow_new;
+            ocsp__index_counts(resp->index, &counts);
+            allow_new = counts.bytes < ocsp__index_max_bytes(resp->index) / 10 * 9;
+            if (resp->cfg.archive_cutoff_seconds == 0 && resp->cfg.expired_retention_seconds > 0)
+                skip_before = now - resp->cfg.expired_retention_seconds;
+            n = ocsp__index_collect_due(resp->index, &scan, now, allow_new, skip_before, items,
+                                        batch);
+            sweep_found += n;
+            if (n > 0)
+                rc = presign_run(resp, items, n);
+            if (scan.wrapped) {
+                pthread_mutex_lock(&resp->mutex);
+                atomic_store(&resp->st.presign_backlog, sweep_found + resp->urgent_len);
+                pthread_mutex_unlock(&resp->mutex);
+                idle = sweep_found == 0;
+                sweep_found = 0;
+            }
+        }
+        if (resp->cfg.on_visible != NULL) {
+            int64_t v = atomic_load(&resp->visible_feed_id);
+            if (v != last_visible) {
+                last_visible = v;
+                resp->cfg.on_visible(resp->cfg.on_visible_ctx, v);
+            }
+        }
+        if (rc < 0 || idle) {
+            /* HSM trouble: back off briefly; idle: sleep until the next change or a second. */
+            struct timespec until;
+            (void)clock_gettime(CLOCK_REALTIME, &until); /* cannot fail */
+            until.tv_nsec += rc < 0 ? 200000000L : 0;
+            until.tv_sec += rc < 0 ? 0 : 1;
+            if (until.tv_nsec >= 1000000000L) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000L;
+            }
+            pthread_mutex_lock(&resp->mutex);
+            if (!resp->stopping && (rc < 0 || resp->urgent_head == NULL))
+                (void)pthread_cond_timedwait(&resp->cond, &resp->mutex, &until); /* timeout ok */
+            pthread_mutex_unlock(&resp->mutex);
+        }
+    }
+    free(items);
+    return NULL;
+}
+
+int ocsp_responder_start(struct ocsp_responder *resp)
+{
+    if (resp->thread_started)
+        return UTIL_OK;
+    resp->stopping = 0;
+    if (pthread_create(&resp->thread, NULL, presign_main, resp) != 0)
+        return UTIL_ENOMEM;
+    resp->thread_started = 1;
+    return UTIL_OK;
+}
+
+void ocsp_responder_stop(struct ocsp_responder *resp)
+{
+    if (resp == NULL || !resp->thread_started)
+        return;
+    pthread_mutex_lock(&resp->mutex);
+    resp->stopping = 1;
+    pthread_cond_broadcast(&resp->cond);
+    pthread_mutex_unlock(&resp->mutex);
+    (void)pthread_join(resp->thread, NULL); /* our own joinable thread */
+    resp->thread_started = 0;
+}
+
+/* ---- metrics -------------------------------------------------------------------------------- */
+
+void ocsp_stats_get(const struct ocsp_responder *cresp, struct ocsp_stats *out)
+{
+    struct ocsp_responder *resp = (struct ocsp_responder *)cresp;
+    struct ocsp__index_counts counts;
+#define GET(f) out->f = atomic_load_explicit(&resp->st.f, memory_order_relaxed)
+    memset(out, 0, sizeof(*out));
+    GET(requests_get);
+    GET(requests_post);
+    GET(good);
+    GET(revoked);
+    GET(unknown);
+    GET(malformed);
+    GET(unauthorized);
+    GET(try_later);
+    GET(internal_error);
+    GET(not_modified);
+    GET(bad_content_type);
+    GET(served_cached);
+    GET(signed_live);
+    GET(signed_miss);
+    GET(nonce_requests);
+    GET(nonce_rejected);
+    GET(presigned);
+    GET(presign_errors);
+    GET(presign_backlog);
+#undef GET
+    ocsp__index_counts(resp->index, &counts);
+    out->index_entries = counts.entries;
+    out->cache_entries = counts.cached;
+    out->cache_bytes = counts.bytes;
+    out->cache_evictions = counts.evictions;
+    out->visible_feed_id = atomic_load(&resp->visible_feed_id);
+}
+
+size_t ocsp_stats_format(const struct ocsp_responder *resp, char *buf, size_t len)
+{
+    struct ocsp_stats st;
+    const struct {
+        const char *name, *type, *labels;
+        uint64_t value;
+    } rows[] = {
+        {"pkiva_ocsp_requests_total", "counter", "method=\"GET\"", 0},
+        {"pkiva_ocsp_requests_total", NULL, "method=\"POST\"", 0},
+        {"pkiva_ocsp_responses_total", "counter", "outcome=\"good\"", 0},
+        {"pkiva_ocsp_responses_total", NULL, "outcome=\"revoked\"", 0},
+        {"pkiva_ocsp_responses_total", NULL, "outcome=\"unknown\"", 0},
+        {"pkiva_ocsp_responses_total", NULL, "outcome=\"malformedRequest\"", 0},
+        {"pkiva_ocsp_responses_total", NULL, "outcome=\"unauthorized\"", 0},
+        {"pkiva_ocsp_responses_total", NULL, "outcome=\"tryLater\"", 0},
+        {"pkiva_ocsp_responses_total", NULL, "outcome=\"internalError\"", 0},
+        {"pkiva_ocsp_responses_total", NULL, "outcome=\"notModified\"", 0},
+        {"pkiva_ocsp_responses_total", NULL, "outcome=\"badContentType\"", 0},
+        {"pkiva_ocsp_served_total", "counter", "source=\"cache\"", 0},
+        {"pkiva_ocsp_served_total", NULL, "source=\"live\"", 0},
+        {"pkiva_ocsp_served_total", NULL, "source=\"miss\"", 0},
+        {"pkiva_ocsp_nonce_requests_total", "counter", "", 0},
+        {"pkiva_ocsp_nonce_rejected_total", "counter", "", 0},
+        {"pkiva_ocsp_presigned_total", "counter", "", 0},
+        {"pkiva_ocsp_presign_errors_total", "counter", "", 0},
+        {"pkiva_ocsp_cache_evictions_total", "counter", "", 0},
+        {"pkiva_ocsp_index_entries", "gauge", "", 0},
+        {"pkiva_ocsp_cache_entries", "gauge", "", 0},
+        {"pkiva_ocsp_cache_bytes", "gauge", "", 0},
+        {"pkiva_ocsp_presign_backlog", "gauge", "", 0},
+    };
+    uint64_t values[sizeof(rows) / sizeof(rows[0])];
+    size_t used = 0;
+    int n;
+
+    ocsp_stats_get(resp, &st);
+    {
+        const uint64_t v[] = {st.requests_get, st.requests_post, st.good, st.revoked, st.unknown,
+                              st.malformed, st.unauthorized, st.try_later, st.internal_error,
+                              st.not_modified, st.bad_content_type, st.served_cached,
+                              st.signed_live, st.signed_miss, st.nonce_requests,
+                              st.nonce_rejected, st.presigned, st.presign_errors,
+                              st.cache_evictions, st.index_entries, st.cache_entries,
+                              st.cache_bytes, st.presign_backlog};
+        memcpy(values, v, sizeof(values));
+    }
+    if (len > 0)
+        buf[0] = 0;
+    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
+        if (rows[i].type != NULL) {
+            n = snprintf(used < len ? buf + used : NULL, used < len ? len - used : 0,
+                         "# TYPE %s %s\n", rows[i].name, rows[i].type);
+            used += n > 0 ? (size_t)n : 0;
+        }
+        n = snprintf(used < len ? buf + used : NULL, used < len ? len - used : 0, "%s%s%s%s %llu\n",
+                     rows[i].name, rows[i].labels[0] ? "{" : "", rows[i].labels,
+                     rows[i].labels[0] ? "}" : "", (unsigned long long)values[i]);
+        used += n > 0 ? (size_t)n : 0;
+    }
+    n = snprintf(used < len ? buf + used : NULL, used < len ? len - used : 0,
+                 "# TYPE pkiva_ocsp_visible_feed_id gauge\npkiva_ocsp_visible_feed_id %lld\n",
+                 (long long)st.visible_feed_id);
+    used += n > 0 ? (size_t)n : 0;
+    return used;
+}

@@ -1,0 +1,878 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Unit tests of the ocsp module without HSM or network: the GET path decoder with every client
+ * quirk, request parsing and planning (CertID matching, unauthorized, malformed, nonce lengths,
+ * several CertIDs), responses signed with software keys and checked with OCSP_basic_verify, the
+ * change feed (invalidation, idempotence), the pre-signer, the index at scale and the cache cap. */
+#include "pki.h"
+
+#include <criterion/criterion.h>
+#include <hsm/hsm.h>
+#include <ocsp/ocsp.h>
+#include <ocsp/ocsp_int.h>
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ---- GET path decoding ---------------------------------------------------------------------- */
+
+/* bytes whose base64 is "MAA+////AQID": '+' and a run of '/' */
+static const unsigned char sample[] = {0x30, 0x00, 0x3e, 0xff, 0xff, 0xff, 0x01, 0x02, 0x03};
+
+static void expect_decodes(const char *path)
+{
+    unsigned char out[64];
+    int n = ocsp_get_path_decode(path, strlen(path), out, sizeof(out));
+    cr_assert_eq(n, (int)sizeof(sample), "%s: got %d", path, n);
+    cr_assert(memcmp(out, sample, sizeof(sample)) == 0, "%s: wrong bytes", path);
+}
+
+Test(get_decode, plain_and_quirks)
+{
+    unsigned char out[64];
+    unsigned char b64[64];
+    /* sanity: the plain base64 of sample, computed by OpenSSL */
+    (void)EVP_EncodeBlock(b64, sample, sizeof(sample)); /* length not needed */
+    cr_assert_str_eq((char *)b64, "MAA+////AQID");
+
+    expect_decodes("MAA+////AQID");               /* unescaped '+' and '/' */
+    expect_decodes("/MAA+////AQID");              /* leading slash */
+    expect_decodes("//MAA+////AQID");             /* doubled leading slash */
+    expect_decodes("MAA%2B%2F%2F%2F%2FAQID");     /* %2B and %2F */
+    expect_decodes("MAA%2b%2f%2f%2f%2fAQID");     /* lower-case escapes */
+    expect_decodes("MAA%2B/%2F//AQID");           /* mixed */
+    expect_decodes("MAA ////AQID");               /* space for '+' */
+    expect_decodes("MAA%20////AQID");             /* %20 for '+' */
+    expect_decodes("MAA-____AQID");               /* base64url */
+    expect_decodes("MAA+////AQID?x=1");           /* query string */
+    expect_decodes("%4DAA+////AQID");             /* any character may be escaped */
+    expect_decodes("MAA+////\r\nAQID");           /* line breaks of a wrapping encoder */
+
+    /* missing padding: 8 bytes -> "MAA+////AQI=", 7 -> "MAA+////AQ==" */
+    cr_assert_eq(ocsp_get_path_decode("MAA+////AQI", 11, out, sizeof(out)), 8);
+    cr_assert_eq(ocsp_get_path_decode("MAA+////AQI=", 12, out, sizeof(out)), 8);
+    cr_assert_eq(ocsp_get_path_decode("MAA+////AQI%3D", 14, out, sizeof(out)), 8);
+    cr_assert_eq(ocsp_get_path_decode("MAA+////AQ", 10, out, sizeof(out)), 7);
+    cr_assert_eq(ocsp_get_path_decode("MAA+////AQ==", 12, out, sizeof(out)), 7);
+    cr_assert(memcmp(out, sample, 7) == 0);
+}
+
+Test(get_decode, rejects)
+{
+    unsigned char out[8];
+    cr_assert_lt(ocsp_get_path_decode("", 0, out, sizeof(out)), 0);
+    cr_assert_lt(ocsp_get_path_decode("/", 1, out, sizeof(out)), 0);
+    cr_assert_lt(ocsp_get_path_decode("MP*v", 4, out, sizeof(out)), 0);      /* not base64 */
+    cr_assert_lt(ocsp_get_path_decode("MPv%zz", 6, out, sizeof(out)), 0);    /* bad escape */
+    cr_assert_lt(ocsp_get_path_decode("MPv%2", 5, out, sizeof(out)), 0);     /* cut escape */
+    cr_assert_lt(ocsp_get_path_decode("MPvvv", 5, out, sizeof(out)), 0);     /* lone digit */
+    cr_assert_lt(ocsp_get_path_decode("MA==MA==", 8, out, sizeof(out)), 0);  /* data after pad */
+    /* longer than the output bound */
+    cr_assert_lt(ocsp_get_path_decode("MAA+////AQID", 12, out, sizeof(out)), 0);
+    cr_assert_eq(ocsp_get_path_decode("MAA+////AQ", 10, out, sizeof(out)), 7);
+}
+
+/* ---- a software PKI and a responder without HSM --------------------------------------------- */
+
+struct fixture {
+    EVP_PKEY *root_key, *ca1_key, *ca2_key, *resp_key;
+    X509 *root, *ca1, *ca2, *responder;
+    struct hsm_key k_resp, k_ca2;
+    struct ocsp_responder *resp;
+    int64_t feed;
+};
+static struct fixture F;
+
+static void pki_build(void)
+{
+    EVP_MD_CTX *ctx;
+    memset(&F, 0, sizeof(F));
+    F.root_key = EVP_EC_gen("P-256");
+    F.ca1_key = EVP_EC_gen("P-256");
+    F.ca2_key = EVP_EC_gen("P-256");
+    F.resp_key = EVP_EC_gen("P-256");
+    cr_assert(F.root_key && F.ca1_key && F.ca2_key && F.resp_key);
+    ctx = tp_soft_ctx(F.root_key);
+    F.root = tp_cert(NULL, ctx, F.root_key, "Test Root", 1, TP_CA, 3650);
+    EVP_MD_CTX_free(ctx);
+    ctx = tp_soft_ctx(F.root_key);
+    F.ca1 = tp_cert(F.root, ctx, F.ca1_key, "Issuing CA 1", 2, TP_CA, 1825);
+    EVP_MD_CTX_free(ctx);
+    ctx = tp_soft_ctx(F.root_key);
+    F.ca2 = tp_cert(F.root, ctx, F.ca2_key, "Issuing CA 2", 3, TP_CA, 1825);
+    EVP_MD_CTX_free(ctx);
+    ctx = tp_soft_ctx(F.ca1_key);
+    F.responder = tp_cert(F.ca1, ctx, F.resp_key, "CA 1 OCSP", 100, TP_RESPONDER, 30);
+    EVP_MD_CTX_free(ctx);
+    cr_assert(F.root && F.ca1 && F.ca2 && F.responder);
+    F.k_resp.pkey = F.resp_key;
+    F.k_resp.uri = (char *)"soft:resp";
+    strcpy(F.k_resp.md, "SHA256");
+    F.k_ca2.pkey = F.ca2_key;
+    F.k_ca2.uri = (char *)"soft:ca2";
+    strcpy(F.k_ca2.md, "SHA256");
+}
+
+static int make_responder(const struct ocsp_config *cfg)
+{
+    struct ocsp_issuer_config is[2];
+    memset(is, 0, sizeof(is));
+    is[0].name = "ca1";
+    is[0].store_issuer_id = 1;
+    is[0].cert = F.ca1;
+    is[0].signer_cert = F.responder;
+    is[0].signer_key = &F.k_resp;
+    is[1].name = "ca2";
+    is[1].store_issuer_id = 2;
+    is[1].cert = F.ca2;
+    is[1].signer_key = &F.k_ca2; /* the CA signs its own responses */
+    is[1].ignore_nonce = 1;
+    return ocsp_responder_new(cfg, is, 2, NULL, &F.resp);
+}
+
+static void change(int kind, int64_t issuer_id, long serial, int status, int reason,
+                   int64_t revoked_at)
+{
+    struct store_change ch;
+    memset(&ch, 0, sizeof(ch));
+    ch.id = ++F.feed;
+    ch.kind = kind;
+    ch.cert.issuer_id = issuer_id;
+    ch.cert.serial_len = tp_serial_bytes(serial, ch.cert.serial);
+    ch.cert.not_after = time(NULL) + 86400 * 90;
+    ch.cert.status = status;
+    ch.cert.revoked_at = revoked_at;
+    ch.cert.reason = reason;
+    ch.cert.feed_id = ch.id;
+    cr_assert_eq(ocsp_responder_apply_change(F.resp, &ch), 0);
+}
+
+static void setup_cfg(const struct ocsp_config *cfg)
+{
+    pki_build();
+    cr_assert_eq(make_responder(cfg), 0);
+    change(STORE_CHANGE_ISSUE, 1, 0x1001, STORE_GOOD, STORE_REASON_NONE, 0);
+    change(STORE_CHANGE_ISSUE, 1, 0x1002, STORE_GOOD, STORE_REASON_NONE, 0);
+    change(STORE_CHANGE_ISSUE, 1, 0x1003, STORE_GOOD, STORE_REASON_NONE, 0);
+    change(STORE_CHANGE_REVOKE, 1, 0x1003, STORE_REVOKED, STORE_REASON_KEY_COMPROMISE,
+           1700000000);
+    change(STORE_CHANGE_ISSUE, 1, 0x1004, STORE_GOOD, STORE_REASON_NONE, 0);
+    change(STORE_CHANGE_REVOKE, 1, 0x1004, STORE_REVOKED, STORE_REASON_UNSPECIFIED, 1700000100);
+    change(STORE_CHANGE_ISSUE, 2, 0x2001, STORE_GOOD, STORE_REASON_NONE, 0);
+}
+
+static void setup(void)
+{
+    struct ocsp_config cfg;
+    ocsp_config_default(&cfg);
+    setup_cfg(&cfg);
+}
+
+static void teardown(void)
+{
+    ocsp_responder_free(F.resp);
+    X509_free(F.root);
+    X509_free(F.ca1);
+    X509_free(F.ca2);
+    X509_free(F.responder);
+    EVP_PKEY_free(F.root_key);
+    EVP_PKEY_free(F.ca1_key);
+    EVP_PKEY_free(F.ca2_key);
+    EVP_PKEY_free(F.resp_key);
+}
+
+/* Plans a request built by tp_request. */
+static void plan_of(OCSP_REQUEST *req, struct ocsp__plan *plan, int *slot)
+{
+    unsigned char *der = NULL;
+    int len = tp_request_der(req, &der);
+    cr_assert_gt(len, 0);
+    cr_assert_eq(ocsp__plan_request(F.resp, der, (size_t)len, plan, slot), 0);
+    OPENSSL_free(der);
+}
+
+static void plan_serials(X509 *issuer, const EVP_MD *md, const long *serials, int n, int nonce,
+                         struct ocsp__plan *plan, int *slot)
+{
+    OCSP_REQUEST *req = tp_request(issuer, md, serials, n, nonce);
+    cr_assert_not_null(req);
+    plan_of(req, plan, slot);
+    OCSP_REQUEST_free(req);
+}
+
+static void release_slot(int *slot)
+{
+    if (*slot)
+        atomic_fetch_sub(&F.resp->nonce_inflight, 1);
+    *slot = 0;
+}
+
+/* Signs a plan and parses the result; verifies the signature against root (+ca) as trust. */
+static OCSP_BASICRESP *sign_and_verify(struct ocsp__plan *plan, X509 *trusted_ca, int64_t *tu)
+{
+    unsigned char *der = NULL;
+    size_t len = 0;
+    int64_t this_update, next_update;
+    const unsigned char *p;
+    OCSP_RESPONSE *rsp;
+    OCSP_BASICRESP *bs;
+    X509_STORE *store = X509_STORE_new();
+    STACK_OF(X509) *extra = sk_X509_new_null();
+
+    cr_assert_eq(plan->kind, OCSP__PLAN_SIGN);
+    cr_assert_eq(ocsp__plan_sign_blocking(F.resp, plan, &der, &len, &this_update, &next_update), 0);
+    cr_assert_gt(len, 0);
+    p = der;
+    rsp = d2i_OCSP_RESPONSE(NULL, &p, (long)len);
+    cr_assert_not_null(rsp);
+    cr_assert_eq(OCSP_response_status(rsp), OCSP_RESPONSE_STATUS_SUCCESSFUL);
+    bs = OCSP_response_get1_basic(rsp);
+    cr_assert_not_null(bs);
+    X509_STORE_add_cert(store, F.root);
+    sk_X509_push(extra, trusted_ca);
+    cr_assert_eq(OCSP_basic_verify(bs, extra, store, 0), 1, "OCSP_basic_verify failed");
+    if (tu != NULL)
+        *tu = this_update;
+    cr_assert_eq(next_update - this_update, F.resp->cfg.validity_seconds);
+    sk_X509_free(extra);
+    X509_STORE_free(store);
+    OCSP_RESPONSE_free(rsp);
+    OPENSSL_free(der);
+    return bs;
+}
+
+static int status_of(OCSP_BASICRESP *bs, X509 *issuer, const EVP_MD *md, long serial, int *reason,
+                     long *revoked_at)
+{
+    ASN1_INTEGER *ai = ASN1_INTEGER_new();
+    OCSP_CERTID *id;
+    int status = -1, r = -1;
+    ASN1_GENERALIZEDTIME *rev = NULL, *thisupd = NULL, *nextupd = NULL;
+    ASN1_INTEGER_set(ai, serial);
+    id = OCSP_cert_id_new(md, X509_get_subject_name(issuer), X509_get0_pubkey_bitstr(issuer), ai);
+    if (!OCSP_resp_find_status(bs, id, &status, &r, &rev, &thisupd, &nextupd))
+        status = -1;
+    if (reason != NULL)
+        *reason = r;
+    if (revoked_at != NULL && rev != NULL) {
+        struct tm tm;
+        ASN1_TIME_to_tm(rev, &tm);
+        *revoked_at = (long)timegm(&tm);
+    }
+    OCSP_CERTID_free(id);
+    ASN1_INTEGER_free(ai);
+    return status;
+}
+
+TestSuite(plan, .init = setup, .fini = teardown);
+
+Test(plan, sha1_and_sha256_match_and_verify)
+{
+    const EVP_MD *mds[2] = {EVP_sha1(), EVP_sha256()};
+    for (int i = 0; i < 2; i++) {
+        struct ocsp__plan plan;
+        int slot;
+        long serial = 0x1001;
+        OCSP_BASICRESP *bs;
+        plan_serials(F.ca1, mds[i], &serial, 1, -1, &plan, &slot);
+        cr_assert_eq(plan.kind, OCSP__PLAN_SIGN);
+        cr_assert_eq(plan.cache_index, 1, "a known serial's miss must go to the cache");
+        cr_assert_eq(plan.alg, i);
+        cr_assert_eq(slot, 0, "cache misses do not use the nonce queue");
+        bs = sign_and_verify(&plan, F.ca1, NULL);
+        cr_assert_eq(status_of(bs, F.ca1, mds[i], serial, NULL, NULL), V_OCSP_CERTSTATUS_GOOD);
+        /* the responder certificate travels in certs and carries ocsp-nocheck */
+        cr_assert_eq(sk_X509_num(OCSP_resp_get0_certs(bs)), 1);
+        cr_assert_eq(X509_cmp(sk_X509_value(OCSP_resp_get0_certs(bs), 0), F.responder), 0);
+        cr_assert_geq(X509_get_ext_by_NID(sk_X509_value(OCSP_resp_get0_certs(bs), 0),
+                                          NID_id_pkix_OCSP_noCheck, -1),
+                      0, "the responder certificate sent must carry id-pkix-ocsp-nocheck");
+        cr_assert(X509_get_extended_key_usage(sk_X509_value(OCSP_resp_get0_certs(bs), 0)) &
+                  XKU_OCSP_SIGN);
+        /* byKey responder id */
+        {
+            const ASN1_OCTET_STRING *key_id = NULL;
+            const X509_NAME *name = NULL;
+            cr_assert_eq(OCSP_resp_get0_id(bs, &key_id, &name), 1);
+            cr_assert_not_null(key_id);
+            cr_assert_null(name);
+        }
+        OCSP_BASICRESP_free(bs);
+        ocsp__plan_cleanup(&plan);
+    }
+}
+
+Test(plan, revoked_reason_and_unspecified)
+{
+    struct ocsp__plan plan;
+    int slot, reason;
+    long revoked_at = 0;
+    long serials[2] = {0x1003, 0x1004};
+    OCSP_BASICRESP *bs;
+    plan_serials(F.ca1, EVP_sha1(), serials, 2, -1, &plan, &slot);
+    cr_assert_eq(plan.n, 2);
+    cr_assert_eq(slot, 1, "several CertIDs are live work");
+    bs = sign_and_verify(&plan, F.ca1, NULL);
+    cr_assert_eq(status_of(bs, F.ca1, EVP_sha1(), 0x1003, &reason, &revoked_at),
+                 V_OCSP_CERTSTATUS_REVOKED);
+    cr_assert_eq(reason, OCSP_REVOKED_STATUS_KEYCOMPROMISE);
+    cr_assert_eq(revoked_at, 1700000000);
+    cr_assert_eq(status_of(bs, F.ca1, EVP_sha1(), 0x1004, &reason, &revoked_at),
+                 V_OCSP_CERTSTATUS_REVOKED);
+    cr_assert_eq(reason, -1, "unspecified must be omitted, got %d", reason);
+    OCSP_BASICRESP_free(bs);
+    release_slot(&slot);
+    ocsp__plan_cleanup(&plan);
+}
+
+Test(plan, unknown_issuer_unauthorized)
+{
+    struct ocsp__plan plan;
+    int slot;
+    long serial = 0x1001;
+    plan_serials(F.root, EVP_sha1(), &serial, 1, -1, &plan, &slot);
+    cr_assert_eq(plan.kind, OCSP__PLAN_ERROR);
+    cr_assert_eq(plan.response_status, OCSP_RESPONSE_STATUS_UNAUTHORIZED);
+    ocsp__plan_cleanup(&plan);
+}
+
+Test(plan, unsupported_hash_unauthorized)
+{
+    struct ocsp__plan plan;
+    int slot;
+    long serial = 0x1001;
+    plan_serials(F.ca1, EVP_sha384(), &serial, 1, -1, &plan, &slot);
+    cr_assert_eq(plan.kind, OCSP__PLAN_ERROR);
+    cr_assert_eq(plan.response_status, OCSP_RESPONSE_STATUS_UNAUTHORIZED);
+    ocsp__plan_cleanup(&plan);
+}
+
+Test(plan, garbage_malformed)
+{
+    static const unsigned char garbage[] = {0x30, 0x03, 0x02, 0x01, 0x05, 0xff};
+    struct ocsp__plan plan;
+    int slot;
+    OCSP_REQUEST *req;
+    unsigned char *der = NULL;
+    int len;
+
+    cr_assert_eq(ocsp__plan_request(F.resp, garbage, sizeof(garbage), &plan, &slot), 0);
+    cr_assert_eq(plan.kind, OCSP__PLAN_ERROR);
+    cr_assert_eq(plan.response_status, OCSP_RESPONSE_STATUS_MALFORMEDREQUEST);
+    ocsp__plan_cleanup(&plan);
+    /* a valid request followed by a trailing byte */
+    {
+        long serial = 0x1001;
+        req = tp_request(F.ca1, EVP_sha1(), &serial, 1, -1);
+    }
+    len = tp_request_der(req, &der);
+    {
+        unsigned char *longer = malloc((size_t)len + 1);
+        memcpy(longer, der, (size_t)len);
+        longer[len] = 0;
+        cr_assert_eq(ocsp__plan_request(F.resp, longer, (size_t)len + 1, &plan, &slot), 0);
+        cr_assert_eq(plan.response_status, OCSP_RESPONSE_STATUS_MALFORMEDREQUEST);
+        ocsp__plan_cleanup(&plan);
+        /* and truncated */
+        cr_assert_eq(ocsp__plan_request(F.resp, der, (size_t)len - 1, &plan, &slot), 0);
+        cr_assert_eq(plan.response_status, OCSP_RESPONSE_STATUS_MALFORMEDREQUEST);
+        ocsp__plan_cleanup(&plan);
+        free(longer);
+    }
+    OPENSSL_free(der);
+    OCSP_REQUEST_free(req);
+}
+
+Test(plan, nonce_lengths)
+{
+    const int lens[5] = {0, 1, 32, 128, 129};
+    const int ok[5] = {0, 1, 1, 1, 0};
+    for (int i = 0; i < 5; i++) {
+        struct ocsp__plan plan;
+        int slot;
+        long serial = 0x1001;
+        OCSP_REQUEST *req = tp_request(F.ca1, EVP_sha1(), &serial, 1, lens[i]);
+        plan_of(req, &plan, &slot);
+        if (!ok[i]) {
+            cr_assert_eq(plan.kind, OCSP__PLAN_ERROR, "nonce %d", lens[i]);
+            cr_assert_eq(plan.response_status, OCSP_RESPONSE_STATUS_MALFORMEDREQUEST);
+        } else {
+            OCSP_BASICRESP *bs;
+            cr_assert_eq(plan.kind, OCSP__PLAN_SIGN, "nonce %d", lens[i]);
+            cr_assert_eq(plan.use_nonce, 1);
+            cr_assert_eq(plan.cache_index, 0, "nonce responses are never cached");
+            cr_assert_eq(slot, 1);
+            bs = sign_and_verify(&plan, F.ca1, NULL);
+            cr_assert_eq(OCSP_check_nonce(req, bs), 1, "nonce %d not echoed", lens[i]);
+            OCSP_BASICRESP_free(bs);
+        }
+        release_slot(&slot);
+        ocsp__plan_cleanup(&plan);
+        OCSP_REQUEST_free(req);
+    }
+}
+
+Test(plan, nonce_queue_limit)
+{
+    struct ocsp__plan plan;
+    int slot;
+    long serial = 0x1001;
+    atomic_store(&F.resp->nonce_inflight, F.resp->cfg.nonce_queue_max);
+    plan_serials(F.ca1, EVP_sha1(), &serial, 1, 16, &plan, &slot);
+    cr_assert_eq(plan.kind, OCSP__PLAN_ERROR);
+    cr_assert_eq(plan.response_status, OCSP_RESPONSE_STATUS_TRYLATER);
+    ocsp__plan_cleanup(&plan);
+    /* with the fallback, the cached path answers without nonce */
+    F.resp->cfg.nonce_overflow_cached = 1;
+    plan_serials(F.ca1, EVP_sha1(), &serial, 1, 16, &plan, &slot);
+    cr_assert_eq(plan.kind, OCSP__PLAN_SIGN);
+    cr_assert_eq(plan.use_nonce, 0);
+    cr_assert_eq(plan.cache_index, 1);
+    ocsp__plan_cleanup(&plan);
+    {
+        struct ocsp_stats st;
+        ocsp_stats_get(F.resp, &st);
+        cr_assert_eq(st.nonce_rejected, 2);
+    }
+    atomic_store(&F.resp->nonce_inflight, 0);
+}
+
+Test(plan, ignore_nonce_issuer_uses_cache_path)
+{
+    struct ocsp__plan plan;
+    int slot;
+    long serial = 0x2001;
+    OCSP_BASICRESP *bs;
+    plan_serials(F.ca2, EVP_sha1(), &serial, 1, 16, &plan, &slot);
+    cr_assert_eq(plan.kind, OCSP__PLAN_SIGN);
+    cr_assert_eq(plan.use_nonce, 0);
+    cr_assert_eq(plan.cache_index, 1);
+    bs = sign_and_verify(&plan, F.ca2, NULL);
+    /* the CA signs itself: no certificate in the response */
+    cr_assert_leq(sk_X509_num(OCSP_resp_get0_certs(bs)), 0); /* -1: no certs field at all */
+    cr_assert_eq(status_of(bs, F.ca2, EVP_sha1(), serial, NULL, NULL), V_OCSP_CERTSTATUS_GOOD);
+    OCSP_BASICRESP_free(bs);
+    ocsp__plan_cleanup(&plan);
+}
+
+Test(plan, multi_certid_signers_and_bound)
+{
+    struct ocsp__plan plan;
+    int slot;
+    long serials[11];
+    OCSP_REQUEST *req;
+    OCSP_BASICRESP *bs;
+    /* two CertIDs of CA 1, one SHA-1 one SHA-256 */
+    req = tp_request(F.ca1, EVP_sha1(), (long[]){0x1001}, 1, -1);
+    {
+        ASN1_INTEGER *ai = ASN1_INTEGER_new();
+        ASN1_INTEGER_set(ai, 0x1002);
+        OCSP_request_add0_id(req, OCSP_cert_id_new(EVP_sha256(), X509_get_subject_name(F.ca1),
+                                                   X509_get0_pubkey_bitstr(F.ca1), ai));
+        ASN1_INTEGER_free(ai);
+    }
+    plan_of(req, &plan, &slot);
+    cr_assert_eq(plan.kind, OCSP__PLAN_SIGN);
+    bs = sign_and_verify(&plan, F.ca1, NULL);
+    cr_assert_eq(OCSP_resp_count(bs), 2);
+    cr_assert_eq(status_of(bs, F.ca1, EVP_sha1(), 0x1001, NULL, NULL), V_OCSP_CERTSTATUS_GOOD);
+    cr_assert_eq(status_of(bs, F.ca1, EVP_sha256(), 0x1002, NULL, NULL), V_OCSP_CERTSTATUS_GOOD);
+    OCSP_BASICRESP_free(bs);
+    release_slot(&slot);
+    ocsp__plan_cleanup(&plan);
+    OCSP_REQUEST_free(req);
+
+    /* CA 1 (delegated responder) and CA 2 (self-signing) together: different signers */
+    req = tp_request(F.ca1, EVP_sha1(), (long[]){0x1001}, 1, -1);
+    {
+        ASN1_INTEGER *ai = ASN1_INTEGER_new();
+        ASN1_INTEGER_set(ai, 0x2001);
+        OCSP_request_add0_id(req, OCSP_cert_id_new(EVP_sha1(), X509_get_subject_name(F.ca2),
+                                                   X509_get0_pubkey_bitstr(F.ca2), ai));
+        ASN1_INTEGER_free(ai);
+    }
+    plan_of(req, &plan, &slot);
+    cr_assert_eq(plan.kind, OCSP__PLAN_ERROR);
+    cr_assert_eq(plan.response_status, OCSP_RESPONSE_STATUS_UNAUTHORIZED);
+    cr_assert_eq(slot, 0);
+    ocsp__plan_cleanup(&plan);
+    OCSP_REQUEST_free(req);
+
+    /* 11 CertIDs > max 10 */
+    for (int i = 0; i < 11; i++)
+        serials[i] = 0x1001;
+    plan_serials(F.ca1, EVP_sha1(), serials, 11, -1, &plan, &slot);
+    cr_assert_eq(plan.response_status, OCSP_RESPONSE_STATUS_MALFORMEDREQUEST);
+    ocsp__plan_cleanup(&plan);
+}
+
+/* Simulates the loop's completion: sign, install in the index. */
+static void fill_cache(long serial)
+{
+    struct ocsp__plan plan;
+    int slot;
+    unsigned char *der = NULL;
+    size_t len;
+    int64_t tu, nu;
+    struct ocsp__cached *c;
+    plan_serials(F.ca1, EVP_sha1(), &serial, 1, -1, &plan, &slot);
+    cr_assert_eq(plan.kind, OCSP__PLAN_SIGN);
+    cr_assert_eq(ocsp__plan_sign_blocking(F.resp, &plan, &der, &len, &tu, &nu), 0);
+    c = ocsp__cached_new(der, len, tu, nu, tu + (nu - tu) / 2, plan.worst_status);
+    cr_assert_eq(ocsp__index_install(F.resp->index, plan.issuer, plan.serial, plan.serial_len,
+                                     plan.alg, plan.feed_id, c),
+                 1);
+    ocsp__cached_unref(c);
+    OPENSSL_free(der);
+    ocsp__plan_cleanup(&plan);
+}
+
+Test(plan, cache_hit_then_revocation_invalidates)
+{
+    struct ocsp__plan plan;
+    int slot;
+    long serial = 0x1002;
+    fill_cache(serial);
+    plan_serials(F.ca1, EVP_sha1(), &serial, 1, -1, &plan, &slot);
+    cr_assert_eq(plan.kind, OCSP__PLAN_CACHED);
+    cr_assert_not_null(plan.cached);
+    cr_assert_str_neq(plan.cached->etag, "");
+    cr_assert_not_null(strstr(plan.cached->headers, "Last-Modified: "));
+    ocsp__plan_cleanup(&plan);
+
+    /* the same change delivered twice changes nothing: still cached */
+    {
+        struct store_change ch;
+        memset(&ch, 0, sizeof(ch));
+        ch.id = 2; /* the issue of 0x1002, already applied */
+        ch.kind = STORE_CHANGE_ISSUE;
+        ch.cert.issuer_id = 1;
+        ch.cert.serial_len = tp_serial_bytes(serial, ch.cert.serial);
+        ch.cert.status = STORE_GOOD;
+        cr_assert_eq(ocsp_responder_apply_change(F.resp, &ch), 0);
+        plan_serials(F.ca1, EVP_sha1(), &serial, 1, -1, &plan, &slot);
+        cr_assert_eq(plan.kind, OCSP__PLAN_CACHED, "re-delivery must be idempotent");
+        ocsp__plan_cleanup(&plan);
+    }
+
+    change(STORE_CHANGE_REVOKE, 1, serial, STORE_REVOKED, STORE_REASON_SUPERSEDED, time(NULL));
+    plan_serials(F.ca1, EVP_sha1(), &serial, 1, -1, &plan, &slot);
+    cr_assert_eq(plan.kind, OCSP__PLAN_SIGN, "the stale good response must be gone");
+    cr_assert_eq(plan.singles[0].cert_status, V_OCSP_CERTSTATUS_REVOKED);
+    ocsp__plan_cleanup(&plan);
+    /* nothing is visible until the pre-signer re-signed it */
+    cr_assert_lt(ocsp_responder_visible_feed_id(F.resp), F.feed);
+}
+
+Test(plan, unknown_serial_status)
+{
+    struct ocsp__plan plan;
+    int slot;
+    long serial = 0x7777;
+    OCSP_BASICRESP *bs;
+    plan_serials(F.ca1, EVP_sha1(), &serial, 1, -1, &plan, &slot);
+    cr_assert_eq(plan.kind, OCSP__PLAN_SIGN);
+    cr_assert_eq(plan.cache_recent, 1);
+    cr_assert_eq(slot, 1, "unknown serials are bounded live work");
+    bs = sign_and_verify(&plan, F.ca1, NULL);
+    cr_assert_eq(status_of(bs, F.ca1, EVP_sha1(), serial, NULL, NULL), V_OCSP_CERTSTATUS_UNKNOWN);
+    cr_assert_lt(OCSP_BASICRESP_get_ext_by_OBJ(bs, OBJ_txt2obj("1.3.6.1.5.5.7.48.1.9", 1), -1), 0);
+    OCSP_BASICRESP_free(bs);
+    release_slot(&slot);
+    ocsp__plan_cleanup(&plan);
+}
+
+Test(extended, unknown_as_extended_revoke, .fini = teardown)
+{
+    struct ocsp_config cfg;
+    struct ocsp__plan plan;
+    int slot, reason;
+    long revoked_at = -1;
+    long serial = 0x7777;
+    OCSP_BASICRESP *bs;
+    ASN1_OBJECT *obj = OBJ_txt2obj("1.3.6.1.5.5.7.48.1.9", 1);
+    int idx;
+    ocsp_config_default(&cfg);
+    cfg.unknown_policy = OCSP_UNKNOWN_EXTENDED_REVOKE;
+    cfg.archive_cutoff_seconds = 86400 * 365;
+    setup_cfg(&cfg);
+    plan_serials(F.ca1, EVP_sha1(), &serial, 1, -1, &plan, &slot);
+    bs = sign_and_verify(&plan, F.ca1, NULL);
+    cr_assert_eq(status_of(bs, F.ca1, EVP_sha1(), serial, &reason, &revoked_at),
+                 V_OCSP_CERTSTATUS_REVOKED);
+    cr_assert_eq(reason, OCSP_REVOKED_STATUS_CERTIFICATEHOLD);
+    cr_assert_eq(revoked_at, 0);
+    idx = OCSP_BASICRESP_get_ext_by_OBJ(bs, obj, -1);
+    cr_assert_geq(idx, 0, "extended revoke extension missing");
+    /* archive cutoff in the SingleResponse */
+    cr_assert_geq(OCSP_SINGLERESP_get_ext_by_NID(OCSP_resp_get0(bs, 0),
+                                                 NID_id_pkix_OCSP_archiveCutoff, -1),
+                  0);
+    ASN1_OBJECT_free(obj);
+    OCSP_BASICRESP_free(bs);
+    release_slot(&slot);
+    ocsp__plan_cleanup(&plan);
+}
+
+Test(extended, byname_responder_id, .fini = teardown)
+{
+    struct ocsp_config cfg;
+    struct ocsp__plan plan;
+    int slot;
+    long serial = 0x1001;
+    OCSP_BASICRESP *bs;
+    const ASN1_OCTET_STRING *key_id = NULL;
+    const X509_NAME *name = NULL;
+    ocsp_config_default(&cfg);
+    cfg.responder_id = OCSP_RESPID_BY_NAME;
+    setup_cfg(&cfg);
+    plan_serials(F.ca1, EVP_sha1(), &serial, 1, -1, &plan, &slot);
+    bs = sign_and_verify(&plan, F.ca1, NULL);
+    cr_assert_eq(OCSP_resp_get0_id(bs, &key_id, &name), 1);
+    cr_assert_null(key_id);
+    cr_assert_eq(X509_NAME_cmp(name, X509_get_subject_name(F.responder)), 0);
+    OCSP_BASICRESP_free(bs);
+    ocsp__plan_cleanup(&plan);
+}
+
+Test(config, rejects_bad_signers, .fini = teardown)
+{
+    struct ocsp_config cfg;
+    struct ocsp_issuer_config is;
+    struct ocsp_responder *r = NULL;
+    ocsp_config_default(&cfg);
+    pki_build();
+    memset(&is, 0, sizeof(is));
+    is.name = "ca1";
+    is.store_issuer_id = 1;
+    is.cert = F.ca1;
+    is.signer_cert = F.responder;
+    is.signer_key = &F.k_ca2; /* wrong key for the responder certificate */
+    cr_assert_eq(ocsp_responder_new(&cfg, &is, 1, NULL, &r), UTIL_ECONFIG);
+    is.signer_cert = F.ca2; /* not issued by ca1, not an OCSP signer */
+    cr_assert_eq(ocsp_responder_new(&cfg, &is, 1, NULL, &r), UTIL_ECONFIG);
+    cfg.prefixes[0] = "ocsp";
+    is.signer_cert = F.responder;
+    is.signer_key = &F.k_resp;
+    cr_assert_eq(ocsp_responder_new(&cfg, &is, 1, NULL, &r), UTIL_ECONFIG);
+    cfg.prefixes[0] = "/ocsp";
+    cr_assert_eq(ocsp_responder_new(&cfg, &is, 1, NULL, &r), 0);
+    ocsp_responder_free(r);
+}
+
+/* ---- pre-signer (software signing on its own thread) ---------------------------------------- */
+
+static _Atomic int64_t seen_visible;
+static void on_visible(void *ctx, int64_t feed_id)
+{
+    (void)ctx;
+    atomic_store(&seen_visible, feed_id);
+}
+
+Test(presign, signs_all_and_resigns_revocation, .fini = teardown, .timeout = 60)
+{
+    struct ocsp_config cfg;
+    struct ocsp_stats st;
+    struct ocsp__plan plan;
+    int slot;
+    long serial = 0x1001;
+    int64_t deadline;
+
+    ocsp_config_default(&cfg);
+    cfg.on_visible = on_visible;
+    setup_cfg(&cfg);
+    cr_assert_eq(ocsp_responder_start(F.resp), 0);
+    deadline = util_mono_ms() + 20000;
+    do {
+        ocsp_stats_get(F.resp, &st);
+        if (st.cache_entries >= 5 && st.visible_feed_id == F.feed)
+            break;
+        usleep(20000);
+    } while (util_mono_ms() < deadline);
+    cr_assert_eq(st.index_entries, 5);
+    cr_assert_eq(st.cache_entries, 5, "every certificate pre-signed (SHA-1)");
+    cr_assert_eq(st.visible_feed_id, F.feed);
+
+    plan_serials(F.ca1, EVP_sha1(), &serial, 1, -1, &plan, &slot);
+    cr_assert_eq(plan.kind, OCSP__PLAN_CACHED);
+    ocsp__plan_cleanup(&plan);
+
+    /* revoke: visible (re-signed, cached as revoked) well within a second */
+    {
+        int64_t t0 = util_mono_ms();
+        change(STORE_CHANGE_REVOKE, 1, serial, STORE_REVOKED, STORE_REASON_KEY_COMPROMISE,
+               time(NULL));
+        while (ocsp_responder_visible_feed_id(F.resp) < F.feed && util_mono_ms() - t0 < 5000)
+            usleep(1000);
+        cr_assert_eq(ocsp_responder_visible_feed_id(F.resp), F.feed);
+        cr_log_info("revocation visible after %lld ms", (long long)(util_mono_ms() - t0));
+        cr_assert_lt(util_mono_ms() - t0, 1000);
+    }
+    plan_serials(F.ca1, EVP_sha1(), &serial, 1, -1, &plan, &slot);
+    cr_assert_eq(plan.kind, OCSP__PLAN_CACHED);
+    cr_assert_eq(plan.cached->cert_status, V_OCSP_CERTSTATUS_REVOKED);
+    ocsp__plan_cleanup(&plan);
+    {
+        int64_t t0 = util_mono_ms();
+        while (atomic_load(&seen_visible) != F.feed && util_mono_ms() - t0 < 3000)
+            usleep(1000);
+        cr_assert_eq(atomic_load(&seen_visible), F.feed, "on_visible not called");
+    }
+    ocsp_responder_stop(F.resp);
+}
+
+/* ---- index scale and the cache cap ---------------------------------------------------------- */
+
+Test(index, million_entries, .timeout = 120)
+{
+    struct ocsp__index *idx = NULL;
+    const int n = 1000000;
+    unsigned char serial[20];
+    struct ocsp__status st = {STORE_GOOD, STORE_REASON_NONE, 0, 2000000000, 1};
+    int changed;
+    int64_t t0;
+    struct ocsp__index_counts counts;
+
+    cr_assert_eq(ocsp__index_new(1 << 20, &idx), 0);
+    t0 = util_mono_ms();
+    for (int i = 0; i < n; i++) {
+        /* 16-byte random-looking serials, like a real CA's */
+        uint64_t x = (uint64_t)i * 0x9e3779b97f4a7c15ull;
+        memcpy(serial, &x, 8);
+        memcpy(serial + 8, &i, 4);
+        memset(serial + 12, 0x5a, 4);
+        serial[0] &= 0x7f;
+        st.feed_id = i + 1;
+        cr_assert_eq(ocsp__index_put(idx, i % 3, serial, 16, &st, 0, &changed), 0);
+    }
+    cr_log_info("index: %d inserts in %lld ms", n, (long long)(util_mono_ms() - t0));
+    t0 = util_mono_ms();
+    for (int i = 0; i < n; i++) {
+        struct ocsp__status got;
+        struct ocsp__cached *c;
+        uint64_t x = (uint64_t)i * 0x9e3779b97f4a7c15ull;
+        memcpy(serial, &x, 8);
+        memcpy(serial + 8, &i, 4);
+        memset(serial + 12, 0x5a, 4);
+        serial[0] &= 0x7f;
+        cr_assert_eq(ocsp__index_lookup(idx, i % 3, serial, 16, OCSP__SHA1, &got, &c), 1);
+        cr_assert_eq(got.feed_id, i + 1);
+        /* a different issuer index does not find it */
+        if (i % 1000 == 0)
+            cr_assert_eq(ocsp__index_lookup(idx, (i + 1) % 3, serial, 16, OCSP__SHA1, &got, &c),
+                         0);
+    }
+    cr_log_info("index: %d lookups in %lld ms", n, (long long)(util_mono_ms() - t0));
+    ocsp__index_counts(idx, &counts);
+    cr_assert_eq(counts.entries, (uint64_t)n);
+    ocsp__index_free(idx);
+}
+
+Test(index, cache_cap_evicts_good_first)
+{
+    struct ocsp__index *idx = NULL;
+    unsigned char serial[4];
+    unsigned char der[1000];
+    struct ocsp__status st = {STORE_GOOD, STORE_REASON_NONE, 0, 2000000000, 1};
+    struct ocsp__index_counts counts;
+    int changed;
+    const size_t cap = 64 * 20000; /* about 18 responses per shard */
+
+    memset(der, 0x30, sizeof(der));
+    cr_assert_eq(ocsp__index_new(cap, &idx), 0);
+    for (int i = 0; i < 4000; i++) {
+        struct ocsp__cached *c = ocsp__cached_new(der, sizeof(der), 1, 2, 1, 0);
+        memcpy(serial, &i, 4);
+        serial[0] |= 1;
+        st.status = i < 100 ? STORE_REVOKED : STORE_GOOD;
+        st.feed_id = i + 1;
+        cr_assert_eq(ocsp__index_put(idx, 0, serial, 4, &st, 0, &changed), 0);
+        cr_assert_eq(ocsp__index_install(idx, 0, serial, 4, OCSP__SHA1, i + 1, c), 1);
+        ocsp__cached_unref(c);
+    }
+    ocsp__index_counts(idx, &counts);
+    cr_assert_leq(counts.bytes, cap, "cache holds %llu bytes > cap", (unsigned long long)counts.bytes);
+    cr_assert_gt(counts.evictions, 0);
+    /* revoked responses survive while good ones can go */
+    {
+        int kept = 0;
+        for (int i = 0; i < 100; i++) {
+            struct ocsp__status got;
+            struct ocsp__cached *c = NULL;
+            memcpy(serial, &i, 4);
+            serial[0] |= 1;
+            cr_assert_eq(ocsp__index_lookup(idx, 0, serial, 4, OCSP__SHA1, &got, &c), 1);
+            kept += c != NULL;
+            ocsp__cached_unref(c);
+        }
+        cr_assert_geq(kept, 95, "only %d of 100 revoked responses kept", kept);
+    }
+    ocsp__index_free(idx);
+}
+
+/* ---- seed corpus replay (the fuzz targets' inputs as a normal test) ------------------------- */
+
+#include <dirent.h>
+
+static int replay_dir(const char *sub, int get)
+{
+    char dir[512];
+    DIR *d;
+    struct dirent *de;
+    int files = 0;
+    (void)snprintf(dir, sizeof(dir), "%s/tests/ocsp/corpus/%s", PKIVA_SOURCE_DIR, sub);
+    d = opendir(dir);
+    cr_assert_not_null(d, "%s", dir);
+    while ((de = readdir(d)) != NULL) {
+        char path[1024];
+        unsigned char *data = NULL;
+        size_t len = 0;
+        struct ocsp__parsed p;
+        if (de->d_name[0] == '.')
+            continue;
+        (void)snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+        cr_assert_eq(util_file_read(path, 1 << 20, &data, &len), 0, "%s", path);
+        if (get) {
+            unsigned char der[OCSP_GET_DER_MAX];
+            int n = ocsp_get_path_decode((const char *)data, len, der, sizeof(der));
+            int expect_ok = strncmp(de->d_name, "bad", 3) != 0;
+            cr_assert_eq(n > 0, expect_ok, "%s: %d", de->d_name, n);
+            if (n > 0) {
+                cr_assert_eq(ocsp__request_parse(der, (size_t)n, 10, &p), 0);
+                cr_assert_eq(p.status, OCSP_RESPONSE_STATUS_SUCCESSFUL, "%s", de->d_name);
+                ocsp__parsed_cleanup(&p);
+            }
+        } else {
+            int expect_ok = strncmp(de->d_name, "not-", 4) != 0;
+            cr_assert_eq(ocsp__request_parse(data, len, 10, &p), 0);
+            cr_assert_eq(p.status == OCSP_RESPONSE_STATUS_SUCCESSFUL, expect_ok, "%s",
+                         de->d_name);
+            ocsp__parsed_cleanup(&p);
+        }
+        free(data);
+        files++;
+    }
+    closedir(d);
+    return files;
+}
+
+Test(corpus, replay)
+{
+    cr_assert_geq(replay_dir("request", 0), 5);
+    cr_assert_geq(replay_dir("get", 1), 4);
+}
+
+Test(plan, metrics_text)
+{
+    char buf[4096];
+    size_t need = ocsp_stats_format(F.resp, buf, sizeof(buf));
+    cr_assert_lt(need, sizeof(buf));
+    cr_assert_not_null(strstr(buf, "pkiva_ocsp_index_entries 5\n"), "%s", buf);
+    cr_assert_not_null(strstr(buf, "pkiva_ocsp_requests_total{method=\"GET\"} 0\n"), "%s", buf);
+    /* truncation is safe and reports the full length */
+    cr_assert_eq(ocsp_stats_format(F.resp, buf, 10), need);
+    cr_assert_eq(strlen(buf), 9);
+}
