@@ -406,8 +406,13 @@ static int on_entry(void *user, const char *section, const char *key, const char
 /* Whole-configuration checks, after every line was read. */
 static int validate(struct cli_config *cfg, char *err, size_t err_len)
 {
-    if (cfg->store_path[0] == '\0')
-        (void)snprintf(cfg->store_path, sizeof(cfg->store_path), "%s/pkiva.db", cfg->data_dir);
+    if (cfg->store_path[0] == '\0') {
+        int n = snprintf(cfg->store_path, sizeof(cfg->store_path), "%s/pkiva.db", cfg->data_dir);
+        if (n < 0 || (size_t)n >= sizeof(cfg->store_path)) {
+            (void)snprintf(err, err_len, "[server] data_dir is too long");
+            return UTIL_ECONFIG;
+        }
+    }
     if (cfg->hsm_pin_file[0] == '\0') {
         (void)snprintf(err, err_len, "[hsm] pin_file is required");
         return UTIL_ECONFIG;

@@ -523,13 +523,14 @@ out:
     atomic_store(&srv->stopping, 1);
     if (srv->poller_started)
         (void)pthread_join(srv->poller, NULL); /* our own joinable thread */
+    /* Order matters: nothing may sign once keys are freed, and keys go before the hsm. */
     ocsp_responder_stop(srv->ocsp);
     http_server_free(srv->http);
     cli__admin_free(srv->admin);
-    store_close(srv->store);
-    hsm_close(srv->hsm);
     ocsp_responder_free(srv->ocsp);
     close_issuers(srv);
+    store_close(srv->store);
+    hsm_close(srv->hsm);
     pthread_mutex_destroy(&srv->visible_mutex);
     free(srv);
     return status;

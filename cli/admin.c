@@ -1,0 +1,539 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The admin API on the admin listener: operators and the registration system record issuances and
+ * revocations as JSON over HTTP, authenticated with a bearer token compared in constant time.
+ * Requests are parsed and checked on the loop (bounded bodies, jansson), the store work runs on a
+ * small pool of store threads (one SQLite connection each) and the answer comes back on the loop.
+ * A change is acknowledged only after it is durable and in the change feed. */
+#include "cli_int.h"
+
+#include <jansson.h>
+#include <openssl/crypto.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <store/store.h>
+#include <util/util.h>
+
+#define MOD "admin"
+#define ADMIN_MAX_LOOPS 64
+
+struct cli_admin {
+    const struct cli_config *cfg;
+    struct util_pool *pool;
+    struct util_pool_port *ports[ADMIN_MAX_LOOPS];
+    char token[256];
+    size_t token_len;
+    _Atomic uint64_t unauthorized;
+};
+
+enum admin_op { OP_REVOKE, OP_UNREVOKE, OP_STATUS, OP_REGISTER, OP_SLA };
+
+/* One request's work, owned by the job from submit until its done callback responds. */
+struct admin_job {
+    struct cli_admin *admin;
+    struct http_request *req;
+    enum admin_op op;
+    char issuer[64];
+    unsigned char serial[STORE_SERIAL_MAX];
+    size_t serial_len;
+    struct store_revocation rev;
+    char request_id[128];
+    char actor[96];
+    unsigned char *cert_der;
+    size_t cert_len;
+    int http_status;
+    json_t *reply;
+};
+
+static int store_thread_init(void *ctx, void **state)
+{
+    struct cli_admin *admin = ctx;
+    return store_open_blocking(admin->cfg->store_path, 0, (struct store **)state);
+}
+
+static void store_thread_fini(void *ctx, void *state)
+{
+    (void)ctx;
+    store_close(state);
+}
+
+static void respond_json(struct http_request *req, int status, json_t *body)
+{
+    char *text = json_dumps(body, JSON_COMPACT);
+    if (text == NULL) {
+        http_request_respond_text(req, 503, "application/json", "{\"error\":\"out of memory\"}\n");
+        return;
+    }
+    {
+        struct http_response resp = {.status = status,
+                                     .content_type = "application/json",
+                                     .body_bytes = text,
+                                     .body_len = strlen(text),
+                                     .headers = "Cache-Control: no-store\r\n"};
+        http_request_respond(req, &resp);
+    }
+    free(text);
+}
+
+static void respond_error(struct http_request *req, int status, const char *message)
+{
+    json_t *body = json_pack("{s:s}", "error", message);
+    if (body == NULL) {
+        http_request_respond_text(req, status, "application/json", "{\"error\":\"error\"}\n");
+        return;
+    }
+    respond_json(req, status, body);
+    json_decref(body);
+}
+
+static int resolve_issuer(struct store *store, struct admin_job *job, int64_t *id)
+{
+    struct store_issuer is;
+    int rc;
+    memset(&is, 0, sizeof(is));
+    rc = store_issuer_get_blocking(store, job->issuer, &is);
+    if (rc == UTIL_OK)
+        *id = is.id;
+    store_issuer_cleanup(&is);
+    return rc;
+}
+
+static void set_reply(struct admin_job *job, int status, json_t *reply)
+{
+    job->http_status = status;
+    job->reply = reply;
+}
+
+static void fail_reply(struct admin_job *job, int status, const char *message)
+{
+    set_reply(job, status, json_pack("{s:s}", "error", message));
+}
+
+static json_t *cert_json(const struct store_cert *c)
+{
+    char hex[2 * STORE_SERIAL_MAX + 1];
+    json_t *o;
+    util_hex(c->serial, c->serial_len, hex);
+    o = json_pack("{s:s,s:s,s:I,s:I,s:I}", "serial", hex, "status",
+                  c->status == STORE_REVOKED ? "revoked" : "good", "not_before",
+                  (json_int_t)c->not_before, "not_after", (json_int_t)c->not_after, "change",
+                  (json_int_t)c->feed_id);
+    if (o != NULL && c->status == STORE_REVOKED) {
+        (void)json_object_set_new(o, "revoked_at", json_integer(c->revoked_at));
+        (void)json_object_set_new(o, "reason", json_string(store_reason_name(c->reason)));
+        if (c->invalidity_date)
+            (void)json_object_set_new(o, "invalidity_date", json_integer(c->invalidity_date));
+    }
+    return o;
+}
+
+struct sla_collect {
+    json_t *open;
+    int64_t deadline_ms, now_ms;
+    int64_t *done;
+    size_t n, cap;
+};
+
+static int sla_collect_row(void *ctx, const struct store_sla_row *row)
+{
+    struct sla_collect *c = ctx;
+    char hex[2 * STORE_SERIAL_MAX + 1];
+    util_hex(row->serial, row->serial_len, hex);
+    if (row->crl_at_ms == 0) {
+        json_t *o = json_pack("{s:I,s:s,s:s?,s:I,s:I,s:I,s:I}", "change", (json_int_t)row->feed_id,
+                              "serial", hex, "request_id", row->request_id, "received_at_ms",
+                              (json_int_t)row->received_at_ms, "committed_at_ms",
+                              (json_int_t)row->committed_at_ms, "ocsp_at_ms",
+                              (json_int_t)row->ocsp_at_ms, "seconds_left",
+                              (json_int_t)((row->received_at_ms + c->deadline_ms - c->now_ms) / 1000));
+        if (o != NULL)
+            (void)json_array_append_new(c->open, o);
+    } else if (c->n < c->cap) {
+        c->done[c->n++] = row->crl_at_ms - row->received_at_ms;
+    }
+    return 0;
+}
+
+static int cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+static int admin_work(void *state, void *arg)
+{
+    struct store *store = state;
+    struct admin_job *job = arg;
+    int64_t issuer_id = 0, feed_id = 0;
+    int rc;
+
+    if (job->op == OP_SLA) {
+        struct sla_collect c = {json_array(), job->admin->cfg->sla_deadline_s * 1000,
+                                util_now_ms(), NULL, 0, 10000};
+        c.done = calloc(c.cap, sizeof(int64_t));
+        if (c.open == NULL || c.done == NULL) {
+            json_decref(c.open);
+            free(c.done);
+            fail_reply(job, 503, "out of memory");
+            return UTIL_ENOMEM;
+        }
+        rc = store_sla_list_blocking(store, 0, 10000, sla_collect_row, &c);
+        if (rc != UTIL_OK) {
+            json_decref(c.open);
+            free(c.done);
+            fail_reply(job, 503, util_strerror(rc));
+            return rc;
+        }
+        qsort(c.done, c.n, sizeof(int64_t), cmp_i64);
+        set_reply(job, 200,
+                  json_pack("{s:o,s:I,s:I,s:f,s:f,s:f}", "open", c.open, "deadline_seconds",
+                            (json_int_t)job->admin->cfg->sla_deadline_s, "completed",
+                            (json_int_t)c.n, "p50_seconds",
+                            c.n ? (double)c.done[c.n / 2] / 1000.0 : 0.0, "p99_seconds",
+                            c.n ? (double)c.done[(c.n * 99) / 100] / 1000.0 : 0.0, "max_seconds",
+                            c.n ? (double)c.done[c.n - 1] / 1000.0 : 0.0));
+        free(c.done);
+        return UTIL_OK;
+    }
+    rc = resolve_issuer(store, job, &issuer_id);
+    if (rc != UTIL_OK) {
+        fail_reply(job, rc == UTIL_ENOTFOUND ? 404 : 503,
+                   rc == UTIL_ENOTFOUND ? "no such issuer" : util_strerror(rc));
+        return rc;
+    }
+    switch (job->op) {
+    case OP_REVOKE:
+        job->rev.issuer_id = issuer_id;
+        job->rev.serial = job->serial;
+        job->rev.serial_len = job->serial_len;
+        rc = cli__revoke_blocking(store, &job->rev, &feed_id);
+        break;
+    case OP_UNREVOKE:
+        rc = cli__unrevoke_blocking(store, issuer_id, job->serial, job->serial_len, job->actor,
+                                    &feed_id);
+        break;
+    case OP_REGISTER:
+        rc = cli__register_blocking(store, issuer_id, job->cert_der, job->cert_len, job->actor,
+                                    job->serial, &job->serial_len, &feed_id);
+        break;
+    case OP_STATUS: {
+        struct store_cert cert;
+        rc = store_cert_get_blocking(store, issuer_id, job->serial, job->serial_len, &cert);
+        if (rc == UTIL_OK)
+            set_reply(job, 200, cert_json(&cert));
+        else if (rc == UTIL_ENOTFOUND)
+            set_reply(job, 404, json_pack("{s:s,s:s}", "status", "unknown", "error",
+                                          "never issued by this issuer"));
+        else
+            fail_reply(job, 503, util_strerror(rc));
+        return rc;
+    }
+    default:
+        rc = UTIL_EINVAL;
+    }
+    if (rc == UTIL_OK) {
+        char hex[2 * STORE_SERIAL_MAX + 1];
+        util_hex(job->serial, job->serial_len, hex);
+        set_reply(job, 200, json_pack("{s:s,s:I,s:b}", "serial", hex, "change",
+                                      (json_int_t)feed_id, "durable", 1));
+    } else if (rc == UTIL_ENOTFOUND) {
+        fail_reply(job, 404, "no such certificate under this issuer");
+    } else if (rc == UTIL_EEXIST) {
+        fail_reply(job, 409, "already revoked with another reason");
+    } else if (rc == UTIL_EINVAL) {
+        fail_reply(job, 409, job->op == OP_UNREVOKE ? "the certificate is not on hold"
+                                                    : "the certificate does not fit this issuer");
+    } else {
+        fail_reply(job, 503, util_strerror(rc));
+    }
+    return rc;
+}
+
+static void admin_done(void *arg, int result)
+{
+    struct admin_job *job = arg;
+    (void)result; /* the reply already says what happened */
+    if (job->reply == NULL)
+        respond_error(job->req, job->http_status ? job->http_status : 503,
+                      result == UTIL_ECLOSED ? "shutting down" : "out of memory");
+    else
+        respond_json(job->req, job->http_status, job->reply);
+    json_decref(job->reply);
+    free(job->cert_der);
+    free(job);
+}
+
+static int authorized(struct cli_admin *admin, struct http_request *req)
+{
+    size_t len = 0;
+    const char *auth = http_request_header(req, "Authorization", &len);
+    if (admin->token_len == 0 || auth == NULL || len < 7 || strncmp(auth, "Bearer ", 7) != 0)
+        return 0;
+    return util_ct_equal(auth + 7, len - 7, admin->token, admin->token_len);
+}
+
+static const char *json_str(json_t *obj, const char *key)
+{
+    json_t *v = json_object_get(obj, key);
+    return json_is_string(v) ? json_string_value(v) : NULL;
+}
+
+/* Fills the job from the JSON body; returns NULL or the reason it is not acceptable. */
+static const char *parse_body(struct admin_job *job, json_t *body)
+{
+    const char *issuer = json_str(body, "issuer");
+    const char *serial = json_str(body, "serial");
+    const char *text;
+    int64_t t;
+
+    if (issuer == NULL || strlen(issuer) >= sizeof(job->issuer))
+        return "\"issuer\" (string) is required";
+    (void)snprintf(job->issuer, sizeof(job->issuer), "%s", issuer);
+    text = json_str(body, "actor");
+    (void)snprintf(job->actor, sizeof(job->actor), "admin-api:%.80s", text ? text : "token");
+    if (job->op == OP_REGISTER) {
+        const char *pem = json_str(body, "certificate");
+        BIO *bio = NULL;
+        X509 *cert = NULL;
+        int len;
+        unsigned char *der = NULL;
+        if (pem == NULL)
+            return "\"certificate\" (PEM string) is required";
+        bio = BIO_new_mem_buf(pem, -1);
+        cert = bio ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+        BIO_free(bio);
+        if (cert == NULL)
+            return "\"certificate\" is not a PEM certificate";
+        len = i2d_X509(cert, &der);
+        X509_free(cert);
+        if (len <= 0)
+            return "\"certificate\" could not be encoded";
+        job->cert_der = malloc((size_t)len);
+        if (job->cert_der == NULL) {
+            OPENSSL_free(der);
+            return "out of memory";
+        }
+        memcpy(job->cert_der, der, (size_t)len);
+        job->cert_len = (size_t)len;
+        OPENSSL_free(der);
+        return NULL;
+    }
+    if (serial == NULL || cli__parse_serial(serial, job->serial, &job->serial_len) != UTIL_OK)
+        return "\"serial\" (hex string) is required";
+    if (job->op != OP_REVOKE)
+        return NULL;
+    job->rev.reason = STORE_REASON_NONE;
+    text = json_str(body, "reason");
+    if (text != NULL) {
+        job->rev.reason = store_reason_from_name(text);
+        if (job->rev.reason < -1)
+            return "\"reason\" is not an RFC 5280 reason name";
+        if (job->rev.reason == STORE_REASON_UNSPECIFIED)
+            job->rev.reason = STORE_REASON_NONE;
+    }
+    text = json_str(body, "revoked_at");
+    if (text != NULL) {
+        if (cli__parse_time(text, &t) != UTIL_OK)
+            return "\"revoked_at\" is not a time (2026-11-21T10:00:00Z)";
+        job->rev.revoked_at = t;
+    }
+    text = json_str(body, "invalidity_date");
+    if (text != NULL) {
+        if (cli__parse_time(text, &t) != UTIL_OK)
+            return "\"invalidity_date\" is not a time";
+        job->rev.invalidity_date = t;
+    }
+    text = json_str(body, "received_at");
+    if (text != NULL) {
+        if (cli__parse_time(text, &t) != UTIL_OK)
+            return "\"received_at\" is not a time";
+        job->rev.received_at_ms = t * 1000;
+    }
+    text = json_str(body, "request_id");
+    if (text != NULL) {
+        (void)snprintf(job->request_id, sizeof(job->request_id), "%s", text);
+        job->rev.request_id = job->request_id;
+    }
+    job->rev.actor = job->actor;
+    return NULL;
+}
+
+static void submit(struct cli_admin *admin, struct admin_job *job)
+{
+    int loop = http_request_loop_index(job->req);
+    int rc = loop < ADMIN_MAX_LOOPS && admin->ports[loop] != NULL
+                 ? util_pool_submit(admin->pool, admin->ports[loop], admin_work, admin_done, job)
+                 : UTIL_EINVAL;
+    if (rc != UTIL_OK) {
+        respond_error(job->req, 503, rc == UTIL_EBUSY ? "busy, try again" : util_strerror(rc));
+        free(job->cert_der);
+        free(job);
+    }
+}
+
+static void handle_admin(void *ctx, struct http_request *req, enum admin_op op)
+{
+    struct cli_admin *admin = ctx;
+    struct admin_job *job = NULL;
+    const char *ctype;
+    size_t len = 0, body_len = 0;
+    const unsigned char *body_bytes;
+    json_t *body = NULL;
+    json_error_t jerr;
+    const char *why;
+
+    if (!authorized(admin, req)) {
+        admin->unauthorized++;
+        UTIL_WARN(MOD, "unauthenticated request from %s refused", http_request_peer(req));
+        respond_error(req, 401, "missing or wrong bearer token");
+        return;
+    }
+    job = calloc(1, sizeof(*job));
+    if (job == NULL) {
+        respond_error(req, 503, "out of memory");
+        return;
+    }
+    job->admin = admin;
+    job->req = req;
+    job->op = op;
+    if (op == OP_SLA) {
+        submit(admin, job);
+        return;
+    }
+    ctype = http_request_header(req, "Content-Type", &len);
+    if (ctype == NULL || len < 16 || strncmp(ctype, "application/json", 16) != 0) {
+        free(job);
+        respond_error(req, 415, "Content-Type must be application/json");
+        return;
+    }
+    body_bytes = http_request_body(req, &body_len);
+    body = json_loadb((const char *)body_bytes, body_len, JSON_REJECT_DUPLICATES, &jerr);
+    if (body == NULL || !json_is_object(body)) {
+        char msg[256];
+        (void)snprintf(msg, sizeof(msg), "malformed JSON: %s", body ? "not an object" : jerr.text);
+        json_decref(body);
+        free(job);
+        respond_error(req, 400, msg);
+        return;
+    }
+    why = parse_body(job, body);
+    json_decref(body);
+    if (why != NULL) {
+        free(job->cert_der);
+        free(job);
+        respond_error(req, 400, why);
+        return;
+    }
+    submit(admin, job);
+}
+
+static void handle_revoke(void *ctx, struct http_request *req)
+{
+    handle_admin(ctx, req, OP_REVOKE);
+}
+static void handle_unrevoke(void *ctx, struct http_request *req)
+{
+    handle_admin(ctx, req, OP_UNREVOKE);
+}
+static void handle_status(void *ctx, struct http_request *req)
+{
+    handle_admin(ctx, req, OP_STATUS);
+}
+static void handle_register(void *ctx, struct http_request *req)
+{
+    handle_admin(ctx, req, OP_REGISTER);
+}
+static void handle_sla(void *ctx, struct http_request *req)
+{
+    handle_admin(ctx, req, OP_SLA);
+}
+
+static void loop_init(void *ctx, uv_loop_t *loop, int index)
+{
+    struct cli_admin *admin = ctx;
+    if (index < ADMIN_MAX_LOOPS &&
+        util_pool_port_new(admin->pool, loop, &admin->ports[index]) != UTIL_OK)
+        UTIL_ERROR(MOD, "no store port for loop %d: admin requests there get 503", index);
+}
+
+static void loop_fini(void *ctx, uv_loop_t *loop, int index)
+{
+    struct cli_admin *admin = ctx;
+    (void)loop;
+    if (index < ADMIN_MAX_LOOPS) {
+        util_pool_port_close(admin->ports[index]);
+        admin->ports[index] = NULL;
+    }
+}
+
+int cli__admin_new(const struct cli_config *cfg, struct http_server *http, struct cli_admin **out)
+{
+    struct cli_admin *admin = calloc(1, sizeof(*admin));
+    struct util_pool_config pc = {.name = "store", .threads = 2, .queue_max = 1024,
+                                  .thread_init = store_thread_init,
+                                  .thread_fini = store_thread_fini};
+    int rc;
+    if (admin == NULL)
+        return UTIL_ENOMEM;
+    admin->cfg = cfg;
+    if (cfg->admin_token_file[0] != '\0') {
+        unsigned char *token = NULL;
+        size_t len = 0;
+        rc = util_file_read(cfg->admin_token_file, sizeof(admin->token) - 1, &token, &len);
+        if (rc != UTIL_OK) {
+            UTIL_ERROR(MOD, "cannot read the admin token file %s: %s", cfg->admin_token_file,
+                       util_strerror(rc));
+            free(admin);
+            return UTIL_ECONFIG;
+        }
+        while (len > 0 && (token[len - 1] == '\n' || token[len - 1] == '\r'))
+            len--;
+        if (len < 16) {
+            UTIL_ERROR(MOD, "the admin token in %s is shorter than 16 characters",
+                       cfg->admin_token_file);
+            OPENSSL_cleanse(token, len);
+            free(token);
+            free(admin);
+            return UTIL_ECONFIG;
+        }
+        memcpy(admin->token, token, len);
+        admin->token_len = len;
+        OPENSSL_cleanse(token, len);
+        free(token);
+    } else {
+        UTIL_WARN(MOD, "no [admin] token_file: the admin API refuses every request");
+    }
+    pc.ctx = admin;
+    rc = util_pool_new(&pc, &admin->pool);
+    if (rc != UTIL_OK) {
+        UTIL_ERROR(MOD, "cannot start the store threads: %s", util_strerror(rc));
+        free(admin);
+        return rc;
+    }
+    if ((rc = http_server_on_loop(http, loop_init, loop_fini, admin)) ||
+        (rc = http_server_route(http, HTTP_ADMIN, "POST", "/admin/revoke", handle_revoke,
+                                admin)) ||
+        (rc = http_server_route(http, HTTP_ADMIN, "POST", "/admin/unrevoke", handle_unrevoke,
+                                admin)) ||
+        (rc = http_server_route(http, HTTP_ADMIN, "POST", "/admin/status", handle_status,
+                                admin)) ||
+        (rc = http_server_route(http, HTTP_ADMIN, "POST", "/admin/certificates", handle_register,
+                                admin)) ||
+        (rc = http_server_route(http, HTTP_ADMIN, "GET", "/admin/sla", handle_sla, admin))) {
+        cli__admin_free(admin);
+        return rc;
+    }
+    *out = admin;
+    return UTIL_OK;
+}
+
+void cli__admin_free(struct cli_admin *admin)
+{
+    if (admin == NULL)
+        return;
+    util_pool_free(admin->pool);
+    OPENSSL_cleanse(admin->token, sizeof(admin->token));
+    free(admin);
+}

@@ -1,0 +1,127 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The single path for operator changes, shared by the CLI and the admin API: the durable store
+ * change (which puts it in the change feed the server follows) and the audit record. */
+#include "cli_int.h"
+
+#include <openssl/err.h>
+#include <openssl/x509.h>
+#include <stdio.h>
+#include <string.h>
+#include <store/store.h>
+#include <time.h>
+#include <util/util.h>
+
+#define MOD "records"
+
+static void audit(struct store *store, const char *actor, const char *action, int64_t issuer_id,
+                  const unsigned char *serial, size_t serial_len, const char *extra,
+                  int64_t feed_id)
+{
+    char hex[2 * STORE_SERIAL_MAX + 1];
+    char detail[512];
+    int rc;
+    util_hex(serial, serial_len, hex);
+    (void)snprintf(detail, sizeof(detail),
+                   "{\"issuer_id\":%lld,\"serial\":\"%s\",\"change\":%lld%s}",
+                   (long long)issuer_id, hex, (long long)feed_id, extra ? extra : "");
+    rc = store_audit_append_blocking(store, actor, action, detail);
+    if (rc != UTIL_OK)
+        /* The change itself is durable; a missing audit record is loud but not a lost change. */
+        UTIL_ERROR(MOD, "%s of serial %s is durable but its audit record failed: %s", action, hex,
+                   util_strerror(rc));
+}
+
+int cli__revoke_blocking(struct store *store, const struct store_revocation *rev,
+                         int64_t *feed_id)
+{
+    char extra[200];
+    int rc = store_cert_revoke_blocking(store, rev, feed_id);
+    if (rc != UTIL_OK)
+        return rc;
+    (void)snprintf(extra, sizeof(extra), ",\"reason\":\"%s\",\"request_id\":\"%.64s\"",
+                   store_reason_name(rev->reason), rev->request_id ? rev->request_id : "");
+    /* request ids are operator text: keep the JSON valid whatever they contain. */
+    for (char *p = extra + 30; *p; p++)
+        if (*p == '\\' || (unsigned char)*p < 0x20)
+            *p = '_';
+    audit(store, rev->actor ? rev->actor : "unknown", "revoke", rev->issuer_id, rev->serial,
+          rev->serial_len, extra, *feed_id);
+    return UTIL_OK;
+}
+
+int cli__unrevoke_blocking(struct store *store, int64_t issuer_id, const unsigned char *serial,
+                           size_t serial_len, const char *actor, int64_t *feed_id)
+{
+    int rc = store_cert_unrevoke_blocking(store, issuer_id, serial, serial_len, actor, feed_id);
+    if (rc == UTIL_OK)
+        audit(store, actor, "unrevoke", issuer_id, serial, serial_len, NULL, *feed_id);
+    return rc;
+}
+
+struct issuer_by_id {
+    int64_t id;
+    X509 *cert;
+};
+
+static int find_issuer(void *ctx, const struct store_issuer *is)
+{
+    struct issuer_by_id *f = ctx;
+    const unsigned char *p = is->cert_der;
+    if (is->id != f->id)
+        return 0;
+    f->cert = d2i_X509(NULL, &p, (long)is->cert_len);
+    return 1;
+}
+
+int cli__register_blocking(struct store *store, int64_t issuer_id, const unsigned char *der,
+                           size_t der_len, const char *actor, unsigned char *serial,
+                           size_t *serial_len, int64_t *feed_id)
+{
+    int rc = UTIL_EINVAL;
+    const unsigned char *p = der;
+    X509 *cert = d2i_X509(NULL, &p, (long)der_len);
+    struct issuer_by_id f = {issuer_id, NULL};
+    unsigned char *sder = NULL;
+    int n;
+    struct store_cert_new nc;
+    char subject[256];
+    struct tm tm;
+
+    if (cert == NULL)
+        goto out;
+    rc = store_issuer_list_blocking(store, find_issuer, &f);
+    if (rc != UTIL_OK && rc != 1)
+        goto out;
+    rc = UTIL_EINVAL;
+    ERR_clear_error();
+    if (f.cert == NULL ||
+        X509_NAME_cmp(X509_get_subject_name(f.cert), X509_get_issuer_name(cert)) != 0 ||
+        X509_verify(cert, X509_get0_pubkey(f.cert)) != 1)
+        goto out;
+    n = i2d_ASN1_INTEGER(X509_get0_serialNumber(cert), &sder);
+    if (n <= 2 || sder[1] >= 0x80 || (size_t)(n - 2) > STORE_SERIAL_MAX)
+        goto out;
+    memcpy(serial, sder + 2, (size_t)(n - 2));
+    *serial_len = (size_t)(n - 2);
+    memset(&nc, 0, sizeof(nc));
+    nc.issuer_id = issuer_id;
+    nc.serial = serial;
+    nc.serial_len = *serial_len;
+    if (ASN1_TIME_to_tm(X509_get0_notBefore(cert), &tm) == 1)
+        nc.not_before = (int64_t)timegm(&tm);
+    if (ASN1_TIME_to_tm(X509_get0_notAfter(cert), &tm) == 1)
+        nc.not_after = (int64_t)timegm(&tm);
+    (void)X509_NAME_oneline(X509_get_subject_name(cert), subject, sizeof(subject));
+    nc.subject = subject;
+    nc.cert_der = der;
+    nc.cert_len = der_len;
+    rc = store_cert_add_blocking(store, &nc, feed_id);
+    if (rc == UTIL_OK)
+        audit(store, actor, "register", issuer_id, serial, *serial_len, NULL, *feed_id);
+out:
+    ERR_clear_error(); /* verification failures of foreign certificates are expected */
+    OPENSSL_free(sder);
+    X509_free(cert);
+    X509_free(f.cert);
+    return rc;
+}
