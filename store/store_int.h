@@ -1,0 +1,120 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* store internals shared by the files of the store module: the backend vtable that store.c calls
+ * through, the constructor of the SQLite backend, and the backend-independent helpers (audit chain
+ * hash) that every backend must use identically. Nothing outside store/ includes this header. */
+#ifndef PKIVA_STORE_INT_H
+#define PKIVA_STORE_INT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "store/store.h"
+
+/* Module name in log lines. */
+#define STORE_MOD "store"
+
+#define STORE_AUDIT_HASH_LEN 32
+
+/* One audit record as a backend hands it to the chain verifier; pointers are valid during the
+ * callback only. */
+struct store__audit_row {
+    int64_t id;
+    int64_t at_ms;
+    const char *actor;
+    const char *action;
+    const char *detail;
+    const unsigned char *prev_hash; /* NULL or prev_hash_len bytes as stored */
+    size_t prev_hash_len;
+    const unsigned char *hash;
+    size_t hash_len;
+};
+
+/* The operations a backend implements. store.c has already validated arguments (lengths, enums,
+ * non-NULL pointers) before it calls one of these, so a backend only translates to its storage.
+ * Timestamps of changes (feed at_ms, committed_at_ms, audit at_ms) are taken by the backend once it
+ * holds the write lock, so that they are ordered like the commits even when a writer had to wait.
+ * Write operations must be atomic on their own and must join an explicit transaction opened with
+ * begin when one is active (as a nested, individually undoable step). Every function returns 0 or a
+ * UTIL_E* code and logs the reason of a failure. */
+struct store__ops {
+    const char *name;
+    void (*close)(struct store *store);
+    int (*ping)(struct store *store);
+    int (*begin)(struct store *store);
+    int (*commit)(struct store *store);
+    int (*rollback)(struct store *store);
+
+    int (*issuer_put)(struct store *store, const char *name, const unsigned char *cert_der,
+                      size_t cert_len, int64_t *id_out);
+    int (*issuer_get)(struct store *store, const char *name, struct store_issuer *out);
+    int (*issuer_list)(struct store *store, int (*fn)(void *ctx, const struct store_issuer *issuer),
+                       void *ctx);
+
+    /* rev == NULL registers the certificate as good with an "issue" change. rev != NULL (import of
+     * an already revoked certificate) registers it revoked with one "revoke" change and a
+     * revocations row. If the certificate exists nothing changes, *feed_id_out is its last change
+     * and *created_out is 0. */
+    int (*cert_add)(struct store *store, const struct store_cert_new *cert,
+                    const struct store_revocation *rev, int64_t *feed_id_out, int *created_out);
+    int (*cert_get)(struct store *store, int64_t issuer_id, const unsigned char *serial,
+                    size_t serial_len, struct store_cert *out);
+    int (*cert_der)(struct store *store, int64_t issuer_id, const unsigned char *serial,
+                    size_t serial_len, unsigned char **der, size_t *der_len);
+    int (*cert_iterate)(struct store *store, int64_t issuer_id, int filter,
+                        int (*fn)(void *ctx, const struct store_cert *cert), void *ctx);
+
+    /* rev has received_at_ms and actor filled; revoked_at may still be 0 because its default
+     * depends on the stored state (a hold turned permanent keeps the date of the hold).
+     * *changed_out is 1 when a new change was written, 0 when the call was an idempotent repeat. */
+    int (*revoke)(struct store *store, const struct store_revocation *rev, int64_t *feed_id_out,
+                  int *changed_out);
+    int (*unrevoke)(struct store *store, int64_t issuer_id, const unsigned char *serial,
+                    size_t serial_len, const char *actor, int64_t *feed_id_out);
+
+    int (*feed_read)(struct store *store, int64_t after_id, int max,
+                     int (*fn)(void *ctx, const struct store_change *change), void *ctx);
+    int (*feed_head)(struct store *store, int64_t *id_out);
+
+    int (*sla_mark)(struct store *store, int64_t feed_id, int stage, int64_t at_ms);
+    int (*sla_mark_upto)(struct store *store, int64_t issuer_id, int64_t up_to_feed_id, int stage,
+                         int64_t at_ms);
+    int (*sla_list)(struct store *store, int open_only, int limit,
+                    int (*fn)(void *ctx, const struct store_sla_row *row), void *ctx);
+
+    int (*crl_number_next)(struct store *store, int64_t issuer_id, int64_t *number_out);
+    int (*crl_save)(struct store *store, const struct store_crl_record *crl);
+    int (*crl_latest)(struct store *store, int64_t issuer_id, int delta,
+                      struct store_crl_record *meta_out, unsigned char **der_out);
+
+    int (*tsa_reserve)(struct store *store, const char *unit, int64_t count, int64_t *first_out);
+    int (*tsa_log)(struct store *store, const struct store_tsa_token *tokens, size_t n);
+
+    /* Appends one record: the backend picks the next id, the previous hash and the time inside its
+     * write transaction and computes the hash with store__audit_hash. */
+    int (*audit_append)(struct store *store, const char *actor, const char *action,
+                        const char *detail);
+    /* Walks every record in id order from one consistent snapshot, then reports in *last_id_out
+     * the highest id ever assigned (so that a removed tail shows). A non-zero return from fn stops
+     * the walk and is returned. */
+    int (*audit_walk)(struct store *store, int (*fn)(void *ctx, const struct store__audit_row *row),
+                      void *ctx, int64_t *last_id_out);
+};
+
+/* Every backend's connection struct starts with this, so that a struct store * can be cast to the
+ * backend's own type inside the backend. */
+struct store {
+    const struct store__ops *ops;
+};
+
+/* The SQLite backend (store_sqlite.c). */
+int store__sqlite_open(const char *path, int flags, struct store **out);
+
+/* SHA-256 over an unambiguous encoding of one audit record (see store.c). prev_hash is
+ * STORE_AUDIT_HASH_LEN bytes (all zero for the first record). Returns 0 or UTIL_ECRYPTO. */
+int store__audit_hash(const unsigned char *prev_hash, int64_t id, int64_t at_ms, const char *actor,
+                      const char *action, const char *detail, unsigned char *out);
+
+/* 1 when reason is a CRLReason a certificate may be revoked with (not removeFromCRL, not 7). */
+int store__reason_valid_for_revoke(int reason);
+
+#endif

@@ -1,0 +1,2027 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* store_sqlite.c: the SQLite backend of the store: schema and its migrations, the connection
+ * settings (WAL, synchronous=FULL, foreign keys, busy timeout), the per-connection cache of
+ * prepared statements, transactions that nest through savepoints, and the mapping of SQLite's
+ * result codes onto util's error enum. Only this file includes sqlite3.h. */
+
+/* DESIGN (SQLite backend; the module's DESIGN comment is in store.c)
+ *
+ * Connection. One sqlite3 handle per struct store, opened SQLITE_OPEN_NOMUTEX because the header
+ * already restricts a struct store to one thread at a time. Its statements are prepared once, on
+ * first use, and kept (SQLITE_PREPARE_PERSISTENT) until store_close. A statement is always reset
+ * right after use, so no connection keeps a read snapshot open between calls: a reader sees every
+ * commit made before its call, by any connection or process, and checkpoints are not held back. A
+ * callback that re-enters the store while its walk is running gets a one-off statement instead of
+ * the busy cached one.
+ *
+ * Locking. Writes start with BEGIN IMMEDIATE, so a writer takes the write lock before reading what
+ * it will change and no two writers can interleave a read-modify-write (CRL numbers, TSA serials,
+ * feed ids, the audit chain). In WAL mode readers never wait for the writer. A writer that cannot
+ * get the lock within the busy timeout fails with UTIL_ELOCKED; the timeout is 5000 ms, or
+ * PKIVA_STORE_BUSY_MS from the environment (0-3600000), read when the connection is opened: tests
+ * use it to make a lock fail fast, operators may raise it for a slow disk.
+ *
+ * Transactions. depth counts explicit store_begin_blocking calls. The outermost begin is BEGIN
+ * IMMEDIATE; a nested begin, and every write function called while a transaction is open, is a
+ * SAVEPOINT, so a failed step (a revoke refused with UTIL_EEXIST during an import) is undone alone
+ * and the enclosing transaction carries on. If SQLite itself aborted the transaction (disk full,
+ * I/O error) every later call in it fails until the caller rolls back.
+ *
+ * Durability. synchronous=FULL in WAL mode fsyncs the WAL at every commit, so what a function
+ * reports as done survives a power cut. Bulk imports get their speed from committing many rows per
+ * transaction, not from weaker syncing.
+ *
+ * Schema. PRAGMA user_version is the schema version; migrations[i] takes version i to i+1, and all
+ * pending ones run in one IMMEDIATE transaction at open, so two processes starting together migrate
+ * once. PRAGMA application_id marks the file as pkiva's, so a stray SQLite file is refused rather
+ * than silently given our tables. */
+
+#include <errno.h>
+#include <inttypes.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "store/store.h"
+#include "store/store_int.h"
+#include "util/util.h"
+
+#define STORE_BUSY_MS_DEFAULT 5000
+#define STORE_BUSY_MS_MAX 3600000
+#define STORE_APPLICATION_ID 0x706b6976 /* "pkiv" */
+
+/* ---- schema --------------------------------------------------------------------------------- */
+
+/* Version 1. Notes on choices that must stay true:
+ * - certs is WITHOUT ROWID keyed by (issuer_id, serial), the OCSP lookup key, so a status lookup is
+ *   one B-tree descent. Such tables work best with small rows, so the certificate DER (1-2 KB)
+ *   lives in cert_ders, an ordinary rowid table, referenced by der_id.
+ * - feed.id is AUTOINCREMENT so ids are never reused, even after the highest row is deleted.
+ * - certs_revoked, a partial index, holds only revoked certificates: CRL generation walks it
+ *   without touching the (much larger) set of good ones.
+ * - revocations_open_* are partial indexes of revocations not yet seen in OCSP / a CRL; they
+ *   stay small because rows leave them once marked.
+ * - crl_history keys CRLs by (issuer_id, number): full and delta CRLs share one number sequence
+ *   (RFC 5280 5.2.3).
+ * - audit.id is AUTOINCREMENT: sqlite_sequence remembers the highest id ever used, which exposes a
+ *   deleted tail of the chain. */
+static const char schema_v1[] =
+    "CREATE TABLE issuers ("
+    "  id INTEGER PRIMARY KEY,"
+    "  name TEXT NOT NULL UNIQUE,"
+    "  cert_der BLOB NOT NULL,"
+    "  created_at_ms INTEGER NOT NULL"
+    ");"
+    "CREATE TABLE feed ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  kind INTEGER NOT NULL CHECK (kind IN (1, 2, 3)),"
+    "  issuer_id INTEGER NOT NULL REFERENCES issuers(id),"
+    "  serial BLOB NOT NULL,"
+    "  at_ms INTEGER NOT NULL,"
+    "  actor TEXT"
+    ");"
+    "CREATE TABLE cert_ders ("
+    "  id INTEGER PRIMARY KEY,"
+    "  der BLOB NOT NULL"
+    ");"
+    "CREATE TABLE certs ("
+    "  issuer_id INTEGER NOT NULL REFERENCES issuers(id),"
+    "  serial BLOB NOT NULL CHECK (length(serial) BETWEEN 1 AND 32),"
+    "  not_before INTEGER NOT NULL,"
+    "  not_after INTEGER NOT NULL,"
+    "  status INTEGER NOT NULL CHECK (status IN (0, 1)),"
+    "  revoked_at INTEGER NOT NULL DEFAULT 0,"
+    "  reason INTEGER NOT NULL DEFAULT -1,"
+    "  invalidity_date INTEGER NOT NULL DEFAULT 0,"
+    "  feed_id INTEGER NOT NULL,"
+    "  subject TEXT,"
+    "  der_id INTEGER REFERENCES cert_ders(id),"
+    "  PRIMARY KEY (issuer_id, serial)"
+    ") WITHOUT ROWID;"
+    "CREATE INDEX certs_revoked ON certs(issuer_id, serial) WHERE status = 1;"
+    "CREATE TABLE revocations ("
+    "  feed_id INTEGER PRIMARY KEY REFERENCES feed(id),"
+    "  issuer_id INTEGER NOT NULL REFERENCES issuers(id),"
+    "  serial BLOB NOT NULL,"
+    "  reason INTEGER NOT NULL,"
+    "  revoked_at INTEGER NOT NULL,"
+    "  invalidity_date INTEGER NOT NULL DEFAULT 0,"
+    "  request_id TEXT,"
+    "  received_at_ms INTEGER NOT NULL,"
+    "  committed_at_ms INTEGER NOT NULL,"
+    "  actor TEXT NOT NULL,"
+    "  ocsp_at_ms INTEGER,"
+    "  crl_at_ms INTEGER"
+    ");"
+    "CREATE INDEX revocations_open_ocsp ON revocations(feed_id) WHERE ocsp_at_ms IS NULL;"
+    "CREATE INDEX revocations_open_crl ON revocations(feed_id) WHERE crl_at_ms IS NULL;"
+    "CREATE TABLE crl_numbers ("
+    "  issuer_id INTEGER PRIMARY KEY REFERENCES issuers(id),"
+    "  last_number INTEGER NOT NULL CHECK (last_number >= 1)"
+    ");"
+    "CREATE TABLE crl_history ("
+    "  id INTEGER PRIMARY KEY,"
+    "  issuer_id INTEGER NOT NULL REFERENCES issuers(id),"
+    "  number INTEGER NOT NULL,"
+    "  base_number INTEGER NOT NULL DEFAULT 0,"
+    "  this_update INTEGER NOT NULL,"
+    "  next_update INTEGER NOT NULL,"
+    "  feed_id INTEGER NOT NULL,"
+    "  der BLOB NOT NULL,"
+    "  created_at_ms INTEGER NOT NULL,"
+    "  UNIQUE (issuer_id, number)"
+    ");"
+    "CREATE TABLE tsa_serials ("
+    "  unit TEXT PRIMARY KEY,"
+    "  next_serial INTEGER NOT NULL CHECK (next_serial >= 1)"
+    ");"
+    "CREATE TABLE tsa_tokens ("
+    "  unit TEXT NOT NULL,"
+    "  serial INTEGER NOT NULL,"
+    "  gen_time_ms INTEGER NOT NULL,"
+    "  policy TEXT NOT NULL,"
+    "  imprint_alg TEXT NOT NULL,"
+    "  imprint BLOB NOT NULL,"
+    "  PRIMARY KEY (unit, serial)"
+    ") WITHOUT ROWID;"
+    "CREATE TABLE audit ("
+    "  id INTEGER PRIMARY KEY AUTOINCREMENT,"
+    "  at_ms INTEGER NOT NULL,"
+    "  actor TEXT NOT NULL,"
+    "  action TEXT NOT NULL,"
+    "  detail TEXT NOT NULL,"
+    "  prev_hash BLOB NOT NULL,"
+    "  hash BLOB NOT NULL"
+    ");";
+
+/* migrations[i] upgrades schema version i to i + 1. Append only; never edit a shipped entry. */
+static const char *const migrations[] = {schema_v1};
+#define STORE_SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
+
+/* ---- statements ----------------------------------------------------------------------------- */
+
+enum sq_stmt_id {
+    STORE_ST_BEGIN,
+    STORE_ST_BEGIN_READ,
+    STORE_ST_COMMIT,
+    STORE_ST_ROLLBACK,
+    STORE_ST_SAVEPOINT,
+    STORE_ST_RELEASE,
+    STORE_ST_ROLLBACK_TO,
+    STORE_ST_PING,
+    STORE_ST_ISSUER_BY_NAME,
+    STORE_ST_ISSUER_INSERT,
+    STORE_ST_ISSUER_LIST,
+    STORE_ST_CERT_GET,
+    STORE_ST_CERT_DER,
+    STORE_ST_DER_INSERT,
+    STORE_ST_CERT_INSERT,
+    STORE_ST_CERT_SET_STATUS,
+    STORE_ST_CERT_ITER_ALL,
+    STORE_ST_CERT_ITER_ISSUER,
+    STORE_ST_CERT_ITER_REVOKED_ALL,
+    STORE_ST_CERT_ITER_REVOKED_ISSUER,
+    STORE_ST_FEED_INSERT,
+    STORE_ST_FEED_READ,
+    STORE_ST_FEED_HEAD,
+    STORE_ST_REVOCATION_INSERT,
+    STORE_ST_SLA_EXISTS,
+    STORE_ST_SLA_MARK_OCSP,
+    STORE_ST_SLA_MARK_CRL,
+    STORE_ST_SLA_UPTO_OCSP,
+    STORE_ST_SLA_UPTO_CRL,
+    STORE_ST_SLA_LIST_OPEN,
+    STORE_ST_SLA_LIST_ALL,
+    STORE_ST_CRL_NUMBER_NEXT,
+    STORE_ST_CRL_RESERVED,
+    STORE_ST_CRL_INSERT,
+    STORE_ST_CRL_LATEST_FULL,
+    STORE_ST_CRL_LATEST_DELTA,
+    STORE_ST_TSA_RESERVE,
+    STORE_ST_TSA_LOG,
+    STORE_ST_AUDIT_LAST,
+    STORE_ST_AUDIT_SEQ,
+    STORE_ST_AUDIT_INSERT,
+    STORE_ST_AUDIT_WALK,
+    STORE_ST_COUNT
+};
+
+/* Column order shared by every query that fills a struct store_cert (see read_cert). */
+#define STORE_CERT_COLS \
+    "issuer_id, serial, not_before, not_after, status, revoked_at, reason, " \
+    "invalidity_date, feed_id"
+#define STORE_SLA_COLS \
+    "feed_id, issuer_id, serial, request_id, received_at_ms, committed_at_ms, " \
+    "COALESCE(ocsp_at_ms, 0), COALESCE(crl_at_ms, 0)"
+
+/* INDEXED BY below is deliberate: if a schema change ever made the intended index unusable, the
+ * statement fails to prepare (loudly, in tests) instead of silently scanning a big table. */
+static const char *const stmt_sql[STORE_ST_COUNT] = {
+    [STORE_ST_BEGIN] = "BEGIN IMMEDIATE",
+    [STORE_ST_BEGIN_READ] = "BEGIN",
+    [STORE_ST_COMMIT] = "COMMIT",
+    [STORE_ST_ROLLBACK] = "ROLLBACK",
+    [STORE_ST_SAVEPOINT] = "SAVEPOINT store_step",
+    [STORE_ST_RELEASE] = "RELEASE store_step",
+    [STORE_ST_ROLLBACK_TO] = "ROLLBACK TO store_step",
+    [STORE_ST_PING] = "SELECT count(*) FROM issuers",
+    [STORE_ST_ISSUER_BY_NAME] = "SELECT id, name, cert_der FROM issuers WHERE name = ?1",
+    [STORE_ST_ISSUER_INSERT] =
+        "INSERT INTO issuers (name, cert_der, created_at_ms) VALUES (?1, ?2, ?3)",
+    [STORE_ST_ISSUER_LIST] = "SELECT id, name, cert_der FROM issuers ORDER BY id",
+    [STORE_ST_CERT_GET] =
+        "SELECT " STORE_CERT_COLS " FROM certs WHERE issuer_id = ?1 AND serial = ?2",
+    [STORE_ST_CERT_DER] =
+        "SELECT d.der FROM certs AS c CROSS JOIN cert_ders AS d ON d.id = c.der_id "
+        "WHERE c.issuer_id = ?1 AND c.serial = ?2",
+    [STORE_ST_DER_INSERT] = "INSERT INTO cert_ders (der) VALUES (?1)",
+    [STORE_ST_CERT_INSERT] = "INSERT INTO certs (issuer_id, serial, not_before, not_after, status, "
+                             "revoked_at, reason, invalidity_date, feed_id, subject, der_id) "
+                             "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+    [STORE_ST_CERT_SET_STATUS] = "UPDATE certs SET status = ?3, revoked_at = ?4, reason = ?5, "
+                                 "invalidity_date = ?6, feed_id = ?7 "
+                                 "WHERE issuer_id = ?1 AND serial = ?2",
+    [STORE_ST_CERT_ITER_ALL] = "SELECT " STORE_CERT_COLS " FROM certs ORDER BY issuer_id, serial",
+    [STORE_ST_CERT_ITER_ISSUER] =
+        "SELECT " STORE_CERT_COLS " FROM certs WHERE issuer_id = ?1 ORDER BY serial",
+    [STORE_ST_CERT_ITER_REVOKED_ALL] =
+        "SELECT " STORE_CERT_COLS " FROM certs INDEXED BY certs_revoked "
+        "WHERE status = 1 ORDER BY issuer_id, serial",
+    [STORE_ST_CERT_ITER_REVOKED_ISSUER] =
+        "SELECT " STORE_CERT_COLS " FROM certs INDEXED BY certs_revoked "
+        "WHERE status = 1 AND issuer_id = ?1 ORDER BY serial",
+    [STORE_ST_FEED_INSERT] = "INSERT INTO feed (kind, issuer_id, serial, at_ms, actor) "
+                             "VALUES (?1, ?2, ?3, ?4, ?5)",
+    /* CROSS JOIN pins feed as the outer loop: a range scan on its rowid, then one certs lookup per
+     * change. */
+    [STORE_ST_FEED_READ] =
+        "SELECT f.id, f.kind, f.at_ms, c.issuer_id, c.serial, c.not_before, "
+        "c.not_after, c.status, c.revoked_at, c.reason, c.invalidity_date, c.feed_id "
+        "FROM feed AS f CROSS JOIN certs AS c "
+        "ON c.issuer_id = f.issuer_id AND c.serial = f.serial "
+        "WHERE f.id > ?1 ORDER BY f.id LIMIT ?2",
+    [STORE_ST_FEED_HEAD] = "SELECT COALESCE(MAX(id), 0) FROM feed",
+    [STORE_ST_REVOCATION_INSERT] = "INSERT INTO revocations (feed_id, issuer_id, serial, reason, "
+                                   "revoked_at, invalidity_date, request_id, received_at_ms, "
+                                   "committed_at_ms, actor) "
+                                   "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    [STORE_ST_SLA_EXISTS] = "SELECT 1 FROM revocations WHERE feed_id = ?1",
+    [STORE_ST_SLA_MARK_OCSP] = "UPDATE revocations SET ocsp_at_ms = ?2 "
+                               "WHERE feed_id = ?1 AND ocsp_at_ms IS NULL",
+    [STORE_ST_SLA_MARK_CRL] = "UPDATE revocations SET crl_at_ms = ?2 "
+                              "WHERE feed_id = ?1 AND crl_at_ms IS NULL",
+    [STORE_ST_SLA_UPTO_OCSP] =
+        "UPDATE revocations INDEXED BY revocations_open_ocsp SET ocsp_at_ms = ?3 "
+        "WHERE ocsp_at_ms IS NULL AND feed_id <= ?2 AND issuer_id = ?1",
+    [STORE_ST_SLA_UPTO_CRL] =
+        "UPDATE revocations INDEXED BY revocations_open_crl SET crl_at_ms = ?3 "
+        "WHERE crl_at_ms IS NULL AND feed_id <= ?2 AND issuer_id = ?1",
+    [STORE_ST_SLA_LIST_OPEN] =
+        "SELECT " STORE_SLA_COLS " FROM revocations INDEXED BY revocations_open_crl "
+        "WHERE crl_at_ms IS NULL ORDER BY feed_id LIMIT ?1",
+    [STORE_ST_SLA_LIST_ALL] =
+        "SELECT " STORE_SLA_COLS " FROM revocations ORDER BY feed_id DESC LIMIT ?1",
+    [STORE_ST_CRL_NUMBER_NEXT] =
+        "INSERT INTO crl_numbers (issuer_id, last_number) VALUES (?1, 1) "
+        "ON CONFLICT (issuer_id) DO UPDATE SET last_number = last_number + 1 "
+        "RETURNING last_number",
+    [STORE_ST_CRL_RESERVED] = "SELECT last_number FROM crl_numbers WHERE issuer_id = ?1",
+    [STORE_ST_CRL_INSERT] = "INSERT INTO crl_history (issuer_id, number, base_number, this_update, "
+                            "next_update, feed_id, der, created_at_ms) "
+                            "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    [STORE_ST_CRL_LATEST_FULL] =
+        "SELECT number, base_number, this_update, next_update, feed_id, der "
+        "FROM crl_history WHERE issuer_id = ?1 AND base_number = 0 "
+        "ORDER BY number DESC LIMIT 1",
+    [STORE_ST_CRL_LATEST_DELTA] =
+        "SELECT number, base_number, this_update, next_update, feed_id, der "
+        "FROM crl_history WHERE issuer_id = ?1 AND base_number <> 0 "
+        "ORDER BY number DESC LIMIT 1",
+    /* The WHERE of the upsert refuses a block that would overflow 64 bits; then no row returns. */
+    [STORE_ST_TSA_RESERVE] = "INSERT INTO tsa_serials (unit, next_serial) VALUES (?1, 1 + ?2) "
+                             "ON CONFLICT (unit) DO UPDATE SET next_serial = next_serial + ?2 "
+                             "WHERE next_serial <= 9223372036854775807 - ?2 "
+                             "RETURNING next_serial - ?2",
+    [STORE_ST_TSA_LOG] = "INSERT INTO tsa_tokens (unit, serial, gen_time_ms, policy, imprint_alg, "
+                         "imprint) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    [STORE_ST_AUDIT_LAST] = "SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1",
+    [STORE_ST_AUDIT_SEQ] = "SELECT seq FROM sqlite_sequence WHERE name = 'audit'",
+    [STORE_ST_AUDIT_INSERT] =
+        "INSERT INTO audit (id, at_ms, actor, action, detail, prev_hash, hash) "
+        "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    [STORE_ST_AUDIT_WALK] = "SELECT id, at_ms, actor, action, detail, prev_hash, hash "
+                            "FROM audit ORDER BY id",
+};
+
+/* ---- connection ----------------------------------------------------------------------------- */
+
+struct sq {
+    struct store base; /* first: a struct store * is a struct sq * */
+    sqlite3 *db;
+    char *path;
+    int depth; /* open explicit transactions (store_begin_blocking nesting) */
+    int busy_ms;
+    sqlite3_stmt *stmts[STORE_ST_COUNT];
+};
+
+/* Which kind of transaction an operation opened, so that it ends the same one. */
+enum tx_kind { STORE_TX_OUTER = 1, STORE_TX_STEP = 2 };
+
+static struct sq *sq_of(struct store *store)
+{
+    return (struct sq *)store;
+}
+
+/* Maps a SQLite result code (extended codes are on) to util's enum and logs it with the operation
+ * and the connection's message. Read the message before any other call on the connection. */
+static int sq_err(struct sq *s, int rc, const char *op)
+{
+    int sys = sqlite3_system_errno(s->db);
+    const char *msg = sqlite3_errmsg(s->db);
+
+    switch (rc & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+        UTIL_WARN(STORE_MOD,
+                  "%s: %s is locked by another connection beyond the busy timeout (%d ms): %s", op,
+                  s->path, s->busy_ms, msg);
+        return UTIL_ELOCKED;
+    case SQLITE_FULL:
+        UTIL_ERROR(STORE_MOD, "%s: %s: disk full: %s", op, s->path, msg);
+        return UTIL_ENOSPC;
+    case SQLITE_IOERR:
+        if (sys == ENOSPC) {
+            UTIL_ERROR(STORE_MOD, "%s: %s: disk full: %s", op, s->path, msg);
+            return UTIL_ENOSPC;
+        }
+        UTIL_ERROR(STORE_MOD, "%s: %s: I/O error: %s (errno %d)", op, s->path, msg, sys);
+        return UTIL_ESTORE;
+    case SQLITE_NOMEM:
+        UTIL_ERROR(STORE_MOD, "%s: %s: out of memory", op, s->path);
+        return UTIL_ENOMEM;
+    case SQLITE_CONSTRAINT:
+        /* Callers check the expected conflicts first; reaching here means the request named
+         * something that does not exist (foreign key) or collided with a concurrent writer. */
+        UTIL_WARN(STORE_MOD, "%s: %s: %s", op, s->path, msg);
+        if (rc == SQLITE_CONSTRAINT_FOREIGNKEY)
+            return UTIL_ENOTFOUND;
+        if (rc == SQLITE_CONSTRAINT_UNIQUE || rc == SQLITE_CONSTRAINT_PRIMARYKEY)
+            return UTIL_EEXIST;
+        return UTIL_EINVAL;
+    case SQLITE_READONLY:
+    case SQLITE_PERM:
+    case SQLITE_AUTH:
+        UTIL_ERROR(STORE_MOD, "%s: %s: not permitted: %s", op, s->path, msg);
+        return UTIL_EPERM;
+    default:
+        UTIL_ERROR(STORE_MOD, "%s: %s: %s (SQLite code %d)", op, s->path, msg, rc);
+        return UTIL_ESTORE;
+    }
+}
+
+/* The cached statement, or a one-off copy if the cached one is in use by a walk further up the
+ * stack (a callback re-entering the store). Pair every stmt_get with stmt_put. */
+static int stmt_get(struct sq *s, enum sq_stmt_id id, sqlite3_stmt **out)
+{
+    sqlite3_stmt *stmt = s->stmts[id];
+    unsigned int flags = 0;
+    int rc = 0;
+
+    *out = NULL;
+    if (stmt != NULL && !sqlite3_stmt_busy(stmt)) {
+        *out = stmt;
+        return 0;
+    }
+    flags = stmt == NULL ? SQLITE_PREPARE_PERSISTENT : 0;
+    stmt = NULL;
+    rc = sqlite3_prepare_v3(s->db, stmt_sql[id], -1, flags, &stmt, NULL);
+    if (rc != SQLITE_OK) {
+        rc = sq_err(s, rc, "prepare");
+        UTIL_ERROR(STORE_MOD, "prepare failed for: %s", stmt_sql[id]);
+        return rc;
+    }
+    if (s->stmts[id] == NULL)
+        s->stmts[id] = stmt;
+    *out = stmt;
+    return 0;
+}
+
+static void stmt_put(struct sq *s, enum sq_stmt_id id, sqlite3_stmt *stmt)
+{
+    if (stmt == NULL)
+        return;
+    if (stmt == s->stmts[id]) {
+        /* reset's return repeats the last step's error, which the caller already handled. */
+        (void)sqlite3_reset(stmt);
+        (void)sqlite3_clear_bindings(stmt); /* cannot fail on a valid statement */
+    } else {
+        (void)sqlite3_finalize(stmt); /* same: it only repeats the last step's error */
+    }
+}
+
+/* Runs one step: 0 with *row = 1 for a row, 0 with *row = 0 when done, else the mapped error. */
+static int step(struct sq *s, sqlite3_stmt *stmt, const char *op, int *row)
+{
+    int rc = sqlite3_step(stmt);
+
+    *row = 0;
+    if (rc == SQLITE_ROW) {
+        *row = 1;
+        return 0;
+    }
+    if (rc == SQLITE_DONE)
+        return 0;
+    return sq_err(s, rc, op);
+}
+
+/* A bind failed (out of memory, blob too big, or a programming error): map the connection's code.
+ */
+static int bind_err(struct sq *s, const char *op)
+{
+    return sq_err(s, sqlite3_extended_errcode(s->db), op);
+}
+
+/* Runs a statement that returns no rows (transaction control). */
+static int exec_stmt(struct sq *s, enum sq_stmt_id id, const char *op)
+{
+    sqlite3_stmt *stmt = NULL;
+    int row = 0;
+    int rc = 0;
+
+    rc = stmt_get(s, id, &stmt);
+    if (rc != 0)
+        goto out;
+    rc = step(s, stmt, op, &row);
+out:
+    stmt_put(s, id, stmt);
+    return rc;
+}
+
+/* ---- transactions --------------------------------------------------------------------------- */
+
+/* Opens the write transaction of one operation: BEGIN IMMEDIATE when none is open, else a
+ * savepoint inside the caller's transaction. */
+static int tx_start(struct sq *s, const char *op, enum tx_kind *kind)
+{
+    int rc = 0;
+
+    *kind = 0;
+    if (sqlite3_get_autocommit(s->db)) {
+        if (s->depth > 0) {
+            UTIL_ERROR(STORE_MOD,
+                       "%s: %s: the open transaction was aborted by an earlier error; "
+                       "roll it back",
+                       op, s->path);
+            return UTIL_ESTORE;
+        }
+        rc = exec_stmt(s, STORE_ST_BEGIN, op);
+        if (rc == 0)
+            *kind = STORE_TX_OUTER;
+        return rc;
+    }
+    rc = exec_stmt(s, STORE_ST_SAVEPOINT, op);
+    if (rc == 0)
+        *kind = STORE_TX_STEP;
+    return rc;
+}
+
+/* Undoes what the operation wrote. SQLite may already have rolled the whole transaction back after
+ * an I/O or disk-full error; then there is nothing left to undo here. */
+static void tx_undo(struct sq *s, enum tx_kind kind, const char *op)
+{
+    if (kind == 0 || sqlite3_get_autocommit(s->db))
+        return;
+    if (kind == STORE_TX_OUTER) {
+        (void)exec_stmt(s, STORE_ST_ROLLBACK,
+                        op); /* a failed rollback ends the transaction anyway */
+        return;
+    }
+    /* Rolling back to a savepoint keeps it open; release it too. A failure here was logged and
+     * leaves the enclosing transaction for the caller to roll back. */
+    (void)exec_stmt(s, STORE_ST_ROLLBACK_TO, op);
+    (void)exec_stmt(s, STORE_ST_RELEASE, op);
+}
+
+/* Ends the operation's transaction: commits (durably, for STORE_TX_OUTER) when rc is 0, else undoes
+ * it. Returns rc, or the commit's error. */
+static int tx_finish(struct sq *s, enum tx_kind kind, int rc, const char *op)
+{
+    if (kind == 0)
+        return rc;
+    if (rc != 0) {
+        tx_undo(s, kind, op);
+        return rc;
+    }
+    rc = exec_stmt(s, kind == STORE_TX_OUTER ? STORE_ST_COMMIT : STORE_ST_RELEASE, op);
+    if (rc != 0)
+        tx_undo(s, kind, op);
+    return rc;
+}
+
+/* Starts a read snapshot for an operation that reads several times and must see one state. */
+static int rx_start(struct sq *s, const char *op, int *opened)
+{
+    int rc = 0;
+
+    *opened = 0;
+    if (!sqlite3_get_autocommit(s->db))
+        return 0;
+    rc = exec_stmt(s, STORE_ST_BEGIN_READ, op);
+    if (rc == 0)
+        *opened = 1;
+    return rc;
+}
+
+static void rx_finish(struct sq *s, int opened, const char *op)
+{
+    if (opened && !sqlite3_get_autocommit(s->db))
+        (void)exec_stmt(s, STORE_ST_COMMIT, op); /* ends a read-only transaction; nothing to lose */
+}
+
+static int sq_begin(struct store *store)
+{
+    struct sq *s = sq_of(store);
+    enum tx_kind kind = 0;
+    int rc = 0;
+
+    rc = tx_start(s, "begin", &kind);
+    if (rc == 0)
+        s->depth++;
+    return rc;
+}
+
+static int sq_commit(struct store *store)
+{
+    struct sq *s = sq_of(store);
+    int rc = 0;
+
+    if (s->depth == 0) {
+        UTIL_ERROR(STORE_MOD, "commit: no transaction is open");
+        return UTIL_EINVAL;
+    }
+    if (sqlite3_get_autocommit(s->db)) {
+        UTIL_ERROR(STORE_MOD, "commit: %s: the transaction was aborted by an earlier error",
+                   s->path);
+        s->depth = 0;
+        return UTIL_ESTORE;
+    }
+    rc = tx_finish(s, s->depth == 1 ? STORE_TX_OUTER : STORE_TX_STEP, 0, "commit");
+    s->depth--;
+    if (rc != 0 && sqlite3_get_autocommit(s->db))
+        s->depth = 0;
+    return rc;
+}
+
+static int sq_rollback(struct store *store)
+{
+    struct sq *s = sq_of(store);
+
+    if (s->depth == 0) {
+        UTIL_ERROR(STORE_MOD, "rollback: no transaction is open");
+        return UTIL_EINVAL;
+    }
+    tx_undo(s, s->depth == 1 ? STORE_TX_OUTER : STORE_TX_STEP, "rollback");
+    s->depth--;
+    if (sqlite3_get_autocommit(s->db))
+        s->depth = 0;
+    return 0;
+}
+
+/* ---- open, migrate, close ------------------------------------------------------------------- */
+
+static int busy_ms_from_env(void)
+{
+    const char *env = getenv("PKIVA_STORE_BUSY_MS");
+    char *end = NULL;
+    long value = 0;
+
+    if (env == NULL || env[0] == '\0')
+        return STORE_BUSY_MS_DEFAULT;
+    errno = 0;
+    value = strtol(env, &end, 10);
+    if (errno != 0 || *end != '\0' || value < 0 || value > STORE_BUSY_MS_MAX) {
+        UTIL_WARN(STORE_MOD, "PKIVA_STORE_BUSY_MS=%s is not 0-%d; using %d ms", env,
+                  STORE_BUSY_MS_MAX, STORE_BUSY_MS_DEFAULT);
+        return STORE_BUSY_MS_DEFAULT;
+    }
+    return (int)value;
+}
+
+/* Runs SQL text with no parameters (pragmas, the schema). */
+static int exec_sql(struct sq *s, const char *sql, const char *op)
+{
+    int rc = sqlite3_exec(s->db, sql, NULL, NULL, NULL);
+
+    if (rc != SQLITE_OK)
+        return sq_err(s, rc, op);
+    return 0;
+}
+
+/* Reads a pragma or query that returns one integer. */
+static int query_int(struct sq *s, const char *sql, const char *op, int64_t *value)
+{
+    sqlite3_stmt *stmt = NULL;
+    int row = 0;
+    int rc = 0;
+
+    *value = 0;
+    rc = sqlite3_prepare_v2(s->db, sql, -1, &stmt, NULL);
+    if (rc != SQLITE_OK) {
+        rc = sq_err(s, rc, op);
+        goto out;
+    }
+    rc = step(s, stmt, op, &row);
+    if (rc == 0 && row)
+        *value = sqlite3_column_int64(stmt, 0);
+out:
+    (void)sqlite3_finalize(stmt); /* repeats the step's error, already handled */
+    return rc;
+}
+
+static int set_wal(struct sq *s)
+{
+    sqlite3_stmt *stmt = NULL;
+    const unsigned char *mode = NULL;
+    int row = 0;
+    int rc = 0;
+
+    rc = sqlite3_prepare_v2(s->db, "PRAGMA journal_mode = WAL", -1, &stmt, NULL);
+    if (rc != SQLITE_OK) {
+        rc = sq_err(s, rc, "set journal_mode");
+        goto out;
+    }
+    rc = step(s, stmt, "set journal_mode", &row);
+    if (rc != 0)
+        goto out;
+    mode = row ? sqlite3_column_text(stmt, 0) : NULL;
+    /* SQLite keeps the old mode where WAL is impossible (no shared memory, e.g. some network file
+     * systems); several processes could then not share the file safely, so refuse. */
+    if (mode == NULL || strcmp((const char *)mode, "wal") != 0) {
+        UTIL_ERROR(STORE_MOD, "open %s: cannot switch to WAL mode (journal_mode is %s)", s->path,
+                   mode != NULL ? (const char *)mode : "unknown");
+        rc = UTIL_ESTORE;
+        goto out;
+    }
+    rc = 0;
+out:
+    (void)sqlite3_finalize(stmt); /* repeats the step's error, already handled */
+    return rc;
+}
+
+/* Brings the schema to STORE_SCHEMA_VERSION. The version is read again under the write lock because
+ * another process may have migrated the file while this one waited. */
+static int migrate(struct sq *s, int readonly)
+{
+    char sql[64];
+    int64_t version = 0;
+    int64_t app_id = 0;
+    int64_t objects = 0;
+    int in_tx = 0;
+    int i = 0;
+    int rc = 0;
+
+    rc = query_int(s, "PRAGMA user_version", "read schema version", &version);
+    if (rc != 0)
+        goto out;
+    if (version == STORE_SCHEMA_VERSION)
+        goto out;
+    if (version > STORE_SCHEMA_VERSION) {
+        UTIL_ERROR(STORE_MOD,
+                   "open %s: schema version %" PRId64 " is newer than this pkiva (%d); "
+                   "upgrade pkiva",
+                   s->path, version, STORE_SCHEMA_VERSION);
+        rc = UTIL_ESTORE;
+        goto out;
+    }
+    if (readonly) {
+        UTIL_ERROR(STORE_MOD,
+                   "open %s: schema version %" PRId64 " needs migrating to %d; open it "
+                   "read-write once",
+                   s->path, version, STORE_SCHEMA_VERSION);
+        rc = UTIL_ESTORE;
+        goto out;
+    }
+    rc = exec_sql(s, "BEGIN IMMEDIATE", "migrate");
+    if (rc != 0)
+        goto out;
+    in_tx = 1;
+    rc = query_int(s, "PRAGMA user_version", "read schema version", &version);
+    if (rc != 0)
+        goto out;
+    if (version == 0) {
+        rc = query_int(s, "PRAGMA application_id", "read application id", &app_id);
+        if (rc == 0)
+            rc = query_int(s, "SELECT count(*) FROM sqlite_schema", "read schema", &objects);
+        if (rc != 0)
+            goto out;
+        if (objects != 0 && app_id != STORE_APPLICATION_ID) {
+            UTIL_ERROR(STORE_MOD, "open %s: not a pkiva database (it has other tables)", s->path);
+            rc = UTIL_ECONFIG;
+            goto out;
+        }
+        (void)snprintf(sql, sizeof(sql), "PRAGMA application_id = %d", STORE_APPLICATION_ID);
+        rc = exec_sql(s, sql, "set application id"); /* fits: sql is large enough by far */
+        if (rc != 0)
+            goto out;
+    }
+    for (i = (int)version; i < STORE_SCHEMA_VERSION; i++) {
+        rc = exec_sql(s, migrations[i], "migrate");
+        if (rc != 0) {
+            UTIL_ERROR(STORE_MOD, "open %s: migration to schema version %d failed", s->path, i + 1);
+            goto out;
+        }
+    }
+    (void)snprintf(sql, sizeof(sql), "PRAGMA user_version = %d", STORE_SCHEMA_VERSION);
+    rc = exec_sql(s, sql, "set schema version");
+    if (rc != 0)
+        goto out;
+    rc = exec_sql(s, "COMMIT", "migrate");
+    if (rc != 0)
+        goto out;
+    in_tx = 0;
+    if (version < STORE_SCHEMA_VERSION)
+        UTIL_INFO(STORE_MOD, "%s: schema migrated from version %" PRId64 " to %d", s->path, version,
+                  STORE_SCHEMA_VERSION);
+out:
+    if (in_tx && !sqlite3_get_autocommit(s->db))
+        (void)sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL); /* nothing else to do on failure */
+    return rc;
+}
+
+static void sq_close(struct store *store)
+{
+    struct sq *s = sq_of(store);
+    int i = 0;
+
+    if (s->depth > 0)
+        UTIL_WARN(STORE_MOD, "close %s: an explicit transaction was still open and is rolled back",
+                  s->path);
+    for (i = 0; i < STORE_ST_COUNT; i++)
+        (void)sqlite3_finalize(s->stmts[i]); /* NULL-safe; errors were reported by their steps */
+    if (s->db != NULL && sqlite3_close(s->db) != SQLITE_OK)
+        UTIL_ERROR(STORE_MOD, "close %s: %s", s->path, sqlite3_errmsg(s->db));
+    free(s->path);
+    free(s);
+}
+
+static const struct store__ops sq_ops;
+
+int store__sqlite_open(const char *path, int flags, struct store **out)
+{
+    struct sq *s = NULL;
+    struct stat st;
+    int readonly = (flags & STORE_OPEN_READONLY) != 0;
+    int oflags = SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_EXRESCODE;
+    int rc = 0;
+
+    *out = NULL;
+    s = calloc(1, sizeof(*s));
+    if (s == NULL) {
+        rc = UTIL_ENOMEM;
+        goto out;
+    }
+    s->base.ops = &sq_ops;
+    s->path = strdup(path);
+    if (s->path == NULL) {
+        rc = UTIL_ENOMEM;
+        goto out;
+    }
+    s->busy_ms = busy_ms_from_env();
+    if ((flags & STORE_OPEN_CREATE) == 0 && stat(path, &st) != 0) {
+        rc = util_errno(errno);
+        UTIL_ERROR(STORE_MOD, "open %s: %s", path, strerror(errno));
+        goto out;
+    }
+    if (readonly)
+        oflags |= SQLITE_OPEN_READONLY;
+    else
+        oflags |= SQLITE_OPEN_READWRITE | ((flags & STORE_OPEN_CREATE) ? SQLITE_OPEN_CREATE : 0);
+    rc = sqlite3_open_v2(path, &s->db, oflags, NULL);
+    if (rc != SQLITE_OK) {
+        if (s->db == NULL) {
+            UTIL_ERROR(STORE_MOD, "open %s: out of memory", path);
+            rc = UTIL_ENOMEM;
+            goto out;
+        }
+        rc = sq_err(s, rc, "open");
+        goto out;
+    }
+    (void)sqlite3_extended_result_codes(s->db, 1); /* always SQLITE_OK on an open handle */
+    (void)sqlite3_busy_timeout(s->db, s->busy_ms); /* same */
+    /* trusted_schema = OFF: the file may be writable by another process; do not let SQL functions
+     * in its schema run with our privileges. */
+    rc = exec_sql(s,
+                  "PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL; "
+                  "PRAGMA trusted_schema = OFF",
+                  "configure connection");
+    if (rc != 0)
+        goto out;
+    if (!readonly) {
+        rc = set_wal(s);
+        if (rc != 0)
+            goto out;
+    }
+    rc = migrate(s, readonly);
+    if (rc != 0)
+        goto out;
+    *out = &s->base;
+    s = NULL;
+out:
+    if (s != NULL)
+        sq_close(&s->base);
+    return rc;
+}
+
+static int sq_ping(struct store *store)
+{
+    struct sq *s = sq_of(store);
+    sqlite3_stmt *stmt = NULL;
+    int row = 0;
+    int rc = 0;
+
+    rc = stmt_get(s, STORE_ST_PING, &stmt);
+    if (rc == 0)
+        rc = step(s, stmt, "ping", &row);
+    stmt_put(s, STORE_ST_PING, stmt);
+    return rc;
+}
+
+/* ---- issuers -------------------------------------------------------------------------------- */
+
+/* Copies one issuer row (id, name, cert_der) into *out; the caller cleans it up. */
+static int read_issuer(sqlite3_stmt *stmt, struct store_issuer *out)
+{
+    const unsigned char *name = sqlite3_column_text(stmt, 1);
+    const void *der = sqlite3_column_blob(stmt, 2);
+    int der_len = sqlite3_column_bytes(stmt, 2);
+
+    memset(out, 0, sizeof(*out));
+    out->id = sqlite3_column_int64(stmt, 0);
+    if (name != NULL)
+        (void)snprintf(out->name, sizeof(out->name), "%s", (const char *)name); /* names are
+                                                                                  bounded at put */
+    if (der_len > 0) {
+        out->cert_der = malloc((size_t)der_len);
+        if (out->cert_der == NULL)
+            return UTIL_ENOMEM;
+        memcpy(out->cert_der, der, (size_t)der_len);
+        out->cert_len = (size_t)der_len;
+    }
+    return 0;
+}
+
+static int sq_issuer_put(struct store *store, const char *name, const unsigned char *cert_der,
+                         size_t cert_len, int64_t *id_out)
+{
+    static const char op[] = "issuer put";
+    struct sq *s = sq_of(store);
+    sqlite3_stmt *find = NULL;
+    sqlite3_stmt *insert = NULL;
+    enum tx_kind kind = 0;
+    int row = 0;
+    int rc = 0;
+
+    if (cert_len > INT32_MAX)
+        return UTIL_EINVAL;
+    rc = tx_start(s, op, &kind);
+    if (rc != 0)
+        goto out;
+    rc = stmt_get(s, STORE_ST_ISSUER_BY_NAME, &find);
+    if (rc != 0)
+        goto out;
+    if (sqlite3_bind_text(find, 1, name, -1, SQLITE_STATIC) != SQLITE_OK) {
+        rc = bind_err(s, op);
+        goto out;
+    }
+    rc = step(s, find, op, &row);
+    if (rc != 0)
+        goto out;
+    if (row) {
+        int same = (size_t)sqlite3_column_bytes(find, 2) == cert_len &&
+                   memcmp(sqlite3_column_blob(find, 2), cert_der, cert_len) == 0;
+        if (!same) {
+            UTIL_ERROR(STORE_MOD, "issuer %s is already registered with a different certificate",
+                       name);
+            rc = UTIL_EEXIST;
+            goto out;
+        }
+        *id_out = sqlite3_column_int64(find, 0);
+        goto out;
+    }
+    rc = stmt_get(s, STORE_ST_ISSUER_INSERT, &insert);
+    if (rc != 0)
+        goto out;
+    if (sqlite3_bind_text(insert, 1, name, -1, SQLITE_STATIC) != SQLITE_OK ||
+        sqlite3_bind_blob(insert, 2, cert_der, (int)cert_len, SQLITE_STATIC) != SQLITE_OK ||
+        sqlite3_bind_int64(insert, 3, util_now_ms()) != SQLITE_OK) {
+        rc = bind_err(s, op);
+        goto out;
+    }
+    rc = step(s, insert, op, &row);
+    if (rc != 0)
+        goto out;
+    *id_out = sqlite3_last_insert_rowid(s->db);
+    UTIL_INFO(STORE_MOD, "issuer %s registered with id %" PRId64, name, *id_out);
+out:
+    stmt_put(s, STORE_ST_ISSUER_BY_NAME, find);
+    stmt_put(s, STORE_ST_ISSUER_INSERT, insert);
+    return tx_finish(s, kind, rc, op);
+}
+
+static int sq_issuer_get(struct store *store, const char *name, struct store_issuer *out)
+{
+    static const char op[] = "issuer get";
+    struct sq *s = sq_of(store);
+    sqlite3_stmt *stmt = NULL;
+    int row = 0;
+    int rc = 0;
+
+    rc = stmt_get(s, STORE_ST_ISSUER_BY_NAME, &stmt);
+    if (rc != 0)
+        goto out;
+    if (sqlite3_bind_text(stmt, 1, name, -1, SQLITE_STATIC) != SQLITE_OK) {
+        rc = bind_err(s, op);
+        goto out;
+    }
+    rc = step(s, stmt, op, &row);
+    if (rc != 0)
+        goto out;
+    if (!row) {
+        rc = UTIL_ENOTFOUND;
+        goto out;
+    }
+    rc = read_issuer(stmt, out);
+    if (rc != 0)
+        store_issuer_cleanup(out);
+out:
+    stmt_put(s, STORE_ST_ISSUER_BY_NAME, stmt);
+    return rc;
+}
+
+static int sq_issuer_list(struct store *store,
+                          int (*fn)(void *ctx, const struct store_issuer *issuer), void *ctx)
+{
+    static const char op[] = "issuer list";
+    struct sq *s = sq_of(store);
+    sqlite3_stmt *stmt = NULL;
+    struct store_issuer issuer;
+    int row = 0;
+    int rc = 0;
+
+    memset(&issuer, 0, sizeof(issuer));
+    rc = stmt_get(s, STORE_ST_ISSUER_LIST, &stmt);
+    if (rc != 0)
+        goto out;
+    for (;;) {
+        rc = step(s, stmt, op, &row);
+        if (rc != 0 || !row)
+            goto out;
+        rc = read_issuer(stmt, &issuer);
+        if (rc == 0)
+            rc = fn(ctx, &issuer);
+        store_issuer_cleanup(&issuer);
+        if (rc != 0)
+            goto out;
+    }
+out:
+    stmt_put(s, STORE_ST_ISSUER_LIST, stmt);
+    return rc;
+}
+
+/* ---- certificates --------------------------------------------------------------------------- */
+
+/* Fills *c from the STORE_CERT_COLS columns starting at column first. */
+static int read_cert(struct sq *s, sqlite3_stmt *stmt, int first, struct store_cert *c)
+{
+    const void *serial = sqlite3_column_blob(stmt, first + 1);
+    int serial_len = sqlite3_column_bytes(stmt, first + 1);
+
+    memset(c, 0, sizeof(*c));
+    if (serial_len < 1 || serial_len > STORE_SERIAL_MAX) {
+        UTIL_ERROR(STORE_MOD, "%s: a certificate row has a serial of %d octets", s->path,
+                   serial_len);
+        return UTIL_ESTORE;
+    }
+    c->issuer_id = sqlite3_column_int64(stmt, first);
+    memcpy(c->serial, serial, (size_t)serial_len);
+    c->serial_len = (size_t)serial_len;
+    c->not_before = sqlite3_column_int64(stmt, first + 2);
+    c->not_after = sqlite3_column_int64(stmt, first + 3);
+    c->status = sqlite3_column_int(stmt, first + 4);
+    c->revoked_at = sqlite3_column_int64(stmt, first + 5);
+    c->reason = sqlite3_column_int(stmt, first + 6);
+    c->invalidity_date = sqlite3_column_int64(stmt, first + 7);
+    c->feed_id = sqlite3_column_int64(stmt, first + 8);
+    return 0;
+}
+
+/* Looks a certificate up; *found = 0 if absent. */
+static int cert_lookup(struct sq *s, int64_t issuer_id, const unsigned char *serial,
+                       size_t serial_len, const char *op, struct store_cert *out, int *found)
+{
+    sqlite3_stmt *stmt = NULL;
+    int row = 0;
+    int rc = 0;
+
+    *found = 0;
+    rc = stmt_get(s, STORE_ST_CERT_GET, &stmt);
+    if (rc != 0)
+        goto out;
+    if (sqlite3_bind_int64(stmt, 1, issuer_id) != SQLITE_OK ||
+        sqlite3_bind_blob(stmt, 2, serial, (int)serial_len, SQLITE_STATIC) != SQLITE_OK) {
+        rc = bind_err(s, op);
+        goto out;
+    }
+    rc = step(s, stmt, op, &row);
+    if (rc != 0 || !row)
+        goto out;
+    rc = read_cert(s, stmt, 0, out);
+    if (rc == 0)
+        *found = 1;
+out:
+    stmt_put(s, STORE_ST_CERT_GET, stmt);
+    return rc;
+}
+
+/* Appends one change to the feed and returns its id. */
+static int feed_append(struct sq *s, int kind, int64_t issuer_id, const unsigned char *serial,
+                       size_t serial_len, int64_t at_ms, const char *actor, const char *op,
+                       int64_t *feed_id)
+{
+    sqlite3_stmt *stmt = NULL;
+    int row = 0;
+    int rc = 0;
+
+    rc = stmt_get(s, STORE_ST_FEED_INSERT, &stmt);
+    if (rc != 0)
+        goto out;
+    if (sqlite3_bind_int(stmt, 1, kind) != SQLITE_OK ||
+        sqlite3_bind_int64(stmt, 2, issuer_id) != SQLITE_OK ||
+        sqlite3_bind_blob(stmt, 3, serial, (int)serial_len, SQLITE_STATIC) != SQLITE_OK ||
+        sqlite3_bind_int64(stmt, 4, at_ms) != SQLITE_OK ||
+        sqlite3_bind_text(stmt, 5, actor, -1, SQLITE_STATIC) != SQLITE_OK) {
+        rc = bind_err(s, op);
+        goto out;
+    }
+    rc = step(s, stmt, op, &row);
+    if (rc == 0)
+        *feed_id = sqlite3_last_insert_rowid(s->db);
+out:
+    stmt_put(s, STORE_ST_FEED_INSERT, stmt);
+    return rc;
+}
+
+/* Writes the certificate's new status and the id of the change that set it. */
+static int cert_set_status(struct sq *s, const struct store_cert *c, const char *op)
+{
+    sqlite3_stmt *stmt = NULL;
+    int row = 0;
+    int rc = 0;
+
+    rc = stmt_get(s, STORE_ST_CERT_SET_STATUS, &stmt);
+    if (rc != 0)
+        goto out;
+    if (sqlite3_bind_int64(stmt, 1, c->issuer_id) != SQLITE_OK ||
+        sqlite3_bind_blob(stmt, 2, c->serial, (int)c->serial_len, SQLITE_STATIC) != SQLITE_OK ||
+        sqlite3_bind_int(stmt, 3, c->status) != SQLITE_OK ||
+        sqlite3_bind_int64(stmt, 4, c->revoked_at) != SQLITE_OK ||
+        sqlite3_bind_int(stmt, 5, c->reason) != SQLITE_OK ||
+        sqlite3_bind_int64(stmt, 6, c->invalidity_date) != SQLITE_OK ||
+        sqlite3_bind_int64(stmt, 7, c->feed_id) != SQLITE_OK) {
+        rc = bind_err(s, op);
+        goto out;
+    }
+    rc = step(s, stmt, op, &row);
+    if (rc == 0 && sqlite3_changes(s->db) != 1) {
+        UTIL_ERROR(STORE_MOD, "%s: %s: certificate row vanished inside the transaction", op,
+                   s->path);
+        rc = UTIL_ESTORE;
+    }
+out:
+    stmt_put(s, STORE_ST_CERT_SET_STATUS, stmt);
+    return rc;
+}
+
+/* Records a revocation request for the SLA report; committed_at_ms is the time the write lock was
+ * held, i.e. just before the commit that makes it durable. */
+static int revocation_insert(struct sq *s, int64_t feed_id, const struct store_cert *c,
+                             const struct store_revocation *rev, int64_t committed_at_ms,
+                             const char *op)
+{
+    sqlite3_stmt *stmt = NULL;
+    int row = 0;
+    int rc = 0;
+
+    rc = stmt_get(s, STORE_ST_REVOCATION_INSERT, &stmt);
+    if (rc != 0)
+        goto out;
+    if (sqlite3_bind_int64(stmt, 1, feed_id) != SQLITE_OK ||
+        sqlite3_bind_int64(stmt, 2, c->issuer_id) != SQLITE_OK ||
+        sqlite3_bind_blob(stmt, 3, c->serial, (int)c->serial_len, SQLITE_STATIC) != SQLITE_OK ||
+        sqlite3_bind_int(stmt, 4, c->reason) != SQLITE_OK ||
+        sqlite3_bind_int64(stmt, 5, c->revoked_at) != SQLITE_OK ||
+        sqlite3_bind_int64(stmt, 6, c->invalidity_date) != SQLITE_OK ||
+        sqlite3_bind_text(stmt, 7, rev->request_id, -1, SQLITE_STATIC) != SQLITE_OK ||
+        sqlite3_bind_int64(stmt, 8,
+                           rev->received_at_ms != 0 ? rev->received_at_ms : committed_at_ms) !=
+            SQLITE_OK ||
+        sqlite3_bind_int64(stmt, 9, committed_at_ms) != SQLITE_OK ||
+        sqlite3_bind_text(stmt, 10, rev->actor != NULL ? rev->actor : "unknown", -1,
+                          SQLITE_STATIC) != SQLITE_OK) {
+        rc = bind_err(s, op);
+        goto out;
+    }
+    rc = step(s, stmt, op, &row);
+out:
+    stmt_put(s, STORE_ST_REVOCATION_INSERT, stmt);
+    return rc;
+}
+
+static int der_insert(struct sq *s, const unsigned char *der, size_t der_len, const char *op,
+                      int64_t *der_id)
+{
+    sqlite3_stmt *stmt = NULL;
+    int row = 0;
+    int rc = 0;
+
+    rc = stmt_get(s, STORE_ST_DER_INSERT, &stmt);
+    if (rc != 0)
+        goto out;
+    if (sqlite3_bind_blob(stmt, 1, der, (int)der_len, SQLITE_STATIC) != SQLITE_OK) {
+        rc = bind_err(s, op);
+        goto out;
+    }
+    rc = step(s, stmt, op, &row);
+    if (rc == 0)
+        *der_id = sqlite3_last_insert_rowid(s->db);
+out:
+    stmt_put(s, STORE_ST_DER_INSERT, stmt);
+    return rc;
+}
+
+static int sq_cert_add(struct store *store, const struct store_cert_new *cert,
+                       const struct store_revocation *rev, int64_t *feed_id_out, int *created_out)
+{
+    static const char op[] = "cert add";
+    struct sq *s = sq_of(store);
+    sqlite3_stmt *stmt = NULL;
+    struct store_cert c;
+    enum tx_kind kind = 0;
+    int64_t now_ms = 0;
+    int64_t der_id = 0;
+    int found = 0;
+    int row = 0;
+    int rc = 0;
+
+    *created_out = 0;
+    if (cert->cert_len > INT32_MAX)
+        return UTIL_EINVAL;
+    rc = tx_start(s, op, &kind);
+    if (rc != 0)
+        goto out;
+    rc = cert_lookup(s, cert->issuer_id, cert->serial, cert->serial_len, op, &c, &found);
+    if (rc != 0)
+        goto out;
+    if (found) {
+        *feed_id_out = c.feed_id;
+        goto out;
+    }
+    now_ms = util_now_ms();
+    memset(&c, 0, sizeof(c));
+    c.issuer_id = cert->issuer_id;
+    memcpy(c.serial, cert->serial, cert->serial_len);
+    c.serial_len = cert->serial_len;
+    c.not_before = cert->not_before;
+    c.not_after = cert->not_after;
+    c.status = STORE_GOOD;
+    c.reason = STORE_REASON_NONE;
+    if (rev != NULL) {
+        c.status = STORE_REVOKED;
+        c.reason = rev->reason;
+        c.revoked_at = rev->revoked_at != 0 ? rev->revoked_at : now_ms / 1000;
+        c.invalidity_date = rev->invalidity_date;
+    }
+    if (cert->cert_der != NULL && cert->cert_len > 0) {
+        rc = der_insert(s, cert->cert_der, cert->cert_len, op, &der_id);
+        if (rc != 0)
+            goto out;
+    }
+    rc = feed_append(s, rev != NULL ? STORE_CHANGE_REVOKE : STORE_CHANGE_ISSUE, c.issuer_id,
+                     c.serial, c.serial_len, now_ms, rev != NULL ? rev->actor : NULL, op,
+                     &c.feed_id);
+    if (rc != 0)
+        goto out;
+    rc = stmt_get(s, STORE_ST_CERT_INSERT, &stmt);
+    if (rc != 0)
+        goto out;
+    if (sqlite3_bind_int64(stmt, 1, c.issuer_id) != SQLITE_OK ||
+        sqlite3_bind_blob(stmt, 2, c.serial, (int)c.serial_len, SQLITE_STATIC) != SQLITE_OK ||
+        sqlite3_bind_int64(stmt, 3, c.not_before) != SQLITE_OK ||
+        sqlite3_bind_int64(stmt, 4, c.not_after) != SQLITE_OK ||
+        sqlite3_bind_int(stmt, 5, c.status) != SQLITE_OK ||
+        sqlite3_bind_int64(stmt, 6, c.revoked_at) != SQLITE_OK ||
+        sqlite3_bind_int(stmt, 7, c.reason) != SQLITE_OK ||
+        sqlite3_bind_int64(stmt, 8, c.invalidity_date) != SQLITE_OK ||
+        sqlite3_bind_int64(stmt, 9, c.feed_id) != SQLITE_OK ||
+        sqlite3_bind_text(stmt, 10, cert->subject, -1, SQLITE_STATIC) != SQLITE_OK ||
+        (der_id != 0 ? sqlite3_bind_int64(stmt, 11, der_id) : sqlite3_bind_null(stmt, 11)) !=
+            SQLITE_OK) {
+        rc = bind_err(s, op);
+        goto out;
+    }
+    rc = step(s, stmt, op, &row);
+    if (rc != 0)
+        goto out;
+    if (rev != NULL) {
+        rc = revocation_insert(s, c.feed_id, &c, rev, now_ms, op);
+        if (rc != 0)
+            goto out;
+    }
+    *feed_id_out = c.feed_id;
+    *created_out = 1;
+out:
+    stmt_put(s, STORE_ST_CERT_INSERT, stmt);
+    return tx_finish(s, kind, rc, op);
+}
+
+static int sq_cert_get(struct store *store, int64_t issuer_id, const unsigned char *serial,
+                       size_t serial_len, struct store_cert *out)
+{
+    int found = 0;
+    int rc = 0;
+
+    rc = cert_lookup(sq_of(store), issuer_id, serial, serial_len, "cert get", out, &found);
+    if (rc == 0 && !found)
+        rc = UTIL_ENOTFOUND;
+    return rc;
+}
+
+static int sq_cert_der(struct store *store, int64_t issuer_id, const unsigned char *serial,
+                       size_t serial_len, unsigned char **der, size_t *der_len)
+{
+    static const char op[] = "cert der";
+    struct sq *s = sq_of(store);
+    sqlite3_stmt *stmt = NULL;
+    const void *blob = NULL;
+    int len = 0;
+    int row = 0;
+    int rc = 0;
+
+    rc = stmt_get(s, STORE_ST_CERT_DER, &stmt);
+    if (rc != 0)
+        goto out;
+    if (sqlite3_bind_int64(stmt, 1, issuer_id) != SQLITE_OK ||
+        sqlite3_bind_blob(stmt, 2, serial, (int)serial_len, SQLITE_STATIC) != SQLITE_OK) {
+        rc = bind_err(s, op);
+        goto out;
+    }
+    rc = step(s, stmt, op, &row);
+    if (rc != 0)
+        goto out;
+    blob = row ? sqlite3_column_blob(stmt, 0) : NULL;
+    len = row ? sqlite3_column_bytes(stmt, 0) : 0;
+    if (blob == NULL || len <= 0) {
+        rc = UTIL_ENOTFOUND;
+        goto out;
+    }
+    *der = malloc((size_t)len);
+    if (*der == NULL) {
+        rc = UTIL_ENOMEM;
+        goto out;
+    }
+    memcpy(*der, blob, (size_t)len);
+    *der_len = (size_t)len;
+out:
+    stmt_put(s, STORE_ST_CERT_DER, stmt);
+    return rc;
+}
+
+static int sq_cert_iterate(struct store *store, int64_t issuer_id, int filter,
+                           int (*fn)(void *ctx, const struct store_cert *cert), void *ctx)
+{
+    static const char op[] = "cert iterate";
+    struct sq *s = sq_of(store);
+    sqlite3_stmt *stmt = NULL;
+    struct store_cert c;
+    enum sq_stmt_id id = 0;
+    int row = 0;
+    int rc = 0;
+
+    if (filter == STORE_ITER_REVOKED)
+        id = issuer_id > 0 ? STORE_ST_CERT_ITER_REVOKED_ISSUER : STORE_ST_CERT_ITER_REVOKED_ALL;
+    else
+        id = issuer_id > 0 ? STORE_ST_CERT_ITER_ISSUER : STORE_ST_CERT_ITER_ALL;
+    rc = stmt_get(s, id, &stmt);
+    if (rc != 0)
+        goto out;
+    if (issuer_id > 0 && sqlite3_bind_int64(stmt, 1, issuer_id) != SQLITE_OK) {
+        rc = bind_err(s, op);
+        goto out;
+    }
+    for (;;) {
+        rc = step(s, stmt, op, &row);
+        if (rc != 0 || !row)
+            goto out;
+        rc = read_cert(s, stmt, 0, &c);
+        if (rc == 0)
+            rc = fn(ctx, &c);
+        if (rc != 0)
+            goto out;
+    }
+out:
+    stmt_put(s, id, stmt);
+    return rc;
+}
+
+/* ---- revocation ----------------------------------------------------------------------------- */
+
+static int sq_revoke(struct store *store, const struct store_revocation *rev, int64_t *feed_id_out,
+                     int *changed_out)
+{
+    static const char op[] = "revoke";
+    struct sq *s = sq_of(store);
+    struct store_cert c;
+    enum tx_kind kind = 0;
+    int64_t now_ms = 0;
+    int found = 0;
+    int rc = 0;
+
+    *changed_out = 0;
+    rc = tx_start(s, op, &kind);
+    if (rc != 0)
+        goto out;
+    rc = cert_lookup(s, rev->issuer_id, rev->serial, rev->serial_len, op, &c, &found);
+    if (rc != 0)
+        goto out;
+    if (!found) {
+        rc = UTIL_ENOTFOUND;
+        goto out;
+    }
+    now_ms = util_now_ms();
+    if (c.status == STORE_REVOKED) {
+        if (c.reason == rev->reason) {
+            *feed_id_out = c.feed_id;
+            goto out;
+        }
+        if (c.reason != STORE_REASON_CERTIFICATE_HOLD) {
+            UTIL_WARN(STORE_MOD,
+                      "revoke: certificate already revoked (%s); only a hold may change "
+                      "reason",
+                      store_reason_name(c.reason));
+            rc = UTIL_EEXIST;
+            goto out;
+        }
+        /* A hold made permanent: the certificate has been unusable since the hold, so its
+         * revocation date stays unless the request names one. */
+        if (rev->revoked_at != 0)
+            c.revoked_at = rev->revoked_at;
+        if (rev->invalidity_date != 0)
+            c.invalidity_date = rev->invalidity_date;
+    } else {
+        c.status = STORE_REVOKED;
+        c.revoked_at = rev->revoked_at != 0 ? rev->revoked_at : now_ms / 1000;
+        c.invalidity_date = rev->invalidity_date;
+    }
+    c.reason = rev->reason;
+    rc = feed_append(s, STORE_CHANGE_REVOKE, c.issuer_id, c.serial, c.serial_len, now_ms,
+                     rev->actor, op, &c.feed_id);
+    if (rc == 0)
+        rc = cert_set_status(s, &c, op);
+    if (rc == 0)
+        rc = revocation_insert(s, c.feed_id, &c, rev, now_ms, op);
+    if (rc != 0)
+        goto out;
+    *feed_id_out = c.feed_id;
+    *changed_out = 1;
+out:
+    return tx_finish(s, kind, rc, op);
+}
+
+static int sq_unrevoke(struct store *store, int64_t issuer_id, const unsigned char *serial,
+                       size_t serial_len, const char *actor, int64_t *feed_id_out)
+{
+    static const char op[] = "unrevoke";
+    struct sq *s = sq_of(store);
+    struct store_cert c;
+    enum tx_kind kind = 0;
+    int found = 0;
+    int rc = 0;
+
+    rc = tx_start(s, op, &kind);
+    if (rc != 0)
+        goto out;
+    rc = cert_lookup(s, issuer_id, serial, serial_len, op, &c, &found);
+    if (rc != 0)
+        goto out;
+    if (!found) {
+        rc = UTIL_ENOTFOUND;
+        goto out;
+    }
+    if (c.status != STORE_REVOKED || c.reason != STORE_REASON_CERTIFICATE_HOLD) {
+        UTIL_WARN(STORE_MOD, "unrevoke: certificate is not on hold");
+        rc = UTIL_EINVAL;
+        goto out;
+    }
+    c.status = STORE_GOOD;
+    c.revoked_at = 0;
+    c.reason = STORE_REASON_NONE;
+    c.invalidity_date = 0;
+    rc = feed_append(s, STORE_CHANGE_UNREVOKE, issuer_id, serial, serial_len, util_now_ms(), actor,
+                     op, &c.feed_id);
+    if (rc == 0)
+        rc = cert_set_status(s, &c, op);
+    if (rc == 0)
+        *feed_id_out = c.feed_id;
+out:
+    return tx_finish(s, kind, rc, op);
+}
+
+/* ---- change feed ---------------------------------------------------------------------------- */
+
+static int sq_feed_read(struct store *store, int64_t after_id, int max,
+                        int (*fn)(void *ctx, const struct store_change *change), void *ctx)
+{
+    static const char op[] = "feed read";
+    struct sq *s = sq_of(store);
+    sqlite3_stmt *stmt = NULL;
+    struct store_change change;
+    int delivered = 0;
+    int row = 0;
+    int rc = 0;
+
+    rc = stmt_get(s, STORE_ST_FEED_READ, &stmt);
+    if (rc != 0)
+        goto out;
+    if (sqlite3_bind_int64(stmt, 1, after_id) != SQLITE_OK ||
+        sqlite3_bind_int(stmt, 2, max) != SQLITE_OK) {
+        rc = bind_err(s, op);
+        goto out;
+    }
+    for (;;) {
+        rc = step(s, stmt, op, &row);
+        if (rc != 0 || !row)
+            goto out;
+        memset(&change, 0, sizeof(change));
+        change.id = sqlite3_column_int64(stmt, 0);
+        change.kind = sqlite3_column_int(stmt, 1);
+        change.at_ms = sqlite3_column_int64(stmt, 2);
+        rc = read_cert(s, stmt, 3, &change.cert);
+        if (rc != 0)
+            goto out;
+        delivered++;
+        rc = fn(ctx, &change);
+        /* A negative return is the callback's error; a positive one just stops early. */
+        if (rc < 0)
+            goto out;
+        if (rc > 0) {
+            rc = 0;
+            goto out;
+        }
+    }
+out:
+    stmt_put(s, STORE_ST_FEED_READ, stmt);
+    return rc != 0 ? rc : delivered;
+}
+
+static int sq_feed_head(struct store *store, int64_t *id_out)
+{
+    struct sq *s = sq_of(store);
+    sqlite3_stmt *stmt = NULL;
+    int row = 0;
+    int rc = 0;
+
+    rc = stmt_get(s, STORE_ST_FEED_HEAD, &stmt);
+    if (rc != 0)
+        goto out;
+    rc = step(s, stmt, "feed head", &row);
+    if (rc == 0 && row)
+        *id_out = sqlite3_column_int64(stmt, 0);
+out:
+    stmt_put(s, STORE_ST_FEED_HEAD, stmt);
+    return rc;
+}
+
+/* ---- SLA ------------------------------------------------------------------------------------ */
+
+static int sq_sla_mark(struct store *store, int64_t feed_id, int stage, int64_t at_ms)
+{
+    static const char op[] = "sla mark";
+    struct sq *s = sq_of(store);
+    enum sq_stmt_id id = stage == STORE_SLA_OCSP ? STORE_ST_SLA_MARK_OCSP : STORE_ST_SLA_MARK_CRL;
+    sqlite3_stmt *mark = NULL;
+    sqlite3_stmt *exists = NULL;
+    enum tx_kind kind = 0;
+    int row = 0;
+    int rc = 0;
+
+    rc = tx_start(s, op, &kind);
+    if (rc != 0)
+        goto out;
+    rc = stmt_get(s, id, &mark);
+    if (rc != 0)
+        goto out;
+    if (sqlite3_bind_int64(mark, 1, feed_id) != SQLITE_OK ||
+        sqlite3_bind_int64(mark, 2, at_ms) != SQLITE_OK) {
+        rc = bind_err(s, op);
+        goto out;
+    }
+    rc = step(s, mark, op, &row);
+    if (rc != 0 || sqlite3_changes(s->db) == 1)
+        goto out;
+    /* Nothing updated: either it was marked before (fine, the first time stays) or there is no
+     * such revocation. */
+    rc = stmt_get(s, STORE_ST_SLA_EXISTS, &exists);
+    if (rc != 0)
+        goto out;
+    if (sqlite3_bind_int64(exists, 1, feed_id) != SQLITE_OK) {
+        rc = bind_err(s, op);
+        goto out;
+    }
+    rc = step(s, exists, op, &row);
+    if (rc == 0 && !row)
+        rc = UTIL_ENOTFOUND;
+out:
+    stmt_put(s, id, mark);
+    stmt_put(s, STORE_ST_SLA_EXISTS, exists);
+    return tx_finish(s, kind, rc, op);
+}
+
+static int sq_sla_mark_upto(struct store *store, int64_t issuer_id, int64_t up_to_feed_id,
+                            int stage, int64_t at_ms)
+{
+    static const char op[] = "sla mark up to";
+    struct sq *s = sq_of(store);
+    enum sq_stmt_id id = stage == STORE_SLA_OCSP ? STORE_ST_SLA_UPTO_OCSP : STORE_ST_SLA_UPTO_CRL;
+    sqlite3_stmt *stmt = NULL;
+    enum tx_kind kind = 0;
+    int row = 0;
+    int rc = 0;
+
+    rc = tx_start(s, op, &kind);
+    if (rc != 0)
+        goto out;
+    rc = stmt_get(s, id, &stmt);
+    if (rc != 0)
+        goto out;
+    if (sqlite3_bind_int64(stmt, 1, issuer_id) != SQLITE_OK ||
+        sqlite3_bind_int64(stmt, 2, up_to_feed_id) != SQLITE_OK ||
+        sqlite3_bind_int64(stmt, 3, at_ms) != SQLITE_OK) {
+        rc = bind_err(s, op);
+        goto out;
+    }
+    rc = step(s, stmt, op, &row);
+out:
+    stmt_put(s, id, stmt);
+    return tx_finish(s, kind, rc, op);
+}
+
+static int sq_sla_list(struct store *store, int open_only, int limit,
+                       int (*fn)(void *ctx, const struct store_sla_row *row), void *ctx)
+{
+    static const char op[] = "sla list";
+    struct sq *s = sq_of(store);
+    enum sq_stmt_id id = open_only ? STORE_ST_SLA_LIST_OPEN : STORE_ST_SLA_LIST_ALL;
+    sqlite3_stmt *stmt = NULL;
+    struct store_sla_row sla;
+    const void *serial = NULL;
+    int serial_len = 0;
+    int row = 0;
+    int rc = 0;
+
+    rc = stmt_get(s, id, &stmt);
+    if (rc != 0)
+        goto out;
+    /* SQLite reads a negative LIMIT as "no limit". */
+    if (sqlite3_bind_int(stmt, 1, limit > 0 ? limit : -1) != SQLITE_OK) {
+        rc = bind_err(s, op);
+        goto out;
+    }
+    for (;;) {
+        rc = step(s, stmt, op, &row);
+        if (rc != 0 || !row)
+            goto out;
+        memset(&sla, 0, sizeof(sla));
+        sla.feed_id = sqlite3_column_int64(stmt, 0);
+        sla.issuer_id = sqlite3_column_int64(stmt, 1);
+        serial = sqlite3_column_blob(stmt, 2);
+        serial_len = sqlite3_column_bytes(stmt, 2);
+        if (serial_len < 1 || serial_len > STORE_SERIAL_MAX) {
+            UTIL_ERROR(STORE_MOD, "%s: %s: revocation %" PRId64 " has a serial of %d octets", op,
+                       s->path, sla.feed_id, serial_len);
+            rc = UTIL_ESTORE;
+            goto out;
+        }
+        memcpy(sla.serial, serial, (size_t)serial_len);
+        sla.serial_len = (size_t)serial_len;
+        sla.request_id = (const char *)sqlite3_column_text(stmt, 3);
+        sla.received_at_ms = sqlite3_column_int64(stmt, 4);
+        sla.committed_at_ms = sqlite3_column_int64(stmt, 5);
+        sla.ocsp_at_ms = sqlite3_column_int64(stmt, 6);
+        sla.crl_at_ms = sqlite3_column_int64(stmt, 7);
+        rc = fn(ctx, &sla);
+        if (rc != 0)
+            goto out;
+    }
+out:
+    stmt_put(s, id, stmt);
+    return rc;
+}
+
+/* ---- CRLs ----------------------------------------------------------------------------------- */
+
+static int sq_crl_number_next(struct store *store, int64_t issuer_id, int64_t *number_out)
+{
+    static const char op[] = "crl number next";
+    struct sq *s = sq_of(store);
+    sqlite3_stmt *stmt = NULL;
+    enum tx_kind kind = 0;
+    int64_t number = 0;
+    int row = 0;
+    int rc = 0;
+
+    rc = tx_start(s, op, &kind);
+    if (rc != 0)
+        goto out;
+    rc = stmt_get(s, STORE_ST_CRL_NUMBER_NEXT, &stmt);
+    if (rc != 0)
+        goto out;
+    if (sqlite3_bind_int64(stmt, 1, issuer_id) != SQLITE_OK) {
+        rc = bind_err(s, op);
+        goto out;
+    }
+    rc = step(s, stmt, op, &row);
+    if (rc != 0)
+        goto out;
+    if (!row) {
+        rc = UTIL_ESTORE;
+        goto out;
+    }
+    number = sqlite3_column_int64(stmt, 0);
+    /* Step to the end so the statement is finished before the commit. */
+    rc = step(s, stmt, op, &row);
+out:
+    stmt_put(s, STORE_ST_CRL_NUMBER_NEXT, stmt);
+    rc = tx_finish(s, kind, rc, op);
+    if (rc == 0)
+        *number_out = number;
+    return rc;
+}
+
+static int sq_crl_save(struct store *store, const struct store_crl_record *crl)
+{
+    static const char op[] = "crl save";
+    struct sq *s = sq_of(store);
+    sqlite3_stmt *reserved = NULL;
+    sqlite3_stmt *insert = NULL;
+    enum tx_kind kind = 0;
+    int row = 0;
+    int rc = 0;
+
+    if (crl->der_len > INT32_MAX)
+        return UTIL_EINVAL;
+    rc = tx_start(s, op, &kind);
+    if (rc != 0)
+        goto out;
+    /* Saving a number that was never reserved would let a later reservation hand it out again. */
+    rc = stmt_get(s, STORE_ST_CRL_RESERVED, &reserved);
+    if (rc != 0)
+        goto out;
+    if (sqlite3_bind_int64(reserved, 1, crl->issuer_id) != SQLITE_OK) {
+        rc = bind_err(s, op);
+        goto out;
+    }
+    rc = step(s, reserved, op, &row);
+    if (rc != 0)
+        goto out;
+    if (!row || sqlite3_column_int64(reserved, 0) < crl->number) {
+        UTIL_ERROR(STORE_MOD,
+                   "crl save: number %" PRId64 " of issuer %" PRId64 " was never reserved",
+                   crl->number, crl->issuer_id);
+        rc = UTIL_EINVAL;
+        goto out;
+    }
+    rc = stmt_get(s, STORE_ST_CRL_INSERT, &insert);
+    if (rc != 0)
+        goto out;
+    if (sqlite3_bind_int64(insert, 1, crl->issuer_id) != SQLITE_OK ||
+        sqlite3_bind_int64(insert, 2, crl->number) != SQLITE_OK ||
+        sqlite3_bind_int64(insert, 3, crl->base_number) != SQLITE_OK ||
+        sqlite3_bind_int64(insert, 4, crl->this_update) != SQLITE_OK ||
+        sqlite3_bind_int64(insert, 5, crl->next_update) != SQLITE_OK ||
+        sqlite3_bind_int64(insert, 6, crl->feed_id) != SQLITE_OK ||
+        sqlite3_bind_blob(insert, 7, crl->der, (int)crl->der_len, SQLITE_STATIC) != SQLITE_OK ||
+        sqlite3_bind_int64(insert, 8, util_now_ms()) != SQLITE_OK) {
+        rc = bind_err(s, op);
+        goto out;
+    }
+    rc = step(s, insert, op, &row);
+out:
+    stmt_put(s, STORE_ST_CRL_RESERVED, reserved);
+    stmt_put(s, STORE_ST_CRL_INSERT, insert);
+    return tx_finish(s, kind, rc, op);
+}
+
+static int sq_crl_latest(struct store *store, int64_t issuer_id, int delta,
+                         struct store_crl_record *meta_out, unsigned char **der_out)
+{
+    static const char op[] = "crl latest";
+    struct sq *s = sq_of(store);
+    enum sq_stmt_id id = delta ? STORE_ST_CRL_LATEST_DELTA : STORE_ST_CRL_LATEST_FULL;
+    sqlite3_stmt *stmt = NULL;
+    unsigned char *der = NULL;
+    const void *blob = NULL;
+    int len = 0;
+    int row = 0;
+    int rc = 0;
+
+    rc = stmt_get(s, id, &stmt);
+    if (rc != 0)
+        goto out;
+    if (sqlite3_bind_int64(stmt, 1, issuer_id) != SQLITE_OK) {
+        rc = bind_err(s, op);
+        goto out;
+    }
+    rc = step(s, stmt, op, &row);
+    if (rc != 0)
+        goto out;
+    if (!row) {
+        rc = UTIL_ENOTFOUND;
+        goto out;
+    }
+    blob = sqlite3_column_blob(stmt, 5);
+    len = sqlite3_column_bytes(stmt, 5);
+    if (der_out != NULL && len > 0) {
+        der = malloc((size_t)len);
+        if (der == NULL) {
+            rc = UTIL_ENOMEM;
+            goto out;
+        }
+        memcpy(der, blob, (size_t)len);
+    }
+    meta_out->issuer_id = issuer_id;
+    meta_out->number = sqlite3_column_int64(stmt, 0);
+    meta_out->base_number = sqlite3_column_int64(stmt, 1);
+    meta_out->this_update = sqlite3_column_int64(stmt, 2);
+    meta_out->next_update = sqlite3_column_int64(stmt, 3);
+    meta_out->feed_id = sqlite3_column_int64(stmt, 4);
+    meta_out->der = der;
+    meta_out->der_len = (size_t)len;
+    if (der_out != NULL)
+        *der_out = der;
+    der = NULL;
+out:
+    free(der);
+    stmt_put(s, id, stmt);
+    return rc;
+}
+
+/* ---- TSA ------------------------------------------------------------------------------------ */
+
+static int sq_tsa_reserve(struct store *store, const char *unit, int64_t count, int64_t *first_out)
+{
+    static const char op[] = "tsa reserve";
+    struct sq *s = sq_of(store);
+    sqlite3_stmt *stmt = NULL;
+    enum tx_kind kind = 0;
+    int64_t first = 0;
+    int row = 0;
+    int rc = 0;
+
+    if (count >= INT64_MAX - 1)
+        return UTIL_EINVAL;
+    rc = tx_start(s, op, &kind);
+    if (rc != 0)
+        goto out;
+    rc = stmt_get(s, STORE_ST_TSA_RESERVE, &stmt);
+    if (rc != 0)
+        goto out;
+    if (sqlite3_bind_text(stmt, 1, unit, -1, SQLITE_STATIC) != SQLITE_OK ||
+        sqlite3_bind_int64(stmt, 2, count) != SQLITE_OK) {
+        rc = bind_err(s, op);
+        goto out;
+    }
+    rc = step(s, stmt, op, &row);
+    if (rc != 0)
+        goto out;
+    if (!row) {
+        UTIL_ERROR(STORE_MOD, "tsa reserve: serials of unit %s would overflow 64 bits", unit);
+        rc = UTIL_EINVAL;
+        goto out;
+    }
+    first = sqlite3_column_int64(stmt, 0);
+    rc = step(s, stmt, op, &row);
+out:
+    stmt_put(s, STORE_ST_TSA_RESERVE, stmt);
+    rc = tx_finish(s, kind, rc, op);
+    if (rc == 0)
+        *first_out = first;
+    return rc;
+}
+
+static int sq_tsa_log(struct store *store, const struct store_tsa_token *tokens, size_t n)
+{
+    static const char op[] = "tsa log";
+    struct sq *s = sq_of(store);
+    sqlite3_stmt *stmt = NULL;
+    enum tx_kind kind = 0;
+    size_t i = 0;
+    int row = 0;
+    int rc = 0;
+
+    rc = tx_start(s, op, &kind);
+    if (rc != 0)
+        goto out;
+    rc = stmt_get(s, STORE_ST_TSA_LOG, &stmt);
+    if (rc != 0)
+        goto out;
+    for (i = 0; i < n; i++) {
+        const struct store_tsa_token *t = &tokens[i];
+        if (t->imprint_len > INT32_MAX) {
+            rc = UTIL_EINVAL;
+            goto out;
+        }
+        (void)sqlite3_reset(stmt); /* the previous step succeeded; nothing to report */
+        /* A zero-length blob bound from a NULL pointer would be stored as NULL; "" keeps it a
+         * blob for the NOT NULL column. */
+        if (sqlite3_bind_text(stmt, 1, t->unit, -1, SQLITE_STATIC) != SQLITE_OK ||
+            sqlite3_bind_int64(stmt, 2, t->serial) != SQLITE_OK ||
+            sqlite3_bind_int64(stmt, 3, t->gen_time_ms) != SQLITE_OK ||
+            sqlite3_bind_text(stmt, 4, t->policy, -1, SQLITE_STATIC) != SQLITE_OK ||
+            sqlite3_bind_text(stmt, 5, t->imprint_alg, -1, SQLITE_STATIC) != SQLITE_OK ||
+            sqlite3_bind_blob(stmt, 6, t->imprint != NULL ? (const void *)t->imprint : "",
+                              (int)t->imprint_len, SQLITE_STATIC) != SQLITE_OK) {
+            rc = bind_err(s, op);
+            goto out;
+        }
+        rc = step(s, stmt, op, &row);
+        if (rc != 0) {
+            UTIL_ERROR(STORE_MOD,
+                       "tsa log: token %s/%" PRId64 " failed; none of the %zu tokens "
+                       "of this group is recorded",
+                       t->unit, t->serial, n);
+            goto out;
+        }
+    }
+out:
+    stmt_put(s, STORE_ST_TSA_LOG, stmt);
+    return tx_finish(s, kind, rc, op);
+}
+
+/* ---- audit ---------------------------------------------------------------------------------- */
+
+static int sq_audit_append(struct store *store, const char *actor, const char *action,
+                           const char *detail)
+{
+    static const char op[] = "audit append";
+    struct sq *s = sq_of(store);
+    sqlite3_stmt *last = NULL;
+    sqlite3_stmt *seq = NULL;
+    sqlite3_stmt *insert = NULL;
+    unsigned char prev[STORE_AUDIT_HASH_LEN];
+    unsigned char hash[STORE_AUDIT_HASH_LEN];
+    enum tx_kind kind = 0;
+    int64_t last_id = 0;
+    int64_t id = 0;
+    int64_t at_ms = 0;
+    int row = 0;
+    int rc = 0;
+
+    memset(prev, 0, sizeof(prev));
+    rc = tx_start(s, op, &kind);
+    if (rc != 0)
+        goto out;
+    rc = stmt_get(s, STORE_ST_AUDIT_LAST, &last);
+    if (rc == 0)
+        rc = step(s, last, op, &row);
+    if (rc != 0)
+        goto out;
+    if (row) {
+        if (sqlite3_column_bytes(last, 1) != STORE_AUDIT_HASH_LEN) {
+            UTIL_ERROR(STORE_MOD,
+                       "audit append: %s: the last record's hash is damaged; run the audit "
+                       "verification",
+                       s->path);
+            rc = UTIL_ESTORE;
+            goto out;
+        }
+        last_id = sqlite3_column_int64(last, 0);
+        memcpy(prev, sqlite3_column_blob(last, 1), STORE_AUDIT_HASH_LEN);
+    }
+    rc = stmt_get(s, STORE_ST_AUDIT_SEQ, &seq);
+    if (rc == 0)
+        rc = step(s, seq, op, &row);
+    if (rc != 0)
+        goto out;
+    /* Continue after the highest id ever used, so that a removed tail stays visible as a gap. */
+    id = (row && sqlite3_column_int64(seq, 0) > last_id ? sqlite3_column_int64(seq, 0) : last_id) +
+         1;
+    at_ms = util_now_ms();
+    rc = store__audit_hash(prev, id, at_ms, actor, action, detail, hash);
+    if (rc != 0)
+        goto out;
+    rc = stmt_get(s, STORE_ST_AUDIT_INSERT, &insert);
+    if (rc != 0)
+        goto out;
+    if (sqlite3_bind_int64(insert, 1, id) != SQLITE_OK ||
+        sqlite3_bind_int64(insert, 2, at_ms) != SQLITE_OK ||
+        sqlite3_bind_text(insert, 3, actor, -1, SQLITE_STATIC) != SQLITE_OK ||
+        sqlite3_bind_text(insert, 4, action, -1, SQLITE_STATIC) != SQLITE_OK ||
+        sqlite3_bind_text(insert, 5, detail, -1, SQLITE_STATIC) != SQLITE_OK ||
+        sqlite3_bind_blob(insert, 6, prev, sizeof(prev), SQLITE_STATIC) != SQLITE_OK ||
+        sqlite3_bind_blob(insert, 7, hash, sizeof(hash), SQLITE_STATIC) != SQLITE_OK) {
+        rc = bind_err(s, op);
+        goto out;
+    }
+    rc = step(s, insert, op, &row);
+out:
+    stmt_put(s, STORE_ST_AUDIT_LAST, last);
+    stmt_put(s, STORE_ST_AUDIT_SEQ, seq);
+    stmt_put(s, STORE_ST_AUDIT_INSERT, insert);
+    return tx_finish(s, kind, rc, op);
+}
+
+static int sq_audit_walk(struct store *store,
+                         int (*fn)(void *ctx, const struct store__audit_row *row), void *ctx,
+                         int64_t *last_id_out)
+{
+    static const char op[] = "audit walk";
+    struct sq *s = sq_of(store);
+    sqlite3_stmt *walk = NULL;
+    sqlite3_stmt *seq = NULL;
+    struct store__audit_row r;
+    int opened = 0;
+    int row = 0;
+    int rc = 0;
+
+    *last_id_out = 0;
+    /* One snapshot for the rows and the sequence, so that a concurrent append cannot look like a
+     * removed tail. */
+    rc = rx_start(s, op, &opened);
+    if (rc != 0)
+        goto out;
+    rc = stmt_get(s, STORE_ST_AUDIT_WALK, &walk);
+    if (rc != 0)
+        goto out;
+    for (;;) {
+        rc = step(s, walk, op, &row);
+        if (rc != 0 || !row)
+            break;
+        memset(&r, 0, sizeof(r));
+        r.id = sqlite3_column_int64(walk, 0);
+        r.at_ms = sqlite3_column_int64(walk, 1);
+        r.actor = (const char *)sqlite3_column_text(walk, 2);
+        r.action = (const char *)sqlite3_column_text(walk, 3);
+        r.detail = (const char *)sqlite3_column_text(walk, 4);
+        r.prev_hash = sqlite3_column_blob(walk, 5);
+        r.prev_hash_len = (size_t)sqlite3_column_bytes(walk, 5);
+        r.hash = sqlite3_column_blob(walk, 6);
+        r.hash_len = (size_t)sqlite3_column_bytes(walk, 6);
+        rc = fn(ctx, &r);
+        if (rc != 0)
+            goto out;
+    }
+    if (rc != 0)
+        goto out;
+    rc = stmt_get(s, STORE_ST_AUDIT_SEQ, &seq);
+    if (rc == 0)
+        rc = step(s, seq, op, &row);
+    if (rc == 0 && row)
+        *last_id_out = sqlite3_column_int64(seq, 0);
+out:
+    stmt_put(s, STORE_ST_AUDIT_WALK, walk);
+    stmt_put(s, STORE_ST_AUDIT_SEQ, seq);
+    rx_finish(s, opened, op);
+    return rc;
+}
+
+static const struct store__ops sq_ops = {
+    .name = "sqlite",
+    .close = sq_close,
+    .ping = sq_ping,
+    .begin = sq_begin,
+    .commit = sq_commit,
+    .rollback = sq_rollback,
+    .issuer_put = sq_issuer_put,
+    .issuer_get = sq_issuer_get,
+    .issuer_list = sq_issuer_list,
+    .cert_add = sq_cert_add,
+    .cert_get = sq_cert_get,
+    .cert_der = sq_cert_der,
+    .cert_iterate = sq_cert_iterate,
+    .revoke = sq_revoke,
+    .unrevoke = sq_unrevoke,
+    .feed_read = sq_feed_read,
+    .feed_head = sq_feed_head,
+    .sla_mark = sq_sla_mark,
+    .sla_mark_upto = sq_sla_mark_upto,
+    .sla_list = sq_sla_list,
+    .crl_number_next = sq_crl_number_next,
+    .crl_save = sq_crl_save,
+    .crl_latest = sq_crl_latest,
+    .tsa_reserve = sq_tsa_reserve,
+    .tsa_log = sq_tsa_log,
+    .audit_append = sq_audit_append,
+    .audit_walk = sq_audit_walk,
+};

@@ -1,0 +1,1396 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Tests of the store module against real SQLite files in a fresh temporary directory: schema and
+ * migrations, certificates and revocation semantics, the change feed seen across connections, CRL
+ * numbers and TSA serial blocks across reopen, connections and processes, the audit chain against
+ * raw tampering, SLA timestamps, bulk import from PEM/DER and index.txt, and lock timeouts. */
+#include <criterion/criterion.h>
+#include <openssl/bn.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <store/store.h>
+#include <support.h>
+#include <util/util.h>
+
+static char dir[64];
+static char db_path[128];
+
+static void setup(void)
+{
+    cr_assert_eq(ts_tmpdir(dir, sizeof(dir)), 0);
+    (void)snprintf(db_path, sizeof(db_path), "%s/store.db", dir);
+    (void)unsetenv("PKIVA_STORE_BUSY_MS");
+}
+
+static void teardown(void)
+{
+    ts_rmrf(dir);
+}
+
+TestSuite(store, .init = setup, .fini = teardown, .timeout = 120);
+
+/* ---- helpers -------------------------------------------------------------------------------- */
+
+static struct store *open_store(int flags)
+{
+    struct store *s = NULL;
+
+    cr_assert_eq(store_open_blocking(db_path, flags, &s), 0, "open %s", db_path);
+    cr_assert_not_null(s);
+    return s;
+}
+
+/* A raw connection that bypasses the store, to look at or tamper with the file. */
+static sqlite3 *raw_open(void)
+{
+    sqlite3 *db = NULL;
+
+    cr_assert_eq(sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    (void)sqlite3_busy_timeout(db, 5000);
+    return db;
+}
+
+static void raw_exec(const char *sql)
+{
+    sqlite3 *db = raw_open();
+
+    cr_assert_eq(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK, "%s: %s", sql,
+                 sqlite3_errmsg(db));
+    (void)sqlite3_close(db);
+}
+
+static int64_t raw_int(const char *sql)
+{
+    sqlite3 *db = raw_open();
+    sqlite3_stmt *st = NULL;
+    int64_t v = -1;
+
+    cr_assert_eq(sqlite3_prepare_v2(db, sql, -1, &st, NULL), SQLITE_OK, "%s", sql);
+    if (sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int64(st, 0);
+    (void)sqlite3_finalize(st);
+    (void)sqlite3_close(db);
+    return v;
+}
+
+static int64_t put_issuer(struct store *s, const char *name)
+{
+    unsigned char der[16];
+    int64_t id = 0;
+
+    memset(der, 0, sizeof(der));
+    (void)snprintf((char *)der, sizeof(der), "fake-%s", name);
+    cr_assert_eq(store_issuer_put_blocking(s, name, der, sizeof(der), &id), 0);
+    cr_assert_gt(id, 0);
+    return id;
+}
+
+static int64_t add_cert(struct store *s, int64_t issuer_id, const unsigned char *serial,
+                        size_t serial_len)
+{
+    struct store_cert_new cn = {.issuer_id = issuer_id,
+                                .serial = serial,
+                                .serial_len = serial_len,
+                                .not_before = 1700000000,
+                                .not_after = 1900000000,
+                                .subject = "CN=test"};
+    int64_t feed_id = 0;
+
+    cr_assert_eq(store_cert_add_blocking(s, &cn, &feed_id), 0);
+    cr_assert_gt(feed_id, 0);
+    return feed_id;
+}
+
+static int revoke_cert(struct store *s, int64_t issuer_id, const unsigned char *serial, size_t len,
+                       int reason, int64_t *feed_id)
+{
+    struct store_revocation rev = {.issuer_id = issuer_id,
+                                   .serial = serial,
+                                   .serial_len = len,
+                                   .reason = reason,
+                                   .actor = "test"};
+
+    return store_cert_revoke_blocking(s, &rev, feed_id);
+}
+
+static int64_t elapsed_ms(const struct timespec *start)
+{
+    struct timespec now;
+
+    (void)clock_gettime(CLOCK_MONOTONIC, &now);
+    return (int64_t)(now.tv_sec - start->tv_sec) * 1000 + (now.tv_nsec - start->tv_nsec) / 1000000;
+}
+
+/* ---- schema --------------------------------------------------------------------------------- */
+
+Test(store, migrations_create_schema_and_reopen_is_a_noop)
+{
+    struct store *s = open_store(STORE_OPEN_CREATE);
+    struct store_issuer issuer;
+    int64_t id = put_issuer(s, "demo-ca");
+
+    store_close(s);
+    cr_assert_eq(raw_int("PRAGMA user_version"), 1);
+    cr_assert_eq(raw_int("PRAGMA application_id"), 0x706b6976);
+    cr_assert_eq(raw_int("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name IN "
+                         "('issuers','certs','cert_ders','feed','revocations','crl_numbers',"
+                         "'crl_history','tsa_serials','tsa_tokens','audit')"),
+                 10);
+    cr_assert_eq(raw_int("SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND name IN "
+                         "('certs_revoked','revocations_open_ocsp','revocations_open_crl')"),
+                 3);
+    int64_t objects = raw_int("SELECT count(*) FROM sqlite_schema");
+
+    /* Reopening (without CREATE) neither re-runs nor duplicates anything and keeps the data. */
+    s = open_store(0);
+    cr_assert_eq(store_ping_blocking(s), 0);
+    cr_assert_eq(store_issuer_get_blocking(s, "demo-ca", &issuer), 0);
+    cr_assert_eq(issuer.id, id);
+    cr_assert_str_eq(issuer.name, "demo-ca");
+    cr_assert_eq(issuer.cert_len, 16);
+    store_issuer_cleanup(&issuer);
+    store_close(s);
+    cr_assert_eq(raw_int("PRAGMA user_version"), 1);
+    cr_assert_eq(raw_int("SELECT count(*) FROM sqlite_schema"), objects);
+
+    sqlite3 *db = raw_open();
+    sqlite3_stmt *st = NULL;
+    cr_assert_eq(sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, NULL), SQLITE_OK);
+    cr_assert_eq(sqlite3_step(st), SQLITE_ROW);
+    cr_assert_str_eq((const char *)sqlite3_column_text(st, 0), "wal");
+    (void)sqlite3_finalize(st);
+    (void)sqlite3_close(db);
+}
+
+Test(store, open_refuses_missing_newer_and_foreign_files)
+{
+    struct store *s = NULL;
+
+    cr_assert_eq(store_open_blocking(db_path, 0, &s), UTIL_ENOTFOUND);
+    cr_assert_null(s);
+    cr_assert_eq(store_open_blocking(db_path, STORE_OPEN_READONLY, &s), UTIL_ENOTFOUND);
+
+    s = open_store(STORE_OPEN_CREATE);
+    store_close(s);
+    raw_exec("PRAGMA user_version = 99");
+    cr_assert_eq(store_open_blocking(db_path, 0, &s), UTIL_ESTORE);
+    cr_assert_null(s);
+
+    /* Some other application's database is not taken over. */
+    (void)snprintf(db_path, sizeof(db_path), "%s/other.db", dir);
+    sqlite3 *db = NULL;
+    cr_assert_eq(sqlite3_open(db_path, &db), SQLITE_OK);
+    cr_assert_eq(sqlite3_exec(db, "CREATE TABLE foo (x)", NULL, NULL, NULL), SQLITE_OK);
+    (void)sqlite3_close(db);
+    cr_assert_eq(store_open_blocking(db_path, STORE_OPEN_CREATE, &s), UTIL_ECONFIG);
+    cr_assert_eq(store_open_blocking("postgresql://db/pkiva", 0, &s), UTIL_ECONFIG);
+}
+
+Test(store, readonly_reads_but_does_not_write)
+{
+    static const unsigned char serial[] = {0x01};
+    struct store *s = open_store(STORE_OPEN_CREATE);
+    int64_t issuer = put_issuer(s, "ca");
+    struct store_cert c;
+
+    add_cert(s, issuer, serial, sizeof(serial));
+    store_close(s);
+    s = open_store(STORE_OPEN_READONLY);
+    cr_assert_eq(store_cert_get_blocking(s, issuer, serial, sizeof(serial), &c), 0);
+    cr_assert_eq(revoke_cert(s, issuer, serial, sizeof(serial), STORE_REASON_SUPERSEDED, NULL),
+                 UTIL_EPERM);
+    store_close(s);
+}
+
+Test(store, reason_names)
+{
+    cr_assert_eq(store_reason_from_name("keyCompromise"), STORE_REASON_KEY_COMPROMISE);
+    cr_assert_eq(store_reason_from_name("KEYCOMPROMISE"), STORE_REASON_KEY_COMPROMISE);
+    cr_assert_eq(store_reason_from_name("CACompromise"), STORE_REASON_CA_COMPROMISE);
+    cr_assert_eq(store_reason_from_name("certificateHold"), STORE_REASON_CERTIFICATE_HOLD);
+    cr_assert_eq(store_reason_from_name("none"), STORE_REASON_NONE);
+    cr_assert_eq(store_reason_from_name("aACompromise"), STORE_REASON_AA_COMPROMISE);
+    cr_assert_eq(store_reason_from_name("bogus"), -2);
+    cr_assert_eq(store_reason_from_name(NULL), -2);
+    cr_assert_str_eq(store_reason_name(STORE_REASON_SUPERSEDED), "superseded");
+    cr_assert_str_eq(store_reason_name(STORE_REASON_NONE), "none");
+    cr_assert_str_eq(store_reason_name(7), "unknown");
+}
+
+/* ---- issuers and certificates --------------------------------------------------------------- */
+
+static int collect_issuer(void *ctx, const struct store_issuer *issuer)
+{
+    char *names = ctx;
+
+    strcat(names, issuer->name);
+    strcat(names, ";");
+    return 0;
+}
+
+Test(store, issuers_put_get_list)
+{
+    static const unsigned char other[] = {1, 2, 3};
+    struct store *s = open_store(STORE_OPEN_CREATE);
+    struct store_issuer issuer;
+    char names[128] = "";
+    int64_t a = put_issuer(s, "root-ca");
+    int64_t b = put_issuer(s, "sub.ca_2");
+    int64_t again = 0;
+
+    cr_assert_neq(a, b);
+    cr_assert_eq(put_issuer(s, "root-ca"), a, "same name and certificate: same id");
+    cr_assert_eq(store_issuer_put_blocking(s, "root-ca", other, sizeof(other), &again),
+                 UTIL_EEXIST);
+    cr_assert_eq(store_issuer_put_blocking(s, "bad name", other, sizeof(other), &again),
+                 UTIL_EINVAL);
+    cr_assert_eq(store_issuer_put_blocking(s, "", other, sizeof(other), &again), UTIL_EINVAL);
+    cr_assert_eq(store_issuer_get_blocking(s, "nope", &issuer), UTIL_ENOTFOUND);
+    cr_assert_eq(store_issuer_list_blocking(s, collect_issuer, names), 0);
+    cr_assert_str_eq(names, "root-ca;sub.ca_2;");
+    store_close(s);
+}
+
+struct collected {
+    int n;
+    struct store_cert certs[16];
+};
+
+static int collect_cert(void *ctx, const struct store_cert *cert)
+{
+    struct collected *c = ctx;
+
+    cr_assert_lt(c->n, 16);
+    c->certs[c->n++] = *cert;
+    return 0;
+}
+
+static int stop_after_one(void *ctx, const struct store_cert *cert)
+{
+    (void)cert;
+    (*(int *)ctx)++;
+    return 42;
+}
+
+Test(store, certs_add_get_der_iterate)
+{
+    static const unsigned char s1[] = {0x01};
+    static const unsigned char s2[] = {0x00, 0x80};
+    static const unsigned char s3[] = {0x7f, 0x02, 0x03};
+    static const unsigned char der[] = {0x30, 0x03, 0x02, 0x01, 0x05};
+    struct store *s = open_store(STORE_OPEN_CREATE);
+    int64_t ca1 = put_issuer(s, "ca1");
+    int64_t ca2 = put_issuer(s, "ca2");
+    struct store_cert_new cn = {.issuer_id = ca1,
+                                .serial = s2,
+                                .serial_len = sizeof(s2),
+                                .not_before = 1600000000,
+                                .not_after = 1800000000,
+                                .subject = "CN=x",
+                                .cert_der = der,
+                                .cert_len = sizeof(der)};
+    struct store_cert c;
+    struct collected all = {0};
+    unsigned char *got = NULL;
+    size_t got_len = 0;
+    int64_t f1 = 0, f2 = 0, f3 = 0, head = 0;
+    int calls = 0;
+
+    f1 = add_cert(s, ca1, s1, sizeof(s1));
+    cr_assert_eq(store_cert_add_blocking(s, &cn, &f2), 0);
+    f3 = add_cert(s, ca2, s3, sizeof(s3));
+    cr_assert(f1 < f2 && f2 < f3);
+
+    cr_assert_eq(store_cert_get_blocking(s, ca1, s2, sizeof(s2), &c), 0);
+    cr_assert_eq(c.issuer_id, ca1);
+    cr_assert_eq(c.serial_len, 2);
+    cr_assert_eq(memcmp(c.serial, s2, 2), 0);
+    cr_assert_eq(c.not_before, 1600000000);
+    cr_assert_eq(c.not_after, 1800000000);
+    cr_assert_eq(c.status, STORE_GOOD);
+    cr_assert_eq(c.reason, STORE_REASON_NONE);
+    cr_assert_eq(c.revoked_at, 0);
+    cr_assert_eq(c.feed_id, f2);
+    /* The serial is compared as bytes: 0x80 alone is a different (negative) number. */
+    cr_assert_eq(store_cert_get_blocking(s, ca1, s2 + 1, 1, &c), UTIL_ENOTFOUND);
+    cr_assert_eq(store_cert_get_blocking(s, ca2, s1, sizeof(s1), &c), UTIL_ENOTFOUND);
+
+    cr_assert_eq(store_cert_der_blocking(s, ca1, s2, sizeof(s2), &got, &got_len), 0);
+    cr_assert_eq(got_len, sizeof(der));
+    cr_assert_eq(memcmp(got, der, sizeof(der)), 0);
+    free(got);
+    cr_assert_eq(store_cert_der_blocking(s, ca1, s1, sizeof(s1), &got, &got_len), UTIL_ENOTFOUND);
+
+    /* Idempotent re-add: same feed id, nothing new in the feed. */
+    cn.not_after = 1;
+    cr_assert_eq(store_cert_add_blocking(s, &cn, &f1), 0);
+    cr_assert_eq(f1, f2);
+    cr_assert_eq(store_feed_head_blocking(s, &head), 0);
+    cr_assert_eq(head, f3);
+    cr_assert_eq(store_cert_get_blocking(s, ca1, s2, sizeof(s2), &c), 0);
+    cr_assert_eq(c.not_after, 1800000000, "an idempotent add changes nothing");
+
+    cr_assert_eq(store_cert_iterate_blocking(s, 0, STORE_ITER_ALL, collect_cert, &all), 0);
+    cr_assert_eq(all.n, 3);
+    cr_assert_eq(all.certs[0].issuer_id, ca1);
+    cr_assert_eq(all.certs[0].serial[0], 0x00, "0x0080 sorts before 0x01");
+    cr_assert_eq(all.certs[1].serial[0], 0x01);
+    cr_assert_eq(all.certs[2].issuer_id, ca2);
+    memset(&all, 0, sizeof(all));
+    cr_assert_eq(store_cert_iterate_blocking(s, ca2, STORE_ITER_ALL, collect_cert, &all), 0);
+    cr_assert_eq(all.n, 1);
+    memset(&all, 0, sizeof(all));
+    cr_assert_eq(store_cert_iterate_blocking(s, 0, STORE_ITER_REVOKED, collect_cert, &all), 0);
+    cr_assert_eq(all.n, 0);
+    cr_assert_eq(store_cert_iterate_blocking(s, 0, STORE_ITER_ALL, stop_after_one, &calls), 42);
+    cr_assert_eq(calls, 1);
+    store_close(s);
+}
+
+Test(store, cert_add_rejects_bad_input)
+{
+    unsigned char big[STORE_SERIAL_MAX + 1];
+    struct store *s = open_store(STORE_OPEN_CREATE);
+    int64_t ca = put_issuer(s, "ca");
+    struct store_cert_new cn = {.issuer_id = ca + 100, .serial = big, .serial_len = 1};
+    int64_t head = -1;
+
+    memset(big, 1, sizeof(big));
+    cr_assert_eq(store_cert_add_blocking(s, &cn, NULL), UTIL_ENOTFOUND, "unknown issuer");
+    cn.issuer_id = ca;
+    cn.serial_len = sizeof(big);
+    cr_assert_eq(store_cert_add_blocking(s, &cn, NULL), UTIL_EINVAL);
+    cn.serial_len = 0;
+    cr_assert_eq(store_cert_add_blocking(s, &cn, NULL), UTIL_EINVAL);
+    cr_assert_eq(store_feed_head_blocking(s, &head), 0);
+    cr_assert_eq(head, 0, "a failed add leaves no feed row behind");
+    store_close(s);
+}
+
+struct reentry {
+    struct store *store;
+    int64_t issuer_id;
+    int outer, inner;
+};
+
+static int count_inner(void *ctx, const struct store_cert *cert)
+{
+    (void)cert;
+    ((struct reentry *)ctx)->inner++;
+    return 0;
+}
+
+/* Re-enters the store from inside a walk: the same walk again (its cached statement is busy) and a
+ * write. */
+static int reenter(void *ctx, const struct store_cert *cert)
+{
+    struct reentry *r = ctx;
+
+    r->outer++;
+    cr_assert_eq(store_cert_iterate_blocking(r->store, 0, STORE_ITER_ALL, count_inner, r), 0);
+    cr_assert_eq(revoke_cert(r->store, r->issuer_id, cert->serial, cert->serial_len,
+                             STORE_REASON_SUPERSEDED, NULL),
+                 0);
+    return 0;
+}
+
+Test(store, callbacks_may_reenter_the_store)
+{
+    struct store *s = open_store(STORE_OPEN_CREATE);
+    struct reentry r = {.store = s};
+    struct collected revoked = {0};
+
+    r.issuer_id = put_issuer(s, "ca");
+    add_cert(s, r.issuer_id, (const unsigned char *)"\x01", 1);
+    add_cert(s, r.issuer_id, (const unsigned char *)"\x02", 1);
+    cr_assert_eq(store_cert_iterate_blocking(s, 0, STORE_ITER_ALL, reenter, &r), 0);
+    cr_assert_eq(r.outer, 2);
+    cr_assert_eq(r.inner, 4);
+    cr_assert_eq(store_cert_iterate_blocking(s, 0, STORE_ITER_REVOKED, collect_cert, &revoked), 0);
+    cr_assert_eq(revoked.n, 2);
+    store_close(s);
+}
+
+/* ---- revocation ----------------------------------------------------------------------------- */
+
+Test(store, revoke_semantics)
+{
+    static const unsigned char a[] = {0x0a};
+    static const unsigned char b[] = {0x0b};
+    static const unsigned char unknown[] = {0x0c};
+    struct store *s = open_store(STORE_OPEN_CREATE);
+    int64_t ca = put_issuer(s, "ca");
+    struct store_revocation rev = {.issuer_id = ca,
+                                   .serial = a,
+                                   .serial_len = 1,
+                                   .reason = STORE_REASON_KEY_COMPROMISE,
+                                   .revoked_at = 1700000100,
+                                   .invalidity_date = 1700000000,
+                                   .request_id = "REQ-1",
+                                   .actor = "cli:root"};
+    struct store_cert c;
+    struct collected revoked = {0};
+    int64_t f1 = 0, f2 = 0, f3 = 0, f4 = 0, head = 0;
+
+    add_cert(s, ca, a, 1);
+    add_cert(s, ca, b, 1);
+    cr_assert_eq(revoke_cert(s, ca, unknown, 1, STORE_REASON_KEY_COMPROMISE, &f1), UTIL_ENOTFOUND);
+    cr_assert_eq(revoke_cert(s, ca, a, 1, STORE_REASON_REMOVE_FROM_CRL, &f1), UTIL_EINVAL);
+    cr_assert_eq(revoke_cert(s, ca, a, 1, 7, &f1), UTIL_EINVAL);
+
+    cr_assert_eq(store_cert_revoke_blocking(s, &rev, &f1), 0);
+    cr_assert_eq(store_cert_get_blocking(s, ca, a, 1, &c), 0);
+    cr_assert_eq(c.status, STORE_REVOKED);
+    cr_assert_eq(c.reason, STORE_REASON_KEY_COMPROMISE);
+    cr_assert_eq(c.revoked_at, 1700000100);
+    cr_assert_eq(c.invalidity_date, 1700000000);
+    cr_assert_eq(c.feed_id, f1);
+
+    /* Same reason again: idempotent, same feed id, no new change. */
+    rev.revoked_at = 0;
+    cr_assert_eq(store_cert_revoke_blocking(s, &rev, &f2), 0);
+    cr_assert_eq(f2, f1);
+    cr_assert_eq(store_feed_head_blocking(s, &head), 0);
+    cr_assert_eq(head, f1);
+    /* A different reason on a non-hold revocation is refused. */
+    cr_assert_eq(revoke_cert(s, ca, a, 1, STORE_REASON_SUPERSEDED, &f2), UTIL_EEXIST);
+
+    /* Hold, then made permanent: a new change, revocation date of the hold kept. */
+    cr_assert_eq(revoke_cert(s, ca, b, 1, STORE_REASON_CERTIFICATE_HOLD, &f3), 0);
+    cr_assert_gt(f3, f1);
+    cr_assert_eq(store_cert_get_blocking(s, ca, b, 1, &c), 0);
+    int64_t hold_date = c.revoked_at;
+    cr_assert_gt(hold_date, 0);
+    cr_assert_eq(revoke_cert(s, ca, b, 1, STORE_REASON_CERTIFICATE_HOLD, &f4), 0);
+    cr_assert_eq(f4, f3, "repeating the hold is idempotent");
+    cr_assert_eq(revoke_cert(s, ca, b, 1, STORE_REASON_KEY_COMPROMISE, &f4), 0);
+    cr_assert_gt(f4, f3);
+    cr_assert_eq(store_cert_get_blocking(s, ca, b, 1, &c), 0);
+    cr_assert_eq(c.reason, STORE_REASON_KEY_COMPROMISE);
+    cr_assert_eq(c.revoked_at, hold_date);
+    cr_assert_eq(c.feed_id, f4);
+    cr_assert_eq(revoke_cert(s, ca, b, 1, STORE_REASON_CERTIFICATE_HOLD, &f4), UTIL_EEXIST);
+
+    cr_assert_eq(store_cert_iterate_blocking(s, ca, STORE_ITER_REVOKED, collect_cert, &revoked), 0);
+    cr_assert_eq(revoked.n, 2);
+    store_close(s);
+    cr_assert_eq(raw_int("SELECT count(*) FROM revocations"), 3);
+    cr_assert_eq(raw_int("SELECT count(*) FROM revocations WHERE request_id = 'REQ-1' AND "
+                         "actor = 'cli:root' AND committed_at_ms >= received_at_ms"),
+                 1);
+}
+
+Test(store, unrevoke_only_from_hold)
+{
+    static const unsigned char a[] = {0x01};
+    static const unsigned char b[] = {0x02};
+    static const unsigned char unknown[] = {0x03};
+    struct store *s = open_store(STORE_OPEN_CREATE);
+    int64_t ca = put_issuer(s, "ca");
+    struct store_cert c;
+    int64_t hold = 0, released = 0, f = 0;
+
+    add_cert(s, ca, a, 1);
+    add_cert(s, ca, b, 1);
+    cr_assert_eq(store_cert_unrevoke_blocking(s, ca, a, 1, "t", &f), UTIL_EINVAL, "good cert");
+    cr_assert_eq(store_cert_unrevoke_blocking(s, ca, unknown, 1, "t", &f), UTIL_ENOTFOUND);
+    cr_assert_eq(revoke_cert(s, ca, b, 1, STORE_REASON_SUPERSEDED, &f), 0);
+    cr_assert_eq(store_cert_unrevoke_blocking(s, ca, b, 1, "t", &f), UTIL_EINVAL, "not a hold");
+
+    cr_assert_eq(revoke_cert(s, ca, a, 1, STORE_REASON_CERTIFICATE_HOLD, &hold), 0);
+    cr_assert_eq(store_cert_unrevoke_blocking(s, ca, a, 1, "admin", &released), 0);
+    cr_assert_gt(released, hold);
+    cr_assert_eq(store_cert_get_blocking(s, ca, a, 1, &c), 0);
+    cr_assert_eq(c.status, STORE_GOOD);
+    cr_assert_eq(c.reason, STORE_REASON_NONE);
+    cr_assert_eq(c.revoked_at, 0);
+    cr_assert_eq(c.feed_id, released);
+    cr_assert_eq(store_cert_unrevoke_blocking(s, ca, a, 1, "admin", &f), UTIL_EINVAL);
+    store_close(s);
+    cr_assert_eq(raw_int("SELECT kind FROM feed ORDER BY id DESC LIMIT 1"), STORE_CHANGE_UNREVOKE);
+}
+
+/* ---- change feed ---------------------------------------------------------------------------- */
+
+struct changes {
+    int n;
+    struct store_change c[16];
+};
+
+static int collect_change(void *ctx, const struct store_change *change)
+{
+    struct changes *ch = ctx;
+
+    cr_assert_lt(ch->n, 16);
+    ch->c[ch->n++] = *change;
+    return 0;
+}
+
+Test(store, feed_is_ordered_and_sees_other_connections)
+{
+    static const unsigned char a[] = {0x01};
+    static const unsigned char b[] = {0x02};
+    struct store *s1 = open_store(STORE_OPEN_CREATE);
+    struct store *s2 = open_store(0); /* a second connection, as another process would have */
+    int64_t ca = put_issuer(s1, "ca");
+    struct changes ch = {0};
+    int64_t f1 = 0, f2 = 0, f3 = 0, head = 0;
+
+    cr_assert_eq(store_feed_read_blocking(s1, 0, 10, collect_change, &ch), 0);
+    cr_assert_eq(store_feed_head_blocking(s1, &head), 0);
+    cr_assert_eq(head, 0);
+
+    f1 = add_cert(s1, ca, a, 1);
+    f2 = add_cert(s2, ca, b, 1);
+    cr_assert_eq(revoke_cert(s1, ca, a, 1, STORE_REASON_SUPERSEDED, &f3), 0);
+    cr_assert(f1 < f2 && f2 < f3);
+
+    cr_assert_eq(store_feed_read_blocking(s1, 0, 10, collect_change, &ch), 3);
+    cr_assert_eq(ch.c[0].id, f1);
+    cr_assert_eq(ch.c[0].kind, STORE_CHANGE_ISSUE);
+    cr_assert_eq(ch.c[0].cert.status, STORE_REVOKED, "the state as it is now");
+    cr_assert_eq(ch.c[1].id, f2);
+    cr_assert_eq(ch.c[1].cert.serial[0], 0x02);
+    cr_assert_eq(ch.c[2].id, f3);
+    cr_assert_eq(ch.c[2].kind, STORE_CHANGE_REVOKE);
+    cr_assert_gt(ch.c[2].at_ms, 0);
+
+    memset(&ch, 0, sizeof(ch));
+    cr_assert_eq(store_feed_read_blocking(s2, f1, 10, collect_change, &ch), 2);
+    cr_assert_eq(ch.c[0].id, f2);
+    memset(&ch, 0, sizeof(ch));
+    cr_assert_eq(store_feed_read_blocking(s2, 0, 1, collect_change, &ch), 1);
+    cr_assert_eq(store_feed_read_blocking(s2, f3, 10, collect_change, &ch), 0);
+    cr_assert_eq(store_feed_head_blocking(s2, &head), 0);
+    cr_assert_eq(head, f3);
+
+    /* A change written by s2 after s1 last read is delivered to s1's next read. */
+    memset(&ch, 0, sizeof(ch));
+    cr_assert_eq(revoke_cert(s2, ca, b, 1, STORE_REASON_CESSATION, &f1), 0);
+    cr_assert_eq(store_feed_read_blocking(s1, f3, 10, collect_change, &ch), 1);
+    cr_assert_eq(ch.c[0].id, f1);
+    cr_assert_eq(ch.c[0].cert.reason, STORE_REASON_CESSATION);
+    store_close(s1);
+    store_close(s2);
+
+    /* Ids are never reused, even when the newest feed rows are gone. */
+    raw_exec("PRAGMA foreign_keys = OFF; DELETE FROM revocations WHERE feed_id = "
+             "(SELECT max(id) FROM feed); DELETE FROM feed WHERE id = (SELECT max(id) FROM feed)");
+    s1 = open_store(0);
+    cr_assert_eq(add_cert(s1, ca, (const unsigned char *)"\x03", 1), f1 + 1);
+    store_close(s1);
+}
+
+/* ---- transactions --------------------------------------------------------------------------- */
+
+Test(store, explicit_transactions_nest_and_join)
+{
+    static const unsigned char a[] = {0x01};
+    static const unsigned char b[] = {0x02};
+    static const unsigned char c3[] = {0x03};
+    struct store *s = open_store(STORE_OPEN_CREATE);
+    struct store *other = open_store(0);
+    int64_t ca = put_issuer(s, "ca");
+    struct store_cert c;
+    int64_t f = 0;
+
+    cr_assert_eq(store_commit_blocking(s), UTIL_EINVAL);
+    cr_assert_eq(store_rollback_blocking(s), UTIL_EINVAL);
+
+    cr_assert_eq(store_begin_blocking(s), 0);
+    add_cert(s, ca, a, 1);
+    /* Not committed yet: another connection does not see it. */
+    cr_assert_eq(store_cert_get_blocking(other, ca, a, 1, &c), UTIL_ENOTFOUND);
+    cr_assert_eq(store_begin_blocking(s), 0);
+    add_cert(s, ca, b, 1);
+    cr_assert_eq(store_rollback_blocking(s), 0); /* inner only */
+    /* A refused step inside the transaction is undone alone. */
+    cr_assert_eq(revoke_cert(s, ca, c3, 1, STORE_REASON_SUPERSEDED, &f), UTIL_ENOTFOUND);
+    cr_assert_eq(revoke_cert(s, ca, a, 1, STORE_REASON_SUPERSEDED, &f), 0);
+    cr_assert_eq(revoke_cert(s, ca, a, 1, STORE_REASON_KEY_COMPROMISE, &f), UTIL_EEXIST);
+    cr_assert_eq(store_commit_blocking(s), 0);
+
+    cr_assert_eq(store_cert_get_blocking(other, ca, a, 1, &c), 0);
+    cr_assert_eq(c.reason, STORE_REASON_SUPERSEDED);
+    cr_assert_eq(store_cert_get_blocking(other, ca, b, 1, &c), UTIL_ENOTFOUND);
+
+    cr_assert_eq(store_begin_blocking(s), 0);
+    add_cert(s, ca, c3, 1);
+    cr_assert_eq(store_rollback_blocking(s), 0);
+    cr_assert_eq(store_cert_get_blocking(other, ca, c3, 1, &c), UTIL_ENOTFOUND);
+    store_close(s);
+    store_close(other);
+}
+
+Test(store, locked_database_fails_fast_with_elocked)
+{
+    static const unsigned char a[] = {0x01};
+    struct store *s = NULL;
+    struct store_cert c;
+    struct timespec start;
+    int64_t ca = 0;
+    int64_t took = 0;
+    int rc = 0;
+
+    cr_assert_eq(setenv("PKIVA_STORE_BUSY_MS", "300", 1), 0);
+    s = open_store(STORE_OPEN_CREATE);
+    ca = put_issuer(s, "ca");
+    add_cert(s, ca, a, 1);
+
+    sqlite3 *holder = raw_open();
+    cr_assert_eq(sqlite3_exec(holder, "BEGIN EXCLUSIVE; INSERT INTO tsa_serials VALUES ('x', 5)",
+                              NULL, NULL, NULL),
+                 SQLITE_OK);
+    (void)clock_gettime(CLOCK_MONOTONIC, &start);
+    rc = revoke_cert(s, ca, a, 1, STORE_REASON_SUPERSEDED, NULL);
+    took = elapsed_ms(&start);
+    cr_assert_eq(rc, UTIL_ELOCKED, "got %d", rc);
+    cr_assert_geq(took, 250, "waited the busy timeout (%lld ms)", (long long)took);
+    cr_assert_lt(took, 3000, "did not hang (%lld ms)", (long long)took);
+    /* WAL: readers are not blocked by the writer. */
+    cr_assert_eq(store_cert_get_blocking(s, ca, a, 1, &c), 0);
+    cr_assert_eq(c.status, STORE_GOOD, "the failed revoke left nothing behind");
+
+    cr_assert_eq(sqlite3_exec(holder, "COMMIT", NULL, NULL, NULL), SQLITE_OK);
+    (void)sqlite3_close(holder);
+    cr_assert_eq(revoke_cert(s, ca, a, 1, STORE_REASON_SUPERSEDED, NULL), 0);
+    store_close(s);
+}
+
+/* ---- SLA ------------------------------------------------------------------------------------ */
+
+struct sla_rows {
+    int n;
+    struct store_sla_row r[8];
+    char request_ids[8][16];
+};
+
+static int collect_sla(void *ctx, const struct store_sla_row *row)
+{
+    struct sla_rows *rows = ctx;
+
+    cr_assert_lt(rows->n, 8);
+    rows->r[rows->n] = *row;
+    (void)snprintf(rows->request_ids[rows->n], 16, "%s", row->request_id ? row->request_id : "-");
+    rows->r[rows->n].request_id = NULL;
+    rows->n++;
+    return 0;
+}
+
+Test(store, sla_mark_and_list)
+{
+    static const unsigned char serials[3][1] = {{1}, {2}, {3}};
+    struct store *s = open_store(STORE_OPEN_CREATE);
+    int64_t ca = put_issuer(s, "ca");
+    int64_t ca2 = put_issuer(s, "ca2");
+    int64_t feed[3] = {0};
+    struct sla_rows rows = {0};
+    char id[16];
+
+    for (int i = 0; i < 3; i++) {
+        struct store_revocation rev = {.issuer_id = i == 2 ? ca2 : ca,
+                                       .serial = serials[i],
+                                       .serial_len = 1,
+                                       .reason = STORE_REASON_KEY_COMPROMISE,
+                                       .request_id = id,
+                                       .received_at_ms = 1000 + i,
+                                       .actor = "t"};
+        (void)snprintf(id, sizeof(id), "REQ-%d", i);
+        add_cert(s, rev.issuer_id, serials[i], 1);
+        cr_assert_eq(store_cert_revoke_blocking(s, &rev, &feed[i]), 0);
+    }
+    cr_assert_eq(store_sla_list_blocking(s, 1, 0, collect_sla, &rows), 0);
+    cr_assert_eq(rows.n, 3);
+    cr_assert_eq(rows.r[0].feed_id, feed[0], "open rows: oldest first");
+    cr_assert_eq(rows.r[0].received_at_ms, 1000);
+    cr_assert_geq(rows.r[0].committed_at_ms, 1000);
+    cr_assert_eq(rows.r[0].ocsp_at_ms, 0);
+    cr_assert_eq(rows.r[0].crl_at_ms, 0);
+    cr_assert_str_eq(rows.request_ids[1], "REQ-1");
+    cr_assert_eq(rows.r[2].serial_len, 1);
+    cr_assert_eq(rows.r[2].serial[0], 3);
+
+    cr_assert_eq(store_sla_mark_blocking(s, feed[0], STORE_SLA_OCSP, 5000), 0);
+    cr_assert_eq(store_sla_mark_blocking(s, feed[0], STORE_SLA_OCSP, 9000), 0);
+    cr_assert_eq(store_sla_mark_blocking(s, feed[2] + 100, STORE_SLA_OCSP, 9000), UTIL_ENOTFOUND);
+    cr_assert_eq(store_sla_mark_blocking(s, feed[0], 3, 9000), UTIL_EINVAL);
+    cr_assert_eq(store_sla_mark_upto_blocking(s, ca, feed[2], STORE_SLA_CRL, 7000), 0);
+    cr_assert_eq(store_sla_mark_upto_blocking(s, ca, feed[2], STORE_SLA_OCSP, 8000), 0);
+
+    memset(&rows, 0, sizeof(rows));
+    cr_assert_eq(store_sla_list_blocking(s, 1, 0, collect_sla, &rows), 0);
+    cr_assert_eq(rows.n, 1, "only ca2's revocation has no CRL yet");
+    cr_assert_eq(rows.r[0].feed_id, feed[2]);
+
+    memset(&rows, 0, sizeof(rows));
+    cr_assert_eq(store_sla_list_blocking(s, 0, 2, collect_sla, &rows), 0);
+    cr_assert_eq(rows.n, 2);
+    cr_assert_eq(rows.r[0].feed_id, feed[2], "all rows: newest first");
+    cr_assert_eq(rows.r[1].feed_id, feed[1]);
+    cr_assert_eq(rows.r[1].ocsp_at_ms, 8000);
+    cr_assert_eq(rows.r[1].crl_at_ms, 7000);
+    memset(&rows, 0, sizeof(rows));
+    cr_assert_eq(store_sla_list_blocking(s, 0, 0, collect_sla, &rows), 0);
+    cr_assert_eq(rows.n, 3);
+    cr_assert_eq(rows.r[2].feed_id, feed[0]);
+    cr_assert_eq(rows.r[2].ocsp_at_ms, 5000, "the first mark stays");
+    cr_assert_eq(rows.r[2].crl_at_ms, 7000);
+    store_close(s);
+}
+
+/* ---- CRLs ----------------------------------------------------------------------------------- */
+
+Test(store, crl_numbers_strictly_increase_across_reopen_and_connections)
+{
+    struct store *s = open_store(STORE_OPEN_CREATE);
+    int64_t ca = put_issuer(s, "ca");
+    int64_t ca2 = put_issuer(s, "ca2");
+    int64_t n = 0, prev = 0;
+
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(store_crl_number_next_blocking(s, ca, &n), 0);
+        cr_assert_eq(n, prev + 1);
+        prev = n;
+    }
+    cr_assert_eq(store_crl_number_next_blocking(s, ca2, &n), 0);
+    cr_assert_eq(n, 1, "numbers are per issuer");
+    cr_assert_eq(store_crl_number_next_blocking(s, ca + 100, &n), UTIL_ENOTFOUND);
+    store_close(s);
+
+    s = open_store(0);
+    struct store *t = open_store(0);
+    for (int i = 0; i < 10; i++) {
+        cr_assert_eq(store_crl_number_next_blocking(i % 2 ? t : s, ca, &n), 0);
+        cr_assert_gt(n, prev);
+        prev = n;
+    }
+    cr_assert_eq(prev, 13);
+    store_close(s);
+    store_close(t);
+}
+
+Test(store, crl_save_and_latest)
+{
+    static const unsigned char full1[] = "full-1";
+    static const unsigned char delta2[] = "delta-2";
+    static const unsigned char full3[] = "full-3";
+    struct store *s = open_store(STORE_OPEN_CREATE);
+    int64_t ca = put_issuer(s, "ca");
+    int64_t ca2 = put_issuer(s, "ca2");
+    struct store_crl_record rec = {
+        .issuer_id = ca, .this_update = 100, .next_update = 200, .feed_id = 7};
+    struct store_crl_record meta;
+    unsigned char *der = NULL;
+    int64_t n = 0;
+
+    rec.number = 1;
+    rec.der = full1;
+    rec.der_len = sizeof(full1);
+    cr_assert_eq(store_crl_save_blocking(s, &rec), UTIL_EINVAL, "number never reserved");
+    cr_assert_eq(store_crl_latest_blocking(s, ca, 0, &meta, &der), UTIL_ENOTFOUND);
+
+    cr_assert_eq(store_crl_number_next_blocking(s, ca, &n), 0);
+    cr_assert_eq(store_crl_save_blocking(s, &rec), 0);
+    cr_assert_eq(store_crl_save_blocking(s, &rec), UTIL_EEXIST);
+    cr_assert_eq(store_crl_number_next_blocking(s, ca, &n), 0);
+    rec.number = n;
+    rec.base_number = 1;
+    rec.der = delta2;
+    rec.der_len = sizeof(delta2);
+    rec.feed_id = 9;
+    cr_assert_eq(store_crl_save_blocking(s, &rec), 0);
+    cr_assert_eq(store_crl_number_next_blocking(s, ca, &n), 0);
+    rec.number = n;
+    rec.base_number = 0;
+    rec.der = full3;
+    rec.der_len = sizeof(full3);
+    rec.this_update = 300;
+    cr_assert_eq(store_crl_save_blocking(s, &rec), 0);
+
+    cr_assert_eq(store_crl_latest_blocking(s, ca, 0, &meta, &der), 0);
+    cr_assert_eq(meta.number, 3);
+    cr_assert_eq(meta.base_number, 0);
+    cr_assert_eq(meta.this_update, 300);
+    cr_assert_eq(meta.der_len, sizeof(full3));
+    cr_assert_eq(memcmp(der, full3, sizeof(full3)), 0);
+    free(der);
+    cr_assert_eq(store_crl_latest_blocking(s, ca, 1, &meta, &der), 0);
+    cr_assert_eq(meta.number, 2);
+    cr_assert_eq(meta.base_number, 1);
+    cr_assert_eq(meta.feed_id, 9);
+    cr_assert_eq(memcmp(der, delta2, sizeof(delta2)), 0);
+    free(der);
+    cr_assert_eq(store_crl_latest_blocking(s, ca2, 0, &meta, &der), UTIL_ENOTFOUND);
+    store_close(s);
+}
+
+/* ---- TSA ------------------------------------------------------------------------------------ */
+
+struct block {
+    int64_t first, count;
+};
+
+static int blocks_disjoint(struct block *b, int n)
+{
+    for (int i = 0; i < n; i++) {
+        for (int j = i + 1; j < n; j++) {
+            if (b[i].first < b[j].first + b[j].count && b[j].first < b[i].first + b[i].count)
+                return 0;
+        }
+    }
+    return 1;
+}
+
+Test(store, tsa_blocks_never_overlap)
+{
+    struct block b[64];
+    int n = 0;
+    struct store *s = open_store(STORE_OPEN_CREATE);
+    struct store *t = NULL;
+
+    cr_assert_eq(store_tsa_reserve_blocking(s, "tsa1", 0, &b[0].first), UTIL_EINVAL);
+    b[n].count = 10;
+    cr_assert_eq(store_tsa_reserve_blocking(s, "tsa1", 10, &b[n].first), 0);
+    cr_assert_eq(b[n].first, 1, "serials start at 1");
+    n++;
+    b[n].count = 5;
+    cr_assert_eq(store_tsa_reserve_blocking(s, "tsa2", 5, &b[n].first), 0);
+    cr_assert_eq(b[n].first, 1, "units count separately");
+    n = 1; /* compare only tsa1 blocks below */
+    store_close(s);
+
+    s = open_store(0);
+    t = open_store(0);
+    for (int i = 0; i < 20; i++) {
+        b[n].count = 1 + i % 7;
+        cr_assert_eq(store_tsa_reserve_blocking(i % 2 ? s : t, "tsa1", b[n].count, &b[n].first), 0);
+        cr_assert_gt(b[n].first, b[n - 1].first);
+        n++;
+    }
+    cr_assert(blocks_disjoint(b, n));
+    cr_assert_eq(store_tsa_reserve_blocking(s, "tsa1", INT64_MAX - 10, &b[0].first), UTIL_EINVAL,
+                 "a block past 2^63 is refused");
+    store_close(s);
+    store_close(t);
+}
+
+Test(store, tsa_blocks_never_overlap_across_processes)
+{
+    enum { PER_PROC = 40 };
+    struct block b[2 * PER_PROC];
+    int fds[2];
+    pid_t pid = 0;
+    int status = 0;
+    struct store *s = open_store(STORE_OPEN_CREATE);
+
+    store_close(s);
+    cr_assert_eq(pipe(fds), 0);
+    pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid == 0) {
+        struct store *child = NULL;
+        int64_t first = 0;
+        (void)close(fds[0]);
+        if (store_open_blocking(db_path, 0, &child) != 0)
+            _exit(2);
+        for (int i = 0; i < PER_PROC; i++) {
+            if (store_tsa_reserve_blocking(child, "unit", 3, &first) != 0)
+                _exit(3);
+            if (write(fds[1], &first, sizeof(first)) != (ssize_t)sizeof(first))
+                _exit(4);
+        }
+        store_close(child);
+        _exit(0);
+    }
+    (void)close(fds[1]);
+    s = open_store(0);
+    for (int i = 0; i < PER_PROC; i++) {
+        b[i].count = 4;
+        cr_assert_eq(store_tsa_reserve_blocking(s, "unit", 4, &b[i].first), 0);
+    }
+    store_close(s);
+    for (int i = 0; i < PER_PROC; i++) {
+        b[PER_PROC + i].count = 3;
+        cr_assert_eq(read(fds[0], &b[PER_PROC + i].first, sizeof(int64_t)), sizeof(int64_t));
+    }
+    (void)close(fds[0]);
+    cr_assert_eq(waitpid(pid, &status, 0), pid);
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "child status %d", status);
+    cr_assert(blocks_disjoint(b, 2 * PER_PROC));
+    cr_assert_eq(raw_int("SELECT next_serial FROM tsa_serials WHERE unit = 'unit'"),
+                 1 + PER_PROC * 7);
+}
+
+Test(store, tsa_log_records_tokens)
+{
+    static const unsigned char imprint[32] = {1, 2, 3};
+    struct store *s = open_store(STORE_OPEN_CREATE);
+    struct store_tsa_token tokens[3];
+
+    for (int i = 0; i < 3; i++) {
+        tokens[i] = (struct store_tsa_token){.unit = "tsa1",
+                                             .serial = 10 + i,
+                                             .gen_time_ms = 1700000000000 + i,
+                                             .policy = "1.2.3.4.1",
+                                             .imprint_alg = "SHA256",
+                                             .imprint = imprint,
+                                             .imprint_len = sizeof(imprint)};
+    }
+    cr_assert_eq(store_tsa_log_blocking(s, tokens, 3), 0);
+    cr_assert_eq(store_tsa_log_blocking(s, tokens, 0), 0);
+    /* A duplicate serial in a group rolls the whole group back. */
+    tokens[0].serial = 20;
+    tokens[1].serial = 12;
+    cr_assert_eq(store_tsa_log_blocking(s, tokens, 2), UTIL_EEXIST);
+    tokens[0].policy = NULL;
+    cr_assert_eq(store_tsa_log_blocking(s, tokens, 1), UTIL_EINVAL);
+    store_close(s);
+    cr_assert_eq(raw_int("SELECT count(*) FROM tsa_tokens"), 3);
+    cr_assert_eq(raw_int("SELECT count(*) FROM tsa_tokens WHERE serial = 20"), 0);
+    cr_assert_eq(raw_int("SELECT length(imprint) FROM tsa_tokens WHERE serial = 11"), 32);
+}
+
+/* ---- audit ---------------------------------------------------------------------------------- */
+
+static struct store *audit_fixture(int records)
+{
+    struct store *s = open_store(STORE_OPEN_CREATE);
+    char detail[64];
+    int64_t bad = -1, count = -1;
+
+    cr_assert_eq(store_audit_verify_blocking(s, &bad, &count), 0, "an empty log verifies");
+    cr_assert_eq(count, 0);
+    for (int i = 1; i <= records; i++) {
+        (void)snprintf(detail, sizeof(detail), "{\"serial\":\"%02x\"}", i);
+        cr_assert_eq(store_audit_append_blocking(s, "cli:root", "revoke", detail), 0);
+    }
+    cr_assert_eq(store_audit_verify_blocking(s, &bad, &count), 0);
+    cr_assert_eq(count, records);
+    cr_assert_eq(bad, 0);
+    return s;
+}
+
+Test(store, audit_chain_verifies)
+{
+    struct store *s = audit_fixture(5);
+    struct store *other = open_store(0);
+    int64_t bad = -1, count = -1;
+
+    /* Appends from another connection continue the same chain. */
+    cr_assert_eq(store_audit_append_blocking(other, "admin-api:t1", "issuer.put", NULL), 0);
+    cr_assert_eq(store_audit_append_blocking(s, "x", "y", ""), 0);
+    cr_assert_eq(store_audit_verify_blocking(other, &bad, &count), 0);
+    cr_assert_eq(count, 7);
+    cr_assert_eq(store_audit_append_blocking(s, "x", "", "d"), UTIL_EINVAL);
+    store_close(s);
+    store_close(other);
+    cr_assert_eq(raw_int("SELECT count(*) FROM audit WHERE length(hash) = 32 AND "
+                         "length(prev_hash) = 32"),
+                 7);
+}
+
+Test(store, audit_detects_an_edited_record)
+{
+    struct store *s = audit_fixture(5);
+    int64_t bad = -1, count = -1;
+
+    raw_exec("UPDATE audit SET detail = '{\"serial\":\"ff\"}' WHERE id = 3");
+    cr_assert_eq(store_audit_verify_blocking(s, &bad, &count), UTIL_EINVAL);
+    cr_assert_eq(bad, 3);
+    cr_assert_eq(count, 2);
+    store_close(s);
+}
+
+Test(store, audit_detects_moved_bytes_between_fields)
+{
+    struct store *s = audit_fixture(2);
+    int64_t bad = -1, count = -1;
+
+    /* "cli:root" + "revoke" -> "cli:roo" + "trevoke": same concatenation, different fields. */
+    raw_exec("UPDATE audit SET actor = 'cli:roo', action = 'trevoke' WHERE id = 2");
+    cr_assert_eq(store_audit_verify_blocking(s, &bad, &count), UTIL_EINVAL);
+    cr_assert_eq(bad, 2);
+    store_close(s);
+}
+
+Test(store, audit_detects_a_deleted_record)
+{
+    struct store *s = audit_fixture(5);
+    int64_t bad = -1, count = -1;
+
+    raw_exec("DELETE FROM audit WHERE id = 3");
+    cr_assert_eq(store_audit_verify_blocking(s, &bad, &count), UTIL_EINVAL);
+    cr_assert_eq(bad, 4);
+    cr_assert_eq(count, 2);
+    store_close(s);
+}
+
+Test(store, audit_detects_a_removed_tail)
+{
+    struct store *s = audit_fixture(5);
+    int64_t bad = -1, count = -1;
+
+    raw_exec("DELETE FROM audit WHERE id = 5");
+    cr_assert_eq(store_audit_verify_blocking(s, &bad, &count), UTIL_EINVAL);
+    cr_assert_eq(bad, 5);
+    cr_assert_eq(count, 4);
+    /* Later appends do not paper over the gap. */
+    cr_assert_eq(store_audit_append_blocking(s, "a", "b", "c"), 0);
+    cr_assert_eq(store_audit_verify_blocking(s, &bad, &count), UTIL_EINVAL);
+    cr_assert_eq(bad, 6);
+    store_close(s);
+}
+
+/* ---- import: PEM/DER ------------------------------------------------------------------------ */
+
+static EVP_PKEY *new_key(void)
+{
+    EVP_PKEY *key = EVP_EC_gen("P-256");
+
+    cr_assert_not_null(key);
+    return key;
+}
+
+/* A certificate for key, signed by signer, issued by issuer_name (NULL: self-signed). */
+static X509 *make_cert(EVP_PKEY *key, EVP_PKEY *signer, const char *issuer_cn, const char *cn,
+                       const unsigned char *serial, size_t serial_len, long days)
+{
+    X509 *x = X509_new();
+    X509_NAME *subject = X509_NAME_new();
+    X509_NAME *issuer = X509_NAME_new();
+    BIGNUM *bn = BN_bin2bn(serial, (int)serial_len, NULL);
+    ASN1_INTEGER *ai = BN_to_ASN1_INTEGER(bn, NULL);
+
+    cr_assert(x && subject && issuer && bn && ai);
+    cr_assert(X509_set_version(x, X509_VERSION_3));
+    cr_assert(X509_set_serialNumber(x, ai));
+    cr_assert(X509_NAME_add_entry_by_txt(subject, "O", MBSTRING_ASC,
+                                         (const unsigned char *)"pkiva test", -1, -1, 0));
+    cr_assert(X509_NAME_add_entry_by_txt(subject, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1,
+                                         -1, 0));
+    cr_assert(X509_NAME_add_entry_by_txt(issuer, "O", MBSTRING_ASC,
+                                         (const unsigned char *)"pkiva test", -1, -1, 0));
+    cr_assert(X509_NAME_add_entry_by_txt(issuer, "CN", MBSTRING_ASC,
+                                         (const unsigned char *)(issuer_cn ? issuer_cn : cn), -1,
+                                         -1, 0));
+    cr_assert(X509_set_subject_name(x, subject));
+    cr_assert(X509_set_issuer_name(x, issuer));
+    cr_assert(X509_gmtime_adj(X509_getm_notBefore(x), -3600));
+    cr_assert(X509_gmtime_adj(X509_getm_notAfter(x), days * 86400));
+    cr_assert(X509_set_pubkey(x, key));
+    cr_assert(X509_sign(x, signer, EVP_sha256()) > 0);
+    X509_NAME_free(subject);
+    X509_NAME_free(issuer);
+    BN_free(bn);
+    ASN1_INTEGER_free(ai);
+    return x;
+}
+
+static void write_pem(const char *name, X509 **certs, int n)
+{
+    char path[256];
+    FILE *f = NULL;
+
+    (void)snprintf(path, sizeof(path), "%s/%s", dir, name);
+    f = fopen(path, "w");
+    cr_assert_not_null(f);
+    fputs("# comments and other blocks around certificates are ignored\n", f);
+    for (int i = 0; i < n; i++)
+        cr_assert(PEM_write_X509(f, certs[i]));
+    cr_assert_eq(fclose(f), 0);
+}
+
+static void write_der(const char *name, X509 *cert)
+{
+    char path[256];
+    unsigned char *der = NULL;
+    int len = i2d_X509(cert, &der);
+    FILE *f = NULL;
+
+    (void)snprintf(path, sizeof(path), "%s/%s", dir, name);
+    f = fopen(path, "wb");
+    cr_assert_not_null(f);
+    cr_assert_eq(fwrite(der, 1, (size_t)len, f), (size_t)len);
+    cr_assert_eq(fclose(f), 0);
+    OPENSSL_free(der);
+}
+
+static void count_progress(void *ctx, const struct store_import_stats *st)
+{
+    (void)st;
+    (*(int *)ctx)++;
+}
+
+Test(store, import_certs_from_pem_and_der_folder)
+{
+    static const unsigned char ca_serial[] = {0x01};
+    static const unsigned char s1[] = {0x01, 0x02};
+    static const unsigned char s2[] = {0x8f, 0x01}; /* top bit set: stored as 00 8f 01 */
+    static const unsigned char s3[] = {0x7f};
+    static const unsigned char s4[] = {0x12, 0x34, 0x56, 0x78, 0x9a, 0xbc, 0xde, 0xf0, 0x11, 0x22,
+                                       0x33, 0x44, 0x55, 0x66, 0x77, 0x88, 0x99, 0xaa, 0xbb, 0xcc};
+    static const unsigned char s2_stored[] = {0x00, 0x8f, 0x01};
+    EVP_PKEY *ca_key = new_key();
+    EVP_PKEY *other_key = new_key();
+    EVP_PKEY *leaf_key = new_key();
+    X509 *ca = make_cert(ca_key, ca_key, NULL, "Test CA", ca_serial, 1, 3650);
+    X509 *leaf1 = make_cert(leaf_key, ca_key, "Test CA", "leaf1", s1, sizeof(s1), 30);
+    X509 *leaf2 = make_cert(leaf_key, ca_key, "Test CA", "leaf2", s2, sizeof(s2), 30);
+    X509 *leaf3 = make_cert(leaf_key, ca_key, "Test CA", "leaf3", s3, sizeof(s3), 30);
+    X509 *leaf4 = make_cert(leaf_key, ca_key, "Test CA", "leaf4", s4, sizeof(s4), 30);
+    /* Unknown issuer, and a forgery: right issuer name, wrong key. */
+    X509 *stranger = make_cert(leaf_key, other_key, "Other CA", "stranger", s1, sizeof(s1), 30);
+    X509 *forged = make_cert(leaf_key, other_key, "Test CA", "forged", s3, sizeof(s3), 30);
+    X509 *pair[2] = {leaf1, leaf2};
+    struct store_import_stats st;
+    struct store_cert c;
+    unsigned char *ca_der = NULL;
+    unsigned char *der = NULL;
+    unsigned char *want = NULL;
+    size_t der_len = 0;
+    int want_len = 0;
+    int ca_len = i2d_X509(ca, &ca_der);
+    int64_t ca_id = 0;
+    char sub[256];
+    int calls = 0;
+    struct store *s = NULL;
+
+    write_pem("a.pem", pair, 2);
+    write_pem("b.crt", &leaf4, 1);
+    write_der("c.der", leaf3);
+    write_pem("d.pem", &stranger, 1);
+    write_pem("e.cer", &forged, 1);
+    write_pem("notes.txt", &leaf1, 1); /* wrong suffix: ignored */
+    (void)snprintf(sub, sizeof(sub), "%s/sub", dir);
+    cr_assert_eq(mkdir(sub, 0700), 0);
+    (void)snprintf(sub, sizeof(sub), "sub/deep.pem");
+    write_pem(sub, &forged, 1); /* not recursive: ignored */
+
+    s = open_store(STORE_OPEN_CREATE);
+    cr_assert_eq(store_issuer_put_blocking(s, "test-ca", ca_der, (size_t)ca_len, &ca_id), 0);
+    put_issuer(s, "unrelated"); /* an issuer whose certificate does not even parse */
+
+    cr_assert_eq(store_import_certs_blocking(s, dir, count_progress, &calls, &st), 0);
+    cr_assert_eq(st.added, 4);
+    cr_assert_eq(st.existing, 0);
+    cr_assert_eq(st.skipped, 2);
+    cr_assert_eq(st.revoked, 0);
+    cr_assert_geq(calls, 1);
+
+    cr_assert_eq(store_cert_get_blocking(s, ca_id, s2_stored, sizeof(s2_stored), &c), 0);
+    cr_assert_eq(c.status, STORE_GOOD);
+    cr_assert_eq(c.not_after - c.not_before, 30 * 86400 + 3600);
+    cr_assert_eq(store_cert_get_blocking(s, ca_id, s2, sizeof(s2), &c), UTIL_ENOTFOUND);
+    cr_assert_eq(store_cert_get_blocking(s, ca_id, s4, sizeof(s4), &c), 0);
+    cr_assert_eq(store_cert_get_blocking(s, ca_id, s3, sizeof(s3), &c), 0);
+    cr_assert_eq(store_cert_der_blocking(s, ca_id, s1, sizeof(s1), &der, &der_len), 0);
+    want_len = i2d_X509(leaf1, &want);
+    cr_assert_eq(der_len, (size_t)want_len);
+    cr_assert_eq(memcmp(der, want, der_len), 0, "the DER is kept byte for byte");
+    free(der);
+    OPENSSL_free(want);
+    store_close(s);
+    cr_assert_eq(raw_int("SELECT count(*) FROM certs WHERE subject = 'CN=leaf2,O=pkiva test'"), 1);
+
+    /* Re-running is idempotent; a single file works too. */
+    s = open_store(0);
+    calls = 0;
+    cr_assert_eq(store_import_certs_blocking(s, dir, count_progress, &calls, &st), 0);
+    cr_assert_eq(st.added, 0);
+    cr_assert_eq(st.existing, 4);
+    cr_assert_eq(st.skipped, 2);
+    (void)snprintf(sub, sizeof(sub), "%s/c.der", dir);
+    cr_assert_eq(store_import_certs_blocking(s, sub, NULL, NULL, &st), 0);
+    cr_assert_eq(st.existing, 1);
+    cr_assert_eq(st.added, 0);
+    (void)snprintf(sub, sizeof(sub), "%s/missing.pem", dir);
+    cr_assert_eq(store_import_certs_blocking(s, sub, NULL, NULL, &st), UTIL_ENOTFOUND);
+    store_close(s);
+    cr_assert_eq(raw_int("SELECT count(*) FROM feed"), 4);
+
+    OPENSSL_free(ca_der);
+    X509_free(ca);
+    X509_free(leaf1);
+    X509_free(leaf2);
+    X509_free(leaf3);
+    X509_free(leaf4);
+    X509_free(stranger);
+    X509_free(forged);
+    EVP_PKEY_free(ca_key);
+    EVP_PKEY_free(other_key);
+    EVP_PKEY_free(leaf_key);
+}
+
+Test(store, import_skips_a_damaged_pem_block_and_continues)
+{
+    static const unsigned char serial[] = {0x42};
+    EVP_PKEY *key = new_key();
+    X509 *ca = make_cert(key, key, NULL, "Test CA", serial, 1, 3650);
+    X509 *leaf = make_cert(key, key, "Test CA", "leaf", serial, 1, 30);
+    struct store_import_stats st;
+    unsigned char *ca_der = NULL;
+    int ca_len = i2d_X509(ca, &ca_der);
+    char path[256];
+    FILE *f = NULL;
+    struct store *s = open_store(STORE_OPEN_CREATE);
+
+    cr_assert_eq(store_issuer_put_blocking(s, "test-ca", ca_der, (size_t)ca_len, NULL), 0);
+    write_pem("a.pem", &leaf, 1);
+    (void)snprintf(path, sizeof(path), "%s/a.pem", dir);
+    f = fopen(path, "a");
+    cr_assert_not_null(f);
+    fputs("-----BEGIN CERTIFICATE-----\n!!not base64!!\n-----END CERTIFICATE-----\n", f);
+    cr_assert_eq(fclose(f), 0);
+    write_pem("b.pem", &leaf, 1); /* a later file is still read */
+    (void)snprintf(path, sizeof(path), "%s/empty.der", dir);
+    f = fopen(path, "w");
+    cr_assert_not_null(f);
+    cr_assert_eq(fclose(f), 0);
+
+    cr_assert_eq(store_import_certs_blocking(s, dir, NULL, NULL, &st), 0);
+    cr_assert_eq(st.added, 1);
+    cr_assert_eq(st.existing, 1);
+    cr_assert_eq(st.skipped, 1);
+    store_close(s);
+    OPENSSL_free(ca_der);
+    X509_free(ca);
+    X509_free(leaf);
+    EVP_PKEY_free(key);
+}
+
+/* ---- import: index.txt ---------------------------------------------------------------------- */
+
+static void write_text(const char *name, const char *text, char *path, size_t path_len)
+{
+    FILE *f = NULL;
+
+    (void)snprintf(path, path_len, "%s/%s", dir, name);
+    f = fopen(path, "w");
+    cr_assert_not_null(f);
+    cr_assert_geq(fputs(text, f), 0);
+    cr_assert_eq(fclose(f), 0);
+}
+
+static int64_t utc(int y, int mo, int d, int h, int mi, int sec)
+{
+    struct tm tm = {.tm_year = y - 1900,
+                    .tm_mon = mo - 1,
+                    .tm_mday = d,
+                    .tm_hour = h,
+                    .tm_min = mi,
+                    .tm_sec = sec};
+    return (int64_t)timegm(&tm);
+}
+
+Test(store, import_openssl_index)
+{
+    static const char index[] =
+        "V\t301231235959Z\t\t01\tunknown\t/O=pkiva/CN=v1\n"
+        "V\t20501231235959Z\t\t8F\tunknown\t/CN=topbit\n"
+        "E\t200101000000Z\t\t0A0B\tunknown\t/CN=expired\n"
+        "R\t301231235959Z\t240102030405Z,keyCompromise\t10\tunknown\t/CN=r1\n"
+        "R\t301231235959Z\t240102030405Z\t0011\tunknown\t/CN=r2\n"
+        "R\t301231235959Z\t240102030405Z,certificateHold\t12\tunknown\t/CN=hold\r\n"
+        "R\t301231235959Z\t240102030405Z,keyTime,20231231000000Z\t13\tunknown\t/CN=kt\n"
+        "\n"
+        "X\tgarbage\n"
+        "V\t301231235959Z\t\tZZ\tunknown\t/CN=badserial\n";
+    static const unsigned char topbit[] = {0x00, 0x8f};
+    static const unsigned char expired[] = {0x0a, 0x0b};
+    static const unsigned char r1[] = {0x10};
+    static const unsigned char r2[] = {0x11};
+    static const unsigned char hold[] = {0x12};
+    static const unsigned char kt[] = {0x13};
+    static const unsigned char v1[] = {0x01};
+    struct store *s = open_store(STORE_OPEN_CREATE);
+    int64_t ca = put_issuer(s, "ca");
+    struct store_import_stats st;
+    struct store_cert c;
+    struct collected revoked = {0};
+    struct sla_rows rows = {0};
+    char path[256];
+    int calls = 0;
+
+    write_text("index.txt", index, path, sizeof(path));
+    cr_assert_eq(store_import_index_blocking(s, ca, path, count_progress, &calls, &st), 0);
+    cr_assert_eq(st.added, 7);
+    cr_assert_eq(st.revoked, 4);
+    cr_assert_eq(st.existing, 0);
+    cr_assert_eq(st.skipped, 2);
+    cr_assert_geq(calls, 1);
+
+    cr_assert_eq(store_cert_get_blocking(s, ca, topbit, sizeof(topbit), &c), 0);
+    cr_assert_eq(c.not_after, utc(2050, 12, 31, 23, 59, 59));
+    cr_assert_eq(store_cert_get_blocking(s, ca, expired, sizeof(expired), &c), 0);
+    cr_assert_eq(c.status, STORE_GOOD);
+    cr_assert_eq(c.not_after, utc(2020, 1, 1, 0, 0, 0));
+    cr_assert_eq(store_cert_get_blocking(s, ca, r1, 1, &c), 0);
+    cr_assert_eq(c.status, STORE_REVOKED);
+    cr_assert_eq(c.reason, STORE_REASON_KEY_COMPROMISE);
+    cr_assert_eq(c.revoked_at, utc(2024, 1, 2, 3, 4, 5));
+    cr_assert_eq(store_cert_get_blocking(s, ca, r2, 1, &c), 0, "leading zero octets dropped");
+    cr_assert_eq(c.reason, STORE_REASON_NONE);
+    cr_assert_eq(store_cert_get_blocking(s, ca, hold, 1, &c), 0);
+    cr_assert_eq(c.reason, STORE_REASON_CERTIFICATE_HOLD);
+    cr_assert_eq(store_cert_get_blocking(s, ca, kt, 1, &c), 0);
+    cr_assert_eq(c.reason, STORE_REASON_KEY_COMPROMISE);
+    cr_assert_eq(c.invalidity_date, utc(2023, 12, 31, 0, 0, 0));
+    cr_assert_eq(store_cert_iterate_blocking(s, ca, STORE_ITER_REVOKED, collect_cert, &revoked), 0);
+    cr_assert_eq(revoked.n, 4);
+    cr_assert_eq(store_sla_list_blocking(s, 0, 0, collect_sla, &rows), 0);
+    cr_assert_eq(rows.n, 4, "each imported revocation has its revocations row");
+
+    /* Re-import: nothing new. */
+    cr_assert_eq(store_import_index_blocking(s, ca, path, NULL, NULL, &st), 0);
+    cr_assert_eq(st.added, 0);
+    cr_assert_eq(st.existing, 7);
+    cr_assert_eq(st.revoked, 0);
+    cr_assert_eq(st.skipped, 2);
+
+    /* A later index revokes a known certificate; a conflicting reason is skipped, not fatal. */
+    write_text("index2.txt",
+               "R\t301231235959Z\t250101000000Z,superseded\t01\tunknown\t/CN=v1\n"
+               "R\t301231235959Z\t250101000000Z,superseded\t10\tunknown\t/CN=r1\n",
+               path, sizeof(path));
+    cr_assert_eq(store_import_index_blocking(s, ca, path, NULL, NULL, &st), 0);
+    cr_assert_eq(st.existing, 2);
+    cr_assert_eq(st.revoked, 1);
+    cr_assert_eq(st.skipped, 1);
+    cr_assert_eq(store_cert_get_blocking(s, ca, v1, 1, &c), 0);
+    cr_assert_eq(c.reason, STORE_REASON_SUPERSEDED);
+    cr_assert_eq(store_cert_get_blocking(s, ca, r1, 1, &c), 0);
+    cr_assert_eq(c.reason, STORE_REASON_KEY_COMPROMISE);
+    store_close(s);
+    cr_assert_eq(raw_int("SELECT count(*) FROM revocations WHERE actor = 'import'"), 5);
+}
+
+Test(store, import_index_commits_in_batches)
+{
+    struct store *s = open_store(STORE_OPEN_CREATE);
+    int64_t ca = put_issuer(s, "ca");
+    struct store_import_stats st;
+    char path[256];
+    int calls = 0;
+    FILE *f = NULL;
+
+    (void)snprintf(path, sizeof(path), "%s/big.txt", dir);
+    f = fopen(path, "w");
+    cr_assert_not_null(f);
+    for (int i = 1; i <= 25000; i++)
+        fprintf(f, "V\t301231235959Z\t\t%06X\tunknown\t/CN=n%d\n", i, i);
+    cr_assert_eq(fclose(f), 0);
+    cr_assert_eq(store_import_index_blocking(s, ca, path, count_progress, &calls, &st), 0);
+    cr_assert_eq(st.added, 25000);
+    cr_assert_eq(calls, 3, "two full batches of 10000 and the rest");
+    store_close(s);
+    cr_assert_eq(raw_int("SELECT count(*) FROM certs"), 25000);
+}
