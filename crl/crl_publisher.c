@@ -1,0 +1,713 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The CRL publisher of the server: one thread that decides when each issuer needs a new full or
+ * delta CRL (periodic, coalesced after changes, on demand, retry after failures), generates it
+ * through crl_gen.c and swaps the served copy; plus the thread-safe triggers and the statistics.
+ *
+ * DESIGN
+ * - Threads: the publisher thread owns its store connection and does all generation (the walk and
+ *   the hash here, the signature on an HSM signing thread through hsm_run_sync). Anyone may call
+ *   crl_publisher_apply_change / crl_publish_now: they only set flags under the issuer mutex and
+ *   signal the publisher's condition variable. HTTP loop threads only take a reference to the
+ *   served CRL under the issuer mutex (held for a pointer copy, never across I/O).
+ * - Ownership: a served CRL (struct crl__served) is immutable and refcounted; a new publication
+ *   replaces the pointer and drops the publisher's reference, requests in flight keep theirs.
+ * - Invariants: a served CRL was saved in the store's history first; a delta is published only
+ *   against the full CRL being served (its base); the dirty flag is cleared before the feed head is
+ *   read, so a change reported during a generation causes another one, never a lost update.
+ * - Failures (HSM down, disk full, store locked): the served CRLs stay, the failure is logged and
+ *   counted, and the issuer is retried after a doubling back-off (retry_min_ms .. retry_max_ms);
+ *   crl_publish_now overrides the back-off. The store connection is reopened after an error. */
+#include "crl_int.h"
+
+#include <errno.h>
+#include <hsm/hsm.h>
+#include <inttypes.h>
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* ---- served CRLs ---------------------------------------------------------------------------- */
+
+static const char *const day_names[] = {"Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"};
+static const char *const month_names[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                          "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+
+void crl__http_date(int64_t t, char *out, size_t len)
+{
+    struct tm tm;
+    time_t tt = (time_t)t;
+    int64_t days = t >= 0 ? t / 86400 : 0;
+    memset(&tm, 0, sizeof(tm));
+    (void)gmtime_r(&tt, &tm); /* cannot fail for the dates we produce */
+    (void)snprintf(out, len, "%s, %02d %s %04d %02d:%02d:%02d GMT", day_names[days % 7],
+                   tm.tm_mday, month_names[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour,
+                   tm.tm_min, tm.tm_sec);
+}
+
+/* IMF-fixdate only ("Sun, 06 Nov 1994 08:49:37 GMT"); the obsolete formats are not accepted
+ * (then the validator is ignored and the full response sent, which is always correct). */
+int crl__http_date_parse(const char *text, size_t len, int64_t *t)
+{
+    char buf[64];
+    int day = 0, year = 0, hh = 0, mm = 0, ss = 0, mon = -1;
+    char month[4] = {0};
+    int64_t y, m, days;
+
+    if (len < 29 || len >= sizeof(buf))
+        return UTIL_EINVAL;
+    memcpy(buf, text, len);
+    buf[len] = '\0';
+    if (sscanf(buf + 5, "%2d %3s %4d %2d:%2d:%2d GMT", &day, month, &year, &hh, &mm, &ss) != 6)
+        return UTIL_EINVAL;
+    for (int i = 0; i < 12; i++)
+        if (strcmp(month, month_names[i]) == 0)
+            mon = i;
+    if (mon < 0 || day < 1 || day > 31 || year < 1970 || hh > 23 || mm > 59 || ss > 60)
+        return UTIL_EINVAL;
+    /* days_from_civil (H. Hinnant) */
+    y = year - (mon + 1 <= 2);
+    m = mon + 1;
+    {
+        int64_t era = (y >= 0 ? y : y - 399) / 400;
+        int64_t yoe = y - era * 400;
+        int64_t doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + day - 1;
+        int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+        days = era * 146097 + doe - 719468;
+    }
+    *t = days * 86400 + hh * 3600 + mm * 60 + ss;
+    return UTIL_OK;
+}
+
+struct crl__served *crl__served_new(struct util_blob *der, const struct crl_info *info)
+{
+    unsigned char digest[32];
+    char hex[33];
+    struct crl__served *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return NULL;
+    if (EVP_Digest(der->data, der->len, digest, NULL, EVP_sha256(), NULL) != 1) {
+        free(s);
+        return NULL;
+    }
+    util_hex(digest, 16, hex);
+    atomic_init(&s->refs, 1);
+    s->der = util_blob_ref(der);
+    s->info = *info;
+    s->info.der_len = der->len;
+    (void)snprintf(s->etag, sizeof(s->etag), "\"%s\"", hex);
+    crl__http_date(info->this_update, s->last_modified, sizeof(s->last_modified));
+    crl__http_date(info->next_update, s->expires, sizeof(s->expires));
+    return s;
+}
+
+void crl__served_unref(struct crl__served *s)
+{
+    if (s == NULL || atomic_fetch_sub(&s->refs, 1) != 1)
+        return;
+    util_blob_unref(s->der);
+    free(s);
+}
+
+/* Replaces the served full or delta CRL of an issuer; takes over the caller's reference. Call with
+ * the issuer mutex held. */
+static void swap_served(struct crl__pub_issuer *pi, int delta, struct crl__served *s)
+{
+    struct crl__served **slot = delta ? &pi->delta : &pi->full;
+    struct crl__served *old = *slot;
+    *slot = s;
+    if (delta) {
+        pi->stats.delta_number = s->info.number;
+        pi->stats.delta_bytes = s->info.der_len;
+        pi->stats.delta_entries = s->info.entries;
+        pi->stats.delta_this_update = s->info.this_update;
+    } else {
+        pi->stats.full_number = s->info.number;
+        pi->stats.this_update = s->info.this_update;
+        pi->stats.next_update = s->info.next_update;
+        pi->stats.full_bytes = s->info.der_len;
+        pi->stats.full_entries = s->info.entries;
+    }
+    crl__served_unref(old); /* requests in flight hold their own references */
+}
+
+/* ---- life cycle ----------------------------------------------------------------------------- */
+
+static char *dup_opt(const char *s, int *failed)
+{
+    char *d = NULL;
+    if (s == NULL)
+        return NULL;
+    d = strdup(s);
+    if (d == NULL)
+        *failed = 1;
+    return d;
+}
+
+int crl_publisher_new(const struct crl_config *cfg, const struct crl_issuer_config *issuers,
+                      int n_issuers, struct hsm *hsm, struct crl_publisher **out)
+{
+    struct crl_publisher *pub = NULL;
+    pthread_condattr_t attr;
+    int rc = UTIL_OK, failed = 0;
+
+    *out = NULL;
+    if (cfg == NULL || hsm == NULL || n_issuers < 0 || n_issuers > CRL_MAX_ISSUERS ||
+        (n_issuers > 0 && issuers == NULL))
+        return UTIL_EINVAL;
+    if (cfg->validity_seconds <= 0 || cfg->interval_seconds <= 0 ||
+        cfg->interval_seconds >= cfg->validity_seconds ||
+        (cfg->deltas && cfg->delta_validity_seconds > 0 &&
+         cfg->interval_seconds >= cfg->delta_validity_seconds) ||
+        cfg->coalesce_ms < 0 || cfg->coalesce_ms > 60000 || cfg->max_age_seconds < 0 ||
+        cfg->retry_min_ms <= 0 || cfg->retry_max_ms < cfg->retry_min_ms ||
+        cfg->max_entries <= 0 || cfg->delta_max_changes <= 0 || cfg->repo_threads < 1 ||
+        cfg->repo_queue_max < 1 || cfg->store_path == NULL || cfg->store_path[0] == '\0' ||
+        (cfg->deltas && (cfg->public_url == NULL || cfg->public_url[0] == '\0'))) {
+        UTIL_ERROR(CRL_MOD, "invalid CRL configuration (interval below the validities, coalesce "
+                            "<= 60 s, store path and, with deltas, public URL required)");
+        return UTIL_ECONFIG;
+    }
+    pub = calloc(1, sizeof(*pub));
+    if (pub == NULL)
+        return UTIL_ENOMEM;
+    pub->cfg = *cfg;
+    pub->publish_dir = dup_opt(cfg->publish_dir, &failed);
+    pub->store_path = dup_opt(cfg->store_path, &failed);
+    pub->public_url = dup_opt(cfg->public_url, &failed);
+    pub->cfg.publish_dir = pub->publish_dir;
+    pub->cfg.store_path = pub->store_path;
+    pub->cfg.public_url = pub->public_url;
+    pub->hsm = hsm;
+    pthread_mutex_init(&pub->mutex, NULL);
+    pthread_condattr_init(&attr);
+    (void)pthread_condattr_setclock(&attr, CLOCK_MONOTONIC); /* always supported on Linux */
+    pthread_cond_init(&pub->cond, &attr);
+    pthread_condattr_destroy(&attr);
+    pub->issuers = calloc((size_t)(n_issuers > 0 ? n_issuers : 1), sizeof(*pub->issuers));
+    if (failed || pub->issuers == NULL) {
+        rc = UTIL_ENOMEM;
+        goto out;
+    }
+    for (int i = 0; i < n_issuers; i++) {
+        struct crl__pub_issuer *pi = &pub->issuers[i];
+        for (int j = 0; j < i; j++)
+            if (issuers[i].name != NULL && strcmp(issuers[j].name, issuers[i].name) == 0) {
+                UTIL_ERROR(CRL_MOD, "issuer %s configured twice", issuers[i].name);
+                rc = UTIL_ECONFIG;
+                goto out;
+            }
+        rc = crl__issuer_init(&pi->is, &pub->cfg, &issuers[i]);
+        if (rc != UTIL_OK)
+            goto out;
+        pthread_mutex_init(&pi->mutex, NULL);
+        (void)snprintf(pi->stats.name, sizeof(pi->stats.name), "%s", pi->is.name);
+        pi->backoff_ms = cfg->retry_min_ms;
+        pub->n++;
+    }
+    *out = pub;
+    pub = NULL;
+out:
+    crl_publisher_free(pub);
+    return rc;
+}
+
+void crl_publisher_free(struct crl_publisher *pub)
+{
+    if (pub == NULL)
+        return;
+    crl_publisher_stop(pub);
+    util_pool_free(pub->repo_pool);
+    for (int i = 0; i < pub->n; i++) {
+        struct crl__pub_issuer *pi = &pub->issuers[i];
+        crl__served_unref(pi->full);
+        crl__served_unref(pi->delta);
+        crl__issuer_cleanup(&pi->is);
+        pthread_mutex_destroy(&pi->mutex);
+    }
+    free(pub->issuers);
+    free(pub->publish_dir);
+    free(pub->store_path);
+    free(pub->public_url);
+    pthread_cond_destroy(&pub->cond);
+    pthread_mutex_destroy(&pub->mutex);
+    free(pub);
+}
+
+/* Loads one saved CRL as the served one. */
+static int load_one(struct crl__pub_issuer *pi, struct store *store, int delta)
+{
+    struct store_crl_record meta;
+    struct util_blob *blob = NULL;
+    struct crl__served *s = NULL;
+    struct crl_info info;
+    unsigned char *der = NULL;
+    int rc;
+
+    memset(&meta, 0, sizeof(meta));
+    rc = store_crl_latest_blocking(store, pi->is.store_id, delta, &meta, &der);
+    if (rc == UTIL_ENOTFOUND)
+        return UTIL_OK;
+    if (rc != UTIL_OK)
+        goto out;
+    blob = util_blob_new(der, meta.der_len);
+    if (blob == NULL) {
+        rc = UTIL_ENOMEM;
+        goto out;
+    }
+    memset(&info, 0, sizeof(info));
+    info.number = meta.number;
+    info.base_number = meta.base_number;
+    info.this_update = meta.this_update;
+    info.next_update = meta.next_update;
+    info.feed_id = meta.feed_id;
+    info.entries = -1;
+    s = crl__served_new(blob, &info);
+    if (s == NULL) {
+        rc = UTIL_ENOMEM;
+        goto out;
+    }
+    pthread_mutex_lock(&pi->mutex);
+    /* A delta is served only with its base. */
+    if (!delta || (pi->full != NULL && pi->full->info.number == meta.base_number)) {
+        if (!delta) {
+            pi->have_full = 1;
+            pi->base_feed_id = meta.feed_id;
+        }
+        swap_served(pi, delta, s);
+        s = NULL;
+    }
+    pthread_mutex_unlock(&pi->mutex);
+out:
+    crl__served_unref(s);
+    util_blob_unref(blob);
+    free(der);
+    return rc;
+}
+
+int crl_publisher_load_blocking(struct crl_publisher *pub, struct store *store)
+{
+    int rc = UTIL_OK;
+    for (int i = 0; i < pub->n && rc == UTIL_OK; i++) {
+        rc = load_one(&pub->issuers[i], store, 0);
+        if (rc == UTIL_OK)
+            rc = load_one(&pub->issuers[i], store, 1);
+    }
+    if (rc == UTIL_OK) {
+        int64_t now = util_mono_ms(), now_s = util_now_ms() / 1000;
+        for (int i = 0; i < pub->n; i++) {
+            struct crl__pub_issuer *pi = &pub->issuers[i];
+            pthread_mutex_lock(&pi->mutex);
+            if (pi->full != NULL)
+                pi->full_due = now + (pi->full->info.this_update + pub->cfg.interval_seconds -
+                                      now_s) * 1000;
+            if (pi->delta == NULL || pi->full == NULL)
+                pi->delta_due = now; /* no delta for the served base: make one */
+            else
+                pi->delta_due = now + (pi->delta->info.this_update + pub->cfg.interval_seconds -
+                                       now_s) * 1000;
+            pthread_mutex_unlock(&pi->mutex);
+        }
+        pthread_mutex_lock(&pub->mutex);
+        pub->loaded = 1;
+        pthread_mutex_unlock(&pub->mutex);
+    }
+    return rc;
+}
+
+/* ---- triggers ------------------------------------------------------------------------------- */
+
+static void wake(struct crl_publisher *pub)
+{
+    pthread_mutex_lock(&pub->mutex);
+    pub->kicked = 1;
+    pthread_cond_signal(&pub->cond);
+    pthread_mutex_unlock(&pub->mutex);
+}
+
+int crl_publisher_apply_change(struct crl_publisher *pub, const struct store_change *change)
+{
+    int hit = 0;
+    if (pub == NULL || change == NULL || change->kind == STORE_CHANGE_ISSUE)
+        return UTIL_OK;
+    for (int i = 0; i < pub->n; i++) {
+        struct crl__pub_issuer *pi = &pub->issuers[i];
+        if (pi->is.store_id != change->cert.issuer_id)
+            continue;
+        pthread_mutex_lock(&pi->mutex);
+        if (!pi->dirty) {
+            pi->dirty = 1;
+            pi->dirty_due = util_mono_ms() + pub->cfg.coalesce_ms;
+            hit = 1;
+        }
+        pthread_mutex_unlock(&pi->mutex);
+    }
+    if (hit)
+        wake(pub);
+    return UTIL_OK;
+}
+
+int crl_publish_now(struct crl_publisher *pub, const char *name)
+{
+    int found = 0;
+    if (pub == NULL)
+        return UTIL_EINVAL;
+    for (int i = 0; i < pub->n; i++) {
+        struct crl__pub_issuer *pi = &pub->issuers[i];
+        if (name != NULL && strcmp(pi->is.name, name) != 0)
+            continue;
+        pthread_mutex_lock(&pi->mutex);
+        pi->forced = 1;
+        pthread_mutex_unlock(&pi->mutex);
+        found = 1;
+    }
+    if (!found)
+        return UTIL_ENOTFOUND;
+    wake(pub);
+    return UTIL_OK;
+}
+
+/* ---- the publisher thread ------------------------------------------------------------------- */
+
+enum { WANT_FULL = 1, WANT_DELTA = 2 };
+
+/* What issuer pi needs at time now (mono ms), and when it next needs something (*next). Call with
+ * the issuer mutex held. */
+static int wants(const struct crl_publisher *pub, const struct crl__pub_issuer *pi, int64_t now,
+                 int64_t *next)
+{
+    const struct crl_config *cfg = &pub->cfg;
+    int64_t due = INT64_MAX;
+    int want = 0;
+
+    if (pi->forced) {
+        *next = now;
+        return WANT_FULL | (cfg->deltas ? WANT_DELTA : 0);
+    }
+    if (!pi->have_full || now >= pi->full_due)
+        want |= WANT_FULL;
+    else if (pi->full_due < due)
+        due = pi->full_due;
+    if (pi->dirty) {
+        if (now >= pi->dirty_due)
+            want |= cfg->full_on_change ? WANT_FULL : WANT_DELTA;
+        else if (pi->dirty_due < due)
+            due = pi->dirty_due;
+    }
+    if (cfg->deltas) {
+        if (want & WANT_FULL)
+            want |= WANT_DELTA;
+        else if (now >= pi->delta_due)
+            want |= WANT_DELTA;
+        else if (pi->delta_due < due)
+            due = pi->delta_due;
+    }
+    if (want != 0 && pi->retry_at > now) {
+        /* Backing off after a failure. */
+        *next = pi->retry_at < due ? pi->retry_at : due;
+        return 0;
+    }
+    *next = want ? now : due;
+    return want;
+}
+
+static void note_failure(struct crl_publisher *pub, struct crl__pub_issuer *pi, int rc)
+{
+    pthread_mutex_lock(&pi->mutex);
+    pi->stats.failures++;
+    pi->stats.failing = 1;
+    pi->retry_at = util_mono_ms() + pi->backoff_ms;
+    UTIL_WARN(CRL_MOD, "issuer %s: publication failed (%s); the last good CRL stays served, "
+                       "retry in %lld ms",
+              pi->is.name, util_strerror(rc), (long long)pi->backoff_ms);
+    pi->backoff_ms = pi->backoff_ms * 2 > pub->cfg.retry_max_ms ? pub->cfg.retry_max_ms
+                                                                  : pi->backoff_ms * 2;
+    pthread_mutex_unlock(&pi->mutex);
+}
+
+/* Generates, publishes and serves one CRL. */
+static int publish(struct crl_publisher *pub, struct crl__pub_issuer *pi, struct store *store,
+                   const struct crl__base *base)
+{
+    struct util_blob *der = NULL;
+    struct crl__served *s = NULL;
+    struct crl_info info;
+    int rc;
+
+    rc = crl__generate_blocking(&pub->cfg, &pi->is, pub->hsm, store, base, &der, &info);
+    if (rc == UTIL_OK)
+        rc = crl__publish_one_blocking(&pub->cfg, &pi->is, store, der, &info);
+    if (rc == UTIL_OK) {
+        s = crl__served_new(der, &info);
+        if (s == NULL)
+            rc = UTIL_ENOMEM;
+    }
+    if (rc == UTIL_OK) {
+        int64_t now = util_mono_ms();
+        pthread_mutex_lock(&pi->mutex);
+        swap_served(pi, base != NULL, s);
+        s = NULL;
+        pi->stats.published++;
+        if (base == NULL) {
+            pi->have_full = 1;
+            pi->base_feed_id = info.feed_id;
+            pi->full_due = now + pub->cfg.interval_seconds * 1000;
+            pi->stats.last_build_ms = info.build_ms;
+        }
+        pi->delta_due = now + pub->cfg.interval_seconds * 1000;
+        pthread_mutex_unlock(&pi->mutex);
+        UTIL_INFO(CRL_MOD, "issuer %s: %s CRL %" PRId64 " published: %" PRId64
+                           " entries, %zu bytes, %" PRId64 " ms",
+                  pi->is.name, base ? "delta" : "full", info.number, info.entries, info.der_len,
+                  info.build_ms);
+    }
+    crl__served_unref(s);
+    util_blob_unref(der);
+    return rc;
+}
+
+static int run_issuer(struct crl_publisher *pub, struct crl__pub_issuer *pi, struct store *store,
+                      int want)
+{
+    struct crl__base base;
+    int rc = UTIL_OK;
+
+    /* Clear the triggers before reading the feed head (inside generate): a change reported from
+     * now on triggers another publication. */
+    pthread_mutex_lock(&pi->mutex);
+    pi->forced = 0;
+    pi->dirty = 0;
+    pthread_mutex_unlock(&pi->mutex);
+    if (want & WANT_FULL)
+        rc = publish(pub, pi, store, NULL);
+    /* A delta needs a base; with too many changes since the base (UTIL_EBUSY), a new base first.
+     * Two rounds at most: a base just made has (almost) no changes after it. */
+    for (int round = 0; rc == UTIL_OK && (want & WANT_DELTA) && round < 2; round++) {
+        pthread_mutex_lock(&pi->mutex);
+        base.number = pi->full != NULL ? pi->full->info.number : 0;
+        base.feed_id = pi->base_feed_id;
+        pthread_mutex_unlock(&pi->mutex);
+        if (base.number == 0) {
+            rc = publish(pub, pi, store, NULL);
+            continue; /* the next round makes the delta against it */
+        }
+        rc = publish(pub, pi, store, &base);
+        if (rc == UTIL_EBUSY && round == 0)
+            rc = publish(pub, pi, store, NULL);
+        else
+            break;
+    }
+    if (rc == UTIL_OK) {
+        pthread_mutex_lock(&pi->mutex);
+        if (pi->stats.failing)
+            UTIL_INFO(CRL_MOD, "issuer %s: publishing again", pi->is.name);
+        pi->stats.failing = 0;
+        pi->retry_at = 0;
+        pi->backoff_ms = pub->cfg.retry_min_ms;
+        pthread_mutex_unlock(&pi->mutex);
+    } else {
+        /* Keep the reason to publish: the retry redoes it. */
+        pthread_mutex_lock(&pi->mutex);
+        if (want & WANT_FULL)
+            pi->full_due = 0;
+        else
+            pi->delta_due = 0;
+        pthread_mutex_unlock(&pi->mutex);
+        note_failure(pub, pi, rc);
+    }
+    return rc;
+}
+
+static void *publisher_main(void *arg)
+{
+    struct crl_publisher *pub = arg;
+    struct store *store = NULL;
+    int loaded;
+
+    pthread_mutex_lock(&pub->mutex);
+    loaded = pub->loaded;
+    pthread_mutex_unlock(&pub->mutex);
+    for (;;) {
+        int64_t now = util_mono_ms(), next = INT64_MAX;
+        int busy = 0, rc = UTIL_OK;
+
+        pthread_mutex_lock(&pub->mutex);
+        if (pub->stopping) {
+            pthread_mutex_unlock(&pub->mutex);
+            break;
+        }
+        pub->kicked = 0; /* triggers from now on are seen by the scan below or stop the wait */
+        pthread_mutex_unlock(&pub->mutex);
+
+        if (store == NULL) {
+            rc = store_open_blocking(pub->cfg.store_path, 0, &store);
+            if (rc == UTIL_OK && !loaded) {
+                rc = crl_publisher_load_blocking(pub, store);
+                loaded = rc == UTIL_OK;
+            }
+            if (rc != UTIL_OK) {
+                UTIL_ERROR(CRL_MOD, "cannot open the store %s: %s (retrying)",
+                           pub->cfg.store_path, util_strerror(rc));
+                store_close(store);
+                store = NULL;
+                next = now + pub->cfg.retry_min_ms;
+            }
+        }
+        for (int i = 0; store != NULL && i < pub->n; i++) {
+            struct crl__pub_issuer *pi = &pub->issuers[i];
+            int64_t when = INT64_MAX;
+            int want;
+            pthread_mutex_lock(&pi->mutex);
+            want = wants(pub, pi, util_mono_ms(), &when);
+            pthread_mutex_unlock(&pi->mutex);
+            if (want != 0) {
+                busy = 1;
+                rc = run_issuer(pub, pi, store, want);
+                if (rc == UTIL_ESTORE || rc == UTIL_ELOCKED) {
+                    store_close(store); /* reopened on the next turn */
+                    store = NULL;
+                }
+            } else if (when < next) {
+                next = when;
+            }
+        }
+        if (busy)
+            continue; /* look again: something may have become due meanwhile */
+        pthread_mutex_lock(&pub->mutex);
+        if (!pub->stopping && !pub->kicked) {
+            /* A trigger after the scan set kicked (under this mutex): then we do not sleep. The
+             * 1 s cap only bounds the effect of a clock oddity. */
+            int64_t wait_ms = next == INT64_MAX ? 1000 : next - util_mono_ms();
+            if (wait_ms > 1000)
+                wait_ms = 1000;
+            if (wait_ms > 0) {
+                struct timespec ts;
+                (void)clock_gettime(CLOCK_MONOTONIC, &ts); /* cannot fail */
+                ts.tv_sec += wait_ms / 1000;
+                ts.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+                if (ts.tv_nsec >= 1000000000L) {
+                    ts.tv_sec++;
+                    ts.tv_nsec -= 1000000000L;
+                }
+                (void)pthread_cond_timedwait(&pub->cond, &pub->mutex, &ts); /* timeout is normal */
+            }
+        }
+        pthread_mutex_unlock(&pub->mutex);
+    }
+    store_close(store);
+    return NULL;
+}
+
+int crl_publisher_start(struct crl_publisher *pub)
+{
+    if (pub == NULL)
+        return UTIL_EINVAL;
+    if (pub->started)
+        return UTIL_OK;
+    pub->stopping = 0;
+    if (pthread_create(&pub->thread, NULL, publisher_main, pub) != 0) {
+        UTIL_ERROR(CRL_MOD, "cannot start the publisher thread");
+        return UTIL_ENOMEM;
+    }
+    pub->started = 1;
+    return UTIL_OK;
+}
+
+void crl_publisher_stop(struct crl_publisher *pub)
+{
+    if (pub == NULL || !pub->started)
+        return;
+    pthread_mutex_lock(&pub->mutex);
+    pub->stopping = 1;
+    pthread_cond_signal(&pub->cond);
+    pthread_mutex_unlock(&pub->mutex);
+    (void)pthread_join(pub->thread, NULL); /* our own joinable thread */
+    pub->started = 0;
+}
+
+/* ---- metrics -------------------------------------------------------------------------------- */
+
+int crl_publisher_n_issuers(const struct crl_publisher *pub)
+{
+    return pub ? pub->n : 0;
+}
+
+int crl_publisher_stats(const struct crl_publisher *pub, int i, struct crl_issuer_stats *out)
+{
+    struct crl__pub_issuer *pi = NULL;
+    if (pub == NULL || out == NULL || i < 0 || i >= pub->n)
+        return UTIL_EINVAL;
+    pi = &pub->issuers[i];
+    pthread_mutex_lock(&pi->mutex);
+    *out = pi->stats;
+    pthread_mutex_unlock(&pi->mutex);
+    return UTIL_OK;
+}
+
+int crl_publisher_metrics(const struct crl_publisher *pub, char *buf, size_t len)
+{
+    size_t used = 0;
+    int64_t now = util_now_ms() / 1000;
+    int n;
+
+    if (pub == NULL || buf == NULL || len == 0)
+        return UTIL_EINVAL;
+    n = snprintf(buf, len,
+                 "# TYPE pkiva_crl_number gauge\n"
+                 "# TYPE pkiva_crl_age_seconds gauge\n"
+                 "# TYPE pkiva_crl_seconds_to_next_update gauge\n"
+                 "# TYPE pkiva_crl_bytes gauge\n"
+                 "# TYPE pkiva_crl_entries gauge\n"
+                 "# TYPE pkiva_crl_build_seconds gauge\n"
+                 "# TYPE pkiva_crl_published_total counter\n"
+                 "# TYPE pkiva_crl_failures_total counter\n"
+                 "# TYPE pkiva_crl_failing gauge\n"
+                 "# TYPE pkiva_crl_http_total counter\n"
+                 "pkiva_crl_http_total{result=\"served\"} %llu\n"
+                 "pkiva_crl_http_total{result=\"not_modified\"} %llu\n"
+                 "pkiva_crl_http_total{result=\"not_found\"} %llu\n"
+                 "# TYPE pkiva_cert_repo_total counter\n"
+                 "pkiva_cert_repo_total{result=\"served\"} %llu\n"
+                 "pkiva_cert_repo_total{result=\"not_found\"} %llu\n"
+                 "pkiva_cert_repo_total{result=\"rejected\"} %llu\n"
+                 "pkiva_cert_repo_total{result=\"error\"} %llu\n",
+                 (unsigned long long)atomic_load(&pub->http_served),
+                 (unsigned long long)atomic_load(&pub->http_not_modified),
+                 (unsigned long long)atomic_load(&pub->http_not_found),
+                 (unsigned long long)atomic_load(&pub->repo_served),
+                 (unsigned long long)atomic_load(&pub->repo_not_found),
+                 (unsigned long long)atomic_load(&pub->repo_rejected),
+                 (unsigned long long)atomic_load(&pub->repo_errors));
+    if (n < 0 || (size_t)n >= len)
+        return UTIL_EINVAL;
+    used = (size_t)n;
+    for (int i = 0; i < pub->n; i++) {
+        struct crl_issuer_stats s;
+        (void)crl_publisher_stats(pub, i, &s); /* i is in range */
+        n = snprintf(buf + used, len - used,
+                     "pkiva_crl_number{issuer=\"%s\",kind=\"full\"} %lld\n"
+                     "pkiva_crl_number{issuer=\"%s\",kind=\"delta\"} %lld\n"
+                     "pkiva_crl_age_seconds{issuer=\"%s\"} %lld\n"
+                     "pkiva_crl_seconds_to_next_update{issuer=\"%s\"} %lld\n"
+                     "pkiva_crl_bytes{issuer=\"%s\",kind=\"full\"} %zu\n"
+                     "pkiva_crl_bytes{issuer=\"%s\",kind=\"delta\"} %zu\n"
+                     "pkiva_crl_entries{issuer=\"%s\",kind=\"full\"} %lld\n"
+                     "pkiva_crl_entries{issuer=\"%s\",kind=\"delta\"} %lld\n"
+                     "pkiva_crl_build_seconds{issuer=\"%s\"} %.3f\n"
+                     "pkiva_crl_published_total{issuer=\"%s\"} %llu\n"
+                     "pkiva_crl_failures_total{issuer=\"%s\"} %llu\n"
+                     "pkiva_crl_failing{issuer=\"%s\"} %d\n",
+                     s.name, (long long)s.full_number, s.name, (long long)s.delta_number, s.name,
+                     (long long)(s.full_number ? now - s.this_update : -1), s.name,
+                     (long long)(s.full_number ? s.next_update - now : -1), s.name, s.full_bytes,
+                     s.name, s.delta_bytes, s.name, (long long)s.full_entries, s.name,
+                     (long long)s.delta_entries, s.name, (double)s.last_build_ms / 1000.0, s.name,
+                     (unsigned long long)s.published, s.name, (unsigned long long)s.failures,
+                     s.name, s.failing);
+        if (n < 0 || (size_t)n >= len - used)
+            return UTIL_EINVAL;
+        used += (size_t)n;
+    }
+    return (int)used;
+}
