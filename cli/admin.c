@@ -6,6 +6,8 @@
  * A change is acknowledged only after it is durable and in the change feed. */
 #include "cli_int.h"
 
+#include <crl/crl.h>
+
 #include <jansson.h>
 #include <openssl/crypto.h>
 #include <openssl/pem.h>
@@ -21,6 +23,7 @@
 
 struct cli_admin {
     const struct cli_config *cfg;
+    struct crl_publisher *crl;
     struct util_pool *pool;
     struct util_pool_port *ports[ADMIN_MAX_LOOPS];
     char token[256];
@@ -450,6 +453,51 @@ static void handle_sla(void *ctx, struct http_request *req)
     handle_admin(ctx, req, OP_SLA);
 }
 
+/* POST /admin/crl/publish {"issuer": NAME} (issuer optional = all): regenerate now. The
+ * publication itself runs on the publisher thread; this answers 202 once it is scheduled. */
+static void handle_crl_publish(void *ctx, struct http_request *req)
+{
+    struct cli_admin *admin = ctx;
+    size_t body_len = 0;
+    const unsigned char *bytes;
+    json_t *body = NULL;
+    json_error_t jerr;
+    const char *issuer = NULL;
+    int rc;
+
+    if (!authorized(admin, req)) {
+        admin->unauthorized++;
+        respond_error(req, 401, "missing or wrong bearer token");
+        return;
+    }
+    bytes = http_request_body(req, &body_len);
+    if (body_len > 0) {
+        body = json_loadb((const char *)bytes, body_len, JSON_REJECT_DUPLICATES, &jerr);
+        if (body == NULL || !json_is_object(body)) {
+            json_decref(body);
+            respond_error(req, 400, "malformed JSON");
+            return;
+        }
+        issuer = json_str(body, "issuer");
+    }
+    rc = crl_publish_now(admin->crl, issuer);
+    if (rc == UTIL_OK) {
+        json_t *reply = json_pack("{s:s,s:s}", "scheduled", "now", "issuer", issuer ? issuer : "*");
+        if (reply != NULL)
+            respond_json(req, 202, reply);
+        else
+            respond_error(req, 503, "out of memory");
+        json_decref(reply);
+    } else {
+        respond_error(req, rc == UTIL_ENOTFOUND ? 404 : 503,
+                      rc == UTIL_ENOTFOUND ? "no such issuer" : util_strerror(rc));
+    }
+    json_decref(body);
+    if (rc == UTIL_OK)
+        UTIL_INFO(MOD, "CRL publication of %s requested through the admin API",
+                  issuer ? issuer : "every issuer");
+}
+
 static void loop_init(void *ctx, uv_loop_t *loop, int index)
 {
     struct cli_admin *admin = ctx;
@@ -468,7 +516,8 @@ static void loop_fini(void *ctx, uv_loop_t *loop, int index)
     }
 }
 
-int cli__admin_new(const struct cli_config *cfg, struct http_server *http, struct cli_admin **out)
+int cli__admin_new(const struct cli_config *cfg, struct http_server *http,
+                   struct crl_publisher *crl, struct cli_admin **out)
 {
     struct cli_admin *admin = calloc(1, sizeof(*admin));
     struct util_pool_config pc = {.name = "store", .threads = 2, .queue_max = 1024,
@@ -478,6 +527,7 @@ int cli__admin_new(const struct cli_config *cfg, struct http_server *http, struc
     if (admin == NULL)
         return UTIL_ENOMEM;
     admin->cfg = cfg;
+    admin->crl = crl;
     if (cfg->admin_token_file[0] != '\0') {
         unsigned char *token = NULL;
         size_t len = 0;
@@ -521,7 +571,9 @@ int cli__admin_new(const struct cli_config *cfg, struct http_server *http, struc
                                 admin)) ||
         (rc = http_server_route(http, HTTP_ADMIN, "POST", "/admin/certificates", handle_register,
                                 admin)) ||
-        (rc = http_server_route(http, HTTP_ADMIN, "GET", "/admin/sla", handle_sla, admin))) {
+        (rc = http_server_route(http, HTTP_ADMIN, "GET", "/admin/sla", handle_sla, admin)) ||
+        (rc = http_server_route(http, HTTP_ADMIN, "POST", "/admin/crl/publish", handle_crl_publish,
+                                admin))) {
         cli__admin_free(admin);
         return rc;
     }

@@ -32,7 +32,6 @@ struct cli_config {
     char log_level[16];
     char public_url[CLI_PATH_MAX]; /* base URL embedded in certificates, printed at start */
     struct http_config http;       /* listeners and limits */
-    int shutdown_grace_ms;
     /* [hsm] */
     char hsm_module[CLI_PATH_MAX];
     char hsm_pin_file[CLI_PATH_MAX];
@@ -55,6 +54,17 @@ struct cli_config {
     int64_t ocsp_expired_retention_s;
     int ocsp_responder_id_by_name;
     char ocsp_path[64];
+    /* [crl] */
+    char crl_publish_dir[CLI_PATH_MAX]; /* "" = <data_dir>/crl */
+    int crl_deltas;
+    int64_t crl_validity_s;
+    int64_t crl_delta_validity_s;
+    int64_t crl_interval_s;
+    int crl_coalesce_ms;
+    int crl_full_on_change;
+    int64_t crl_expired_retention_s;
+    int64_t crl_expired_on_crl_since; /* unix seconds; 0 = off */
+    int64_t crl_max_age_s;
     /* [revocation] */
     int64_t sla_deadline_s;
     int64_t sla_warn_s;

@@ -43,7 +43,20 @@ int cli__register_blocking(struct store *store, int64_t issuer_id, const unsigne
 
 /* The admin API (admin.c): routes on the admin listener and a pool of store threads. */
 struct cli_admin;
-int cli__admin_new(const struct cli_config *cfg, struct http_server *http, struct cli_admin **out);
+struct crl_publisher;
+struct crl_config;
+int cli__admin_new(const struct cli_config *cfg, struct http_server *http,
+                   struct crl_publisher *crl, struct cli_admin **out);
 void cli__admin_free(struct cli_admin *admin); /* after the http server stopped; NULL-safe */
+
+
+/* The [crl] settings as the crl module's configuration (pointers into cfg). */
+void cli__crl_config(const struct cli_config *cfg, struct crl_config *cc);
+/* Creates the CRL publish folder if missing. */
+int cli__publish_dir_ready(const struct cli_config *cfg);
+int cli__cmd_crl(int argc, char **argv);
+/* Reads one PEM certificate; logs why and returns NULL when it cannot. */
+#include <openssl/x509.h>
+X509 *cli__load_pem_cert(const char *path);
 
 #endif

@@ -3,6 +3,7 @@
  * reason on error), then the whole checked before anything is opened or bound. Defaults here are the
  * ones documented in conf/pkiva.conf. */
 #include "cli.h"
+#include "cli_int.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -38,7 +39,6 @@ void cli_config_defaults(struct cli_config *cfg)
     cfg->http.listeners[1].port = 8081;
     cfg->http.listeners[1].kind = HTTP_ADMIN;
     cfg->http.server_header = "pkiva";
-    cfg->shutdown_grace_ms = 5000;
     (void)snprintf(cfg->hsm_module, sizeof(cfg->hsm_module), "/usr/lib/softhsm/libsofthsm2.so");
     cfg->hsm_no_deinit = 1;
     cfg->hsm_sessions = 2;
@@ -53,6 +53,14 @@ void cli_config_defaults(struct cli_config *cfg)
     cfg->ocsp_archive_cutoff_s = 0;
     cfg->ocsp_expired_retention_s = 10LL * 365 * 86400;
     (void)snprintf(cfg->ocsp_path, sizeof(cfg->ocsp_path), "/");
+    cfg->crl_deltas = 1;
+    cfg->crl_validity_s = 7 * 86400;
+    cfg->crl_delta_validity_s = 86400;
+    cfg->crl_interval_s = 3600;
+    cfg->crl_coalesce_ms = 5000;
+    cfg->crl_full_on_change = 1;
+    cfg->crl_expired_retention_s = 7 * 86400;
+    cfg->crl_max_age_s = 3600;
     cfg->sla_deadline_s = 12 * 3600;
     cfg->sla_warn_s = 3600;
 }
@@ -322,8 +330,6 @@ static int on_entry(void *user, const char *section, const char *key, const char
             return set_duration_ms(ctx, &lim->idle_timeout_ms, value);
         if (strcmp(key, "write_timeout") == 0)
             return set_duration_ms(ctx, &lim->write_timeout_ms, value);
-        if (strcmp(key, "shutdown_grace") == 0)
-            return set_duration_ms(ctx, &cfg->shutdown_grace_ms, value);
     } else if (strcmp(section, "hsm") == 0) {
         if (strcmp(key, "module") == 0)
             return set_path(ctx, cfg->hsm_module, sizeof(cfg->hsm_module), value);
@@ -387,6 +393,40 @@ static int on_entry(void *user, const char *section, const char *key, const char
                 return fail(ctx, "path must start with '/', got '%s'", value);
             return set_str(ctx, cfg->ocsp_path, sizeof(cfg->ocsp_path), value);
         }
+    } else if (strcmp(section, "crl") == 0) {
+        if (strcmp(key, "publish_dir") == 0)
+            return set_path(ctx, cfg->crl_publish_dir, sizeof(cfg->crl_publish_dir), value);
+        if (strcmp(key, "deltas") == 0)
+            return set_bool(ctx, &cfg->crl_deltas, value);
+        if (strcmp(key, "validity") == 0)
+            return set_duration(ctx, &cfg->crl_validity_s, value);
+        if (strcmp(key, "delta_validity") == 0)
+            return set_duration(ctx, &cfg->crl_delta_validity_s, value);
+        if (strcmp(key, "interval") == 0)
+            return set_duration(ctx, &cfg->crl_interval_s, value);
+        if (strcmp(key, "coalesce") == 0) {
+            if (!set_duration_ms(ctx, &cfg->crl_coalesce_ms, value))
+                return 0;
+            if (cfg->crl_coalesce_ms > 60000)
+                return fail(ctx, "coalesce must be at most 60s (a revocation must reach a CRL "
+                                 "within a minute), got '%s'", value);
+            return 1;
+        }
+        if (strcmp(key, "full_on_change") == 0)
+            return set_bool(ctx, &cfg->crl_full_on_change, value);
+        if (strcmp(key, "expired_retention") == 0)
+            return set_duration(ctx, &cfg->crl_expired_retention_s, value);
+        if (strcmp(key, "expired_on_crl_since") == 0) {
+            if (strcmp(value, "off") == 0) {
+                cfg->crl_expired_on_crl_since = 0;
+                return 1;
+            }
+            if (cli__parse_time(value, &cfg->crl_expired_on_crl_since) != UTIL_OK)
+                return fail(ctx, "expected off or a date like 2026-01-01, got '%s'", value);
+            return 1;
+        }
+        if (strcmp(key, "max_age") == 0)
+            return set_duration(ctx, &cfg->crl_max_age_s, value);
     } else if (strcmp(section, "revocation") == 0) {
         if (strcmp(key, "deadline") == 0)
             return set_duration(ctx, &cfg->sla_deadline_s, value);
@@ -441,6 +481,20 @@ static int validate(struct cli_config *cfg, char *err, size_t err_len)
     }
     if (cfg->ocsp_max_age_s > cfg->ocsp_validity_s) {
         (void)snprintf(err, err_len, "[ocsp] max_age must not exceed validity");
+        return UTIL_ECONFIG;
+    }
+    if (cfg->crl_publish_dir[0] == '\0') {
+        int n = snprintf(cfg->crl_publish_dir, sizeof(cfg->crl_publish_dir), "%s/crl",
+                         cfg->data_dir);
+        if (n < 0 || (size_t)n >= sizeof(cfg->crl_publish_dir)) {
+            (void)snprintf(err, err_len, "[server] data_dir is too long");
+            return UTIL_ECONFIG;
+        }
+    }
+    if (cfg->crl_interval_s >= cfg->crl_validity_s ||
+        (cfg->crl_deltas && cfg->crl_interval_s >= cfg->crl_delta_validity_s)) {
+        (void)snprintf(err, err_len, "[crl] interval must be shorter than validity and "
+                                     "delta_validity (CRLs must be replaced before nextUpdate)");
         return UTIL_ECONFIG;
     }
     if (cfg->sla_warn_s >= cfg->sla_deadline_s) {

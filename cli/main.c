@@ -23,6 +23,7 @@ static void usage(FILE *out)
             "  status     show a certificate's status\n"
             "  import     register issued certificates (PEM/DER files, folders, OpenSSL index.txt)\n"
             "  audit      verify the audit chain (audit verify)\n"
+            "  crl        publish CRLs now (crl publish)\n"
             "  sla        revocation deadline report\n\n"
             "Run 'pkiva COMMAND --help' for a command's options.\n");
 }
@@ -53,6 +54,8 @@ int main(int argc, char **argv)
         return cli__cmd_import(argc - 1, argv + 1);
     if (strcmp(cmd, "audit") == 0)
         return cli__cmd_audit(argc - 1, argv + 1);
+    if (strcmp(cmd, "crl") == 0)
+        return cli__cmd_crl(argc - 1, argv + 1);
     if (strcmp(cmd, "sla") == 0)
         return cli__cmd_sla(argc - 1, argv + 1);
     fprintf(stderr, "pkiva: unknown command '%s'\n", cmd);

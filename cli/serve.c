@@ -13,6 +13,7 @@
 #include "cli_int.h"
 
 #include <errno.h>
+#include <crl/crl.h>
 #include <getopt.h>
 #include <hsm/hsm.h>
 #include <http/http.h>
@@ -20,6 +21,7 @@
 #include <openssl/err.h>
 #include <openssl/pem.h>
 #include <pthread.h>
+#include <sys/stat.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +48,7 @@ struct server {
     struct hsm *hsm;
     struct store *store; /* start-up connection, then closed */
     struct ocsp_responder *ocsp;
+    struct crl_publisher *crl;
     struct http_server *http;
     struct cli_admin *admin;
     int n_issuers;
@@ -63,7 +66,7 @@ struct server {
     int64_t visible_feed_id, visible_at_ms;
 };
 
-static X509 *load_pem_cert(const char *path)
+X509 *cli__load_pem_cert(const char *path)
 {
     FILE *f = fopen(path, "r");
     X509 *cert = NULL;
@@ -92,11 +95,11 @@ static int open_issuers(struct server *srv)
 
         is->conf = c;
         srv->n_issuers++;
-        is->cert = load_pem_cert(c->cert);
+        is->cert = cli__load_pem_cert(c->cert);
         if (is->cert == NULL)
             return UTIL_ECONFIG;
         if (c->ocsp_cert[0] != '\0') {
-            is->ocsp_cert = load_pem_cert(c->ocsp_cert);
+            is->ocsp_cert = cli__load_pem_cert(c->ocsp_cert);
             if (is->ocsp_cert == NULL)
                 return UTIL_ECONFIG;
         }
@@ -189,7 +192,7 @@ static void handle_metrics(void *ctx, struct http_request *req)
     struct ocsp_stats os;
     struct hsm_stats hs;
     struct http_stats ht;
-    char body[4096];
+    char body[16384];
     int n;
 
     ocsp_stats_get(srv->ocsp, &os);
@@ -271,6 +274,10 @@ static void handle_metrics(void *ctx, struct http_request *req)
         hsm_available(srv->hsm),
         (long long)(atomic_load(&srv->feed_head) - ocsp_responder_visible_feed_id(srv->ocsp)),
         (long long)ocsp_responder_visible_feed_id(srv->ocsp));
+    if (n > 0 && (size_t)n < sizeof(body)) {
+        int more = crl_publisher_metrics(srv->crl, body + n, sizeof(body) - (size_t)n);
+        n = more >= 0 ? n + more : -1;
+    }
     if (n < 0 || (size_t)n >= sizeof(body)) {
         http_request_respond_text(req, 500, "text/plain", "metrics buffer too small\n");
         return;
@@ -319,6 +326,8 @@ static int apply_change(void *ctx, const struct store_change *change)
 {
     struct poll_batch *b = ctx;
     int rc = ocsp_responder_apply_change(b->srv->ocsp, change);
+    /* The CRL side only schedules (always succeeds) and is idempotent on re-delivery. */
+    (void)crl_publisher_apply_change(b->srv->crl, change);
     if (rc != UTIL_OK) {
         b->blocked = 1;
         return 1; /* stop the walk; the change is delivered again next turn */
@@ -432,6 +441,54 @@ static int build_ocsp(struct server *srv)
     return ocsp_responder_load_blocking(srv->ocsp, srv->store, &srv->feed_start);
 }
 
+void cli__crl_config(const struct cli_config *cfg, struct crl_config *cc)
+{
+    crl_config_default(cc);
+    cc->publish_dir = cfg->crl_publish_dir;
+    cc->store_path = cfg->store_path;
+    cc->public_url = cfg->public_url;
+    cc->deltas = cfg->crl_deltas;
+    cc->validity_seconds = cfg->crl_validity_s;
+    cc->delta_validity_seconds = cfg->crl_delta_validity_s;
+    cc->interval_seconds = cfg->crl_interval_s;
+    cc->coalesce_ms = cfg->crl_coalesce_ms;
+    cc->full_on_change = cfg->crl_full_on_change;
+    cc->expired_retention_seconds = cfg->crl_expired_retention_s;
+    cc->expired_on_crl_since = cfg->crl_expired_on_crl_since;
+    cc->max_age_seconds = cfg->crl_max_age_s;
+}
+
+int cli__publish_dir_ready(const struct cli_config *cfg)
+{
+    if (mkdir(cfg->crl_publish_dir, 0755) != 0 && errno != EEXIST) {
+        UTIL_ERROR(MOD, "cannot create the CRL publish folder %s: %s", cfg->crl_publish_dir,
+                   strerror(errno));
+        return util_errno(errno);
+    }
+    return UTIL_OK;
+}
+
+static int build_crl(struct server *srv)
+{
+    struct crl_config cc;
+    struct crl_issuer_config ic[CLI_MAX_ISSUERS];
+    int rc = cli__publish_dir_ready(srv->cfg);
+    if (rc != UTIL_OK)
+        return rc;
+    cli__crl_config(srv->cfg, &cc);
+    memset(ic, 0, sizeof(ic));
+    for (int i = 0; i < srv->n_issuers; i++) {
+        ic[i].name = srv->issuers[i].conf->name;
+        ic[i].store_issuer_id = srv->issuers[i].store_id;
+        ic[i].cert = srv->issuers[i].cert;
+        ic[i].key = srv->issuers[i].ca_key;
+    }
+    rc = crl_publisher_new(&cc, ic, srv->n_issuers, srv->hsm, &srv->crl);
+    if (rc == UTIL_OK)
+        rc = crl_publisher_load_blocking(srv->crl, srv->store);
+    return rc;
+}
+
 int cli_serve(const struct cli_config *cfg)
 {
     struct server *srv = NULL;
@@ -474,6 +531,10 @@ int cli_serve(const struct cli_config *cfg)
         UTIL_ERROR(MOD, "OCSP responder: %s", util_strerror(rc));
         goto out;
     }
+    if ((rc = build_crl(srv)) != UTIL_OK) {
+        UTIL_ERROR(MOD, "CRL publisher: %s", util_strerror(rc));
+        goto out;
+    }
     (void)store_audit_append_blocking(srv->store, "pkiva-serve", "start",
                                       "{\"what\":\"configuration and keys loaded\"}");
     /* The start-up connection is not needed any more: the poller opens its own. */
@@ -487,14 +548,16 @@ int cli_serve(const struct cli_config *cfg)
     if ((rc = http_server_new(&http, &srv->http)) != UTIL_OK)
         goto out;
     if ((rc = ocsp_responder_register(srv->ocsp, srv->http)) != UTIL_OK ||
+        (rc = crl_publisher_register(srv->crl, srv->http)) != UTIL_OK ||
         (rc = http_server_route(srv->http, HTTP_PUBLIC, "GET", "/ca/", handle_ca_cert, srv)) ||
         (rc = http_server_route(srv->http, HTTP_ADMIN, "GET", "/metrics", handle_metrics, srv)) ||
-        (rc = cli__admin_new(cfg, srv->http, &srv->admin)))
+        (rc = cli__admin_new(cfg, srv->http, srv->crl, &srv->admin)))
         goto out;
     http_server_set_ready_fn(srv->http, ready_fn, srv);
     if ((rc = http_server_start(srv->http)) != UTIL_OK)
         goto out;
-    if ((rc = ocsp_responder_start(srv->ocsp)) != UTIL_OK)
+    if ((rc = ocsp_responder_start(srv->ocsp)) != UTIL_OK ||
+        (rc = crl_publisher_start(srv->crl)) != UTIL_OK)
         goto out;
     if (pthread_create(&srv->poller, NULL, poller_main, srv) != 0) {
         rc = UTIL_ENOMEM;
@@ -505,8 +568,13 @@ int cli_serve(const struct cli_config *cfg)
     printf("pkiva is serving (%d workers)\n", http.workers);
     printf("  OCSP:      %s%s   (POST, or GET %s<base64 request>)\n", cfg->public_url,
            cfg->ocsp_path, cfg->ocsp_path);
-    for (int i = 0; i < srv->n_issuers; i++)
-        printf("  CA cert:   %s/ca/%s.crt\n", cfg->public_url, srv->issuers[i].conf->name);
+    for (int i = 0; i < srv->n_issuers; i++) {
+        printf("  CRL:       %s/crl/%s.crl", cfg->public_url, srv->issuers[i].conf->name);
+        if (cfg->crl_deltas)
+            printf("  (delta %s/crl/%s-delta.crl)", cfg->public_url, srv->issuers[i].conf->name);
+        printf("\n  CA cert:   %s/ca/%s.crt\n", cfg->public_url, srv->issuers[i].conf->name);
+    }
+    printf("  certs:     %s/certs/<issuer>/<serial-hex>.crt\n", cfg->public_url);
     printf("  health:    http://%s:%d/healthz  /readyz\n", cfg->http.listeners[0].host,
            http_server_port(srv->http, 0));
     printf("  admin:     http://%s:%d/admin/  (/metrics)\n", cfg->http.listeners[1].host,
@@ -525,9 +593,11 @@ out:
         (void)pthread_join(srv->poller, NULL); /* our own joinable thread */
     /* Order matters: nothing may sign once keys are freed, and keys go before the hsm. */
     ocsp_responder_stop(srv->ocsp);
+    crl_publisher_stop(srv->crl);
     http_server_free(srv->http);
     cli__admin_free(srv->admin);
     ocsp_responder_free(srv->ocsp);
+    crl_publisher_free(srv->crl);
     close_issuers(srv);
     store_close(srv->store);
     hsm_close(srv->hsm);

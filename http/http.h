@@ -62,7 +62,8 @@ int http_server_new(const struct http_config *cfg, struct http_server **out);
 int http_server_route(struct http_server *srv, unsigned kind_mask, const char *method,
                       const char *prefix, http_handler_fn handler, void *ctx);
 /* Per-loop hooks: init runs on each loop thread before it accepts (create util_pool ports there),
- * fini on the same thread after it stopped serving. */
+ * fini on the same thread after it stopped serving. Several modules may register (at most 8);
+ * inits run in registration order, finis in reverse. */
 int http_server_on_loop(struct http_server *srv,
                         void (*init)(void *ctx, uv_loop_t *loop, int index),
                         void (*fini)(void *ctx, uv_loop_t *loop, int index), void *ctx);

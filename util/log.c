@@ -23,6 +23,9 @@ void util_log_set_level(enum util_log_level level)
 }
 
 static void log_emit(enum util_log_level level, const char *module, int with_openssl,
+                     const char *fmt, va_list ap) __attribute__((format(printf, 4, 0)));
+
+static void log_emit(enum util_log_level level, const char *module, int with_openssl,
                      const char *fmt, va_list ap)
 {
     char line[LOG_LINE_MAX];

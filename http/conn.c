@@ -1,0 +1,1233 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* One client connection: reading into a pooled buffer, llhttp parsing with every byte the request
+ * exposes copied into the request's own arena, the ordered queue that keeps pipelined responses in
+ * request order, scatter-gather writes, timeouts, lingering close, and the request accessors. The
+ * ownership rules are in the DESIGN comment of server.c. */
+#include "http_int.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+static const llhttp_settings_t *parser_settings(void);
+static void conn_parse(struct http__conn *conn);
+static void conn_pump(struct http__conn *conn);
+static void conn_read_start(struct http__conn *conn);
+
+/* ---- pools ---------------------------------------------------------------------------------- */
+
+static char *loop_buf_get(struct http__loop *lp)
+{
+    if (lp->n_free_bufs > 0)
+        return lp->free_bufs[--lp->n_free_bufs];
+    return malloc(HTTP_READ_BUF_SIZE);
+}
+
+static void loop_buf_put(struct http__loop *lp, char *buf)
+{
+    if (buf == NULL)
+        return;
+    if (lp->n_free_bufs < HTTP_READ_BUF_POOL)
+        lp->free_bufs[lp->n_free_bufs++] = buf;
+    else
+        free(buf);
+}
+
+static void req_free(struct http_request *req);
+
+int http__loop_release(struct http__loop *lp)
+{
+    struct http_request *req = NULL;
+    int n_zombies = 0;
+
+    /* Requests a handler never answered: the loop no longer runs, so none can answer now. */
+    while (lp->zombies != NULL) {
+        req = lp->zombies;
+        lp->zombies = req->next;
+        req_free(req);
+        n_zombies++;
+    }
+    while (lp->n_free_bufs > 0)
+        free(lp->free_bufs[--lp->n_free_bufs]);
+    while (lp->free_reqs != NULL) {
+        req = lp->free_reqs;
+        lp->free_reqs = req->next;
+        free(req);
+    }
+    lp->n_free_reqs = 0;
+    return n_zombies;
+}
+
+static struct http_request *req_new(struct http__conn *conn)
+{
+    struct http__loop *lp = conn->lp;
+    struct http_request *req = lp->free_reqs;
+
+    if (req != NULL) {
+        lp->free_reqs = req->next;
+        lp->n_free_reqs--;
+    } else {
+        req = malloc(sizeof(*req));
+        if (req == NULL)
+            return NULL;
+    }
+    /* Only the bookkeeping part is cleared; the inline buffers are written before they are read. */
+    memset(req, 0, offsetof(struct http_request, peer));
+    req->conn = conn;
+    req->lp = lp;
+    req->kind = conn->kind;
+    req->arena = req->arena_inline;
+    req->arena_cap = sizeof(req->arena_inline);
+    req->hdrs = req->hdrs_inline;
+    req->hdrs_cap = HTTP_HDRS_INLINE;
+    req->head = req->head_inline;
+    req->started = uv_now(&lp->loop);
+    memcpy(req->peer, conn->peer, sizeof(req->peer));
+    return req;
+}
+
+static void req_free(struct http_request *req)
+{
+    struct http__loop *lp = req->lp;
+
+    util_blob_unref(req->blob);
+    free(req->body_heap);
+    if (req->arena != req->arena_inline)
+        free(req->arena);
+    if (req->hdrs != req->hdrs_inline)
+        free(req->hdrs);
+    if (req->head != req->head_inline)
+        free(req->head);
+    if (lp->n_free_reqs < HTTP_REQ_POOL) {
+        req->next = lp->free_reqs;
+        lp->free_reqs = req;
+        lp->n_free_reqs++;
+    } else {
+        free(req);
+    }
+}
+
+static void zombie_add(struct http__loop *lp, struct http_request *req)
+{
+    req->conn = NULL;
+    req->prev = NULL;
+    req->next = lp->zombies;
+    if (lp->zombies != NULL)
+        lp->zombies->prev = req;
+    lp->zombies = req;
+}
+
+static void zombie_remove(struct http__loop *lp, struct http_request *req)
+{
+    if (req->prev != NULL)
+        req->prev->next = req->next;
+    else
+        lp->zombies = req->next;
+    if (req->next != NULL)
+        req->next->prev = req->prev;
+}
+
+/* Makes room for extra more bytes. Offsets stay valid; pointers into the arena do not. */
+static int arena_reserve(struct http_request *req, size_t extra)
+{
+    size_t need = req->arena_len + extra;
+    size_t cap = req->arena_cap * 2;
+    char *grown = NULL;
+
+    if (need <= req->arena_cap)
+        return UTIL_OK;
+    if (cap < need)
+        cap = need;
+    if (req->arena == req->arena_inline) {
+        grown = malloc(cap);
+        if (grown != NULL)
+            memcpy(grown, req->arena, req->arena_len);
+    } else {
+        grown = realloc(req->arena, cap);
+    }
+    if (grown == NULL)
+        return UTIL_ENOMEM;
+    req->arena = grown;
+    req->arena_cap = cap;
+    return UTIL_OK;
+}
+
+/* Appends to the arena. The caller enforces the per-field limits, so the arena stays bounded by
+ * max_url + max_header_bytes + max_body plus one NUL per field. */
+static int arena_append(struct http_request *req, const char *at, size_t len)
+{
+    if (arena_reserve(req, len) != 0)
+        return UTIL_ENOMEM;
+    memcpy(req->arena + req->arena_len, at, len);
+    req->arena_len += len;
+    return UTIL_OK;
+}
+
+static int arena_nul(struct http_request *req)
+{
+    return arena_append(req, "", 1);
+}
+
+/* ---- queue ---------------------------------------------------------------------------------- */
+
+static void queue_push(struct http__conn *conn, struct http_request *req)
+{
+    req->next = NULL;
+    if (conn->q_tail != NULL)
+        conn->q_tail->next = req;
+    else
+        conn->q_head = req;
+    conn->q_tail = req;
+    if (conn->q_unsent == NULL)
+        conn->q_unsent = req;
+    conn->n_pending++;
+}
+
+/* ---- parser callbacks ----------------------------------------------------------------------- */
+
+static int reject_in_parser(struct http__conn *conn, int status)
+{
+    conn->error_status = status;
+    return -1;
+}
+
+static int on_message_begin(llhttp_t *parser)
+{
+    struct http__conn *conn = parser->data;
+
+    if (conn->cur == NULL) {
+        conn->cur = req_new(conn);
+        if (conn->cur == NULL)
+            return reject_in_parser(conn, 503);
+    }
+    return 0;
+}
+
+static int on_url(llhttp_t *parser, const char *at, size_t len)
+{
+    struct http__conn *conn = parser->data;
+    struct http_request *req = conn->cur;
+
+    if (req->url_len + len > conn->lp->srv->cfg.limits.max_url)
+        return reject_in_parser(conn, 414);
+    if (arena_append(req, at, len) != 0)
+        return reject_in_parser(conn, 503);
+    req->url_len += (uint32_t)len;
+    return 0;
+}
+
+static int on_url_complete(llhttp_t *parser)
+{
+    struct http__conn *conn = parser->data;
+
+    return arena_nul(conn->cur) == 0 ? 0 : reject_in_parser(conn, 503);
+}
+
+static int header_bytes_add(struct http__conn *conn, struct http_request *req, size_t len)
+{
+    req->header_bytes += len;
+    return req->header_bytes > conn->lp->srv->cfg.limits.max_header_bytes ? -1 : 0;
+}
+
+static int on_header_field(llhttp_t *parser, const char *at, size_t len)
+{
+    struct http__conn *conn = parser->data;
+    struct http_request *req = conn->cur;
+    const struct http_limits *limits = &conn->lp->srv->cfg.limits;
+    struct http__hdr *hdr = NULL;
+
+    /* A field may arrive in pieces (split across reads); only the first piece opens a slot. */
+    if (req->n_hdrs == 0 || req->in_value) {
+        if (req->n_hdrs >= limits->max_headers)
+            return reject_in_parser(conn, 431);
+        if (req->n_hdrs == req->hdrs_cap) {
+            int cap = req->hdrs_cap * 2;
+            struct http__hdr *grown = NULL;
+            if (cap > limits->max_headers)
+                cap = limits->max_headers;
+            if (req->hdrs == req->hdrs_inline) {
+                grown = malloc((size_t)cap * sizeof(*grown));
+                if (grown != NULL)
+                    memcpy(grown, req->hdrs, (size_t)req->n_hdrs * sizeof(*grown));
+            } else {
+                grown = realloc(req->hdrs, (size_t)cap * sizeof(*grown));
+            }
+            if (grown == NULL)
+                return reject_in_parser(conn, 503);
+            req->hdrs = grown;
+            req->hdrs_cap = cap;
+        }
+        hdr = &req->hdrs[req->n_hdrs++];
+        memset(hdr, 0, sizeof(*hdr));
+        hdr->name_off = (uint32_t)req->arena_len;
+        req->in_value = 0;
+        if (header_bytes_add(conn, req, 4) != 0) /* ": " and CRLF */
+            return reject_in_parser(conn, 431);
+    }
+    hdr = &req->hdrs[req->n_hdrs - 1];
+    if (header_bytes_add(conn, req, len) != 0)
+        return reject_in_parser(conn, 431);
+    if (arena_append(req, at, len) != 0)
+        return reject_in_parser(conn, 503);
+    hdr->name_len += (uint32_t)len;
+    return 0;
+}
+
+static int on_header_field_complete(llhttp_t *parser)
+{
+    struct http__conn *conn = parser->data;
+    struct http_request *req = conn->cur;
+    struct http__hdr *hdr = NULL;
+
+    if (req->n_hdrs == 0)
+        return 0;
+    hdr = &req->hdrs[req->n_hdrs - 1];
+    if (arena_nul(req) != 0)
+        return reject_in_parser(conn, 503);
+    /* An empty value gets no on_header_value call: point it at an empty string now. */
+    hdr->value_off = (uint32_t)req->arena_len;
+    hdr->value_len = 0;
+    req->in_value = 1;
+    return 0;
+}
+
+static int on_header_value(llhttp_t *parser, const char *at, size_t len)
+{
+    struct http__conn *conn = parser->data;
+    struct http_request *req = conn->cur;
+    struct http__hdr *hdr = NULL;
+
+    if (req->n_hdrs == 0)
+        return 0;
+    hdr = &req->hdrs[req->n_hdrs - 1];
+    if (header_bytes_add(conn, req, len) != 0)
+        return reject_in_parser(conn, 431);
+    if (arena_append(req, at, len) != 0)
+        return reject_in_parser(conn, 503);
+    hdr->value_len += (uint32_t)len;
+    return 0;
+}
+
+static int on_header_value_complete(llhttp_t *parser)
+{
+    struct http__conn *conn = parser->data;
+
+    return arena_nul(conn->cur) == 0 ? 0 : reject_in_parser(conn, 503);
+}
+
+static void on_continue_written(uv_write_t *wr, int status)
+{
+    struct http__conn *conn = wr->data;
+
+    conn->continue_busy = 0;
+}
+
+/* "Expect: 100-continue": answer at once, but only when no earlier response is still owed, since
+ * the interim response must not overtake them. Otherwise the client sends the body after its own
+ * short wait anyway. */
+static void maybe_send_continue(struct http__conn *conn, struct http_request *req)
+{
+    static char continue_line[] = "HTTP/1.1 100 Continue\r\n\r\n";
+    uv_buf_t buf = uv_buf_init(continue_line, sizeof(continue_line) - 1);
+    size_t len = 0;
+    const char *expect = http_request_header(req, "expect", &len);
+
+    if (expect == NULL || len != 12 || strncasecmp(expect, "100-continue", 12) != 0)
+        return;
+    if (conn->q_head != NULL || conn->continue_busy || req->http_minor == 0)
+        return;
+    conn->continue_req.data = conn;
+    if (uv_write(&conn->continue_req, (uv_stream_t *)&conn->tcp, &buf, 1, on_continue_written) == 0)
+        conn->continue_busy = 1;
+}
+
+static int on_headers_complete(llhttp_t *parser)
+{
+    struct http__conn *conn = parser->data;
+    struct http_request *req = conn->cur;
+    size_t max_body = conn->lp->srv->cfg.limits.max_body;
+
+    req->headers_done = 1;
+    req->body_started = uv_now(&conn->lp->loop);
+    req->method = llhttp_method_name((llhttp_method_t)llhttp_get_method(parser));
+    req->is_head = llhttp_get_method(parser) == HTTP_HEAD;
+    req->keep_alive = llhttp_should_keep_alive(parser);
+    req->http_minor = llhttp_get_http_minor(parser);
+    if ((parser->flags & F_CONTENT_LENGTH) != 0) {
+        if (parser->content_length > max_body)
+            return reject_in_parser(conn, 413);
+        /* Reserve the whole body now: one allocation instead of doublings. */
+        if (arena_reserve(req, (size_t)parser->content_length + 1) != 0)
+            return reject_in_parser(conn, 503);
+    }
+    req->body_off = (uint32_t)req->arena_len;
+    if ((parser->flags & (F_CONTENT_LENGTH | F_CHUNKED)) != 0)
+        maybe_send_continue(conn, req);
+    return 0;
+}
+
+static int on_body(llhttp_t *parser, const char *at, size_t len)
+{
+    struct http__conn *conn = parser->data;
+    struct http_request *req = conn->cur;
+
+    if (req->body_len + len > conn->lp->srv->cfg.limits.max_body)
+        return reject_in_parser(conn, 413);
+    if (arena_append(req, at, len) != 0)
+        return reject_in_parser(conn, 503);
+    req->body_len += (uint32_t)len;
+    return 0;
+}
+
+static int on_message_complete(llhttp_t *parser)
+{
+    struct http__conn *conn = parser->data;
+    struct http__loop *lp = conn->lp;
+    struct http_request *req = conn->cur;
+
+    /* Trailers of a chunked body land after the body; the body bytes stay where they are. */
+    if (arena_nul(req) != 0)
+        return reject_in_parser(conn, 503);
+    conn->cur = NULL;
+    req->state = HTTP_REQ_HANDLING;
+    queue_push(conn, req);
+    http__stat_add(&lp->stats.requests, 1);
+    if (!req->keep_alive || conn->draining)
+        conn->no_more = 1;
+    http__dispatch(req);
+    if (conn->no_more)
+        return HPE_PAUSED;
+    if (conn->n_pending >= lp->srv->cfg.limits.max_pipelined) {
+        conn->paused = 1;
+        return HPE_PAUSED;
+    }
+    return 0;
+}
+
+static const llhttp_settings_t *parser_settings(void)
+{
+    static const llhttp_settings_t settings = {
+        .on_message_begin = on_message_begin,
+        .on_url = on_url,
+        .on_header_field = on_header_field,
+        .on_header_value = on_header_value,
+        .on_headers_complete = on_headers_complete,
+        .on_body = on_body,
+        .on_message_complete = on_message_complete,
+        .on_url_complete = on_url_complete,
+        .on_header_field_complete = on_header_field_complete,
+        .on_header_value_complete = on_header_value_complete,
+    };
+    return &settings;
+}
+
+/* ---- connection state ----------------------------------------------------------------------- */
+
+static void on_close(uv_handle_t *handle)
+{
+    struct http__conn *conn = handle->data;
+    struct http__loop *lp = conn->lp;
+
+    if (conn->counted) {
+        (void)atomic_fetch_sub_explicit(&lp->srv->n_connections, 1,
+                                        memory_order_relaxed); /* old value not needed */
+        http__stat_add(&lp->stats.open, -1);
+    }
+    free(conn);
+    http__loop_conn_closed(lp);
+}
+
+void http__conn_close(struct http__conn *conn)
+{
+    struct http__loop *lp = conn->lp;
+    struct http_request *req = NULL;
+    struct http_request *next = NULL;
+    struct http_request *last_writing = NULL;
+
+    if (conn->closing)
+        return;
+    conn->closing = 1;
+    conn->reading = 0;
+    if (conn->counted) {
+        if (conn->prev != NULL)
+            conn->prev->next = conn->next;
+        else
+            lp->conns = conn->next;
+        if (conn->next != NULL)
+            conn->next->prev = conn->prev;
+    }
+    if (conn->cur != NULL) {
+        req_free(conn->cur);
+        conn->cur = NULL;
+    }
+    /* Requests already handed to uv_write stay: their write callbacks (cancelled by uv_close)
+     * free them before on_close runs. The rest are freed now, except those a handler still
+     * holds, which become zombies until the handler answers. */
+    for (req = conn->q_head; req != NULL && req != conn->q_unsent; req = req->next)
+        last_writing = req;
+    for (req = conn->q_unsent; req != NULL; req = next) {
+        next = req->next;
+        conn->n_pending--;
+        if (req->state == HTTP_REQ_HANDLING)
+            zombie_add(lp, req);
+        else
+            req_free(req);
+    }
+    conn->q_unsent = NULL;
+    conn->q_tail = last_writing;
+    if (last_writing != NULL)
+        last_writing->next = NULL;
+    else
+        conn->q_head = NULL;
+    loop_buf_put(lp, conn->rbuf);
+    conn->rbuf = NULL;
+    conn->rlen = conn->rpos = 0;
+    uv_close((uv_handle_t *)&conn->tcp, on_close);
+}
+
+static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
+{
+    struct http__conn *conn = handle->data;
+
+    if (conn->rbuf == NULL)
+        conn->rbuf = loop_buf_get(conn->lp);
+    if (conn->rbuf == NULL || conn->rlen >= HTTP_READ_BUF_SIZE) {
+        *buf = uv_buf_init(NULL, 0); /* read_cb gets UV_ENOBUFS and closes */
+        return;
+    }
+    *buf = uv_buf_init(conn->rbuf + conn->rlen, (unsigned)(HTTP_READ_BUF_SIZE - conn->rlen));
+}
+
+static void conn_release_buf(struct http__conn *conn)
+{
+    if (conn->rbuf != NULL && conn->rlen == 0) {
+        loop_buf_put(conn->lp, conn->rbuf);
+        conn->rbuf = NULL;
+    }
+}
+
+static void conn_read_stop(struct http__conn *conn)
+{
+    if (conn->reading) {
+        (void)uv_read_stop((uv_stream_t *)&conn->tcp); /* always 0 */
+        conn->reading = 0;
+    }
+}
+
+/* No further requests on this connection: a partial one is dropped, reading stops. */
+static void conn_set_no_more(struct http__conn *conn)
+{
+    conn->no_more = 1;
+    if (conn->cur != NULL) {
+        req_free(conn->cur);
+        conn->cur = NULL;
+    }
+    conn_read_stop(conn);
+    conn->rlen = conn->rpos = 0;
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf);
+
+static void conn_read_start(struct http__conn *conn)
+{
+    int rc = 0;
+
+    if (conn->reading || conn->closing)
+        return;
+    rc = uv_read_start((uv_stream_t *)&conn->tcp, on_alloc, on_read);
+    if (rc != 0) {
+        UTIL_DEBUG("http", "%s: read start failed: %s", conn->peer, uv_strerror(rc));
+        http__conn_close(conn);
+        return;
+    }
+    conn->reading = 1;
+}
+
+static void on_shutdown(uv_shutdown_t *sreq, int status)
+{
+    struct http__conn *conn = sreq->data;
+
+    if (status < 0 && !conn->closing)
+        http__conn_close(conn);
+}
+
+/* After a closing response: send FIN, then read and discard until the peer closes (or the linger
+ * bound passes), so that unread request bytes do not turn our close into an RST that could
+ * destroy the response before the client read it. */
+static void conn_begin_linger(struct http__conn *conn)
+{
+    int rc = 0;
+
+    conn->lingering = 1;
+    conn->linger_until = uv_now(&conn->lp->loop) + HTTP_LINGER_MS;
+    conn->shutdown_req.data = conn;
+    rc = uv_shutdown(&conn->shutdown_req, (uv_stream_t *)&conn->tcp, on_shutdown);
+    if (rc != 0) {
+        http__conn_close(conn);
+        return;
+    }
+    conn_read_start(conn);
+}
+
+static void conn_maybe_finish(struct http__conn *conn)
+{
+    if (conn->closing || conn->lingering || !conn->no_more)
+        return;
+    if (conn->cur != NULL || conn->n_pending > 0 || conn->writes_outstanding > 0)
+        return;
+    if (conn->read_eof || conn->lp->stopping)
+        http__conn_close(conn);
+    else
+        conn_begin_linger(conn);
+}
+
+static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
+{
+    struct http__conn *conn = stream->data;
+
+    if (nread > 0 && conn->lingering) {
+        /* rlen stays 0: the bytes are discarded. */
+        conn->linger_bytes += (size_t)nread;
+        if (conn->linger_bytes > HTTP_LINGER_BYTES)
+            http__conn_close(conn);
+    } else if (nread > 0) {
+        conn->rlen += (size_t)nread;
+        conn_parse(conn);
+        conn_pump(conn);
+    } else if (nread < 0) {
+        if (nread == UV_EOF && !conn->lingering && conn->n_pending > 0) {
+            /* Half-close after sending requests: still answer what was asked. */
+            conn->read_eof = 1;
+            conn_set_no_more(conn);
+            conn_maybe_finish(conn);
+        } else {
+            http__conn_close(conn);
+        }
+    }
+    if (!conn->closing)
+        conn_release_buf(conn);
+}
+
+/* Queues a response generated by http itself (a limit, a parse error, a timeout) behind the
+ * requests already queued, and ends the connection after it. */
+static void conn_reject(struct http__conn *conn, int status, int is_timeout)
+{
+    struct http__loop *lp = conn->lp;
+    struct http_request *req = conn->cur;
+    char text[48];
+
+    conn->cur = NULL;
+    if (req == NULL)
+        req = req_new(conn);
+    if (req == NULL) {
+        http__conn_close(conn);
+        return;
+    }
+    conn_set_no_more(conn);
+    if (is_timeout)
+        http__stat_add(&lp->stats.timeouts, 1);
+    else
+        http__stat_add(&lp->stats.limits, 1);
+    UTIL_DEBUG("http", "%s: rejected with %d", conn->peer, status);
+    req->keep_alive = 0;
+    req->is_head = 0;
+    req->state = HTTP_REQ_HANDLING;
+    queue_push(conn, req);
+    (void)snprintf(text, sizeof(text), "%d\n", status); /* fits */
+    http_request_respond_text(req, status, "text/plain", text);
+}
+
+/* Runs llhttp over the unparsed bytes. Handlers called from here answer into the queue only;
+ * conn_pump writes afterwards, so a burst of pipelined requests leaves in one write. */
+static void conn_parse(struct http__conn *conn)
+{
+    const char *start = conn->rbuf + conn->rpos;
+    size_t avail = conn->rlen - conn->rpos;
+    llhttp_errno_t err = HPE_OK;
+
+    conn->in_parse = 1;
+    err = llhttp_execute(&conn->parser, start, avail);
+    if (err == HPE_OK) {
+        conn->rlen = conn->rpos = 0;
+    } else if (err == HPE_PAUSED || err == HPE_PAUSED_UPGRADE) {
+        /* Upgrades are not supported: the request was answered like any other, then the
+         * connection ends. */
+        if (err == HPE_PAUSED_UPGRADE)
+            conn->no_more = 1;
+        conn->rpos += (size_t)(llhttp_get_error_pos(&conn->parser) - start);
+        if (conn->rpos >= conn->rlen || conn->no_more)
+            conn->rlen = conn->rpos = 0;
+        if (conn->no_more)
+            conn_set_no_more(conn);
+        else if (conn->paused)
+            conn_read_stop(conn);
+    } else {
+        int status = conn->error_status ? conn->error_status : 400;
+        UTIL_DEBUG("http", "%s: bad request: %s", conn->peer, llhttp_errno_name(err));
+        conn->rlen = conn->rpos = 0;
+        conn_reject(conn, status, 0);
+    }
+    conn->in_parse = 0;
+}
+
+/* Frees the n oldest requests, whose responses have been written. */
+static void conn_complete(struct http__conn *conn, int n)
+{
+    int i = 0;
+
+    for (i = 0; i < n; i++) {
+        struct http_request *req = conn->q_head;
+        conn->q_head = req->next;
+        if (conn->q_head == NULL)
+            conn->q_tail = NULL;
+        conn->n_pending--;
+        req_free(req);
+    }
+}
+
+static void on_write(uv_write_t *wr, int status)
+{
+    struct http_request *first = wr->data;
+    struct http__conn *conn = first->conn;
+
+    conn_complete(conn, first->batch_count);
+    conn->writes_outstanding--;
+    conn->write_since = uv_now(&conn->lp->loop);
+    if (conn->closing)
+        return;
+    if (status < 0) {
+        UTIL_DEBUG("http", "%s: write failed: %s", conn->peer, uv_strerror(status));
+        http__conn_close(conn);
+        return;
+    }
+    conn_pump(conn);
+}
+
+/* Hands every response that is ready, in order, to the socket: consecutive ready responses go
+ * out in one writev of header buffers and body references. With nothing queued in libuv the
+ * write is tried at once (uv_try_write): the usual small response then completes right here,
+ * without a write request, a deferred callback or the epoll_ctl libuv spends re-arming the
+ * socket after each queued write. Whatever the socket does not take goes through uv_write. */
+static void conn_flush(struct http__conn *conn)
+{
+    while (!conn->closing && conn->q_unsent != NULL &&
+           conn->q_unsent->state == HTTP_REQ_RESPONDED) {
+        uv_buf_t bufs[HTTP_WRITE_BATCH * 2];
+        unsigned n_bufs = 0;
+        unsigned skip = 0;
+        struct http_request *first = conn->q_unsent;
+        struct http_request *req = NULL;
+        struct http_request *last = NULL;
+        struct http_request *after = NULL;
+        size_t total = 0;
+        size_t written = 0;
+        int close_after = 0;
+        int n = 0;
+        int rc = 0;
+
+        for (req = first; req != NULL && req->state == HTTP_REQ_RESPONDED && n < HTTP_WRITE_BATCH;
+             req = req->next) {
+            bufs[n_bufs++] = uv_buf_init(req->head, (unsigned)req->head_len);
+            total += req->head_len;
+            if (req->body_len_out > 0) {
+                bufs[n_bufs++] = uv_buf_init((char *)req->body, (unsigned)req->body_len_out);
+                total += req->body_len_out;
+            }
+            last = req;
+            n++;
+            if (req->close_after)
+                break;
+        }
+        after = last->next;
+        close_after = last->close_after;
+        if (conn->writes_outstanding == 0 && !conn->continue_busy) {
+            int tried = uv_try_write((uv_stream_t *)&conn->tcp, bufs, n_bufs);
+            if (tried < 0 && tried != UV_EAGAIN) {
+                UTIL_DEBUG("http", "%s: write failed: %s", conn->peer, uv_strerror(tried));
+                http__conn_close(conn);
+                return;
+            }
+            written = tried > 0 ? (size_t)tried : 0;
+        }
+        if (written == total) {
+            /* Nothing is queued in libuv, so this batch is the head of the queue. */
+            conn->q_unsent = after;
+            conn_complete(conn, n);
+        } else {
+            while (written >= bufs[skip].len) {
+                written -= bufs[skip].len;
+                skip++;
+            }
+            bufs[skip].base += written;
+            bufs[skip].len -= (unsigned)written;
+            first->batch_count = n;
+            first->write_req.data = first;
+            rc = uv_write(&first->write_req, (uv_stream_t *)&conn->tcp, bufs + skip,
+                          n_bufs - skip, on_write);
+            if (rc != 0) {
+                /* No callback will come: the batch stays unsent and is freed by the close. */
+                UTIL_DEBUG("http", "%s: write failed: %s", conn->peer, uv_strerror(rc));
+                http__conn_close(conn);
+                return;
+            }
+            for (req = first; req != after; req = req->next)
+                req->state = HTTP_REQ_WRITING;
+            if (conn->writes_outstanding == 0)
+                conn->write_since = uv_now(&conn->lp->loop);
+            conn->writes_outstanding++;
+            conn->q_unsent = after;
+        }
+        if (close_after) {
+            /* Nothing may follow a closing response. */
+            conn_set_no_more(conn);
+            break;
+        }
+    }
+}
+
+/* Moves the connection forward after anything happened (bytes read, a handler answered, a write
+ * completed): write what is ready, resume a parser paused on max_pipelined once responses have
+ * drained, and end the connection when nothing is left to do. A loop, not recursion, so a long
+ * pipelined burst cannot grow the stack. */
+static void conn_pump(struct http__conn *conn)
+{
+    const struct http_limits *limits = &conn->lp->srv->cfg.limits;
+
+    for (;;) {
+        if (conn->closing)
+            return;
+        conn_flush(conn);
+        if (conn->closing)
+            return;
+        if (!conn->paused || conn->no_more || conn->n_pending >= limits->max_pipelined)
+            break;
+        conn->paused = 0;
+        llhttp_resume(&conn->parser);
+        if (conn->rlen > conn->rpos) {
+            conn_parse(conn);
+            continue;
+        }
+        conn_read_start(conn);
+        break;
+    }
+    if (conn->closing)
+        return;
+    if (!conn->paused && !conn->no_more && !conn->reading)
+        conn_read_start(conn);
+    if (conn->n_pending == 0 && conn->cur == NULL && conn->writes_outstanding == 0)
+        conn->idle_since = uv_now(&conn->lp->loop);
+    conn_release_buf(conn);
+    conn_maybe_finish(conn);
+}
+
+void http__conn_tick(struct http__conn *conn, uint64_t now)
+{
+    const struct http_limits *limits = &conn->lp->srv->cfg.limits;
+    struct http_request *req = conn->cur;
+
+    if (conn->lingering) {
+        if (now >= conn->linger_until)
+            http__conn_close(conn);
+        return;
+    }
+    if (conn->writes_outstanding > 0 && now - conn->write_since >= (uint64_t)limits->write_timeout_ms) {
+        UTIL_DEBUG("http", "%s: write timeout", conn->peer);
+        http__stat_add(&conn->lp->stats.timeouts, 1);
+        http__conn_close(conn);
+        return;
+    }
+    if (req != NULL) {
+        if ((!req->headers_done && now - req->started >= (uint64_t)limits->header_timeout_ms) ||
+            (req->headers_done && now - req->body_started >= (uint64_t)limits->body_timeout_ms))
+            conn_reject(conn, 408, 1);
+        return;
+    }
+    if (!conn->no_more && conn->n_pending == 0 && conn->writes_outstanding == 0 &&
+        now - conn->idle_since >= (uint64_t)limits->idle_timeout_ms) {
+        UTIL_DEBUG("http", "%s: idle timeout", conn->peer);
+        http__stat_add(&conn->lp->stats.timeouts, 1);
+        http__conn_close(conn);
+    }
+}
+
+void http__conn_drain(struct http__conn *conn)
+{
+    conn->draining = 1;
+    if (conn->lingering) {
+        http__conn_close(conn);
+        return;
+    }
+    /* A request half received may still complete (within the grace period); otherwise no new
+     * request is read, and the connection ends after its last owed response. */
+    if (conn->cur == NULL) {
+        conn_set_no_more(conn);
+        if (conn->n_pending == 0 && conn->writes_outstanding == 0)
+            http__conn_close(conn);
+    }
+}
+
+static void format_peer(struct http__conn *conn)
+{
+    struct sockaddr_storage ss;
+    int len = sizeof(ss);
+    char ip[INET6_ADDRSTRLEN] = "?";
+
+    memset(&ss, 0, sizeof(ss));
+    if (uv_tcp_getpeername(&conn->tcp, (struct sockaddr *)&ss, &len) != 0) {
+        (void)snprintf(conn->peer, sizeof(conn->peer), "?"); /* fits */
+        return;
+    }
+    if (ss.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&ss;
+        (void)uv_ip6_name(sin6, ip, sizeof(ip)); /* on failure ip stays "?" */
+        (void)snprintf(conn->peer, sizeof(conn->peer), "[%s]:%u", ip, ntohs(sin6->sin6_port));
+    } else {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)&ss;
+        (void)uv_ip4_name(sin, ip, sizeof(ip)); /* on failure ip stays "?" */
+        (void)snprintf(conn->peer, sizeof(conn->peer), "%s:%u", ip, ntohs(sin->sin_port));
+    }
+}
+
+void http__conn_accept(struct http__listener *lst)
+{
+    struct http__loop *lp = lst->lp;
+    struct http_server *srv = lp->srv;
+    struct http__conn *conn = NULL;
+    int refuse = 0;
+    int rc = 0;
+
+    conn = calloc(1, sizeof(*conn));
+    if (conn == NULL) {
+        lst->deferred = 1; /* the connection waits in libuv; retried next loop turn */
+        goto out;
+    }
+    conn->lp = lp;
+    conn->kind = lst->kind;
+    rc = uv_tcp_init(&lp->loop, &conn->tcp);
+    if (rc != 0) {
+        free(conn);
+        conn = NULL;
+        lst->deferred = 1;
+        goto out;
+    }
+    conn->tcp.data = conn;
+    lp->n_conns++;
+    rc = uv_accept((uv_stream_t *)&lst->tcp, (uv_stream_t *)&conn->tcp);
+    if (rc != 0) {
+        UTIL_DEBUG("http", "accept failed: %s", uv_strerror(rc));
+        refuse = 1;
+        goto out;
+    }
+    if (atomic_fetch_add_explicit(&srv->n_connections, 1, memory_order_relaxed) >=
+        srv->cfg.limits.max_connections) {
+        (void)atomic_fetch_sub_explicit(&srv->n_connections, 1,
+                                        memory_order_relaxed); /* undo; old value not needed */
+        http__stat_add(&lp->stats.rejected, 1);
+        UTIL_DEBUG("http", "connection refused: max_connections (%d) reached",
+                   srv->cfg.limits.max_connections);
+        refuse = 1;
+        goto out;
+    }
+    conn->counted = 1;
+    http__stat_add(&lp->stats.accepted, 1);
+    http__stat_add(&lp->stats.open, 1);
+    (void)uv_tcp_nodelay(&conn->tcp, 1); /* latency only; the connection works without it */
+    format_peer(conn);
+    llhttp_init(&conn->parser, HTTP_REQUEST, parser_settings());
+    conn->parser.data = conn;
+    conn->next = lp->conns;
+    if (lp->conns != NULL)
+        lp->conns->prev = conn;
+    lp->conns = conn;
+    conn->idle_since = uv_now(&lp->loop);
+    conn_read_start(conn);
+out:
+    if (refuse) {
+        /* Accepted only to be closed at once; on_close frees it and counts it down. */
+        conn->closing = 1;
+        uv_close((uv_handle_t *)&conn->tcp, on_close);
+    }
+}
+
+/* ---- responses ------------------------------------------------------------------------------ */
+
+static const char *status_reason(int status)
+{
+    switch (status) {
+    case 100: return "Continue";
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 409: return "Conflict";
+    case 411: return "Length Required";
+    case 413: return "Content Too Large";
+    case 414: return "URI Too Long";
+    case 415: return "Unsupported Media Type";
+    case 429: return "Too Many Requests";
+    case 431: return "Request Header Fields Too Large";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: return "Unknown";
+    }
+}
+
+static char *put(char *p, const char *s, size_t n)
+{
+    memcpy(p, s, n);
+    return p + n;
+}
+
+static char *put_str(char *p, const char *s)
+{
+    return put(p, s, strlen(s));
+}
+
+static char *put_u64(char *p, uint64_t v)
+{
+    char digits[24];
+    size_t n = 0;
+
+    do {
+        digits[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v > 0);
+    while (n > 0)
+        *p++ = digits[--n];
+    return p;
+}
+
+/* Renders status line and headers into req->head (inline when it fits) and sets up the body:
+ * a blob by reference, or copied bytes (behind the headers when they fit, so one buffer). */
+static int render(struct http_request *req, const struct http_response *resp)
+{
+    struct http__conn *conn = req->conn;
+    struct http__loop *lp = req->lp;
+    const char *server = lp->srv->server_header;
+    int status = resp->status;
+    const char *reason = NULL;
+    const void *body = NULL;
+    size_t body_len = 0;
+    int no_body = 0;
+    int send_body = 0;
+    size_t extra_len = 0;
+    size_t need = 0;
+    char *p = NULL;
+    int close = 0;
+
+    if (status < 100 || status > 599)
+        status = 500;
+    reason = status_reason(status);
+    no_body = status < 200 || status == 204 || status == 304;
+    if (resp->body != NULL) {
+        body = resp->body->data;
+        body_len = resp->body->len;
+    } else if (resp->body_bytes != NULL) {
+        body = resp->body_bytes;
+        body_len = resp->body_len;
+    }
+    if (no_body)
+        body_len = 0;
+    send_body = body_len > 0 && !req->is_head;
+    /* The last response owed on a connection that reads no more says so. */
+    close = !req->keep_alive || (conn->no_more && req->next == NULL && conn->cur == NULL);
+    extra_len = resp->headers != NULL ? strlen(resp->headers) : 0;
+    need = 9 + 3 + 1 + strlen(reason) + 2 + lp->date_len + 16 + 20 + 2 + 24 + extra_len + 2;
+    if (server != NULL)
+        need += 8 + strlen(server) + 2;
+    if (resp->content_type != NULL)
+        need += 14 + strlen(resp->content_type) + 2;
+    if (send_body && resp->body == NULL && need + body_len <= sizeof(req->head_inline))
+        need += body_len; /* small copied body rides behind the headers */
+    if (need > sizeof(req->head_inline)) {
+        req->head = malloc(need);
+        if (req->head == NULL) {
+            req->head = req->head_inline;
+            return UTIL_ENOMEM;
+        }
+    }
+    p = req->head;
+    p = put(p, "HTTP/1.1 ", 9);
+    p = put_u64(p, (uint64_t)status);
+    *p++ = ' ';
+    p = put_str(p, reason);
+    p = put(p, "\r\n", 2);
+    if (server != NULL) {
+        p = put(p, "Server: ", 8);
+        p = put_str(p, server);
+        p = put(p, "\r\n", 2);
+    }
+    p = put(p, lp->date, lp->date_len);
+    if (resp->content_type != NULL) {
+        p = put(p, "Content-Type: ", 14);
+        p = put_str(p, resp->content_type);
+        p = put(p, "\r\n", 2);
+    }
+    if (!no_body) {
+        p = put(p, "Content-Length: ", 16);
+        p = put_u64(p, body_len);
+        p = put(p, "\r\n", 2);
+    }
+    if (close)
+        p = put(p, "Connection: close\r\n", 19);
+    else if (req->http_minor == 0)
+        p = put(p, "Connection: keep-alive\r\n", 24);
+    if (extra_len > 0)
+        p = put(p, resp->headers, extra_len);
+    p = put(p, "\r\n", 2);
+    req->head_len = (size_t)(p - req->head);
+    req->close_after = close;
+    req->status = status;
+    if (!send_body)
+        return UTIL_OK;
+    if (resp->body != NULL) {
+        req->blob = util_blob_ref(resp->body);
+        req->body = (const char *)req->blob->data;
+        req->body_len_out = body_len;
+    } else if (req->head_len + body_len <= need) {
+        memcpy(p, body, body_len);
+        req->head_len += body_len;
+    } else {
+        req->body_heap = malloc(body_len);
+        if (req->body_heap == NULL)
+            return UTIL_ENOMEM;
+        memcpy(req->body_heap, body, body_len);
+        req->body = req->body_heap;
+        req->body_len_out = body_len;
+    }
+    return UTIL_OK;
+}
+
+static void count_status(struct http__loop *lp, int status)
+{
+    if (status < 300)
+        http__stat_add(&lp->stats.r2xx, 1);
+    else if (status < 400)
+        http__stat_add(&lp->stats.r3xx, 1);
+    else if (status < 500)
+        http__stat_add(&lp->stats.r4xx, 1);
+    else
+        http__stat_add(&lp->stats.r5xx, 1);
+}
+
+void http_request_respond(struct http_request *req, const struct http_response *resp)
+{
+    static const struct http_response internal_error = {.status = 500};
+    static const struct http_response unavailable = {.status = 503};
+    struct http__conn *conn = NULL;
+
+    if (req == NULL)
+        return;
+    if (req->state != HTTP_REQ_HANDLING) {
+        UTIL_ERROR("http", "http_request_respond called twice for one request");
+        return;
+    }
+    conn = req->conn;
+    if (conn == NULL) {
+        /* The client left while the handler worked: drop the answer. */
+        zombie_remove(req->lp, req);
+        req_free(req);
+        return;
+    }
+    if (resp == NULL)
+        resp = &internal_error;
+    if (render(req, resp) != 0) {
+        /* Out of memory: a bodiless 503 always fits the inline buffer. */
+        util_blob_unref(req->blob);
+        req->blob = NULL;
+        req->body = NULL;
+        req->body_len_out = 0;
+        (void)render(req, &unavailable); /* inline, cannot fail */
+    }
+    count_status(req->lp, req->status);
+    req->state = HTTP_REQ_RESPONDED;
+    /* While llhttp runs, responses collect and go out in one write after it returns. */
+    if (!conn->in_parse)
+        conn_pump(conn);
+}
+
+void http_request_respond_text(struct http_request *req, int status, const char *content_type,
+                               const char *text)
+{
+    struct http_response resp = {0};
+
+    resp.status = status;
+    resp.content_type = content_type;
+    resp.body_bytes = text;
+    resp.body_len = text != NULL ? strlen(text) : 0;
+    http_request_respond(req, &resp);
+}
+
+/* ---- request accessors ---------------------------------------------------------------------- */
+
+const char *http_request_method(const struct http_request *req)
+{
+    return req->method != NULL ? req->method : "GET";
+}
+
+const char *http_request_target(const struct http_request *req, size_t *len)
+{
+    if (len != NULL)
+        *len = req->url_len;
+    return req->arena + req->url_off;
+}
+
+const char *http_request_header(const struct http_request *req, const char *name, size_t *len)
+{
+    int i = 0;
+
+    for (i = 0; i < req->n_hdrs; i++) {
+        const struct http__hdr *hdr = &req->hdrs[i];
+        if (strcasecmp(req->arena + hdr->name_off, name) == 0) {
+            if (len != NULL)
+                *len = hdr->value_len;
+            return req->arena + hdr->value_off;
+        }
+    }
+    if (len != NULL)
+        *len = 0;
+    return NULL;
+}
+
+const unsigned char *http_request_body(const struct http_request *req, size_t *len)
+{
+    if (len != NULL)
+        *len = req->body_len;
+    return (const unsigned char *)req->arena + req->body_off;
+}
+
+unsigned http_request_listener(const struct http_request *req)
+{
+    return req->kind;
+}
+
+int http_request_loop_index(const struct http_request *req)
+{
+    return req->lp->index;
+}
+
+uv_loop_t *http_request_loop(const struct http_request *req)
+{
+    return &req->lp->loop;
+}
+
+const char *http_request_peer(const struct http_request *req)
+{
+    return req->peer;
+}

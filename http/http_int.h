@@ -1,0 +1,224 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* http internals shared by server.c (lifecycle, loops, listeners, routing, the coarse timer) and
+ * conn.c (one client connection: reading, llhttp parsing, the ordered response queue, writing).
+ * Nothing outside http/ includes this file. */
+#ifndef PKIVA_HTTP_INT_H
+#define PKIVA_HTTP_INT_H
+
+#define HTTP__MAX_LOOP_HOOKS 8 /* modules with per-loop state */
+
+#include "http.h"
+
+#include <llhttp.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+/* Tunables that are not configuration: they bound per-loop work and caches, not client behaviour. */
+#define HTTP_READ_BUF_SIZE 16384     /* per-connection read buffer, lent from a per-loop pool */
+/* Under AddressSanitizer the pools keep nothing, so that a use after free is caught instead of
+ * landing silently in a recycled object. */
+#if defined(__SANITIZE_ADDRESS__)
+#define HTTP_READ_BUF_POOL 0
+#define HTTP_REQ_POOL 0
+#else
+#define HTTP_READ_BUF_POOL 64 /* idle read buffers a loop keeps for reuse */
+#define HTTP_REQ_POOL 256     /* freed requests a loop keeps for reuse */
+#endif
+#define HTTP_ACCEPTS_PER_TURN 32     /* accept(2) calls per listener per loop iteration */
+#define HTTP_WRITE_BATCH 16          /* responses gathered into one uv_write */
+#define HTTP_GRACE_MS 5000           /* graceful shutdown: in-flight requests get this long */
+#define HTTP_LINGER_MS 2000          /* after a closing response: drain the peer this long */
+#define HTTP_LINGER_BYTES (1u << 20) /* ... or this many bytes, whichever comes first */
+#define HTTP_ARENA_INLINE 1024       /* request bytes (target, headers, body) stored inline */
+#define HTTP_HDRS_INLINE 24          /* header slots stored inline */
+#define HTTP_HEAD_INLINE 384         /* rendered status line + headers stored inline */
+#define HTTP_PEER_LEN 56             /* "[ipv6]:port" */
+
+struct http__loop;
+struct http__conn;
+
+/* Per-loop counters. Only the owning loop thread writes them (relaxed load + store, no lock
+ * prefix); http_server_stats reads them from any thread with relaxed loads. */
+struct http__stats {
+    _Atomic uint64_t accepted, rejected, open, requests;
+    _Atomic uint64_t r2xx, r3xx, r4xx, r5xx, timeouts, limits;
+};
+
+static inline void http__stat_add(_Atomic uint64_t *counter, int64_t delta)
+{
+    uint64_t v = atomic_load_explicit(counter, memory_order_relaxed);
+    atomic_store_explicit(counter, v + (uint64_t)delta, memory_order_relaxed);
+}
+
+struct http__route {
+    unsigned kind_mask;
+    char method[16]; /* "" = any method */
+    char *prefix;
+    size_t prefix_len;
+    http_handler_fn handler;
+    void *ctx;
+};
+
+/* One listening socket of one loop. */
+struct http__listener {
+    uv_tcp_t tcp;
+    struct http__loop *lp;
+    unsigned kind;
+    int accepts_this_turn;
+    int deferred; /* a connection is waiting in libuv for uv_accept (accept budget spent) */
+    int open;
+};
+
+struct http__hdr {
+    uint32_t name_off, name_len, value_off, value_len;
+};
+
+enum http__req_state {
+    HTTP_REQ_PARSING = 0, /* conn->cur: bytes still arriving */
+    HTTP_REQ_HANDLING,    /* in the connection queue (or a zombie): the handler owes a response */
+    HTTP_REQ_RESPONDED,   /* rendered, waiting for the responses before it */
+    HTTP_REQ_WRITING,     /* handed to uv_write; freed in write_cb */
+};
+
+/* A request owns every byte it exposes (target, headers, body are copied out of the read buffer
+ * into the arena as llhttp reports them), so the read buffer may be reused or returned to the pool
+ * after every llhttp_execute, however many requests it held. Offsets, not pointers, are stored
+ * while parsing because the arena may move when it grows; it never moves once the message is
+ * complete, so pointers handed to the handler stay valid until http_request_respond. */
+struct http_request {
+    struct http_request *next; /* connection queue, zombie list or loop free list */
+    struct http_request *prev; /* zombie list only */
+    struct http__conn *conn;   /* NULL once the connection is gone (a zombie) */
+    struct http__loop *lp;
+    unsigned kind;
+    enum http__req_state state;
+    const char *method;
+    int is_head;
+    int keep_alive;
+    int http_minor;
+    int headers_done;
+    int in_value;      /* the last header callback was a value (a new field starts a new slot) */
+    int close_after;   /* the rendered response says Connection: close */
+    int status;
+    uint64_t started;  /* uv_now when the first byte arrived */
+    uint64_t body_started;
+
+    char *arena;
+    size_t arena_len, arena_cap;
+    uint32_t url_off, url_len, body_off, body_len;
+    size_t header_bytes;
+    struct http__hdr *hdrs;
+    int n_hdrs, hdrs_cap;
+
+    /* Response. */
+    uv_write_t write_req;
+    int batch_count; /* requests covered by write_req (this one and the following ones) */
+    char *head;      /* rendered status line + headers: head_inline or malloc'd */
+    size_t head_len;
+    const char *body;
+    size_t body_len_out;
+    struct util_blob *blob; /* referenced body; unref'd when the request is freed */
+    char *body_heap;        /* copied body that did not fit behind the headers */
+
+    char peer[HTTP_PEER_LEN];
+    struct http__hdr hdrs_inline[HTTP_HDRS_INLINE];
+    char head_inline[HTTP_HEAD_INLINE];
+    char arena_inline[HTTP_ARENA_INLINE];
+};
+
+struct http__conn {
+    uv_tcp_t tcp; /* first: the handle pointer is the connection pointer */
+    struct http__loop *lp;
+    struct http__conn *next, *prev; /* the loop's connection list */
+    unsigned kind;
+    llhttp_t parser;
+    char *rbuf; /* from the loop pool while bytes are buffered or a read is pending */
+    size_t rlen, rpos;
+    struct http_request *cur; /* request being parsed */
+    struct http_request *q_head, *q_tail, *q_unsent; /* ordered: writing, then unsent */
+    int n_pending;            /* parsed requests not yet fully written */
+    int writes_outstanding;
+    int error_status; /* set by a parser callback that rejects: 413, 414, 431, 503 */
+    unsigned reading : 1, paused : 1, no_more : 1, read_eof : 1, closing : 1, lingering : 1,
+        in_parse : 1, draining : 1, continue_busy : 1, counted : 1;
+    uint64_t idle_since;  /* uv_now when the connection last had nothing to do */
+    uint64_t write_since; /* uv_now of the last write progress while writes are outstanding */
+    uint64_t linger_until;
+    size_t linger_bytes;
+    uv_write_t continue_req;
+    uv_shutdown_t shutdown_req;
+    char peer[HTTP_PEER_LEN];
+};
+
+struct http__loop {
+    struct http_server *srv;
+    int index;
+    uv_loop_t loop;
+    uv_thread_t thread;
+    int thread_started;
+    int stop_sent; /* touched only by the start/run thread */
+    struct http__listener listeners[HTTP_MAX_LISTENERS];
+    int n_listeners;
+    uv_timer_t timer;
+    uv_async_t stop_async;
+    uv_check_t check;
+    uv_idle_t idle;
+    int handles_init;
+    int stopping;
+    int fini_done;
+    uint64_t stop_deadline;
+    struct http__conn *conns; /* all open connections (not yet closing) */
+    int n_conns;              /* connections whose handle is not yet closed */
+    struct http_request *zombies;
+    struct http_request *free_reqs;
+    int n_free_reqs;
+    char *free_bufs[HTTP_READ_BUF_POOL + 1]; /* + 1: never a zero-length array */
+    int n_free_bufs;
+    char date[64]; /* "Date: ...\r\n" */
+    size_t date_len;
+    int64_t date_sec;
+    struct http__stats stats;
+};
+
+struct http_server {
+    struct http_config cfg;
+    char *server_header;
+    struct http__route *routes;
+    int n_routes, routes_cap;
+    /* Per-loop hooks of every module that asked (OCSP, CRL, admin, ...), run in order. */
+    struct {
+        void (*init)(void *ctx, uv_loop_t *loop, int index);
+        void (*fini)(void *ctx, uv_loop_t *loop, int index);
+        void *ctx;
+    } hooks[HTTP__MAX_LOOP_HOOKS];
+    int n_hooks;
+    int (*ready)(void *ctx, char *why, size_t why_len);
+    void *ready_ctx;
+    struct http__loop *loops;
+    int ports[HTTP_MAX_LISTENERS];
+    _Atomic int n_connections; /* process-wide, for max_connections */
+    _Atomic int stop_requested;
+    int started, ran;
+    uv_loop_t ctl_loop;
+    uv_async_t ctl_async;
+    uv_signal_t sigterm, sigint;
+    int signals_init; /* bit 0: sigterm, bit 1: sigint */
+    uv_mutex_t start_mutex;
+    uv_cond_t start_cond;
+    int n_ready;
+};
+
+/* conn.c */
+void http__conn_accept(struct http__listener *lst);
+void http__conn_close(struct http__conn *conn);
+void http__conn_tick(struct http__conn *conn, uint64_t now);
+void http__conn_drain(struct http__conn *conn);
+/* After the loop stopped: frees unanswered (zombie) requests and the pools; returns how many
+ * zombies there were. */
+int http__loop_release(struct http__loop *lp);
+
+/* server.c */
+void http__dispatch(struct http_request *req);
+void http__loop_conn_closed(struct http__loop *lp);
+
+#endif
