@@ -11,6 +11,8 @@
 #include <stdint.h>
 
 #define CLI_MAX_ISSUERS 16
+#define CLI_MAX_TSA_UNITS 8
+#define CLI_MAX_TSA_POLICIES 8
 #define CLI_PATH_MAX 512
 
 struct cli_issuer {
@@ -24,6 +26,21 @@ struct cli_issuer {
     char digest[16];                 /* "" = key default */
 };
 
+struct cli_tsa_unit {
+    char name[64];                /* URL-safe; served at <tsa path>/NAME, names its serial counter */
+    char cert[CLI_PATH_MAX];      /* PEM TSA certificate (critical EKU timeStamping only) */
+    char chain[CLI_PATH_MAX];     /* optional PEM CA chain sent with certReq */
+    char key_uri[CLI_PATH_MAX];   /* PKCS#11 URI */
+    char digest[16];              /* "" = key default */
+    char ess_digest[16];          /* ESSCertIDv2 hash, "" = SHA256 */
+    char policy[64];              /* default policy OID */
+    char accepted[CLI_MAX_TSA_POLICIES][64];
+    int n_accepted;
+    int64_t accuracy_us;
+    int tsa_name;
+    int allow_weak_hashes;
+};
+
 struct cli_config {
     char source[CLI_PATH_MAX]; /* the file it was read from */
     /* [server] */
@@ -31,6 +48,7 @@ struct cli_config {
     int workers;
     char log_level[16];
     char public_url[CLI_PATH_MAX]; /* base URL embedded in certificates, printed at start */
+    char run_user[64];             /* "" = keep the user; else switch to it once listening */
     struct http_config http;       /* listeners and limits */
     /* [hsm] */
     char hsm_module[CLI_PATH_MAX];
@@ -65,6 +83,15 @@ struct cli_config {
     int64_t crl_expired_retention_s;
     int64_t crl_expired_on_crl_since; /* unix seconds; 0 = off */
     int64_t crl_max_age_s;
+    /* [tsa] */
+    char tsa_path[64];
+    int tsa_durable_log;
+    int tsa_require_clock_sync;
+    int tsa_max_inflight;
+    int64_t tsa_serial_block;
+    /* [tsa.NAME] */
+    int n_tsa_units;
+    struct cli_tsa_unit tsa_units[CLI_MAX_TSA_UNITS];
     /* [revocation] */
     int64_t sla_deadline_s;
     int64_t sla_warn_s;

@@ -48,7 +48,27 @@ struct crl_config;
 int cli__admin_new(const struct cli_config *cfg, struct http_server *http,
                    struct crl_publisher *crl, struct cli_admin **out);
 void cli__admin_free(struct cli_admin *admin); /* after the http server stopped; NULL-safe */
+/* The fuzz target's way in (tests/fuzz/fuzz_admin_json.c): runs the exact checks a body of the
+ * admin route op ("revoke", "unrevoke", "status", "certificates", "crl/publish") goes through
+ * before any store work, without a server. Returns 0 if the body would be accepted, 400 if it
+ * would be refused, -1 for an unknown op. Allocates nothing that outlives the call. */
+int cli__admin_parse_for_fuzz(const char *op, const unsigned char *body, size_t len);
 
+
+/* [server] user (privdrop.c). prepare looks the user up, checks that we run as root and creates
+ * the CRL publish folder for the user (logs why and returns UTIL_ECONFIG otherwise; nothing to do
+ * when the directive is unset). apply (a struct cli_privdrop * as ctx, the shape of an http start
+ * hook) switches groups, group and user for every thread and verifies that root cannot be
+ * regained; it returns 0 or a negative util error. */
+#include <sys/types.h>
+struct cli_privdrop {
+    const struct cli_config *cfg;
+    int active;
+    uid_t uid;
+    gid_t gid;
+};
+int cli__privdrop_prepare(const struct cli_config *cfg, struct cli_privdrop *out);
+int cli__privdrop_apply(void *privdrop);
 
 /* The [crl] settings as the crl module's configuration (pointers into cfg). */
 void cli__crl_config(const struct cli_config *cfg, struct crl_config *cc);

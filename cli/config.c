@@ -61,6 +61,11 @@ void cli_config_defaults(struct cli_config *cfg)
     cfg->crl_full_on_change = 1;
     cfg->crl_expired_retention_s = 7 * 86400;
     cfg->crl_max_age_s = 3600;
+    (void)snprintf(cfg->tsa_path, sizeof(cfg->tsa_path), "/tsa");
+    cfg->tsa_durable_log = 1;
+    cfg->tsa_require_clock_sync = 1;
+    cfg->tsa_max_inflight = 4096;
+    cfg->tsa_serial_block = 4096;
     cfg->sla_deadline_s = 12 * 3600;
     cfg->sla_warn_s = 3600;
 }
@@ -285,6 +290,104 @@ static int on_issuer(struct parse_ctx *ctx, const char *name, const char *key, c
     return fail(ctx, "unknown directive '%s' in [issuer.%s]", key, name);
 }
 
+/* "1s", "500ms", "100us" -> microseconds. */
+static int parse_accuracy(const char *value, int64_t *us)
+{
+    char *end = NULL;
+    long long v;
+    errno = 0;
+    v = strtoll(value, &end, 10);
+    if (errno != 0 || end == value || v < 0 || v > 3600LL * 1000000)
+        return UTIL_EINVAL;
+    if (strcmp(end, "s") == 0 || *end == '\0')
+        *us = v * 1000000;
+    else if (strcmp(end, "ms") == 0)
+        *us = v * 1000;
+    else if (strcmp(end, "us") == 0)
+        *us = v;
+    else
+        return UTIL_EINVAL;
+    return *us <= 3600LL * 1000000 ? UTIL_OK : UTIL_EINVAL;
+}
+
+static int valid_oid(const char *text)
+{
+    /* Dotted decimal only: first arc 0-2, at least two arcs, no empty arcs. */
+    size_t len = strlen(text);
+    if (len < 3 || len >= 64 || text[0] < '0' || text[0] > '2' || text[1] != '.')
+        return 0;
+    for (size_t i = 0; i < len; i++)
+        if (!isdigit((unsigned char)text[i]) &&
+            !(text[i] == '.' && i + 1 < len && text[i + 1] != '.'))
+            return 0;
+    return 1;
+}
+
+static int on_tsa_unit(struct parse_ctx *ctx, const char *name, const char *key, const char *value)
+{
+    struct cli_config *cfg = ctx->cfg;
+    struct cli_tsa_unit *u = NULL;
+    if (!valid_name(name))
+        return fail(ctx, "TSA unit name '%s' must be 1-63 characters of [A-Za-z0-9._-]", name);
+    for (int i = 0; i < cfg->n_tsa_units; i++)
+        if (strcmp(cfg->tsa_units[i].name, name) == 0)
+            u = &cfg->tsa_units[i];
+    if (u == NULL) {
+        if (cfg->n_tsa_units >= CLI_MAX_TSA_UNITS)
+            return fail(ctx, "too many TSA units (at most %d)", CLI_MAX_TSA_UNITS);
+        u = &cfg->tsa_units[cfg->n_tsa_units++];
+        memset(u, 0, sizeof(*u));
+        (void)snprintf(u->name, sizeof(u->name), "%s", name);
+        u->accuracy_us = 1000000;
+    }
+    if (strcmp(key, "cert") == 0)
+        return set_path(ctx, u->cert, sizeof(u->cert), value);
+    if (strcmp(key, "chain") == 0)
+        return set_path(ctx, u->chain, sizeof(u->chain), value);
+    if (strcmp(key, "key") == 0) {
+        if (strncmp(value, "pkcs11:", 7) != 0)
+            return fail(ctx, "key must be a PKCS#11 URI (RFC 7512), got '%s'", value);
+        return set_str(ctx, u->key_uri, sizeof(u->key_uri), value);
+    }
+    if (strcmp(key, "digest") == 0 || strcmp(key, "ess_digest") == 0) {
+        if (strcmp(value, "SHA256") != 0 && strcmp(value, "SHA384") != 0 &&
+            strcmp(value, "SHA512") != 0)
+            return fail(ctx, "%s must be SHA256, SHA384 or SHA512", key);
+        return key[0] == 'd' ? set_str(ctx, u->digest, sizeof(u->digest), value)
+                             : set_str(ctx, u->ess_digest, sizeof(u->ess_digest), value);
+    }
+    if (strcmp(key, "policy") == 0) {
+        if (!valid_oid(value))
+            return fail(ctx, "policy must be a dotted OID like 1.2.3.4, got '%s'", value);
+        return set_str(ctx, u->policy, sizeof(u->policy), value);
+    }
+    if (strcmp(key, "accepted_policies") == 0) {
+        char list[CLI_MAX_TSA_POLICIES * 64];
+        char *save = NULL;
+        (void)snprintf(list, sizeof(list), "%s", value);
+        u->n_accepted = 0;
+        for (char *tok = strtok_r(list, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
+            if (!valid_oid(tok))
+                return fail(ctx, "accepted_policies: '%s' is not a dotted OID", tok);
+            if (u->n_accepted >= CLI_MAX_TSA_POLICIES)
+                return fail(ctx, "accepted_policies: at most %d", CLI_MAX_TSA_POLICIES);
+            (void)snprintf(u->accepted[u->n_accepted++], sizeof(u->accepted[0]), "%s", tok);
+        }
+        return 1;
+    }
+    if (strcmp(key, "accuracy") == 0) {
+        if (parse_accuracy(value, &u->accuracy_us) != UTIL_OK)
+            return fail(ctx, "accuracy must be like 1s, 100ms or 500us (at most 1h), got '%s'",
+                        value);
+        return 1;
+    }
+    if (strcmp(key, "tsa_name") == 0)
+        return set_bool(ctx, &u->tsa_name, value);
+    if (strcmp(key, "allow_weak_hashes") == 0)
+        return set_bool(ctx, &u->allow_weak_hashes, value);
+    return fail(ctx, "unknown directive '%s' in [tsa.%s]", key, name);
+}
+
 static int on_entry(void *user, const char *section, const char *key, const char *value)
 {
     struct parse_ctx *ctx = user;
@@ -306,6 +409,16 @@ static int on_entry(void *user, const char *section, const char *key, const char
         }
         if (strcmp(key, "public_url") == 0)
             return set_str(ctx, cfg->public_url, sizeof(cfg->public_url), value);
+        if (strcmp(key, "user") == 0) {
+            /* A POSIX portable user name; looked up (and root checked) by `pkiva serve`. */
+            if (value[0] == '-' || strspn(value, "abcdefghijklmnopqrstuvwxyz"
+                                                 "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") !=
+                                       strlen(value) ||
+                strlen(value) > 32)
+                return fail(ctx, "user must be a user name of at most 32 characters of "
+                                 "[A-Za-z0-9._-], got '%s'", value);
+            return set_str(ctx, cfg->run_user, sizeof(cfg->run_user), value);
+        }
         if (strcmp(key, "listen") == 0)
             return set_listen(ctx, &cfg->http.listeners[0], value);
         if (strcmp(key, "admin_listen") == 0)
@@ -427,6 +540,27 @@ static int on_entry(void *user, const char *section, const char *key, const char
         }
         if (strcmp(key, "max_age") == 0)
             return set_duration(ctx, &cfg->crl_max_age_s, value);
+    } else if (strcmp(section, "tsa") == 0) {
+        if (strcmp(key, "path") == 0) {
+            if (value[0] != '/')
+                return fail(ctx, "path must start with '/', got '%s'", value);
+            return set_str(ctx, cfg->tsa_path, sizeof(cfg->tsa_path), value);
+        }
+        if (strcmp(key, "durable_log") == 0)
+            return set_bool(ctx, &cfg->tsa_durable_log, value);
+        if (strcmp(key, "require_clock_sync") == 0)
+            return set_bool(ctx, &cfg->tsa_require_clock_sync, value);
+        if (strcmp(key, "max_inflight") == 0)
+            return set_int(ctx, &cfg->tsa_max_inflight, value, 1, 1000000);
+        if (strcmp(key, "serial_block") == 0) {
+            int block = 0;
+            if (!set_int(ctx, &block, value, 1, 1000000))
+                return 0;
+            cfg->tsa_serial_block = block;
+            return 1;
+        }
+    } else if (strncmp(section, "tsa.", 4) == 0) {
+        return on_tsa_unit(ctx, section + 4, key, value);
     } else if (strcmp(section, "revocation") == 0) {
         if (strcmp(key, "deadline") == 0)
             return set_duration(ctx, &cfg->sla_deadline_s, value);
@@ -476,6 +610,13 @@ static int validate(struct cli_config *cfg, char *err, size_t err_len)
         if ((is->ocsp_cert[0] == '\0') != (is->ocsp_key_uri[0] == '\0')) {
             (void)snprintf(err, err_len, "[issuer.%s] ocsp_cert and ocsp_key go together",
                            is->name);
+            return UTIL_ECONFIG;
+        }
+    }
+    for (int i = 0; i < cfg->n_tsa_units; i++) {
+        const struct cli_tsa_unit *u = &cfg->tsa_units[i];
+        if (u->cert[0] == '\0' || u->key_uri[0] == '\0' || u->policy[0] == '\0') {
+            (void)snprintf(err, err_len, "[tsa.%s] needs cert, key and policy", u->name);
             return UTIL_ECONFIG;
         }
     }

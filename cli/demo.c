@@ -440,9 +440,22 @@ static int write_config(struct demo *d, const char *pin_file, const char *alg)
         "cert = %s/pki/issuing-ca.pem\n"
         "key = pkcs11:token=" TOKEN_LABEL ";object=issuing-ca;type=private\n"
         "ocsp_cert = %s/pki/ocsp-responder.pem\n"
-        "ocsp_key = pkcs11:token=" TOKEN_LABEL ";object=ocsp-responder;type=private\n",
+        "ocsp_key = pkcs11:token=" TOKEN_LABEL ";object=ocsp-responder;type=private\n\n"
+        "[tsa]\n"
+        "# The embedded default runs on lab machines whose clock may not be NTP-synchronised.\n"
+        "# Production: yes (tokens then get timeNotAvailable while the clock is unsynchronised).\n"
+        "require_clock_sync = no\n\n"
+        "# Demo time-stamping unit; 2.999 is the ITU-T example arc: use your own policy OID.\n"
+        "[tsa.demo-tsa]\n"
+        "cert = %s/pki/tsa.pem\n"
+        "chain = %s/pki/tsa-chain.pem\n"
+        "key = pkcs11:token=" TOKEN_LABEL ";object=tsa;type=private\n"
+        "policy = 2.999.1.1\n"
+        "accepted_policies = 2.999.1.2\n"
+        "accuracy = 100ms\n"
+        "tsa_name = yes\n",
         alg, d->dir, d->opts->public_listen, d->opts->admin_listen, d->url, hsm_conf, pin_file,
-        d->dir, d->dir, d->dir, d->dir, d->dir);
+        d->dir, d->dir, d->dir, d->dir, d->dir, d->dir, d->dir);
     if (n < 0 || (size_t)n >= sizeof(text))
         return UTIL_EINVAL;
     return write_text(d->dir, "pkiva.conf", text, 0600);

@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <crl/crl.h>
+#include <tsa/tsa.h>
 #include <getopt.h>
 #include <hsm/hsm.h>
 #include <http/http.h>
@@ -32,6 +33,8 @@
 #include <util/util.h>
 
 #define MOD "serve"
+/* [issue #8] How often the hsm monitor signs with an idle token to check it (see hsm.h). */
+#define SERVE_HSM_PROBE_MS 2000
 
 struct served_issuer {
     const struct cli_issuer *conf;
@@ -49,6 +52,7 @@ struct server {
     struct store *store; /* start-up connection, then closed */
     struct ocsp_responder *ocsp;
     struct crl_publisher *crl;
+    struct tsa_service *tsa; /* NULL when no [tsa.NAME] is configured */
     struct http_server *http;
     struct cli_admin *admin;
     int n_issuers;
@@ -278,6 +282,35 @@ static void handle_metrics(void *ctx, struct http_request *req)
         int more = crl_publisher_metrics(srv->crl, body + n, sizeof(body) - (size_t)n);
         n = more >= 0 ? n + more : -1;
     }
+    if (srv->tsa != NULL && n > 0 && (size_t)n < sizeof(body)) {
+        struct tsa_stats ts;
+        uint64_t rejected = 0;
+        int more;
+        tsa_stats_get(srv->tsa, &ts);
+        for (size_t i = 0; i < sizeof(ts.rejected) / sizeof(ts.rejected[0]); i++)
+            rejected += ts.rejected[i];
+        more = snprintf(body + n, sizeof(body) - (size_t)n,
+                        "# TYPE pkiva_tsa_requests_total counter\n"
+                        "pkiva_tsa_requests_total %llu\n"
+                        "# TYPE pkiva_tsa_responses_total counter\n"
+                        "pkiva_tsa_responses_total{status=\"granted\"} %llu\n"
+                        "pkiva_tsa_responses_total{status=\"rejection\"} %llu\n"
+                        "# TYPE pkiva_tsa_log_commits_total counter\n"
+                        "pkiva_tsa_log_commits_total %llu\n"
+                        "# TYPE pkiva_tsa_log_records_total counter\n"
+                        "pkiva_tsa_log_records_total %llu\n"
+                        "# TYPE pkiva_tsa_log_failures_total counter\n"
+                        "pkiva_tsa_log_failures_total %llu\n"
+                        "# TYPE pkiva_tsa_inflight gauge\n"
+                        "pkiva_tsa_inflight %d\n"
+                        "# TYPE pkiva_tsa_clock_ok gauge\n"
+                        "pkiva_tsa_clock_ok %d\n",
+                        (unsigned long long)ts.requests, (unsigned long long)ts.granted,
+                        (unsigned long long)rejected, (unsigned long long)ts.log_commits,
+                        (unsigned long long)ts.log_records, (unsigned long long)ts.log_failures,
+                        ts.inflight, ts.clock_ok);
+        n = more >= 0 ? n + more : -1;
+    }
     if (n < 0 || (size_t)n >= sizeof(body)) {
         http_request_respond_text(req, 500, "text/plain", "metrics buffer too small\n");
         return;
@@ -294,6 +327,8 @@ static void handle_metrics(void *ctx, struct http_request *req)
 static int ready_fn(void *ctx, char *why, size_t why_len)
 {
     struct server *srv = ctx;
+    if (srv->tsa != NULL && !tsa_service_ready(srv->tsa, why, why_len))
+        return 0;
     if (!hsm_available(srv->hsm)) {
         (void)snprintf(why, why_len, "HSM unavailable");
         return 0;
@@ -468,6 +503,44 @@ int cli__publish_dir_ready(const struct cli_config *cfg)
     return UTIL_OK;
 }
 
+static int build_tsa(struct server *srv)
+{
+    const struct cli_config *cfg = srv->cfg;
+    struct tsa_config tc;
+    struct tsa_unit_config uc[CLI_MAX_TSA_UNITS];
+
+    if (cfg->n_tsa_units == 0)
+        return UTIL_OK;
+    tsa_config_default(&tc);
+    tc.store_path = cfg->store_path;
+    tc.path = cfg->tsa_path;
+    tc.durable_log = cfg->tsa_durable_log;
+    tc.require_clock_sync = cfg->tsa_require_clock_sync;
+    tc.max_inflight = cfg->tsa_max_inflight;
+    tc.serial_block = cfg->tsa_serial_block;
+    if (!cfg->tsa_require_clock_sync)
+        UTIL_WARN(MOD, "[tsa] require_clock_sync = no: time stamps are issued even when the "
+                       "clock is not synchronised (labs only)");
+    memset(uc, 0, sizeof(uc));
+    for (int i = 0; i < cfg->n_tsa_units; i++) {
+        const struct cli_tsa_unit *u = &cfg->tsa_units[i];
+        uc[i].name = u->name;
+        uc[i].cert_file = u->cert;
+        uc[i].chain_file = u->chain[0] ? u->chain : NULL;
+        uc[i].key_uri = u->key_uri;
+        uc[i].digest = u->digest[0] ? u->digest : NULL;
+        uc[i].ess_digest = u->ess_digest[0] ? u->ess_digest : NULL;
+        uc[i].policy = u->policy;
+        for (int j = 0; j < u->n_accepted; j++)
+            uc[i].accepted_policies[j] = u->accepted[j];
+        uc[i].n_accepted_policies = u->n_accepted;
+        uc[i].accuracy_us = u->accuracy_us;
+        uc[i].tsa_name = u->tsa_name;
+        uc[i].allow_weak_hashes = u->allow_weak_hashes;
+    }
+    return tsa_service_new(&tc, uc, cfg->n_tsa_units, srv->hsm, &srv->tsa);
+}
+
 static int build_crl(struct server *srv)
 {
     struct crl_config cc;
@@ -494,10 +567,14 @@ int cli_serve(const struct cli_config *cfg)
     struct server *srv = NULL;
     struct hsm_config hcfg;
     struct http_config http;
+    struct cli_privdrop privdrop;
     int rc;
     int status = 1;
 
     cli__apply_env(cfg);
+    /* [server] user: checked before anything is opened (privdrop.c). */
+    if (cli__privdrop_prepare(cfg, &privdrop) != UTIL_OK)
+        return 1;
     srv = calloc(1, sizeof(*srv));
     if (srv == NULL) {
         UTIL_ERROR(MOD, "out of memory at start-up");
@@ -535,6 +612,22 @@ int cli_serve(const struct cli_config *cfg)
         UTIL_ERROR(MOD, "CRL publisher: %s", util_strerror(rc));
         goto out;
     }
+    if ((rc = build_tsa(srv)) != UTIL_OK) {
+        UTIL_ERROR(MOD, "TSA: %s", util_strerror(rc));
+        goto out;
+    }
+    /* [issue #8: HSM outages] The hsm monitor notices an outage without traffic (/readyz),
+     * sheds signing work while the token is away and, when it returns, loads the key handles
+     * again so that signing heals without a restart. It probes with the first issuer's OCSP
+     * signing key (the busiest one); hsm_close stops it. */
+    if (srv->n_issuers > 0) {
+        const struct cli_issuer *first = srv->issuers[0].conf;
+        rc = hsm_monitor_start(srv->hsm,
+                               first->ocsp_key_uri[0] ? first->ocsp_key_uri : first->key_uri,
+                               SERVE_HSM_PROBE_MS);
+        if (rc != UTIL_OK)
+            goto out;
+    }
     (void)store_audit_append_blocking(srv->store, "pkiva-serve", "start",
                                       "{\"what\":\"configuration and keys loaded\"}");
     /* The start-up connection is not needed any more: the poller opens its own. */
@@ -549,15 +642,24 @@ int cli_serve(const struct cli_config *cfg)
         goto out;
     if ((rc = ocsp_responder_register(srv->ocsp, srv->http)) != UTIL_OK ||
         (rc = crl_publisher_register(srv->crl, srv->http)) != UTIL_OK ||
+        (srv->tsa != NULL && (rc = tsa_service_register(srv->tsa, srv->http)) != UTIL_OK) ||
         (rc = http_server_route(srv->http, HTTP_PUBLIC, "GET", "/ca/", handle_ca_cert, srv)) ||
         (rc = http_server_route(srv->http, HTTP_ADMIN, "GET", "/metrics", handle_metrics, srv)) ||
         (rc = cli__admin_new(cfg, srv->http, srv->crl, &srv->admin)))
         goto out;
     http_server_set_ready_fn(srv->http, ready_fn, srv);
+    /* [server] user: root is dropped inside http_server_start, once the listeners are bound and
+     * before any connection is accepted. By then the token session is open, the keys are loaded,
+     * the admin token is read and the admin store threads have opened their SQLite connections
+     * (SQLite gives root-created -wal/-shm files the database file's owner). What starts below
+     * opens files as the new user: the pre-signer, the CRL publisher (store and publish folder)
+     * and the change-feed poller (store), so the data folder must belong to it. */
+    http_server_set_start_hook(srv->http, cli__privdrop_apply, &privdrop);
     if ((rc = http_server_start(srv->http)) != UTIL_OK)
         goto out;
     if ((rc = ocsp_responder_start(srv->ocsp)) != UTIL_OK ||
-        (rc = crl_publisher_start(srv->crl)) != UTIL_OK)
+        (rc = crl_publisher_start(srv->crl)) != UTIL_OK ||
+        (srv->tsa != NULL && (rc = tsa_service_start(srv->tsa)) != UTIL_OK))
         goto out;
     if (pthread_create(&srv->poller, NULL, poller_main, srv) != 0) {
         rc = UTIL_ENOMEM;
@@ -575,6 +677,9 @@ int cli_serve(const struct cli_config *cfg)
         printf("\n  CA cert:   %s/ca/%s.crt\n", cfg->public_url, srv->issuers[i].conf->name);
     }
     printf("  certs:     %s/certs/<issuer>/<serial-hex>.crt\n", cfg->public_url);
+    for (int i = 0; i < cfg->n_tsa_units; i++)
+        printf("  TSA:       %s%s%s%s  (POST application/timestamp-query)\n", cfg->public_url,
+               cfg->tsa_path, i == 0 ? "" : "/", i == 0 ? "" : cfg->tsa_units[i].name);
     printf("  health:    http://%s:%d/healthz  /readyz\n", cfg->http.listeners[0].host,
            http_server_port(srv->http, 0));
     printf("  admin:     http://%s:%d/admin/  (/metrics)\n", cfg->http.listeners[1].host,
@@ -594,10 +699,12 @@ out:
     /* Order matters: nothing may sign once keys are freed, and keys go before the hsm. */
     ocsp_responder_stop(srv->ocsp);
     crl_publisher_stop(srv->crl);
+    tsa_service_stop(srv->tsa);
     http_server_free(srv->http);
     cli__admin_free(srv->admin);
     ocsp_responder_free(srv->ocsp);
     crl_publisher_free(srv->crl);
+    tsa_service_free(srv->tsa);
     close_issuers(srv);
     store_close(srv->store);
     hsm_close(srv->hsm);

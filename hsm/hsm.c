@@ -37,7 +37,21 @@
  *   part of pkiva may ever wait for a human at a terminal.
  * - Failure modes: wrong PIN or a missing token surface at the first key load as UTIL_EHSM (see
  *   key.c); a token that fails mid-operation makes the work function return UTIL_EHSM, which marks
- *   the hsm unavailable until a signature succeeds again (hsm_probe_blocking can be used to check). */
+ *   the hsm unavailable until a signature succeeds again (hsm_probe_blocking can be used to check).
+ * - Outages and healing (tests/fault measures this with a fault-injecting module). When a token
+ *   is removed, or a network HSM loses its link or restarts, the module closes every session and
+ *   forgets the login; afterwards the object handles inside our EVP_PKEYs are dead too (SoftHSM2
+ *   and real HSMs answer CKR_OBJECT_HANDLE_INVALID). pkcs11-provider 1.0 copes with the sessions
+ *   (C_GetSessionInfo fails, it opens and logs into a new one) but never renews a key's object
+ *   handle, so without help signing would fail until a restart. The monitor thread
+ *   (hsm_monitor_start) therefore, while the hsm is marked down, looks every live key up again
+ *   (key.c keeps them in a list) and swaps each key->pkey for the fresh handle. The swap takes
+ *   the write side of swap_lock and every job runs under its read side, so no job sees a pkey
+ *   change or freed under it; lock order is swap_lock before keys_mutex, everywhere. The monitor
+ *   also probes an idle token every interval so that /readyz notices an outage without traffic,
+ *   and while it runs, work submitted during an outage is refused at once (a hung network HSM
+ *   would otherwise fill the queue with jobs that each wait for a timeout). */
+#define _GNU_SOURCE /* pthread_rwlockattr_setkind_np: a reload must not starve behind readers */
 #include "hsm_int.h"
 
 #include <errno.h>
@@ -55,6 +69,7 @@
 #include <unistd.h>
 
 #define HSM_SESSIONS_MAX 256
+#define HSM_MONITOR_RETRY_MS 500 /* while down: how often the monitor tries to heal */
 #define HSM_PIN_FILE_MAX 4096 /* a PIN file larger than this is not a PIN file */
 
 /* The hsm whose job the current thread is running, so that hsm_probe_blocking called from inside a
@@ -374,6 +389,56 @@ static int check_config(const struct hsm_config *cfg)
 
 /* ---- open / close --------------------------------------------------------------------------- */
 
+/* Initialises the locks of a zeroed hsm; on failure none is left initialised. */
+static int init_locks(struct hsm *hsm)
+{
+    pthread_rwlockattr_t rwattr;
+    pthread_condattr_t cattr;
+    int rc = -1;
+
+    if (pthread_rwlockattr_init(&rwattr) != 0)
+        return -1;
+    (void)pthread_rwlockattr_setkind_np(&rwattr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    if (pthread_condattr_init(&cattr) != 0) {
+        (void)pthread_rwlockattr_destroy(&rwattr); /* cannot fail on an initialised attr */
+        return -1;
+    }
+    (void)pthread_condattr_setclock(&cattr, CLOCK_MONOTONIC); /* valid clock: cannot fail */
+    if (pthread_rwlock_init(&hsm->swap_lock, &rwattr) != 0)
+        goto out;
+    if (pthread_mutex_init(&hsm->keys_mutex, NULL) != 0)
+        goto out_rw;
+    if (pthread_mutex_init(&hsm->monitor_mutex, NULL) != 0)
+        goto out_keys;
+    if (pthread_cond_init(&hsm->monitor_cond, &cattr) != 0)
+        goto out_monitor;
+    rc = 0;
+    goto out;
+out_monitor:
+    (void)pthread_mutex_destroy(&hsm->monitor_mutex); /* unused: cannot fail */
+out_keys:
+    (void)pthread_mutex_destroy(&hsm->keys_mutex); /* unused: cannot fail */
+out_rw:
+    (void)pthread_rwlock_destroy(&hsm->swap_lock); /* unused: cannot fail */
+out:
+    (void)pthread_condattr_destroy(&cattr);   /* cannot fail on an initialised attr */
+    (void)pthread_rwlockattr_destroy(&rwattr); /* cannot fail on an initialised attr */
+    return rc;
+}
+
+static void monitor_stop(struct hsm *hsm)
+{
+    if (!hsm->monitor_started)
+        return;
+    pthread_mutex_lock(&hsm->monitor_mutex);
+    hsm->monitor_stop = 1;
+    pthread_cond_signal(&hsm->monitor_cond);
+    pthread_mutex_unlock(&hsm->monitor_mutex);
+    (void)pthread_join(hsm->monitor, NULL); /* our own joinable thread */
+    hsm->monitor_started = 0;
+    atomic_store(&hsm->monitor_running, 0);
+}
+
 int hsm_open(const struct hsm_config *cfg, struct hsm **out)
 {
     struct hsm *hsm = NULL;
@@ -413,10 +478,20 @@ int hsm_open(const struct hsm_config *cfg, struct hsm **out)
         rc = UTIL_ENOMEM;
         goto out;
     }
+    if (init_locks(hsm) != 0) {
+        free(hsm);
+        hsm = NULL;
+        rc = UTIL_ENOMEM;
+        goto out;
+    }
     atomic_init(&hsm->down_since_ms, 0);
     atomic_init(&hsm->signatures, 0);
     atomic_init(&hsm->errors, 0);
     atomic_init(&hsm->sign_us_total, 0);
+    atomic_init(&hsm->last_ok_ms, 0);
+    atomic_init(&hsm->shed, 0);
+    atomic_init(&hsm->key_reloads, 0);
+    atomic_init(&hsm->monitor_running, 0);
     hsm->module_path = strdup(cfg->module_path);
     if (hsm->module_path == NULL) {
         rc = UTIL_ENOMEM;
@@ -461,10 +536,18 @@ void hsm_close(struct hsm *hsm)
 {
     if (hsm == NULL)
         return;
-    /* The pool first: no job may run against a library context that is going away. */
+    /* The monitor first (it submits probes), then the pool: no job may run against a library
+     * context that is going away. Keys the caller still holds are detached, not freed. */
+    monitor_stop(hsm);
+    hsm_key_free(hsm->probe_key);
+    hsm__keys_detach(hsm);
     util_pool_free(hsm->pool);
     OSSL_LIB_CTX_free(hsm->libctx);
     free(hsm->module_path);
+    (void)pthread_cond_destroy(&hsm->monitor_cond);   /* nobody waits any more */
+    (void)pthread_mutex_destroy(&hsm->monitor_mutex); /* unlocked: cannot fail */
+    (void)pthread_mutex_destroy(&hsm->keys_mutex);    /* unlocked: cannot fail */
+    (void)pthread_rwlock_destroy(&hsm->swap_lock);    /* unlocked: cannot fail */
     free(hsm);
 }
 
@@ -496,7 +579,10 @@ void hsm_note_result(struct hsm *hsm, int result)
         return;
     }
     if (result == UTIL_OK) {
-        int64_t since = atomic_exchange(&hsm->down_since_ms, 0);
+        int64_t since;
+
+        atomic_store_explicit(&hsm->last_ok_ms, util_mono_ms(), memory_order_relaxed);
+        since = atomic_exchange(&hsm->down_since_ms, 0);
         if (since != 0)
             UTIL_WARN(HSM_MOD, "HSM available again after %lld ms",
                       (long long)(util_mono_ms() - since));
@@ -516,8 +602,10 @@ void hsm_stats_get(const struct hsm *hsm, struct hsm_stats *out)
     out->signatures = atomic_load_explicit(&h->signatures, memory_order_relaxed);
     out->errors = atomic_load_explicit(&h->errors, memory_order_relaxed);
     out->sign_us_total = atomic_load_explicit(&h->sign_us_total, memory_order_relaxed);
-    out->rejected = util_pool_rejected(h->pool);
+    out->rejected = util_pool_rejected(h->pool) +
+                    atomic_load_explicit(&h->shed, memory_order_relaxed);
     out->queue_depth = util_pool_queue_depth(h->pool);
+    out->key_reloads = atomic_load_explicit(&h->key_reloads, memory_order_relaxed);
 }
 
 /* ---- the signing pool ----------------------------------------------------------------------- */
@@ -538,7 +626,12 @@ static int job_work(void *thread_state, void *opaque)
     int rc;
 
     job_hsm = job->hsm;
+    /* Nested (a probe inside a job) runs under the outer job's read lock already. */
+    if (outer != job->hsm)
+        (void)pthread_rwlock_rdlock(&job->hsm->swap_lock); /* fails only on misuse */
     rc = job->work(thread_state, job->arg);
+    if (outer != job->hsm)
+        (void)pthread_rwlock_unlock(&job->hsm->swap_lock); /* held: cannot fail */
     job_hsm = outer;
     if (rc == UTIL_OK) {
         /* Counters only: relaxed ordering is enough. */
@@ -561,6 +654,15 @@ static void job_done(void *opaque, int result)
         done(arg, result);
 }
 
+/* While the monitor runs and the token is down, new work is refused at once (see DESIGN). */
+static int shed_while_down(struct hsm *hsm)
+{
+    if (!atomic_load(&hsm->monitor_running) || hsm_available(hsm))
+        return 0;
+    (void)atomic_fetch_add_explicit(&hsm->shed, 1, memory_order_relaxed); /* a counter */
+    return 1;
+}
+
 int hsm_submit(struct hsm *hsm, struct util_pool_port *port, util_pool_work_fn work,
                util_pool_done_fn done, void *arg)
 {
@@ -569,6 +671,8 @@ int hsm_submit(struct hsm *hsm, struct util_pool_port *port, util_pool_work_fn w
 
     if (hsm == NULL || work == NULL)
         return UTIL_EINVAL;
+    if (shed_while_down(hsm))
+        return UTIL_EHSM;
     job = malloc(sizeof(*job));
     if (job == NULL)
         return UTIL_ENOMEM;
@@ -582,17 +686,25 @@ int hsm_submit(struct hsm *hsm, struct util_pool_port *port, util_pool_work_fn w
     return rc;
 }
 
-int hsm_run_sync(struct hsm *hsm, util_pool_work_fn work, void *arg)
+/* hsm_run_sync without the shedding: the monitor's probes must reach a token marked down. */
+static int run_sync(struct hsm *hsm, util_pool_work_fn work, void *arg)
 {
     struct hsm_job job;
 
-    if (hsm == NULL || work == NULL)
-        return UTIL_EINVAL;
     job.hsm = hsm;
     job.work = work;
     job.done = NULL;
     job.arg = arg;
     return util_pool_run_sync(hsm->pool, job_work, &job);
+}
+
+int hsm_run_sync(struct hsm *hsm, util_pool_work_fn work, void *arg)
+{
+    if (hsm == NULL || work == NULL)
+        return UTIL_EINVAL;
+    if (shed_while_down(hsm))
+        return UTIL_EHSM;
+    return run_sync(hsm, work, arg);
 }
 
 /* ---- probe ---------------------------------------------------------------------------------- */
@@ -627,5 +739,78 @@ int hsm_probe_blocking(struct hsm *hsm, const struct hsm_key *key)
      * job wrapper books the result. */
     if (job_hsm == hsm)
         return probe_work(NULL, &probe);
-    return hsm_run_sync(hsm, probe_work, &probe);
+    return run_sync(hsm, probe_work, &probe);
+}
+
+/* ---- monitor -------------------------------------------------------------------------------- */
+
+/* Waits up to ms on the monitor's condition; returns 1 when asked to stop. */
+static int monitor_wait(struct hsm *hsm, int ms)
+{
+    struct timespec until;
+    int stop;
+
+    (void)clock_gettime(CLOCK_MONOTONIC, &until); /* cannot fail */
+    until.tv_sec += ms / 1000;
+    until.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&hsm->monitor_mutex);
+    while (!hsm->monitor_stop &&
+           pthread_cond_timedwait(&hsm->monitor_cond, &hsm->monitor_mutex, &until) == 0)
+        ; /* a spurious wake-up: wait for the rest */
+    stop = hsm->monitor_stop;
+    pthread_mutex_unlock(&hsm->monitor_mutex);
+    return stop;
+}
+
+static void *monitor_main(void *opaque)
+{
+    struct hsm *hsm = opaque;
+    int interval = hsm->monitor_interval_ms;
+    int retry = interval < HSM_MONITOR_RETRY_MS ? interval : HSM_MONITOR_RETRY_MS;
+
+    while (!monitor_wait(hsm, hsm_available(hsm) ? interval : retry)) {
+        if (!hsm_available(hsm)) {
+            /* Fresh handles first: after a real outage the old ones never work again. A failed
+             * reload means the token is still away; the next turn tries again. */
+            if (hsm__keys_reload(hsm) == UTIL_OK)
+                (void)hsm_probe_blocking(hsm, hsm->probe_key); /* booked by the job wrapper */
+            continue;
+        }
+        /* Traffic that succeeded recently proves the token; probe only an idle one. */
+        if (util_mono_ms() - atomic_load_explicit(&hsm->last_ok_ms, memory_order_relaxed) <
+            interval)
+            continue;
+        (void)hsm_probe_blocking(hsm, hsm->probe_key); /* booked by the job wrapper */
+    }
+    return NULL;
+}
+
+int hsm_monitor_start(struct hsm *hsm, const char *probe_uri, int interval_ms)
+{
+    int rc;
+
+    if (hsm == NULL || probe_uri == NULL || interval_ms < 1 || hsm->monitor_started)
+        return UTIL_EINVAL;
+    rc = hsm_key_load_blocking(hsm, probe_uri, NULL, 0, &hsm->probe_key);
+    if (rc != UTIL_OK) {
+        UTIL_ERROR(HSM_MOD, "monitor: probe key %s: %s", probe_uri, util_strerror(rc));
+        return rc;
+    }
+    hsm->monitor_interval_ms = interval_ms;
+    hsm->monitor_stop = 0;
+    atomic_store(&hsm->monitor_running, 1);
+    if (pthread_create(&hsm->monitor, NULL, monitor_main, hsm) != 0) {
+        atomic_store(&hsm->monitor_running, 0);
+        hsm_key_free(hsm->probe_key);
+        hsm->probe_key = NULL;
+        return UTIL_ENOMEM;
+    }
+    hsm->monitor_started = 1;
+    UTIL_INFO(HSM_MOD, "monitor started: probe every %d ms when idle, heal every %d ms when down",
+              interval_ms, interval_ms < HSM_MONITOR_RETRY_MS ? interval_ms : HSM_MONITOR_RETRY_MS);
+    return UTIL_OK;
 }

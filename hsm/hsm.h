@@ -91,10 +91,27 @@ int hsm_available(const struct hsm *hsm);
  * notice recovery during an outage). */
 int hsm_probe_blocking(struct hsm *hsm, const struct hsm_key *key);
 
+/* Starts the monitor: a thread that notices an outage and heals it without a restart. Call once,
+ * from start-up code, after the keys are loaded. It loads its own probe key from probe_uri
+ * (a private key URI, as for hsm_key_load_blocking; failure is returned and nothing starts).
+ * - While available, it signs once with the probe key whenever interval_ms passed without any
+ *   successful job, so an outage without traffic still shows in hsm_available (/readyz).
+ * - While unavailable, every min(interval_ms, 500) ms it looks every live key up again and, once
+ *   the token gives them all, swaps their handles (key->pkey) and probes; the first success ends
+ *   the outage. After a token is removed or a network HSM reconnects, the old object handles are
+ *   dead (pkcs11-provider 1.0 does not renew them), so this reload is what heals signing.
+ * - While it runs and the hsm is unavailable, hsm_submit and hsm_run_sync refuse at once with
+ *   UTIL_EHSM instead of queueing work for a token that fails or hangs (counted as rejected); the
+ *   monitor's probes are what notice recovery.
+ * Because of the swap, read key->pkey only inside work run by hsm_submit/hsm_run_sync (or in
+ * start-up code before this call). hsm_close stops the monitor. */
+int hsm_monitor_start(struct hsm *hsm, const char *probe_uri, int interval_ms);
+
 struct hsm_stats {
-    uint64_t signatures, errors, rejected;
+    uint64_t signatures, errors, rejected; /* rejected: queue full, or shed during an outage */
     int queue_depth;
     uint64_t sign_us_total; /* sum of signing latencies, for an average */
+    uint64_t key_reloads;   /* times the monitor loaded every key again after an outage */
 };
 void hsm_stats_get(const struct hsm *hsm, struct hsm_stats *out);
 

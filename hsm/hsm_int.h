@@ -6,6 +6,7 @@
 
 #include <hsm/hsm.h>
 #include <openssl/ui.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
@@ -21,7 +22,46 @@ struct hsm {
     _Atomic uint64_t signatures;    /* work functions that returned 0 */
     _Atomic uint64_t errors;        /* results of UTIL_EHSM */
     _Atomic uint64_t sign_us_total; /* time spent in successful work functions */
+    _Atomic int64_t last_ok_ms;     /* monotonic ms of the last successful job (0: none yet) */
+    _Atomic uint64_t shed;          /* jobs refused at once during an outage (monitor running) */
+    _Atomic uint64_t key_reloads;   /* times every key was loaded again after an outage */
+
+    /* Every job runs under the read side; hsm__keys_reload swaps key->pkey under the write side,
+     * so no job ever sees a key's pkey change under it (see the DESIGN comment in hsm.c). Writer
+     * preferring, so a busy pool cannot starve a reload. */
+    pthread_rwlock_t swap_lock;
+    pthread_mutex_t keys_mutex; /* guards the list of live keys below */
+    struct hsm__key *keys;
+    uint64_t key_serial; /* last id given to a key; under keys_mutex */
+
+    /* The monitor thread (hsm_monitor_start); stop and cond under monitor_mutex. */
+    pthread_mutex_t monitor_mutex;
+    pthread_cond_t monitor_cond; /* CLOCK_MONOTONIC */
+    pthread_t monitor;
+    int monitor_started, monitor_stop;
+    _Atomic int monitor_running; /* 1: outages are detected and healed; shed jobs while down */
+    int monitor_interval_ms;
+    struct hsm_key *probe_key; /* the monitor's own key, freed by hsm_close */
 };
+
+/* A key as the hsm allocates it: the public struct first (hsm_key_free converts back), then the
+ * links of the hsm's list of live keys, which hsm__keys_reload walks after an outage. owner is
+ * NULL once hsm_close has detached the key (a caller that frees keys late touches nothing). */
+struct hsm__key {
+    struct hsm_key pub;
+    struct hsm *owner;
+    uint64_t id; /* unique per hsm, so a reload never mistakes a new key for a freed one */
+    struct hsm__key *prev, *next;
+};
+
+/* Looks every live key up again by its URI and, only if all were found, swaps each key's pkey for
+ * the fresh one under the write side of swap_lock. The lookups themselves run without any lock
+ * held. Returns 0 (and logs) when every key was reloaded, UTIL_EHSM when the token still cannot
+ * give them all (nothing changed, logged at debug level only: the monitor retries often), or
+ * UTIL_ENOMEM. Call only from the monitor thread or start-up code, never from inside a job. */
+int hsm__keys_reload(struct hsm *hsm);
+/* Unlinks every live key from the hsm (hsm_close). */
+void hsm__keys_detach(struct hsm *hsm);
 
 /* The process-wide UI method that never prompts (see hsm.c); set as OpenSSL's default by hsm_open
  * and passed to every OSSL_STORE lookup with an int * as user data, set to 1 when a PIN was asked

@@ -164,7 +164,7 @@ static int check_uri(const char *uri)
  * and *out (caller frees), UTIL_ENOTFOUND, UTIL_EHSM when the store cannot be opened at all, or
  * UTIL_ENOMEM. *pin_asked tells whether the provider wanted a PIN typed in. */
 static int store_find(struct hsm *hsm, const char *uri, int expect, EVP_PKEY **out,
-                      int *pin_asked)
+                      int *pin_asked, enum util_log_level open_level)
 {
     UI_METHOD *ui = NULL;
     OSSL_STORE_CTX *store = NULL;
@@ -176,7 +176,7 @@ static int store_find(struct hsm *hsm, const char *uri, int expect, EVP_PKEY **o
     ERR_clear_error();
     store = OSSL_STORE_open_ex(uri, hsm->libctx, NULL, ui, pin_asked, NULL, NULL, NULL);
     if (store == NULL) {
-        util_log_openssl(UTIL_LOG_ERROR, HSM_MOD, "cannot open %s", uri);
+        util_log_openssl(open_level, HSM_MOD, "cannot open %s", uri);
         rc = UTIL_EHSM;
         goto out;
     }
@@ -237,7 +237,7 @@ static int explain_not_found(struct hsm *hsm, const char *uri, int pin_asked)
     rc = uri_with_type(uri, "public", &public_uri);
     if (rc != UTIL_OK)
         goto out;
-    rc = store_find(hsm, public_uri, OSSL_STORE_INFO_PUBKEY, &pub, &unused);
+    rc = store_find(hsm, public_uri, OSSL_STORE_INFO_PUBKEY, &pub, &unused, UTIL_LOG_ERROR);
     if (rc == UTIL_OK) {
         UTIL_ERROR(HSM_MOD,
                    "%s: the public key is on the token but the private key is not accessible: "
@@ -304,6 +304,7 @@ static int choose_md(struct hsm *hsm, EVP_PKEY *pkey, const char *md, int rsa_ps
 int hsm_key_load_blocking(struct hsm *hsm, const char *uri, const char *md, int rsa_pss,
                           struct hsm_key **out)
 {
+    struct hsm__key *entry = NULL;
     struct hsm_key *key = NULL;
     char type[16];
     int pin_asked = 0;
@@ -321,16 +322,17 @@ int hsm_key_load_blocking(struct hsm *hsm, const char *uri, const char *md, int 
         rc = UTIL_EINVAL;
         goto out;
     }
-    key = calloc(1, sizeof(*key));
-    if (key == NULL) {
+    entry = calloc(1, sizeof(*entry));
+    if (entry == NULL) {
         rc = UTIL_ENOMEM;
         goto out;
     }
+    key = &entry->pub;
     /* Asking for the private object explicitly makes the provider log in for it. */
     rc = uri_with_type(uri, "private", &key->uri);
     if (rc != UTIL_OK)
         goto out;
-    rc = store_find(hsm, key->uri, OSSL_STORE_INFO_PKEY, &key->pkey, &pin_asked);
+    rc = store_find(hsm, key->uri, OSSL_STORE_INFO_PKEY, &key->pkey, &pin_asked, UTIL_LOG_ERROR);
     if (rc == UTIL_ENOTFOUND)
         rc = explain_not_found(hsm, key->uri, pin_asked);
     if (rc != UTIL_OK)
@@ -341,6 +343,15 @@ int hsm_key_load_blocking(struct hsm *hsm, const char *uri, const char *md, int 
     UTIL_DEBUG(HSM_MOD, "loaded %s (%s, %d bits, %s%s)", key->uri,
                EVP_PKEY_get0_type_name(key->pkey), EVP_PKEY_get_bits(key->pkey), key->md,
                key->rsa_pss ? ", PSS" : "");
+    /* Joins the live keys, so that a reload after an outage renews its handle too. */
+    pthread_mutex_lock(&hsm->keys_mutex);
+    entry->owner = hsm;
+    entry->id = ++hsm->key_serial;
+    entry->next = hsm->keys;
+    if (hsm->keys != NULL)
+        hsm->keys->prev = entry;
+    hsm->keys = entry;
+    pthread_mutex_unlock(&hsm->keys_mutex);
     *out = key;
     key = NULL;
 out:
@@ -350,11 +361,111 @@ out:
 
 void hsm_key_free(struct hsm_key *key)
 {
+    struct hsm__key *entry = (struct hsm__key *)key; /* pub is its first member */
+
     if (key == NULL)
         return;
+    if (entry->owner != NULL) {
+        struct hsm *hsm = entry->owner;
+        pthread_mutex_lock(&hsm->keys_mutex);
+        if (entry->prev != NULL)
+            entry->prev->next = entry->next;
+        else
+            hsm->keys = entry->next;
+        if (entry->next != NULL)
+            entry->next->prev = entry->prev;
+        pthread_mutex_unlock(&hsm->keys_mutex);
+    }
     EVP_PKEY_free(key->pkey);
     free(key->uri);
-    free(key);
+    free(entry);
+}
+
+void hsm__keys_detach(struct hsm *hsm)
+{
+    pthread_mutex_lock(&hsm->keys_mutex);
+    while (hsm->keys != NULL) {
+        struct hsm__key *entry = hsm->keys;
+        hsm->keys = entry->next;
+        entry->owner = NULL;
+        entry->prev = entry->next = NULL;
+    }
+    pthread_mutex_unlock(&hsm->keys_mutex);
+}
+
+/* One key of a reload: which key (pointer and id, checked again before the swap), its URI copied
+ * while the list was locked, and the fresh handle. */
+struct reload_item {
+    struct hsm__key *entry;
+    uint64_t id;
+    char *uri;
+    EVP_PKEY *fresh;
+};
+
+int hsm__keys_reload(struct hsm *hsm)
+{
+    struct reload_item *items = NULL;
+    size_t n = 0, cap = 0, swapped = 0;
+    int rc = UTIL_OK;
+
+    /* 1. Snapshot the URIs: the lookups must not run with the list locked, since a job that loads
+     *    a key takes the same mutex. */
+    pthread_mutex_lock(&hsm->keys_mutex);
+    for (struct hsm__key *e = hsm->keys; e != NULL; e = e->next)
+        cap++;
+    items = cap > 0 ? calloc(cap, sizeof(*items)) : NULL;
+    for (struct hsm__key *e = hsm->keys; e != NULL && items != NULL; e = e->next) {
+        items[n].entry = e;
+        items[n].id = e->id;
+        items[n].uri = strdup(e->pub.uri);
+        if (items[n].uri == NULL)
+            break;
+        n++;
+    }
+    pthread_mutex_unlock(&hsm->keys_mutex);
+    if (cap > 0 && (items == NULL || n < cap)) {
+        rc = UTIL_ENOMEM;
+        goto out;
+    }
+    /* 2. Look every key up again. pkcs11-provider opens a session and logs in afresh for it. */
+    for (size_t i = 0; i < n; i++) {
+        int pin_asked = 0;
+        rc = store_find(hsm, items[i].uri, OSSL_STORE_INFO_PKEY, &items[i].fresh, &pin_asked,
+                        UTIL_LOG_DEBUG);
+        if (rc != UTIL_OK) {
+            UTIL_DEBUG(HSM_MOD, "reload: %s not available yet: %s", items[i].uri,
+                       util_strerror(rc));
+            rc = rc == UTIL_ENOMEM ? rc : UTIL_EHSM;
+            goto out;
+        }
+    }
+    /* 3. Swap with no job running: a job reads key->pkey without any lock of its own. The old
+     *    handle is freed below; a context built from it holds its own reference anyway. */
+    pthread_rwlock_wrlock(&hsm->swap_lock);
+    pthread_mutex_lock(&hsm->keys_mutex);
+    for (size_t i = 0; i < n; i++) {
+        for (struct hsm__key *e = hsm->keys; e != NULL; e = e->next) {
+            if (e == items[i].entry && e->id == items[i].id) {
+                EVP_PKEY *old = e->pub.pkey;
+                e->pub.pkey = items[i].fresh;
+                items[i].fresh = old;
+                swapped++;
+                break;
+            }
+        }
+    }
+    pthread_mutex_unlock(&hsm->keys_mutex);
+    pthread_rwlock_unlock(&hsm->swap_lock);
+    (void)atomic_fetch_add_explicit(&hsm->key_reloads, 1, memory_order_relaxed); /* a counter */
+    UTIL_WARN(HSM_MOD, "loaded %zu key handle%s again from the token after an outage", swapped,
+              swapped == 1 ? "" : "s");
+out:
+    for (size_t i = 0; items != NULL && i < n; i++) {
+        EVP_PKEY_free(items[i].fresh);
+        free(items[i].uri);
+    }
+    free(items);
+    return rc;
 }
 
 /* Builds "pkcs11:token=T;object=L;id=<label bytes>": CKA_ID is the label itself, so that tools
@@ -398,11 +509,11 @@ static int check_label_free(struct hsm *hsm, const char *token_label, const char
         return UTIL_EINVAL;
     (void)snprintf(uri, sizeof(uri), URI_SCHEME "token=%s;object=%s;type=public", token_enc,
                    label_enc); /* fits: both parts are bounded well below URI_MAX */
-    rc = store_find(hsm, uri, OSSL_STORE_INFO_PUBKEY, &found, &unused);
+    rc = store_find(hsm, uri, OSSL_STORE_INFO_PUBKEY, &found, &unused, UTIL_LOG_ERROR);
     if (rc == UTIL_ENOTFOUND) {
         (void)snprintf(uri, sizeof(uri), URI_SCHEME "token=%s;object=%s;type=private", token_enc,
                        label_enc); /* fits, as above */
-        rc = store_find(hsm, uri, OSSL_STORE_INFO_PKEY, &found, &unused);
+        rc = store_find(hsm, uri, OSSL_STORE_INFO_PKEY, &found, &unused, UTIL_LOG_ERROR);
     }
     EVP_PKEY_free(found);
     if (rc == UTIL_OK) {
@@ -494,6 +605,13 @@ out:
 
 /* ---- signing -------------------------------------------------------------------------------- */
 
+/* A failed signature is an error worth a line while the hsm is thought available; during an
+ * outage every request would add one, and hsm_note_result has already said it once. */
+static enum util_log_level failure_level(const struct hsm *hsm)
+{
+    return hsm_available(hsm) ? UTIL_LOG_ERROR : UTIL_LOG_DEBUG;
+}
+
 int hsm_sign_ctx_new_blocking(struct hsm *hsm, const struct hsm_key *key, EVP_MD_CTX **out)
 {
     EVP_MD_CTX *ctx = NULL;
@@ -510,7 +628,7 @@ int hsm_sign_ctx_new_blocking(struct hsm *hsm, const struct hsm_key *key, EVP_MD
     }
     ERR_clear_error();
     if (EVP_DigestSignInit_ex(ctx, &pctx, key->md, hsm->libctx, NULL, key->pkey, NULL) != 1) {
-        util_log_openssl(UTIL_LOG_ERROR, HSM_MOD, "cannot start signing with %s", key->uri);
+        util_log_openssl(failure_level(hsm), HSM_MOD, "cannot start signing with %s", key->uri);
         rc = UTIL_EHSM;
         goto out;
     }
@@ -547,7 +665,8 @@ int hsm_sign_blocking(struct hsm *hsm, const struct hsm_key *key, const unsigned
         goto out;
     ERR_clear_error();
     if (EVP_DigestSign(ctx, NULL, &buf_len, data, len) != 1 || buf_len == 0) {
-        util_log_openssl(UTIL_LOG_ERROR, HSM_MOD, "cannot size a signature with %s", key->uri);
+        util_log_openssl(failure_level(hsm), HSM_MOD, "cannot size a signature with %s",
+                         key->uri);
         rc = UTIL_EHSM;
         goto out;
     }
@@ -557,7 +676,7 @@ int hsm_sign_blocking(struct hsm *hsm, const struct hsm_key *key, const unsigned
         goto out;
     }
     if (EVP_DigestSign(ctx, buf, &buf_len, data, len) != 1) {
-        util_log_openssl(UTIL_LOG_ERROR, HSM_MOD, "signing with %s failed", key->uri);
+        util_log_openssl(failure_level(hsm), HSM_MOD, "signing with %s failed", key->uri);
         rc = UTIL_EHSM;
         goto out;
     }

@@ -1205,6 +1205,17 @@ const char *http_request_header(const struct http_request *req, const char *name
     return NULL;
 }
 
+int http_request_header_count(const struct http_request *req, const char *name)
+{
+    int i = 0;
+    int n = 0;
+
+    for (i = 0; i < req->n_hdrs; i++)
+        if (strcasecmp(req->arena + req->hdrs[i].name_off, name) == 0)
+            n++;
+    return n;
+}
+
 const unsigned char *http_request_body(const struct http_request *req, size_t *len)
 {
     if (len != NULL)

@@ -70,6 +70,11 @@ int http_server_on_loop(struct http_server *srv,
 /* /readyz asks this (on a loop thread: must not block). Return 1 if ready, else 0 and a reason. */
 void http_server_set_ready_fn(struct http_server *srv,
                               int (*ready)(void *ctx, char *why, size_t why_len), void *ctx);
+/* hook runs once inside http_server_start, on the calling thread, after every listener is bound
+ * and listening and before any loop thread starts accepting; a non-zero return fails the start
+ * (nothing was accepted). For what must happen between binding and serving, such as giving up
+ * root (cli/privdrop.c). Only before http_server_start. */
+void http_server_set_start_hook(struct http_server *srv, int (*hook)(void *ctx), void *ctx);
 /* Binds every listener on every worker (errors name the address), starts the worker threads, and
  * returns once all are accepting. */
 int http_server_start(struct http_server *srv);
@@ -90,6 +95,9 @@ const char *http_request_method(const struct http_request *req); /* "GET", "POST
 const char *http_request_target(const struct http_request *req, size_t *len);
 /* The value of the first header with this name (case-insensitive), or NULL. */
 const char *http_request_header(const struct http_request *req, const char *name, size_t *len);
+/* How many header fields have this name (case-insensitive). For fields that must occur once
+ * (Authorization, Content-Type): a request repeating one is ambiguous and should be refused. */
+int http_request_header_count(const struct http_request *req, const char *name);
 const unsigned char *http_request_body(const struct http_request *req, size_t *len);
 unsigned http_request_listener(const struct http_request *req); /* HTTP_PUBLIC or HTTP_ADMIN */
 int http_request_loop_index(const struct http_request *req);

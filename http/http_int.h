@@ -194,6 +194,8 @@ struct http_server {
     int n_hooks;
     int (*ready)(void *ctx, char *why, size_t why_len);
     void *ready_ctx;
+    int (*start_hook)(void *ctx); /* between binding and accepting; see http_server_set_start_hook */
+    void *start_hook_ctx;
     struct http__loop *loops;
     int ports[HTTP_MAX_LISTENERS];
     _Atomic int n_connections; /* process-wide, for max_connections */

@@ -233,6 +233,12 @@ void http_server_set_ready_fn(struct http_server *srv,
 
 /* Longest prefix first; equal lengths keep registration order (the table is small, so a stable
  * insertion sort is plenty). */
+void http_server_set_start_hook(struct http_server *srv, int (*hook)(void *ctx), void *ctx)
+{
+    srv->start_hook = hook;
+    srv->start_hook_ctx = ctx;
+}
+
 static void routes_sort(struct http_server *srv)
 {
     int i = 0, j = 0;
@@ -744,6 +750,11 @@ int http_server_start(struct http_server *srv)
         rc = loop_setup(srv, lp, &fds[w * cfg->n_listeners]);
         if (rc != 0)
             goto out;
+    }
+    /* Listening, but nothing accepted yet: connections wait in the kernel's backlog. */
+    if (srv->start_hook != NULL && srv->start_hook(srv->start_hook_ctx) != 0) {
+        rc = UTIL_EPERM;
+        goto out;
     }
     for (w = 0; w < cfg->workers; w++) {
         struct http__loop *lp = &srv->loops[w];

@@ -1,0 +1,582 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Issue #8, "the HSM goes away and comes back" (and the same for the store), proved against the
+ * real `pkiva serve` with real clients (openssl ocsp, curl, sqlite3). The token is SoftHSM2 seen
+ * through libp11fault (p11fault.c), which fails, slows or unplugs it while a control file says so.
+ * What must hold: pre-signed OCSP answers keep flowing, live (nonce) requests get tryLater fast,
+ * /readyz says why, no loop blocks, and after the fault ends everything heals without a restart. */
+#include <criterion/criterion.h>
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <support.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PKIVA PKIVA_BINARY_DIR "/cli/pkiva"
+#define SOFTHSM_LINE "module = " TS_SOFTHSM_MODULE
+
+/* Bounds the issue sets: how fast a shed or cached answer must come, how soon things heal. */
+#define FAST_MS 1000     /* a cached OCSP answer or /healthz, including the client's start-up */
+#define TRYLATER_MS 2000 /* a live request while the token is away */
+#define HEAL_MS 10000    /* from the token's return to signing and /readyz 200 */
+
+struct server {
+    char dir[256];
+    char data[300];
+    char fault[300];
+    int port, admin_port;
+    pid_t pid;
+};
+
+static struct server srv;
+
+static int free_port(void)
+{
+    struct sockaddr_in addr;
+    socklen_t len = sizeof(addr);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int port;
+    memset(&addr, 0, sizeof(addr));
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    cr_assert_eq(bind(fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
+    cr_assert_eq(getsockname(fd, (struct sockaddr *)&addr, &len), 0);
+    port = ntohs(addr.sin_port);
+    close(fd);
+    return port;
+}
+
+static void sleep_ms(int ms)
+{
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+static long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+/* Runs a shell command in the data folder with the token's environment; output in out. */
+static int sh(char *out, size_t out_len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int sh(char *out, size_t out_len, const char *fmt, ...)
+{
+    char cmd[4096];
+    char full[4600];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof(cmd), fmt, ap);
+    va_end(ap);
+    snprintf(full, sizeof(full), "cd %s && SOFTHSM2_CONF=%s/hsm/softhsm2.conf %s", srv.data,
+             srv.data, cmd);
+    return ts_run(full, out, out_len);
+}
+
+/* `pkiva init` with our ports written into the config, then [hsm] module pointed at the fault
+ * module. edit: more sed expressions for pkiva.conf, or NULL. */
+static void init_data(const char *edit)
+{
+    char out[8192];
+
+    memset(&srv, 0, sizeof(srv));
+    cr_assert_eq(ts_tmpdir(srv.dir, sizeof(srv.dir)), 0);
+    snprintf(srv.data, sizeof(srv.data), "%s/var", srv.dir);
+    snprintf(srv.fault, sizeof(srv.fault), "%s/fault", srv.dir);
+    srv.port = free_port();
+    srv.admin_port = free_port();
+    {
+        char cmd[1024];
+        snprintf(cmd, sizeof(cmd),
+                 PKIVA " init --data %s --listen 127.0.0.1:%d --admin-listen 127.0.0.1:%d 2>&1",
+                 srv.data, srv.port, srv.admin_port);
+        cr_assert_eq(ts_run(cmd, out, sizeof(out)), 0, "%s", out);
+    }
+    cr_assert_eq(sh(out, sizeof(out), "grep -c '^%s$' pkiva.conf", SOFTHSM_LINE), 0,
+                 "the generated config no longer names SoftHSM2's module: %s", out);
+    cr_assert_eq(sh(out, sizeof(out), "sed -i -e 's|^%s$|module = %s|' %s%s pkiva.conf 2>&1",
+                    SOFTHSM_LINE, P11FAULT_MODULE, edit ? "-e " : "", edit ? edit : ""),
+                 0, "%s", out);
+}
+
+static void start(const char *extra_env)
+{
+    char listen[64], admin[64], log[400];
+    snprintf(listen, sizeof(listen), "127.0.0.1:%d", srv.port);
+    snprintf(admin, sizeof(admin), "127.0.0.1:%d", srv.admin_port);
+    snprintf(log, sizeof(log), "%s/server.log", srv.dir);
+    srv.pid = fork();
+    cr_assert_geq(srv.pid, 0);
+    if (srv.pid == 0) {
+        int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        setenv("PKIVA_P11FAULT_CONTROL", srv.fault, 1);
+        setenv("PKIVA_P11FAULT_TRACE", "1", 1);
+        if (extra_env != NULL)
+            putenv((char *)extra_env);
+        execl(PKIVA, "pkiva", "serve", "--data", srv.data, "--listen", listen, "--admin-listen",
+              admin, (char *)NULL);
+        _exit(127);
+    }
+}
+
+/* GET over curl; returns the HTTP status (0: no answer), the body in body. */
+static int http_get(int port, const char *path, char *body, size_t body_len)
+{
+    char buf[16384] = "";
+    char cmd[512];
+    char *nl;
+    snprintf(cmd, sizeof(cmd), "curl -s --max-time 5 -w '\\n%%{http_code}' http://127.0.0.1:%d%s",
+             port, path);
+    ts_run(cmd, buf, sizeof(buf));
+    nl = strrchr(buf, '\n');
+    if (nl == NULL)
+        return 0;
+    *nl = '\0';
+    if (body != NULL)
+        snprintf(body, body_len, "%s", buf);
+    return atoi(nl + 1);
+}
+
+static void server_log_tail(char *out, size_t len)
+{
+    char cmd[400];
+    snprintf(cmd, sizeof(cmd), "grep -v '^p11fault' %s/server.log | tail -15", srv.dir);
+    ts_run(cmd, out, len);
+}
+
+static void wait_ready(void)
+{
+    char log[8192] = "";
+    for (int i = 0; i < 600; i++) {
+        int status;
+        if (waitpid(srv.pid, &status, WNOHANG) == srv.pid) {
+            srv.pid = 0;
+            server_log_tail(log, sizeof(log));
+            cr_assert_fail("pkiva exited during start-up: %s", log);
+        }
+        if (http_get(srv.port, "/readyz", NULL, 0) == 200)
+            return;
+        sleep_ms(100);
+    }
+    server_log_tail(log, sizeof(log));
+    cr_assert_fail("pkiva not ready within 60 s: %s", log);
+}
+
+/* The server is the same process it was: healing happened without a restart. */
+static void assert_still_running(void)
+{
+    int status;
+    cr_assert_eq(waitpid(srv.pid, &status, WNOHANG), 0, "pkiva exited");
+    cr_assert_eq(kill(srv.pid, 0), 0);
+}
+
+static void teardown(void)
+{
+    if (srv.pid > 0) {
+        int status;
+        kill(srv.pid, SIGTERM);
+        for (int i = 0; i < 100 && waitpid(srv.pid, &status, WNOHANG) == 0; i++)
+            sleep_ms(50);
+        kill(srv.pid, SIGKILL); /* harmless if it has exited */
+        waitpid(srv.pid, &status, 0);
+        srv.pid = 0;
+    }
+    ts_rmrf(srv.dir);
+}
+
+/* Writes the control file with a rename, so the module sees one whole new version. */
+static void fault_set(const char *what)
+{
+    char tmp[320];
+    FILE *f;
+    snprintf(tmp, sizeof(tmp), "%s.tmp", srv.fault);
+    f = fopen(tmp, "w");
+    cr_assert_not_null(f);
+    fprintf(f, "%s\n", what);
+    fclose(f);
+    cr_assert_eq(rename(tmp, srv.fault), 0);
+}
+
+static void fault_clear(void)
+{
+    cr_assert_eq(unlink(srv.fault), 0);
+}
+
+/* openssl ocsp for a demo certificate; returns the elapsed milliseconds, output in out. */
+static long ocsp(const char *cert, int nonce, char *out, size_t out_len)
+{
+    long start = now_ms();
+    sh(out, out_len,
+       "openssl ocsp -issuer pki/issuing-ca.pem -cert pki/%s -url http://127.0.0.1:%d/ "
+       "-CAfile pki/root-ca.pem -verify_other pki/issuing-ca.pem -timeout 10 %s 2>&1",
+       cert, srv.port, nonce ? "-nonce" : "-no_nonce");
+    return now_ms() - start;
+}
+
+static void assert_cached_answers(const char *when)
+{
+    char out[8192];
+    long ms = ocsp("demo-good.pem", 0, out, sizeof(out));
+    cr_assert(strstr(out, "demo-good.pem: good") != NULL, "%s: %s", when, out);
+    cr_assert(strstr(out, "Response verify OK") != NULL, "%s: %s", when, out);
+    cr_assert_lt(ms, FAST_MS, "%s: a pre-signed answer took %ld ms", when, ms);
+    ms = ocsp("demo-revoked.pem", 0, out, sizeof(out));
+    cr_assert(strstr(out, "demo-revoked.pem: revoked") != NULL, "%s: %s", when, out);
+    cr_assert_lt(ms, FAST_MS, "%s: a pre-signed answer took %ld ms", when, ms);
+}
+
+static int live_answer_ok(char *out, size_t out_len)
+{
+    ocsp("demo-good.pem", 1, out, out_len);
+    return strstr(out, "demo-good.pem: good") != NULL && strstr(out, "Response verify OK") &&
+           strstr(out, "WARNING: no nonce") == NULL && strstr(out, "nonce verify error") == NULL;
+}
+
+/* The number of the CRL the server serves now, -1 if none could be read. */
+static long crl_number(void)
+{
+    char out[256] = "";
+    if (sh(out, sizeof(out),
+           "curl -sf --max-time 5 http://127.0.0.1:%d/crl/demo-ca.crl | openssl crl -inform DER "
+           "-noout -crlnumber 2>&1",
+           srv.port) != 0)
+        return -1;
+    /* "crlNumber=0x0A" */
+    return strstr(out, "=0x") ? strtol(strstr(out, "=0x") + 3, NULL, 16) : -1;
+}
+
+static int metric(const char *name)
+{
+    char body[16384];
+    const char *p;
+    cr_assert_eq(http_get(srv.admin_port, "/metrics", body, sizeof(body)), 200);
+    p = strstr(body, name);
+    cr_assert_not_null(p, "no %s in /metrics", name);
+    return atoi(p + strlen(name) + 1);
+}
+
+TestSuite(hsm_fault, .fini = teardown, .timeout = 60);
+
+Test(hsm_fault, token_unplugged_then_back_heals_without_restart)
+{
+    char out[8192], body[512];
+    long crl_before, crl_after = -1, t0, healed_ms = -1;
+    int status = 0;
+
+    init_data(NULL);
+    start(NULL);
+    wait_ready();
+    cr_assert(live_answer_ok(out, sizeof(out)), "healthy: %s", out);
+    assert_cached_answers("healthy");
+    crl_before = crl_number();
+    cr_assert_gt(crl_before, 0, "no CRL served at start");
+
+    /* Unplugged: closes every session and the login, as a real removal does. */
+    fault_set("down");
+    t0 = now_ms();
+    /* Without any signing traffic, the monitor's probe notices: /readyz says why. */
+    while (now_ms() - t0 < 6000 &&
+           (status = http_get(srv.port, "/readyz", body, sizeof(body))) != 503)
+        sleep_ms(100);
+    cr_assert_eq(status, 503, "/readyz did not notice the outage within 6 s");
+    cr_assert(strstr(body, "HSM unavailable") != NULL, "%s", body);
+    cr_assert_eq(http_get(srv.port, "/healthz", NULL, 0), 200, "the process is alive");
+
+    assert_cached_answers("token away");
+    for (int i = 0; i < 3; i++) {
+        long ms = ocsp("demo-good.pem", 1, out, sizeof(out));
+        cr_assert(strstr(out, "Responder Error: trylater") != NULL, "token away, nonce: %s", out);
+        cr_assert_lt(ms, TRYLATER_MS, "tryLater took %ld ms", ms);
+    }
+
+    /* A CRL publication during the outage fails; the last good CRL stays served. */
+    cr_assert_eq(sh(out, sizeof(out), PKIVA " crl publish --data %s 2>&1", srv.data), 0, "%s",
+                 out);
+    for (int i = 0; i < 50 && metric("pkiva_crl_failing{issuer=\"demo-ca\"}") != 1; i++)
+        sleep_ms(100);
+    cr_assert_eq(metric("pkiva_crl_failing{issuer=\"demo-ca\"}"), 1,
+                 "the publication during the outage did not fail");
+    cr_assert_eq(crl_number(), crl_before, "the served CRL changed during the outage");
+
+    /* Back: within HEAL_MS live signing works again and /readyz is 200, same process. */
+    fault_clear();
+    t0 = now_ms();
+    while (now_ms() - t0 < HEAL_MS) {
+        if (live_answer_ok(out, sizeof(out)) &&
+            http_get(srv.port, "/readyz", NULL, 0) == 200) {
+            healed_ms = now_ms() - t0;
+            break;
+        }
+        sleep_ms(200);
+    }
+    server_log_tail(body, sizeof(body));
+    cr_assert_geq(healed_ms, 0, "not healed %d ms after the token came back: %s\nlog: %s", HEAL_MS,
+                  out, body);
+    cr_log_info("healed %ld ms after the token came back", healed_ms);
+    assert_still_running();
+    assert_cached_answers("after the outage");
+
+    /* CRL publication resumes: a new CRL with a higher number. */
+    cr_assert_eq(sh(out, sizeof(out), PKIVA " crl publish --data %s 2>&1", srv.data), 0, "%s",
+                 out);
+    t0 = now_ms();
+    while (now_ms() - t0 < HEAL_MS && (crl_after = crl_number()) <= crl_before)
+        sleep_ms(200);
+    cr_assert_gt(crl_after, crl_before, "no new CRL after the outage");
+    cr_assert_eq(metric("pkiva_crl_failing{issuer=\"demo-ca\"}"), 0);
+    cr_assert_eq(sh(out, sizeof(out), "grep -c 'HSM available again' %s/server.log", srv.dir), 0,
+                 "the recovery was not logged");
+}
+
+Test(hsm_fault, failed_signatures_recover_on_their_own)
+{
+    char out[8192];
+    long t0;
+    int ok = 0;
+
+    init_data(NULL);
+    start(NULL);
+    wait_ready();
+    /* Two failures with the sessions intact (a transient device error). */
+    fault_set("fail-n 2");
+    for (int i = 0; i < 2; i++) {
+        long ms = ocsp("demo-good.pem", 1, out, sizeof(out));
+        cr_assert_lt(ms, TRYLATER_MS, "took %ld ms: %s", ms, out);
+    }
+    t0 = now_ms();
+    while (!ok && now_ms() - t0 < HEAL_MS) {
+        ok = live_answer_ok(out, sizeof(out)) && http_get(srv.port, "/readyz", NULL, 0) == 200;
+        if (!ok)
+            sleep_ms(200);
+    }
+    cr_assert(ok, "not recovered after transient failures: %s", out);
+    assert_cached_answers("after transient failures");
+    assert_still_running();
+}
+
+Test(hsm_fault, slow_token_blocks_no_loop_and_sheds_a_flood)
+{
+    char out[16384], cmd[2048];
+    int trylater = 0, signed_ok = 0, done = 0;
+
+    /* One signing thread and two queue slots: the ninth request of a flood cannot wait. */
+    init_data("'/^no_deinit = /a sessions = 1' -e '/^no_deinit = /a queue_max = 2'");
+    start(NULL);
+    wait_ready();
+    cr_assert_eq(sh(out, sizeof(out),
+                    "openssl ocsp -issuer pki/issuing-ca.pem -cert pki/demo-good.pem -nonce "
+                    "-reqout %s/req.der 2>&1",
+                    srv.dir),
+                 0, "%s", out);
+    fault_set("slow 2000");
+
+    /* Ten live requests at once, in the background; each records its time and answer. */
+    snprintf(cmd, sizeof(cmd),
+             "cd %s && (for i in 0 1 2 3 4 5 6 7 8 9; do curl -s --max-time 30 -o resp.$i "
+             "-w \"%%{time_total}\\n\" -H 'Content-Type: application/ocsp-request' "
+             "--data-binary @req.der http://127.0.0.1:%d/ > time.$i & done; wait; touch flood.done)"
+             " > /dev/null 2>&1 &",
+             srv.dir, srv.port);
+    cr_assert_eq(ts_run(cmd, NULL, 0), 0);
+    sleep_ms(300);
+
+    /* Meanwhile the loops answer at once: nothing waits for the token. */
+    for (int i = 0; i < 3; i++) {
+        long t0 = now_ms();
+        cr_assert_eq(http_get(srv.port, "/healthz", NULL, 0), 200);
+        cr_assert_lt(now_ms() - t0, FAST_MS, "/healthz took %ld ms", now_ms() - t0);
+        assert_cached_answers("slow token");
+    }
+    cr_assert_eq(http_get(srv.port, "/readyz", NULL, 0), 200, "a slow token is not an outage");
+
+    for (int i = 0; i < 250 && !done; i++) {
+        char path[400];
+        struct stat st;
+        snprintf(path, sizeof(path), "%s/flood.done", srv.dir);
+        done = stat(path, &st) == 0;
+        if (!done)
+            sleep_ms(100);
+    }
+    cr_assert(done, "the flood did not finish within 25 s");
+    fault_clear();
+    for (int i = 0; i < 10; i++) {
+        double secs = 0;
+        snprintf(cmd, sizeof(cmd),
+                 "cd %s && cat time.%d && openssl ocsp -respin resp.%d -resp_text -noverify 2>&1",
+                 srv.dir, i, i);
+        ts_run(cmd, out, sizeof(out));
+        secs = atof(out);
+        if (strstr(out, "trylater") != NULL) {
+            trylater++;
+            cr_assert_lt(secs * 1000, FAST_MS, "a shed request took %.3f s", secs);
+        } else if (strstr(out, "Cert Status: good") != NULL) {
+            signed_ok++;
+        } else {
+            cr_assert_fail("request %d: neither signed nor tryLater: %s", i, out);
+        }
+    }
+    cr_log_info("flood of 10: %d signed, %d tryLater", signed_ok, trylater);
+    cr_assert_geq(signed_ok, 1, "no request of the flood was signed");
+    cr_assert_geq(trylater, 5, "the full queue did not shed: %d tryLater", trylater);
+    assert_still_running();
+}
+
+/* ---- the store ------------------------------------------------------------------------------ */
+
+/* Another process (the sqlite3 CLI) runs first, keeps its transaction open for seconds, then runs
+ * last; in the background with every output closed, so that ts_run returns at once. */
+static void background_sql(const char *first, int seconds, const char *last)
+{
+    char cmd[1024];
+    snprintf(cmd, sizeof(cmd),
+             "cd %s && ((echo '%s'; sleep %d; echo '%s') | sqlite3 pkiva.db) > /dev/null 2>&1 &",
+             srv.data, first, seconds, last);
+    cr_assert_eq(ts_run(cmd, NULL, 0), 0);
+}
+
+Test(store_fault, locked_database_fails_revoke_clearly_and_keeps_serving)
+{
+    char out[8192], body[512];
+    long t0, ms;
+    int status = 0, revoked = 0;
+
+    init_data(NULL);
+    start("PKIVA_STORE_BUSY_MS=500");
+    wait_ready();
+
+    /* Another process holds the write lock for 4 s (the CLI default busy timeout is lowered). */
+    background_sql("BEGIN EXCLUSIVE;", 4, "COMMIT;");
+    sleep_ms(300);
+    t0 = now_ms();
+    status = sh(out, sizeof(out),
+                "PKIVA_STORE_BUSY_MS=1000 " PKIVA " revoke --data %s --cert pki/demo-good.pem "
+                "--reason keyCompromise 2>&1",
+                srv.data);
+    ms = now_ms() - t0;
+    cr_assert_neq(status, 0, "revoke succeeded under a lock: %s", out);
+    cr_assert(strstr(out, "locked") != NULL, "no clear error: %s", out);
+    cr_assert_lt(ms, 3000, "revoke took %ld ms to give up", ms);
+    /* The server keeps answering, live signing included: OCSP does not need the store. */
+    assert_cached_answers("store write-locked");
+    cr_assert(live_answer_ok(out, sizeof(out)), "%s", out);
+
+    /* In WAL mode no other process can lock the poller out (readers never wait for writers,
+     * and an exclusive-locking-mode connection cannot get its lock while the server holds the
+     * database open), so /readyz rightly stays 200 under the write lock. To make the poller's
+     * read fail, the change feed is renamed away for a while (then renamed back): /readyz must
+     * say "store unavailable" and come back by itself. */
+    sleep_ms(4000); /* the write lock above is gone */
+    cr_assert_eq(http_get(srv.port, "/readyz", NULL, 0), 200);
+    cr_assert_eq(
+        sh(out, sizeof(out), "sqlite3 pkiva.db 'ALTER TABLE feed RENAME TO feed_away' 2>&1"), 0,
+        "%s", out);
+    t0 = now_ms();
+    while (now_ms() - t0 < 4000 &&
+           (status = http_get(srv.port, "/readyz", body, sizeof(body))) != 503)
+        sleep_ms(100);
+    cr_assert_eq(
+        sh(out, sizeof(out), "sqlite3 pkiva.db 'ALTER TABLE feed_away RENAME TO feed' 2>&1"), 0,
+        "%s", out);
+    cr_assert_eq(status, 503, "/readyz did not report the unreadable store");
+    cr_assert(strstr(body, "store unavailable") != NULL, "%s", body);
+    assert_cached_answers("store unreadable");
+
+    /* Released: the store is ready again and a revocation now goes through to OCSP. */
+    t0 = now_ms();
+    while (now_ms() - t0 < HEAL_MS && http_get(srv.port, "/readyz", NULL, 0) != 200)
+        sleep_ms(200);
+    cr_assert_eq(http_get(srv.port, "/readyz", NULL, 0), 200, "store not ready again");
+    cr_assert_eq(sh(out, sizeof(out),
+                    PKIVA " revoke --data %s --cert pki/demo-good.pem --reason keyCompromise 2>&1",
+                    srv.data),
+                 0, "%s", out);
+    for (int i = 0; i < 50 && !revoked; i++) {
+        ocsp("demo-good.pem", 0, out, sizeof(out));
+        revoked = strstr(out, "demo-good.pem: revoked") != NULL;
+        if (!revoked)
+            sleep_ms(100);
+    }
+    cr_assert(revoked, "%s", out);
+    assert_still_running();
+}
+
+static char mounted[400];
+
+static void unmount(void)
+{
+    char cmd[512];
+    teardown();
+    if (mounted[0] != '\0') {
+        snprintf(cmd, sizeof(cmd), "umount -l %s", mounted);
+        ts_run(cmd, NULL, 0);
+        mounted[0] = '\0';
+    }
+}
+
+Test(store_fault, full_disk_fails_revoke_and_keeps_the_database, .fini = unmount)
+{
+    char out[8192], cmd[1024], db[450];
+    int failed = 0;
+
+    init_data(NULL);
+    snprintf(mounted, sizeof(mounted), "%s/small", srv.dir);
+    cr_assert_eq(mkdir(mounted, 0700), 0);
+    snprintf(cmd, sizeof(cmd), "mount -t tmpfs -o size=2m tmpfs %s 2>&1", mounted);
+    if (ts_run(cmd, out, sizeof(out)) != 0) {
+        mounted[0] = '\0';
+        cr_skip_test("disk-full test skipped: cannot mount a 2 MB tmpfs here (needs root or "
+                     "CAP_SYS_ADMIN): %s",
+                     out);
+    }
+    /* The store moves onto the small disk; everything else stays where it is. */
+    snprintf(db, sizeof(db), "%s/pkiva.db", mounted);
+    cr_assert_eq(sh(out, sizeof(out),
+                    "sqlite3 pkiva.db 'PRAGMA wal_checkpoint(TRUNCATE)' > /dev/null && "
+                    "mv pkiva.db %s && rm -f pkiva.db-wal pkiva.db-shm && "
+                    "sed -i 's|^path = .*pkiva.db$|path = %s|' pkiva.conf && "
+                    "grep -q '%s' pkiva.conf",
+                    db, db, db),
+                 0, "%s", out);
+    start(NULL);
+    wait_ready();
+    assert_cached_answers("before the disk fills");
+
+    /* Fill the disk, then revoke: SQLite must fail cleanly, nothing half-written. */
+    snprintf(cmd, sizeof(cmd), "dd if=/dev/zero of=%s/filler bs=4k > /dev/null 2>&1; df -k %s",
+             mounted, mounted);
+    ts_run(cmd, out, sizeof(out));
+    cr_log_info("%s", out);
+    /* Several changes (hold released, placed again): the WAL may absorb the first ones in pages
+     * it already owns. */
+    for (int i = 0; i < 20 && !failed; i++) {
+        int status = i % 2 == 0
+                         ? sh(out, sizeof(out),
+                              PKIVA " unrevoke --data %s --cert pki/demo-hold.pem 2>&1", srv.data)
+                         : sh(out, sizeof(out),
+                              PKIVA " revoke --data %s --cert pki/demo-hold.pem "
+                                    "--reason certificateHold 2>&1",
+                              srv.data);
+        failed = status != 0;
+    }
+    cr_assert(failed, "revoke never failed on a full disk");
+    cr_assert(strstr(out, "no space left on device") != NULL, "no clear error: %s", out);
+    cr_assert_eq(sh(out, sizeof(out), "sqlite3 %s 'PRAGMA integrity_check' 2>&1", db), 0, "%s",
+                 out);
+    cr_assert(strstr(out, "ok") != NULL, "database damaged: %s", out);
+    /* Earlier revocations are still served, and the process is fine. */
+    assert_cached_answers("disk full");
+    cr_assert_eq(http_get(srv.port, "/healthz", NULL, 0), 200);
+    assert_still_running();
+}

@@ -1,0 +1,385 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* p11fault: a PKCS#11 module for tests that wraps a real one (SoftHSM2 by default) and, while a
+ * control file exists, makes it behave like an HSM that was unplugged, is slow, or fails a few
+ * signatures. pkiva loads it like any vendor module ([hsm] module = .../libp11fault.so), so the
+ * whole stack above it (pkcs11-provider, OpenSSL, hsm/, ocsp/, crl/) meets the fault unchanged.
+ *
+ * Environment:
+ *   PKIVA_P11FAULT_MODULE   the real module (default /usr/lib/softhsm/libsofthsm2.so)
+ *   PKIVA_P11FAULT_CONTROL  the control file; absent file (or unset variable) = no fault
+ *   PKIVA_P11FAULT_TRACE    if set, every injected fault and every error the real module returns
+ *                           from a wrapped call is written to stderr, one line each
+ * The control file holds one line, read again whenever its inode, size or mtime changes (write it
+ * with a rename to be sure a change is seen):
+ *   down        the token is gone. On entering this mode every real session is closed (as a real
+ *               module does on removal, which also ends the login and invalidates handles of
+ *               private objects); then calls on a session fail with CKR_DEVICE_REMOVED,
+ *               C_OpenSession and C_GetTokenInfo with CKR_TOKEN_NOT_PRESENT, and
+ *               C_GetSlotList(tokenPresent) lists no slot. After the file is removed, old
+ *               session and object handles get what the real module answers for them
+ *               (CKR_SESSION_HANDLE_INVALID, CKR_OBJECT_HANDLE_INVALID), as from a real HSM.
+ *   slow MS     every C_Sign / C_SignFinal that produces a signature first sleeps MS milliseconds.
+ *   fail-n N    the next N C_Sign / C_SignFinal calls fail with CKR_DEVICE_ERROR (the sessions
+ *               survive), then signing works again; writing the file anew re-arms it.
+ * An injected signing failure still finishes the real operation (signing into a scratch buffer),
+ * because PKCS#11 says a failed C_Sign/C_SignFinal ends the operation and callers rely on it.
+ *
+ * Only C_GetFunctionList is exported (not the 3.0 C_GetInterface), so callers use the 2.40 list
+ * copied from the real module with the wrapped entries replaced. Never unloaded. */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <p11-kit/pkcs11.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#define DEFAULT_MODULE "/usr/lib/softhsm/libsofthsm2.so"
+#define SCRATCH_SIG 2048 /* larger than any signature (RSA-16384 is 2048 bytes) */
+#define SLOTS_MAX 64
+
+enum mode { MODE_NONE, MODE_DOWN, MODE_SLOW, MODE_FAIL_N };
+
+static pthread_once_t load_once = PTHREAD_ONCE_INIT;
+static CK_FUNCTION_LIST_PTR real;   /* the real module's list */
+static CK_FUNCTION_LIST wrapped;    /* a copy of it with our entries */
+static CK_RV load_rv = CKR_GENERAL_ERROR;
+static const char *control_path;
+static int trace;
+
+/* The parsed control file, and what identifies the version parsed. */
+static pthread_mutex_t state_lock = PTHREAD_MUTEX_INITIALIZER;
+static enum mode mode = MODE_NONE;
+static long mode_arg;
+static struct stat control_seen; /* st_ino == 0: no file seen */
+
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void say(const char *fmt, ...)
+{
+    va_list ap;
+
+    if (!trace)
+        return;
+    va_start(ap, fmt);
+    (void)fputs("p11fault: ", stderr);
+    (void)vfprintf(stderr, fmt, ap);
+    (void)fputc('\n', stderr);
+    va_end(ap);
+}
+
+/* Closes every real session on every slot: what a module does when its token goes away. */
+static void close_all_sessions(void)
+{
+    CK_SLOT_ID slots[SLOTS_MAX];
+    CK_ULONG n = SLOTS_MAX;
+
+    if (real->C_GetSlotList(CK_FALSE, slots, &n) != CKR_OK)
+        return;
+    for (CK_ULONG i = 0; i < n; i++) {
+        CK_RV rv = real->C_CloseAllSessions(slots[i]);
+        say("down: C_CloseAllSessions(slot %lu) = 0x%lx", (unsigned long)slots[i],
+            (unsigned long)rv);
+    }
+}
+
+/* Re-reads the control file if it changed; returns the mode in force and its argument. */
+static enum mode current(long *arg)
+{
+    struct stat st;
+    enum mode m;
+
+    if (control_path == NULL) {
+        *arg = 0;
+        return MODE_NONE;
+    }
+    pthread_mutex_lock(&state_lock);
+    if (stat(control_path, &st) != 0) {
+        if (control_seen.st_ino != 0)
+            say("control file gone: no fault");
+        memset(&control_seen, 0, sizeof(control_seen));
+        mode = MODE_NONE;
+    } else if (st.st_ino != control_seen.st_ino || st.st_size != control_seen.st_size ||
+               st.st_mtim.tv_sec != control_seen.st_mtim.tv_sec ||
+               st.st_mtim.tv_nsec != control_seen.st_mtim.tv_nsec) {
+        char line[64] = "";
+        char word[16] = "";
+        long n = 0;
+        FILE *f = fopen(control_path, "r");
+        enum mode before = mode;
+
+        if (f != NULL) {
+            if (fgets(line, sizeof(line), f) == NULL)
+                line[0] = '\0';
+            (void)fclose(f); /* read-only */
+        }
+        if (sscanf(line, "%15s %ld", word, &n) < 1)
+            word[0] = '\0';
+        if (strcmp(word, "down") == 0)
+            mode = MODE_DOWN;
+        else if (strcmp(word, "slow") == 0)
+            mode = MODE_SLOW;
+        else if (strcmp(word, "fail-n") == 0)
+            mode = MODE_FAIL_N;
+        else
+            mode = MODE_NONE;
+        mode_arg = n;
+        control_seen = st;
+        say("control file: '%s' %ld", word, n);
+        if (mode == MODE_DOWN && before != MODE_DOWN)
+            close_all_sessions();
+    }
+    m = mode;
+    *arg = mode_arg;
+    pthread_mutex_unlock(&state_lock);
+    return m;
+}
+
+/* fail-n: takes one failure from the budget; 1 when this call is to fail. */
+static int take_failure(void)
+{
+    int fail = 0;
+
+    pthread_mutex_lock(&state_lock);
+    if (mode == MODE_FAIL_N && mode_arg > 0) {
+        mode_arg--;
+        fail = 1;
+    }
+    pthread_mutex_unlock(&state_lock);
+    return fail;
+}
+
+static int is_down(void)
+{
+    long arg;
+    return current(&arg) == MODE_DOWN;
+}
+
+static CK_RV traced(const char *fn, CK_RV rv)
+{
+    if (rv != CKR_OK && rv != CKR_BUFFER_TOO_SMALL)
+        say("%s: real module returned 0x%lx", fn, (unsigned long)rv);
+    return rv;
+}
+
+static CK_RV injected(const char *fn, CK_RV rv)
+{
+    say("%s: injected 0x%lx", fn, (unsigned long)rv);
+    return rv;
+}
+
+/* ---- wrapped entries ------------------------------------------------------------------------ */
+
+static CK_RV w_GetSlotList(CK_BBOOL present, CK_SLOT_ID_PTR list, CK_ULONG_PTR count)
+{
+    if (present && is_down() && count != NULL) {
+        *count = 0;
+        return injected("C_GetSlotList", CKR_OK);
+    }
+    return traced("C_GetSlotList", real->C_GetSlotList(present, list, count));
+}
+
+static CK_RV w_GetTokenInfo(CK_SLOT_ID slot, CK_TOKEN_INFO_PTR info)
+{
+    if (is_down())
+        return injected("C_GetTokenInfo", CKR_TOKEN_NOT_PRESENT);
+    return traced("C_GetTokenInfo", real->C_GetTokenInfo(slot, info));
+}
+
+static CK_RV w_OpenSession(CK_SLOT_ID slot, CK_FLAGS flags, CK_VOID_PTR app, CK_NOTIFY notify,
+                           CK_SESSION_HANDLE_PTR session)
+{
+    if (is_down())
+        return injected("C_OpenSession", CKR_TOKEN_NOT_PRESENT);
+    return traced("C_OpenSession", real->C_OpenSession(slot, flags, app, notify, session));
+}
+
+static CK_RV w_GetSessionInfo(CK_SESSION_HANDLE session, CK_SESSION_INFO_PTR info)
+{
+    if (is_down())
+        return injected("C_GetSessionInfo", CKR_DEVICE_REMOVED);
+    return traced("C_GetSessionInfo", real->C_GetSessionInfo(session, info));
+}
+
+static CK_RV w_Login(CK_SESSION_HANDLE session, CK_USER_TYPE user, CK_UTF8CHAR_PTR pin,
+                     CK_ULONG pin_len)
+{
+    if (is_down())
+        return injected("C_Login", CKR_DEVICE_REMOVED);
+    return traced("C_Login", real->C_Login(session, user, pin, pin_len));
+}
+
+static CK_RV w_GetAttributeValue(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE object,
+                                 CK_ATTRIBUTE_PTR templ, CK_ULONG count)
+{
+    if (is_down())
+        return injected("C_GetAttributeValue", CKR_DEVICE_REMOVED);
+    /* CKR_ATTRIBUTE_TYPE_INVALID and friends are normal answers here: not traced. */
+    return real->C_GetAttributeValue(session, object, templ, count);
+}
+
+static CK_RV w_FindObjectsInit(CK_SESSION_HANDLE session, CK_ATTRIBUTE_PTR templ, CK_ULONG count)
+{
+    if (is_down())
+        return injected("C_FindObjectsInit", CKR_DEVICE_REMOVED);
+    return traced("C_FindObjectsInit", real->C_FindObjectsInit(session, templ, count));
+}
+
+static CK_RV w_FindObjects(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE_PTR objects, CK_ULONG max,
+                           CK_ULONG_PTR count)
+{
+    if (is_down())
+        return injected("C_FindObjects", CKR_DEVICE_REMOVED);
+    return traced("C_FindObjects", real->C_FindObjects(session, objects, max, count));
+}
+
+static CK_RV w_FindObjectsFinal(CK_SESSION_HANDLE session)
+{
+    if (is_down())
+        return injected("C_FindObjectsFinal", CKR_DEVICE_REMOVED);
+    return traced("C_FindObjectsFinal", real->C_FindObjectsFinal(session));
+}
+
+static CK_RV w_SignInit(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE key)
+{
+    if (is_down())
+        return injected("C_SignInit", CKR_DEVICE_REMOVED);
+    return traced("C_SignInit", real->C_SignInit(session, mech, key));
+}
+
+static CK_RV w_SignUpdate(CK_SESSION_HANDLE session, CK_BYTE_PTR part, CK_ULONG len)
+{
+    if (is_down())
+        return injected("C_SignUpdate", CKR_DEVICE_REMOVED);
+    return traced("C_SignUpdate", real->C_SignUpdate(session, part, len));
+}
+
+static void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+/* The common part of C_Sign and C_SignFinal. final_call runs the real function with the given
+ * output buffer. Returns 1 with *rv set when the call was answered here. */
+static int sign_fault(const char *fn, CK_BYTE_PTR out, CK_RV *rv,
+                      CK_RV (*final_call)(void *ctx, CK_BYTE_PTR out, CK_ULONG_PTR len), void *ctx)
+{
+    long arg = 0;
+    enum mode m = current(&arg);
+
+    if (m == MODE_DOWN) {
+        *rv = injected(fn, CKR_DEVICE_REMOVED);
+        return 1;
+    }
+    if (m == MODE_SLOW && out != NULL && arg > 0)
+        sleep_ms(arg);
+    if (m == MODE_FAIL_N && take_failure()) {
+        unsigned char scratch[SCRATCH_SIG];
+        CK_ULONG scratch_len = sizeof(scratch);
+        /* Ends the real operation, as the failure we report would have. */
+        (void)final_call(ctx, scratch, &scratch_len);
+        *rv = injected(fn, CKR_DEVICE_ERROR);
+        return 1;
+    }
+    return 0;
+}
+
+struct sign_args {
+    CK_SESSION_HANDLE session;
+    CK_BYTE_PTR data;
+    CK_ULONG len;
+};
+
+static CK_RV real_sign(void *ctx, CK_BYTE_PTR out, CK_ULONG_PTR out_len)
+{
+    struct sign_args *a = ctx;
+    return real->C_Sign(a->session, a->data, a->len, out, out_len);
+}
+
+static CK_RV real_sign_final(void *ctx, CK_BYTE_PTR out, CK_ULONG_PTR out_len)
+{
+    struct sign_args *a = ctx;
+    return real->C_SignFinal(a->session, out, out_len);
+}
+
+static CK_RV w_Sign(CK_SESSION_HANDLE session, CK_BYTE_PTR data, CK_ULONG len, CK_BYTE_PTR sig,
+                    CK_ULONG_PTR sig_len)
+{
+    struct sign_args a = {session, data, len};
+    CK_RV rv;
+
+    if (sign_fault("C_Sign", sig, &rv, real_sign, &a))
+        return rv;
+    return traced("C_Sign", real_sign(&a, sig, sig_len));
+}
+
+static CK_RV w_SignFinal(CK_SESSION_HANDLE session, CK_BYTE_PTR sig, CK_ULONG_PTR sig_len)
+{
+    struct sign_args a = {session, NULL, 0};
+    CK_RV rv;
+
+    if (sign_fault("C_SignFinal", sig, &rv, real_sign_final, &a))
+        return rv;
+    return traced("C_SignFinal", real_sign_final(&a, sig, sig_len));
+}
+
+/* ---- loading -------------------------------------------------------------------------------- */
+
+static void load(void)
+{
+    const char *path = getenv("PKIVA_P11FAULT_MODULE");
+    CK_C_GetFunctionList get_list = NULL;
+    void *lib;
+
+    if (path == NULL || path[0] == '\0')
+        path = DEFAULT_MODULE;
+    control_path = getenv("PKIVA_P11FAULT_CONTROL");
+    if (control_path != NULL && control_path[0] == '\0')
+        control_path = NULL;
+    trace = getenv("PKIVA_P11FAULT_TRACE") != NULL;
+    lib = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (lib == NULL) {
+        (void)fprintf(stderr, "p11fault: cannot load %s: %s\n", path, dlerror());
+        return;
+    }
+    /* POSIX's sanctioned way to turn dlsym's object pointer into a function pointer. */
+    *(void **)(&get_list) = dlsym(lib, "C_GetFunctionList");
+    if (get_list == NULL || get_list(&real) != CKR_OK || real == NULL) {
+        (void)fprintf(stderr, "p11fault: %s has no usable C_GetFunctionList\n", path);
+        real = NULL;
+        return;
+    }
+    wrapped = *real;
+    wrapped.C_GetFunctionList = C_GetFunctionList;
+    wrapped.C_GetSlotList = w_GetSlotList;
+    wrapped.C_GetTokenInfo = w_GetTokenInfo;
+    wrapped.C_OpenSession = w_OpenSession;
+    wrapped.C_GetSessionInfo = w_GetSessionInfo;
+    wrapped.C_Login = w_Login;
+    wrapped.C_GetAttributeValue = w_GetAttributeValue;
+    wrapped.C_FindObjectsInit = w_FindObjectsInit;
+    wrapped.C_FindObjects = w_FindObjects;
+    wrapped.C_FindObjectsFinal = w_FindObjectsFinal;
+    wrapped.C_SignInit = w_SignInit;
+    wrapped.C_Sign = w_Sign;
+    wrapped.C_SignUpdate = w_SignUpdate;
+    wrapped.C_SignFinal = w_SignFinal;
+    load_rv = CKR_OK;
+    say("wrapping %s, control file %s", path, control_path != NULL ? control_path : "(none)");
+}
+
+CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR list)
+{
+    if (list == NULL)
+        return CKR_ARGUMENTS_BAD;
+    (void)pthread_once(&load_once, load); /* only fails on invalid arguments */
+    if (load_rv != CKR_OK)
+        return load_rv;
+    *list = &wrapped;
+    return CKR_OK;
+}

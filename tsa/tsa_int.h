@@ -1,0 +1,220 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Internals shared by the files of tsa/: the request checker and rejection encoder (tsa_req.c), the
+ * signing job (tsa_sign.c), the serial allocator and token-log thread (tsa_log.c) and the service
+ * with its HTTP handler (tsa_service.c). Tests of tsa/ may include it; other modules may not. */
+#ifndef PKIVA_TSA_INT_H
+#define PKIVA_TSA_INT_H
+
+#include "tsa.h"
+
+#include <hsm/hsm.h>
+#include <http/http.h>
+#include <openssl/ts.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <store/store.h>
+#include <util/util.h>
+
+#define TSA_MOD "tsa"
+#define TSA__MAX_LOOPS 256
+#define TSA__IMPRINT_MAX 64 /* SHA-512 */
+#define TSA__CTX_POOL_MAX 64
+
+/* ---- request check and rejections (tsa_req.c) ------------------------------------------------ */
+
+/* Every rejection the service sends: a failInfo bit and a fixed statusString. */
+enum tsa__reject {
+    TSA__REJ_MALFORMED = 0,    /* badRequest */
+    TSA__REJ_VERSION,          /* badRequest */
+    TSA__REJ_TOO_LARGE,        /* badRequest */
+    TSA__REJ_BAD_ALG,          /* badAlg */
+    TSA__REJ_ALG_PARAMS,       /* badAlg */
+    TSA__REJ_IMPRINT_LENGTH,   /* badDataFormat */
+    TSA__REJ_POLICY,           /* unacceptedPolicy */
+    TSA__REJ_EXTENSION,        /* unacceptedExtension */
+    TSA__REJ_TIME,             /* timeNotAvailable */
+    TSA__REJ_BUSY,             /* systemFailure */
+    TSA__REJ_SIGN,             /* systemFailure */
+    TSA__REJ_LOG,              /* systemFailure */
+    TSA__REJ_SERIALS,          /* systemFailure */
+    TSA__REJ_INTERNAL,         /* systemFailure */
+    TSA__REJ_STOPPING,         /* systemFailure */
+    TSA__REJ_COUNT
+};
+
+/* The failInfo bit of a rejection. */
+int tsa__reject_fail_info(int reason);
+/* Encodes TimeStampResp { status rejection(2), statusString, failInfo } in DER into out (at most
+ * out_max bytes). Returns the length, or UTIL_EINVAL if out is too small or reason unknown. */
+int tsa__reject_der(int reason, unsigned char *out, size_t out_max);
+
+/* What a unit accepts, as the checker sees it (owned by the unit). */
+struct tsa__rules {
+    int allow_weak_hashes;
+    const ASN1_OBJECT *policy;                   /* the default */
+    const ASN1_OBJECT *accepted[TSA_MAX_POLICIES];
+    int n_accepted;
+};
+
+/* What the loop learned from a request. reject < 0: acceptable; then the fields below are set. */
+struct tsa__query {
+    int reject;                                /* enum tsa__reject, or -1 */
+    int md_nid;                                /* imprint hash algorithm */
+    size_t imprint_len;
+    unsigned char imprint[TSA__IMPRINT_MAX];
+    int policy_index;                          /* -1: the default; else index into accepted */
+};
+
+/* Decodes and checks a DER TimeStampReq against rules: strict DER (nothing after the request),
+ * version 1, an accepted hash with absent or NULL parameters, an imprint of the hash's length, an
+ * accepted policy, no critical extension (none is supported). The outcome is data in *out; the
+ * return is 0, or UTIL_ENOMEM when OpenSSL could not allocate (answer systemFailure). Never reads
+ * beyond der + len. Leaves the OpenSSL error queue empty. */
+int tsa__query_check(const struct tsa__rules *rules, const unsigned char *der, size_t len,
+                     struct tsa__query *out);
+/* Imprint length of an accepted hash NID, 0 if the NID is not one we know. */
+size_t tsa__md_len(int nid, int allow_weak);
+
+/* ---- units and the serial allocator (tsa_log.c) ---------------------------------------------- */
+
+/* Serials of one unit: the current block [next, end) and a prefetched spare block, both durably
+ * reserved in the store. Loop threads take serials under mu (a few integer operations, never held
+ * across anything that blocks); the log thread refills the spare block. */
+struct tsa__serials {
+    pthread_mutex_t mu;
+    int64_t next, end;
+    int64_t spare_first, spare_end; /* 0, 0: no spare yet */
+    int refill_wanted;              /* set by a loop, cleared by the log thread */
+    int64_t block;
+};
+
+struct tsa__unit {
+    char name[TSA_NAME_MAX];
+    char route[TSA_NAME_MAX + 256]; /* path/NAME */
+    X509 *cert;
+    STACK_OF(X509) *chain;          /* may be NULL */
+    struct hsm_key *key;
+    EVP_MD *sign_md;                /* fetched from the HSM library context */
+    EVP_MD *ess_md;
+    ASN1_OBJECT *policy;
+    char policy_txt[128];
+    ASN1_OBJECT *accepted[TSA_MAX_POLICIES];
+    char accepted_txt[TSA_MAX_POLICIES][128];
+    int n_accepted;
+    int64_t accuracy_us;
+    int tsa_name;
+    struct tsa__rules rules;
+    struct tsa__serials serials;
+
+    /* TS_RESP_CTX objects ready for reuse by signing threads (one request at a time each). */
+    pthread_mutex_t ctx_mu;
+    TS_RESP_CTX *ctx_pool[TSA__CTX_POOL_MAX];
+    int n_ctx;
+};
+
+/* Takes the next serial of unit; UTIL_EBUSY when both blocks are used up (the log thread is late
+ * or the store fails). May ask the log thread for a refill. Loop threads; does not block. */
+int tsa__serial_take(struct tsa_service *svc, struct tsa__unit *unit, int64_t *serial);
+/* Start-up: reserves the current and the spare block (blocking, store calls). */
+int tsa__serials_init_blocking(struct tsa__unit *unit, struct store *store, int64_t block);
+
+/* ---- a request in flight --------------------------------------------------------------------- */
+
+struct tsa__loop;
+
+struct tsa__job {
+    struct tsa_service *svc;
+    struct tsa__unit *unit;
+    struct tsa__loop *loop;
+    struct http_request *req;
+    struct tsa__job *next;          /* on the loop's completion list */
+    int64_t serial;
+    int64_t gen_time_ms;            /* set by the time callback while signing */
+    struct tsa__query query;
+    struct util_blob *reply;        /* the signed TimeStampResp once signed */
+    int reject;                     /* enum tsa__reject if the request failed after the check */
+    size_t der_len;
+    unsigned char der[];            /* a copy of the request: the worker must not touch http's */
+};
+
+/* Per loop: the completion list that worker and log threads fill and the loop drains. */
+struct tsa__loop {
+    struct tsa_service *svc;
+    uv_async_t async;
+    pthread_mutex_t mu;
+    struct tsa__job *head, *tail;
+    int closed;                     /* under mu: fini ran, jobs are dropped */
+    int index;
+};
+
+/* Hands a finished job (reply or reject set) to its loop; any thread. */
+void tsa__deliver(struct tsa__job *job);
+/* Frees a job and ends its in-flight accounting. */
+void tsa__job_free(struct tsa__job *job);
+
+/* ---- signing (tsa_sign.c) -------------------------------------------------------------------- */
+
+/* hsm_submit work: signs job on a signing thread; 0, UTIL_EHSM or UTIL_ENOMEM. */
+int tsa__sign_work(void *thread_state, void *arg);
+/* hsm_submit done (on the signing thread): routes the job to the log thread or its loop. */
+void tsa__sign_done(void *arg, int result);
+/* Frees the unit's pooled TS_RESP_CTX objects. */
+void tsa__ctx_pool_free(struct tsa__unit *unit);
+
+/* ---- token log (tsa_log.c) ------------------------------------------------------------------- */
+
+struct tsa__record {
+    struct tsa__unit *unit;
+    struct tsa__job *job;           /* durable mode: answered after the commit; else NULL */
+    int64_t serial;
+    int64_t gen_time_ms;
+    const char *policy_txt;         /* owned by the unit */
+    int md_nid;
+    size_t imprint_len;
+    unsigned char imprint[TSA__IMPRINT_MAX];
+};
+
+struct tsa__log {
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    struct tsa__record *ring;       /* capacity records */
+    int capacity, head, count;
+    int stopping;
+    int started;
+    pthread_t thread;
+    struct store *store;            /* the log thread's connection */
+    char store_path[4096];
+    _Atomic int failing;            /* last commit or reservation failed */
+};
+
+/* Queues job's record; UTIL_EBUSY when the ring is full. with_job: the log thread answers the
+ * job after the commit. Any thread. */
+int tsa__log_push(struct tsa_service *svc, struct tsa__job *job, int with_job);
+void tsa__log_wake(struct tsa_service *svc);
+int tsa__log_start(struct tsa_service *svc);
+void tsa__log_stop(struct tsa_service *svc);
+
+/* ---- the service ----------------------------------------------------------------------------- */
+
+struct tsa_service {
+    struct tsa_config cfg;
+    char path[256];
+    struct hsm *hsm;
+    struct tsa__unit units[TSA_MAX_UNITS];
+    int n_units;
+    struct util_blob *rejects[TSA__REJ_COUNT];
+    struct tsa__loop *loops[TSA__MAX_LOOPS];
+    struct tsa__log log;
+
+    _Atomic int stopping;
+    _Atomic int inflight;
+    _Atomic int clock_bad;          /* 1 during an episode of unusable clock (logged once) */
+    _Atomic int clock_ok;
+    _Atomic int serials_exhausted;
+
+    _Atomic uint64_t requests, granted, unsupported_media;
+    _Atomic uint64_t rejected[26];
+    _Atomic uint64_t log_commits, log_records, log_failures;
+};
+
+#endif

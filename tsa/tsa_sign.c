@@ -1,0 +1,203 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Signing a time-stamp token on an HSM signing thread with OpenSSL's TS_RESP_CTX: the TSTInfo gets
+ * the serial the loop reserved, the time read on the signing thread, the unit's policy, accuracy and
+ * optional tsa name; the SignedData carries an RFC 5816 signingCertificateV2 attribute only (OpenSSL
+ * adds the SHA-1 v1 attribute only when the ESS digest is SHA-1, which tsa_service_new refuses).
+ * TS_RESP_CTX objects are reused: one per signing thread and unit at most, kept in a small pool. */
+#include "tsa_int.h"
+
+#include <openssl/err.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* TS_RESP_CTX callbacks. data is the job being signed. */
+static ASN1_INTEGER *serial_cb(TS_RESP_CTX *ctx, void *data)
+{
+    struct tsa__job *job = data;
+    ASN1_INTEGER *serial = NULL;
+
+    if (job == NULL)
+        return NULL;
+    serial = ASN1_INTEGER_new();
+    if (serial == NULL || !ASN1_INTEGER_set_int64(serial, job->serial)) {
+        ASN1_INTEGER_free(serial);
+        /* OpenSSL turns a NULL serial into a rejection; the worker reports systemFailure. */
+        return NULL;
+    }
+    return serial;
+}
+
+static int time_cb(TS_RESP_CTX *ctx, void *data, long *sec, long *usec)
+{
+    struct tsa__job *job = data;
+    struct timespec ts;
+
+    if (job == NULL || clock_gettime(CLOCK_REALTIME, &ts) != 0)
+        return 0;
+    *sec = (long)ts.tv_sec;
+    *usec = ts.tv_nsec / 1000;
+    job->gen_time_ms = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return 1;
+}
+
+/* Non-critical request extensions are ignored; critical ones were rejected on the loop already. */
+static int extension_cb(TS_RESP_CTX *ctx, X509_EXTENSION *ext, void *data)
+{
+    return !X509_EXTENSION_get_critical(ext);
+}
+
+static unsigned precision_digits(int64_t accuracy_us)
+{
+    if (accuracy_us <= 0 || accuracy_us >= 1000000)
+        return 0;
+    return accuracy_us >= 1000 ? 3 : 6;
+}
+
+static TS_RESP_CTX *ctx_new(struct tsa_service *svc, struct tsa__unit *unit)
+{
+    static const int md_nids[] = {NID_sha256, NID_sha384,   NID_sha512, NID_sha3_256,
+                                  NID_sha3_384, NID_sha3_512, NID_sha1,   NID_md5};
+    TS_RESP_CTX *ctx = NULL;
+    int64_t acc = unit->accuracy_us;
+    int ok = 1;
+
+    ctx = TS_RESP_CTX_new_ex(hsm_libctx(svc->hsm), NULL);
+    if (ctx == NULL)
+        return NULL;
+    ok = TS_RESP_CTX_set_signer_cert(ctx, unit->cert) &&
+         TS_RESP_CTX_set_signer_key(ctx, unit->key->pkey) &&
+         TS_RESP_CTX_set_signer_digest(ctx, unit->sign_md) &&
+         TS_RESP_CTX_set_ess_cert_id_digest(ctx, unit->ess_md) &&
+         TS_RESP_CTX_set_def_policy(ctx, unit->policy) &&
+         (unit->chain == NULL || TS_RESP_CTX_set_certs(ctx, unit->chain)) &&
+         TS_RESP_CTX_set_accuracy(ctx, (int)(acc / 1000000), (int)(acc / 1000 % 1000),
+                                  (int)(acc % 1000)) &&
+         TS_RESP_CTX_set_clock_precision_digits(ctx, precision_digits(acc));
+    for (int i = 0; ok && i < unit->n_accepted; i++)
+        ok = TS_RESP_CTX_add_policy(ctx, unit->accepted[i]);
+    for (size_t i = 0; ok && i < sizeof(md_nids) / sizeof(md_nids[0]); i++) {
+        if (tsa__md_len(md_nids[i], unit->rules.allow_weak_hashes) > 0)
+            ok = TS_RESP_CTX_add_md(ctx, EVP_get_digestbynid(md_nids[i]));
+    }
+    if (!ok) {
+        util_log_openssl(UTIL_LOG_ERROR, TSA_MOD, "unit %s: cannot set up TS_RESP_CTX", unit->name);
+        TS_RESP_CTX_free(ctx);
+        return NULL;
+    }
+    if (unit->tsa_name)
+        TS_RESP_CTX_add_flags(ctx, TS_TSA_NAME);
+    TS_RESP_CTX_set_extension_cb(ctx, extension_cb, NULL);
+    TS_RESP_CTX_set_time_cb(ctx, time_cb, NULL);
+    return ctx;
+}
+
+static TS_RESP_CTX *ctx_get(struct tsa_service *svc, struct tsa__unit *unit)
+{
+    TS_RESP_CTX *ctx = NULL;
+
+    pthread_mutex_lock(&unit->ctx_mu);
+    if (unit->n_ctx > 0)
+        ctx = unit->ctx_pool[--unit->n_ctx];
+    pthread_mutex_unlock(&unit->ctx_mu);
+    if (ctx == NULL)
+        ctx = ctx_new(svc, unit);
+    return ctx;
+}
+
+static void ctx_put(struct tsa__unit *unit, TS_RESP_CTX *ctx)
+{
+    pthread_mutex_lock(&unit->ctx_mu);
+    if (unit->n_ctx < TSA__CTX_POOL_MAX) {
+        unit->ctx_pool[unit->n_ctx++] = ctx;
+        ctx = NULL;
+    }
+    pthread_mutex_unlock(&unit->ctx_mu);
+    TS_RESP_CTX_free(ctx); /* more signing threads than the pool keeps: rare, just free it */
+}
+
+void tsa__ctx_pool_free(struct tsa__unit *unit)
+{
+    for (int i = 0; i < unit->n_ctx; i++)
+        TS_RESP_CTX_free(unit->ctx_pool[i]);
+    unit->n_ctx = 0;
+}
+
+int tsa__sign_work(void *thread_state, void *arg)
+{
+    struct tsa__job *job = arg;
+    struct tsa__unit *unit = job->unit;
+    TS_RESP_CTX *ctx = NULL;
+    BIO *in = NULL;
+    TS_RESP *resp = NULL;
+    unsigned char *der = NULL;
+    int der_len = 0;
+    long status;
+    int rc = UTIL_ENOMEM;
+
+    ERR_clear_error();
+    ctx = ctx_get(job->svc, unit);
+    in = BIO_new_mem_buf(job->der, (int)job->der_len);
+    if (ctx == NULL || in == NULL)
+        goto out;
+    TS_RESP_CTX_set_serial_cb(ctx, serial_cb, job);
+    TS_RESP_CTX_set_time_cb(ctx, time_cb, job);
+    resp = TS_RESP_create_response(ctx, in);
+    if (resp == NULL)
+        goto out;
+    status = ASN1_INTEGER_get(TS_STATUS_INFO_get0_status(TS_RESP_get_status_info(resp)));
+    if (status != TS_STATUS_GRANTED) {
+        /* The loop checked the request against the same rules, so what fails here is the
+         * signature (or an allocation inside OpenSSL): count it against the HSM. */
+        util_log_openssl(UTIL_LOG_ERROR, TSA_MOD, "unit %s: serial %lld: token not signed",
+                         unit->name, (long long)job->serial);
+        rc = UTIL_EHSM;
+        goto out;
+    }
+    der_len = i2d_TS_RESP(resp, &der);
+    if (der_len <= 0)
+        goto out;
+    job->reply = util_blob_new(der, (size_t)der_len);
+    if (job->reply == NULL)
+        goto out;
+    rc = UTIL_OK;
+out:
+    if (rc == UTIL_ENOMEM)
+        util_log_openssl(UTIL_LOG_ERROR, TSA_MOD, "unit %s: out of memory while signing",
+                         unit->name);
+    ERR_clear_error();
+    OPENSSL_free(der);
+    TS_RESP_free(resp);
+    BIO_free(in);
+    if (ctx != NULL) {
+        TS_RESP_CTX_set_serial_cb(ctx, serial_cb, NULL);
+        TS_RESP_CTX_set_time_cb(ctx, time_cb, NULL);
+        ctx_put(unit, ctx);
+    }
+    return rc;
+}
+
+void tsa__sign_done(void *arg, int result)
+{
+    struct tsa__job *job = arg;
+    struct tsa_service *svc = job->svc;
+
+    if (result != UTIL_OK) {
+        job->reject = result == UTIL_ECLOSED ? TSA__REJ_STOPPING : TSA__REJ_SIGN;
+        tsa__deliver(job);
+        return;
+    }
+    if (svc->cfg.durable_log) {
+        /* The log thread answers once the record is durable. */
+        if (tsa__log_push(svc, job, 1) != UTIL_OK) {
+            job->reject = TSA__REJ_LOG;
+            tsa__deliver(job);
+        }
+        return;
+    }
+    /* durable_log = no: answer now, record right after; a token the log cannot take is not sent,
+     * so that every token out there has (or is about to have) its record. */
+    if (tsa__log_push(svc, job, 0) != UTIL_OK)
+        job->reject = TSA__REJ_LOG;
+    tsa__deliver(job);
+}
