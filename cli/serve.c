@@ -371,6 +371,51 @@ static int apply_change(void *ctx, const struct store_change *change)
     return 0;
 }
 
+/* Revocations not yet in a published CRL that are close to (or past) the deadline. */
+struct deadline_scan {
+    int64_t now_ms, deadline_ms, warn_ms;
+    int near, past;
+    int64_t worst_left_ms, worst_feed_id;
+};
+
+static int deadline_row(void *ctx, const struct store_sla_row *row)
+{
+    struct deadline_scan *d = ctx;
+    int64_t left = row->received_at_ms + d->deadline_ms - d->now_ms;
+    if (left <= 0)
+        d->past++;
+    else if (left <= d->warn_ms)
+        d->near++;
+    else
+        return 0;
+    if (d->near + d->past == 1 || left < d->worst_left_ms) {
+        d->worst_left_ms = left;
+        d->worst_feed_id = row->feed_id;
+    }
+    return 0;
+}
+
+/* Logs loudly, once per check, when open revocations approach the revocation deadline. */
+static void check_deadlines(struct server *srv, struct store *store)
+{
+    struct deadline_scan d = {util_now_ms(), srv->cfg->sla_deadline_s * 1000,
+                              srv->cfg->sla_warn_s * 1000, 0, 0, 0, 0};
+    if (store_sla_list_blocking(store, 1, 100000, deadline_row, &d) != UTIL_OK)
+        return; /* the next check retries; store errors are reported by the poller */
+    if (d.past > 0)
+        UTIL_ERROR(MOD, "REVOCATION DEADLINE MISSED: %d revocation(s) past the %lld s deadline "
+                        "and not yet in a published CRL (worst: change %lld, %lld s late); %d "
+                        "more within %lld s of it. See `pkiva sla`.",
+                   d.past, (long long)srv->cfg->sla_deadline_s, (long long)d.worst_feed_id,
+                   (long long)(-d.worst_left_ms / 1000), d.near, (long long)srv->cfg->sla_warn_s);
+    else if (d.near > 0)
+        UTIL_WARN(MOD, "REVOCATION DEADLINE NEAR: %d revocation(s) not yet in a published CRL "
+                       "within %lld s of the deadline (first: change %lld, %lld s left). See "
+                       "`pkiva sla`.",
+                  d.near, (long long)srv->cfg->sla_warn_s, (long long)d.worst_feed_id,
+                  (long long)(d.worst_left_ms / 1000));
+}
+
 static void *poller_main(void *arg)
 {
     struct server *srv = arg;
@@ -378,6 +423,7 @@ static void *poller_main(void *arg)
     int64_t last = srv->feed_start;
     int64_t sla_marked = srv->feed_start;
     int store_error_logged = 0;
+    int64_t next_deadline_check = 0;
     struct timespec pause = {srv->cfg->feed_poll_ms / 1000,
                              (long)(srv->cfg->feed_poll_ms % 1000) * 1000000L};
 
@@ -428,6 +474,10 @@ static void *poller_main(void *arg)
                                                   STORE_SLA_OCSP, visible_at) == UTIL_OK;
             if (ok)
                 sla_marked = visible;
+        }
+        if (store != NULL && util_mono_ms() >= next_deadline_check) {
+            check_deadlines(srv, store);
+            next_deadline_check = util_mono_ms() + 30000;
         }
         if (!b.blocked)
             (void)nanosleep(&pause, NULL); /* an early wake-up only polls sooner */

@@ -22,6 +22,31 @@ Test(config, sample_file_is_valid_and_complete)
     cr_assert_eq(cfg.ocsp_validity_s, 4 * 86400);
     cr_assert_eq(cfg.sla_deadline_s, 12 * 3600);
     cr_assert_eq(cfg.feed_poll_ms, 200);
+    cr_assert_eq(cfg.n_tsa_units, 1);
+    cr_assert_str_eq(cfg.tsa_units[0].policy, "1.3.6.1.4.1.99999.1.1");
+    cr_assert_eq(cfg.tsa_units[0].n_accepted, 1);
+    cr_assert_eq(cfg.tsa_units[0].accuracy_us, 1000000);
+    cr_assert_eq(cfg.crl_coalesce_ms, 5000);
+}
+
+static void expect_error(const char *text, const char *needle)
+{
+    struct cli_config cfg;
+    char err[512] = "";
+    cr_assert_eq(cli_config_parse_string(text, "t.conf", "/", &cfg, err, sizeof(err)),
+                 UTIL_ECONFIG, "accepted: %s", text);
+    cr_assert(strstr(err, needle) != NULL, "error '%s' lacks '%s'", err, needle);
+}
+
+Test(config, tsa_and_crl_errors)
+{
+    expect_error("[crl]\ncoalesce = 2m\n", "t.conf:2: coalesce must be at most 60s");
+    expect_error("[tsa.a]\npolicy = not.an.oid\n", "t.conf:2: policy must be a dotted OID");
+    expect_error("[tsa.a]\naccuracy = 1 sec\n", "t.conf:2: accuracy must be like");
+    expect_error("[tsa.a]\nkey = /tmp/k.pem\n", "t.conf:2: key must be a PKCS#11 URI");
+    expect_error("[hsm]\npin_file = /p\n[issuer.a]\ncert = c\nkey = pkcs11:x\n"
+                 "[tsa.t]\ncert = t.pem\n",
+                 "[tsa.t] needs cert, key and policy");
 }
 
 Test(config, defaults_and_relative_paths)
@@ -34,15 +59,6 @@ Test(config, defaults_and_relative_paths)
     cr_assert_str_eq(cfg.issuers[0].key_uri, "pkcs11:object=ca");
     cr_assert_str_eq(cfg.public_url, "http://127.0.0.1:8080");
     cr_assert_eq(cfg.ocsp_max_age_s, 3600);
-}
-
-static void expect_error(const char *text, const char *needle)
-{
-    struct cli_config cfg;
-    char err[512] = "";
-    cr_assert_eq(cli_config_parse_string(text, "t.conf", "/", &cfg, err, sizeof(err)),
-                 UTIL_ECONFIG, "accepted: %s", text);
-    cr_assert(strstr(err, needle) != NULL, "error '%s' lacks '%s'", err, needle);
 }
 
 Test(config, errors_name_file_line_and_reason)

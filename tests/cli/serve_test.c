@@ -462,3 +462,32 @@ Test(serve, admin_api_authenticates_and_revokes)
     cr_assert(strstr(out, "RA-7") != NULL, "%s", out);
     cr_assert_eq(stop(&srv), 0);
 }
+
+Test(serve, sla_report_follows_a_revocation_to_the_crl)
+{
+    char out[8192], cmd[1024];
+    int closed = 0;
+    snprintf(cmd, sizeof(cmd), PKIVA " init --data %s 2>&1", srv.data);
+    cr_assert_eq(ts_run(cmd, out, sizeof(out)), 0, "%s", out);
+    /* Recorded while no server runs, received long ago: open and past the 12-hour deadline. */
+    cr_assert_eq(sh(&srv, out, sizeof(out),
+                    PKIVA " revoke --data %s --cert pki/demo-good.pem --reason cessationOfOperation"
+                          " --request-id OLD-1 --received-at 2026-01-01T00:00:00Z",
+                    srv.data),
+                 0, "%s", out);
+    cr_assert_eq(sh(&srv, out, sizeof(out), PKIVA " sla --data %s", srv.data), 0, "%s", out);
+    cr_assert(strstr(out, "OLD-1") != NULL, "%s", out);
+    cr_assert(strstr(out, "PAST the deadline") != NULL, "%s", out);
+    cr_assert(strstr(out, "ocsp pending") != NULL, "%s", out);
+    /* The server publishes it in OCSP and in a CRL; the report then counts it as completed. */
+    start(&srv);
+    for (int i = 0; i < 150 && !closed; i++) {
+        sh(&srv, out, sizeof(out), PKIVA " sla --data %s", srv.data);
+        closed = strstr(out, "open revocations: 0") != NULL;
+        if (!closed)
+            sleep_ms(100);
+    }
+    cr_assert(closed, "still open after 15 s: %s", out);
+    cr_assert(strstr(out, "completed: ") != NULL, "%s", out);
+    cr_assert_eq(stop(&srv), 0);
+}
