@@ -6,6 +6,7 @@
 #include "cli_int.h"
 
 #include <ctype.h>
+#include <dirent.h>
 #include <getopt.h>
 #include <limits.h>
 #include <openssl/err.h>
@@ -473,15 +474,66 @@ static const char import_help[] =
 struct progress {
     int64_t start_ms;
     int tty;
+    int64_t expected; /* estimated total, 0 = unknown */
+    int64_t done_before; /* certificates of earlier paths of the same command */
 };
+
+/* Counts what an import will read, for the time-left estimate: lines of an index.txt, PEM
+ * certificates of a file, certificate files of a folder. Reads the input once more, which is
+ * cheap next to parsing and verifying every certificate. */
+static int64_t count_expected(const char *path, int index)
+{
+    struct stat st;
+    int64_t n = 0;
+    if (stat(path, &st) != 0)
+        return 0;
+    if (S_ISDIR(st.st_mode)) {
+        DIR *dir = opendir(path);
+        struct dirent *e;
+        if (dir == NULL)
+            return 0;
+        while ((e = readdir(dir)) != NULL) {
+            const char *dot = strrchr(e->d_name, '.');
+            if (dot != NULL && (strcmp(dot, ".pem") == 0 || strcmp(dot, ".crt") == 0 ||
+                                strcmp(dot, ".cer") == 0 || strcmp(dot, ".der") == 0))
+                n++;
+        }
+        (void)closedir(dir); /* read-only */
+        return n;
+    }
+    {
+        FILE *f = fopen(path, "r");
+        char line[512];
+        int64_t pem = 0;
+        if (f == NULL)
+            return 0;
+        while (fgets(line, sizeof(line), f) != NULL) {
+            if (strchr(line, '\n') != NULL)
+                n++;
+            if (strncmp(line, "-----BEGIN CERTIFICATE-----", 27) == 0)
+                pem++;
+        }
+        (void)fclose(f); /* read-only */
+        return index ? n : (pem > 0 ? pem : 1);
+    }
+}
 
 static void on_progress(void *ctx, const struct store_import_stats *s)
 {
     struct progress *p = ctx;
     int64_t elapsed = util_mono_ms() - p->start_ms;
-    int64_t done = s->added + s->existing + s->skipped;
+    int64_t done = p->done_before + s->added + s->existing + s->skipped;
     double rate = elapsed > 0 ? (double)done * 1000.0 / (double)elapsed : 0.0;
-    if (p->tty)
+    if (!p->tty)
+        return;
+    if (p->expected > done && rate > 0)
+        fprintf(stderr,
+                "\r%lld of ~%lld certificates (%lld new, %lld known, %lld skipped), %.0f/s, "
+                "%.0f s left   ",
+                (long long)done, (long long)p->expected, (long long)s->added,
+                (long long)s->existing, (long long)s->skipped, rate,
+                (double)(p->expected - done) / rate);
+    else
         fprintf(stderr, "\r%lld certificates (%lld new, %lld known, %lld skipped), %.0f/s   ",
                 (long long)done, (long long)s->added, (long long)s->existing,
                 (long long)s->skipped, rate);
@@ -499,7 +551,7 @@ int cli__cmd_import(int argc, char **argv)
     struct cli_config cfg;
     struct store *store = NULL;
     struct store_import_stats total = {0};
-    struct progress prog = {util_mono_ms(), isatty(STDERR_FILENO)};
+    struct progress prog = {util_mono_ms(), isatty(STDERR_FILENO), 0, 0};
     int opt, rc = UTIL_OK, status = 1;
 
     optind = 1;
@@ -530,9 +582,13 @@ int cli__cmd_import(int argc, char **argv)
             fprintf(stderr, "pkiva import: no issuer named '%s'\n", issuer_name);
             goto out;
         }
+        if (prog.tty)
+            prog.expected = count_expected(index, 1);
         rc = store_import_index_blocking(store, is.id, index, on_progress, &prog, &total);
         store_issuer_cleanup(&is);
     } else {
+        for (int i = optind; prog.tty && i < argc; i++)
+            prog.expected += count_expected(argv[i], 0);
         for (int i = optind; i < argc && rc == UTIL_OK; i++) {
             struct store_import_stats s = {0};
             rc = store_import_certs_blocking(store, argv[i], on_progress, &prog, &s);
@@ -540,6 +596,7 @@ int cli__cmd_import(int argc, char **argv)
             total.existing += s.existing;
             total.revoked += s.revoked;
             total.skipped += s.skipped;
+            prog.done_before = total.added + total.existing + total.skipped;
             if (rc != UTIL_OK)
                 fprintf(stderr, "\npkiva import: %s: %s\n", argv[i], util_strerror(rc));
         }

@@ -64,6 +64,8 @@ struct server {
     _Atomic int store_ok;
     _Atomic int64_t feed_applied; /* highest feed id handed to the responder */
     _Atomic int64_t feed_head;    /* highest feed id seen in the store */
+    _Atomic int revocation_backlog;        /* revocations not yet in a published CRL */
+    _Atomic int64_t oldest_pending_ms;     /* age of the oldest of them (received -> now) */
     int64_t feed_start;           /* the poller starts after this id */
 
     pthread_mutex_t visible_mutex; /* guards the two fields below (written by the pre-signer) */
@@ -258,7 +260,11 @@ static void handle_metrics(void *ctx, struct http_request *req)
         "# TYPE pkiva_feed_lag gauge\n"
         "pkiva_feed_lag %lld\n"
         "# TYPE pkiva_feed_visible_id gauge\n"
-        "pkiva_feed_visible_id %lld\n",
+        "pkiva_feed_visible_id %lld\n"
+        "# TYPE pkiva_revocation_backlog gauge\n"
+        "pkiva_revocation_backlog %d\n"
+        "# TYPE pkiva_revocation_oldest_pending_seconds gauge\n"
+        "pkiva_revocation_oldest_pending_seconds %.3f\n",
         (unsigned long long)ht.requests, (unsigned long long)ht.responses_2xx,
         (unsigned long long)ht.responses_3xx, (unsigned long long)ht.responses_4xx,
         (unsigned long long)ht.responses_5xx, (unsigned long long)ht.connections_open,
@@ -277,7 +283,8 @@ static void handle_metrics(void *ctx, struct http_request *req)
         hs.signatures ? (double)hs.sign_us_total / (double)hs.signatures / 1e6 : 0.0,
         hsm_available(srv->hsm),
         (long long)(atomic_load(&srv->feed_head) - ocsp_responder_visible_feed_id(srv->ocsp)),
-        (long long)ocsp_responder_visible_feed_id(srv->ocsp));
+        (long long)ocsp_responder_visible_feed_id(srv->ocsp), atomic_load(&srv->revocation_backlog),
+        (double)atomic_load(&srv->oldest_pending_ms) / 1000.0);
     if (n > 0 && (size_t)n < sizeof(body)) {
         int more = crl_publisher_metrics(srv->crl, body + n, sizeof(body) - (size_t)n);
         n = more >= 0 ? n + more : -1;
@@ -376,12 +383,16 @@ struct deadline_scan {
     int64_t now_ms, deadline_ms, warn_ms;
     int near, past;
     int64_t worst_left_ms, worst_feed_id;
+    int open;
+    int64_t oldest_received_ms;
 };
 
 static int deadline_row(void *ctx, const struct store_sla_row *row)
 {
     struct deadline_scan *d = ctx;
     int64_t left = row->received_at_ms + d->deadline_ms - d->now_ms;
+    if (d->open++ == 0 || row->received_at_ms < d->oldest_received_ms)
+        d->oldest_received_ms = row->received_at_ms;
     if (left <= 0)
         d->past++;
     else if (left <= d->warn_ms)
@@ -395,13 +406,18 @@ static int deadline_row(void *ctx, const struct store_sla_row *row)
     return 0;
 }
 
-/* Logs loudly, once per check, when open revocations approach the revocation deadline. */
-static void check_deadlines(struct server *srv, struct store *store)
+/* Updates the backlog gauges and, when loud is set, logs when open revocations approach the
+ * revocation deadline. */
+static void check_deadlines(struct server *srv, struct store *store, int loud)
 {
     struct deadline_scan d = {util_now_ms(), srv->cfg->sla_deadline_s * 1000,
-                              srv->cfg->sla_warn_s * 1000, 0, 0, 0, 0};
+                              srv->cfg->sla_warn_s * 1000, 0, 0, 0, 0, 0, 0};
     if (store_sla_list_blocking(store, 1, 100000, deadline_row, &d) != UTIL_OK)
         return; /* the next check retries; store errors are reported by the poller */
+    atomic_store(&srv->revocation_backlog, d.open);
+    atomic_store(&srv->oldest_pending_ms, d.open ? d.now_ms - d.oldest_received_ms : 0);
+    if (!loud)
+        return;
     if (d.past > 0)
         UTIL_ERROR(MOD, "REVOCATION DEADLINE MISSED: %d revocation(s) past the %lld s deadline "
                         "and not yet in a published CRL (worst: change %lld, %lld s late); %d "
@@ -423,7 +439,7 @@ static void *poller_main(void *arg)
     int64_t last = srv->feed_start;
     int64_t sla_marked = srv->feed_start;
     int store_error_logged = 0;
-    int64_t next_deadline_check = 0;
+    int64_t next_deadline_check = 0, next_deadline_log = 0;
     struct timespec pause = {srv->cfg->feed_poll_ms / 1000,
                              (long)(srv->cfg->feed_poll_ms % 1000) * 1000000L};
 
@@ -476,8 +492,11 @@ static void *poller_main(void *arg)
                 sla_marked = visible;
         }
         if (store != NULL && util_mono_ms() >= next_deadline_check) {
-            check_deadlines(srv, store);
-            next_deadline_check = util_mono_ms() + 30000;
+            int loud = util_mono_ms() >= next_deadline_log;
+            check_deadlines(srv, store, loud);
+            next_deadline_check = util_mono_ms() + 2000;
+            if (loud)
+                next_deadline_log = util_mono_ms() + 30000;
         }
         if (!b.blocked)
             (void)nanosleep(&pause, NULL); /* an early wake-up only polls sooner */

@@ -329,7 +329,10 @@ int ocsp_responder_apply_change(struct ocsp_responder *resp, const struct store_
         goto out;
     /* A serial answered "unknown" a moment ago may just have been issued. */
     ocsp__recent_drop(resp->index, issuer, change->cert.serial, change->cert.serial_len);
-    if (changed) {
+    /* An issuance has no earlier response to replace (a cached "unknown" was dropped above): the
+     * pre-signer's sweep signs it, or the first request does. Queueing it as urgent would let a
+     * bulk import of millions fill the urgent queue and hold back revocations behind it. */
+    if (changed && change->kind != STORE_CHANGE_ISSUE) {
         item->issuer = issuer;
         memcpy(item->serial, change->cert.serial, change->cert.serial_len);
         item->serial_len = change->cert.serial_len;
