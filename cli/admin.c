@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <store/store.h>
 #include <util/util.h>
 
@@ -273,7 +274,8 @@ static int authorized(struct cli_admin *admin, struct http_request *req)
     size_t len = 0;
     const char *auth = http_request_header(req, "Authorization", &len);
     /* Two Authorization fields are ambiguous (a proxy may act on the other one): refused. */
-    if (admin->token_len == 0 || auth == NULL || len < 7 || strncmp(auth, "Bearer ", 7) != 0 ||
+    /* The scheme name is case-insensitive (RFC 9110 11.1); the token is not. */
+    if (admin->token_len == 0 || auth == NULL || len < 7 || strncasecmp(auth, "Bearer ", 7) != 0 ||
         http_request_header_count(req, "Authorization") != 1)
         return 0;
     return util_ct_equal(auth + 7, len - 7, admin->token, admin->token_len);

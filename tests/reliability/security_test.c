@@ -74,7 +74,9 @@ Test(security, admin_authentication_cannot_be_bypassed)
     snprintf(variants[n++], sizeof(variants[0]), "Authorization: Bearer %s\r\n",
              srv.token + 1); /* suffix */
     snprintf(variants[n++], sizeof(variants[0]), "Authorization: Bearer %sX\r\n", srv.token);
-    snprintf(variants[n++], sizeof(variants[0]), "Authorization: bearer %s\r\n", srv.token);
+    /* (A lowercase "bearer" scheme is accepted: RFC 9110 11.1 makes scheme names
+     * case-insensitive. A lowercase scheme with a wrong token must still fail.) */
+    snprintf(variants[n++], sizeof(variants[0]), "Authorization: bearer %sX\r\n", srv.token);
     snprintf(variants[n++], sizeof(variants[0]), "Authorization: %s\r\n", srv.token);
     snprintf(variants[n++], sizeof(variants[0]), "Authorization: Basic %s\r\n", srv.token);
     snprintf(variants[n++], sizeof(variants[0]), "X-Authorization: Bearer %s\r\n", srv.token);
