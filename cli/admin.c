@@ -10,6 +10,7 @@
 
 #include <jansson.h>
 #include <openssl/crypto.h>
+#include <openssl/err.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <stdio.h>
@@ -32,7 +33,7 @@ struct cli_admin {
     _Atomic uint64_t unauthorized;
 };
 
-enum admin_op { OP_REVOKE, OP_UNREVOKE, OP_STATUS, OP_REGISTER, OP_SLA };
+enum admin_op { OP_REVOKE, OP_UNREVOKE, OP_STATUS, OP_REGISTER, OP_SUPERSEDE, OP_SLA };
 
 /* One request's work, owned by the job from submit until its done callback responds. */
 struct admin_job {
@@ -45,8 +46,10 @@ struct admin_job {
     struct store_revocation rev;
     char request_id[128];
     char actor[96];
-    unsigned char *cert_der;
+    unsigned char *cert_der;  /* register: the certificate; supersede: the replacement (optional) */
     size_t cert_len;
+    unsigned char new_serial[STORE_SERIAL_MAX]; /* supersede: the replacement's serial */
+    size_t new_serial_len;
     int http_status;
     json_t *reply;
 };
@@ -222,6 +225,21 @@ static int admin_work(void *state, void *arg)
         rc = cli__register_blocking(store, issuer_id, job->cert_der, job->cert_len, job->actor,
                                     job->serial, &job->serial_len, &feed_id);
         break;
+    case OP_SUPERSEDE:
+        job->rev.issuer_id = issuer_id;
+        job->rev.serial = job->serial;
+        job->rev.serial_len = job->serial_len;
+        rc = cli__supersede_blocking(store, &job->rev, job->cert_der, job->cert_len,
+                                     job->new_serial, &job->new_serial_len, &feed_id);
+        if (rc == UTIL_OK && job->new_serial_len > 0) {
+            char old_hex[2 * STORE_SERIAL_MAX + 1], new_hex[2 * STORE_SERIAL_MAX + 1];
+            util_hex(job->serial, job->serial_len, old_hex);
+            util_hex(job->new_serial, job->new_serial_len, new_hex);
+            set_reply(job, 200, json_pack("{s:s,s:s,s:I,s:b}", "serial", old_hex, "replaced_by",
+                                          new_hex, "change", (json_int_t)feed_id, "durable", 1));
+            return rc;
+        }
+        break;
     case OP_STATUS: {
         struct store_cert cert;
         rc = store_cert_get_blocking(store, issuer_id, job->serial, job->serial_len, &cert);
@@ -287,6 +305,33 @@ static const char *json_str(json_t *obj, const char *key)
     return json_is_string(v) ? json_string_value(v) : NULL;
 }
 
+/* Decodes a PEM certificate into job->cert_der; returns NULL or why it is not acceptable. */
+static const char *decode_pem_cert(struct admin_job *job, const char *pem)
+{
+    BIO *bio = BIO_new_mem_buf(pem, -1);
+    X509 *cert = bio ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+    unsigned char *der = NULL;
+    int len;
+    BIO_free(bio);
+    if (cert == NULL) {
+        ERR_clear_error(); /* the PEM parser's complaint is reported as a 400 instead */
+        return "\"certificate\" is not a PEM certificate";
+    }
+    len = i2d_X509(cert, &der);
+    X509_free(cert);
+    if (len <= 0)
+        return "\"certificate\" could not be encoded";
+    job->cert_der = malloc((size_t)len);
+    if (job->cert_der == NULL) {
+        OPENSSL_free(der);
+        return "out of memory";
+    }
+    memcpy(job->cert_der, der, (size_t)len);
+    job->cert_len = (size_t)len;
+    OPENSSL_free(der);
+    return NULL;
+}
+
 /* Fills the job from the JSON body; returns NULL or the reason it is not acceptable. */
 static const char *parse_body(struct admin_job *job, json_t *body)
 {
@@ -300,39 +345,27 @@ static const char *parse_body(struct admin_job *job, json_t *body)
     (void)snprintf(job->issuer, sizeof(job->issuer), "%s", issuer);
     text = json_str(body, "actor");
     (void)snprintf(job->actor, sizeof(job->actor), "admin-api:%.80s", text ? text : "token");
-    if (job->op == OP_REGISTER) {
+    if (job->op == OP_REGISTER || job->op == OP_SUPERSEDE) {
         const char *pem = json_str(body, "certificate");
-        BIO *bio = NULL;
-        X509 *cert = NULL;
-        int len;
-        unsigned char *der = NULL;
-        if (pem == NULL)
+        const char *why;
+        if (pem == NULL && job->op == OP_REGISTER)
             return "\"certificate\" (PEM string) is required";
-        bio = BIO_new_mem_buf(pem, -1);
-        cert = bio ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
-        BIO_free(bio);
-        if (cert == NULL)
-            return "\"certificate\" is not a PEM certificate";
-        len = i2d_X509(cert, &der);
-        X509_free(cert);
-        if (len <= 0)
-            return "\"certificate\" could not be encoded";
-        job->cert_der = malloc((size_t)len);
-        if (job->cert_der == NULL) {
-            OPENSSL_free(der);
-            return "out of memory";
-        }
-        memcpy(job->cert_der, der, (size_t)len);
-        job->cert_len = (size_t)len;
-        OPENSSL_free(der);
-        return NULL;
+        why = pem != NULL ? decode_pem_cert(job, pem) : NULL;
+        if (why != NULL || job->op == OP_REGISTER)
+            return why;
     }
     if (serial == NULL || cli__parse_serial(serial, job->serial, &job->serial_len) != UTIL_OK)
         return "\"serial\" (hex string) is required";
-    if (job->op != OP_REVOKE)
+    if (job->op != OP_REVOKE && job->op != OP_SUPERSEDE)
         return NULL;
     job->rev.reason = STORE_REASON_NONE;
     text = json_str(body, "reason");
+    if (job->op == OP_SUPERSEDE) {
+        /* Renewal or changed information: the reason is superseded by definition. */
+        if (text != NULL && store_reason_from_name(text) != STORE_REASON_SUPERSEDED)
+            return "\"reason\" of a supersede can only be superseded";
+        text = "superseded";
+    }
     if (text != NULL) {
         job->rev.reason = store_reason_from_name(text);
         if (job->rev.reason < -1)
@@ -404,7 +437,8 @@ int cli__admin_parse_for_fuzz(const char *op, const unsigned char *body, size_t 
     } ops[] = {{"revoke", OP_REVOKE},
                {"unrevoke", OP_UNREVOKE},
                {"status", OP_STATUS},
-               {"certificates", OP_REGISTER}};
+               {"certificates", OP_REGISTER},
+               {"supersede", OP_SUPERSEDE}};
     struct admin_job job;
     char msg[256];
     const char *why = NULL;
@@ -504,6 +538,11 @@ static void handle_register(void *ctx, struct http_request *req)
 {
     handle_admin(ctx, req, OP_REGISTER);
 }
+static void handle_supersede(void *ctx, struct http_request *req)
+{
+    handle_admin(ctx, req, OP_SUPERSEDE);
+}
+
 static void handle_sla(void *ctx, struct http_request *req)
 {
     handle_admin(ctx, req, OP_SLA);
@@ -625,6 +664,8 @@ int cli__admin_new(const struct cli_config *cfg, struct http_server *http,
         (rc = http_server_route(http, HTTP_ADMIN, "POST", "/admin/status", handle_status,
                                 admin)) ||
         (rc = http_server_route(http, HTTP_ADMIN, "POST", "/admin/certificates", handle_register,
+                                admin)) ||
+        (rc = http_server_route(http, HTTP_ADMIN, "POST", "/admin/supersede", handle_supersede,
                                 admin)) ||
         (rc = http_server_route(http, HTTP_ADMIN, "GET", "/admin/sla", handle_sla, admin)) ||
         (rc = http_server_route(http, HTTP_ADMIN, "POST", "/admin/crl/publish", handle_crl_publish,

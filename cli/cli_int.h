@@ -10,6 +10,7 @@ int cli__cmd_serve(int argc, char **argv);
 int cli__cmd_init(int argc, char **argv);
 int cli__cmd_revoke(int argc, char **argv);
 int cli__cmd_unrevoke(int argc, char **argv);
+int cli__cmd_supersede(int argc, char **argv);
 int cli__cmd_status(int argc, char **argv);
 int cli__cmd_import(int argc, char **argv);
 int cli__cmd_audit(int argc, char **argv);
@@ -40,6 +41,13 @@ int cli__unrevoke_blocking(struct store *store, int64_t issuer_id, const unsigne
 int cli__register_blocking(struct store *store, int64_t issuer_id, const unsigned char *der,
                            size_t der_len, const char *actor, unsigned char *serial,
                            size_t *serial_len, int64_t *feed_id);
+
+/* Revokes rev's certificate with reason superseded and, when new_der is given, registers its
+ * replacement (same issuer) in the same transaction; new_serial receives the replacement's serial
+ * (new_serial_len 0 when none). */
+int cli__supersede_blocking(struct store *store, const struct store_revocation *rev,
+                            const unsigned char *new_der, size_t new_len,
+                            unsigned char *new_serial, size_t *new_serial_len, int64_t *feed_id);
 
 /* The admin API (admin.c): routes on the admin listener and a pool of store threads. */
 struct cli_admin;

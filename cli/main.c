@@ -19,6 +19,7 @@ static void usage(FILE *out)
             "  serve      run the OCSP/CRL/TSA service (creates the embedded default on first run)\n"
             "  init       create the embedded default without serving\n"
             "  revoke     revoke a certificate\n"
+            "  supersede  revoke as superseded and register the replacement, in one step\n"
             "  unrevoke   release a certificate from certificateHold\n"
             "  status     show a certificate's status\n"
             "  import     register issued certificates (PEM/DER files, folders, OpenSSL index.txt)\n"
@@ -46,6 +47,8 @@ int main(int argc, char **argv)
         return cli__cmd_init(argc - 1, argv + 1);
     if (strcmp(cmd, "revoke") == 0)
         return cli__cmd_revoke(argc - 1, argv + 1);
+    if (strcmp(cmd, "supersede") == 0)
+        return cli__cmd_supersede(argc - 1, argv + 1);
     if (strcmp(cmd, "unrevoke") == 0)
         return cli__cmd_unrevoke(argc - 1, argv + 1);
     if (strcmp(cmd, "status") == 0)

@@ -125,3 +125,39 @@ out:
     X509_free(f.cert);
     return rc;
 }
+
+int cli__supersede_blocking(struct store *store, const struct store_revocation *rev,
+                            const unsigned char *new_der, size_t new_len,
+                            unsigned char *new_serial, size_t *new_serial_len, int64_t *feed_id)
+{
+    struct store_revocation superseded = *rev;
+    int64_t new_feed = 0;
+    int rc;
+
+    /* One transaction: the replacement is registered and the old certificate revoked together,
+     * or neither is (a renewal must not leave the subscriber with no valid certificate, nor with
+     * two). */
+    *new_serial_len = 0;
+    superseded.reason = STORE_REASON_SUPERSEDED;
+    rc = store_begin_blocking(store);
+    if (rc != UTIL_OK)
+        return rc;
+    if (new_der != NULL) {
+        rc = cli__register_blocking(store, rev->issuer_id, new_der, new_len,
+                                    rev->actor ? rev->actor : "unknown", new_serial,
+                                    new_serial_len, &new_feed);
+        if (rc == UTIL_OK && *new_serial_len == rev->serial_len &&
+            memcmp(new_serial, rev->serial, rev->serial_len) == 0)
+            rc = UTIL_EINVAL; /* a certificate cannot supersede itself */
+    }
+    if (rc == UTIL_OK)
+        rc = cli__revoke_blocking(store, &superseded, feed_id);
+    if (rc == UTIL_OK)
+        rc = store_commit_blocking(store);
+    if (rc != UTIL_OK) {
+        /* Nothing of the pair may stay; the caller reports rc. */
+        (void)store_rollback_blocking(store);
+        *new_serial_len = 0;
+    }
+    return rc;
+}

@@ -491,3 +491,52 @@ Test(serve, sla_report_follows_a_revocation_to_the_crl)
     cr_assert(strstr(out, "completed: ") != NULL, "%s", out);
     cr_assert_eq(stop(&srv), 0);
 }
+
+Test(serve, supersede_is_one_call)
+{
+    char out[8192], cmd[1024], token[128] = "", serial[128] = "", json[4096];
+    int revoked = 0;
+    start(&srv);
+    snprintf(cmd, sizeof(cmd), "cat %s/admin.token", srv.data);
+    cr_assert_eq(ts_run(cmd, token, sizeof(token)), 0);
+    /* CLI: renewal of demo-good by demo-hold's certificate (already registered: idempotent). */
+    cr_assert_eq(sh(&srv, out, sizeof(out),
+                    PKIVA " supersede --data %s --cert pki/demo-good.pem --new pki/demo-hold.pem "
+                          "--request-id RENEW-1",
+                    srv.data),
+                 0, "%s", out);
+    cr_assert(strstr(out, "superseded serial") != NULL && strstr(out, " by ") != NULL, "%s", out);
+    for (int i = 0; i < 100 && !revoked; i++) {
+        ocsp_query(&srv, "issuing-ca.pem", "demo-good.pem", out, sizeof(out), NULL);
+        revoked = strstr(out, "demo-good.pem: revoked") != NULL;
+        if (!revoked)
+            sleep_ms(100);
+    }
+    cr_assert(revoked, "%s", out);
+    cr_assert(strstr(out, "superseded") != NULL, "%s", out);
+
+    /* API: a supersede must not carry another reason; a garbage replacement changes nothing. */
+    cr_assert_eq(sh(&srv, serial, sizeof(serial),
+                    "openssl x509 -in pki/demo-revoked.pem -noout -serial | cut -d= -f2 | "
+                    "tr -d '\\n'"),
+                 0);
+    snprintf(json, sizeof(json),
+             "{\"issuer\":\"demo-ca\",\"serial\":\"%s\",\"reason\":\"keyCompromise\"}", serial);
+    cr_assert_eq(admin_call(&srv, token, "/admin/supersede", json, out, sizeof(out)), 400, "%s",
+                 out);
+    snprintf(json, sizeof(json),
+             "{\"issuer\":\"demo-ca\",\"serial\":\"%s\",\"certificate\":\"-----BEGIN nope\"}",
+             serial);
+    cr_assert_eq(admin_call(&srv, token, "/admin/supersede", json, out, sizeof(out)), 400, "%s",
+                 out);
+    /* demo-revoked is revoked for keyCompromise already: superseding it is a conflict, and the
+     * replacement of the refused call is not registered either (one transaction). */
+    snprintf(json, sizeof(json), "{\"issuer\":\"demo-ca\",\"serial\":\"%s\"}", serial);
+    cr_assert_eq(admin_call(&srv, token, "/admin/supersede", json, out, sizeof(out)), 409, "%s",
+                 out);
+    cr_assert_eq(sh(&srv, out, sizeof(out), PKIVA " status --data %s --cert pki/demo-revoked.pem",
+                    srv.data),
+                 0, "%s", out);
+    cr_assert(strstr(out, "keyCompromise") != NULL, "%s", out);
+    cr_assert_eq(stop(&srv), 0);
+}
