@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The admin API on the admin listener: operators and the registration system record issuances and
- * revocations as JSON over HTTP, authenticated with a bearer token compared in constant time.
+ * revocations as JSON over HTTP(S), authenticated with a bearer token compared in constant time
+ * or, with [admin] client_ca, a client certificate verified in the TLS handshake.
  * Requests are parsed and checked on the loop (bounded bodies, jansson), the store work runs on a
  * small pool of store threads (one SQLite connection each) and the answer comes back on the loop.
  * A change is acknowledged only after it is durable and in the change feed. */
@@ -18,6 +19,7 @@
 #include <string.h>
 #include <strings.h>
 #include <store/store.h>
+#include <sys/stat.h>
 #include <util/util.h>
 
 #define MOD "admin"
@@ -291,6 +293,12 @@ static int authorized(struct cli_admin *admin, struct http_request *req)
 {
     size_t len = 0;
     const char *auth = http_request_header(req, "Authorization", &len);
+    /* A client certificate that verified against [admin] client_ca in this connection's
+     * handshake authenticates on its own; with require_client_cert nothing else does. */
+    if (admin->cfg->admin_client_ca[0] != '\0' && http_request_peer_cert_verified(req, NULL, 0))
+        return 1;
+    if (admin->cfg->admin_require_client_cert)
+        return 0;
     /* Two Authorization fields are ambiguous (a proxy may act on the other one): refused. */
     /* The scheme name is case-insensitive (RFC 9110 11.1); the token is not. */
     if (admin->token_len == 0 || auth == NULL || len < 7 || strncasecmp(auth, "Bearer ", 7) != 0 ||
@@ -344,7 +352,18 @@ static const char *parse_body(struct admin_job *job, json_t *body)
         return "\"issuer\" (string) is required";
     (void)snprintf(job->issuer, sizeof(job->issuer), "%s", issuer);
     text = json_str(body, "actor");
-    (void)snprintf(job->actor, sizeof(job->actor), "admin-api:%.80s", text ? text : "token");
+    {
+        /* A verified certificate names the actor; a body's "actor" is only a claim. */
+        char subject[sizeof(job->actor)];
+        /* (No admin or request on the fuzz target's path.) */
+        if (job->admin != NULL && job->req != NULL &&
+            job->admin->cfg->admin_client_ca[0] != '\0' &&
+            http_request_peer_cert_verified(job->req, subject, sizeof(subject)))
+            (void)snprintf(job->actor, sizeof(job->actor), "admin-mtls:%.84s", subject);
+        else
+            (void)snprintf(job->actor, sizeof(job->actor), "admin-api:%.80s",
+                           text ? text : "token");
+    }
     if (job->op == OP_REGISTER || job->op == OP_SUPERSEDE) {
         const char *pem = json_str(body, "certificate");
         const char *why;
@@ -646,9 +665,24 @@ int cli__admin_new(const struct cli_config *cfg, struct http_server *http,
         admin->token_len = len;
         OPENSSL_cleanse(token, len);
         free(token);
-    } else {
+    } else if (cfg->admin_client_ca[0] == '\0') {
         UTIL_WARN(MOD, "no [admin] token_file: the admin API refuses every request");
     }
+    if (cfg->admin_tls_key[0] != '\0') {
+        /* Like the PIN file: a TLS key others can read is refused (http reads it later). */
+        struct stat st;
+        if (stat(cfg->admin_tls_key, &st) != 0 || (st.st_mode & 077) != 0) {
+            UTIL_ERROR(MOD, "the admin TLS key %s is missing or readable by others "
+                            "(chmod 600 it)", cfg->admin_tls_key);
+            OPENSSL_cleanse(admin->token, sizeof(admin->token));
+            free(admin);
+            return UTIL_EPERM;
+        }
+    }
+    if (cfg->admin_require_client_cert)
+        UTIL_INFO(MOD, "admin API: client certificates only (require_client_cert)");
+    else if (cfg->admin_client_ca[0] != '\0')
+        UTIL_INFO(MOD, "admin API: client certificates or the bearer token");
     pc.ctx = admin;
     rc = util_pool_new(&pc, &admin->pool);
     if (rc != UTIL_OK) {

@@ -97,6 +97,14 @@ struct cli_config {
     int64_t sla_warn_s;
     /* [admin] */
     char admin_token_file[CLI_PATH_MAX];
+    char admin_tls_cert[CLI_PATH_MAX];   /* "" = the admin listener speaks plain HTTP */
+    char admin_tls_key[CLI_PATH_MAX];    /* an ordinary file, mode 0600 (not an HSM key) */
+    char admin_client_ca[CLI_PATH_MAX];  /* "" = no client certificates; else they authenticate */
+    int admin_require_client_cert;       /* 1: a bearer token alone is not enough */
+    /* The client side, for `pkiva` commands that ask a running server (crl publish). */
+    char admin_server_ca[CLI_PATH_MAX];  /* "" = client_ca, else tls_cert itself */
+    char admin_client_cert[CLI_PATH_MAX]; /* "" = present no certificate (bearer token only) */
+    char admin_client_key[CLI_PATH_MAX];
     /* [issuer.NAME] */
     int n_issuers;
     struct cli_issuer issuers[CLI_MAX_ISSUERS];

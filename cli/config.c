@@ -569,6 +569,20 @@ static int on_entry(void *user, const char *section, const char *key, const char
     } else if (strcmp(section, "admin") == 0) {
         if (strcmp(key, "token_file") == 0)
             return set_path(ctx, cfg->admin_token_file, sizeof(cfg->admin_token_file), value);
+        if (strcmp(key, "tls_cert") == 0)
+            return set_path(ctx, cfg->admin_tls_cert, sizeof(cfg->admin_tls_cert), value);
+        if (strcmp(key, "tls_key") == 0)
+            return set_path(ctx, cfg->admin_tls_key, sizeof(cfg->admin_tls_key), value);
+        if (strcmp(key, "client_ca") == 0)
+            return set_path(ctx, cfg->admin_client_ca, sizeof(cfg->admin_client_ca), value);
+        if (strcmp(key, "require_client_cert") == 0)
+            return set_bool(ctx, &cfg->admin_require_client_cert, value);
+        if (strcmp(key, "server_ca") == 0)
+            return set_path(ctx, cfg->admin_server_ca, sizeof(cfg->admin_server_ca), value);
+        if (strcmp(key, "client_cert") == 0)
+            return set_path(ctx, cfg->admin_client_cert, sizeof(cfg->admin_client_cert), value);
+        if (strcmp(key, "client_key") == 0)
+            return set_path(ctx, cfg->admin_client_key, sizeof(cfg->admin_client_key), value);
     } else if (strncmp(section, "issuer.", 7) == 0) {
         return on_issuer(ctx, section + 7, key, value);
     } else {
@@ -646,6 +660,23 @@ static int validate(struct cli_config *cfg, char *err, size_t err_len)
         cfg->http.listeners[0].port == cfg->http.listeners[1].port &&
         strcmp(cfg->http.listeners[0].host, cfg->http.listeners[1].host) == 0) {
         (void)snprintf(err, err_len, "[server] listen and admin_listen must differ");
+        return UTIL_ECONFIG;
+    }
+    if ((cfg->admin_tls_cert[0] == '\0') != (cfg->admin_tls_key[0] == '\0')) {
+        (void)snprintf(err, err_len, "[admin] tls_cert and tls_key go together");
+        return UTIL_ECONFIG;
+    }
+    if (cfg->admin_client_ca[0] != '\0' && cfg->admin_tls_cert[0] == '\0') {
+        (void)snprintf(err, err_len, "[admin] client_ca needs tls_cert (client certificates "
+                                     "exist only in TLS)");
+        return UTIL_ECONFIG;
+    }
+    if (cfg->admin_require_client_cert && cfg->admin_client_ca[0] == '\0') {
+        (void)snprintf(err, err_len, "[admin] require_client_cert needs client_ca");
+        return UTIL_ECONFIG;
+    }
+    if ((cfg->admin_client_cert[0] == '\0') != (cfg->admin_client_key[0] == '\0')) {
+        (void)snprintf(err, err_len, "[admin] client_cert and client_key go together");
         return UTIL_ECONFIG;
     }
     if (cfg->public_url[0] == '\0')

@@ -10,6 +10,8 @@
 #include <getopt.h>
 #include <hsm/hsm.h>
 #include <netdb.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,9 +26,78 @@ static const char help[] =
     "admin API asks it to; otherwise the CRL is generated, signed in the HSM and written to the\n"
     "publish folder and the store here.\n";
 
+/* With [admin] tls_cert the admin listener speaks HTTPS: a TLS client over the connected socket
+ * that verifies the server against server_ca (default client_ca, else the server certificate
+ * itself) and the listener's address, and presents client_cert when one is configured. Returns
+ * the connection, or NULL after saying why on stderr. */
+static SSL *admin_tls_connect(const struct cli_config *cfg, int fd, SSL_CTX **ctx_out)
+{
+    const char *ca = cfg->admin_server_ca[0]    ? cfg->admin_server_ca
+                     : cfg->admin_client_ca[0] ? cfg->admin_client_ca
+                                                : cfg->admin_tls_cert;
+    const char *host = cfg->http.listeners[1].host;
+    SSL_CTX *ctx = NULL;
+    SSL *ssl = NULL;
+
+    ERR_clear_error();
+    ctx = SSL_CTX_new(TLS_client_method());
+    if (ctx == NULL || SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) != 1)
+        goto fail;
+    if (SSL_CTX_load_verify_locations(ctx, ca, NULL) != 1) {
+        fprintf(stderr, "pkiva crl publish: cannot load the admin API's CA file %s\n", ca);
+        goto fail;
+    }
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    if (cfg->admin_client_cert[0] != '\0' &&
+        (SSL_CTX_use_certificate_chain_file(ctx, cfg->admin_client_cert) != 1 ||
+         SSL_CTX_use_PrivateKey_file(ctx, cfg->admin_client_key, SSL_FILETYPE_PEM) != 1)) {
+        fprintf(stderr, "pkiva crl publish: cannot load the client certificate %s or key %s\n",
+                cfg->admin_client_cert, cfg->admin_client_key);
+        goto fail;
+    }
+    ssl = SSL_new(ctx);
+    /* A wildcard listener is reached on loopback, which the demo certificate names. */
+    if (strcmp(host, "0.0.0.0") == 0 || strcmp(host, "::") == 0)
+        host = "127.0.0.1";
+    if (ssl == NULL || SSL_set1_host(ssl, host) != 1 || SSL_set_fd(ssl, fd) != 1)
+        goto fail;
+    if (SSL_connect(ssl) != 1) {
+        fprintf(stderr, "pkiva crl publish: TLS with the admin API failed: %s\n",
+                ERR_reason_error_string(ERR_peek_last_error()) != NULL
+                    ? ERR_reason_error_string(ERR_peek_last_error())
+                    : "handshake failed");
+        goto fail;
+    }
+    *ctx_out = ctx;
+    return ssl;
+fail:
+    ERR_clear_error();
+    SSL_free(ssl);
+    SSL_CTX_free(ctx);
+    return NULL;
+}
+
+static int admin_send(SSL *ssl, int fd, const char *data, int len)
+{
+    if (ssl != NULL)
+        return SSL_write(ssl, data, len) == len ? 0 : -1;
+    return write(fd, data, (size_t)len) == len ? 0 : -1;
+}
+
+static ssize_t admin_recv(SSL *ssl, int fd, char *buf, size_t len)
+{
+    if (ssl != NULL) {
+        int n = SSL_read(ssl, buf, (int)len);
+        return n > 0 ? n : 0; /* the server closes after the answer (Connection: close) */
+    }
+    return read(fd, buf, len);
+}
+
 /* Asks a running server. Returns 0 done, 1 no server listening, -1 the server refused. */
 static int via_admin(const struct cli_config *cfg, const char *issuer)
 {
+    SSL_CTX *tls_ctx = NULL;
+    SSL *ssl = NULL;
     const struct http_listener_config *l = &cfg->http.listeners[1];
     struct addrinfo hints, *res = NULL;
     char port[16], body[160], req[1024], reply[2048];
@@ -46,8 +117,18 @@ static int via_admin(const struct cli_config *cfg, const char *issuer)
     if (fd < 0 || connect(fd, res->ai_addr, res->ai_addrlen) != 0)
         goto out; /* nobody listening: publish directly */
     rc = -1;
-    if (cfg->admin_token_file[0] == '\0' ||
-        util_file_read(cfg->admin_token_file, 255, &token, &token_len) != UTIL_OK) {
+    if (cfg->admin_tls_cert[0] != '\0') {
+        ssl = admin_tls_connect(cfg, fd, &tls_ctx);
+        if (ssl == NULL)
+            goto out;
+    }
+    if (cfg->admin_token_file[0] == '\0' && cfg->admin_client_cert[0] != '\0') {
+        /* The client certificate alone authenticates. */
+        token = (unsigned char *)strdup("");
+        if (token == NULL)
+            goto out;
+    } else if (cfg->admin_token_file[0] == '\0' ||
+               util_file_read(cfg->admin_token_file, 255, &token, &token_len) != UTIL_OK) {
         fprintf(stderr, "pkiva crl publish: a server is running but the admin token file is "
                         "not readable\n");
         goto out;
@@ -60,17 +141,19 @@ static int via_admin(const struct cli_config *cfg, const char *issuer)
     else
         n = snprintf(body, sizeof(body), "{}");
     n = snprintf(req, sizeof(req),
-                 "POST /admin/crl/publish HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\n"
+                 "POST /admin/crl/publish HTTP/1.1\r\nHost: %s\r\n%s%s%s"
                  "Content-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
                  "%s",
-                 l->host, (char *)token, n, body);
+                 l->host, token_len > 0 ? "Authorization: Bearer " : "", (char *)token,
+                 token_len > 0 ? "\r\n" : "", n, body);
     OPENSSL_cleanse(token, token_len);
-    if (n < 0 || (size_t)n >= sizeof(req) || write(fd, req, (size_t)n) != n) {
+    if (n < 0 || (size_t)n >= sizeof(req) || admin_send(ssl, fd, req, n) != 0) {
         fprintf(stderr, "pkiva crl publish: cannot talk to the server: %s\n", strerror(errno));
         goto out;
     }
     OPENSSL_cleanse(req, sizeof(req));
-    while (used < sizeof(reply) - 1 && (got = read(fd, reply + used, sizeof(reply) - 1 - used)) > 0)
+    while (used < sizeof(reply) - 1 &&
+           (got = admin_recv(ssl, fd, reply + used, sizeof(reply) - 1 - used)) > 0)
         used += (size_t)got;
     reply[used] = '\0';
     if (sscanf(reply, "HTTP/1.%*d %d", &status) != 1 || status != 202) {
@@ -84,6 +167,9 @@ static int via_admin(const struct cli_config *cfg, const char *issuer)
     rc = 0;
 out:
     free(token);
+    SSL_free(ssl); /* no close_notify: the server closed first (Connection: close) */
+    SSL_CTX_free(tls_ctx);
+    ERR_clear_error();
     if (fd >= 0)
         (void)close(fd); /* nothing buffered to lose */
     freeaddrinfo(res);

@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The embedded default: on first run, a SoftHSM2 token, keys generated inside it, a two-level demo
  * PKI (root CA -> issuing CA -> OCSP responder, TSA and three subscriber certificates, one revoked,
- * one on hold) signed through the HSM, the store, PEM files for clients and a generated config.
+ * one on hold) signed through the HSM, the store, PEM files for clients, the admin API's TLS files
+ * (a software admin CA, whose key is discarded, a server and an operator certificate) and a
+ * generated config.
  * pkiva.conf is written last and marks a complete init; anything an interrupted init left behind is
  * removed and redone, so there is never a half-made default. */
 #include "cli.h"
@@ -289,6 +291,160 @@ out:
     return rc;
 }
 
+/* ---- the admin API's TLS -------------------------------------------------------------------- */
+
+enum admin_kind { ADMIN_CA, ADMIN_SERVER, ADMIN_OPERATOR };
+
+/* The admin API's certificates are ordinary software certificates: the token's keys sign OCSP
+ * responses, CRLs and time stamps and nothing else. The admin CA's key lives only for the
+ * duration of the first run. */
+static int admin_cert(enum admin_kind kind, const char *cn, const char *san, EVP_PKEY *key,
+                      X509 *issuer, EVP_PKEY *issuer_key, int days, X509 **out)
+{
+    X509 *cert = X509_new();
+    X509_NAME *name = X509_NAME_new();
+    unsigned char serial_raw[16];
+    BIGNUM *serial_bn = NULL;
+    int rc = UTIL_ECRYPTO;
+
+    if (cert == NULL || name == NULL || RAND_bytes(serial_raw, sizeof(serial_raw)) != 1)
+        goto out;
+    serial_raw[0] = (unsigned char)((serial_raw[0] & 0x7f) | 0x40); /* positive, 16 octets */
+    serial_bn = BN_bin2bn(serial_raw, sizeof(serial_raw), NULL);
+    if (serial_bn == NULL || BN_to_ASN1_INTEGER(serial_bn, X509_get_serialNumber(cert)) == NULL ||
+        X509_set_version(cert, X509_VERSION_3) != 1)
+        goto out;
+    if (X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8,
+                                   (const unsigned char *)"pkiva demo", -1, -1, 0) != 1 ||
+        X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1, -1,
+                                   0) != 1 ||
+        X509_set_subject_name(cert, name) != 1 ||
+        X509_set_issuer_name(cert, issuer != NULL ? X509_get_subject_name(issuer) : name) != 1)
+        goto out;
+    if (X509_gmtime_adj(X509_getm_notBefore(cert), -3600) == NULL ||
+        X509_gmtime_adj(X509_getm_notAfter(cert), (long)days * 86400) == NULL ||
+        X509_set_pubkey(cert, key) != 1)
+        goto out;
+    if ((rc = add_ext(cert, issuer, NID_subject_key_identifier, "hash")) != UTIL_OK)
+        goto out;
+    if (issuer != NULL && (rc = add_ext(cert, issuer, NID_authority_key_identifier,
+                                        "keyid:always")) != UTIL_OK)
+        goto out;
+    switch (kind) {
+    case ADMIN_CA:
+        if ((rc = add_ext(cert, issuer, NID_basic_constraints, "critical,CA:TRUE,pathlen:0")) ||
+            (rc = add_ext(cert, issuer, NID_key_usage, "critical,keyCertSign")))
+            goto out;
+        break;
+    case ADMIN_SERVER:
+        if ((rc = add_ext(cert, issuer, NID_basic_constraints, "critical,CA:FALSE")) ||
+            (rc = add_ext(cert, issuer, NID_key_usage, "critical,digitalSignature")) ||
+            (rc = add_ext(cert, issuer, NID_ext_key_usage, "serverAuth")) ||
+            (rc = add_ext(cert, issuer, NID_subject_alt_name, san)))
+            goto out;
+        break;
+    case ADMIN_OPERATOR:
+        if ((rc = add_ext(cert, issuer, NID_basic_constraints, "critical,CA:FALSE")) ||
+            (rc = add_ext(cert, issuer, NID_key_usage, "critical,digitalSignature")) ||
+            (rc = add_ext(cert, issuer, NID_ext_key_usage, "clientAuth")))
+            goto out;
+        break;
+    }
+    rc = UTIL_ECRYPTO;
+    if (X509_sign(cert, issuer_key, EVP_sha256()) <= 0)
+        goto out;
+    *out = cert;
+    cert = NULL;
+    rc = UTIL_OK;
+out:
+    if (rc == UTIL_ECRYPTO)
+        util_log_openssl(UTIL_LOG_ERROR, MOD, "building the admin certificate %s failed", cn);
+    X509_free(cert);
+    X509_NAME_free(name);
+    BN_free(serial_bn);
+    return rc;
+}
+
+/* Writes a certificate (mode 0644) or a private key (mode 0600) as PEM under DIR/admin/. */
+static int admin_write(struct demo *d, const char *name, X509 *cert, EVP_PKEY *key)
+{
+    char dir[PATH_MAX];
+    BIO *bio = BIO_new(BIO_s_mem());
+    char *data = NULL;
+    long len = 0;
+    int rc = UTIL_ECRYPTO;
+
+    if (bio == NULL)
+        return UTIL_ENOMEM;
+    if (cert != NULL ? PEM_write_bio_X509(bio, cert) != 1
+                     : PEM_write_bio_PrivateKey(bio, key, NULL, NULL, 0, NULL, NULL) != 1)
+        goto out;
+    len = BIO_get_mem_data(bio, &data);
+    if ((rc = path_join(dir, sizeof(dir), d->dir, "admin")) != UTIL_OK)
+        goto out;
+    {
+        char path[PATH_MAX];
+        if ((rc = path_join(path, sizeof(path), dir, name)) != UTIL_OK)
+            goto out;
+        rc = util_file_write_atomic(path, data, (size_t)len, cert != NULL ? 0644 : 0600);
+        if (rc != UTIL_OK)
+            UTIL_ERROR(MOD, "cannot write %s: %s", path, util_strerror(rc));
+    }
+out:
+    if (len > 0 && data != NULL && key != NULL)
+        OPENSSL_cleanse(data, (size_t)len);
+    BIO_free(bio);
+    return rc;
+}
+
+/* DIR/admin/: admin-ca.pem, server.pem + server.key (for 127.0.0.1, localhost and the admin
+ * listener's address), operator.pem + operator.key (clientAuth). */
+static int make_admin_tls(struct demo *d)
+{
+    EVP_PKEY *ca_key = NULL, *server_key = NULL, *operator_key = NULL;
+    X509 *ca = NULL, *server = NULL, *operator_cert = NULL;
+    struct http_listener_config listen;
+    char path[PATH_MAX], san[160];
+    int rc = UTIL_ECRYPTO;
+
+    memset(&listen, 0, sizeof(listen));
+    (void)snprintf(san, sizeof(san), "IP:127.0.0.1,DNS:localhost");
+    if (cli_parse_listen(d->opts->admin_listen, &listen) == UTIL_OK &&
+        strcmp(listen.host, "127.0.0.1") != 0 && strcmp(listen.host, "0.0.0.0") != 0 &&
+        strcmp(listen.host, "::") != 0)
+        (void)snprintf(san, sizeof(san), "IP:127.0.0.1,DNS:localhost,IP:%s", listen.host);
+    if ((rc = path_join(path, sizeof(path), d->dir, "admin")) != UTIL_OK ||
+        (rc = mkdir_mode(path, 0700)) != UTIL_OK)
+        goto out;
+    rc = UTIL_ECRYPTO;
+    ca_key = EVP_EC_gen("P-256");
+    server_key = EVP_EC_gen("P-256");
+    operator_key = EVP_EC_gen("P-256");
+    if (ca_key == NULL || server_key == NULL || operator_key == NULL)
+        goto out;
+    if ((rc = admin_cert(ADMIN_CA, "pkiva Demo Admin CA", NULL, ca_key, NULL, ca_key, 3650,
+                         &ca)) ||
+        (rc = admin_cert(ADMIN_SERVER, "pkiva admin API", san, server_key, ca, ca_key, 825,
+                         &server)) ||
+        (rc = admin_cert(ADMIN_OPERATOR, "pkiva demo operator", NULL, operator_key, ca, ca_key,
+                         365, &operator_cert)))
+        goto out;
+    if ((rc = admin_write(d, "admin-ca.pem", ca, NULL)) ||
+        (rc = admin_write(d, "server.pem", server, NULL)) ||
+        (rc = admin_write(d, "server.key", NULL, server_key)) ||
+        (rc = admin_write(d, "operator.pem", operator_cert, NULL)) ||
+        (rc = admin_write(d, "operator.key", NULL, operator_key)))
+        goto out;
+out:
+    EVP_PKEY_free(ca_key); /* the admin CA issues nothing after the first run */
+    EVP_PKEY_free(server_key);
+    EVP_PKEY_free(operator_key);
+    X509_free(ca);
+    X509_free(server);
+    X509_free(operator_cert);
+    return rc;
+}
+
 static int write_pem(struct demo *d, const char *name, X509 *const *certs, int n)
 {
     char path[PATH_MAX], pki[PATH_MAX];
@@ -388,8 +544,8 @@ static int register_issuer(struct demo *d, const char *name, X509 *cert, int64_t
 
 static void remove_leftovers(const char *dir)
 {
-    static const char *const names[] = {"hsm", "pki", "pkiva.db", "pkiva.db-wal", "pkiva.db-shm",
-                                        "publish"};
+    static const char *const names[] = {"hsm",          "pki",          "pkiva.db", "pkiva.db-wal",
+                                        "pkiva.db-shm", "publish",      "admin"};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         char path[PATH_MAX];
         struct stat st;
@@ -430,7 +586,15 @@ static int write_config(struct demo *d, const char *pin_file, const char *alg)
         "[store]\n"
         "path = %s/pkiva.db\n\n"
         "[admin]\n"
-        "token_file = %s/admin.token\n\n"
+        "token_file = %s/admin.token\n"
+        "# HTTPS with client certificates (mutual TLS); the bearer token is accepted as well.\n"
+        "tls_cert = %s/admin/server.pem\n"
+        "tls_key = %s/admin/server.key\n"
+        "client_ca = %s/admin/admin-ca.pem\n"
+        "# How pkiva commands (crl publish) reach the running server.\n"
+        "server_ca = %s/admin/admin-ca.pem\n"
+        "client_cert = %s/admin/operator.pem\n"
+        "client_key = %s/admin/operator.key\n\n"
         "# The root CA answers OCSP for the issuing CA with its own key.\n"
         "[issuer.root]\n"
         "cert = %s/pki/root-ca.pem\n"
@@ -455,7 +619,8 @@ static int write_config(struct demo *d, const char *pin_file, const char *alg)
         "accuracy = 100ms\n"
         "tsa_name = yes\n",
         alg, d->dir, d->opts->public_listen, d->opts->admin_listen, d->url, hsm_conf, pin_file,
-        d->dir, d->dir, d->dir, d->dir, d->dir, d->dir, d->dir);
+        d->dir, d->dir, d->dir, d->dir, d->dir, d->dir, d->dir, d->dir, d->dir, d->dir, d->dir,
+        d->dir, d->dir);
     if (n < 0 || (size_t)n >= sizeof(text))
         return UTIL_EINVAL;
     return write_text(d->dir, "pkiva.conf", text, 0600);
@@ -588,11 +753,13 @@ int cli_demo_init_blocking(const struct cli_demo_options *opts, int *created)
         (rc = write_text(d.dir, "admin.token", token, 0600)) != UTIL_OK)
         goto out;
     OPENSSL_cleanse(token, sizeof(token));
+    if ((rc = make_admin_tls(&d)) != UTIL_OK)
+        goto out;
     if ((rc = write_config(&d, pin_file, alg_name)) != UTIL_OK)
         goto out;
     *created = 1;
-    UTIL_INFO(MOD, "embedded default ready: config %s/pkiva.conf, PEM files in %s/pki/", d.dir,
-              d.dir);
+    UTIL_INFO(MOD, "embedded default ready: config %s/pkiva.conf, PEM files in %s/pki/, admin "
+                   "API TLS files in %s/admin/", d.dir, d.dir, d.dir);
 out:
     if (rc != UTIL_OK)
         UTIL_ERROR(MOD, "first run failed: %s (nothing usable was left in %s; run again)",

@@ -286,6 +286,15 @@ static void handle_metrics(void *ctx, struct http_request *req)
         (long long)ocsp_responder_visible_feed_id(srv->ocsp), atomic_load(&srv->revocation_backlog),
         (double)atomic_load(&srv->oldest_pending_ms) / 1000.0);
     if (n > 0 && (size_t)n < sizeof(body)) {
+        int more = snprintf(body + n, sizeof(body) - (size_t)n,
+                            "# TYPE pkiva_http_tls_handshakes_total counter\n"
+                            "pkiva_http_tls_handshakes_total{result=\"ok\"} %llu\n"
+                            "pkiva_http_tls_handshakes_total{result=\"failed\"} %llu\n",
+                            (unsigned long long)ht.tls_handshakes,
+                            (unsigned long long)ht.tls_handshake_failures);
+        n = more >= 0 ? n + more : -1;
+    }
+    if (n > 0 && (size_t)n < sizeof(body)) {
         int more = crl_publisher_metrics(srv->crl, body + n, sizeof(body) - (size_t)n);
         n = more >= 0 ? n + more : -1;
     }
@@ -707,6 +716,14 @@ int cli_serve(const struct cli_config *cfg)
     http.workers = cfg->workers > 0 ? cfg->workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (http.workers < 1)
         http.workers = 1;
+    /* [admin] tls_cert: HTTPS (and client certificates with client_ca) on the admin listener.
+     * http reads the files in http_server_new; the public listener stays plain HTTP. */
+    if (cfg->admin_tls_cert[0] != '\0') {
+        http.listeners[1].tls_cert_file = cfg->admin_tls_cert;
+        http.listeners[1].tls_key_file = cfg->admin_tls_key;
+        http.listeners[1].tls_client_ca_file =
+            cfg->admin_client_ca[0] != '\0' ? cfg->admin_client_ca : NULL;
+    }
     if ((rc = http_server_new(&http, &srv->http)) != UTIL_OK)
         goto out;
     if ((rc = ocsp_responder_register(srv->ocsp, srv->http)) != UTIL_OK ||
@@ -751,8 +768,10 @@ int cli_serve(const struct cli_config *cfg)
                cfg->tsa_path, i == 0 ? "" : "/", i == 0 ? "" : cfg->tsa_units[i].name);
     printf("  health:    http://%s:%d/healthz  /readyz\n", cfg->http.listeners[0].host,
            http_server_port(srv->http, 0));
-    printf("  admin:     http://%s:%d/admin/  (/metrics)\n", cfg->http.listeners[1].host,
-           http_server_port(srv->http, 1));
+    printf("  admin:     %s://%s:%d/admin/  (/metrics)%s\n",
+           cfg->admin_tls_cert[0] ? "https" : "http", cfg->http.listeners[1].host,
+           http_server_port(srv->http, 1),
+           cfg->admin_client_ca[0] ? "  client certificates accepted" : "");
     printf("  data:      %s\n", cfg->data_dir);
     fflush(stdout);
 

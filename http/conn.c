@@ -1,12 +1,15 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* One client connection: reading into a pooled buffer, llhttp parsing with every byte the request
  * exposes copied into the request's own arena, the ordered queue that keeps pipelined responses in
- * request order, scatter-gather writes, timeouts, lingering close, and the request accessors. The
- * ownership rules are in the DESIGN comment of server.c. */
+ * request order, scatter-gather writes, timeouts, lingering close, TLS through memory BIOs on
+ * listeners that have it, and the request accessors. The ownership rules are in the DESIGN
+ * comment of server.c. */
 #include "http_int.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/x509.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,6 +20,8 @@ static const llhttp_settings_t *parser_settings(void);
 static void conn_parse(struct http__conn *conn);
 static void conn_pump(struct http__conn *conn);
 static void conn_read_start(struct http__conn *conn);
+static void conn_tls_input(struct http__conn *conn);
+static int conn_tls_send(struct http__conn *conn);
 
 /* ---- pools ---------------------------------------------------------------------------------- */
 
@@ -86,6 +91,11 @@ static struct http_request *req_new(struct http__conn *conn)
     req->hdrs_cap = HTTP_HDRS_INLINE;
     req->head = req->head_inline;
     req->started = uv_now(&lp->loop);
+    req->tls = conn->ssl != NULL;
+    /* Copied because a handler may outlive the connection. Out of memory leaves the request
+     * unauthenticated by certificate, which fails closed. */
+    if (conn->tls_subject != NULL)
+        req->peer_subject = strdup(conn->tls_subject);
     memcpy(req->peer, conn->peer, sizeof(req->peer));
     return req;
 }
@@ -96,6 +106,8 @@ static void req_free(struct http_request *req)
 
     util_blob_unref(req->blob);
     free(req->body_heap);
+    free(req->tls_bytes);
+    free(req->peer_subject);
     if (req->arena != req->arena_inline)
         free(req->arena);
     if (req->hdrs != req->hdrs_inline)
@@ -340,6 +352,14 @@ static void maybe_send_continue(struct http__conn *conn, struct http_request *re
         return;
     if (conn->q_head != NULL || conn->continue_busy || req->http_minor == 0)
         return;
+    if (conn->ssl != NULL) {
+        /* Encrypted in order with everything else; a failure shows on the next write. */
+        ERR_clear_error();
+        if (SSL_write(conn->ssl, continue_line, (int)buf.len) > 0)
+            (void)conn_tls_send(conn);
+        ERR_clear_error();
+        return;
+    }
     conn->continue_req.data = conn;
     if (uv_write(&conn->continue_req, (uv_stream_t *)&conn->tcp, &buf, 1, on_continue_written) == 0)
         conn->continue_busy = 1;
@@ -437,6 +457,7 @@ static void on_close(uv_handle_t *handle)
                                         memory_order_relaxed); /* old value not needed */
         http__stat_add(&lp->stats.open, -1);
     }
+    http__tls_conn_free(conn);
     free(conn);
     http__loop_conn_closed(lp);
 }
@@ -493,6 +514,13 @@ static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
 {
     struct http__conn *conn = handle->data;
 
+    if (conn->ssl != NULL) {
+        /* Ciphertext goes into a pooled buffer that on_read_tls hands to the SSL object and
+         * gives back at once; the decrypted bytes land in rbuf. */
+        char *cipher = loop_buf_get(conn->lp);
+        *buf = uv_buf_init(cipher, cipher != NULL ? HTTP_READ_BUF_SIZE : 0);
+        return;
+    }
     if (conn->rbuf == NULL)
         conn->rbuf = loop_buf_get(conn->lp);
     if (conn->rbuf == NULL || conn->rlen >= HTTP_READ_BUF_SIZE) {
@@ -564,6 +592,13 @@ static void conn_begin_linger(struct http__conn *conn)
 
     conn->lingering = 1;
     conn->linger_until = uv_now(&conn->lp->loop) + HTTP_LINGER_MS;
+    if (conn->ssl != NULL && conn->tls_done) {
+        /* close_notify goes out ahead of the FIN (libuv keeps the order of queued writes). */
+        ERR_clear_error();
+        (void)SSL_shutdown(conn->ssl); /* 0: sent ours, the peer's is not awaited */
+        ERR_clear_error();
+        (void)conn_tls_send(conn); /* best effort: the FIN follows either way */
+    }
     conn->shutdown_req.data = conn;
     rc = uv_shutdown(&conn->shutdown_req, (uv_stream_t *)&conn->tcp, on_shutdown);
     if (rc != 0) {
@@ -585,10 +620,52 @@ static void conn_maybe_finish(struct http__conn *conn)
         conn_begin_linger(conn);
 }
 
+/* The peer sent all it will send: answer what was asked, or close. */
+static void conn_peer_eof(struct http__conn *conn)
+{
+    if (!conn->lingering && conn->n_pending > 0) {
+        /* Half-close after sending requests: still answer what was asked. */
+        conn->read_eof = 1;
+        conn_set_no_more(conn);
+        conn_maybe_finish(conn);
+    } else {
+        http__conn_close(conn);
+    }
+}
+
+static void on_read_tls(struct http__conn *conn, ssize_t nread, const uv_buf_t *buf)
+{
+    if (nread > 0 && conn->lingering) {
+        conn->linger_bytes += (size_t)nread;
+        if (conn->linger_bytes > HTTP_LINGER_BYTES)
+            http__conn_close(conn);
+    } else if (nread > 0) {
+        /* A memory BIO takes everything or fails only for lack of memory. */
+        if (BIO_write(conn->tls_in, buf->base, (int)nread) != (int)nread) {
+            ERR_clear_error();
+            http__conn_close(conn);
+        } else {
+            conn_tls_input(conn);
+            conn_pump(conn);
+        }
+    } else if (nread == UV_EOF) {
+        conn_peer_eof(conn);
+    } else if (nread < 0) {
+        http__conn_close(conn);
+    }
+    loop_buf_put(conn->lp, buf->base); /* NULL-safe */
+    if (!conn->closing)
+        conn_release_buf(conn);
+}
+
 static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
 {
     struct http__conn *conn = stream->data;
 
+    if (conn->ssl != NULL) {
+        on_read_tls(conn, nread, buf);
+        return;
+    }
     if (nread > 0 && conn->lingering) {
         /* rlen stays 0: the bytes are discarded. */
         conn->linger_bytes += (size_t)nread;
@@ -598,15 +675,10 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
         conn->rlen += (size_t)nread;
         conn_parse(conn);
         conn_pump(conn);
+    } else if (nread == UV_EOF) {
+        conn_peer_eof(conn);
     } else if (nread < 0) {
-        if (nread == UV_EOF && !conn->lingering && conn->n_pending > 0) {
-            /* Half-close after sending requests: still answer what was asked. */
-            conn->read_eof = 1;
-            conn_set_no_more(conn);
-            conn_maybe_finish(conn);
-        } else {
-            http__conn_close(conn);
-        }
+        http__conn_close(conn);
     }
     if (!conn->closing)
         conn_release_buf(conn);
@@ -672,6 +744,224 @@ static void conn_parse(struct http__conn *conn)
         conn_reject(conn, status, 0);
     }
     conn->in_parse = 0;
+}
+
+/* ---- TLS ------------------------------------------------------------------------------------ */
+
+/* TLS bytes that are not part of a response batch (handshake, alerts, 100 Continue,
+ * close_notify), copied out of the SSL object's output BIO and owned by their write. */
+struct tls_write {
+    uv_write_t req;
+    struct http__conn *conn;
+    char bytes[];
+};
+
+static void on_tls_written(uv_write_t *wr, int status)
+{
+    struct tls_write *w = wr->data;
+    struct http__conn *conn = w->conn;
+
+    free(w);
+    if (status < 0 && !conn->closing) {
+        UTIL_DEBUG("http", "%s: write failed: %s", conn->peer, uv_strerror(status));
+        http__conn_close(conn);
+    }
+}
+
+/* Queues whatever the SSL object has written. libuv sends queued writes in order, and
+ * conn_flush's uv_try_write never jumps a queued one, so the ciphertext leaves in the order the
+ * SSL object produced it. */
+static int conn_tls_send(struct http__conn *conn)
+{
+    size_t len = BIO_ctrl_pending(conn->tls_out);
+    struct tls_write *w = NULL;
+    uv_buf_t buf;
+
+    if (len == 0)
+        return UTIL_OK;
+    w = malloc(sizeof(*w) + len);
+    if (w == NULL)
+        return UTIL_ENOMEM;
+    if (BIO_read(conn->tls_out, w->bytes, (int)len) != (int)len) {
+        ERR_clear_error();
+        free(w);
+        return UTIL_ENOMEM;
+    }
+    w->conn = conn;
+    w->req.data = w;
+    buf = uv_buf_init(w->bytes, (unsigned)len);
+    if (uv_write(&w->req, (uv_stream_t *)&conn->tcp, &buf, 1, on_tls_written) != 0) {
+        free(w);
+        return UTIL_EIO;
+    }
+    return UTIL_OK;
+}
+
+/* Records what the client's certificate proved, once, when the handshake completes. */
+static void conn_tls_peer(struct http__conn *conn)
+{
+    X509 *cert = SSL_get0_peer_certificate(conn->ssl);
+    BIO *mem = NULL;
+    char *text = NULL;
+    long len = 0;
+
+    if (cert == NULL || conn->tls_verify_failed || SSL_get_verify_result(conn->ssl) != X509_V_OK)
+        return;
+    mem = BIO_new(BIO_s_mem());
+    if (mem == NULL || X509_NAME_print_ex(mem, X509_get_subject_name(cert), 0, XN_FLAG_RFC2253) < 0)
+        goto out;
+    len = BIO_get_mem_data(mem, &text);
+    if (len < 0 || len > 4096)
+        goto out;
+    conn->tls_subject = malloc((size_t)len + 1);
+    if (conn->tls_subject == NULL)
+        goto out;
+    memcpy(conn->tls_subject, text, (size_t)len);
+    conn->tls_subject[len] = '\0';
+    conn->tls_peer_verified = 1;
+out:
+    ERR_clear_error();
+    BIO_free(mem);
+}
+
+/* Returns 0 once the handshake is complete, 1 while it needs more bytes, -1 if the connection
+ * was closed (a failed handshake: counted, logged at debug level, the alert sent if the socket
+ * takes it at once). */
+static int conn_tls_handshake(struct http__conn *conn)
+{
+    struct http__loop *lp = conn->lp;
+    int n = 0;
+    int err = 0;
+
+    ERR_clear_error();
+    n = SSL_do_handshake(conn->ssl);
+    if (n == 1) {
+        conn->tls_done = 1;
+        conn->idle_since = uv_now(&lp->loop);
+        http__stat_add(&lp->stats.tls_ok, 1);
+        conn_tls_peer(conn);
+        if (conn_tls_send(conn) != 0) {
+            http__conn_close(conn);
+            return -1;
+        }
+        return 0;
+    }
+    err = SSL_get_error(conn->ssl, n);
+    if (err == SSL_ERROR_WANT_READ) {
+        ERR_clear_error();
+        if (conn_tls_send(conn) != 0) {
+            http__conn_close(conn);
+            return -1;
+        }
+        return 1;
+    }
+    http__stat_add(&lp->stats.tls_failed, 1);
+    util_log_openssl(UTIL_LOG_DEBUG, "http", "%s: TLS handshake failed", conn->peer);
+    {
+        char alert[256];
+        int len = BIO_read(conn->tls_out, alert, sizeof(alert));
+        if (len > 0) {
+            uv_buf_t buf = uv_buf_init(alert, (unsigned)len);
+            (void)uv_try_write((uv_stream_t *)&conn->tcp, &buf, 1); /* courtesy only */
+        }
+        ERR_clear_error();
+    }
+    http__conn_close(conn);
+    return -1;
+}
+
+/* Decrypts into the read buffer. Returns bytes added, 0 when the SSL object needs more input
+ * (or the buffer is full), -1 if the connection ended (close_notify or a TLS error). */
+static int conn_tls_pull(struct http__conn *conn)
+{
+    size_t room = 0;
+    int n = 0;
+    int err = 0;
+
+    if (conn->rbuf == NULL)
+        conn->rbuf = loop_buf_get(conn->lp);
+    if (conn->rbuf == NULL) {
+        http__conn_close(conn);
+        return -1;
+    }
+    room = HTTP_READ_BUF_SIZE - conn->rlen;
+    if (room == 0)
+        return 0;
+    ERR_clear_error();
+    n = SSL_read(conn->ssl, conn->rbuf + conn->rlen, (int)room);
+    if (n > 0) {
+        conn->rlen += (size_t)n;
+        return n;
+    }
+    err = SSL_get_error(conn->ssl, n);
+    if (err == SSL_ERROR_WANT_READ) {
+        ERR_clear_error();
+        return 0;
+    }
+    if (err == SSL_ERROR_ZERO_RETURN) {
+        ERR_clear_error();
+        conn_peer_eof(conn);
+        return -1;
+    }
+    util_log_openssl(UTIL_LOG_DEBUG, "http", "%s: TLS read failed", conn->peer);
+    http__conn_close(conn);
+    return -1;
+}
+
+/* Bytes the SSL object holds that the parser has not seen: decrypted ones, or ciphertext of
+ * which a whole record may have arrived. */
+static int conn_tls_buffered(struct http__conn *conn)
+{
+    return SSL_pending(conn->ssl) > 0 || BIO_ctrl_pending(conn->tls_in) > 0;
+}
+
+/* After ciphertext arrived (or the parser resumed): completes the handshake, then decrypts and
+ * parses for as long as the parser takes bytes. What the SSL object wrote meanwhile (handshake
+ * messages, a key update) is queued for sending. */
+static void conn_tls_input(struct http__conn *conn)
+{
+    if (!conn->tls_done && conn_tls_handshake(conn) != 0)
+        return;
+    while (!conn->closing && !conn->paused && !conn->no_more) {
+        if (conn->rlen > conn->rpos) {
+            conn_parse(conn);
+            continue;
+        }
+        if (conn_tls_pull(conn) <= 0)
+            break;
+    }
+    if (!conn->closing && conn_tls_send(conn) != 0)
+        http__conn_close(conn);
+}
+
+/* Encrypts a batch of response buffers into one heap buffer that then stands in for them:
+ * bufs[0] (n_bufs 1) points at it and first owns it until the batch is freed. */
+static int conn_tls_seal(struct http__conn *conn, struct http_request *first, uv_buf_t *bufs,
+                         unsigned *n_bufs, size_t *total)
+{
+    size_t len = 0;
+    unsigned i = 0;
+
+    ERR_clear_error();
+    for (i = 0; i < *n_bufs; i++) {
+        /* A memory BIO grows as needed, so SSL_write takes each piece whole or fails. */
+        if (SSL_write(conn->ssl, bufs[i].base, (int)bufs[i].len) <= 0) {
+            util_log_openssl(UTIL_LOG_DEBUG, "http", "%s: TLS write failed", conn->peer);
+            return UTIL_ECRYPTO;
+        }
+    }
+    len = BIO_ctrl_pending(conn->tls_out);
+    first->tls_bytes = malloc(len);
+    if (first->tls_bytes == NULL)
+        return UTIL_ENOMEM;
+    if (BIO_read(conn->tls_out, first->tls_bytes, (int)len) != (int)len) {
+        ERR_clear_error();
+        return UTIL_ENOMEM;
+    }
+    bufs[0] = uv_buf_init(first->tls_bytes, (unsigned)len);
+    *n_bufs = 1;
+    *total = len;
+    return UTIL_OK;
 }
 
 /* Frees the n oldest requests, whose responses have been written. */
@@ -744,6 +1034,10 @@ static void conn_flush(struct http__conn *conn)
         }
         after = last->next;
         close_after = last->close_after;
+        if (conn->ssl != NULL && conn_tls_seal(conn, first, bufs, &n_bufs, &total) != 0) {
+            http__conn_close(conn);
+            return;
+        }
         if (conn->writes_outstanding == 0 && !conn->continue_busy) {
             int tried = uv_try_write((uv_stream_t *)&conn->tcp, bufs, n_bufs);
             if (tried < 0 && tried != UV_EAGAIN) {
@@ -811,6 +1105,11 @@ static void conn_pump(struct http__conn *conn)
             conn_parse(conn);
             continue;
         }
+        if (conn->ssl != NULL && conn_tls_buffered(conn)) {
+            /* No new bytes will come from the socket for what the SSL object already holds. */
+            conn_tls_input(conn);
+            continue;
+        }
         conn_read_start(conn);
         break;
     }
@@ -832,6 +1131,16 @@ void http__conn_tick(struct http__conn *conn, uint64_t now)
     if (conn->lingering) {
         if (now >= conn->linger_until)
             http__conn_close(conn);
+        return;
+    }
+    if (conn->ssl != NULL && !conn->tls_done) {
+        /* The handshake counts against the header timeout: a client that opens a connection
+         * and stalls mid-handshake costs no more than one that stalls in its headers. */
+        if (now - conn->accepted_at >= (uint64_t)limits->header_timeout_ms) {
+            UTIL_DEBUG("http", "%s: TLS handshake timeout", conn->peer);
+            http__stat_add(&conn->lp->stats.timeouts, 1);
+            http__conn_close(conn);
+        }
         return;
     }
     if (conn->writes_outstanding > 0 && now - conn->write_since >= (uint64_t)limits->write_timeout_ms) {
@@ -937,6 +1246,12 @@ void http__conn_accept(struct http__listener *lst)
     http__stat_add(&lp->stats.open, 1);
     (void)uv_tcp_nodelay(&conn->tcp, 1); /* latency only; the connection works without it */
     format_peer(conn);
+    if (lst->tls_ctx != NULL && http__tls_conn_init(conn, lst->tls_ctx) != 0) {
+        UTIL_DEBUG("http", "%s: out of memory for TLS", conn->peer);
+        refuse = 1;
+        goto out;
+    }
+    conn->accepted_at = uv_now(&lp->loop);
     llhttp_init(&conn->parser, HTTP_REQUEST, parser_settings());
     conn->parser.data = conn;
     conn->next = lp->conns;
@@ -1241,4 +1556,18 @@ uv_loop_t *http_request_loop(const struct http_request *req)
 const char *http_request_peer(const struct http_request *req)
 {
     return req->peer;
+}
+
+int http_request_tls(const struct http_request *req)
+{
+    return req->tls;
+}
+
+int http_request_peer_cert_verified(const struct http_request *req, char *subject, size_t len)
+{
+    if (req->peer_subject == NULL)
+        return 0;
+    if (subject != NULL && len > 0)
+        (void)snprintf(subject, len, "%s", req->peer_subject); /* truncation documented */
+    return 1;
 }

@@ -25,6 +25,18 @@ struct http_listener_config {
     char host[64];     /* numeric IPv4 or IPv6 address */
     int port;          /* 0 = pick a free port (tests); see http_server_port */
     unsigned kind;     /* HTTP_PUBLIC or HTTP_ADMIN */
+    /* Optional TLS (HTTPS) on this listener. The files are PEM and are read once, by
+     * http_server_new, so these strings need to live only until it returns. tls_cert_file NULL =
+     * plain HTTP (the public listener: OCSP, CRLs and time stamps are served over http:// by
+     * protocol). The key is an ordinary file (mode 0600): the HSM keys sign OCSP responses, CRLs
+     * and time stamps, not TLS handshakes. TLS 1.2 or later, OpenSSL's default ciphers, no
+     * renegotiation. */
+    const char *tls_cert_file;      /* certificate, then any intermediates */
+    const char *tls_key_file;       /* its private key */
+    /* Client certificates: NULL = none asked for. Otherwise asked for but optional (a bearer
+     * token may authenticate instead): the handshake succeeds without one, or with one that does
+     * not verify, and http_request_peer_cert_verified tells the handler what was proven. */
+    const char *tls_client_ca_file; /* trusted CA certificates for client certificates */
 };
 
 struct http_limits {
@@ -104,6 +116,14 @@ int http_request_loop_index(const struct http_request *req);
 uv_loop_t *http_request_loop(const struct http_request *req);
 /* Peer address as text ("127.0.0.1:53211"), for logs. */
 const char *http_request_peer(const struct http_request *req);
+/* 1 if the request arrived over TLS, else 0. */
+int http_request_tls(const struct http_request *req);
+/* 1 if the client presented a certificate that verified against the listener's
+ * tls_client_ca_file during the handshake (chain, validity period, signatures), else 0. When 1
+ * and subject is not NULL, the certificate's subject in RFC 2253 form is copied into subject
+ * (NUL-terminated, truncated to len - 1 bytes). Authentication decisions are the caller's: this
+ * says only what the handshake proved. */
+int http_request_peer_cert_verified(const struct http_request *req, char *subject, size_t len);
 
 struct http_response {
     int status;                 /* 200, 304, 400, ... */
@@ -126,6 +146,8 @@ struct http_stats {
     uint64_t requests;
     uint64_t responses_2xx, responses_3xx, responses_4xx, responses_5xx;
     uint64_t timeouts, limit_rejections;
+    uint64_t tls_handshakes;         /* completed TLS handshakes */
+    uint64_t tls_handshake_failures; /* failed ones: bad or plain-text input, a broken peer */
 };
 /* Sums the per-loop counters (relaxed atomics; a consistent-enough snapshot for /metrics). */
 void http_server_stats(const struct http_server *srv, struct http_stats *out);

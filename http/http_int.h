@@ -10,6 +10,7 @@
 #include "http.h"
 
 #include <llhttp.h>
+#include <openssl/ssl.h>
 #include <stdatomic.h>
 #include <stdint.h>
 
@@ -42,6 +43,7 @@ struct http__conn;
 struct http__stats {
     _Atomic uint64_t accepted, rejected, open, requests;
     _Atomic uint64_t r2xx, r3xx, r4xx, r5xx, timeouts, limits;
+    _Atomic uint64_t tls_ok, tls_failed;
 };
 
 static inline void http__stat_add(_Atomic uint64_t *counter, int64_t delta)
@@ -64,6 +66,7 @@ struct http__listener {
     uv_tcp_t tcp;
     struct http__loop *lp;
     unsigned kind;
+    SSL_CTX *tls_ctx; /* the server's, shared read-only by every loop; NULL = plain HTTP */
     int accepts_this_turn;
     int deferred; /* a connection is waiting in libuv for uv_accept (accept budget spent) */
     int open;
@@ -102,6 +105,8 @@ struct http_request {
     int status;
     uint64_t started;  /* uv_now when the first byte arrived */
     uint64_t body_started;
+    int tls;                 /* arrived over TLS */
+    char *peer_subject;      /* verified client certificate's subject (RFC 2253), heap; or NULL */
 
     char *arena;
     size_t arena_len, arena_cap;
@@ -119,6 +124,7 @@ struct http_request {
     size_t body_len_out;
     struct util_blob *blob; /* referenced body; unref'd when the request is freed */
     char *body_heap;        /* copied body that did not fit behind the headers */
+    char *tls_bytes;        /* TLS: this batch's encrypted bytes while uv_write sends them */
 
     char peer[HTTP_PEER_LEN];
     struct http__hdr hdrs_inline[HTTP_HDRS_INLINE];
@@ -148,6 +154,15 @@ struct http__conn {
     uv_write_t continue_req;
     uv_shutdown_t shutdown_req;
     char peer[HTTP_PEER_LEN];
+    /* TLS (tls.c): the SSL object reads ciphertext from tls_in and writes it to tls_out, two
+     * memory BIOs it owns; the socket is driven by libuv as for plain HTTP. */
+    SSL *ssl;
+    BIO *tls_in, *tls_out;
+    uint64_t accepted_at;     /* uv_now at accept: the handshake must end within header_timeout */
+    unsigned tls_done : 1,    /* handshake complete */
+        tls_verify_failed : 1, /* some check of the client's chain failed */
+        tls_peer_verified : 1;
+    char *tls_subject;        /* verified client certificate's subject, heap; or NULL */
 };
 
 struct http__loop {
@@ -181,7 +196,8 @@ struct http__loop {
 };
 
 struct http_server {
-    struct http_config cfg;
+    struct http_config cfg; /* the listeners' tls_* pointers are cleared: see http_server_new */
+    SSL_CTX *tls_ctx[HTTP_MAX_LISTENERS];
     char *server_header;
     struct http__route *routes;
     int n_routes, routes_cap;
@@ -218,6 +234,13 @@ void http__conn_drain(struct http__conn *conn);
 /* After the loop stopped: frees unanswered (zombie) requests and the pools; returns how many
  * zombies there were. */
 int http__loop_release(struct http__loop *lp);
+
+/* tls.c */
+/* One SSL_CTX for a listener from its PEM files; logs (naming the file) and fails otherwise. */
+int http__tls_ctx_new(const struct http_listener_config *lc, SSL_CTX **out);
+/* Per connection: sets up conn->ssl and its BIOs (0 or UTIL_ENOMEM). */
+int http__tls_conn_init(struct http__conn *conn, SSL_CTX *ctx);
+void http__tls_conn_free(struct http__conn *conn);
 
 /* server.c */
 void http__dispatch(struct http_request *req);

@@ -36,7 +36,20 @@
  * within HTTP_GRACE_MS, then whatever is left is closed; the per-loop fini hook runs on the loop
  * thread once its connections are gone, then the thread exits and is joined. SO_REUSEPORT lets
  * any process of the same user bind the same port and take a share of the connections: run the
- * service under its own user. */
+ * service under its own user.
+ *
+ * TLS. A listener with a certificate gets one SSL_CTX, built by http_server_new and shared
+ * read-only by every loop (OpenSSL makes that safe once it is set up). Each connection owns an
+ * SSL object whose input and output are memory BIOs, so libuv keeps doing all socket I/O: bytes
+ * read are fed to the SSL object and what it decrypts goes into the read buffer that llhttp
+ * parses; a batch of response buffers is encrypted into one heap buffer owned by the batch's
+ * first request and then written exactly like a plain batch. Handshake messages, alerts and
+ * close_notify go out as writes of their own; libuv keeps queued writes in order and a plain
+ * uv_try_write never jumps them, so the ciphertext leaves in the order the SSL object made it.
+ * The handshake must end within header_timeout; a failed one closes the connection, is counted
+ * and logged at DEBUG. Client certificates are asked for but optional (SSL_VERIFY_PEER with a
+ * callback that never aborts): what verified is recorded per connection and copied into each
+ * request, so handlers decide. Plain listeners take none of these paths (conn->ssl is NULL). */
 #include "http_int.h"
 
 #include <arpa/inet.h>
@@ -86,6 +99,10 @@ static int config_valid(const struct http_config *cfg)
             return 0;
         if (memchr(lc->host, '\0', sizeof(lc->host)) == NULL)
             return 0;
+        /* Key and client CA only make sense with a certificate. */
+        if (lc->tls_cert_file == NULL &&
+            (lc->tls_key_file != NULL || lc->tls_client_ca_file != NULL))
+            return 0;
     }
     if (l->max_connections < 1 || l->max_url < 1 || l->max_headers < 1 || l->max_header_bytes < 1)
         return 0;
@@ -118,6 +135,18 @@ int http_server_new(const struct http_config *cfg, struct http_server **out)
     }
     srv->cfg = *cfg;
     srv->cfg.server_header = NULL;
+    for (int i = 0; i < cfg->n_listeners; i++) {
+        const struct http_listener_config *lc = &cfg->listeners[i];
+        if (lc->tls_cert_file != NULL) {
+            rc = http__tls_ctx_new(lc, &srv->tls_ctx[i]);
+            if (rc != UTIL_OK)
+                goto out;
+        }
+        /* The caller's strings need not outlive this call. */
+        srv->cfg.listeners[i].tls_cert_file = NULL;
+        srv->cfg.listeners[i].tls_key_file = NULL;
+        srv->cfg.listeners[i].tls_client_ca_file = NULL;
+    }
     if (cfg->server_header != NULL) {
         srv->server_header = strdup(cfg->server_header);
         if (srv->server_header == NULL) {
@@ -155,6 +184,8 @@ out:
     if (srv != NULL) {
         if (loop_ok)
             (void)uv_loop_close(&srv->ctl_loop); /* nothing is open on it any more */
+        for (int i = 0; i < HTTP_MAX_LISTENERS; i++)
+            SSL_CTX_free(srv->tls_ctx[i]);
         free(srv->server_header);
         free(srv);
     }
@@ -642,6 +673,7 @@ static int loop_setup(struct http_server *srv, struct http__loop *lp, int *fds)
         struct http__listener *lst = &lp->listeners[i];
         lst->lp = lp;
         lst->kind = srv->cfg.listeners[i].kind;
+        lst->tls_ctx = srv->tls_ctx[i];
         rc = uv_tcp_init(&lp->loop, &lst->tcp);
         if (rc != 0)
             goto out;
@@ -773,8 +805,9 @@ int http_server_start(struct http_server *srv)
     for (i = 0; i < cfg->n_listeners; i++) {
         char name[96];
         format_addr(cfg->listeners[i].host, srv->ports[i], name, sizeof(name));
-        UTIL_INFO("http", "listening on %s (%s), %d loop(s)", name,
-                  cfg->listeners[i].kind == HTTP_ADMIN ? "admin" : "public", cfg->workers);
+        UTIL_INFO("http", "listening on %s (%s%s), %d loop(s)", name,
+                  cfg->listeners[i].kind == HTTP_ADMIN ? "admin" : "public",
+                  srv->tls_ctx[i] != NULL ? ", TLS" : "", cfg->workers);
     }
 out:
     if (rc != 0 && srv->loops != NULL) {
@@ -896,6 +929,8 @@ void http_server_free(struct http_server *srv)
         free(srv->routes[i].prefix);
     free(srv->routes);
     free(srv->loops);
+    for (i = 0; i < HTTP_MAX_LISTENERS; i++)
+        SSL_CTX_free(srv->tls_ctx[i]);
     free(srv->server_header);
     free(srv);
 }
@@ -919,5 +954,7 @@ void http_server_stats(const struct http_server *srv, struct http_stats *out)
         out->responses_5xx += atomic_load_explicit(&s->r5xx, memory_order_relaxed);
         out->timeouts += atomic_load_explicit(&s->timeouts, memory_order_relaxed);
         out->limit_rejections += atomic_load_explicit(&s->limits, memory_order_relaxed);
+        out->tls_handshakes += atomic_load_explicit(&s->tls_ok, memory_order_relaxed);
+        out->tls_handshake_failures += atomic_load_explicit(&s->tls_failed, memory_order_relaxed);
     }
 }

@@ -112,3 +112,37 @@ Test(config, durations_and_sizes)
     cr_assert_eq(v, 1073741824);
     cr_assert_eq(cli_parse_size("", &v), UTIL_EINVAL);
 }
+
+Test(config, admin_tls_directives)
+{
+    struct cli_config cfg;
+    char err[512] = "";
+    static const char good[] = "[hsm]\npin_file = /p\n[issuer.a]\ncert = c\nkey = pkcs11:x\n"
+                               "[admin]\ntls_cert = admin/server.pem\ntls_key = admin/server.key\n"
+                               "client_ca = admin/ca.pem\nrequire_client_cert = yes\n"
+                               "client_cert = admin/op.pem\nclient_key = admin/op.key\n";
+    cr_assert_eq(cli_config_parse_string(good, "t.conf", "/etc/pkiva", &cfg, err, sizeof(err)), 0,
+                 "%s", err);
+    cr_assert_str_eq(cfg.admin_tls_cert, "/etc/pkiva/admin/server.pem");
+    cr_assert_str_eq(cfg.admin_tls_key, "/etc/pkiva/admin/server.key");
+    cr_assert_str_eq(cfg.admin_client_ca, "/etc/pkiva/admin/ca.pem");
+    cr_assert_eq(cfg.admin_require_client_cert, 1);
+    cr_assert_str_eq(cfg.admin_server_ca, "");
+    cr_assert_str_eq(cfg.admin_client_cert, "/etc/pkiva/admin/op.pem");
+    expect_error("[hsm]\npin_file = /p\n[issuer.a]\ncert = c\nkey = pkcs11:x\n"
+                 "[admin]\ntls_cert = s.pem\n",
+                 "tls_cert and tls_key go together");
+    expect_error("[hsm]\npin_file = /p\n[issuer.a]\ncert = c\nkey = pkcs11:x\n"
+                 "[admin]\ntls_key = s.key\n",
+                 "tls_cert and tls_key go together");
+    expect_error("[hsm]\npin_file = /p\n[issuer.a]\ncert = c\nkey = pkcs11:x\n"
+                 "[admin]\nclient_ca = ca.pem\n",
+                 "client_ca needs tls_cert");
+    expect_error("[hsm]\npin_file = /p\n[issuer.a]\ncert = c\nkey = pkcs11:x\n"
+                 "[admin]\ntls_cert = s.pem\ntls_key = s.key\nrequire_client_cert = yes\n",
+                 "require_client_cert needs client_ca");
+    expect_error("[hsm]\npin_file = /p\n[issuer.a]\ncert = c\nkey = pkcs11:x\n"
+                 "[admin]\nclient_cert = o.pem\n",
+                 "client_cert and client_key go together");
+    expect_error("[admin]\nrequire_client_cert = maybe\n", "t.conf:2:");
+}

@@ -86,16 +86,22 @@ static pid_t spawn_server(struct server *s)
     return pid;
 }
 
+/* The embedded default's admin listener is HTTPS (verified against DATA/admin/admin-ca.pem). */
 static int http_status(const struct server *s, int port, const char *path)
 {
     char out[64] = "";
-    char cmd[512];
-    snprintf(cmd, sizeof(cmd),
-             "curl -s -o /dev/null -w '%%{http_code}' --max-time 5 http://127.0.0.1:%d%s", port,
-             path);
+    char cmd[1024];
+    if (port == s->admin_port)
+        snprintf(cmd, sizeof(cmd),
+                 "curl -s -o /dev/null -w '%%{http_code}' --max-time 5 --cacert "
+                 "%s/admin/admin-ca.pem https://127.0.0.1:%d%s",
+                 s->data, port, path);
+    else
+        snprintf(cmd, sizeof(cmd),
+                 "curl -s -o /dev/null -w '%%{http_code}' --max-time 5 http://127.0.0.1:%d%s",
+                 port, path);
     if (ts_run(cmd, out, sizeof(out)) != 0)
         return 0;
-    (void)s;
     return atoi(out);
 }
 
@@ -371,19 +377,22 @@ Test(serve, bad_setups_fail_clearly_without_partial_state)
     cr_assert(strstr(out, "HSM") != NULL || strstr(out, "hsm") != NULL, "%s", out);
 }
 
-/* curl against the admin API; returns the HTTP status, body in out. */
-static int admin_call(const struct server *s, const char *token, const char *path,
-                      const char *json, char *out, size_t out_len)
+/* curl against the admin API (HTTPS, the server verified against the admin CA), presenting the
+ * client certificate and key of cert_opts (curl options, "" = none); returns the HTTP status
+ * (0: no answer), body in out. */
+static int admin_call_cert(const struct server *s, const char *cert_opts, const char *token,
+                           const char *path, const char *json, char *out, size_t out_len)
 {
     char cmd[4096];
     char buf[8192] = "";
     char *nl;
     snprintf(cmd, sizeof(cmd),
-             "curl -s --max-time 10 -w '\\n%%{http_code}' %s%s%s -H 'Content-Type: "
-             "application/json' %s%s%s http://127.0.0.1:%d%s",
-             token ? "-H 'Authorization: Bearer " : "", token ? token : "", token ? "'" : "",
-             json ? "--data-binary '" : "", json ? json : "", json ? "'" : "", s->admin_port,
-             path);
+             "cd %s && curl -s --max-time 10 --cacert admin/admin-ca.pem %s "
+             "-w '\\n%%{http_code}' %s%s%s -H 'Content-Type: "
+             "application/json' %s%s%s https://127.0.0.1:%d%s",
+             s->data, cert_opts, token ? "-H 'Authorization: Bearer " : "", token ? token : "",
+             token ? "'" : "", json ? "--data-binary '" : "", json ? json : "", json ? "'" : "",
+             s->admin_port, path);
     ts_run(cmd, buf, sizeof(buf));
     nl = strrchr(buf, '\n');
     if (nl == NULL)
@@ -391,6 +400,12 @@ static int admin_call(const struct server *s, const char *token, const char *pat
     *nl = '\0';
     snprintf(out, out_len, "%s", buf);
     return atoi(nl + 1);
+}
+
+static int admin_call(const struct server *s, const char *token, const char *path,
+                      const char *json, char *out, size_t out_len)
+{
+    return admin_call_cert(s, "", token, path, json, out, out_len);
 }
 
 Test(serve, admin_api_authenticates_and_revokes)
@@ -433,8 +448,8 @@ Test(serve, admin_api_authenticates_and_revokes)
     snprintf(cmd, sizeof(cmd),
              "head -c 200000 /dev/zero | tr '\\0' a | curl -s -o /dev/null -w '%%{http_code}' "
              "-H 'Authorization: Bearer %s' -H 'Content-Type: application/json' "
-             "--data-binary @- http://127.0.0.1:%d/admin/revoke",
-             token, srv.admin_port);
+             "--cacert %s/admin/admin-ca.pem --data-binary @- https://127.0.0.1:%d/admin/revoke",
+             token, srv.data, srv.admin_port);
     ts_run(cmd, out, sizeof(out));
     cr_assert_eq(atoi(out), 413, "%s", out);
 
@@ -538,5 +553,153 @@ Test(serve, supersede_is_one_call)
                     srv.data),
                  0, "%s", out);
     cr_assert(strstr(out, "keyCompromise") != NULL, "%s", out);
+    cr_assert_eq(stop(&srv), 0);
+}
+
+/* [issue #6] The embedded default's admin API is HTTPS with mutual TLS: a verified operator
+ * certificate authenticates without a token; untrusted, expired or absent certificates do not;
+ * plain HTTP to the admin port gets no answer; require_client_cert = yes refuses the token
+ * alone; pkiva crl publish reaches the server over TLS. */
+Test(serve, admin_api_mutual_tls)
+{
+    char token[128] = "", out[8192], cmd[2048], serial[128] = "", json[512];
+    static const char op[] = "--cert admin/operator.pem --key admin/operator.key";
+    struct stat st;
+    char path[512];
+
+    /* The ports go into pkiva.conf, where pkiva crl publish finds the running server. */
+    snprintf(cmd, sizeof(cmd),
+             PKIVA " init --data %s --listen 127.0.0.1:%d --admin-listen 127.0.0.1:%d 2>&1",
+             srv.data, srv.port, srv.admin_port);
+    cr_assert_eq(ts_run(cmd, out, sizeof(out)), 0, "%s", out);
+    {
+        static const char *const files[] = {"admin-ca.pem", "server.pem", "server.key",
+                                            "operator.pem", "operator.key"};
+        for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+            snprintf(path, sizeof(path), "%s/admin/%s", srv.data, files[i]);
+            cr_assert_eq(stat(path, &st), 0, "missing %s", path);
+            if (strstr(files[i], ".key") != NULL)
+                cr_assert_eq(st.st_mode & 077, 0, "%s readable by others", path);
+        }
+    }
+    /* A CA of the test's own (the admin CA's key was discarded), trusted alongside the admin CA,
+     * issues a valid and an expired client certificate; a self-signed one is trusted by nobody. */
+    cr_assert_eq(sh(&srv, out, sizeof(out),
+                    "printf 'extendedKeyUsage=clientAuth\\n' > t-client.ext && "
+                    "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+                    "-keyout t-ca.key -out t-ca.pem -subj '/CN=test ops CA' -days 30 && "
+                    "openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+                    "-keyout t-op.key -out t-op.csr -subj '/O=ops/CN=second operator' && "
+                    "openssl x509 -req -in t-op.csr -CA t-ca.pem -CAkey t-ca.key -days 30 "
+                    "-extfile t-client.ext -out t-op.pem && "
+                    "openssl x509 -req -in t-op.csr -CA t-ca.pem -CAkey t-ca.key -days -1 "
+                    "-extfile t-client.ext -out t-expired.pem && "
+                    "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+                    "-keyout t-rogue.key -out t-rogue.pem -days 30 "
+                    "-subj '/O=pkiva demo/CN=pkiva demo operator' && "
+                    "cat admin/admin-ca.pem t-ca.pem > t-clients.pem && "
+                    "printf '\\n[admin]\\nclient_ca = t-clients.pem\\n' >> pkiva.conf 2>&1"),
+                 0, "%s", out);
+    start(&srv);
+    snprintf(cmd, sizeof(cmd), "cat %s/admin.token", srv.data);
+    cr_assert_eq(ts_run(cmd, token, sizeof(token)), 0);
+    cr_assert_eq(sh(&srv, serial, sizeof(serial),
+                    "openssl x509 -in pki/demo-good.pem -noout -serial | cut -d= -f2 | tr -d '\\n'"),
+                 0);
+    snprintf(json, sizeof(json), "{\"issuer\":\"demo-ca\",\"serial\":\"%s\"}", serial);
+
+    /* No certificate, no token: 401. The token alone still works. */
+    cr_assert_eq(admin_call(&srv, NULL, "/admin/status", json, out, sizeof(out)), 401, "%s", out);
+    cr_assert_eq(admin_call(&srv, token, "/admin/status", json, out, sizeof(out)), 200, "%s", out);
+    /* The operator certificate alone. */
+    cr_assert_eq(admin_call_cert(&srv, op, NULL, "/admin/status", json, out, sizeof(out)), 200,
+                 "%s", out);
+    cr_assert(strstr(out, "\"status\":\"good\"") != NULL, "%s", out);
+    /* A certificate from the second trusted CA. */
+    cr_assert_eq(admin_call_cert(&srv, "--cert t-op.pem --key t-op.key", NULL, "/admin/status",
+                                 json, out, sizeof(out)),
+                 200, "%s", out);
+    /* Untrusted (self-signed, same name as the operator) and expired: 401, even with a wrong
+     * token beside them. */
+    cr_assert_eq(admin_call_cert(&srv, "--cert t-rogue.pem --key t-rogue.key", NULL,
+                                 "/admin/status", json, out, sizeof(out)),
+                 401, "%s", out);
+    cr_assert_eq(admin_call_cert(&srv, "--cert t-expired.pem --key t-op.key", NULL,
+                                 "/admin/status", json, out, sizeof(out)),
+                 401, "%s", out);
+    cr_assert_eq(admin_call_cert(&srv, "--cert t-expired.pem --key t-op.key",
+                                 "wrong-token-wrong-token", "/admin/status", json, out,
+                                 sizeof(out)),
+                 401, "%s", out);
+    /* Plain HTTP to the admin port gets no HTTP answer. */
+    snprintf(cmd, sizeof(cmd),
+             "curl -s -o /dev/null -w '%%{http_code}' --max-time 5 http://127.0.0.1:%d/metrics",
+             srv.admin_port);
+    ts_run(cmd, out, sizeof(out));
+    cr_assert_eq(atoi(out), 0, "plain HTTP answered: %s", out);
+    /* A revocation by certificate is audited under the certificate's subject. */
+    snprintf(json, sizeof(json),
+             "{\"issuer\":\"demo-ca\",\"serial\":\"%s\",\"reason\":\"keyCompromise\","
+             "\"actor\":\"somebody else\"}",
+             serial);
+    cr_assert_eq(admin_call_cert(&srv, op, NULL, "/admin/revoke", json, out, sizeof(out)), 200,
+                 "%s", out);
+    cr_assert_eq(sh(&srv, out, sizeof(out), "sqlite3 pkiva.db 'select actor from audit'"), 0, "%s",
+                 out);
+    cr_assert(strstr(out, "admin-mtls:CN=pkiva demo operator,O=pkiva demo") != NULL, "%s", out);
+    cr_assert(strstr(out, "somebody else") == NULL, "%s", out);
+    /* pkiva crl publish asks the running server, over TLS. */
+    cr_assert_eq(sh(&srv, out, sizeof(out), PKIVA " crl publish --data %s 2>&1", srv.data), 0,
+                 "%s", out);
+    cr_assert(strstr(out, "the running server publishes") != NULL, "%s", out);
+    /* The handshakes are counted in /metrics. */
+    snprintf(cmd, sizeof(cmd),
+             "curl -s --max-time 5 --cacert %s/admin/admin-ca.pem https://127.0.0.1:%d/metrics",
+             srv.data, srv.admin_port);
+    cr_assert_eq(ts_run(cmd, out, sizeof(out)), 0);
+    cr_assert(strstr(out, "pkiva_http_tls_handshakes_total{result=\"ok\"}") != NULL, "%s", out);
+    cr_assert(strstr(out, "pkiva_http_tls_handshakes_total{result=\"failed\"} 0") == NULL,
+              "the plain HTTP attempt was not counted: %s", out);
+    cr_assert_eq(stop(&srv), 0);
+
+    /* require_client_cert = yes: the token alone is refused, the certificate still works. */
+    cr_assert_eq(sh(&srv, out, sizeof(out),
+                    "printf '\\n[admin]\\nrequire_client_cert = yes\\n' >> pkiva.conf"),
+                 0, "%s", out);
+    start(&srv);
+    snprintf(json, sizeof(json), "{\"issuer\":\"demo-ca\",\"serial\":\"%s\"}", serial);
+    cr_assert_eq(admin_call(&srv, token, "/admin/status", json, out, sizeof(out)), 401, "%s", out);
+    cr_assert_eq(admin_call_cert(&srv, op, NULL, "/admin/status", json, out, sizeof(out)), 200,
+                 "%s", out);
+    cr_assert_eq(sh(&srv, out, sizeof(out), PKIVA " crl publish --data %s 2>&1", srv.data), 0,
+                 "%s", out);
+    cr_assert_eq(stop(&srv), 0);
+}
+
+/* Data folders made before the admin API had TLS (no tls_cert in [admin]) keep plain HTTP. */
+Test(serve, admin_api_without_tls_directives_stays_plain_http)
+{
+    char out[8192], cmd[1024], token[128] = "";
+
+    snprintf(cmd, sizeof(cmd),
+             PKIVA " init --data %s --listen 127.0.0.1:%d --admin-listen 127.0.0.1:%d 2>&1",
+             srv.data, srv.port, srv.admin_port);
+    cr_assert_eq(ts_run(cmd, out, sizeof(out)), 0, "%s", out);
+    cr_assert_eq(sh(&srv, out, sizeof(out),
+                    "sed -i -e '/^tls_cert/d' -e '/^tls_key/d' -e '/^client_ca/d' "
+                    "-e '/^server_ca/d' -e '/^client_cert/d' -e '/^client_key/d' pkiva.conf"),
+                 0, "%s", out);
+    start(&srv);
+    snprintf(cmd, sizeof(cmd), "cat %s/admin.token", srv.data);
+    cr_assert_eq(ts_run(cmd, token, sizeof(token)), 0);
+    snprintf(cmd, sizeof(cmd),
+             "curl -s -o /dev/null -w '%%{http_code}' --max-time 5 -H 'Authorization: Bearer %s' "
+             "http://127.0.0.1:%d/admin/sla",
+             token, srv.admin_port);
+    ts_run(cmd, out, sizeof(out));
+    cr_assert_eq(atoi(out), 200, "%s", out);
+    cr_assert_eq(sh(&srv, out, sizeof(out), PKIVA " crl publish --data %s 2>&1", srv.data), 0,
+                 "%s", out);
+    cr_assert(strstr(out, "the running server publishes") != NULL, "%s", out);
     cr_assert_eq(stop(&srv), 0);
 }

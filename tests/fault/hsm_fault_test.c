@@ -135,10 +135,17 @@ static void start(const char *extra_env)
 static int http_get(int port, const char *path, char *body, size_t body_len)
 {
     char buf[16384] = "";
-    char cmd[512];
+    char cmd[1024];
     char *nl;
-    snprintf(cmd, sizeof(cmd), "curl -s --max-time 5 -w '\\n%%{http_code}' http://127.0.0.1:%d%s",
-             port, path);
+    /* The embedded default's admin listener speaks HTTPS (mutual TLS, token also accepted). */
+    if (port == srv.admin_port)
+        snprintf(cmd, sizeof(cmd),
+                 "curl -s --max-time 5 --cacert %s/admin/admin-ca.pem -w '\\n%%{http_code}' "
+                 "https://127.0.0.1:%d%s",
+                 srv.data, port, path);
+    else
+        snprintf(cmd, sizeof(cmd),
+                 "curl -s --max-time 5 -w '\\n%%{http_code}' http://127.0.0.1:%d%s", port, path);
     ts_run(cmd, buf, sizeof(buf));
     nl = strrchr(buf, '\n');
     if (nl == NULL)

@@ -11,6 +11,7 @@
 #include <openssl/ocsp.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
+#include <openssl/ssl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -235,6 +236,8 @@ long rel_rss_kb(pid_t pid)
     return kb;
 }
 
+static int parse_reply(char *buf, size_t got, char *body, size_t body_cap);
+
 int rel_http(int port, const void *request, size_t len, char *body, size_t body_cap,
              int timeout_ms)
 {
@@ -242,8 +245,7 @@ int rel_http(int port, const void *request, size_t len, char *body, size_t body_
     char buf[65536];
     size_t got = 0, sent = 0;
     long long deadline = rel_now_ms() + timeout_ms;
-    int fd, status = 0;
-    const char *p;
+    int fd;
 
     if (body != NULL && body_cap > 0)
         body[0] = '\0';
@@ -282,6 +284,67 @@ int rel_http(int port, const void *request, size_t len, char *body, size_t body_
         }
     }
     close(fd);
+    return parse_reply(buf, got, body, body_cap);
+}
+
+/* One request over TLS (the embedded default's admin listener: HTTPS, the server verified
+ * against DATA/admin/admin-ca.pem, no client certificate) on a fresh connection. */
+static int rel_https(const struct rel_server *s, const void *request, size_t len, char *body,
+                     size_t body_cap, int timeout_ms)
+{
+    struct sockaddr_in addr;
+    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+    char buf[65536], ca[400];
+    size_t got = 0;
+    SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+    SSL *ssl = NULL;
+    int fd = -1;
+
+    if (body != NULL && body_cap > 0)
+        body[0] = '\0';
+    /* SSL_write uses write(2): a server killed mid-request must not kill the test with SIGPIPE. */
+    signal(SIGPIPE, SIG_IGN);
+    cr_assert_not_null(ctx);
+    snprintf(ca, sizeof(ca), "%s/admin/admin-ca.pem", s->data);
+    cr_assert_eq(SSL_CTX_load_verify_locations(ctx, ca, NULL), 1, "%s", ca);
+    SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+    fd = socket(AF_INET, SOCK_STREAM, 0);
+    cr_assert_geq(fd, 0);
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    memset(&addr, 0, sizeof(addr));
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons((uint16_t)s->admin_port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) != 0)
+        goto out;
+    ssl = SSL_new(ctx);
+    cr_assert_not_null(ssl);
+    SSL_set1_host(ssl, "127.0.0.1");
+    SSL_set_fd(ssl, fd);
+    if (SSL_connect(ssl) != 1 || SSL_write(ssl, request, (int)len) != (int)len)
+        goto out;
+    for (;;) {
+        int n = SSL_read(ssl, buf + got, (int)(sizeof(buf) - 1 - got));
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+        if (got == sizeof(buf) - 1)
+            break;
+    }
+out:
+    SSL_free(ssl);
+    SSL_CTX_free(ctx);
+    if (fd >= 0)
+        close(fd);
+    return parse_reply(buf, got, body, body_cap);
+}
+
+static int parse_reply(char *buf, size_t got, char *body, size_t body_cap)
+{
+    int status = 0;
+    const char *p;
+
     buf[got] = '\0';
     if (got < 12 || strncmp(buf, "HTTP/1.", 7) != 0)
         return 0;
@@ -324,7 +387,24 @@ int rel_admin(const struct rel_server *s, const char *path, const char *json,
                  "%s %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n%sContent-Type: "
                  "application/json\r\nContent-Length: %zu\r\n\r\n%s",
                  json ? "POST" : "GET", path, auth_lines, json_len, json ? json : "");
-    status = rel_http(s->admin_port, req, (size_t)n, body, body_cap, 15000);
+    {
+        /* pkiva init makes the admin listener HTTPS (DATA/admin/); a data folder without it
+         * (a test that removed the directives) is plain HTTP. */
+        char conf[8192] = "";
+        char conf_path[400];
+        FILE *f;
+        size_t got = 0;
+        snprintf(conf_path, sizeof(conf_path), "%s/pkiva.conf", s->data);
+        f = fopen(conf_path, "r");
+        cr_assert_not_null(f);
+        got = fread(conf, 1, sizeof(conf) - 1, f);
+        fclose(f);
+        conf[got] = '\0';
+        if (strstr(conf, "\ntls_cert") != NULL)
+            status = rel_https(s, req, (size_t)n, body, body_cap, 15000);
+        else
+            status = rel_http(s->admin_port, req, (size_t)n, body, body_cap, 15000);
+    }
     free(req);
     return status;
 }

@@ -42,8 +42,9 @@ void rel_kill9(struct rel_server *s);
  * terminated; may be NULL). */
 int rel_http(int port, const void *request, size_t len, char *body, size_t body_cap,
              int timeout_ms);
-/* POST path with a JSON body to the admin listener; auth_lines are extra header lines (each with
- * CRLF), NULL = "Authorization: Bearer <token>". */
+/* POST path with a JSON body (GET when json is NULL) to the admin listener, over HTTPS when the
+ * data folder's pkiva.conf sets tls_cert (verified against DATA/admin/admin-ca.pem); auth_lines
+ * are extra header lines (each with CRLF), NULL = "Authorization: Bearer <token>". */
 int rel_admin(const struct rel_server *s, const char *path, const char *json,
               const char *auth_lines, char *body, size_t body_cap);
 int rel_get(int port, const char *path, char *body, size_t body_cap, int timeout_ms);
