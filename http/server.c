@@ -579,9 +579,33 @@ static void format_addr(const char *host, int port, char *out, size_t out_len)
         (void)snprintf(out, out_len, "%s:%d", host, port); /* for logs; truncation harmless */
 }
 
+/* SO_REUSEPORT lets any process of the same user bind a port that is already listening and take
+ * a share of its connections: a second pkiva started by mistake would silently split the traffic
+ * with the first. Before the first socket of a listener is bound, a probe bind without
+ * SO_REUSEPORT fails with EADDRINUSE if anyone listens there already. */
+static int port_is_free(const struct sockaddr *sa, socklen_t sa_len, const char *name)
+{
+    int one = 1;
+    int rc = UTIL_OK;
+    int fd = socket(sa->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return util_errno(errno);
+    /* SO_REUSEADDR only: connections of an earlier run in TIME_WAIT must not block a restart. */
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        bind(fd, sa, sa_len) != 0) {
+        int err = errno;
+        rc = err == EADDRINUSE ? UTIL_EIO : util_errno(err);
+        UTIL_ERROR("http", "cannot bind %s: %s%s", name, uv_strerror(-err),
+                   err == EADDRINUSE ? " (another process listens there)" : "");
+    }
+    (void)close(fd); /* the probe never listened */
+    return rc;
+}
+
 /* Creates, binds and listens one SO_REUSEPORT socket. Debian's libuv 1.44 has no
- * UV_TCP_REUSEPORT, so the options are set on a raw fd that uv_tcp_open adopts later. */
-static int listen_socket(const struct http_listener_config *lc, int port, int *fd_out,
+ * UV_TCP_REUSEPORT, so the options are set on a raw fd that uv_tcp_open adopts later. probe:
+ * check first that no other process listens on the address (the first socket of a listener). */
+static int listen_socket(const struct http_listener_config *lc, int port, int probe, int *fd_out,
                          int *port_out)
 {
     struct sockaddr_storage ss;
@@ -601,6 +625,11 @@ static int listen_socket(const struct http_listener_config *lc, int port, int *f
         UTIL_ERROR("http", "listen %s: not a numeric IPv4 or IPv6 address", name);
         rc = UTIL_ECONFIG;
         goto out;
+    }
+    if (probe && port != 0) {
+        rc = port_is_free((struct sockaddr *)&ss, ss_len, name);
+        if (rc != UTIL_OK)
+            goto out;
     }
     fd = socket(ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) {
@@ -767,7 +796,8 @@ int http_server_start(struct http_server *srv)
         int port = cfg->listeners[i].port;
         for (w = 0; w < cfg->workers; w++) {
             int got = 0;
-            rc = listen_socket(&cfg->listeners[i], port, &fds[w * cfg->n_listeners + i], &got);
+            rc = listen_socket(&cfg->listeners[i], port, w == 0, &fds[w * cfg->n_listeners + i],
+                               &got);
             if (rc != 0)
                 goto out;
             port = got;

@@ -1127,7 +1127,10 @@ Test(http, sigterm_stops_run)
     g_srv = NULL;
 }
 
-Test(http, bind_failure_names_the_address)
+/* A port already listening makes start fail with a log line naming the address, whether its
+ * holder is a plain listener or another process using SO_REUSEPORT (which would otherwise let
+ * us bind too and silently share its connections). */
+static void expect_bind_failure(int holder_reuseport)
 {
     struct http_config cfg;
     struct http_server *srv = NULL;
@@ -1138,13 +1141,15 @@ Test(http, bind_failure_names_the_address)
     FILE *tmp = tmpfile();
     int saved_stderr = -1;
     int taken = socket(AF_INET, SOCK_STREAM, 0);
+    int one = 1;
     int rc = 0;
 
     cr_assert_not_null(tmp);
-    /* A plain listener (no SO_REUSEPORT) holds the port. */
     memset(&sin, 0, sizeof(sin));
     sin.sin_family = AF_INET;
     sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (holder_reuseport)
+        cr_assert_eq(setsockopt(taken, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)), 0);
     cr_assert_eq(bind(taken, (struct sockaddr *)&sin, sizeof(sin)), 0);
     cr_assert_eq(listen(taken, 1), 0);
     cr_assert_eq(getsockname(taken, (struct sockaddr *)&sin, &len), 0);
@@ -1160,7 +1165,8 @@ Test(http, bind_failure_names_the_address)
     fflush(stderr);
     cr_assert_eq(dup2(saved_stderr, STDERR_FILENO), STDERR_FILENO);
     (void)close(saved_stderr); /* restored above */
-    cr_assert_neq(rc, 0);
+    cr_assert_neq(rc, 0, "started on a port another socket (reuseport %d) listens on",
+                  holder_reuseport);
     rewind(tmp);
     len = (socklen_t)fread(log, 1, sizeof(log) - 1, tmp);
     log[len] = '\0';
@@ -1169,6 +1175,16 @@ Test(http, bind_failure_names_the_address)
     http_server_free(srv);
     (void)close(taken); /* test socket */
     (void)fclose(tmp);  /* temporary file */
+}
+
+Test(http, bind_failure_names_the_address)
+{
+    expect_bind_failure(0);
+}
+
+Test(http, port_shared_through_reuseport_is_refused)
+{
+    expect_bind_failure(1);
 }
 
 Test(http, config_is_validated)
