@@ -250,21 +250,11 @@ static struct cli_issuer *issuer_for(struct parse_ctx *ctx, const char *name)
     return is;
 }
 
-static int valid_name(const char *name)
-{
-    size_t len = strlen(name);
-    if (len == 0 || len >= 64)
-        return 0;
-    for (size_t i = 0; i < len; i++)
-        if (!isalnum((unsigned char)name[i]) && strchr("._-", name[i]) == NULL)
-            return 0;
-    return 1;
-}
 
 static int on_issuer(struct parse_ctx *ctx, const char *name, const char *key, const char *value)
 {
     struct cli_issuer *is;
-    if (!valid_name(name))
+    if (!util_name_valid(name))
         return fail(ctx, "issuer name '%s' must be 1-63 characters of [A-Za-z0-9._-]", name);
     is = issuer_for(ctx, name);
     if (is == NULL)
@@ -327,7 +317,7 @@ static int on_tsa_unit(struct parse_ctx *ctx, const char *name, const char *key,
 {
     struct cli_config *cfg = ctx->cfg;
     struct cli_tsa_unit *u = NULL;
-    if (!valid_name(name))
+    if (!util_name_valid(name))
         return fail(ctx, "TSA unit name '%s' must be 1-63 characters of [A-Za-z0-9._-]", name);
     for (int i = 0; i < cfg->n_tsa_units; i++)
         if (strcmp(cfg->tsa_units[i].name, name) == 0)

@@ -722,20 +722,48 @@ out:
     return status;
 }
 
-int cli__cmd_audit(int argc, char **argv)
+/* Shared by the commands whose only options are --config/--data/--help: parses argv from index
+ * first, loads the configuration and opens the store. Returns -1 to go on, or the exit status. */
+static int open_for_command(int argc, char **argv, int first, const char *help,
+                            struct cli_config *cfg, struct store **store)
 {
     static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
                                          {"data", required_argument, NULL, 'd'},
                                          {"help", no_argument, NULL, 'h'},
                                          {NULL, 0, NULL, 0}};
+    const char *config = NULL, *data_dir = NULL;
+    int opt;
+
+    optind = first;
+    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (opt) {
+        case 'c': config = optarg; break;
+        case 'd': data_dir = optarg; break;
+        case 'h': fputs(help, stdout); return 0;
+        default: fputs(help, stderr); return 2;
+        }
+    }
+    if (optind != argc) {
+        fprintf(stderr, "pkiva: unexpected argument '%s'\n%s", argv[optind], help);
+        return 2;
+    }
+    if (cli__load_config(config, data_dir, cfg) != 0)
+        return 1;
+    cli__apply_env(cfg);
+    if (open_store(cfg, store) != UTIL_OK)
+        return 1;
+    return -1;
+}
+
+int cli__cmd_audit(int argc, char **argv)
+{
     static const char help[] = "usage: pkiva audit verify [--config FILE | --data DIR]\n\n"
                                "Recomputes the hash chain of the audit log; exit 1 if any record\n"
                                "was edited, removed or reordered.\n";
-    const char *config = NULL, *data_dir = NULL;
     struct cli_config cfg;
     struct store *store = NULL;
     int64_t bad = 0, count = 0;
-    int opt, rc;
+    int rc;
 
     if (argc < 2 || strcmp(argv[1], "verify") != 0) {
         if (argc >= 2 && strcmp(argv[1], "--help") == 0) {
@@ -745,20 +773,9 @@ int cli__cmd_audit(int argc, char **argv)
         fputs(help, stderr);
         return 2;
     }
-    optind = 2;
-    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (opt) {
-        case 'c': config = optarg; break;
-        case 'd': data_dir = optarg; break;
-        case 'h': fputs(help, stdout); return 0;
-        default: fputs(help, stderr); return 2;
-        }
-    }
-    if (cli__load_config(config, data_dir, &cfg) != 0)
-        return 1;
-    cli__apply_env(&cfg);
-    if (open_store(&cfg, &store) != UTIL_OK)
-        return 1;
+    rc = open_for_command(argc, argv, 2, help, &cfg, &store);
+    if (rc >= 0)
+        return rc;
     rc = store_audit_verify_blocking(store, &bad, &count);
     store_close(store);
     if (rc == UTIL_OK) {
@@ -809,35 +826,19 @@ static int cmp_i64(const void *a, const void *b)
 
 int cli__cmd_sla(int argc, char **argv)
 {
-    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
-                                         {"data", required_argument, NULL, 'd'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
     static const char help[] =
         "usage: pkiva sla [--config FILE | --data DIR]\n\n"
         "Lists revocations not yet in a published CRL with the time left to the deadline\n"
         "([revocation] deadline, 12h by default), then percentiles of received -> in CRL for the\n"
         "last 10,000 completed revocations.\n";
-    const char *config = NULL, *data_dir = NULL;
     struct cli_config cfg;
     struct store *store = NULL;
     struct sla_ctx ctx;
-    int opt, rc;
+    int rc;
 
-    optind = 1;
-    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (opt) {
-        case 'c': config = optarg; break;
-        case 'd': data_dir = optarg; break;
-        case 'h': fputs(help, stdout); return 0;
-        default: fputs(help, stderr); return 2;
-        }
-    }
-    if (cli__load_config(config, data_dir, &cfg) != 0)
-        return 1;
-    cli__apply_env(&cfg);
-    if (open_store(&cfg, &store) != UTIL_OK)
-        return 1;
+    rc = open_for_command(argc, argv, 1, help, &cfg, &store);
+    if (rc >= 0)
+        return rc;
     memset(&ctx, 0, sizeof(ctx));
     ctx.now_ms = util_now_ms();
     ctx.deadline_ms = cfg.sla_deadline_s * 1000;

@@ -37,19 +37,6 @@ void crl_config_default(struct crl_config *cfg)
 
 /* ---- issuers -------------------------------------------------------------------------------- */
 
-static int name_ok(const char *name)
-{
-    size_t len = name ? strlen(name) : 0;
-    if (len == 0 || len >= STORE_NAME_MAX)
-        return 0;
-    for (size_t i = 0; i < len; i++) {
-        char c = name[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-'))
-            return 0;
-    }
-    return 1;
-}
 
 int crl__issuer_init(struct crl__issuer *is, const struct crl_config *cfg,
                      const struct crl_issuer_config *ic)
@@ -59,13 +46,13 @@ int crl__issuer_init(struct crl__issuer *is, const struct crl_config *cfg,
     int len, rc = UTIL_OK;
 
     memset(is, 0, sizeof(*is));
-    if (ic == NULL || !name_ok(ic->name) || ic->cert == NULL || ic->key == NULL ||
+    if (ic == NULL || !util_name_valid(ic->name) || ic->cert == NULL || ic->key == NULL ||
         ic->key->pkey == NULL || ic->store_issuer_id <= 0) {
         UTIL_ERROR(CRL_MOD, "issuer %s: name, certificate, key and store id are required",
                    ic && ic->name ? ic->name : "(null)");
         return UTIL_ECONFIG;
     }
-    (void)snprintf(is->name, sizeof(is->name), "%s", ic->name); /* length checked by name_ok */
+    (void)snprintf(is->name, sizeof(is->name), "%s", ic->name); /* length checked by util_name_valid */
     is->store_id = ic->store_issuer_id;
     is->cert = ic->cert;
     is->key = ic->key;

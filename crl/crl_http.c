@@ -183,16 +183,6 @@ static void repo_done(void *arg, int result)
     free(job);
 }
 
-static int hex_val(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
 
 /* Hex serial -> DER INTEGER content octets as the store keeps them (minimal, positive: a leading
  * 0x00 only when the top bit is set). Returns 0 or UTIL_EINVAL. */
@@ -206,11 +196,11 @@ static int parse_serial(const char *hex, size_t len, unsigned char *out, size_t 
         int hi, lo;
         if ((len - i) % 2 == 1) { /* odd length: a leading nibble */
             hi = 0;
-            lo = hex_val(hex[i]);
+            lo = util_hex_digit(hex[i]);
             i += 1;
         } else {
-            hi = hex_val(hex[i]);
-            lo = hex_val(hex[i + 1]);
+            hi = util_hex_digit(hex[i]);
+            lo = util_hex_digit(hex[i + 1]);
             i += 2;
         }
         if (hi < 0 || lo < 0)

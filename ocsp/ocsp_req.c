@@ -8,16 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int hex_value(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
 
 /* base64 value of c (standard and URL alphabets), -1 for anything else. */
 static int b64_value(unsigned char c)
@@ -52,8 +42,8 @@ int ocsp_get_path_decode(const char *in, size_t in_len, unsigned char *out, size
             int hi, lo;
             if (i + 2 >= in_len)
                 return UTIL_EINVAL;
-            hi = hex_value(in[i + 1]);
-            lo = hex_value(in[i + 2]);
+            hi = util_hex_digit(in[i + 1]);
+            lo = util_hex_digit(in[i + 2]);
             if (hi < 0 || lo < 0)
                 return UTIL_EINVAL;
             c = (unsigned char)(hi * 16 + lo);

@@ -170,25 +170,6 @@ int store_rollback_blocking(struct store *store)
 
 /* ---- issuers -------------------------------------------------------------------------------- */
 
-static int issuer_name_ok(const char *name)
-{
-    size_t i = 0;
-    size_t len = 0;
-
-    if (name == NULL)
-        return 0;
-    len = strlen(name);
-    if (len == 0 || len >= STORE_NAME_MAX)
-        return 0;
-    for (i = 0; i < len; i++) {
-        char c = name[i];
-        int ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-                 c == '.' || c == '_' || c == '-';
-        if (!ok)
-            return 0;
-    }
-    return 1;
-}
 
 int store_issuer_put_blocking(struct store *store, const char *name, const unsigned char *cert_der,
                               size_t cert_len, int64_t *id_out)
@@ -198,7 +179,7 @@ int store_issuer_put_blocking(struct store *store, const char *name, const unsig
 
     if (store == NULL || cert_der == NULL || cert_len == 0)
         return UTIL_EINVAL;
-    if (!issuer_name_ok(name)) {
+    if (!util_name_valid(name)) {
         UTIL_ERROR(STORE_MOD, "issuer name must be 1-%d characters of [A-Za-z0-9._-]",
                    STORE_NAME_MAX - 1);
         return UTIL_EINVAL;
@@ -214,7 +195,7 @@ int store_issuer_get_blocking(struct store *store, const char *name, struct stor
     if (store == NULL || name == NULL || out == NULL)
         return UTIL_EINVAL;
     memset(out, 0, sizeof(*out));
-    if (!issuer_name_ok(name))
+    if (!util_name_valid(name))
         return UTIL_ENOTFOUND;
     return store->ops->issuer_get(store, name, out);
 }

@@ -58,19 +58,6 @@ int tsa_clock_adjtimex(void *ctx, struct tsa_clock_state *out)
     return UTIL_OK;
 }
 
-static int name_ok(const char *name)
-{
-    size_t len = name != NULL ? strlen(name) : 0;
-    if (len == 0 || len >= TSA_NAME_MAX)
-        return 0;
-    for (size_t i = 0; i < len; i++) {
-        char c = name[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '.' || c == '_' || c == '-'))
-            return 0;
-    }
-    return 1;
-}
 
 static X509 *load_cert(const char *unit, const char *path)
 {
@@ -185,7 +172,7 @@ static int unit_init(struct tsa_service *svc, struct tsa__unit *unit,
     OSSL_LIB_CTX *libctx = hsm_libctx(svc->hsm);
     int rc;
 
-    if (!name_ok(name)) {
+    if (!util_name_valid(name)) {
         UTIL_ERROR(TSA_MOD, "TSA unit name '%s' must be 1-63 characters of [A-Za-z0-9._-]",
                    name != NULL ? name : "");
         return UTIL_ECONFIG;

@@ -3,6 +3,7 @@
 #include "util.h"
 
 #include <errno.h>
+#include <string.h>
 #include <time.h>
 
 const char *util_strerror(int err)
@@ -75,6 +76,31 @@ int util_ct_equal(const void *a, size_t a_len, const void *b, size_t b_len)
         diff |= (unsigned char)(x ^ y);
     }
     return diff == 0;
+}
+
+int util_hex_digit(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+int util_name_valid(const char *name)
+{
+    size_t len = name != NULL ? strlen(name) : 0;
+    if (len == 0 || len >= UTIL_NAME_MAX)
+        return 0;
+    for (size_t i = 0; i < len; i++) {
+        char c = name[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == '-'))
+            return 0;
+    }
+    return 1;
 }
 
 void util_hex(const unsigned char *data, size_t len, char *out)

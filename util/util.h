@@ -142,5 +142,12 @@ int util_file_write_atomic(const char *path, const void *data, size_t len, int m
 int util_ct_equal(const void *a, size_t a_len, const void *b, size_t b_len);
 /* Lower-case hex of len bytes into out (2*len+1 bytes). */
 void util_hex(const unsigned char *data, size_t len, char *out);
+/* The value of one hexadecimal digit (either case), or -1. */
+int util_hex_digit(char c);
+
+/* Names of issuers and TSA units appear in URLs, file names and the store: 1 to UTIL_NAME_MAX - 1
+ * characters of [A-Za-z0-9._-]. Returns 1 when name is one (NULL-safe). */
+#define UTIL_NAME_MAX 64
+int util_name_valid(const char *name);
 
 #endif

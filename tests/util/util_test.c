@@ -166,4 +166,26 @@ Test(helpers, ct_equal_and_hex)
     util_hex((const unsigned char *)"\x01\xab\xff\x00", 4, hex);
     cr_assert_str_eq(hex, "01abff00");
     cr_assert_str_eq(util_strerror(UTIL_EHSM), "HSM unavailable or failed");
+    cr_assert_eq(util_hex_digit('7'), 7);
+    cr_assert_eq(util_hex_digit('b'), 11);
+    cr_assert_eq(util_hex_digit('F'), 15);
+    cr_assert_eq(util_hex_digit('g'), -1);
+}
+
+Test(helpers, url_safe_names)
+{
+    char longest[UTIL_NAME_MAX];
+    memset(longest, 'a', sizeof(longest) - 1);
+    longest[sizeof(longest) - 1] = '\0';
+    cr_assert(util_name_valid("demo-ca"));
+    cr_assert(util_name_valid("ca.2026_v1"));
+    cr_assert(util_name_valid(longest));
+    cr_assert_not(util_name_valid(""));
+    cr_assert_not(util_name_valid(NULL));
+    cr_assert_not(util_name_valid("a/b"));
+    cr_assert_not(util_name_valid("a b"));
+    cr_assert_not(util_name_valid("ca%2F"));
+    longest[0] = '\0';
+    memset(longest, 'a', sizeof(longest) - 1);
+    cr_assert(util_name_valid(longest));
 }
