@@ -10,9 +10,11 @@ export PKIVA_ROOT
 # Runtime and build packages from bookworm; pkcs11-provider from bookworm-backports.
 PKIVA_PACKAGES=(build-essential cmake pkg-config libssl-dev openssl libuv1-dev node-llhttp
   libsqlite3-dev sqlite3 libcriterion-dev libjansson-dev libinih-dev libp11-kit-dev softhsm2 opensc
-  gnutls-bin
-  curl)
+  gnutls-bin curl python3)
 PKIVA_BACKPORTS=(pkcs11-provider)
+# Only for the tests: real signing clients the TSA is tested against (jarsigner, osslsigncode).
+PKIVA_TEST_PACKAGES=(openjdk-17-jdk-headless)
+PKIVA_TEST_BACKPORTS=(osslsigncode)
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi
