@@ -449,8 +449,8 @@ static void check_deadlines(struct server *srv, struct store *store, int loud)
  * the next tick. Other hosts sharing a database (a future backend) still get the polling. */
 struct feed_watch {
     int fd;            /* inotify descriptor, -1 when unavailable (then polling only) */
-    char db_name[256]; /* "pkiva.db" */
-    char wal_name[260];
+    char db_name[CLI_PATH_MAX]; /* "pkiva.db" */
+    char wal_name[CLI_PATH_MAX + 8];
 };
 
 static void feed_watch_open(struct feed_watch *w, const char *store_path)
