@@ -4,6 +4,7 @@
  * several CertIDs), responses signed with software keys and checked with OCSP_basic_verify, the
  * change feed (invalidation, idempotence), the pre-signer, the index at scale and the cache cap. */
 #include "pki.h"
+#include "support.h"
 
 #include <criterion/criterion.h>
 #include <hsm/hsm.h>
@@ -302,6 +303,66 @@ Test(plan, sha1_and_sha256_match_and_verify)
         }
         OCSP_BASICRESP_free(bs);
         ocsp__plan_cleanup(&plan);
+    }
+}
+
+/* Out of memory on the request path (STYLE: fail the Nth allocation): for every allocation the
+ * planning and signing of a request make, that one allocation fails; each time the answer must be
+ * a clean error (UTIL_ENOMEM -> tryLater, or a failed signature -> tryLater) or a correct response,
+ * never a crash or a leak (the ASan build checks leaks), and the responder must still answer
+ * correctly afterwards. Covers a cache miss (one CertID) and a live nonce request (two CertIDs). */
+static int plan_and_sign_once(const unsigned char *der, size_t len, int *enomem)
+{
+    struct ocsp__plan plan;
+    int slot = 0;
+    int rc = ocsp__plan_request(F.resp, der, len, &plan, &slot);
+    *enomem = rc == UTIL_ENOMEM;
+    if (rc == 0 && plan.kind == OCSP__PLAN_SIGN) {
+        unsigned char *out = NULL;
+        size_t out_len = 0;
+        int64_t this_update = 0, next_update = 0;
+        rc = ocsp__plan_sign_blocking(F.resp, &plan, &out, &out_len, &this_update, &next_update);
+        if (rc == 0)
+            cr_assert_gt(out_len, 0);
+        OPENSSL_free(out);
+        rc = rc == 0 ? 0 : 1;
+    }
+    ocsp__plan_cleanup(&plan);
+    release_slot(&slot);
+    ERR_clear_error();
+    return rc;
+}
+
+Test(plan, every_allocation_failure_is_survived, .timeout = 120)
+{
+    long serials[2] = {0x1001, 0x1003};
+    OCSP_REQUEST *reqs[2] = {tp_request(F.ca1, EVP_sha1(), serials, 1, -1),
+                             tp_request(F.ca1, EVP_sha256(), serials, 2, 32)};
+    for (int r = 0; r < 2; r++) {
+        unsigned char *der = NULL;
+        int len = tp_request_der(reqs[r], &der);
+        long n;
+        int failures_seen = 0;
+        cr_assert_gt(len, 0);
+        for (n = 1; n < 20000; n++) {
+            int enomem = 0, hit, rc;
+            ts_failalloc_arm(n);
+            rc = plan_and_sign_once(der, (size_t)len, &enomem);
+            hit = ts_failalloc_disarm();
+            cr_assert(rc == 0 || rc == 1 || enomem, "allocation %ld: unexpected result %d", n, rc);
+            failures_seen += hit && (rc != 0 || enomem);
+            if (!hit)
+                break; /* the whole path ran without reaching allocation n: all covered */
+        }
+        cr_assert_gt(n, 10, "request %d made only %ld allocations?", r, n);
+        cr_assert_gt(failures_seen, 0, "no injected failure was reported as an error");
+        /* And the responder is intact: the same request still gets a verified answer. */
+        {
+            int enomem = 0;
+            cr_assert_eq(plan_and_sign_once(der, (size_t)len, &enomem), 0);
+        }
+        OPENSSL_free(der);
+        OCSP_REQUEST_free(reqs[r]);
     }
 }
 

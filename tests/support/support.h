@@ -30,4 +30,10 @@ void ts_rmrf(const char *dir);
  * the command's exit status, 128 + signal number if it was killed, or -1 if it could not run. */
 int ts_run(const char *cmd, char *out, size_t out_len);
 
+/* Allocation fault injection (failalloc.c, linked only into the executables that list it): fail
+ * exactly the nth malloc/calloc/realloc from now on (n >= 1), in any thread; disarm returns 1
+ * if that failure was injected (0: fewer than n allocations happened). */
+void ts_failalloc_arm(long n);
+int ts_failalloc_disarm(void);
+
 #endif
