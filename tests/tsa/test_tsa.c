@@ -6,6 +6,7 @@
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <openssl/err.h>
+#include <support.h>
 #include <openssl/ts.h>
 #include <openssl/x509v3.h>
 #include <stdio.h>
@@ -303,4 +304,38 @@ Test(corpus, replay)
     }
     closedir(d);
     cr_assert_geq(n, 5);
+}
+
+/* Out of memory while checking a request (STYLE: fail the Nth allocation): every allocation the
+ * checker makes fails once in turn; each time the outcome is UTIL_ENOMEM (-> systemFailure) or the
+ * right verdict, never a crash or a leak (the ASan build checks leaks), and the error queue is
+ * left empty. */
+Test(check, every_allocation_failure_is_survived)
+{
+    struct req_opts o = {.md_nid = NID_sha256, .imprint_len = -1, .nonce = 1, .cert_req = 1,
+                         .policy = POLICY2, .ext = 1};
+    unsigned char *der = NULL;
+    int len = build_req(&o, &der);
+    long n;
+    int enomem_seen = 0;
+    for (n = 1; n < 20000; n++) {
+        struct tsa__query q;
+        int rc, hit;
+        ts_failalloc_arm(n);
+        rc = tsa__query_check(&rules, der, (size_t)len, &q);
+        hit = ts_failalloc_disarm();
+        cr_assert(rc == 0 || rc == UTIL_ENOMEM, "allocation %ld: %d", n, rc);
+        cr_assert_eq(ERR_peek_error(), 0, "allocation %ld left an OpenSSL error queued", n);
+        enomem_seen += rc == UTIL_ENOMEM;
+        if (!hit)
+            break;
+    }
+    cr_assert_gt(n, 5, "the checker made only %ld allocations?", n);
+    cr_assert_gt(enomem_seen, 0, "no allocation failure was reported");
+    {
+        struct tsa__query q;
+        cr_assert_eq(tsa__query_check(&rules, der, (size_t)len, &q), 0);
+        cr_assert_eq(q.reject, -1, "the checker no longer accepts a valid request");
+    }
+    OPENSSL_free(der);
 }
