@@ -36,10 +36,15 @@ static void loop_buf_put(struct http__loop *lp, char *buf)
 {
     if (buf == NULL)
         return;
-    if (lp->n_free_bufs < HTTP_READ_BUF_POOL)
+#if HTTP_READ_BUF_POOL > 0
+    if (lp->n_free_bufs < HTTP_READ_BUF_POOL) {
         lp->free_bufs[lp->n_free_bufs++] = buf;
-    else
-        free(buf);
+        return;
+    }
+#else
+    (void)lp; /* sanitizer builds recycle nothing, so that reuse cannot hide a use-after-free */
+#endif
+    free(buf);
 }
 
 static void req_free(struct http_request *req);
