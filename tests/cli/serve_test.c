@@ -703,3 +703,37 @@ Test(serve, admin_api_without_tls_directives_stays_plain_http)
     cr_assert(strstr(out, "the running server publishes") != NULL, "%s", out);
     cr_assert_eq(stop(&srv), 0);
 }
+
+/* The embedded default with RSA keys (--alg rsa-2048): every signed object verifies with real
+ * clients, as with the default P-256. */
+Test(serve, rsa_default_signs_ocsp_crl_and_time_stamps, .timeout = 300)
+{
+    char out[16384], cmd[1024];
+    snprintf(cmd, sizeof(cmd), PKIVA " init --data %s --alg rsa-2048 --listen 127.0.0.1:%d 2>&1",
+             srv.data, srv.port);
+    cr_assert_eq(ts_run(cmd, out, sizeof(out)), 0, "%s", out);
+    cr_assert_eq(sh(&srv, out, sizeof(out), "openssl x509 -in pki/issuing-ca.pem -noout -text"), 0);
+    cr_assert(strstr(out, "rsaEncryption") != NULL && strstr(out, "2048 bit") != NULL, "%s", out);
+    start(&srv);
+    cr_assert_eq(ocsp_query(&srv, "issuing-ca.pem", "demo-revoked.pem", out, sizeof(out),
+                            "-nonce"),
+                 0, "%s", out);
+    cr_assert(strstr(out, "Response verify OK") != NULL, "%s", out);
+    cr_assert(strstr(out, "demo-revoked.pem: revoked") != NULL, "%s", out);
+    cr_assert_eq(sh(&srv, out, sizeof(out),
+                    "curl -sf http://127.0.0.1:%d/crl/demo-ca.crl -o c.crl && "
+                    "openssl crl -inform DER -in c.crl -CAfile pki/ca-chain.pem -verify -noout 2>&1",
+                    srv.port),
+                 0, "%s", out);
+    cr_assert(strstr(out, "verify OK") != NULL, "%s", out);
+    cr_assert_eq(sh(&srv, out, sizeof(out),
+                    "echo rsa > f.txt && openssl ts -query -data f.txt -sha384 -cert -out q.tsq && "
+                    "curl -sf -H 'Content-Type: application/timestamp-query' --data-binary @q.tsq "
+                    "http://127.0.0.1:%d/tsa -o r.tsr && "
+                    "openssl ts -verify -data f.txt -in r.tsr -CAfile pki/root-ca.pem "
+                    "-untrusted pki/tsa-chain.pem 2>&1",
+                    srv.port),
+                 0, "%s", out);
+    cr_assert(strstr(out, "Verification: OK") != NULL, "%s", out);
+    cr_assert_eq(stop(&srv), 0);
+}
