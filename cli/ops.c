@@ -244,6 +244,20 @@ static const struct option cert_opts[] = {
     {"help", no_argument, NULL, 'h'},
     {NULL, 0, NULL, 0}};
 
+/* The options that name the configuration and one certificate, shared by revoke, supersede,
+ * unrevoke and status. Returns 1 when opt was one of them. */
+static int cert_ref_option(struct cert_ref *ref, int opt)
+{
+    switch (opt) {
+    case 'c': ref->config = optarg; return 1;
+    case 'd': ref->data_dir = optarg; return 1;
+    case 'i': ref->issuer = optarg; return 1;
+    case 's': ref->serial = optarg; return 1;
+    case 'C': ref->cert_file = optarg; return 1;
+    default: return 0;
+    }
+}
+
 static const char revoke_help[] =
     "usage: pkiva revoke [--config FILE | --data DIR] (--issuer NAME --serial HEX | --cert FILE)\n"
     "                    [--reason REASON] [--revoked-at TIME] [--invalidity-date TIME]\n"
@@ -272,12 +286,9 @@ int cli__cmd_revoke(int argc, char **argv)
     rev.actor = actor;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "", cert_opts, NULL)) != -1) {
+        if (cert_ref_option(&ref, opt))
+            continue;
         switch (opt) {
-        case 'c': ref.config = optarg; break;
-        case 'd': ref.data_dir = optarg; break;
-        case 'i': ref.issuer = optarg; break;
-        case 's': ref.serial = optarg; break;
-        case 'C': ref.cert_file = optarg; break;
         case 'r':
             rev.reason = store_reason_from_name(optarg);
             if (rev.reason < -1) {
@@ -370,12 +381,9 @@ int cli__cmd_supersede(int argc, char **argv)
     rev.actor = actor;
     optind = 1;
     while ((opt = getopt_long(argc, argv, "", cert_opts, NULL)) != -1) {
+        if (cert_ref_option(&ref, opt))
+            continue;
         switch (opt) {
-        case 'c': ref.config = optarg; break;
-        case 'd': ref.data_dir = optarg; break;
-        case 'i': ref.issuer = optarg; break;
-        case 's': ref.serial = optarg; break;
-        case 'C': ref.cert_file = optarg; break;
         case 'n': new_file = optarg; break;
         case 'q': rev.request_id = optarg; break;
         case 'a': rev.actor = optarg; break;
@@ -458,12 +466,9 @@ int cli__cmd_unrevoke(int argc, char **argv)
 
     optind = 1;
     while ((opt = getopt_long(argc, argv, "", cert_opts, NULL)) != -1) {
+        if (cert_ref_option(&ref, opt))
+            continue;
         switch (opt) {
-        case 'c': ref.config = optarg; break;
-        case 'd': ref.data_dir = optarg; break;
-        case 'i': ref.issuer = optarg; break;
-        case 's': ref.serial = optarg; break;
-        case 'C': ref.cert_file = optarg; break;
         case 'a': actor = optarg; break;
         case 'h': fputs(unrevoke_help, stdout); return 0;
         default: fputs(unrevoke_help, stderr); return 2;
@@ -519,12 +524,9 @@ int cli__cmd_status(int argc, char **argv)
 
     optind = 1;
     while ((opt = getopt_long(argc, argv, "", cert_opts, NULL)) != -1) {
+        if (cert_ref_option(&ref, opt))
+            continue;
         switch (opt) {
-        case 'c': ref.config = optarg; break;
-        case 'd': ref.data_dir = optarg; break;
-        case 'i': ref.issuer = optarg; break;
-        case 's': ref.serial = optarg; break;
-        case 'C': ref.cert_file = optarg; break;
         case 'h': fputs(status_help, stdout); return 0;
         default: fputs(status_help, stderr); return 2;
         }
