@@ -96,8 +96,8 @@ static int prepare(void)
     name = X509_NAME_new();
     (void)X509_set_version(ca, X509_VERSION_3);
     (void)ASN1_INTEGER_set(X509_get_serialNumber(ca), 1);
-    (void)X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
-                                     (const unsigned char *)"Bench CA", -1, -1, 0);
+    (void)X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)"Bench CA",
+                                     -1, -1, 0);
     (void)X509_set_subject_name(ca, name);
     (void)X509_set_issuer_name(ca, name);
     (void)X509_gmtime_adj(X509_getm_notBefore(ca), -86400);
@@ -322,8 +322,9 @@ int main(int argc, char **argv)
         if (rss > rss_max)
             rss_max = rss;
     }
-    (void)snprintf(cmd, sizeof(cmd), "openssl crl -noout -inform DER -in %s/pkiva.crl "
-                                     "-verify -CAfile %s/ca.pem 2>&1 | grep -q 'verify OK'",
+    (void)snprintf(cmd, sizeof(cmd),
+                   "openssl crl -noout -inform DER -in %s/pkiva.crl "
+                   "-verify -CAfile %s/ca.pem 2>&1 | grep -q 'verify OK'",
                    cache, cache);
     if (sh(cmd) != 0) {
         fprintf(stderr, "crl_bench: the generated CRL does not verify\n");
@@ -355,6 +356,7 @@ int main(int argc, char **argv)
            (double)rss_max * 1024.0 / (double)der_len);
     printf("openssl ca -gencrl (software P-256 key): median %lld ms of %d\n", ossl_ms[runs / 2],
            runs);
-    printf("speed ratio: %.1f x faster\n", (double)ossl_ms[runs / 2] / (double)(ms[runs / 2] ? ms[runs / 2] : 1));
+    printf("speed ratio: %.1f x faster\n",
+           (double)ossl_ms[runs / 2] / (double)(ms[runs / 2] ? ms[runs / 2] : 1));
     return 0;
 }

@@ -188,7 +188,10 @@ static int get_path(OCSP_CERTID *id, char *out, size_t out_max)
     b64_len = EVP_EncodeBlock(b64, der, len);
     out[o++] = '/';
     for (int i = 0; i < b64_len; i++) {
-        const char *esc = b64[i] == '+' ? "%2B" : b64[i] == '/' ? "%2F" : b64[i] == '=' ? "%3D" : NULL;
+        const char *esc = b64[i] == '+'   ? "%2B"
+                          : b64[i] == '/' ? "%2F"
+                          : b64[i] == '=' ? "%3D"
+                                          : NULL;
         if (o + 4 >= out_max)
             goto out;
         if (esc != NULL) {
@@ -339,8 +342,9 @@ int main(int argc, char **argv)
         while (ocsp_seen < 0 || (want_crl && crl_seen < 0)) {
             double t = now_ms(), wake;
             if (t > deadline) {
-                fprintf(stderr, "revoke_lat: serial %s not visible within %.0f s (ocsp %s, crl %s)\n",
-                        line, timeout_s, ocsp_seen < 0 ? "no" : "yes", crl_seen < 0 ? "no" : "yes");
+                fprintf(stderr,
+                        "revoke_lat: serial %s not visible within %.0f s (ocsp %s, crl %s)\n", line,
+                        timeout_s, ocsp_seen < 0 ? "no" : "yes", crl_seen < 0 ? "no" : "yes");
                 return 1;
             }
             if (ocsp_seen < 0 && t >= next_ocsp) {
@@ -385,8 +389,9 @@ int main(int argc, char **argv)
     free(crl_conn.buf);
     return 0;
 usage:
-    fprintf(stderr, "usage: revoke_lat --pkiva BIN --data DIR --port P --issuer-cert PEM --serials FILE "
-                    "[--issuer NAME] [--count N] [--crl-samples M] [--ocsp-poll-ms MS] "
-                    "[--crl-poll-ms MS] [--timeout-s S]\n");
+    fprintf(stderr,
+            "usage: revoke_lat --pkiva BIN --data DIR --port P --issuer-cert PEM --serials FILE "
+            "[--issuer NAME] [--count N] [--crl-samples M] [--ocsp-poll-ms MS] "
+            "[--crl-poll-ms MS] [--timeout-s S]\n");
     return 2;
 }

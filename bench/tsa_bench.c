@@ -98,8 +98,8 @@ static void make_token(void)
     fclose(f);
     setenv("SOFTHSM2_CONF", path, 1);
     (void)snprintf(cmd, sizeof(cmd),
-                   "softhsm2-util --init-token --free --label " TOKEN " --pin " PIN
-                   " --so-pin " PIN " >/dev/null");
+                   "softhsm2-util --init-token --free --label " TOKEN " --pin " PIN " --so-pin " PIN
+                   " >/dev/null");
     if (run(cmd) != 0)
         die("softhsm2-util --init-token");
     (void)snprintf(path, sizeof(path), "%s/pin.txt", dir);
@@ -212,8 +212,7 @@ static void *raw_main(void *p)
     if (rv != CKR_OK && rv != CKR_USER_ALREADY_LOGGED_IN)
         die("C_Login");
     if (p11->C_FindObjectsInit(s, tmpl, 2) != CKR_OK ||
-        p11->C_FindObjects(s, &key, 1, &found) != CKR_OK ||
-        found != 1)
+        p11->C_FindObjects(s, &key, 1, &found) != CKR_OK || found != 1)
         die("the key 'tsa' in the token");
     (void)p11->C_FindObjectsFinal(s); /* nothing to release on failure */
     end = now_s() + a->seconds;
@@ -433,9 +432,10 @@ static double measure_tsa(struct hsm *hsm, struct hsm_key *key, int durable, int
            durable ? "yes" : "no", clients, runs[1], runs[0], runs[1], runs[2], other_total,
            (unsigned long long)st.log_commits,
            st.log_commits ? (double)st.log_records / (double)st.log_commits : 0.0);
-    printf("      server CPU per token %.0f us (raw C_Sign: %.0f us CPU per signature; share of the "
-           "server's CPU that is signing: %.2f)\n",
-           cpus[1] * 1e6, raw_cpu_per_sig * 1e6, raw_cpu_per_sig / cpus[1]);
+    printf(
+        "      server CPU per token %.0f us (raw C_Sign: %.0f us CPU per signature; share of the "
+        "server's CPU that is signing: %.2f)\n",
+        cpus[1] * 1e6, raw_cpu_per_sig * 1e6, raw_cpu_per_sig / cpus[1]);
     http_server_free(srv);
     tsa_service_free(svc);
     return runs[1];
@@ -562,8 +562,9 @@ int main(int argc, char **argv)
     printf("  raw C_Sign (peer), %2d threads: %8.0f signatures/s\n", threads, rawn);
     durable_rate = measure_tsa(hsm, tsa_key, 1, threads);
     fast_rate = measure_tsa(hsm, tsa_key, 0, threads);
-    printf("  ratio TSA / raw(%d threads): durable_log=yes %.2f, durable_log=no %.2f (goal >= 0.8)\n",
-           threads, durable_rate / rawn, fast_rate / rawn);
+    printf(
+        "  ratio TSA / raw(%d threads): durable_log=yes %.2f, durable_log=no %.2f (goal >= 0.8)\n",
+        threads, durable_rate / rawn, fast_rate / rawn);
 
     X509_free(ca);
     X509_free(tsa);

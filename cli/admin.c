@@ -48,7 +48,7 @@ struct admin_job {
     struct store_revocation rev;
     char request_id[128];
     char actor[96];
-    unsigned char *cert_der;  /* register: the certificate; supersede: the replacement (optional) */
+    unsigned char *cert_der; /* register: the certificate; supersede: the replacement (optional) */
     size_t cert_len;
     unsigned char new_serial[STORE_SERIAL_MAX]; /* supersede: the replacement's serial */
     size_t new_serial_len;
@@ -151,12 +151,12 @@ static int sla_collect_row(void *ctx, const struct store_sla_row *row)
     char hex[2 * STORE_SERIAL_MAX + 1];
     util_hex(row->serial, row->serial_len, hex);
     if (row->crl_at_ms == 0) {
-        json_t *o = json_pack("{s:I,s:s,s:s?,s:I,s:I,s:I,s:I}", "change", (json_int_t)row->feed_id,
-                              "serial", hex, "request_id", row->request_id, "received_at_ms",
-                              (json_int_t)row->received_at_ms, "committed_at_ms",
-                              (json_int_t)row->committed_at_ms, "ocsp_at_ms",
-                              (json_int_t)row->ocsp_at_ms, "seconds_left",
-                              (json_int_t)((row->received_at_ms + c->deadline_ms - c->now_ms) / 1000));
+        json_t *o = json_pack(
+            "{s:I,s:s,s:s?,s:I,s:I,s:I,s:I}", "change", (json_int_t)row->feed_id, "serial", hex,
+            "request_id", row->request_id, "received_at_ms", (json_int_t)row->received_at_ms,
+            "committed_at_ms", (json_int_t)row->committed_at_ms, "ocsp_at_ms",
+            (json_int_t)row->ocsp_at_ms, "seconds_left",
+            (json_int_t)((row->received_at_ms + c->deadline_ms - c->now_ms) / 1000));
         if (o != NULL)
             (void)json_array_append_new(c->open, o);
     } else if (c->n < c->cap) {
@@ -179,8 +179,8 @@ static int admin_work(void *state, void *arg)
     int rc;
 
     if (job->op == OP_SLA) {
-        struct sla_collect c = {json_array(), job->admin->cfg->sla_deadline_s * 1000,
-                                util_now_ms(), NULL, 0, 10000};
+        struct sla_collect c = {
+            json_array(), job->admin->cfg->sla_deadline_s * 1000, util_now_ms(), NULL, 0, 10000};
         c.done = calloc(c.cap, sizeof(int64_t));
         if (c.open == NULL || c.done == NULL) {
             json_decref(c.open);
@@ -237,8 +237,9 @@ static int admin_work(void *state, void *arg)
             char old_hex[2 * STORE_SERIAL_MAX + 1], new_hex[2 * STORE_SERIAL_MAX + 1];
             util_hex(job->serial, job->serial_len, old_hex);
             util_hex(job->new_serial, job->new_serial_len, new_hex);
-            set_reply(job, 200, json_pack("{s:s,s:s,s:I,s:b}", "serial", old_hex, "replaced_by",
-                                          new_hex, "change", (json_int_t)feed_id, "durable", 1));
+            set_reply(job, 200,
+                      json_pack("{s:s,s:s,s:I,s:b}", "serial", old_hex, "replaced_by", new_hex,
+                                "change", (json_int_t)feed_id, "durable", 1));
             return rc;
         }
         break;
@@ -248,27 +249,29 @@ static int admin_work(void *state, void *arg)
         if (rc == UTIL_OK)
             set_reply(job, 200, cert_json(&cert));
         else if (rc == UTIL_ENOTFOUND)
-            set_reply(job, 404, json_pack("{s:s,s:s}", "status", "unknown", "error",
-                                          "never issued by this issuer"));
+            set_reply(job, 404,
+                      json_pack("{s:s,s:s}", "status", "unknown", "error",
+                                "never issued by this issuer"));
         else
             fail_reply(job, 503, util_strerror(rc));
         return rc;
     }
-    default:
-        rc = UTIL_EINVAL;
+    default: rc = UTIL_EINVAL;
     }
     if (rc == UTIL_OK) {
         char hex[2 * STORE_SERIAL_MAX + 1];
         util_hex(job->serial, job->serial_len, hex);
-        set_reply(job, 200, json_pack("{s:s,s:I,s:b}", "serial", hex, "change",
-                                      (json_int_t)feed_id, "durable", 1));
+        set_reply(
+            job, 200,
+            json_pack("{s:s,s:I,s:b}", "serial", hex, "change", (json_int_t)feed_id, "durable", 1));
     } else if (rc == UTIL_ENOTFOUND) {
         fail_reply(job, 404, "no such certificate under this issuer");
     } else if (rc == UTIL_EEXIST) {
         fail_reply(job, 409, "already revoked with another reason");
     } else if (rc == UTIL_EINVAL) {
-        fail_reply(job, 409, job->op == OP_UNREVOKE ? "the certificate is not on hold"
-                                                    : "the certificate does not fit this issuer");
+        fail_reply(job, 409,
+                   job->op == OP_UNREVOKE ? "the certificate is not on hold"
+                                          : "the certificate does not fit this issuer");
     } else {
         fail_reply(job, 503, util_strerror(rc));
     }
@@ -356,8 +359,7 @@ static const char *parse_body(struct admin_job *job, json_t *body)
         /* A verified certificate names the actor; a body's "actor" is only a claim. */
         char subject[sizeof(job->actor)];
         /* (No admin or request on the fuzz target's path.) */
-        if (job->admin != NULL && job->req != NULL &&
-            job->admin->cfg->admin_client_ca[0] != '\0' &&
+        if (job->admin != NULL && job->req != NULL && job->admin->cfg->admin_client_ca[0] != '\0' &&
             http_request_peer_cert_verified(job->req, subject, sizeof(subject)))
             (void)snprintf(job->actor, sizeof(job->actor), "admin-mtls:%.84s", subject);
         else
@@ -633,7 +635,9 @@ int cli__admin_new(const struct cli_config *cfg, struct http_server *http,
                    struct crl_publisher *crl, struct cli_admin **out)
 {
     struct cli_admin *admin = calloc(1, sizeof(*admin));
-    struct util_pool_config pc = {.name = "store", .threads = 2, .queue_max = 1024,
+    struct util_pool_config pc = {.name = "store",
+                                  .threads = 2,
+                                  .queue_max = 1024,
                                   .thread_init = store_thread_init,
                                   .thread_fini = store_thread_fini};
     int rc;
@@ -672,8 +676,10 @@ int cli__admin_new(const struct cli_config *cfg, struct http_server *http,
         /* Like the PIN file: a TLS key others can read is refused (http reads it later). */
         struct stat st;
         if (stat(cfg->admin_tls_key, &st) != 0 || (st.st_mode & 077) != 0) {
-            UTIL_ERROR(MOD, "the admin TLS key %s is missing or readable by others "
-                            "(chmod 600 it)", cfg->admin_tls_key);
+            UTIL_ERROR(MOD,
+                       "the admin TLS key %s is missing or readable by others "
+                       "(chmod 600 it)",
+                       cfg->admin_tls_key);
             OPENSSL_cleanse(admin->token, sizeof(admin->token));
             free(admin);
             return UTIL_EPERM;
@@ -691,12 +697,10 @@ int cli__admin_new(const struct cli_config *cfg, struct http_server *http,
         return rc;
     }
     if ((rc = http_server_on_loop(http, loop_init, loop_fini, admin)) ||
-        (rc = http_server_route(http, HTTP_ADMIN, "POST", "/admin/revoke", handle_revoke,
-                                admin)) ||
+        (rc = http_server_route(http, HTTP_ADMIN, "POST", "/admin/revoke", handle_revoke, admin)) ||
         (rc = http_server_route(http, HTTP_ADMIN, "POST", "/admin/unrevoke", handle_unrevoke,
                                 admin)) ||
-        (rc = http_server_route(http, HTTP_ADMIN, "POST", "/admin/status", handle_status,
-                                admin)) ||
+        (rc = http_server_route(http, HTTP_ADMIN, "POST", "/admin/status", handle_status, admin)) ||
         (rc = http_server_route(http, HTTP_ADMIN, "POST", "/admin/certificates", handle_register,
                                 admin)) ||
         (rc = http_server_route(http, HTTP_ADMIN, "POST", "/admin/supersede", handle_supersede,

@@ -16,10 +16,10 @@
 #define CLI_PATH_MAX 512
 
 struct cli_issuer {
-    char name[64];                   /* URL-safe id, also the store's issuer name */
-    char cert[CLI_PATH_MAX];         /* PEM file of the CA certificate */
-    char key_uri[CLI_PATH_MAX];      /* PKCS#11 URI of the CA key (CRL signing; OCSP if no signer) */
-    char ocsp_cert[CLI_PATH_MAX];    /* delegated OCSP responder certificate; empty = CA signs */
+    char name[64];                /* URL-safe id, also the store's issuer name */
+    char cert[CLI_PATH_MAX];      /* PEM file of the CA certificate */
+    char key_uri[CLI_PATH_MAX];   /* PKCS#11 URI of the CA key (CRL signing; OCSP if no signer) */
+    char ocsp_cert[CLI_PATH_MAX]; /* delegated OCSP responder certificate; empty = CA signs */
     char ocsp_key_uri[CLI_PATH_MAX]; /* its key */
     int ocsp_ignore_nonce;           /* serve the pre-signed response even when a nonce is asked */
     int rsa_pss;                     /* sign with RSASSA-PSS (RSA keys) */
@@ -27,13 +27,13 @@ struct cli_issuer {
 };
 
 struct cli_tsa_unit {
-    char name[64];                /* URL-safe; served at <tsa path>/NAME, names its serial counter */
-    char cert[CLI_PATH_MAX];      /* PEM TSA certificate (critical EKU timeStamping only) */
-    char chain[CLI_PATH_MAX];     /* optional PEM CA chain sent with certReq */
-    char key_uri[CLI_PATH_MAX];   /* PKCS#11 URI */
-    char digest[16];              /* "" = key default */
-    char ess_digest[16];          /* ESSCertIDv2 hash, "" = SHA256 */
-    char policy[64];              /* default policy OID */
+    char name[64];              /* URL-safe; served at <tsa path>/NAME, names its serial counter */
+    char cert[CLI_PATH_MAX];    /* PEM TSA certificate (critical EKU timeStamping only) */
+    char chain[CLI_PATH_MAX];   /* optional PEM CA chain sent with certReq */
+    char key_uri[CLI_PATH_MAX]; /* PKCS#11 URI */
+    char digest[16];            /* "" = key default */
+    char ess_digest[16];        /* ESSCertIDv2 hash, "" = SHA256 */
+    char policy[64];            /* default policy OID */
     char accepted[CLI_MAX_TSA_POLICIES][64];
     int n_accepted;
     int64_t accuracy_us;
@@ -97,12 +97,12 @@ struct cli_config {
     int64_t sla_warn_s;
     /* [admin] */
     char admin_token_file[CLI_PATH_MAX];
-    char admin_tls_cert[CLI_PATH_MAX];   /* "" = the admin listener speaks plain HTTP */
-    char admin_tls_key[CLI_PATH_MAX];    /* an ordinary file, mode 0600 (not an HSM key) */
-    char admin_client_ca[CLI_PATH_MAX];  /* "" = no client certificates; else they authenticate */
-    int admin_require_client_cert;       /* 1: a bearer token alone is not enough */
+    char admin_tls_cert[CLI_PATH_MAX];  /* "" = the admin listener speaks plain HTTP */
+    char admin_tls_key[CLI_PATH_MAX];   /* an ordinary file, mode 0600 (not an HSM key) */
+    char admin_client_ca[CLI_PATH_MAX]; /* "" = no client certificates; else they authenticate */
+    int admin_require_client_cert;      /* 1: a bearer token alone is not enough */
     /* The client side, for `pkiva` commands that ask a running server (crl publish). */
-    char admin_server_ca[CLI_PATH_MAX];  /* "" = client_ca, else tls_cert itself */
+    char admin_server_ca[CLI_PATH_MAX];   /* "" = client_ca, else tls_cert itself */
     char admin_client_cert[CLI_PATH_MAX]; /* "" = present no certificate (bearer token only) */
     char admin_client_key[CLI_PATH_MAX];
     /* [issuer.NAME] */

@@ -31,8 +31,7 @@ int cli__parse_serial(const char *hex, unsigned char *out, size_t *len);
  * its change-feed id) and its audit record. actor names who did it. */
 struct store;
 struct store_revocation;
-int cli__revoke_blocking(struct store *store, const struct store_revocation *rev,
-                         int64_t *feed_id);
+int cli__revoke_blocking(struct store *store, const struct store_revocation *rev, int64_t *feed_id);
 int cli__unrevoke_blocking(struct store *store, int64_t issuer_id, const unsigned char *serial,
                            size_t serial_len, const char *actor, int64_t *feed_id);
 /* Registers an issued certificate (DER) under issuer_id after checking that the issuer's key
@@ -46,8 +45,8 @@ int cli__register_blocking(struct store *store, int64_t issuer_id, const unsigne
  * replacement (same issuer) in the same transaction; new_serial receives the replacement's serial
  * (new_serial_len 0 when none). */
 int cli__supersede_blocking(struct store *store, const struct store_revocation *rev,
-                            const unsigned char *new_der, size_t new_len,
-                            unsigned char *new_serial, size_t *new_serial_len, int64_t *feed_id);
+                            const unsigned char *new_der, size_t new_len, unsigned char *new_serial,
+                            size_t *new_serial_len, int64_t *feed_id);
 
 /* The admin API (admin.c): routes on the admin listener and a pool of store threads. */
 struct cli_admin;
@@ -61,7 +60,6 @@ void cli__admin_free(struct cli_admin *admin); /* after the http server stopped;
  * before any store work, without a server. Returns 0 if the body would be accepted, 400 if it
  * would be refused, -1 for an unknown op. Allocates nothing that outlives the call. */
 int cli__admin_parse_for_fuzz(const char *op, const unsigned char *body, size_t len);
-
 
 /* [server] user (privdrop.c). prepare looks the user up, checks that we run as root and creates
  * the CRL publish folder for the user (logs why and returns UTIL_ECONFIG otherwise; nothing to do

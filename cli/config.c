@@ -160,8 +160,8 @@ static int set_bool(struct parse_ctx *ctx, int *dst, const char *value)
     if (strcmp(value, "yes") == 0 || strcmp(value, "true") == 0 || strcmp(value, "on") == 0 ||
         strcmp(value, "1") == 0)
         *dst = 1;
-    else if (strcmp(value, "no") == 0 || strcmp(value, "false") == 0 ||
-             strcmp(value, "off") == 0 || strcmp(value, "0") == 0)
+    else if (strcmp(value, "no") == 0 || strcmp(value, "false") == 0 || strcmp(value, "off") == 0 ||
+             strcmp(value, "0") == 0)
         *dst = 0;
     else
         return fail(ctx, "expected yes or no, got '%s'", value);
@@ -249,7 +249,6 @@ static struct cli_issuer *issuer_for(struct parse_ctx *ctx, const char *name)
     (void)snprintf(is->name, sizeof(is->name), "%s", name); /* length checked by the caller */
     return is;
 }
-
 
 static int on_issuer(struct parse_ctx *ctx, const char *name, const char *key, const char *value)
 {
@@ -401,12 +400,14 @@ static int on_entry(void *user, const char *section, const char *key, const char
             return set_str(ctx, cfg->public_url, sizeof(cfg->public_url), value);
         if (strcmp(key, "user") == 0) {
             /* A POSIX portable user name; looked up (and root checked) by `pkiva serve`. */
-            if (value[0] == '-' || strspn(value, "abcdefghijklmnopqrstuvwxyz"
-                                                 "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") !=
-                                       strlen(value) ||
+            if (value[0] == '-' ||
+                strspn(value, "abcdefghijklmnopqrstuvwxyz"
+                              "ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != strlen(value) ||
                 strlen(value) > 32)
-                return fail(ctx, "user must be a user name of at most 32 characters of "
-                                 "[A-Za-z0-9._-], got '%s'", value);
+                return fail(ctx,
+                            "user must be a user name of at most 32 characters of "
+                            "[A-Za-z0-9._-], got '%s'",
+                            value);
             return set_str(ctx, cfg->run_user, sizeof(cfg->run_user), value);
         }
         if (strcmp(key, "listen") == 0)
@@ -511,8 +512,10 @@ static int on_entry(void *user, const char *section, const char *key, const char
             if (!set_duration_ms(ctx, &cfg->crl_coalesce_ms, value))
                 return 0;
             if (cfg->crl_coalesce_ms > 60000)
-                return fail(ctx, "coalesce must be at most 60s (a revocation must reach a CRL "
-                                 "within a minute), got '%s'", value);
+                return fail(ctx,
+                            "coalesce must be at most 60s (a revocation must reach a CRL "
+                            "within a minute), got '%s'",
+                            value);
             return 1;
         }
         if (strcmp(key, "full_on_change") == 0)
@@ -629,8 +632,8 @@ static int validate(struct cli_config *cfg, char *err, size_t err_len)
         return UTIL_ECONFIG;
     }
     if (cfg->crl_publish_dir[0] == '\0') {
-        int n = snprintf(cfg->crl_publish_dir, sizeof(cfg->crl_publish_dir), "%s/crl",
-                         cfg->data_dir);
+        int n =
+            snprintf(cfg->crl_publish_dir, sizeof(cfg->crl_publish_dir), "%s/crl", cfg->data_dir);
         if (n < 0 || (size_t)n >= sizeof(cfg->crl_publish_dir)) {
             (void)snprintf(err, err_len, "[server] data_dir is too long");
             return UTIL_ECONFIG;
@@ -638,8 +641,9 @@ static int validate(struct cli_config *cfg, char *err, size_t err_len)
     }
     if (cfg->crl_interval_s >= cfg->crl_validity_s ||
         (cfg->crl_deltas && cfg->crl_interval_s >= cfg->crl_delta_validity_s)) {
-        (void)snprintf(err, err_len, "[crl] interval must be shorter than validity and "
-                                     "delta_validity (CRLs must be replaced before nextUpdate)");
+        (void)snprintf(err, err_len,
+                       "[crl] interval must be shorter than validity and "
+                       "delta_validity (CRLs must be replaced before nextUpdate)");
         return UTIL_ECONFIG;
     }
     if (cfg->sla_warn_s >= cfg->sla_deadline_s) {
@@ -657,8 +661,9 @@ static int validate(struct cli_config *cfg, char *err, size_t err_len)
         return UTIL_ECONFIG;
     }
     if (cfg->admin_client_ca[0] != '\0' && cfg->admin_tls_cert[0] == '\0') {
-        (void)snprintf(err, err_len, "[admin] client_ca needs tls_cert (client certificates "
-                                     "exist only in TLS)");
+        (void)snprintf(err, err_len,
+                       "[admin] client_ca needs tls_cert (client certificates "
+                       "exist only in TLS)");
         return UTIL_ECONFIG;
     }
     if (cfg->admin_require_client_cert && cfg->admin_client_ca[0] == '\0') {

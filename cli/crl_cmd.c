@@ -32,9 +32,9 @@ static const char help[] =
  * the connection, or NULL after saying why on stderr. */
 static SSL *admin_tls_connect(const struct cli_config *cfg, int fd, SSL_CTX **ctx_out)
 {
-    const char *ca = cfg->admin_server_ca[0]    ? cfg->admin_server_ca
+    const char *ca = cfg->admin_server_ca[0]   ? cfg->admin_server_ca
                      : cfg->admin_client_ca[0] ? cfg->admin_client_ca
-                                                : cfg->admin_tls_cert;
+                                               : cfg->admin_tls_cert;
     const char *host = cfg->http.listeners[1].host;
     SSL_CTX *ctx = NULL;
     SSL *ssl = NULL;
@@ -236,8 +236,8 @@ static int publish_direct(const struct cli_config *cfg, const char *only)
                                       actor, &full, &delta);
         }
         if (rc == UTIL_OK) {
-            printf("%s: CRL number %lld, %lld entries, %zu bytes, %lld ms -> %s/%s.crl\n",
-                   c->name, (long long)full.number, (long long)full.entries, full.der_len,
+            printf("%s: CRL number %lld, %lld entries, %zu bytes, %lld ms -> %s/%s.crl\n", c->name,
+                   (long long)full.number, (long long)full.entries, full.der_len,
                    (long long)full.build_ms, cfg->crl_publish_dir, c->name);
             if (cfg->crl_deltas)
                 printf("%s: delta CRL number %lld (base %lld), %lld entries\n", c->name,

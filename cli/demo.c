@@ -133,8 +133,9 @@ static int make_token(struct demo *d, char *pin_file, size_t pin_file_len)
     if (setenv("SOFTHSM2_CONF", conf_path, 1) != 0)
         return util_errno(errno);
     {
-        char *argv[] = {"softhsm2-util", "--init-token", "--free", "--label", TOKEN_LABEL,
-                        "--pin",         pin,            "--so-pin", so_pin, NULL};
+        char *argv[] = {
+            "softhsm2-util", "--init-token", "--free", "--label", TOKEN_LABEL, "--pin", pin,
+            "--so-pin",      so_pin,         NULL};
         rc = run_quiet(argv);
     }
     OPENSSL_cleanse(pin, sizeof(pin));
@@ -177,8 +178,8 @@ static EVP_PKEY *public_copy(EVP_PKEY *key)
 }
 
 static int make_cert(struct demo *d, enum cert_kind kind, const char *cn, EVP_PKEY *subject_key,
-                     X509 *issuer, const struct hsm_key *signer, const char *issuer_name,
-                     int days, X509 **out)
+                     X509 *issuer, const struct hsm_key *signer, const char *issuer_name, int days,
+                     X509 **out)
 {
     int rc = UTIL_ECRYPTO;
     X509 *cert = NULL;
@@ -204,8 +205,8 @@ static int make_cert(struct demo *d, enum cert_kind kind, const char *cn, EVP_PK
         goto out;
     if (X509_NAME_add_entry_by_txt(name, "C", MBSTRING_UTF8, (const unsigned char *)"VN", -1, -1,
                                    0) != 1 ||
-        X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8,
-                                   (const unsigned char *)"pkiva demo", -1, -1, 0) != 1 ||
+        X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8, (const unsigned char *)"pkiva demo",
+                                   -1, -1, 0) != 1 ||
         X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1, -1,
                                    0) != 1)
         goto out;
@@ -221,8 +222,8 @@ static int make_cert(struct demo *d, enum cert_kind kind, const char *cn, EVP_PK
 
     if ((rc = add_ext(cert, issuer, NID_subject_key_identifier, "hash")) != UTIL_OK)
         goto out;
-    if (issuer != NULL && (rc = add_ext(cert, issuer, NID_authority_key_identifier,
-                                        "keyid:always")) != UTIL_OK)
+    if (issuer != NULL &&
+        (rc = add_ext(cert, issuer, NID_authority_key_identifier, "keyid:always")) != UTIL_OK)
         goto out;
     switch (kind) {
     case KIND_ROOT:
@@ -262,8 +263,8 @@ static int make_cert(struct demo *d, enum cert_kind kind, const char *cn, EVP_PK
         (void)snprintf(buf, sizeof(buf), "URI:%s/crl/%s.crl", d->url, issuer_name);
         if ((rc = add_ext(cert, issuer, NID_crl_distribution_points, buf)) != UTIL_OK)
             goto out;
-        (void)snprintf(buf, sizeof(buf), "OCSP;URI:%s/,caIssuers;URI:%s/ca/%s.crt", d->url,
-                       d->url, issuer_name);
+        (void)snprintf(buf, sizeof(buf), "OCSP;URI:%s/,caIssuers;URI:%s/ca/%s.crt", d->url, d->url,
+                       issuer_name);
         if ((rc = add_ext(cert, issuer, NID_info_access, buf)) != UTIL_OK)
             goto out;
     }
@@ -314,8 +315,8 @@ static int admin_cert(enum admin_kind kind, const char *cn, const char *san, EVP
     if (serial_bn == NULL || BN_to_ASN1_INTEGER(serial_bn, X509_get_serialNumber(cert)) == NULL ||
         X509_set_version(cert, X509_VERSION_3) != 1)
         goto out;
-    if (X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8,
-                                   (const unsigned char *)"pkiva demo", -1, -1, 0) != 1 ||
+    if (X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8, (const unsigned char *)"pkiva demo",
+                                   -1, -1, 0) != 1 ||
         X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1, -1,
                                    0) != 1 ||
         X509_set_subject_name(cert, name) != 1 ||
@@ -327,8 +328,8 @@ static int admin_cert(enum admin_kind kind, const char *cn, const char *san, EVP
         goto out;
     if ((rc = add_ext(cert, issuer, NID_subject_key_identifier, "hash")) != UTIL_OK)
         goto out;
-    if (issuer != NULL && (rc = add_ext(cert, issuer, NID_authority_key_identifier,
-                                        "keyid:always")) != UTIL_OK)
+    if (issuer != NULL &&
+        (rc = add_ext(cert, issuer, NID_authority_key_identifier, "keyid:always")) != UTIL_OK)
         goto out;
     switch (kind) {
     case ADMIN_CA:
@@ -422,12 +423,11 @@ static int make_admin_tls(struct demo *d)
     operator_key = EVP_EC_gen("P-256");
     if (ca_key == NULL || server_key == NULL || operator_key == NULL)
         goto out;
-    if ((rc = admin_cert(ADMIN_CA, "pkiva Demo Admin CA", NULL, ca_key, NULL, ca_key, 3650,
-                         &ca)) ||
+    if ((rc = admin_cert(ADMIN_CA, "pkiva Demo Admin CA", NULL, ca_key, NULL, ca_key, 3650, &ca)) ||
         (rc = admin_cert(ADMIN_SERVER, "pkiva admin API", san, server_key, ca, ca_key, 825,
                          &server)) ||
-        (rc = admin_cert(ADMIN_OPERATOR, "pkiva demo operator", NULL, operator_key, ca, ca_key,
-                         365, &operator_cert)))
+        (rc = admin_cert(ADMIN_OPERATOR, "pkiva demo operator", NULL, operator_key, ca, ca_key, 365,
+                         &operator_cert)))
         goto out;
     if ((rc = admin_write(d, "admin-ca.pem", ca, NULL)) ||
         (rc = admin_write(d, "server.pem", server, NULL)) ||
@@ -544,8 +544,8 @@ static int register_issuer(struct demo *d, const char *name, X509 *cert, int64_t
 
 static void remove_leftovers(const char *dir)
 {
-    static const char *const names[] = {"hsm",          "pki",          "pkiva.db", "pkiva.db-wal",
-                                        "pkiva.db-shm", "publish",      "admin"};
+    static const char *const names[] = {"hsm",          "pki",     "pkiva.db", "pkiva.db-wal",
+                                        "pkiva.db-shm", "publish", "admin"};
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
         char path[PATH_MAX];
         struct stat st;
@@ -686,8 +686,8 @@ int cli_demo_init_blocking(const struct cli_demo_options *opts, int *created)
         (rc = hsm_key_generate_blocking(d.hsm, TOKEN_LABEL, "tsa", alg, &k_tsa)))
         goto out;
 
-    if ((rc = make_cert(&d, KIND_ROOT, "pkiva Demo Root CA", k_root->pkey, NULL, k_root, NULL,
-                        7300, &root)) ||
+    if ((rc = make_cert(&d, KIND_ROOT, "pkiva Demo Root CA", k_root->pkey, NULL, k_root, NULL, 7300,
+                        &root)) ||
         (rc = make_cert(&d, KIND_SUBCA, "pkiva Demo Issuing CA", k_ca->pkey, root, k_root, "root",
                         3650, &ca)) ||
         (rc = make_cert(&d, KIND_OCSP, "pkiva Demo OCSP Responder", k_ocsp->pkey, ca, k_ca,
@@ -758,8 +758,10 @@ int cli_demo_init_blocking(const struct cli_demo_options *opts, int *created)
     if ((rc = write_config(&d, pin_file, alg_name)) != UTIL_OK)
         goto out;
     *created = 1;
-    UTIL_INFO(MOD, "embedded default ready: config %s/pkiva.conf, PEM files in %s/pki/, admin "
-                   "API TLS files in %s/admin/", d.dir, d.dir, d.dir);
+    UTIL_INFO(MOD,
+              "embedded default ready: config %s/pkiva.conf, PEM files in %s/pki/, admin "
+              "API TLS files in %s/admin/",
+              d.dir, d.dir, d.dir);
 out:
     if (rc != UTIL_OK)
         UTIL_ERROR(MOD, "first run failed: %s (nothing usable was left in %s; run again)",

@@ -13,20 +13,21 @@
 
 static void usage(FILE *out)
 {
-    fprintf(out,
-            "usage: pkiva COMMAND [OPTIONS]\n\n"
-            "commands:\n"
-            "  serve      run the OCSP/CRL/TSA service (creates the embedded default on first run)\n"
-            "  init       create the embedded default without serving\n"
-            "  revoke     revoke a certificate\n"
-            "  supersede  revoke as superseded and register the replacement, in one step\n"
-            "  unrevoke   release a certificate from certificateHold\n"
-            "  status     show a certificate's status\n"
-            "  import     register issued certificates (PEM/DER files, folders, OpenSSL index.txt)\n"
-            "  audit      verify the audit chain (audit verify)\n"
-            "  crl        publish CRLs now (crl publish)\n"
-            "  sla        revocation deadline report\n\n"
-            "Run 'pkiva COMMAND --help' for a command's options.\n");
+    fprintf(
+        out,
+        "usage: pkiva COMMAND [OPTIONS]\n\n"
+        "commands:\n"
+        "  serve      run the OCSP/CRL/TSA service (creates the embedded default on first run)\n"
+        "  init       create the embedded default without serving\n"
+        "  revoke     revoke a certificate\n"
+        "  supersede  revoke as superseded and register the replacement, in one step\n"
+        "  unrevoke   release a certificate from certificateHold\n"
+        "  status     show a certificate's status\n"
+        "  import     register issued certificates (PEM/DER files, folders, OpenSSL index.txt)\n"
+        "  audit      verify the audit chain (audit verify)\n"
+        "  crl        publish CRLs now (crl publish)\n"
+        "  sla        revocation deadline report\n\n"
+        "Run 'pkiva COMMAND --help' for a command's options.\n");
 }
 
 int main(int argc, char **argv)

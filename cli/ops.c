@@ -234,15 +234,20 @@ static void print_serial(FILE *out, const unsigned char *serial, size_t len)
     fputs(hex, out);
 }
 
-static const struct option cert_opts[] = {
-    {"config", required_argument, NULL, 'c'},   {"data", required_argument, NULL, 'd'},
-    {"issuer", required_argument, NULL, 'i'},   {"serial", required_argument, NULL, 's'},
-    {"cert", required_argument, NULL, 'C'},     {"reason", required_argument, NULL, 'r'},
-    {"revoked-at", required_argument, NULL, 't'}, {"invalidity-date", required_argument, NULL, 'v'},
-    {"request-id", required_argument, NULL, 'q'}, {"received-at", required_argument, NULL, 'R'},
-    {"actor", required_argument, NULL, 'a'},    {"new", required_argument, NULL, 'n'},
-    {"help", no_argument, NULL, 'h'},
-    {NULL, 0, NULL, 0}};
+static const struct option cert_opts[] = {{"config", required_argument, NULL, 'c'},
+                                          {"data", required_argument, NULL, 'd'},
+                                          {"issuer", required_argument, NULL, 'i'},
+                                          {"serial", required_argument, NULL, 's'},
+                                          {"cert", required_argument, NULL, 'C'},
+                                          {"reason", required_argument, NULL, 'r'},
+                                          {"revoked-at", required_argument, NULL, 't'},
+                                          {"invalidity-date", required_argument, NULL, 'v'},
+                                          {"request-id", required_argument, NULL, 'q'},
+                                          {"received-at", required_argument, NULL, 'R'},
+                                          {"actor", required_argument, NULL, 'a'},
+                                          {"new", required_argument, NULL, 'n'},
+                                          {"help", no_argument, NULL, 'h'},
+                                          {NULL, 0, NULL, 0}};
 
 /* The options that name the configuration and one certificate, shared by revoke, supersede,
  * unrevoke and status. Returns 1 when opt was one of them. */
@@ -355,8 +360,10 @@ out:
 }
 
 static const char supersede_help[] =
-    "usage: pkiva supersede [--config FILE | --data DIR] (--issuer NAME --serial HEX | --cert FILE)\n"
-    "                       [--new NEW.pem] [--request-id ID] [--received-at TIME] [--actor WHO]\n\n"
+    "usage: pkiva supersede [--config FILE | --data DIR] (--issuer NAME --serial HEX | --cert "
+    "FILE)\n"
+    "                       [--new NEW.pem] [--request-id ID] [--received-at TIME] [--actor "
+    "WHO]\n\n"
     "Renewal or changed subscriber information in one call: revokes the certificate with reason\n"
     "superseded and, with --new, registers its replacement (same issuer) in the same durable\n"
     "transaction: both happen or neither does.\n";
@@ -449,7 +456,8 @@ out:
 }
 
 static const char unrevoke_help[] =
-    "usage: pkiva unrevoke [--config FILE | --data DIR] (--issuer NAME --serial HEX | --cert FILE)\n"
+    "usage: pkiva unrevoke [--config FILE | --data DIR] (--issuer NAME --serial HEX | --cert "
+    "FILE)\n"
     "                      [--actor WHO]\n\n"
     "Releases a certificate from certificateHold (only holds can be released).\n";
 
@@ -574,7 +582,7 @@ static const char import_help[] =
 struct progress {
     int64_t start_ms;
     int tty;
-    int64_t expected; /* estimated total, 0 = unknown */
+    int64_t expected;    /* estimated total, 0 = unknown */
     int64_t done_before; /* certificates of earlier paths of the same command */
 };
 
@@ -635,18 +643,16 @@ static void on_progress(void *ctx, const struct store_import_stats *s)
                 (double)(p->expected - done) / rate);
     else
         fprintf(stderr, "\r%lld certificates (%lld new, %lld known, %lld skipped), %.0f/s   ",
-                (long long)done, (long long)s->added, (long long)s->existing,
-                (long long)s->skipped, rate);
+                (long long)done, (long long)s->added, (long long)s->existing, (long long)s->skipped,
+                rate);
 }
 
 int cli__cmd_import(int argc, char **argv)
 {
-    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
-                                         {"data", required_argument, NULL, 'd'},
-                                         {"index", required_argument, NULL, 'x'},
-                                         {"issuer", required_argument, NULL, 'i'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
+    static const struct option opts[] = {
+        {"config", required_argument, NULL, 'c'}, {"data", required_argument, NULL, 'd'},
+        {"index", required_argument, NULL, 'x'},  {"issuer", required_argument, NULL, 'i'},
+        {"help", no_argument, NULL, 'h'},         {NULL, 0, NULL, 0}};
     const char *config = NULL, *data_dir = NULL, *index = NULL, *issuer_name = NULL;
     struct cli_config cfg;
     struct store *store = NULL;
@@ -712,8 +718,8 @@ int cli__cmd_import(int argc, char **argv)
                (long long)total.skipped, (double)ms / 1000.0);
         (void)snprintf(detail, sizeof(detail),
                        "{\"added\":%lld,\"existing\":%lld,\"revoked\":%lld,\"skipped\":%lld}",
-                       (long long)total.added, (long long)total.existing,
-                       (long long)total.revoked, (long long)total.skipped);
+                       (long long)total.added, (long long)total.existing, (long long)total.revoked,
+                       (long long)total.skipped);
         if (total.added > 0)
             (void)store_audit_append_blocking(store, "cli", "import", detail); /* logged inside */
     }

@@ -30,8 +30,9 @@ int cli__privdrop_prepare(const struct cli_config *cfg, struct cli_privdrop *out
     if (cfg->run_user[0] == '\0')
         return UTIL_OK;
     if (geteuid() != 0) {
-        UTIL_ERROR(MOD, "[server] user = %s needs pkiva serve to be started as root (it is "
-                        "running as uid %ld); remove the directive to run as the current user",
+        UTIL_ERROR(MOD,
+                   "[server] user = %s needs pkiva serve to be started as root (it is "
+                   "running as uid %ld); remove the directive to run as the current user",
                    cfg->run_user, (long)geteuid());
         return UTIL_ECONFIG;
     }

@@ -22,8 +22,8 @@ static void audit(struct store *store, const char *actor, const char *action, in
     int rc;
     util_hex(serial, serial_len, hex);
     (void)snprintf(detail, sizeof(detail),
-                   "{\"issuer_id\":%lld,\"serial\":\"%s\",\"change\":%lld%s}",
-                   (long long)issuer_id, hex, (long long)feed_id, extra ? extra : "");
+                   "{\"issuer_id\":%lld,\"serial\":\"%s\",\"change\":%lld%s}", (long long)issuer_id,
+                   hex, (long long)feed_id, extra ? extra : "");
     rc = store_audit_append_blocking(store, actor, action, detail);
     if (rc != UTIL_OK)
         /* The change itself is durable; a missing audit record is loud but not a lost change. */
@@ -31,8 +31,7 @@ static void audit(struct store *store, const char *actor, const char *action, in
                    util_strerror(rc));
 }
 
-int cli__revoke_blocking(struct store *store, const struct store_revocation *rev,
-                         int64_t *feed_id)
+int cli__revoke_blocking(struct store *store, const struct store_revocation *rev, int64_t *feed_id)
 {
     char extra[200];
     int rc = store_cert_revoke_blocking(store, rev, feed_id);
@@ -127,8 +126,8 @@ out:
 }
 
 int cli__supersede_blocking(struct store *store, const struct store_revocation *rev,
-                            const unsigned char *new_der, size_t new_len,
-                            unsigned char *new_serial, size_t *new_serial_len, int64_t *feed_id)
+                            const unsigned char *new_der, size_t new_len, unsigned char *new_serial,
+                            size_t *new_serial_len, int64_t *feed_id)
 {
     struct store_revocation superseded = *rev;
     int64_t new_feed = 0;
@@ -144,8 +143,8 @@ int cli__supersede_blocking(struct store *store, const struct store_revocation *
         return rc;
     if (new_der != NULL) {
         rc = cli__register_blocking(store, rev->issuer_id, new_der, new_len,
-                                    rev->actor ? rev->actor : "unknown", new_serial,
-                                    new_serial_len, &new_feed);
+                                    rev->actor ? rev->actor : "unknown", new_serial, new_serial_len,
+                                    &new_feed);
         if (rc == UTIL_OK && *new_serial_len == rev->serial_len &&
             memcmp(new_serial, rev->serial, rev->serial_len) == 0)
             rc = UTIL_EINVAL; /* a certificate cannot supersede itself */

@@ -64,11 +64,11 @@ struct server {
     int poller_started;
     _Atomic int stopping;
     _Atomic int store_ok;
-    _Atomic int64_t feed_applied; /* highest feed id handed to the responder */
-    _Atomic int64_t feed_head;    /* highest feed id seen in the store */
-    _Atomic int revocation_backlog;        /* revocations not yet in a published CRL */
-    _Atomic int64_t oldest_pending_ms;     /* age of the oldest of them (received -> now) */
-    int64_t feed_start;           /* the poller starts after this id */
+    _Atomic int64_t feed_applied;      /* highest feed id handed to the responder */
+    _Atomic int64_t feed_head;         /* highest feed id seen in the store */
+    _Atomic int revocation_backlog;    /* revocations not yet in a published CRL */
+    _Atomic int64_t oldest_pending_ms; /* age of the oldest of them (received -> now) */
+    int64_t feed_start;                /* the poller starts after this id */
 
     pthread_mutex_t visible_mutex; /* guards the two fields below (written by the pre-signer) */
     int64_t visible_feed_id, visible_at_ms;
@@ -138,9 +138,9 @@ static int open_issuers(struct server *srv)
         if (len <= 0)
             return UTIL_ECRYPTO;
         is->cert_der = util_blob_new(der, (size_t)len);
-        rc = is->cert_der ? store_issuer_put_blocking(srv->store, c->name, der, (size_t)len,
-                                                      &is->store_id)
-                          : UTIL_ENOMEM;
+        rc = is->cert_der
+                 ? store_issuer_put_blocking(srv->store, c->name, der, (size_t)len, &is->store_id)
+                 : UTIL_ENOMEM;
         OPENSSL_free(der);
         if (rc == UTIL_EEXIST) {
             UTIL_ERROR(MOD, "[issuer.%s] the store has another certificate under this name",
@@ -371,8 +371,8 @@ static void on_visible(void *ctx, int64_t feed_id)
 
 struct poll_batch {
     struct server *srv;
-    int64_t last;    /* last change applied */
-    int blocked;     /* the responder refused a change: retry from last + 1 next turn */
+    int64_t last; /* last change applied */
+    int blocked;  /* the responder refused a change: retry from last + 1 next turn */
 };
 
 static int apply_change(void *ctx, const struct store_change *change)
@@ -421,8 +421,15 @@ static int deadline_row(void *ctx, const struct store_sla_row *row)
  * revocation deadline. */
 static void check_deadlines(struct server *srv, struct store *store, int loud)
 {
-    struct deadline_scan d = {util_now_ms(), srv->cfg->sla_deadline_s * 1000,
-                              srv->cfg->sla_warn_s * 1000, 0, 0, 0, 0, 0, 0};
+    struct deadline_scan d = {util_now_ms(),
+                              srv->cfg->sla_deadline_s * 1000,
+                              srv->cfg->sla_warn_s * 1000,
+                              0,
+                              0,
+                              0,
+                              0,
+                              0,
+                              0};
     if (store_sla_list_blocking(store, 1, 100000, deadline_row, &d) != UTIL_OK)
         return; /* the next check retries; store errors are reported by the poller */
     atomic_store(&srv->revocation_backlog, d.open);
@@ -430,15 +437,17 @@ static void check_deadlines(struct server *srv, struct store *store, int loud)
     if (!loud)
         return;
     if (d.past > 0)
-        UTIL_ERROR(MOD, "REVOCATION DEADLINE MISSED: %d revocation(s) past the %lld s deadline "
-                        "and not yet in a published CRL (worst: change %lld, %lld s late); %d "
-                        "more within %lld s of it. See `pkiva sla`.",
+        UTIL_ERROR(MOD,
+                   "REVOCATION DEADLINE MISSED: %d revocation(s) past the %lld s deadline "
+                   "and not yet in a published CRL (worst: change %lld, %lld s late); %d "
+                   "more within %lld s of it. See `pkiva sla`.",
                    d.past, (long long)srv->cfg->sla_deadline_s, (long long)d.worst_feed_id,
                    (long long)(-d.worst_left_ms / 1000), d.near, (long long)srv->cfg->sla_warn_s);
     else if (d.near > 0)
-        UTIL_WARN(MOD, "REVOCATION DEADLINE NEAR: %d revocation(s) not yet in a published CRL "
-                       "within %lld s of the deadline (first: change %lld, %lld s left). See "
-                       "`pkiva sla`.",
+        UTIL_WARN(MOD,
+                  "REVOCATION DEADLINE NEAR: %d revocation(s) not yet in a published CRL "
+                  "within %lld s of the deadline (first: change %lld, %lld s left). See "
+                  "`pkiva sla`.",
                   d.near, (long long)srv->cfg->sla_warn_s, (long long)d.worst_feed_id,
                   (long long)(d.worst_left_ms / 1000));
 }
@@ -448,7 +457,7 @@ static void check_deadlines(struct server *srv, struct store *store, int loud)
  * revocation recorded by another process on this host is picked up in milliseconds rather than on
  * the next tick. Other hosts sharing a database (a future backend) still get the polling. */
 struct feed_watch {
-    int fd;            /* inotify descriptor, -1 when unavailable (then polling only) */
+    int fd;                     /* inotify descriptor, -1 when unavailable (then polling only) */
     char db_name[CLI_PATH_MAX]; /* "pkiva.db" */
     char wal_name[CLI_PATH_MAX + 8];
 };
@@ -546,8 +555,7 @@ static void *poller_main(void *arg)
         } else {
             atomic_store(&srv->store_ok, 0);
             if (!store_error_logged)
-                UTIL_ERROR(MOD, "reading the change feed failed: %s (retrying)",
-                           util_strerror(rc));
+                UTIL_ERROR(MOD, "reading the change feed failed: %s (retrying)", util_strerror(rc));
             store_error_logged = 1;
             store_close(store);
             store = NULL;
@@ -598,8 +606,8 @@ static int build_ocsp(struct server *srv)
     oc.validity_seconds = cfg->ocsp_validity_s;
     oc.max_age_seconds = cfg->ocsp_max_age_s;
     oc.max_certids = cfg->ocsp_max_certids;
-    oc.unknown_policy = cfg->ocsp_unknown_revoked ? OCSP_UNKNOWN_EXTENDED_REVOKE
-                                                  : OCSP_UNKNOWN_STATUS;
+    oc.unknown_policy =
+        cfg->ocsp_unknown_revoked ? OCSP_UNKNOWN_EXTENDED_REVOKE : OCSP_UNKNOWN_STATUS;
     oc.nonce_queue_max = cfg->ocsp_nonce_queue_max;
     oc.cache_max_bytes = (size_t)cfg->ocsp_cache_max_bytes;
     oc.archive_cutoff_seconds = cfg->ocsp_archive_cutoff_s;
@@ -877,7 +885,8 @@ static const char serve_help[] =
     "                   [--public-url URL]\n"
     "       pkiva serve --config FILE\n\n"
     "Without --config, creates on first run (or reuses) the embedded default in DIR (default\n"
-    "./var): a SoftHSM2 token, a demo PKI signed in it, the store and DIR/pkiva.conf; then serves.\n"
+    "./var): a SoftHSM2 token, a demo PKI signed in it, the store and DIR/pkiva.conf; then "
+    "serves.\n"
     "ALG: ec-p256 (default), ec-p384, rsa-2048, rsa-3072 (first run only).\n"
     "--listen/--admin-listen: default 127.0.0.1:8080 / 127.0.0.1:8081 (first run: written into\n"
     "the certificates' URLs; later runs: override the config).\n";

@@ -45,8 +45,8 @@ struct crl_config {
     /* Base URL of the public listener, e.g. "http://127.0.0.1:8080": full CRLs carry a Freshest CRL
      * extension naming <public_url>/crl/<issuer>-delta.crl. Required when deltas = 1. */
     const char *public_url;
-    int deltas;                 /* 1 (default): publish delta CRLs too */
-    int64_t validity_seconds;   /* thisUpdate -> nextUpdate of full CRLs; default 7 days */
+    int deltas;                     /* 1 (default): publish delta CRLs too */
+    int64_t validity_seconds;       /* thisUpdate -> nextUpdate of full CRLs; default 7 days */
     int64_t delta_validity_seconds; /* same for delta CRLs; default 1 day */
     /* A new full CRL (and delta) at least this often; must be below both validities so that a CRL
      * is always replaced well before its nextUpdate. Default 1 hour. */
@@ -66,9 +66,9 @@ struct crl_config {
      * (RFC 5280 5.2.7 via X.509). Certificates that expired earlier follow the retention above.
      * Default 0 = off. */
     int64_t expired_on_crl_since;
-    int64_t max_age_seconds;    /* Cache-Control max-age cap; sent: min(cap, nextUpdate - now) */
-    int64_t retry_min_ms;       /* back-off after a failed generation: first delay, default 5 s */
-    int64_t retry_max_ms;       /* doubling up to this, default 300 s */
+    int64_t max_age_seconds; /* Cache-Control max-age cap; sent: min(cap, nextUpdate - now) */
+    int64_t retry_min_ms;    /* back-off after a failed generation: first delay, default 5 s */
+    int64_t retry_max_ms;    /* doubling up to this, default 300 s */
     /* Bounds: revoked entries per CRL (default 20 million; past it the generation fails loudly),
      * changes collected for one delta (default 200 000; past it a full CRL is made instead). */
     int64_t max_entries;
@@ -90,13 +90,13 @@ struct crl_issuer_config {
 
 /* What one generation produced (numbers 0 when not produced). */
 struct crl_info {
-    int64_t number;          /* CRL number */
-    int64_t base_number;     /* delta: the base CRL's number; 0 for a full CRL */
+    int64_t number;                   /* CRL number */
+    int64_t base_number;              /* delta: the base CRL's number; 0 for a full CRL */
     int64_t this_update, next_update; /* unix seconds */
-    int64_t feed_id;         /* change-feed head read before the walk: every change <= it is in */
-    int64_t entries;         /* revokedCertificates entries (delta: incl. removeFromCRL) */
+    int64_t feed_id; /* change-feed head read before the walk: every change <= it is in */
+    int64_t entries; /* revokedCertificates entries (delta: incl. removeFromCRL) */
     size_t der_len;
-    int64_t build_ms;        /* walk + DER + hash + HSM signature */
+    int64_t build_ms; /* walk + DER + hash + HSM signature */
 };
 
 /* ---- standalone (CLI, benchmark) ------------------------------------------------------------ */
@@ -162,14 +162,14 @@ int crl_publish_now(struct crl_publisher *pub, const char *name);
 
 struct crl_issuer_stats {
     char name[64];
-    int64_t full_number, delta_number;      /* 0 = none yet */
-    int64_t this_update, next_update;       /* of the served full CRL (unix seconds) */
+    int64_t full_number, delta_number; /* 0 = none yet */
+    int64_t this_update, next_update;  /* of the served full CRL (unix seconds) */
     int64_t delta_this_update;
     size_t full_bytes, delta_bytes;
-    int64_t full_entries, delta_entries;    /* -1 when loaded from the store (not counted) */
-    int64_t last_build_ms;                  /* duration of the last full generation */
-    uint64_t published, failures;           /* CRLs published / failed generations */
-    int failing;                            /* 1 while the last attempt failed */
+    int64_t full_entries, delta_entries; /* -1 when loaded from the store (not counted) */
+    int64_t last_build_ms;               /* duration of the last full generation */
+    uint64_t published, failures;        /* CRLs published / failed generations */
+    int failing;                         /* 1 while the last attempt failed */
 };
 int crl_publisher_n_issuers(const struct crl_publisher *pub);
 /* Snapshot of issuer i (0 <= i < n). Any thread. */

@@ -37,7 +37,6 @@ void crl_config_default(struct crl_config *cfg)
 
 /* ---- issuers -------------------------------------------------------------------------------- */
 
-
 int crl__issuer_init(struct crl__issuer *is, const struct crl_config *cfg,
                      const struct crl_issuer_config *ic)
 {
@@ -52,14 +51,15 @@ int crl__issuer_init(struct crl__issuer *is, const struct crl_config *cfg,
                    ic && ic->name ? ic->name : "(null)");
         return UTIL_ECONFIG;
     }
-    (void)snprintf(is->name, sizeof(is->name), "%s", ic->name); /* length checked by util_name_valid */
+    (void)snprintf(is->name, sizeof(is->name), "%s",
+                   ic->name); /* length checked by util_name_valid */
     is->store_id = ic->store_issuer_id;
     is->cert = ic->cert;
     is->key = ic->key;
     ERR_clear_error();
     if (EVP_PKEY_eq(X509_get0_pubkey(ic->cert), ic->key->pkey) != 1) {
-        util_log_openssl(UTIL_LOG_ERROR, CRL_MOD, "issuer %s: the key does not match the certificate",
-                         ic->name);
+        util_log_openssl(UTIL_LOG_ERROR, CRL_MOD,
+                         "issuer %s: the key does not match the certificate", ic->name);
         rc = UTIL_ECONFIG;
         goto out;
     }
@@ -121,7 +121,7 @@ struct sign_job {
     const struct hsm_key *key;
     const unsigned char *digest; /* NULL: only fetch the AlgorithmIdentifier */
     size_t digest_len;
-    unsigned char *sig;          /* malloc'd result */
+    unsigned char *sig; /* malloc'd result */
     size_t sig_len;
     unsigned char algid[CRL__ALGID_MAX];
     size_t algid_len;
@@ -178,17 +178,15 @@ static int sign_work(void *thread_state, void *arg)
         goto out;
     }
     /* pkcs11-provider wants the digest set before the PSS salt length. */
-    if (job->key->rsa_pss &&
-        (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) <= 0 ||
-         EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) <= 0 ||
-         EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, md) <= 0)) {
+    if (job->key->rsa_pss && (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) <= 0 ||
+                              EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) <= 0 ||
+                              EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, md) <= 0)) {
         util_log_openssl(UTIL_LOG_ERROR, CRL_MOD, "cannot set RSASSA-PSS for %s", job->key->uri);
         rc = UTIL_EHSM;
         goto out;
     }
     if (EVP_PKEY_sign(pctx, NULL, &sig_len, job->digest, job->digest_len) != 1 || sig_len == 0) {
-        util_log_openssl(UTIL_LOG_ERROR, CRL_MOD, "cannot size a signature with %s",
-                         job->key->uri);
+        util_log_openssl(UTIL_LOG_ERROR, CRL_MOD, "cannot size a signature with %s", job->key->uri);
         rc = UTIL_EHSM;
         goto out;
     }
@@ -299,7 +297,7 @@ static int on_revoked(void *ctx, const struct store_cert *c)
 /* One certificate changed since the base. */
 struct delta_change {
     int64_t id;
-    int64_t at;            /* unix seconds of the change */
+    int64_t at; /* unix seconds of the change */
     int kind;
     struct store_cert cert; /* its state when read */
 };
@@ -474,8 +472,8 @@ int crl__generate_blocking(const struct crl_config *cfg, struct crl__issuer *is,
         if (w.rc != UTIL_OK)
             rc = w.rc;
         if (rc == UTIL_EBUSY)
-            UTIL_ERROR(CRL_MOD, "issuer %s: more than %lld revoked entries (max_entries)",
-                       is->name, (long long)cfg->max_entries);
+            UTIL_ERROR(CRL_MOD, "issuer %s: more than %lld revoked entries (max_entries)", is->name,
+                       (long long)cfg->max_entries);
     } else {
         rc = delta_entries(cfg, store, is->store_id, base, head, p.this_update, &b);
     }
@@ -622,8 +620,8 @@ int crl_publish_blocking(const struct crl_config *cfg, const struct crl_issuer_c
             rc = store_crl_latest_blocking(store, is.store_id, 0, &meta, &old);
             free(old);
             if (rc != UTIL_OK) {
-                UTIL_ERROR(CRL_MOD, "issuer %s: no full CRL to make a delta against: %s",
-                           is.name, util_strerror(rc));
+                UTIL_ERROR(CRL_MOD, "issuer %s: no full CRL to make a delta against: %s", is.name,
+                           util_strerror(rc));
                 goto out;
             }
             base.number = meta.number;

@@ -183,7 +183,6 @@ static void repo_done(void *arg, int result)
     free(job);
 }
 
-
 /* Hex serial -> DER INTEGER content octets as the store keeps them (minimal, positive: a leading
  * 0x00 only when the top bit is set). Returns 0 or UTIL_EINVAL. */
 static int parse_serial(const char *hex, size_t len, unsigned char *out, size_t *out_len)

@@ -42,9 +42,9 @@ size_t crl__der_gentime(unsigned char *out, int64_t unix_seconds);
 struct crl__entry {
     const unsigned char *serial; /* DER INTEGER content octets, as stored */
     size_t serial_len;
-    int64_t date;                /* revocationDate */
-    int reason;                  /* enum store_reason; NONE/UNSPECIFIED: no reasonCode */
-    int64_t invalidity_date;     /* 0 = none */
+    int64_t date;            /* revocationDate */
+    int reason;              /* enum store_reason; NONE/UNSPECIFIED: no reasonCode */
+    int64_t invalidity_date; /* 0 = none */
 };
 
 struct crl__tbs_params {
@@ -54,10 +54,10 @@ struct crl__tbs_params {
     size_t issuer_name_len;
     int64_t this_update, next_update;
     int64_t number;
-    int64_t base_number;        /* > 0: delta CRL with this Delta CRL Indicator */
+    int64_t base_number;         /* > 0: delta CRL with this Delta CRL Indicator */
     const unsigned char *key_id; /* AKI keyIdentifier (the CA's SKI); NULL = no AKI */
     size_t key_id_len;
-    const char *freshest_url;   /* full CRLs: Freshest CRL URI, or NULL */
+    const char *freshest_url;     /* full CRLs: Freshest CRL URI, or NULL */
     int64_t expired_on_crl_since; /* > 0: ExpiredCertsOnCRL */
 };
 
@@ -69,9 +69,9 @@ struct crl__tbs_params {
  * the buffer (touched pages ~ the DER size) plus the final blob copy. */
 struct crl__builder {
     struct crl__buf buf;
-    unsigned char *prefix;   /* version, signature, issuer, thisUpdate, nextUpdate */
+    unsigned char *prefix; /* version, signature, issuer, thisUpdate, nextUpdate */
     size_t prefix_len;
-    size_t gap;              /* bytes reserved in front of the entries */
+    size_t gap; /* bytes reserved in front of the entries */
     int64_t entries;
     size_t tbs_start, tbs_end;
     unsigned char algid[CRL__ALGID_MAX];
@@ -97,13 +97,13 @@ struct crl__issuer {
     int64_t store_id;
     X509 *cert;
     struct hsm_key *key;
-    unsigned char *name_der;   /* the CA's subject Name, DER (OPENSSL_malloc'd) */
+    unsigned char *name_der; /* the CA's subject Name, DER (OPENSSL_malloc'd) */
     size_t name_der_len;
-    unsigned char key_id[64];  /* its SKI (or SHA-1 of the public key when it has none) */
+    unsigned char key_id[64]; /* its SKI (or SHA-1 of the public key when it has none) */
     size_t key_id_len;
     unsigned char algid[CRL__ALGID_MAX]; /* signature AlgorithmIdentifier, set by the first use */
     size_t algid_len;
-    char *freshest_url;        /* <public_url>/crl/<name>-delta.crl, or NULL */
+    char *freshest_url; /* <public_url>/crl/<name>-delta.crl, or NULL */
 };
 int crl__issuer_init(struct crl__issuer *is, const struct crl_config *cfg,
                      const struct crl_issuer_config *ic);
@@ -148,15 +148,15 @@ struct crl__pub_issuer {
     pthread_mutex_t mutex; /* guards everything below */
     struct crl__served *full, *delta;
     /* scheduling, all on the monotonic clock (ms) */
-    int have_full;         /* a full CRL is known (loaded or made) */
-    int64_t full_due;      /* next periodic full */
-    int64_t delta_due;     /* next periodic delta (before its nextUpdate) */
-    int dirty;             /* a change is waiting to be published */
+    int have_full;     /* a full CRL is known (loaded or made) */
+    int64_t full_due;  /* next periodic full */
+    int64_t delta_due; /* next periodic delta (before its nextUpdate) */
+    int dirty;         /* a change is waiting to be published */
     int64_t dirty_due;
-    int forced;            /* crl_publish_now */
-    int64_t retry_at;      /* after a failure: not before this */
+    int forced;       /* crl_publish_now */
+    int64_t retry_at; /* after a failure: not before this */
     int64_t backoff_ms;
-    int64_t base_feed_id;  /* feed id the served full CRL reflects */
+    int64_t base_feed_id; /* feed id the served full CRL reflects */
     struct crl_issuer_stats stats;
 };
 

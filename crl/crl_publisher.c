@@ -41,9 +41,9 @@ void crl__http_date(int64_t t, char *out, size_t len)
     int64_t days = t >= 0 ? t / 86400 : 0;
     memset(&tm, 0, sizeof(tm));
     (void)gmtime_r(&tt, &tm); /* cannot fail for the dates we produce */
-    (void)snprintf(out, len, "%s, %02d %s %04d %02d:%02d:%02d GMT", day_names[days % 7],
-                   tm.tm_mday, month_names[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour,
-                   tm.tm_min, tm.tm_sec);
+    (void)snprintf(out, len, "%s, %02d %s %04d %02d:%02d:%02d GMT", day_names[days % 7], tm.tm_mday,
+                   month_names[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
+                   tm.tm_sec);
 }
 
 /* IMF-fixdate only ("Sun, 06 Nov 1994 08:49:37 GMT"); the obsolete formats are not accepted
@@ -161,9 +161,9 @@ int crl_publisher_new(const struct crl_config *cfg, const struct crl_issuer_conf
         (cfg->deltas && cfg->delta_validity_seconds > 0 &&
          cfg->interval_seconds >= cfg->delta_validity_seconds) ||
         cfg->coalesce_ms < 0 || cfg->coalesce_ms > 60000 || cfg->max_age_seconds < 0 ||
-        cfg->retry_min_ms <= 0 || cfg->retry_max_ms < cfg->retry_min_ms ||
-        cfg->max_entries <= 0 || cfg->delta_max_changes <= 0 || cfg->repo_threads < 1 ||
-        cfg->repo_queue_max < 1 || cfg->store_path == NULL || cfg->store_path[0] == '\0' ||
+        cfg->retry_min_ms <= 0 || cfg->retry_max_ms < cfg->retry_min_ms || cfg->max_entries <= 0 ||
+        cfg->delta_max_changes <= 0 || cfg->repo_threads < 1 || cfg->repo_queue_max < 1 ||
+        cfg->store_path == NULL || cfg->store_path[0] == '\0' ||
         (cfg->deltas && (cfg->public_url == NULL || cfg->public_url[0] == '\0'))) {
         UTIL_ERROR(CRL_MOD, "invalid CRL configuration (interval below the validities, coalesce "
                             "<= 60 s, store path and, with deltas, public URL required)");
@@ -300,13 +300,13 @@ int crl_publisher_load_blocking(struct crl_publisher *pub, struct store *store)
             struct crl__pub_issuer *pi = &pub->issuers[i];
             pthread_mutex_lock(&pi->mutex);
             if (pi->full != NULL)
-                pi->full_due = now + (pi->full->info.this_update + pub->cfg.interval_seconds -
-                                      now_s) * 1000;
+                pi->full_due =
+                    now + (pi->full->info.this_update + pub->cfg.interval_seconds - now_s) * 1000;
             if (pi->delta == NULL || pi->full == NULL)
                 pi->delta_due = now; /* no delta for the served base: make one */
             else
-                pi->delta_due = now + (pi->delta->info.this_update + pub->cfg.interval_seconds -
-                                       now_s) * 1000;
+                pi->delta_due =
+                    now + (pi->delta->info.this_update + pub->cfg.interval_seconds - now_s) * 1000;
             pthread_mutex_unlock(&pi->mutex);
         }
         pthread_mutex_lock(&pub->mutex);
@@ -418,11 +418,12 @@ static void note_failure(struct crl_publisher *pub, struct crl__pub_issuer *pi, 
     pi->stats.failures++;
     pi->stats.failing = 1;
     pi->retry_at = util_mono_ms() + pi->backoff_ms;
-    UTIL_WARN(CRL_MOD, "issuer %s: publication failed (%s); the last good CRL stays served, "
-                       "retry in %lld ms",
+    UTIL_WARN(CRL_MOD,
+              "issuer %s: publication failed (%s); the last good CRL stays served, "
+              "retry in %lld ms",
               pi->is.name, util_strerror(rc), (long long)pi->backoff_ms);
-    pi->backoff_ms = pi->backoff_ms * 2 > pub->cfg.retry_max_ms ? pub->cfg.retry_max_ms
-                                                                  : pi->backoff_ms * 2;
+    pi->backoff_ms =
+        pi->backoff_ms * 2 > pub->cfg.retry_max_ms ? pub->cfg.retry_max_ms : pi->backoff_ms * 2;
     pthread_mutex_unlock(&pi->mutex);
 }
 
@@ -457,8 +458,9 @@ static int publish(struct crl_publisher *pub, struct crl__pub_issuer *pi, struct
         }
         pi->delta_due = now + pub->cfg.interval_seconds * 1000;
         pthread_mutex_unlock(&pi->mutex);
-        UTIL_INFO(CRL_MOD, "issuer %s: %s CRL %" PRId64 " published: %" PRId64
-                           " entries, %zu bytes, %" PRId64 " ms",
+        UTIL_INFO(CRL_MOD,
+                  "issuer %s: %s CRL %" PRId64 " published: %" PRId64
+                  " entries, %zu bytes, %" PRId64 " ms",
                   pi->is.name, base ? "delta" : "full", info.number, info.entries, info.der_len,
                   info.build_ms);
     }
@@ -547,8 +549,8 @@ static void *publisher_main(void *arg)
                 loaded = rc == UTIL_OK;
             }
             if (rc != UTIL_OK) {
-                UTIL_ERROR(CRL_MOD, "cannot open the store %s: %s (retrying)",
-                           pub->cfg.store_path, util_strerror(rc));
+                UTIL_ERROR(CRL_MOD, "cannot open the store %s: %s (retrying)", pub->cfg.store_path,
+                           util_strerror(rc));
                 store_close(store);
                 store = NULL;
                 next = now + pub->cfg.retry_min_ms;

@@ -70,7 +70,7 @@
 
 #define HSM_SESSIONS_MAX 256
 #define HSM_MONITOR_RETRY_MS 500 /* while down: how often the monitor tries to heal */
-#define HSM_PIN_FILE_MAX 4096 /* a PIN file larger than this is not a PIN file */
+#define HSM_PIN_FILE_MAX 4096    /* a PIN file larger than this is not a PIN file */
 
 /* The hsm whose job the current thread is running, so that hsm_probe_blocking called from inside a
  * job signs right there instead of queueing behind itself. */
@@ -114,8 +114,7 @@ static int no_prompt_reader(UI *ui, UI_STRING *uis)
         if (asked != NULL)
             *asked = 1;
         return UI_set_result(ui, uis, "") == 0 ? 1 : 0;
-    default:
-        return 1;
+    default: return 1;
     }
 }
 
@@ -228,8 +227,7 @@ static int conf_put_value(FILE *f, const char *key, const char *value)
         return UTIL_EIO;
     for (size_t i = 0; i < len; i++) {
         char c = value[i];
-        if ((c == '\\' || c == '$' || c == '#' || c == '"' || c == '\'') &&
-            fputc('\\', f) == EOF)
+        if ((c == '\\' || c == '$' || c == '#' || c == '"' || c == '\'') && fputc('\\', f) == EOF)
             return UTIL_EIO;
         if (fputc(c, f) == EOF)
             return UTIL_EIO;
@@ -341,10 +339,9 @@ static int load_provider_conf(OSSL_LIB_CTX *libctx, const struct hsm_config *cfg
     }
     ERR_clear_error();
     if (!OSSL_LIB_CTX_load_config(libctx, path)) {
-        util_log_openssl(UTIL_LOG_ERROR, HSM_MOD,
-                         "pkcs11 provider failed to start (provider %s, module %s)",
-                         cfg->provider_path != NULL ? cfg->provider_path : "pkcs11",
-                         cfg->module_path);
+        util_log_openssl(
+            UTIL_LOG_ERROR, HSM_MOD, "pkcs11 provider failed to start (provider %s, module %s)",
+            cfg->provider_path != NULL ? cfg->provider_path : "pkcs11", cfg->module_path);
         rc = UTIL_EHSM;
         goto out;
     }
@@ -421,7 +418,7 @@ out_keys:
 out_rw:
     (void)pthread_rwlock_destroy(&hsm->swap_lock); /* unused: cannot fail */
 out:
-    (void)pthread_condattr_destroy(&cattr);   /* cannot fail on an initialised attr */
+    (void)pthread_condattr_destroy(&cattr);    /* cannot fail on an initialised attr */
     (void)pthread_rwlockattr_destroy(&rwattr); /* cannot fail on an initialised attr */
     return rc;
 }
@@ -602,8 +599,8 @@ void hsm_stats_get(const struct hsm *hsm, struct hsm_stats *out)
     out->signatures = atomic_load_explicit(&h->signatures, memory_order_relaxed);
     out->errors = atomic_load_explicit(&h->errors, memory_order_relaxed);
     out->sign_us_total = atomic_load_explicit(&h->sign_us_total, memory_order_relaxed);
-    out->rejected = util_pool_rejected(h->pool) +
-                    atomic_load_explicit(&h->shed, memory_order_relaxed);
+    out->rejected =
+        util_pool_rejected(h->pool) + atomic_load_explicit(&h->shed, memory_order_relaxed);
     out->queue_depth = util_pool_queue_depth(h->pool);
     out->key_reloads = atomic_load_explicit(&h->key_reloads, memory_order_relaxed);
 }

@@ -20,10 +20,10 @@ struct hsm_config {
     const char *module_path;   /* PKCS#11 module, e.g. /usr/lib/softhsm/libsofthsm2.so */
     const char *pin_file;      /* user PIN, one line; must not be readable by group/other */
     const char *provider_path; /* pkcs11-provider .so; NULL = OpenSSL's modules dir "pkcs11" */
-    int softhsm_no_deinit;     /* 1: pkcs11-module-quirks = no-deinit (SoftHSM2 2.6.1 crashes at exit
+    int softhsm_no_deinit; /* 1: pkcs11-module-quirks = no-deinit (SoftHSM2 2.6.1 crashes at exit
                                   without it) */
-    int sessions;              /* signing threads, >= 1 */
-    int queue_max;             /* signing jobs waiting at most, >= 1 */
+    int sessions;          /* signing threads, >= 1 */
+    int queue_max;         /* signing jobs waiting at most, >= 1 */
 };
 
 /* Creates the library context (default + pkcs11 providers), checks the PIN file's permissions
@@ -43,10 +43,10 @@ int hsm_alg_from_name(const char *name);
 const char *hsm_alg_name(int alg);
 
 struct hsm_key {
-    EVP_PKEY *pkey;   /* provider key: public half readable, private half stays in the token */
-    char *uri;        /* the PKCS#11 URI it was loaded from */
-    char md[16];      /* digest used with it: "SHA256" for P-256/RSA, "SHA384" for P-384 */
-    int rsa_pss;      /* 1: RSASSA-PSS instead of PKCS#1 v1.5 (RSA keys only) */
+    EVP_PKEY *pkey; /* provider key: public half readable, private half stays in the token */
+    char *uri;      /* the PKCS#11 URI it was loaded from */
+    char md[16];    /* digest used with it: "SHA256" for P-256/RSA, "SHA384" for P-384 */
+    int rsa_pss;    /* 1: RSASSA-PSS instead of PKCS#1 v1.5 (RSA keys only) */
 };
 
 /* Loads the private key at uri (e.g. "pkcs11:token=pkiva;object=ocsp-signer;type=private").

@@ -13,9 +13,9 @@
 #define HSM_MOD "hsm"
 
 struct hsm {
-    OSSL_LIB_CTX *libctx;     /* default + pkcs11 providers; owns every provider key */
-    struct util_pool *pool;   /* the signing threads */
-    char *module_path;        /* PKCS#11 module, for the read-only diagnostics in p11diag.c */
+    OSSL_LIB_CTX *libctx;   /* default + pkcs11 providers; owns every provider key */
+    struct util_pool *pool; /* the signing threads */
+    char *module_path;      /* PKCS#11 module, for the read-only diagnostics in p11diag.c */
     /* 0 while the HSM is available; during an outage the monotonic ms at which it began (>= 1).
      * One atomic word, so the thread that ends an episode always sees when it started. */
     _Atomic int64_t down_since_ms;

@@ -163,8 +163,8 @@ static int check_uri(const char *uri)
 /* Looks up the first object of type expect (OSSL_STORE_INFO_PKEY or _PUBKEY) at uri. Returns 0
  * and *out (caller frees), UTIL_ENOTFOUND, UTIL_EHSM when the store cannot be opened at all, or
  * UTIL_ENOMEM. *pin_asked tells whether the provider wanted a PIN typed in. */
-static int store_find(struct hsm *hsm, const char *uri, int expect, EVP_PKEY **out,
-                      int *pin_asked, enum util_log_level open_level)
+static int store_find(struct hsm *hsm, const char *uri, int expect, EVP_PKEY **out, int *pin_asked,
+                      enum util_log_level open_level)
 {
     UI_METHOD *ui = NULL;
     OSSL_STORE_CTX *store = NULL;
@@ -479,13 +479,12 @@ static int generate_uri(const char *token_label, const char *label, char *out, s
 
     if (pct_encode((const unsigned char *)token_label, strlen(token_label), 0, token_enc,
                    sizeof(token_enc)) != UTIL_OK ||
-        pct_encode((const unsigned char *)label, strlen(label), 0, label_enc,
-                   sizeof(label_enc)) != UTIL_OK ||
+        pct_encode((const unsigned char *)label, strlen(label), 0, label_enc, sizeof(label_enc)) !=
+            UTIL_OK ||
         pct_encode((const unsigned char *)label, strlen(label), 1, id_enc, sizeof(id_enc)) !=
             UTIL_OK)
         return UTIL_EINVAL;
-    n = snprintf(out, out_len, URI_SCHEME "token=%s;object=%s;id=%s", token_enc, label_enc,
-                 id_enc);
+    n = snprintf(out, out_len, URI_SCHEME "token=%s;object=%s;id=%s", token_enc, label_enc, id_enc);
     if (n < 0 || (size_t)n >= out_len)
         return UTIL_EINVAL;
     return UTIL_OK;
@@ -504,8 +503,8 @@ static int check_label_free(struct hsm *hsm, const char *token_label, const char
 
     if (pct_encode((const unsigned char *)token_label, strlen(token_label), 0, token_enc,
                    sizeof(token_enc)) != UTIL_OK ||
-        pct_encode((const unsigned char *)label, strlen(label), 0, label_enc,
-                   sizeof(label_enc)) != UTIL_OK)
+        pct_encode((const unsigned char *)label, strlen(label), 0, label_enc, sizeof(label_enc)) !=
+            UTIL_OK)
         return UTIL_EINVAL;
     (void)snprintf(uri, sizeof(uri), URI_SCHEME "token=%s;object=%s;type=public", token_enc,
                    label_enc); /* fits: both parts are bounded well below URI_MAX */
@@ -547,14 +546,27 @@ int hsm_key_generate_blocking(struct hsm *hsm, const char *token_label, const ch
         return UTIL_EINVAL;
     }
     switch (alg) {
-    case HSM_EC_P256: keytype = "EC"; group = "P-256"; break;
-    case HSM_EC_P384: keytype = "EC"; group = "P-384"; break;
-    case HSM_RSA_2048: keytype = "RSA"; bits = 2048; break;
-    case HSM_RSA_3072: keytype = "RSA"; bits = 3072; break;
-    case HSM_RSA_4096: keytype = "RSA"; bits = 4096; break;
-    default:
-        UTIL_ERROR(HSM_MOD, "unknown key algorithm %d", alg);
-        return UTIL_EINVAL;
+    case HSM_EC_P256:
+        keytype = "EC";
+        group = "P-256";
+        break;
+    case HSM_EC_P384:
+        keytype = "EC";
+        group = "P-384";
+        break;
+    case HSM_RSA_2048:
+        keytype = "RSA";
+        bits = 2048;
+        break;
+    case HSM_RSA_3072:
+        keytype = "RSA";
+        bits = 3072;
+        break;
+    case HSM_RSA_4096:
+        keytype = "RSA";
+        bits = 4096;
+        break;
+    default: UTIL_ERROR(HSM_MOD, "unknown key algorithm %d", alg); return UTIL_EINVAL;
     }
     rc = generate_uri(token_label, label, uri, sizeof(uri));
     if (rc != UTIL_OK)
@@ -575,8 +587,8 @@ int hsm_key_generate_blocking(struct hsm *hsm, const char *token_label, const ch
      * (checked by tests/hsm); CKA_TOKEN=true because the URI names a token object. */
     params[p++] = OSSL_PARAM_construct_utf8_string("pkcs11_uri", uri, 0);
     if (group != NULL)
-        params[p++] = OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME,
-                                                       (char *)group, 0);
+        params[p++] =
+            OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, (char *)group, 0);
     else
         params[p++] = OSSL_PARAM_construct_size_t(OSSL_PKEY_PARAM_RSA_BITS, &bits);
     params[p] = OSSL_PARAM_construct_end();
@@ -632,10 +644,9 @@ int hsm_sign_ctx_new_blocking(struct hsm *hsm, const struct hsm_key *key, EVP_MD
         rc = UTIL_EHSM;
         goto out;
     }
-    if (key->rsa_pss &&
-        (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) <= 0 ||
-         EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) <= 0 ||
-         EVP_PKEY_CTX_set_rsa_mgf1_md_name(pctx, key->md, NULL) <= 0)) {
+    if (key->rsa_pss && (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) <= 0 ||
+                         EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) <= 0 ||
+                         EVP_PKEY_CTX_set_rsa_mgf1_md_name(pctx, key->md, NULL) <= 0)) {
         util_log_openssl(UTIL_LOG_ERROR, HSM_MOD, "cannot set RSASSA-PSS parameters for %s",
                          key->uri);
         rc = UTIL_EHSM;
@@ -665,8 +676,7 @@ int hsm_sign_blocking(struct hsm *hsm, const struct hsm_key *key, const unsigned
         goto out;
     ERR_clear_error();
     if (EVP_DigestSign(ctx, NULL, &buf_len, data, len) != 1 || buf_len == 0) {
-        util_log_openssl(failure_level(hsm), HSM_MOD, "cannot size a signature with %s",
-                         key->uri);
+        util_log_openssl(failure_level(hsm), HSM_MOD, "cannot size a signature with %s", key->uri);
         rc = UTIL_EHSM;
         goto out;
     }

@@ -1065,8 +1065,8 @@ static void conn_flush(struct http__conn *conn)
             bufs[skip].len -= (unsigned)written;
             first->batch_count = n;
             first->write_req.data = first;
-            rc = uv_write(&first->write_req, (uv_stream_t *)&conn->tcp, bufs + skip,
-                          n_bufs - skip, on_write);
+            rc = uv_write(&first->write_req, (uv_stream_t *)&conn->tcp, bufs + skip, n_bufs - skip,
+                          on_write);
             if (rc != 0) {
                 /* No callback will come: the batch stays unsent and is freed by the close. */
                 UTIL_DEBUG("http", "%s: write failed: %s", conn->peer, uv_strerror(rc));
@@ -1148,7 +1148,8 @@ void http__conn_tick(struct http__conn *conn, uint64_t now)
         }
         return;
     }
-    if (conn->writes_outstanding > 0 && now - conn->write_since >= (uint64_t)limits->write_timeout_ms) {
+    if (conn->writes_outstanding > 0 &&
+        now - conn->write_since >= (uint64_t)limits->write_timeout_ms) {
         UTIL_DEBUG("http", "%s: write timeout", conn->peer);
         http__stat_add(&conn->lp->stats.timeouts, 1);
         http__conn_close(conn);

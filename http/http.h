@@ -22,17 +22,17 @@ struct http_request;
 #define HTTP_MAX_LISTENERS 4
 
 struct http_listener_config {
-    char host[64];     /* numeric IPv4 or IPv6 address */
-    int port;          /* 0 = pick a free port (tests); see http_server_port */
-    unsigned kind;     /* HTTP_PUBLIC or HTTP_ADMIN */
+    char host[64]; /* numeric IPv4 or IPv6 address */
+    int port;      /* 0 = pick a free port (tests); see http_server_port */
+    unsigned kind; /* HTTP_PUBLIC or HTTP_ADMIN */
     /* Optional TLS (HTTPS) on this listener. The files are PEM and are read once, by
      * http_server_new, so these strings need to live only until it returns. tls_cert_file NULL =
      * plain HTTP (the public listener: OCSP, CRLs and time stamps are served over http:// by
      * protocol). The key is an ordinary file (mode 0600): the HSM keys sign OCSP responses, CRLs
      * and time stamps, not TLS handshakes. TLS 1.2 or later, OpenSSL's default ciphers, no
      * renegotiation. */
-    const char *tls_cert_file;      /* certificate, then any intermediates */
-    const char *tls_key_file;       /* its private key */
+    const char *tls_cert_file; /* certificate, then any intermediates */
+    const char *tls_key_file;  /* its private key */
     /* Client certificates: NULL = none asked for. Otherwise asked for but optional (a bearer
      * token may authenticate instead): the handshake succeeds without one, or with one that does
      * not verify, and http_request_peer_cert_verified tells the handler what was proven. */
@@ -40,16 +40,16 @@ struct http_listener_config {
 };
 
 struct http_limits {
-    int max_connections;      /* per process, all listeners; past it new connections are closed */
-    size_t max_url;           /* bytes of request target; past it 414 */
-    int max_headers;          /* header fields; past it 431 */
-    size_t max_header_bytes;  /* all header bytes of one request; past it 431 */
-    size_t max_body;          /* request body bytes; past it 413 */
-    int max_pipelined;        /* requests parsed ahead of responses per connection; past it reading pauses */
-    int header_timeout_ms;    /* a request's headers must arrive within this; else 408 and close */
-    int body_timeout_ms;      /* a request's body must arrive within this; else 408 and close */
-    int idle_timeout_ms;      /* keep-alive connection with no request in progress closed after this */
-    int write_timeout_ms;     /* a response not drained by the client within this: close */
+    int max_connections;     /* per process, all listeners; past it new connections are closed */
+    size_t max_url;          /* bytes of request target; past it 414 */
+    int max_headers;         /* header fields; past it 431 */
+    size_t max_header_bytes; /* all header bytes of one request; past it 431 */
+    size_t max_body;         /* request body bytes; past it 413 */
+    int max_pipelined; /* requests parsed ahead of responses per connection; past it reading pauses */
+    int header_timeout_ms; /* a request's headers must arrive within this; else 408 and close */
+    int body_timeout_ms;   /* a request's body must arrive within this; else 408 and close */
+    int idle_timeout_ms;   /* keep-alive connection with no request in progress closed after this */
+    int write_timeout_ms;  /* a response not drained by the client within this: close */
 };
 /* The defaults documented in conf/pkiva.conf. */
 void http_limits_default(struct http_limits *limits);
@@ -126,12 +126,12 @@ int http_request_tls(const struct http_request *req);
 int http_request_peer_cert_verified(const struct http_request *req, char *subject, size_t len);
 
 struct http_response {
-    int status;                 /* 200, 304, 400, ... */
-    const char *content_type;   /* NULL = no Content-Type */
-    struct util_blob *body;     /* sent by reference: http takes its own reference. May be NULL. */
-    const void *body_bytes;     /* alternative to body: copied. */
+    int status;               /* 200, 304, 400, ... */
+    const char *content_type; /* NULL = no Content-Type */
+    struct util_blob *body;   /* sent by reference: http takes its own reference. May be NULL. */
+    const void *body_bytes;   /* alternative to body: copied. */
     size_t body_len;
-    const char *headers;        /* extra header lines, each ending in "\r\n", copied; may be NULL */
+    const char *headers; /* extra header lines, each ending in "\r\n", copied; may be NULL */
 };
 
 /* Sends the response (Content-Length, Date, Connection handled by http). Call exactly once, on the

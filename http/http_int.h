@@ -15,7 +15,7 @@
 #include <stdint.h>
 
 /* Tunables that are not configuration: they bound per-loop work and caches, not client behaviour. */
-#define HTTP_READ_BUF_SIZE 16384     /* per-connection read buffer, lent from a per-loop pool */
+#define HTTP_READ_BUF_SIZE 16384 /* per-connection read buffer, lent from a per-loop pool */
 /* Under AddressSanitizer the pools keep nothing, so that a use after free is caught instead of
  * landing silently in a recycled object. */
 #if defined(__SANITIZE_ADDRESS__)
@@ -100,13 +100,13 @@ struct http_request {
     int keep_alive;
     int http_minor;
     int headers_done;
-    int in_value;      /* the last header callback was a value (a new field starts a new slot) */
-    int close_after;   /* the rendered response says Connection: close */
+    int in_value;    /* the last header callback was a value (a new field starts a new slot) */
+    int close_after; /* the rendered response says Connection: close */
     int status;
-    uint64_t started;  /* uv_now when the first byte arrived */
+    uint64_t started; /* uv_now when the first byte arrived */
     uint64_t body_started;
-    int tls;                 /* arrived over TLS */
-    char *peer_subject;      /* verified client certificate's subject (RFC 2253), heap; or NULL */
+    int tls;            /* arrived over TLS */
+    char *peer_subject; /* verified client certificate's subject (RFC 2253), heap; or NULL */
 
     char *arena;
     size_t arena_len, arena_cap;
@@ -140,9 +140,9 @@ struct http__conn {
     llhttp_t parser;
     char *rbuf; /* from the loop pool while bytes are buffered or a read is pending */
     size_t rlen, rpos;
-    struct http_request *cur; /* request being parsed */
+    struct http_request *cur;                        /* request being parsed */
     struct http_request *q_head, *q_tail, *q_unsent; /* ordered: writing, then unsent */
-    int n_pending;            /* parsed requests not yet fully written */
+    int n_pending;                                   /* parsed requests not yet fully written */
     int writes_outstanding;
     int error_status; /* set by a parser callback that rejects: 413, 414, 431, 503 */
     unsigned reading : 1, paused : 1, no_more : 1, read_eof : 1, closing : 1, lingering : 1,
@@ -158,11 +158,11 @@ struct http__conn {
      * memory BIOs it owns; the socket is driven by libuv as for plain HTTP. */
     SSL *ssl;
     BIO *tls_in, *tls_out;
-    uint64_t accepted_at;     /* uv_now at accept: the handshake must end within header_timeout */
-    unsigned tls_done : 1,    /* handshake complete */
+    uint64_t accepted_at;      /* uv_now at accept: the handshake must end within header_timeout */
+    unsigned tls_done : 1,     /* handshake complete */
         tls_verify_failed : 1, /* some check of the client's chain failed */
         tls_peer_verified : 1;
-    char *tls_subject;        /* verified client certificate's subject, heap; or NULL */
+    char *tls_subject; /* verified client certificate's subject, heap; or NULL */
 };
 
 struct http__loop {
@@ -210,7 +210,8 @@ struct http_server {
     int n_hooks;
     int (*ready)(void *ctx, char *why, size_t why_len);
     void *ready_ctx;
-    int (*start_hook)(void *ctx); /* between binding and accepting; see http_server_set_start_hook */
+    int (*start_hook)(
+        void *ctx); /* between binding and accepting; see http_server_set_start_hook */
     void *start_hook_ctx;
     struct http__loop *loops;
     int ports[HTTP_MAX_LISTENERS];

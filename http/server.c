@@ -735,7 +735,7 @@ static void ignore_sigpipe(void)
      * process-wide, but a server process has no use for SIGPIPE. */
     memset(&sa, 0, sizeof(sa));
     sa.sa_handler = SIG_IGN;
-    (void)sigemptyset(&sa.sa_mask); /* cannot fail */
+    (void)sigemptyset(&sa.sa_mask);      /* cannot fail */
     (void)sigaction(SIGPIPE, &sa, NULL); /* cannot fail for SIGPIPE */
 }
 
@@ -931,7 +931,8 @@ int http_server_run(struct http_server *srv)
         rc = uv_signal_start(&srv->sigint, on_signal, SIGINT);
     if (rc != 0)
         UTIL_WARN("http", "cannot watch SIGTERM/SIGINT: %s", uv_strerror(rc));
-    (void)uv_run(&srv->ctl_loop, UV_RUN_DEFAULT); /* returns after ctl_shutdown closed the handles */
+    (void)uv_run(&srv->ctl_loop,
+                 UV_RUN_DEFAULT); /* returns after ctl_shutdown closed the handles */
     stop_workers_and_join(srv);
     UTIL_INFO("http", "stopped");
     return UTIL_OK;

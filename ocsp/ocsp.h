@@ -51,8 +51,8 @@ struct ocsp_config {
     /* HTTP Cache-Control max-age cap (default 3600 s); the value sent is
      * min(cap, nextUpdate - now), never below 0. */
     int64_t max_age_seconds;
-    int max_certids;          /* CertIDs per request (default 10); more -> malformedRequest */
-    int unknown_policy;       /* enum ocsp_unknown_policy, default OCSP_UNKNOWN_STATUS */
+    int max_certids;    /* CertIDs per request (default 10); more -> malformedRequest */
+    int unknown_policy; /* enum ocsp_unknown_policy, default OCSP_UNKNOWN_STATUS */
     /* Live signatures (nonce, several CertIDs, serials not in the index) in flight at most, all
      * loops together (default 64). Kept below the HSM queue so that a nonce flood cannot starve
      * pre-signing and cache misses. Past it: tryLater, or with nonce_overflow_cached = 1 a single
@@ -73,7 +73,7 @@ struct ocsp_config {
      * until ocsp_responder_register returned (they are copied). */
     const char *prefixes[OCSP_MAX_PREFIXES];
     int n_prefixes;
-    int responder_id;         /* enum ocsp_responder_id, default byKey */
+    int responder_id; /* enum ocsp_responder_id, default byKey */
     /* Pre-signer: responses signed per HSM job (default 32). One job runs at a time, so pre-signing
      * never occupies more than one HSM session. */
     int presign_batch;
@@ -87,14 +87,14 @@ void ocsp_config_default(struct ocsp_config *cfg);
 /* One issuing CA served. The responder keeps the pointers: cert, signer_cert and signer_key must
  * outlive it (the caller frees them after ocsp_responder_free). */
 struct ocsp_issuer_config {
-    const char *name;            /* for logs and metrics (copied) */
-    int64_t store_issuer_id;     /* the issuer's id in the store */
-    X509 *cert;                  /* the issuing CA certificate */
+    const char *name;        /* for logs and metrics (copied) */
+    int64_t store_issuer_id; /* the issuer's id in the store */
+    X509 *cert;              /* the issuing CA certificate */
     /* Delegated responder certificate (EKU id-kp-OCSPSigning, issued by cert), or NULL when the CA
      * signs its own responses (then the signer certificate is cert and it is not sent in certs). */
     X509 *signer_cert;
-    struct hsm_key *signer_key;  /* the key of signer_cert (or of cert) */
-    int ignore_nonce;            /* 1: answer nonce requests with the pre-signed response */
+    struct hsm_key *signer_key; /* the key of signer_cert (or of cert) */
+    int ignore_nonce;           /* 1: answer nonce requests with the pre-signed response */
 };
 
 /* ---- life cycle ----------------------------------------------------------------------------- */
@@ -142,17 +142,17 @@ struct ocsp_stats {
     /* Outcome of each answered request (a request with several CertIDs counts its worst status). */
     uint64_t good, revoked, unknown;
     uint64_t malformed, unauthorized, try_later, internal_error;
-    uint64_t not_modified;      /* 304 */
-    uint64_t bad_content_type;  /* 415 */
-    uint64_t served_cached;     /* answered from a pre-signed response */
-    uint64_t signed_live;       /* nonce, several CertIDs, unknown serials */
-    uint64_t signed_miss;       /* cache misses signed on demand */
+    uint64_t not_modified;                   /* 304 */
+    uint64_t bad_content_type;               /* 415 */
+    uint64_t served_cached;                  /* answered from a pre-signed response */
+    uint64_t signed_live;                    /* nonce, several CertIDs, unknown serials */
+    uint64_t signed_miss;                    /* cache misses signed on demand */
     uint64_t nonce_requests, nonce_rejected; /* rejected: nonce queue full */
     uint64_t presigned, presign_errors;
     uint64_t cache_evictions;
     uint64_t index_entries;
     uint64_t cache_entries, cache_bytes;
-    uint64_t presign_backlog;   /* responses due found by the last sweep + urgent re-signs queued */
+    uint64_t presign_backlog; /* responses due found by the last sweep + urgent re-signs queued */
     int64_t visible_feed_id;
 };
 void ocsp_stats_get(const struct ocsp_responder *resp, struct ocsp_stats *out);

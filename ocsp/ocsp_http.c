@@ -37,7 +37,7 @@ struct ocsp__loop {
 };
 
 struct sign_job {
-    struct sign_job *next;              /* in the loop's coalescing list */
+    struct sign_job *next;                /* in the loop's coalescing list */
     struct sign_job *all_prev, *all_next; /* in resp->jobs */
     struct ocsp_responder *resp;
     struct ocsp__loop *loop;
@@ -68,18 +68,10 @@ static void respond_error(struct ocsp_responder *resp, struct http_request *req,
     size_t len;
 
     switch (status) {
-    case OCSP_RESPONSE_STATUS_MALFORMEDREQUEST:
-        OCSP__STAT(resp, malformed);
-        break;
-    case OCSP_RESPONSE_STATUS_UNAUTHORIZED:
-        OCSP__STAT(resp, unauthorized);
-        break;
-    case OCSP_RESPONSE_STATUS_TRYLATER:
-        OCSP__STAT(resp, try_later);
-        break;
-    default:
-        OCSP__STAT(resp, internal_error);
-        break;
+    case OCSP_RESPONSE_STATUS_MALFORMEDREQUEST: OCSP__STAT(resp, malformed); break;
+    case OCSP_RESPONSE_STATUS_UNAUTHORIZED: OCSP__STAT(resp, unauthorized); break;
+    case OCSP_RESPONSE_STATUS_TRYLATER: OCSP__STAT(resp, try_later); break;
+    default: OCSP__STAT(resp, internal_error); break;
     }
     memset(&r, 0, sizeof(r));
     r.status = 200;
@@ -350,9 +342,7 @@ static void answer_der(struct ocsp_responder *resp, struct http_request *req,
         respond_signed(resp, req, plan.cached, 0);
         ocsp__plan_cleanup(&plan);
         break;
-    case OCSP__PLAN_SIGN:
-        execute_sign(resp, req, &plan, nonce_slot);
-        break;
+    case OCSP__PLAN_SIGN: execute_sign(resp, req, &plan, nonce_slot); break;
     default:
         respond_error(resp, req, plan.response_status);
         ocsp__plan_cleanup(&plan);
@@ -361,8 +351,7 @@ static void answer_der(struct ocsp_responder *resp, struct http_request *req,
 }
 
 /* The part of the target after the longest configured prefix. */
-static const char *strip_prefix(const struct ocsp_responder *resp, const char *target,
-                                size_t *len)
+static const char *strip_prefix(const struct ocsp_responder *resp, const char *target, size_t *len)
 {
     size_t best = 0;
     for (int i = 0; i < resp->cfg.n_prefixes; i++) {

@@ -38,7 +38,7 @@ struct entry {
     uint8_t serial_len;  /* 0 = empty slot */
     uint8_t status;
     int8_t reason;
-    uint8_t referenced;  /* CLOCK bit */
+    uint8_t referenced; /* CLOCK bit */
     uint16_t issuer;
     int64_t revoked_at;
     int64_t not_after;
@@ -49,7 +49,7 @@ struct entry {
 struct shard {
     pthread_mutex_t mutex;
     struct entry *slots;
-    size_t mask;  /* slots - 1 */
+    size_t mask; /* slots - 1 */
     size_t count;
     unsigned char *arena;
     size_t arena_len, arena_cap;

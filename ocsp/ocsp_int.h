@@ -24,11 +24,11 @@ enum { OCSP__SHA1 = 0, OCSP__SHA256 = 1, OCSP__N_ALGS = 2 };
  * index, loop threads and writes in flight; the last unref frees it. */
 struct ocsp__cached {
     _Atomic long refs;
-    struct util_blob *der;   /* the whole OCSPResponse */
+    struct util_blob *der;                        /* the whole OCSPResponse */
     int64_t this_update, next_update, refresh_at; /* unix seconds */
-    int cert_status;         /* V_OCSP_CERTSTATUS_* of its (single) SingleResponse, for stats */
-    char etag[40];           /* quoted, e.g. "\"0123...\"" */
-    char headers[192];       /* "Last-Modified: ..\r\nExpires: ..\r\nETag: ..\r\n" */
+    int cert_status;   /* V_OCSP_CERTSTATUS_* of its (single) SingleResponse, for stats */
+    char etag[40];     /* quoted, e.g. "\"0123...\"" */
+    char headers[192]; /* "Last-Modified: ..\r\nExpires: ..\r\nETag: ..\r\n" */
 };
 /* Copies der; computes ETag and header lines. NULL on allocation failure. One reference. */
 struct ocsp__cached *ocsp__cached_new(const unsigned char *der, size_t len, int64_t this_update,
@@ -41,11 +41,11 @@ size_t ocsp__cached_cost(const struct ocsp__cached *c); /* bytes counted against
 
 /* A certificate's status as the index knows it (a copy; no pointers into the index). */
 struct ocsp__status {
-    int status;          /* STORE_GOOD / STORE_REVOKED */
-    int reason;          /* enum store_reason */
+    int status; /* STORE_GOOD / STORE_REVOKED */
+    int reason; /* enum store_reason */
     int64_t revoked_at;
     int64_t not_after;
-    int64_t feed_id;     /* version: id of the last change applied (or loaded) */
+    int64_t feed_id; /* version: id of the last change applied (or loaded) */
 };
 
 struct ocsp__index;
@@ -78,8 +78,8 @@ struct ocsp__due {
     struct ocsp__status st;
 };
 struct ocsp__scan {
-    size_t shard, slot;  /* cursor, kept between calls */
-    int wrapped;         /* set when the cursor went past the last shard */
+    size_t shard, slot; /* cursor, kept between calls */
+    int wrapped;        /* set when the cursor went past the last shard */
 };
 /* Collects up to max entries needing a signature: a cached response whose refresh_at <= now, or
  * (allow_new) no SHA-1 response yet. Entries with not_after < skip_expired_before are skipped.
@@ -107,10 +107,10 @@ void ocsp__recent_drop(struct ocsp__index *idx, int issuer, const unsigned char 
 /* ---- requests ------------------------------------------------------------------------------- */
 
 struct ocsp__reqid {
-    OCSP_CERTID *cid;                /* borrowed from the parsed request */
-    int alg;                         /* OCSP__SHA1/OCSP__SHA256, -1 = other hash */
-    const unsigned char *name_hash;  /* borrowed */
-    const unsigned char *key_hash;   /* borrowed */
+    OCSP_CERTID *cid;               /* borrowed from the parsed request */
+    int alg;                        /* OCSP__SHA1/OCSP__SHA256, -1 = other hash */
+    const unsigned char *name_hash; /* borrowed */
+    const unsigned char *key_hash;  /* borrowed */
     size_t name_hash_len, key_hash_len;
     unsigned char serial[STORE_SERIAL_MAX];
     size_t serial_len;
@@ -120,12 +120,12 @@ struct ocsp__reqid {
 #define OCSP__NONCE_MAX 128
 
 struct ocsp__parsed {
-    OCSP_REQUEST *req;               /* owned; ocsp__parsed_cleanup frees */
-    int status;                      /* OCSP_RESPONSE_STATUS_SUCCESSFUL or _MALFORMEDREQUEST */
+    OCSP_REQUEST *req; /* owned; ocsp__parsed_cleanup frees */
+    int status;        /* OCSP_RESPONSE_STATUS_SUCCESSFUL or _MALFORMEDREQUEST */
     int n;
-    struct ocsp__reqid *ids;         /* n entries, owned */
-    X509_EXTENSION *nonce;           /* borrowed from req; NULL when absent */
-    size_t nonce_len;                /* length of the nonce value */
+    struct ocsp__reqid *ids; /* n entries, owned */
+    X509_EXTENSION *nonce;   /* borrowed from req; NULL when absent */
+    size_t nonce_len;        /* length of the nonce value */
 };
 /* Parses a DER OCSPRequest. Protocol problems are data: out->status = MALFORMEDREQUEST (bad DER,
  * trailing bytes, no or more than max_certids CertIDs, serial longer than STORE_SERIAL_MAX, nonce
@@ -140,9 +140,9 @@ ASN1_INTEGER *ocsp__serial_to_asn1(const unsigned char *serial, size_t len);
 /* ---- responses ------------------------------------------------------------------------------ */
 
 struct ocsp__single {
-    OCSP_CERTID *cid;   /* owned by whoever owns the array (ocsp__single_cleanup) */
-    int cert_status;    /* V_OCSP_CERTSTATUS_GOOD/REVOKED/UNKNOWN */
-    int reason;         /* enum store_reason; NONE/UNSPECIFIED are omitted */
+    OCSP_CERTID *cid; /* owned by whoever owns the array (ocsp__single_cleanup) */
+    int cert_status;  /* V_OCSP_CERTSTATUS_GOOD/REVOKED/UNKNOWN */
+    int reason;       /* enum store_reason; NONE/UNSPECIFIED are omitted */
     int64_t revoked_at;
     int extended_revoke; /* the unknown-as-revoked answer of RFC 6960 §2.2 */
 };
@@ -150,13 +150,13 @@ void ocsp__single_cleanup(struct ocsp__single *s);
 
 struct ocsp__build {
     X509 *signer_cert;
-    int include_signer;        /* delegated responder: put its certificate in certs */
-    int by_name;               /* ResponderID byName instead of byKey */
+    int include_signer; /* delegated responder: put its certificate in certs */
+    int by_name;        /* ResponderID byName instead of byKey */
     const struct ocsp__single *singles;
     int n;
     int64_t this_update, next_update;
     int64_t archive_cutoff_seconds; /* 0 = no extension */
-    OCSP_REQUEST *nonce_from;  /* copy its nonce extension verbatim when not NULL */
+    OCSP_REQUEST *nonce_from;       /* copy its nonce extension verbatim when not NULL */
 };
 /* Builds and signs an OCSPResponse (successful) with mctx (a DigestSign context of the signer key;
  * from hsm_sign_ctx_new_blocking in production). *der is OPENSSL_malloc'd; OPENSSL_free it.
@@ -175,21 +175,21 @@ enum ocsp__plan_kind {
 };
 struct ocsp__plan {
     int kind;
-    int response_status;            /* PLAN_ERROR */
-    struct ocsp__cached *cached;    /* PLAN_CACHED */
-    int signer;                     /* PLAN_SIGN: index into the responder's signers */
+    int response_status;         /* PLAN_ERROR */
+    struct ocsp__cached *cached; /* PLAN_CACHED */
+    int signer;                  /* PLAN_SIGN: index into the responder's signers */
     int n;
-    struct ocsp__single *singles;   /* PLAN_SIGN, owned */
-    int use_nonce;                  /* echo the request nonce */
-    int cache_index;                /* result goes to the index (issuer, serial, alg, feed_id) */
-    int cache_recent;               /* result goes to the recent cache */
+    struct ocsp__single *singles; /* PLAN_SIGN, owned */
+    int use_nonce;                /* echo the request nonce */
+    int cache_index;              /* result goes to the index (issuer, serial, alg, feed_id) */
+    int cache_recent;             /* result goes to the recent cache */
     int issuer, alg;
     unsigned char serial[STORE_SERIAL_MAX];
     size_t serial_len;
     int64_t feed_id;
     uint64_t recent_gen;
-    int worst_status;               /* for stats: V_OCSP_CERTSTATUS_* */
-    OCSP_REQUEST *req;              /* owned when use_nonce (taken from the parsed request) */
+    int worst_status;  /* for stats: V_OCSP_CERTSTATUS_* */
+    OCSP_REQUEST *req; /* owned when use_nonce (taken from the parsed request) */
 };
 /* Decides how to answer a DER request: no I/O, no signing. nonce_slot is set to 1 when the plan
  * took a slot of the nonce queue (the executor must release it). Returns 0 or UTIL_ENOMEM (then
@@ -208,9 +208,9 @@ struct ocsp__issuer {
     char name[64];
     int64_t store_id;
     X509 *cert;
-    int signer;                                    /* index into signers */
+    int signer; /* index into signers */
     int ignore_nonce;
-    unsigned char name_hash[OCSP__N_ALGS][32];     /* SHA-1 uses the first 20 octets */
+    unsigned char name_hash[OCSP__N_ALGS][32]; /* SHA-1 uses the first 20 octets */
     unsigned char key_hash[OCSP__N_ALGS][32];
 };
 struct ocsp__signer {
@@ -238,7 +238,7 @@ struct ocsp_responder {
     /* pre-signer */
     pthread_t thread;
     int thread_started;
-    pthread_mutex_t mutex;     /* guards the urgent queue, stop, applied_feed_id */
+    pthread_mutex_t mutex; /* guards the urgent queue, stop, applied_feed_id */
     pthread_cond_t cond;
     int stopping;
     struct ocsp__urgent *urgent_head, *urgent_tail;
@@ -270,6 +270,7 @@ int ocsp__http_register(struct ocsp_responder *resp, struct http_server *srv);
 /* Waits (bounded) for live jobs' work functions and frees jobs whose completion never came. */
 void ocsp__http_jobs_reap(struct ocsp_responder *resp);
 
-#define OCSP__STAT(resp, field) atomic_fetch_add_explicit(&(resp)->st.field, 1, memory_order_relaxed)
+#define OCSP__STAT(resp, field) \
+    atomic_fetch_add_explicit(&(resp)->st.field, 1, memory_order_relaxed)
 
 #endif

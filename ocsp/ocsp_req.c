@@ -8,7 +8,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-
 /* base64 value of c (standard and URL alphabets), -1 for anything else. */
 static int b64_value(unsigned char c)
 {
@@ -122,12 +121,9 @@ static int serial_from_asn1(const ASN1_INTEGER *ai, unsigned char *out, size_t *
 static int alg_of(const ASN1_OBJECT *obj)
 {
     switch (OBJ_obj2nid(obj)) {
-    case NID_sha1:
-        return OCSP__SHA1;
-    case NID_sha256:
-        return OCSP__SHA256;
-    default:
-        return -1;
+    case NID_sha1: return OCSP__SHA1;
+    case NID_sha256: return OCSP__SHA256;
+    default: return -1;
     }
 }
 

@@ -99,8 +99,10 @@ static int check_signer(const struct ocsp_issuer_config *ic)
         return UTIL_ECONFIG;
     }
     if (X509_get_ext_by_NID(ic->signer_cert, NID_id_pkix_OCSP_noCheck, -1) < 0)
-        UTIL_WARN(OCSP_MOD, "issuer %s: the responder certificate has no id-pkix-ocsp-nocheck; "
-                  "clients will try to check its own status", ic->name);
+        UTIL_WARN(OCSP_MOD,
+                  "issuer %s: the responder certificate has no id-pkix-ocsp-nocheck; "
+                  "clients will try to check its own status",
+                  ic->name);
     return UTIL_OK;
 }
 
@@ -170,8 +172,8 @@ int ocsp_responder_new(const struct ocsp_config *cfg, const struct ocsp_issuer_c
         /* Issuers whose responses come from the same key and certificate share a signer: only
          * they may be asked about together in one request. */
         for (s = 0; s < resp->n_signers; s++)
-            if (resp->signers[s].key == ic->signer_key && X509_cmp(resp->signers[s].cert,
-                                                                  signer_cert) == 0)
+            if (resp->signers[s].key == ic->signer_key &&
+                X509_cmp(resp->signers[s].cert, signer_cert) == 0)
                 break;
         if (s == resp->n_signers) {
             resp->signers[s].cert = signer_cert;
@@ -560,8 +562,8 @@ int ocsp__plan_request(struct ocsp_responder *resp, const unsigned char *der, si
         struct ocsp__cached *cached = NULL;
         int found, authoritative;
 
-        found = ocsp__index_lookup(resp->index, is, id->serial, id->serial_len, id->alg, &st,
-                                   &cached);
+        found =
+            ocsp__index_lookup(resp->index, is, id->serial, id->serial_len, id->alg, &st, &cached);
         authoritative = decide_status(resp, found, &st, now, &plan->singles[i]);
         plan->worst_status = worse(plan->worst_status, plan->singles[i].cert_status);
         if (fast) {
@@ -671,9 +673,9 @@ static int presign_work(void *thread_state, void *opaque)
             continue;
         }
         b->cert_status[i] = single.cert_status;
-        b->results[i] = sign_singles(resp, resp->issuers[b->items[i].issuer].signer, &single, 1,
-                                     NULL, &b->der[i], &b->len[i], &b->this_update[i],
-                                     &b->next_update[i]);
+        b->results[i] =
+            sign_singles(resp, resp->issuers[b->items[i].issuer].signer, &single, 1, NULL,
+                         &b->der[i], &b->len[i], &b->this_update[i], &b->next_update[i]);
         ocsp__single_cleanup(&single);
         if (b->results[i] == UTIL_EHSM) {
             for (size_t j = i + 1; j < b->n; j++)
@@ -725,8 +727,8 @@ static int presign_run(struct ocsp_responder *resp, struct ocsp__due *items, siz
                              b.cert_status[i]);
         if (c == NULL)
             continue;
-        if (ocsp__index_install(resp->index, items[i].issuer, items[i].serial,
-                                items[i].serial_len, items[i].alg, items[i].st.feed_id, c)) {
+        if (ocsp__index_install(resp->index, items[i].issuer, items[i].serial, items[i].serial_len,
+                                items[i].alg, items[i].st.feed_id, c)) {
             installed++;
             OCSP__STAT(resp, presigned);
         }
@@ -982,13 +984,14 @@ size_t ocsp_stats_format(const struct ocsp_responder *resp, char *buf, size_t le
 
     ocsp_stats_get(resp, &st);
     {
-        const uint64_t v[] = {st.requests_get, st.requests_post, st.good, st.revoked, st.unknown,
-                              st.malformed, st.unauthorized, st.try_later, st.internal_error,
-                              st.not_modified, st.bad_content_type, st.served_cached,
-                              st.signed_live, st.signed_miss, st.nonce_requests,
-                              st.nonce_rejected, st.presigned, st.presign_errors,
-                              st.cache_evictions, st.index_entries, st.cache_entries,
-                              st.cache_bytes, st.presign_backlog};
+        const uint64_t v[] = {st.requests_get,    st.requests_post,    st.good,
+                              st.revoked,         st.unknown,          st.malformed,
+                              st.unauthorized,    st.try_later,        st.internal_error,
+                              st.not_modified,    st.bad_content_type, st.served_cached,
+                              st.signed_live,     st.signed_miss,      st.nonce_requests,
+                              st.nonce_rejected,  st.presigned,        st.presign_errors,
+                              st.cache_evictions, st.index_entries,    st.cache_entries,
+                              st.cache_bytes,     st.presign_backlog};
         memcpy(values, v, sizeof(values));
     }
     if (len > 0)

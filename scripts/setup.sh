@@ -12,8 +12,9 @@ PKIVA_PACKAGES=(build-essential cmake pkg-config libssl-dev openssl libuv1-dev n
   libsqlite3-dev sqlite3 libcriterion-dev libjansson-dev libinih-dev libp11-kit-dev softhsm2 opensc
   gnutls-bin curl python3)
 PKIVA_BACKPORTS=(pkcs11-provider)
-# Only for the tests: real signing clients the TSA is tested against (jarsigner, osslsigncode).
-PKIVA_TEST_PACKAGES=(openjdk-17-jdk-headless)
+# Only for the tests: real signing clients the TSA is tested against (jarsigner, osslsigncode)
+# and the formatting check.
+PKIVA_TEST_PACKAGES=(openjdk-17-jdk-headless clang-format)
 PKIVA_TEST_BACKPORTS=(osslsigncode)
 
 as_root() {

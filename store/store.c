@@ -170,7 +170,6 @@ int store_rollback_blocking(struct store *store)
 
 /* ---- issuers -------------------------------------------------------------------------------- */
 
-
 int store_issuer_put_blocking(struct store *store, const char *name, const unsigned char *cert_der,
                               size_t cert_len, int64_t *id_out)
 {

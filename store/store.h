@@ -46,8 +46,8 @@ const char *store_reason_name(int reason);
 
 struct store_issuer {
     int64_t id;
-    char name[STORE_NAME_MAX];  /* short, URL-safe id: [A-Za-z0-9._-]+ e.g. "demo-ca" */
-    unsigned char *cert_der;    /* owned by the struct; store_issuer_cleanup frees */
+    char name[STORE_NAME_MAX]; /* short, URL-safe id: [A-Za-z0-9._-]+ e.g. "demo-ca" */
+    unsigned char *cert_der;   /* owned by the struct; store_issuer_cleanup frees */
     size_t cert_len;
 };
 void store_issuer_cleanup(struct store_issuer *issuer);
@@ -67,7 +67,7 @@ struct store_cert {
 
 /* ---- open/close ----------------------------------------------------------------------------- */
 
-#define STORE_OPEN_CREATE 1   /* create the file and schema if missing */
+#define STORE_OPEN_CREATE 1 /* create the file and schema if missing */
 #define STORE_OPEN_READONLY 2
 
 /* Opens (and with STORE_OPEN_CREATE creates) the database at path, sets WAL, synchronous=FULL,
@@ -140,8 +140,9 @@ struct store_revocation {
     int64_t revoked_at;      /* unix seconds; 0 = now */
     int64_t invalidity_date; /* unix seconds; 0 = none */
     const char *request_id;  /* optional operator/RA reference */
-    int64_t received_at_ms;  /* when the revocation request was received (may be in the past); 0 = now */
-    const char *actor;       /* who recorded it (user, "admin-api:token", "cli:root") */
+    int64_t
+        received_at_ms; /* when the revocation request was received (may be in the past); 0 = now */
+    const char *actor;  /* who recorded it (user, "admin-api:token", "cli:root") */
 };
 
 /* Marks the certificate revoked, records the request (received -> committed timestamps) and appends
@@ -152,16 +153,21 @@ int store_cert_revoke_blocking(struct store *store, const struct store_revocatio
                                int64_t *feed_id_out);
 /* Releases a certificateHold: back to good, with an "unrevoke" change. UTIL_EINVAL if the certificate
  * is not on hold. */
-int store_cert_unrevoke_blocking(struct store *store, int64_t issuer_id, const unsigned char *serial,
-                                 size_t serial_len, const char *actor, int64_t *feed_id_out);
+int store_cert_unrevoke_blocking(struct store *store, int64_t issuer_id,
+                                 const unsigned char *serial, size_t serial_len, const char *actor,
+                                 int64_t *feed_id_out);
 
 /* ---- change feed ---------------------------------------------------------------------------- */
 
-enum store_change_kind { STORE_CHANGE_ISSUE = 1, STORE_CHANGE_REVOKE = 2, STORE_CHANGE_UNREVOKE = 3 };
+enum store_change_kind {
+    STORE_CHANGE_ISSUE = 1,
+    STORE_CHANGE_REVOKE = 2,
+    STORE_CHANGE_UNREVOKE = 3
+};
 
 struct store_change {
-    int64_t id;  /* strictly increasing */
-    int kind;    /* enum store_change_kind */
+    int64_t id; /* strictly increasing */
+    int kind;   /* enum store_change_kind */
     int64_t at_ms;
     struct store_cert cert; /* the certificate's state as it is now in the store */
 };
@@ -206,7 +212,7 @@ struct store_crl_record {
     int64_t number;
     int64_t base_number; /* delta CRLs: the base CRL's number; 0 for a full CRL */
     int64_t this_update, next_update;
-    int64_t feed_id;     /* highest change-feed id the CRL reflects */
+    int64_t feed_id; /* highest change-feed id the CRL reflects */
     const unsigned char *der;
     size_t der_len;
 };
@@ -226,8 +232,8 @@ struct store_tsa_token {
     const char *unit;
     int64_t serial;
     int64_t gen_time_ms;
-    const char *policy;        /* dotted OID */
-    const char *imprint_alg;   /* OpenSSL short name, e.g. "SHA256" */
+    const char *policy;      /* dotted OID */
+    const char *imprint_alg; /* OpenSSL short name, e.g. "SHA256" */
     const unsigned char *imprint;
     size_t imprint_len;
 };

@@ -744,9 +744,7 @@ static int import_index_line(struct import *im, int64_t issuer_id, char *line, c
         if (rc != 0)
             return rc;
         return batch_row(im);
-    default:
-        skip_item(im, where, "unknown status letter");
-        return 0;
+    default: skip_item(im, where, "unknown status letter"); return 0;
     }
 }
 

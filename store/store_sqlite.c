@@ -209,10 +209,10 @@ enum sq_stmt_id {
 };
 
 /* Column order shared by every query that fills a struct store_cert (see read_cert). */
-#define STORE_CERT_COLS \
+#define STORE_CERT_COLS                                                      \
     "issuer_id, serial, not_before, not_after, status, revoked_at, reason, " \
     "invalidity_date, feed_id"
-#define STORE_SLA_COLS \
+#define STORE_SLA_COLS                                                          \
     "feed_id, issuer_id, serial, request_id, received_at_ms, committed_at_ms, " \
     "COALESCE(ocsp_at_ms, 0), COALESCE(crl_at_ms, 0)"
 

@@ -56,23 +56,23 @@ int tsa_clock_adjtimex(void *ctx, struct tsa_clock_state *out);
 /* Service-wide settings; tsa_config_default fills the defaults given in the comments. Strings are
  * copied by tsa_service_new. */
 struct tsa_config {
-    const char *store_path;  /* the SQLite store (serial blocks, token log); required */
-    const char *path;        /* URL path of the first unit, default "/tsa"; unit NAME is also
+    const char *store_path; /* the SQLite store (serial blocks, token log); required */
+    const char *path;       /* URL path of the first unit, default "/tsa"; unit NAME is also
                                 served at path/NAME */
-    int durable_log;         /* 1 (default): a token is sent only once its log record is durable;
+    int durable_log;        /* 1 (default): a token is sent only once its log record is durable;
                                 0: sent at once, logged right after (a crash may lose records) */
-    int require_clock_sync;  /* 1 (default): no token while the kernel reports the clock
+    int require_clock_sync; /* 1 (default): no token while the kernel reports the clock
                                 unsynchronized or its error bound above a unit's accuracy
                                 (timeNotAvailable); 0: labs, tests, CI */
-    int max_inflight;        /* requests between parsing and answer, all units (default 4096);
+    int max_inflight;       /* requests between parsing and answer, all units (default 4096);
                                 past it systemFailure at once */
-    int log_batch_max;       /* log records per commit at most (default 1000) */
-    int log_linger_us;       /* under load (the previous commit held several records), wait up to
+    int log_batch_max;      /* log records per commit at most (default 1000) */
+    int log_linger_us;      /* under load (the previous commit held several records), wait up to
                                 this long for more before committing (default 1000); an idle TSA
                                 commits at once. 0: group only what queued during the last commit */
-    int64_t serial_block;    /* serials reserved per store transaction (default 4096); a crash
+    int64_t serial_block;   /* serials reserved per store transaction (default 4096); a crash
                                 skips at most two blocks */
-    size_t max_query_bytes;  /* largest TimeStampReq accepted (default 16384); larger: badRequest */
+    size_t max_query_bytes; /* largest TimeStampReq accepted (default 16384); larger: badRequest */
     tsa_clock_fn clock_check; /* NULL (default): tsa_clock_adjtimex; tests inject their own */
     void *clock_ctx;
 };
@@ -80,24 +80,24 @@ void tsa_config_default(struct tsa_config *cfg);
 
 /* One TSA unit. Strings are copied by tsa_service_new. */
 struct tsa_unit_config {
-    const char *name;        /* [A-Za-z0-9._-]{1,63}, unique: served at path/NAME and the name of
+    const char *name;       /* [A-Za-z0-9._-]{1,63}, unique: served at path/NAME and the name of
                                 its serial counter in the store (keep it stable for the unit's
                                 life: renaming restarts serials at 1) */
-    const char *cert_file;   /* PEM TSA certificate: extendedKeyUsage critical, timeStamping only */
-    const char *chain_file;  /* optional PEM bundle of CA certificates, sent when certReq is true
+    const char *cert_file;  /* PEM TSA certificate: extendedKeyUsage critical, timeStamping only */
+    const char *chain_file; /* optional PEM bundle of CA certificates, sent when certReq is true
                                 (the TSA certificate itself, if in it, is sent once) */
-    const char *key_uri;     /* PKCS#11 URI of the private key */
-    const char *digest;      /* signature digest, NULL = the key's default (SHA256 / SHA384);
+    const char *key_uri;    /* PKCS#11 URI of the private key */
+    const char *digest;     /* signature digest, NULL = the key's default (SHA256 / SHA384);
                                 RSA keys sign with PKCS#1 v1.5 (OpenSSL's PKCS#7 signer, which
                                 TS_RESP_CTX uses, has no RSASSA-PSS) */
-    const char *ess_digest;  /* ESSCertIDv2 hash (RFC 5816), NULL = SHA256; SHA1 is refused */
-    const char *policy;      /* default policy OID (dotted), required */
+    const char *ess_digest; /* ESSCertIDv2 hash (RFC 5816), NULL = SHA256; SHA1 is refused */
+    const char *policy;     /* default policy OID (dotted), required */
     const char *accepted_policies[TSA_MAX_POLICIES]; /* further OIDs a request may ask for */
     int n_accepted_policies;
-    int64_t accuracy_us;     /* TSTInfo accuracy in microseconds, 0 = omit; below one second
+    int64_t accuracy_us;   /* TSTInfo accuracy in microseconds, 0 = omit; below one second
                                 genTime carries milliseconds, below one millisecond microseconds */
-    int tsa_name;            /* 1: TSTInfo tsa = directoryName of the certificate subject */
-    int allow_weak_hashes;   /* 1: also accept SHA-1 and MD5 imprints (default 0: badAlg) */
+    int tsa_name;          /* 1: TSTInfo tsa = directoryName of the certificate subject */
+    int allow_weak_hashes; /* 1: also accept SHA-1 and MD5 imprints (default 0: badAlg) */
 };
 
 /* Loads and checks every unit (certificate EKU, key in the HSM matching the certificate, chain,
@@ -122,14 +122,14 @@ void tsa_service_free(struct tsa_service *svc);
 int tsa_service_ready(struct tsa_service *svc, char *why, size_t why_len);
 
 struct tsa_stats {
-    uint64_t requests;              /* POSTs with the TSA content type */
+    uint64_t requests; /* POSTs with the TSA content type */
     uint64_t granted;
-    uint64_t rejected[26];          /* by PKIFailureInfo bit (enum tsa_fail_info) */
-    uint64_t unsupported_media;     /* 415: not application/timestamp-query */
+    uint64_t rejected[26];      /* by PKIFailureInfo bit (enum tsa_fail_info) */
+    uint64_t unsupported_media; /* 415: not application/timestamp-query */
     uint64_t log_commits, log_records;
-    uint64_t log_failures;          /* failed commits */
+    uint64_t log_failures; /* failed commits */
     int inflight;
-    int clock_ok;                   /* last clock check passed (or is not required) */
+    int clock_ok; /* last clock check passed (or is not required) */
 };
 /* Relaxed snapshot for /metrics; any thread. */
 void tsa_stats_get(const struct tsa_service *svc, struct tsa_stats *out);

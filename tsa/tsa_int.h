@@ -24,21 +24,21 @@
 
 /* Every rejection the service sends: a failInfo bit and a fixed statusString. */
 enum tsa__reject {
-    TSA__REJ_MALFORMED = 0,    /* badRequest */
-    TSA__REJ_VERSION,          /* badRequest */
-    TSA__REJ_TOO_LARGE,        /* badRequest */
-    TSA__REJ_BAD_ALG,          /* badAlg */
-    TSA__REJ_ALG_PARAMS,       /* badAlg */
-    TSA__REJ_IMPRINT_LENGTH,   /* badDataFormat */
-    TSA__REJ_POLICY,           /* unacceptedPolicy */
-    TSA__REJ_EXTENSION,        /* unacceptedExtension */
-    TSA__REJ_TIME,             /* timeNotAvailable */
-    TSA__REJ_BUSY,             /* systemFailure */
-    TSA__REJ_SIGN,             /* systemFailure */
-    TSA__REJ_LOG,              /* systemFailure */
-    TSA__REJ_SERIALS,          /* systemFailure */
-    TSA__REJ_INTERNAL,         /* systemFailure */
-    TSA__REJ_STOPPING,         /* systemFailure */
+    TSA__REJ_MALFORMED = 0,  /* badRequest */
+    TSA__REJ_VERSION,        /* badRequest */
+    TSA__REJ_TOO_LARGE,      /* badRequest */
+    TSA__REJ_BAD_ALG,        /* badAlg */
+    TSA__REJ_ALG_PARAMS,     /* badAlg */
+    TSA__REJ_IMPRINT_LENGTH, /* badDataFormat */
+    TSA__REJ_POLICY,         /* unacceptedPolicy */
+    TSA__REJ_EXTENSION,      /* unacceptedExtension */
+    TSA__REJ_TIME,           /* timeNotAvailable */
+    TSA__REJ_BUSY,           /* systemFailure */
+    TSA__REJ_SIGN,           /* systemFailure */
+    TSA__REJ_LOG,            /* systemFailure */
+    TSA__REJ_SERIALS,        /* systemFailure */
+    TSA__REJ_INTERNAL,       /* systemFailure */
+    TSA__REJ_STOPPING,       /* systemFailure */
     TSA__REJ_COUNT
 };
 
@@ -51,18 +51,18 @@ int tsa__reject_der(int reason, unsigned char *out, size_t out_max);
 /* What a unit accepts, as the checker sees it (owned by the unit). */
 struct tsa__rules {
     int allow_weak_hashes;
-    const ASN1_OBJECT *policy;                   /* the default */
+    const ASN1_OBJECT *policy; /* the default */
     const ASN1_OBJECT *accepted[TSA_MAX_POLICIES];
     int n_accepted;
 };
 
 /* What the loop learned from a request. reject < 0: acceptable; then the fields below are set. */
 struct tsa__query {
-    int reject;                                /* enum tsa__reject, or -1 */
-    int md_nid;                                /* imprint hash algorithm */
+    int reject; /* enum tsa__reject, or -1 */
+    int md_nid; /* imprint hash algorithm */
     size_t imprint_len;
     unsigned char imprint[TSA__IMPRINT_MAX];
-    int policy_index;                          /* -1: the default; else index into accepted */
+    int policy_index; /* -1: the default; else index into accepted */
 };
 
 /* Decodes and checks a DER TimeStampReq against rules: strict DER (nothing after the request),
@@ -92,9 +92,9 @@ struct tsa__unit {
     char name[TSA_NAME_MAX];
     char route[TSA_NAME_MAX + 256]; /* path/NAME */
     X509 *cert;
-    STACK_OF(X509) *chain;          /* may be NULL */
+    STACK_OF(X509) * chain; /* may be NULL */
     struct hsm_key *key;
-    EVP_MD *sign_md;                /* fetched from the HSM library context */
+    EVP_MD *sign_md; /* fetched from the HSM library context */
     EVP_MD *ess_md;
     ASN1_OBJECT *policy;
     char policy_txt[128];
@@ -127,14 +127,14 @@ struct tsa__job {
     struct tsa__unit *unit;
     struct tsa__loop *loop;
     struct http_request *req;
-    struct tsa__job *next;          /* on the loop's completion list */
+    struct tsa__job *next; /* on the loop's completion list */
     int64_t serial;
-    int64_t gen_time_ms;            /* set by the time callback while signing */
+    int64_t gen_time_ms; /* set by the time callback while signing */
     struct tsa__query query;
-    struct util_blob *reply;        /* the signed TimeStampResp once signed */
-    int reject;                     /* enum tsa__reject if the request failed after the check */
+    struct util_blob *reply; /* the signed TimeStampResp once signed */
+    int reject;              /* enum tsa__reject if the request failed after the check */
     size_t der_len;
-    unsigned char der[];            /* a copy of the request: the worker must not touch http's */
+    unsigned char der[]; /* a copy of the request: the worker must not touch http's */
 };
 
 /* Per loop: the completion list that worker and log threads fill and the loop drains. */
@@ -143,7 +143,7 @@ struct tsa__loop {
     uv_async_t async;
     pthread_mutex_t mu;
     struct tsa__job *head, *tail;
-    int closed;                     /* under mu: fini ran, jobs are dropped */
+    int closed; /* under mu: fini ran, jobs are dropped */
     int index;
 };
 
@@ -165,10 +165,10 @@ void tsa__ctx_pool_free(struct tsa__unit *unit);
 
 struct tsa__record {
     struct tsa__unit *unit;
-    struct tsa__job *job;           /* durable mode: answered after the commit; else NULL */
+    struct tsa__job *job; /* durable mode: answered after the commit; else NULL */
     int64_t serial;
     int64_t gen_time_ms;
-    const char *policy_txt;         /* owned by the unit */
+    const char *policy_txt; /* owned by the unit */
     int md_nid;
     size_t imprint_len;
     unsigned char imprint[TSA__IMPRINT_MAX];
@@ -177,14 +177,14 @@ struct tsa__record {
 struct tsa__log {
     pthread_mutex_t mu;
     pthread_cond_t cond;
-    struct tsa__record *ring;       /* capacity records */
+    struct tsa__record *ring; /* capacity records */
     int capacity, head, count;
     int stopping;
     int started;
     pthread_t thread;
-    struct store *store;            /* the log thread's connection */
+    struct store *store; /* the log thread's connection */
     char store_path[4096];
-    _Atomic int failing;            /* last commit or reservation failed */
+    _Atomic int failing; /* last commit or reservation failed */
 };
 
 /* Queues job's record; UTIL_EBUSY when the ring is full. with_job: the log thread answers the
@@ -208,7 +208,7 @@ struct tsa_service {
 
     _Atomic int stopping;
     _Atomic int inflight;
-    _Atomic int clock_bad;          /* 1 during an episode of unusable clock (logged once) */
+    _Atomic int clock_bad; /* 1 during an episode of unusable clock (logged once) */
     _Atomic int clock_ok;
     _Atomic int serials_exhausted;
 

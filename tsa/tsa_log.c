@@ -147,9 +147,8 @@ int tsa__log_push(struct tsa_service *svc, struct tsa__job *job, int with_job)
     r->job = with_job ? job : NULL;
     r->serial = job->serial;
     r->gen_time_ms = job->gen_time_ms;
-    r->policy_txt = job->query.policy_index < 0
-                        ? job->unit->policy_txt
-                        : job->unit->accepted_txt[job->query.policy_index];
+    r->policy_txt = job->query.policy_index < 0 ? job->unit->policy_txt
+                                                : job->unit->accepted_txt[job->query.policy_index];
     r->md_nid = job->query.md_nid;
     r->imprint_len = job->query.imprint_len;
     memcpy(r->imprint, job->query.imprint, job->query.imprint_len);
@@ -199,8 +198,9 @@ static void commit_batch(struct tsa_service *svc, struct tsa__record *batch,
         atomic_fetch_add_explicit(&svc->log_failures, 1, memory_order_relaxed);
         atomic_store(&log->failing, 1);
         if (!*error_logged)
-            UTIL_ERROR(TSA_MOD, "token log commit failed: %s (durable requests get "
-                                "systemFailure until it recovers)",
+            UTIL_ERROR(TSA_MOD,
+                       "token log commit failed: %s (durable requests get "
+                       "systemFailure until it recovers)",
                        util_strerror(rc));
         *error_logged = 1;
         for (int i = 0; i < n; i++) {
@@ -257,8 +257,8 @@ static void *log_main(void *arg)
         pthread_mutex_unlock(&log->mu);
 
         if (!refill_failed && !stopping && refill_wanted(svc)) {
-            int rc = log->store == NULL ? store_open_blocking(log->store_path, 0, &log->store)
-                                        : UTIL_OK;
+            int rc =
+                log->store == NULL ? store_open_blocking(log->store_path, 0, &log->store) : UTIL_OK;
             if (rc == UTIL_OK)
                 rc = refill_serials(svc);
             if (rc != UTIL_OK) {

@@ -58,15 +58,13 @@ int tsa_clock_adjtimex(void *ctx, struct tsa_clock_state *out)
     return UTIL_OK;
 }
 
-
 static X509 *load_cert(const char *unit, const char *path)
 {
     FILE *f = fopen(path, "r");
     X509 *cert = NULL;
 
     if (f == NULL) {
-        UTIL_ERROR(TSA_MOD, "unit %s: cannot open certificate %s: %s", unit, path,
-                   strerror(errno));
+        UTIL_ERROR(TSA_MOD, "unit %s: cannot open certificate %s: %s", unit, path, strerror(errno));
         return NULL;
     }
     ERR_clear_error();
@@ -78,7 +76,7 @@ static X509 *load_cert(const char *unit, const char *path)
     return cert;
 }
 
-static STACK_OF(X509) *load_chain(const char *unit, const char *path)
+static STACK_OF(X509) * load_chain(const char *unit, const char *path)
 {
     FILE *f = fopen(path, "r");
     STACK_OF(X509) *chain = NULL;
@@ -100,7 +98,7 @@ static STACK_OF(X509) *load_chain(const char *unit, const char *path)
             chain = NULL;
         }
     }
-    (void)fclose(f); /* read-only */
+    (void)fclose(f);   /* read-only */
     ERR_clear_error(); /* the end of the file reads as an error */
     if (chain != NULL && sk_X509_num(chain) == 0) {
         UTIL_ERROR(TSA_MOD, "unit %s: %s holds no PEM certificate", unit, path);
@@ -120,22 +118,25 @@ static int check_eku(const char *unit, X509 *cert)
     int ok = 0;
 
     if (idx < 0) {
-        UTIL_ERROR(TSA_MOD, "unit %s: the TSA certificate has no extendedKeyUsage extension "
-                            "(RFC 3161 §2.3 requires a critical one with timeStamping only)",
+        UTIL_ERROR(TSA_MOD,
+                   "unit %s: the TSA certificate has no extendedKeyUsage extension "
+                   "(RFC 3161 §2.3 requires a critical one with timeStamping only)",
                    unit);
         return UTIL_ECONFIG;
     }
     eku = X509_get_ext_d2i(cert, NID_ext_key_usage, &crit, NULL);
     if (eku == NULL || crit != 1) {
-        UTIL_ERROR(TSA_MOD, "unit %s: the TSA certificate's extendedKeyUsage is %s (RFC 3161 §2.3 "
-                            "requires it critical, with timeStamping only)",
+        UTIL_ERROR(TSA_MOD,
+                   "unit %s: the TSA certificate's extendedKeyUsage is %s (RFC 3161 §2.3 "
+                   "requires it critical, with timeStamping only)",
                    unit, eku == NULL ? "unreadable or repeated" : "not critical");
         goto out;
     }
     if (sk_ASN1_OBJECT_num(eku) != 1 ||
         OBJ_obj2nid(sk_ASN1_OBJECT_value(eku, 0)) != NID_time_stamp) {
-        UTIL_ERROR(TSA_MOD, "unit %s: the TSA certificate's extendedKeyUsage must hold "
-                            "timeStamping only (RFC 3161 §2.3), it holds %d purpose(s)",
+        UTIL_ERROR(TSA_MOD,
+                   "unit %s: the TSA certificate's extendedKeyUsage must hold "
+                   "timeStamping only (RFC 3161 §2.3), it holds %d purpose(s)",
                    unit, sk_ASN1_OBJECT_num(eku));
         goto out;
     }
@@ -177,7 +178,7 @@ static int unit_init(struct tsa_service *svc, struct tsa__unit *unit,
                    name != NULL ? name : "");
         return UTIL_ECONFIG;
     }
-    (void)snprintf(unit->name, sizeof(unit->name), "%s", name); /* fits: checked */
+    (void)snprintf(unit->name, sizeof(unit->name), "%s", name);                 /* fits: checked */
     (void)snprintf(unit->route, sizeof(unit->route), "%s/%s", svc->path, name); /* fits */
     if (uc->cert_file == NULL || uc->key_uri == NULL) {
         UTIL_ERROR(TSA_MOD, "unit %s: cert and key are required", name);
@@ -218,8 +219,8 @@ static int unit_init(struct tsa_service *svc, struct tsa__unit *unit,
     ERR_clear_error();
     if (EVP_PKEY_eq(X509_get0_pubkey(unit->cert), unit->key->pkey) != 1) {
         ERR_clear_error();
-        UTIL_ERROR(TSA_MOD, "unit %s: key %s does not match the certificate %s", name,
-                   uc->key_uri, uc->cert_file);
+        UTIL_ERROR(TSA_MOD, "unit %s: key %s does not match the certificate %s", name, uc->key_uri,
+                   uc->cert_file);
         return UTIL_ECONFIG;
     }
     unit->sign_md = EVP_MD_fetch(libctx, uc->digest != NULL ? uc->digest : unit->key->md, NULL);
@@ -230,8 +231,9 @@ static int unit_init(struct tsa_service *svc, struct tsa__unit *unit,
         return UTIL_ECONFIG;
     }
     if (EVP_MD_is_a(unit->ess_md, "SHA1") || EVP_MD_is_a(unit->ess_md, "MD5")) {
-        UTIL_ERROR(TSA_MOD, "unit %s: ess_digest %s: RFC 5816 ESSCertIDv2 needs a SHA-2 family "
-                            "hash (SHA1 would make OpenSSL send the v1 attribute)",
+        UTIL_ERROR(TSA_MOD,
+                   "unit %s: ess_digest %s: RFC 5816 ESSCertIDv2 needs a SHA-2 family "
+                   "hash (SHA1 would make OpenSSL send the v1 attribute)",
                    name, ess);
         return UTIL_ECONFIG;
     }
@@ -350,8 +352,7 @@ int tsa_service_new(const struct tsa_config *cfg, const struct tsa_unit_config *
     }
     rc = store_open_blocking(svc->log.store_path, STORE_OPEN_CREATE, &store);
     if (rc != UTIL_OK) {
-        UTIL_ERROR(TSA_MOD, "cannot open the store %s: %s", svc->log.store_path,
-                   util_strerror(rc));
+        UTIL_ERROR(TSA_MOD, "cannot open the store %s: %s", svc->log.store_path, util_strerror(rc));
         goto out;
     }
     for (int i = 0; i < svc->n_units; i++) {
@@ -431,9 +432,12 @@ static int clock_usable(struct tsa_service *svc, int64_t accuracy_us)
     rc = svc->cfg.clock_check(svc->cfg.clock_ctx, &st);
     ok = rc == UTIL_OK && st.synced && (accuracy_us == 0 || st.max_error_us <= accuracy_us);
     if (!ok && atomic_exchange(&svc->clock_bad, 1) == 0)
-        UTIL_WARN(TSA_MOD, "clock not usable for time stamps (%s, error bound %lld us, "
-                           "accuracy %lld us)%s",
-                  rc != UTIL_OK ? util_strerror(rc) : st.synced ? "synchronized" : "unsynchronized",
+        UTIL_WARN(TSA_MOD,
+                  "clock not usable for time stamps (%s, error bound %lld us, "
+                  "accuracy %lld us)%s",
+                  rc != UTIL_OK ? util_strerror(rc)
+                  : st.synced   ? "synchronized"
+                                : "unsynchronized",
                   (long long)st.max_error_us, (long long)accuracy_us,
                   svc->cfg.require_clock_sync ? ": answering timeNotAvailable"
                                               : "; issuing anyway (require_clock_sync = no)");

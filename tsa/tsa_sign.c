@@ -56,7 +56,7 @@ static unsigned precision_digits(int64_t accuracy_us)
 
 static TS_RESP_CTX *ctx_new(struct tsa_service *svc, struct tsa__unit *unit)
 {
-    static const int md_nids[] = {NID_sha256, NID_sha384,   NID_sha512, NID_sha3_256,
+    static const int md_nids[] = {NID_sha256,   NID_sha384,   NID_sha512, NID_sha3_256,
                                   NID_sha3_384, NID_sha3_512, NID_sha1,   NID_md5};
     TS_RESP_CTX *ctx = NULL;
     int64_t acc = unit->accuracy_us;

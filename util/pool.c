@@ -112,7 +112,8 @@ static void *pool_thread(void *opaque)
     char name[16];
     int rc = 0;
 
-    (void)snprintf(name, sizeof(name), "%.10s-%d", pool->name, targ->index); /* truncation is fine */
+    (void)snprintf(name, sizeof(name), "%.10s-%d", pool->name,
+                   targ->index);                    /* truncation is fine */
     (void)pthread_setname_np(pthread_self(), name); /* names are for debuggers only */
     free(targ);
 

@@ -76,7 +76,7 @@ struct util_blob {
  * publishing the blob). Returns NULL on allocation failure. The caller owns one reference. */
 struct util_blob *util_blob_new(const void *data, size_t len);
 struct util_blob *util_blob_ref(struct util_blob *blob); /* returns blob; NULL-safe */
-void util_blob_unref(struct util_blob *blob);           /* NULL-safe */
+void util_blob_unref(struct util_blob *blob);            /* NULL-safe */
 
 /* ---- bounded worker pool -------------------------------------------------------------------- */
 
@@ -95,12 +95,12 @@ typedef int (*util_pool_thread_init_fn)(void *pool_ctx, void **thread_state);
 typedef void (*util_pool_thread_fini_fn)(void *pool_ctx, void *thread_state);
 
 struct util_pool_config {
-    const char *name;      /* thread name prefix, <= 10 chars, e.g. "sign" */
-    int threads;           /* >= 1 */
-    int queue_max;         /* jobs waiting (not running) at most; >= 1 */
+    const char *name;                     /* thread name prefix, <= 10 chars, e.g. "sign" */
+    int threads;                          /* >= 1 */
+    int queue_max;                        /* jobs waiting (not running) at most; >= 1 */
     util_pool_thread_init_fn thread_init; /* optional; a non-zero return fails util_pool_new */
     util_pool_thread_fini_fn thread_fini; /* optional */
-    void *ctx;             /* passed to thread_init/thread_fini */
+    void *ctx;                            /* passed to thread_init/thread_fini */
 };
 
 /* Starts the threads. Returns 0 and *out, or an error (then nothing is left running). */

@@ -33,8 +33,8 @@ static void expect_error(const char *text, const char *needle)
 {
     struct cli_config cfg;
     char err[512] = "";
-    cr_assert_eq(cli_config_parse_string(text, "t.conf", "/", &cfg, err, sizeof(err)),
-                 UTIL_ECONFIG, "accepted: %s", text);
+    cr_assert_eq(cli_config_parse_string(text, "t.conf", "/", &cfg, err, sizeof(err)), UTIL_ECONFIG,
+                 "accepted: %s", text);
     cr_assert(strstr(err, needle) != NULL, "error '%s' lacks '%s'", err, needle);
 }
 

@@ -61,8 +61,8 @@ static int sh(const struct server *s, char *out, size_t out_len, const char *fmt
     va_start(ap, fmt);
     vsnprintf(cmd, sizeof(cmd), fmt, ap);
     va_end(ap);
-    snprintf(full, sizeof(full), "cd %s && SOFTHSM2_CONF=%s/hsm/softhsm2.conf %s", s->data,
-             s->data, cmd);
+    snprintf(full, sizeof(full), "cd %s && SOFTHSM2_CONF=%s/hsm/softhsm2.conf %s", s->data, s->data,
+             cmd);
     return ts_run(full, out, out_len);
 }
 
@@ -98,8 +98,8 @@ static int http_status(const struct server *s, int port, const char *path)
                  s->data, port, path);
     else
         snprintf(cmd, sizeof(cmd),
-                 "curl -s -o /dev/null -w '%%{http_code}' --max-time 5 http://127.0.0.1:%d%s",
-                 port, path);
+                 "curl -s -o /dev/null -w '%%{http_code}' --max-time 5 http://127.0.0.1:%d%s", port,
+                 path);
     if (ts_run(cmd, out, sizeof(out)) != 0)
         return 0;
     return atoi(out);
@@ -187,9 +187,9 @@ TestSuite(serve, .init = fixture_setup, .fini = fixture_teardown, .timeout = 240
 Test(serve, first_run_creates_the_default_and_answers_real_clients)
 {
     char out[8192];
-    static const char *const files[] = {"root-ca.pem",    "issuing-ca.pem",   "ca-chain.pem",
-                                        "ocsp-responder.pem", "tsa.pem",      "tsa-chain.pem",
-                                        "demo-good.pem",  "demo-revoked.pem", "demo-hold.pem"};
+    static const char *const files[] = {"root-ca.pem",        "issuing-ca.pem",   "ca-chain.pem",
+                                        "ocsp-responder.pem", "tsa.pem",          "tsa-chain.pem",
+                                        "demo-good.pem",      "demo-revoked.pem", "demo-hold.pem"};
     struct stat st;
     char path[512];
 
@@ -213,19 +213,19 @@ Test(serve, first_run_creates_the_default_and_answers_real_clients)
     cr_assert(strstr(out, "Response verify OK") != NULL, "%s", out);
     cr_assert(strstr(out, "demo-good.pem: good") != NULL, "%s", out);
 
-    cr_assert_eq(ocsp_query(&srv, "issuing-ca.pem", "demo-revoked.pem", out, sizeof(out), NULL),
-                 0, "%s", out);
+    cr_assert_eq(ocsp_query(&srv, "issuing-ca.pem", "demo-revoked.pem", out, sizeof(out), NULL), 0,
+                 "%s", out);
     cr_assert(strstr(out, "demo-revoked.pem: revoked") != NULL, "%s", out);
     cr_assert(strstr(out, "keyCompromise") != NULL, "%s", out);
 
-    cr_assert_eq(ocsp_query(&srv, "issuing-ca.pem", "demo-hold.pem", out, sizeof(out), "-nonce"),
-                 0, "%s", out);
+    cr_assert_eq(ocsp_query(&srv, "issuing-ca.pem", "demo-hold.pem", out, sizeof(out), "-nonce"), 0,
+                 "%s", out);
     cr_assert(strstr(out, "certificateHold") != NULL, "%s", out);
     cr_assert(strstr(out, "WARNING: no nonce") == NULL, "%s", out);
 
     /* The root answers for the issuing CA with its own key. */
-    cr_assert_eq(ocsp_query(&srv, "root-ca.pem", "issuing-ca.pem", out, sizeof(out), NULL), 0,
-                 "%s", out);
+    cr_assert_eq(ocsp_query(&srv, "root-ca.pem", "issuing-ca.pem", out, sizeof(out), NULL), 0, "%s",
+                 out);
     cr_assert(strstr(out, "issuing-ca.pem: good") != NULL, "%s", out);
     cr_assert(strstr(out, "Response verify OK") != NULL, "%s", out);
 
@@ -256,9 +256,9 @@ Test(serve, revocation_from_another_process_shows_in_ocsp)
     cr_assert(strstr(out, "keyCompromise") != NULL, "%s", out);
 
     /* Hold released from the CLI: good again. */
-    cr_assert_eq(sh(&srv, out, sizeof(out), PKIVA " unrevoke --data %s --cert pki/demo-hold.pem",
-                    srv.data),
-                 0, "%s", out);
+    cr_assert_eq(
+        sh(&srv, out, sizeof(out), PKIVA " unrevoke --data %s --cert pki/demo-hold.pem", srv.data),
+        0, "%s", out);
     revoked = 1;
     for (int i = 0; i < 100 && revoked; i++) {
         ocsp_query(&srv, "issuing-ca.pem", "demo-hold.pem", out, sizeof(out), NULL);
@@ -269,9 +269,9 @@ Test(serve, revocation_from_another_process_shows_in_ocsp)
     cr_assert_not(revoked, "hold not released after 10 s: %s", out);
 
     /* The status command reads the store; the audit chain holds every change. */
-    cr_assert_eq(sh(&srv, out, sizeof(out), PKIVA " status --data %s --cert pki/demo-good.pem",
-                    srv.data),
-                 0, "%s", out);
+    cr_assert_eq(
+        sh(&srv, out, sizeof(out), PKIVA " status --data %s --cert pki/demo-good.pem", srv.data), 0,
+        "%s", out);
     cr_assert(strstr(out, "status: revoked") != NULL, "%s", out);
     cr_assert_eq(sh(&srv, out, sizeof(out), PKIVA " audit verify --data %s", srv.data), 0, "%s",
                  out);
@@ -285,14 +285,13 @@ Test(serve, second_run_reuses_token_pki_and_store)
     char cmd[512];
     start(&srv);
     cr_assert_eq(stop(&srv), 0);
-    snprintf(cmd, sizeof(cmd), "sha256sum %s/pki/root-ca.pem %s/hsm/user.pin", srv.data,
-             srv.data);
+    snprintf(cmd, sizeof(cmd), "sha256sum %s/pki/root-ca.pem %s/hsm/user.pin", srv.data, srv.data);
     cr_assert_eq(ts_run(cmd, before, sizeof(before)), 0);
     start(&srv);
     cr_assert_eq(ts_run(cmd, after, sizeof(after)), 0);
     cr_assert_str_eq(before, after, "the second run recreated the PKI");
-    cr_assert_eq(ocsp_query(&srv, "issuing-ca.pem", "demo-revoked.pem", out, sizeof(out), NULL),
-                 0, "%s", out);
+    cr_assert_eq(ocsp_query(&srv, "issuing-ca.pem", "demo-revoked.pem", out, sizeof(out), NULL), 0,
+                 "%s", out);
     cr_assert(strstr(out, "revoked") != NULL, "%s", out);
     snprintf(cmd, sizeof(cmd), "grep -c 'first run' %s/server.log", srv.dir);
     cr_assert_eq(ts_run(cmd, out, sizeof(out)), 0);
@@ -314,7 +313,8 @@ Test(serve, private_keys_cannot_leave_the_token)
                     "pkcs11-tool --module /usr/lib/softhsm/libsofthsm2.so --login "
                     "--pin \"$(cat hsm/user.pin)\" --list-objects --type privkey"),
                  0, "%s", out);
-    for (p = strstr(out, "Private Key Object"); p != NULL; p = strstr(p + 1, "Private Key Object")) {
+    for (p = strstr(out, "Private Key Object"); p != NULL;
+         p = strstr(p + 1, "Private Key Object")) {
         char block[1024];
         const char *next = strstr(p + 1, "Private Key Object");
         size_t len = next ? (size_t)(next - p) : strlen(p);
@@ -359,18 +359,21 @@ Test(serve, bad_setups_fail_clearly_without_partial_state)
     cr_assert_eq(ts_run(cmd, out, sizeof(out)), 0, "%s", out);
     snprintf(cmd, sizeof(cmd), "chmod 0644 %s/hsm/user.pin", srv.data);
     cr_assert_eq(ts_run(cmd, NULL, 0), 0);
-    snprintf(cmd, sizeof(cmd), PKIVA " serve --data %s --listen 127.0.0.1:%d "
-                               "--admin-listen 127.0.0.1:%d 2>&1",
+    snprintf(cmd, sizeof(cmd),
+             PKIVA " serve --data %s --listen 127.0.0.1:%d "
+                   "--admin-listen 127.0.0.1:%d 2>&1",
              srv.data, srv.port, srv.admin_port);
     cr_assert_eq(ts_run(cmd, out, sizeof(out)), 1, "%s", out);
     cr_assert(strstr(out, "user.pin") != NULL, "%s", out);
 
-    snprintf(cmd, sizeof(cmd), "cp %s/hsm/user.pin %s/pin.saved && printf 0000 > %s/hsm/user.pin"
-                               " && chmod 0600 %s/hsm/user.pin",
+    snprintf(cmd, sizeof(cmd),
+             "cp %s/hsm/user.pin %s/pin.saved && printf 0000 > %s/hsm/user.pin"
+             " && chmod 0600 %s/hsm/user.pin",
              srv.data, srv.dir, srv.data, srv.data);
     cr_assert_eq(ts_run(cmd, NULL, 0), 0);
-    snprintf(cmd, sizeof(cmd), PKIVA " serve --data %s --listen 127.0.0.1:%d "
-                               "--admin-listen 127.0.0.1:%d 2>&1",
+    snprintf(cmd, sizeof(cmd),
+             PKIVA " serve --data %s --listen 127.0.0.1:%d "
+                   "--admin-listen 127.0.0.1:%d 2>&1",
              srv.data, srv.port, srv.admin_port);
     cr_assert_eq(ts_run(cmd, out, sizeof(out)), 1, "%s", out);
     cr_assert(strstr(out, "0000") == NULL, "the PIN appeared in the output: %s", out);
@@ -402,8 +405,8 @@ static int admin_call_cert(const struct server *s, const char *cert_opts, const 
     return atoi(nl + 1);
 }
 
-static int admin_call(const struct server *s, const char *token, const char *path,
-                      const char *json, char *out, size_t out_len)
+static int admin_call(const struct server *s, const char *token, const char *path, const char *json,
+                      char *out, size_t out_len)
 {
     return admin_call_cert(s, "", token, path, json, out, out_len);
 }
@@ -418,9 +421,9 @@ Test(serve, admin_api_authenticates_and_revokes)
 
     /* No credentials, a wrong token: 401 and nothing changes. */
     cr_assert_eq(admin_call(&srv, NULL, "/admin/revoke", "{}", out, sizeof(out)), 401, "%s", out);
-    cr_assert_eq(admin_call(&srv, "wrong-token-wrong-token", "/admin/revoke", "{}", out,
-                            sizeof(out)),
-                 401, "%s", out);
+    cr_assert_eq(
+        admin_call(&srv, "wrong-token-wrong-token", "/admin/revoke", "{}", out, sizeof(out)), 401,
+        "%s", out);
     cr_assert(strstr(out, "\"error\"") != NULL, "%s", out);
     /* The public listener has no admin route: even with the right token, an admin path there is
      * only an (undecodable) OCSP GET or POST, never JSON. */
@@ -431,15 +434,15 @@ Test(serve, admin_api_authenticates_and_revokes)
     ts_run(cmd, out, sizeof(out));
     cr_assert(strstr(out, "json") == NULL, "admin route on the public listener: %s", out);
     /* Malformed and incomplete JSON: 400 with a JSON error. */
-    cr_assert_eq(admin_call(&srv, token, "/admin/revoke", "{not json", out, sizeof(out)), 400,
-                 "%s", out);
+    cr_assert_eq(admin_call(&srv, token, "/admin/revoke", "{not json", out, sizeof(out)), 400, "%s",
+                 out);
     cr_assert(strstr(out, "malformed JSON") != NULL, "%s", out);
-    cr_assert_eq(admin_call(&srv, token, "/admin/revoke", "{\"issuer\":\"demo-ca\"}", out,
-                            sizeof(out)),
-                 400, "%s", out);
+    cr_assert_eq(
+        admin_call(&srv, token, "/admin/revoke", "{\"issuer\":\"demo-ca\"}", out, sizeof(out)), 400,
+        "%s", out);
     cr_assert_eq(admin_call(&srv, token, "/admin/revoke",
-                            "{\"issuer\":\"demo-ca\",\"serial\":\"01\",\"reason\":\"bogus\"}",
-                            out, sizeof(out)),
+                            "{\"issuer\":\"demo-ca\",\"serial\":\"01\",\"reason\":\"bogus\"}", out,
+                            sizeof(out)),
                  400, "%s", out);
     cr_assert_eq(admin_call(&srv, token, "/admin/revoke",
                             "{\"issuer\":\"demo-ca\",\"serial\":\"0badbad0\"}", out, sizeof(out)),
@@ -454,9 +457,10 @@ Test(serve, admin_api_authenticates_and_revokes)
     cr_assert_eq(atoi(out), 413, "%s", out);
 
     /* A real revocation through the API shows in OCSP. */
-    cr_assert_eq(sh(&srv, serial, sizeof(serial),
-                    "openssl x509 -in pki/demo-good.pem -noout -serial | cut -d= -f2 | tr -d '\\n'"),
-                 0);
+    cr_assert_eq(
+        sh(&srv, serial, sizeof(serial),
+           "openssl x509 -in pki/demo-good.pem -noout -serial | cut -d= -f2 | tr -d '\\n'"),
+        0);
     snprintf(json, sizeof(json),
              "{\"issuer\":\"demo-ca\",\"serial\":\"%s\",\"reason\":\"superseded\","
              "\"request_id\":\"RA-7\",\"received_at\":\"2026-01-01T00:00:00Z\"}",
@@ -549,9 +553,9 @@ Test(serve, supersede_is_one_call)
     snprintf(json, sizeof(json), "{\"issuer\":\"demo-ca\",\"serial\":\"%s\"}", serial);
     cr_assert_eq(admin_call(&srv, token, "/admin/supersede", json, out, sizeof(out)), 409, "%s",
                  out);
-    cr_assert_eq(sh(&srv, out, sizeof(out), PKIVA " status --data %s --cert pki/demo-revoked.pem",
-                    srv.data),
-                 0, "%s", out);
+    cr_assert_eq(
+        sh(&srv, out, sizeof(out), PKIVA " status --data %s --cert pki/demo-revoked.pem", srv.data),
+        0, "%s", out);
     cr_assert(strstr(out, "keyCompromise") != NULL, "%s", out);
     cr_assert_eq(stop(&srv), 0);
 }
@@ -603,9 +607,10 @@ Test(serve, admin_api_mutual_tls)
     start(&srv);
     snprintf(cmd, sizeof(cmd), "cat %s/admin.token", srv.data);
     cr_assert_eq(ts_run(cmd, token, sizeof(token)), 0);
-    cr_assert_eq(sh(&srv, serial, sizeof(serial),
-                    "openssl x509 -in pki/demo-good.pem -noout -serial | cut -d= -f2 | tr -d '\\n'"),
-                 0);
+    cr_assert_eq(
+        sh(&srv, serial, sizeof(serial),
+           "openssl x509 -in pki/demo-good.pem -noout -serial | cut -d= -f2 | tr -d '\\n'"),
+        0);
     snprintf(json, sizeof(json), "{\"issuer\":\"demo-ca\",\"serial\":\"%s\"}", serial);
 
     /* No certificate, no token: 401. The token alone still works. */
@@ -624,8 +629,8 @@ Test(serve, admin_api_mutual_tls)
     cr_assert_eq(admin_call_cert(&srv, "--cert t-rogue.pem --key t-rogue.key", NULL,
                                  "/admin/status", json, out, sizeof(out)),
                  401, "%s", out);
-    cr_assert_eq(admin_call_cert(&srv, "--cert t-expired.pem --key t-op.key", NULL,
-                                 "/admin/status", json, out, sizeof(out)),
+    cr_assert_eq(admin_call_cert(&srv, "--cert t-expired.pem --key t-op.key", NULL, "/admin/status",
+                                 json, out, sizeof(out)),
                  401, "%s", out);
     cr_assert_eq(admin_call_cert(&srv, "--cert t-expired.pem --key t-op.key",
                                  "wrong-token-wrong-token", "/admin/status", json, out,
@@ -649,8 +654,8 @@ Test(serve, admin_api_mutual_tls)
     cr_assert(strstr(out, "admin-mtls:CN=pkiva demo operator,O=pkiva demo") != NULL, "%s", out);
     cr_assert(strstr(out, "somebody else") == NULL, "%s", out);
     /* pkiva crl publish asks the running server, over TLS. */
-    cr_assert_eq(sh(&srv, out, sizeof(out), PKIVA " crl publish --data %s 2>&1", srv.data), 0,
-                 "%s", out);
+    cr_assert_eq(sh(&srv, out, sizeof(out), PKIVA " crl publish --data %s 2>&1", srv.data), 0, "%s",
+                 out);
     cr_assert(strstr(out, "the running server publishes") != NULL, "%s", out);
     /* The handshakes are counted in /metrics. */
     snprintf(cmd, sizeof(cmd),
@@ -671,8 +676,8 @@ Test(serve, admin_api_mutual_tls)
     cr_assert_eq(admin_call(&srv, token, "/admin/status", json, out, sizeof(out)), 401, "%s", out);
     cr_assert_eq(admin_call_cert(&srv, op, NULL, "/admin/status", json, out, sizeof(out)), 200,
                  "%s", out);
-    cr_assert_eq(sh(&srv, out, sizeof(out), PKIVA " crl publish --data %s 2>&1", srv.data), 0,
-                 "%s", out);
+    cr_assert_eq(sh(&srv, out, sizeof(out), PKIVA " crl publish --data %s 2>&1", srv.data), 0, "%s",
+                 out);
     cr_assert_eq(stop(&srv), 0);
 }
 
@@ -698,8 +703,8 @@ Test(serve, admin_api_without_tls_directives_stays_plain_http)
              token, srv.admin_port);
     ts_run(cmd, out, sizeof(out));
     cr_assert_eq(atoi(out), 200, "%s", out);
-    cr_assert_eq(sh(&srv, out, sizeof(out), PKIVA " crl publish --data %s 2>&1", srv.data), 0,
-                 "%s", out);
+    cr_assert_eq(sh(&srv, out, sizeof(out), PKIVA " crl publish --data %s 2>&1", srv.data), 0, "%s",
+                 out);
     cr_assert(strstr(out, "the running server publishes") != NULL, "%s", out);
     cr_assert_eq(stop(&srv), 0);
 }
@@ -715,16 +720,16 @@ Test(serve, rsa_default_signs_ocsp_crl_and_time_stamps, .timeout = 300)
     cr_assert_eq(sh(&srv, out, sizeof(out), "openssl x509 -in pki/issuing-ca.pem -noout -text"), 0);
     cr_assert(strstr(out, "rsaEncryption") != NULL && strstr(out, "2048 bit") != NULL, "%s", out);
     start(&srv);
-    cr_assert_eq(ocsp_query(&srv, "issuing-ca.pem", "demo-revoked.pem", out, sizeof(out),
-                            "-nonce"),
+    cr_assert_eq(ocsp_query(&srv, "issuing-ca.pem", "demo-revoked.pem", out, sizeof(out), "-nonce"),
                  0, "%s", out);
     cr_assert(strstr(out, "Response verify OK") != NULL, "%s", out);
     cr_assert(strstr(out, "demo-revoked.pem: revoked") != NULL, "%s", out);
-    cr_assert_eq(sh(&srv, out, sizeof(out),
-                    "curl -sf http://127.0.0.1:%d/crl/demo-ca.crl -o c.crl && "
-                    "openssl crl -inform DER -in c.crl -CAfile pki/ca-chain.pem -verify -noout 2>&1",
-                    srv.port),
-                 0, "%s", out);
+    cr_assert_eq(
+        sh(&srv, out, sizeof(out),
+           "curl -sf http://127.0.0.1:%d/crl/demo-ca.crl -o c.crl && "
+           "openssl crl -inform DER -in c.crl -CAfile pki/ca-chain.pem -verify -noout 2>&1",
+           srv.port),
+        0, "%s", out);
     cr_assert(strstr(out, "verify OK") != NULL, "%s", out);
     cr_assert_eq(sh(&srv, out, sizeof(out),
                     "echo rsa > f.txt && openssl ts -query -data f.txt -sha384 -cert -out q.tsq && "

@@ -57,9 +57,11 @@ static X509 *make_ca(struct hsm_key *key)
     cr_assert_eq(X509_set_version(cert, X509_VERSION_3), 1);
     cr_assert_eq(ASN1_INTEGER_set(X509_get_serialNumber(cert), 1), 1);
     cr_assert_eq(X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
-                                            (const unsigned char *)"CRL Test CA", -1, -1, 0), 1);
+                                            (const unsigned char *)"CRL Test CA", -1, -1, 0),
+                 1);
     cr_assert_eq(X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC,
-                                            (const unsigned char *)"pkiva tests", -1, -1, 0), 1);
+                                            (const unsigned char *)"pkiva tests", -1, -1, 0),
+                 1);
     cr_assert_eq(X509_set_subject_name(cert, name), 1);
     cr_assert_eq(X509_set_issuer_name(cert, name), 1);
     X509_NAME_free(name);
@@ -145,10 +147,8 @@ static void release(struct store *st, long serial)
 static void setup_alg(int alg, int pss)
 {
     char pin_path[128];
-    struct hsm_config cfg = {.module_path = TS_SOFTHSM_MODULE,
-                             .softhsm_no_deinit = 1,
-                             .sessions = 2,
-                             .queue_max = 64};
+    struct hsm_config cfg = {
+        .module_path = TS_SOFTHSM_MODULE, .softhsm_no_deinit = 1, .sessions = 2, .queue_max = 64};
     unsigned char *der = NULL;
     int len;
     FILE *f = NULL;
@@ -183,8 +183,8 @@ static void setup_alg(int alg, int pss)
     /* 1..20 good; some revoked with every kind of detail */
     for (long s = 1; s <= 20; s++)
         add_cert(s, 0);
-    add_cert(0x80, 0);                          /* needs a leading 0x00 */
-    add_cert(100, now_s - 30 * 86400);          /* expired a month ago */
+    add_cert(0x80, 0);                 /* needs a leading 0x00 */
+    add_cert(100, now_s - 30 * 86400); /* expired a month ago */
     do_revoke(store, 2, STORE_REASON_KEY_COMPROMISE, now_s - 3600, now_s - 7200);
     do_revoke(store, 3, STORE_REASON_NONE, now_s - 3000, 0);
     do_revoke(store, 4, STORE_REASON_UNSPECIFIED, now_s - 2000, 0);
@@ -365,8 +365,8 @@ Test(crl, full_and_delta_verify_and_entries_are_exact)
     fresh = X509_CRL_get_ext_d2i(crl, NID_freshest_crl, &crit, NULL);
     cr_assert_not_null(fresh);
     {
-        GENERAL_NAME *gn = sk_GENERAL_NAME_value(
-            sk_DIST_POINT_value(fresh, 0)->distpoint->name.fullname, 0);
+        GENERAL_NAME *gn =
+            sk_GENERAL_NAME_value(sk_DIST_POINT_value(fresh, 0)->distpoint->name.fullname, 0);
         cr_assert_str_eq((const char *)ASN1_STRING_get0_data(gn->d.uniformResourceIdentifier),
                          "http://127.0.0.1:8080/crl/" CA_NAME "-delta.crl");
     }
@@ -495,8 +495,8 @@ Test(crl, delta_is_exactly_the_changes_and_released_hold_leaves)
     do_revoke(store, 7, STORE_REASON_AFFILIATION_CHANGED, now_s - 10, 0);
     do_revoke(store, 8, STORE_REASON_CERTIFICATE_HOLD, now_s - 5, 0);
     do_revoke(store, 6, STORE_REASON_KEY_COMPROMISE, now_s - 4, 0); /* hold -> keyCompromise */
-    release(store, 5);                                            /* hold released */
-    add_cert(21, 0);                                              /* an issue: not a CRL change */
+    release(store, 5);                                              /* hold released */
+    add_cert(21, 0);                                                /* an issue: not a CRL change */
     cr_assert_eq(crl_publish_blocking(&cfg, &ic, hsm, store, CRL_DELTA, "t", NULL, &delta), 0);
     cr_assert_eq(delta.base_number, full.number);
     tools_verify(pubf("-delta.crl"));
@@ -728,8 +728,8 @@ Test(crl, http_serves_crls_with_validators_and_the_repository)
     cr_assert_eq(crl_publisher_start(pub), 0);
     cr_assert(wait_for(pub, 1, 0, 10000, &st));
 
-    (void)snprintf(args, sizeof(args),
-                   "-D - -o %s/got.crl http://127.0.0.1:%d/crl/" CA_NAME ".crl", dir, port);
+    (void)snprintf(args, sizeof(args), "-D - -o %s/got.crl http://127.0.0.1:%d/crl/" CA_NAME ".crl",
+                   dir, port);
     cr_assert_eq(curl(args, out, sizeof(out)), 0, "%s", out);
     cr_assert_not_null(strstr(out, "HTTP/1.1 200"), "%s", out);
     cr_assert_not_null(strstr(out, "Content-Type: application/pkix-crl"), "%s", out);
@@ -761,10 +761,10 @@ Test(crl, http_serves_crls_with_validators_and_the_repository)
                    etag, port);
     cr_assert_eq(curl(args, out, sizeof(out)), 0);
     cr_assert_not_null(strstr(out, "HTTP/1.1 304"), "%s", out);
-    (void)snprintf(args, sizeof(args),
-                   "-D - -o /dev/null -H 'If-None-Match: \"other\"' http://127.0.0.1:%d/crl/" CA_NAME
-                   ".crl",
-                   port);
+    (void)snprintf(
+        args, sizeof(args),
+        "-D - -o /dev/null -H 'If-None-Match: \"other\"' http://127.0.0.1:%d/crl/" CA_NAME ".crl",
+        port);
     cr_assert_eq(curl(args, out, sizeof(out)), 0);
     cr_assert_not_null(strstr(out, "HTTP/1.1 200"), "%s", out);
     (void)snprintf(args, sizeof(args),
@@ -796,24 +796,31 @@ Test(crl, http_serves_crls_with_validators_and_the_repository)
     cr_assert_not_null(strstr(out, "HTTP/1.1 200"), "%s", out);
     cr_assert_not_null(strstr(out, "Content-Type: application/pkix-cert"), "%s", out);
     cr_assert_not_null(strstr(out, "Content-Length: 2"), "%s", out);
-    (void)snprintf(args, sizeof(args), "-o /dev/null -w '%%{http_code}' "
-                   "http://127.0.0.1:%d/certs/" CA_NAME "/0080.crt", port);
+    (void)snprintf(args, sizeof(args),
+                   "-o /dev/null -w '%%{http_code}' "
+                   "http://127.0.0.1:%d/certs/" CA_NAME "/0080.crt",
+                   port);
     cr_assert_eq(curl(args, out, sizeof(out)), 0);
     cr_assert_str_eq(out, "200");
-    (void)snprintf(args, sizeof(args), "-o /dev/null -w '%%{http_code}' "
-                   "http://127.0.0.1:%d/certs/" CA_NAME "/4242.crt", port);
+    (void)snprintf(args, sizeof(args),
+                   "-o /dev/null -w '%%{http_code}' "
+                   "http://127.0.0.1:%d/certs/" CA_NAME "/4242.crt",
+                   port);
     cr_assert_eq(curl(args, out, sizeof(out)), 0);
     cr_assert_str_eq(out, "404");
-    (void)snprintf(args, sizeof(args), "-o /dev/null -w '%%{http_code}' "
-                   "http://127.0.0.1:%d/certs/other/01.crt", port);
+    (void)snprintf(args, sizeof(args),
+                   "-o /dev/null -w '%%{http_code}' "
+                   "http://127.0.0.1:%d/certs/other/01.crt",
+                   port);
     cr_assert_eq(curl(args, out, sizeof(out)), 0);
     cr_assert_str_eq(out, "404");
     {
         char metrics[8192];
         cr_assert_gt(crl_publisher_metrics(pub, metrics, sizeof(metrics)), 0);
-        cr_assert_not_null(strstr(metrics, "pkiva_crl_number{issuer=\"" CA_NAME "\",kind=\"full\"}"));
-        cr_assert_not_null(strstr(metrics, "pkiva_crl_http_total{result=\"not_modified\"} 2"),
-                           "%s", metrics);
+        cr_assert_not_null(
+            strstr(metrics, "pkiva_crl_number{issuer=\"" CA_NAME "\",kind=\"full\"}"));
+        cr_assert_not_null(strstr(metrics, "pkiva_crl_http_total{result=\"not_modified\"} 2"), "%s",
+                           metrics);
         cr_assert_not_null(strstr(metrics, "pkiva_cert_repo_total{result=\"served\"} 2"), "%s",
                            metrics);
     }

@@ -309,8 +309,7 @@ Test(hsm_fault, token_unplugged_then_back_heals_without_restart)
     }
 
     /* A CRL publication during the outage fails; the last good CRL stays served. */
-    cr_assert_eq(sh(out, sizeof(out), PKIVA " crl publish --data %s 2>&1", srv.data), 0, "%s",
-                 out);
+    cr_assert_eq(sh(out, sizeof(out), PKIVA " crl publish --data %s 2>&1", srv.data), 0, "%s", out);
     for (int i = 0; i < 50 && metric("pkiva_crl_failing{issuer=\"demo-ca\"}") != 1; i++)
         sleep_ms(100);
     cr_assert_eq(metric("pkiva_crl_failing{issuer=\"demo-ca\"}"), 1,
@@ -321,8 +320,7 @@ Test(hsm_fault, token_unplugged_then_back_heals_without_restart)
     fault_clear();
     t0 = now_ms();
     while (now_ms() - t0 < HEAL_MS) {
-        if (live_answer_ok(out, sizeof(out)) &&
-            http_get(srv.port, "/readyz", NULL, 0) == 200) {
+        if (live_answer_ok(out, sizeof(out)) && http_get(srv.port, "/readyz", NULL, 0) == 200) {
             healed_ms = now_ms() - t0;
             break;
         }
@@ -336,8 +334,7 @@ Test(hsm_fault, token_unplugged_then_back_heals_without_restart)
     assert_cached_answers("after the outage");
 
     /* CRL publication resumes: a new CRL with a higher number. */
-    cr_assert_eq(sh(out, sizeof(out), PKIVA " crl publish --data %s 2>&1", srv.data), 0, "%s",
-                 out);
+    cr_assert_eq(sh(out, sizeof(out), PKIVA " crl publish --data %s 2>&1", srv.data), 0, "%s", out);
     t0 = now_ms();
     while (now_ms() - t0 < HEAL_MS && (crl_after = crl_number()) <= crl_before)
         sleep_ms(200);

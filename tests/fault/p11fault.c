@@ -45,8 +45,8 @@
 enum mode { MODE_NONE, MODE_DOWN, MODE_SLOW, MODE_FAIL_N };
 
 static pthread_once_t load_once = PTHREAD_ONCE_INIT;
-static CK_FUNCTION_LIST_PTR real;   /* the real module's list */
-static CK_FUNCTION_LIST wrapped;    /* a copy of it with our entries */
+static CK_FUNCTION_LIST_PTR real; /* the real module's list */
+static CK_FUNCTION_LIST wrapped;  /* a copy of it with our entries */
 static CK_RV load_rv = CKR_GENERAL_ERROR;
 static const char *control_path;
 static int trace;

@@ -9,8 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const routes[] = {"revoke", "unrevoke", "status", "certificates",
-                                     "crl/publish"};
+static const char *const routes[] = {"revoke", "unrevoke", "status", "certificates", "crl/publish"};
 
 int fuzz_admin_check(const uint8_t *data, size_t size)
 {

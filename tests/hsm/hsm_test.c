@@ -192,8 +192,7 @@ Test(hsm, rsa_pss_and_pkcs1_digests)
             cr_assert_eq(key->rsa_pss, pss);
             sign_and_verify(key);
             /* The padding really is the one asked for: it does not verify as the other one. */
-            cr_assert_eq(hsm_sign_blocking(hsm, key, message, sizeof(message), &sig, &sig_len),
-                         0);
+            cr_assert_eq(hsm_sign_blocking(hsm, key, message, sizeof(message), &sig, &sig_len), 0);
             pub = public_copy(key->pkey);
             cr_assert_not(verify(pub, mds[i], !pss, message, sizeof(message), sig, sig_len),
                           "%s pss=%d verifies with the other padding", mds[i], pss);
@@ -216,12 +215,12 @@ Test(hsm, bad_load_arguments)
     cr_assert_eq(hsm_key_load_blocking(hsm, uri, NULL, 1, &key), UTIL_EINVAL); /* PSS needs RSA */
     cr_assert_eq(hsm_key_load_blocking(hsm, uri, "NO-SUCH-MD", 0, &key), UTIL_EINVAL);
     cr_assert_eq(hsm_key_load_blocking(hsm, "file:/etc/passwd", NULL, 0, &key), UTIL_EINVAL);
-    cr_assert_eq(hsm_key_load_blocking(hsm, "pkcs11:token=" TOKEN ";object=k;type=public", NULL,
-                                       0, &key),
-                 UTIL_EINVAL);
-    cr_assert_eq(hsm_key_load_blocking(hsm, "pkcs11:token=" TOKEN ";object=k?pin-value=1234",
-                                       NULL, 0, &key),
-                 UTIL_EINVAL);
+    cr_assert_eq(
+        hsm_key_load_blocking(hsm, "pkcs11:token=" TOKEN ";object=k;type=public", NULL, 0, &key),
+        UTIL_EINVAL);
+    cr_assert_eq(
+        hsm_key_load_blocking(hsm, "pkcs11:token=" TOKEN ";object=k?pin-value=1234", NULL, 0, &key),
+        UTIL_EINVAL);
     cr_assert_null(key);
     cr_assert_eq(hsm_key_generate_blocking(hsm, TOKEN, "k2", 99, &key), UTIL_EINVAL);
     cr_assert_eq(hsm_key_generate_blocking(hsm, TOKEN, "", HSM_EC_P256, &key), UTIL_EINVAL);
@@ -243,8 +242,7 @@ Test(hsm, label_with_special_characters)
     struct hsm_key *key = NULL;
     struct hsm_key *again = NULL;
 
-    cr_assert_eq(hsm_key_generate_blocking(hsm, TOKEN, "ocsp signer;2026/a", HSM_EC_P256, &key),
-                 0);
+    cr_assert_eq(hsm_key_generate_blocking(hsm, TOKEN, "ocsp signer;2026/a", HSM_EC_P256, &key), 0);
     cr_assert_eq(hsm_key_load_blocking(hsm, key->uri, NULL, 0, &again), 0);
     cr_assert_eq(EVP_PKEY_eq(key->pkey, again->pkey), 1);
     hsm_key_free(again);

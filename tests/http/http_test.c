@@ -156,17 +156,20 @@ static void start_server(const struct http_config *cfg)
     cr_assert_eq(http_server_route(g_srv, HTTP_PUBLIC, "GET", "/", text_handler, "root"), 0);
     cr_assert_eq(http_server_route(g_srv, HTTP_PUBLIC, "GET", "/a", text_handler, "a"), 0);
     cr_assert_eq(http_server_route(g_srv, HTTP_PUBLIC, "GET", "/a/b", text_handler, "ab"), 0);
-    cr_assert_eq(http_server_route(g_srv, HTTP_PUBLIC, "GET", "/slow", slow_handler,
-                                   (void *)(uintptr_t)200), 0);
+    cr_assert_eq(
+        http_server_route(g_srv, HTTP_PUBLIC, "GET", "/slow", slow_handler, (void *)(uintptr_t)200),
+        0);
     cr_assert_eq(http_server_route(g_srv, HTTP_PUBLIC, "GET", "/slower", slow_handler,
-                                   (void *)(uintptr_t)600), 0);
+                                   (void *)(uintptr_t)600),
+                 0);
     cr_assert_eq(http_server_route(g_srv, HTTP_PUBLIC, "POST", "/echo", echo_handler, NULL), 0);
     cr_assert_eq(http_server_route(g_srv, HTTP_PUBLIC, "GET", "/never", never_handler, NULL), 0);
     cr_assert_eq(http_server_route(g_srv, HTTP_PUBLIC, "GET", "/blob", blob_handler, NULL), 0);
     cr_assert_eq(http_server_route(g_srv, HTTP_ADMIN, "GET", "/x-admin", text_handler, "admin"), 0);
-    cr_assert_eq(http_server_route(g_srv, HTTP_ADMIN, "PUT", "/x-admin/put", text_handler, "put"), 0);
-    cr_assert_eq(http_server_route(g_srv, HTTP_PUBLIC | HTTP_ADMIN, NULL, "/any", text_handler,
-                                   "any"), 0);
+    cr_assert_eq(http_server_route(g_srv, HTTP_ADMIN, "PUT", "/x-admin/put", text_handler, "put"),
+                 0);
+    cr_assert_eq(
+        http_server_route(g_srv, HTTP_PUBLIC | HTTP_ADMIN, NULL, "/any", text_handler, "any"), 0);
     cr_assert_eq(http_server_on_loop(g_srv, hook_init, hook_fini, NULL), 0);
     http_server_set_ready_fn(g_srv, ready_fn, NULL);
     cr_assert_eq(http_server_start(g_srv), 0);
@@ -397,16 +400,18 @@ Test(http, not_found_and_method_not_allowed, .init = start_default, .fini = stop
 
     cr_assert_eq(fetch(g_admin_port, GET("/nothing"), &r), 0);
     cr_assert_eq(r.status, 404);
-    cr_assert_eq(fetch(g_admin_port, "POST /x-admin/x HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n",
-                       &r), 0);
+    cr_assert_eq(
+        fetch(g_admin_port, "POST /x-admin/x HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n", &r),
+        0);
     cr_assert_eq(r.status, 405);
     cr_assert_not_null(strstr(r.head, "\r\nAllow: GET, HEAD\r\n"), "%s", r.head);
-    cr_assert_eq(fetch(g_admin_port, "POST /x-admin/put HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n",
-                       &r), 0);
+    cr_assert_eq(fetch(g_admin_port,
+                       "POST /x-admin/put HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n", &r),
+                 0);
     cr_assert_eq(r.status, 405);
     cr_assert_not_null(strstr(r.head, "\r\nAllow: PUT, GET, HEAD\r\n"), "%s", r.head);
-    cr_assert_eq(fetch(g_port, "POST /healthz HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n", &r),
-                 0);
+    cr_assert_eq(
+        fetch(g_port, "POST /healthz HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n", &r), 0);
     cr_assert_eq(r.status, 405);
 }
 
@@ -592,7 +597,8 @@ Test(http, expect_100_continue, .init = start_default, .fini = stop_server)
     struct client *cl = cl_open(g_port);
     struct reply r;
 
-    cl_send(cl, "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n");
+    cl_send(cl,
+            "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n");
     cr_assert_eq(cl_read(cl, &r, 0), 0);
     cr_assert_eq(r.status, 100);
     cl_send(cl, "abc");
@@ -672,8 +678,11 @@ Test(http, too_many_or_too_big_headers_431, .init = start_small_limits, .fini = 
     cr_assert_eq(r.status, 431);
 
     /* Eight headers are allowed, and each can be looked up. */
-    cr_assert_eq(fetch(g_port, "GET /a HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nE: 5\r\nF: 6\r\n"
-                               "G: 7\r\nH: 8\r\n\r\n", &r), 0);
+    cr_assert_eq(fetch(g_port,
+                       "GET /a HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nE: 5\r\nF: 6\r\n"
+                       "G: 7\r\nH: 8\r\n\r\n",
+                       &r),
+                 0);
     cr_assert_eq(r.status, 200);
 }
 

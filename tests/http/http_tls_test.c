@@ -31,7 +31,8 @@ static int g_tls_port; /* admin listener: TLS, client certificates optional */
 static struct util_blob *g_blob;
 
 /* Runs a shell command in the test folder; returns its exit status, output in out. */
-static int sh(char *out, size_t out_len, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int sh(char *out, size_t out_len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static int sh(char *out, size_t out_len, const char *fmt, ...)
 {
     char cmd[4096], full[4400];
@@ -154,8 +155,8 @@ static void start_with(int with_client_ca)
     cr_assert_eq(http_server_new(&cfg, &g_srv), 0);
     /* The strings were read by http_server_new; the server must not keep pointers to them. */
     memset(paths, 0, sizeof(paths));
-    cr_assert_eq(http_server_route(g_srv, HTTP_PUBLIC | HTTP_ADMIN, "GET", "/who", who_handler,
-                                   NULL), 0);
+    cr_assert_eq(
+        http_server_route(g_srv, HTTP_PUBLIC | HTTP_ADMIN, "GET", "/who", who_handler, NULL), 0);
     cr_assert_eq(http_server_route(g_srv, HTTP_ADMIN, "GET", "/blob", blob_handler, NULL), 0);
     cr_assert_eq(http_server_route(g_srv, HTTP_ADMIN, "POST", "/echo", echo_handler, NULL), 0);
     cr_assert_eq(http_server_start(g_srv), 0);
@@ -207,14 +208,13 @@ Test(http_tls, curl_over_tls_plain_listener_stays_plain, .init = start_mtls, .fi
                  0, "%s", out);
     cr_assert_str_eq(out, "tls=1 verified=0 subject=\ntls=1 verified=0 subject=\n");
     /* The public listener of the same server is plain HTTP. */
-    cr_assert_eq(sh(out, sizeof(out), "curl -sS --max-time 5 http://127.0.0.1:%d/who 2>&1",
-                    g_port),
+    cr_assert_eq(sh(out, sizeof(out), "curl -sS --max-time 5 http://127.0.0.1:%d/who 2>&1", g_port),
                  0, "%s", out);
     cr_assert_str_eq(out, "tls=0 verified=0 subject=\n");
     /* A client that does not trust the server's CA refuses it. */
-    cr_assert_neq(sh(out, sizeof(out), "curl -sS --max-time 5 https://127.0.0.1:%d/who 2>&1",
-                     g_tls_port),
-                  0, "%s", out);
+    cr_assert_neq(
+        sh(out, sizeof(out), "curl -sS --max-time 5 https://127.0.0.1:%d/who 2>&1", g_tls_port), 0,
+        "%s", out);
     http_server_stats(g_srv, &st);
     cr_assert_geq(st.tls_handshakes, 2, "%llu", (unsigned long long)st.tls_handshakes);
 }
@@ -229,11 +229,10 @@ Test(http_tls, client_certificate_verified_untrusted_expired_absent, .init = sta
     cr_assert_str_eq(out, "tls=1 verified=1 subject=CN=operator one,O=pkiva test\n");
     /* The same name, self-signed: the handshake succeeds (certificates are optional) but it
      * proves nothing. */
-    cr_assert_eq(curl(out, sizeof(out), "--cert rogue.pem --key rogue.key", g_tls_port, "/who"),
-                 0, "%s", out);
+    cr_assert_eq(curl(out, sizeof(out), "--cert rogue.pem --key rogue.key", g_tls_port, "/who"), 0,
+                 "%s", out);
     cr_assert_str_eq(out, "tls=1 verified=0 subject=\n");
-    cr_assert_eq(curl(out, sizeof(out), "--cert expired.pem --key client.key", g_tls_port,
-                      "/who"),
+    cr_assert_eq(curl(out, sizeof(out), "--cert expired.pem --key client.key", g_tls_port, "/who"),
                  0, "%s", out);
     cr_assert_str_eq(out, "tls=1 verified=0 subject=\n");
     cr_assert_eq(curl(out, sizeof(out), "", g_tls_port, "/who"), 0, "%s", out);
@@ -318,7 +317,8 @@ Test(http_tls, plain_http_to_a_tls_port_is_closed, .init = start_mtls, .fini = s
     int fd = connect_port(g_tls_port);
     ssize_t n = 0;
 
-    cr_assert_eq(send(fd, request, sizeof(request) - 1, MSG_NOSIGNAL), (ssize_t)sizeof(request) - 1);
+    cr_assert_eq(send(fd, request, sizeof(request) - 1, MSG_NOSIGNAL),
+                 (ssize_t)sizeof(request) - 1);
     n = read_until_closed(fd, buf, sizeof(buf), 3000);
     cr_assert_geq(n, 0, "the connection stayed open");
     cr_assert_null(strstr(buf, "HTTP/1.1"), "answered in plain text: %s", buf);

@@ -35,8 +35,8 @@ X509 *tp_cert(X509 *issuer, EVP_MD_CTX *sign_ctx, EVP_PKEY *pub, const char *cn,
     ok = ok && ASN1_INTEGER_set(X509_get_serialNumber(x), serial);
     ok = ok && X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, (const unsigned char *)"pkiva",
                                           -1, -1, 0);
-    ok = ok && X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1,
-                                          -1, 0);
+    ok = ok &&
+         X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0);
     ok = ok && X509_set_subject_name(x, name);
     ok = ok && X509_set_issuer_name(x, issuer != NULL ? X509_get_subject_name(issuer) : name);
     ok = ok && X509_gmtime_adj(X509_getm_notBefore(x), -3600);
@@ -48,7 +48,8 @@ X509 *tp_cert(X509 *issuer, EVP_MD_CTX *sign_ctx, EVP_PKEY *pub, const char *cn,
         ok = ok && add_ext(x, &v3, NID_authority_key_identifier, "keyid");
         if (kind == TP_CA) {
             ok = ok && add_ext(x, &v3, NID_basic_constraints, "critical,CA:TRUE");
-            ok = ok && add_ext(x, &v3, NID_key_usage, "critical,keyCertSign,cRLSign,digitalSignature");
+            ok = ok &&
+                 add_ext(x, &v3, NID_key_usage, "critical,keyCertSign,cRLSign,digitalSignature");
         } else if (kind == TP_RESPONDER) {
             ok = ok && add_ext(x, &v3, NID_basic_constraints, "critical,CA:FALSE");
             ok = ok && add_ext(x, &v3, NID_key_usage, "critical,digitalSignature");
@@ -81,8 +82,7 @@ size_t tp_serial_bytes(long serial, unsigned char *out)
     return (size_t)len - 2;
 }
 
-OCSP_REQUEST *tp_request(X509 *issuer, const EVP_MD *md, const long *serials, int n,
-                         int nonce_len)
+OCSP_REQUEST *tp_request(X509 *issuer, const EVP_MD *md, const long *serials, int n, int nonce_len)
 {
     OCSP_REQUEST *req = OCSP_REQUEST_new();
     for (int i = 0; i < n; i++) {

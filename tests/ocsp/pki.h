@@ -20,8 +20,7 @@ EVP_MD_CTX *tp_soft_ctx(EVP_PKEY *key);
 
 /* Request for the given serials (long values) of issuer, hash md (EVP_sha1() ...). nonce_len < 0:
  * no nonce; >= 0: a nonce extension with that many octets (0 gives an empty OCTET STRING). */
-OCSP_REQUEST *tp_request(X509 *issuer, const EVP_MD *md, const long *serials, int n,
-                         int nonce_len);
+OCSP_REQUEST *tp_request(X509 *issuer, const EVP_MD *md, const long *serials, int n, int nonce_len);
 /* DER of a request (OPENSSL_malloc'd). */
 int tp_request_der(OCSP_REQUEST *req, unsigned char **der);
 

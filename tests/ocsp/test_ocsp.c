@@ -39,18 +39,18 @@ Test(get_decode, plain_and_quirks)
     (void)EVP_EncodeBlock(b64, sample, sizeof(sample)); /* length not needed */
     cr_assert_str_eq((char *)b64, "MAA+////AQID");
 
-    expect_decodes("MAA+////AQID");               /* unescaped '+' and '/' */
-    expect_decodes("/MAA+////AQID");              /* leading slash */
-    expect_decodes("//MAA+////AQID");             /* doubled leading slash */
-    expect_decodes("MAA%2B%2F%2F%2F%2FAQID");     /* %2B and %2F */
-    expect_decodes("MAA%2b%2f%2f%2f%2fAQID");     /* lower-case escapes */
-    expect_decodes("MAA%2B/%2F//AQID");           /* mixed */
-    expect_decodes("MAA ////AQID");               /* space for '+' */
-    expect_decodes("MAA%20////AQID");             /* %20 for '+' */
-    expect_decodes("MAA-____AQID");               /* base64url */
-    expect_decodes("MAA+////AQID?x=1");           /* query string */
-    expect_decodes("%4DAA+////AQID");             /* any character may be escaped */
-    expect_decodes("MAA+////\r\nAQID");           /* line breaks of a wrapping encoder */
+    expect_decodes("MAA+////AQID");           /* unescaped '+' and '/' */
+    expect_decodes("/MAA+////AQID");          /* leading slash */
+    expect_decodes("//MAA+////AQID");         /* doubled leading slash */
+    expect_decodes("MAA%2B%2F%2F%2F%2FAQID"); /* %2B and %2F */
+    expect_decodes("MAA%2b%2f%2f%2f%2fAQID"); /* lower-case escapes */
+    expect_decodes("MAA%2B/%2F//AQID");       /* mixed */
+    expect_decodes("MAA ////AQID");           /* space for '+' */
+    expect_decodes("MAA%20////AQID");         /* %20 for '+' */
+    expect_decodes("MAA-____AQID");           /* base64url */
+    expect_decodes("MAA+////AQID?x=1");       /* query string */
+    expect_decodes("%4DAA+////AQID");         /* any character may be escaped */
+    expect_decodes("MAA+////\r\nAQID");       /* line breaks of a wrapping encoder */
 
     /* missing padding: 8 bytes -> "MAA+////AQI=", 7 -> "MAA+////AQ==" */
     cr_assert_eq(ocsp_get_path_decode("MAA+////AQI", 11, out, sizeof(out)), 8);
@@ -66,11 +66,11 @@ Test(get_decode, rejects)
     unsigned char out[8];
     cr_assert_lt(ocsp_get_path_decode("", 0, out, sizeof(out)), 0);
     cr_assert_lt(ocsp_get_path_decode("/", 1, out, sizeof(out)), 0);
-    cr_assert_lt(ocsp_get_path_decode("MP*v", 4, out, sizeof(out)), 0);      /* not base64 */
-    cr_assert_lt(ocsp_get_path_decode("MPv%zz", 6, out, sizeof(out)), 0);    /* bad escape */
-    cr_assert_lt(ocsp_get_path_decode("MPv%2", 5, out, sizeof(out)), 0);     /* cut escape */
-    cr_assert_lt(ocsp_get_path_decode("MPvvv", 5, out, sizeof(out)), 0);     /* lone digit */
-    cr_assert_lt(ocsp_get_path_decode("MA==MA==", 8, out, sizeof(out)), 0);  /* data after pad */
+    cr_assert_lt(ocsp_get_path_decode("MP*v", 4, out, sizeof(out)), 0);     /* not base64 */
+    cr_assert_lt(ocsp_get_path_decode("MPv%zz", 6, out, sizeof(out)), 0);   /* bad escape */
+    cr_assert_lt(ocsp_get_path_decode("MPv%2", 5, out, sizeof(out)), 0);    /* cut escape */
+    cr_assert_lt(ocsp_get_path_decode("MPvvv", 5, out, sizeof(out)), 0);    /* lone digit */
+    cr_assert_lt(ocsp_get_path_decode("MA==MA==", 8, out, sizeof(out)), 0); /* data after pad */
     /* longer than the output bound */
     cr_assert_lt(ocsp_get_path_decode("MAA+////AQID", 12, out, sizeof(out)), 0);
     cr_assert_eq(ocsp_get_path_decode("MAA+////AQ", 10, out, sizeof(out)), 7);
@@ -158,8 +158,7 @@ static void setup_cfg(const struct ocsp_config *cfg)
     change(STORE_CHANGE_ISSUE, 1, 0x1001, STORE_GOOD, STORE_REASON_NONE, 0);
     change(STORE_CHANGE_ISSUE, 1, 0x1002, STORE_GOOD, STORE_REASON_NONE, 0);
     change(STORE_CHANGE_ISSUE, 1, 0x1003, STORE_GOOD, STORE_REASON_NONE, 0);
-    change(STORE_CHANGE_REVOKE, 1, 0x1003, STORE_REVOKED, STORE_REASON_KEY_COMPROMISE,
-           1700000000);
+    change(STORE_CHANGE_REVOKE, 1, 0x1003, STORE_REVOKED, STORE_REASON_KEY_COMPROMISE, 1700000000);
     change(STORE_CHANGE_ISSUE, 1, 0x1004, STORE_GOOD, STORE_REASON_NONE, 0);
     change(STORE_CHANGE_REVOKE, 1, 0x1004, STORE_REVOKED, STORE_REASON_UNSPECIFIED, 1700000100);
     change(STORE_CHANGE_ISSUE, 2, 0x2001, STORE_GOOD, STORE_REASON_NONE, 0);
@@ -669,9 +668,9 @@ Test(extended, unknown_as_extended_revoke, .fini = teardown)
     idx = OCSP_BASICRESP_get_ext_by_OBJ(bs, obj, -1);
     cr_assert_geq(idx, 0, "extended revoke extension missing");
     /* archive cutoff in the SingleResponse */
-    cr_assert_geq(OCSP_SINGLERESP_get_ext_by_NID(OCSP_resp_get0(bs, 0),
-                                                 NID_id_pkix_OCSP_archiveCutoff, -1),
-                  0);
+    cr_assert_geq(
+        OCSP_SINGLERESP_get_ext_by_NID(OCSP_resp_get0(bs, 0), NID_id_pkix_OCSP_archiveCutoff, -1),
+        0);
     ASN1_OBJECT_free(obj);
     OCSP_BASICRESP_free(bs);
     release_slot(&slot);
@@ -823,8 +822,7 @@ Test(index, million_entries, .timeout = 120)
         cr_assert_eq(got.feed_id, i + 1);
         /* a different issuer index does not find it */
         if (i % 1000 == 0)
-            cr_assert_eq(ocsp__index_lookup(idx, (i + 1) % 3, serial, 16, OCSP__SHA1, &got, &c),
-                         0);
+            cr_assert_eq(ocsp__index_lookup(idx, (i + 1) % 3, serial, 16, OCSP__SHA1, &got, &c), 0);
     }
     cr_log_info("index: %d lookups in %lld ms", n, (long long)(util_mono_ms() - t0));
     ocsp__index_counts(idx, &counts);
@@ -855,7 +853,8 @@ Test(index, cache_cap_evicts_good_first)
         ocsp__cached_unref(c);
     }
     ocsp__index_counts(idx, &counts);
-    cr_assert_leq(counts.bytes, cap, "cache holds %llu bytes > cap", (unsigned long long)counts.bytes);
+    cr_assert_leq(counts.bytes, cap, "cache holds %llu bytes > cap",
+                  (unsigned long long)counts.bytes);
     cr_assert_gt(counts.evictions, 0);
     /* revoked responses survive while good ones can go */
     {
@@ -909,8 +908,7 @@ static int replay_dir(const char *sub, int get)
         } else {
             int expect_ok = strncmp(de->d_name, "not-", 4) != 0;
             cr_assert_eq(ocsp__request_parse(data, len, 10, &p), 0);
-            cr_assert_eq(p.status == OCSP_RESPONSE_STATUS_SUCCESSFUL, expect_ok, "%s",
-                         de->d_name);
+            cr_assert_eq(p.status == OCSP_RESPONSE_STATUS_SUCCESSFUL, expect_ok, "%s", de->d_name);
             ocsp__parsed_cleanup(&p);
         }
         free(data);

@@ -235,8 +235,8 @@ static int sh(char *out, size_t out_len, const char *fmt, ...)
 static void ocsp_query(const char *cert, const char *extra, char *out, size_t out_len)
 {
     (void)sh(out, out_len,
-             "openssl ocsp -issuer ca.pem -cert %s -url %s/ -CAfile chain.pem -timeout 10 %s",
-             cert, E.url, extra);
+             "openssl ocsp -issuer ca.pem -cert %s -url %s/ -CAfile chain.pem -timeout 10 %s", cert,
+             E.url, extra);
 }
 
 TestSuite(e2e, .init = setup, .fini = teardown, .timeout = 120);
@@ -296,15 +296,16 @@ Test(e2e, get_headers_etag_304_and_ocsptool)
     char etag[128] = "";
     char *p;
 
-    cr_assert_eq(sh(out, sizeof(out),
-                    "openssl ocsp -issuer ca.pem -cert ee0.pem -no_nonce -reqout req.der"),
-                 0, "%s", out);
+    cr_assert_eq(
+        sh(out, sizeof(out), "openssl ocsp -issuer ca.pem -cert ee0.pem -no_nonce -reqout req.der"),
+        0, "%s", out);
     /* URL-encode the base64: '+' '/' '=' escaped, as RFC 6960 Appendix A asks */
-    cr_assert_eq(sh(out, sizeof(out),
-                    "b64=$(openssl base64 -A -in req.der | sed -e 's/+/%%2B/g' -e 's|/|%%2F|g' "
-                    "-e 's/=/%%3D/g') && curl -s -D hdr.txt -o resp.der %s/ocsp/$b64 && cat hdr.txt",
-                    E.url),
-                 0, "%s", out);
+    cr_assert_eq(
+        sh(out, sizeof(out),
+           "b64=$(openssl base64 -A -in req.der | sed -e 's/+/%%2B/g' -e 's|/|%%2F|g' "
+           "-e 's/=/%%3D/g') && curl -s -D hdr.txt -o resp.der %s/ocsp/$b64 && cat hdr.txt",
+           E.url),
+        0, "%s", out);
     cr_assert_not_null(strstr(out, "200"), "%s", out);
     cr_assert_not_null(strcasestr(out, "Content-Type: application/ocsp-response"), "%s", out);
     cr_assert_not_null(strcasestr(out, "public, no-transform, must-revalidate"), "%s", out);
@@ -325,8 +326,7 @@ Test(e2e, get_headers_etag_304_and_ocsptool)
     cr_assert_not_null(strstr(out, "Response verify OK"), "%s", out);
 
     /* GnuTLS verifies the same response against the CA (delegated responder) */
-    cr_assert_eq(sh(out, sizeof(out),
-                    "ocsptool -e --load-signer=ca.pem --load-response=resp.der"),
+    cr_assert_eq(sh(out, sizeof(out), "ocsptool -e --load-signer=ca.pem --load-response=resp.der"),
                  0, "%s", out);
     cr_assert_not_null(strstr(out, "Success"), "%s", out);
 

@@ -19,9 +19,9 @@
 #include <time.h>
 #include <util/util.h>
 
-#define POOL 5000          /* registered serials, each revoked at most once */
-#define RUN_MS 22000       /* kill/restart cycles for this long */
-#define MIN_LIFE_MS 200    /* a server lives this long ... */
+#define POOL 5000           /* registered serials, each revoked at most once */
+#define RUN_MS 22000        /* kill/restart cycles for this long */
+#define MIN_LIFE_MS 200     /* a server lives this long ... */
 #define LIFE_SPREAD_MS 1800 /* ... plus up to this much more before it is killed */
 
 static struct rel_server srv;
@@ -58,7 +58,9 @@ static void *killer_main(void *arg)
 static const struct {
     const char *name;
     int code; /* RFC 5280 CRLReason */
-} reasons[] = {{"keyCompromise", 1}, {"affiliationChanged", 3}, {"superseded", 4},
+} reasons[] = {{"keyCompromise", 1},
+               {"affiliationChanged", 3},
+               {"superseded", 4},
                {"cessationOfOperation", 5}};
 
 /* Per issuer id, the highest CRL number seen in the store so far (it must never go down). */
@@ -112,8 +114,8 @@ static void check_store_and_files(int cycle)
                             "%lld\"",
                             published),
                      0);
-        cr_assert_eq(atoi(out), 1, "cycle %d: published CRL number %lld is not in the store",
-                     cycle, published);
+        cr_assert_eq(atoi(out), 1, "cycle %d: published CRL number %lld is not in the store", cycle,
+                     published);
     }
     (void)rows;
 }
@@ -175,14 +177,14 @@ Test(crash, kill9_loses_no_acknowledged_revocation_and_no_crl)
         }
         pthread_join(thread, NULL);
         if (!atomic_load(&k.fired) && next < POOL)
-            cr_assert_fail("the server stopped answering before it was killed (cycle %d)",
-                           cycles);
+            cr_assert_fail("the server stopped answering before it was killed (cycle %d)", cycles);
         rel_kill9(&srv);
         cycles++;
         check_store_and_files(cycles);
     }
-    fprintf(stderr, "crash test: %d kill -9 cycles, %d revocations acknowledged, %d cut off, %d "
-                    "publications requested\n",
+    fprintf(stderr,
+            "crash test: %d kill -9 cycles, %d revocations acknowledged, %d cut off, %d "
+            "publications requested\n",
             cycles, acks, lost_in_flight, publishes);
     cr_assert_geq(cycles, 5, "too few kill cycles to mean anything");
     cr_assert_geq(acks, 100);
@@ -206,8 +208,8 @@ Test(crash, kill9_loses_no_acknowledged_revocation_and_no_crl)
                 continue;
             snprintf(want, sizeof(want), "%s %d\n", serials[i], acked_reason[i]);
             cr_assert_not_null(strstr((const char *)revoked, want),
-                               "acknowledged revocation %d (%s, reason %d) is not in the store",
-                               i, serials[i], acked_reason[i]);
+                               "acknowledged revocation %d (%s, reason %d) is not in the store", i,
+                               serials[i], acked_reason[i]);
         }
         free(revoked);
     }
@@ -216,8 +218,8 @@ Test(crash, kill9_loses_no_acknowledged_revocation_and_no_crl)
         if (acked_reason[i] < 0 || rand() % 4 != 0)
             continue;
         cr_assert_eq(rel_sh(&srv, out, sizeof(out),
-                            REL_PKIVA " status --data %s --issuer demo-ca --serial %s",
-                            srv.data, serials[i]),
+                            REL_PKIVA " status --data %s --issuer demo-ca --serial %s", srv.data,
+                            serials[i]),
                      0, "%s", out);
         cr_assert_not_null(strstr(out, "revoked"), "%s: %s", serials[i], out);
         checked++;
@@ -235,8 +237,8 @@ Test(crash, kill9_loses_no_acknowledged_revocation_and_no_crl)
         }
         cr_assert_eq(st, 1, "acknowledged revocation %d (%s) answered %d by OCSP", i, serials[i],
                      st);
-        cr_assert_eq(reason, acked_reason[i], "%s: reason %d, acknowledged %d", serials[i],
-                     reason, acked_reason[i]);
+        cr_assert_eq(reason, acked_reason[i], "%s: reason %d, acknowledged %d", serials[i], reason,
+                     acked_reason[i]);
     }
     check_store_and_files(cycles + 1);
     cr_assert_eq(rel_stop(&srv), 0);

@@ -162,8 +162,9 @@ Test(flood, idle_and_slowloris_connections_do_not_starve_clients)
         rel_sleep_ms(300);
     }
     open_seen = metric("pkiva_http_connections_open ");
-    fprintf(stderr, "flood: %d idle + %d slowloris connections: %lld open on the server, slowest "
-                    "normal round %lld ms, RSS %ld -> %ld kB\n",
+    fprintf(stderr,
+            "flood: %d idle + %d slowloris connections: %lld open on the server, slowest "
+            "normal round %lld ms, RSS %ld -> %ld kB\n",
             IDLE, SLOW, open_seen, slowest, rss_before, rss_peak);
     /* The flood was really there ... */
     cr_assert_geq(open_seen, IDLE + SLOW - 50, "the flood did not reach the server");
@@ -202,8 +203,8 @@ Test(flood, small_limits_hold)
         if (server_closed(fds[i], NULL))
             closed++;
     open_now = IDLE - closed;
-    fprintf(stderr, "limits: %d of %d idle connections still open after 1 s (max %d)\n",
-            open_now, IDLE, MAXC);
+    fprintf(stderr, "limits: %d of %d idle connections still open after 1 s (max %d)\n", open_now,
+            IDLE, MAXC);
     cr_assert_leq(open_now, MAXC, "more connections open than max_connections");
     cr_assert_geq(open_now, MAXC - 10, "far fewer connections accepted than max_connections");
     /* Past the limit a new client is turned away, not queued. */
@@ -307,10 +308,11 @@ Test(flood, nonce_flood_does_not_starve_presigned_answers)
     atomic_store(&f.stop, 1);
     for (int i = 0; i < THREADS; i++)
         pthread_join(threads[i], NULL);
-    fprintf(stderr, "nonce flood: %d signed, %d tryLater, %d other; no-nonce mean %lld ms, %d/%d "
-                    "under 200 ms\n",
-            atomic_load(&f.good), atomic_load(&f.try_later), atomic_load(&f.other),
-            sum / ROUNDS, fast_ok, ROUNDS);
+    fprintf(stderr,
+            "nonce flood: %d signed, %d tryLater, %d other; no-nonce mean %lld ms, %d/%d "
+            "under 200 ms\n",
+            atomic_load(&f.good), atomic_load(&f.try_later), atomic_load(&f.other), sum / ROUNDS,
+            fast_ok, ROUNDS);
     cr_assert_eq(atomic_load(&f.other), 0, "nonce requests got neither an answer nor tryLater");
     cr_assert_gt(atomic_load(&f.good) + atomic_load(&f.try_later), 500, "no real flood");
     cr_assert_geq(fast_ok, ROUNDS * 95 / 100, "pre-signed answers slowed by the nonce flood");

@@ -63,8 +63,8 @@ int rel_sh(const struct rel_server *s, char *out, size_t out_len, const char *fm
     va_start(ap, fmt);
     vsnprintf(cmd, sizeof(cmd), fmt, ap);
     va_end(ap);
-    snprintf(full, sizeof(full), "cd %s && export SOFTHSM2_CONF=%s/hsm/softhsm2.conf && %s", s->data,
-             s->data, cmd);
+    snprintf(full, sizeof(full), "cd %s && export SOFTHSM2_CONF=%s/hsm/softhsm2.conf && %s",
+             s->data, s->data, cmd);
     return ts_run(full, out, out_len);
 }
 
@@ -130,8 +130,8 @@ static pid_t spawn(struct rel_server *s)
         dup2(fd, 2);
         close(fd);
         signal(SIGPIPE, SIG_DFL);
-        execl(REL_PKIVA, "pkiva", "serve", "--data", s->data, "--listen", listen,
-              "--admin-listen", admin, (char *)NULL);
+        execl(REL_PKIVA, "pkiva", "serve", "--data", s->data, "--listen", listen, "--admin-listen",
+              admin, (char *)NULL);
         _exit(127);
     }
     return pid;
@@ -238,8 +238,7 @@ long rel_rss_kb(pid_t pid)
 
 static int parse_reply(char *buf, size_t got, char *body, size_t body_cap);
 
-int rel_http(int port, const void *request, size_t len, char *body, size_t body_cap,
-             int timeout_ms)
+int rel_http(int port, const void *request, size_t len, char *body, size_t body_cap, int timeout_ms)
 {
     struct sockaddr_in addr;
     char buf[65536];
@@ -363,8 +362,8 @@ static int parse_reply(char *buf, size_t got, char *body, size_t body_cap)
 int rel_get(int port, const char *path, char *body, size_t body_cap, int timeout_ms)
 {
     char req[1024];
-    int n = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n",
-                     path);
+    int n =
+        snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", path);
     return rel_http(port, req, (size_t)n, body, body_cap, timeout_ms);
 }
 
@@ -419,7 +418,7 @@ int rel_ocsp(const struct rel_server *s, const char *serial_hex, int nonce, int 
     char *http = NULL;
     char resp[16384];
     const unsigned char *p;
-    OCSP_RESPONSE *or = NULL;
+    OCSP_RESPONSE * or = NULL;
     OCSP_BASICRESP *bs = NULL;
     int der_len, n, status = -1, cert_status = -1, why = -1;
 
@@ -476,7 +475,8 @@ int rel_ocsp(const struct rel_server *s, const char *serial_hex, int nonce, int 
                 break;
             }
         if (got > 12 && strncmp(resp, "HTTP/1.1 200", 12) == 0 && p != NULL)
-            or = d2i_OCSP_RESPONSE(NULL, &p, (long)(got - (size_t)(p - (const unsigned char *)resp)));
+            or = d2i_OCSP_RESPONSE(NULL, &p,
+                                   (long)(got - (size_t)(p - (const unsigned char *)resp)));
     }
     if (or != NULL) {
         int rs = OCSP_response_status(or);
@@ -517,8 +517,9 @@ void rel_register_serials(struct rel_server *s, int n, char (*serials)[33])
         fprintf(f, "V\t351231235959Z\t\t%s\tunknown\t/CN=reliability %d\n", serials[i], i);
     }
     fclose(f);
-    cr_assert_eq(rel_sh(s, out, sizeof(out), REL_PKIVA " import --data %s --index %s "
-                                            "--issuer demo-ca 2>&1",
+    cr_assert_eq(rel_sh(s, out, sizeof(out),
+                        REL_PKIVA " import --data %s --index %s "
+                                  "--issuer demo-ca 2>&1",
                         s->data, path),
                  0, "import: %s", out);
 }

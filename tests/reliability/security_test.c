@@ -69,8 +69,8 @@ Test(security, admin_authentication_cannot_be_bypassed)
     snprintf(variants[n++], sizeof(variants[0]), "Authorization: Bearer \r\n");
     snprintf(variants[n++], sizeof(variants[0]), "Authorization: Bearer\r\n");
     snprintf(variants[n++], sizeof(variants[0]), "Authorization: \r\n");
-    snprintf(variants[n++], sizeof(variants[0]), "Authorization: Bearer %.*s\r\n",
-             (int)(tl - 1), srv.token); /* prefix */
+    snprintf(variants[n++], sizeof(variants[0]), "Authorization: Bearer %.*s\r\n", (int)(tl - 1),
+             srv.token); /* prefix */
     snprintf(variants[n++], sizeof(variants[0]), "Authorization: Bearer %s\r\n",
              srv.token + 1); /* suffix */
     snprintf(variants[n++], sizeof(variants[0]), "Authorization: Bearer %sX\r\n", srv.token);
@@ -94,12 +94,12 @@ Test(security, admin_authentication_cannot_be_bypassed)
     rel_start(&srv, 30);
     store_fingerprint(before, sizeof(before));
     for (int i = 0; i < n; i++) {
-        static const char *const paths[] = {"/admin/revoke", "/admin/crl/publish",
-                                            "/admin/status", "/admin/certificates"};
+        static const char *const paths[] = {"/admin/revoke", "/admin/crl/publish", "/admin/status",
+                                            "/admin/certificates"};
         for (size_t p = 0; p < sizeof(paths) / sizeof(paths[0]); p++) {
             int status = rel_admin(&srv, paths[p], json, variants[i], body, sizeof(body));
-            cr_expect_eq(status, 401, "variant %d on %s: %d %s (%.60s)", i, paths[p], status,
-                         body, variants[i]);
+            cr_expect_eq(status, 401, "variant %d on %s: %d %s (%.60s)", i, paths[p], status, body,
+                         variants[i]);
         }
         cr_expect_eq(rel_admin(&srv, "/admin/sla", NULL, variants[i], body, sizeof(body)), 401,
                      "variant %d on /admin/sla", i);
@@ -122,8 +122,7 @@ Test(security, admin_authentication_cannot_be_bypassed)
     cr_assert_eq(rel_ocsp(&srv, serial, 0, NULL), 0);
 
     /* Control: the exact token is accepted, so the refusals above were about the token. */
-    cr_assert_eq(rel_admin(&srv, "/admin/revoke", json, NULL, body, sizeof(body)), 200, "%s",
-                 body);
+    cr_assert_eq(rel_admin(&srv, "/admin/revoke", json, NULL, body, sizeof(body)), 200, "%s", body);
     store_fingerprint(after, sizeof(after));
     cr_assert_str_neq(before, after);
     cr_assert_eq(rel_stop(&srv), 0);
@@ -156,8 +155,7 @@ Test(security, pin_and_tokens_never_reach_the_log)
     rel_start(&srv, 30);
     snprintf(json, sizeof(json),
              "{\"issuer\":\"demo-ca\",\"serial\":\"%s\",\"reason\":\"superseded\"}", serial);
-    cr_assert_eq(rel_admin(&srv, "/admin/revoke", json, NULL, body, sizeof(body)), 200, "%s",
-                 body);
+    cr_assert_eq(rel_admin(&srv, "/admin/revoke", json, NULL, body, sizeof(body)), 200, "%s", body);
     /* Wrong tokens built from the secrets: a log line quoting the presented token would leak. */
     snprintf(auth, sizeof(auth), "Authorization: Bearer %sX\r\n", srv.token);
     cr_assert_eq(rel_admin(&srv, "/admin/revoke", json, auth, body, sizeof(body)), 401);
@@ -194,8 +192,7 @@ Test(security, pin_and_tokens_never_reach_the_log)
                          secrets[3], srv.data, srv.data),
                   0);
     for (size_t i = 0; i < sizeof(secrets) / sizeof(secrets[0]); i++)
-        cr_expect_null(strstr(out, secrets[i]), "the %s appears in CLI output: %s", names[i],
-                       out);
+        cr_expect_null(strstr(out, secrets[i]), "the %s appears in CLI output: %s", names[i], out);
 }
 
 #define RUN_USER "pkiva-test"
@@ -207,8 +204,8 @@ static int ensure_user(uid_t *uid, gid_t *gid)
     if (geteuid() != 0)
         return 0;
     if (getpwnam(RUN_USER) == NULL)
-        cr_assert_eq(ts_run("useradd --system --no-create-home --shell /usr/sbin/nologin "
-                            RUN_USER " 2>&1",
+        cr_assert_eq(ts_run("useradd --system --no-create-home --shell /usr/sbin/nologin " RUN_USER
+                            " 2>&1",
                             out, sizeof(out)),
                      0, "useradd: %s", out);
     pw = getpwnam(RUN_USER);
@@ -282,8 +279,7 @@ Test(security, server_user_drops_root_after_binding)
     cr_assert_eq(rel_get(srv.port, "/readyz", body, sizeof(body), 5000), 200, "%s", body);
     snprintf(json, sizeof(json),
              "{\"issuer\":\"demo-ca\",\"serial\":\"%s\",\"reason\":\"keyCompromise\"}", serial);
-    cr_assert_eq(rel_admin(&srv, "/admin/revoke", json, NULL, body, sizeof(body)), 200, "%s",
-                 body);
+    cr_assert_eq(rel_admin(&srv, "/admin/revoke", json, NULL, body, sizeof(body)), 200, "%s", body);
     for (int i = 0; i < 100 && !revoked; i++) {
         revoked = rel_ocsp(&srv, serial, 0, NULL) == 1;
         if (!revoked)
@@ -306,9 +302,9 @@ Test(security, server_user_drops_root_after_binding)
     }
     cr_assert_eq(rel_sh(&srv, out, sizeof(out), "stat -c %%U crl/demo-ca.crl"), 0);
     cr_assert_not_null(strstr(out, RUN_USER), "CRL file owner: %s", out);
-    cr_assert_eq(rel_sh(&srv, out, sizeof(out), "grep -c 'running as user " RUN_USER "' %s",
-                        srv.log),
-                 0, "no log line about the switch");
+    cr_assert_eq(
+        rel_sh(&srv, out, sizeof(out), "grep -c 'running as user " RUN_USER "' %s", srv.log), 0,
+        "no log line about the switch");
     cr_assert_eq(rel_stop(&srv), 0);
 }
 
@@ -324,19 +320,21 @@ Test(security, server_user_refuses_to_start_when_it_cannot_switch)
     /* A user that does not exist. */
     rel_conf_append(&srv, "[server]\nuser = no-such-user-pkiva\n");
     cr_assert_eq(rel_run_to_exit(&srv, 30), 1);
-    cr_assert_eq(rel_sh(&srv, out, sizeof(out), "grep -c 'no-such-user-pkiva: no such user' %s",
-                        srv.log),
-                 0, "no clear error");
+    cr_assert_eq(
+        rel_sh(&srv, out, sizeof(out), "grep -c 'no-such-user-pkiva: no such user' %s", srv.log), 0,
+        "no clear error");
     /* Root itself. */
-    cr_assert_eq(rel_sh(&srv, out, sizeof(out), "sed -i 's/^user = no-such-user-pkiva$/user = "
-                                                "root/' pkiva.conf"),
+    cr_assert_eq(rel_sh(&srv, out, sizeof(out),
+                        "sed -i 's/^user = no-such-user-pkiva$/user = "
+                        "root/' pkiva.conf"),
                  0);
     cr_assert_eq(rel_run_to_exit(&srv, 30), 1);
     /* Not started as root: refused, not silently ignored. */
     cr_assert_eq(rel_sh(&srv, out, sizeof(out),
-                        "sed -i 's/^user = root$/user = " RUN_USER "/' pkiva.conf && chown -R "
-                        RUN_USER ": %s && setpriv --reuid " RUN_USER " --regid " RUN_USER
-                        " --clear-groups " REL_PKIVA " serve --data %s --listen 127.0.0.1:%d "
+                        "sed -i 's/^user = root$/user = " RUN_USER
+                        "/' pkiva.conf && chown -R " RUN_USER ": %s && setpriv --reuid " RUN_USER
+                        " --regid " RUN_USER " --clear-groups " REL_PKIVA
+                        " serve --data %s --listen 127.0.0.1:%d "
                         "--admin-listen 127.0.0.1:%d 2>&1",
                         srv.dir, srv.data, srv.port, srv.admin_port),
                  1, "%s", out);

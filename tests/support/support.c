@@ -75,8 +75,8 @@ int ts_softhsm_token(const char *dir, const char *label, const char *pin)
     if (setenv("SOFTHSM2_CONF", path, 1) != 0)
         return util_errno(errno);
     (void)snprintf(cmd, sizeof(cmd),
-                   "softhsm2-util --init-token --free --label '%s' --pin '%s' --so-pin '%s'",
-                   label, pin, pin);
+                   "softhsm2-util --init-token --free --label '%s' --pin '%s' --so-pin '%s'", label,
+                   pin, pin);
     status = ts_run(cmd, output, sizeof(output));
     if (status != 0) {
         fprintf(stderr, "ts_softhsm_token: %s: exit %d: %s\n", cmd, status, output);
@@ -96,8 +96,7 @@ static int remove_entry(const char *path, const struct stat *st, int type, struc
 
 void ts_rmrf(const char *dir)
 {
-    if (dir == NULL || strncmp(dir, TS_PREFIX, strlen(TS_PREFIX)) != 0 ||
-        strstr(dir, "..") != NULL)
+    if (dir == NULL || strncmp(dir, TS_PREFIX, strlen(TS_PREFIX)) != 0 || strstr(dir, "..") != NULL)
         return;
     /* Best effort, as above. */
     (void)nftw(dir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);

@@ -38,13 +38,13 @@ static void teardown(void)
 
 struct req_opts {
     int md_nid;
-    int imprint_len;     /* -1: the hash's own */
-    int version;         /* 0: 1 */
-    const char *policy;  /* NULL: none */
+    int imprint_len;    /* -1: the hash's own */
+    int version;        /* 0: 1 */
+    const char *policy; /* NULL: none */
     int nonce;
     int cert_req;
-    int ext;             /* 0 none, 1 non-critical, 2 critical */
-    int param_integer;   /* algorithm parameters: an INTEGER instead of NULL/absent */
+    int ext;           /* 0 none, 1 non-critical, 2 critical */
+    int param_integer; /* algorithm parameters: an INTEGER instead of NULL/absent */
 };
 
 /* Builds a DER TimeStampReq with OpenSSL's TS_REQ API. */
@@ -122,7 +122,7 @@ Test(reject, every_reason_is_a_der_timestampresp)
         TS_RESP *resp;
         TS_STATUS_INFO *si;
         const ASN1_BIT_STRING *fi;
-        const STACK_OF(ASN1_UTF8STRING) *text;
+        const STACK_OF(ASN1_UTF8STRING) * text;
         int bit = tsa__reject_fail_info(r);
 
         cr_assert_gt(len, 0, "reason %d", r);
@@ -153,7 +153,7 @@ TestSuite(check, .init = setup, .fini = teardown, .timeout = 30);
 
 Test(check, accepted_hashes)
 {
-    static const int nids[] = {NID_sha256, NID_sha384, NID_sha512,
+    static const int nids[] = {NID_sha256,   NID_sha384,   NID_sha512,
                                NID_sha3_256, NID_sha3_384, NID_sha3_512};
     for (size_t i = 0; i < sizeof(nids) / sizeof(nids[0]); i++) {
         struct req_opts o = {.md_nid = nids[i], .imprint_len = -1, .nonce = 1, .cert_req = 1};
@@ -312,8 +312,12 @@ Test(corpus, replay)
  * left empty. */
 Test(check, every_allocation_failure_is_survived)
 {
-    struct req_opts o = {.md_nid = NID_sha256, .imprint_len = -1, .nonce = 1, .cert_req = 1,
-                         .policy = POLICY2, .ext = 1};
+    struct req_opts o = {.md_nid = NID_sha256,
+                         .imprint_len = -1,
+                         .nonce = 1,
+                         .cert_req = 1,
+                         .policy = POLICY2,
+                         .ext = 1};
     unsigned char *der = NULL;
     int len = build_req(&o, &der);
     long n;

@@ -80,10 +80,10 @@ static X509 *make_cert(struct hsm_key *by, X509 *issuer, EVP_PKEY *pub, const ch
 
     cr_assert(X509_set_version(x, 2));
     cr_assert(ASN1_INTEGER_set(X509_get_serialNumber(x), serial));
-    cr_assert(X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, (const unsigned char *)"pkiva test",
-                                         -1, -1, 0));
-    cr_assert(X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1,
-                                         -1, 0));
+    cr_assert(X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC,
+                                         (const unsigned char *)"pkiva test", -1, -1, 0));
+    cr_assert(
+        X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, (const unsigned char *)cn, -1, -1, 0));
     cr_assert(X509_set_subject_name(x, name));
     cr_assert(X509_set_issuer_name(x, issuer != NULL ? X509_get_subject_name(issuer) : name));
     X509_gmtime_adj(X509_getm_notBefore(x), -3600);
@@ -393,8 +393,8 @@ static int64_t resp_serial(TS_RESP *resp)
 static int64_t db_count(const char *where)
 {
     char out[256];
-    cr_assert_eq(sh(out, sizeof(out), "sqlite3 pkiva.db 'SELECT count(*) FROM tsa_tokens %s'", where),
-                 0);
+    cr_assert_eq(
+        sh(out, sizeof(out), "sqlite3 pkiva.db 'SELECT count(*) FROM tsa_tokens %s'", where), 0);
     return strtoll(out, NULL, 10);
 }
 
@@ -403,7 +403,8 @@ TestSuite(e2e, .init = setup, .fini = teardown, .timeout = 240);
 /* Every accepted hash, with and without nonce and certReq, through openssl ts and curl. */
 Test(e2e, openssl_ts_every_hash_verifies)
 {
-    static const char *hashes[] = {"sha256", "sha384", "sha512", "sha3-256", "sha3-384", "sha3-512"};
+    static const char *hashes[] = {"sha256",   "sha384",   "sha512",
+                                   "sha3-256", "sha3-384", "sha3-512"};
     static const char *opts[] = {"", "-cert", "-no_nonce", "-cert -no_nonce"};
     char out[16384];
 
@@ -426,9 +427,9 @@ Test(e2e, openssl_ts_every_hash_verifies)
             cr_assert_not_null(strstr(out, "TSA: DirName:"), "tsa name: %s", out);
             cr_assert_not_null(strstr(out, "Ordering: no"), "%s", out);
             /* the nonce is echoed exactly (-queryfile above compares it with the request) */
-            cr_assert_not_null(strstr(out, strstr(opts[o], "no_nonce") ? "Nonce: unspecified"
-                                                                       : "Nonce: 0x"),
-                               "%s", out);
+            cr_assert_not_null(
+                strstr(out, strstr(opts[o], "no_nonce") ? "Nonce: unspecified" : "Nonce: 0x"), "%s",
+                out);
             cr_assert_eq(strstr(out, "Verification: OK") != NULL, 1, "%s", out);
         }
     }
@@ -561,21 +562,23 @@ Test(e2e, rejections_are_der)
     /* a SHA-256 TimeStampReq with a critical unknown extension: extensions [0] IMPLICIT
      * { Extension { 1.3.6.1.4.1.99999.9.9, critical TRUE, OCTET STRING { NULL } } } */
     static const unsigned char crit_ext[] = {
-        0x30, 0x4b, 0x02, 0x01, 0x01, 0x30, 0x2f, 0x30, 0x0b, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01,
-        0x65, 0x03, 0x04, 0x02, 0x01, 0x04, 0x20, 1,    2,    3,    4,    5,    6,    7,    8,
-        9,    10,   11,   12,   13,   14,   15,   16,   17,   18,   19,   20,   21,   22,   23,
-        24,   25,   26,   27,   28,   29,   30,   31,   32,   0xa0, 0x15, 0x30, 0x13, 0x06, 0x0a,
-        0x2b, 0x06, 0x01, 0x04, 0x01, 0x86, 0x8d, 0x1f, 0x09, 0x09, 0x01, 0x01, 0xff, 0x04, 0x02,
-        0x05, 0x00};
+        0x30, 0x4b, 0x02, 0x01, 0x01, 0x30, 0x2f, 0x30, 0x0b, 0x06, 0x09, 0x60, 0x86,
+        0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x04, 0x20, 1,    2,    3,    4,
+        5,    6,    7,    8,    9,    10,   11,   12,   13,   14,   15,   16,   17,
+        18,   19,   20,   21,   22,   23,   24,   25,   26,   27,   28,   29,   30,
+        31,   32,   0xa0, 0x15, 0x30, 0x13, 0x06, 0x0a, 0x2b, 0x06, 0x01, 0x04, 0x01,
+        0x86, 0x8d, 0x1f, 0x09, 0x09, 0x01, 0x01, 0xff, 0x04, 0x02, 0x05, 0x00};
 
     /* badAlg: SHA-1 is not enabled */
-    cr_assert_eq(sh(out, sizeof(out), "openssl ts -query -data data.txt -sha1 -out q1.tsq 2>&1"), 0);
+    cr_assert_eq(sh(out, sizeof(out), "openssl ts -query -data data.txt -sha1 -out q1.tsq 2>&1"),
+                 0);
     post_file_expect("q1.tsq", TSA_FAIL_BAD_ALG);
     /* unacceptedPolicy; an accepted non-default policy is granted with that policy */
-    cr_assert_eq(sh(out, sizeof(out),
-                    "openssl ts -query -data data.txt -sha256 -tspolicy 1.2.3.4 -out qp.tsq 2>&1 && "
-                    "openssl ts -query -data data.txt -sha256 -tspolicy " POLICY2 " -out qa.tsq 2>&1"),
-                 0);
+    cr_assert_eq(
+        sh(out, sizeof(out),
+           "openssl ts -query -data data.txt -sha256 -tspolicy 1.2.3.4 -out qp.tsq 2>&1 && "
+           "openssl ts -query -data data.txt -sha256 -tspolicy " POLICY2 " -out qa.tsq 2>&1"),
+        0);
     post_file_expect("qp.tsq", TSA_FAIL_UNACCEPTED_POLICY);
     cr_assert_eq(sh(out, sizeof(out),
                     "curl -sS -f -o ra.tsr --data-binary @qa.tsq "
@@ -585,8 +588,8 @@ Test(e2e, rejections_are_der)
                  0);
     cr_assert_not_null(strstr(out, "Policy OID: " POLICY2), "%s", out);
     /* badDataFormat: wrong imprint length for SHA-256 */
-    cr_assert_eq(post("/tsa", "application/timestamp-query", short_imprint, sizeof(short_imprint), &r,
-                      &rlen),
+    cr_assert_eq(post("/tsa", "application/timestamp-query", short_imprint, sizeof(short_imprint),
+                      &r, &rlen),
                  200);
     expect_reject(r, rlen, TSA_FAIL_BAD_DATA_FORMAT);
     free(r);
@@ -604,7 +607,8 @@ Test(e2e, rejections_are_der)
     expect_reject(r, rlen, TSA_FAIL_BAD_REQUEST);
     free(r);
     /* not a TSA content type: 415, not a TimeStampResp */
-    cr_assert_eq(post("/tsa", "application/octet-stream", garbage, sizeof(garbage), &r, &rlen), 415);
+    cr_assert_eq(post("/tsa", "application/octet-stream", garbage, sizeof(garbage), &r, &rlen),
+                 415);
     free(r);
     /* openssl ts -reply reads the rejection */
     cr_assert_eq(sh(out, sizeof(out),
@@ -631,7 +635,8 @@ Test(e2e, time_not_available_and_readiness)
     char out[4096], why[128];
     cr_assert_eq(tsa_service_ready(E.svc, why, sizeof(why)), 1);
     atomic_store(&clock_broken, 1);
-    cr_assert_eq(sh(out, sizeof(out), "openssl ts -query -data data.txt -sha256 -out q.tsq 2>&1"), 0);
+    cr_assert_eq(sh(out, sizeof(out), "openssl ts -query -data data.txt -sha256 -out q.tsq 2>&1"),
+                 0);
     post_file_expect("q.tsq", TSA_FAIL_TIME_NOT_AVAILABLE);
     cr_assert_eq(tsa_service_ready(E.svc, why, sizeof(why)), 0);
     cr_assert_not_null(strstr(why, "clock"), "%s", why);
@@ -667,7 +672,8 @@ Test(e2e, system_failure_when_hsm_queue_full)
     int queued = 0;
 
     block_release = 0;
-    cr_assert_eq(sh(out, sizeof(out), "openssl ts -query -data data.txt -sha256 -out q.tsq 2>&1"), 0);
+    cr_assert_eq(sh(out, sizeof(out), "openssl ts -query -data data.txt -sha256 -out q.tsq 2>&1"),
+                 0);
     /* Workers take jobs off the queue as they start: fill it again until it stays full. */
     for (int round = 0; round < 3; round++) {
         while (hsm_submit(E.hsm, NULL, block_work, NULL, NULL) == 0)
@@ -713,7 +719,8 @@ Test(e2e, system_failure_when_key_unusable)
         return;
     }
     cr_assert_eq(rc, 0, "%s", out);
-    cr_assert_eq(sh(out, sizeof(out), "openssl ts -query -data data.txt -sha256 -out q.tsq 2>&1"), 0);
+    cr_assert_eq(sh(out, sizeof(out), "openssl ts -query -data data.txt -sha256 -out q.tsq 2>&1"),
+                 0);
     post_file_expect("q.tsq", TSA_FAIL_SYSTEM_FAILURE);
     cr_assert_eq(hsm_available(E.hsm), 0);
 }
@@ -737,17 +744,17 @@ static void *client_main(void *p)
         const unsigned char *rp;
         TS_RESP *resp;
         int64_t v = 0;
-        int status = post_fd(fd, "/tsa", "application/timestamp-query", a->query, a->query_len,
-                             &r, &rlen);
+        int status =
+            post_fd(fd, "/tsa", "application/timestamp-query", a->query, a->query_len, &r, &rlen);
         rp = r;
         resp = status == 200 ? d2i_TS_RESP(NULL, &rp, (long)rlen) : NULL;
         if (resp != NULL && TS_RESP_get_tst_info(resp) != NULL &&
             ASN1_INTEGER_get_int64(&v, TS_TST_INFO_get_serial(TS_RESP_get_tst_info(resp))))
             a->serials[i] = v;
         else if (a->failures++ == 0) {
-            const ASN1_BIT_STRING *fi = resp != NULL ? TS_STATUS_INFO_get0_failure_info(
-                                                           TS_RESP_get_status_info(resp))
-                                                     : NULL;
+            const ASN1_BIT_STRING *fi =
+                resp != NULL ? TS_STATUS_INFO_get0_failure_info(TS_RESP_get_status_info(resp))
+                             : NULL;
             int bit = -1;
             for (int b = 0; fi != NULL && b < 32 && bit < 0; b++)
                 bit = ASN1_BIT_STRING_get_bit(fi, b) ? b : -1;
@@ -813,7 +820,8 @@ Test(serials, unique_under_concurrency_and_across_restart)
     int n = 0;
     char out[256];
 
-    cr_assert_eq(sh(out, sizeof(out), "openssl ts -query -data data.txt -sha256 -out q.tsq 2>&1"), 0);
+    cr_assert_eq(sh(out, sizeof(out), "openssl ts -query -data data.txt -sha256 -out q.tsq 2>&1"),
+                 0);
     start_service(&o);
     burst(8, 60, all, &n);
     check_unique(all, n);
@@ -838,7 +846,8 @@ Test(serials, record_durable_before_reply)
     char out[256];
     TS_RESP *resp;
 
-    cr_assert_eq(sh(out, sizeof(out), "openssl ts -query -data data.txt -sha384 -out q.tsq 2>&1"), 0);
+    cr_assert_eq(sh(out, sizeof(out), "openssl ts -query -data data.txt -sha384 -out q.tsq 2>&1"),
+                 0);
     start_service(NULL);
     q = read_file("q.tsq", &qlen);
     for (int i = 0; i < 5; i++) {
@@ -907,15 +916,16 @@ TestSuite(clients, .init = setup, .fini = teardown, .timeout = 240);
 Test(clients, jarsigner_tsa)
 {
     char out[16384];
-    int rc = sh(out, sizeof(out),
-                "command -v jarsigner >/dev/null && command -v keytool >/dev/null || exit 77; "
-                "keytool -genkeypair -alias signer -keyalg EC -groupname secp256r1 "
-                "-keystore ks.p12 -storetype PKCS12 -storepass changeit -dname CN=signer "
-                "-validity 10 >/dev/null 2>&1 && "
-                "jar cf test.jar data.txt && "
-                "jarsigner -keystore ks.p12 -storepass changeit -tsa %s/tsa test.jar signer 2>&1 && "
-                "jarsigner -verify -verbose -certs test.jar 2>&1",
-                E.url);
+    int rc =
+        sh(out, sizeof(out),
+           "command -v jarsigner >/dev/null && command -v keytool >/dev/null || exit 77; "
+           "keytool -genkeypair -alias signer -keyalg EC -groupname secp256r1 "
+           "-keystore ks.p12 -storetype PKCS12 -storepass changeit -dname CN=signer "
+           "-validity 10 >/dev/null 2>&1 && "
+           "jar cf test.jar data.txt && "
+           "jarsigner -keystore ks.p12 -storepass changeit -tsa %s/tsa test.jar signer 2>&1 && "
+           "jarsigner -verify -verbose -certs test.jar 2>&1",
+           E.url);
     if (rc == 77) {
         cr_log_warn("jarsigner not installed: skipped");
         return;
@@ -962,8 +972,7 @@ static pid_t spawn_helper(int *port)
     pid = fork();
     cr_assert_geq(pid, 0);
     if (pid == 0) {
-        execl(TSA_SERVE_HELPER, "tsa_serve_helper", E.dir, E.tsa_key->uri, port_file,
-              (char *)NULL);
+        execl(TSA_SERVE_HELPER, "tsa_serve_helper", E.dir, E.tsa_key->uri, port_file, (char *)NULL);
         _exit(127);
     }
     for (int i = 0; i < 400; i++) {

@@ -113,7 +113,8 @@ static int init_fail(void *ctx, void **state)
 
 Test(pool, failing_thread_init_fails_creation)
 {
-    struct util_pool_config cfg = {.name = "t", .threads = 2, .queue_max = 4, .thread_init = init_fail};
+    struct util_pool_config cfg = {
+        .name = "t", .threads = 2, .queue_max = 4, .thread_init = init_fail};
     struct util_pool *pool = NULL;
     cr_assert_eq(util_pool_new(&cfg, &pool), UTIL_ESTORE);
     cr_assert_null(pool);
