@@ -504,9 +504,23 @@ out:
     return rc;
 }
 
+static void audit(struct store *store, const char *actor, const struct crl__issuer *is,
+                  const struct crl_info *info)
+{
+    char detail[256];
+    (void)snprintf(detail, sizeof(detail),
+                   "{\"issuer\":\"%s\",\"number\":%" PRId64 ",\"base\":%" PRId64
+                   ",\"entries\":%" PRId64 ",\"bytes\":%zu,\"feed_id\":%" PRId64 "}",
+                   is->name, info->number, info->base_number, info->entries, info->der_len,
+                   info->feed_id);
+    /* The CRL is published already; a failed audit append is logged by the store and must not
+     * undo a publication. */
+    (void)store_audit_append_blocking(store, actor ? actor : "crl", "crl-publish", detail);
+}
+
 int crl__publish_one_blocking(const struct crl_config *cfg, const struct crl__issuer *is,
                               struct store *store, const struct util_blob *der,
-                              const struct crl_info *info)
+                              const struct crl_info *info, const char *actor)
 {
     struct store_crl_record rec;
     char *path = NULL;
@@ -543,6 +557,8 @@ int crl__publish_one_blocking(const struct crl_config *cfg, const struct crl__is
      * published CRL (a delta counts, together with its base). */
     rc = store_sla_mark_upto_blocking(store, is->store_id, info->feed_id, STORE_SLA_CRL,
                                       util_now_ms());
+    if (rc == UTIL_OK)
+        audit(store, actor, is, info);
 out:
     free(path);
     return rc;
@@ -570,20 +586,6 @@ int crl_generate_blocking(const struct crl_config *cfg, const struct crl_issuer_
     return rc;
 }
 
-static void audit(struct store *store, const char *actor, const struct crl__issuer *is,
-                  const struct crl_info *info)
-{
-    char detail[256];
-    (void)snprintf(detail, sizeof(detail),
-                   "{\"issuer\":\"%s\",\"number\":%" PRId64 ",\"base\":%" PRId64
-                   ",\"entries\":%" PRId64 ",\"bytes\":%zu,\"feed_id\":%" PRId64 "}",
-                   is->name, info->number, info->base_number, info->entries, info->der_len,
-                   info->feed_id);
-    /* The CRL is published already; a failed audit append is logged by the store and must not
-     * undo a publication. */
-    (void)store_audit_append_blocking(store, actor ? actor : "crl", "crl-publish", detail);
-}
-
 int crl_publish_blocking(const struct crl_config *cfg, const struct crl_issuer_config *issuer,
                          struct hsm *hsm, struct store *store, int what, const char *actor,
                          struct crl_info *full_out, struct crl_info *delta_out)
@@ -602,12 +604,11 @@ int crl_publish_blocking(const struct crl_config *cfg, const struct crl_issuer_c
     if (what & CRL_FULL) {
         rc = crl__generate_blocking(cfg, &is, hsm, store, NULL, &der, &info);
         if (rc == UTIL_OK)
-            rc = crl__publish_one_blocking(cfg, &is, store, der, &info);
+            rc = crl__publish_one_blocking(cfg, &is, store, der, &info, actor);
         util_blob_unref(der);
         der = NULL;
         if (rc != UTIL_OK)
             goto out;
-        audit(store, actor, &is, &info);
         if (full_out != NULL)
             *full_out = info;
         base.number = info.number;
@@ -629,12 +630,11 @@ int crl_publish_blocking(const struct crl_config *cfg, const struct crl_issuer_c
         }
         rc = crl__generate_blocking(cfg, &is, hsm, store, &base, &der, &info);
         if (rc == UTIL_OK)
-            rc = crl__publish_one_blocking(cfg, &is, store, der, &info);
+            rc = crl__publish_one_blocking(cfg, &is, store, der, &info, actor);
         util_blob_unref(der);
         der = NULL;
         if (rc != UTIL_OK)
             goto out;
-        audit(store, actor, &is, &info);
         if (delta_out != NULL)
             *delta_out = info;
     }

@@ -438,7 +438,7 @@ static int publish(struct crl_publisher *pub, struct crl__pub_issuer *pi, struct
 
     rc = crl__generate_blocking(&pub->cfg, &pi->is, pub->hsm, store, base, &der, &info);
     if (rc == UTIL_OK)
-        rc = crl__publish_one_blocking(&pub->cfg, &pi->is, store, der, &info);
+        rc = crl__publish_one_blocking(&pub->cfg, &pi->is, store, der, &info, "crl-publisher");
     if (rc == UTIL_OK) {
         s = crl__served_new(der, &info);
         if (s == NULL)

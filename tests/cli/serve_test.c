@@ -276,6 +276,13 @@ Test(serve, revocation_from_another_process_shows_in_ocsp)
     cr_assert_eq(sh(&srv, out, sizeof(out), PKIVA " audit verify --data %s", srv.data), 0, "%s",
                  out);
     cr_assert(strstr(out, "intact") != NULL, "%s", out);
+    /* Every state change is audited, including the server's own CRL publications. */
+    cr_assert_eq(sh(&srv, out, sizeof(out),
+                    "sqlite3 pkiva.db \"select action, actor from audit\" | sort -u"),
+                 0, "%s", out);
+    cr_assert(strstr(out, "revoke|") != NULL && strstr(out, "unrevoke|") != NULL, "%s", out);
+    cr_assert(strstr(out, "crl-publish|crl-publisher") != NULL, "%s", out);
+    cr_assert(strstr(out, "start|pkiva-serve") != NULL, "%s", out);
     cr_assert_eq(stop(&srv), 0);
 }
 
