@@ -41,6 +41,7 @@ struct entry {
     uint8_t referenced; /* CLOCK bit */
     uint16_t issuer;
     int64_t revoked_at;
+    int64_t invalidity_date;
     int64_t not_after;
     int64_t feed_id;
     struct ocsp__cached *resp[OCSP__N_ALGS];
@@ -255,6 +256,7 @@ int ocsp__index_put(struct ocsp__index *idx, int issuer, const unsigned char *se
     e->status = (uint8_t)st->status;
     e->reason = (int8_t)st->reason;
     e->revoked_at = st->revoked_at;
+    e->invalidity_date = st->invalidity_date;
     e->not_after = st->not_after;
     e->feed_id = st->feed_id;
     drop_responses(s, e);
@@ -281,6 +283,7 @@ int ocsp__index_lookup(struct ocsp__index *idx, int issuer, const unsigned char 
         st->status = e->status;
         st->reason = e->reason;
         st->revoked_at = e->revoked_at;
+        st->invalidity_date = e->invalidity_date;
         st->not_after = e->not_after;
         st->feed_id = e->feed_id;
         e->referenced = 1;
@@ -373,6 +376,7 @@ size_t ocsp__index_collect_due(struct ocsp__index *idx, struct ocsp__scan *scan,
                 out[n].st.status = e->status;
                 out[n].st.reason = e->reason;
                 out[n].st.revoked_at = e->revoked_at;
+                out[n].st.invalidity_date = e->invalidity_date;
                 out[n].st.not_after = e->not_after;
                 out[n].st.feed_id = e->feed_id;
                 n++;

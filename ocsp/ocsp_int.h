@@ -44,6 +44,7 @@ struct ocsp__status {
     int status; /* STORE_GOOD / STORE_REVOKED */
     int reason; /* enum store_reason */
     int64_t revoked_at;
+    int64_t invalidity_date; /* 0 = none (RFC 5280 5.3.2, sent as a singleExtension) */
     int64_t not_after;
     int64_t feed_id; /* version: id of the last change applied (or loaded) */
 };
@@ -144,7 +145,8 @@ struct ocsp__single {
     int cert_status;  /* V_OCSP_CERTSTATUS_GOOD/REVOKED/UNKNOWN */
     int reason;       /* enum store_reason; NONE/UNSPECIFIED are omitted */
     int64_t revoked_at;
-    int extended_revoke; /* the unknown-as-revoked answer of RFC 6960 §2.2 */
+    int64_t invalidity_date; /* revoked: RFC 6960 4.4.7 CRL entry extension, 0 = none */
+    int extended_revoke;     /* the unknown-as-revoked answer of RFC 6960 §2.2 */
 };
 void ocsp__single_cleanup(struct ocsp__single *s);
 

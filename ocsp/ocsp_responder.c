@@ -238,6 +238,7 @@ static int load_one(void *opaque, const struct store_cert *cert)
         .status = cert->status,
         .reason = cert->reason,
         .revoked_at = cert->revoked_at,
+        .invalidity_date = cert->invalidity_date,
         .not_after = cert->not_after,
         .feed_id = cert->feed_id,
     };
@@ -316,6 +317,7 @@ int ocsp_responder_apply_change(struct ocsp_responder *resp, const struct store_
     st.status = change->cert.status;
     st.reason = change->cert.reason;
     st.revoked_at = change->cert.revoked_at;
+    st.invalidity_date = change->cert.invalidity_date;
     st.not_after = change->cert.not_after;
     st.feed_id = change->id;
     rc = ocsp__index_put(resp->index, issuer, change->cert.serial, change->cert.serial_len, &st, 0,
@@ -377,11 +379,13 @@ static int decide_status(const struct ocsp_responder *resp, int found,
     s->extended_revoke = 0;
     s->reason = STORE_REASON_NONE;
     s->revoked_at = 0;
+    s->invalidity_date = 0;
     if (authoritative) {
         if (st->status == STORE_REVOKED) {
             s->cert_status = V_OCSP_CERTSTATUS_REVOKED;
             s->reason = st->reason;
             s->revoked_at = st->revoked_at;
+            s->invalidity_date = st->invalidity_date;
         } else {
             s->cert_status = V_OCSP_CERTSTATUS_GOOD;
         }

@@ -179,6 +179,16 @@ int ocsp__response_build(const struct ocsp__build *b, EVP_MD_CTX *mctx, unsigned
         if (cutoff != NULL &&
             !OCSP_SINGLERESP_add1_ext_i2d(single, NID_id_pkix_OCSP_archiveCutoff, cutoff, 0, 0))
             goto out;
+        /* RFC 6960 4.4.7: CRL entry extensions may be singleExtensions; the invalidity date
+         * tells a relying party from when signatures by the key are suspect. */
+        if (s->cert_status == V_OCSP_CERTSTATUS_REVOKED && s->invalidity_date > 0) {
+            ASN1_GENERALIZEDTIME *inv = ASN1_GENERALIZEDTIME_set(NULL, (time_t)s->invalidity_date);
+            int ok = inv != NULL &&
+                     OCSP_SINGLERESP_add1_ext_i2d(single, NID_invalidity_date, inv, 0, 0) == 1;
+            ASN1_GENERALIZEDTIME_free(inv);
+            if (!ok)
+                goto out;
+        }
     }
     if (b->nonce_from != NULL && OCSP_copy_nonce(bs, b->nonce_from) == 0)
         goto out;

@@ -242,7 +242,7 @@ Test(serve, revocation_from_another_process_shows_in_ocsp)
 
     cr_assert_eq(sh(&srv, out, sizeof(out),
                     PKIVA " revoke --data %s --cert pki/demo-good.pem --reason keyCompromise "
-                          "--request-id REQ-1",
+                          "--request-id REQ-1 --invalidity-date 2026-01-02T03:04:05Z",
                     srv.data),
                  0, "%s", out);
     /* The figure (about feed_poll + one signature) is measured by bench/; here a generous bound. */
@@ -254,6 +254,10 @@ Test(serve, revocation_from_another_process_shows_in_ocsp)
     }
     cr_assert(revoked, "still not revoked after 10 s: %s", out);
     cr_assert(strstr(out, "keyCompromise") != NULL, "%s", out);
+    /* The invalidity date travels as a singleExtension (RFC 6960 4.4.7). */
+    ocsp_query(&srv, "issuing-ca.pem", "demo-good.pem", out, sizeof(out), "-resp_text");
+    cr_assert(strstr(out, "Invalidity Date") != NULL && strstr(out, "Jan  2 03:04:05 2026") != NULL,
+              "%s", out);
 
     /* Hold released from the CLI: good again. */
     cr_assert_eq(

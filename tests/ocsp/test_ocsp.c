@@ -791,7 +791,8 @@ Test(index, million_entries, .timeout = 120)
     struct ocsp__index *idx = NULL;
     const int n = 1000000;
     unsigned char serial[20];
-    struct ocsp__status st = {STORE_GOOD, STORE_REASON_NONE, 0, 2000000000, 1};
+    struct ocsp__status st = {
+        .status = STORE_GOOD, .reason = STORE_REASON_NONE, .not_after = 2000000000, .feed_id = 1};
     int changed;
     int64_t t0;
     struct ocsp__index_counts counts;
@@ -835,7 +836,8 @@ Test(index, cache_cap_evicts_good_first)
     struct ocsp__index *idx = NULL;
     unsigned char serial[4];
     unsigned char der[1000];
-    struct ocsp__status st = {STORE_GOOD, STORE_REASON_NONE, 0, 2000000000, 1};
+    struct ocsp__status st = {
+        .status = STORE_GOOD, .reason = STORE_REASON_NONE, .not_after = 2000000000, .feed_id = 1};
     struct ocsp__index_counts counts;
     int changed;
     const size_t cap = 64 * 20000; /* about 18 responses per shard */
