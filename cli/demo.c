@@ -177,53 +177,69 @@ static EVP_PKEY *public_copy(EVP_PKEY *key)
     return pub;
 }
 
+/* The part every demo certificate shares: v3, a random positive 16-octet serial, subject
+ * O=pkiva demo, CN=cn (C=VN for the PKI), issuer (self when NULL), validity backdated an hour so
+ * that clients with a slightly slow clock accept fresh certificates, the public key, SKI and AKI.
+ * The caller adds the profile's extensions and signs. */
+static int cert_skeleton(const char *country, const char *cn, EVP_PKEY *pub, X509 *issuer, int days,
+                         X509 **out)
+{
+    int rc = UTIL_ECRYPTO;
+    X509 *cert = X509_new();
+    X509_NAME *name = X509_NAME_new();
+    unsigned char serial_raw[16];
+    BIGNUM *serial_bn = NULL;
+
+    if (cert == NULL || name == NULL || RAND_bytes(serial_raw, sizeof(serial_raw)) != 1)
+        goto out;
+    serial_raw[0] = (unsigned char)((serial_raw[0] & 0x7f) | 0x40); /* positive, 16 octets */
+    serial_bn = BN_bin2bn(serial_raw, sizeof(serial_raw), NULL);
+    if (serial_bn == NULL || BN_to_ASN1_INTEGER(serial_bn, X509_get_serialNumber(cert)) == NULL ||
+        X509_set_version(cert, X509_VERSION_3) != 1)
+        goto out;
+    if ((country != NULL &&
+         X509_NAME_add_entry_by_txt(name, "C", MBSTRING_UTF8, (const unsigned char *)country, -1,
+                                    -1, 0) != 1) ||
+        X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8, (const unsigned char *)"pkiva demo",
+                                   -1, -1, 0) != 1 ||
+        X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1, -1,
+                                   0) != 1 ||
+        X509_set_subject_name(cert, name) != 1 ||
+        X509_set_issuer_name(cert, issuer != NULL ? X509_get_subject_name(issuer) : name) != 1)
+        goto out;
+    if (X509_gmtime_adj(X509_getm_notBefore(cert), -3600) == NULL ||
+        X509_gmtime_adj(X509_getm_notAfter(cert), (long)days * 86400) == NULL ||
+        X509_set_pubkey(cert, pub) != 1)
+        goto out;
+    if ((rc = add_ext(cert, issuer, NID_subject_key_identifier, "hash")) != UTIL_OK)
+        goto out;
+    if (issuer != NULL &&
+        (rc = add_ext(cert, issuer, NID_authority_key_identifier, "keyid:always")) != UTIL_OK)
+        goto out;
+    *out = cert;
+    cert = NULL;
+    rc = UTIL_OK;
+out:
+    X509_free(cert);
+    X509_NAME_free(name);
+    BN_free(serial_bn);
+    return rc;
+}
+
 static int make_cert(struct demo *d, enum cert_kind kind, const char *cn, EVP_PKEY *subject_key,
                      X509 *issuer, const struct hsm_key *signer, const char *issuer_name, int days,
                      X509 **out)
 {
     int rc = UTIL_ECRYPTO;
     X509 *cert = NULL;
-    X509_NAME *name = NULL;
     EVP_PKEY *pub = NULL;
     EVP_MD_CTX *mdctx = NULL;
-    unsigned char serial_raw[16];
-    BIGNUM *serial_bn = NULL;
     char buf[3 * CLI_PATH_MAX];
 
-    cert = X509_new();
-    name = X509_NAME_new();
     pub = public_copy(subject_key);
-    if (cert == NULL || name == NULL || pub == NULL)
+    if (pub == NULL)
         goto out;
-    if (RAND_bytes(serial_raw, sizeof(serial_raw)) != 1)
-        goto out;
-    serial_raw[0] = (unsigned char)((serial_raw[0] & 0x7f) | 0x40); /* positive, 16 octets */
-    serial_bn = BN_bin2bn(serial_raw, sizeof(serial_raw), NULL);
-    if (serial_bn == NULL || BN_to_ASN1_INTEGER(serial_bn, X509_get_serialNumber(cert)) == NULL)
-        goto out;
-    if (X509_set_version(cert, X509_VERSION_3) != 1)
-        goto out;
-    if (X509_NAME_add_entry_by_txt(name, "C", MBSTRING_UTF8, (const unsigned char *)"VN", -1, -1,
-                                   0) != 1 ||
-        X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8, (const unsigned char *)"pkiva demo",
-                                   -1, -1, 0) != 1 ||
-        X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1, -1,
-                                   0) != 1)
-        goto out;
-    if (X509_set_subject_name(cert, name) != 1 ||
-        X509_set_issuer_name(cert, issuer != NULL ? X509_get_subject_name(issuer) : name) != 1)
-        goto out;
-    /* Backdated an hour so that clients with a slightly slow clock accept fresh certificates. */
-    if (X509_gmtime_adj(X509_getm_notBefore(cert), -3600) == NULL ||
-        X509_gmtime_adj(X509_getm_notAfter(cert), (long)days * 86400) == NULL)
-        goto out;
-    if (X509_set_pubkey(cert, pub) != 1)
-        goto out;
-
-    if ((rc = add_ext(cert, issuer, NID_subject_key_identifier, "hash")) != UTIL_OK)
-        goto out;
-    if (issuer != NULL &&
-        (rc = add_ext(cert, issuer, NID_authority_key_identifier, "keyid:always")) != UTIL_OK)
+    if ((rc = cert_skeleton("VN", cn, pub, issuer, days, &cert)) != UTIL_OK)
         goto out;
     switch (kind) {
     case KIND_ROOT:
@@ -285,10 +301,8 @@ out:
     if (rc == UTIL_ECRYPTO)
         util_log_openssl(UTIL_LOG_ERROR, MOD, "building the certificate for %s failed", cn);
     X509_free(cert);
-    X509_NAME_free(name);
     EVP_PKEY_free(pub);
     EVP_MD_CTX_free(mdctx);
-    BN_free(serial_bn);
     return rc;
 }
 
@@ -302,34 +316,10 @@ enum admin_kind { ADMIN_CA, ADMIN_SERVER, ADMIN_OPERATOR };
 static int admin_cert(enum admin_kind kind, const char *cn, const char *san, EVP_PKEY *key,
                       X509 *issuer, EVP_PKEY *issuer_key, int days, X509 **out)
 {
-    X509 *cert = X509_new();
-    X509_NAME *name = X509_NAME_new();
-    unsigned char serial_raw[16];
-    BIGNUM *serial_bn = NULL;
-    int rc = UTIL_ECRYPTO;
+    X509 *cert = NULL;
+    int rc = cert_skeleton(NULL, cn, key, issuer, days, &cert);
 
-    if (cert == NULL || name == NULL || RAND_bytes(serial_raw, sizeof(serial_raw)) != 1)
-        goto out;
-    serial_raw[0] = (unsigned char)((serial_raw[0] & 0x7f) | 0x40); /* positive, 16 octets */
-    serial_bn = BN_bin2bn(serial_raw, sizeof(serial_raw), NULL);
-    if (serial_bn == NULL || BN_to_ASN1_INTEGER(serial_bn, X509_get_serialNumber(cert)) == NULL ||
-        X509_set_version(cert, X509_VERSION_3) != 1)
-        goto out;
-    if (X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8, (const unsigned char *)"pkiva demo",
-                                   -1, -1, 0) != 1 ||
-        X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1, -1,
-                                   0) != 1 ||
-        X509_set_subject_name(cert, name) != 1 ||
-        X509_set_issuer_name(cert, issuer != NULL ? X509_get_subject_name(issuer) : name) != 1)
-        goto out;
-    if (X509_gmtime_adj(X509_getm_notBefore(cert), -3600) == NULL ||
-        X509_gmtime_adj(X509_getm_notAfter(cert), (long)days * 86400) == NULL ||
-        X509_set_pubkey(cert, key) != 1)
-        goto out;
-    if ((rc = add_ext(cert, issuer, NID_subject_key_identifier, "hash")) != UTIL_OK)
-        goto out;
-    if (issuer != NULL &&
-        (rc = add_ext(cert, issuer, NID_authority_key_identifier, "keyid:always")) != UTIL_OK)
+    if (rc != UTIL_OK)
         goto out;
     switch (kind) {
     case ADMIN_CA:
@@ -361,8 +351,6 @@ out:
     if (rc == UTIL_ECRYPTO)
         util_log_openssl(UTIL_LOG_ERROR, MOD, "building the admin certificate %s failed", cn);
     X509_free(cert);
-    X509_NAME_free(name);
-    BN_free(serial_bn);
     return rc;
 }
 
