@@ -696,18 +696,25 @@ int cli__admin_new(const struct cli_config *cfg, struct http_server *http,
         free(admin);
         return rc;
     }
-    if ((rc = http_server_on_loop(http, loop_init, loop_fini, admin)) ||
-        (rc = http_server_route(http, HTTP_ADMIN, "POST", "/admin/revoke", handle_revoke, admin)) ||
-        (rc = http_server_route(http, HTTP_ADMIN, "POST", "/admin/unrevoke", handle_unrevoke,
-                                admin)) ||
-        (rc = http_server_route(http, HTTP_ADMIN, "POST", "/admin/status", handle_status, admin)) ||
-        (rc = http_server_route(http, HTTP_ADMIN, "POST", "/admin/certificates", handle_register,
-                                admin)) ||
-        (rc = http_server_route(http, HTTP_ADMIN, "POST", "/admin/supersede", handle_supersede,
-                                admin)) ||
-        (rc = http_server_route(http, HTTP_ADMIN, "GET", "/admin/sla", handle_sla, admin)) ||
-        (rc = http_server_route(http, HTTP_ADMIN, "POST", "/admin/crl/publish", handle_crl_publish,
-                                admin))) {
+    rc = http_server_on_loop(http, loop_init, loop_fini, admin);
+    if (rc == UTIL_OK)
+        rc = http_server_route(http, HTTP_ADMIN, "POST", "/admin/revoke", handle_revoke, admin);
+    if (rc == UTIL_OK)
+        rc = http_server_route(http, HTTP_ADMIN, "POST", "/admin/unrevoke", handle_unrevoke, admin);
+    if (rc == UTIL_OK)
+        rc = http_server_route(http, HTTP_ADMIN, "POST", "/admin/status", handle_status, admin);
+    if (rc == UTIL_OK)
+        rc = http_server_route(http, HTTP_ADMIN, "POST", "/admin/certificates", handle_register,
+                               admin);
+    if (rc == UTIL_OK)
+        rc = http_server_route(http, HTTP_ADMIN, "POST", "/admin/supersede", handle_supersede,
+                               admin);
+    if (rc == UTIL_OK)
+        rc = http_server_route(http, HTTP_ADMIN, "GET", "/admin/sla", handle_sla, admin);
+    if (rc == UTIL_OK)
+        rc = http_server_route(http, HTTP_ADMIN, "POST", "/admin/crl/publish", handle_crl_publish,
+                               admin);
+    if (rc != UTIL_OK) {
         cli__admin_free(admin);
         return rc;
     }

@@ -191,13 +191,16 @@ static int publish_direct(const struct cli_config *cfg, const char *only)
     hcfg.softhsm_no_deinit = cfg->hsm_no_deinit;
     hcfg.sessions = 1;
     hcfg.queue_max = 4;
-    if ((rc = cli__publish_dir_ready(cfg)) != UTIL_OK)
+    rc = cli__publish_dir_ready(cfg);
+    if (rc != UTIL_OK)
         return 1;
-    if ((rc = hsm_open(&hcfg, &hsm)) != UTIL_OK) {
+    rc = hsm_open(&hcfg, &hsm);
+    if (rc != UTIL_OK) {
         fprintf(stderr, "pkiva crl publish: cannot open the HSM: %s\n", util_strerror(rc));
         return 1;
     }
-    if ((rc = store_open_blocking(cfg->store_path, 0, &store)) != UTIL_OK) {
+    rc = store_open_blocking(cfg->store_path, 0, &store);
+    if (rc != UTIL_OK) {
         fprintf(stderr, "pkiva crl publish: cannot open the store: %s\n", util_strerror(rc));
         hsm_close(hsm);
         return 1;

@@ -108,12 +108,19 @@ static int make_token(struct demo *d, char *pin_file, size_t pin_file_len)
     char pin[33], so_pin[33];
     int rc, n;
 
-    if ((rc = path_join(hsm_dir, sizeof(hsm_dir), d->dir, "hsm")) != UTIL_OK ||
-        (rc = path_join(tokens, sizeof(tokens), hsm_dir, "tokens")) != UTIL_OK ||
-        (rc = path_join(conf_path, sizeof(conf_path), hsm_dir, "softhsm2.conf")) != UTIL_OK ||
-        (rc = path_join(pin_file, pin_file_len, hsm_dir, "user.pin")) != UTIL_OK)
+    rc = path_join(hsm_dir, sizeof(hsm_dir), d->dir, "hsm");
+    if (rc == UTIL_OK)
+        rc = path_join(tokens, sizeof(tokens), hsm_dir, "tokens");
+    if (rc == UTIL_OK)
+        rc = path_join(conf_path, sizeof(conf_path), hsm_dir, "softhsm2.conf");
+    if (rc == UTIL_OK)
+        rc = path_join(pin_file, pin_file_len, hsm_dir, "user.pin");
+    if (rc != UTIL_OK)
         return rc;
-    if ((rc = mkdir_mode(hsm_dir, 0700)) != UTIL_OK || (rc = mkdir_mode(tokens, 0700)) != UTIL_OK)
+    rc = mkdir_mode(hsm_dir, 0700);
+    if (rc == UTIL_OK)
+        rc = mkdir_mode(tokens, 0700);
+    if (rc != UTIL_OK)
         return rc;
     n = snprintf(conf, sizeof(conf),
                  "# SoftHSM2 configuration for pkiva's embedded default token.\n"
@@ -122,13 +129,19 @@ static int make_token(struct demo *d, char *pin_file, size_t pin_file_len)
                  tokens);
     if (n < 0 || (size_t)n >= sizeof(conf))
         return UTIL_EINVAL;
-    if ((rc = write_text(hsm_dir, "softhsm2.conf", conf, 0600)) != UTIL_OK)
+    rc = write_text(hsm_dir, "softhsm2.conf", conf, 0600);
+    if (rc != UTIL_OK)
         return rc;
     /* 24 characters: pkcs11-provider 1.0 cuts PINs read from a file at 31 characters. */
-    if ((rc = random_secret(pin, 12)) != UTIL_OK || (rc = random_secret(so_pin, 12)) != UTIL_OK)
+    rc = random_secret(pin, 12);
+    if (rc == UTIL_OK)
+        rc = random_secret(so_pin, 12);
+    if (rc != UTIL_OK)
         return rc;
-    if ((rc = write_text(hsm_dir, "user.pin", pin, 0600)) != UTIL_OK ||
-        (rc = write_text(hsm_dir, "so.pin", so_pin, 0600)) != UTIL_OK)
+    rc = write_text(hsm_dir, "user.pin", pin, 0600);
+    if (rc == UTIL_OK)
+        rc = write_text(hsm_dir, "so.pin", so_pin, 0600);
+    if (rc != UTIL_OK)
         return rc;
     if (setenv("SOFTHSM2_CONF", conf_path, 1) != 0)
         return util_errno(errno);
@@ -211,10 +224,12 @@ static int cert_skeleton(const char *country, const char *cn, EVP_PKEY *pub, X50
         X509_gmtime_adj(X509_getm_notAfter(cert), (long)days * 86400) == NULL ||
         X509_set_pubkey(cert, pub) != 1)
         goto out;
-    if ((rc = add_ext(cert, issuer, NID_subject_key_identifier, "hash")) != UTIL_OK)
+    rc = add_ext(cert, issuer, NID_subject_key_identifier, "hash");
+    if (rc != UTIL_OK)
         goto out;
-    if (issuer != NULL &&
-        (rc = add_ext(cert, issuer, NID_authority_key_identifier, "keyid:always")) != UTIL_OK)
+    if (issuer != NULL)
+        rc = add_ext(cert, issuer, NID_authority_key_identifier, "keyid:always");
+    if (rc != UTIL_OK)
         goto out;
     *out = cert;
     cert = NULL;
@@ -239,49 +254,64 @@ static int make_cert(struct demo *d, enum cert_kind kind, const char *cn, EVP_PK
     pub = public_copy(subject_key);
     if (pub == NULL)
         goto out;
-    if ((rc = cert_skeleton("VN", cn, pub, issuer, days, &cert)) != UTIL_OK)
+    rc = cert_skeleton("VN", cn, pub, issuer, days, &cert);
+    if (rc != UTIL_OK)
         goto out;
     switch (kind) {
     case KIND_ROOT:
-        if ((rc = add_ext(cert, issuer, NID_basic_constraints, "critical,CA:TRUE")) ||
-            (rc = add_ext(cert, issuer, NID_key_usage, "critical,keyCertSign,cRLSign")))
+        rc = add_ext(cert, issuer, NID_basic_constraints, "critical,CA:TRUE");
+        if (rc == UTIL_OK)
+            rc = add_ext(cert, issuer, NID_key_usage, "critical,keyCertSign,cRLSign");
+        if (rc != UTIL_OK)
             goto out;
         break;
     case KIND_SUBCA:
-        if ((rc = add_ext(cert, issuer, NID_basic_constraints, "critical,CA:TRUE,pathlen:0")) ||
-            (rc = add_ext(cert, issuer, NID_key_usage, "critical,keyCertSign,cRLSign")))
+        rc = add_ext(cert, issuer, NID_basic_constraints, "critical,CA:TRUE,pathlen:0");
+        if (rc == UTIL_OK)
+            rc = add_ext(cert, issuer, NID_key_usage, "critical,keyCertSign,cRLSign");
+        if (rc != UTIL_OK)
             goto out;
         break;
     case KIND_OCSP:
-        if ((rc = add_ext(cert, issuer, NID_basic_constraints, "critical,CA:FALSE")) ||
-            (rc = add_ext(cert, issuer, NID_key_usage, "critical,digitalSignature")) ||
-            (rc = add_ext(cert, issuer, NID_ext_key_usage, "OCSPSigning")) ||
-            (rc = add_ext(cert, issuer, NID_id_pkix_OCSP_noCheck, "ignored")))
+        rc = add_ext(cert, issuer, NID_basic_constraints, "critical,CA:FALSE");
+        if (rc == UTIL_OK)
+            rc = add_ext(cert, issuer, NID_key_usage, "critical,digitalSignature");
+        if (rc == UTIL_OK)
+            rc = add_ext(cert, issuer, NID_ext_key_usage, "OCSPSigning");
+        if (rc == UTIL_OK)
+            rc = add_ext(cert, issuer, NID_id_pkix_OCSP_noCheck, "ignored");
+        if (rc != UTIL_OK)
             goto out;
         break;
     case KIND_TSA:
-        if ((rc = add_ext(cert, issuer, NID_basic_constraints, "critical,CA:FALSE")) ||
-            (rc = add_ext(cert, issuer, NID_key_usage,
-                          "critical,digitalSignature,nonRepudiation")) ||
-            (rc = add_ext(cert, issuer, NID_ext_key_usage, "critical,timeStamping")))
+        rc = add_ext(cert, issuer, NID_basic_constraints, "critical,CA:FALSE");
+        if (rc == UTIL_OK)
+            rc = add_ext(cert, issuer, NID_key_usage, "critical,digitalSignature,nonRepudiation");
+        if (rc == UTIL_OK)
+            rc = add_ext(cert, issuer, NID_ext_key_usage, "critical,timeStamping");
+        if (rc != UTIL_OK)
             goto out;
         break;
     case KIND_EE:
-        if ((rc = add_ext(cert, issuer, NID_basic_constraints, "critical,CA:FALSE")) ||
-            (rc = add_ext(cert, issuer, NID_key_usage,
-                          "critical,digitalSignature,nonRepudiation")) ||
-            (rc = add_ext(cert, issuer, NID_ext_key_usage, "clientAuth,emailProtection")))
+        rc = add_ext(cert, issuer, NID_basic_constraints, "critical,CA:FALSE");
+        if (rc == UTIL_OK)
+            rc = add_ext(cert, issuer, NID_key_usage, "critical,digitalSignature,nonRepudiation");
+        if (rc == UTIL_OK)
+            rc = add_ext(cert, issuer, NID_ext_key_usage, "clientAuth,emailProtection");
+        if (rc != UTIL_OK)
             goto out;
         break;
     }
     if (issuer != NULL) {
         /* Everything below the root points back at this service for status and its issuer. */
         (void)snprintf(buf, sizeof(buf), "URI:%s/crl/%s.crl", d->url, issuer_name);
-        if ((rc = add_ext(cert, issuer, NID_crl_distribution_points, buf)) != UTIL_OK)
+        rc = add_ext(cert, issuer, NID_crl_distribution_points, buf);
+        if (rc != UTIL_OK)
             goto out;
         (void)snprintf(buf, sizeof(buf), "OCSP;URI:%s/,caIssuers;URI:%s/ca/%s.crt", d->url, d->url,
                        issuer_name);
-        if ((rc = add_ext(cert, issuer, NID_info_access, buf)) != UTIL_OK)
+        rc = add_ext(cert, issuer, NID_info_access, buf);
+        if (rc != UTIL_OK)
             goto out;
     }
     rc = hsm_sign_ctx_new_blocking(d->hsm, signer, &mdctx);
@@ -323,21 +353,30 @@ static int admin_cert(enum admin_kind kind, const char *cn, const char *san, EVP
         goto out;
     switch (kind) {
     case ADMIN_CA:
-        if ((rc = add_ext(cert, issuer, NID_basic_constraints, "critical,CA:TRUE,pathlen:0")) ||
-            (rc = add_ext(cert, issuer, NID_key_usage, "critical,keyCertSign")))
+        rc = add_ext(cert, issuer, NID_basic_constraints, "critical,CA:TRUE,pathlen:0");
+        if (rc == UTIL_OK)
+            rc = add_ext(cert, issuer, NID_key_usage, "critical,keyCertSign");
+        if (rc != UTIL_OK)
             goto out;
         break;
     case ADMIN_SERVER:
-        if ((rc = add_ext(cert, issuer, NID_basic_constraints, "critical,CA:FALSE")) ||
-            (rc = add_ext(cert, issuer, NID_key_usage, "critical,digitalSignature")) ||
-            (rc = add_ext(cert, issuer, NID_ext_key_usage, "serverAuth")) ||
-            (rc = add_ext(cert, issuer, NID_subject_alt_name, san)))
+        rc = add_ext(cert, issuer, NID_basic_constraints, "critical,CA:FALSE");
+        if (rc == UTIL_OK)
+            rc = add_ext(cert, issuer, NID_key_usage, "critical,digitalSignature");
+        if (rc == UTIL_OK)
+            rc = add_ext(cert, issuer, NID_ext_key_usage, "serverAuth");
+        if (rc == UTIL_OK)
+            rc = add_ext(cert, issuer, NID_subject_alt_name, san);
+        if (rc != UTIL_OK)
             goto out;
         break;
     case ADMIN_OPERATOR:
-        if ((rc = add_ext(cert, issuer, NID_basic_constraints, "critical,CA:FALSE")) ||
-            (rc = add_ext(cert, issuer, NID_key_usage, "critical,digitalSignature")) ||
-            (rc = add_ext(cert, issuer, NID_ext_key_usage, "clientAuth")))
+        rc = add_ext(cert, issuer, NID_basic_constraints, "critical,CA:FALSE");
+        if (rc == UTIL_OK)
+            rc = add_ext(cert, issuer, NID_key_usage, "critical,digitalSignature");
+        if (rc == UTIL_OK)
+            rc = add_ext(cert, issuer, NID_ext_key_usage, "clientAuth");
+        if (rc != UTIL_OK)
             goto out;
         break;
     }
@@ -369,11 +408,13 @@ static int admin_write(struct demo *d, const char *name, X509 *cert, EVP_PKEY *k
                      : PEM_write_bio_PrivateKey(bio, key, NULL, NULL, 0, NULL, NULL) != 1)
         goto out;
     len = BIO_get_mem_data(bio, &data);
-    if ((rc = path_join(dir, sizeof(dir), d->dir, "admin")) != UTIL_OK)
+    rc = path_join(dir, sizeof(dir), d->dir, "admin");
+    if (rc != UTIL_OK)
         goto out;
     {
         char path[PATH_MAX];
-        if ((rc = path_join(path, sizeof(path), dir, name)) != UTIL_OK)
+        rc = path_join(path, sizeof(path), dir, name);
+        if (rc != UTIL_OK)
             goto out;
         rc = util_file_write_atomic(path, data, (size_t)len, cert != NULL ? 0644 : 0600);
         if (rc != UTIL_OK)
@@ -402,8 +443,10 @@ static int make_admin_tls(struct demo *d)
         strcmp(listen.host, "127.0.0.1") != 0 && strcmp(listen.host, "0.0.0.0") != 0 &&
         strcmp(listen.host, "::") != 0)
         (void)snprintf(san, sizeof(san), "IP:127.0.0.1,DNS:localhost,IP:%s", listen.host);
-    if ((rc = path_join(path, sizeof(path), d->dir, "admin")) != UTIL_OK ||
-        (rc = mkdir_mode(path, 0700)) != UTIL_OK)
+    rc = path_join(path, sizeof(path), d->dir, "admin");
+    if (rc == UTIL_OK)
+        rc = mkdir_mode(path, 0700);
+    if (rc != UTIL_OK)
         goto out;
     rc = UTIL_ECRYPTO;
     ca_key = EVP_EC_gen("P-256");
@@ -411,17 +454,24 @@ static int make_admin_tls(struct demo *d)
     operator_key = EVP_EC_gen("P-256");
     if (ca_key == NULL || server_key == NULL || operator_key == NULL)
         goto out;
-    if ((rc = admin_cert(ADMIN_CA, "pkiva Demo Admin CA", NULL, ca_key, NULL, ca_key, 3650, &ca)) ||
-        (rc = admin_cert(ADMIN_SERVER, "pkiva admin API", san, server_key, ca, ca_key, 825,
-                         &server)) ||
-        (rc = admin_cert(ADMIN_OPERATOR, "pkiva demo operator", NULL, operator_key, ca, ca_key, 365,
-                         &operator_cert)))
+    rc = admin_cert(ADMIN_CA, "pkiva Demo Admin CA", NULL, ca_key, NULL, ca_key, 3650, &ca);
+    if (rc == UTIL_OK)
+        rc = admin_cert(ADMIN_SERVER, "pkiva admin API", san, server_key, ca, ca_key, 825, &server);
+    if (rc == UTIL_OK)
+        rc = admin_cert(ADMIN_OPERATOR, "pkiva demo operator", NULL, operator_key, ca, ca_key, 365,
+                        &operator_cert);
+    if (rc != UTIL_OK)
         goto out;
-    if ((rc = admin_write(d, "admin-ca.pem", ca, NULL)) ||
-        (rc = admin_write(d, "server.pem", server, NULL)) ||
-        (rc = admin_write(d, "server.key", NULL, server_key)) ||
-        (rc = admin_write(d, "operator.pem", operator_cert, NULL)) ||
-        (rc = admin_write(d, "operator.key", NULL, operator_key)))
+    rc = admin_write(d, "admin-ca.pem", ca, NULL);
+    if (rc == UTIL_OK)
+        rc = admin_write(d, "server.pem", server, NULL);
+    if (rc == UTIL_OK)
+        rc = admin_write(d, "server.key", NULL, server_key);
+    if (rc == UTIL_OK)
+        rc = admin_write(d, "operator.pem", operator_cert, NULL);
+    if (rc == UTIL_OK)
+        rc = admin_write(d, "operator.key", NULL, operator_key);
+    if (rc != UTIL_OK)
         goto out;
 out:
     EVP_PKEY_free(ca_key); /* the admin CA issues nothing after the first run */
@@ -447,8 +497,10 @@ static int write_pem(struct demo *d, const char *name, X509 *const *certs, int n
         if (PEM_write_bio_X509(bio, certs[i]) != 1)
             goto out;
     len = BIO_get_mem_data(bio, &data);
-    if ((rc = path_join(pki, sizeof(pki), d->dir, "pki")) != UTIL_OK ||
-        (rc = path_join(path, sizeof(path), pki, name)) != UTIL_OK)
+    rc = path_join(pki, sizeof(pki), d->dir, "pki");
+    if (rc == UTIL_OK)
+        rc = path_join(path, sizeof(path), pki, name);
+    if (rc != UTIL_OK)
         goto out;
     rc = util_file_write_atomic(path, data, (size_t)len, 0644);
     if (rc != UTIL_OK)
@@ -485,7 +537,8 @@ static int register_cert(struct demo *d, int64_t issuer_id, X509 *cert, int revo
     int rc;
     struct tm tm;
 
-    if ((rc = serial_octets(cert, serial, &serial_len)) != UTIL_OK)
+    rc = serial_octets(cert, serial, &serial_len);
+    if (rc != UTIL_OK)
         return rc;
     der_len = i2d_X509(cert, &der);
     if (der_len <= 0)
@@ -647,7 +700,8 @@ int cli_demo_init_blocking(const struct cli_demo_options *opts, int *created)
         UTIL_ERROR(MOD, "data directory %s is not writable", d.dir);
         return UTIL_EPERM;
     }
-    if ((rc = path_join(path, sizeof(path), d.dir, "pkiva.conf")) != UTIL_OK)
+    rc = path_join(path, sizeof(path), d.dir, "pkiva.conf");
+    if (rc != UTIL_OK)
         return rc;
     if (stat(path, &st) == 0)
         return UTIL_OK; /* a complete default exists: reuse it */
@@ -658,7 +712,8 @@ int cli_demo_init_blocking(const struct cli_demo_options *opts, int *created)
     remove_leftovers(d.dir);
     UTIL_INFO(MOD, "first run: creating the embedded default in %s (%s keys)", d.dir, alg_name);
 
-    if ((rc = make_token(&d, pin_file, sizeof(pin_file))) != UTIL_OK)
+    rc = make_token(&d, pin_file, sizeof(pin_file));
+    if (rc != UTIL_OK)
         goto out;
     memset(&hcfg, 0, sizeof(hcfg));
     hcfg.module_path = "/usr/lib/softhsm/libsofthsm2.so";
@@ -666,22 +721,31 @@ int cli_demo_init_blocking(const struct cli_demo_options *opts, int *created)
     hcfg.softhsm_no_deinit = 1;
     hcfg.sessions = 1;
     hcfg.queue_max = 16;
-    if ((rc = hsm_open(&hcfg, &d.hsm)) != UTIL_OK)
+    rc = hsm_open(&hcfg, &d.hsm);
+    if (rc != UTIL_OK)
         goto out;
-    if ((rc = hsm_key_generate_blocking(d.hsm, TOKEN_LABEL, "root-ca", alg, &k_root)) ||
-        (rc = hsm_key_generate_blocking(d.hsm, TOKEN_LABEL, "issuing-ca", alg, &k_ca)) ||
-        (rc = hsm_key_generate_blocking(d.hsm, TOKEN_LABEL, "ocsp-responder", alg, &k_ocsp)) ||
-        (rc = hsm_key_generate_blocking(d.hsm, TOKEN_LABEL, "tsa", alg, &k_tsa)))
+    rc = hsm_key_generate_blocking(d.hsm, TOKEN_LABEL, "root-ca", alg, &k_root);
+    if (rc == UTIL_OK)
+        rc = hsm_key_generate_blocking(d.hsm, TOKEN_LABEL, "issuing-ca", alg, &k_ca);
+    if (rc == UTIL_OK)
+        rc = hsm_key_generate_blocking(d.hsm, TOKEN_LABEL, "ocsp-responder", alg, &k_ocsp);
+    if (rc == UTIL_OK)
+        rc = hsm_key_generate_blocking(d.hsm, TOKEN_LABEL, "tsa", alg, &k_tsa);
+    if (rc != UTIL_OK)
         goto out;
 
-    if ((rc = make_cert(&d, KIND_ROOT, "pkiva Demo Root CA", k_root->pkey, NULL, k_root, NULL, 7300,
-                        &root)) ||
-        (rc = make_cert(&d, KIND_SUBCA, "pkiva Demo Issuing CA", k_ca->pkey, root, k_root, "root",
-                        3650, &ca)) ||
-        (rc = make_cert(&d, KIND_OCSP, "pkiva Demo OCSP Responder", k_ocsp->pkey, ca, k_ca,
-                        "demo-ca", 730, &ocsp)) ||
-        (rc = make_cert(&d, KIND_TSA, "pkiva Demo TSA", k_tsa->pkey, ca, k_ca, "demo-ca", 1825,
-                        &tsa)))
+    rc = make_cert(&d, KIND_ROOT, "pkiva Demo Root CA", k_root->pkey, NULL, k_root, NULL, 7300,
+                   &root);
+    if (rc == UTIL_OK)
+        rc = make_cert(&d, KIND_SUBCA, "pkiva Demo Issuing CA", k_ca->pkey, root, k_root, "root",
+                       3650, &ca);
+    if (rc == UTIL_OK)
+        rc = make_cert(&d, KIND_OCSP, "pkiva Demo OCSP Responder", k_ocsp->pkey, ca, k_ca,
+                       "demo-ca", 730, &ocsp);
+    if (rc == UTIL_OK)
+        rc =
+            make_cert(&d, KIND_TSA, "pkiva Demo TSA", k_tsa->pkey, ca, k_ca, "demo-ca", 1825, &tsa);
+    if (rc != UTIL_OK)
         goto out;
     /* Subscriber keys are not the service's to keep: software keys, discarded after issuance. */
     ee_key = EVP_EC_gen("P-256");
@@ -689,61 +753,91 @@ int cli_demo_init_blocking(const struct cli_demo_options *opts, int *created)
         rc = UTIL_ECRYPTO;
         goto out;
     }
-    if ((rc = make_cert(&d, KIND_EE, "Demo Subscriber Good", ee_key, ca, k_ca, "demo-ca", 365,
-                        &ee[0])) ||
-        (rc = make_cert(&d, KIND_EE, "Demo Subscriber Revoked", ee_key, ca, k_ca, "demo-ca", 365,
-                        &ee[1])) ||
-        (rc = make_cert(&d, KIND_EE, "Demo Subscriber On Hold", ee_key, ca, k_ca, "demo-ca", 365,
-                        &ee[2])))
+    rc = make_cert(&d, KIND_EE, "Demo Subscriber Good", ee_key, ca, k_ca, "demo-ca", 365, &ee[0]);
+    if (rc == UTIL_OK)
+        rc = make_cert(&d, KIND_EE, "Demo Subscriber Revoked", ee_key, ca, k_ca, "demo-ca", 365,
+                       &ee[1]);
+    if (rc == UTIL_OK)
+        rc = make_cert(&d, KIND_EE, "Demo Subscriber On Hold", ee_key, ca, k_ca, "demo-ca", 365,
+                       &ee[2]);
+    if (rc != UTIL_OK)
         goto out;
 
-    if ((rc = path_join(path, sizeof(path), d.dir, "pki")) != UTIL_OK ||
-        (rc = mkdir_mode(path, 0755)) != UTIL_OK)
+    rc = path_join(path, sizeof(path), d.dir, "pki");
+    if (rc == UTIL_OK)
+        rc = mkdir_mode(path, 0755);
+    if (rc != UTIL_OK)
         goto out;
     {
         X509 *chain_tsa[] = {tsa, ca, root};
         X509 *chain_ca[] = {ca, root};
-        if ((rc = write_pem(&d, "root-ca.pem", &root, 1)) ||
-            (rc = write_pem(&d, "issuing-ca.pem", &ca, 1)) ||
-            (rc = write_pem(&d, "ca-chain.pem", chain_ca, 2)) ||
-            (rc = write_pem(&d, "ocsp-responder.pem", &ocsp, 1)) ||
-            (rc = write_pem(&d, "tsa.pem", &tsa, 1)) ||
-            (rc = write_pem(&d, "tsa-chain.pem", chain_tsa, 3)) ||
-            (rc = write_pem(&d, "demo-good.pem", &ee[0], 1)) ||
-            (rc = write_pem(&d, "demo-revoked.pem", &ee[1], 1)) ||
-            (rc = write_pem(&d, "demo-hold.pem", &ee[2], 1)))
+        rc = write_pem(&d, "root-ca.pem", &root, 1);
+        if (rc == UTIL_OK)
+            rc = write_pem(&d, "issuing-ca.pem", &ca, 1);
+        if (rc == UTIL_OK)
+            rc = write_pem(&d, "ca-chain.pem", chain_ca, 2);
+        if (rc == UTIL_OK)
+            rc = write_pem(&d, "ocsp-responder.pem", &ocsp, 1);
+        if (rc == UTIL_OK)
+            rc = write_pem(&d, "tsa.pem", &tsa, 1);
+        if (rc == UTIL_OK)
+            rc = write_pem(&d, "tsa-chain.pem", chain_tsa, 3);
+        if (rc == UTIL_OK)
+            rc = write_pem(&d, "demo-good.pem", &ee[0], 1);
+        if (rc == UTIL_OK)
+            rc = write_pem(&d, "demo-revoked.pem", &ee[1], 1);
+        if (rc == UTIL_OK)
+            rc = write_pem(&d, "demo-hold.pem", &ee[2], 1);
+        if (rc != UTIL_OK)
             goto out;
     }
 
-    if ((rc = path_join(path, sizeof(path), d.dir, "pkiva.db")) != UTIL_OK ||
-        (rc = store_open_blocking(path, STORE_OPEN_CREATE, &d.store)) != UTIL_OK)
+    rc = path_join(path, sizeof(path), d.dir, "pkiva.db");
+    if (rc == UTIL_OK)
+        rc = store_open_blocking(path, STORE_OPEN_CREATE, &d.store);
+    if (rc != UTIL_OK)
         goto out;
-    if ((rc = store_begin_blocking(d.store)) != UTIL_OK)
+    rc = store_begin_blocking(d.store);
+    if (rc != UTIL_OK)
         goto out;
-    if ((rc = register_issuer(&d, "root", root, &root_id)) ||
-        (rc = register_issuer(&d, "demo-ca", ca, &ca_id)) ||
-        (rc = register_cert(&d, root_id, ca, NOT_REVOKED)) ||
-        (rc = register_cert(&d, ca_id, ocsp, NOT_REVOKED)) ||
-        (rc = register_cert(&d, ca_id, tsa, NOT_REVOKED)) ||
-        (rc = register_cert(&d, ca_id, ee[0], NOT_REVOKED)) ||
-        (rc = register_cert(&d, ca_id, ee[1], STORE_REASON_KEY_COMPROMISE)) ||
-        (rc = register_cert(&d, ca_id, ee[2], STORE_REASON_CERTIFICATE_HOLD))) {
+    rc = register_issuer(&d, "root", root, &root_id);
+    if (rc == UTIL_OK)
+        rc = register_issuer(&d, "demo-ca", ca, &ca_id);
+    if (rc == UTIL_OK)
+        rc = register_cert(&d, root_id, ca, NOT_REVOKED);
+    if (rc == UTIL_OK)
+        rc = register_cert(&d, ca_id, ocsp, NOT_REVOKED);
+    if (rc == UTIL_OK)
+        rc = register_cert(&d, ca_id, tsa, NOT_REVOKED);
+    if (rc == UTIL_OK)
+        rc = register_cert(&d, ca_id, ee[0], NOT_REVOKED);
+    if (rc == UTIL_OK)
+        rc = register_cert(&d, ca_id, ee[1], STORE_REASON_KEY_COMPROMISE);
+    if (rc == UTIL_OK)
+        rc = register_cert(&d, ca_id, ee[2], STORE_REASON_CERTIFICATE_HOLD);
+    if (rc != UTIL_OK) {
         (void)store_rollback_blocking(d.store); /* the init is redone from scratch anyway */
         goto out;
     }
-    if ((rc = store_audit_append_blocking(d.store, "pkiva-init", "init",
-                                          "{\"what\":\"embedded default created\"}")) ||
-        (rc = store_commit_blocking(d.store)))
+    rc = store_audit_append_blocking(d.store, "pkiva-init", "init",
+                                     "{\"what\":\"embedded default created\"}");
+    if (rc == UTIL_OK)
+        rc = store_commit_blocking(d.store);
+    if (rc != UTIL_OK)
         goto out;
 
     /* The admin API's bearer token, owner-only like the PIN. */
-    if ((rc = random_secret(token, 32)) != UTIL_OK ||
-        (rc = write_text(d.dir, "admin.token", token, 0600)) != UTIL_OK)
+    rc = random_secret(token, 32);
+    if (rc == UTIL_OK)
+        rc = write_text(d.dir, "admin.token", token, 0600);
+    if (rc != UTIL_OK)
         goto out;
     OPENSSL_cleanse(token, sizeof(token));
-    if ((rc = make_admin_tls(&d)) != UTIL_OK)
+    rc = make_admin_tls(&d);
+    if (rc != UTIL_OK)
         goto out;
-    if ((rc = write_config(&d, pin_file, alg_name)) != UTIL_OK)
+    rc = write_config(&d, pin_file, alg_name);
+    if (rc != UTIL_OK)
         goto out;
     *created = 1;
     UTIL_INFO(MOD,

@@ -759,17 +759,21 @@ int cli_serve(const struct cli_config *cfg)
         UTIL_ERROR(MOD, "cannot open the store %s: %s", cfg->store_path, util_strerror(rc));
         goto out;
     }
-    if ((rc = open_issuers(srv)) != UTIL_OK)
+    rc = open_issuers(srv);
+    if (rc != UTIL_OK)
         goto out;
-    if ((rc = build_ocsp(srv)) != UTIL_OK) {
+    rc = build_ocsp(srv);
+    if (rc != UTIL_OK) {
         UTIL_ERROR(MOD, "OCSP responder: %s", util_strerror(rc));
         goto out;
     }
-    if ((rc = build_crl(srv)) != UTIL_OK) {
+    rc = build_crl(srv);
+    if (rc != UTIL_OK) {
         UTIL_ERROR(MOD, "CRL publisher: %s", util_strerror(rc));
         goto out;
     }
-    if ((rc = build_tsa(srv)) != UTIL_OK) {
+    rc = build_tsa(srv);
+    if (rc != UTIL_OK) {
         UTIL_ERROR(MOD, "TSA: %s", util_strerror(rc));
         goto out;
     }
@@ -803,14 +807,21 @@ int cli_serve(const struct cli_config *cfg)
         http.listeners[1].tls_client_ca_file =
             cfg->admin_client_ca[0] != '\0' ? cfg->admin_client_ca : NULL;
     }
-    if ((rc = http_server_new(&http, &srv->http)) != UTIL_OK)
+    rc = http_server_new(&http, &srv->http);
+    if (rc != UTIL_OK)
         goto out;
-    if ((rc = ocsp_responder_register(srv->ocsp, srv->http)) != UTIL_OK ||
-        (rc = crl_publisher_register(srv->crl, srv->http)) != UTIL_OK ||
-        (srv->tsa != NULL && (rc = tsa_service_register(srv->tsa, srv->http)) != UTIL_OK) ||
-        (rc = http_server_route(srv->http, HTTP_PUBLIC, "GET", "/ca/", handle_ca_cert, srv)) ||
-        (rc = http_server_route(srv->http, HTTP_ADMIN, "GET", "/metrics", handle_metrics, srv)) ||
-        (rc = cli__admin_new(cfg, srv->http, srv->crl, &srv->admin)))
+    rc = ocsp_responder_register(srv->ocsp, srv->http);
+    if (rc == UTIL_OK)
+        rc = crl_publisher_register(srv->crl, srv->http);
+    if (rc == UTIL_OK && srv->tsa != NULL)
+        rc = tsa_service_register(srv->tsa, srv->http);
+    if (rc == UTIL_OK)
+        rc = http_server_route(srv->http, HTTP_PUBLIC, "GET", "/ca/", handle_ca_cert, srv);
+    if (rc == UTIL_OK)
+        rc = http_server_route(srv->http, HTTP_ADMIN, "GET", "/metrics", handle_metrics, srv);
+    if (rc == UTIL_OK)
+        rc = cli__admin_new(cfg, srv->http, srv->crl, &srv->admin);
+    if (rc != UTIL_OK)
         goto out;
     http_server_set_ready_fn(srv->http, ready_fn, srv);
     /* [server] user: root is dropped inside http_server_start, once the listeners are bound and
@@ -820,11 +831,15 @@ int cli_serve(const struct cli_config *cfg)
      * opens files as the new user: the pre-signer, the CRL publisher (store and publish folder)
      * and the change-feed poller (store), so the data folder must belong to it. */
     http_server_set_start_hook(srv->http, cli__privdrop_apply, &privdrop);
-    if ((rc = http_server_start(srv->http)) != UTIL_OK)
+    rc = http_server_start(srv->http);
+    if (rc != UTIL_OK)
         goto out;
-    if ((rc = ocsp_responder_start(srv->ocsp)) != UTIL_OK ||
-        (rc = crl_publisher_start(srv->crl)) != UTIL_OK ||
-        (srv->tsa != NULL && (rc = tsa_service_start(srv->tsa)) != UTIL_OK))
+    rc = ocsp_responder_start(srv->ocsp);
+    if (rc == UTIL_OK)
+        rc = crl_publisher_start(srv->crl);
+    if (rc == UTIL_OK && srv->tsa != NULL)
+        rc = tsa_service_start(srv->tsa);
+    if (rc != UTIL_OK)
         goto out;
     if (pthread_create(&srv->poller, NULL, poller_main, srv) != 0) {
         rc = UTIL_ENOMEM;
