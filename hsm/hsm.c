@@ -16,9 +16,14 @@
  *   from the key's own provider first.
  * - Threads: the signing pool (util_pool) has cfg->sessions threads and a queue of cfg->queue_max.
  *   No per-thread state is needed: pkcs11-provider keeps its own pool of PKCS#11 sessions per slot
- *   (sized by "pkcs11-module-cache-sessions", set here to cfg->sessions) and takes one per
- *   operation, so "sessions" is the number of signing threads and must stay within the token's
- *   session limit. The loop threads never touch the token; they submit through a port.
+ *   and takes one per operation, so "sessions" is the number of signing threads and must stay
+ *   within the token's session limit. The loop threads never touch the token; they submit through
+ *   a port. The provider's cache ("pkcs11-module-cache-sessions") is set to the signing threads
+ *   plus HSM_SESSIONS_SPARE: the login session and every loaded key hold sessions of their own,
+ *   and with a cache of just the thread count each signature opened and closed a session
+ *   (C_OpenSession + C_CloseSession per signature, measured with perf uprobes on SoftHSM2: a
+ *   fifth of the CPU of an RSA-2048 time stamp, a network round trip on a network HSM). The
+ *   provider never keeps more than the token's own ulMaxSessionCount allows.
  * - Ownership: struct hsm owns the library context and the pool. Keys (struct hsm_key) and signing
  *   contexts reference the library context's providers, so they must be freed before hsm_close.
  *   hsm_submit allocates a small job wrapper per call, freed in its done callback; util_pool drops
@@ -237,6 +242,10 @@ static int conf_put_value(FILE *f, const char *key, const char *value)
     return UTIL_OK;
 }
 
+/* Sessions the provider may keep open beyond one per signing thread: the login session, one per
+ * loaded key (a few per issuer and TSA unit) and the monitor's probe. */
+#define HSM_SESSIONS_SPARE 16
+
 static int write_provider_conf(FILE *f, const struct hsm_config *cfg)
 {
     char pin_ref[PATH_MAX + 8];
@@ -249,7 +258,7 @@ static int write_provider_conf(FILE *f, const struct hsm_config *cfg)
         UTIL_ERROR(HSM_MOD, "PIN file path too long");
         return UTIL_ECONFIG;
     }
-    (void)snprintf(sessions, sizeof(sessions), "%d", cfg->sessions); /* always fits */
+    (void)snprintf(sessions, sizeof(sessions), "%d", cfg->sessions + HSM_SESSIONS_SPARE);
 
     /* config_diagnostics makes a provider that fails to activate fail the whole load. */
     if (fputs("config_diagnostics = 1\n"

@@ -437,6 +437,59 @@ Test(hsm_fault, slow_token_blocks_no_loop_and_sheds_a_flood)
     assert_still_running();
 }
 
+/* Sessions opened by the real module since the server started ($PKIVA_P11FAULT_SESSIONS). */
+static int sessions_opened(const char *count_file)
+{
+    char out[64] = "";
+    char cmd[400];
+    snprintf(cmd, sizeof(cmd), "cat %s 2>/dev/null | wc -l", count_file);
+    cr_assert_eq(ts_run(cmd, out, sizeof(out)), 0);
+    return atoi(out);
+}
+
+/* Every signature must reuse a cached PKCS#11 session: opening and closing one per signature
+ * cost SoftHSM2 a fifth of an RSA time stamp's CPU, and costs a network HSM a round trip or more
+ * (pkcs11-provider's session cache was once sized to the signing threads alone, which the login
+ * session and the loaded keys already filled). */
+Test(hsm_fault, signatures_reuse_pkcs11_sessions)
+{
+    static char env[400];
+    char out[8192], count_file[320];
+    int before, after;
+
+    init_data(NULL);
+    snprintf(count_file, sizeof(count_file), "%s/sessions.log", srv.dir);
+    snprintf(env, sizeof(env), "PKIVA_P11FAULT_SESSIONS=%s", count_file);
+    start(env);
+    wait_ready();
+    cr_assert(live_answer_ok(out, sizeof(out)), "%s", out); /* every signing thread warmed up */
+    cr_assert(live_answer_ok(out, sizeof(out)), "%s", out);
+    before = sessions_opened(count_file);
+    cr_assert_gt(before, 0, "the session counter of libp11fault counted nothing");
+
+    /* 30 live OCSP signatures and 10 time stamps, sequential and in two parallel streams. */
+    cr_assert_eq(sh(out, sizeof(out),
+                    "true && for i in $(seq 15); do for j in 1 2; do openssl ocsp -issuer "
+                    "pki/issuing-ca.pem -cert pki/demo-good.pem -url http://127.0.0.1:%d/ -nonce "
+                    "-CAfile pki/root-ca.pem -verify_other pki/issuing-ca.pem > ocsp.$j 2>&1 & "
+                    "done; wait; grep -q ': good' ocsp.1 && grep -q ': good' ocsp.2 || "
+                    "{ cat ocsp.1 ocsp.2; exit 1; }; done",
+                    srv.port),
+                 0, "%s", out);
+    cr_assert_eq(
+        sh(out, sizeof(out),
+           "openssl ts -query -data pkiva.conf -sha256 -cert -out q.tsq 2>&1 && "
+           "for i in $(seq 10); do curl -sf -H 'Content-Type: application/timestamp-query' "
+           "--data-binary @q.tsq http://127.0.0.1:%d/tsa -o r.tsr && openssl ts -reply "
+           "-in r.tsr -text 2>&1 | grep -q 'Status: Granted' || exit 1; done",
+           srv.port),
+        0, "%s", out);
+    after = sessions_opened(count_file);
+    cr_log_info("sessions opened: %d at start, %d more for 40 signatures", before, after - before);
+    cr_assert_leq(after - before, 4, "%d sessions opened for 40 signatures: not reused",
+                  after - before);
+}
+
 /* ---- the store ------------------------------------------------------------------------------ */
 
 /* Another process (the sqlite3 CLI) runs first, keeps its transaction open for seconds, then runs

@@ -9,6 +9,8 @@
  *   PKIVA_P11FAULT_CONTROL  the control file; absent file (or unset variable) = no fault
  *   PKIVA_P11FAULT_TRACE    if set, every injected fault and every error the real module returns
  *                           from a wrapped call is written to stderr, one line each
+ *   PKIVA_P11FAULT_SESSIONS a file to which every successful C_OpenSession appends one line (so a
+ *                           test can tell whether signatures reuse sessions or open their own)
  * The control file holds one line, read again whenever its inode, size or mtime changes (write it
  * with a rename to be sure a change is seen):
  *   down        the token is gone. On entering this mode every real session is closed (as a real
@@ -29,6 +31,7 @@
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <p11-kit/pkcs11.h>
 #include <pthread.h>
@@ -37,6 +40,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #define DEFAULT_MODULE "/usr/lib/softhsm/libsofthsm2.so"
 #define SCRATCH_SIG 2048 /* larger than any signature (RSA-16384 is 2048 bytes) */
@@ -189,12 +193,32 @@ static CK_RV w_GetTokenInfo(CK_SLOT_ID slot, CK_TOKEN_INFO_PTR info)
     return traced("C_GetTokenInfo", real->C_GetTokenInfo(slot, info));
 }
 
+/* One line per opened session to $PKIVA_P11FAULT_SESSIONS, if set (O_APPEND: whole lines). */
+static void count_session(void)
+{
+    const char *path = getenv("PKIVA_P11FAULT_SESSIONS");
+    int fd;
+
+    if (path == NULL)
+        return;
+    fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return;
+    (void)!write(fd, "C_OpenSession\n", 14); /* a test counter: a short write shows as a miss */
+    (void)close(fd);
+}
+
 static CK_RV w_OpenSession(CK_SLOT_ID slot, CK_FLAGS flags, CK_VOID_PTR app, CK_NOTIFY notify,
                            CK_SESSION_HANDLE_PTR session)
 {
+    CK_RV rv;
+
     if (is_down())
         return injected("C_OpenSession", CKR_TOKEN_NOT_PRESENT);
-    return traced("C_OpenSession", real->C_OpenSession(slot, flags, app, notify, session));
+    rv = traced("C_OpenSession", real->C_OpenSession(slot, flags, app, notify, session));
+    if (rv == CKR_OK)
+        count_session();
+    return rv;
 }
 
 static CK_RV w_GetSessionInfo(CK_SESSION_HANDLE session, CK_SESSION_INFO_PTR info)
