@@ -12,9 +12,10 @@ PKIVA_PACKAGES=(build-essential cmake pkg-config libssl-dev openssl libuv1-dev n
   libsqlite3-dev sqlite3 libcriterion-dev libjansson-dev libinih-dev libp11-kit-dev softhsm2 opensc
   gnutls-bin curl python3)
 PKIVA_BACKPORTS=(pkcs11-provider)
-# Only for the tests: real signing clients the TSA is tested against (jarsigner, osslsigncode)
-# and the formatting check.
-PKIVA_TEST_PACKAGES=(openjdk-17-jdk-headless clang-format)
+# Only for the tests: real signing clients the TSA is tested against (jarsigner, osslsigncode),
+# the independent relying parties of test_interop (the JDK, NSS's vfychain and certutil, Debian's
+# python3-cryptography) and the formatting check.
+PKIVA_TEST_PACKAGES=(openjdk-17-jdk-headless libnss3-tools python3-cryptography clang-format)
 PKIVA_TEST_BACKPORTS=(osslsigncode)
 
 as_root() {
