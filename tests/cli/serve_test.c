@@ -28,22 +28,6 @@ struct server {
     pid_t pid;
 };
 
-static int free_port(void)
-{
-    struct sockaddr_in addr;
-    socklen_t len = sizeof(addr);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    int port;
-    memset(&addr, 0, sizeof(addr));
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    cr_assert_eq(bind(fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
-    cr_assert_eq(getsockname(fd, (struct sockaddr *)&addr, &len), 0);
-    port = ntohs(addr.sin_port);
-    close(fd);
-    return port;
-}
-
 static void sleep_ms(int ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
@@ -149,8 +133,8 @@ static void setup_server(struct server *s)
     memset(s, 0, sizeof(*s));
     cr_assert_eq(ts_tmpdir(s->dir, sizeof(s->dir)), 0);
     snprintf(s->data, sizeof(s->data), "%s/var", s->dir);
-    s->port = free_port();
-    s->admin_port = free_port();
+    s->port = ts_free_port();
+    s->admin_port = ts_free_port();
 }
 
 static void teardown_server(struct server *s)

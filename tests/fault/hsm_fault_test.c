@@ -38,22 +38,6 @@ struct server {
 
 static struct server srv;
 
-static int free_port(void)
-{
-    struct sockaddr_in addr;
-    socklen_t len = sizeof(addr);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    int port;
-    memset(&addr, 0, sizeof(addr));
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    cr_assert_eq(bind(fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
-    cr_assert_eq(getsockname(fd, (struct sockaddr *)&addr, &len), 0);
-    port = ntohs(addr.sin_port);
-    close(fd);
-    return port;
-}
-
 static void sleep_ms(int ms)
 {
     struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
@@ -93,8 +77,8 @@ static void init_data(const char *edit)
     cr_assert_eq(ts_tmpdir(srv.dir, sizeof(srv.dir)), 0);
     snprintf(srv.data, sizeof(srv.data), "%s/var", srv.dir);
     snprintf(srv.fault, sizeof(srv.fault), "%s/fault", srv.dir);
-    srv.port = free_port();
-    srv.admin_port = free_port();
+    srv.port = ts_free_port();
+    srv.admin_port = ts_free_port();
     {
         char cmd[1024];
         snprintf(cmd, sizeof(cmd),

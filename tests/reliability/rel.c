@@ -39,22 +39,6 @@ long long rel_now_ms(void)
     return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static int free_port(void)
-{
-    struct sockaddr_in addr;
-    socklen_t len = sizeof(addr);
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    int port;
-    memset(&addr, 0, sizeof(addr));
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    cr_assert_eq(bind(fd, (struct sockaddr *)&addr, sizeof(addr)), 0);
-    cr_assert_eq(getsockname(fd, (struct sockaddr *)&addr, &len), 0);
-    port = ntohs(addr.sin_port);
-    close(fd);
-    return port;
-}
-
 int rel_sh(const struct rel_server *s, char *out, size_t out_len, const char *fmt, ...)
 {
     char cmd[8192];
@@ -76,8 +60,8 @@ void rel_setup(struct rel_server *s)
     cr_assert_eq(ts_tmpdir(s->dir, sizeof(s->dir)), 0);
     snprintf(s->data, sizeof(s->data), "%s/var", s->dir);
     snprintf(s->log, sizeof(s->log), "%s/server.log", s->dir);
-    s->port = free_port();
-    s->admin_port = free_port();
+    s->port = ts_free_port();
+    s->admin_port = ts_free_port();
     snprintf(path, sizeof(path), REL_PKIVA " init --data %s 2>&1", s->data);
     cr_assert_eq(ts_run(path, out, sizeof(out)), 0, "pkiva init: %s", out);
     snprintf(path, sizeof(path), "%s/admin.token", s->data);
