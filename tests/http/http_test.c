@@ -3,6 +3,7 @@
  * threads) with http_server_run on a background thread and talks to it with plain sockets and raw
  * request bytes, so framing, ordering, limits and timeouts are checked as a client sees them. */
 #include <http/http.h>
+#include <support.h>
 
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
@@ -1214,4 +1215,84 @@ Test(http, config_is_validated)
     cr_assert_neq(http_server_route(srv, HTTP_PUBLIC, "GET", NULL, text_handler, "x"), 0);
     cr_assert_eq(http_server_run(srv), UTIL_EINVAL, "run before start");
     http_server_free(srv); /* never started */
+}
+
+/* Out of memory in the server (STYLE: fail the Nth allocation). For every allocation that serving
+ * one keep-alive connection with two pipelined requests makes, that one allocation fails, in
+ * whichever thread it happens. The first request is built to need every kind the server makes
+ * beyond its pools: the connection, more header slots than are inline, a request larger than the
+ * inline arena, and an echoed body larger than the inline response head. Each time the client
+ * must get correct answers, an error status, or a closed connection, and never wait for its read
+ * timeout (a request silently dropped); the blob's reference count must come back (no response
+ * leaked in flight), and the next connection is served normally. ASan also checks for leaks. */
+Test(http, every_allocation_failure_is_survived, .init = start_default, .fini = stop_server,
+     .timeout = 300)
+{
+    static const char payload[] = "immutable signed bytes";
+    static char request[16384], body[3000];
+    static struct reply first, second, check;
+    int answered = 0, refused = 0;
+    size_t len = 0;
+    long n;
+
+    g_blob = util_blob_new(payload, sizeof(payload) - 1);
+    cr_assert_not_null(g_blob);
+    memset(body, 'b', sizeof(body) - 1);
+    len = (size_t)snprintf(request, sizeof(request), "POST /echo HTTP/1.1\r\nHost: t\r\n");
+    for (int i = 0; i < 30; i++) /* more header slots than HTTP_HDRS_INLINE (24) */
+        len += (size_t)snprintf(request + len, sizeof(request) - len, "X-H%d: %d\r\n", i, i);
+    len += (size_t)snprintf(request + len, sizeof(request) - len,
+                            "Content-Length: %zu\r\n\r\n%sGET /blob HTTP/1.1\r\nHost: t\r\n\r\n",
+                            strlen(body), body);
+    cr_assert_lt(len, sizeof(request) - 1);
+    for (n = 1; n < 5000; n++) {
+        struct client *cl = cl_open(g_port); /* the client's own allocation, before arming */
+        int a, b = -1, hit, err = 0;
+
+        ts_failalloc_arm(n);
+        cl_send(cl, request);
+        a = cl_read(cl, &first, 0);
+        err = a != 0 ? errno : 0;
+        if (a == 0 && first.status == 200) {
+            b = cl_read(cl, &second, 0);
+            err = b != 0 ? errno : 0;
+        }
+        hit = ts_failalloc_disarm();
+        cl_close(cl);
+        cr_assert(err != EAGAIN && err != EWOULDBLOCK,
+                  "allocation %ld: the server neither answered nor closed the connection", n);
+        if (a == 0 && first.status == 200) {
+            cr_assert_str_eq(first.body, body, "allocation %ld: wrong echo", n);
+            if (b == 0) {
+                cr_assert_eq(second.status, 200, "allocation %ld", n);
+                cr_assert_str_eq(second.body, payload, "allocation %ld: wrong blob", n);
+            }
+        } else if (a == 0) {
+            cr_assert(first.status == 503 || first.status == 500, "allocation %ld: status %d", n,
+                      first.status);
+        }
+        answered += a == 0 && b == 0;
+        refused += hit && !(a == 0 && b == 0);
+        cr_log_info("allocation %ld: %s (first %d, status %d; second %d)", n,
+                    !hit               ? "not reached"
+                    : a == 0 && b == 0 ? "absorbed"
+                                       : "refused",
+                    a, first.status, b);
+        /* The server is intact: a fresh connection gets its answer. */
+        cr_assert_eq(fetch(g_port, GET("/a"), &check), 0, "allocation %ld broke the server", n);
+        cr_assert_str_eq(check.body, "a:/a");
+        if (!hit)
+            break; /* the exchange completed without reaching allocation n: every one was tried */
+    }
+    cr_log_info("http: %ld allocations failed in turn; %d exchanges completed, %d refused", n - 1,
+                answered, refused);
+    cr_assert_geq(n, 5, "only %ld allocations: the request no longer leaves the pools", n - 1);
+    cr_assert_lt(n, 5000, "the exchange never completed without an injected failure");
+    /* Some failures are absorbed (a response write that falls back); the answers were checked. */
+    cr_assert_gt(refused, 0, "no injected failure showed: the test does not reach the server");
+    for (int i = 0; i < 100 && atomic_load(&g_blob->refs) != 1; i++)
+        sleep_ms(10);
+    cr_assert_eq(atomic_load(&g_blob->refs), 1, "a response in flight kept the blob");
+    util_blob_unref(g_blob);
+    g_blob = NULL;
 }
