@@ -219,6 +219,14 @@ static void *raw_main(void *p)
         p11->C_FindObjects(s, &key, 1, &found) != CKR_OK || found != 1)
         die("the key 'tsa' in the token");
     (void)p11->C_FindObjectsFinal(s); /* nothing to release on failure */
+    {
+        /* A session copy of the key, as pkcs11-provider makes (see p11sign.c): the token's best. */
+        CK_BBOOL no = CK_FALSE;
+        CK_ATTRIBUTE session_object = {CKA_TOKEN, &no, sizeof(no)};
+        CK_OBJECT_HANDLE copy;
+        if (p11->C_CopyObject(s, key, &session_object, 1, &copy) == CKR_OK)
+            key = copy;
+    }
     end = now_s() + a->seconds;
     a->cpu = cpu_s(CLOCK_THREAD_CPUTIME_ID);
     while (now_s() < end) {
