@@ -29,22 +29,13 @@
 
 static struct rel_server srv;
 
-/* Like rel_setup, but the first run is told the listeners, so that the demo certificates carry
- * http://127.0.0.1:PORT/ in AIA and CRL DP; then serve and wait until /readyz says 200. */
+/* rel_setup (whose first run is told the listeners, so that the demo certificates carry
+ * http://127.0.0.1:PORT/ in AIA and CRL DP), checked; then serve and wait until /readyz is 200. */
 static void setup(void)
 {
     char cmd[1024], out[8192];
     long long t0;
-    memset(&srv, 0, sizeof(srv));
-    cr_assert_eq(ts_tmpdir(srv.dir, sizeof(srv.dir)), 0);
-    snprintf(srv.data, sizeof(srv.data), "%s/var", srv.dir);
-    snprintf(srv.log, sizeof(srv.log), "%s/server.log", srv.dir);
-    srv.port = ts_free_port();
-    srv.admin_port = ts_free_port();
-    snprintf(cmd, sizeof(cmd),
-             REL_PKIVA " init --data %s --listen 127.0.0.1:%d --admin-listen 127.0.0.1:%d 2>&1",
-             srv.data, srv.port, srv.admin_port);
-    cr_assert_eq(ts_run(cmd, out, sizeof(out)), 0, "pkiva init: %s", out);
+    rel_setup(&srv);
     cr_assert_eq(rel_sh(&srv, out, sizeof(out),
                         "openssl x509 -in pki/demo-good.pem -noout -ext "
                         "authorityInfoAccess,crlDistributionPoints"),

@@ -62,7 +62,11 @@ void rel_setup(struct rel_server *s)
     snprintf(s->log, sizeof(s->log), "%s/server.log", s->dir);
     s->port = ts_free_port();
     s->admin_port = ts_free_port();
-    snprintf(path, sizeof(path), REL_PKIVA " init --data %s 2>&1", s->data);
+    /* The first run is told the listeners, so the demo certificates' AIA and CRL distribution
+     * points name this server (relying parties under test find it through them). */
+    snprintf(path, sizeof(path),
+             REL_PKIVA " init --data %s --listen 127.0.0.1:%d --admin-listen 127.0.0.1:%d 2>&1",
+             s->data, s->port, s->admin_port);
     cr_assert_eq(ts_run(path, out, sizeof(out)), 0, "pkiva init: %s", out);
     snprintf(path, sizeof(path), "%s/admin.token", s->data);
     f = fopen(path, "r");
