@@ -143,7 +143,8 @@ int ts_run(const char *cmd, char *out, size_t out_len)
     return -1;
 }
 
-int ts_free_port(void)
+/* One port from the kernel (bind to port 0); aborts if loopback cannot be bound. */
+static int kernel_port(void)
 {
     struct sockaddr_in addr;
     socklen_t len = sizeof(addr);
@@ -159,4 +160,24 @@ int ts_free_port(void)
     }
     (void)close(fd); /* the port is what we wanted */
     return ntohs(addr.sin_port);
+}
+
+int ts_free_port(void)
+{
+    /* The kernel may hand the port just closed out again: a test asking for a public and an
+     * admin port would get the same one twice. Skip the ones this process handed out lately. */
+    static int recent[32];
+    static unsigned next;
+    int port = 0;
+
+    for (int attempt = 0; attempt < 100; attempt++) {
+        int seen = 0;
+        port = kernel_port();
+        for (size_t i = 0; i < sizeof(recent) / sizeof(recent[0]); i++)
+            seen |= recent[i] == port;
+        if (!seen)
+            break;
+    }
+    recent[next++ % (sizeof(recent) / sizeof(recent[0]))] = port;
+    return port;
 }

@@ -30,9 +30,10 @@ void ts_rmrf(const char *dir);
  * the command's exit status, 128 + signal number if it was killed, or -1 if it could not run. */
 int ts_run(const char *cmd, char *out, size_t out_len);
 
-/* A TCP port on 127.0.0.1 that nothing listens on right now (bound to port 0, read back, closed):
- * free for a server the test starts next, unless another process takes it in between. Aborts the
- * test process with a message if loopback cannot be bound (the machine is broken). */
+/* A TCP port on 127.0.0.1 that nothing listens on right now (bound to port 0, read back, closed)
+ * and that this process has not handed out lately: free for a server the test starts next, unless
+ * another process takes it in between. Not thread-safe. Aborts the test process with a message if
+ * loopback cannot be bound (the machine is broken). */
 int ts_free_port(void);
 
 /* Allocation fault injection (failalloc.c, linked only into the executables that list it): fail
