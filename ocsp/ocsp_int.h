@@ -15,8 +15,18 @@
 
 #define OCSP_MOD "ocsp"
 
-/* CertID hash algorithms served; the index keeps one cached response per algorithm. */
-enum { OCSP__SHA1 = 0, OCSP__SHA256 = 1, OCSP__N_ALGS = 2 };
+/* CertID hash algorithms served. SHA-1 and SHA-256 (RFC 9919) are pre-signed: the index keeps one
+ * cached response per algorithm below OCSP__N_ALGS. SHA-384 and SHA-512 CertIDs are matched as
+ * well and always signed live, bounded like nonce requests: few clients send them, and a cached
+ * slot each would cost every certificate in memory two more pointers. */
+enum {
+    OCSP__SHA1 = 0,
+    OCSP__SHA256 = 1,
+    OCSP__N_ALGS = 2, /* cached algorithms */
+    OCSP__SHA384 = 2,
+    OCSP__SHA512 = 3,
+    OCSP__N_MATCH_ALGS = 4 /* algorithms whose CertIDs are matched */
+};
 
 /* ---- cached responses ----------------------------------------------------------------------- */
 
@@ -109,7 +119,7 @@ void ocsp__recent_drop(struct ocsp__index *idx, int issuer, const unsigned char 
 
 struct ocsp__reqid {
     OCSP_CERTID *cid;               /* borrowed from the parsed request */
-    int alg;                        /* OCSP__SHA1/OCSP__SHA256, -1 = other hash */
+    int alg;                        /* OCSP__SHA1 .. OCSP__SHA512, -1 = other hash */
     const unsigned char *name_hash; /* borrowed */
     const unsigned char *key_hash;  /* borrowed */
     size_t name_hash_len, key_hash_len;
@@ -212,8 +222,8 @@ struct ocsp__issuer {
     X509 *cert;
     int signer; /* index into signers */
     int ignore_nonce;
-    unsigned char name_hash[OCSP__N_ALGS][32]; /* SHA-1 uses the first 20 octets */
-    unsigned char key_hash[OCSP__N_ALGS][32];
+    unsigned char name_hash[OCSP__N_MATCH_ALGS][64]; /* first ocsp__hash_len(alg) octets */
+    unsigned char key_hash[OCSP__N_MATCH_ALGS][64];
 };
 struct ocsp__signer {
     X509 *cert;

@@ -123,6 +123,8 @@ static int alg_of(const ASN1_OBJECT *obj)
     switch (OBJ_obj2nid(obj)) {
     case NID_sha1: return OCSP__SHA1;
     case NID_sha256: return OCSP__SHA256;
+    case NID_sha384: return OCSP__SHA384;
+    case NID_sha512: return OCSP__SHA512;
     default: return -1;
     }
 }

@@ -54,13 +54,13 @@ void ocsp_config_default(struct ocsp_config *cfg)
 
 static int issuer_hashes(struct ocsp__issuer *is)
 {
-    const EVP_MD *mds[OCSP__N_ALGS] = {EVP_sha1(), EVP_sha256()};
+    const EVP_MD *mds[OCSP__N_MATCH_ALGS] = {EVP_sha1(), EVP_sha256(), EVP_sha384(), EVP_sha512()};
     const ASN1_BIT_STRING *key = X509_get0_pubkey_bitstr(is->cert);
     unsigned int len;
 
     if (key == NULL)
         return UTIL_ECONFIG;
-    for (int a = 0; a < OCSP__N_ALGS; a++) {
+    for (int a = 0; a < OCSP__N_MATCH_ALGS; a++) {
         ERR_clear_error();
         if (!X509_NAME_digest(X509_get_subject_name(is->cert), mds[a], is->name_hash[a], &len) ||
             !EVP_Digest(key->data, (size_t)key->length, is->key_hash[a], &len, mds[a], NULL)) {
@@ -471,8 +471,12 @@ int ocsp__plan_sign_blocking(struct ocsp_responder *resp, const struct ocsp__pla
 
 static int match_issuer(const struct ocsp_responder *resp, const struct ocsp__reqid *id)
 {
-    size_t hash_len = id->alg == OCSP__SHA1 ? 20 : 32;
-    if (id->alg < 0 || id->name_hash_len != hash_len || id->key_hash_len != hash_len)
+    static const size_t hash_lens[OCSP__N_MATCH_ALGS] = {20, 32, 48, 64};
+    size_t hash_len = 0;
+    if (id->alg < 0 || id->alg >= OCSP__N_MATCH_ALGS)
+        return -1;
+    hash_len = hash_lens[id->alg];
+    if (id->name_hash_len != hash_len || id->key_hash_len != hash_len)
         return -1;
     for (int i = 0; i < resp->n_issuers; i++) {
         const struct ocsp__issuer *is = &resp->issuers[i];
@@ -505,6 +509,7 @@ int ocsp__plan_request(struct ocsp_responder *resp, const unsigned char *der, si
     struct ocsp__parsed parsed;
     int64_t now = (int64_t)time(NULL);
     int use_nonce = 0;
+    int uncached = 0; /* a CertID hash without pre-signed responses (SHA-384, SHA-512) */
     int fast;
     int rc;
 
@@ -520,6 +525,7 @@ int ocsp__plan_request(struct ocsp_responder *resp, const unsigned char *der, si
     plan->signer = -1;
     for (int i = 0; i < parsed.n; i++) {
         int is = match_issuer(resp, &parsed.ids[i]);
+        uncached |= parsed.ids[i].alg >= OCSP__N_ALGS;
         /* Unsupported hash, unknown issuer, or issuers answered by different signers. */
         if (is < 0 || (plan->signer >= 0 && resp->issuers[is].signer != plan->signer)) {
             plan_error(plan, OCSP_RESPONSE_STATUS_UNAUTHORIZED);
@@ -536,11 +542,11 @@ int ocsp__plan_request(struct ocsp_responder *resp, const unsigned char *der, si
     if (use_nonce)
         OCSP__STAT(resp, nonce_requests);
 
-    fast = parsed.n == 1 && !use_nonce;
+    fast = parsed.n == 1 && !use_nonce && !uncached;
     if (!fast) {
         if (nonce_slot_take(resp)) {
             *nonce_slot = 1;
-        } else if (parsed.n == 1 && resp->cfg.nonce_overflow_cached) {
+        } else if (parsed.n == 1 && !uncached && resp->cfg.nonce_overflow_cached) {
             OCSP__STAT(resp, nonce_rejected);
             fast = 1;
             use_nonce = 0;
@@ -566,8 +572,9 @@ int ocsp__plan_request(struct ocsp_responder *resp, const unsigned char *der, si
         struct ocsp__cached *cached = NULL;
         int found, authoritative;
 
-        found =
-            ocsp__index_lookup(resp->index, is, id->serial, id->serial_len, id->alg, &st, &cached);
+        /* The status is the same whatever the hash; only cached algorithms have a response. */
+        found = ocsp__index_lookup(resp->index, is, id->serial, id->serial_len,
+                                   id->alg < OCSP__N_ALGS ? id->alg : OCSP__SHA1, &st, &cached);
         authoritative = decide_status(resp, found, &st, now, &plan->singles[i]);
         plan->worst_status = worse(plan->worst_status, plan->singles[i].cert_status);
         if (fast) {

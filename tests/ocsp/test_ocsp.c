@@ -399,12 +399,28 @@ Test(plan, unknown_issuer_unauthorized)
     ocsp__plan_cleanup(&plan);
 }
 
+/* SHA-384 and SHA-512 CertIDs have no pre-signed slot: live work, bounded by the nonce slots. */
+Test(plan, sha384_and_sha512_are_live_work)
+{
+    const EVP_MD *mds[2] = {EVP_sha384(), EVP_sha512()};
+    for (int i = 0; i < 2; i++) {
+        struct ocsp__plan plan;
+        int slot;
+        long serial = 0x1001;
+        plan_serials(F.ca1, mds[i], &serial, 1, -1, &plan, &slot);
+        cr_assert_eq(plan.kind, OCSP__PLAN_SIGN);
+        cr_assert_eq(slot, 1, "a SHA-384/512 CertID must take a live slot");
+        ocsp__plan_cleanup(&plan);
+        release_slot(&slot);
+    }
+}
+
 Test(plan, unsupported_hash_unauthorized)
 {
     struct ocsp__plan plan;
     int slot;
     long serial = 0x1001;
-    plan_serials(F.ca1, EVP_sha384(), &serial, 1, -1, &plan, &slot);
+    plan_serials(F.ca1, EVP_md5(), &serial, 1, -1, &plan, &slot);
     cr_assert_eq(plan.kind, OCSP__PLAN_ERROR);
     cr_assert_eq(plan.response_status, OCSP_RESPONSE_STATUS_UNAUTHORIZED);
     ocsp__plan_cleanup(&plan);

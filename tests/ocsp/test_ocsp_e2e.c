@@ -267,6 +267,37 @@ Test(e2e, post_good_revoked_unknown_with_nonce)
     cr_assert_not_null(strstr(out, "ee1.pem: revoked"), "%s", out);
 }
 
+/* SHA-384 and SHA-512 CertIDs: matched and signed live (no pre-signed slot), the response repeats
+ * the request's CertID, and a pre-signed SHA-1 answer is unaffected; MD5 stays unauthorized. */
+static void ocsp_query_md(const char *md, const char *cert, char *out, size_t out_len)
+{
+    /* openssl ocsp wants the CertID digest before -cert */
+    (void)sh(out, out_len,
+             "openssl ocsp %s -issuer ca.pem -cert %s -url %s/ -CAfile chain.pem -timeout 10 "
+             "-no_nonce -resp_text",
+             md, cert, E.url);
+}
+
+Test(e2e, sha384_and_sha512_certids_signed_live)
+{
+    char out[8192];
+    const char *algs[] = {"-sha384", "-sha512"};
+    for (int i = 0; i < 2; i++) {
+        ocsp_query_md(algs[i], "ee0.pem", out, sizeof(out));
+        cr_assert_not_null(strstr(out, "Response verify OK"), "%s: %s", algs[i], out);
+        cr_assert_not_null(strstr(out, "ee0.pem: good"), "%s: %s", algs[i], out);
+        cr_assert_not_null(
+            strstr(out, i == 0 ? "Hash Algorithm: sha384" : "Hash Algorithm: sha512"),
+            "%s: the CertID is not repeated: %s", algs[i], out);
+        ocsp_query_md(algs[i], "ee1.pem", out, sizeof(out));
+        cr_assert_not_null(strstr(out, "ee1.pem: revoked"), "%s: %s", algs[i], out);
+    }
+    ocsp_query("ee0.pem", "-no_nonce", out, sizeof(out));
+    cr_assert_not_null(strstr(out, "ee0.pem: good"), "%s", out);
+    ocsp_query_md("-md5", "ee0.pem", out, sizeof(out));
+    cr_assert_not_null(strstr(out, "unauthorized"), "MD5 CertID: %s", out);
+}
+
 Test(e2e, unauthorized_and_malformed)
 {
     char out[8192];
