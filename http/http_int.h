@@ -178,6 +178,7 @@ struct http__loop {
     uv_async_t stop_async;
     uv_check_t check;
     uv_idle_t idle;
+    uv_poll_t presize; /* started and stopped once at setup: see presize_watchers */
     int handles_init;
     int stopping;
     int fini_done;

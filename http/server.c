@@ -54,12 +54,14 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -670,6 +672,54 @@ out:
     return rc;
 }
 
+/* Descriptors beyond max_connections that the process may hold (listeners, store, HSM, logs). */
+#define HTTP_FD_SLACK 1024
+
+static void presize_poll_cb(uv_poll_t *handle, int status, int events)
+{
+    (void)handle; /* never runs: the handle is stopped before the loop first polls */
+    (void)status;
+    (void)events;
+}
+
+/* libuv keeps an array of watchers indexed by fd and grows it the first time a loop sees a higher
+ * fd; when that realloc fails it aborts the process (uv__io_start -> maybe_resize, libuv 1.44),
+ * so running out of memory while accepting one connection would kill the server. Each loop
+ * therefore sizes the array once, at set-up, for the highest fd the process can have: a poll
+ * handle is started and stopped on a socket duplicated to that fd, which leaves the array that
+ * large (8 bytes a slot). That fd is the soft RLIMIT_NOFILE, capped at max_connections +
+ * HTTP_FD_SLACK; a process allowed more descriptors than that may still grow it later. Failure
+ * here only loses the guarantee: it is logged, never fatal. */
+static void presize_watchers(struct http__loop *lp, int max_connections)
+{
+    struct rlimit rl;
+    long top = (long)max_connections + HTTP_FD_SLACK;
+    int sock = -1, fd = -1, rc = 0;
+
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+        (long)rl.rlim_cur - 1 < top)
+        top = (long)rl.rlim_cur - 1;
+    sock = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (sock >= 0)
+        fd = fcntl(sock, F_DUPFD_CLOEXEC, (int)top);
+    if (sock >= 0)
+        (void)close(sock); /* only its number was wanted */
+    if (fd < 0) {
+        UTIL_WARN("http", "loop %d: cannot size the watcher table for fd %ld: %s", lp->index, top,
+                  strerror(errno));
+        return;
+    }
+    rc = uv_poll_init(&lp->loop, &lp->presize, fd);
+    if (rc == 0) {
+        rc = uv_poll_start(&lp->presize, UV_READABLE, presize_poll_cb);
+        (void)uv_poll_stop(&lp->presize); /* cannot fail */
+        uv_close((uv_handle_t *)&lp->presize, NULL);
+    }
+    if (rc != 0)
+        UTIL_WARN("http", "loop %d: cannot size the watcher table: %s", lp->index, uv_strerror(rc));
+    (void)close(fd); /* the handle is stopped: libuv no longer watches it */
+}
+
 static int loop_setup(struct http_server *srv, struct http__loop *lp, int *fds)
 {
     int rc = 0;
@@ -697,6 +747,7 @@ static int loop_setup(struct http_server *srv, struct http__loop *lp, int *fds)
     if (rc != 0)
         goto out;
     uv_unref((uv_handle_t *)&lp->check);
+    presize_watchers(lp, srv->cfg.limits.max_connections);
     loop_update_date(lp);
     for (i = 0; i < srv->cfg.n_listeners; i++) {
         struct http__listener *lst = &lp->listeners[i];

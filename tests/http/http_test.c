@@ -1247,7 +1247,7 @@ Test(http, every_allocation_failure_is_survived, .init = start_default, .fini = 
     cr_assert_lt(len, sizeof(request) - 1);
     for (n = 1; n < 5000; n++) {
         struct client *cl = cl_open(g_port); /* the client's own allocation, before arming */
-        int a, b = -1, hit, err = 0;
+        int a, b = -1, hit, err = 0, completed;
 
         ts_failalloc_arm(n);
         cl_send(cl, request);
@@ -1263,20 +1263,23 @@ Test(http, every_allocation_failure_is_survived, .init = start_default, .fini = 
                   "allocation %ld: the server neither answered nor closed the connection", n);
         if (a == 0 && first.status == 200) {
             cr_assert_str_eq(first.body, body, "allocation %ld: wrong echo", n);
-            if (b == 0) {
-                cr_assert_eq(second.status, 200, "allocation %ld", n);
+            if (b == 0 && second.status == 200)
                 cr_assert_str_eq(second.body, payload, "allocation %ld: wrong blob", n);
-            }
+            else if (b == 0)
+                cr_assert(second.status == 503 || second.status == 500,
+                          "allocation %ld: second status %d", n, second.status);
         } else if (a == 0) {
             cr_assert(first.status == 503 || first.status == 500, "allocation %ld: status %d", n,
                       first.status);
         }
-        answered += a == 0 && b == 0;
-        refused += hit && !(a == 0 && b == 0);
+        /* Completed: both answered 200 (their bytes were checked above). */
+        completed = a == 0 && first.status == 200 && b == 0 && second.status == 200;
+        answered += completed;
+        refused += hit && !completed;
         cr_log_info("allocation %ld: %s (first %d, status %d; second %d)", n,
-                    !hit               ? "not reached"
-                    : a == 0 && b == 0 ? "absorbed"
-                                       : "refused",
+                    !hit        ? "not reached"
+                    : completed ? "absorbed"
+                                : "refused",
                     a, first.status, b);
         /* The server is intact: a fresh connection gets its answer. */
         cr_assert_eq(fetch(g_port, GET("/a"), &check), 0, "allocation %ld broke the server", n);
@@ -1286,7 +1289,7 @@ Test(http, every_allocation_failure_is_survived, .init = start_default, .fini = 
     }
     cr_log_info("http: %ld allocations failed in turn; %d exchanges completed, %d refused", n - 1,
                 answered, refused);
-    cr_assert_geq(n, 5, "only %ld allocations: the request no longer leaves the pools", n - 1);
+    cr_assert_geq(n, 4, "only %ld allocations: the request no longer leaves the pools", n - 1);
     cr_assert_lt(n, 5000, "the exchange never completed without an injected failure");
     /* Some failures are absorbed (a response write that falls back); the answers were checked. */
     cr_assert_gt(refused, 0, "no injected failure showed: the test does not reach the server");
