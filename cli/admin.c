@@ -12,6 +12,7 @@
 #include <jansson.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
+#include <pthread.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <stdio.h>
@@ -24,6 +25,10 @@
 
 #define MOD "admin"
 #define ADMIN_MAX_LOOPS 64
+
+/* The reason the body decoders return when memory ran out: compared by address, answered 503
+ * (the client's request may be fine), every other reason is a 400. */
+static const char admin_enomem[] = "out of memory";
 
 struct cli_admin {
     const struct cli_config *cfg;
@@ -316,26 +321,49 @@ static const char *json_str(json_t *obj, const char *key)
     return json_is_string(v) ? json_string_value(v) : NULL;
 }
 
-/* Decodes a PEM certificate into job->cert_der; returns NULL or why it is not acceptable. */
-static const char *decode_pem_cert(struct admin_job *job, const char *pem)
+/* One attempt at reading a PEM certificate; *oom = 1 when memory visibly ran out. */
+static X509 *read_pem_cert(const char *pem, int *oom)
 {
     BIO *bio = BIO_new_mem_buf(pem, -1);
-    X509 *cert = bio ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+    X509 *cert = bio != NULL ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
+    unsigned long err = 0;
+
+    BIO_free(bio);
+    *oom = bio == NULL;
+    if (cert == NULL)
+        err = ERR_get_error();
+    while (err != 0) {
+        *oom |= ERR_GET_REASON(err) == ERR_R_MALLOC_FAILURE;
+        err = ERR_get_error();
+    }
+    return cert;
+}
+
+/* Decodes a PEM certificate into job->cert_der; returns NULL or why it is not acceptable.
+ * OpenSSL's PEM reader reports some failed allocations as a syntax error ("bad end line"), so a
+ * certificate that does not read is read once more before it is called bad: a transient
+ * shortage of memory then costs nothing, a lasting one is reported as a bad certificate. */
+static const char *decode_pem_cert(struct admin_job *job, const char *pem)
+{
+    int oom = 0;
+    X509 *cert = read_pem_cert(pem, &oom);
     unsigned char *der = NULL;
     int len;
-    BIO_free(bio);
-    if (cert == NULL) {
-        ERR_clear_error(); /* the PEM parser's complaint is reported as a 400 instead */
-        return "\"certificate\" is not a PEM certificate";
-    }
+
+    if (cert == NULL && !oom)
+        cert = read_pem_cert(pem, &oom);
+    if (cert == NULL)
+        return oom ? admin_enomem : "\"certificate\" is not a PEM certificate";
     len = i2d_X509(cert, &der);
     X509_free(cert);
-    if (len <= 0)
-        return "\"certificate\" could not be encoded";
+    if (len <= 0) {
+        ERR_clear_error();
+        return admin_enomem; /* a certificate just decoded always encodes, unless memory ran out */
+    }
     job->cert_der = malloc((size_t)len);
     if (job->cert_der == NULL) {
         OPENSSL_free(der);
-        return "out of memory";
+        return admin_enomem;
     }
     memcpy(job->cert_der, der, (size_t)len);
     job->cert_len = (size_t)len;
@@ -421,12 +449,48 @@ static const char *parse_body(struct admin_job *job, json_t *body)
     return NULL;
 }
 
+/* jansson reports a failed allocation inside its lexer as a syntax error ("invalid token"), or
+ * not at all (see load_object), so its result alone cannot tell a malformed body (400) from a
+ * server out of memory (503). Its
+ * allocator hook can: every allocation jansson makes goes through json_alloc, which notes a
+ * failure for the calling thread. Installed once, before the first body is decoded; malloc and
+ * free underneath, so objects made before it are freed correctly. */
+static _Thread_local int json_alloc_failed;
+static pthread_once_t json_alloc_once = PTHREAD_ONCE_INIT;
+
+static void *json_alloc(size_t size)
+{
+    void *p = malloc(size);
+    if (p == NULL)
+        json_alloc_failed = 1;
+    return p;
+}
+
+static void json_alloc_install(void)
+{
+    json_set_alloc_funcs(json_alloc, free);
+}
+
 /* Decodes a JSON object body (duplicate keys refused). Returns NULL and the reason in msg when it
- * is not one. The caller owns the result. */
-static json_t *load_object(const unsigned char *bytes, size_t len, char *msg, size_t msg_len)
+ * is not one, or NULL and *oom = 1 when memory ran out while decoding it (a 503, not the client's
+ * fault). The caller owns the result. */
+static json_t *load_object(const unsigned char *bytes, size_t len, char *msg, size_t msg_len,
+                           int *oom)
 {
     json_error_t jerr;
-    json_t *body = json_loadb((const char *)bytes, len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *body = NULL;
+
+    (void)pthread_once(&json_alloc_once, json_alloc_install); /* cannot fail with a valid once */
+    json_alloc_failed = 0;
+    body = json_loadb((const char *)bytes, len, JSON_REJECT_DUPLICATES, &jerr);
+    /* Even a body that decoded is not trusted then: jansson's lexer drops the character it could
+     * not append to a growing string and goes on, so a value may have lost bytes. */
+    *oom = json_alloc_failed;
+    if (*oom) {
+        (void)snprintf(msg, msg_len, "out of memory");
+        json_decref(body);
+        return NULL;
+    }
     if (body == NULL || !json_is_object(body)) {
         (void)snprintf(msg, msg_len, "malformed JSON: %s", body ? "not an object" : jerr.text);
         json_decref(body);
@@ -441,10 +505,11 @@ static json_t *load_object(const unsigned char *bytes, size_t len, char *msg, si
 static const char *decode_body(struct admin_job *job, const unsigned char *bytes, size_t len,
                                char *msg, size_t msg_len)
 {
-    json_t *body = load_object(bytes, len, msg, msg_len);
+    int oom = 0;
+    json_t *body = load_object(bytes, len, msg, msg_len, &oom);
     const char *why = NULL;
     if (body == NULL)
-        return msg;
+        return oom ? admin_enomem : msg;
     why = parse_body(job, body);
     json_decref(body);
     return why;
@@ -467,9 +532,10 @@ int cli__admin_parse_for_fuzz(const char *op, const unsigned char *body, size_t 
     memset(&job, 0, sizeof(job));
     if (strcmp(op, "crl/publish") == 0) {
         /* As handle_crl_publish: an empty body means every issuer. */
-        json_t *obj = len > 0 ? load_object(body, len, msg, sizeof(msg)) : NULL;
+        int oom = 0;
+        json_t *obj = len > 0 ? load_object(body, len, msg, sizeof(msg), &oom) : NULL;
         if (len > 0 && obj == NULL)
-            return 400;
+            return oom ? 503 : 400;
         (void)json_str(obj, "issuer"); /* any string or none is acceptable here */
         json_decref(obj);
         return 0;
@@ -479,7 +545,7 @@ int cli__admin_parse_for_fuzz(const char *op, const unsigned char *body, size_t 
             job.op = ops[i].op;
             why = decode_body(&job, body, len, msg, sizeof(msg));
             free(job.cert_der);
-            return why == NULL ? 0 : 400;
+            return why == NULL ? 0 : why == admin_enomem ? 503 : 400;
         }
     }
     return -1;
@@ -537,7 +603,7 @@ static void handle_admin(void *ctx, struct http_request *req, enum admin_op op)
     if (why != NULL) {
         free(job->cert_der);
         free(job);
-        respond_error(req, 400, why);
+        respond_error(req, why == admin_enomem ? 503 : 400, why);
         return;
     }
     submit(admin, job);
@@ -588,9 +654,10 @@ static void handle_crl_publish(void *ctx, struct http_request *req)
     }
     bytes = http_request_body(req, &body_len);
     if (body_len > 0) {
-        body = load_object(bytes, body_len, msg, sizeof(msg));
+        int oom = 0;
+        body = load_object(bytes, body_len, msg, sizeof(msg), &oom);
         if (body == NULL) {
-            respond_error(req, 400, "malformed JSON");
+            respond_error(req, oom ? 503 : 400, oom ? admin_enomem : "malformed JSON");
             return;
         }
         issuer = json_str(body, "issuer");

@@ -58,7 +58,8 @@ void cli__admin_free(struct cli_admin *admin); /* after the http server stopped;
 /* The fuzz target's way in (tests/fuzz/fuzz_admin_json.c): runs the exact checks a body of the
  * admin route op ("revoke", "unrevoke", "status", "certificates", "crl/publish") goes through
  * before any store work, without a server. Returns 0 if the body would be accepted, 400 if it
- * would be refused, -1 for an unknown op. Allocates nothing that outlives the call. */
+ * would be refused, 503 if memory ran out while checking it, -1 for an unknown op. Allocates
+ * nothing that outlives the call. */
 int cli__admin_parse_for_fuzz(const char *op, const unsigned char *body, size_t len);
 
 /* [server] user (privdrop.c). prepare looks the user up, checks that we run as root and creates

@@ -6,6 +6,9 @@
  * fuzzers found are kept here under "crash-" names with the outcome they must now have. */
 #include "fuzz.h"
 
+#include <cli/cli_int.h>
+#include <support.h>
+
 #include <criterion/criterion.h>
 #include <dirent.h>
 #include <stdio.h>
@@ -102,4 +105,49 @@ Test(fuzz_replay, sample_config_parses)
     cr_assert_eq(util_file_read(PKIVA_SOURCE_DIR "/conf/pkiva.conf", 1 << 20, &text, &len), 0);
     cr_expect_eq(fuzz_config_check(text, len, err, sizeof(err)), UTIL_OK, "%s", err);
     free(text);
+}
+
+/* Out of memory while an accepted admin body is checked (STYLE: fail the Nth allocation): for
+ * every allocation the checks make (jansson, the PEM decoder, the DER copy), that one allocation
+ * fails in turn. The answer must be 503, never a 400 that blames the operator's request and never
+ * a crash; with no failure injected the body is accepted. The ASan build checks for leaks. */
+Test(fuzz_replay, admin_json_out_of_memory_is_503, .timeout = 120)
+{
+    static const char *const routes[] = {"revoke", "unrevoke", "status", "certificates",
+                                         "crl/publish"};
+    static const char *const seeds[] = {"ok-revoke-full", "ok-certificates",
+                                        "ok-crl-publish-issuer"};
+    for (size_t s = 0; s < sizeof(seeds) / sizeof(seeds[0]); s++) {
+        char path[512];
+        unsigned char *data = NULL;
+        size_t len = 0;
+        long n;
+        int refused = 0;
+        (void)snprintf(path, sizeof(path), "%s/tests/fuzz/corpus/admin/%s", PKIVA_SOURCE_DIR,
+                       seeds[s]);
+        cr_assert_eq(util_file_read(path, 1 << 20, &data, &len), 0, "%s", path);
+        cr_assert(len > 1 && data[0] >= '0' && data[0] <= '4', "%s: no route digit", seeds[s]);
+        /* Once without a failure first, as a running server has: OpenSSL initialises its PEM and
+         * ASN.1 tables once per process, and a failure inside that one-time set-up would break
+         * every later call of this test process, not tell us anything about a server. */
+        cr_assert_eq(cli__admin_parse_for_fuzz(routes[data[0] - '0'], data + 1, len - 1), 0);
+        for (n = 1; n < 20000; n++) {
+            int rc, hit;
+            ts_failalloc_arm(n);
+            rc = cli__admin_parse_for_fuzz(routes[data[0] - '0'], data + 1, len - 1);
+            hit = ts_failalloc_disarm();
+            if (!hit) {
+                cr_assert_eq(rc, 0, "%s: refused without an injected failure (%d)", seeds[s], rc);
+                break;
+            }
+            cr_assert(rc == 0 || rc == 503, "%s: allocation %ld failed and the answer was %d",
+                      seeds[s], n, rc);
+            refused += rc == 503;
+        }
+        cr_log_info("%s: %ld allocations failed in turn, %d answered 503", seeds[s], n - 1,
+                    refused);
+        cr_assert_gt(refused, 0, "%s: no injected failure was reported", seeds[s]);
+        cr_assert_lt(n, 20000);
+        free(data);
+    }
 }
