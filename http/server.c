@@ -818,6 +818,40 @@ static void stop_workers_and_join(struct http_server *srv)
     }
 }
 
+static void on_signal(uv_signal_t *sig, int signum);
+
+/* Watches SIGTERM and SIGINT on the control loop. Called by http_server_start before any loop
+ * answers: a signal that arrives while the caller is still starting its own services (between
+ * http_server_start and http_server_run) is then handled, gracefully, as soon as the control
+ * loop runs, instead of by the default action that would kill the process half started. */
+static void signals_start(struct http_server *srv)
+{
+    int rc = uv_signal_init(&srv->ctl_loop, &srv->sigterm);
+    if (rc == 0) {
+        srv->sigterm.data = srv;
+        srv->signals_init |= 1;
+        rc = uv_signal_init(&srv->ctl_loop, &srv->sigint);
+    }
+    if (rc == 0) {
+        srv->sigint.data = srv;
+        srv->signals_init |= 2;
+        rc = uv_signal_start(&srv->sigterm, on_signal, SIGTERM);
+    }
+    if (rc == 0)
+        rc = uv_signal_start(&srv->sigint, on_signal, SIGINT);
+    if (rc != 0)
+        UTIL_WARN("http", "cannot watch SIGTERM/SIGINT: %s", uv_strerror(rc));
+}
+
+/* Closes the signal watchers (once), so that the control loop can end. */
+static void signals_close(struct http_server *srv)
+{
+    if ((srv->signals_init & 1) && !uv_is_closing((uv_handle_t *)&srv->sigterm))
+        uv_close((uv_handle_t *)&srv->sigterm, NULL);
+    if ((srv->signals_init & 2) && !uv_is_closing((uv_handle_t *)&srv->sigint))
+        uv_close((uv_handle_t *)&srv->sigint, NULL);
+}
+
 int http_server_start(struct http_server *srv)
 {
     const struct http_config *cfg = NULL;
@@ -869,6 +903,8 @@ int http_server_start(struct http_server *srv)
         rc = UTIL_EPERM;
         goto out;
     }
+    if (srv->signals_init == 0)
+        signals_start(srv);
     for (w = 0; w < cfg->workers; w++) {
         struct http__loop *lp = &srv->loops[w];
         if (uv_thread_create(&lp->thread, worker_main, lp) != 0) {
@@ -926,10 +962,7 @@ static void ctl_shutdown(struct http_server *srv)
     if (uv_is_closing((uv_handle_t *)&srv->ctl_async))
         return;
     uv_close((uv_handle_t *)&srv->ctl_async, NULL);
-    if (srv->signals_init & 1)
-        uv_close((uv_handle_t *)&srv->sigterm, NULL);
-    if (srv->signals_init & 2)
-        uv_close((uv_handle_t *)&srv->sigint, NULL);
+    signals_close(srv);
     if (!srv->started)
         return; /* stop requested on a server that never started (seen at free) */
     UTIL_INFO("http", "stopping: finishing in-flight requests (grace %d ms)", HTTP_GRACE_MS);
@@ -962,28 +995,12 @@ void http_server_stop(struct http_server *srv)
 
 int http_server_run(struct http_server *srv)
 {
-    int rc = UTIL_OK;
-
     if (srv == NULL || !srv->started || srv->ran)
         return UTIL_EINVAL;
     srv->ran = 1;
-    rc = uv_signal_init(&srv->ctl_loop, &srv->sigterm);
-    if (rc == 0) {
-        srv->sigterm.data = srv;
-        srv->signals_init |= 1;
-        rc = uv_signal_init(&srv->ctl_loop, &srv->sigint);
-    }
-    if (rc == 0) {
-        srv->sigint.data = srv;
-        srv->signals_init |= 2;
-        rc = uv_signal_start(&srv->sigterm, on_signal, SIGTERM);
-    }
-    if (rc == 0)
-        rc = uv_signal_start(&srv->sigint, on_signal, SIGINT);
-    if (rc != 0)
-        UTIL_WARN("http", "cannot watch SIGTERM/SIGINT: %s", uv_strerror(rc));
-    (void)uv_run(&srv->ctl_loop,
-                 UV_RUN_DEFAULT); /* returns after ctl_shutdown closed the handles */
+    /* Returns after ctl_shutdown closed the handles; a signal that came since http_server_start
+     * is delivered now. */
+    (void)uv_run(&srv->ctl_loop, UV_RUN_DEFAULT);
     stop_workers_and_join(srv);
     UTIL_INFO("http", "stopped");
     return UTIL_OK;
@@ -1002,6 +1019,7 @@ void http_server_free(struct http_server *srv)
     }
     if (!uv_is_closing((uv_handle_t *)&srv->ctl_async))
         uv_close((uv_handle_t *)&srv->ctl_async, NULL);
+    signals_close(srv);                           /* a start that failed after watching them */
     (void)uv_run(&srv->ctl_loop, UV_RUN_DEFAULT); /* runs pending close callbacks */
     if (uv_loop_close(&srv->ctl_loop) != 0)
         UTIL_WARN("http", "control loop still busy at free");

@@ -1299,3 +1299,20 @@ Test(http, every_allocation_failure_is_survived, .init = start_default, .fini = 
     util_blob_unref(g_blob);
     g_blob = NULL;
 }
+
+/* A SIGTERM that arrives after http_server_start, while the caller still starts its own services
+ * (pkiva serve loads its OCSP index there, seconds for millions of certificates, and /healthz
+ * already answers), is handled when the control loop runs: a graceful stop. It used to meet the
+ * default action, which killed the process half started. */
+Test(http, sigterm_between_start_and_run_stops_gracefully)
+{
+    struct http_config cfg;
+
+    base_config(&cfg);
+    cr_assert_eq(http_server_new(&cfg, &g_srv), 0);
+    cr_assert_eq(http_server_start(g_srv), 0);
+    cr_assert_eq(raise(SIGTERM), 0);
+    cr_assert_eq(http_server_run(g_srv), 0, "run did not return after the signal");
+    http_server_free(g_srv);
+    g_srv = NULL;
+}
