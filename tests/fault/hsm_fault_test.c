@@ -323,6 +323,11 @@ Test(hsm_fault, token_unplugged_then_back_heals_without_restart)
     while (now_ms() - t0 < HEAL_MS && (crl_after = crl_number()) <= crl_before)
         sleep_ms(200);
     cr_assert_gt(crl_after, crl_before, "no new CRL after the outage");
+    /* The gauge clears when the whole round (full, then delta CRL) has been published, a moment
+     * after the new full CRL is served. */
+    t0 = now_ms();
+    while (now_ms() - t0 < HEAL_MS && metric("pkiva_crl_failing{issuer=\"demo-ca\"}") != 0)
+        sleep_ms(100);
     cr_assert_eq(metric("pkiva_crl_failing{issuer=\"demo-ca\"}"), 0);
     cr_assert_eq(sh(out, sizeof(out), "grep -c 'HSM available again' %s/server.log", srv.dir), 0,
                  "the recovery was not logged");
