@@ -222,7 +222,7 @@ struct ocsp__issuer {
     X509 *cert;
     int signer; /* index into signers */
     int ignore_nonce;
-    unsigned char name_hash[OCSP__N_MATCH_ALGS][64]; /* first ocsp__hash_len(alg) octets */
+    unsigned char name_hash[OCSP__N_MATCH_ALGS][64]; /* 20/32/48/64 octets used, by algorithm */
     unsigned char key_hash[OCSP__N_MATCH_ALGS][64];
 };
 struct ocsp__signer {
