@@ -708,6 +708,8 @@ int cli__admin_new(const struct cli_config *cfg, struct http_server *http,
                                   .thread_init = store_thread_init,
                                   .thread_fini = store_thread_fini};
     int rc;
+    /* jansson's allocator hook goes in while the process is still single-threaded. */
+    (void)pthread_once(&json_alloc_once, json_alloc_install); /* cannot fail with a valid once */
     if (admin == NULL)
         return UTIL_ENOMEM;
     admin->cfg = cfg;
