@@ -492,7 +492,7 @@ static void background_sql(const char *first, int seconds, const char *last)
     cr_assert_eq(ts_run(cmd, NULL, 0), 0);
 }
 
-Test(store_fault, locked_database_fails_revoke_clearly_and_keeps_serving)
+Test(store_fault, locked_database_fails_revoke_clearly_and_keeps_serving, .fini = teardown)
 {
     char out[8192], body[512];
     long t0, ms;
