@@ -12,9 +12,9 @@
 #include <jansson.h>
 #include <openssl/crypto.h>
 #include <openssl/err.h>
-#include <pthread.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +29,12 @@
 /* The reason the body decoders return when memory ran out: compared by address, answered 503
  * (the client's request may be fine), every other reason is a 400. */
 static const char admin_enomem[] = "out of memory";
+
+/* The HTTP status for a decoder's reason. */
+static int why_status(const char *why)
+{
+    return why == admin_enomem ? 503 : 400;
+}
 
 struct cli_admin {
     const struct cli_config *cfg;
@@ -451,10 +457,10 @@ static const char *parse_body(struct admin_job *job, json_t *body)
 
 /* jansson reports a failed allocation inside its lexer as a syntax error ("invalid token"), or
  * not at all (see load_object), so its result alone cannot tell a malformed body (400) from a
- * server out of memory (503). Its
- * allocator hook can: every allocation jansson makes goes through json_alloc, which notes a
- * failure for the calling thread. Installed once, before the first body is decoded; malloc and
- * free underneath, so objects made before it are freed correctly. */
+ * server out of memory (503). Its allocator hook can: every allocation jansson makes goes
+ * through json_alloc, which notes a failure for the calling thread. Installed once (at
+ * cli__admin_new, or by the first decode in the fuzz path); malloc and free underneath, so
+ * objects made before it are freed correctly. */
 static _Thread_local int json_alloc_failed;
 static pthread_once_t json_alloc_once = PTHREAD_ONCE_INIT;
 
@@ -545,7 +551,7 @@ int cli__admin_parse_for_fuzz(const char *op, const unsigned char *body, size_t 
             job.op = ops[i].op;
             why = decode_body(&job, body, len, msg, sizeof(msg));
             free(job.cert_der);
-            return why == NULL ? 0 : why == admin_enomem ? 503 : 400;
+            return why == NULL ? 0 : why_status(why);
         }
     }
     return -1;
@@ -603,7 +609,7 @@ static void handle_admin(void *ctx, struct http_request *req, enum admin_op op)
     if (why != NULL) {
         free(job->cert_der);
         free(job);
-        respond_error(req, why == admin_enomem ? 503 : 400, why);
+        respond_error(req, why_status(why), why);
         return;
     }
     submit(admin, job);

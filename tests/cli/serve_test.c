@@ -3,17 +3,14 @@
  * token, demo PKI, store), the service answers real clients (openssl ocsp, curl) on 127.0.0.1,
  * an operator's revocation from another process shows within a second or so, restarts reuse
  * everything, keys cannot leave the token, and bad setups fail clearly. */
-#include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <support.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>

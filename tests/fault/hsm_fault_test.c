@@ -5,16 +5,13 @@
  * What must hold: pre-signed OCSP answers keep flowing, live (nonce) requests get tryLater fast,
  * /readyz says why, no loop blocks, and after the fault ends everything heals without a restart. */
 #include <criterion/criterion.h>
-#include <arpa/inet.h>
 #include <fcntl.h>
-#include <netinet/in.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <support.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>

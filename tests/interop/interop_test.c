@@ -9,14 +9,11 @@
  * in the field, with no responder or CRL override. */
 #include "rel.h"
 
-#include <arpa/inet.h>
 #include <criterion/criterion.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <support.h>
-#include <sys/socket.h>
 #include <unistd.h>
 
 #define INTEROP_SRC PKIVA_SOURCE_DIR "/tests/interop"
