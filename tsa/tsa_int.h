@@ -13,6 +13,7 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <store/store.h>
+#include <time.h>
 #include <util/util.h>
 
 #define TSA_MOD "tsa"
@@ -72,6 +73,10 @@ struct tsa__query {
  * beyond der + len. Leaves the OpenSSL error queue empty. */
 int tsa__query_check(const struct tsa__rules *rules, const unsigned char *der, size_t len,
                      struct tsa__query *out);
+/* As tsa__query_check; when the request is acceptable and keep is not NULL, *keep receives the
+ * decoded request (the caller frees it with TS_REQ_free), else *keep is NULL. */
+int tsa__query_check_keep(const struct tsa__rules *rules, const unsigned char *der, size_t len,
+                          struct tsa__query *out, TS_REQ **keep);
 /* Imprint length of an accepted hash NID, 0 if the NID is not one we know. */
 size_t tsa__md_len(int nid, int allow_weak);
 
@@ -86,6 +91,31 @@ struct tsa__serials {
     int64_t spare_first, spare_end; /* 0, 0: no spare yet */
     int refill_wanted;              /* set by a loop, cleared by the log thread */
     int64_t block;
+};
+
+/* A DER encoding owned by its holder (OPENSSL_malloc'd). */
+struct tsa__der {
+    unsigned char *p;
+    size_t n;
+};
+
+/* The parts of a unit's tokens that never change, DER-encoded once from a reference token (see
+ * tsa_token.c). ok == 0: no template; tokens come from TS_RESP_create_response. */
+struct tsa__tmpl {
+    int ok;
+    struct tsa__der status;                       /* PKIStatusInfo granted */
+    struct tsa__der tst_version;                  /* INTEGER 1 */
+    struct tsa__der policy[1 + TSA_MAX_POLICIES]; /* the default, then the accepted ones */
+    struct tsa__der accuracy;                     /* may be empty */
+    struct tsa__der tsa_name;                     /* [0] GeneralName, may be empty */
+    struct tsa__der sd_head;                      /* SignedData version and digestAlgorithms */
+    struct tsa__der certs;                        /* [0] certificates, for certReq */
+    struct tsa__der si_head;                      /* SignerInfo version, sid and digestAlgorithm */
+    struct tsa__der si_sig_alg;                   /* SignerInfo signatureAlgorithm */
+    struct tsa__der attr_content_type, attr_signing_cert; /* the two constant signed attributes */
+    struct tsa__der oid_signing_time, oid_message_digest, oid_tst_info, oid_signed_data;
+    size_t sig_max;     /* the largest signature of the key */
+    unsigned precision; /* genTime fraction digits: 0, 3 or 6 */
 };
 
 struct tsa__unit {
@@ -105,6 +135,8 @@ struct tsa__unit {
     int tsa_name;
     struct tsa__rules rules;
     struct tsa__serials serials;
+
+    struct tsa__tmpl tmpl;
 
     /* TS_RESP_CTX objects ready for reuse by signing threads (one request at a time each). */
     pthread_mutex_t ctx_mu;
@@ -129,7 +161,9 @@ struct tsa__job {
     struct http_request *req;
     struct tsa__job *next; /* on the loop's completion list */
     int64_t serial;
-    int64_t gen_time_ms; /* set by the time callback while signing */
+    int64_t gen_time_ms;   /* set while signing */
+    struct timespec fixed; /* tv_sec != 0: sign with this time (start-up self-check) */
+    TS_REQ *parsed;        /* the decoded request (the loop's), freed with the job */
     struct tsa__query query;
     struct util_blob *reply; /* the signed TimeStampResp once signed */
     int reject;              /* enum tsa__reject if the request failed after the check */
@@ -160,6 +194,27 @@ int tsa__sign_work(void *thread_state, void *arg);
 void tsa__sign_done(void *arg, int result);
 /* Frees the unit's pooled TS_RESP_CTX objects. */
 void tsa__ctx_pool_free(struct tsa__unit *unit);
+/* Signs job with OpenSSL's TS_RESP_create_response (the reference, and the path of a unit without
+ * template): job->reply and job->gen_time_ms on success; 0, UTIL_EHSM or UTIL_ENOMEM. */
+int tsa__sign_openssl(struct tsa__job *job);
+
+/* ---- tokens from the template (tsa_token.c) ---------------------------------------------------- */
+
+/* Makes the signature over data (the DER SET of signed attributes) into sig (sig_max bytes). */
+typedef int (*tsa__sign_fn)(void *arg, const unsigned char *data, size_t len, unsigned char *sig,
+                            size_t *sig_len);
+/* Builds unit->tmpl from a reference token that OpenSSL signs now with the unit's key, and checks
+ * it by rebuilding that token from the template (identical bytes required). On any failure the
+ * unit keeps tmpl.ok == 0 (logged) and its tokens come from OpenSSL's path; the return is UTIL_OK
+ * unless memory ran out. Start-up (signs in the HSM, blocking). */
+int tsa__tmpl_init_blocking(struct tsa_service *svc, struct tsa__unit *unit);
+void tsa__tmpl_cleanup(struct tsa__tmpl *tmpl);
+/* Builds the granted TimeStampResp for req (already checked) with the unit's template: serial,
+ * genTime from now, the policy of policy_index (-1: default), signed by sign. *der is
+ * OPENSSL_malloc'd. 0, UTIL_ENOMEM, or sign's error. Any thread. */
+int tsa__token_build(const struct tsa__unit *unit, TS_REQ *req, int policy_index, int64_t serial,
+                     const struct timespec *now, tsa__sign_fn sign, void *sign_arg,
+                     unsigned char **der, size_t *der_len);
 
 /* ---- token log (tsa_log.c) ------------------------------------------------------------------- */
 

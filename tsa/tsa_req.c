@@ -109,6 +109,12 @@ static int policy_index(const struct tsa__rules *rules, const ASN1_OBJECT *reque
 int tsa__query_check(const struct tsa__rules *rules, const unsigned char *der, size_t len,
                      struct tsa__query *out)
 {
+    return tsa__query_check_keep(rules, der, len, out, NULL);
+}
+
+int tsa__query_check_keep(const struct tsa__rules *rules, const unsigned char *der, size_t len,
+                          struct tsa__query *out, TS_REQ **keep)
+{
     TS_REQ *req = NULL;
     const unsigned char *p = der;
     TS_MSG_IMPRINT *mi = NULL;
@@ -122,6 +128,8 @@ int tsa__query_check(const struct tsa__rules *rules, const unsigned char *der, s
     int rc = UTIL_OK;
 
     memset(out, 0, sizeof(*out));
+    if (keep != NULL)
+        *keep = NULL;
     out->reject = TSA__REJ_MALFORMED;
     out->policy_index = -1;
     if (der == NULL || len == 0 || len > (size_t)INT32_MAX)
@@ -175,6 +183,10 @@ int tsa__query_check(const struct tsa__rules *rules, const unsigned char *der, s
         }
     }
     out->reject = -1;
+    if (keep != NULL) {
+        *keep = req;
+        req = NULL;
+    }
 out:
     TS_REQ_free(req);
     ERR_clear_error(); /* the outcome is in *out; no later request may inherit these errors */

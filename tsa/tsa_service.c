@@ -262,14 +262,19 @@ static int unit_init(struct tsa_service *svc, struct tsa__unit *unit,
     for (int i = 0; i < unit->n_accepted; i++)
         unit->rules.accepted[i] = unit->accepted[i];
     unit->rules.n_accepted = unit->n_accepted;
-    UTIL_INFO(TSA_MOD, "unit %s: %s, policy %s, accuracy %lld us, key %s", name, unit->route,
-              unit->policy_txt, (long long)unit->accuracy_us, uc->key_uri);
+    rc = tsa__tmpl_init_blocking(svc, unit);
+    if (rc != UTIL_OK)
+        return rc;
+    UTIL_INFO(TSA_MOD, "unit %s: %s, policy %s, accuracy %lld us, key %s%s", name, unit->route,
+              unit->policy_txt, (long long)unit->accuracy_us, uc->key_uri,
+              unit->tmpl.ok ? "" : " (no token template)");
     return UTIL_OK;
 }
 
 static void unit_cleanup(struct tsa__unit *unit)
 {
     tsa__ctx_pool_free(unit);
+    tsa__tmpl_cleanup(&unit->tmpl);
     X509_free(unit->cert);
     sk_X509_pop_free(unit->chain, X509_free);
     hsm_key_free(unit->key);
@@ -455,6 +460,7 @@ void tsa__job_free(struct tsa__job *job)
     if (job == NULL)
         return;
     util_blob_unref(job->reply);
+    TS_REQ_free(job->parsed);
     atomic_fetch_sub(&job->svc->inflight, 1);
     free(job);
 }
@@ -627,11 +633,12 @@ static void handle_query(void *ctx, struct http_request *req)
     struct tsa__loop *lp = NULL;
     struct tsa__job *job = NULL;
     struct tsa__query query;
+    TS_REQ *parsed = NULL;
     const unsigned char *body = NULL;
     const char *target, *ct;
     size_t target_len = 0, ct_len = 0, body_len = 0;
     int64_t serial = 0;
-    int index, rc;
+    int index, rc, reject;
 
     target = http_request_target(req, &target_len);
     unit = find_unit(svc, target, target_len);
@@ -656,35 +663,34 @@ static void handle_query(void *ctx, struct http_request *req)
         respond_reject(svc, req, TSA__REJ_TOO_LARGE);
         return;
     }
-    rc = tsa__query_check(&unit->rules, body, body_len, &query);
+    rc = tsa__query_check_keep(&unit->rules, body, body_len, &query, &parsed);
     if (rc != UTIL_OK || query.reject >= 0) {
         respond_reject(svc, req, rc != UTIL_OK ? TSA__REJ_INTERNAL : query.reject);
         return;
     }
-    if (!clock_usable(svc, unit->accuracy_us)) {
-        respond_reject(svc, req, TSA__REJ_TIME);
-        return;
-    }
+    reject = -1;
     index = http_request_loop_index(req);
     lp = index >= 0 && index < TSA__MAX_LOOPS ? svc->loops[index] : NULL;
-    if (lp == NULL) {
-        respond_reject(svc, req, TSA__REJ_INTERNAL);
-        return;
-    }
-    if (atomic_fetch_add(&svc->inflight, 1) >= svc->cfg.max_inflight) {
+    if (!clock_usable(svc, unit->accuracy_us))
+        reject = TSA__REJ_TIME;
+    else if (lp == NULL)
+        reject = TSA__REJ_INTERNAL;
+    else if (atomic_fetch_add(&svc->inflight, 1) >= svc->cfg.max_inflight) {
         atomic_fetch_sub(&svc->inflight, 1);
-        respond_reject(svc, req, TSA__REJ_BUSY);
-        return;
-    }
-    if (tsa__serial_take(svc, unit, &serial) != UTIL_OK) {
+        reject = TSA__REJ_BUSY;
+    } else if (tsa__serial_take(svc, unit, &serial) != UTIL_OK) {
         atomic_fetch_sub(&svc->inflight, 1);
-        respond_reject(svc, req, TSA__REJ_SERIALS);
-        return;
+        reject = TSA__REJ_SERIALS;
+    } else {
+        job = malloc(sizeof(*job) + body_len);
+        if (job == NULL) {
+            atomic_fetch_sub(&svc->inflight, 1);
+            reject = TSA__REJ_INTERNAL;
+        }
     }
-    job = malloc(sizeof(*job) + body_len);
-    if (job == NULL) {
-        atomic_fetch_sub(&svc->inflight, 1);
-        respond_reject(svc, req, TSA__REJ_INTERNAL);
+    if (reject >= 0) {
+        TS_REQ_free(parsed);
+        respond_reject(svc, req, reject);
         return;
     }
     memset(job, 0, sizeof(*job));
@@ -693,6 +699,7 @@ static void handle_query(void *ctx, struct http_request *req)
     job->loop = lp;
     job->req = req;
     job->serial = serial;
+    job->parsed = parsed;
     job->query = query;
     job->reject = -1;
     job->der_len = body_len;

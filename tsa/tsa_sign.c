@@ -33,7 +33,11 @@ static int time_cb(TS_RESP_CTX *ctx, void *data, long *sec, long *usec)
     struct tsa__job *job = data;
     struct timespec ts;
 
-    if (job == NULL || clock_gettime(CLOCK_REALTIME, &ts) != 0)
+    if (job == NULL)
+        return 0;
+    if (job->fixed.tv_sec != 0)
+        ts = job->fixed;
+    else if (clock_gettime(CLOCK_REALTIME, &ts) != 0)
         return 0;
     *sec = (long)ts.tv_sec;
     *usec = ts.tv_nsec / 1000;
@@ -123,9 +127,8 @@ void tsa__ctx_pool_free(struct tsa__unit *unit)
     unit->n_ctx = 0;
 }
 
-int tsa__sign_work(void *thread_state, void *arg)
+int tsa__sign_openssl(struct tsa__job *job)
 {
-    struct tsa__job *job = arg;
     struct tsa__unit *unit = job->unit;
     TS_RESP_CTX *ctx = NULL;
     BIO *in = NULL;
@@ -174,6 +177,60 @@ out:
         TS_RESP_CTX_set_time_cb(ctx, time_cb, NULL);
         ctx_put(unit, ctx);
     }
+    return rc;
+}
+
+struct hsm_signer {
+    struct hsm *hsm;
+    const struct hsm_key *key;
+};
+
+/* tsa__sign_fn for the HSM: one DigestSign of the signed attributes. */
+static int sign_in_hsm(void *arg, const unsigned char *data, size_t len, unsigned char *sig,
+                       size_t *sig_len)
+{
+    const struct hsm_signer *s = arg;
+    EVP_MD_CTX *mctx = NULL;
+    int rc = hsm_sign_ctx_new_blocking(s->hsm, s->key, &mctx);
+
+    if (rc != UTIL_OK)
+        return rc == UTIL_ENOMEM ? rc : UTIL_EHSM;
+    ERR_clear_error();
+    if (EVP_DigestSign(mctx, sig, sig_len, data, len) != 1) {
+        util_log_openssl(UTIL_LOG_ERROR, TSA_MOD, "signing a time stamp with %s failed",
+                         s->key->uri);
+        rc = UTIL_EHSM;
+    }
+    EVP_MD_CTX_free(mctx);
+    return rc;
+}
+
+int tsa__sign_work(void *thread_state, void *arg)
+{
+    struct tsa__job *job = arg;
+    struct tsa__unit *unit = job->unit;
+    struct hsm_signer signer = {job->svc->hsm, unit->key};
+    struct timespec now;
+    unsigned char *der = NULL;
+    size_t der_len = 0;
+    int rc;
+
+    (void)thread_state;
+    if (!unit->tmpl.ok || job->parsed == NULL)
+        return tsa__sign_openssl(job);
+    if (clock_gettime(CLOCK_REALTIME, &now) != 0)
+        return UTIL_EINVAL; /* CLOCK_REALTIME always exists: not reached */
+    rc = tsa__token_build(unit, job->parsed, job->query.policy_index, job->serial, &now,
+                          sign_in_hsm, &signer, &der, &der_len);
+    if (rc == UTIL_OK) {
+        job->gen_time_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+        job->reply = util_blob_new(der, der_len);
+        if (job->reply == NULL)
+            rc = UTIL_ENOMEM;
+    }
+    if (rc == UTIL_ENOMEM)
+        UTIL_ERROR(TSA_MOD, "unit %s: out of memory while signing", unit->name);
+    OPENSSL_free(der);
     return rc;
 }
 

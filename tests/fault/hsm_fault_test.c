@@ -255,6 +255,16 @@ static int metric(const char *name)
     return atoi(p + strlen(name) + 1);
 }
 
+/* One time stamp request through curl; the reply as openssl ts -reply -text prints it. */
+static void time_stamp(char *out, size_t out_len)
+{
+    (void)sh(out, out_len,
+             "openssl ts -query -data pkiva.conf -sha256 -cert -out q.tsq 2>&1 && curl -sS "
+             "-H 'Content-Type: application/timestamp-query' --data-binary @q.tsq "
+             "http://127.0.0.1:%d/tsa -o r.tsr && openssl ts -reply -in r.tsr -text 2>&1",
+             srv.port);
+}
+
 TestSuite(hsm_fault, .fini = teardown, .timeout = 60);
 
 Test(hsm_fault, token_unplugged_then_back_heals_without_restart)
@@ -283,6 +293,10 @@ Test(hsm_fault, token_unplugged_then_back_heals_without_restart)
     cr_assert_eq(http_get(srv.port, "/healthz", NULL, 0), 200, "the process is alive");
 
     assert_cached_answers("token away");
+    /* A time stamp during the outage: systemFailure as a DER reply, at once. */
+    time_stamp(out, sizeof(out));
+    cr_assert(strstr(out, "Status: Rejected") != NULL && strstr(out, "system failure") != NULL,
+              "time stamp, token away: %s", out);
     for (int i = 0; i < 3; i++) {
         long ms = ocsp("demo-good.pem", 1, out, sizeof(out));
         cr_assert(strstr(out, "Responder Error: trylater") != NULL, "token away, nonce: %s", out);
@@ -311,6 +325,8 @@ Test(hsm_fault, token_unplugged_then_back_heals_without_restart)
     cr_assert_geq(healed_ms, 0, "not healed %d ms after the token came back: %s\nlog: %s", HEAL_MS,
                   out, body);
     cr_log_info("healed %ld ms after the token came back", healed_ms);
+    time_stamp(out, sizeof(out));
+    cr_assert(strstr(out, "Status: Granted") != NULL, "time stamp after the outage: %s", out);
     assert_still_running();
     assert_cached_answers("after the outage");
 
