@@ -48,9 +48,10 @@
 #define MAX_THREADS 64
 
 static char dir[64];
-static int threads = 0, clients = 16;
+static int threads = 0,
+           clients = 64; /* as wrk -c64 in bench/run: enough to keep the pipeline full */
 static double seconds = 3.0;
-static int linger_us = 1000; /* the default of tsa_config_default */
+static int linger_us = 2000; /* the default of tsa_config_default */
 static int rsa = 0;          /* --alg rsa-2048: the TSA key is RSA-2048 instead of P-256 */
 
 static double cpu_s(clockid_t id)

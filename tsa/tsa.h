@@ -68,7 +68,7 @@ struct tsa_config {
                                 past it systemFailure at once */
     int log_batch_max;      /* log records per commit at most (default 1000) */
     int log_linger_us;      /* under load (the previous commit held several records), wait up to
-                                this long for more before committing (default 1000); an idle TSA
+                                this long for more before committing (default 2000); an idle TSA
                                 commits at once. 0: group only what queued during the last commit */
     int64_t serial_block;   /* serials reserved per store transaction (default 4096); a crash
                                 skips at most two blocks */

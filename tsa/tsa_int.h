@@ -235,6 +235,7 @@ struct tsa__log {
     struct tsa__record *ring; /* capacity records */
     int capacity, head, count;
     int stopping;
+    int wake_at; /* signal the log thread when count reaches this; 0: it is not waiting */
     int started;
     pthread_t thread;
     struct store *store; /* the log thread's connection */

@@ -153,7 +153,10 @@ int tsa__log_push(struct tsa_service *svc, struct tsa__job *job, int with_job)
     r->imprint_len = job->query.imprint_len;
     memcpy(r->imprint, job->query.imprint, job->query.imprint_len);
     log->count++;
-    (void)pthread_cond_signal(&log->cond); /* cannot fail on an initialised condvar */
+    /* Only when the log thread waits for this many: a signal per record would wake a lingering
+     * log thread once per token for nothing. */
+    if (log->wake_at > 0 && log->count >= log->wake_at)
+        (void)pthread_cond_signal(&log->cond); /* cannot fail on an initialised condvar */
 out:
     pthread_mutex_unlock(&log->mu);
     return rc;
@@ -246,7 +249,9 @@ static void *log_main(void *arg)
                 if (pthread_cond_timedwait(&log->cond, &log->mu, &ts) == ETIMEDOUT)
                     refill_failed = 0;
             } else {
+                log->wake_at = 1;
                 (void)pthread_cond_wait(&log->cond, &log->mu); /* spurious wake-ups loop */
+                log->wake_at = 0;
             }
         }
         stopping = log->stopping;
@@ -276,9 +281,11 @@ static void *log_main(void *arg)
             log->count < batch_max && !log->stopping) {
             struct timespec ts;
             deadline_in(&ts, svc->cfg.log_linger_us);
+            log->wake_at = batch_max;
             while (log->count < batch_max && !log->stopping &&
                    pthread_cond_timedwait(&log->cond, &log->mu, &ts) != ETIMEDOUT)
                 ; /* records keep arriving: wait until the batch is full or the linger is over */
+            log->wake_at = 0;
         }
         while (n < batch_max && log->count > 0) {
             batch[n++] = log->ring[log->head];

@@ -37,7 +37,7 @@ void tsa_config_default(struct tsa_config *cfg)
     cfg->require_clock_sync = 1;
     cfg->max_inflight = 4096;
     cfg->log_batch_max = 1000;
-    cfg->log_linger_us = 1000;
+    cfg->log_linger_us = 2000;
     cfg->serial_block = 4096;
     cfg->max_query_bytes = 16384;
 }

@@ -1075,8 +1075,8 @@ Test(template, tokens_are_byte_for_byte_openssl_s)
     hsm_key_free(rsa_key);
 }
 
-/* The tokens served through HTTP come from the template and verify: openssl ts -verify, and the
- * genTime fraction is the unit's precision. */
+/* Both units of the running service got their template, and the tokens served through HTTP
+ * verify with openssl ts -verify against the request. */
 Test(template, served_tokens_use_it)
 {
     char out[16384];
