@@ -8,21 +8,30 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* base64 value of c (standard and URL alphabets), -1 for anything else. */
-static int b64_value(unsigned char c)
-{
-    if (c >= 'A' && c <= 'Z')
-        return c - 'A';
-    if (c >= 'a' && c <= 'z')
-        return c - 'a' + 26;
-    if (c >= '0' && c <= '9')
-        return c - '0' + 52;
-    if (c == '+' || c == '-' || c == ' ')
-        return 62; /* ' ': a form-encoding client or proxy turned '+' into a space */
-    if (c == '/' || c == '_')
-        return 63;
-    return -1;
-}
+/* What each octet of a GET path is: a base64 digit's value (standard and URL alphabets; ' ' is a
+ * '+' that a form-encoding client or proxy turned into a space), or one of the classes below. A
+ * table, not a chain of comparisons: the path of every OCSP GET goes through here. */
+enum { INV = 64, PAD, SKP, PCT, END }; /* invalid, '=', CR/LF/TAB, '%', '?' or '#' */
+/* clang-format off */
+static const unsigned char path_class[256] = {
+    /* 0x00 */ INV, INV, INV, INV, INV, INV, INV, INV, INV, SKP, SKP, INV, INV, SKP, INV, INV,
+    /* 0x10 */ INV, INV, INV, INV, INV, INV, INV, INV, INV, INV, INV, INV, INV, INV, INV, INV,
+    /* 0x20 */  62, INV, INV, END, INV, PCT, INV, INV, INV, INV, INV,  62, INV,  62, INV,  63,
+    /* 0x30 */  52,  53,  54,  55,  56,  57,  58,  59,  60,  61, INV, INV, INV, PAD, INV, END,
+    /* 0x40 */ INV,   0,   1,   2,   3,   4,   5,   6,   7,   8,   9,  10,  11,  12,  13,  14,
+    /* 0x50 */  15,  16,  17,  18,  19,  20,  21,  22,  23,  24,  25, INV, INV, INV, INV,  63,
+    /* 0x60 */ INV,  26,  27,  28,  29,  30,  31,  32,  33,  34,  35,  36,  37,  38,  39,  40,
+    /* 0x70 */  41,  42,  43,  44,  45,  46,  47,  48,  49,  50,  51, INV, INV, INV, INV, INV,
+    /* 0x80 */ INV, INV, INV, INV, INV, INV, INV, INV, INV, INV, INV, INV, INV, INV, INV, INV,
+    /* 0x90 */ INV, INV, INV, INV, INV, INV, INV, INV, INV, INV, INV, INV, INV, INV, INV, INV,
+    /* 0xA0 */ INV, INV, INV, INV, INV, INV, INV, INV, INV, INV, INV, INV, INV, INV, INV, INV,
+    /* 0xB0 */ INV, INV, INV, INV, INV, INV, INV, INV, INV, INV, INV, INV, INV, INV, INV, INV,
+    /* 0xC0 */ INV, INV, INV, INV, INV, INV, INV, INV, INV, INV, INV, INV, INV, INV, INV, INV,
+    /* 0xD0 */ INV, INV, INV, INV, INV, INV, INV, INV, INV, INV, INV, INV, INV, INV, INV, INV,
+    /* 0xE0 */ INV, INV, INV, INV, INV, INV, INV, INV, INV, INV, INV, INV, INV, INV, INV, INV,
+    /* 0xF0 */ INV, INV, INV, INV, INV, INV, INV, INV, INV, INV, INV, INV, INV, INV, INV, INV,
+};
+/* clang-format on */
 
 int ocsp_get_path_decode(const char *in, size_t in_len, unsigned char *out, size_t out_max)
 {
@@ -31,49 +40,54 @@ int ocsp_get_path_decode(const char *in, size_t in_len, unsigned char *out, size
     size_t n_out = 0;
     size_t i = 0;
     int padding = 0;
-    int leading = 1;
 
+    /* Leading slashes (the prefix's own, doubled ones, escaped ones) never carry data: DER starts
+     * with 0x30, whose base64 is 'M'. Interior ones are base64 digits. */
     while (i < in_len) {
-        unsigned char c = (unsigned char)in[i];
-        if (c == '?' || c == '#')
-            break; /* query or fragment: not part of the request */
-        if (c == '%') {
-            int hi, lo;
-            if (i + 2 >= in_len)
-                return UTIL_EINVAL;
-            hi = util_hex_digit(in[i + 1]);
-            lo = util_hex_digit(in[i + 2]);
-            if (hi < 0 || lo < 0)
-                return UTIL_EINVAL;
-            c = (unsigned char)(hi * 16 + lo);
-            i += 3;
-        } else {
+        if (in[i] == '/')
             i++;
-        }
-        /* Leading slashes (the prefix's own, doubled ones) never carry data: DER starts with 0x30,
-         * whose base64 is 'M'. Interior ones are base64 digits. */
-        if (leading && c == '/')
-            continue;
-        leading = 0;
-        if (c == '=') {
-            padding = 1;
-            continue;
-        }
-        if (c == '\r' || c == '\n' || c == '\t')
-            continue;
-        {
-            int v = b64_value(c);
-            if (v < 0 || padding)
-                return UTIL_EINVAL; /* garbage, or data after padding */
-            acc = (acc << 6) | (uint32_t)v;
-            bits += 6;
-            if (bits >= 8) {
-                bits -= 8;
-                if (n_out >= out_max)
+        else if (in[i] == '%' && i + 2 < in_len && in[i + 1] == '2' && (in[i + 2] | 0x20) == 'f')
+            i += 3;
+        else
+            break;
+    }
+    for (; i < in_len; i++) {
+        unsigned v = path_class[(unsigned char)in[i]];
+        if (v >= INV) {
+            if (v == END)
+                break; /* query or fragment: not part of the request */
+            if (v == PCT) {
+                int hi, lo;
+                if (i + 2 >= in_len)
                     return UTIL_EINVAL;
-                out[n_out++] = (unsigned char)(acc >> bits);
-                acc &= (1u << bits) - 1;
+                hi = util_hex_digit(in[i + 1]);
+                lo = util_hex_digit(in[i + 2]);
+                if (hi < 0 || lo < 0)
+                    return UTIL_EINVAL;
+                i += 2;
+                v = path_class[hi * 16 + lo];
+                if (v == END || v == PCT) /* an escaped '?', '#' or '%' is no base64 digit */
+                    v = INV;
             }
+            if (v == PAD) {
+                padding = 1;
+                continue;
+            }
+            if (v == SKP)
+                continue;
+            if (v == INV)
+                return UTIL_EINVAL;
+        }
+        if (padding)
+            return UTIL_EINVAL; /* data after padding */
+        acc = (acc << 6) | v;
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            if (n_out >= out_max)
+                return UTIL_EINVAL;
+            out[n_out++] = (unsigned char)(acc >> bits);
+            acc &= (1u << bits) - 1;
         }
     }
     /* Leftover bits: 0 (complete), 2 or 4 (missing padding) are fine; 6 means one base64 digit
