@@ -873,10 +873,10 @@ static int sign_hsm(void *arg, const unsigned char *data, size_t len, unsigned c
     return 0;
 }
 
-/* A TimeStampReq in DER: imprint of md_nid, optional nonce (negative or long ones too), certReq,
- * optional policy. */
+/* A TimeStampReq in DER: imprint of md_nid (hash parameters NULL, or absent), optional nonce
+ * (negative or long ones too), certReq, optional policy. */
 static int make_query(int md_nid, const char *nonce_hex, int cert_req, const char *policy,
-                      unsigned char **der)
+                      int absent_params, unsigned char **der)
 {
     unsigned char imprint[64];
     TS_REQ *req = TS_REQ_new();
@@ -886,7 +886,8 @@ static int make_query(int md_nid, const char *nonce_hex, int cert_req, const cha
 
     for (size_t i = 0; i < sizeof(imprint); i++)
         imprint[i] = (unsigned char)(i * 7 + 1);
-    cr_assert(X509_ALGOR_set0(alg, OBJ_nid2obj(md_nid), V_ASN1_NULL, NULL));
+    cr_assert(X509_ALGOR_set0(alg, OBJ_nid2obj(md_nid), absent_params ? V_ASN1_UNDEF : V_ASN1_NULL,
+                              NULL));
     cr_assert(TS_MSG_IMPRINT_set_algo(mi, alg));
     cr_assert(TS_MSG_IMPRINT_set_msg(mi, imprint, EVP_MD_get_size(EVP_get_digestbynid(md_nid))));
     cr_assert(TS_REQ_set_version(req, 1));
@@ -1049,24 +1050,24 @@ Test(template, tokens_are_byte_for_byte_openssl_s)
         cr_assert(svc->units[0].tmpl.ok, "%s: the start-up self-check refused the template",
                   tc->label);
         for (size_t n = 0; n < sizeof(nsecs) / sizeof(nsecs[0]); n++) {
-            qlen = make_query(NID_sha256, "0123456789ABCDEF", n % 2, NULL, &q);
+            qlen = make_query(NID_sha256, "0123456789ABCDEF", n % 2, NULL, n % 3 == 0, &q);
             compare_one(svc, q, qlen, nsecs[n], tc->key == 2);
             OPENSSL_free(q);
         }
         /* every request shape: hashes, no nonce, negative / long / small nonces, policies */
-        qlen = make_query(NID_sha512, NULL, 1, POLICY2, &q);
+        qlen = make_query(NID_sha512, NULL, 1, POLICY2, 1, &q);
         compare_one(svc, q, qlen, 500000000, tc->key == 2);
         OPENSSL_free(q);
-        qlen = make_query(NID_sha3_384, "-7F", 0, POLICY, &q);
+        qlen = make_query(NID_sha3_384, "-7F", 0, POLICY, 0, &q);
         compare_one(svc, q, qlen, 1000, tc->key == 2);
         OPENSSL_free(q);
         qlen = make_query(NID_sha384,
                           "FFEEDDCCBBAA99887766554433221100FFEEDDCCBBAA99887766554433221100"
                           "FFEEDDCCBBAA99887766554433221100FFEEDDCCBBAA99887766554433221100",
-                          1, NULL, &q);
+                          1, NULL, 0, &q);
         compare_one(svc, q, qlen, 999000000, tc->key == 2);
         OPENSSL_free(q);
-        qlen = make_query(NID_sha256, "0", 1, NULL, &q);
+        qlen = make_query(NID_sha256, "0", 1, NULL, 0, &q);
         compare_one(svc, q, qlen, 1, tc->key == 2);
         OPENSSL_free(q);
         tsa_service_free(svc);
@@ -1090,6 +1091,69 @@ Test(template, served_tokens_use_it)
                     "-untrusted tsa.pem 2>&1",
                     E.url),
                  0, "%s", out);
+}
+
+/* Out of memory while building a token (STYLE: fail the Nth allocation): every allocation of
+ * tsa__token_build fails once in turn; each time the result is a token or UTIL_ENOMEM (the job
+ * then answers systemFailure), never a crash, a leak (the ASan build checks) or an OpenSSL error
+ * left queued. No service threads run: only this thread allocates while armed. */
+TestSuite(template_oom, .init = setup_pki, .fini = teardown, .timeout = 120);
+
+Test(template_oom, every_allocation_failure_is_survived)
+{
+    static const unsigned char fake_sig[72] = {0x30, 0x46};
+    struct tsa_config cfg;
+    struct tsa_unit_config u;
+    struct tsa_service *svc = NULL;
+    struct sig_replay replay = {fake_sig, sizeof(fake_sig)};
+    struct tsa__query query;
+    TS_REQ *parsed = NULL;
+    struct timespec now;
+    char store[256], cert[256], chain[256];
+    unsigned char *q = NULL;
+    int qlen, enomem_seen = 0;
+    long n;
+
+    tsa_config_default(&cfg);
+    (void)snprintf(store, sizeof(store), "%s/oom.db", E.dir);
+    (void)snprintf(cert, sizeof(cert), "%s/tsa.pem", E.dir);
+    (void)snprintf(chain, sizeof(chain), "%s/ca.pem", E.dir);
+    cfg.store_path = store;
+    cfg.clock_check = test_clock;
+    memset(&u, 0, sizeof(u));
+    u.name = "t";
+    u.cert_file = cert;
+    u.chain_file = chain;
+    u.key_uri = E.tsa_key->uri;
+    u.policy = POLICY;
+    u.accuracy_us = 500000;
+    u.tsa_name = 1;
+    cr_assert_eq(tsa_service_new(&cfg, &u, 1, E.hsm, &svc), 0);
+    cr_assert(svc->units[0].tmpl.ok);
+    qlen = make_query(NID_sha256, "0123456789ABCDEF", 1, NULL, 0, &q);
+    cr_assert_eq(tsa__query_check_keep(&svc->units[0].rules, q, (size_t)qlen, &query, &parsed), 0);
+    cr_assert_eq(clock_gettime(CLOCK_REALTIME, &now), 0);
+    for (n = 1; n < 20000; n++) {
+        unsigned char *der = NULL;
+        size_t der_len = 0;
+        int rc, hit;
+        ts_failalloc_arm(n);
+        rc = tsa__token_build(&svc->units[0], parsed, -1, 42, &now, sign_replay, &replay, &der,
+                              &der_len);
+        hit = ts_failalloc_disarm();
+        cr_assert(rc == 0 || rc == UTIL_ENOMEM, "allocation %ld: %d", n, rc);
+        cr_assert_eq(rc == 0, der != NULL, "allocation %ld: result and token disagree", n);
+        cr_assert_eq(ERR_peek_error(), 0, "allocation %ld left an OpenSSL error queued", n);
+        enomem_seen += rc == UTIL_ENOMEM;
+        OPENSSL_free(der);
+        if (!hit)
+            break;
+    }
+    cr_assert_gt(n, 5, "the builder made only %ld allocations?", n);
+    cr_assert_gt(enomem_seen, 0, "no allocation failure was reported");
+    TS_REQ_free(parsed);
+    OPENSSL_free(q);
+    tsa_service_free(svc);
 }
 
 /* Serials from many concurrent keep-alive clients, small serial blocks (many refills), then a
