@@ -72,6 +72,15 @@ struct server {
 
     pthread_mutex_t visible_mutex; /* guards the two fields below (written by the pre-signer) */
     int64_t visible_feed_id, visible_at_ms;
+
+    /* Every certificate pkiva signs under, with its notAfter: /metrics shows them and the poller
+     * warns ahead of expiry (written before the threads start, read-only afterwards). */
+    struct cert_watch {
+        char name[64];    /* as cli_issuer.name and cli_tsa_unit.name */
+        const char *role; /* "ca" (CRLs; OCSP too without a responder), "ocsp", "tsa" */
+        int64_t not_after;
+    } watches[2 * CLI_MAX_ISSUERS + CLI_MAX_TSA_UNITS];
+    int n_watches;
 };
 
 X509 *cli__load_pem_cert(const char *path)
@@ -193,6 +202,78 @@ static void handle_ca_cert(void *ctx, struct http_request *req)
     http_request_respond_text(req, 404, "text/plain", "no such CA certificate\n");
 }
 
+/* ---- certificate lifetimes ------------------------------------------------------------------ */
+
+#define CERT_WARN_DAYS 30
+
+static int64_t not_after_epoch(const X509 *cert, int64_t now)
+{
+    int days = 0, secs = 0;
+    ASN1_TIME *at_now = ASN1_TIME_set(NULL, (time_t)now);
+    int ok = at_now != NULL && ASN1_TIME_diff(&days, &secs, at_now, X509_get0_notAfter(cert)) == 1;
+    ASN1_TIME_free(at_now);
+    ERR_clear_error();
+    return ok ? now + (int64_t)days * 86400 + secs : now; /* unreadable: counts as expiring */
+}
+
+static void watch_add(struct server *srv, const char *name, const char *role, const X509 *cert)
+{
+    struct cert_watch *w;
+    if (cert == NULL || srv->n_watches >= (int)(sizeof(srv->watches) / sizeof(srv->watches[0])))
+        return;
+    w = &srv->watches[srv->n_watches++];
+    (void)snprintf(w->name, sizeof(w->name), "%s", name); /* names are short: checked by config */
+    w->role = role;
+    w->not_after = not_after_epoch(cert, (int64_t)time(NULL));
+}
+
+/* Start-up (after the services checked their certificates): the issuers' CA and responder
+ * certificates and the TSA units' certificates. */
+static void watch_fill(struct server *srv)
+{
+    for (int i = 0; i < srv->n_issuers; i++) {
+        watch_add(srv, srv->issuers[i].conf->name, "ca", srv->issuers[i].cert);
+        watch_add(srv, srv->issuers[i].conf->name, "ocsp", srv->issuers[i].ocsp_cert);
+    }
+    for (int i = 0; i < srv->cfg->n_tsa_units; i++) {
+        X509 *cert = cli__load_pem_cert(srv->cfg->tsa_units[i].cert);
+        watch_add(srv, srv->cfg->tsa_units[i].name, "tsa", cert);
+        X509_free(cert);
+    }
+}
+
+/* Logs the certificates that expired or expire within CERT_WARN_DAYS (at start, then daily). */
+static void watch_check(const struct server *srv)
+{
+    int64_t now = (int64_t)time(NULL);
+    for (int i = 0; i < srv->n_watches; i++) {
+        const struct cert_watch *w = &srv->watches[i];
+        int64_t left = w->not_after - now;
+        if (left <= 0)
+            UTIL_ERROR(MOD,
+                       "the %s certificate of %s expired %lld days ago: what it signs is rejected "
+                       "by relying parties; install a new one",
+                       w->role, w->name, (long long)(-left / 86400));
+        else if (left < (int64_t)CERT_WARN_DAYS * 86400)
+            UTIL_WARN(MOD, "the %s certificate of %s expires in %lld days (%lld hours): renew it",
+                      w->role, w->name, (long long)(left / 86400), (long long)(left / 3600));
+    }
+}
+
+static int watch_metrics(const struct server *srv, char *buf, size_t len)
+{
+    int n = snprintf(buf, len, "# TYPE pkiva_cert_not_after_timestamp_seconds gauge\n");
+    for (int i = 0; i < srv->n_watches && n >= 0 && (size_t)n < len; i++) {
+        int more = snprintf(buf + n, len - (size_t)n,
+                            "pkiva_cert_not_after_timestamp_seconds{role=\"%s\",name=\"%s\"} "
+                            "%lld\n",
+                            srv->watches[i].role, srv->watches[i].name,
+                            (long long)srv->watches[i].not_after);
+        n = more >= 0 ? n + more : -1;
+    }
+    return n;
+}
+
 /* /metrics in Prometheus text format (admin listener). */
 static void handle_metrics(void *ctx, struct http_request *req)
 {
@@ -298,6 +379,10 @@ static void handle_metrics(void *ctx, struct http_request *req)
     }
     if (n > 0 && (size_t)n < sizeof(body)) {
         int more = crl_publisher_metrics(srv->crl, body + n, sizeof(body) - (size_t)n);
+        n = more >= 0 ? n + more : -1;
+    }
+    if (n > 0 && (size_t)n < sizeof(body)) {
+        int more = watch_metrics(srv, body + n, sizeof(body) - (size_t)n);
         n = more >= 0 ? n + more : -1;
     }
     if (srv->tsa != NULL && n > 0 && (size_t)n < sizeof(body)) {
@@ -522,6 +607,7 @@ static void *poller_main(void *arg)
     int64_t sla_marked = srv->feed_start;
     int store_error_logged = 0;
     int64_t next_deadline_check = 0, next_deadline_log = 0;
+    int64_t next_cert_check = util_mono_ms() + 86400 * 1000LL; /* start-up checked already */
     struct feed_watch watch;
     int64_t last_turn = 0;
 
@@ -579,6 +665,10 @@ static void *poller_main(void *arg)
             next_deadline_check = util_mono_ms() + 2000;
             if (loud)
                 next_deadline_log = util_mono_ms() + 30000;
+        }
+        if (util_mono_ms() >= next_cert_check) {
+            watch_check(srv);
+            next_cert_check = util_mono_ms() + 86400 * 1000LL;
         }
         /* At most one turn per 2 ms: a busy store (TSA group commits) must not spin the poller. */
         if (util_mono_ms() - last_turn < 2)
@@ -777,6 +867,8 @@ int cli_serve(const struct cli_config *cfg)
         UTIL_ERROR(MOD, "TSA: %s", util_strerror(rc));
         goto out;
     }
+    watch_fill(srv);
+    watch_check(srv);
     /* [issue #8: HSM outages] The hsm monitor notices an outage without traffic (/readyz),
      * sheds signing work while the token is away and, when it returns, loads the key handles
      * again so that signing heals without a restart. It probes with the first issuer's OCSP

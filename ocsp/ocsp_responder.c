@@ -85,6 +85,16 @@ static int check_signer(const struct ocsp_issuer_config *ic)
                          ic->name, ic->signer_cert != NULL ? "responder certificate" : "CA");
         return UTIL_ECONFIG;
     }
+    /* Relying parties check the signer's validity at the time they verify: an expired (or not yet
+     * valid) signer makes every response fail, which an operator must hear about before serving. */
+    if (X509_cmp_current_time(X509_get0_notAfter(signer)) <= 0 ||
+        X509_cmp_current_time(X509_get0_notBefore(signer)) >= 0) {
+        UTIL_ERROR(OCSP_MOD,
+                   "issuer %s: the %s that signs OCSP responses is not valid now (expired or "
+                   "not yet valid): every response would be rejected; install a valid one",
+                   ic->name, ic->signer_cert != NULL ? "responder certificate" : "CA certificate");
+        return UTIL_ECONFIG;
+    }
     if (ic->signer_cert == NULL)
         return UTIL_OK;
     if (X509_check_issued(ic->cert, ic->signer_cert) != X509_V_OK) {

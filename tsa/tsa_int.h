@@ -40,6 +40,7 @@ enum tsa__reject {
     TSA__REJ_SERIALS,        /* systemFailure */
     TSA__REJ_INTERNAL,       /* systemFailure */
     TSA__REJ_STOPPING,       /* systemFailure */
+    TSA__REJ_CERT_EXPIRED,   /* systemFailure */
     TSA__REJ_COUNT
 };
 
@@ -132,6 +133,8 @@ struct tsa__unit {
     char accepted_txt[TSA_MAX_POLICIES][128];
     int n_accepted;
     int64_t accuracy_us;
+    int64_t not_after;                 /* the certificate's notAfter, seconds since the epoch */
+    _Atomic int64_t expired_logged_ms; /* last "certificate expired" log line (loops race: fine) */
     int tsa_name;
     struct tsa__rules rules;
     struct tsa__serials serials;

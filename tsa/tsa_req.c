@@ -31,6 +31,7 @@ static const struct reject_text rejects[TSA__REJ_COUNT] = {
     [TSA__REJ_SERIALS] = {TSA_FAIL_SYSTEM_FAILURE, "serial numbers temporarily unavailable"},
     [TSA__REJ_INTERNAL] = {TSA_FAIL_SYSTEM_FAILURE, "internal error"},
     [TSA__REJ_STOPPING] = {TSA_FAIL_SYSTEM_FAILURE, "shutting down"},
+    [TSA__REJ_CERT_EXPIRED] = {TSA_FAIL_SYSTEM_FAILURE, "TSA certificate expired"},
 };
 
 int tsa__reject_fail_info(int reason)

@@ -196,6 +196,21 @@ static int unit_init(struct tsa_service *svc, struct tsa__unit *unit,
                    uc->cert_file);
         return UTIL_ECONFIG;
     }
+    {
+        /* The end of the certificate's validity: no token after it (they would not verify). */
+        int days = 0, secs = 0;
+        time_t now = time(NULL);
+        ASN1_TIME *at_now = ASN1_TIME_set(NULL, now);
+        int ok = at_now != NULL &&
+                 ASN1_TIME_diff(&days, &secs, at_now, X509_get0_notAfter(unit->cert)) == 1;
+        ASN1_TIME_free(at_now);
+        if (!ok) {
+            ERR_clear_error();
+            UTIL_ERROR(TSA_MOD, "unit %s: cannot read the notAfter of %s", name, uc->cert_file);
+            return UTIL_ECONFIG;
+        }
+        unit->not_after = (int64_t)now + (int64_t)days * 86400 + secs;
+    }
     if (uc->chain_file != NULL && uc->chain_file[0] != '\0') {
         unit->chain = load_chain(name, uc->chain_file);
         if (unit->chain == NULL)
@@ -626,6 +641,22 @@ static struct tsa__unit *find_unit(struct tsa_service *svc, const char *target, 
     return NULL;
 }
 
+/* The unit's certificate expired while serving: systemFailure (logged once a minute at most). */
+static int cert_expired(struct tsa__unit *unit)
+{
+    int64_t now_ms = util_mono_ms();
+    int64_t last = atomic_load_explicit(&unit->expired_logged_ms, memory_order_relaxed);
+
+    if (last == 0 || now_ms - last >= 60000) {
+        atomic_store_explicit(&unit->expired_logged_ms, now_ms, memory_order_relaxed);
+        UTIL_ERROR(TSA_MOD,
+                   "unit %s: the TSA certificate expired; answering systemFailure until a valid "
+                   "one is installed",
+                   unit->name);
+    }
+    return TSA__REJ_CERT_EXPIRED;
+}
+
 static void handle_query(void *ctx, struct http_request *req)
 {
     struct tsa_service *svc = ctx;
@@ -673,6 +704,8 @@ static void handle_query(void *ctx, struct http_request *req)
     lp = index >= 0 && index < TSA__MAX_LOOPS ? svc->loops[index] : NULL;
     if (!clock_usable(svc, unit->accuracy_us))
         reject = TSA__REJ_TIME;
+    else if ((int64_t)time(NULL) >= unit->not_after)
+        reject = cert_expired(unit);
     else if (lp == NULL)
         reject = TSA__REJ_INTERNAL;
     else if (atomic_fetch_add(&svc->inflight, 1) >= svc->cfg.max_inflight) {

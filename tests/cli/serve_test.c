@@ -186,6 +186,20 @@ Test(serve, first_run_creates_the_default_and_answers_real_clients)
     cr_assert_eq(http_status(&srv, srv.port, "/healthz"), 200);
     cr_assert_eq(http_status(&srv, srv.port, "/readyz"), 200);
     cr_assert_eq(http_status(&srv, srv.admin_port, "/metrics"), 200);
+    /* every certificate pkiva signs under, with its notAfter (the demo's: years ahead) */
+    cr_assert_eq(sh(&srv, out, sizeof(out),
+                    "curl -s --max-time 5 --cacert %s/admin/admin-ca.pem "
+                    "https://127.0.0.1:%d/metrics | grep '^pkiva_cert_not_after_timestamp_seconds'",
+                    srv.data, srv.admin_port),
+                 0, "%s", out);
+    for (const char *want = "role=\"ca\",name=\"demo-ca\"\0role=\"ca\",name=\"root\"\0"
+                            "role=\"ocsp\",name=\"demo-ca\"\0role=\"tsa\",name=\"demo-tsa\"\0";
+         *want != '\0'; want += strlen(want) + 1) {
+        const char *line = strstr(out, want);
+        cr_assert_not_null(line, "no %s in:\n%s", want, out);
+        cr_assert_gt(strtoll(strchr(line, '}') + 1, NULL, 10), (long long)time(NULL) + 86400 * 300,
+                     "%s", out);
+    }
     cr_assert_eq(http_status(&srv, srv.port, "/ca/demo-ca.crt"), 200);
     cr_assert_eq(http_status(&srv, srv.port, "/ca/nope.crt"), 404);
 

@@ -737,6 +737,17 @@ Test(config, rejects_bad_signers, .fini = teardown)
     cfg.prefixes[0] = "/ocsp";
     cr_assert_eq(ocsp_responder_new(&cfg, &is, 1, NULL, &r), 0);
     ocsp_responder_free(r);
+    r = NULL;
+    {
+        /* the same responder key in a certificate that expired yesterday */
+        EVP_MD_CTX *ctx = tp_soft_ctx(F.ca1_key);
+        X509 *expired = tp_cert(F.ca1, ctx, F.resp_key, "Expired Responder", 77, TP_RESPONDER, -1);
+        cr_assert_not_null(expired);
+        is.signer_cert = expired;
+        cr_assert_eq(ocsp_responder_new(&cfg, &is, 1, NULL, &r), UTIL_ECONFIG);
+        X509_free(expired);
+        EVP_MD_CTX_free(ctx);
+    }
 }
 
 /* ---- pre-signer (software signing on its own thread) ---------------------------------------- */

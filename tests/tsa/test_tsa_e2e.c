@@ -36,7 +36,7 @@
 #define POLICY2 "1.3.6.1.4.1.99999.1.2"
 #define POLICY_UNIT2 "1.3.6.1.4.1.99999.2.1"
 
-enum cert_kind { K_CA = 1, K_TSA, K_TSA_NO_EKU, K_TSA_NONCRIT_EKU, K_TSA_TWO_EKU };
+enum cert_kind { K_CA = 1, K_TSA, K_TSA_NO_EKU, K_TSA_NONCRIT_EKU, K_TSA_TWO_EKU, K_TSA_4S };
 
 struct e2e {
     char dir[64];
@@ -89,7 +89,7 @@ static X509 *make_cert(struct hsm_key *by, X509 *issuer, EVP_PKEY *pub, const ch
     cr_assert(X509_set_subject_name(x, name));
     cr_assert(X509_set_issuer_name(x, issuer != NULL ? X509_get_subject_name(issuer) : name));
     X509_gmtime_adj(X509_getm_notBefore(x), -3600);
-    X509_gmtime_adj(X509_getm_notAfter(x), 86400L * 365);
+    X509_gmtime_adj(X509_getm_notAfter(x), kind == K_TSA_4S ? 4 : 86400L * 365);
     cr_assert(X509_set_pubkey(x, pub));
     add_ext(x, issuer, NID_subject_key_identifier, "hash");
     if (issuer != NULL)
@@ -99,7 +99,7 @@ static X509 *make_cert(struct hsm_key *by, X509 *issuer, EVP_PKEY *pub, const ch
         add_ext(x, issuer, NID_key_usage, "critical,keyCertSign,cRLSign");
     } else {
         add_ext(x, issuer, NID_key_usage, "critical,digitalSignature");
-        if (kind == K_TSA)
+        if (kind == K_TSA || kind == K_TSA_4S)
             add_ext(x, issuer, NID_ext_key_usage, "critical,timeStamping");
         else if (kind == K_TSA_NONCRIT_EKU)
             add_ext(x, issuer, NID_ext_key_usage, "timeStamping");
@@ -837,6 +837,44 @@ static void check_unique(int64_t *all, int n)
     for (int i = 1; i < n; i++)
         cr_assert_neq(sorted[i], sorted[i - 1], "serial %lld issued twice", (long long)sorted[i]);
     free(sorted);
+}
+
+/* The TSA certificate expires while serving: from then on systemFailure ("TSA certificate
+ * expired"), never a token that would not verify. */
+TestSuite(expiry, .init = setup_pki, .fini = teardown, .timeout = 60);
+
+Test(expiry, no_token_after_the_certificate_expired)
+{
+    char out[8192];
+    size_t len, rlen;
+    unsigned char *q = NULL, *r = NULL;
+    TS_RESP *resp = NULL;
+    X509 *short_lived = make_cert(E.ca_key, E.ca, E.tsa_key->pkey, "TSA Unit Main", 9, K_TSA_4S);
+    time_t expires = time(NULL) + 4;
+    const ASN1_UTF8STRING *text;
+
+    write_pem("tsa.pem", short_lived); /* unit main's certificate */
+    X509_free(short_lived);
+    start_service(NULL);
+    cr_assert_eq(sh(out, sizeof(out), "openssl ts -query -data data.txt -sha256 -out q.tsq 2>&1"),
+                 0);
+    q = read_file("q.tsq", &len);
+    cr_assert_eq(post("/tsa", "application/timestamp-query", q, len, &r, &rlen), 200);
+    resp = parse_resp(r, rlen);
+    cr_assert_eq(resp_status(resp), TS_STATUS_GRANTED, "before expiry");
+    TS_RESP_free(resp);
+    free(r);
+    while (time(NULL) <= expires + 1)
+        usleep(200 * 1000);
+    cr_assert_eq(post("/tsa", "application/timestamp-query", q, len, &r, &rlen), 200);
+    expect_reject(r, rlen, TSA_FAIL_SYSTEM_FAILURE);
+    resp = parse_resp(r, rlen);
+    text = sk_ASN1_UTF8STRING_value(TS_STATUS_INFO_get0_text(TS_RESP_get_status_info(resp)), 0);
+    cr_assert_not_null(text);
+    cr_assert_str_eq((const char *)ASN1_STRING_get0_data(text), "TSA certificate expired");
+    TS_RESP_free(resp);
+    free(r);
+    free(q);
 }
 
 /* ---- token template: byte for byte OpenSSL's token ------------------------------------------ */
