@@ -559,6 +559,10 @@ static int tmpl_try(struct tsa_service *svc, struct tsa__unit *unit, TS_REQ *req
     job->der_len = (size_t)req_len;
     memcpy(job->der, req_der, (size_t)req_len);
     (void)clock_gettime(CLOCK_REALTIME, &job->fixed); /* CLOCK_REALTIME always exists */
+    /* OpenSSL takes the signingTime from time(), which glibc reads from the coarse clock (a tick
+     * behind CLOCK_REALTIME): the seconds from the same clock make the two agree but for a
+     * second boundary in between, which the next try gets past. */
+    job->fixed.tv_sec = time(NULL);
     rc = tsa__sign_openssl(job);
     if (rc != UTIL_OK)
         goto out;
