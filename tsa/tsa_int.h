@@ -206,6 +206,14 @@ int tsa__sign_openssl(struct tsa__job *job);
 /* Makes the signature over data (the DER SET of signed attributes) into sig (sig_max bytes). */
 typedef int (*tsa__sign_fn)(void *arg, const unsigned char *data, size_t len, unsigned char *sig,
                             size_t *sig_len);
+/* A tsa__sign_fn that hands out a signature made before (the start-up self-check rebuilds the
+ * reference token with the reference's own signature; tests do the same). arg: a tsa__replay. */
+struct tsa__replay {
+    const unsigned char *sig;
+    size_t len;
+};
+int tsa__sign_replay(void *arg, const unsigned char *data, size_t len, unsigned char *sig,
+                     size_t *sig_len);
 /* Builds unit->tmpl from a reference token that OpenSSL signs now with the unit's key, and checks
  * it by rebuilding that token from the template (identical bytes required). On any failure the
  * unit keeps tmpl.ok == 0 (logged) and its tokens come from OpenSSL's path; the return is UTIL_OK

@@ -518,16 +518,10 @@ out:
 
 /* ---- start-up: reference token, template, self-check --------------------------------------- */
 
-struct replay {
-    const unsigned char *sig;
-    size_t len;
-};
-
-/* tsa__sign_fn that returns the reference token's signature. */
-static int sign_replay(void *arg, const unsigned char *data, size_t len, unsigned char *sig,
-                       size_t *sig_len)
+int tsa__sign_replay(void *arg, const unsigned char *data, size_t len, unsigned char *sig,
+                     size_t *sig_len)
 {
-    const struct replay *r = arg;
+    const struct tsa__replay *r = arg;
     (void)data;
     (void)len;
     if (r->len > *sig_len)
@@ -548,7 +542,7 @@ static int tmpl_try(struct tsa_service *svc, struct tsa__unit *unit, TS_REQ *req
     PKCS7_SIGNER_INFO *si = NULL;
     unsigned char *rebuilt = NULL;
     size_t rebuilt_len = 0;
-    struct replay replay;
+    struct tsa__replay replay;
     int rc;
 
     if (job == NULL)
@@ -582,8 +576,8 @@ static int tmpl_try(struct tsa_service *svc, struct tsa__unit *unit, TS_REQ *req
     si = sk_PKCS7_SIGNER_INFO_value(TS_RESP_get_token(resp)->d.sign->signer_info, 0);
     replay.sig = ASN1_STRING_get0_data(si->enc_digest);
     replay.len = (size_t)ASN1_STRING_length(si->enc_digest);
-    rc = tsa__token_build(unit, req, -1, job->serial, &job->fixed, sign_replay, &replay, &rebuilt,
-                          &rebuilt_len);
+    rc = tsa__token_build(unit, req, -1, job->serial, &job->fixed, tsa__sign_replay, &replay,
+                          &rebuilt, &rebuilt_len);
     if (rc != UTIL_OK)
         goto out;
     rc = rebuilt_len == job->reply->len && memcmp(rebuilt, job->reply->data, rebuilt_len) == 0;

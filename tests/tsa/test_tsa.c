@@ -14,6 +14,8 @@
 #include <string.h>
 #include <tsa/tsa_int.h>
 
+#include "tsa_req_build.h"
+
 #define POLICY "1.3.6.1.4.1.99999.1.1"
 #define POLICY2 "1.3.6.1.4.1.99999.1.2"
 
@@ -34,70 +36,6 @@ static void teardown(void)
 {
     ASN1_OBJECT_free(policy);
     ASN1_OBJECT_free(policy2);
-}
-
-struct req_opts {
-    int md_nid;
-    int imprint_len;    /* -1: the hash's own */
-    int version;        /* 0: 1 */
-    const char *policy; /* NULL: none */
-    int nonce;
-    int cert_req;
-    int ext;           /* 0 none, 1 non-critical, 2 critical */
-    int param_integer; /* algorithm parameters: an INTEGER instead of NULL/absent */
-};
-
-/* Builds a DER TimeStampReq with OpenSSL's TS_REQ API. */
-static int build_req(const struct req_opts *o, unsigned char **der)
-{
-    TS_REQ *req = TS_REQ_new();
-    TS_MSG_IMPRINT *mi = TS_MSG_IMPRINT_new();
-    X509_ALGOR *alg = X509_ALGOR_new();
-    unsigned char imprint[64];
-    int len = o->imprint_len >= 0 ? o->imprint_len : (int)tsa__md_len(o->md_nid, 1);
-
-    memset(imprint, 0x5a, sizeof(imprint));
-    cr_assert(TS_REQ_set_version(req, o->version ? o->version : 1));
-    if (o->param_integer) {
-        ASN1_INTEGER *i = ASN1_INTEGER_new();
-        ASN1_INTEGER_set(i, 7);
-        X509_ALGOR_set0(alg, OBJ_nid2obj(o->md_nid), V_ASN1_INTEGER, i);
-    } else {
-        X509_ALGOR_set0(alg, OBJ_nid2obj(o->md_nid), V_ASN1_NULL, NULL);
-    }
-    cr_assert(TS_MSG_IMPRINT_set_algo(mi, alg));
-    cr_assert(TS_MSG_IMPRINT_set_msg(mi, imprint, len));
-    cr_assert(TS_REQ_set_msg_imprint(req, mi));
-    if (o->policy != NULL) {
-        ASN1_OBJECT *p = OBJ_txt2obj(o->policy, 1);
-        cr_assert(TS_REQ_set_policy_id(req, p));
-        ASN1_OBJECT_free(p);
-    }
-    if (o->nonce) {
-        ASN1_INTEGER *n = ASN1_INTEGER_new();
-        ASN1_INTEGER_set_int64(n, 0x1122334455667788LL);
-        cr_assert(TS_REQ_set_nonce(req, n));
-        ASN1_INTEGER_free(n);
-    }
-    cr_assert(TS_REQ_set_cert_req(req, o->cert_req));
-    if (o->ext) {
-        ASN1_OBJECT *oid = OBJ_txt2obj("1.3.6.1.4.1.99999.9.9", 1);
-        ASN1_OCTET_STRING *val = ASN1_OCTET_STRING_new();
-        X509_EXTENSION *ext;
-        ASN1_OCTET_STRING_set(val, (const unsigned char *)"\x05\x00", 2);
-        ext = X509_EXTENSION_create_by_OBJ(NULL, oid, o->ext == 2, val);
-        cr_assert(TS_REQ_add_ext(req, ext, -1));
-        X509_EXTENSION_free(ext);
-        ASN1_OCTET_STRING_free(val);
-        ASN1_OBJECT_free(oid);
-    }
-    *der = NULL;
-    len = i2d_TS_REQ(req, der);
-    cr_assert_gt(len, 0);
-    X509_ALGOR_free(alg);
-    TS_MSG_IMPRINT_free(mi);
-    TS_REQ_free(req);
-    return len;
 }
 
 static int check(const struct req_opts *o)

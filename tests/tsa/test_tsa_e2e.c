@@ -28,6 +28,8 @@
 #include <sys/wait.h>
 #include <tsa/tsa.h>
 #include <tsa/tsa_int.h>
+
+#include "tsa_req_build.h"
 #include <unistd.h>
 
 #define TOKEN "pkiva"
@@ -879,23 +881,6 @@ Test(expiry, no_token_after_the_certificate_expired)
 
 /* ---- token template: byte for byte OpenSSL's token ------------------------------------------ */
 
-struct sig_replay {
-    const unsigned char *sig;
-    size_t len;
-};
-
-static int sign_replay(void *arg, const unsigned char *data, size_t len, unsigned char *sig,
-                       size_t *sig_len)
-{
-    const struct sig_replay *r = arg;
-    (void)data;
-    (void)len;
-    cr_assert_leq(r->len, *sig_len);
-    memcpy(sig, r->sig, r->len);
-    *sig_len = r->len;
-    return 0;
-}
-
 struct sig_hsm {
     const struct hsm_key *key;
 };
@@ -911,47 +896,18 @@ static int sign_hsm(void *arg, const unsigned char *data, size_t len, unsigned c
     return 0;
 }
 
-/* A TimeStampReq in DER: imprint of md_nid (hash parameters NULL, or absent), optional nonce
- * (negative or long ones too), certReq, optional policy. */
+/* A TimeStampReq in DER (tsa_req_build.c): imprint of md_nid (hash parameters NULL, or absent),
+ * optional nonce (negative or long ones too), certReq, optional policy. */
 static int make_query(int md_nid, const char *nonce_hex, int cert_req, const char *policy,
                       int absent_params, unsigned char **der)
 {
-    unsigned char imprint[64];
-    TS_REQ *req = TS_REQ_new();
-    TS_MSG_IMPRINT *mi = TS_MSG_IMPRINT_new();
-    X509_ALGOR *alg = X509_ALGOR_new();
-    int len;
-
-    for (size_t i = 0; i < sizeof(imprint); i++)
-        imprint[i] = (unsigned char)(i * 7 + 1);
-    cr_assert(X509_ALGOR_set0(alg, OBJ_nid2obj(md_nid), absent_params ? V_ASN1_UNDEF : V_ASN1_NULL,
-                              NULL));
-    cr_assert(TS_MSG_IMPRINT_set_algo(mi, alg));
-    cr_assert(TS_MSG_IMPRINT_set_msg(mi, imprint, EVP_MD_get_size(EVP_get_digestbynid(md_nid))));
-    cr_assert(TS_REQ_set_version(req, 1));
-    cr_assert(TS_REQ_set_msg_imprint(req, mi));
-    if (nonce_hex != NULL) {
-        BIGNUM *bn = NULL;
-        ASN1_INTEGER *nonce;
-        cr_assert(BN_hex2bn(&bn, nonce_hex));
-        nonce = BN_to_ASN1_INTEGER(bn, NULL);
-        cr_assert(TS_REQ_set_nonce(req, nonce));
-        ASN1_INTEGER_free(nonce);
-        BN_free(bn);
-    }
-    if (policy != NULL) {
-        ASN1_OBJECT *obj = OBJ_txt2obj(policy, 1);
-        cr_assert(TS_REQ_set_policy_id(req, obj));
-        ASN1_OBJECT_free(obj);
-    }
-    cr_assert(TS_REQ_set_cert_req(req, cert_req));
-    *der = NULL;
-    len = i2d_TS_REQ(req, der);
-    cr_assert_gt(len, 0);
-    TS_REQ_free(req);
-    TS_MSG_IMPRINT_free(mi);
-    X509_ALGOR_free(alg);
-    return len;
+    struct req_opts o = {.md_nid = md_nid,
+                         .imprint_len = -1,
+                         .policy = policy,
+                         .nonce_hex = nonce_hex,
+                         .cert_req = cert_req,
+                         .params_absent = absent_params};
+    return build_req(&o, der);
 }
 
 /* The same request, serial and time through OpenSSL's TS_RESP_create_response and through the
@@ -970,7 +926,7 @@ static void compare_one(struct tsa_service *svc, const unsigned char *q, int qle
         const unsigned char *p = NULL;
         TS_RESP *ref = NULL;
         PKCS7_SIGNER_INFO *si;
-        struct sig_replay replay;
+        struct tsa__replay replay;
         struct sig_hsm hsm_signer = {unit->key};
         unsigned char *mine = NULL, *own = NULL;
         size_t mine_len = 0, own_len = 0;
@@ -993,7 +949,7 @@ static void compare_one(struct tsa_service *svc, const unsigned char *q, int qle
         replay.sig = ASN1_STRING_get0_data(si->enc_digest);
         replay.len = (size_t)ASN1_STRING_length(si->enc_digest);
         cr_assert_eq(tsa__token_build(unit, parsed, query.policy_index, job->serial, &job->fixed,
-                                      sign_replay, &replay, &mine, &mine_len),
+                                      tsa__sign_replay, &replay, &mine, &mine_len),
                      0);
         same = mine_len == job->reply->len && memcmp(mine, job->reply->data, mine_len) == 0;
         if (same && rsa) {
@@ -1144,7 +1100,7 @@ Test(template_oom, every_allocation_failure_is_survived)
     struct tsa_config cfg;
     struct tsa_unit_config u;
     struct tsa_service *svc = NULL;
-    struct sig_replay replay = {fake_sig, sizeof(fake_sig)};
+    struct tsa__replay replay = {fake_sig, sizeof(fake_sig)};
     struct tsa__query query;
     TS_REQ *parsed = NULL;
     struct timespec now;
@@ -1177,7 +1133,7 @@ Test(template_oom, every_allocation_failure_is_survived)
         size_t der_len = 0;
         int rc, hit;
         ts_failalloc_arm(n);
-        rc = tsa__token_build(&svc->units[0], parsed, -1, 42, &now, sign_replay, &replay, &der,
+        rc = tsa__token_build(&svc->units[0], parsed, -1, 42, &now, tsa__sign_replay, &replay, &der,
                               &der_len);
         hit = ts_failalloc_disarm();
         cr_assert(rc == 0 || rc == UTIL_ENOMEM, "allocation %ld: %d", n, rc);
