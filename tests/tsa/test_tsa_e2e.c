@@ -1088,6 +1088,24 @@ Test(template, served_tokens_use_it)
                  0, "%s", out);
 }
 
+/* A unit without template (the start-up self-check refused it, say under another OpenSSL) signs
+ * through TS_RESP_create_response: the same service, tokens that verify. */
+Test(template, units_without_template_still_issue_tokens)
+{
+    char out[16384];
+    E.svc->units[0].tmpl.ok = 0; /* no request in flight: the signing threads read it per job */
+    cr_assert_eq(sh(out, sizeof(out),
+                    "openssl ts -query -data data.txt -sha512 -cert -out q.tsq 2>&1 && "
+                    "curl -sS -f -o r.tsr --data-binary @q.tsq "
+                    "-H 'Content-Type: application/timestamp-query' %s/tsa && "
+                    "openssl ts -reply -in r.tsr -text 2>&1 | grep -q 'Status: Granted' && "
+                    "openssl ts -verify -queryfile q.tsq -in r.tsr -CAfile ca.pem "
+                    "-untrusted tsa.pem 2>&1",
+                    E.url),
+                 0, "%s", out);
+    E.svc->units[0].tmpl.ok = 1;
+}
+
 /* Out of memory while building a token (STYLE: fail the Nth allocation): every allocation of
  * tsa__token_build fails once in turn; each time the result is a token or UTIL_ENOMEM (the job
  * then answers systemFailure), never a crash, a leak (the ASan build checks) or an OpenSSL error
