@@ -82,6 +82,8 @@ void cli__crl_config(const struct cli_config *cfg, struct crl_config *cc);
 /* Creates the CRL publish folder if missing. */
 int cli__publish_dir_ready(const struct cli_config *cfg);
 int cli__cmd_crl(int argc, char **argv);
+/* `pkiva tsa check`: tokens against the TSA units' certificates and the token log. */
+int cli__cmd_tsa(int argc, char **argv);
 /* Reads one PEM certificate; logs why and returns NULL when it cannot. */
 #include <openssl/x509.h>
 X509 *cli__load_pem_cert(const char *path);

@@ -26,6 +26,7 @@ static void usage(FILE *out)
         "  import     register issued certificates (PEM/DER files, folders, OpenSSL index.txt)\n"
         "  audit      verify the audit chain (audit verify)\n"
         "  crl        publish CRLs now (crl publish)\n"
+        "  tsa        check time-stamp tokens against the token log (tsa check)\n"
         "  sla        revocation deadline report\n\n"
         "Run 'pkiva COMMAND --help' for a command's options.\n");
 }
@@ -60,6 +61,8 @@ int main(int argc, char **argv)
         return cli__cmd_audit(argc - 1, argv + 1);
     if (strcmp(cmd, "crl") == 0)
         return cli__cmd_crl(argc - 1, argv + 1);
+    if (strcmp(cmd, "tsa") == 0)
+        return cli__cmd_tsa(argc - 1, argv + 1);
     if (strcmp(cmd, "sla") == 0)
         return cli__cmd_sla(argc - 1, argv + 1);
     fprintf(stderr, "pkiva: unknown command '%s'\n", cmd);

@@ -425,6 +425,15 @@ int store_tsa_log_blocking(struct store *store, const struct store_tsa_token *to
     return store->ops->tsa_log(store, tokens, n);
 }
 
+int store_tsa_token_get_blocking(struct store *store, const char *unit, int64_t serial,
+                                 struct store_tsa_record *out)
+{
+    if (store == NULL || unit == NULL || out == NULL)
+        return UTIL_EINVAL;
+    memset(out, 0, sizeof(*out));
+    return store->ops->tsa_token_get(store, unit, serial, out);
+}
+
 /* ---- audit ---------------------------------------------------------------------------------- */
 
 static void put_u64(unsigned char *out, uint64_t v)

@@ -240,6 +240,21 @@ struct store_tsa_token {
 /* Records n issued tokens in one durable transaction (group commit). */
 int store_tsa_log_blocking(struct store *store, const struct store_tsa_token *tokens, size_t n);
 
+/* One token's record, as the log kept it (fixed-size copies). */
+struct store_tsa_record {
+    char unit[64];
+    int64_t serial;
+    int64_t gen_time_ms;
+    char policy[128];
+    char imprint_alg[32];
+    unsigned char imprint[64];
+    size_t imprint_len;
+};
+/* Looks up the record of (unit, serial): 0, UTIL_ENOTFOUND (no such token was issued), or an
+ * error. Values longer than the record's fields (never written by pkiva) give UTIL_EINVAL. */
+int store_tsa_token_get_blocking(struct store *store, const char *unit, int64_t serial,
+                                 struct store_tsa_record *out);
+
 /* ---- audit ---------------------------------------------------------------------------------- */
 
 /* Appends a record chained to the previous one: hash = SHA-256(prev_hash || id || at || actor ||

@@ -88,6 +88,8 @@ struct store__ops {
 
     int (*tsa_reserve)(struct store *store, const char *unit, int64_t count, int64_t *first_out);
     int (*tsa_log)(struct store *store, const struct store_tsa_token *tokens, size_t n);
+    int (*tsa_token_get)(struct store *store, const char *unit, int64_t serial,
+                         struct store_tsa_record *out);
 
     /* Appends one record: the backend picks the next id, the previous hash and the time inside its
      * write transaction and computes the hash with store__audit_hash. */

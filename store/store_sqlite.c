@@ -201,6 +201,7 @@ enum sq_stmt_id {
     STORE_ST_CRL_LATEST_DELTA,
     STORE_ST_TSA_RESERVE,
     STORE_ST_TSA_LOG,
+    STORE_ST_TSA_TOKEN_GET,
     STORE_ST_AUDIT_LAST,
     STORE_ST_AUDIT_SEQ,
     STORE_ST_AUDIT_INSERT,
@@ -306,6 +307,8 @@ static const char *const stmt_sql[STORE_ST_COUNT] = {
                              "RETURNING next_serial - ?2",
     [STORE_ST_TSA_LOG] = "INSERT INTO tsa_tokens (unit, serial, gen_time_ms, policy, imprint_alg, "
                          "imprint) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+    [STORE_ST_TSA_TOKEN_GET] = "SELECT gen_time_ms, policy, imprint_alg, imprint FROM tsa_tokens "
+                               "WHERE unit = ?1 AND serial = ?2",
     [STORE_ST_AUDIT_LAST] = "SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1",
     [STORE_ST_AUDIT_SEQ] = "SELECT seq FROM sqlite_sequence WHERE name = 'audit'",
     [STORE_ST_AUDIT_INSERT] =
@@ -1820,6 +1823,66 @@ out:
     return rc;
 }
 
+/* Copies a TEXT column into out (out_len bytes with the NUL); 0 if it does not fit. */
+static int column_text(sqlite3_stmt *stmt, int col, char *out, size_t out_len)
+{
+    const unsigned char *text = sqlite3_column_text(stmt, col);
+    int len = sqlite3_column_bytes(stmt, col);
+    if (text == NULL || len < 0 || (size_t)len >= out_len)
+        return 0;
+    memcpy(out, text, (size_t)len);
+    out[len] = '\0';
+    return 1;
+}
+
+static int sq_tsa_token_get(struct store *store, const char *unit, int64_t serial,
+                            struct store_tsa_record *out)
+{
+    static const char op[] = "tsa token get";
+    struct sq *s = sq_of(store);
+    sqlite3_stmt *stmt = NULL;
+    const void *blob = NULL;
+    int len = 0, row = 0, rc = 0;
+
+    if (strlen(unit) >= sizeof(out->unit))
+        return UTIL_ENOTFOUND; /* no unit has such a name */
+    rc = stmt_get(s, STORE_ST_TSA_TOKEN_GET, &stmt);
+    if (rc != 0)
+        goto out;
+    if (sqlite3_bind_text(stmt, 1, unit, -1, SQLITE_STATIC) != SQLITE_OK ||
+        sqlite3_bind_int64(stmt, 2, serial) != SQLITE_OK) {
+        rc = bind_err(s, op);
+        goto out;
+    }
+    rc = step(s, stmt, op, &row);
+    if (rc != 0)
+        goto out;
+    if (!row) {
+        rc = UTIL_ENOTFOUND;
+        goto out;
+    }
+    (void)snprintf(out->unit, sizeof(out->unit), "%s", unit); /* fits: checked above */
+    out->serial = serial;
+    out->gen_time_ms = sqlite3_column_int64(stmt, 0);
+    blob = sqlite3_column_blob(stmt, 3);
+    len = sqlite3_column_bytes(stmt, 3);
+    if (!column_text(stmt, 1, out->policy, sizeof(out->policy)) ||
+        !column_text(stmt, 2, out->imprint_alg, sizeof(out->imprint_alg)) || len < 0 ||
+        (size_t)len > sizeof(out->imprint) || (len > 0 && blob == NULL)) {
+        UTIL_ERROR(STORE_MOD, "tsa token get: the record of %s/%lld does not fit", unit,
+                   (long long)serial);
+        rc = UTIL_EINVAL;
+        goto out;
+    }
+    if (len > 0)
+        memcpy(out->imprint, blob, (size_t)len);
+    out->imprint_len = (size_t)len;
+    rc = step(s, stmt, op, &row); /* to the end: resets cleanly */
+out:
+    stmt_put(s, STORE_ST_TSA_TOKEN_GET, stmt);
+    return rc;
+}
+
 static int sq_tsa_log(struct store *store, const struct store_tsa_token *tokens, size_t n)
 {
     static const char op[] = "tsa log";
@@ -2022,6 +2085,7 @@ static const struct store__ops sq_ops = {
     .crl_latest = sq_crl_latest,
     .tsa_reserve = sq_tsa_reserve,
     .tsa_log = sq_tsa_log,
+    .tsa_token_get = sq_tsa_token_get,
     .audit_append = sq_audit_append,
     .audit_walk = sq_audit_walk,
 };

@@ -566,6 +566,62 @@ Test(serve, supersede_is_one_call)
     cr_assert_eq(stop(&srv), 0);
 }
 
+/* [issue #5] pkiva tsa check: a token the server issued verifies with the unit's certificate and
+ * matches its log record (as the response, and as the bare token); a log record that was altered
+ * or removed, a token of another TSA and a file that is no token all fail, each saying why. */
+Test(serve, tsa_check_matches_tokens_against_the_log)
+{
+    char out[8192];
+    start(&srv);
+    cr_assert_eq(sh(&srv, out, sizeof(out),
+                    "openssl ts -query -data pkiva.conf -sha256 -cert -out q.tsq 2>&1 && "
+                    "curl -sf -H 'Content-Type: application/timestamp-query' --data-binary @q.tsq "
+                    "http://127.0.0.1:%d/tsa -o r.tsr && "
+                    "openssl ts -reply -in r.tsr -token_out -out t.der 2>&1",
+                    srv.port),
+                 0, "%s", out);
+    cr_assert_eq(sh(&srv, out, sizeof(out), PKIVA " tsa check --data %s r.tsr t.der", srv.data), 0,
+                 "%s", out);
+    cr_assert(strstr(out, "r.tsr: unit demo-tsa, serial ") != NULL, "%s", out);
+    cr_assert(strstr(out, "t.der: unit demo-tsa, serial ") != NULL, "%s", out);
+    cr_assert(strstr(out, "SHA256 imprint: signature OK, matches the token log") != NULL, "%s",
+              out);
+
+    /* another TSA: a software key and certificate of its own, openssl ts -reply */
+    cr_assert_eq(
+        sh(&srv, out, sizeof(out),
+           "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout o.key "
+           "-subj /CN=other-tsa -addext extendedKeyUsage=critical,timeStamping -days 2 "
+           "-out o.pem 2>&1 && printf '[tsa]\ndefault_tsa = t\n[t]\nserial = o.serial\n"
+           "signer_digest = sha256\ndefault_policy = 1.2.3.4\ndigests = sha256\n"
+           "ess_cert_id_alg = sha256\n' > o.cnf && echo 01 > o.serial && "
+           "openssl ts -reply -config o.cnf -queryfile q.tsq -signer o.pem -inkey o.key "
+           "-out o.tsr 2>&1"),
+        0, "%s", out);
+    cr_assert_eq(sh(&srv, out, sizeof(out), PKIVA " tsa check --data %s o.tsr", srv.data), 1, "%s",
+                 out);
+    cr_assert(strstr(out, "does not verify with the certificate of any configured TSA unit") !=
+                  NULL,
+              "%s", out);
+    cr_assert_eq(sh(&srv, out, sizeof(out), PKIVA " tsa check --data %s q.tsq", srv.data), 1, "%s",
+                 out);
+    cr_assert(strstr(out, "not a time-stamp token") != NULL, "%s", out);
+
+    /* the log record altered, then removed */
+    cr_assert_eq(sh(&srv, out, sizeof(out),
+                    "sqlite3 pkiva.db \"UPDATE tsa_tokens SET imprint = zeroblob(32)\" 2>&1"),
+                 0, "%s", out);
+    cr_assert_eq(sh(&srv, out, sizeof(out), PKIVA " tsa check --data %s r.tsr", srv.data), 1, "%s",
+                 out);
+    cr_assert(strstr(out, "the token log's record differs") != NULL, "%s", out);
+    cr_assert_eq(sh(&srv, out, sizeof(out), "sqlite3 pkiva.db \"DELETE FROM tsa_tokens\" 2>&1"), 0,
+                 "%s", out);
+    cr_assert_eq(sh(&srv, out, sizeof(out), PKIVA " tsa check --data %s t.der", srv.data), 1, "%s",
+                 out);
+    cr_assert(strstr(out, "signature OK, but NOT in the token log") != NULL, "%s", out);
+    cr_assert_eq(stop(&srv), 0);
+}
+
 /* [issue #6] The embedded default's admin API is HTTPS with mutual TLS: a verified operator
  * certificate authenticates without a token; untrusted, expired or absent certificates do not;
  * plain HTTP to the admin port gets no answer; require_client_cert = yes refuses the token
