@@ -245,6 +245,7 @@ struct ocsp_responder {
 
     /* per-loop state, indexed by http loop index */
 #define OCSP__MAX_LOOPS 256
+#define OCSP__STAT_STRIPES 16 /* counter stripes, see st below */
     struct ocsp__loop *loops[OCSP__MAX_LOOPS];
 
     /* pre-signer */
@@ -267,12 +268,16 @@ struct ocsp_responder {
     struct sign_job *jobs;
     _Atomic int work_pending;
 
-    struct {
+    /* Counters, striped: a thread adds to its own stripe, so that loops on many cores do not all
+     * write one cache line per request (the pad keeps neighbouring stripes on other lines
+     * whatever the allocation's alignment); readers sum the stripes. */
+    struct ocsp__stat_stripe {
         _Atomic uint64_t requests_get, requests_post, good, revoked, unknown, malformed,
             unauthorized, try_later, internal_error, not_modified, bad_content_type, served_cached,
-            signed_live, signed_miss, nonce_requests, nonce_rejected, presigned, presign_errors,
-            presign_backlog;
-    } st;
+            signed_live, signed_miss, nonce_requests, nonce_rejected, presigned, presign_errors;
+        char pad[64];
+    } st[OCSP__STAT_STRIPES];
+    _Atomic uint64_t presign_backlog; /* a gauge: one writer, the pre-signer */
 };
 
 #define OCSP__URGENT_MAX 65536
@@ -282,7 +287,9 @@ int ocsp__http_register(struct ocsp_responder *resp, struct http_server *srv);
 /* Waits (bounded) for live jobs' work functions and frees jobs whose completion never came. */
 void ocsp__http_jobs_reap(struct ocsp_responder *resp);
 
+/* This thread's stripe of the counters (assigned on first use, round robin). */
+unsigned ocsp__stat_stripe(void);
 #define OCSP__STAT(resp, field) \
-    atomic_fetch_add_explicit(&(resp)->st.field, 1, memory_order_relaxed)
+    atomic_fetch_add_explicit(&(resp)->st[ocsp__stat_stripe()].field, 1, memory_order_relaxed)
 
 #endif

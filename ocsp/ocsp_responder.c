@@ -739,7 +739,7 @@ static int presign_run(struct ocsp_responder *resp, struct ocsp__due *items, siz
         int64_t validity;
         if (b.results[i] != UTIL_OK || b.der[i] == NULL) {
             if (rc == UTIL_OK || rc == UTIL_EHSM)
-                atomic_fetch_add(&resp->st.presign_errors, 1);
+                OCSP__STAT(resp, presign_errors);
             continue;
         }
         validity = b.next_update[i] - b.this_update[i];
@@ -876,7 +876,7 @@ static void *presign_main(void *opaque)
                 rc = presign_run(resp, items, n);
             if (scan.wrapped) {
                 pthread_mutex_lock(&resp->mutex);
-                atomic_store(&resp->st.presign_backlog, sweep_found + resp->urgent_len);
+                atomic_store(&resp->presign_backlog, sweep_found + resp->urgent_len);
                 pthread_mutex_unlock(&resp->mutex);
                 idle = sweep_found == 0;
                 sweep_found = 0;
@@ -934,11 +934,23 @@ void ocsp_responder_stop(struct ocsp_responder *resp)
 
 /* ---- metrics -------------------------------------------------------------------------------- */
 
+unsigned ocsp__stat_stripe(void)
+{
+    static _Atomic unsigned next;
+    static _Thread_local unsigned mine; /* 0: none yet; else the stripe + 1 */
+
+    if (mine == 0)
+        mine = 1 + atomic_fetch_add_explicit(&next, 1, memory_order_relaxed) % OCSP__STAT_STRIPES;
+    return mine - 1;
+}
+
 void ocsp_stats_get(const struct ocsp_responder *cresp, struct ocsp_stats *out)
 {
     struct ocsp_responder *resp = (struct ocsp_responder *)cresp;
     struct ocsp__index_counts counts;
-#define GET(f) out->f = atomic_load_explicit(&resp->st.f, memory_order_relaxed)
+#define GET(f)                                   \
+    for (int i = 0; i < OCSP__STAT_STRIPES; i++) \
+    out->f += atomic_load_explicit(&resp->st[i].f, memory_order_relaxed)
     memset(out, 0, sizeof(*out));
     GET(requests_get);
     GET(requests_post);
@@ -958,8 +970,8 @@ void ocsp_stats_get(const struct ocsp_responder *cresp, struct ocsp_stats *out)
     GET(nonce_rejected);
     GET(presigned);
     GET(presign_errors);
-    GET(presign_backlog);
 #undef GET
+    out->presign_backlog = atomic_load_explicit(&resp->presign_backlog, memory_order_relaxed);
     ocsp__index_counts(resp->index, &counts);
     out->index_entries = counts.entries;
     out->cache_entries = counts.cached;
