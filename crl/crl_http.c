@@ -24,40 +24,14 @@ static struct crl__pub_issuer *find_issuer(struct crl_publisher *pub, const char
     return NULL;
 }
 
-/* Whether an If-None-Match value lists etag (or is "*"). Weak tags compare weakly (RFC 9110 13.1.2
- * allows it for GET). */
-static int etag_matches(const char *value, size_t len, const char *etag)
-{
-    size_t etag_len = strlen(etag);
-    size_t i = 0;
-    while (i < len) {
-        size_t start, end;
-        while (i < len && (value[i] == ' ' || value[i] == '\t' || value[i] == ','))
-            i++;
-        start = i;
-        while (i < len && value[i] != ',')
-            i++;
-        end = i;
-        while (end > start && (value[end - 1] == ' ' || value[end - 1] == '\t'))
-            end--;
-        if (end - start == 1 && value[start] == '*')
-            return 1;
-        if (end - start > 2 && value[start] == 'W' && value[start + 1] == '/')
-            start += 2;
-        if (end - start == etag_len && memcmp(value + start, etag, etag_len) == 0)
-            return 1;
-    }
-    return 0;
-}
-
 static void handle_crl(void *ctx, struct http_request *req)
 {
     struct crl_publisher *pub = ctx;
     struct crl__pub_issuer *pi = NULL;
     struct crl__served *s = NULL;
-    size_t len = 0, name_len, hv_len = 0;
+    size_t len = 0, name_len;
     const char *target = http_request_target(req, &len);
-    const char *name = NULL, *q = NULL, *hv = NULL;
+    const char *name = NULL, *q = NULL;
     int delta = 0, not_modified = 0;
     int64_t now = util_now_ms() / 1000, max_age;
     char headers[512];
@@ -91,16 +65,7 @@ static void handle_crl(void *ctx, struct http_request *req)
         http_request_respond_text(req, 404, "text/plain", "no CRL published yet\n");
         return;
     }
-    /* RFC 9110 13.2.2: If-None-Match wins; If-Modified-Since only without it. */
-    hv = http_request_header(req, "If-None-Match", &hv_len);
-    if (hv != NULL) {
-        not_modified = etag_matches(hv, hv_len, s->etag);
-    } else {
-        int64_t since = 0;
-        hv = http_request_header(req, "If-Modified-Since", &hv_len);
-        if (hv != NULL && crl__http_date_parse(hv, hv_len, &since) == UTIL_OK)
-            not_modified = s->info.this_update <= since;
-    }
+    not_modified = http_request_not_modified(req, s->etag, s->info.this_update);
     max_age = s->info.next_update - now;
     if (max_age > pub->cfg.max_age_seconds)
         max_age = pub->cfg.max_age_seconds;

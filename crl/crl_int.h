@@ -137,9 +137,6 @@ struct crl__served {
 };
 struct crl__served *crl__served_new(struct util_blob *der, const struct crl_info *info);
 void crl__served_unref(struct crl__served *s);
-/* IMF-fixdate (RFC 9110 5.6.7) of t into out (>= 30 bytes); parse: 0 or UTIL_EINVAL. */
-void crl__http_date(int64_t t, char *out, size_t len);
-int crl__http_date_parse(const char *text, size_t len, int64_t *t);
 
 #define CRL__MAX_LOOPS 256
 

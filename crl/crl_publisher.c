@@ -21,6 +21,7 @@
 
 #include <errno.h>
 #include <hsm/hsm.h>
+#include <http/http.h>
 #include <inttypes.h>
 #include <openssl/evp.h>
 #include <stdio.h>
@@ -29,56 +30,6 @@
 #include <time.h>
 
 /* ---- served CRLs ---------------------------------------------------------------------------- */
-
-static const char *const day_names[] = {"Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"};
-static const char *const month_names[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                          "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
-
-void crl__http_date(int64_t t, char *out, size_t len)
-{
-    struct tm tm;
-    time_t tt = (time_t)t;
-    int64_t days = t >= 0 ? t / 86400 : 0;
-    memset(&tm, 0, sizeof(tm));
-    (void)gmtime_r(&tt, &tm); /* cannot fail for the dates we produce */
-    (void)snprintf(out, len, "%s, %02d %s %04d %02d:%02d:%02d GMT", day_names[days % 7], tm.tm_mday,
-                   month_names[tm.tm_mon % 12], tm.tm_year + 1900, tm.tm_hour, tm.tm_min,
-                   tm.tm_sec);
-}
-
-/* IMF-fixdate only ("Sun, 06 Nov 1994 08:49:37 GMT"); the obsolete formats are not accepted
- * (then the validator is ignored and the full response sent, which is always correct). */
-int crl__http_date_parse(const char *text, size_t len, int64_t *t)
-{
-    char buf[64];
-    int day = 0, year = 0, hh = 0, mm = 0, ss = 0, mon = -1;
-    char month[4] = {0};
-    int64_t y, m, days;
-
-    if (len < 29 || len >= sizeof(buf))
-        return UTIL_EINVAL;
-    memcpy(buf, text, len);
-    buf[len] = '\0';
-    if (sscanf(buf + 5, "%2d %3s %4d %2d:%2d:%2d GMT", &day, month, &year, &hh, &mm, &ss) != 6)
-        return UTIL_EINVAL;
-    for (int i = 0; i < 12; i++)
-        if (strcmp(month, month_names[i]) == 0)
-            mon = i;
-    if (mon < 0 || day < 1 || day > 31 || year < 1970 || hh > 23 || mm > 59 || ss > 60)
-        return UTIL_EINVAL;
-    /* days_from_civil (H. Hinnant) */
-    y = year - (mon + 1 <= 2);
-    m = mon + 1;
-    {
-        int64_t era = (y >= 0 ? y : y - 399) / 400;
-        int64_t yoe = y - era * 400;
-        int64_t doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + day - 1;
-        int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-        days = era * 146097 + doe - 719468;
-    }
-    *t = days * 86400 + hh * 3600 + mm * 60 + ss;
-    return UTIL_OK;
-}
 
 struct crl__served *crl__served_new(struct util_blob *der, const struct crl_info *info)
 {
@@ -97,8 +48,8 @@ struct crl__served *crl__served_new(struct util_blob *der, const struct crl_info
     s->info = *info;
     s->info.der_len = der->len;
     (void)snprintf(s->etag, sizeof(s->etag), "\"%s\"", hex);
-    crl__http_date(info->this_update, s->last_modified, sizeof(s->last_modified));
-    crl__http_date(info->next_update, s->expires, sizeof(s->expires));
+    http_date_format(info->this_update, s->last_modified, sizeof(s->last_modified));
+    http_date_format(info->next_update, s->expires, sizeof(s->expires));
     return s;
 }
 

@@ -111,6 +111,23 @@ const char *http_request_header(const struct http_request *req, const char *name
  * (Authorization, Content-Type): a request repeating one is ambiguous and should be refused. */
 int http_request_header_count(const struct http_request *req, const char *name);
 const unsigned char *http_request_body(const struct http_request *req, size_t *len);
+
+/* ---- dates and conditional requests (http_date.c) --------------------------------------------- */
+
+/* t (seconds since the epoch) as an IMF-fixdate, "Sun, 06 Nov 1994 08:49:37 GMT", into out (30
+ * bytes suffice); out of range: the epoch. */
+void http_date_format(int64_t t, char *out, size_t len);
+/* Parses an IMF-fixdate (the obsolete RFC 850 and asctime forms are refused: a validator that
+ * cannot be read is ignored, and the full response is always a correct answer). UTIL_EINVAL if
+ * it is not one. */
+int http_date_parse(const char *text, size_t len, int64_t *t);
+/* Whether an If-None-Match value (a list of entity tags, or "*") names etag, comparing weakly. */
+int http_etag_matches(const char *value, size_t len, const char *etag);
+/* RFC 9110 §13.2.2 for GET/HEAD of a representation with this ETag and Last-Modified time: 1 if
+ * it may be answered 304 Not Modified. If-None-Match decides when present; otherwise
+ * If-Modified-Since, when last_modified is not after it. */
+int http_request_not_modified(const struct http_request *req, const char *etag,
+                              int64_t last_modified);
 unsigned http_request_listener(const struct http_request *req); /* HTTP_PUBLIC or HTTP_ADMIN */
 int http_request_loop_index(const struct http_request *req);
 uv_loop_t *http_request_loop(const struct http_request *req);

@@ -370,20 +370,14 @@ void http__dispatch(struct http_request *req)
 
 static void loop_update_date(struct http__loop *lp)
 {
-    static const char days[7][4] = {"Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"};
-    static const char months[12][4] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
-                                       "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
     time_t now = time(NULL);
-    struct tm tm;
+    char date[40];
     int n = 0;
 
     if ((int64_t)now == lp->date_sec)
         return;
-    if (gmtime_r(&now, &tm) == NULL)
-        return;
-    n = snprintf(lp->date, sizeof(lp->date), "Date: %s, %02d %s %04d %02d:%02d:%02d GMT\r\n",
-                 days[tm.tm_wday % 7], tm.tm_mday, months[tm.tm_mon % 12], tm.tm_year + 1900,
-                 tm.tm_hour, tm.tm_min, tm.tm_sec);
+    http_date_format((int64_t)now, date, sizeof(date));
+    n = snprintf(lp->date, sizeof(lp->date), "Date: %s\r\n", date);
     if (n > 0 && (size_t)n < sizeof(lp->date)) {
         lp->date_len = (size_t)n;
         lp->date_sec = (int64_t)now;

@@ -82,35 +82,12 @@ static void respond_error(struct ocsp_responder *resp, struct http_request *req,
     http_request_respond(req, &r);
 }
 
-/* 1 when an If-None-Match list names etag (or is "*"). Weak validators compare equal (RFC 9110
- * §13.1.2 uses the weak comparison for If-None-Match). */
-static int etag_matches(const char *value, size_t len, const char *etag)
-{
-    size_t etag_len = strlen(etag);
-    size_t i = 0;
-    while (i < len) {
-        while (i < len && (value[i] == ' ' || value[i] == '\t' || value[i] == ','))
-            i++;
-        if (i < len && value[i] == '*')
-            return 1;
-        if (i + 2 <= len && value[i] == 'W' && value[i + 1] == '/')
-            i += 2;
-        if (i + etag_len <= len && memcmp(value + i, etag, etag_len) == 0)
-            return 1;
-        while (i < len && value[i] != ',')
-            i++;
-    }
-    return 0;
-}
-
 /* Serves a signed response. no_store: a nonce response, unique to its request. */
 static void respond_signed(struct ocsp_responder *resp, struct http_request *req,
                            const struct ocsp__cached *c, int no_store)
 {
     struct http_response r;
     char headers[512];
-    const char *inm;
-    size_t inm_len = 0;
 
     memset(&r, 0, sizeof(r));
     r.status = 200;
@@ -129,8 +106,7 @@ static void respond_signed(struct ocsp_responder *resp, struct http_request *req
                        "%sCache-Control: max-age=%lld, public, no-transform, must-revalidate\r\n",
                        c->headers, (long long)max_age);
         r.headers = headers;
-        inm = http_request_header(req, "If-None-Match", &inm_len);
-        if (inm != NULL && etag_matches(inm, inm_len, c->etag)) {
+        if (http_request_not_modified(req, c->etag, c->this_update)) {
             OCSP__STAT(resp, not_modified);
             r.status = 304;
             r.content_type = NULL;

@@ -4,6 +4,7 @@
  * immutable cached form (DER + ETag + HTTP validator headers) that loop threads serve by reference. */
 #include "ocsp_int.h"
 
+#include <http/http.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <stdlib.h>
@@ -12,14 +13,6 @@
 
 /* id-pkix-ocsp-extended-revoke (RFC 6960 §4.4.8); OpenSSL 3.0 has no NID for it. */
 #define OID_EXTENDED_REVOKE "1.3.6.1.5.5.7.48.1.9"
-
-static void http_date(int64_t t, char *out, size_t out_len)
-{
-    time_t tt = (time_t)t;
-    struct tm tm;
-    if (gmtime_r(&tt, &tm) == NULL || strftime(out, out_len, "%a, %d %b %Y %H:%M:%S GMT", &tm) == 0)
-        (void)snprintf(out, out_len, "Thu, 01 Jan 1970 00:00:00 GMT"); /* out of range: epoch */
-}
 
 struct ocsp__cached *ocsp__cached_new(const unsigned char *der, size_t len, int64_t this_update,
                                       int64_t next_update, int64_t refresh_at, int cert_status)
@@ -48,8 +41,8 @@ struct ocsp__cached *ocsp__cached_new(const unsigned char *der, size_t len, int6
     }
     util_hex(digest, 16, hex);
     (void)snprintf(c->etag, sizeof(c->etag), "\"%s\"", hex); /* 34 chars fit */
-    http_date(this_update, last_modified, sizeof(last_modified));
-    http_date(next_update, expires, sizeof(expires));
+    http_date_format(this_update, last_modified, sizeof(last_modified));
+    http_date_format(next_update, expires, sizeof(expires));
     (void)snprintf(c->headers, sizeof(c->headers), /* 130 chars at most: fits */
                    "Last-Modified: %s\r\nExpires: %s\r\nETag: %s\r\n", last_modified, expires,
                    c->etag);

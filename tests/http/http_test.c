@@ -367,6 +367,45 @@ static void sleep_ms(int ms)
 
 /* ---- routing -------------------------------------------------------------------------------- */
 
+/* IMF-fixdate both ways (English names whatever the locale), the obsolete forms refused; entity
+ * tag lists as If-None-Match carries them. */
+Test(http_date, format_parse_and_etags)
+{
+    char out[40];
+    int64_t t = 0;
+    static const char *const bad[] = {"Sunday, 06-Nov-94 08:49:37 GMT",
+                                      "Sun Nov  6 08:49:37 1994",
+                                      "Sun, 06 Nov 1994 08:49:37 UTC",
+                                      "Sun, 06 Foo 1994 08:49:37 GMT",
+                                      "Sun, 06 Nov 1994 25:49:37 GMT",
+                                      "",
+                                      "yesterday"};
+
+    http_date_format(784111777, out, sizeof(out));
+    cr_assert_str_eq(out, "Sun, 06 Nov 1994 08:49:37 GMT");
+    cr_assert_eq(http_date_parse(out, strlen(out), &t), 0);
+    cr_assert_eq(t, 784111777);
+    http_date_format(4102444800LL, out, sizeof(out)); /* 2100-01-01 */
+    cr_assert_str_eq(out, "Fri, 01 Jan 2100 00:00:00 GMT");
+    cr_assert_eq(http_date_parse(out, strlen(out), &t), 0);
+    cr_assert_eq(t, 4102444800LL);
+    for (int64_t v = 0; v < 4102444800LL; v += 86400 * 37 + 3661) {
+        http_date_format(v, out, sizeof(out));
+        cr_assert_eq(http_date_parse(out, strlen(out), &t), 0, "%s", out);
+        cr_assert_eq(t, v, "%s", out);
+    }
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+        cr_assert_eq(http_date_parse(bad[i], strlen(bad[i]), &t), UTIL_EINVAL, "%s", bad[i]);
+
+    cr_assert(http_etag_matches("\"abc\"", strlen("\"abc\""), "\"abc\""));
+    cr_assert(http_etag_matches(" W/\"abc\" ", strlen(" W/\"abc\" "), "\"abc\""));
+    cr_assert(http_etag_matches("\"x\", \"abc\"", strlen("\"x\", \"abc\""), "\"abc\""));
+    cr_assert(http_etag_matches("*", strlen("*"), "\"abc\""));
+    cr_assert_not(http_etag_matches("\"abc\"x", strlen("\"abc\"x"), "\"abc\""));
+    cr_assert_not(http_etag_matches("\"ab\"", strlen("\"ab\""), "\"abc\""));
+    cr_assert_not(http_etag_matches("", strlen(""), "\"abc\""));
+}
+
 Test(http, longest_prefix_and_listener_kinds, .init = start_default, .fini = stop_server)
 {
     struct reply r;

@@ -368,6 +368,31 @@ Test(e2e, get_headers_etag_304_and_ocsptool)
                     etag, E.url),
                  0, "%s", out);
     cr_assert_not_null(strstr(out, "304"), "expected 304: %s", out);
+
+    /* If-Modified-Since (RFC 9110 13.1.3): at or after Last-Modified 304, before it 200; an
+     * If-None-Match that does not match wins over a matching If-Modified-Since. */
+    {
+        static const struct {
+            const char *headers;
+            const char *want;
+        } cases[] = {
+            {"-H \"If-Modified-Since: $lm\"", "304"},
+            {"-H 'If-Modified-Since: Fri, 01 Jan 2016 00:00:00 GMT'", "200"},
+            {"-H 'If-Modified-Since: Fri, 01 Jan 2100 00:00:00 GMT'", "304"},
+            {"-H 'If-Modified-Since: yesterday'", "200"},
+            {"-H \"If-Modified-Since: $lm\" -H 'If-None-Match: \"nope\"'", "200"},
+        };
+        for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+            cr_assert_eq(
+                sh(out, sizeof(out),
+                   "lm=$(grep -i '^Last-Modified:' hdr.txt | cut -d' ' -f2- | tr -d '\\r') "
+                   "&& b64=$(openssl base64 -A -in req.der | tr -d '=') && curl -s "
+                   "-o /dev/null -w '%%{http_code}' %s %s/$b64",
+                   cases[i].headers, E.url),
+                0, "%s", out);
+            cr_assert_str_eq(out, cases[i].want, "case %zu (%s)", i, cases[i].headers);
+        }
+    }
 }
 
 static int apply_one(void *ctx, const struct store_change *ch)
