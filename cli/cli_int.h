@@ -84,6 +84,12 @@ int cli__publish_dir_ready(const struct cli_config *cfg);
 int cli__cmd_crl(int argc, char **argv);
 /* `pkiva tsa check`: tokens against the TSA units' certificates and the token log. */
 int cli__cmd_tsa(int argc, char **argv);
+/* The common start of a store command: --config/--data/--help from argv[first], the config, the
+ * environment, the store. operands NULL: no operands allowed; else at least one, and *operands is
+ * the index of the first. Returns -1 when the command may go on (*store open: the caller closes
+ * it), else the exit status to return (help printed: 0, usage error: 2, failure: 1). */
+int cli__open_command(int argc, char **argv, int first, const char *help, int *operands,
+                      struct cli_config *cfg, struct store **store);
 /* Reads one PEM certificate; logs why and returns NULL when it cannot. */
 #include <openssl/x509.h>
 X509 *cli__load_pem_cert(const char *path);

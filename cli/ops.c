@@ -732,8 +732,8 @@ out:
 
 /* Shared by the commands whose only options are --config/--data/--help: parses argv from index
  * first, loads the configuration and opens the store. Returns -1 to go on, or the exit status. */
-static int open_for_command(int argc, char **argv, int first, const char *help,
-                            struct cli_config *cfg, struct store **store)
+int cli__open_command(int argc, char **argv, int first, const char *help, int *operands,
+                      struct cli_config *cfg, struct store **store)
 {
     static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
                                          {"data", required_argument, NULL, 'd'},
@@ -751,10 +751,16 @@ static int open_for_command(int argc, char **argv, int first, const char *help,
         default: fputs(help, stderr); return 2;
         }
     }
-    if (optind != argc) {
+    if (operands == NULL && optind != argc) {
         fprintf(stderr, "pkiva: unexpected argument '%s'\n%s", argv[optind], help);
         return 2;
     }
+    if (operands != NULL && optind >= argc) {
+        fputs(help, stderr);
+        return 2;
+    }
+    if (operands != NULL)
+        *operands = optind;
     if (cli__load_config(config, data_dir, cfg) != 0)
         return 1;
     cli__apply_env(cfg);
@@ -781,7 +787,7 @@ int cli__cmd_audit(int argc, char **argv)
         fputs(help, stderr);
         return 2;
     }
-    rc = open_for_command(argc, argv, 2, help, &cfg, &store);
+    rc = cli__open_command(argc, argv, 2, help, NULL, &cfg, &store);
     if (rc >= 0)
         return rc;
     rc = store_audit_verify_blocking(store, &bad, &count);
@@ -844,7 +850,7 @@ int cli__cmd_sla(int argc, char **argv)
     struct sla_ctx ctx;
     int rc;
 
-    rc = open_for_command(argc, argv, 1, help, &cfg, &store);
+    rc = cli__open_command(argc, argv, 1, help, NULL, &cfg, &store);
     if (rc >= 0)
         return rc;
     memset(&ctx, 0, sizeof(ctx));

@@ -4,10 +4,9 @@
  * signature, then the token log's record of that unit and serial, and compares the record with
  * the token (genTime, policy, hash algorithm and message imprint). Exit 0 only if every token
  * given verifies and matches its record. */
-#define _GNU_SOURCE /* getopt_long */
+#define _GNU_SOURCE /* timegm */
 #include "cli_int.h"
 
-#include <getopt.h>
 #include <openssl/cms.h>
 #include <openssl/err.h>
 #include <openssl/ts.h>
@@ -181,47 +180,24 @@ out:
 
 int cli__cmd_tsa(int argc, char **argv)
 {
-    static const struct option opts[] = {{"config", required_argument, NULL, 'c'},
-                                         {"data", required_argument, NULL, 'd'},
-                                         {"help", no_argument, NULL, 'h'},
-                                         {NULL, 0, NULL, 0}};
-    const char *config = NULL, *data_dir = NULL;
     struct cli_config cfg;
     struct store *store = NULL;
-    int opt, failed = 0, rc;
+    int first = 0, failed = 0, rc;
 
     if (argc < 2 || strcmp(argv[1], "check") != 0) {
         int asked = argc >= 2 && strcmp(argv[1], "--help") == 0;
         fputs(help, asked ? stdout : stderr);
         return asked ? 0 : 2;
     }
-    optind = 2;
-    while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
-        switch (opt) {
-        case 'c': config = optarg; break;
-        case 'd': data_dir = optarg; break;
-        case 'h': fputs(help, stdout); return 0;
-        default: fputs(help, stderr); return 2;
-        }
-    }
-    if (optind >= argc) {
-        fputs(help, stderr);
-        return 2;
-    }
-    if (cli__load_config(config, data_dir, &cfg) != 0)
-        return 1;
-    cli__apply_env(&cfg);
+    rc = cli__open_command(argc, argv, 2, help, &first, &cfg, &store);
+    if (rc >= 0)
+        return rc;
     if (cfg.n_tsa_units == 0) {
         fprintf(stderr, "pkiva tsa check: no [tsa.NAME] unit is configured\n");
+        store_close(store);
         return 1;
     }
-    rc = store_open_blocking(cfg.store_path, 0, &store);
-    if (rc != UTIL_OK) {
-        fprintf(stderr, "pkiva tsa check: cannot open the store %s: %s\n", cfg.store_path,
-                util_strerror(rc));
-        return 1;
-    }
-    for (int i = optind; i < argc; i++)
+    for (int i = first; i < argc; i++)
         failed |= check_one(&cfg, store, argv[i]);
     store_close(store);
     return failed;

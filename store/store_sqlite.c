@@ -1782,6 +1782,20 @@ out:
 
 /* ---- TSA ------------------------------------------------------------------------------------ */
 
+/* The TSA statements' common start: statement id with ?1 = unit and ?2 = value, first step.
+ * *stmt is set even on failure (the caller puts it back). */
+static int unit_query(struct sq *s, enum sq_stmt_id id, const char *op, const char *unit,
+                      int64_t value, sqlite3_stmt **stmt, int *row)
+{
+    int rc = stmt_get(s, id, stmt);
+    if (rc != 0)
+        return rc;
+    if (sqlite3_bind_text(*stmt, 1, unit, -1, SQLITE_STATIC) != SQLITE_OK ||
+        sqlite3_bind_int64(*stmt, 2, value) != SQLITE_OK)
+        return bind_err(s, op);
+    return step(s, *stmt, op, row);
+}
+
 static int sq_tsa_reserve(struct store *store, const char *unit, int64_t count, int64_t *first_out)
 {
     static const char op[] = "tsa reserve";
@@ -1797,15 +1811,7 @@ static int sq_tsa_reserve(struct store *store, const char *unit, int64_t count, 
     rc = tx_start(s, op, &kind);
     if (rc != 0)
         goto out;
-    rc = stmt_get(s, STORE_ST_TSA_RESERVE, &stmt);
-    if (rc != 0)
-        goto out;
-    if (sqlite3_bind_text(stmt, 1, unit, -1, SQLITE_STATIC) != SQLITE_OK ||
-        sqlite3_bind_int64(stmt, 2, count) != SQLITE_OK) {
-        rc = bind_err(s, op);
-        goto out;
-    }
-    rc = step(s, stmt, op, &row);
+    rc = unit_query(s, STORE_ST_TSA_RESERVE, op, unit, count, &stmt, &row);
     if (rc != 0)
         goto out;
     if (!row) {
@@ -1846,15 +1852,7 @@ static int sq_tsa_token_get(struct store *store, const char *unit, int64_t seria
 
     if (strlen(unit) >= sizeof(out->unit))
         return UTIL_ENOTFOUND; /* no unit has such a name */
-    rc = stmt_get(s, STORE_ST_TSA_TOKEN_GET, &stmt);
-    if (rc != 0)
-        goto out;
-    if (sqlite3_bind_text(stmt, 1, unit, -1, SQLITE_STATIC) != SQLITE_OK ||
-        sqlite3_bind_int64(stmt, 2, serial) != SQLITE_OK) {
-        rc = bind_err(s, op);
-        goto out;
-    }
-    rc = step(s, stmt, op, &row);
+    rc = unit_query(s, STORE_ST_TSA_TOKEN_GET, op, unit, serial, &stmt, &row);
     if (rc != 0)
         goto out;
     if (!row) {
