@@ -535,7 +535,6 @@ static int register_cert(struct demo *d, int64_t issuer_id, X509 *cert, int revo
     struct store_cert_new nc;
     char subject[256];
     int rc;
-    struct tm tm;
 
     rc = serial_octets(cert, serial, &serial_len);
     if (rc != UTIL_OK)
@@ -547,10 +546,8 @@ static int register_cert(struct demo *d, int64_t issuer_id, X509 *cert, int revo
     nc.issuer_id = issuer_id;
     nc.serial = serial;
     nc.serial_len = serial_len;
-    if (ASN1_TIME_to_tm(X509_get0_notBefore(cert), &tm) == 1)
-        nc.not_before = (int64_t)timegm(&tm);
-    if (ASN1_TIME_to_tm(X509_get0_notAfter(cert), &tm) == 1)
-        nc.not_after = (int64_t)timegm(&tm);
+    (void)util_asn1_time_unix(X509_get0_notBefore(cert), &nc.not_before); /* else stays 0 */
+    (void)util_asn1_time_unix(X509_get0_notAfter(cert), &nc.not_after);
     (void)X509_NAME_oneline(X509_get_subject_name(cert), subject, sizeof(subject));
     nc.subject = subject;
     nc.cert_der = der;

@@ -84,7 +84,6 @@ int cli__register_blocking(struct store *store, int64_t issuer_id, const unsigne
     int n;
     struct store_cert_new nc;
     char subject[256];
-    struct tm tm;
 
     if (cert == NULL)
         goto out;
@@ -106,10 +105,8 @@ int cli__register_blocking(struct store *store, int64_t issuer_id, const unsigne
     nc.issuer_id = issuer_id;
     nc.serial = serial;
     nc.serial_len = *serial_len;
-    if (ASN1_TIME_to_tm(X509_get0_notBefore(cert), &tm) == 1)
-        nc.not_before = (int64_t)timegm(&tm);
-    if (ASN1_TIME_to_tm(X509_get0_notAfter(cert), &tm) == 1)
-        nc.not_after = (int64_t)timegm(&tm);
+    (void)util_asn1_time_unix(X509_get0_notBefore(cert), &nc.not_before); /* else stays 0 */
+    (void)util_asn1_time_unix(X509_get0_notAfter(cert), &nc.not_after);
     (void)X509_NAME_oneline(X509_get_subject_name(cert), subject, sizeof(subject));
     nc.subject = subject;
     nc.cert_der = der;

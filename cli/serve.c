@@ -206,16 +206,6 @@ static void handle_ca_cert(void *ctx, struct http_request *req)
 
 #define CERT_WARN_DAYS 30
 
-static int64_t not_after_epoch(const X509 *cert, int64_t now)
-{
-    int days = 0, secs = 0;
-    ASN1_TIME *at_now = ASN1_TIME_set(NULL, (time_t)now);
-    int ok = at_now != NULL && ASN1_TIME_diff(&days, &secs, at_now, X509_get0_notAfter(cert)) == 1;
-    ASN1_TIME_free(at_now);
-    ERR_clear_error();
-    return ok ? now + (int64_t)days * 86400 + secs : now; /* unreadable: counts as expiring */
-}
-
 static void watch_add(struct server *srv, const char *name, const char *role, const X509 *cert)
 {
     struct cert_watch *w;
@@ -224,7 +214,8 @@ static void watch_add(struct server *srv, const char *name, const char *role, co
     w = &srv->watches[srv->n_watches++];
     (void)snprintf(w->name, sizeof(w->name), "%s", name); /* names are short: checked by config */
     w->role = role;
-    w->not_after = not_after_epoch(cert, (int64_t)time(NULL));
+    if (util_asn1_time_unix(X509_get0_notAfter(cert), &w->not_after) != UTIL_OK)
+        w->not_after = (int64_t)time(NULL); /* unreadable: counts as expiring now */
 }
 
 /* Start-up (after the services checked their certificates): the issuers' CA and responder

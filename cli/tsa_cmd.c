@@ -4,7 +4,7 @@
  * signature, then the token log's record of that unit and serial, and compares the record with
  * the token (genTime, policy, hash algorithm and message imprint). Exit 0 only if every token
  * given verifies and matches its record. */
-#define _GNU_SOURCE /* timegm */
+#define _GNU_SOURCE /* gmtime_r */
 #include "cli_int.h"
 
 #include <openssl/cms.h>
@@ -72,14 +72,11 @@ static int read_token(const unsigned char *data, size_t len, CMS_ContentInfo **c
 /* genTime as seconds since the epoch and, when it has a fraction, its milliseconds (-1: none). */
 static int gen_time(const ASN1_GENERALIZEDTIME *t, int64_t *sec, int *ms)
 {
-    struct tm tm;
     const char *s = (const char *)ASN1_STRING_get0_data(t);
     const char *dot = memchr(s, '.', (size_t)ASN1_STRING_length(t));
 
-    memset(&tm, 0, sizeof(tm));
-    if (ASN1_TIME_to_tm(t, &tm) != 1)
+    if (util_asn1_time_unix(t, sec) != UTIL_OK)
         return 0;
-    *sec = (int64_t)timegm(&tm);
     *ms = -1;
     if (dot != NULL) {
         *ms = 0;

@@ -231,17 +231,6 @@ static int parse_time(const char *s, size_t len, int64_t *out)
     return 0;
 }
 
-static int asn1_time_unix(const ASN1_TIME *time, int64_t *out)
-{
-    struct tm tm;
-
-    memset(&tm, 0, sizeof(tm));
-    if (time == NULL || ASN1_TIME_to_tm(time, &tm) != 1)
-        return UTIL_EINVAL;
-    *out = (int64_t)timegm(&tm);
-    return 0;
-}
-
 /* RFC 2253 one-line form of a name, malloc'd. */
 static int name_rfc2253(const X509_NAME *name, char **out)
 {
@@ -375,8 +364,8 @@ static int import_x509(struct import *im, X509 *x, const char *where)
         goto out;
     }
     cn.serial = serial;
-    if (asn1_time_unix(X509_get0_notBefore(x), &cn.not_before) != 0 ||
-        asn1_time_unix(X509_get0_notAfter(x), &cn.not_after) != 0) {
+    if (util_asn1_time_unix(X509_get0_notBefore(x), &cn.not_before) != 0 ||
+        util_asn1_time_unix(X509_get0_notAfter(x), &cn.not_after) != 0) {
         skip_item(im, where, "unreadable validity dates");
         ERR_clear_error(); /* the reason is logged above; no later item may inherit it */
         goto out;

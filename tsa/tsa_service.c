@@ -196,20 +196,10 @@ static int unit_init(struct tsa_service *svc, struct tsa__unit *unit,
                    uc->cert_file);
         return UTIL_ECONFIG;
     }
-    {
-        /* The end of the certificate's validity: no token after it (they would not verify). */
-        int days = 0, secs = 0;
-        time_t now = time(NULL);
-        ASN1_TIME *at_now = ASN1_TIME_set(NULL, now);
-        int ok = at_now != NULL &&
-                 ASN1_TIME_diff(&days, &secs, at_now, X509_get0_notAfter(unit->cert)) == 1;
-        ASN1_TIME_free(at_now);
-        if (!ok) {
-            ERR_clear_error();
-            UTIL_ERROR(TSA_MOD, "unit %s: cannot read the notAfter of %s", name, uc->cert_file);
-            return UTIL_ECONFIG;
-        }
-        unit->not_after = (int64_t)now + (int64_t)days * 86400 + secs;
+    /* The end of the certificate's validity: no token after it (they would not verify). */
+    if (util_asn1_time_unix(X509_get0_notAfter(unit->cert), &unit->not_after) != UTIL_OK) {
+        UTIL_ERROR(TSA_MOD, "unit %s: cannot read the notAfter of %s", name, uc->cert_file);
+        return UTIL_ECONFIG;
     }
     if (uc->chain_file != NULL && uc->chain_file[0] != '\0') {
         unit->chain = load_chain(name, uc->chain_file);

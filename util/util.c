@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The error enum's strings, errno mapping, clocks and small byte helpers shared by every module. */
+#define _GNU_SOURCE /* timegm */
 #include "util.h"
 
 #include <errno.h>
+#include <openssl/asn1.h>
 #include <string.h>
 #include <time.h>
 
@@ -53,6 +55,17 @@ int64_t util_now_ms(void)
     struct timespec ts;
     (void)clock_gettime(CLOCK_REALTIME, &ts); /* cannot fail for CLOCK_REALTIME */
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int util_asn1_time_unix(const ASN1_TIME *t, int64_t *out)
+{
+    struct tm tm;
+
+    memset(&tm, 0, sizeof(tm));
+    if (t == NULL || ASN1_TIME_to_tm(t, &tm) != 1)
+        return UTIL_EINVAL;
+    *out = (int64_t)timegm(&tm);
+    return UTIL_OK;
 }
 
 int64_t util_mono_ms(void)

@@ -61,6 +61,10 @@ void util_log_openssl(enum util_log_level level, const char *module, const char 
 
 int64_t util_now_ms(void);  /* wall clock, milliseconds since the Unix epoch */
 int64_t util_mono_ms(void); /* monotonic clock, milliseconds */
+/* An OpenSSL ASN1_TIME (UTCTime or GeneralizedTime; a fraction is dropped) as seconds since the
+ * Unix epoch: 0, or UTIL_EINVAL if t is NULL or not a valid time. */
+struct asn1_string_st;
+int util_asn1_time_unix(const struct asn1_string_st *t, int64_t *out);
 
 /* ---- immutable reference-counted blobs ------------------------------------------------------ */
 
