@@ -27,13 +27,15 @@ struct cli_issuer {
 };
 
 struct cli_tsa_unit {
-    char name[64];              /* URL-safe; served at <tsa path>/NAME, names its serial counter */
-    char cert[CLI_PATH_MAX];    /* PEM TSA certificate (critical EKU timeStamping only) */
-    char chain[CLI_PATH_MAX];   /* optional PEM CA chain sent with certReq */
-    char key_uri[CLI_PATH_MAX]; /* PKCS#11 URI */
-    char digest[16];            /* "" = key default */
-    char ess_digest[16];        /* ESSCertIDv2 hash, "" = SHA256 */
-    char policy[64];            /* default policy OID */
+    char name[64];            /* URL-safe; served at <tsa path>/NAME, names its serial counter */
+    char cert[CLI_PATH_MAX];  /* PEM TSA certificate (critical EKU timeStamping only) */
+    char chain[CLI_PATH_MAX]; /* optional PEM CA chain sent with certReq */
+    char previous_certs[CLI_PATH_MAX]; /* optional PEM: the unit's earlier certificates, which
+                                          pkiva tsa check also accepts as the signer */
+    char key_uri[CLI_PATH_MAX];        /* PKCS#11 URI */
+    char digest[16];                   /* "" = key default */
+    char ess_digest[16];               /* ESSCertIDv2 hash, "" = SHA256 */
+    char policy[64];                   /* default policy OID */
     char accepted[CLI_MAX_TSA_POLICIES][64];
     int n_accepted;
     int64_t accuracy_us;

@@ -333,6 +333,8 @@ static int on_tsa_unit(struct parse_ctx *ctx, const char *name, const char *key,
         return set_path(ctx, u->cert, sizeof(u->cert), value);
     if (strcmp(key, "chain") == 0)
         return set_path(ctx, u->chain, sizeof(u->chain), value);
+    if (strcmp(key, "previous_certs") == 0)
+        return set_path(ctx, u->previous_certs, sizeof(u->previous_certs), value);
     if (strcmp(key, "key") == 0) {
         if (strncmp(value, "pkcs11:", 7) != 0)
             return fail(ctx, "key must be a PKCS#11 URI (RFC 7512), got '%s'", value);

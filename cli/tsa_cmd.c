@@ -9,6 +9,7 @@
 
 #include <openssl/cms.h>
 #include <openssl/err.h>
+#include <openssl/pem.h>
 #include <openssl/ts.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,7 +24,8 @@ static const char help[] =
     "usage: pkiva tsa check [--config FILE | --data DIR] TOKEN...\n\n"
     "Checks time-stamp tokens against this TSA: the signature must verify with the certificate\n"
     "of a configured [tsa.NAME] unit, and the token log must hold that unit's record of the\n"
-    "serial with the same genTime, policy and message imprint. TOKEN is a DER TimeStampResp\n"
+    "serial with the same genTime, policy and message imprint (a unit's previous_certs count\n"
+    "as its certificate too, for tokens signed before a renewal). TOKEN is a DER TimeStampResp\n"
     "(as sent to the client) or the bare token (openssl ts -reply -token_out). Exit 0 if every\n"
     "token checks out, 1 otherwise.\n";
 
@@ -86,6 +88,33 @@ static int gen_time(const ASN1_GENERALIZEDTIME *t, int64_t *sec, int *ms)
     return 1;
 }
 
+/* 1 if one of the PEM certificates in path verifies the token's signature (its certificates and
+ * chain are not consulted: this is about who signed, not about a path to a root today). */
+static int signed_by(CMS_ContentInfo *cms, const char *path)
+{
+    STACK_OF(X509) *certs = sk_X509_new_null();
+    BIO *in = BIO_new_file(path, "r");
+    X509 *cert = NULL;
+    int ok = 0;
+
+    while (certs != NULL && in != NULL &&
+           (cert = PEM_read_bio_X509(in, NULL, NULL, NULL)) != NULL) {
+        if (!sk_X509_push(certs, cert)) {
+            X509_free(cert);
+            break;
+        }
+    }
+    if (sk_X509_num(certs) > 0)
+        ok = CMS_verify(cms, certs, NULL, NULL, NULL,
+                        CMS_NOINTERN | CMS_NO_SIGNER_CERT_VERIFY | CMS_BINARY) == 1;
+    else
+        fprintf(stderr, "pkiva tsa check: no PEM certificate in %s\n", path);
+    ERR_clear_error();
+    BIO_free(in);
+    sk_X509_pop_free(certs, X509_free);
+    return ok;
+}
+
 /* Checks one token; prints what it found. 0: verified and matches the log, 1 otherwise. */
 static int check_one(const struct cli_config *cfg, struct store *store, const char *path)
 {
@@ -113,17 +142,13 @@ static int check_one(const struct cli_config *cfg, struct store *store, const ch
         goto out;
     }
     (void)OBJ_obj2txt(policy, sizeof(policy), TS_TST_INFO_get_policy_id(tst), 1); /* truncates */
-    /* The unit: the one whose certificate (and nothing from the token) verifies the signature. */
+    /* The unit: the one whose certificate, current or previous (and nothing from the token),
+     * verifies the signature. */
     for (int i = 0; i < cfg->n_tsa_units && unit == NULL; i++) {
-        X509 *cert = cli__load_pem_cert(cfg->tsa_units[i].cert);
-        STACK_OF(X509) *certs = sk_X509_new_null();
-        if (cert != NULL && certs != NULL && sk_X509_push(certs, cert) &&
-            CMS_verify(cms, certs, NULL, NULL, NULL,
-                       CMS_NOINTERN | CMS_NO_SIGNER_CERT_VERIFY | CMS_BINARY) == 1)
+        if (signed_by(cms, cfg->tsa_units[i].cert) ||
+            (cfg->tsa_units[i].previous_certs[0] != '\0' &&
+             signed_by(cms, cfg->tsa_units[i].previous_certs)))
             unit = &cfg->tsa_units[i];
-        ERR_clear_error();
-        sk_X509_free(certs);
-        X509_free(cert);
     }
     {
         time_t t = (time_t)sec;

@@ -594,7 +594,7 @@ Test(serve, tsa_check_matches_tokens_against_the_log)
            "-subj /CN=other-tsa -addext extendedKeyUsage=critical,timeStamping -days 2 "
            "-out o.pem 2>&1 && printf '[tsa]\ndefault_tsa = t\n[t]\nserial = o.serial\n"
            "signer_digest = sha256\ndefault_policy = 1.2.3.4\ndigests = sha256\n"
-           "ess_cert_id_alg = sha256\n' > o.cnf && echo 01 > o.serial && "
+           "ess_cert_id_alg = sha256\n' > o.cnf && echo 7FFFFF01 > o.serial && "
            "openssl ts -reply -config o.cnf -queryfile q.tsq -signer o.pem -inkey o.key "
            "-out o.tsr 2>&1"),
         0, "%s", out);
@@ -602,6 +602,16 @@ Test(serve, tsa_check_matches_tokens_against_the_log)
                  out);
     cr_assert(strstr(out, "does not verify with the certificate of any configured TSA unit") !=
                   NULL,
+              "%s", out);
+    /* the same certificate named as the unit's previous one (a renewal): recognised as its
+     * signer, and its serial is then looked up in the unit's log */
+    cr_assert_eq(sh(&srv, out, sizeof(out),
+                    "sed -i '/^\\[tsa.demo-tsa\\]/a previous_certs = %s/o.pem' pkiva.conf && " PKIVA
+                    " tsa check --data %s o.tsr",
+                    srv.data, srv.data),
+                 1, "%s", out);
+    cr_assert(strstr(out, "o.tsr: unit demo-tsa, serial 2147483394") != NULL &&
+                  strstr(out, "signature OK, but NOT in the token log") != NULL,
               "%s", out);
     cr_assert_eq(sh(&srv, out, sizeof(out), PKIVA " tsa check --data %s q.tsq", srv.data), 1, "%s",
                  out);
