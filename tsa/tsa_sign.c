@@ -185,23 +185,22 @@ struct hsm_signer {
     const struct hsm_key *key;
 };
 
-/* tsa__sign_fn for the HSM: one DigestSign of the signed attributes. */
+/* tsa__sign_fn for the HSM: hsm_sign_blocking over the signed attributes. */
 static int sign_in_hsm(void *arg, const unsigned char *data, size_t len, unsigned char *sig,
                        size_t *sig_len)
 {
     const struct hsm_signer *s = arg;
-    EVP_MD_CTX *mctx = NULL;
-    int rc = hsm_sign_ctx_new_blocking(s->hsm, s->key, &mctx);
+    unsigned char *made = NULL;
+    size_t made_len = 0;
+    int rc = hsm_sign_blocking(s->hsm, s->key, data, len, &made, &made_len);
 
-    if (rc != UTIL_OK)
-        return rc == UTIL_ENOMEM ? rc : UTIL_EHSM;
-    ERR_clear_error();
-    if (EVP_DigestSign(mctx, sig, sig_len, data, len) != 1) {
-        util_log_openssl(UTIL_LOG_ERROR, TSA_MOD, "signing a time stamp with %s failed",
-                         s->key->uri);
-        rc = UTIL_EHSM;
+    if (rc == UTIL_OK && made_len > *sig_len)
+        rc = UTIL_EINVAL; /* larger than EVP_PKEY_get_size said: not reached */
+    if (rc == UTIL_OK) {
+        memcpy(sig, made, made_len);
+        *sig_len = made_len;
     }
-    EVP_MD_CTX_free(mctx);
+    free(made);
     return rc;
 }
 
