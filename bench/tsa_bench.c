@@ -13,7 +13,7 @@
  * and the signing threads share the same cores, so the ratio is a lower bound on a machine where
  * clients run elsewhere. --alg rsa-2048 measures an RSA TSA key (PKCS#1 v1.5 SHA-256, the raw peer
  * signs with CKM_SHA256_RSA_PKCS): there the token, not the host CPU, is the limit, as with a real
- * HSM. Usage: tsa_bench [--quick] [--alg ec-p256|rsa-2048] [--threads N] [--clients C]
+ * HSM. Usage: tsa_bench [--quick] [--alg ec-p256|rsa-2048] [--threads N] [--loops L] [--clients C]
  * [--seconds S] [--linger US].
  * Not run by ctest. */
 #define _GNU_SOURCE /* strcasestr */
@@ -21,6 +21,7 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <hsm/hsm.h>
+#include <cli/cli.h>
 #include <http/http.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -48,6 +49,7 @@
 #define MAX_THREADS 64
 
 static char dir[64];
+static int loops = 0; /* HTTP loop threads; 0 = pkiva serve's default (cli_default_workers) */
 static int threads = 0,
            clients = 64; /* as wrk -c64 in bench/run: enough to keep the pipeline full */
 static double seconds = 3.0;
@@ -476,6 +478,8 @@ int main(int argc, char **argv)
             quick = 1;
         else if (strcmp(argv[i], "--threads") == 0 && i + 1 < argc)
             threads = atoi(argv[++i]);
+        else if (strcmp(argv[i], "--loops") == 0 && i + 1 < argc)
+            loops = atoi(argv[++i]);
         else if (strcmp(argv[i], "--clients") == 0 && i + 1 < argc)
             clients = atoi(argv[++i]);
         else if (strcmp(argv[i], "--seconds") == 0 && i + 1 < argc)
@@ -487,7 +491,7 @@ int main(int argc, char **argv)
             rsa = strcmp(argv[++i], "rsa-2048") == 0;
         else {
             fprintf(stderr, "usage: tsa_bench [--quick] [--alg ec-p256|rsa-2048] [--threads N] "
-                            "[--clients C] [--seconds S] [--linger US]\n");
+                            "[--loops L] [--clients C] [--seconds S] [--linger US]\n");
             return 2;
         }
     }
@@ -495,8 +499,11 @@ int main(int argc, char **argv)
         seconds = 1.0;
     if (threads <= 0)
         threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
-    if (threads < 1 || threads > MAX_THREADS || clients < 1 || clients > MAX_THREADS)
-        die("threads and clients: 1..64");
+    if (loops <= 0)
+        loops = cli_default_workers();
+    if (threads < 1 || threads > MAX_THREADS || clients < 1 || clients > MAX_THREADS ||
+        loops > MAX_THREADS)
+        die("threads, loops and clients: 1..64");
     util_log_set_level(UTIL_LOG_WARN);
 
     make_token();
@@ -566,9 +573,9 @@ int main(int argc, char **argv)
     if (f != NULL)
         fclose(f);
     (void)uname(&un);
-    printf("tsa_bench%s: %d signing threads, %d keep-alive clients, %.1f s per run, "
-           "log_linger_us %d\n",
-           quick ? " --quick" : "", threads, clients, seconds, linger_us);
+    printf("tsa_bench%s: %d signing threads, %d HTTP loop(s), %d keep-alive clients, %.1f s per "
+           "run, log_linger_us %d\n",
+           quick ? " --quick" : "", threads, loops, clients, seconds, linger_us);
     printf("  commit %s; %s %s; %ld cores: %s\n", commit, un.sysname, un.release,
            sysconf(_SC_NPROCESSORS_ONLN), cpu);
     printf("  SoftHSM2 token, %s TSA key, SHA-256 TimeStampReq with nonce and certReq\n",
@@ -579,8 +586,8 @@ int main(int argc, char **argv)
     printf("  raw C_Sign (peer),  1 thread : %8.0f signatures/s\n", raw1);
     rawn = raw_rate(threads);
     printf("  raw C_Sign (peer), %2d threads: %8.0f signatures/s\n", threads, rawn);
-    durable_rate = measure_tsa(hsm, tsa_key, 1, threads);
-    fast_rate = measure_tsa(hsm, tsa_key, 0, threads);
+    durable_rate = measure_tsa(hsm, tsa_key, 1, loops);
+    fast_rate = measure_tsa(hsm, tsa_key, 0, loops);
     printf(
         "  ratio TSA / raw(%d threads): durable_log=yes %.2f, durable_log=no %.2f (goal >= 0.8)\n",
         threads, durable_rate / rawn, fast_rate / rawn);

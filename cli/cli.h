@@ -47,7 +47,7 @@ struct cli_config {
     char source[CLI_PATH_MAX]; /* the file it was read from */
     /* [server] */
     char data_dir[CLI_PATH_MAX];
-    int workers;
+    int workers; /* 0 = cli_default_workers() */
     char log_level[16];
     char public_url[CLI_PATH_MAX]; /* base URL embedded in certificates, printed at start */
     char run_user[64];             /* "" = keep the user; else switch to it once listening */
@@ -128,6 +128,11 @@ int cli_parse_listen(const char *text, struct http_listener_config *out);
 int cli_parse_duration(const char *text, int64_t *seconds);
 /* Sizes "4096", "64k", "16M", "1G" -> bytes. */
 int cli_parse_size(const char *text, int64_t *bytes);
+/* Loop threads for `workers = 0`: one per CPU this process may run on (its affinity mask, so
+ * taskset and cgroup cpusets count), less one for the signing threads, the store and CRL threads
+ * and the kernel's network work; at least one. cli_workers_for_cpus is the rule itself. */
+int cli_default_workers(void);
+int cli_workers_for_cpus(int cpus);
 
 struct cli_demo_options {
     char data_dir[CLI_PATH_MAX];

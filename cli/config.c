@@ -2,17 +2,20 @@
 /* Configuration: INI files parsed with inih, every directive checked as it is read (file, line and
  * reason on error), then the whole checked before anything is opened or bound. Defaults here are the
  * ones documented in conf/pkiva.conf. */
+#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
 #include "cli.h"
 #include "cli_int.h"
 
 #include <ctype.h>
 #include <errno.h>
 #include <ini.h>
+#include <sched.h>
 #include <limits.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <util/util.h>
 
 struct parse_ctx {
@@ -28,7 +31,7 @@ void cli_config_defaults(struct cli_config *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
     (void)snprintf(cfg->data_dir, sizeof(cfg->data_dir), "./var");
-    cfg->workers = 0; /* 0 = number of cores */
+    cfg->workers = 0; /* 0 = cli_default_workers() */
     (void)snprintf(cfg->log_level, sizeof(cfg->log_level), "info");
     http_limits_default(&cfg->http.limits);
     cfg->http.n_listeners = 2;
@@ -736,4 +739,24 @@ int cli_config_load(const char *path, struct cli_config *cfg, char *err, size_t 
     rc = cli_config_parse_string((char *)text, path, dir, cfg, err, err_len);
     free(text);
     return rc;
+}
+
+int cli_workers_for_cpus(int cpus)
+{
+    return cpus > 1 ? cpus - 1 : 1;
+}
+
+int cli_default_workers(void)
+{
+    cpu_set_t set;
+    long cpus;
+
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof(set), &set) == 0)
+        cpus = CPU_COUNT(&set);
+    else
+        cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    if (cpus > 256)
+        cpus = 256;
+    return cli_workers_for_cpus((int)cpus);
 }

@@ -879,9 +879,7 @@ int cli_serve(const struct cli_config *cfg)
     srv->store = NULL;
 
     http = cfg->http;
-    http.workers = cfg->workers > 0 ? cfg->workers : (int)sysconf(_SC_NPROCESSORS_ONLN);
-    if (http.workers < 1)
-        http.workers = 1;
+    http.workers = cfg->workers > 0 ? cfg->workers : cli_default_workers();
     /* [admin] tls_cert: HTTPS (and client certificates with client_ca) on the admin listener.
      * http reads the files in http_server_new; the public listener stays plain HTTP. */
     if (cfg->admin_tls_cert[0] != '\0') {
