@@ -167,7 +167,7 @@ struct ocsp__build {
     const struct ocsp__single *singles;
     int n;
     int64_t this_update, next_update;
-    int64_t archive_cutoff_seconds; /* 0 = no extension */
+    int64_t archive_cutoff_seconds; /* archiveCutoff = this_update - this; 0 = no extension */
     OCSP_REQUEST *nonce_from;       /* copy its nonce extension verbatim when not NULL */
 };
 /* Builds and signs an OCSPResponse (successful) with mctx (a DigestSign context of the signer key;
@@ -175,6 +175,37 @@ struct ocsp__build {
  * Returns 0, UTIL_EHSM (signing failed), UTIL_ECRYPTO or UTIL_ENOMEM; errors are logged. */
 int ocsp__response_build(const struct ocsp__build *b, EVP_MD_CTX *mctx, unsigned char **der,
                          size_t *len);
+/* ---- direct encoding (ocsp_der.c) ---------------------------------------------------------- */
+
+/* A signer's constant parts (ResponderID, signatureAlgorithm, certs), taken from a response
+ * ocsp__response_build made; ocsp__tmpl_build then encodes responses byte for byte as it would. */
+struct ocsp__tmpl;
+/* Signs tbs; *sig is OPENSSL_malloc'd. Returns 0, UTIL_EHSM or UTIL_ENOMEM. */
+typedef int (*ocsp__sign_fn)(void *arg, const unsigned char *tbs, size_t len, unsigned char **sig,
+                             size_t *sig_len);
+/* From a successful signed response der: the template, and that response's producedAt and
+ * signature (pointing into der) so that it can be rebuilt. UTIL_EINVAL: not a shape OpenSSL makes
+ * (then there is no template); UTIL_ENOMEM. */
+int ocsp__tmpl_from_response(const unsigned char *der, size_t len, struct ocsp__tmpl **out,
+                             int64_t *produced_at, const unsigned char **sig, size_t *sig_len);
+void ocsp__tmpl_free(struct ocsp__tmpl *t);
+/* The OCSPResponse for b (its signer_cert, include_signer and by_name are the template's) with
+ * producedAt produced_at, signed by sign. *der is OPENSSL_malloc'd. Returns 0, UTIL_EHSM (from
+ * sign), UTIL_EINVAL (a time or reason that cannot be encoded) or UTIL_ENOMEM. */
+int ocsp__tmpl_build(const struct ocsp__tmpl *t, const struct ocsp__build *b, int64_t produced_at,
+                     ocsp__sign_fn sign, void *sign_arg, unsigned char **der, size_t *len);
+/* ocsp__sign_fn with a DigestSign context (EVP_MD_CTX *) as arg. */
+int ocsp__sign_mctx(void *arg, const unsigned char *tbs, size_t len, unsigned char **sig,
+                    size_t *sig_len);
+/* ocsp__sign_fn giving back a signature made before (struct ocsp__replay *): the start-up check
+ * and the tests. */
+struct ocsp__replay {
+    const unsigned char *sig;
+    size_t len;
+};
+int ocsp__sign_replay(void *arg, const unsigned char *tbs, size_t len, unsigned char **sig,
+                      size_t *sig_len);
+
 /* The constant DER of an unsuccessful OCSPResponse (no responseBytes). */
 const unsigned char *ocsp__error_der(int response_status, size_t *len);
 
@@ -225,10 +256,15 @@ struct ocsp__issuer {
     unsigned char name_hash[OCSP__N_MATCH_ALGS][64]; /* 20/32/48/64 octets used, by algorithm */
     unsigned char key_hash[OCSP__N_MATCH_ALGS][64];
 };
+enum { OCSP__TMPL_NONE = 0, OCSP__TMPL_TRYING, OCSP__TMPL_READY, OCSP__TMPL_FAILED };
 struct ocsp__signer {
     X509 *cert;
     struct hsm_key *key;
     int delegated;
+    /* The response template, learnt from the signer's first response OpenSSL builds (see
+     * sign_singles): tmpl is set before tmpl_state becomes READY (release) and never changes. */
+    _Atomic int tmpl_state;
+    struct ocsp__tmpl *tmpl;
 };
 
 struct ocsp__loop;

@@ -219,6 +219,8 @@ void ocsp_responder_free(struct ocsp_responder *resp)
     for (int i = 0; i < OCSP__MAX_LOOPS; i++)
         free(resp->loops[i]);
     ocsp__index_free(resp->index);
+    for (int i = 0; resp->signers != NULL && i < resp->n_signers; i++)
+        ocsp__tmpl_free(resp->signers[i].tmpl);
     free(resp->issuers);
     free(resp->signers);
     pthread_mutex_destroy(&resp->mutex);
@@ -437,11 +439,46 @@ static int sign_ctx_new(struct ocsp_responder *resp, const struct hsm_key *key, 
     return UTIL_OK;
 }
 
+/* Learns signer sg's response template from der, the response ocsp__response_build made for b: the
+ * template must rebuild der byte for byte with der's producedAt and signature, else the signer
+ * keeps OpenSSL's path. Called by the one thread that moved tmpl_state from NONE to TRYING. */
+static void learn_template(struct ocsp__signer *sg, int signer, const struct ocsp__build *b,
+                           const unsigned char *der, size_t len)
+{
+    struct ocsp__tmpl *t = NULL;
+    struct ocsp__replay replay;
+    unsigned char *again = NULL;
+    size_t again_len = 0;
+    int64_t produced_at;
+    int rc, state = OCSP__TMPL_FAILED;
+
+    rc = ocsp__tmpl_from_response(der, len, &t, &produced_at, &replay.sig, &replay.len);
+    if (rc == UTIL_OK)
+        rc = ocsp__tmpl_build(t, b, produced_at, ocsp__sign_replay, &replay, &again, &again_len);
+    if (rc == UTIL_ENOMEM) {
+        state = OCSP__TMPL_NONE; /* try again with a later response */
+    } else if (rc == UTIL_OK && again_len == len && memcmp(again, der, len) == 0) {
+        sg->tmpl = t;
+        t = NULL;
+        state = OCSP__TMPL_READY;
+        UTIL_INFO(OCSP_MOD, "signer %d: responses are encoded from its template", signer);
+    } else {
+        UTIL_WARN(OCSP_MOD,
+                  "signer %d: the response template does not rebuild OpenSSL's response (%s); "
+                  "OpenSSL builds each response",
+                  signer, rc == UTIL_OK ? "other bytes" : util_strerror(rc));
+    }
+    OPENSSL_free(again);
+    ocsp__tmpl_free(t);
+    atomic_store_explicit(&sg->tmpl_state, state, memory_order_release);
+}
+
 static int sign_singles(struct ocsp_responder *resp, int signer, const struct ocsp__single *singles,
                         int n, OCSP_REQUEST *nonce_from, unsigned char **der, size_t *len,
                         int64_t *this_update, int64_t *next_update)
 {
-    const struct ocsp__signer *sg = &resp->signers[signer];
+    struct ocsp__signer *sg = &resp->signers[signer];
+    int state = atomic_load_explicit(&sg->tmpl_state, memory_order_acquire);
     EVP_MD_CTX *mctx = NULL;
     struct ocsp__build b;
     int64_t now = (int64_t)time(NULL);
@@ -462,7 +499,14 @@ static int sign_singles(struct ocsp_responder *resp, int signer, const struct oc
     b.next_update = now + resp->cfg.validity_seconds;
     b.archive_cutoff_seconds = resp->cfg.archive_cutoff_seconds;
     b.nonce_from = nonce_from;
-    rc = ocsp__response_build(&b, mctx, der, len);
+    if (state == OCSP__TMPL_READY) {
+        rc = ocsp__tmpl_build(sg->tmpl, &b, now, ocsp__sign_mctx, mctx, der, len);
+    } else {
+        rc = ocsp__response_build(&b, mctx, der, len);
+        if (rc == UTIL_OK && state == OCSP__TMPL_NONE &&
+            atomic_compare_exchange_strong(&sg->tmpl_state, &state, OCSP__TMPL_TRYING))
+            learn_template(sg, signer, &b, *der, *len);
+    }
     EVP_MD_CTX_free(mctx);
     *this_update = b.this_update;
     *next_update = b.next_update;

@@ -11,6 +11,7 @@
 #include <ocsp/ocsp.h>
 #include <ocsp/ocsp_int.h>
 #include <openssl/err.h>
+#include <openssl/rsa.h>
 #include <openssl/x509v3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -963,4 +964,273 @@ Test(plan, metrics_text)
     /* truncation is safe and reports the full length */
     cr_assert_eq(ocsp_stats_format(F.resp, buf, 10), need);
     cr_assert_eq(strlen(buf), 9);
+}
+
+/* ---- direct encoding (ocsp_der.c) ----------------------------------------------------------- */
+
+/* The invariant of ocsp_der.c: for the same ocsp__build, producedAt and signature, the template
+ * encodes the bytes OpenSSL's ocsp__response_build makes. Each shape is built by OpenSSL with key,
+ * its template taken from that response and the response rebuilt with OpenSSL's signature; with an
+ * RSA key (deterministic PKCS#1 v1.5) also signed afresh through ocsp__sign_mctx. */
+struct shape {
+    X509 *signer;
+    EVP_PKEY *key;
+    int include_signer, by_name;
+    struct ocsp__single singles[4];
+    int n;
+    int64_t archive_cutoff;
+    OCSP_REQUEST *nonce_from;
+};
+
+static OCSP_CERTID *cid_of(X509 *issuer, const EVP_MD *md, long serial)
+{
+    ASN1_INTEGER *ai = ASN1_INTEGER_new();
+    OCSP_CERTID *id;
+    cr_assert(ai != NULL && ASN1_INTEGER_set(ai, serial));
+    id = OCSP_cert_id_new(md, X509_get_subject_name(issuer), X509_get0_pubkey_bitstr(issuer), ai);
+    ASN1_INTEGER_free(ai);
+    cr_assert_not_null(id);
+    return id;
+}
+
+static void build_pair(const struct ocsp__build *b, EVP_PKEY *key, int deterministic,
+                       const char *what)
+{
+    EVP_MD_CTX *mctx = tp_soft_ctx(key);
+    unsigned char *ref = NULL, *again = NULL, *fresh = NULL;
+    size_t ref_len = 0, again_len = 0, fresh_len = 0;
+    struct ocsp__tmpl *t = NULL;
+    struct ocsp__replay replay;
+    int64_t produced;
+
+    cr_assert_eq(ocsp__response_build(b, mctx, &ref, &ref_len), 0, "%s", what);
+    EVP_MD_CTX_free(mctx);
+    cr_assert_eq(ocsp__tmpl_from_response(ref, ref_len, &t, &produced, &replay.sig, &replay.len),
+                 0, "%s", what);
+    cr_assert_eq(ocsp__tmpl_build(t, b, produced, ocsp__sign_replay, &replay, &again, &again_len),
+                 0, "%s", what);
+    cr_assert_eq(again_len, ref_len, "%s: %zu octets, OpenSSL %zu", what, again_len, ref_len);
+    cr_assert(memcmp(again, ref, ref_len) == 0, "%s: other bytes than OpenSSL's", what);
+    /* Signed through a DigestSign context like production: verifies; with RSA, same bytes. */
+    mctx = tp_soft_ctx(key);
+    cr_assert_eq(ocsp__tmpl_build(t, b, produced, ocsp__sign_mctx, mctx, &fresh, &fresh_len), 0);
+    EVP_MD_CTX_free(mctx);
+    if (deterministic)
+        cr_assert(fresh_len == ref_len && memcmp(fresh, ref, ref_len) == 0, "%s: signed afresh",
+                  what);
+    {
+        const unsigned char *p = fresh;
+        OCSP_RESPONSE *rsp = d2i_OCSP_RESPONSE(NULL, &p, (long)fresh_len);
+        OCSP_BASICRESP *bs = rsp != NULL ? OCSP_response_get1_basic(rsp) : NULL;
+        STACK_OF(X509) *certs = sk_X509_new_null();
+        cr_assert_not_null(bs, "%s", what);
+        sk_X509_push(certs, b->signer_cert);
+        cr_assert_eq(OCSP_basic_verify(bs, certs, NULL, OCSP_NOVERIFY), 1, "%s: signature", what);
+        sk_X509_free(certs);
+        OCSP_BASICRESP_free(bs);
+        OCSP_RESPONSE_free(rsp);
+    }
+    OPENSSL_free(ref);
+    OPENSSL_free(again);
+    OPENSSL_free(fresh);
+    ocsp__tmpl_free(t);
+}
+
+static void each_shape(X509 *signer, EVP_PKEY *key, int deterministic)
+{
+    const EVP_MD *mds[3] = {EVP_sha1(), EVP_sha256(), EVP_sha384()};
+    long serials[1] = {0x1001};
+    int nonce_lens[4] = {1, 16, 32, 128};
+    int64_t now = (int64_t)time(NULL);
+
+    for (int by_name = 0; by_name < 2; by_name++)
+        for (int include = 0; include < 2; include++)
+            for (int shape = 0; shape < 9; shape++) {
+                struct ocsp__single s[3];
+                struct ocsp__build b;
+                char what[96];
+                memset(s, 0, sizeof(s));
+                memset(&b, 0, sizeof(b));
+                b.signer_cert = signer;
+                b.include_signer = include;
+                b.by_name = by_name;
+                b.singles = s;
+                b.n = 1;
+                b.this_update = now;
+                b.next_update = now + 4 * 86400;
+                s[0].cid = cid_of(F.ca1, mds[shape % 3], 0x1001 + shape);
+                s[0].cert_status = V_OCSP_CERTSTATUS_GOOD;
+                switch (shape) {
+                case 1: /* revoked, keyCompromise, invalidity date */
+                    s[0].cert_status = V_OCSP_CERTSTATUS_REVOKED;
+                    s[0].reason = STORE_REASON_KEY_COMPROMISE;
+                    s[0].revoked_at = 1700000000;
+                    s[0].invalidity_date = 1699990000;
+                    break;
+                case 2: /* revoked, unspecified (no reason), before 1970 never happens: 1970 */
+                    s[0].cert_status = V_OCSP_CERTSTATUS_REVOKED;
+                    s[0].reason = STORE_REASON_UNSPECIFIED;
+                    s[0].revoked_at = 1;
+                    break;
+                case 3:
+                    s[0].cert_status = V_OCSP_CERTSTATUS_UNKNOWN;
+                    break;
+                case 4: /* never issued, answered as RFC 6960 extended revoke */
+                    s[0].cert_status = V_OCSP_CERTSTATUS_REVOKED;
+                    s[0].reason = STORE_REASON_CERTIFICATE_HOLD;
+                    s[0].extended_revoke = 1;
+                    break;
+                case 5: /* archive cutoff, revoked with removeFromCRL-less reason and date */
+                    b.archive_cutoff_seconds = 7 * 365 * 86400;
+                    s[0].cert_status = V_OCSP_CERTSTATUS_REVOKED;
+                    s[0].reason = STORE_REASON_SUPERSEDED;
+                    s[0].revoked_at = 1600000000;
+                    s[0].invalidity_date = 1500000000;
+                    break;
+                case 6: /* three answers of mixed status in one response */
+                    b.n = 3;
+                    s[1].cid = cid_of(F.ca1, EVP_sha256(), 0x7fffffffL);
+                    s[1].cert_status = V_OCSP_CERTSTATUS_REVOKED;
+                    s[1].reason = STORE_REASON_AA_COMPROMISE;
+                    s[1].revoked_at = 1650000000;
+                    s[2].cid = cid_of(F.ca1, EVP_sha1(), 3);
+                    s[2].cert_status = V_OCSP_CERTSTATUS_UNKNOWN;
+                    break;
+                default: /* 0 good; 7, 8: good with a nonce */
+                    break;
+                }
+                for (int k = 0; k < (shape >= 7 ? 4 : 1); k++) {
+                    if (shape >= 7)
+                        b.nonce_from = tp_request(F.ca1, EVP_sha1(), serials, 1, nonce_lens[k]);
+                    if (shape == 8) { /* the same nonce, marked critical: copied as it came */
+                        X509_EXTENSION *ext = OCSP_REQUEST_get_ext(b.nonce_from, 0);
+                        cr_assert(ext != NULL && X509_EXTENSION_set_critical(ext, 1));
+                    }
+                    (void)snprintf(what, sizeof(what), "shape %d byName %d certs %d nonce %d",
+                                   shape, by_name, include, shape >= 7 ? nonce_lens[k] : -1);
+                    build_pair(&b, key, deterministic, what);
+                    OCSP_REQUEST_free(b.nonce_from);
+                    b.nonce_from = NULL;
+                }
+                for (int i = 0; i < 3; i++)
+                    ocsp__single_cleanup(&s[i]);
+            }
+}
+
+Test(template, every_shape_is_openssls_response_p256, .init = pki_build, .fini = teardown)
+{
+    each_shape(F.responder, F.resp_key, 0);
+    each_shape(F.ca2, F.ca2_key, 0);
+}
+
+Test(template, every_shape_is_openssls_response_rsa, .init = pki_build, .fini = teardown)
+{
+    EVP_PKEY *rsa = EVP_RSA_gen(2048);
+    EVP_MD_CTX *ctx = tp_soft_ctx(F.ca1_key);
+    X509 *rsa_resp = tp_cert(F.ca1, ctx, rsa, "CA 1 OCSP RSA", 101, TP_RESPONDER, 30);
+    cr_assert_not_null(rsa_resp);
+    EVP_MD_CTX_free(ctx);
+    each_shape(rsa_resp, rsa, 1);
+    X509_free(rsa_resp);
+    EVP_PKEY_free(rsa);
+}
+
+/* Many answers in one response: lengths of two and three octets in the DER headers. */
+Test(template, long_responses, .init = pki_build, .fini = teardown)
+{
+    static struct ocsp__single s[800];
+    struct ocsp__build b;
+    int64_t now = (int64_t)time(NULL);
+
+    memset(&b, 0, sizeof(b));
+    b.signer_cert = F.responder;
+    b.include_signer = 1;
+    b.singles = s;
+    b.this_update = now;
+    b.next_update = now + 3600;
+    for (int i = 0; i < 800; i++) {
+        s[i].cid = cid_of(F.ca1, i % 2 ? EVP_sha256() : EVP_sha1(), 1000 + i);
+        s[i].cert_status = i % 3 == 0 ? V_OCSP_CERTSTATUS_GOOD : V_OCSP_CERTSTATUS_REVOKED;
+        s[i].reason = i % 11;
+        s[i].revoked_at = 1700000000 + i;
+    }
+    for (b.n = 1; b.n <= 800; b.n = b.n < 8 ? b.n + 1 : b.n * 3) {
+        char what[32];
+        (void)snprintf(what, sizeof(what), "%d answers", b.n);
+        build_pair(&b, F.resp_key, 0, what);
+    }
+    b.n = 800;
+    build_pair(&b, F.resp_key, 0, "800 answers");
+    for (int i = 0; i < 800; i++)
+        ocsp__single_cleanup(&s[i]);
+}
+
+/* A template is only taken from a well-formed successful response; any cut, error response or
+ * garbage is refused without reading past its end (run under ASan in CI). */
+Test(template, refuses_what_is_not_a_signed_response, .init = pki_build, .fini = teardown)
+{
+    struct ocsp__single s;
+    struct ocsp__build b;
+    EVP_MD_CTX *mctx = tp_soft_ctx(F.resp_key);
+    unsigned char *ref = NULL, *cut;
+    size_t ref_len = 0, err_len;
+    struct ocsp__tmpl *t = NULL;
+    const unsigned char *sig, *err;
+    size_t sig_len;
+    int64_t produced;
+
+    memset(&s, 0, sizeof(s));
+    memset(&b, 0, sizeof(b));
+    s.cid = cid_of(F.ca1, EVP_sha1(), 5);
+    s.cert_status = V_OCSP_CERTSTATUS_GOOD;
+    b.signer_cert = F.responder;
+    b.include_signer = 1;
+    b.singles = &s;
+    b.n = 1;
+    b.this_update = time(NULL);
+    b.next_update = b.this_update + 60;
+    cr_assert_eq(ocsp__response_build(&b, mctx, &ref, &ref_len), 0);
+    EVP_MD_CTX_free(mctx);
+    for (size_t n = 0; n < ref_len; n++) {
+        cut = malloc(n > 0 ? n : 1);
+        memcpy(cut, ref, n);
+        cr_assert_eq(ocsp__tmpl_from_response(cut, n, &t, &produced, &sig, &sig_len), UTIL_EINVAL,
+                     "a response cut to %zu octets", n);
+        cr_assert_null(t);
+        free(cut);
+    }
+    err = ocsp__error_der(OCSP_RESPONSE_STATUS_TRYLATER, &err_len);
+    cr_assert_eq(ocsp__tmpl_from_response(err, err_len, &t, &produced, &sig, &sig_len),
+                 UTIL_EINVAL);
+    ref[ref_len - 1] ^= 0xff; /* still well formed: accepted (the rebuild check catches content) */
+    cr_assert_eq(ocsp__tmpl_from_response(ref, ref_len, &t, &produced, &sig, &sig_len), 0);
+    ocsp__tmpl_free(t);
+    OPENSSL_free(ref);
+    ocsp__single_cleanup(&s);
+}
+
+/* The responder learns each signer's template from its first response and encodes the next ones
+ * from it; those verify and carry the right status (the plan tests above check the rest). */
+Test(template, responder_learns_and_uses_it, .init = setup, .fini = teardown)
+{
+    struct ocsp__plan plan;
+    OCSP_BASICRESP *bs;
+    long serials[2] = {0x1003, 0x1001};
+    int slot = 0, reason = -1;
+
+    cr_assert_eq(atomic_load(&F.resp->signers[0].tmpl_state), OCSP__TMPL_NONE);
+    for (int round = 0; round < 2; round++) {
+        plan_serials(F.ca1, EVP_sha256(), serials, 2, 16, &plan, &slot);
+        bs = sign_and_verify(&plan, F.ca1, NULL);
+        cr_assert_eq(atomic_load(&F.resp->signers[0].tmpl_state), OCSP__TMPL_READY,
+                     "round %d", round);
+        cr_assert_eq(status_of(bs, F.ca1, EVP_sha256(), 0x1003, &reason, NULL),
+                     V_OCSP_CERTSTATUS_REVOKED);
+        cr_assert_eq(reason, OCSP_REVOKED_STATUS_KEYCOMPROMISE);
+        cr_assert_eq(status_of(bs, F.ca1, EVP_sha256(), 0x1001, NULL, NULL),
+                     V_OCSP_CERTSTATUS_GOOD);
+        OCSP_BASICRESP_free(bs);
+        ocsp__plan_cleanup(&plan);
+        release_slot(&slot);
+    }
 }
