@@ -13,16 +13,14 @@
  * Usage: openloop --port P --path /x --rate R [--conns C] [--seconds S] [--warmup S]
  * Prints one line: "sent N done N errors N rate R p50_ms X p99_ms X p999_ms X max_ms X". */
 #define _GNU_SOURCE /* epoll_pwait2 */
-#include <arpa/inet.h>
+#include "bench.h"
+
 #include <errno.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
-#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -56,22 +54,6 @@ static void die(const char *what)
 {
     fprintf(stderr, "openloop: %s: %s\n", what, strerror(errno));
     exit(1);
-}
-
-static int connect_to(int port)
-{
-    struct sockaddr_in sa;
-    int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
-    if (fd < 0)
-        die("socket");
-    memset(&sa, 0, sizeof(sa));
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)port);
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0)
-        die("connect");
-    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    return fd;
 }
 
 /* Length of the whole response once its header is in buf, else 0; SIZE_MAX when unparsable. */
@@ -158,7 +140,9 @@ int main(int argc, char **argv)
         die("setup");
     for (int i = 0; i < n_conns; i++) {
         struct epoll_event ev = {.events = EPOLLIN, .data.u32 = (uint32_t)i};
-        conns[i].fd = connect_to(port);
+        conns[i].fd = bench_connect_local(port);
+        if (conns[i].fd < 0)
+            die("connect");
         if (epoll_ctl(ep, EPOLL_CTL_ADD, conns[i].fd, &ev) != 0)
             die("epoll_ctl");
         idle[idle_top++] = n_conns - 1 - i;

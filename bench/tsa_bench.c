@@ -17,14 +17,13 @@
  * [--seconds S] [--linger US].
  * Not run by ctest. */
 #define _GNU_SOURCE /* strcasestr */
-#include <arpa/inet.h>
+#include "bench.h"
+
 #include <dlfcn.h>
 #include <errno.h>
 #include <hsm/hsm.h>
 #include <cli/cli.h>
 #include <http/http.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <openssl/pem.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
@@ -36,7 +35,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/utsname.h>
 #include <time.h>
@@ -285,33 +283,18 @@ struct client_arg {
     double cpu;
 };
 
-static int connect_local(void)
-{
-    struct sockaddr_in sa;
-    int one = 1;
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0)
-        die("socket");
-    memset(&sa, 0, sizeof(sa));
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons((uint16_t)port);
-    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0)
-        die("connect");
-    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)); /* best effort */
-    return fd;
-}
-
 static void *client_main(void *p)
 {
     struct client_arg *a = p;
     char req[1024];
     char buf[16384];
-    int fd = connect_local();
+    int fd = bench_connect_local(port);
     int head = snprintf(req, sizeof(req),
                         "POST /tsa HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                         "Content-Type: application/timestamp-query\r\nContent-Length: %d\r\n\r\n",
                         query_len);
+    if (fd < 0)
+        die("connect");
     memcpy(req + head, query, (size_t)query_len);
 
     a->cpu = cpu_s(CLOCK_THREAD_CPUTIME_ID);

@@ -104,6 +104,24 @@ static unsigned char *put_gt(unsigned char *p, const char text[16])
     return put(p, text, 15);
 }
 
+/* A buffer for a DER object of len octets: UTIL_EINVAL past what the headers here can say. */
+static int der_alloc(size_t len, unsigned char **out)
+{
+    if (len >= MAX_DER_LEN)
+        return UTIL_EINVAL;
+    *out = OPENSSL_malloc(len);
+    return *out != NULL ? UTIL_OK : UTIL_ENOMEM;
+}
+
+/* The writers stopped at p, want octets after start: else sizes and writers disagree (a bug). */
+static int check_written(const unsigned char *start, const unsigned char *p, size_t want)
+{
+    if ((size_t)(p - start) == want)
+        return UTIL_OK;
+    UTIL_ERROR(OCSP_MOD, "response encoder: %zu octets written for %zu", (size_t)(p - start), want);
+    return UTIL_EINVAL;
+}
+
 /* Extension { extnID, OCTET STRING { GeneralizedTime } } */
 static unsigned char *put_time_ext(unsigned char *p, const unsigned char *oid, size_t oid_len,
                                    const char text[16])
@@ -399,12 +417,8 @@ int ocsp__tmpl_build(const struct ocsp__tmpl *t, const struct ocsp__build *b, in
     rext_len = nonce_len + (extended_revoke ? sizeof(ext_extended_revoke) : 0);
     tbs_content = t->rid_len + GT_TLV + tlv(singles_len) + (rext_len > 0 ? tlv(tlv(rext_len)) : 0);
     tbs_len = tlv(tbs_content);
-    rc = UTIL_EINVAL;
-    if (tbs_len >= MAX_DER_LEN)
-        goto out;
-    rc = UTIL_ENOMEM;
-    tbs = OPENSSL_malloc(tbs_len);
-    if (tbs == NULL)
+    rc = der_alloc(tbs_len, &tbs);
+    if (rc != UTIL_OK)
         goto out;
     /* ResponseData { responderID, producedAt, responses, [1] responseExtensions } */
     p = put_header(tbs, 0x30, tbs_content);
@@ -421,12 +435,9 @@ int ocsp__tmpl_build(const struct ocsp__tmpl *t, const struct ocsp__build *b, in
         if (extended_revoke)
             p = put(p, ext_extended_revoke, sizeof(ext_extended_revoke));
     }
-    if ((size_t)(p - tbs) != tbs_len) { /* the sizes above and the writers disagree: a bug */
-        UTIL_ERROR(OCSP_MOD, "response encoder: %zu octets written for %zu", (size_t)(p - tbs),
-                   tbs_len);
-        rc = UTIL_EINVAL;
+    rc = check_written(tbs, p, tbs_len);
+    if (rc != UTIL_OK)
         goto out;
-    }
 
     rc = sign(sign_arg, tbs, tbs_len, &sig, &sig_len);
     if (rc != UTIL_OK)
@@ -436,12 +447,8 @@ int ocsp__tmpl_build(const struct ocsp__tmpl *t, const struct ocsp__build *b, in
     basic_len = tlv(tbs_len + t->alg_len + tlv(1 + sig_len) + t->certs_len);
     bytes_len = sizeof(oid_basic) + tlv(basic_len);
     total = tlv(3 + tlv(tlv(bytes_len)));
-    rc = UTIL_EINVAL;
-    if (total >= MAX_DER_LEN)
-        goto out;
-    rc = UTIL_ENOMEM;
-    out = OPENSSL_malloc(total);
-    if (out == NULL)
+    rc = der_alloc(total, &out);
+    if (rc != UTIL_OK)
         goto out;
     p = put_header(out, 0x30, 3 + tlv(tlv(bytes_len)));
     *p++ = 0x0a;
@@ -458,12 +465,9 @@ int ocsp__tmpl_build(const struct ocsp__tmpl *t, const struct ocsp__build *b, in
     *p++ = 0x00; /* no unused bits */
     p = put(p, sig, sig_len);
     p = put(p, t->certs, t->certs_len);
-    if ((size_t)(p - out) != total) {
-        UTIL_ERROR(OCSP_MOD, "response encoder: %zu octets written for %zu", (size_t)(p - out),
-                   total);
-        rc = UTIL_EINVAL;
+    rc = check_written(out, p, total);
+    if (rc != UTIL_OK)
         goto out;
-    }
     *der = out;
     *len = total;
     out = NULL;

@@ -1,0 +1,9 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* What the bench programs share. */
+#ifndef PKIVA_BENCH_H
+#define PKIVA_BENCH_H
+
+/* A TCP connection to 127.0.0.1:port with TCP_NODELAY; -1 with errno set when it fails. */
+int bench_connect_local(int port);
+
+#endif
