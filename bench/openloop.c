@@ -25,8 +25,8 @@
 #include <unistd.h>
 
 #define MAX_CONNS 4096
-#define BUCKET_NS 1000ULL  /* histogram: 1 us buckets */
-#define BUCKETS 1000000    /* up to 1 s; slower answers go to the last bucket */
+#define BUCKET_NS 1000ULL /* histogram: 1 us buckets */
+#define BUCKETS 1000000   /* up to 1 s; slower answers go to the last bucket */
 
 struct conn {
     int fd;
@@ -126,8 +126,8 @@ int main(int argc, char **argv)
                         "[--warmup S]\n");
         return 2;
     }
-    req_len = snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", path,
-                       port);
+    req_len =
+        snprintf(req, sizeof(req), "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n\r\n", path, port);
     if (req_len <= 0 || (size_t)req_len >= sizeof(req)) {
         fprintf(stderr, "openloop: path too long\n");
         return 2;

@@ -42,8 +42,8 @@ static const unsigned char oid_archive_cutoff[] = {0x06, 0x09, 0x2b, 0x06, 0x01,
                                                    0x05, 0x07, 0x30, 0x01, 0x06};
 static const unsigned char oid_invalidity_date[] = {0x06, 0x03, 0x55, 0x1d, 0x18};
 
-#define GT_TLV 17                    /* GeneralizedTime "YYYYMMDDHHMMSSZ" */
-#define TIME_EXT_VALUE (2 + GT_TLV)  /* OCTET STRING { GeneralizedTime } */
+#define GT_TLV 17                     /* GeneralizedTime "YYYYMMDDHHMMSSZ" */
+#define TIME_EXT_VALUE (2 + GT_TLV)   /* OCTET STRING { GeneralizedTime } */
 #define MAX_DER_LEN ((size_t)1 << 24) /* headers below are written for lengths under 16 MiB */
 
 /* ---- DER writing -------------------------------------------------------------------------- */
@@ -91,8 +91,8 @@ static int gt_text(int64_t t, char out[16])
 
     if (gmtime_r(&tt, &tm) == NULL || tm.tm_year + 1900 < 0 || tm.tm_year + 1900 > 9999)
         return UTIL_EINVAL;
-    if (snprintf(text, sizeof(text), "%04d%02d%02d%02d%02d%02dZ", tm.tm_year + 1900,
-                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec) != 15)
+    if (snprintf(text, sizeof(text), "%04d%02d%02d%02d%02d%02dZ", tm.tm_year + 1900, tm.tm_mon + 1,
+                 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec) != 15)
         return UTIL_EINVAL;
     memcpy(out, text, 16);
     return UTIL_OK;
@@ -254,7 +254,7 @@ int ocsp__tmpl_from_response(const unsigned char *der, size_t len, struct ocsp__
 struct enc_single {
     unsigned char *cid; /* i2d of the CertID (OPENSSL_malloc'd) */
     size_t cid_len;
-    size_t status_len; /* the certStatus TLV */
+    size_t status_len;  /* the certStatus TLV */
     size_t revoked_len; /* RevokedInfo content */
     int reason;         /* revoked: CRLReason, -1 = none */
     size_t exts_len;    /* the SEQUENCE OF Extension content; 0 = no singleExtensions */

@@ -145,7 +145,8 @@ int ocsp__response_build(const struct ocsp__build *b, EVP_MD_CTX *mctx, unsigned
         goto out;
     }
     if (b->archive_cutoff_seconds > 0) {
-        cutoff = ASN1_GENERALIZEDTIME_set(NULL, (time_t)(b->this_update - b->archive_cutoff_seconds));
+        cutoff =
+            ASN1_GENERALIZEDTIME_set(NULL, (time_t)(b->this_update - b->archive_cutoff_seconds));
         if (cutoff == NULL)
             goto out;
     }

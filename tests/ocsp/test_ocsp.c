@@ -1005,8 +1005,8 @@ static void build_pair(const struct ocsp__build *b, EVP_PKEY *key, int determini
 
     cr_assert_eq(ocsp__response_build(b, mctx, &ref, &ref_len), 0, "%s", what);
     EVP_MD_CTX_free(mctx);
-    cr_assert_eq(ocsp__tmpl_from_response(ref, ref_len, &t, &produced, &replay.sig, &replay.len),
-                 0, "%s", what);
+    cr_assert_eq(ocsp__tmpl_from_response(ref, ref_len, &t, &produced, &replay.sig, &replay.len), 0,
+                 "%s", what);
     cr_assert_eq(ocsp__tmpl_build(t, b, produced, ocsp__sign_replay, &replay, &again, &again_len),
                  0, "%s", what);
     cr_assert_eq(again_len, ref_len, "%s: %zu octets, OpenSSL %zu", what, again_len, ref_len);
@@ -1072,9 +1072,7 @@ static void each_shape(X509 *signer, EVP_PKEY *key, int deterministic)
                     s[0].reason = STORE_REASON_UNSPECIFIED;
                     s[0].revoked_at = 1;
                     break;
-                case 3:
-                    s[0].cert_status = V_OCSP_CERTSTATUS_UNKNOWN;
-                    break;
+                case 3: s[0].cert_status = V_OCSP_CERTSTATUS_UNKNOWN; break;
                 case 4: /* never issued, answered as RFC 6960 extended revoke */
                     s[0].cert_status = V_OCSP_CERTSTATUS_REVOKED;
                     s[0].reason = STORE_REASON_CERTIFICATE_HOLD;
@@ -1096,8 +1094,7 @@ static void each_shape(X509 *signer, EVP_PKEY *key, int deterministic)
                     s[2].cid = cid_of(F.ca1, EVP_sha1(), 3);
                     s[2].cert_status = V_OCSP_CERTSTATUS_UNKNOWN;
                     break;
-                default: /* 0 good; 7, 8: good with a nonce */
-                    break;
+                default: /* 0 good; 7, 8: good with a nonce */ break;
                 }
                 for (int k = 0; k < (shape >= 7 ? 4 : 1); k++) {
                     if (shape >= 7)
@@ -1222,8 +1219,8 @@ Test(template, responder_learns_and_uses_it, .init = setup, .fini = teardown)
     for (int round = 0; round < 2; round++) {
         plan_serials(F.ca1, EVP_sha256(), serials, 2, 16, &plan, &slot);
         bs = sign_and_verify(&plan, F.ca1, NULL);
-        cr_assert_eq(atomic_load(&F.resp->signers[0].tmpl_state), OCSP__TMPL_READY,
-                     "round %d", round);
+        cr_assert_eq(atomic_load(&F.resp->signers[0].tmpl_state), OCSP__TMPL_READY, "round %d",
+                     round);
         cr_assert_eq(status_of(bs, F.ca1, EVP_sha256(), 0x1003, &reason, NULL),
                      V_OCSP_CERTSTATUS_REVOKED);
         cr_assert_eq(reason, OCSP_REVOKED_STATUS_KEYCOMPROMISE);
