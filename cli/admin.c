@@ -8,6 +8,7 @@
 #include "cli_int.h"
 
 #include <crl/crl.h>
+#include <feed/feed.h>
 
 #include <jansson.h>
 #include <openssl/crypto.h>
@@ -161,12 +162,13 @@ static int sla_collect_row(void *ctx, const struct store_sla_row *row)
     struct sla_collect *c = ctx;
     char hex[2 * STORE_SERIAL_MAX + 1];
     util_hex(row->serial, row->serial_len, hex);
-    if (row->crl_at_ms == 0) {
+    /* Open until it is both answered by OCSP and in a published CRL. */
+    if (row->crl_at_ms == 0 || row->ocsp_at_ms == 0) {
         json_t *o = json_pack(
-            "{s:I,s:s,s:s?,s:I,s:I,s:I,s:I}", "change", (json_int_t)row->feed_id, "serial", hex,
-            "request_id", row->request_id, "received_at_ms", (json_int_t)row->received_at_ms,
+            "{s:I,s:s,s:s?,s:I,s:I,s:I,s:I,s:I}", "change", (json_int_t)row->feed_id, "serial",
+            hex, "request_id", row->request_id, "received_at_ms", (json_int_t)row->received_at_ms,
             "committed_at_ms", (json_int_t)row->committed_at_ms, "ocsp_at_ms",
-            (json_int_t)row->ocsp_at_ms, "seconds_left",
+            (json_int_t)row->ocsp_at_ms, "crl_at_ms", (json_int_t)row->crl_at_ms, "seconds_left",
             (json_int_t)((row->received_at_ms + c->deadline_ms - c->now_ms) / 1000));
         if (o != NULL)
             (void)json_array_append_new(c->open, o);
@@ -174,6 +176,29 @@ static int sla_collect_row(void *ctx, const struct store_sla_row *row)
         c->done[c->n++] = row->crl_at_ms - row->received_at_ms;
     }
     return 0;
+}
+
+/* The freshness contract as JSON: {"deadline_seconds", "worst_case_seconds": {client: s},
+ * "out_of_scope": [client...], "hsm_outage_budget_seconds"}. NULL when memory ran out. */
+static json_t *contract_json(const struct cli_config *cfg)
+{
+    struct feed_contract c;
+    json_t *worst = json_object(), *scope = json_array();
+    cli__contract(cfg, &c);
+    for (int i = 0; worst != NULL && scope != NULL && i < FEED_CLIENT_N; i++) {
+        if (c.worst_s[i] >= 0)
+            (void)json_object_set_new(worst, feed_client_name(i), json_integer(c.worst_s[i]));
+        if (c.out_of_scope & (1u << i))
+            (void)json_array_append_new(scope, json_string(feed_client_name(i)));
+    }
+    if (worst == NULL || scope == NULL) {
+        json_decref(worst);
+        json_decref(scope);
+        return NULL;
+    }
+    return json_pack("{s:I,s:o,s:o,s:I}", "deadline_seconds", (json_int_t)c.deadline_s,
+                     "worst_case_seconds", worst, "out_of_scope", scope,
+                     "hsm_outage_budget_seconds", (json_int_t)c.outage_budget_s);
 }
 
 static int cmp_i64(const void *a, const void *b)
@@ -208,9 +233,10 @@ static int admin_work(void *state, void *arg)
         }
         qsort(c.done, c.n, sizeof(int64_t), cmp_i64);
         set_reply(job, 200,
-                  json_pack("{s:o,s:I,s:I,s:f,s:f,s:f}", "open", c.open, "deadline_seconds",
-                            (json_int_t)job->admin->cfg->sla_deadline_s, "completed",
-                            (json_int_t)c.n, "p50_seconds",
+                  json_pack("{s:o,s:I,s:o*,s:I,s:f,s:f,s:f}", "open", c.open, "deadline_seconds",
+                            (json_int_t)job->admin->cfg->sla_deadline_s, "freshness_contract",
+                            contract_json(job->admin->cfg), "completed", (json_int_t)c.n,
+                            "p50_seconds",
                             c.n ? (double)c.done[c.n / 2] / 1000.0 : 0.0, "p99_seconds",
                             c.n ? (double)c.done[(c.n * 99) / 100] / 1000.0 : 0.0, "max_seconds",
                             c.n ? (double)c.done[c.n - 1] / 1000.0 : 0.0));

@@ -97,6 +97,7 @@ struct cli_config {
     /* [revocation] */
     int64_t sla_deadline_s;
     int64_t sla_warn_s;
+    unsigned sla_out_of_scope; /* bits (1u << enum feed_client) the operator excluded */
     /* [admin] */
     char admin_token_file[CLI_PATH_MAX];
     char admin_tls_cert[CLI_PATH_MAX];  /* "" = the admin listener speaks plain HTTP */

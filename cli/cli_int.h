@@ -90,6 +90,9 @@ int cli__cmd_tsa(int argc, char **argv);
  * it), else the exit status to return (help printed: 0, usage error: 2, failure: 1). */
 int cli__open_command(int argc, char **argv, int first, const char *help, int *operands,
                       struct cli_config *cfg, struct store **store);
+/* The freshness contract of this configuration (feed_contract_compute on its timing directives). */
+struct feed_contract;
+void cli__contract(const struct cli_config *cfg, struct feed_contract *out);
 /* Reads one PEM certificate; logs why and returns NULL when it cannot. */
 #include <openssl/x509.h>
 X509 *cli__load_pem_cert(const char *path);

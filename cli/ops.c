@@ -7,6 +7,7 @@
 
 #include <ctype.h>
 #include <dirent.h>
+#include <feed/feed.h>
 #include <getopt.h>
 #include <limits.h>
 #include <openssl/err.h>
@@ -817,14 +818,15 @@ static int sla_row(void *opaque, const struct store_sla_row *row)
     struct sla_ctx *ctx = opaque;
     char hex[2 * STORE_SERIAL_MAX + 1];
     util_hex(row->serial, row->serial_len, hex);
-    if (row->crl_at_ms == 0) {
+    /* Open until it is both answered by OCSP and in a published CRL. */
+    if (row->crl_at_ms == 0 || row->ocsp_at_ms == 0) {
         int64_t left = row->received_at_ms + ctx->deadline_ms - ctx->now_ms;
         ctx->open_rows++;
-        printf("open  change %-8lld serial %-40s request %-16s committed %s ocsp %s crl pending, "
-               "%s%lld s %s deadline\n",
+        printf("open  change %-8lld serial %-40s request %-16s committed %s ocsp %s crl %s, "
+               "%lld s %s deadline\n",
                (long long)row->feed_id, hex, row->request_id ? row->request_id : "-",
                row->committed_at_ms ? "yes" : "no", row->ocsp_at_ms ? "yes" : "pending",
-               left < 0 ? "" : "", (long long)(left < 0 ? -left : left) / 1000,
+               row->crl_at_ms ? "yes" : "pending", (long long)(left < 0 ? -left : left) / 1000,
                left < 0 ? "PAST the" : "to the");
     } else if (ctx->n < ctx->cap) {
         ctx->durations[ctx->n++] = row->crl_at_ms - row->received_at_ms;
@@ -870,6 +872,13 @@ int cli__cmd_sla(int argc, char **argv)
         return 1;
     }
     printf("open revocations: %d\n", ctx.open_rows);
+    {
+        struct feed_contract c;
+        char line[512];
+        cli__contract(&cfg, &c);
+        (void)feed_contract_format(&c, line, sizeof(line)); /* truncation shortens the line */
+        printf("freshness contract: %s\n", line);
+    }
     if (ctx.n > 0) {
         qsort(ctx.durations, ctx.n, sizeof(int64_t), cmp_i64);
         printf("completed: %zu, received -> in CRL: p50 %.1f s, p99 %.1f s, max %.1f s "

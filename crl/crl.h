@@ -158,6 +158,27 @@ int crl_publisher_apply_change(struct crl_publisher *pub, const struct store_cha
  * name is NULL. Any thread, does not wait for the result. UTIL_ENOTFOUND for an unknown name. */
 int crl_publish_now(struct crl_publisher *pub, const char *name);
 
+/* What crl_publish_wait_blocking reports per issuer. */
+struct crl_publish_result {
+    char name[64];
+    int rc; /* 0 published; else why not (UTIL_ETIMEDOUT: not finished within the timeout) */
+    int64_t full_number, full_entries;   /* the CRL served now (entries -1: loaded, not counted) */
+    int64_t delta_number, delta_entries; /* 0 / -1 without deltas */
+    int64_t elapsed_ms;                  /* the run that published it */
+};
+/* As crl_publish_now, then waits (at most timeout_ms) until a run that started after the request
+ * finished for each issuer concerned: when it returns 0, the new CRLs are the ones served. Fills
+ * one result per issuer concerned (max_results >= the number of issuers). Returns 0 when every
+ * run finished (each result's rc says whether it published), UTIL_ETIMEDOUT, UTIL_ECLOSED when
+ * the publisher stops, UTIL_ENOTFOUND for an unknown name. Blocks: not on a loop thread. */
+int crl_publish_wait_blocking(struct crl_publisher *pub, const char *name, int64_t timeout_ms,
+                              struct crl_publish_result *results, int max_results, int *n_out);
+
+/* The feed id up to which every issuer's served CRLs reflect every change (the oldest of them;
+ * issuers without any CRL yet are left out: they publish at once). INT64_MAX when no issuer has a
+ * CRL. For the catch-up at start (feed_subscriber.published_upto). Any thread. */
+int64_t crl_publisher_published_upto(struct crl_publisher *pub);
+
 /* ---- metrics -------------------------------------------------------------------------------- */
 
 struct crl_issuer_stats {
