@@ -47,7 +47,19 @@ struct cli_admin {
     _Atomic uint64_t unauthorized;
 };
 
-enum admin_op { OP_REVOKE, OP_UNREVOKE, OP_STATUS, OP_REGISTER, OP_SUPERSEDE, OP_SLA };
+enum admin_op {
+    OP_REVOKE,
+    OP_UNREVOKE,
+    OP_STATUS,
+    OP_REGISTER,
+    OP_SUPERSEDE,
+    OP_SLA,
+    OP_CRL_PUBLISH_WAIT
+};
+
+/* The waiting form of POST /admin/crl/publish gives up after this long (a 20-million-entry CRL
+ * takes well under a minute to build and sign). */
+#define ADMIN_PUBLISH_WAIT_MS 120000
 
 /* One request's work, owned by the job from submit until its done callback responds. */
 struct admin_job {
@@ -165,8 +177,8 @@ static int sla_collect_row(void *ctx, const struct store_sla_row *row)
     /* Open until it is both answered by OCSP and in a published CRL. */
     if (row->crl_at_ms == 0 || row->ocsp_at_ms == 0) {
         json_t *o = json_pack(
-            "{s:I,s:s,s:s?,s:I,s:I,s:I,s:I,s:I}", "change", (json_int_t)row->feed_id, "serial",
-            hex, "request_id", row->request_id, "received_at_ms", (json_int_t)row->received_at_ms,
+            "{s:I,s:s,s:s?,s:I,s:I,s:I,s:I,s:I}", "change", (json_int_t)row->feed_id, "serial", hex,
+            "request_id", row->request_id, "received_at_ms", (json_int_t)row->received_at_ms,
             "committed_at_ms", (json_int_t)row->committed_at_ms, "ocsp_at_ms",
             (json_int_t)row->ocsp_at_ms, "crl_at_ms", (json_int_t)row->crl_at_ms, "seconds_left",
             (json_int_t)((row->received_at_ms + c->deadline_ms - c->now_ms) / 1000));
@@ -207,6 +219,43 @@ static int cmp_i64(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* The waiting form of a CRL publication: blocks this store thread until the publisher has served
+ * the new CRLs (or failed, or the time ran out), then answers 200 with what is served now, or 503
+ * naming each issuer that failed. */
+static int publish_and_wait(struct admin_job *job)
+{
+    struct crl_publish_result results[CLI_MAX_ISSUERS];
+    json_t *list = json_array();
+    int n = 0, failed = 0;
+    int rc = crl_publish_wait_blocking(job->admin->crl, job->issuer[0] ? job->issuer : NULL,
+                                       ADMIN_PUBLISH_WAIT_MS, results, CLI_MAX_ISSUERS, &n);
+    if (rc == UTIL_ENOTFOUND || rc == UTIL_EINVAL) {
+        json_decref(list);
+        fail_reply(job, rc == UTIL_ENOTFOUND ? 404 : 503,
+                   rc == UTIL_ENOTFOUND ? "no such issuer" : util_strerror(rc));
+        return rc;
+    }
+    for (int i = 0; list != NULL && i < n; i++) {
+        const struct crl_publish_result *r = &results[i];
+        json_t *o = json_pack("{s:s,s:b,s:I,s:I,s:I,s:I,s:I}", "issuer", r->name, "published",
+                              r->rc == UTIL_OK, "crl_number", (json_int_t)r->full_number, "entries",
+                              (json_int_t)r->full_entries, "delta_crl_number",
+                              (json_int_t)r->delta_number, "delta_entries",
+                              (json_int_t)r->delta_entries, "ms", (json_int_t)r->elapsed_ms);
+        if (o != NULL && r->rc != UTIL_OK)
+            (void)json_object_set_new(o, "error", json_string(util_strerror(r->rc)));
+        failed |= r->rc != UTIL_OK;
+        if (o != NULL)
+            (void)json_array_append_new(list, o);
+    }
+    if (list == NULL) {
+        fail_reply(job, 503, admin_enomem);
+        return UTIL_ENOMEM;
+    }
+    set_reply(job, failed || rc != UTIL_OK ? 503 : 200, json_pack("{s:o}", "crls", list));
+    return rc;
+}
+
 static int admin_work(void *state, void *arg)
 {
     struct store *store = state;
@@ -214,6 +263,8 @@ static int admin_work(void *state, void *arg)
     int64_t issuer_id = 0, feed_id = 0;
     int rc;
 
+    if (job->op == OP_CRL_PUBLISH_WAIT)
+        return publish_and_wait(job);
     if (job->op == OP_SLA) {
         struct sla_collect c = {
             json_array(), job->admin->cfg->sla_deadline_s * 1000, util_now_ms(), NULL, 0, 10000};
@@ -236,10 +287,9 @@ static int admin_work(void *state, void *arg)
                   json_pack("{s:o,s:I,s:o*,s:I,s:f,s:f,s:f}", "open", c.open, "deadline_seconds",
                             (json_int_t)job->admin->cfg->sla_deadline_s, "freshness_contract",
                             contract_json(job->admin->cfg), "completed", (json_int_t)c.n,
-                            "p50_seconds",
-                            c.n ? (double)c.done[c.n / 2] / 1000.0 : 0.0, "p99_seconds",
-                            c.n ? (double)c.done[(c.n * 99) / 100] / 1000.0 : 0.0, "max_seconds",
-                            c.n ? (double)c.done[c.n - 1] / 1000.0 : 0.0));
+                            "p50_seconds", c.n ? (double)c.done[c.n / 2] / 1000.0 : 0.0,
+                            "p99_seconds", c.n ? (double)c.done[(c.n * 99) / 100] / 1000.0 : 0.0,
+                            "max_seconds", c.n ? (double)c.done[c.n - 1] / 1000.0 : 0.0));
         free(c.done);
         return UTIL_OK;
     }
@@ -667,8 +717,9 @@ static void handle_sla(void *ctx, struct http_request *req)
     handle_admin(ctx, req, OP_SLA);
 }
 
-/* POST /admin/crl/publish {"issuer": NAME} (issuer optional = all): regenerate now. The
- * publication itself runs on the publisher thread; this answers 202 once it is scheduled. */
+/* POST /admin/crl/publish {"issuer": NAME, "wait": BOOL} (issuer optional = all): regenerate
+ * now. The publication itself runs on the publisher thread; without "wait" this answers 202 once
+ * it is scheduled, with "wait": true 200 once the new CRLs are served (see publish_and_wait). */
 static void handle_crl_publish(void *ctx, struct http_request *req)
 {
     struct cli_admin *admin = ctx;
@@ -677,7 +728,7 @@ static void handle_crl_publish(void *ctx, struct http_request *req)
     json_t *body = NULL;
     char msg[256];
     const char *issuer = NULL;
-    int rc;
+    int rc, wait = 0;
 
     if (!authorized(admin, req)) {
         admin->unauthorized++;
@@ -693,6 +744,24 @@ static void handle_crl_publish(void *ctx, struct http_request *req)
             return;
         }
         issuer = json_str(body, "issuer");
+        wait = json_is_true(json_object_get(body, "wait"));
+    }
+    if (wait) {
+        struct admin_job *job = calloc(1, sizeof(*job));
+        if (job == NULL || (issuer != NULL && strlen(issuer) >= sizeof(job->issuer))) {
+            respond_error(req, job == NULL ? 503 : 404,
+                          job == NULL ? admin_enomem : "no such issuer");
+            free(job);
+            json_decref(body);
+            return;
+        }
+        job->admin = admin;
+        job->req = req;
+        job->op = OP_CRL_PUBLISH_WAIT;
+        (void)snprintf(job->issuer, sizeof(job->issuer), "%s", issuer ? issuer : "");
+        json_decref(body);
+        submit(admin, job);
+        return;
     }
     rc = crl_publish_now(admin->crl, issuer);
     if (rc == UTIL_OK) {
