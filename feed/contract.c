@@ -111,9 +111,9 @@ int feed_contract_format(const struct feed_contract *c, char *buf, size_t len)
             continue;
         more = snprintf(buf + n, len - (size_t)n, "%s %s %lld s%s", i ? "," : "", clients[i].name,
                         (long long)c->worst_s[i],
-                        (c->out_of_scope & (1u << i))  ? " (out of scope)"
-                        : (c->exceeding & (1u << i)) ? " (EXCEEDS the deadline)"
-                                                     : "");
+                        (c->out_of_scope & (1u << i)) ? " (out of scope)"
+                        : (c->exceeding & (1u << i))  ? " (EXCEEDS the deadline)"
+                                                      : "");
         n = more >= 0 ? n + more : -1;
     }
     if (n >= 0 && (size_t)n < len) {

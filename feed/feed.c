@@ -34,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <store/store.h>
+#include <sys/eventfd.h>
 #include <sys/inotify.h>
 #include <time.h>
 #include <unistd.h>
@@ -61,6 +62,7 @@ struct feed {
     pthread_t thread;
     int started;
     _Atomic int stopping;
+    int wake_fd; /* eventfd: feed_stop interrupts the wait */
 
     _Atomic int store_ok, caught_up, backlog, past_deadline;
     _Atomic int64_t head, applied, oldest_pending_ms;
@@ -85,6 +87,12 @@ int feed_new(const struct feed_config *cfg, struct feed **out)
     feed = calloc(1, sizeof(*feed));
     if (feed == NULL)
         return UTIL_ENOMEM;
+    feed->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (feed->wake_fd < 0) {
+        int err = util_errno(errno);
+        free(feed);
+        return err;
+    }
     (void)snprintf(feed->store_path, sizeof(feed->store_path), "%s", cfg->store_path);
     feed->poll_ms = cfg->poll_ms;
     feed->start_after = cfg->start_after;
@@ -113,6 +121,7 @@ void feed_free(struct feed *feed)
     if (feed == NULL)
         return;
     feed_stop(feed);
+    (void)close(feed->wake_fd); /* nothing to flush */
     pthread_mutex_destroy(&feed->visible_mutex);
     free(feed);
 }
@@ -189,8 +198,8 @@ static int deliver_range(struct feed *feed, struct store *store, int only, int64
 static int mark_ocsp_upto(struct feed *feed, struct store *store, int64_t upto, int64_t at_ms)
 {
     for (int i = 0; i < feed->n_issuers; i++) {
-        int rc = store_sla_mark_upto_blocking(store, feed->issuer_ids[i], upto, STORE_SLA_OCSP,
-                                              at_ms);
+        int rc =
+            store_sla_mark_upto_blocking(store, feed->issuer_ids[i], upto, STORE_SLA_OCSP, at_ms);
         if (rc != UTIL_OK)
             return rc;
     }
@@ -288,21 +297,16 @@ static void watch_open(struct watch *w, const char *store_path)
                   strerror(errno));
 }
 
-/* Waits up to timeout_ms, less if the database was written. */
-static void watch_wait(struct watch *w, int timeout_ms)
+/* Waits up to timeout_ms, less if the database was written or wake_fd was signalled (stop). */
+static void watch_wait(struct watch *w, int wake_fd, int timeout_ms)
 {
-    struct pollfd p;
+    struct pollfd p[2] = {{wake_fd, POLLIN, 0}, {w->fd, POLLIN, 0}};
     char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
     int woken = 0;
-    if (w->fd < 0) {
-        struct timespec pause = {timeout_ms / 1000, (long)(timeout_ms % 1000) * 1000000L};
-        (void)nanosleep(&pause, NULL); /* an early wake-up only polls sooner */
-        return;
-    }
-    p.fd = w->fd;
-    p.events = POLLIN;
-    while (!woken && poll(&p, 1, timeout_ms) > 0) {
+    while (!woken && poll(p, w->fd >= 0 ? 2 : 1, timeout_ms) > 0) {
         ssize_t n;
+        if (p[0].revents != 0)
+            return; /* stopping: the counter is left set, later waits return at once too */
         while ((n = read(w->fd, buf, sizeof(buf))) > 0) {
             for (char *at = buf; at < buf + n;) {
                 const struct inotify_event *e = (const struct inotify_event *)at;
@@ -413,8 +417,9 @@ static void *feed_main(void *arg)
             sla_marked = visible;
         if (stopping) {
             if (blocked || last < head)
-                UTIL_WARN(MOD, "stopping with changes %lld..%lld not delivered: the next start "
-                               "catches them up",
+                UTIL_WARN(MOD,
+                          "stopping with changes %lld..%lld not delivered: the next start "
+                          "catches them up",
                           (long long)last + 1, (long long)head);
             break;
         }
@@ -434,9 +439,9 @@ static void *feed_main(void *arg)
         if (atomic_load(&feed->stopping))
             continue; /* the drain turn */
         if (!blocked && store != NULL)
-            watch_wait(&watch, feed->poll_ms);
-        else /* backlog: soon; store down: retry at the poll rate */
-            (void)nanosleep(&(struct timespec){0, (store ? 20 : 200) * 1000000L}, NULL);
+            watch_wait(&watch, feed->wake_fd, feed->poll_ms);
+        else /* backlog: soon; store down: retry at a slower pace */
+            watch_wait(&(struct watch){.fd = -1}, feed->wake_fd, store ? 20 : 200);
     }
     if (watch.fd >= 0)
         (void)close(watch.fd); /* inotify descriptor: nothing to flush */
@@ -463,6 +468,7 @@ void feed_stop(struct feed *feed)
     if (feed == NULL || !feed->started)
         return;
     atomic_store(&feed->stopping, 1);
+    (void)eventfd_write(feed->wake_fd, 1);  /* cannot fail short of overflowing the counter */
     (void)pthread_join(feed->thread, NULL); /* our own joinable thread */
     feed->started = 0;
 }
