@@ -706,7 +706,9 @@ int crl_publisher_start(struct crl_publisher *pub)
         UTIL_ERROR(CRL_MOD, "cannot start the publisher thread");
         return UTIL_ENOMEM;
     }
+    pthread_mutex_lock(&pub->mutex); /* crl_publish_wait_blocking reads it from other threads */
     pub->started = 1;
+    pthread_mutex_unlock(&pub->mutex);
     return UTIL_OK;
 }
 
