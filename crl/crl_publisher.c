@@ -376,7 +376,7 @@ int crl_publish_wait_blocking(struct crl_publisher *pub, const char *name, int64
                 waiting = 1;
         if (!waiting)
             break;
-        if (pub->stopping || !pub->started) {
+        if (pub->stopping) { /* not started yet: the run comes once it starts */
             rc = UTIL_ECLOSED;
             break;
         }
