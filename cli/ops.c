@@ -2,7 +2,7 @@
 /* Operator commands that work on the store directly: revoke, unrevoke, status, import, audit verify
  * and the SLA report. Each change is durable (and in the change feed) before the command reports
  * success; a running server applies it within a second. */
-#define _GNU_SOURCE /* getopt_long, timegm */
+#define _GNU_SOURCE /* getopt_long */
 #include "cli_int.h"
 
 #include <ctype.h>
@@ -49,28 +49,9 @@ void cli__apply_env(const struct cli_config *cfg)
 
 int cli__parse_time(const char *text, int64_t *seconds)
 {
-    struct tm tm;
-    const char *end;
-    char *num_end = NULL;
-    if (text[0] == '@') {
-        long long v = strtoll(text + 1, &num_end, 10);
-        if (num_end == text + 1 || *num_end != '\0' || v < 0)
-            return UTIL_EINVAL;
-        *seconds = v;
-        return UTIL_OK;
-    }
-    memset(&tm, 0, sizeof(tm));
-    end = strptime(text, "%Y-%m-%dT%H:%M:%S", &tm);
-    if (end == NULL)
-        end = strptime(text, "%Y-%m-%d %H:%M:%S", &tm);
-    if (end == NULL) {
-        memset(&tm, 0, sizeof(tm));
-        end = strptime(text, "%Y-%m-%d", &tm);
-    }
-    if (end == NULL || (*end != '\0' && strcmp(end, "Z") != 0))
-        return UTIL_EINVAL;
-    *seconds = (int64_t)timegm(&tm);
-    return UTIL_OK;
+    /* One parser for every door (CLI, admin API, configuration): util's refuses impossible dates
+     * and numbers past year 9999. */
+    return util_time_parse(text, seconds);
 }
 
 int cli__parse_serial(const char *hex, unsigned char *out, size_t *len)
