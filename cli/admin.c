@@ -355,6 +355,9 @@ static int admin_work(void *state, void *arg)
         fail_reply(job, 404, "no such certificate under this issuer");
     } else if (rc == UTIL_EEXIST) {
         fail_reply(job, 409, "already revoked with another reason");
+    } else if (rc == UTIL_EINVAL && store_errmsg(store)[0] != '\0') {
+        /* The store refused a field of the request ("revoked_at: ... is in the future"). */
+        fail_reply(job, 400, store_errmsg(store));
     } else if (rc == UTIL_EINVAL) {
         fail_reply(job, 409,
                    job->op == OP_UNREVOKE ? "the certificate is not on hold"

@@ -328,6 +328,10 @@ int cli__cmd_revoke(int argc, char **argv)
         fprintf(stderr, "pkiva revoke: the certificate is already revoked with another reason\n");
         goto out;
     }
+    if (rc == UTIL_EINVAL && store_errmsg(store)[0] != '\0') {
+        fprintf(stderr, "pkiva revoke: %s\n", store_errmsg(store)); /* names the field */
+        goto out;
+    }
     if (rc != UTIL_OK) {
         fprintf(stderr, "pkiva revoke: %s\n", util_strerror(rc));
         goto out;
@@ -419,8 +423,9 @@ int cli__cmd_supersede(int argc, char **argv)
         fprintf(stderr, "pkiva supersede: %s\n",
                 rc == UTIL_ENOTFOUND ? "no such certificate under this issuer"
                 : rc == UTIL_EEXIST  ? "the certificate is already revoked with another reason"
-                : rc == UTIL_EINVAL  ? "the replacement is not a certificate of this issuer"
-                                     : util_strerror(rc));
+                : rc == UTIL_EINVAL && store_errmsg(store)[0] != '\0' ? store_errmsg(store)
+                : rc == UTIL_EINVAL ? "the replacement is not a certificate of this issuer"
+                                    : util_strerror(rc));
         goto out;
     }
     printf("superseded serial ");
