@@ -352,6 +352,17 @@ static void handle_metrics(void *ctx, struct http_request *req)
         n = more >= 0 ? n + more : -1;
     }
     if (n > 0 && (size_t)n < sizeof(body)) {
+        /* Entries the pre-signer cannot sign (issue 14): counted and in back-off, never spun on. */
+        int more =
+            snprintf(body + n, sizeof(body) - (size_t)n,
+                     "# TYPE pkiva_ocsp_presign_errors_total counter\n"
+                     "pkiva_ocsp_presign_errors_total %llu\n"
+                     "# TYPE pkiva_ocsp_presign_failing gauge\n"
+                     "pkiva_ocsp_presign_failing %llu\n",
+                     (unsigned long long)os.presign_errors, (unsigned long long)os.presign_failing);
+        n = more >= 0 ? n + more : -1;
+    }
+    if (n > 0 && (size_t)n < sizeof(body)) {
         int more = crl_publisher_metrics(srv->crl, body + n, sizeof(body) - (size_t)n);
         n = more >= 0 ? n + more : -1;
     }

@@ -314,6 +314,7 @@ struct ocsp_responder {
         char pad[64];
     } st[OCSP__STAT_STRIPES];
     _Atomic uint64_t presign_backlog; /* a gauge: one writer, the pre-signer */
+    _Atomic uint64_t presign_failing; /* a gauge: entries in back-off; one writer, the pre-signer */
 };
 
 #define OCSP__URGENT_MAX 65536

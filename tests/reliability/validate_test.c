@@ -103,3 +103,56 @@ Test(validate, every_door_refuses_unsignable_revocations_naming_the_field)
     cr_assert_eq(admin_revoke(serials[0], ",\"reason\":\"keyCompromise\"", out, sizeof(out)), 200,
                  "%s", out);
 }
+
+/* The value of an unlabelled metric in /metrics, -1 if absent. */
+static long long metric(const char *name)
+{
+    static char body[1 << 16];
+    char key[128];
+    const char *p;
+    cr_assert_eq(rel_admin(&srv, "/metrics", NULL, NULL, body, sizeof(body)), 200);
+    snprintf(key, sizeof(key), "\n%s ", name);
+    p = strstr(body, key);
+    return p != NULL ? atoll(p + strlen(key)) : -1;
+}
+
+Test(validate, presigner_backs_off_on_a_poisoned_entry)
+{
+    char serials[2][33];
+    char out[4096];
+    long long errors, later, signatures, signatures_later;
+    int reason = -1;
+
+    /* Fault injection on the real store, behind the new checks: a revocation dated in
+     * milliseconds (year 57887), as the admin API used to accept it. */
+    rel_register_serials(&srv, 2, serials);
+    cr_assert_eq(rel_sh(&srv, out, sizeof(out),
+                        "sqlite3 pkiva.db \"UPDATE certs SET status = 1, reason = 1, "
+                        "revoked_at = 1764633600000 WHERE serial = X'%s'\" 2>&1",
+                        serials[0]),
+                 0, "%s", out);
+    rel_start(&srv, 120);
+    /* Serving: the healthy entry answers good. */
+    cr_assert_eq(rel_ocsp(&srv, serials[1], 0, &reason), 0);
+    /* Three seconds on, the poisoned entry was tried a handful of times (back-off 1 s, 2 s, ...),
+     * not the hundreds of thousands of a busy loop. Counts, not times, are asserted. */
+    errors = metric("pkiva_ocsp_presign_errors_total");
+    signatures = metric("pkiva_hsm_signatures_total");
+    rel_sleep_ms(3000);
+    later = metric("pkiva_ocsp_presign_errors_total");
+    signatures_later = metric("pkiva_hsm_signatures_total");
+    cr_log_info("poisoned entry: %lld failures, %lld signatures in 3 s", later - errors,
+                signatures_later - signatures);
+    cr_assert_leq(signatures_later - signatures, 20, "%lld signatures in 3 s: the pre-signer spins",
+                  signatures_later - signatures);
+    cr_assert_leq(later - errors, 6, "%lld failures in 3 s: the pre-signer spins", later - errors);
+    /* It is counted and reported. */
+    cr_assert_geq(later, 1);
+    cr_assert_eq(metric("pkiva_ocsp_presign_failing"), 1);
+    /* It is logged, loudly, with the serial. */
+    cr_assert_eq(
+        rel_sh(&srv, out, sizeof(out), "grep -ci 'cannot sign serial %s' %s", serials[0], srv.log),
+        0, "%s", out);
+    /* Everything else is served as before. */
+    cr_assert_eq(rel_ocsp(&srv, serials[1], 0, &reason), 0);
+}
