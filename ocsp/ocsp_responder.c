@@ -242,6 +242,24 @@ static int issuer_by_store_id(const struct ocsp_responder *resp, int64_t id)
     return -1;
 }
 
+void ocsp__note_change(struct ocsp_responder *resp, int64_t sec)
+{
+    int64_t seen = atomic_load(&resp->changed_sec);
+    while (sec > seen && !atomic_compare_exchange_weak(&resp->changed_sec, &seen, sec))
+        ;
+}
+
+int ocsp__ims_ok(struct ocsp_responder *resp, int64_t this_update)
+{
+    return this_update > atomic_load(&resp->changed_sec);
+}
+
+static int note_head_change(void *ctx, const struct store_change *change)
+{
+    ocsp__note_change(ctx, change->at_ms / 1000);
+    return 0;
+}
+
 struct load_ctx {
     struct ocsp_responder *resp;
     int issuer;
@@ -258,6 +276,9 @@ static int load_one(void *opaque, const struct store_cert *cert)
         .invalidity_date = cert->invalidity_date,
         .not_after = cert->not_after,
         .feed_id = cert->feed_id,
+        /* Its own change time is not loaded: the store's latest change is a bound (a previous
+         * process may have served another status in that second). */
+        .changed_sec = atomic_load(&lc->resp->changed_sec),
     };
     int changed;
     lc->rc = ocsp__index_put(lc->resp->index, lc->issuer, cert->serial, cert->serial_len, &st, 0,
@@ -277,6 +298,12 @@ int ocsp_responder_load_blocking(struct ocsp_responder *resp, struct store *stor
     rc = store_feed_head_blocking(store, &head);
     if (rc != UTIL_OK)
         return rc;
+    /* A previous process may have served another status in the second of the latest change. */
+    if (head > 0) {
+        rc = store_feed_read_blocking(store, head - 1, 1, note_head_change, resp);
+        if (rc < 0)
+            return rc;
+    }
     for (int i = 0; i < resp->n_issuers; i++) {
         struct load_ctx lc = {resp, i, UTIL_OK};
         rc = store_cert_iterate_blocking(store, resp->issuers[i].store_id, STORE_ITER_ALL, load_one,
@@ -331,6 +358,9 @@ int ocsp_responder_apply_change(struct ocsp_responder *resp, const struct store_
         rc = UTIL_ENOMEM;
         goto out;
     }
+    /* The global mark for answers outside the index (unknown serials that become known). */
+    ocsp__note_change(resp, (int64_t)time(NULL));
+    st.changed_sec = (int64_t)time(NULL);
     st.status = change->cert.status;
     st.reason = change->cert.reason;
     st.revoked_at = change->cert.revoked_at;

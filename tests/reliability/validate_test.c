@@ -156,3 +156,142 @@ Test(validate, presigner_backs_off_on_a_poisoned_entry)
     /* Everything else is served as before. */
     cr_assert_eq(rel_ocsp(&srv, serials[1], 0, &reason), 0);
 }
+
+/* ---- item 5: revalidation never resurrects "good" (or an older CRL) ------------------------- */
+
+struct answer {
+    int code;               /* HTTP status */
+    char last_modified[64]; /* "" when absent */
+    char etag[64];
+    char status[16]; /* OCSP: "good", "revoked", ...; CRL: the CRL number; "" without a body */
+};
+
+/* GET path on the public listener with extra curl arguments (conditional headers). */
+static void get(const char *path, const char *extra, struct answer *a)
+{
+    char out[4096];
+    memset(a, 0, sizeof(*a));
+    cr_assert_eq(rel_sh(&srv, out, sizeof(out),
+                        "rm -f body.der && curl -s -D hdr.txt -o body.der -w '%%{http_code}\\n' "
+                        "%s 'http://127.0.0.1:%d%s' && "
+                        "grep -i '^last-modified:' hdr.txt | cut -d' ' -f2- | tr -d '\\r\\n'; "
+                        "echo; grep -i '^etag:' hdr.txt | cut -d' ' -f2 | tr -d '\\r\\n'; echo; "
+                        "if [ ! -s body.der ]; then echo; "
+                        "elif openssl ocsp -respin body.der -resp_text -noverify >resp.txt "
+                        "2>/dev/null; then grep -m1 'Cert Status:' resp.txt | awk '{print $3}'; "
+                        "else openssl crl -inform DER -in body.der -noout -crlnumber | "
+                        "cut -d= -f2; fi",
+                        extra, srv.port, path),
+                 0, "%s", out);
+    cr_assert_eq(sscanf(out, "%d\n%63[^\n]\n%63[^\n]\n%15[^\n]", &a->code, a->last_modified,
+                        a->etag, a->status) >= 1,
+                 1, "%s", out);
+}
+
+/* The GET path of the OCSP request for serial (hex) under the issuing CA. */
+static void ocsp_path(const char *serial, char *path, size_t len)
+{
+    char out[2048];
+    cr_assert_eq(rel_sh(&srv, out, sizeof(out),
+                        "openssl ocsp -issuer pki/issuing-ca.pem -serial 0x%s -no_nonce "
+                        "-reqout req.der >/dev/null 2>&1 && openssl base64 -A -in req.der | "
+                        "sed -e 's/+/%%2B/g' -e 's#/#%%2F#g' -e 's/=/%%3D/g'",
+                        serial),
+                 0, "%s", out);
+    snprintf(path, len, "/%s", out);
+}
+
+Test(validate, if_modified_since_never_keeps_good_across_a_same_second_revocation)
+{
+    char serials[1][33], path[512], extra[256];
+    struct answer good, revoked, a;
+    int same_second = 0;
+
+    rel_start(&srv, 120);
+    /* A "good" response and the "revoked" one signed in the same second: a fresh registration
+     * is signed at once, the revocation right after; try again until both fall in one second. */
+    for (int attempt = 0; attempt < 10 && !same_second; attempt++) {
+        char json[256], out[1024];
+        rel_register_serials(&srv, 1, serials);
+        ocsp_path(serials[0], path, sizeof(path));
+        for (int i = 0; i < 200; i++) {
+            get(path, "", &good);
+            if (strcmp(good.status, "good") == 0)
+                break;
+            rel_sleep_ms(20);
+        }
+        cr_assert_str_eq(good.status, "good");
+        snprintf(json, sizeof(json), "{\"issuer\":\"demo-ca\",\"serial\":\"%s\"}", serials[0]);
+        cr_assert_eq(rel_admin(&srv, "/admin/revoke", json, NULL, out, sizeof(out)), 200, "%s",
+                     out);
+        for (int i = 0; i < 200; i++) {
+            get(path, "", &revoked);
+            if (strcmp(revoked.status, "revoked") == 0)
+                break;
+            rel_sleep_ms(20);
+        }
+        cr_assert_str_eq(revoked.status, "revoked");
+        same_second = strcmp(good.last_modified, revoked.last_modified) == 0;
+    }
+    cr_assert(same_second, "never signed good and revoked in the same second in 10 tries");
+    cr_assert_str_neq(good.etag, revoked.etag);
+
+    /* The cache holding "good" revalidates by date: it must get "revoked", not 304. */
+    snprintf(extra, sizeof(extra), "-H 'If-Modified-Since: %s'", good.last_modified);
+    get(path, extra, &a);
+    cr_assert_eq(a.code, 200, "If-Modified-Since of the good response: %d", a.code);
+    cr_assert_str_eq(a.status, "revoked");
+    /* By the old ETag: 200; by the new one: 304. */
+    snprintf(extra, sizeof(extra), "-H 'If-None-Match: %s'", good.etag);
+    get(path, extra, &a);
+    cr_assert_eq(a.code, 200);
+    cr_assert_str_eq(a.status, "revoked");
+    snprintf(extra, sizeof(extra), "-H 'If-None-Match: %s'", revoked.etag);
+    get(path, extra, &a);
+    cr_assert_eq(a.code, 304);
+}
+
+Test(validate, if_modified_since_never_keeps_an_older_crl_of_the_same_second)
+{
+    struct answer before, after, a;
+    char extra[256], out[1024];
+    int same_second = 0;
+
+    rel_start(&srv, 120);
+    for (int i = 0; i < 200; i++) {
+        get("/crl/demo-ca.crl", "", &before);
+        if (before.code == 200)
+            break;
+        rel_sleep_ms(50);
+    }
+    cr_assert_eq(before.code, 200);
+    /* Publish until two CRLs in a row are served with the same Last-Modified second. */
+    for (int attempt = 0; attempt < 10 && !same_second; attempt++) {
+        cr_assert_eq(rel_admin(&srv, "/admin/crl/publish", "{\"issuer\":\"demo-ca\"}", NULL, out,
+                               sizeof(out)),
+                     202, "%s", out);
+        for (int i = 0; i < 200; i++) {
+            get("/crl/demo-ca.crl", "", &after);
+            if (strcmp(after.etag, before.etag) != 0)
+                break;
+            rel_sleep_ms(10);
+        }
+        cr_assert_str_neq(after.etag, before.etag, "no new CRL was served");
+        same_second = strcmp(before.last_modified, after.last_modified) == 0;
+        if (!same_second)
+            before = after;
+    }
+    cr_assert(same_second, "never published two CRLs in the same second in 10 tries");
+    cr_assert_str_neq(before.status, after.status, "the CRL number must differ");
+
+    snprintf(extra, sizeof(extra), "-H 'If-Modified-Since: %s'", before.last_modified);
+    get("/crl/demo-ca.crl", extra, &a);
+    cr_assert_eq(a.code, 200, "If-Modified-Since of the older CRL: %d", a.code);
+    cr_assert_str_eq(a.status, after.status);
+    snprintf(extra, sizeof(extra), "-H 'If-None-Match: %s'", before.etag);
+    get("/crl/demo-ca.crl", extra, &a);
+    cr_assert_eq(a.code, 200);
+    snprintf(extra, sizeof(extra), "-H 'If-None-Match: %s'", after.etag);
+    get("/crl/demo-ca.crl", extra, &a);
+    cr_assert_eq(a.code, 304);
+}
