@@ -804,8 +804,13 @@ static int sla_row(void *opaque, const struct store_sla_row *row)
     struct sla_ctx *ctx = opaque;
     char hex[2 * STORE_SERIAL_MAX + 1];
     util_hex(row->serial, row->serial_len, hex);
-    /* Open until it is both answered by OCSP and in a published CRL. */
-    if (row->crl_at_ms == 0 || row->ocsp_at_ms == 0) {
+    /* Open until it is both answered by OCSP and in a published CRL; one that cannot be signed
+     * as stored is never complete (OCSP answers tryLater for it). */
+    if (row->unsignable != NULL) {
+        ctx->open_rows++;
+        printf("open  change %-8lld serial %-40s UNSIGNABLE: %s\n", (long long)row->feed_id, hex,
+               row->unsignable);
+    } else if (row->crl_at_ms == 0 || row->ocsp_at_ms == 0) {
         int64_t left = row->received_at_ms + ctx->deadline_ms - ctx->now_ms;
         ctx->open_rows++;
         printf("open  change %-8lld serial %-40s request %-16s committed %s ocsp %s crl %s, "

@@ -434,14 +434,45 @@ int store_sla_mark_upto_blocking(struct store *store, int64_t issuer_id, int64_t
                                      at_ms != 0 ? at_ms : util_now_ms());
 }
 
+/* The rules of store__revocation_check applied to a stored row, with its commit time as "now":
+ * what a writer that bypassed them left behind. NULL when the row is signable. */
+static const char *stored_revocation_problem(const struct store_sla_row *row)
+{
+    int64_t latest = row->committed_at_ms / 1000 + STORE_CLOCK_SKEW_S;
+
+    if (row->revoked_at < 0 || row->revoked_at > latest)
+        return "revoked_at: out of range (after the time it was recorded): it cannot be signed";
+    if (row->invalidity_date < 0 || row->invalidity_date > row->revoked_at)
+        return "invalidity_date: after the revocation time: it cannot be signed";
+    if (row->received_at_ms < 0 || row->received_at_ms / 1000 > latest)
+        return "received_at: after the time it was recorded: the deadline is meaningless";
+    return NULL;
+}
+
+struct sla_check {
+    int (*fn)(void *ctx, const struct store_sla_row *row);
+    void *ctx;
+};
+
+static int sla_check_row(void *opaque, const struct store_sla_row *row)
+{
+    const struct sla_check *check = opaque;
+    struct store_sla_row checked = *row;
+
+    checked.unsignable = stored_revocation_problem(row);
+    return check->fn(check->ctx, &checked);
+}
+
 /* open_only lists the oldest open revocation first (the one closest to missing its deadline); the
  * full list is newest first. limit applies to both. */
 int store_sla_list_blocking(struct store *store, int open_only, int limit,
                             int (*fn)(void *ctx, const struct store_sla_row *row), void *ctx)
 {
+    struct sla_check check = {fn, ctx};
+
     if (store == NULL || fn == NULL)
         return UTIL_EINVAL;
-    return store->ops->sla_list(store, open_only != 0, limit, fn, ctx);
+    return store->ops->sla_list(store, open_only != 0, limit, sla_check_row, &check);
 }
 
 /* ---- CRLs ----------------------------------------------------------------------------------- */

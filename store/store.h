@@ -212,9 +212,14 @@ struct store_sla_row {
     size_t serial_len;
     const char *request_id; /* may be NULL; valid during the callback */
     int64_t received_at_ms, committed_at_ms, ocsp_at_ms, crl_at_ms; /* 0 = not yet */
+    int64_t revoked_at, invalidity_date;                            /* unix seconds, as stored */
+    /* NULL, or why this revocation as stored cannot be signed (a row written behind the checks of
+     * store_cert_revoke_blocking, e.g. by an older pkiva): OCSP answers tryLater for it, so it is
+     * never complete, whatever its marks say. Valid during the callback. */
+    const char *unsignable;
 };
 /* Walks revocations: open_only = 1 lists those without a CRL time yet; 0 lists all, newest first,
- * at most limit rows (limit <= 0: no limit). */
+ * at most limit rows (limit <= 0: no limit). Each row comes with its unsignable verdict. */
 int store_sla_list_blocking(struct store *store, int open_only, int limit,
                             int (*fn)(void *ctx, const struct store_sla_row *row), void *ctx);
 

@@ -119,17 +119,22 @@ static long long metric(const char *name)
 Test(validate, presigner_backs_off_on_a_poisoned_entry)
 {
     char serials[2][33];
-    char out[4096];
+    char out[4096], json[256];
     long long errors, later, signatures, signatures_later;
     int reason = -1;
 
-    /* Fault injection on the real store, behind the new checks: a revocation dated in
-     * milliseconds (year 57887), as the admin API used to accept it. */
+    /* A revocation recorded as the admin API used to accept it, dated in milliseconds (year
+     * 57887): a valid one, then fault injection on the real store behind the new checks. */
     rel_register_serials(&srv, 2, serials);
+    rel_start(&srv, 120);
+    snprintf(json, sizeof(json), "{\"issuer\":\"demo-ca\",\"serial\":\"%s\"}", serials[0]);
+    cr_assert_eq(rel_admin(&srv, "/admin/revoke", json, NULL, out, sizeof(out)), 200, "%s", out);
+    cr_assert_eq(rel_stop(&srv), 0);
     cr_assert_eq(rel_sh(&srv, out, sizeof(out),
-                        "sqlite3 pkiva.db \"UPDATE certs SET status = 1, reason = 1, "
-                        "revoked_at = 1764633600000 WHERE serial = X'%s'\" 2>&1",
-                        serials[0]),
+                        "sqlite3 pkiva.db \"UPDATE certs SET revoked_at = 1764633600000 "
+                        "WHERE serial = X'%s'; UPDATE revocations SET revoked_at = 1764633600000 "
+                        "WHERE serial = X'%s'\" 2>&1",
+                        serials[0], serials[0]),
                  0, "%s", out);
     rel_start(&srv, 120);
     /* Serving: the healthy entry answers good. */
@@ -155,6 +160,12 @@ Test(validate, presigner_backs_off_on_a_poisoned_entry)
         0, "%s", out);
     /* Everything else is served as before. */
     cr_assert_eq(rel_ocsp(&srv, serials[1], 0, &reason), 0);
+    /* The SLA reports never call it complete. */
+    cr_assert_eq(rel_admin(&srv, "/admin/sla", NULL, NULL, out, sizeof(out)), 200, "%s", out);
+    cr_assert(strstr(out, "\"unsignable\"") != NULL, "%s", out);
+    cr_assert_eq(rel_sh(&srv, out, sizeof(out), REL_PKIVA " sla --data %s 2>&1", srv.data), 0, "%s",
+                 out);
+    cr_assert(strstr(out, "UNSIGNABLE: revoked_at") != NULL, "%s", out);
 }
 
 /* ---- item 5: revalidation never resurrects "good" (or an older CRL) ------------------------- */

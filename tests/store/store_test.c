@@ -1476,3 +1476,30 @@ Test(store, import_index_skips_lines_that_cannot_be_signed)
     cr_assert_eq(raw_int("SELECT count(*) FROM certs"), 1, "no refused line left a row");
     store_close(s);
 }
+
+Test(store, sla_list_flags_revocations_written_behind_the_checks)
+{
+    static const unsigned char ok[] = {0x51}, poisoned[] = {0x52};
+    struct store *s = open_store(STORE_OPEN_CREATE);
+    int64_t ca = put_issuer(s, "ca");
+    struct sla_rows rows = {0};
+    int64_t feed_id = 0;
+
+    add_cert(s, ca, ok, 1);
+    add_cert(s, ca, poisoned, 1);
+    cr_assert_eq(revoke_cert(s, ca, ok, 1, STORE_REASON_KEY_COMPROMISE, &feed_id), 0);
+    cr_assert_eq(revoke_cert(s, ca, poisoned, 1, STORE_REASON_KEY_COMPROMISE, &feed_id), 0);
+    /* What an older pkiva stored for "revoked_at":"@1764633600000". */
+    raw_exec("UPDATE revocations SET revoked_at = 1764633600000 WHERE serial = X'52'");
+    cr_assert_eq(store_sla_list_blocking(s, 0, 0, collect_sla, &rows), 0);
+    cr_assert_eq(rows.n, 2);
+    for (int i = 0; i < rows.n; i++) {
+        if (rows.r[i].serial[0] == 0x52)
+            cr_assert(rows.r[i].unsignable != NULL &&
+                          strncmp(rows.r[i].unsignable, "revoked_at", 10) == 0,
+                      "the poisoned row is flagged");
+        else
+            cr_assert_null(rows.r[i].unsignable);
+    }
+    store_close(s);
+}
