@@ -289,7 +289,12 @@ int cli__cmd_revoke(int argc, char **argv)
         case 'v':
         case 'R':
             if (cli__parse_time(optarg, &t) != UTIL_OK) {
-                fprintf(stderr, "pkiva revoke: bad time '%s'\n%s", optarg, revoke_help);
+                fprintf(stderr,
+                        "pkiva revoke: %s: '%s' is not a date in 1970-9999 (UTC, or @seconds)\n%s",
+                        opt == 't'   ? "--revoked-at"
+                        : opt == 'v' ? "--invalidity-date"
+                                     : "--received-at",
+                        optarg, revoke_help);
                 return 2;
             }
             if (opt == 't')
@@ -382,7 +387,10 @@ int cli__cmd_supersede(int argc, char **argv)
         case 'a': rev.actor = optarg; break;
         case 'R':
             if (cli__parse_time(optarg, &t) != UTIL_OK) {
-                fprintf(stderr, "pkiva supersede: bad time '%s'\n%s", optarg, supersede_help);
+                fprintf(stderr,
+                        "pkiva supersede: --received-at: '%s' is not a date in 1970-9999 (UTC, "
+                        "or @seconds)\n%s",
+                        optarg, supersede_help);
                 return 2;
             }
             rev.received_at_ms = t * 1000;

@@ -68,7 +68,7 @@ Test(validate, every_door_refuses_unsignable_revocations_naming_the_field)
                                    "--revoked-at @1764633600000 2>&1",
                          srv.data, serials[0]),
                   0, "%s", out);
-    cr_assert(strstr(out, "revoked-at") != NULL || strstr(out, "revoked_at") != NULL, "%s", out);
+    cr_assert(strstr(out, "pkiva revoke: --revoked-at: '@1764633600000'") != NULL, "%s", out);
     cr_assert_neq(rel_sh(&srv, out, sizeof(out),
                          REL_PKIVA " revoke --data %s --issuer demo-ca --serial %s "
                                    "--received-at 2999-01-01 2>&1",
