@@ -605,8 +605,10 @@ static void flush_pending(struct crl_publisher *pub, struct store **store)
         if (want == 0)
             continue;
         if (util_mono_ms() >= until) {
-            UTIL_WARN(CRL_MOD, "issuer %s: stopping with a publication pending: the next start "
-                               "publishes it", pi->is.name);
+            UTIL_WARN(CRL_MOD,
+                      "issuer %s: stopping with a publication pending: the next start "
+                      "publishes it",
+                      pi->is.name);
             continue;
         }
         if (*store == NULL && store_open_blocking(pub->cfg.store_path, 0, store) != UTIL_OK) {
@@ -617,8 +619,10 @@ static void flush_pending(struct crl_publisher *pub, struct store **store)
         UTIL_INFO(CRL_MOD, "issuer %s: publishing pending changes before stopping", pi->is.name);
         rc = run_issuer(pub, pi, *store, want);
         if (rc != UTIL_OK)
-            UTIL_WARN(CRL_MOD, "issuer %s: the publication before stopping failed (%s): the "
-                               "next start publishes it", pi->is.name, util_strerror(rc));
+            UTIL_WARN(CRL_MOD,
+                      "issuer %s: the publication before stopping failed (%s): the "
+                      "next start publishes it",
+                      pi->is.name, util_strerror(rc));
     }
 }
 
