@@ -174,14 +174,16 @@ static int sla_collect_row(void *ctx, const struct store_sla_row *row)
     struct sla_collect *c = ctx;
     char hex[2 * STORE_SERIAL_MAX + 1];
     util_hex(row->serial, row->serial_len, hex);
-    /* Open until it is both answered by OCSP and in a published CRL. */
-    if (row->crl_at_ms == 0 || row->ocsp_at_ms == 0) {
+    /* Open until it is both answered by OCSP and in a published CRL; one that cannot be signed
+     * as stored is never complete (OCSP answers tryLater for it). */
+    if (row->crl_at_ms == 0 || row->ocsp_at_ms == 0 || row->unsignable != NULL) {
         json_t *o = json_pack(
-            "{s:I,s:s,s:s?,s:I,s:I,s:I,s:I,s:I}", "change", (json_int_t)row->feed_id, "serial", hex,
-            "request_id", row->request_id, "received_at_ms", (json_int_t)row->received_at_ms,
+            "{s:I,s:s,s:s?,s:I,s:I,s:I,s:I,s:I,s:s?}", "change", (json_int_t)row->feed_id, "serial",
+            hex, "request_id", row->request_id, "received_at_ms", (json_int_t)row->received_at_ms,
             "committed_at_ms", (json_int_t)row->committed_at_ms, "ocsp_at_ms",
             (json_int_t)row->ocsp_at_ms, "crl_at_ms", (json_int_t)row->crl_at_ms, "seconds_left",
-            (json_int_t)((row->received_at_ms + c->deadline_ms - c->now_ms) / 1000));
+            (json_int_t)((row->received_at_ms + c->deadline_ms - c->now_ms) / 1000), "unsignable",
+            row->unsignable);
         if (o != NULL)
             (void)json_array_append_new(c->open, o);
     } else if (c->n < c->cap) {
@@ -355,6 +357,9 @@ static int admin_work(void *state, void *arg)
         fail_reply(job, 404, "no such certificate under this issuer");
     } else if (rc == UTIL_EEXIST) {
         fail_reply(job, 409, "already revoked with another reason");
+    } else if (rc == UTIL_EINVAL && store_errmsg(store)[0] != '\0') {
+        /* The store refused a field of the request ("revoked_at: ... is in the future"). */
+        fail_reply(job, 400, store_errmsg(store));
     } else if (rc == UTIL_EINVAL) {
         fail_reply(job, 409,
                    job->op == OP_UNREVOKE ? "the certificate is not on hold"

@@ -2,7 +2,7 @@
 /* Operator commands that work on the store directly: revoke, unrevoke, status, import, audit verify
  * and the SLA report. Each change is durable (and in the change feed) before the command reports
  * success; a running server applies it within a second. */
-#define _GNU_SOURCE /* getopt_long, timegm */
+#define _GNU_SOURCE /* getopt_long */
 #include "cli_int.h"
 
 #include <ctype.h>
@@ -49,28 +49,9 @@ void cli__apply_env(const struct cli_config *cfg)
 
 int cli__parse_time(const char *text, int64_t *seconds)
 {
-    struct tm tm;
-    const char *end;
-    char *num_end = NULL;
-    if (text[0] == '@') {
-        long long v = strtoll(text + 1, &num_end, 10);
-        if (num_end == text + 1 || *num_end != '\0' || v < 0)
-            return UTIL_EINVAL;
-        *seconds = v;
-        return UTIL_OK;
-    }
-    memset(&tm, 0, sizeof(tm));
-    end = strptime(text, "%Y-%m-%dT%H:%M:%S", &tm);
-    if (end == NULL)
-        end = strptime(text, "%Y-%m-%d %H:%M:%S", &tm);
-    if (end == NULL) {
-        memset(&tm, 0, sizeof(tm));
-        end = strptime(text, "%Y-%m-%d", &tm);
-    }
-    if (end == NULL || (*end != '\0' && strcmp(end, "Z") != 0))
-        return UTIL_EINVAL;
-    *seconds = (int64_t)timegm(&tm);
-    return UTIL_OK;
+    /* One parser for every door (CLI, admin API, configuration): util's refuses impossible dates
+     * and numbers past year 9999. */
+    return util_time_parse(text, seconds);
 }
 
 int cli__parse_serial(const char *hex, unsigned char *out, size_t *len)
@@ -308,7 +289,12 @@ int cli__cmd_revoke(int argc, char **argv)
         case 'v':
         case 'R':
             if (cli__parse_time(optarg, &t) != UTIL_OK) {
-                fprintf(stderr, "pkiva revoke: bad time '%s'\n%s", optarg, revoke_help);
+                fprintf(stderr,
+                        "pkiva revoke: %s: '%s' is not a date in 1970-9999 (UTC, or @seconds)\n%s",
+                        opt == 't'   ? "--revoked-at"
+                        : opt == 'v' ? "--invalidity-date"
+                                     : "--received-at",
+                        optarg, revoke_help);
                 return 2;
             }
             if (opt == 't')
@@ -345,6 +331,10 @@ int cli__cmd_revoke(int argc, char **argv)
     }
     if (rc == UTIL_EEXIST) {
         fprintf(stderr, "pkiva revoke: the certificate is already revoked with another reason\n");
+        goto out;
+    }
+    if (rc == UTIL_EINVAL && store_errmsg(store)[0] != '\0') {
+        fprintf(stderr, "pkiva revoke: %s\n", store_errmsg(store)); /* names the field */
         goto out;
     }
     if (rc != UTIL_OK) {
@@ -397,7 +387,10 @@ int cli__cmd_supersede(int argc, char **argv)
         case 'a': rev.actor = optarg; break;
         case 'R':
             if (cli__parse_time(optarg, &t) != UTIL_OK) {
-                fprintf(stderr, "pkiva supersede: bad time '%s'\n%s", optarg, supersede_help);
+                fprintf(stderr,
+                        "pkiva supersede: --received-at: '%s' is not a date in 1970-9999 (UTC, "
+                        "or @seconds)\n%s",
+                        optarg, supersede_help);
                 return 2;
             }
             rev.received_at_ms = t * 1000;
@@ -438,8 +431,9 @@ int cli__cmd_supersede(int argc, char **argv)
         fprintf(stderr, "pkiva supersede: %s\n",
                 rc == UTIL_ENOTFOUND ? "no such certificate under this issuer"
                 : rc == UTIL_EEXIST  ? "the certificate is already revoked with another reason"
-                : rc == UTIL_EINVAL  ? "the replacement is not a certificate of this issuer"
-                                     : util_strerror(rc));
+                : rc == UTIL_EINVAL && store_errmsg(store)[0] != '\0' ? store_errmsg(store)
+                : rc == UTIL_EINVAL ? "the replacement is not a certificate of this issuer"
+                                    : util_strerror(rc));
         goto out;
     }
     printf("superseded serial ");
@@ -818,8 +812,13 @@ static int sla_row(void *opaque, const struct store_sla_row *row)
     struct sla_ctx *ctx = opaque;
     char hex[2 * STORE_SERIAL_MAX + 1];
     util_hex(row->serial, row->serial_len, hex);
-    /* Open until it is both answered by OCSP and in a published CRL. */
-    if (row->crl_at_ms == 0 || row->ocsp_at_ms == 0) {
+    /* Open until it is both answered by OCSP and in a published CRL; one that cannot be signed
+     * as stored is never complete (OCSP answers tryLater for it). */
+    if (row->unsignable != NULL) {
+        ctx->open_rows++;
+        printf("open  change %-8lld serial %-40s UNSIGNABLE: %s\n", (long long)row->feed_id, hex,
+               row->unsignable);
+    } else if (row->crl_at_ms == 0 || row->ocsp_at_ms == 0) {
         int64_t left = row->received_at_ms + ctx->deadline_ms - ctx->now_ms;
         ctx->open_rows++;
         printf("open  change %-8lld serial %-40s request %-16s committed %s ocsp %s crl %s, "

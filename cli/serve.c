@@ -56,7 +56,7 @@ struct server {
     struct feed_contract contract;
     int n_issuers;
     struct served_issuer issuers[CLI_MAX_ISSUERS];
-    int64_t feed_start; /* the status index was loaded at this feed id */
+    int64_t feed_start;      /* the status index was loaded at this feed id */
     int64_t next_cert_check; /* monotonic ms; the feed thread's tick */
 
     /* Every certificate pkiva signs under, with its notAfter: /metrics shows them and the poller
@@ -264,76 +264,75 @@ static void handle_metrics(void *ctx, struct http_request *req)
     ocsp_stats_get(srv->ocsp, &os);
     hsm_stats_get(srv->hsm, &hs);
     http_server_stats(srv->http, &ht);
-    n = snprintf(
-        body, sizeof(body),
-        "# TYPE pkiva_http_requests_total counter\n"
-        "pkiva_http_requests_total %llu\n"
-        "# TYPE pkiva_http_responses_total counter\n"
-        "pkiva_http_responses_total{class=\"2xx\"} %llu\n"
-        "pkiva_http_responses_total{class=\"3xx\"} %llu\n"
-        "pkiva_http_responses_total{class=\"4xx\"} %llu\n"
-        "pkiva_http_responses_total{class=\"5xx\"} %llu\n"
-        "# TYPE pkiva_http_connections_open gauge\n"
-        "pkiva_http_connections_open %llu\n"
-        "# TYPE pkiva_http_rejections_total counter\n"
-        "pkiva_http_rejections_total{why=\"limit\"} %llu\n"
-        "pkiva_http_rejections_total{why=\"timeout\"} %llu\n"
-        "pkiva_http_rejections_total{why=\"connections\"} %llu\n"
-        "# TYPE pkiva_ocsp_requests_total counter\n"
-        "pkiva_ocsp_requests_total{method=\"GET\"} %llu\n"
-        "pkiva_ocsp_requests_total{method=\"POST\"} %llu\n"
-        "# TYPE pkiva_ocsp_responses_total counter\n"
-        "pkiva_ocsp_responses_total{status=\"good\"} %llu\n"
-        "pkiva_ocsp_responses_total{status=\"revoked\"} %llu\n"
-        "pkiva_ocsp_responses_total{status=\"unknown\"} %llu\n"
-        "pkiva_ocsp_responses_total{status=\"malformedRequest\"} %llu\n"
-        "pkiva_ocsp_responses_total{status=\"unauthorized\"} %llu\n"
-        "pkiva_ocsp_responses_total{status=\"tryLater\"} %llu\n"
-        "pkiva_ocsp_responses_total{status=\"internalError\"} %llu\n"
-        "pkiva_ocsp_responses_total{status=\"notModified\"} %llu\n"
-        "# TYPE pkiva_ocsp_signed_total counter\n"
-        "pkiva_ocsp_signed_total{path=\"presign\"} %llu\n"
-        "pkiva_ocsp_signed_total{path=\"live\"} %llu\n"
-        "pkiva_ocsp_signed_total{path=\"miss\"} %llu\n"
-        "# TYPE pkiva_ocsp_nonce_rejected_total counter\n"
-        "pkiva_ocsp_nonce_rejected_total %llu\n"
-        "# TYPE pkiva_ocsp_cache_entries gauge\n"
-        "pkiva_ocsp_cache_entries %llu\n"
-        "# TYPE pkiva_ocsp_cache_bytes gauge\n"
-        "pkiva_ocsp_cache_bytes %llu\n"
-        "# TYPE pkiva_ocsp_index_entries gauge\n"
-        "pkiva_ocsp_index_entries %llu\n"
-        "# TYPE pkiva_ocsp_presign_backlog gauge\n"
-        "pkiva_ocsp_presign_backlog %llu\n"
-        "# TYPE pkiva_hsm_signatures_total counter\n"
-        "pkiva_hsm_signatures_total %llu\n"
-        "# TYPE pkiva_hsm_errors_total counter\n"
-        "pkiva_hsm_errors_total %llu\n"
-        "# TYPE pkiva_hsm_queue_depth gauge\n"
-        "pkiva_hsm_queue_depth %d\n"
-        "# TYPE pkiva_hsm_rejected_total counter\n"
-        "pkiva_hsm_rejected_total %llu\n"
-        "# TYPE pkiva_hsm_sign_seconds_avg gauge\n"
-        "pkiva_hsm_sign_seconds_avg %.6f\n"
-        "# TYPE pkiva_hsm_available gauge\n"
-        "pkiva_hsm_available %d\n",
-        (unsigned long long)ht.requests, (unsigned long long)ht.responses_2xx,
-        (unsigned long long)ht.responses_3xx, (unsigned long long)ht.responses_4xx,
-        (unsigned long long)ht.responses_5xx, (unsigned long long)ht.connections_open,
-        (unsigned long long)ht.limit_rejections, (unsigned long long)ht.timeouts,
-        (unsigned long long)ht.connections_rejected, (unsigned long long)os.requests_get,
-        (unsigned long long)os.requests_post, (unsigned long long)os.good,
-        (unsigned long long)os.revoked, (unsigned long long)os.unknown,
-        (unsigned long long)os.malformed, (unsigned long long)os.unauthorized,
-        (unsigned long long)os.try_later, (unsigned long long)os.internal_error,
-        (unsigned long long)os.not_modified, (unsigned long long)os.presigned,
-        (unsigned long long)os.signed_live, (unsigned long long)os.signed_miss,
-        (unsigned long long)os.nonce_rejected, (unsigned long long)os.cache_entries,
-        (unsigned long long)os.cache_bytes, (unsigned long long)os.index_entries,
-        (unsigned long long)os.presign_backlog, (unsigned long long)hs.signatures,
-        (unsigned long long)hs.errors, hs.queue_depth, (unsigned long long)hs.rejected,
-        hs.signatures ? (double)hs.sign_us_total / (double)hs.signatures / 1e6 : 0.0,
-        hsm_available(srv->hsm));
+    n = snprintf(body, sizeof(body),
+                 "# TYPE pkiva_http_requests_total counter\n"
+                 "pkiva_http_requests_total %llu\n"
+                 "# TYPE pkiva_http_responses_total counter\n"
+                 "pkiva_http_responses_total{class=\"2xx\"} %llu\n"
+                 "pkiva_http_responses_total{class=\"3xx\"} %llu\n"
+                 "pkiva_http_responses_total{class=\"4xx\"} %llu\n"
+                 "pkiva_http_responses_total{class=\"5xx\"} %llu\n"
+                 "# TYPE pkiva_http_connections_open gauge\n"
+                 "pkiva_http_connections_open %llu\n"
+                 "# TYPE pkiva_http_rejections_total counter\n"
+                 "pkiva_http_rejections_total{why=\"limit\"} %llu\n"
+                 "pkiva_http_rejections_total{why=\"timeout\"} %llu\n"
+                 "pkiva_http_rejections_total{why=\"connections\"} %llu\n"
+                 "# TYPE pkiva_ocsp_requests_total counter\n"
+                 "pkiva_ocsp_requests_total{method=\"GET\"} %llu\n"
+                 "pkiva_ocsp_requests_total{method=\"POST\"} %llu\n"
+                 "# TYPE pkiva_ocsp_responses_total counter\n"
+                 "pkiva_ocsp_responses_total{status=\"good\"} %llu\n"
+                 "pkiva_ocsp_responses_total{status=\"revoked\"} %llu\n"
+                 "pkiva_ocsp_responses_total{status=\"unknown\"} %llu\n"
+                 "pkiva_ocsp_responses_total{status=\"malformedRequest\"} %llu\n"
+                 "pkiva_ocsp_responses_total{status=\"unauthorized\"} %llu\n"
+                 "pkiva_ocsp_responses_total{status=\"tryLater\"} %llu\n"
+                 "pkiva_ocsp_responses_total{status=\"internalError\"} %llu\n"
+                 "pkiva_ocsp_responses_total{status=\"notModified\"} %llu\n"
+                 "# TYPE pkiva_ocsp_signed_total counter\n"
+                 "pkiva_ocsp_signed_total{path=\"presign\"} %llu\n"
+                 "pkiva_ocsp_signed_total{path=\"live\"} %llu\n"
+                 "pkiva_ocsp_signed_total{path=\"miss\"} %llu\n"
+                 "# TYPE pkiva_ocsp_nonce_rejected_total counter\n"
+                 "pkiva_ocsp_nonce_rejected_total %llu\n"
+                 "# TYPE pkiva_ocsp_cache_entries gauge\n"
+                 "pkiva_ocsp_cache_entries %llu\n"
+                 "# TYPE pkiva_ocsp_cache_bytes gauge\n"
+                 "pkiva_ocsp_cache_bytes %llu\n"
+                 "# TYPE pkiva_ocsp_index_entries gauge\n"
+                 "pkiva_ocsp_index_entries %llu\n"
+                 "# TYPE pkiva_ocsp_presign_backlog gauge\n"
+                 "pkiva_ocsp_presign_backlog %llu\n"
+                 "# TYPE pkiva_hsm_signatures_total counter\n"
+                 "pkiva_hsm_signatures_total %llu\n"
+                 "# TYPE pkiva_hsm_errors_total counter\n"
+                 "pkiva_hsm_errors_total %llu\n"
+                 "# TYPE pkiva_hsm_queue_depth gauge\n"
+                 "pkiva_hsm_queue_depth %d\n"
+                 "# TYPE pkiva_hsm_rejected_total counter\n"
+                 "pkiva_hsm_rejected_total %llu\n"
+                 "# TYPE pkiva_hsm_sign_seconds_avg gauge\n"
+                 "pkiva_hsm_sign_seconds_avg %.6f\n"
+                 "# TYPE pkiva_hsm_available gauge\n"
+                 "pkiva_hsm_available %d\n",
+                 (unsigned long long)ht.requests, (unsigned long long)ht.responses_2xx,
+                 (unsigned long long)ht.responses_3xx, (unsigned long long)ht.responses_4xx,
+                 (unsigned long long)ht.responses_5xx, (unsigned long long)ht.connections_open,
+                 (unsigned long long)ht.limit_rejections, (unsigned long long)ht.timeouts,
+                 (unsigned long long)ht.connections_rejected, (unsigned long long)os.requests_get,
+                 (unsigned long long)os.requests_post, (unsigned long long)os.good,
+                 (unsigned long long)os.revoked, (unsigned long long)os.unknown,
+                 (unsigned long long)os.malformed, (unsigned long long)os.unauthorized,
+                 (unsigned long long)os.try_later, (unsigned long long)os.internal_error,
+                 (unsigned long long)os.not_modified, (unsigned long long)os.presigned,
+                 (unsigned long long)os.signed_live, (unsigned long long)os.signed_miss,
+                 (unsigned long long)os.nonce_rejected, (unsigned long long)os.cache_entries,
+                 (unsigned long long)os.cache_bytes, (unsigned long long)os.index_entries,
+                 (unsigned long long)os.presign_backlog, (unsigned long long)hs.signatures,
+                 (unsigned long long)hs.errors, hs.queue_depth, (unsigned long long)hs.rejected,
+                 hs.signatures ? (double)hs.sign_us_total / (double)hs.signatures / 1e6 : 0.0,
+                 hsm_available(srv->hsm));
     if (n > 0 && (size_t)n < sizeof(body)) {
         int more = feed_metrics(srv->feed, body + n, sizeof(body) - (size_t)n);
         n = more >= 0 ? n + more : -1;
@@ -349,6 +348,17 @@ static void handle_metrics(void *ctx, struct http_request *req)
                             "pkiva_http_tls_handshakes_total{result=\"failed\"} %llu\n",
                             (unsigned long long)ht.tls_handshakes,
                             (unsigned long long)ht.tls_handshake_failures);
+        n = more >= 0 ? n + more : -1;
+    }
+    if (n > 0 && (size_t)n < sizeof(body)) {
+        /* Entries the pre-signer cannot sign (issue 14): counted and in back-off, never spun on. */
+        int more =
+            snprintf(body + n, sizeof(body) - (size_t)n,
+                     "# TYPE pkiva_ocsp_presign_errors_total counter\n"
+                     "pkiva_ocsp_presign_errors_total %llu\n"
+                     "# TYPE pkiva_ocsp_presign_failing gauge\n"
+                     "pkiva_ocsp_presign_failing %llu\n",
+                     (unsigned long long)os.presign_errors, (unsigned long long)os.presign_failing);
         n = more >= 0 ? n + more : -1;
     }
     if (n > 0 && (size_t)n < sizeof(body)) {

@@ -134,6 +134,7 @@ struct crl__served {
     char etag[40];          /* "\"<32 hex of SHA-256>\"" */
     char last_modified[40]; /* IMF-fixdate of thisUpdate */
     char expires[40];       /* IMF-fixdate of nextUpdate */
+    int ims_ok;             /* If-Modified-Since may earn a 304 (see swap_served) */
 };
 struct crl__served *crl__served_new(struct util_blob *der, const struct crl_info *info);
 void crl__served_unref(struct crl__served *s);

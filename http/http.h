@@ -125,7 +125,10 @@ int http_date_parse(const char *text, size_t len, int64_t *t);
 int http_etag_matches(const char *value, size_t len, const char *etag);
 /* RFC 9110 §13.2.2 for GET/HEAD of a representation with this ETag and Last-Modified time: 1 if
  * it may be answered 304 Not Modified. If-None-Match decides when present; otherwise
- * If-Modified-Since, when last_modified is not after it. */
+ * If-Modified-Since, when last_modified is not after it. Pass last_modified 0 when the Last-Modified
+ * second does not tell this representation from the one it replaced (both made in the same second):
+ * then only a matching ETag earns a 304, so that a cache revalidating a replaced OCSP response or
+ * CRL by date alone is never told to keep it. */
 int http_request_not_modified(const struct http_request *req, const char *etag,
                               int64_t last_modified);
 unsigned http_request_listener(const struct http_request *req); /* HTTP_PUBLIC or HTTP_ADMIN */

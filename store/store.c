@@ -34,6 +34,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "store/store.h"
 #include "store/store_int.h"
@@ -151,6 +152,7 @@ int store_begin_blocking(struct store *store)
 {
     if (store == NULL)
         return UTIL_EINVAL;
+    store->errmsg[0] = '\0';
     return store->ops->begin(store);
 }
 
@@ -193,6 +195,7 @@ int store_issuer_get_blocking(struct store *store, const char *name, struct stor
 {
     if (store == NULL || name == NULL || out == NULL)
         return UTIL_EINVAL;
+    store->errmsg[0] = '\0';
     memset(out, 0, sizeof(*out));
     if (!util_name_valid(name))
         return UTIL_ENOTFOUND;
@@ -218,6 +221,7 @@ int store_cert_add_blocking(struct store *store, const struct store_cert_new *ce
 
     if (store == NULL || cert == NULL || cert->issuer_id <= 0)
         return UTIL_EINVAL;
+    store->errmsg[0] = '\0';
     if (!serial_ok(cert->serial, cert->serial_len)) {
         UTIL_ERROR(STORE_MOD, "cert add: serial must be 1-%d octets", STORE_SERIAL_MAX);
         return UTIL_EINVAL;
@@ -265,6 +269,78 @@ int store_cert_iterate_blocking(struct store *store, int64_t issuer_id, int filt
 
 /* ---- revocation ----------------------------------------------------------------------------- */
 
+const char *store_errmsg(const struct store *store)
+{
+    return store != NULL ? store->errmsg : "";
+}
+
+/* t as 2026-11-21T10:00:00Z, or @t when no four-digit year can write it. */
+static void format_time(int64_t t, char *out, size_t len)
+{
+    time_t tt = (time_t)t;
+    struct tm tm;
+
+    if (t < 0 || t > UTIL_TIME_MAX || gmtime_r(&tt, &tm) == NULL ||
+        strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+        (void)snprintf(out, len, "@%lld", (long long)t);
+}
+
+/* Fills store->errmsg with "field: <t> <why> <limit>" and returns UTIL_EINVAL. */
+static int refuse(struct store *store, const char *field, int64_t t, const char *why, int64_t limit)
+{
+    char at[32], bound[32];
+
+    format_time(t, at, sizeof(at));
+    format_time(limit, bound, sizeof(bound));
+    (void)snprintf(store->errmsg, sizeof(store->errmsg), "%s: %s %s %s", field, at, why, bound);
+    UTIL_WARN(STORE_MOD, "revoke refused: %s", store->errmsg);
+    return UTIL_EINVAL;
+}
+
+int store__revocation_check(struct store *store, const struct store_revocation *rev, int64_t now_ms)
+{
+    struct store_cert cert;
+    int64_t latest = now_ms / 1000 + STORE_CLOCK_SKEW_S;
+    int64_t revoked_at = rev->revoked_at;
+    int64_t invalidity = rev->invalidity_date;
+    int rc = 0;
+
+    store->errmsg[0] = '\0';
+    if (rev->revoked_at < 0)
+        return refuse(store, "revoked_at", rev->revoked_at, "is before", 0);
+    if (rev->invalidity_date < 0)
+        return refuse(store, "invalidity_date", rev->invalidity_date, "is before", 0);
+    if (rev->received_at_ms < 0)
+        return refuse(store, "received_at", rev->received_at_ms / 1000, "is before", 0);
+    /* Each bound is checked before the one that relies on it, so that no sum below overflows. */
+    if (rev->received_at_ms / 1000 > latest)
+        return refuse(store, "received_at", rev->received_at_ms / 1000,
+                      "is in the future; latest accepted (server clock + skew):", latest);
+    if (revoked_at > latest)
+        return refuse(store, "revoked_at", revoked_at,
+                      "is in the future; latest accepted (server clock + skew):", latest);
+    /* An unknown certificate (an index line registering it revoked) has no notBefore to check;
+     * a revoke of one is refused by the write itself. */
+    memset(&cert, 0, sizeof(cert));
+    rc = store->ops->cert_get(store, rev->issuer_id, rev->serial, rev->serial_len, &cert);
+    if (rc == UTIL_ENOTFOUND)
+        memset(&cert, 0, sizeof(cert));
+    else if (rc != 0)
+        return rc;
+    if (revoked_at != 0 && cert.not_before > 0 && revoked_at < cert.not_before)
+        return refuse(store, "revoked_at", revoked_at, "is before the certificate's notBefore",
+                      cert.not_before);
+    /* The revocation time the write will store: given, the hold's, or now. */
+    if (revoked_at == 0)
+        revoked_at = cert.status == STORE_REVOKED ? cert.revoked_at : now_ms / 1000;
+    if (invalidity == 0 && cert.status == STORE_REVOKED)
+        invalidity = cert.invalidity_date;
+    if (invalidity > revoked_at)
+        return refuse(store, "invalidity_date", invalidity, "is after the revocation time",
+                      revoked_at);
+    return 0;
+}
+
 int store_cert_revoke_blocking(struct store *store, const struct store_revocation *rev,
                                int64_t *feed_id_out)
 {
@@ -276,20 +352,21 @@ int store_cert_revoke_blocking(struct store *store, const struct store_revocatio
 
     if (store == NULL || rev == NULL || rev->issuer_id <= 0)
         return UTIL_EINVAL;
+    store->errmsg[0] = '\0';
     if (!serial_ok(rev->serial, rev->serial_len))
         return UTIL_EINVAL;
     if (!store__reason_valid_for_revoke(rev->reason)) {
         UTIL_ERROR(STORE_MOD, "revoke: %d is not a reason to revoke a certificate", rev->reason);
         return UTIL_EINVAL;
     }
-    if (rev->revoked_at < 0 || rev->invalidity_date < 0 || rev->received_at_ms < 0)
-        return UTIL_EINVAL;
     filled = *rev;
     if (filled.received_at_ms == 0)
         filled.received_at_ms = now_ms;
     if (filled.actor == NULL)
         filled.actor = "unknown";
-    rc = store->ops->revoke(store, &filled, &feed_id, &changed);
+    rc = store__revocation_check(store, &filled, now_ms);
+    if (rc == 0)
+        rc = store->ops->revoke(store, &filled, &feed_id, &changed);
     if (rc == 0 && feed_id_out != NULL)
         *feed_id_out = feed_id;
     return rc;
@@ -304,6 +381,7 @@ int store_cert_unrevoke_blocking(struct store *store, int64_t issuer_id,
 
     if (store == NULL || issuer_id <= 0 || !serial_ok(serial, serial_len))
         return UTIL_EINVAL;
+    store->errmsg[0] = '\0';
     rc = store->ops->unrevoke(store, issuer_id, serial, serial_len,
                               actor != NULL ? actor : "unknown", &feed_id);
     if (rc == 0 && feed_id_out != NULL)
@@ -356,14 +434,45 @@ int store_sla_mark_upto_blocking(struct store *store, int64_t issuer_id, int64_t
                                      at_ms != 0 ? at_ms : util_now_ms());
 }
 
+/* The rules of store__revocation_check applied to a stored row, with its commit time as "now":
+ * what a writer that bypassed them left behind. NULL when the row is signable. */
+static const char *stored_revocation_problem(const struct store_sla_row *row)
+{
+    int64_t latest = row->committed_at_ms / 1000 + STORE_CLOCK_SKEW_S;
+
+    if (row->revoked_at < 0 || row->revoked_at > latest)
+        return "revoked_at: out of range (after the time it was recorded): it cannot be signed";
+    if (row->invalidity_date < 0 || row->invalidity_date > row->revoked_at)
+        return "invalidity_date: after the revocation time: it cannot be signed";
+    if (row->received_at_ms < 0 || row->received_at_ms / 1000 > latest)
+        return "received_at: after the time it was recorded: the deadline is meaningless";
+    return NULL;
+}
+
+struct sla_check {
+    int (*fn)(void *ctx, const struct store_sla_row *row);
+    void *ctx;
+};
+
+static int sla_check_row(void *opaque, const struct store_sla_row *row)
+{
+    const struct sla_check *check = opaque;
+    struct store_sla_row checked = *row;
+
+    checked.unsignable = stored_revocation_problem(row);
+    return check->fn(check->ctx, &checked);
+}
+
 /* open_only lists the oldest open revocation first (the one closest to missing its deadline); the
  * full list is newest first. limit applies to both. */
 int store_sla_list_blocking(struct store *store, int open_only, int limit,
                             int (*fn)(void *ctx, const struct store_sla_row *row), void *ctx)
 {
+    struct sla_check check = {fn, ctx};
+
     if (store == NULL || fn == NULL)
         return UTIL_EINVAL;
-    return store->ops->sla_list(store, open_only != 0, limit, fn, ctx);
+    return store->ops->sla_list(store, open_only != 0, limit, sla_check_row, &check);
 }
 
 /* ---- CRLs ----------------------------------------------------------------------------------- */

@@ -145,12 +145,29 @@ struct store_revocation {
     const char *actor;  /* who recorded it (user, "admin-api:token", "cli:root") */
 };
 
+/* How far in the future a caller may date a revocation or its receipt: the clocks of the CA, the
+ * RA and this server differ by seconds, not minutes. */
+#define STORE_CLOCK_SKEW_S 300
+
 /* Marks the certificate revoked, records the request (received -> committed timestamps) and appends
  * a "revoke" change to the feed, all in one durable transaction. UTIL_ENOTFOUND if the certificate is
  * unknown; revoking an already revoked certificate: same reason -> idempotent 0 with the existing feed
  * id; a hold (certificateHold) may be changed to another reason (a new change); otherwise UTIL_EEXIST. */
 int store_cert_revoke_blocking(struct store *store, const struct store_revocation *rev,
                                int64_t *feed_id_out);
+/* The rules store_cert_revoke_blocking and the index import apply before anything is written, so
+ * that no writer can store a revocation OCSP or a CRL cannot sign (UTIL_EINVAL, and
+ * store_errmsg names the field): revoked_at not after now + STORE_CLOCK_SKEW_S and not before the
+ * certificate's notBefore (when known); invalidity_date not after the revocation time (given, or
+ * the hold's, or now); received_at not after now + STORE_CLOCK_SKEW_S. Every time is >= 0 and so
+ * lies in 1970-9999, which both encodings carry (RFC 5280 4.1.2.5: UTCTime through 2049,
+ * GeneralizedTime from 2050; OCSP and invalidityDate: GeneralizedTime). */
+
+/* Why the last revocation on this connection was refused (UTIL_EINVAL): a sentence starting with
+ * the field's name ("revoked_at: ..."); "" when it gave no reason, or when a later begin, issuer
+ * lookup, certificate registration or unrevoke ran on the connection. The string belongs to the
+ * connection and is valid until its next call. */
+const char *store_errmsg(const struct store *store);
 /* Releases a certificateHold: back to good, with an "unrevoke" change. UTIL_EINVAL if the certificate
  * is not on hold. */
 int store_cert_unrevoke_blocking(struct store *store, int64_t issuer_id,
@@ -195,9 +212,14 @@ struct store_sla_row {
     size_t serial_len;
     const char *request_id; /* may be NULL; valid during the callback */
     int64_t received_at_ms, committed_at_ms, ocsp_at_ms, crl_at_ms; /* 0 = not yet */
+    int64_t revoked_at, invalidity_date;                            /* unix seconds, as stored */
+    /* NULL, or why this revocation as stored cannot be signed (a row written behind the checks of
+     * store_cert_revoke_blocking, e.g. by an older pkiva): OCSP answers tryLater for it, so it is
+     * never complete, whatever its marks say. Valid during the callback. */
+    const char *unsignable;
 };
 /* Walks revocations: open_only = 1 lists those without a CRL time yet; 0 lists all, newest first,
- * at most limit rows (limit <= 0: no limit). */
+ * at most limit rows (limit <= 0: no limit). Each row comes with its unsignable verdict. */
 int store_sla_list_blocking(struct store *store, int open_only, int limit,
                             int (*fn)(void *ctx, const struct store_sla_row *row), void *ctx);
 

@@ -193,11 +193,9 @@ static int serial_from_hex(const char *hex, unsigned char *out, size_t *out_len)
 /* YYMMDDHHMMSSZ (UTCTime, years 1950-2049) or YYYYMMDDHHMMSSZ (GeneralizedTime) to Unix seconds. */
 static int parse_time(const char *s, size_t len, int64_t *out)
 {
-    struct tm tm;
     int v[7];
     size_t i = 0;
     size_t digits = 0;
-    time_t t = 0;
 
     if ((len != 13 && len != 15) || s[len - 1] != 'Z')
         return UTIL_EINVAL;
@@ -206,7 +204,6 @@ static int parse_time(const char *s, size_t len, int64_t *out)
         if (!isdigit((unsigned char)s[i]))
             return UTIL_EINVAL;
     }
-    memset(&tm, 0, sizeof(tm));
     i = 0;
     if (len == 13) {
         v[0] = (s[0] - '0') * 10 + (s[1] - '0');
@@ -218,17 +215,8 @@ static int parse_time(const char *s, size_t len, int64_t *out)
     }
     for (int k = 1; k < 6; k++, i += 2)
         v[k] = (s[i] - '0') * 10 + (s[i + 1] - '0');
-    if (v[1] < 1 || v[1] > 12 || v[2] < 1 || v[2] > 31 || v[3] > 23 || v[4] > 59 || v[5] > 60)
-        return UTIL_EINVAL;
-    tm.tm_year = v[0] - 1900;
-    tm.tm_mon = v[1] - 1;
-    tm.tm_mday = v[2];
-    tm.tm_hour = v[3];
-    tm.tm_min = v[4];
-    tm.tm_sec = v[5];
-    t = timegm(&tm);
-    *out = (int64_t)t;
-    return 0;
+    /* No normalisation: 20260230000000Z is refused, not read as the 2nd of March. */
+    return util_time_from_civil(v[0], v[1], v[2], v[3], v[4], v[5], out);
 }
 
 /* RFC 2253 one-line form of a name, malloc'd. */
@@ -728,6 +716,12 @@ static int import_index_line(struct import *im, int64_t issuer_id, char *line, c
         rev.received_at_ms = util_now_ms();
         rev.actor = "import";
         rc = batch_open(im);
+        if (rc == 0)
+            rc = store__revocation_check(im->store, &rev, rev.received_at_ms);
+        if (rc == UTIL_EINVAL) {
+            skip_item(im, where, im->store->errmsg); /* names the field */
+            return 0;
+        }
         if (rc == 0)
             rc = index_revoked(im, &cn, &rev, where);
         if (rc != 0)

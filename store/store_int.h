@@ -106,6 +106,7 @@ struct store__ops {
  * backend's own type inside the backend. */
 struct store {
     const struct store__ops *ops;
+    char errmsg[256]; /* store_errmsg; written by store.c and store_import.c only */
 };
 
 /* The SQLite backend (store_sqlite.c). */
@@ -115,6 +116,12 @@ int store__sqlite_open(const char *path, int flags, struct store **out);
  * STORE_AUDIT_HASH_LEN bytes (all zero for the first record). Returns 0 or UTIL_ECRYPTO. */
 int store__audit_hash(const unsigned char *prev_hash, int64_t id, int64_t at_ms, const char *actor,
                       const char *action, const char *detail, unsigned char *out);
+
+/* The checks of store_cert_revoke_blocking (see store.h) for a revocation about to be written
+ * at now_ms: looks the certificate up for its notBefore and any hold. Returns 0, UTIL_EINVAL
+ * with the reason in store->errmsg, or a backend error. */
+int store__revocation_check(struct store *store, const struct store_revocation *rev,
+                            int64_t now_ms);
 
 /* 1 when reason is a CRLReason a certificate may be revoked with (not removeFromCRL, not 7). */
 int store__reason_valid_for_revoke(int reason);

@@ -215,7 +215,7 @@ enum sq_stmt_id {
     "invalidity_date, feed_id"
 #define STORE_SLA_COLS                                                          \
     "feed_id, issuer_id, serial, request_id, received_at_ms, committed_at_ms, " \
-    "COALESCE(ocsp_at_ms, 0), COALESCE(crl_at_ms, 0)"
+    "COALESCE(ocsp_at_ms, 0), COALESCE(crl_at_ms, 0), revoked_at, invalidity_date"
 
 /* INDEXED BY below is deliberate: if a schema change ever made the intended index unusable, the
  * statement fails to prepare (loudly, in tests) instead of silently scanning a big table. */
@@ -1623,6 +1623,8 @@ static int sq_sla_list(struct store *store, int open_only, int limit,
         sla.committed_at_ms = sqlite3_column_int64(stmt, 5);
         sla.ocsp_at_ms = sqlite3_column_int64(stmt, 6);
         sla.crl_at_ms = sqlite3_column_int64(stmt, 7);
+        sla.revoked_at = sqlite3_column_int64(stmt, 8);
+        sla.invalidity_date = sqlite3_column_int64(stmt, 9);
         rc = fn(ctx, &sla);
         if (rc != 0)
             goto out;

@@ -1394,3 +1394,112 @@ Test(store, import_index_commits_in_batches)
     store_close(s);
     cr_assert_eq(raw_int("SELECT count(*) FROM certs"), 25000);
 }
+
+/* ---- issue 14 item 4: no writer stores a revocation that cannot be signed -------------------- */
+
+Test(store, revoke_refuses_times_that_cannot_be_signed)
+{
+    static const unsigned char serial[] = {0x42};
+    struct store *s = open_store(STORE_OPEN_CREATE);
+    int64_t ca = put_issuer(s, "ca");
+    int64_t now = (int64_t)time(NULL);
+    int64_t feed_id = 0;
+    struct store_revocation rev = {
+        .issuer_id = ca, .serial = serial, .serial_len = 1, .reason = 1, .actor = "test"};
+    struct store_cert c;
+
+    add_cert(s, ca, serial, 1); /* notBefore 1700000000 */
+    /* Milliseconds given as seconds: year 57887. */
+    rev.revoked_at = 1764633600000LL;
+    cr_assert_eq(store_cert_revoke_blocking(s, &rev, &feed_id), UTIL_EINVAL);
+    cr_assert(strncmp(store_errmsg(s), "revoked_at:", 11) == 0, "%s", store_errmsg(s));
+    /* Beyond the skew; within it is fine (tested last). */
+    rev.revoked_at = now + STORE_CLOCK_SKEW_S + 60;
+    cr_assert_eq(store_cert_revoke_blocking(s, &rev, &feed_id), UTIL_EINVAL);
+    cr_assert(strncmp(store_errmsg(s), "revoked_at:", 11) == 0, "%s", store_errmsg(s));
+    /* Before the certificate existed. */
+    rev.revoked_at = 1700000000 - 1;
+    cr_assert_eq(store_cert_revoke_blocking(s, &rev, &feed_id), UTIL_EINVAL);
+    cr_assert(strstr(store_errmsg(s), "notBefore") != NULL, "%s", store_errmsg(s));
+    /* Invalidity after the revocation, given or defaulted to now. */
+    rev.revoked_at = 1750000000;
+    rev.invalidity_date = 1750000001;
+    cr_assert_eq(store_cert_revoke_blocking(s, &rev, &feed_id), UTIL_EINVAL);
+    cr_assert(strncmp(store_errmsg(s), "invalidity_date:", 16) == 0, "%s", store_errmsg(s));
+    rev.revoked_at = 0;
+    rev.invalidity_date = now + 3600;
+    cr_assert_eq(store_cert_revoke_blocking(s, &rev, &feed_id), UTIL_EINVAL);
+    cr_assert(strncmp(store_errmsg(s), "invalidity_date:", 16) == 0, "%s", store_errmsg(s));
+    /* received_at in the future, or past what milliseconds can hold. */
+    rev.invalidity_date = 0;
+    rev.received_at_ms = (now + 3600) * 1000;
+    cr_assert_eq(store_cert_revoke_blocking(s, &rev, &feed_id), UTIL_EINVAL);
+    cr_assert(strncmp(store_errmsg(s), "received_at:", 12) == 0, "%s", store_errmsg(s));
+    rev.received_at_ms = INT64_MAX;
+    cr_assert_eq(store_cert_revoke_blocking(s, &rev, &feed_id), UTIL_EINVAL);
+    cr_assert(strncmp(store_errmsg(s), "received_at:", 12) == 0, "%s", store_errmsg(s));
+    /* Nothing was written. */
+    cr_assert_eq(store_cert_get_blocking(s, ca, serial, 1, &c), 0);
+    cr_assert_eq(c.status, STORE_GOOD);
+    cr_assert_eq(raw_int("SELECT count(*) FROM revocations"), 0);
+    /* A time inside the skew, an invalidity date before it: accepted. */
+    rev.received_at_ms = 0;
+    rev.revoked_at = now + 10;
+    rev.invalidity_date = now - 86400;
+    cr_assert_eq(store_cert_revoke_blocking(s, &rev, &feed_id), 0, "%s", store_errmsg(s));
+    cr_assert_str_empty(store_errmsg(s));
+    store_close(s);
+}
+
+Test(store, import_index_skips_lines_that_cannot_be_signed)
+{
+    static const char index[] =
+        "R\t301231235959Z\t20260230000000Z,keyCompromise\t20\tunknown\t/CN=feb30\n"
+        "R\t301231235959Z\t99991231235959Z,keyCompromise\t21\tunknown\t/CN=future\n"
+        "R\t301231235959Z\t240102030405Z,keyTime,20250101000000Z\t22\tunknown\t/CN=inv\n"
+        "V\t20260230000000Z\t\t23\tunknown\t/CN=badexpiry\n"
+        "R\t301231235959Z\t240102030405Z,keyCompromise\t24\tunknown\t/CN=ok\n";
+    static const unsigned char ok[] = {0x24};
+    struct store *s = open_store(STORE_OPEN_CREATE);
+    int64_t ca = put_issuer(s, "ca");
+    struct store_import_stats st;
+    struct store_cert c;
+    char path[256];
+
+    write_text("index-bad.txt", index, path, sizeof(path));
+    cr_assert_eq(store_import_index_blocking(s, ca, path, NULL, NULL, &st), 0);
+    cr_assert_eq(st.skipped, 4);
+    cr_assert_eq(st.added, 1);
+    cr_assert_eq(st.revoked, 1);
+    cr_assert_eq(store_cert_get_blocking(s, ca, ok, 1, &c), 0);
+    cr_assert_eq(c.status, STORE_REVOKED);
+    cr_assert_eq(raw_int("SELECT count(*) FROM certs"), 1, "no refused line left a row");
+    store_close(s);
+}
+
+Test(store, sla_list_flags_revocations_written_behind_the_checks)
+{
+    static const unsigned char ok[] = {0x51}, poisoned[] = {0x52};
+    struct store *s = open_store(STORE_OPEN_CREATE);
+    int64_t ca = put_issuer(s, "ca");
+    struct sla_rows rows = {0};
+    int64_t feed_id = 0;
+
+    add_cert(s, ca, ok, 1);
+    add_cert(s, ca, poisoned, 1);
+    cr_assert_eq(revoke_cert(s, ca, ok, 1, STORE_REASON_KEY_COMPROMISE, &feed_id), 0);
+    cr_assert_eq(revoke_cert(s, ca, poisoned, 1, STORE_REASON_KEY_COMPROMISE, &feed_id), 0);
+    /* What an older pkiva stored for "revoked_at":"@1764633600000". */
+    raw_exec("UPDATE revocations SET revoked_at = 1764633600000 WHERE serial = X'52'");
+    cr_assert_eq(store_sla_list_blocking(s, 0, 0, collect_sla, &rows), 0);
+    cr_assert_eq(rows.n, 2);
+    for (int i = 0; i < rows.n; i++) {
+        if (rows.r[i].serial[0] == 0x52)
+            cr_assert(rows.r[i].unsignable != NULL &&
+                          strncmp(rows.r[i].unsignable, "revoked_at", 10) == 0,
+                      "the poisoned row is flagged");
+        else
+            cr_assert_null(rows.r[i].unsignable);
+    }
+    store_close(s);
+}
