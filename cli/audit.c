@@ -132,8 +132,8 @@ struct cli_audit_sealer {
     int stopping; /* guarded by mutex */
 };
 
-/* Seals what waits and logs the outcome; failures are retried by the next round. */
-static void seal_now(struct cli_audit_sealer *sealer, struct store *store, const char *why)
+/* Seals what waits and logs the outcome; returns the result. */
+static int seal_now(struct cli_audit_sealer *sealer, struct store *store, const char *why)
 {
     int64_t sealed = 0;
     int rc = cli__audit_seal_blocking(store, sealer->hsm, sealer->key, sealer->cert, &sealed);
@@ -145,6 +145,7 @@ static void seal_now(struct cli_audit_sealer *sealer, struct store *store, const
                   why, util_strerror(rc));
     else if (sealed > 0)
         UTIL_INFO(MOD, "sealed %" PRId64 " audit records (%s)", sealed, why);
+    return rc;
 }
 
 static void *sealer_main(void *arg)
@@ -152,6 +153,7 @@ static void *sealer_main(void *arg)
     struct cli_audit_sealer *sealer = arg;
     struct store *store = NULL;
     int64_t waiting_since = 0;
+    int64_t retry_at = 0; /* after a failure (HSM down), not before this: one log line a round */
     int stopping = 0;
     int rc = 0;
 
@@ -179,14 +181,18 @@ static void *sealer_main(void *arg)
         }
         if (waiting_since == 0)
             waiting_since = util_mono_ms();
+        if (util_mono_ms() < retry_at)
+            continue;
         if (unsealed >= CLI_AUDIT_SEAL_RECORDS ||
             util_mono_ms() - waiting_since >= CLI_AUDIT_SEAL_INTERVAL_MS) {
-            seal_now(sealer, store, "periodic");
-            waiting_since = 0;
+            if (seal_now(sealer, store, "periodic") == UTIL_OK)
+                waiting_since = 0;
+            else
+                retry_at = util_mono_ms() + CLI_AUDIT_SEAL_INTERVAL_MS;
         }
     }
     if (store != NULL)
-        seal_now(sealer, store, "graceful stop");
+        (void)seal_now(sealer, store, "graceful stop"); /* logged inside */
     store_close(store);
     return NULL;
 }
