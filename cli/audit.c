@@ -21,9 +21,11 @@
  *
  * When. The server seals at start (records written by the CLI while it was down), whenever
  * CLI_AUDIT_SEAL_RECORDS records wait or the oldest waiting one is CLI_AUDIT_SEAL_INTERVAL_MS old,
- * and once more at a graceful stop; `pkiva audit seal` seals on demand. A seal is made inside the
- * store's write transaction, so concurrent sealers cannot produce overlapping seals; a failed
- * signature (HSM down) writes nothing and the next attempt seals the whole backlog.
+ * and once more at a graceful stop; `pkiva audit seal` seals on demand. The signature is made
+ * without holding the store's write lock (a token queued behind OCSP signing must not stall
+ * revocations); the seal is inserted under the lock only if nobody sealed meanwhile, so concurrent
+ * sealers never overlap. A failed signature (HSM down) writes nothing and a later attempt seals
+ * the whole backlog.
  *
  * Thread. The sealer is one thread with its own store connection; it signs through hsm_run_sync on
  * the hsm's pool (the key handles may be swapped by the hsm monitor). It only ever waits on its

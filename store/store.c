@@ -34,7 +34,8 @@
  * Audit log and insiders. Anyone who can write the database can recompute a plain hash chain, so
  * the chain is anchored in the HSM by seals: signatures (made through a caller's signer, in
  * practice the first issuer's CA key, cli/audit.c) over the hashes of a run of records. Seals
- * tile the log from record 1 and are made inside the write transaction, so they never overlap.
+ * tile the log from record 1: signed outside the write lock, inserted under it only if no seal
+ * came first, so they never overlap.
  * store_audit_verify_blocking then checks, offline with the public certificates: the chain, every
  * seal and every sealed record against it, that every feed row is covered by one record with a
  * matching digest, and that each certificate's status replays from its changes (legal transitions

@@ -278,9 +278,9 @@ int store_tsa_token_get_blocking(struct store *store, const char *unit, int64_t 
 int store_audit_append_blocking(struct store *store, const char *actor, const char *action,
                                 const char *detail);
 
-/* The signing key of seals. sign is called inside the store's write transaction (so seals never
- * race); it gets the exact bytes to sign and returns a malloc'd signature the store frees, or a
- * UTIL_E* code. cert_der is the certificate of the key (its SHA-256 names the key in the seal). */
+/* The signing key of seals. sign is called without the store's write lock held (a seal that lost a
+ * race with another sealer is dropped); it gets the exact bytes to sign and returns a malloc'd
+ * signature the store frees, or a UTIL_E* code. cert_der is the certificate of the key (its SHA-256 names the key in the seal). */
 struct store_audit_signer {
     int (*sign)(void *ctx, const unsigned char *data, size_t len, unsigned char **sig,
                 size_t *sig_len);

@@ -154,11 +154,11 @@ struct store__ops {
      * change does not exist or is not a revocation (0: none), the number of changes. */
     int (*orphans)(struct store *store, int64_t *change_id, int64_t *revocation_id,
                    int64_t *changes);
-    /* Seals: the records after the last seal (in one write transaction with the insert, so that
-     * seals tile the log), and the walk of all seals in id order. seal_pending calls fn with the
-     * next record id to seal (after the last seal), the hashes of the records from there (at most
-     * max), their count; fn returns the seal to insert (*row filled, or *row->signature NULL for
-     * none) and the backend inserts it before committing. */
+    /* Seals. seal_pending reads the records after the last seal (at most max) and calls fn with
+     * the first one's id, their hashes and count, outside any write lock; fn fills *seal (it
+     * signs). The backend then inserts the seal in a write transaction only if no seal was added
+     * and none of those records changed meanwhile (else *sealed_out = 0), so seals tile the log.
+     * seal_walk walks all seals in first_id order; unsealed counts the records after the last. */
     int (*seal_pending)(struct store *store, int max,
                         int (*fn)(void *ctx, int64_t first_id, const unsigned char *hashes,
                                   size_t n, struct store__seal_row *seal),

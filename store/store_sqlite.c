@@ -2289,6 +2289,52 @@ static int sq_orphans(struct store *store, int64_t *change_id, int64_t *revocati
     return rc;
 }
 
+/* Reads the id after the last seal and the hashes of up to max records from there into hashes
+ * (max * 32 bytes); *n gets their count. Refuses a gap or a damaged hash: sealing over one would
+ * vouch for it, and reporting it is the verification's job. */
+static int seal_read_pending(struct sq *s, int max, int64_t *sealed_last, unsigned char *hashes,
+                             size_t *n, const char *op)
+{
+    sqlite3_stmt *pending = NULL;
+    int row = 0;
+    int rc = 0;
+
+    *n = 0;
+    rc = query_stmt_int(s, STORE_ST_SEAL_LAST, op, sealed_last);
+    if (rc == 0)
+        rc = stmt_get(s, STORE_ST_SEAL_PENDING, &pending);
+    if (rc != 0)
+        goto out;
+    if (sqlite3_bind_int64(pending, 1, *sealed_last) != SQLITE_OK ||
+        sqlite3_bind_int(pending, 2, max) != SQLITE_OK) {
+        rc = bind_err(s, op);
+        goto out;
+    }
+    for (;;) {
+        rc = step(s, pending, op, &row);
+        if (rc != 0 || !row)
+            goto out;
+        if (sqlite3_column_int64(pending, 0) != *sealed_last + 1 + (int64_t)*n ||
+            sqlite3_column_bytes(pending, 1) != STORE_AUDIT_HASH_LEN) {
+            UTIL_ERROR(STORE_MOD,
+                       "audit seal: %s: record %" PRId64
+                       " is missing or damaged; not sealing (run pkiva audit verify)",
+                       s->path, *sealed_last + 1 + (int64_t)*n);
+            rc = UTIL_ESTORE;
+            goto out;
+        }
+        memcpy(hashes + *n * STORE_AUDIT_HASH_LEN, sqlite3_column_blob(pending, 1),
+               STORE_AUDIT_HASH_LEN);
+        (*n)++;
+    }
+out:
+    stmt_put(s, STORE_ST_SEAL_PENDING, pending);
+    return rc;
+}
+
+/* Signs outside the write lock (an HSM may be slow or queued behind OCSP signing; writers must not
+ * wait for it), then inserts under the lock only if nobody sealed meanwhile and the records are
+ * still the ones signed; otherwise the seal is dropped and the next round seals again. */
 static int sq_seal_pending(struct store *store, int max,
                            int (*fn)(void *ctx, int64_t first_id, const unsigned char *hashes,
                                      size_t n, struct store__seal_row *seal),
@@ -2296,58 +2342,45 @@ static int sq_seal_pending(struct store *store, int max,
 {
     static const char op[] = "audit seal";
     struct sq *s = sq_of(store);
-    sqlite3_stmt *pending = NULL;
     sqlite3_stmt *insert = NULL;
     struct store__seal_row seal;
     unsigned char *hashes = NULL;
+    unsigned char *again = NULL;
     enum tx_kind kind = 0;
     int64_t sealed_last = 0;
+    int64_t sealed_last_again = 0;
     size_t n = 0;
+    size_t n_again = 0;
+    int opened = 0;
     int row = 0;
     int rc = 0;
 
     *sealed_out = 0;
     memset(&seal, 0, sizeof(seal));
-    hashes = malloc((size_t)max * STORE_AUDIT_HASH_LEN);
+    hashes = malloc(2 * (size_t)max * STORE_AUDIT_HASH_LEN);
     if (hashes == NULL)
         return UTIL_ENOMEM;
-    rc = tx_start(s, op, &kind);
+    again = hashes + (size_t)max * STORE_AUDIT_HASH_LEN;
+    rc = rx_start(s, op, &opened);
     if (rc == 0)
-        rc = query_stmt_int(s, STORE_ST_SEAL_LAST, op, &sealed_last);
-    if (rc == 0)
-        rc = stmt_get(s, STORE_ST_SEAL_PENDING, &pending);
-    if (rc != 0)
-        goto out;
-    if (sqlite3_bind_int64(pending, 1, sealed_last) != SQLITE_OK ||
-        sqlite3_bind_int(pending, 2, max) != SQLITE_OK) {
-        rc = bind_err(s, op);
-        goto out;
-    }
-    for (;;) {
-        rc = step(s, pending, op, &row);
-        if (rc != 0)
-            goto out;
-        if (!row)
-            break;
-        /* Never seal over a gap or a damaged hash: that is for the verification to report. */
-        if (sqlite3_column_int64(pending, 0) != sealed_last + 1 + (int64_t)n ||
-            sqlite3_column_bytes(pending, 1) != STORE_AUDIT_HASH_LEN) {
-            UTIL_ERROR(STORE_MOD,
-                       "audit seal: %s: record %" PRId64
-                       " is missing or damaged; not sealing (run pkiva audit verify)",
-                       s->path, sealed_last + 1 + (int64_t)n);
-            rc = UTIL_ESTORE;
-            goto out;
-        }
-        memcpy(hashes + n * STORE_AUDIT_HASH_LEN, sqlite3_column_blob(pending, 1),
-               STORE_AUDIT_HASH_LEN);
-        n++;
-    }
-    if (n == 0)
+        rc = seal_read_pending(s, max, &sealed_last, hashes, &n, op);
+    rx_finish(s, opened, op);
+    if (rc != 0 || n == 0)
         goto out;
     rc = fn(ctx, sealed_last + 1, hashes, n, &seal);
     if (rc != 0)
         goto out;
+    rc = tx_start(s, op, &kind);
+    if (rc == 0)
+        rc = seal_read_pending(s, max, &sealed_last_again, again, &n_again, op);
+    if (rc != 0)
+        goto out;
+    if (sealed_last_again != sealed_last || n_again < n ||
+        memcmp(again, hashes, n * STORE_AUDIT_HASH_LEN) != 0) {
+        UTIL_INFO(STORE_MOD, "audit seal: %s: sealed or changed meanwhile; sealing again later",
+                  s->path);
+        goto out;
+    }
     rc = stmt_get(s, STORE_ST_SEAL_INSERT, &insert);
     if (rc != 0)
         goto out;
@@ -2369,7 +2402,6 @@ static int sq_seal_pending(struct store *store, int max,
     if (rc == 0)
         *sealed_out = (int64_t)n;
 out:
-    stmt_put(s, STORE_ST_SEAL_PENDING, pending);
     stmt_put(s, STORE_ST_SEAL_INSERT, insert);
     rc = tx_finish(s, kind, rc, op);
     free(hashes);
