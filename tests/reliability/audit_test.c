@@ -9,6 +9,8 @@
 
 #include <criterion/criterion.h>
 #include <ctype.h>
+#include <openssl/evp.h>
+#include <openssl/x509.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -138,6 +140,65 @@ static void cli_revoke(const char *serial, const char *reason)
                  0, "%s", out);
 }
 
+/* The insider's own signing key (no HSM): signs seals like pkiva would. */
+static int insider_sign(void *ctx, const unsigned char *data, size_t len, unsigned char **sig,
+                        size_t *sig_len)
+{
+    EVP_MD_CTX *md = EVP_MD_CTX_new();
+    int ok = 0;
+
+    *sig = NULL;
+    ok = md != NULL && EVP_DigestSignInit(md, NULL, EVP_sha256(), NULL, ctx) == 1 &&
+         EVP_DigestSign(md, NULL, sig_len, data, len) == 1;
+    if (ok)
+        *sig = malloc(*sig_len);
+    ok = ok && *sig != NULL && EVP_DigestSign(md, *sig, sig_len, data, len) == 1;
+    EVP_MD_CTX_free(md);
+    return ok ? 0 : UTIL_ECRYPTO;
+}
+
+/* Seals the rewritten log with a key and self-made certificate of the insider's, through pkiva's
+ * own sealing code. */
+static void insider_seal(void)
+{
+    char path[400];
+    struct store *store = NULL;
+    struct store_audit_signer signer;
+    EVP_PKEY *key = EVP_EC_gen("P-256");
+    X509 *cert = X509_new();
+    unsigned char *der = NULL;
+    int64_t sealed = 0;
+    int len = 0;
+
+    cr_assert_not_null(key);
+    cr_assert_not_null(cert);
+    X509_set_version(cert, 2);
+    ASN1_INTEGER_set(X509_get_serialNumber(cert), 1);
+    X509_NAME_add_entry_by_txt(X509_get_subject_name(cert), "CN", MBSTRING_ASC,
+                               (const unsigned char *)"demo-ca", -1, -1, 0);
+    X509_set_issuer_name(cert, X509_get_subject_name(cert));
+    X509_gmtime_adj(X509_getm_notBefore(cert), 0);
+    X509_gmtime_adj(X509_getm_notAfter(cert), 86400);
+    X509_set_pubkey(cert, key);
+    cr_assert_gt(X509_sign(cert, key, EVP_sha256()), 0);
+    len = i2d_X509(cert, &der);
+    cr_assert_gt(len, 0);
+    memset(&signer, 0, sizeof(signer));
+    signer.sign = insider_sign;
+    signer.ctx = key;
+    signer.cert_der = der;
+    signer.cert_len = (size_t)len;
+    signer.md = "SHA256";
+    snprintf(path, sizeof(path), "%s/pkiva.db", srv.data);
+    cr_assert_eq(store_open_blocking(path, 0, &store), 0);
+    cr_assert_eq(store_audit_seal_blocking(store, &signer, &sealed), 0);
+    cr_assert_gt(sealed, 17);
+    store_close(store);
+    OPENSSL_free(der);
+    X509_free(cert);
+    EVP_PKEY_free(key);
+}
+
 static long long revoke_record_of(const char *serial)
 {
     char sql[512];
@@ -206,6 +267,11 @@ Test(audit, a_rewritten_log_with_a_recomputed_chain_is_detected)
     cr_assert_eq(verify(out, sizeof(out), "--sealed"), 1, "%s", out);
     cr_assert_eq(verify(out, sizeof(out), anchor), 1, "%s", out);
     cr_assert_not_null(strstr(out, "not the record the anchor names"), "%s", out);
+    /* A seal of the insider's own making does not count: its certificate is not trusted. */
+    insider_seal();
+    cr_assert_eq(verify(out, sizeof(out), NULL), 1, "%s", out);
+    cr_assert_not_null(strstr(out, "first bad record 1: seal "), "%s", out);
+    cr_assert_not_null(strstr(out, "not trusted"), "%s", out);
 }
 
 Test(audit, a_certificate_set_back_to_good_is_detected)
