@@ -7,8 +7,9 @@
  *
  * Why signed seals, not an HMAC key. A plain hash chain can be recomputed by anyone who can write
  * the database. Two ways to key it with the HSM: an HMAC key generated in the token (every record
- * keyed at once, but verification then needs the token and its PIN, and pkcs11-provider 1.0 offers
- * no EVP_MAC for token keys, so it would mean raw PKCS#11 calls beside the provider), or seals:
+ * keyed at once, but verification then needs the token and its PIN, and pkcs11-provider 1.0 has
+ * no MAC: `openssl list -mac-algorithms -key-managers -provider pkcs11` shows only RSA, EC, EdDSA
+ * and HKDF, so it would mean raw PKCS#11 calls beside the provider), or seals:
  * signatures over runs of record hashes made with a signing key the HSM already holds. Seals go
  * through the existing signing path (any PKCS#11 module that signs CRLs can sign them), and anyone
  * with the issuer's public certificate can verify them offline, without the HSM. Their cost is a

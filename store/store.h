@@ -280,7 +280,8 @@ int store_audit_append_blocking(struct store *store, const char *actor, const ch
 
 /* The signing key of seals. sign is called without the store's write lock held (a seal that lost a
  * race with another sealer is dropped); it gets the exact bytes to sign and returns a malloc'd
- * signature the store frees, or a UTIL_E* code. cert_der is the certificate of the key (its SHA-256 names the key in the seal). */
+ * signature the store frees, or a UTIL_E* code. cert_der is the certificate of the key (its
+ * SHA-256 names the key in the seal). */
 struct store_audit_signer {
     int (*sign)(void *ctx, const unsigned char *data, size_t len, unsigned char **sig,
                 size_t *sig_len);
@@ -321,9 +322,10 @@ struct store_audit_anchor {
 };
 /* Checks everything: the chain (ids contiguous from 1, each hash), every seal (signature by one of
  * the trusted certificates, given as DER; seals tile the log from record 1) and every sealed
- * record's hash against its seal; the anchor (may be NULL); that every change-feed row is covered by exactly one record with
- * a matching digest; and that each certificate's current status, and every revocation row, is what
- * the history implies (legal transitions only: a certificate goes back to good only from hold).
+ * record's hash against its seal; the anchor (may be NULL); that every change-feed row is covered
+ * by exactly one record with a matching digest; and that each certificate's current status, and
+ * every revocation row, is what the history implies (legal transitions only: a certificate goes
+ * back to good only from hold).
  * Returns 0 when nothing is wrong (unsealed records are not wrong: see report->unsealed),
  * UTIL_EINVAL when something is (report says what and where), another code when it could not
  * check. n_trusted = 0 makes every seal count as a problem. */
