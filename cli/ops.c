@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Operator commands that work on the store directly: revoke, unrevoke, status, import, audit verify
- * and the SLA report. Each change is durable (and in the change feed) before the command reports
+/* Operator commands that work on the store directly: revoke, unrevoke, status, import and the SLA
+ * report (`pkiva audit` is in audit.c). Each change is durable (and in the change feed) before the command reports
  * success; a running server applies it within a second. */
 #define _GNU_SOURCE /* getopt_long */
 #include "cli_int.h"
@@ -706,17 +706,11 @@ int cli__cmd_import(int argc, char **argv)
         fputc('\n', stderr);
     {
         int64_t ms = util_mono_ms() - prog.start_ms;
-        char detail[200];
+        /* Each committed batch wrote its own audit record in its transaction (store_import.c). */
         printf("imported: %lld new, %lld already known, %lld revoked, %lld skipped (unknown "
                "issuer or unreadable) in %.1f s\n",
                (long long)total.added, (long long)total.existing, (long long)total.revoked,
                (long long)total.skipped, (double)ms / 1000.0);
-        (void)snprintf(detail, sizeof(detail),
-                       "{\"added\":%lld,\"existing\":%lld,\"revoked\":%lld,\"skipped\":%lld}",
-                       (long long)total.added, (long long)total.existing, (long long)total.revoked,
-                       (long long)total.skipped);
-        if (total.added > 0)
-            (void)store_audit_append_blocking(store, "cli", "import", detail); /* logged inside */
     }
     if (rc == UTIL_OK)
         status = 0;
@@ -762,42 +756,6 @@ int cli__open_command(int argc, char **argv, int first, const char *help, int *o
     if (open_store(cfg, store) != UTIL_OK)
         return 1;
     return -1;
-}
-
-int cli__cmd_audit(int argc, char **argv)
-{
-    static const char help[] = "usage: pkiva audit verify [--config FILE | --data DIR]\n\n"
-                               "Recomputes the hash chain of the audit log; exit 1 if any record\n"
-                               "was edited, removed or reordered.\n";
-    struct cli_config cfg;
-    struct store *store = NULL;
-    int64_t bad = 0, count = 0;
-    int rc;
-
-    if (argc < 2 || strcmp(argv[1], "verify") != 0) {
-        if (argc >= 2 && strcmp(argv[1], "--help") == 0) {
-            fputs(help, stdout);
-            return 0;
-        }
-        fputs(help, stderr);
-        return 2;
-    }
-    rc = cli__open_command(argc, argv, 2, help, NULL, &cfg, &store);
-    if (rc >= 0)
-        return rc;
-    rc = store_audit_verify_blocking(store, &bad, &count);
-    store_close(store);
-    if (rc == UTIL_OK) {
-        printf("audit chain intact: %lld records\n", (long long)count);
-        return 0;
-    }
-    if (rc == UTIL_EINVAL) {
-        printf("audit chain BROKEN at record %lld (edited, removed or reordered)\n",
-               (long long)bad);
-        return 1;
-    }
-    fprintf(stderr, "pkiva audit verify: %s\n", util_strerror(rc));
-    return 1;
 }
 
 struct sla_ctx {

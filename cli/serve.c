@@ -54,6 +54,7 @@ struct server {
     struct cli_admin *admin;
     struct feed *feed; /* the revocation pipeline */
     struct feed_contract contract;
+    struct cli_audit_sealer *sealer; /* seals the audit log with the first issuer's key */
     int n_issuers;
     struct served_issuer issuers[CLI_MAX_ISSUERS];
     int64_t feed_start;      /* the status index was loaded at this feed id */
@@ -718,6 +719,11 @@ int cli_serve(const struct cli_config *cfg)
     }
     (void)store_audit_append_blocking(srv->store, "pkiva-serve", "start",
                                       "{\"what\":\"configuration and keys loaded\"}");
+    /* Seal what was written while no server ran (CLI changes, this start); a failure is logged
+     * and retried by the sealer (audit.c). */
+    if (srv->n_issuers > 0)
+        (void)cli__audit_seal_blocking(srv->store, srv->hsm, srv->issuers[0].ca_key,
+                                       srv->issuers[0].cert, NULL);
     /* The start-up connection is not needed any more: the feed opens its own. */
     store_close(srv->store);
     srv->store = NULL;
@@ -769,6 +775,12 @@ int cli_serve(const struct cli_config *cfg)
     rc = feed_start(srv->feed);
     if (rc != UTIL_OK)
         goto out;
+    if (srv->n_issuers > 0) {
+        rc = cli__audit_sealer_start(cfg, srv->hsm, srv->issuers[0].ca_key, srv->issuers[0].cert,
+                                     &srv->sealer);
+        if (rc != UTIL_OK)
+            goto out;
+    }
 
     printf("pkiva is serving (%d workers)\n", http.workers);
     printf("  OCSP:      %s%s   (POST, or GET %s<base64 request>)\n", cfg->public_url,
@@ -810,6 +822,8 @@ out:
     ocsp_responder_free(srv->ocsp);
     crl_publisher_free(srv->crl);
     tsa_service_free(srv->tsa);
+    /* Nothing writes audit records any more: the last seal, while the key still exists. */
+    cli__audit_sealer_stop(srv->sealer);
     close_issuers(srv);
     store_close(srv->store);
     hsm_close(srv->hsm);
