@@ -586,6 +586,8 @@ static int on_entry(void *user, const char *section, const char *key, const char
             return set_path(ctx, cfg->admin_client_ca, sizeof(cfg->admin_client_ca), value);
         if (strcmp(key, "require_client_cert") == 0)
             return set_bool(ctx, &cfg->admin_require_client_cert, value);
+        if (strcmp(key, "metrics_without_auth") == 0)
+            return set_bool(ctx, &cfg->admin_metrics_without_auth, value);
         if (strcmp(key, "server_ca") == 0)
             return set_path(ctx, cfg->admin_server_ca, sizeof(cfg->admin_server_ca), value);
         if (strcmp(key, "client_cert") == 0)

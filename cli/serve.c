@@ -261,6 +261,8 @@ static void handle_metrics(void *ctx, struct http_request *req)
     char body[16384];
     int n;
 
+    if (!cli__admin_gate(srv->admin, req))
+        return; /* answered 401 */
     ocsp_stats_get(srv->ocsp, &os);
     hsm_stats_get(srv->hsm, &hs);
     http_server_stats(srv->http, &ht);
@@ -367,6 +369,10 @@ static void handle_metrics(void *ctx, struct http_request *req)
     }
     if (n > 0 && (size_t)n < sizeof(body)) {
         int more = watch_metrics(srv, body + n, sizeof(body) - (size_t)n);
+        n = more >= 0 ? n + more : -1;
+    }
+    if (n > 0 && (size_t)n < sizeof(body)) {
+        int more = cli__admin_metrics(srv->admin, body + n, sizeof(body) - (size_t)n);
         n = more >= 0 ? n + more : -1;
     }
     if (srv->tsa != NULL && n > 0 && (size_t)n < sizeof(body)) {
