@@ -737,6 +737,8 @@ int cli_serve(const struct cli_config *cfg)
         http.listeners[1].tls_key_file = cfg->admin_tls_key;
         http.listeners[1].tls_client_ca_file =
             cfg->admin_client_ca[0] != '\0' ? cfg->admin_client_ca : NULL;
+        http.listeners[1].tls_client_crl_file =
+            cfg->admin_client_crl[0] != '\0' ? cfg->admin_client_crl : NULL;
     }
     rc = http_server_new(&http, &srv->http);
     if (rc != UTIL_OK)
