@@ -500,7 +500,8 @@ static size_t request_with_params(X509 *issuer, long serial, const unsigned char
     cr_assert(buf != NULL && tmp != NULL && params_len + 200 < cap);
     cr_assert_eq(OCSP_id_get0_info(&nh, &md, &kh, &ai, id), 1);
     memcpy(tmp, oid_sha256, sizeof(oid_sha256));
-    memcpy(tmp + sizeof(oid_sha256), params, params_len);
+    if (params_len > 0) /* memcpy's source may not be NULL even for 0 bytes */
+        memcpy(tmp + sizeof(oid_sha256), params, params_len);
     n = der_put(buf, 0x30, tmp, sizeof(oid_sha256) + params_len); /* AlgorithmIdentifier */
     n += der_put(buf + n, 0x04, ASN1_STRING_get0_data(nh), (size_t)ASN1_STRING_length(nh));
     n += der_put(buf + n, 0x04, ASN1_STRING_get0_data(kh), (size_t)ASN1_STRING_length(kh));
