@@ -55,6 +55,12 @@ struct crl_config;
 int cli__admin_new(const struct cli_config *cfg, struct http_server *http,
                    struct crl_publisher *crl, struct cli_admin **out);
 void cli__admin_free(struct cli_admin *admin); /* after the http server stopped; NULL-safe */
+/* For other routes of the admin listener (/metrics): 1 when req may be served, i.e. it is
+ * authenticated as the admin API's requests are, or [admin] metrics_without_auth is set; else
+ * req has been answered 401 (counted and logged like the admin API's refusals) and 0 returned. */
+int cli__admin_gate(struct cli_admin *admin, struct http_request *req);
+/* The admin API's Prometheus lines (refused requests) into buf; snprintf's return value. */
+int cli__admin_metrics(struct cli_admin *admin, char *buf, size_t len);
 /* The fuzz target's way in (tests/fuzz/fuzz_admin_json.c): runs the exact checks a body of the
  * admin route op ("revoke", "unrevoke", "status", "certificates", "crl/publish") goes through
  * before any store work, without a server. Returns 0 if the body would be accepted, 400 if it

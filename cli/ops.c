@@ -120,18 +120,26 @@ struct issuer_find {
     int64_t id;
 };
 
-static int issuer_match(void *ctx, const struct store_issuer *is)
+/* 1 when the stored issuer issued cert: its subject is cert's issuer name and its key verifies
+ * cert's signature; else 0. */
+static int issued_by(X509 *cert, const struct store_issuer *is)
 {
-    struct issuer_find *find = ctx;
     const unsigned char *p = is->cert_der;
     X509 *ca = d2i_X509(NULL, &p, (long)is->cert_len);
     int found = 0;
     if (ca != NULL) {
-        found = X509_NAME_cmp(X509_get_subject_name(ca), X509_get_issuer_name(find->cert)) == 0 &&
-                X509_verify(find->cert, X509_get0_pubkey(ca)) == 1;
+        found = X509_NAME_cmp(X509_get_subject_name(ca), X509_get_issuer_name(cert)) == 0 &&
+                X509_verify(cert, X509_get0_pubkey(ca)) == 1;
         X509_free(ca);
     }
     ERR_clear_error(); /* a non-matching issuer leaves verification errors behind */
+    return found;
+}
+
+static int issuer_match(void *ctx, const struct store_issuer *is)
+{
+    struct issuer_find *find = ctx;
+    int found = issued_by(find->cert, is);
     if (found)
         find->id = is->id;
     return found;
@@ -142,12 +150,12 @@ static int resolve_cert(struct store *store, const struct cert_ref *ref, int64_t
                         unsigned char *serial, size_t *serial_len)
 {
     struct store_issuer issuer;
+    X509 *cert = NULL; /* --cert with --issuer: checked against that issuer below */
     int rc;
     memset(&issuer, 0, sizeof(issuer));
     if (ref->cert_file != NULL) {
         /* Find the issuer by name: the stored issuers whose subject is this cert's issuer. */
         FILE *f = fopen(ref->cert_file, "r");
-        X509 *cert = NULL;
         unsigned char *der = NULL;
         int n;
         if (f == NULL) {
@@ -186,7 +194,6 @@ static int resolve_cert(struct store *store, const struct cert_ref *ref, int64_t
             *issuer_id = find.id;
             return UTIL_OK;
         }
-        X509_free(cert);
     } else {
         if (ref->issuer == NULL || ref->serial == NULL) {
             fprintf(stderr, "pkiva: name the certificate with --issuer NAME --serial HEX, or "
@@ -202,11 +209,22 @@ static int resolve_cert(struct store *store, const struct cert_ref *ref, int64_t
     rc = store_issuer_get_blocking(store, ref->issuer, &issuer);
     if (rc != UTIL_OK) {
         fprintf(stderr, "pkiva: no issuer named '%s' in the store\n", ref->issuer);
+        X509_free(cert);
         return rc;
+    }
+    /* --cert and --issuer together: the certificate must be that issuer's (name and signature),
+     * or its serial would be looked up, and changed, under an issuer that never issued it. */
+    if (cert != NULL && !issued_by(cert, &issuer)) {
+        fprintf(stderr,
+                "pkiva: %s was not issued by '%s' (its issuer name or signature does not match "
+                "that CA certificate)\n",
+                ref->cert_file, ref->issuer);
+        rc = UTIL_EINVAL;
     }
     *issuer_id = issuer.id;
     store_issuer_cleanup(&issuer);
-    return UTIL_OK;
+    X509_free(cert);
+    return rc;
 }
 
 static void print_serial(FILE *out, const unsigned char *serial, size_t len)
@@ -254,7 +272,8 @@ static const char revoke_help[] =
     "        cessationOfOperation, certificateHold, privilegeWithdrawn, aACompromise.\n"
     "TIME:   2026-11-21T10:00:00Z, '2026-11-21 10:00:00' or @UNIXSECONDS (UTC).\n"
     "--received-at is when the revocation request reached the CA (the 12-hour deadline runs\n"
-    "from it); default now. --cert finds the issuer by the certificate's issuer name.\n";
+    "from it); default now. --cert finds the issuer by the certificate's issuer name; with\n"
+    "--issuer too, that issuer must have issued it (name and signature), else nothing changes.\n";
 
 int cli__cmd_revoke(int argc, char **argv)
 {

@@ -262,6 +262,8 @@ static void handle_metrics(void *ctx, struct http_request *req)
     char body[16384];
     int n;
 
+    if (!cli__admin_gate(srv->admin, req))
+        return; /* answered 401 */
     ocsp_stats_get(srv->ocsp, &os);
     hsm_stats_get(srv->hsm, &hs);
     http_server_stats(srv->http, &ht);
@@ -368,6 +370,10 @@ static void handle_metrics(void *ctx, struct http_request *req)
     }
     if (n > 0 && (size_t)n < sizeof(body)) {
         int more = watch_metrics(srv, body + n, sizeof(body) - (size_t)n);
+        n = more >= 0 ? n + more : -1;
+    }
+    if (n > 0 && (size_t)n < sizeof(body)) {
+        int more = cli__admin_metrics(srv->admin, body + n, sizeof(body) - (size_t)n);
         n = more >= 0 ? n + more : -1;
     }
     if (srv->tsa != NULL && n > 0 && (size_t)n < sizeof(body)) {
@@ -737,6 +743,8 @@ int cli_serve(const struct cli_config *cfg)
         http.listeners[1].tls_key_file = cfg->admin_tls_key;
         http.listeners[1].tls_client_ca_file =
             cfg->admin_client_ca[0] != '\0' ? cfg->admin_client_ca : NULL;
+        http.listeners[1].tls_client_crl_file =
+            cfg->admin_client_crl[0] != '\0' ? cfg->admin_client_crl : NULL;
     }
     rc = http_server_new(&http, &srv->http);
     if (rc != UTIL_OK)
