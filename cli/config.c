@@ -421,6 +421,8 @@ static int on_entry(void *user, const char *section, const char *key, const char
             return set_listen(ctx, &cfg->http.listeners[1], value);
         if (strcmp(key, "max_connections") == 0)
             return set_int(ctx, &lim->max_connections, value, 1, 1000000);
+        if (strcmp(key, "max_connections_per_client") == 0)
+            return set_int(ctx, &lim->max_connections_per_client, value, 0, 1000000);
         if (strcmp(key, "max_url") == 0)
             return set_size(ctx, &lim->max_url, value, 65536);
         if (strcmp(key, "max_headers") == 0)

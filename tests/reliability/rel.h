@@ -20,6 +20,7 @@ struct rel_server {
     pid_t pid;
     char token[128];
     X509 *issuer; /* pki/issuing-ca.pem, for OCSP CertIDs */
+    int nofile;   /* > 0: the server runs with RLIMIT_NOFILE soft = hard = nofile */
 };
 
 /* Fresh folder and two free ports; `pkiva init` the embedded default; read the admin token. */
