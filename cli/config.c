@@ -46,6 +46,7 @@ void cli_config_defaults(struct cli_config *cfg)
     cfg->hsm_no_deinit = 1;
     cfg->hsm_sessions = 2;
     cfg->hsm_queue_max = 4096;
+    cfg->hsm_restart_after_ms = 60000;
     cfg->feed_poll_ms = 200;
     cfg->ocsp_validity_s = 4 * 86400;
     cfg->ocsp_max_age_s = 3600;
@@ -456,6 +457,8 @@ static int on_entry(void *user, const char *section, const char *key, const char
             return set_int(ctx, &cfg->hsm_sessions, value, 1, 256);
         if (strcmp(key, "queue_max") == 0)
             return set_int(ctx, &cfg->hsm_queue_max, value, 1, 1000000);
+        if (strcmp(key, "restart_after") == 0)
+            return set_duration_ms(ctx, &cfg->hsm_restart_after_ms, value);
     } else if (strcmp(section, "store") == 0) {
         if (strcmp(key, "path") == 0)
             return set_path(ctx, cfg->store_path, sizeof(cfg->store_path), value);

@@ -833,6 +833,7 @@ int cli_serve(const struct cli_config *cfg)
     hcfg.softhsm_no_deinit = cfg->hsm_no_deinit;
     hcfg.sessions = cfg->hsm_sessions;
     hcfg.queue_max = cfg->hsm_queue_max;
+    hcfg.restart_after_ms = cfg->hsm_restart_after_ms;
     rc = hsm_open(&hcfg, &srv->hsm);
     if (rc != UTIL_OK) {
         UTIL_ERROR(MOD, "cannot open the HSM (module %s, PIN file %s): %s", cfg->hsm_module,
