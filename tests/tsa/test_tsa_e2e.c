@@ -1202,7 +1202,7 @@ Test(serials, record_durable_before_reply)
 {
     unsigned char *q, *r = NULL;
     size_t qlen, rlen;
-    char where[128];
+    char where[256]; /* serials start at (ms since the epoch) << 21: 19 digits */
     char out[256];
     TS_RESP *resp;
 
