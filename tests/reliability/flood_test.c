@@ -443,3 +443,34 @@ Test(flood, descriptor_flood_keeps_the_hsm_signing)
     cr_assert_gt(metric("pkiva_http_rejections_total{why=\"connections\"} "), 0);
     cr_assert_eq(rel_stop(&srv), 0);
 }
+
+/* Issue 15.1: max_connections was never compared with RLIMIT_NOFILE. Now the soft limit is raised
+ * to the hard one, max_connections is clamped to what leaves the reserve free (logged), and a
+ * limit that leaves room for almost no connection refuses the start with a reason. */
+Test(flood, descriptor_limit_raised_clamped_or_refused)
+{
+    char out[8192];
+
+    /* 128 descriptors cannot hold the reserve: the start is refused, saying why. */
+    srv.nofile = 128;
+    cr_assert_eq(rel_run_to_exit(&srv, 30), 1, "a start with RLIMIT_NOFILE 128 was not refused");
+    cr_assert_eq(rel_sh(&srv, out, sizeof(out), "grep -c 'too few file descriptors' %s", srv.log),
+                 0, "no reason given");
+
+    /* Soft 128, hard 1024: raised to 1024 and max_connections clamped below it. */
+    srv.nofile_hard = 1024;
+    rel_start(&srv, 30);
+    cr_assert_eq(rel_sh(&srv, out, sizeof(out),
+                        "grep -o 'raised the soft limit of open files (RLIMIT_NOFILE) from 128 to "
+                        "the hard limit 1024' %s && grep -o 'max_connections 10000 clamped to "
+                        "[0-9]*' %s",
+                        srv.log, srv.log),
+                 0, "%s", out);
+    {
+        const char *p = strstr(out, "clamped to ");
+        long clamped = p != NULL ? strtol(p + strlen("clamped to "), NULL, 10) : -1;
+        cr_assert(clamped >= 16 && clamped <= 1024 - 128, "clamped to %ld", clamped);
+    }
+    cr_assert_eq(rel_get(srv.port, "/readyz", NULL, 0, 5000), 200);
+    cr_assert_eq(rel_stop(&srv), 0);
+}

@@ -119,7 +119,8 @@ static pid_t spawn(struct rel_server *s)
         close(fd);
         signal(SIGPIPE, SIG_DFL);
         if (s->nofile > 0) {
-            struct rlimit rl = {(rlim_t)s->nofile, (rlim_t)s->nofile};
+            struct rlimit rl = {(rlim_t)s->nofile,
+                                (rlim_t)(s->nofile_hard > 0 ? s->nofile_hard : s->nofile)};
             if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
                 _exit(126);
         }
