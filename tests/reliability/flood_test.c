@@ -320,17 +320,29 @@ Test(flood, nonce_flood_does_not_starve_presigned_answers)
     cr_assert_eq(rel_stop(&srv), 0);
 }
 
-/* Opens a non-blocking connection to 127.0.0.1:port from the source address 127.0.0.src. */
+/* Opens a non-blocking connection to 127.0.0.1:port from the source address 127.0.0.src. The
+ * source port is taken below the kernel's ephemeral range, where ts_free_port picks the ports of
+ * the servers other tests start meanwhile: hundreds of flood sockets there could take one first. */
 static int connect_from(int src, int port)
 {
+    static int next_port;
     struct sockaddr_in addr;
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    int bound = 0;
     cr_assert_geq(fd, 0, "socket: %s", strerror(errno));
+    if (next_port == 0)
+        next_port = 12000 + (int)(getpid() % 200) * 100;
     memset(&addr, 0, sizeof(addr));
     addr.sin_family = AF_INET;
     addr.sin_addr.s_addr = htonl(0x7f000000u | (uint32_t)src);
-    cr_assert_eq(bind(fd, (struct sockaddr *)&addr, sizeof(addr)), 0, "bind 127.0.0.%d: %s", src,
-                 strerror(errno));
+    for (int tries = 0; tries < 20000 && !bound; tries++) {
+        if (next_port >= 32000)
+            next_port = 12000;
+        addr.sin_port = htons((uint16_t)next_port++);
+        bound = bind(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0;
+        cr_assert(bound || errno == EADDRINUSE, "bind 127.0.0.%d: %s", src, strerror(errno));
+    }
+    cr_assert(bound, "no free source port on 127.0.0.%d", src);
     addr.sin_port = htons((uint16_t)port);
     addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) != 0)
