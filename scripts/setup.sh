@@ -9,13 +9,15 @@ export PKIVA_ROOT
 
 # Runtime and build packages from bookworm; pkcs11-provider from bookworm-backports.
 PKIVA_PACKAGES=(build-essential cmake pkg-config libssl-dev openssl libuv1-dev node-llhttp
-  libsqlite3-dev sqlite3 libcriterion-dev libjansson-dev libinih-dev libp11-kit-dev softhsm2 opensc
+  libsqlite3-dev sqlite3 libpq-dev libcriterion-dev libjansson-dev libinih-dev libp11-kit-dev softhsm2 opensc
   gnutls-bin curl python3)
 PKIVA_BACKPORTS=(pkcs11-provider)
 # Only for the tests: real signing clients the TSA is tested against (jarsigner, osslsigncode),
 # the independent relying parties of test_interop (the JDK, NSS's vfychain and certutil, Debian's
-# python3-cryptography) and the formatting check.
-PKIVA_TEST_PACKAGES=(openjdk-17-jdk-headless libnss3-tools python3-cryptography clang-format)
+# python3-cryptography), the formatting check, and the PostgreSQL server that the cluster tests
+# start privately (tests/support/with-postgres.sh; no system service is used).
+PKIVA_TEST_PACKAGES=(openjdk-17-jdk-headless libnss3-tools python3-cryptography clang-format
+  postgresql-15)
 PKIVA_TEST_BACKPORTS=(osslsigncode)
 
 as_root() {

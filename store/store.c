@@ -7,7 +7,7 @@
 /* DESIGN
  *
  * Layers. store.c (this file, no storage code) -> struct store__ops (store_int.h) -> one backend:
- * store_sqlite.c today. Import (store_import.c) is written against the public API plus the
+ * store_sqlite.c (a file path) or store_pg.c (a postgresql:// URI, for a cluster). Import (store_import.c) is written against the public API plus the
  * backend's cert_add, so a PostgreSQL backend gets import for free.
  *
  * Threads. A struct store is one database connection with its own prepared statements and its own
@@ -169,11 +169,9 @@ int store_open_blocking(const char *path, int flags, struct store **out)
         UTIL_ERROR(STORE_MOD, "open %s: create and read-only are exclusive", path);
         return UTIL_EINVAL;
     }
-    /* A URL scheme selects another backend; only SQLite files exist today. */
-    if (strncmp(path, "postgres://", 11) == 0 || strncmp(path, "postgresql://", 13) == 0) {
-        UTIL_ERROR(STORE_MOD, "open: the PostgreSQL backend is not built into this pkiva");
-        return UTIL_ECONFIG;
-    }
+    /* A libpq URI selects the PostgreSQL backend (store_pg.c); anything else is a SQLite file. */
+    if (strncmp(path, "postgres://", 11) == 0 || strncmp(path, "postgresql://", 13) == 0)
+        return store__pg_open(path, flags, out);
     return store__sqlite_open(path, flags, out);
 }
 

@@ -178,6 +178,8 @@ struct store {
 
 /* The SQLite backend (store_sqlite.c). */
 int store__sqlite_open(const char *path, int flags, struct store **out);
+/* The PostgreSQL backend (store_pg.c): conninfo is a libpq URI (postgresql://...). */
+int store__pg_open(const char *conninfo, int flags, struct store **out);
 
 /* SHA-256 over an unambiguous encoding of one audit record (see store.c): row's id, at_ms,
  * version, range, changes, actor, action and detail; prev_hash is STORE_AUDIT_HASH_LEN bytes (all

@@ -1,9 +1,12 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Tests of the store module against real SQLite files in a fresh temporary directory: schema and
+/* Tests of the store module against real SQLite files in a fresh temporary directory, or, when
+ * PKIVA_TEST_PG names a PostgreSQL server (tests/support/with-postgres.sh; ctest runs this binary
+ * a second time as test_store_pg), against a fresh database of that server per test: schema and
  * migrations, certificates and revocation semantics, the change feed seen across connections, CRL
  * numbers and TSA serial blocks across reopen, connections and processes, the audit chain against
  * raw tampering, SLA timestamps, bulk import from PEM/DER and index.txt, and lock timeouts. */
 #include <criterion/criterion.h>
+#include <libpq-fe.h>
 #include <openssl/bn.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -12,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -24,16 +28,118 @@
 static char dir[64];
 static char db_path[128];
 
+/* PostgreSQL: the server's maintenance URI (PKIVA_TEST_PG), this test's database and its URI. */
+static const char *pg_server;
+static char pg_db[64];
+static char pg_uri[512];
+
+/* Runs one statement on the server's maintenance database. */
+static void pg_admin(const char *sql)
+{
+    PGconn *conn = PQconnectdb(pg_server);
+    PGresult *res = NULL;
+
+    cr_assert_eq(PQstatus(conn), CONNECTION_OK, "%s", PQerrorMessage(conn));
+    res = PQexec(conn, sql);
+    cr_assert_eq(PQresultStatus(res), PGRES_COMMAND_OK, "%s: %s", sql, PQerrorMessage(conn));
+    PQclear(res);
+    PQfinish(conn);
+}
+
 static void setup(void)
 {
+    static int seq;
+    char sql[128];
+    const char *rest = NULL;
+
     cr_assert_eq(ts_tmpdir(dir, sizeof(dir)), 0);
     (void)snprintf(db_path, sizeof(db_path), "%s/store.db", dir);
     (void)unsetenv("PKIVA_STORE_BUSY_MS");
+    pg_server = getenv("PKIVA_TEST_PG");
+    if (pg_server == NULL || pg_server[0] == '\0')
+        return;
+    (void)snprintf(pg_db, sizeof(pg_db), "store_%ld_%d", (long)getpid(), seq++);
+    (void)snprintf(sql, sizeof(sql), "CREATE DATABASE %s", pg_db);
+    pg_admin(sql);
+    /* PKIVA_TEST_PG is postgresql:///postgres?...: the same server, this test's database. */
+    rest = strchr(pg_server, '?');
+    (void)snprintf(pg_uri, sizeof(pg_uri), "postgresql:///%s%s", pg_db, rest != NULL ? rest : "");
+    (void)snprintf(db_path, sizeof(db_path), "%s", pg_uri);
 }
 
 static void teardown(void)
 {
+    char sql[128];
+
     ts_rmrf(dir);
+    if (pg_server == NULL || pg_server[0] == '\0')
+        return;
+    (void)snprintf(sql, sizeof(sql), "DROP DATABASE IF EXISTS %s WITH (FORCE)", pg_db);
+    pg_admin(sql);
+}
+
+/* The tests that look at the SQLite file itself (pragmas, WAL, a foreign file, an older schema
+ * rebuilt by hand, SQLite's locks and triggers) run on the SQLite backend only. */
+static int on_pg(void)
+{
+    return pg_server != NULL && pg_server[0] != '\0';
+}
+#define SQLITE_ONLY()                                                                      \
+    do {                                                                                   \
+        if (on_pg())                                                                       \
+            cr_skip_test("looks at the SQLite file itself; not for the PostgreSQL store"); \
+    } while (0)
+
+/* The tests' raw SQL is SQLite's; for PostgreSQL, blob literals x'..' become bytea and PRAGMA
+ * statements (foreign_keys) are dropped. Returns a malloc'd translation. */
+static char *pg_sql(const char *sql)
+{
+    size_t len = strlen(sql);
+    char *out = malloc(len * 2 + 64);
+    size_t o = 0;
+    size_t i = 0;
+
+    cr_assert_not_null(out);
+    while (i < len) {
+        if (strncasecmp(sql + i, "PRAGMA", 6) == 0 &&
+            (i == 0 || sql[i - 1] == ' ' || sql[i - 1] == ';')) {
+            while (i < len && sql[i] != ';')
+                i++;
+            i += i < len;
+            continue;
+        }
+        if ((sql[i] == 'x' || sql[i] == 'X') && i + 1 < len && sql[i + 1] == '\'' &&
+            (i == 0 || sql[i - 1] == ' ' || sql[i - 1] == '(' || sql[i - 1] == ',')) {
+            out[o++] = '\'';
+            out[o++] = '\\';
+            out[o++] = 'x';
+            i += 2;
+            while (i < len && sql[i] != '\'')
+                out[o++] = sql[i++];
+            i++;
+            memcpy(out + o, "'::bytea", 8);
+            o += 8;
+            continue;
+        }
+        out[o++] = sql[i++];
+    }
+    out[o] = '\0';
+    return out;
+}
+
+static PGresult *pg_raw(const char *sql)
+{
+    PGconn *conn = PQconnectdb(pg_uri);
+    char *text = pg_sql(sql);
+    PGresult *res = NULL;
+
+    cr_assert_eq(PQstatus(conn), CONNECTION_OK, "%s", PQerrorMessage(conn));
+    res = PQexec(conn, text);
+    cr_assert(PQresultStatus(res) == PGRES_COMMAND_OK || PQresultStatus(res) == PGRES_TUPLES_OK,
+              "%s: %s", text, PQerrorMessage(conn));
+    free(text);
+    PQfinish(conn);
+    return res;
 }
 
 TestSuite(store, .init = setup, .fini = teardown, .timeout = 120);
@@ -61,6 +167,10 @@ static sqlite3 *raw_open(void)
 
 static void raw_exec(const char *sql)
 {
+    if (on_pg()) {
+        PQclear(pg_raw(sql));
+        return;
+    }
     sqlite3 *db = raw_open();
 
     cr_assert_eq(sqlite3_exec(db, sql, NULL, NULL, NULL), SQLITE_OK, "%s: %s", sql,
@@ -70,6 +180,12 @@ static void raw_exec(const char *sql)
 
 static int64_t raw_int(const char *sql)
 {
+    if (on_pg()) {
+        PGresult *res = pg_raw(sql);
+        int64_t value = PQntuples(res) > 0 ? strtoll(PQgetvalue(res, 0, 0), NULL, 10) : -1;
+        PQclear(res);
+        return value;
+    }
     sqlite3 *db = raw_open();
     sqlite3_stmt *st = NULL;
     int64_t v = -1;
@@ -134,6 +250,7 @@ static int64_t elapsed_ms(const struct timespec *start)
 
 Test(store, migrations_create_schema_and_reopen_is_a_noop)
 {
+    SQLITE_ONLY();
     struct store *s = open_store(STORE_OPEN_CREATE);
     struct store_issuer issuer;
     int64_t id = put_issuer(s, "demo-ca");
@@ -175,6 +292,7 @@ Test(store, migrations_create_schema_and_reopen_is_a_noop)
 
 Test(store, open_refuses_missing_newer_and_foreign_files)
 {
+    SQLITE_ONLY();
     struct store *s = NULL;
 
     cr_assert_eq(store_open_blocking(db_path, 0, &s), UTIL_ENOTFOUND);
@@ -194,7 +312,10 @@ Test(store, open_refuses_missing_newer_and_foreign_files)
     cr_assert_eq(sqlite3_exec(db, "CREATE TABLE foo (x)", NULL, NULL, NULL), SQLITE_OK);
     (void)sqlite3_close(db);
     cr_assert_eq(store_open_blocking(db_path, STORE_OPEN_CREATE, &s), UTIL_ECONFIG);
-    cr_assert_eq(store_open_blocking("postgresql://db/pkiva", 0, &s), UTIL_ECONFIG);
+    /* A postgresql:// URI selects the PostgreSQL backend: unreachable here, refused. */
+    cr_assert_neq(store_open_blocking("postgresql://127.0.0.1:1/pkiva?connect_timeout=2", 0, &s),
+                  0);
+    cr_assert_null(s);
 }
 
 Test(store, readonly_reads_but_does_not_write)
@@ -635,6 +756,7 @@ Test(store, explicit_transactions_nest_and_join)
 
 Test(store, locked_database_fails_fast_with_elocked)
 {
+    SQLITE_ONLY();
     static const unsigned char a[] = {0x01};
     struct store *s = NULL;
     struct store_cert c;
@@ -1000,6 +1122,7 @@ static void tsa_log_one(struct store *s, const unsigned char *cert_id, const cha
  * version 1 file) are found by unit name. */
 Test(store, tsa_log_keyed_by_certificate_with_old_rows_migrated)
 {
+    SQLITE_ONLY();
     unsigned char cert_a[STORE_TSA_CERT_ID_LEN], cert_b[STORE_TSA_CERT_ID_LEN];
     struct store_tsa_record rec;
     struct store *s = open_store(STORE_OPEN_CREATE);
@@ -1619,6 +1742,7 @@ Test(store, audit_covers_every_change_and_replays_the_statuses)
 /* A failure of the audit insert undoes the change it records. */
 Test(store, audit_record_and_change_commit_together)
 {
+    SQLITE_ONLY();
     static const unsigned char a[] = {0x0a};
     struct store *s = open_store(STORE_OPEN_CREATE);
     int64_t issuer = put_issuer(s, "demo-ca");
@@ -1639,6 +1763,7 @@ Test(store, audit_record_and_change_commit_together)
  * every change made so far, and verifies. */
 Test(store, audit_migration_from_schema_1_records_the_existing_changes)
 {
+    SQLITE_ONLY();
     static const unsigned char a[] = {0x0a}, b[] = {0x0b};
     struct store *s = open_store(STORE_OPEN_CREATE);
     int64_t issuer = put_issuer(s, "demo-ca");
