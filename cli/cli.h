@@ -15,6 +15,10 @@
 #define CLI_MAX_TSA_POLICIES 8
 #define CLI_PATH_MAX 512
 
+/* [store] backend */
+#define CLI_STORE_SQLITE 0
+#define CLI_STORE_POSTGRESQL 1
+
 struct cli_issuer {
     char name[64];                /* URL-safe id, also the store's issuer name */
     char cert[CLI_PATH_MAX];      /* PEM file of the CA certificate */
@@ -62,7 +66,11 @@ struct cli_config {
     int hsm_queue_max;
     int hsm_restart_after_ms; /* 0 = never exit for a supervisor restart */
     /* [store] */
-    char store_path[CLI_PATH_MAX];
+    char
+        store_path[CLI_PATH_MAX]; /* what store_open_blocking gets: a file or a postgresql:// URI */
+    int store_backend;            /* CLI_STORE_SQLITE or CLI_STORE_POSTGRESQL */
+    char store_conninfo[CLI_PATH_MAX];
+    char store_password_file[CLI_PATH_MAX];
     int feed_poll_ms;
     /* [ocsp] */
     int64_t ocsp_validity_s;

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <util/util.h>
 
@@ -172,6 +173,17 @@ static int set_bool(struct parse_ctx *ctx, int *dst, const char *value)
         *dst = 0;
     else
         return fail(ctx, "expected yes or no, got '%s'", value);
+    return 1;
+}
+
+static int set_store_backend(struct parse_ctx *ctx, int *dst, const char *value)
+{
+    if (strcmp(value, "sqlite") == 0)
+        *dst = CLI_STORE_SQLITE;
+    else if (strcmp(value, "postgresql") == 0)
+        *dst = CLI_STORE_POSTGRESQL;
+    else
+        return fail(ctx, "expected sqlite or postgresql, got '%s'", value);
     return 1;
 }
 
@@ -467,6 +479,12 @@ static int on_entry(void *user, const char *section, const char *key, const char
             return set_path(ctx, cfg->store_path, sizeof(cfg->store_path), value);
         if (strcmp(key, "feed_poll") == 0)
             return set_duration_ms(ctx, &cfg->feed_poll_ms, value);
+        if (strcmp(key, "backend") == 0)
+            return set_store_backend(ctx, &cfg->store_backend, value);
+        if (strcmp(key, "conninfo") == 0)
+            return set_str(ctx, cfg->store_conninfo, sizeof(cfg->store_conninfo), value);
+        if (strcmp(key, "password_file") == 0)
+            return set_path(ctx, cfg->store_password_file, sizeof(cfg->store_password_file), value);
     } else if (strcmp(section, "ocsp") == 0) {
         if (strcmp(key, "validity") == 0)
             return set_duration(ctx, &cfg->ocsp_validity_s, value);
@@ -658,9 +676,88 @@ void cli__contract(const struct cli_config *cfg, struct feed_contract *out)
     feed_contract_compute(&in, out);
 }
 
+/* 1 when the URI's authority carries user:password@. */
+static int uri_has_password(const char *uri)
+{
+    const char *authority = strstr(uri, "://");
+    size_t len = 0;
+    const char *at = NULL;
+
+    if (authority == NULL)
+        return 0;
+    authority += 3;
+    len = strcspn(authority, "/?");
+    at = memchr(authority, '@', len);
+    return at != NULL && memchr(authority, ':', (size_t)(at - authority)) != NULL;
+}
+
+/* [store] backend = postgresql: store_path becomes the libpq URI of conninfo, with the password
+ * file as libpq's passfile (pgpass format, owner-only like the PIN file: libpq itself ignores a
+ * file that group or others may read; we refuse it with a clear message instead). */
+static int validate_postgresql(struct cli_config *cfg, char *err, size_t err_len)
+{
+    const char *pw = cfg->store_password_file;
+    struct stat st;
+    int n = 0;
+
+    if (cfg->store_path[0] != '\0') {
+        (void)snprintf(err, err_len, "[store] path is for the sqlite backend; use conninfo");
+        return UTIL_ECONFIG;
+    }
+    if (strncmp(cfg->store_conninfo, "postgresql://", 13) != 0 &&
+        strncmp(cfg->store_conninfo, "postgres://", 11) != 0) {
+        (void)snprintf(err, err_len,
+                       "[store] conninfo must be a libpq URI (postgresql://user@host/db?...)");
+        return UTIL_ECONFIG;
+    }
+    if (strstr(cfg->store_conninfo, "password") != NULL ||
+        strstr(cfg->store_conninfo, "passfile") != NULL || uri_has_password(cfg->store_conninfo)) {
+        (void)snprintf(err, err_len,
+                       "[store] conninfo must not hold a password; use password_file");
+        return UTIL_ECONFIG;
+    }
+    if (pw[0] == '\0') {
+        n = snprintf(cfg->store_path, sizeof(cfg->store_path), "%s", cfg->store_conninfo);
+    } else {
+        if (pw[strspn(pw, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/._-")] !=
+            '\0') {
+            (void)snprintf(err, err_len,
+                           "[store] password_file: use a path of letters, digits, / . _ -");
+            return UTIL_ECONFIG;
+        }
+        if (stat(pw, &st) != 0 || !S_ISREG(st.st_mode)) {
+            (void)snprintf(err, err_len, "[store] password_file %.200s: not a readable file", pw);
+            return UTIL_ECONFIG;
+        }
+        if ((st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
+            (void)snprintf(err, err_len,
+                           "[store] password_file %.200s has mode %04o: group/other may access "
+                           "it; chmod 600 (or 400) it",
+                           pw, (unsigned)(st.st_mode & 07777));
+            return UTIL_ECONFIG;
+        }
+        n = snprintf(cfg->store_path, sizeof(cfg->store_path), "%s%cpassfile=%s",
+                     cfg->store_conninfo, strchr(cfg->store_conninfo, '?') != NULL ? '&' : '?', pw);
+    }
+    if (n < 0 || (size_t)n >= sizeof(cfg->store_path)) {
+        (void)snprintf(err, err_len, "[store] conninfo is too long");
+        return UTIL_ECONFIG;
+    }
+    return 0;
+}
+
 static int validate(struct cli_config *cfg, char *err, size_t err_len)
 {
     derive_defaults(cfg);
+    if (cfg->store_backend == CLI_STORE_POSTGRESQL) {
+        int rc = validate_postgresql(cfg, err, err_len);
+        if (rc != 0)
+            return rc;
+    } else if (cfg->store_conninfo[0] != '\0' || cfg->store_password_file[0] != '\0') {
+        (void)snprintf(err, err_len,
+                       "[store] conninfo and password_file need backend = postgresql");
+        return UTIL_ECONFIG;
+    }
     if (cfg->store_path[0] == '\0') {
         int n = snprintf(cfg->store_path, sizeof(cfg->store_path), "%s/pkiva.db", cfg->data_dir);
         if (n < 0 || (size_t)n >= sizeof(cfg->store_path)) {

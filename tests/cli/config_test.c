@@ -6,6 +6,8 @@
 #include <criterion/criterion.h>
 #include <sched.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <util/util.h>
 
 static const char minimal[] = "[hsm]\npin_file = /x/pin\n"
@@ -38,6 +40,52 @@ static void expect_error(const char *text, const char *needle)
     cr_assert_eq(cli_config_parse_string(text, "t.conf", "/", &cfg, err, sizeof(err)), UTIL_ECONFIG,
                  "accepted: %s", text);
     cr_assert(strstr(err, needle) != NULL, "error '%s' lacks '%s'", err, needle);
+}
+
+/* [store] backend = postgresql: conninfo (a URI without a password) and an owner-only password
+ * file become the libpq URI every store connection opens. */
+Test(config, store_backend_postgresql)
+{
+    static const char base[] = "[hsm]\npin_file = /x/pin\n[issuer.ca]\ncert = ca.pem\n"
+                               "key = pkcs11:object=ca\n[store]\n";
+    char text[1024], pw[] = "/tmp/pkiva-pgpass-XXXXXX", err[512] = "";
+    struct cli_config cfg;
+    int fd = mkstemp(pw);
+
+    cr_assert_geq(fd, 0);
+    (void)close(fd);
+    (void)snprintf(text, sizeof(text),
+                   "%sbackend = postgresql\nconninfo = postgresql://pkiva@db/v\n"
+                   "password_file = %s\n",
+                   base, pw);
+    cr_assert_eq(cli_config_parse_string(text, "t.conf", "/", &cfg, err, sizeof(err)), 0, "%s",
+                 err);
+    cr_assert_eq(cfg.store_backend, CLI_STORE_POSTGRESQL);
+    char want[256];
+    (void)snprintf(want, sizeof(want), "postgresql://pkiva@db/v?passfile=%s", pw);
+    cr_assert_str_eq(cfg.store_path, want);
+    cr_assert_eq(chmod(pw, 0640), 0);
+    (void)snprintf(text, sizeof(text),
+                   "%sbackend = postgresql\nconninfo = postgresql://db/v?x=1\n"
+                   "password_file = %s\n",
+                   base, pw);
+    expect_error(text, "group/other may access it");
+    (void)unlink(pw);
+
+    (void)snprintf(text, sizeof(text), "%sbackend = mysql\n", base);
+    expect_error(text, "expected sqlite or postgresql");
+    (void)snprintf(text, sizeof(text), "%sbackend = postgresql\n", base);
+    expect_error(text, "conninfo must be a libpq URI");
+    (void)snprintf(text, sizeof(text),
+                   "%sbackend = postgresql\nconninfo = postgresql://u:pw@db/v\n", base);
+    expect_error(text, "must not hold a password");
+    (void)snprintf(text, sizeof(text),
+                   "%sbackend = postgresql\nconninfo = postgresql://db/v\n"
+                   "path = /x.db\n",
+                   base);
+    expect_error(text, "path is for the sqlite backend");
+    (void)snprintf(text, sizeof(text), "%sconninfo = postgresql://db/v\n", base);
+    expect_error(text, "need backend = postgresql");
 }
 
 Test(config, tsa_and_crl_errors)
