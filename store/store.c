@@ -561,6 +561,35 @@ int store_crl_number_next_blocking(struct store *store, int64_t issuer_id, int64
     return store->ops->crl_number_next(store, issuer_id, number_out);
 }
 
+/* Fencing of CRL publishers (several processes, or nodes of a cluster): inside the save's write
+ * transaction, a CRL whose number is not above every saved CRL of the issuer (full and delta CRLs
+ * share one number sequence) is refused with UTIL_EEXIST, so a publisher that reserved a number,
+ * stalled and came back after another one published can never store an older or duplicate number
+ * as the latest. */
+static int crl_fence(struct store *store, const struct store_crl_record *crl)
+{
+    struct store_crl_record latest;
+    int delta = 0;
+    int rc = 0;
+
+    for (delta = 0; delta <= 1; delta++) {
+        memset(&latest, 0, sizeof(latest));
+        rc = store->ops->crl_latest(store, crl->issuer_id, delta, &latest, NULL);
+        if (rc == UTIL_ENOTFOUND)
+            continue;
+        if (rc != 0)
+            return rc;
+        if (latest.number >= crl->number) {
+            UTIL_WARN(STORE_MOD,
+                      "crl save: issuer %" PRId64 " already has CRL number %" PRId64
+                      "; number %" PRId64 " is stale and not saved (another publisher was first)",
+                      crl->issuer_id, latest.number, crl->number);
+            return UTIL_EEXIST;
+        }
+    }
+    return 0;
+}
+
 int store_crl_save_blocking(struct store *store, const struct store_crl_record *crl)
 {
     json_t *detail = NULL;
@@ -584,7 +613,9 @@ int store_crl_save_blocking(struct store *store, const struct store_crl_record *
     rc = store->ops->begin(store);
     if (rc != 0)
         goto out;
-    rc = store->ops->crl_save(store, crl);
+    rc = crl_fence(store, crl);
+    if (rc == 0)
+        rc = store->ops->crl_save(store, crl);
     if (rc == 0)
         rc = store_audit_append_blocking(store, crl->actor != NULL ? crl->actor : "crl",
                                          "crl-publish", text);

@@ -35,9 +35,9 @@
  * the lock. The lock waits at most the busy timeout (lock_timeout; PKIVA_STORE_BUSY_MS as for
  * SQLite), then UTIL_ELOCKED.
  *
- * CRL fencing. crl_save refuses (UTIL_EEXIST) a CRL whose number is not above every CRL saved for
- * that issuer, inside the same locked transaction, so a stalled former publisher can never store
- * an older or duplicate number after a newer one; nodes serve the latest CRL from crl_history.
+ * CRL fencing. store.c refuses (UTIL_EEXIST) a CRL whose number is not above every CRL saved for
+ * that issuer, inside the save's locked transaction, so a stalled former publisher can never store
+ * an older or duplicate number after a newer one.
  *
  * Schema. Table pkiva_schema holds the version; pg_migrations[i] takes version i to i + 1 with
  * the same meaning as the SQLite list (store_sqlite.c), run in one transaction under a migration
@@ -1492,7 +1492,6 @@ static int pg_crl_save(struct store *store, const struct store_crl_record *crl)
     struct pg_params p = {0};
     enum tx_kind kind = 0;
     int64_t reserved = 0;
-    int64_t newest = 0;
     int rc = 0;
 
     if (crl->der_len > INT32_MAX)
@@ -1511,20 +1510,6 @@ static int pg_crl_save(struct store *store, const struct store_crl_record *crl)
                    "crl save: number %" PRId64 " of issuer %" PRId64 " was never reserved",
                    crl->number, crl->issuer_id);
         rc = UTIL_EINVAL;
-        goto out;
-    }
-    /* Fencing: a publisher that stalled while another node published a newer CRL must not store
-     * its older one (or a duplicate number) as the latest. */
-    rc = q_int(s, "SELECT COALESCE(MAX(number), 0) FROM crl_history WHERE issuer_id = $1", &p, op,
-               &newest);
-    if (rc != 0)
-        goto out;
-    if (newest >= crl->number) {
-        UTIL_WARN(STORE_MOD,
-                  "crl save: issuer %" PRId64 " already has CRL number %" PRId64 "; number %" PRId64
-                  " is stale and not saved (another node published first)",
-                  crl->issuer_id, newest, crl->number);
-        rc = UTIL_EEXIST;
         goto out;
     }
     p_i64(&p, crl->number);

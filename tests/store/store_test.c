@@ -246,6 +246,25 @@ static int64_t elapsed_ms(const struct timespec *start)
     return (int64_t)(now.tv_sec - start->tv_sec) * 1000 + (now.tv_nsec - start->tv_nsec) / 1000000;
 }
 
+struct feed_seen {
+    int64_t *ids;
+    int n, cap;
+    int64_t last;
+};
+
+/* Follows the feed as feed/ does: remembers the last id and checks that ids only rise. */
+static int feed_follow(void *ctx, const struct store_change *change)
+{
+    struct feed_seen *seen = ctx;
+
+    cr_assert_gt(change->id, seen->last, "id %lld after %lld", (long long)change->id,
+                 (long long)seen->last);
+    cr_assert_lt(seen->n, seen->cap);
+    seen->ids[seen->n++] = change->id;
+    seen->last = change->id;
+    return 0;
+}
+
 /* ---- schema --------------------------------------------------------------------------------- */
 
 Test(store, migrations_create_schema_and_reopen_is_a_noop)
@@ -658,6 +677,70 @@ static int collect_change(void *ctx, const struct store_change *change)
     return 0;
 }
 
+/* Several writer processes commit changes concurrently while a follower polls "id > last seen"
+ * (what feed/ does). Ids taken by concurrent transactions could become visible out of order, and
+ * such a follower would skip the one that committed late; the store must make that impossible:
+ * at the end the follower has seen every change, each once, in increasing order. */
+#define FEED_WRITERS 4
+#define FEED_PER_WRITER 150
+Test(store, feed_never_skips_a_change_under_concurrent_writers)
+{
+    struct store *s = open_store(STORE_OPEN_CREATE);
+    int64_t ca = put_issuer(s, "ca");
+    struct feed_seen seen = {0};
+    pid_t pids[FEED_WRITERS];
+    int64_t head = 0;
+    int running = FEED_WRITERS;
+
+    seen.ids = calloc(FEED_WRITERS * FEED_PER_WRITER + 8, sizeof(int64_t));
+    cr_assert_not_null(seen.ids);
+    seen.cap = FEED_WRITERS * FEED_PER_WRITER + 8;
+    store_close(s);
+    for (int w = 0; w < FEED_WRITERS; w++) {
+        pids[w] = fork();
+        cr_assert_geq(pids[w], 0);
+        if (pids[w] == 0) {
+            struct store *child = NULL;
+            if (store_open_blocking(db_path, 0, &child) != 0)
+                _exit(2);
+            for (int i = 0; i < FEED_PER_WRITER; i++) {
+                unsigned char serial[3] = {(unsigned char)(0x10 + w), (unsigned char)(i >> 8),
+                                           (unsigned char)i};
+                struct store_cert_new cn = {.issuer_id = ca,
+                                            .serial = serial,
+                                            .serial_len = sizeof(serial),
+                                            .not_before = 1700000000,
+                                            .not_after = 1900000000};
+                if (store_cert_add_blocking(child, &cn, NULL) != 0)
+                    _exit(3);
+            }
+            store_close(child);
+            _exit(0);
+        }
+    }
+    s = open_store(0);
+    while (running > 0) {
+        int status = 0;
+        cr_assert_geq(store_feed_read_blocking(s, seen.last, 50, feed_follow, &seen), 0);
+        for (int w = 0; w < FEED_WRITERS; w++) {
+            if (pids[w] > 0 && waitpid(pids[w], &status, WNOHANG) == pids[w]) {
+                cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0, "writer %d failed", w);
+                pids[w] = 0;
+                running--;
+            }
+        }
+    }
+    while (store_feed_read_blocking(s, seen.last, 50, feed_follow, &seen) > 0)
+        ;
+    cr_assert_eq(store_feed_head_blocking(s, &head), 0);
+    cr_assert_eq(seen.n, FEED_WRITERS * FEED_PER_WRITER, "the follower saw %d of %d changes",
+                 seen.n, FEED_WRITERS * FEED_PER_WRITER);
+    cr_assert_eq(raw_int("SELECT count(*) FROM feed"), FEED_WRITERS * FEED_PER_WRITER);
+    cr_assert_eq(seen.last, head);
+    free(seen.ids);
+    store_close(s);
+}
+
 Test(store, feed_is_ordered_and_sees_other_connections)
 {
     static const unsigned char a[] = {0x01};
@@ -900,6 +983,39 @@ Test(store, crl_numbers_strictly_increase_across_reopen_and_connections)
     cr_assert_eq(prev, 13);
     store_close(s);
     store_close(t);
+}
+
+/* Fencing of CRL publishers: a publisher that reserved a number, stalled, and comes back after
+ * another connection (another node) saved a newer CRL cannot store its older number; the newest
+ * CRL stays the latest. */
+Test(store, crl_save_refuses_a_number_older_than_the_latest)
+{
+    static const unsigned char old_der[] = "old", new_der[] = "new";
+    struct store *a = open_store(STORE_OPEN_CREATE);
+    struct store *b = open_store(0);
+    int64_t ca = put_issuer(a, "ca");
+    struct store_crl_record rec = {.issuer_id = ca, .this_update = 100, .next_update = 200};
+    struct store_crl_record meta;
+    unsigned char *der = NULL;
+    int64_t stale = 0, fresh = 0;
+
+    cr_assert_eq(store_crl_number_next_blocking(a, ca, &stale), 0);
+    cr_assert_eq(store_crl_number_next_blocking(b, ca, &fresh), 0);
+    cr_assert_gt(fresh, stale);
+    rec.number = fresh;
+    rec.der = new_der;
+    rec.der_len = sizeof(new_der);
+    cr_assert_eq(store_crl_save_blocking(b, &rec), 0);
+    rec.number = stale;
+    rec.der = old_der;
+    rec.der_len = sizeof(old_der);
+    cr_assert_eq(store_crl_save_blocking(a, &rec), UTIL_EEXIST, "stale number refused");
+    cr_assert_eq(store_crl_latest_blocking(a, ca, 0, &meta, &der), 0);
+    cr_assert_eq(meta.number, fresh);
+    cr_assert_eq(memcmp(der, new_der, sizeof(new_der)), 0);
+    free(der);
+    store_close(a);
+    store_close(b);
 }
 
 Test(store, crl_save_and_latest)
