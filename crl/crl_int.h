@@ -160,6 +160,9 @@ struct crl__pub_issuer {
     int64_t base_feed_id; /* feed id the served full CRL reflects */
     /* Feed id the served CRLs (full or delta) reflect: a change at or below it is in them. */
     int64_t covered_feed_id;
+    /* The highest CRL number this publisher reserved itself: a newer CRL in the store above it
+     * was saved by another publisher (another node) and is adopted (adopt_newer). */
+    int64_t own_number;
     /* crl_publish_wait_blocking: requests numbered per issuer; the publisher records the last
      * request a run satisfied and its outcome (guarded by the publisher's mutex, not this one). */
     uint64_t req_seq;  /* guarded by this mutex: the last request made */

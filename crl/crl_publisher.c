@@ -250,6 +250,49 @@ out:
     return rc;
 }
 
+/* Several processes or nodes may publish into one store (a cluster on PostgreSQL): when the
+ * store holds a newer CRL of this issuer than the one served (another publisher saved it), serve
+ * that one, so that every node serves the same latest CRL bytes and none publishes a number that
+ * the store would refuse as stale. Cheap when nothing is newer: one read without the DER per
+ * kind. A delta is adopted only with its base (load_one). */
+static int adopt_newer(struct crl_publisher *pub, struct crl__pub_issuer *pi, struct store *store)
+{
+    struct store_crl_record meta;
+    int64_t served = 0;
+    int rc = UTIL_OK;
+
+    for (int delta = 0; delta <= (pub->cfg.deltas ? 1 : 0) && rc == UTIL_OK; delta++) {
+        memset(&meta, 0, sizeof(meta));
+        rc = store_crl_latest_blocking(store, pi->is.store_id, delta, &meta, NULL);
+        if (rc == UTIL_ENOTFOUND) {
+            rc = UTIL_OK;
+            continue;
+        }
+        if (rc != UTIL_OK)
+            break;
+        pthread_mutex_lock(&pi->mutex);
+        served = delta ? (pi->delta != NULL ? pi->delta->info.number : 0)
+                       : (pi->full != NULL ? pi->full->info.number : 0);
+        if (pi->own_number > served)
+            served = pi->own_number; /* ours, saved but not published (failed): retried */
+        pthread_mutex_unlock(&pi->mutex);
+        if (meta.number <= served)
+            continue;
+        rc = load_one(pi, store, delta);
+        if (rc == UTIL_OK) {
+            int64_t now = util_mono_ms();
+            pthread_mutex_lock(&pi->mutex);
+            if (!delta)
+                pi->full_due = now + pub->cfg.interval_seconds * 1000;
+            pi->delta_due = now + pub->cfg.interval_seconds * 1000;
+            pthread_mutex_unlock(&pi->mutex);
+            UTIL_INFO(CRL_MOD, "issuer %s: serving %s CRL %" PRId64 " published by another node",
+                      pi->is.name, delta ? "delta" : "full", meta.number);
+        }
+    }
+    return rc;
+}
+
 int crl_publisher_load_blocking(struct crl_publisher *pub, struct store *store)
 {
     int rc = UTIL_OK;
@@ -489,8 +532,20 @@ static int publish(struct crl_publisher *pub, struct crl__pub_issuer *pi, struct
     int rc;
 
     rc = crl__generate_blocking(&pub->cfg, &pi->is, pub->hsm, store, base, &der, &info);
+    if (rc == UTIL_OK) {
+        pthread_mutex_lock(&pi->mutex);
+        if (info.number > pi->own_number)
+            pi->own_number = info.number;
+        pthread_mutex_unlock(&pi->mutex);
+    }
     if (rc == UTIL_OK)
         rc = crl__publish_one_blocking(&pub->cfg, &pi->is, store, der, &info, "crl-publisher");
+    if (rc == UTIL_EEXIST) {
+        /* Another publisher saved a newer CRL meanwhile (the store refused this older number):
+         * serve that one instead. */
+        util_blob_unref(der);
+        return adopt_newer(pub, pi, store);
+    }
     if (rc == UTIL_OK) {
         s = crl__served_new(der, &info);
         if (s == NULL)
@@ -667,6 +722,9 @@ static void *publisher_main(void *arg)
             struct crl__pub_issuer *pi = &pub->issuers[i];
             int64_t when = INT64_MAX;
             int want;
+            if (loaded && adopt_newer(pub, pi, store) != UTIL_OK)
+                UTIL_WARN(CRL_MOD, "issuer %s: cannot read the latest CRL of the store",
+                          pi->is.name);
             pthread_mutex_lock(&pi->mutex);
             want = wants(pub, pi, util_mono_ms(), &when);
             pthread_mutex_unlock(&pi->mutex);

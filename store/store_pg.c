@@ -1537,14 +1537,17 @@ static int pg_crl_latest(struct store *store, int64_t issuer_id, int delta,
     size_t len = 0;
     int rc = 0;
 
+    /* Without der_out only the length travels: publishers of a cluster poll this to adopt a
+     * newer CRL saved by another node, and a CRL may be megabytes. */
     p_i64(&p, issuer_id);
+    p_text(&p, der_out != NULL ? "true" : "false");
     rc = q(pg_of(store),
-           delta ? "SELECT number, base_number, this_update, next_update, feed_id, der FROM "
-                   "crl_history WHERE issuer_id = $1 AND base_number <> 0 ORDER BY number DESC "
-                   "LIMIT 1"
-                 : "SELECT number, base_number, this_update, next_update, feed_id, der FROM "
-                   "crl_history WHERE issuer_id = $1 AND base_number = 0 ORDER BY number DESC "
-                   "LIMIT 1",
+           delta ? "SELECT number, base_number, this_update, next_update, feed_id, "
+                   "octet_length(der), CASE WHEN $2::boolean THEN der END FROM crl_history "
+                   "WHERE issuer_id = $1 AND base_number <> 0 ORDER BY number DESC LIMIT 1"
+                 : "SELECT number, base_number, this_update, next_update, feed_id, "
+                   "octet_length(der), CASE WHEN $2::boolean THEN der END FROM crl_history "
+                   "WHERE issuer_id = $1 AND base_number = 0 ORDER BY number DESC LIMIT 1",
            &p, "crl latest", &r);
     if (rc != 0)
         goto out;
@@ -1552,16 +1555,19 @@ static int pg_crl_latest(struct store *store, int64_t issuer_id, int delta,
         rc = UTIL_ENOTFOUND;
         goto out;
     }
-    rc = g_blob(r, 0, 5, &blob, &len);
-    if (rc != 0)
-        goto out;
-    if (der_out != NULL && len > 0) {
-        der = malloc(len);
-        if (der == NULL) {
-            rc = UTIL_ENOMEM;
+    len = (size_t)g_i64(r, 0, 5);
+    if (der_out != NULL) {
+        rc = g_blob(r, 0, 6, &blob, &len);
+        if (rc != 0)
             goto out;
+        if (len > 0) {
+            der = malloc(len);
+            if (der == NULL) {
+                rc = UTIL_ENOMEM;
+                goto out;
+            }
+            memcpy(der, blob, len);
         }
-        memcpy(der, blob, len);
     }
     meta_out->issuer_id = issuer_id;
     meta_out->number = g_i64(r, 0, 0);
