@@ -238,9 +238,53 @@ Test(cluster, audit_chain_stays_one_chain_under_concurrent_writers)
     cr_assert_eq(sql_int("SELECT count(*) FROM revocations WHERE reason = 4"), 24);
     /* One chain: ids contiguous from 1, every change covered, and `pkiva audit verify` agrees
      * from any node. */
-    cr_assert_eq(sql_int("SELECT count(*) FROM audit"), sql_int("SELECT max(id) FROM audit"));
+    cr_assert_eq(sql_int("SELECT CASE WHEN count(*) = max(id) THEN 1 ELSE 0 END FROM audit"), 1,
+                 "audit ids are not contiguous from 1");
     for (int n = 0; n < NODES; n++)
         cr_assert_eq(rel_sh(&nodes[n], out, sizeof(out), REL_PKIVA " audit verify --data %s 2>&1",
                             nodes[n].data),
                      0, "audit verify on node %d: %s", n, out);
+}
+
+/* PostgreSQL restarted under the cluster: while it is down a revocation is refused with an
+ * error (never acknowledged) and OCSP keeps answering from memory; once it is back, without
+ * restarting any node, a revocation through any node is acknowledged and reaches every node. */
+Test(cluster, store_outage_refuses_writes_and_recovers_without_restart)
+{
+    char serials[2][33];
+    char json[256], body[2048], out[4096];
+    const char *stop = getenv("PKIVA_TEST_PG_STOP");
+    const char *start = getenv("PKIVA_TEST_PG_START");
+    int status = 0;
+
+    cr_assert(stop != NULL && start != NULL);
+    rel_register_serials(&nodes[0], 2, serials);
+    for (int n = 0; n < NODES; n++)
+        cr_assert_geq(wait_status(&nodes[n], serials[0], 0, 30000), 0);
+    cr_assert_eq(ts_run(stop, out, sizeof(out)), 0, "stop: %s", out);
+    (void)snprintf(json, sizeof(json),
+                   "{\"issuer\":\"demo-ca\",\"serial\":\"%s\",\"reason\":\"keyCompromise\"}",
+                   serials[0]);
+    status = rel_admin(&nodes[1], "/admin/revoke", json, NULL, body, sizeof(body));
+    cr_assert_neq(status, 200, "acknowledged while the store was down: %s", body);
+    cr_assert_geq(status, 500, "%d %s", status, body);
+    fprintf(stderr, "cluster: revocation while the store is down: HTTP %d %s", status, body);
+    for (int n = 0; n < NODES; n++)
+        cr_assert_eq(rel_ocsp(&nodes[n], serials[0], 0, NULL), 0, "node %d still answers", n);
+    cr_assert_eq(ts_run(start, out, sizeof(out)), 0, "start: %s", out);
+    /* The first write after the restart may meet a connection not yet found broken: a caller
+     * retries a refused revocation, and it is acknowledged once the store answers. */
+    int tries = 0;
+    for (tries = 0; tries < 50; tries++) {
+        status = rel_admin(&nodes[1], "/admin/revoke", json, NULL, body, sizeof(body));
+        if (status == 200)
+            break;
+        rel_sleep_ms(100);
+    }
+    cr_assert_eq(status, 200, "not acknowledged after the restart: %s", body);
+    fprintf(stderr, "cluster: acknowledged after the restart at try %d\n", tries);
+    for (int n = 0; n < NODES; n++)
+        cr_assert_geq(wait_status(&nodes[n], serials[0], 1, 30000), 0,
+                      "node %d did not resume its feed", n);
+    cr_assert_eq(sql_int("SELECT count(*) FROM revocations"), 1, "nothing else was written");
 }

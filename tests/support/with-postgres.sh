@@ -34,13 +34,25 @@ trap cleanup EXIT
   >"$dir/initdb.log" 2>&1 || { cat "$dir/initdb.log" >&2; exit 1; }
 # A port number only names the socket file; listen_addresses='' opens no TCP port.
 port=$(( 20000 + RANDOM % 20000 ))
-"${as_user[@]}" "$pgbin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-  -o "-c listen_addresses='' -c unix_socket_directories='$dir' -p $port -c fsync=off \
-      -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" start \
+cat >>"$dir/data/postgresql.conf" <<CONF
+listen_addresses = ''
+unix_socket_directories = '$dir'
+port = $port
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+max_connections = 200
+CONF
+"${as_user[@]}" "$pgbin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start \
   >/dev/null || { cat "$dir/server.log" >&2; exit 1; }
 
 export PKIVA_TEST_PG="postgresql:///postgres?host=$dir&port=$port&user=pkiva"
 export PKIVA_TEST_PG_DIR="$dir"
+# Shell commands that stop and start the server again (store outage tests).
+runas=""
+if [ "$(id -u)" -eq 0 ]; then runas="runuser -u nobody -- "; fi
+export PKIVA_TEST_PG_STOP="$runas$pgbin/pg_ctl -D $dir/data -w -m fast stop"
+export PKIVA_TEST_PG_START="$runas$pgbin/pg_ctl -D $dir/data -l $dir/server.log -w -t 60 start"
 set +e
 "$@"
 status=$?
