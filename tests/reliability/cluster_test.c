@@ -246,6 +246,20 @@ Test(cluster, audit_chain_stays_one_chain_under_concurrent_writers)
                      0, "audit verify on node %d: %s", n, out);
 }
 
+/* Polls node's /readyz until it answers status (and its body holds why), at most 20 s. */
+static int wait_ready(const struct rel_server *node, int status, const char *why)
+{
+    char body[1024];
+
+    for (long long start = rel_now_ms(); rel_now_ms() - start < 20000; rel_sleep_ms(50)) {
+        body[0] = '\0';
+        if (rel_get(node->port, "/readyz", body, sizeof(body), 2000) == status &&
+            (why == NULL || strstr(body, why) != NULL))
+            return 1;
+    }
+    return 0;
+}
+
 /* PostgreSQL restarted under the cluster: while it is down a revocation is refused with an
  * error (never acknowledged) and OCSP keeps answering from memory; once it is back, without
  * restarting any node, a revocation through any node is acknowledged and reaches every node. */
@@ -271,7 +285,12 @@ Test(cluster, store_outage_refuses_writes_and_recovers_without_restart)
     fprintf(stderr, "cluster: revocation while the store is down: HTTP %d %s", status, body);
     for (int n = 0; n < NODES; n++)
         cr_assert_eq(rel_ocsp(&nodes[n], serials[0], 0, NULL), 0, "node %d still answers", n);
+    /* Each node's /readyz says why it should not get new relying parties meanwhile. */
+    for (int n = 0; n < NODES; n++)
+        cr_assert(wait_ready(&nodes[n], 503, "store unavailable"), "node %d /readyz", n);
     cr_assert_eq(ts_run(start, out, sizeof(out)), 0, "start: %s", out);
+    for (int n = 0; n < NODES; n++)
+        cr_assert(wait_ready(&nodes[n], 200, NULL), "node %d /readyz after the restart", n);
     /* The first write after the restart may meet a connection not yet found broken: a caller
      * retries a refused revocation, and it is acknowledged once the store answers. */
     int tries = 0;
