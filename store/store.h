@@ -2,8 +2,9 @@
 /* store: the source of truth. Issuers, issued certificates and their status, revocation requests with
  * their deadline timestamps, the monotonic change feed, CRL numbers and history, TSA serial blocks and
  * the issued-token log, and the audit log (a hash chain sealed by signatures made in the HSM, which
- * also vouches for the certificate statuses). Today's backend is SQLite in WAL mode; the
- * interface names no SQLite type so that a PostgreSQL backend can sit behind it later.
+ * also vouches for the certificate statuses). The backend is SQLite in WAL mode for a path, or
+ * PostgreSQL (a cluster of nodes sharing one database) for a postgresql:// URI; the interface names
+ * no type of either.
  *
  * Every function here may block (disk, fsync, locks): call them from worker threads (util_pool),
  * the CLI or start-up code, never from a loop thread. A struct store is one connection: use it from
@@ -73,7 +74,10 @@ struct store_cert {
 
 /* Opens (and with STORE_OPEN_CREATE creates) the database at path, sets WAL, synchronous=FULL,
  * foreign keys, a busy timeout, and runs pending schema migrations inside one transaction. On failure
- * returns an error and logs why (file, SQLite message). *out is freed with store_close. */
+ * returns an error and logs why (file, SQLite message). *out is freed with store_close.
+ * A path starting with postgresql:// or postgres:// is a libpq URI instead: the database must
+ * exist (CREATE has no effect on it); the schema is created or migrated the same way, and the
+ * busy timeout is the wait for the cluster-wide writer lock (store_pg.c DESIGN). */
 int store_open_blocking(const char *path, int flags, struct store **out);
 void store_close(struct store *store); /* NULL-safe */
 
