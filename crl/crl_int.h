@@ -174,6 +174,8 @@ struct crl__pub_issuer {
 
 struct crl_publisher {
     struct crl_config cfg;
+    int leader; /* publisher thread only: the "crl-publisher" lease at the last turn: 0 not
+                 * checked yet, 1 held, 2 held by another node */
     char *publish_dir, *store_path, *public_url; /* copies behind cfg's pointers */
     struct hsm *hsm;
     int n;

@@ -693,6 +693,7 @@ static void *publisher_main(void *arg)
     for (;;) {
         int64_t now = util_mono_ms(), next = INT64_MAX;
         int busy = 0, rc = UTIL_OK;
+        int held = 0;
 
         pthread_mutex_lock(&pub->mutex);
         if (pub->stopping) {
@@ -718,6 +719,25 @@ static void *publisher_main(void *arg)
                 next = now + pub->cfg.retry_min_ms;
             }
         }
+        /* Nodes of a cluster publish one at a time: the holder of the store's "crl-publisher"
+         * lease publishes, the others serve what it saved (adopt_newer) and publish only on
+         * demand (crl_publish_now; the store's fencing keeps that safe). A node that becomes the
+         * holder (the former one died or lost its connection) publishes everything at once, which
+         * catches up whatever was pending. On SQLite every publisher holds the lease. */
+        if (store != NULL && loaded && store_lease_blocking(store, "crl-publisher", &held) != 0)
+            held = 0;
+        if (store != NULL && loaded && (held ? 1 : 2) != pub->leader) {
+            /* From follower to holder: the followers dropped their triggers, so publish all. At
+             * the first turn the feed's start-up replay sets whatever is pending. */
+            if (held && pub->leader == 2)
+                UTIL_INFO(CRL_MOD, "this node publishes the CRLs now (lease taken over)");
+            for (int i = 0; held && pub->leader == 2 && i < pub->n; i++) {
+                pthread_mutex_lock(&pub->issuers[i].mutex);
+                pub->issuers[i].forced = 1;
+                pthread_mutex_unlock(&pub->issuers[i].mutex);
+            }
+            pub->leader = held ? 1 : 2;
+        }
         for (int i = 0; store != NULL && i < pub->n; i++) {
             struct crl__pub_issuer *pi = &pub->issuers[i];
             int64_t when = INT64_MAX;
@@ -727,6 +747,12 @@ static void *publisher_main(void *arg)
                           pi->is.name);
             pthread_mutex_lock(&pi->mutex);
             want = wants(pub, pi, util_mono_ms(), &when);
+            if (loaded && !held && !pi->forced) {
+                /* Another node publishes: its CRLs are adopted on the next turns. */
+                want = 0;
+                pi->dirty = 0;
+                when = util_mono_ms() + 1000;
+            }
             pthread_mutex_unlock(&pi->mutex);
             if (want != 0) {
                 busy = 1;

@@ -253,6 +253,13 @@ int store_crl_save_blocking(struct store *store, const struct store_crl_record *
 int store_crl_latest_blocking(struct store *store, int64_t issuer_id, int delta,
                               struct store_crl_record *meta_out, unsigned char **der_out);
 
+/* One holder at a time for a duty of the whole cluster (name: e.g. "crl"): *held_out = 1 when this
+ * connection holds the lease named name (taking it if free), 0 when another connection does. The
+ * lease lasts while the connection lives: a holder that dies, or whose connection breaks, loses it
+ * and another caller gets it at its next call. On SQLite (one host) every caller holds it. A lease
+ * is no fence: what a holder writes must still be checked in the store (CRL numbers are). */
+int store_lease_blocking(struct store *store, const char *name, int *held_out);
+
 /* ---- TSA ------------------------------------------------------------------------------------ */
 
 /* Durably reserves count consecutive serials for a TSA unit and returns the first. Serials from a

@@ -167,6 +167,11 @@ struct store__ops {
     int (*seal_walk)(struct store *store, int (*fn)(void *ctx, const struct store__seal_row *row),
                      void *ctx);
     int (*unsealed)(struct store *store, int64_t *count_out);
+
+    /* Optional (NULL: the backend has one writer host, every caller holds every lease). Tries to
+     * take, or confirms, the lease key for this connection: *held_out = 1 while this connection
+     * holds it; it is released when the connection closes or breaks. */
+    int (*lease)(struct store *store, int64_t key, int *held_out);
 };
 
 /* Every backend's connection struct starts with this, so that a struct store * can be cast to the

@@ -246,6 +246,7 @@ struct pg {
     int depth;   /* open explicit transactions */
     int busy_ms;
     int readonly;
+    int64_t lease_key; /* the session advisory lock this connection holds (0: none) */
 };
 
 enum tx_kind { PG_TX_OUTER = 1, PG_TX_STEP = 2 };
@@ -348,6 +349,7 @@ static int pg_alive(struct pg *s, const char *op)
         return UTIL_ESTORE;
     }
     PQreset(s->conn);
+    s->lease_key = 0; /* the old session's locks went with it */
     if (PQstatus(s->conn) != CONNECTION_OK)
         return pg_err(s, NULL, op);
     UTIL_INFO(STORE_MOD, "%s: reconnected to the PostgreSQL store", s->where);
@@ -2134,6 +2136,37 @@ static int pg_unsealed(struct store *store, int64_t *count_out)
                  NULL, "audit unsealed", count_out);
 }
 
+/* A lease is a session-level advisory lock: PostgreSQL releases it when the holder's connection
+ * ends (process death closes the socket at once; a silent network loss after the server's TCP
+ * keepalive). One lease per connection, which is all the publisher needs. */
+static int pg_lease(struct store *store, int64_t key, int *held_out)
+{
+    struct pg *s = pg_of(store);
+    struct pg_params p = {0};
+    int64_t got = 0;
+    int rc = 0;
+
+    *held_out = 0;
+    rc = pg_alive(s, "lease");
+    if (rc != 0)
+        return rc;
+    if (s->lease_key == key) {
+        *held_out = 1;
+        return 0;
+    }
+    if (s->lease_key != 0) {
+        UTIL_ERROR(STORE_MOD, "lease: this connection already holds another lease");
+        return UTIL_EINVAL;
+    }
+    p_i64(&p, key);
+    rc = q_int(s, "SELECT pg_try_advisory_lock($1)::integer", &p, "lease", &got);
+    if (rc == 0 && got) {
+        s->lease_key = key;
+        *held_out = 1;
+    }
+    return rc;
+}
+
 static const struct store__ops pg_ops = {
     .name = "postgresql",
     .close = pg_close,
@@ -2169,4 +2202,5 @@ static const struct store__ops pg_ops = {
     .seal_pending = pg_seal_pending,
     .seal_walk = pg_seal_walk,
     .unsealed = pg_unsealed,
+    .lease = pg_lease,
 };
