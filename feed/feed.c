@@ -279,6 +279,12 @@ static void watch_open(struct watch *w, const char *store_path)
 {
     char dir[FEED_PATH_MAX];
     const char *slash = strrchr(store_path, '/');
+    /* A database server (a postgresql:// URI) is written by other hosts too: no file to watch. */
+    if (strstr(store_path, "://") != NULL) {
+        w->fd = -1;
+        UTIL_INFO(MOD, "the store is a database server: the change feed is polled every tick");
+        return;
+    }
     if (slash == NULL) {
         (void)snprintf(dir, sizeof(dir), ".");
         (void)snprintf(w->db_name, sizeof(w->db_name), "%s", store_path);
