@@ -776,7 +776,7 @@ int store__pg_open(const char *conninfo, int flags, struct store **out)
      * the synchronous standbys the server is configured with). */
     (void)snprintf(settings, sizeof(settings),
                    "SET synchronous_commit = on; SET lock_timeout = %d; SET client_encoding = UTF8",
-                   s->busy_ms);
+                   s->busy_ms > 0 ? s->busy_ms : 1); /* 0 would mean: wait forever */
     rc = q(s, settings, NULL, "configure connection", NULL);
     if (rc == 0 && s->readonly)
         rc = q(s, "SET default_transaction_read_only = on", NULL, "configure connection", NULL);

@@ -873,6 +873,40 @@ Test(store, locked_database_fails_fast_with_elocked)
     store_close(s);
 }
 
+/* PostgreSQL: a writer that cannot get the cluster-wide writer lock within the busy timeout fails
+ * with UTIL_ELOCKED and writes nothing; readers are not blocked. */
+Test(store, pg_writer_lock_held_elsewhere_fails_with_elocked)
+{
+    static const unsigned char a[] = {0x01};
+    struct store *s = NULL;
+    struct store_cert c;
+    PGconn *holder = NULL;
+    PGresult *res = NULL;
+    int64_t ca = 0;
+
+    if (!on_pg())
+        cr_skip_test(
+            "the PostgreSQL writer lock (SQLite: locked_database_fails_fast_with_elocked)");
+    cr_assert_eq(setenv("PKIVA_STORE_BUSY_MS", "300", 1), 0);
+    s = open_store(STORE_OPEN_CREATE);
+    ca = put_issuer(s, "ca");
+    add_cert(s, ca, a, 1);
+    holder = PQconnectdb(pg_uri);
+    cr_assert_eq(PQstatus(holder), CONNECTION_OK);
+    /* The writer lock's key (store_pg.c PG_LOCK_WRITER), held by a transaction of another node. */
+    res = PQexec(holder, "BEGIN; SELECT pg_advisory_xact_lock(x'706b697600000001'::bigint)");
+    cr_assert_eq(PQresultStatus(res), PGRES_TUPLES_OK, "%s", PQerrorMessage(holder));
+    PQclear(res);
+    cr_assert_eq(revoke_cert(s, ca, a, 1, STORE_REASON_SUPERSEDED, NULL), UTIL_ELOCKED);
+    cr_assert_eq(store_cert_get_blocking(s, ca, a, 1, &c), 0);
+    cr_assert_eq(c.status, STORE_GOOD, "the failed revoke left nothing behind");
+    res = PQexec(holder, "COMMIT");
+    PQclear(res);
+    PQfinish(holder);
+    cr_assert_eq(revoke_cert(s, ca, a, 1, STORE_REASON_SUPERSEDED, NULL), 0);
+    store_close(s);
+}
+
 /* ---- SLA ------------------------------------------------------------------------------------ */
 
 struct sla_rows {
