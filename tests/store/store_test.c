@@ -309,6 +309,34 @@ Test(store, migrations_create_schema_and_reopen_is_a_noop)
     (void)sqlite3_close(db);
 }
 
+/* Both backends migrate to the same schema version (their migration lists move in step): the
+ * PostgreSQL database's version is the user_version of a SQLite store made in the same run. */
+Test(store, pg_schema_version_matches_sqlite)
+{
+    char path[192];
+    struct store *sq = NULL;
+    struct store *pg = NULL;
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    int64_t sqlite_version = -1;
+
+    if (!on_pg())
+        cr_skip_test("compares the PostgreSQL schema with SQLite's");
+    (void)snprintf(path, sizeof(path), "%s/version.db", dir);
+    cr_assert_eq(store_open_blocking(path, STORE_OPEN_CREATE, &sq), 0);
+    store_close(sq);
+    cr_assert_eq(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    cr_assert_eq(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
+    cr_assert_eq(sqlite3_step(st), SQLITE_ROW);
+    sqlite_version = sqlite3_column_int64(st, 0);
+    (void)sqlite3_finalize(st);
+    (void)sqlite3_close(db);
+    pg = open_store(STORE_OPEN_CREATE);
+    store_close(pg);
+    cr_assert_eq(raw_int("SELECT version FROM pkiva_schema"), sqlite_version,
+                 "store_pg.c pg_migrations and store_sqlite.c migrations differ in length");
+}
+
 Test(store, open_refuses_missing_newer_and_foreign_files)
 {
     SQLITE_ONLY();
