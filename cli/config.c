@@ -46,6 +46,7 @@ void cli_config_defaults(struct cli_config *cfg)
     cfg->hsm_no_deinit = 1;
     cfg->hsm_sessions = 2;
     cfg->hsm_queue_max = 4096;
+    cfg->hsm_ecdsa_verify_every = 16; /* HSM_ECDSA_VERIFY_DEFAULT */
     cfg->feed_poll_ms = 200;
     cfg->ocsp_validity_s = 4 * 86400;
     cfg->ocsp_max_age_s = 3600;
@@ -169,6 +170,26 @@ static int set_bool(struct parse_ctx *ctx, int *dst, const char *value)
     else
         return fail(ctx, "expected yes or no, got '%s'", value);
     return 1;
+}
+
+/* [hsm] verify_ecdsa: "all", "none" or "sample N" (verify one ECDSA signature in N). */
+static int set_verify_ecdsa(struct parse_ctx *ctx, int *dst, const char *value)
+{
+    if (strcmp(value, "all") == 0) {
+        *dst = 1;
+        return 1;
+    }
+    if (strcmp(value, "none") == 0) {
+        *dst = -1; /* HSM_VERIFY_NONE */
+        return 1;
+    }
+    if (strncmp(value, "sample ", 7) == 0) {
+        const char *n = value + 7;
+        while (*n == ' ')
+            n++;
+        return set_int(ctx, dst, n, 1, 1000000);
+    }
+    return fail(ctx, "expected all, none or sample N, got '%s'", value);
 }
 
 static int set_duration(struct parse_ctx *ctx, int64_t *dst, const char *value)
@@ -454,6 +475,10 @@ static int on_entry(void *user, const char *section, const char *key, const char
             return set_int(ctx, &cfg->hsm_sessions, value, 1, 256);
         if (strcmp(key, "queue_max") == 0)
             return set_int(ctx, &cfg->hsm_queue_max, value, 1, 1000000);
+        if (strcmp(key, "init_args") == 0)
+            return set_str(ctx, cfg->hsm_init_args, sizeof(cfg->hsm_init_args), value);
+        if (strcmp(key, "verify_ecdsa") == 0)
+            return set_verify_ecdsa(ctx, &cfg->hsm_ecdsa_verify_every, value);
     } else if (strcmp(section, "store") == 0) {
         if (strcmp(key, "path") == 0)
             return set_path(ctx, cfg->store_path, sizeof(cfg->store_path), value);

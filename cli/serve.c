@@ -135,6 +135,12 @@ static int open_issuers(struct server *srv)
                 return UTIL_ECONFIG;
             }
         }
+        /* Issue 21: every key signs a test value through the production path, verified with
+         * the certificate's public key. A key that fails is refused (it never signs, /readyz and
+         * /metrics name it) and the other issuers keep serving. */
+        rc = hsm_key_check_blocking(srv->hsm, is->ca_key, is->cert);
+        if (rc == UTIL_ECONFIG || rc == UTIL_ENOMEM)
+            return rc;
         if (c->ocsp_key_uri[0] != '\0') {
             rc = hsm_key_load_blocking(srv->hsm, c->ocsp_key_uri, md, c->rsa_pss, &is->ocsp_key);
             if (rc != UTIL_OK) {
@@ -142,6 +148,9 @@ static int open_issuers(struct server *srv)
                            util_strerror(rc));
                 return rc;
             }
+            rc = hsm_key_check_blocking(srv->hsm, is->ocsp_key, is->ocsp_cert);
+            if (rc == UTIL_ECONFIG || rc == UTIL_ENOMEM)
+                return rc;
         }
         len = i2d_X509(is->cert, &der);
         if (len <= 0)
@@ -272,7 +281,7 @@ static void handle_metrics(void *ctx, struct http_request *req)
     struct ocsp_stats os;
     struct hsm_stats hs;
     struct http_stats ht;
-    char body[16384];
+    char body[32768]; /* per-key HSM lines come on top of the fixed ones */
     int n;
 
     ocsp_stats_get(srv->ocsp, &os);
@@ -331,6 +340,14 @@ static void handle_metrics(void *ctx, struct http_request *req)
         "pkiva_hsm_sign_seconds_avg %.6f\n"
         "# TYPE pkiva_hsm_available gauge\n"
         "pkiva_hsm_available %d\n"
+        "# TYPE pkiva_hsm_verified_total counter\n"
+        "pkiva_hsm_verified_total %llu\n"
+        "# TYPE pkiva_hsm_bad_signatures_total counter\n"
+        "pkiva_hsm_bad_signatures_total %llu\n"
+        "# TYPE pkiva_hsm_key_errors_total counter\n"
+        "pkiva_hsm_key_errors_total %llu\n"
+        "# TYPE pkiva_hsm_keys_unhealthy gauge\n"
+        "pkiva_hsm_keys_unhealthy %d\n"
         "# TYPE pkiva_feed_lag gauge\n"
         "pkiva_feed_lag %lld\n"
         "# TYPE pkiva_feed_visible_id gauge\n"
@@ -355,7 +372,9 @@ static void handle_metrics(void *ctx, struct http_request *req)
         (unsigned long long)os.presign_backlog, (unsigned long long)hs.signatures,
         (unsigned long long)hs.errors, hs.queue_depth, (unsigned long long)hs.rejected,
         hs.signatures ? (double)hs.sign_us_total / (double)hs.signatures / 1e6 : 0.0,
-        hsm_available(srv->hsm),
+        hsm_available(srv->hsm), (unsigned long long)hs.verified,
+        (unsigned long long)hs.bad_signatures, (unsigned long long)hs.key_errors,
+        hsm_keys_unhealthy(srv->hsm, NULL, NULL, 0),
         (long long)(atomic_load(&srv->feed_head) - ocsp_responder_visible_feed_id(srv->ocsp)),
         (long long)ocsp_responder_visible_feed_id(srv->ocsp), atomic_load(&srv->revocation_backlog),
         (double)atomic_load(&srv->oldest_pending_ms) / 1000.0);
@@ -366,6 +385,10 @@ static void handle_metrics(void *ctx, struct http_request *req)
                             "pkiva_http_tls_handshakes_total{result=\"failed\"} %llu\n",
                             (unsigned long long)ht.tls_handshakes,
                             (unsigned long long)ht.tls_handshake_failures);
+        n = more >= 0 ? n + more : -1;
+    }
+    if (n > 0 && (size_t)n < sizeof(body)) {
+        int more = hsm_keys_metrics(srv->hsm, body + n, sizeof(body) - (size_t)n);
         n = more >= 0 ? n + more : -1;
     }
     if (n > 0 && (size_t)n < sizeof(body)) {
@@ -426,6 +449,14 @@ static int ready_fn(void *ctx, char *why, size_t why_len)
     if (!hsm_available(srv->hsm)) {
         (void)snprintf(why, why_len, "HSM unavailable");
         return 0;
+    }
+    {
+        /* One key that cannot sign does not take the others down: ready, but saying so. Only
+         * when no key at all can sign is the service not ready. */
+        int total = 0;
+        int unhealthy = hsm_keys_unhealthy(srv->hsm, &total, why, why_len);
+        if (unhealthy > 0 && unhealthy >= total)
+            return 0;
     }
     if (!atomic_load(&srv->store_ok)) {
         (void)snprintf(why, why_len, "store unavailable");
@@ -829,6 +860,8 @@ int cli_serve(const struct cli_config *cfg)
     hcfg.softhsm_no_deinit = cfg->hsm_no_deinit;
     hcfg.sessions = cfg->hsm_sessions;
     hcfg.queue_max = cfg->hsm_queue_max;
+    hcfg.init_args = cfg->hsm_init_args;
+    hcfg.ecdsa_verify_every = cfg->hsm_ecdsa_verify_every;
     rc = hsm_open(&hcfg, &srv->hsm);
     if (rc != UTIL_OK) {
         UTIL_ERROR(MOD, "cannot open the HSM (module %s, PIN file %s): %s", cfg->hsm_module,

@@ -419,7 +419,38 @@ static int worse(int a, int b)
     return rank[b] > rank[a] ? b : a;
 }
 
-/* A DigestSign context for a signer: from the HSM, or (unit tests without an hsm) in software. */
+/* The signer of a response in production: hsm_sign_blocking, which hashes, has the token sign
+ * the digest and verifies the signature before returning it (hsm/key.c DESIGN). */
+struct hsm_signer {
+    struct hsm *hsm;
+    const struct hsm_key *key;
+};
+
+static int sign_in_hsm(void *arg, const unsigned char *tbs, size_t len, unsigned char **sig,
+                       size_t *sig_len)
+{
+    const struct hsm_signer *s = arg;
+    unsigned char *made = NULL;
+    size_t made_len = 0;
+    int rc = hsm_sign_blocking(s->hsm, s->key, tbs, len, &made, &made_len);
+
+    if (rc == UTIL_OK) {
+        *sig = OPENSSL_malloc(made_len); /* ocsp__sign_fn hands out OPENSSL_malloc'd memory */
+        if (*sig == NULL) {
+            rc = UTIL_ENOMEM;
+        } else {
+            memcpy(*sig, made, made_len);
+            *sig_len = made_len;
+        }
+    }
+    free(made);
+    return rc == UTIL_OK || rc == UTIL_ENOMEM ? rc : UTIL_EHSM;
+}
+
+/* The DigestSign context OpenSSL's builder signs with: the token key's (OCSP_basic_sign_ctx
+ * insists that it matches the certificate), whose unchecked signature sign_in_hsm then replaces,
+ * so a response built this way costs two token signatures (only the first of each signer, to
+ * learn its template, and signers without one); or (unit tests without an hsm) a software key. */
 static int sign_ctx_new(struct ocsp_responder *resp, const struct hsm_key *key, EVP_MD_CTX **out)
 {
     EVP_MD_CTX *mctx = NULL;
@@ -479,6 +510,7 @@ static int sign_singles(struct ocsp_responder *resp, int signer, const struct oc
 {
     struct ocsp__signer *sg = &resp->signers[signer];
     int state = atomic_load_explicit(&sg->tmpl_state, memory_order_acquire);
+    struct hsm_signer hs = {resp->hsm, sg->key};
     EVP_MD_CTX *mctx = NULL;
     struct ocsp__build b;
     int64_t now = (int64_t)time(NULL);
@@ -486,7 +518,8 @@ static int sign_singles(struct ocsp_responder *resp, int signer, const struct oc
 
     /* A fresh context per signature: OpenSSL 3.0 does not promise a DigestSign context is reusable
      * after a final signature, and providers differ. */
-    rc = sign_ctx_new(resp, sg->key, &mctx);
+    rc = state == OCSP__TMPL_READY && resp->hsm != NULL ? UTIL_OK
+                                                        : sign_ctx_new(resp, sg->key, &mctx);
     if (rc != UTIL_OK)
         return rc == UTIL_EBUSY ? rc : UTIL_EHSM;
     memset(&b, 0, sizeof(b));
@@ -499,8 +532,15 @@ static int sign_singles(struct ocsp_responder *resp, int signer, const struct oc
     b.next_update = now + resp->cfg.validity_seconds;
     b.archive_cutoff_seconds = resp->cfg.archive_cutoff_seconds;
     b.nonce_from = nonce_from;
+    if (resp->hsm != NULL) {
+        b.resign = sign_in_hsm;
+        b.resign_arg = &hs;
+    }
     if (state == OCSP__TMPL_READY) {
-        rc = ocsp__tmpl_build(sg->tmpl, &b, now, ocsp__sign_mctx, mctx, der, len);
+        if (resp->hsm != NULL)
+            rc = ocsp__tmpl_build(sg->tmpl, &b, now, sign_in_hsm, &hs, der, len);
+        else
+            rc = ocsp__tmpl_build(sg->tmpl, &b, now, ocsp__sign_mctx, mctx, der, len);
     } else {
         rc = ocsp__response_build(&b, mctx, der, len);
         if (rc == UTIL_OK && state == OCSP__TMPL_NONE &&
@@ -704,6 +744,7 @@ struct presign_batch {
     size_t *len;
     int64_t *this_update, *next_update;
     int *cert_status;
+    size_t skipped; /* items of a signer whose key is unhealthy */
 };
 
 static OCSP_CERTID *certid_for(const struct ocsp_responder *resp, const struct ocsp__due *d)
@@ -742,6 +783,12 @@ static int presign_work(void *thread_state, void *opaque)
             sign_singles(resp, resp->issuers[b->items[i].issuer].signer, &single, 1, NULL,
                          &b->der[i], &b->len[i], &b->this_update[i], &b->next_update[i]);
         ocsp__single_cleanup(&single);
+        if (b->results[i] == UTIL_EHSM && resp->hsm != NULL &&
+            !hsm_key_usable(resp->signers[resp->issuers[b->items[i].issuer].signer].key)) {
+            /* That signer's key is unhealthy (hsm/key.c): the other issuers sign on. */
+            b->skipped++;
+            continue;
+        }
         if (b->results[i] == UTIL_EHSM) {
             for (size_t j = i + 1; j < b->n; j++)
                 b->results[j] = UTIL_EHSM;
@@ -808,6 +855,8 @@ out:
     free(b.this_update);
     free(b.next_update);
     free(b.cert_status);
+    if (rc == UTIL_OK && installed == 0 && b.skipped > 0)
+        rc = UTIL_EHSM; /* only unhealthy keys' work: back off instead of spinning on it */
     return rc != UTIL_OK ? rc : installed;
 }
 
