@@ -19,6 +19,21 @@
 #define TOKEN_LABEL_LEN 32 /* CK_TOKEN_INFO.label: blank-padded, not NUL-terminated */
 #define SLOTS_MAX 256
 
+/* CK_C_INITIALIZE_ARGS as NSS's softoken reads it: the standard structure and one more pointer
+ * (its CK_NSS_C_INITIALIZE_ARGS has LibraryParameters where pReserved is, then a pReserved of its
+ * own), so that a module reading the longer form never reads past our object. Zeroed. */
+struct init_args_nss {
+    CK_C_INITIALIZE_ARGS args;
+    void *nss_reserved;
+};
+
+static void init_args_set(struct init_args_nss *a, const char *params)
+{
+    memset(a, 0, sizeof(*a));
+    a->args.flags = CKF_OS_LOCKING_OK;
+    a->args.pReserved = (void *)params; /* the module only reads it */
+}
+
 /* Copies a blank-padded PKCS#11 label into a NUL-terminated string without the padding. */
 static void label_from_token(const unsigned char *padded, char out[TOKEN_LABEL_LEN + 1])
 {
@@ -35,7 +50,7 @@ int hsm__token_check(const struct hsm *hsm, const char *token_label, int *pin_fa
     void *lib = NULL;
     CK_C_GetFunctionList get_function_list = NULL;
     CK_FUNCTION_LIST_PTR fl = NULL;
-    CK_C_INITIALIZE_ARGS init_args;
+    struct init_args_nss init_args;
     CK_SLOT_ID *slots = NULL;
     CK_ULONG slot_count = 0;
     CK_RV rv;
@@ -56,10 +71,8 @@ int hsm__token_check(const struct hsm *hsm, const char *token_label, int *pin_fa
         UTIL_DEBUG(HSM_MOD, "token check: no C_GetFunctionList in %s", hsm->module_path);
         goto out;
     }
-    memset(&init_args, 0, sizeof(init_args));
-    init_args.flags = CKF_OS_LOCKING_OK;
-    init_args.pReserved = hsm->init_args; /* modules such as NSS's softoken need them */
-    rv = fl->C_Initialize(&init_args);
+    init_args_set(&init_args, hsm->init_args); /* modules such as NSS's softoken need them */
+    rv = fl->C_Initialize(&init_args.args);
     if (rv == CKR_OK) {
         we_initialised = 1;
     } else if (rv != CKR_CRYPTOKI_ALREADY_INITIALIZED) {
@@ -191,7 +204,7 @@ void hsm__module_diagnose(const char *module_path, const char *init_args)
     void *lib = NULL;
     CK_C_GetFunctionList get_function_list = NULL;
     CK_FUNCTION_LIST_PTR fl = NULL;
-    CK_C_INITIALIZE_ARGS args;
+    struct init_args_nss args;
     CK_ULONG slot_count = 0;
     CK_RV rv;
     int we_initialised = 0;
@@ -215,10 +228,10 @@ void hsm__module_diagnose(const char *module_path, const char *init_args)
         log_step(module_path, "C_GetFunctionList", rv);
         goto out;
     }
-    memset(&args, 0, sizeof(args));
-    args.flags = CKF_OS_LOCKING_OK;
-    args.pReserved = (void *)init_args; /* the module only reads it */
-    rv = fl->C_Initialize(&args);
+    if (init_args != NULL && init_args[0] == '\0')
+        init_args = NULL; /* NSS's softoken crashes on an empty string, answers NULL properly */
+    init_args_set(&args, init_args);
+    rv = fl->C_Initialize(&args.args);
     if (rv == CKR_OK) {
         we_initialised = 1;
     } else if (rv != CKR_CRYPTOKI_ALREADY_INITIALIZED) {
@@ -254,7 +267,7 @@ static CK_FUNCTION_LIST_PTR loaded_module(const struct hsm *hsm, void **lib)
 {
     CK_C_GetFunctionList get_function_list = NULL;
     CK_FUNCTION_LIST_PTR fl = NULL;
-    CK_C_INITIALIZE_ARGS args;
+    struct init_args_nss args;
     CK_RV rv;
 
     *lib = dlopen(hsm->module_path, RTLD_NOW | RTLD_LOCAL | RTLD_NOLOAD);
@@ -264,10 +277,8 @@ static CK_FUNCTION_LIST_PTR loaded_module(const struct hsm *hsm, void **lib)
     *(void **)(&get_function_list) = dlsym(*lib, "C_GetFunctionList");
     if (get_function_list == NULL || get_function_list(&fl) != CKR_OK || fl == NULL)
         return NULL;
-    memset(&args, 0, sizeof(args));
-    args.flags = CKF_OS_LOCKING_OK;
-    args.pReserved = hsm->init_args;
-    rv = fl->C_Initialize(&args);
+    init_args_set(&args, hsm->init_args);
+    rv = fl->C_Initialize(&args.args);
     if (rv == CKR_OK) {
         (void)fl->C_Finalize(NULL); /* nobody was using it: leave it as we found it */
         return NULL;
