@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* hsm: every private-key operation of pkiva, made inside a PKCS#11 token through pkcs11-provider.
  * Keys are found by PKCS#11 URI (RFC 7512) through OSSL_STORE in a library context of their own and
- * come back as EVP_PKEY handles whose private half never leaves the token; OpenSSL's own signing code
- * (X509_sign_ctx, OCSP_basic_sign_ctx, X509_CRL_sign_ctx, CMS/TS) uses them unchanged. No ENGINE.
+ * come back as EVP_PKEY handles whose private half never leaves the token. No ENGINE. Every
+ * signature pkiva serves comes from hsm_sign_blocking / hsm_sign_digest_blocking, which have the
+ * token sign a digest and verify the result before returning it (see the DESIGN comment in key.c);
+ * keys have a health of their own, so one key that cannot sign does not stop the others.
  *
  * Signing runs only on the hsm's worker pool (one thread per configured HSM session, bounded queue);
  * loop threads submit work through a util_pool_port and get the result back on their own loop. */

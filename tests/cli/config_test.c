@@ -183,3 +183,34 @@ Test(config, default_workers_follow_the_affinity_mask)
     cr_assert_eq(sched_setaffinity(0, sizeof(all), &all), 0);
     cr_assert_eq(n, 1);
 }
+
+/* Issue 21: [hsm] init_args (kept verbatim, quotes and all) and verify_ecdsa. */
+Test(config, hsm_init_args_and_verify_ecdsa)
+{
+    static const char text[] = "[hsm]\npin_file = /x/pin\n"
+                               "init_args = configdir='sql:/db' certPrefix='' flags=\n"
+                               "verify_ecdsa = sample 4\n"
+                               "[issuer.ca]\ncert = ca.pem\nkey = pkcs11:object=ca\n";
+    struct cli_config cfg;
+    char err[512] = "";
+
+    cr_assert_eq(cli_config_parse_string(minimal, "t.conf", "/", &cfg, err, sizeof(err)), 0);
+    cr_assert_str_eq(cfg.hsm_init_args, "");
+    cr_assert_eq(cfg.hsm_ecdsa_verify_every, 16, "default: one ECDSA signature in 16 verified");
+    cr_assert_eq(cli_config_parse_string(text, "t.conf", "/", &cfg, err, sizeof(err)), 0, "%s",
+                 err);
+    cr_assert_str_eq(cfg.hsm_init_args, "configdir='sql:/db' certPrefix='' flags=");
+    cr_assert_eq(cfg.hsm_ecdsa_verify_every, 4);
+    cr_assert_eq(cli_config_parse_string("[hsm]\npin_file = /p\nverify_ecdsa = all\n[issuer.a]\n"
+                                         "cert = c\nkey = pkcs11:x\n",
+                                         "t.conf", "/", &cfg, err, sizeof(err)),
+                 0, "%s", err);
+    cr_assert_eq(cfg.hsm_ecdsa_verify_every, 1);
+    cr_assert_eq(cli_config_parse_string("[hsm]\npin_file = /p\nverify_ecdsa = none\n[issuer.a]\n"
+                                         "cert = c\nkey = pkcs11:x\n",
+                                         "t.conf", "/", &cfg, err, sizeof(err)),
+                 0, "%s", err);
+    cr_assert_eq(cfg.hsm_ecdsa_verify_every, -1);
+    expect_error("[hsm]\nverify_ecdsa = sometimes\n", "t.conf:2: expected all, none or sample N");
+    expect_error("[hsm]\nverify_ecdsa = sample 0\n", "t.conf:2: expected an integer");
+}
