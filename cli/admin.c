@@ -8,6 +8,7 @@
 #include "cli_int.h"
 
 #include <crl/crl.h>
+#include <feed/feed.h>
 
 #include <jansson.h>
 #include <openssl/crypto.h>
@@ -15,6 +16,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,10 +45,27 @@ struct cli_admin {
     struct util_pool_port *ports[ADMIN_MAX_LOOPS];
     char token[256];
     size_t token_len;
-    _Atomic uint64_t unauthorized;
+    _Atomic uint64_t unauthorized; /* refused requests (401), for /metrics */
+    /* The WARN line about refused requests is written at most once per second (a client
+     * without credentials must not be able to flood the log): the second it was last written,
+     * and the refusals not logged since then. */
+    _Atomic int64_t unauthorized_logged_s;
+    _Atomic uint64_t unauthorized_suppressed;
 };
 
-enum admin_op { OP_REVOKE, OP_UNREVOKE, OP_STATUS, OP_REGISTER, OP_SUPERSEDE, OP_SLA };
+enum admin_op {
+    OP_REVOKE,
+    OP_UNREVOKE,
+    OP_STATUS,
+    OP_REGISTER,
+    OP_SUPERSEDE,
+    OP_SLA,
+    OP_CRL_PUBLISH_WAIT
+};
+
+/* The waiting form of POST /admin/crl/publish gives up after this long (a 20-million-entry CRL
+ * takes well under a minute to build and sign). */
+#define ADMIN_PUBLISH_WAIT_MS 120000
 
 /* One request's work, owned by the job from submit until its done callback responds. */
 struct admin_job {
@@ -161,13 +180,16 @@ static int sla_collect_row(void *ctx, const struct store_sla_row *row)
     struct sla_collect *c = ctx;
     char hex[2 * STORE_SERIAL_MAX + 1];
     util_hex(row->serial, row->serial_len, hex);
-    if (row->crl_at_ms == 0) {
+    /* Open until it is both answered by OCSP and in a published CRL; one that cannot be signed
+     * as stored is never complete (OCSP answers tryLater for it). */
+    if (row->crl_at_ms == 0 || row->ocsp_at_ms == 0 || row->unsignable != NULL) {
         json_t *o = json_pack(
-            "{s:I,s:s,s:s?,s:I,s:I,s:I,s:I}", "change", (json_int_t)row->feed_id, "serial", hex,
-            "request_id", row->request_id, "received_at_ms", (json_int_t)row->received_at_ms,
+            "{s:I,s:s,s:s?,s:I,s:I,s:I,s:I,s:I,s:s?}", "change", (json_int_t)row->feed_id, "serial",
+            hex, "request_id", row->request_id, "received_at_ms", (json_int_t)row->received_at_ms,
             "committed_at_ms", (json_int_t)row->committed_at_ms, "ocsp_at_ms",
-            (json_int_t)row->ocsp_at_ms, "seconds_left",
-            (json_int_t)((row->received_at_ms + c->deadline_ms - c->now_ms) / 1000));
+            (json_int_t)row->ocsp_at_ms, "crl_at_ms", (json_int_t)row->crl_at_ms, "seconds_left",
+            (json_int_t)((row->received_at_ms + c->deadline_ms - c->now_ms) / 1000), "unsignable",
+            row->unsignable);
         if (o != NULL)
             (void)json_array_append_new(c->open, o);
     } else if (c->n < c->cap) {
@@ -176,10 +198,70 @@ static int sla_collect_row(void *ctx, const struct store_sla_row *row)
     return 0;
 }
 
+/* The freshness contract as JSON: {"deadline_seconds", "worst_case_seconds": {client: s},
+ * "out_of_scope": [client...], "hsm_outage_budget_seconds"}. NULL when memory ran out. */
+static json_t *contract_json(const struct cli_config *cfg)
+{
+    struct feed_contract c;
+    json_t *worst = json_object(), *scope = json_array();
+    cli__contract(cfg, &c);
+    for (int i = 0; worst != NULL && scope != NULL && i < FEED_CLIENT_N; i++) {
+        if (c.worst_s[i] >= 0)
+            (void)json_object_set_new(worst, feed_client_name(i), json_integer(c.worst_s[i]));
+        if (c.out_of_scope & (1u << i))
+            (void)json_array_append_new(scope, json_string(feed_client_name(i)));
+    }
+    if (worst == NULL || scope == NULL) {
+        json_decref(worst);
+        json_decref(scope);
+        return NULL;
+    }
+    return json_pack("{s:I,s:o,s:o,s:I}", "deadline_seconds", (json_int_t)c.deadline_s,
+                     "worst_case_seconds", worst, "out_of_scope", scope,
+                     "hsm_outage_budget_seconds", (json_int_t)c.outage_budget_s);
+}
+
 static int cmp_i64(const void *a, const void *b)
 {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
     return (x > y) - (x < y);
+}
+
+/* The waiting form of a CRL publication: blocks this store thread until the publisher has served
+ * the new CRLs (or failed, or the time ran out), then answers 200 with what is served now, or 503
+ * naming each issuer that failed. */
+static int publish_and_wait(struct admin_job *job)
+{
+    struct crl_publish_result results[CLI_MAX_ISSUERS];
+    json_t *list = json_array();
+    int n = 0, failed = 0;
+    int rc = crl_publish_wait_blocking(job->admin->crl, job->issuer[0] ? job->issuer : NULL,
+                                       ADMIN_PUBLISH_WAIT_MS, results, CLI_MAX_ISSUERS, &n);
+    if (rc == UTIL_ENOTFOUND || rc == UTIL_EINVAL) {
+        json_decref(list);
+        fail_reply(job, rc == UTIL_ENOTFOUND ? 404 : 503,
+                   rc == UTIL_ENOTFOUND ? "no such issuer" : util_strerror(rc));
+        return rc;
+    }
+    for (int i = 0; list != NULL && i < n; i++) {
+        const struct crl_publish_result *r = &results[i];
+        json_t *o = json_pack("{s:s,s:b,s:I,s:I,s:I,s:I,s:I}", "issuer", r->name, "published",
+                              r->rc == UTIL_OK, "crl_number", (json_int_t)r->full_number, "entries",
+                              (json_int_t)r->full_entries, "delta_crl_number",
+                              (json_int_t)r->delta_number, "delta_entries",
+                              (json_int_t)r->delta_entries, "ms", (json_int_t)r->elapsed_ms);
+        if (o != NULL && r->rc != UTIL_OK)
+            (void)json_object_set_new(o, "error", json_string(util_strerror(r->rc)));
+        failed |= r->rc != UTIL_OK;
+        if (o != NULL)
+            (void)json_array_append_new(list, o);
+    }
+    if (list == NULL) {
+        fail_reply(job, 503, admin_enomem);
+        return UTIL_ENOMEM;
+    }
+    set_reply(job, failed || rc != UTIL_OK ? 503 : 200, json_pack("{s:o}", "crls", list));
+    return rc;
 }
 
 static int admin_work(void *state, void *arg)
@@ -189,6 +271,8 @@ static int admin_work(void *state, void *arg)
     int64_t issuer_id = 0, feed_id = 0;
     int rc;
 
+    if (job->op == OP_CRL_PUBLISH_WAIT)
+        return publish_and_wait(job);
     if (job->op == OP_SLA) {
         struct sla_collect c = {
             json_array(), job->admin->cfg->sla_deadline_s * 1000, util_now_ms(), NULL, 0, 10000};
@@ -208,12 +292,12 @@ static int admin_work(void *state, void *arg)
         }
         qsort(c.done, c.n, sizeof(int64_t), cmp_i64);
         set_reply(job, 200,
-                  json_pack("{s:o,s:I,s:I,s:f,s:f,s:f}", "open", c.open, "deadline_seconds",
-                            (json_int_t)job->admin->cfg->sla_deadline_s, "completed",
-                            (json_int_t)c.n, "p50_seconds",
-                            c.n ? (double)c.done[c.n / 2] / 1000.0 : 0.0, "p99_seconds",
-                            c.n ? (double)c.done[(c.n * 99) / 100] / 1000.0 : 0.0, "max_seconds",
-                            c.n ? (double)c.done[c.n - 1] / 1000.0 : 0.0));
+                  json_pack("{s:o,s:I,s:o*,s:I,s:f,s:f,s:f}", "open", c.open, "deadline_seconds",
+                            (json_int_t)job->admin->cfg->sla_deadline_s, "freshness_contract",
+                            contract_json(job->admin->cfg), "completed", (json_int_t)c.n,
+                            "p50_seconds", c.n ? (double)c.done[c.n / 2] / 1000.0 : 0.0,
+                            "p99_seconds", c.n ? (double)c.done[(c.n * 99) / 100] / 1000.0 : 0.0,
+                            "max_seconds", c.n ? (double)c.done[c.n - 1] / 1000.0 : 0.0));
         free(c.done);
         return UTIL_OK;
     }
@@ -279,6 +363,9 @@ static int admin_work(void *state, void *arg)
         fail_reply(job, 404, "no such certificate under this issuer");
     } else if (rc == UTIL_EEXIST) {
         fail_reply(job, 409, "already revoked with another reason");
+    } else if (rc == UTIL_EINVAL && store_errmsg(store)[0] != '\0') {
+        /* The store refused a field of the request ("revoked_at: ... is in the future"). */
+        fail_reply(job, 400, store_errmsg(store));
     } else if (rc == UTIL_EINVAL) {
         fail_reply(job, 409,
                    job->op == OP_UNREVOKE ? "the certificate is not on hold"
@@ -319,6 +406,77 @@ static int authorized(struct cli_admin *admin, struct http_request *req)
         http_request_header_count(req, "Authorization") != 1)
         return 0;
     return util_ct_equal(auth + 7, len - 7, admin->token, admin->token_len);
+}
+
+/* Counts a refused request and logs it, rate-limited: at most one line per second, which says
+ * how many refusals went unlogged since the previous one. */
+static void note_unauthorized(struct cli_admin *admin, struct http_request *req)
+{
+    int64_t now_s = util_mono_ms() / 1000;
+    int64_t last_s = atomic_load(&admin->unauthorized_logged_s);
+    uint64_t suppressed;
+
+    atomic_fetch_add(&admin->unauthorized, 1);
+    /* One thread wins the second; the others count themselves as suppressed. */
+    if (now_s <= last_s ||
+        !atomic_compare_exchange_strong(&admin->unauthorized_logged_s, &last_s, now_s)) {
+        atomic_fetch_add(&admin->unauthorized_suppressed, 1);
+        return;
+    }
+    suppressed = atomic_exchange(&admin->unauthorized_suppressed, 0);
+    if (suppressed > 0)
+        UTIL_WARN(MOD,
+                  "unauthenticated request from %s to %.100s refused (%llu more suppressed; at "
+                  "most one such line per second, all counted in /metrics)",
+                  http_request_peer(req), http_request_target(req, NULL),
+                  (unsigned long long)suppressed);
+    else
+        UTIL_WARN(MOD, "unauthenticated request from %s to %.100s refused", http_request_peer(req),
+                  http_request_target(req, NULL));
+}
+
+/* Authenticates req; when it is not, answers 401 (and counts and logs it) and returns 0. */
+static int authenticate(struct cli_admin *admin, struct http_request *req)
+{
+    if (authorized(admin, req))
+        return 1;
+    note_unauthorized(admin, req);
+    respond_error(req, 401, "missing or wrong bearer token");
+    return 0;
+}
+
+int cli__admin_gate(struct cli_admin *admin, struct http_request *req)
+{
+    if (admin->cfg->admin_metrics_without_auth)
+        return 1;
+    return authenticate(admin, req);
+}
+
+int cli__admin_metrics(struct cli_admin *admin, char *buf, size_t len)
+{
+    return snprintf(buf, len,
+                    "# TYPE pkiva_admin_unauthenticated_total counter\n"
+                    "pkiva_admin_unauthenticated_total %llu\n",
+                    (unsigned long long)atomic_load(&admin->unauthorized));
+}
+
+/* Every state-changing admin request carries a JSON body, and says so: a request whose only
+ * Content-Type is application/json (parameters allowed, the type compared case-insensitively,
+ * RFC 9110 8.3.1). A browser cannot send that cross-origin without a CORS preflight, which this
+ * server never grants, so a page cannot make an operator's browser (holding a client
+ * certificate) change anything; text/plain, form types and look-alikes (application/jsonp) are
+ * refused. */
+static int json_content_type(const struct http_request *req)
+{
+    size_t len = 0;
+    const char *ctype = http_request_header(req, "Content-Type", &len);
+    static const char json[] = "application/json";
+    size_t n = sizeof(json) - 1;
+
+    if (ctype == NULL || http_request_header_count(req, "Content-Type") != 1 || len < n ||
+        strncasecmp(ctype, json, n) != 0)
+        return 0;
+    return len == n || ctype[n] == ';' || ctype[n] == ' ' || ctype[n] == '\t';
 }
 
 static const char *json_str(json_t *obj, const char *key)
@@ -574,18 +732,13 @@ static void handle_admin(void *ctx, struct http_request *req, enum admin_op op)
 {
     struct cli_admin *admin = ctx;
     struct admin_job *job = NULL;
-    const char *ctype;
-    size_t len = 0, body_len = 0;
+    size_t body_len = 0;
     const unsigned char *body_bytes;
     char msg[256];
     const char *why;
 
-    if (!authorized(admin, req)) {
-        admin->unauthorized++;
-        UTIL_WARN(MOD, "unauthenticated request from %s refused", http_request_peer(req));
-        respond_error(req, 401, "missing or wrong bearer token");
+    if (!authenticate(admin, req))
         return;
-    }
     job = calloc(1, sizeof(*job));
     if (job == NULL) {
         respond_error(req, 503, "out of memory");
@@ -598,8 +751,7 @@ static void handle_admin(void *ctx, struct http_request *req, enum admin_op op)
         submit(admin, job);
         return;
     }
-    ctype = http_request_header(req, "Content-Type", &len);
-    if (ctype == NULL || len < 16 || strncmp(ctype, "application/json", 16) != 0) {
+    if (!json_content_type(req)) {
         free(job);
         respond_error(req, 415, "Content-Type must be application/json");
         return;
@@ -641,8 +793,9 @@ static void handle_sla(void *ctx, struct http_request *req)
     handle_admin(ctx, req, OP_SLA);
 }
 
-/* POST /admin/crl/publish {"issuer": NAME} (issuer optional = all): regenerate now. The
- * publication itself runs on the publisher thread; this answers 202 once it is scheduled. */
+/* POST /admin/crl/publish {"issuer": NAME, "wait": BOOL} (issuer optional = all): regenerate
+ * now. The publication itself runs on the publisher thread; without "wait" this answers 202 once
+ * it is scheduled, with "wait": true 200 once the new CRLs are served (see publish_and_wait). */
 static void handle_crl_publish(void *ctx, struct http_request *req)
 {
     struct cli_admin *admin = ctx;
@@ -651,11 +804,12 @@ static void handle_crl_publish(void *ctx, struct http_request *req)
     json_t *body = NULL;
     char msg[256];
     const char *issuer = NULL;
-    int rc;
+    int rc, wait = 0;
 
-    if (!authorized(admin, req)) {
-        admin->unauthorized++;
-        respond_error(req, 401, "missing or wrong bearer token");
+    if (!authenticate(admin, req))
+        return;
+    if (!json_content_type(req)) {
+        respond_error(req, 415, "Content-Type must be application/json");
         return;
     }
     bytes = http_request_body(req, &body_len);
@@ -667,6 +821,24 @@ static void handle_crl_publish(void *ctx, struct http_request *req)
             return;
         }
         issuer = json_str(body, "issuer");
+        wait = json_is_true(json_object_get(body, "wait"));
+    }
+    if (wait) {
+        struct admin_job *job = calloc(1, sizeof(*job));
+        if (job == NULL || (issuer != NULL && strlen(issuer) >= sizeof(job->issuer))) {
+            respond_error(req, job == NULL ? 503 : 404,
+                          job == NULL ? admin_enomem : "no such issuer");
+            free(job);
+            json_decref(body);
+            return;
+        }
+        job->admin = admin;
+        job->req = req;
+        job->op = OP_CRL_PUBLISH_WAIT;
+        (void)snprintf(job->issuer, sizeof(job->issuer), "%s", issuer ? issuer : "");
+        json_decref(body);
+        submit(admin, job);
+        return;
     }
     rc = crl_publish_now(admin->crl, issuer);
     if (rc == UTIL_OK) {
@@ -680,10 +852,10 @@ static void handle_crl_publish(void *ctx, struct http_request *req)
         respond_error(req, rc == UTIL_ENOTFOUND ? 404 : 503,
                       rc == UTIL_ENOTFOUND ? "no such issuer" : util_strerror(rc));
     }
-    json_decref(body);
     if (rc == UTIL_OK)
         UTIL_INFO(MOD, "CRL publication of %s requested through the admin API",
                   issuer ? issuer : "every issuer");
+    json_decref(body); /* last: issuer points into it */
 }
 
 static void loop_init(void *ctx, uv_loop_t *loop, int index)

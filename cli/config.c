@@ -8,7 +8,9 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <feed/feed.h>
 #include <ini.h>
+#include <ocsp/ocsp.h>
 #include <sched.h>
 #include <limits.h>
 #include <stdarg.h>
@@ -48,8 +50,9 @@ void cli_config_defaults(struct cli_config *cfg)
     cfg->hsm_queue_max = 4096;
     cfg->hsm_ecdsa_verify_every = 16; /* HSM_ECDSA_VERIFY_DEFAULT */
     cfg->feed_poll_ms = 200;
-    cfg->ocsp_validity_s = 4 * 86400;
-    cfg->ocsp_max_age_s = 3600;
+    /* 0 = derived from [revocation] deadline after parsing (feed_contract_defaults). */
+    cfg->ocsp_validity_s = 0;
+    cfg->ocsp_max_age_s = 0;
     cfg->ocsp_max_certids = 10;
     cfg->ocsp_unknown_revoked = 0;
     cfg->ocsp_nonce_queue_max = 256;
@@ -58,13 +61,13 @@ void cli_config_defaults(struct cli_config *cfg)
     cfg->ocsp_expired_retention_s = 10LL * 365 * 86400;
     (void)snprintf(cfg->ocsp_path, sizeof(cfg->ocsp_path), "/");
     cfg->crl_deltas = 1;
-    cfg->crl_validity_s = 7 * 86400;
-    cfg->crl_delta_validity_s = 86400;
-    cfg->crl_interval_s = 3600;
+    cfg->crl_validity_s = 0;
+    cfg->crl_delta_validity_s = 0;
+    cfg->crl_interval_s = 0;
     cfg->crl_coalesce_ms = 5000;
     cfg->crl_full_on_change = 1;
     cfg->crl_expired_retention_s = 7 * 86400;
-    cfg->crl_max_age_s = 3600;
+    cfg->crl_max_age_s = 0;
     (void)snprintf(cfg->tsa_path, sizeof(cfg->tsa_path), "/tsa");
     cfg->tsa_durable_log = 1;
     cfg->tsa_require_clock_sync = 1;
@@ -589,6 +592,14 @@ static int on_entry(void *user, const char *section, const char *key, const char
             return set_duration(ctx, &cfg->sla_deadline_s, value);
         if (strcmp(key, "warn_before") == 0)
             return set_duration(ctx, &cfg->sla_warn_s, value);
+        if (strcmp(key, "out_of_scope") == 0) {
+            if (feed_client_parse_list(value, &cfg->sla_out_of_scope) == UTIL_OK)
+                return 1;
+            return fail(ctx,
+                        "out_of_scope takes a list of ocsp_next_update, ocsp_max_age, crl, "
+                        "delta_crl; got '%s'",
+                        value);
+        }
     } else if (strcmp(section, "admin") == 0) {
         if (strcmp(key, "token_file") == 0)
             return set_path(ctx, cfg->admin_token_file, sizeof(cfg->admin_token_file), value);
@@ -600,6 +611,10 @@ static int on_entry(void *user, const char *section, const char *key, const char
             return set_path(ctx, cfg->admin_client_ca, sizeof(cfg->admin_client_ca), value);
         if (strcmp(key, "require_client_cert") == 0)
             return set_bool(ctx, &cfg->admin_require_client_cert, value);
+        if (strcmp(key, "client_crl") == 0)
+            return set_path(ctx, cfg->admin_client_crl, sizeof(cfg->admin_client_crl), value);
+        if (strcmp(key, "metrics_without_auth") == 0)
+            return set_bool(ctx, &cfg->admin_metrics_without_auth, value);
         if (strcmp(key, "server_ca") == 0)
             return set_path(ctx, cfg->admin_server_ca, sizeof(cfg->admin_server_ca), value);
         if (strcmp(key, "client_cert") == 0)
@@ -615,8 +630,57 @@ static int on_entry(void *user, const char *section, const char *key, const char
 }
 
 /* Whole-configuration checks, after every line was read. */
+/* Timing directives left unset take the defaults derived from the deadline, so that every kind of
+ * conforming client gets a revocation within it (feed/contract.c). */
+static void derive_defaults(struct cli_config *cfg)
+{
+    struct feed_contract_defaults d;
+    feed_contract_defaults(cfg->sla_deadline_s, &d);
+    if (cfg->ocsp_validity_s == 0)
+        cfg->ocsp_validity_s = d.ocsp_validity_s;
+    if (cfg->ocsp_max_age_s == 0)
+        cfg->ocsp_max_age_s =
+            d.ocsp_max_age_s < cfg->ocsp_validity_s ? d.ocsp_max_age_s : cfg->ocsp_validity_s;
+    if (cfg->crl_validity_s == 0)
+        cfg->crl_validity_s = d.crl_validity_s;
+    if (cfg->crl_delta_validity_s == 0)
+        cfg->crl_delta_validity_s = d.crl_delta_validity_s;
+    if (cfg->crl_interval_s == 0) {
+        int64_t shortest = cfg->crl_deltas && cfg->crl_delta_validity_s < cfg->crl_validity_s
+                               ? cfg->crl_delta_validity_s
+                               : cfg->crl_validity_s;
+        cfg->crl_interval_s = d.crl_interval_s < shortest / 4 ? d.crl_interval_s : shortest / 4;
+        if (cfg->crl_interval_s < 1)
+            cfg->crl_interval_s = 1;
+    }
+    if (cfg->crl_max_age_s == 0)
+        cfg->crl_max_age_s = d.crl_max_age_s;
+}
+
+void cli__contract(const struct cli_config *cfg, struct feed_contract *out)
+{
+    struct ocsp_config oc;
+    struct feed_contract_input in;
+    ocsp_config_default(&oc); /* the re-sign point is not configurable: the module's default */
+    memset(&in, 0, sizeof(in));
+    in.deadline_s = cfg->sla_deadline_s;
+    in.ocsp_validity_s = cfg->ocsp_validity_s;
+    in.ocsp_refresh_percent = oc.refresh_percent;
+    in.ocsp_max_age_s = cfg->ocsp_max_age_s;
+    in.feed_poll_ms = cfg->feed_poll_ms;
+    in.crl_validity_s = cfg->crl_validity_s;
+    in.crl_delta_validity_s = cfg->crl_delta_validity_s;
+    in.crl_interval_s = cfg->crl_interval_s;
+    in.crl_coalesce_ms = cfg->crl_coalesce_ms;
+    in.crl_deltas = cfg->crl_deltas;
+    in.crl_full_on_change = cfg->crl_full_on_change;
+    in.out_of_scope = cfg->sla_out_of_scope;
+    feed_contract_compute(&in, out);
+}
+
 static int validate(struct cli_config *cfg, char *err, size_t err_len)
 {
+    derive_defaults(cfg);
     if (cfg->store_path[0] == '\0') {
         int n = snprintf(cfg->store_path, sizeof(cfg->store_path), "%s/pkiva.db", cfg->data_dir);
         if (n < 0 || (size_t)n >= sizeof(cfg->store_path)) {
@@ -694,6 +758,10 @@ static int validate(struct cli_config *cfg, char *err, size_t err_len)
         (void)snprintf(err, err_len,
                        "[admin] client_ca needs tls_cert (client certificates "
                        "exist only in TLS)");
+        return UTIL_ECONFIG;
+    }
+    if (cfg->admin_client_crl[0] != '\0' && cfg->admin_client_ca[0] == '\0') {
+        (void)snprintf(err, err_len, "[admin] client_crl needs client_ca");
         return UTIL_ECONFIG;
     }
     if (cfg->admin_require_client_cert && cfg->admin_client_ca[0] == '\0') {

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <hsm/hsm.h>
+#include <jansson.h>
 #include <netdb.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -23,8 +24,10 @@
 static const char help[] =
     "usage: pkiva crl publish [--config FILE | --data DIR] [--issuer NAME]\n\n"
     "Publishes a new full CRL (and delta) for one issuer or all. With the server running the\n"
-    "admin API asks it to; otherwise the CRL is generated, signed in the HSM and written to the\n"
-    "publish folder and the store here.\n";
+    "admin API asks it to and this waits until the new CRLs are the ones served; otherwise the\n"
+    "CRL is generated, signed in the HSM and written to the publish folder and the store here.\n"
+    "Prints, per issuer, the CRL number, its entries and the time taken; exits 1 if any\n"
+    "publication failed.\n";
 
 /* With [admin] tls_cert the admin listener speaks HTTPS: a TLS client over the connected socket
  * that verifies the server against server_ca (default client_ca, else the server certificate
@@ -93,14 +96,57 @@ static ssize_t admin_recv(SSL *ssl, int fd, char *buf, size_t len)
     return read(fd, buf, len);
 }
 
-/* Asks a running server. Returns 0 done, 1 no server listening, -1 the server refused. */
+/* Prints the waiting publication's answer ({"crls": [...]}, see the admin API), one line per
+ * issuer. Returns 0 when every issuer published, -1 otherwise (reasons on stderr). */
+static int print_published(const char *head_end, int status)
+{
+    json_error_t jerr;
+    json_t *root = head_end != NULL ? json_loads(head_end + 4, 0, &jerr) : NULL;
+    json_t *list = json_object_get(root, "crls");
+    size_t i;
+    json_t *o;
+    int failed = 0;
+
+    if (!json_is_array(list)) {
+        fprintf(stderr, "pkiva crl publish: the server answered %d %s\n", status,
+                head_end ? head_end + 4 : "");
+        json_decref(root);
+        return -1;
+    }
+    json_array_foreach(list, i, o)
+    {
+        const char *name = json_string_value(json_object_get(o, "issuer"));
+        if (!json_is_true(json_object_get(o, "published"))) {
+            fprintf(stderr, "pkiva crl publish: %s: publication failed: %s\n", name ? name : "?",
+                    json_string_value(json_object_get(o, "error"))
+                        ? json_string_value(json_object_get(o, "error"))
+                        : "unknown");
+            failed = 1;
+            continue;
+        }
+        printf("%s: CRL number %lld, %lld entries", name ? name : "?",
+               (long long)json_integer_value(json_object_get(o, "crl_number")),
+               (long long)json_integer_value(json_object_get(o, "entries")));
+        if (json_integer_value(json_object_get(o, "delta_crl_number")) > 0)
+            printf(", delta CRL number %lld, %lld entries",
+                   (long long)json_integer_value(json_object_get(o, "delta_crl_number")),
+                   (long long)json_integer_value(json_object_get(o, "delta_entries")));
+        printf(", %lld ms: served now\n", (long long)json_integer_value(json_object_get(o, "ms")));
+    }
+    json_decref(root);
+    return failed ? -1 : 0;
+}
+
+/* Asks a running server and waits until the new CRLs are served. Returns 0 done, 1 no server
+ * listening, -1 the server refused or a publication failed. */
 static int via_admin(const struct cli_config *cfg, const char *issuer)
 {
     SSL_CTX *tls_ctx = NULL;
     SSL *ssl = NULL;
     const struct http_listener_config *l = &cfg->http.listeners[1];
     struct addrinfo hints, *res = NULL;
-    char port[16], body[160], req[1024], reply[2048];
+    char port[16], body[160], req[1024];
+    static char reply[1 << 16];
     unsigned char *token = NULL;
     size_t token_len = 0;
     int fd = -1, rc = 1, n, status = 0;
@@ -137,9 +183,9 @@ static int via_admin(const struct cli_config *cfg, const char *issuer)
         token_len--;
     token[token_len] = '\0';
     if (issuer != NULL)
-        n = snprintf(body, sizeof(body), "{\"issuer\":\"%.63s\"}", issuer);
+        n = snprintf(body, sizeof(body), "{\"issuer\":\"%.63s\",\"wait\":true}", issuer);
     else
-        n = snprintf(body, sizeof(body), "{}");
+        n = snprintf(body, sizeof(body), "{\"wait\":true}");
     n = snprintf(req, sizeof(req),
                  "POST /admin/crl/publish HTTP/1.1\r\nHost: %s\r\n%s%s%s"
                  "Content-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
@@ -156,15 +202,13 @@ static int via_admin(const struct cli_config *cfg, const char *issuer)
            (got = admin_recv(ssl, fd, reply + used, sizeof(reply) - 1 - used)) > 0)
         used += (size_t)got;
     reply[used] = '\0';
-    if (sscanf(reply, "HTTP/1.%*d %d", &status) != 1 || status != 202) {
+    if (sscanf(reply, "HTTP/1.%*d %d", &status) != 1 || (status != 200 && status != 503)) {
         const char *json = strstr(reply, "\r\n\r\n");
         fprintf(stderr, "pkiva crl publish: the server answered %d %s\n", status,
                 json ? json + 4 : "");
         goto out;
     }
-    printf("the running server publishes %s now (see its log and /metrics)\n",
-           issuer ? issuer : "every issuer's CRL");
-    rc = 0;
+    rc = print_published(strstr(reply, "\r\n\r\n"), status) == 0 && status == 200 ? 0 : -1;
 out:
     free(token);
     SSL_free(ssl); /* no close_notify: the server closed first (Connection: close) */

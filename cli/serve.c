@@ -1,19 +1,14 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* `pkiva serve` and `pkiva init`: validate everything, open the HSM and the store, build the OCSP
- * responder, start the loops and the change-feed poller, print the URLs, and shut down cleanly on
- * SIGTERM/SIGINT.
- *
- * DESIGN (the feed poller): one thread with its own store connection reads the change feed every
- * feed_poll ms, whoever wrote it (this server's admin API, `pkiva revoke` in another process), and
- * hands each change to the OCSP responder in feed order. A change the responder cannot take yet
- * (re-sign backlog full) is retried on the next turn, never skipped. The same thread records, for
- * the revocation deadline report, when changes became visible in OCSP, and keeps the store's
- * readiness flag for /readyz. */
+ * responder, the CRL publisher and the TSA, wire the revocation pipeline (feed/) to them, start the
+ * loops, print the URLs, and shut down cleanly on SIGTERM/SIGINT: the feed delivers what was
+ * committed, then the CRL publisher publishes what is pending, then everything closes. */
 #define _GNU_SOURCE /* getopt_long */
 #include "cli_int.h"
 
 #include <errno.h>
 #include <crl/crl.h>
+#include <feed/feed.h>
 #include <tsa/tsa.h>
 #include <getopt.h>
 #include <hsm/hsm.h>
@@ -57,21 +52,13 @@ struct server {
     struct tsa_service *tsa; /* NULL when no [tsa.NAME] is configured */
     struct http_server *http;
     struct cli_admin *admin;
+    struct feed *feed; /* the revocation pipeline */
+    struct feed_contract contract;
+    struct cli_audit_sealer *sealer; /* seals the audit log with the first issuer's key */
     int n_issuers;
     struct served_issuer issuers[CLI_MAX_ISSUERS];
-
-    pthread_t poller;
-    int poller_started;
-    _Atomic int stopping;
-    _Atomic int store_ok;
-    _Atomic int64_t feed_applied;      /* highest feed id handed to the responder */
-    _Atomic int64_t feed_head;         /* highest feed id seen in the store */
-    _Atomic int revocation_backlog;    /* revocations not yet in a published CRL */
-    _Atomic int64_t oldest_pending_ms; /* age of the oldest of them (received -> now) */
-    int64_t feed_start;                /* the poller starts after this id */
-
-    pthread_mutex_t visible_mutex; /* guards the two fields below (written by the pre-signer) */
-    int64_t visible_feed_id, visible_at_ms;
+    int64_t feed_start;      /* the status index was loaded at this feed id */
+    int64_t next_cert_check; /* monotonic ms; the feed thread's tick */
 
     /* Every certificate pkiva signs under, with its notAfter: /metrics shows them and the poller
      * warns ahead of expiry (written before the threads start, read-only afterwards). */
@@ -284,100 +271,88 @@ static void handle_metrics(void *ctx, struct http_request *req)
     char body[32768]; /* per-key HSM lines come on top of the fixed ones */
     int n;
 
+    if (!cli__admin_gate(srv->admin, req))
+        return; /* answered 401 */
     ocsp_stats_get(srv->ocsp, &os);
     hsm_stats_get(srv->hsm, &hs);
     http_server_stats(srv->http, &ht);
-    n = snprintf(
-        body, sizeof(body),
-        "# TYPE pkiva_http_requests_total counter\n"
-        "pkiva_http_requests_total %llu\n"
-        "# TYPE pkiva_http_responses_total counter\n"
-        "pkiva_http_responses_total{class=\"2xx\"} %llu\n"
-        "pkiva_http_responses_total{class=\"3xx\"} %llu\n"
-        "pkiva_http_responses_total{class=\"4xx\"} %llu\n"
-        "pkiva_http_responses_total{class=\"5xx\"} %llu\n"
-        "# TYPE pkiva_http_connections_open gauge\n"
-        "pkiva_http_connections_open %llu\n"
-        "# TYPE pkiva_http_rejections_total counter\n"
-        "pkiva_http_rejections_total{why=\"limit\"} %llu\n"
-        "pkiva_http_rejections_total{why=\"timeout\"} %llu\n"
-        "pkiva_http_rejections_total{why=\"connections\"} %llu\n"
-        "# TYPE pkiva_ocsp_requests_total counter\n"
-        "pkiva_ocsp_requests_total{method=\"GET\"} %llu\n"
-        "pkiva_ocsp_requests_total{method=\"POST\"} %llu\n"
-        "# TYPE pkiva_ocsp_responses_total counter\n"
-        "pkiva_ocsp_responses_total{status=\"good\"} %llu\n"
-        "pkiva_ocsp_responses_total{status=\"revoked\"} %llu\n"
-        "pkiva_ocsp_responses_total{status=\"unknown\"} %llu\n"
-        "pkiva_ocsp_responses_total{status=\"malformedRequest\"} %llu\n"
-        "pkiva_ocsp_responses_total{status=\"unauthorized\"} %llu\n"
-        "pkiva_ocsp_responses_total{status=\"tryLater\"} %llu\n"
-        "pkiva_ocsp_responses_total{status=\"internalError\"} %llu\n"
-        "pkiva_ocsp_responses_total{status=\"notModified\"} %llu\n"
-        "# TYPE pkiva_ocsp_signed_total counter\n"
-        "pkiva_ocsp_signed_total{path=\"presign\"} %llu\n"
-        "pkiva_ocsp_signed_total{path=\"live\"} %llu\n"
-        "pkiva_ocsp_signed_total{path=\"miss\"} %llu\n"
-        "# TYPE pkiva_ocsp_nonce_rejected_total counter\n"
-        "pkiva_ocsp_nonce_rejected_total %llu\n"
-        "# TYPE pkiva_ocsp_cache_entries gauge\n"
-        "pkiva_ocsp_cache_entries %llu\n"
-        "# TYPE pkiva_ocsp_cache_bytes gauge\n"
-        "pkiva_ocsp_cache_bytes %llu\n"
-        "# TYPE pkiva_ocsp_index_entries gauge\n"
-        "pkiva_ocsp_index_entries %llu\n"
-        "# TYPE pkiva_ocsp_presign_backlog gauge\n"
-        "pkiva_ocsp_presign_backlog %llu\n"
-        "# TYPE pkiva_hsm_signatures_total counter\n"
-        "pkiva_hsm_signatures_total %llu\n"
-        "# TYPE pkiva_hsm_errors_total counter\n"
-        "pkiva_hsm_errors_total %llu\n"
-        "# TYPE pkiva_hsm_queue_depth gauge\n"
-        "pkiva_hsm_queue_depth %d\n"
-        "# TYPE pkiva_hsm_rejected_total counter\n"
-        "pkiva_hsm_rejected_total %llu\n"
-        "# TYPE pkiva_hsm_sign_seconds_avg gauge\n"
-        "pkiva_hsm_sign_seconds_avg %.6f\n"
-        "# TYPE pkiva_hsm_available gauge\n"
-        "pkiva_hsm_available %d\n"
-        "# TYPE pkiva_hsm_verified_total counter\n"
-        "pkiva_hsm_verified_total %llu\n"
-        "# TYPE pkiva_hsm_bad_signatures_total counter\n"
-        "pkiva_hsm_bad_signatures_total %llu\n"
-        "# TYPE pkiva_hsm_key_errors_total counter\n"
-        "pkiva_hsm_key_errors_total %llu\n"
-        "# TYPE pkiva_hsm_keys_unhealthy gauge\n"
-        "pkiva_hsm_keys_unhealthy %d\n"
-        "# TYPE pkiva_feed_lag gauge\n"
-        "pkiva_feed_lag %lld\n"
-        "# TYPE pkiva_feed_visible_id gauge\n"
-        "pkiva_feed_visible_id %lld\n"
-        "# TYPE pkiva_revocation_backlog gauge\n"
-        "pkiva_revocation_backlog %d\n"
-        "# TYPE pkiva_revocation_oldest_pending_seconds gauge\n"
-        "pkiva_revocation_oldest_pending_seconds %.3f\n",
-        (unsigned long long)ht.requests, (unsigned long long)ht.responses_2xx,
-        (unsigned long long)ht.responses_3xx, (unsigned long long)ht.responses_4xx,
-        (unsigned long long)ht.responses_5xx, (unsigned long long)ht.connections_open,
-        (unsigned long long)ht.limit_rejections, (unsigned long long)ht.timeouts,
-        (unsigned long long)ht.connections_rejected, (unsigned long long)os.requests_get,
-        (unsigned long long)os.requests_post, (unsigned long long)os.good,
-        (unsigned long long)os.revoked, (unsigned long long)os.unknown,
-        (unsigned long long)os.malformed, (unsigned long long)os.unauthorized,
-        (unsigned long long)os.try_later, (unsigned long long)os.internal_error,
-        (unsigned long long)os.not_modified, (unsigned long long)os.presigned,
-        (unsigned long long)os.signed_live, (unsigned long long)os.signed_miss,
-        (unsigned long long)os.nonce_rejected, (unsigned long long)os.cache_entries,
-        (unsigned long long)os.cache_bytes, (unsigned long long)os.index_entries,
-        (unsigned long long)os.presign_backlog, (unsigned long long)hs.signatures,
-        (unsigned long long)hs.errors, hs.queue_depth, (unsigned long long)hs.rejected,
-        hs.signatures ? (double)hs.sign_us_total / (double)hs.signatures / 1e6 : 0.0,
-        hsm_available(srv->hsm), (unsigned long long)hs.verified,
-        (unsigned long long)hs.bad_signatures, (unsigned long long)hs.key_errors,
-        hsm_keys_unhealthy(srv->hsm, NULL, NULL, 0),
-        (long long)(atomic_load(&srv->feed_head) - ocsp_responder_visible_feed_id(srv->ocsp)),
-        (long long)ocsp_responder_visible_feed_id(srv->ocsp), atomic_load(&srv->revocation_backlog),
-        (double)atomic_load(&srv->oldest_pending_ms) / 1000.0);
+    n = snprintf(body, sizeof(body),
+                 "# TYPE pkiva_http_requests_total counter\n"
+                 "pkiva_http_requests_total %llu\n"
+                 "# TYPE pkiva_http_responses_total counter\n"
+                 "pkiva_http_responses_total{class=\"2xx\"} %llu\n"
+                 "pkiva_http_responses_total{class=\"3xx\"} %llu\n"
+                 "pkiva_http_responses_total{class=\"4xx\"} %llu\n"
+                 "pkiva_http_responses_total{class=\"5xx\"} %llu\n"
+                 "# TYPE pkiva_http_connections_open gauge\n"
+                 "pkiva_http_connections_open %llu\n"
+                 "# TYPE pkiva_http_rejections_total counter\n"
+                 "pkiva_http_rejections_total{why=\"limit\"} %llu\n"
+                 "pkiva_http_rejections_total{why=\"timeout\"} %llu\n"
+                 "pkiva_http_rejections_total{why=\"connections\"} %llu\n"
+                 "# TYPE pkiva_ocsp_requests_total counter\n"
+                 "pkiva_ocsp_requests_total{method=\"GET\"} %llu\n"
+                 "pkiva_ocsp_requests_total{method=\"POST\"} %llu\n"
+                 "# TYPE pkiva_ocsp_responses_total counter\n"
+                 "pkiva_ocsp_responses_total{status=\"good\"} %llu\n"
+                 "pkiva_ocsp_responses_total{status=\"revoked\"} %llu\n"
+                 "pkiva_ocsp_responses_total{status=\"unknown\"} %llu\n"
+                 "pkiva_ocsp_responses_total{status=\"malformedRequest\"} %llu\n"
+                 "pkiva_ocsp_responses_total{status=\"unauthorized\"} %llu\n"
+                 "pkiva_ocsp_responses_total{status=\"tryLater\"} %llu\n"
+                 "pkiva_ocsp_responses_total{status=\"internalError\"} %llu\n"
+                 "pkiva_ocsp_responses_total{status=\"notModified\"} %llu\n"
+                 "# TYPE pkiva_ocsp_signed_total counter\n"
+                 "pkiva_ocsp_signed_total{path=\"presign\"} %llu\n"
+                 "pkiva_ocsp_signed_total{path=\"live\"} %llu\n"
+                 "pkiva_ocsp_signed_total{path=\"miss\"} %llu\n"
+                 "# TYPE pkiva_ocsp_nonce_rejected_total counter\n"
+                 "pkiva_ocsp_nonce_rejected_total %llu\n"
+                 "# TYPE pkiva_ocsp_cache_entries gauge\n"
+                 "pkiva_ocsp_cache_entries %llu\n"
+                 "# TYPE pkiva_ocsp_cache_bytes gauge\n"
+                 "pkiva_ocsp_cache_bytes %llu\n"
+                 "# TYPE pkiva_ocsp_index_entries gauge\n"
+                 "pkiva_ocsp_index_entries %llu\n"
+                 "# TYPE pkiva_ocsp_presign_backlog gauge\n"
+                 "pkiva_ocsp_presign_backlog %llu\n"
+                 "# TYPE pkiva_hsm_signatures_total counter\n"
+                 "pkiva_hsm_signatures_total %llu\n"
+                 "# TYPE pkiva_hsm_errors_total counter\n"
+                 "pkiva_hsm_errors_total %llu\n"
+                 "# TYPE pkiva_hsm_queue_depth gauge\n"
+                 "pkiva_hsm_queue_depth %d\n"
+                 "# TYPE pkiva_hsm_rejected_total counter\n"
+                 "pkiva_hsm_rejected_total %llu\n"
+                 "# TYPE pkiva_hsm_sign_seconds_avg gauge\n"
+                 "pkiva_hsm_sign_seconds_avg %.6f\n"
+                 "# TYPE pkiva_hsm_available gauge\n"
+                 "pkiva_hsm_available %d\n",
+                 (unsigned long long)ht.requests, (unsigned long long)ht.responses_2xx,
+                 (unsigned long long)ht.responses_3xx, (unsigned long long)ht.responses_4xx,
+                 (unsigned long long)ht.responses_5xx, (unsigned long long)ht.connections_open,
+                 (unsigned long long)ht.limit_rejections, (unsigned long long)ht.timeouts,
+                 (unsigned long long)ht.connections_rejected, (unsigned long long)os.requests_get,
+                 (unsigned long long)os.requests_post, (unsigned long long)os.good,
+                 (unsigned long long)os.revoked, (unsigned long long)os.unknown,
+                 (unsigned long long)os.malformed, (unsigned long long)os.unauthorized,
+                 (unsigned long long)os.try_later, (unsigned long long)os.internal_error,
+                 (unsigned long long)os.not_modified, (unsigned long long)os.presigned,
+                 (unsigned long long)os.signed_live, (unsigned long long)os.signed_miss,
+                 (unsigned long long)os.nonce_rejected, (unsigned long long)os.cache_entries,
+                 (unsigned long long)os.cache_bytes, (unsigned long long)os.index_entries,
+                 (unsigned long long)os.presign_backlog, (unsigned long long)hs.signatures,
+                 (unsigned long long)hs.errors, hs.queue_depth, (unsigned long long)hs.rejected,
+                 hs.signatures ? (double)hs.sign_us_total / (double)hs.signatures / 1e6 : 0.0,
+                 hsm_available(srv->hsm));
+    if (n > 0 && (size_t)n < sizeof(body)) {
+        int more = feed_metrics(srv->feed, body + n, sizeof(body) - (size_t)n);
+        n = more >= 0 ? n + more : -1;
+    }
+    if (n > 0 && (size_t)n < sizeof(body)) {
+        int more = feed_contract_metrics(&srv->contract, body + n, sizeof(body) - (size_t)n);
+        n = more >= 0 ? n + more : -1;
+    }
     if (n > 0 && (size_t)n < sizeof(body)) {
         int more = snprintf(body + n, sizeof(body) - (size_t)n,
                             "# TYPE pkiva_http_tls_handshakes_total counter\n"
@@ -385,6 +360,33 @@ static void handle_metrics(void *ctx, struct http_request *req)
                             "pkiva_http_tls_handshakes_total{result=\"failed\"} %llu\n",
                             (unsigned long long)ht.tls_handshakes,
                             (unsigned long long)ht.tls_handshake_failures);
+        n = more >= 0 ? n + more : -1;
+    }
+    if (n > 0 && (size_t)n < sizeof(body)) {
+        /* Entries the pre-signer cannot sign (issue 14): counted and in back-off, never spun on. */
+        int more =
+            snprintf(body + n, sizeof(body) - (size_t)n,
+                     "# TYPE pkiva_ocsp_presign_errors_total counter\n"
+                     "pkiva_ocsp_presign_errors_total %llu\n"
+                     "# TYPE pkiva_ocsp_presign_failing gauge\n"
+                     "pkiva_ocsp_presign_failing %llu\n",
+                     (unsigned long long)os.presign_errors, (unsigned long long)os.presign_failing);
+        n = more >= 0 ? n + more : -1;
+    }
+    if (n > 0 && (size_t)n < sizeof(body)) {
+        /* Issue 21: signatures checked before use, refused ones, and health per key. */
+        int more = snprintf(body + n, sizeof(body) - (size_t)n,
+                            "# TYPE pkiva_hsm_verified_total counter\n"
+                            "pkiva_hsm_verified_total %llu\n"
+                            "# TYPE pkiva_hsm_bad_signatures_total counter\n"
+                            "pkiva_hsm_bad_signatures_total %llu\n"
+                            "# TYPE pkiva_hsm_key_errors_total counter\n"
+                            "pkiva_hsm_key_errors_total %llu\n"
+                            "# TYPE pkiva_hsm_keys_unhealthy gauge\n"
+                            "pkiva_hsm_keys_unhealthy %d\n",
+                            (unsigned long long)hs.verified, (unsigned long long)hs.bad_signatures,
+                            (unsigned long long)hs.key_errors,
+                            hsm_keys_unhealthy(srv->hsm, NULL, NULL, 0));
         n = more >= 0 ? n + more : -1;
     }
     if (n > 0 && (size_t)n < sizeof(body)) {
@@ -397,6 +399,10 @@ static void handle_metrics(void *ctx, struct http_request *req)
     }
     if (n > 0 && (size_t)n < sizeof(body)) {
         int more = watch_metrics(srv, body + n, sizeof(body) - (size_t)n);
+        n = more >= 0 ? n + more : -1;
+    }
+    if (n > 0 && (size_t)n < sizeof(body)) {
+        int more = cli__admin_metrics(srv->admin, body + n, sizeof(body) - (size_t)n);
         n = more >= 0 ? n + more : -1;
     }
     if (srv->tsa != NULL && n > 0 && (size_t)n < sizeof(body)) {
@@ -444,10 +450,16 @@ static void handle_metrics(void *ctx, struct http_request *req)
 static int ready_fn(void *ctx, char *why, size_t why_len)
 {
     struct server *srv = ctx;
+    struct feed_stats fs;
     if (srv->tsa != NULL && !tsa_service_ready(srv->tsa, why, why_len))
         return 0;
     if (!hsm_available(srv->hsm)) {
         (void)snprintf(why, why_len, "HSM unavailable");
+        return 0;
+    }
+    feed_stats_get(srv->feed, &fs);
+    if (!fs.store_ok) {
+        (void)snprintf(why, why_len, "store unavailable");
         return 0;
     }
     {
@@ -458,253 +470,65 @@ static int ready_fn(void *ctx, char *why, size_t why_len)
         if (unhealthy > 0 && unhealthy >= total)
             return 0;
     }
-    if (!atomic_load(&srv->store_ok)) {
-        (void)snprintf(why, why_len, "store unavailable");
-        return 0;
-    }
     return 1;
 }
 
 static void on_visible(void *ctx, int64_t feed_id)
 {
     struct server *srv = ctx;
-    pthread_mutex_lock(&srv->visible_mutex);
-    if (feed_id > srv->visible_feed_id) {
-        srv->visible_feed_id = feed_id;
-        srv->visible_at_ms = util_now_ms();
-    }
-    pthread_mutex_unlock(&srv->visible_mutex);
+    feed_mark_visible(srv->feed, feed_id);
 }
 
-struct poll_batch {
-    struct server *srv;
-    int64_t last; /* last change applied */
-    int blocked;  /* the responder refused a change: retry from last + 1 next turn */
-};
-
-static int apply_change(void *ctx, const struct store_change *change)
+/* Subscribers of the revocation pipeline. */
+static int ocsp_take(void *ctx, const struct store_change *change)
 {
-    struct poll_batch *b = ctx;
-    int rc = ocsp_responder_apply_change(b->srv->ocsp, change);
-    /* The CRL side only schedules (always succeeds) and is idempotent on re-delivery. */
-    (void)crl_publisher_apply_change(b->srv->crl, change);
-    if (rc != UTIL_OK) {
-        b->blocked = 1;
-        return 1; /* stop the walk; the change is delivered again next turn */
-    }
-    b->last = change->id;
-    return 0;
+    return ocsp_responder_apply_change(ctx, change);
 }
 
-/* Revocations not yet in a published CRL that are close to (or past) the deadline. */
-struct deadline_scan {
-    int64_t now_ms, deadline_ms, warn_ms;
-    int near, past;
-    int64_t worst_left_ms, worst_feed_id;
-    int open;
-    int64_t oldest_received_ms;
-};
-
-static int deadline_row(void *ctx, const struct store_sla_row *row)
+static int crl_take(void *ctx, const struct store_change *change)
 {
-    struct deadline_scan *d = ctx;
-    int64_t left = row->received_at_ms + d->deadline_ms - d->now_ms;
-    if (d->open++ == 0 || row->received_at_ms < d->oldest_received_ms)
-        d->oldest_received_ms = row->received_at_ms;
-    if (left <= 0)
-        d->past++;
-    else if (left <= d->warn_ms)
-        d->near++;
-    else
-        return 0;
-    if (d->near + d->past == 1 || left < d->worst_left_ms) {
-        d->worst_left_ms = left;
-        d->worst_feed_id = row->feed_id;
-    }
-    return 0;
+    return crl_publisher_apply_change(ctx, change);
 }
 
-/* Updates the backlog gauges and, when loud is set, logs when open revocations approach the
- * revocation deadline. */
-static void check_deadlines(struct server *srv, struct store *store, int loud)
+static int64_t crl_published_upto(void *ctx)
 {
-    struct deadline_scan d = {util_now_ms(),
-                              srv->cfg->sla_deadline_s * 1000,
-                              srv->cfg->sla_warn_s * 1000,
-                              0,
-                              0,
-                              0,
-                              0,
-                              0,
-                              0};
-    if (store_sla_list_blocking(store, 1, 100000, deadline_row, &d) != UTIL_OK)
-        return; /* the next check retries; store errors are reported by the poller */
-    atomic_store(&srv->revocation_backlog, d.open);
-    atomic_store(&srv->oldest_pending_ms, d.open ? d.now_ms - d.oldest_received_ms : 0);
-    if (!loud)
-        return;
-    if (d.past > 0)
-        UTIL_ERROR(MOD,
-                   "REVOCATION DEADLINE MISSED: %d revocation(s) past the %lld s deadline "
-                   "and not yet in a published CRL (worst: change %lld, %lld s late); %d "
-                   "more within %lld s of it. See `pkiva sla`.",
-                   d.past, (long long)srv->cfg->sla_deadline_s, (long long)d.worst_feed_id,
-                   (long long)(-d.worst_left_ms / 1000), d.near, (long long)srv->cfg->sla_warn_s);
-    else if (d.near > 0)
-        UTIL_WARN(MOD,
-                  "REVOCATION DEADLINE NEAR: %d revocation(s) not yet in a published CRL "
-                  "within %lld s of the deadline (first: change %lld, %lld s left). See "
-                  "`pkiva sla`.",
-                  d.near, (long long)srv->cfg->sla_warn_s, (long long)d.worst_feed_id,
-                  (long long)(d.worst_left_ms / 1000));
+    return crl_publisher_published_upto(ctx);
 }
 
-/* The change feed is polled every feed_poll ms; on top of that, inotify on the store's folder
- * wakes the poller as soon as any process appends to the database (its WAL file is written), so a
- * revocation recorded by another process on this host is picked up in milliseconds rather than on
- * the next tick. Other hosts sharing a database (a future backend) still get the polling. */
-struct feed_watch {
-    int fd;                     /* inotify descriptor, -1 when unavailable (then polling only) */
-    char db_name[CLI_PATH_MAX]; /* "pkiva.db" */
-    char wal_name[CLI_PATH_MAX + 8];
-};
-
-static void feed_watch_open(struct feed_watch *w, const char *store_path)
+/* The feed thread's tick: daily certificate expiry warnings. */
+static void feed_tick(void *ctx)
 {
-    char dir[CLI_PATH_MAX];
-    const char *slash = strrchr(store_path, '/');
-    w->fd = -1;
-    if (slash == NULL) {
-        (void)snprintf(dir, sizeof(dir), ".");
-        (void)snprintf(w->db_name, sizeof(w->db_name), "%s", store_path);
-    } else {
-        (void)snprintf(dir, sizeof(dir), "%.*s", (int)(slash - store_path), store_path);
-        (void)snprintf(w->db_name, sizeof(w->db_name), "%s", slash + 1);
-    }
-    (void)snprintf(w->wal_name, sizeof(w->wal_name), "%s-wal", w->db_name);
-    w->fd = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-    if (w->fd >= 0 && inotify_add_watch(w->fd, dir[0] ? dir : "/", IN_MODIFY | IN_CREATE) < 0) {
-        (void)close(w->fd); /* polling alone still works */
-        w->fd = -1;
-    }
-    if (w->fd < 0)
-        UTIL_WARN(MOD, "no inotify on %s (%s): the change feed is polled every tick only", dir,
-                  strerror(errno));
-}
-
-/* Waits up to timeout_ms, less if the database was written. */
-static void feed_watch_wait(struct feed_watch *w, int timeout_ms)
-{
-    struct pollfd p;
-    char buf[4096] __attribute__((aligned(__alignof__(struct inotify_event))));
-    int woken = 0;
-    if (w->fd < 0) {
-        struct timespec pause = {timeout_ms / 1000, (long)(timeout_ms % 1000) * 1000000L};
-        (void)nanosleep(&pause, NULL); /* an early wake-up only polls sooner */
-        return;
-    }
-    p.fd = w->fd;
-    p.events = POLLIN;
-    while (!woken && poll(&p, 1, timeout_ms) > 0) {
-        ssize_t n;
-        while ((n = read(w->fd, buf, sizeof(buf))) > 0) {
-            for (char *at = buf; at < buf + n;) {
-                const struct inotify_event *e = (const struct inotify_event *)at;
-                if (e->len > 0 &&
-                    (strcmp(e->name, w->wal_name) == 0 || strcmp(e->name, w->db_name) == 0))
-                    woken = 1;
-                at += sizeof(*e) + e->len;
-            }
-        }
-        /* Other files of the folder changed: keep waiting, but only for a short while more. */
-        timeout_ms = timeout_ms > 10 ? timeout_ms / 2 : 0;
+    struct server *srv = ctx;
+    if (util_mono_ms() >= srv->next_cert_check) {
+        watch_check(srv);
+        srv->next_cert_check = util_mono_ms() + 86400 * 1000LL;
     }
 }
 
-static void *poller_main(void *arg)
+static int build_feed(struct server *srv)
 {
-    struct server *srv = arg;
-    struct store *store = NULL;
-    int64_t last = srv->feed_start;
-    int64_t sla_marked = srv->feed_start;
-    int store_error_logged = 0;
-    int64_t next_deadline_check = 0, next_deadline_log = 0;
-    int64_t next_cert_check = util_mono_ms() + 86400 * 1000LL; /* start-up checked already */
-    struct feed_watch watch;
-    int64_t last_turn = 0;
-
-    feed_watch_open(&watch, srv->cfg->store_path);
-    while (!atomic_load(&srv->stopping)) {
-        struct poll_batch b = {srv, last, 0};
-        int rc = UTIL_OK;
-        int64_t head = 0, visible, visible_at;
-
-        if (store == NULL)
-            rc = store_open_blocking(srv->cfg->store_path, 0, &store);
-        if (rc == UTIL_OK)
-            rc = store_feed_head_blocking(store, &head);
-        /* Drain everything pending, in batches, before sleeping. */
-        while (rc == UTIL_OK && last < head && !b.blocked && !atomic_load(&srv->stopping)) {
-            rc = store_feed_read_blocking(store, last, 1000, apply_change, &b);
-            if (rc >= 0) {
-                if (b.last == last && !b.blocked)
-                    break; /* nothing new after all */
-                last = b.last;
-                rc = UTIL_OK;
-            }
-        }
-        if (rc == UTIL_OK) {
-            atomic_store(&srv->feed_head, head);
-            atomic_store(&srv->feed_applied, last);
-            if (!atomic_load(&srv->store_ok) && store_error_logged)
-                UTIL_WARN(MOD, "store available again");
-            atomic_store(&srv->store_ok, 1);
-            store_error_logged = 0;
-        } else {
-            atomic_store(&srv->store_ok, 0);
-            if (!store_error_logged)
-                UTIL_ERROR(MOD, "reading the change feed failed: %s (retrying)", util_strerror(rc));
-            store_error_logged = 1;
-            store_close(store);
-            store = NULL;
-        }
-        /* Record, for the deadline report, when revocations became visible in OCSP. */
-        pthread_mutex_lock(&srv->visible_mutex);
-        visible = srv->visible_feed_id;
-        visible_at = srv->visible_at_ms;
-        pthread_mutex_unlock(&srv->visible_mutex);
-        if (store != NULL && visible > sla_marked) {
-            int ok = 1;
-            for (int i = 0; i < srv->n_issuers && ok; i++)
-                ok = store_sla_mark_upto_blocking(store, srv->issuers[i].store_id, visible,
-                                                  STORE_SLA_OCSP, visible_at) == UTIL_OK;
-            if (ok)
-                sla_marked = visible;
-        }
-        if (store != NULL && util_mono_ms() >= next_deadline_check) {
-            int loud = util_mono_ms() >= next_deadline_log;
-            check_deadlines(srv, store, loud);
-            next_deadline_check = util_mono_ms() + 2000;
-            if (loud)
-                next_deadline_log = util_mono_ms() + 30000;
-        }
-        if (util_mono_ms() >= next_cert_check) {
-            watch_check(srv);
-            next_cert_check = util_mono_ms() + 86400 * 1000LL;
-        }
-        /* At most one turn per 2 ms: a busy store (TSA group commits) must not spin the poller. */
-        if (util_mono_ms() - last_turn < 2)
-            (void)nanosleep(&(struct timespec){0, 2 * 1000000L}, NULL); /* short pause */
-        last_turn = util_mono_ms();
-        if (!b.blocked)
-            feed_watch_wait(&watch, srv->cfg->feed_poll_ms);
-        else
-            (void)nanosleep(&(struct timespec){0, 20 * 1000000L}, NULL); /* backlog: soon */
-    }
-    if (watch.fd >= 0)
-        (void)close(watch.fd); /* inotify descriptor: nothing to flush */
-    store_close(store);
-    return NULL;
+    const struct cli_config *cfg = srv->cfg;
+    int64_t ids[CLI_MAX_ISSUERS];
+    /* OCSP first: it must answer a change before the CRL publisher is told of it. */
+    const struct feed_subscriber subs[] = {
+        {"OCSP responder", ocsp_take, NULL, srv->ocsp},
+        {"CRL publisher", crl_take, crl_published_upto, srv->crl},
+    };
+    struct feed_config fc = {cfg->store_path,
+                             cfg->feed_poll_ms,
+                             srv->feed_start,
+                             ids,
+                             srv->n_issuers,
+                             cfg->sla_deadline_s,
+                             cfg->sla_warn_s,
+                             subs,
+                             2,
+                             feed_tick,
+                             srv};
+    for (int i = 0; i < srv->n_issuers; i++)
+        ids[i] = srv->issuers[i].store_id;
+    srv->next_cert_check = util_mono_ms() + 86400 * 1000LL; /* start-up checked already */
+    return feed_new(&fc, &srv->feed);
 }
 
 static int build_ocsp(struct server *srv)
@@ -831,6 +655,33 @@ static int build_crl(struct server *srv)
     return rc;
 }
 
+/* Logs the freshness contract and refuses a configuration under which a conforming client in
+ * scope could keep a revoked certificate's "good" answer past the deadline. */
+static int check_contract(const struct cli_config *cfg, struct feed_contract *c)
+{
+    char line[512];
+    unsigned refused;
+    cli__contract(cfg, c);
+    (void)feed_contract_format(c, line, sizeof(line)); /* truncation only shortens the log line */
+    UTIL_INFO(MOD, "freshness contract: %s", line);
+    refused = c->exceeding & ~c->out_of_scope;
+    for (int i = 0; i < FEED_CLIENT_N; i++) {
+        if (refused & (1u << i))
+            UTIL_ERROR(MOD,
+                       "a %s client can keep a revoked certificate's old answer for %lld s, past "
+                       "the %lld s [revocation] deadline: shorten %s (or name the client class "
+                       "in [revocation] out_of_scope)",
+                       feed_client_name(i), (long long)c->worst_s[i], (long long)c->deadline_s,
+                       feed_client_directive(i));
+        else if (c->out_of_scope & (1u << i))
+            UTIL_WARN(MOD,
+                      "FRESHNESS CONTRACT NOT KEPT for %s clients ([revocation] out_of_scope): "
+                      "they may see a revocation %lld s late, deadline %lld s",
+                      feed_client_name(i), (long long)c->worst_s[i], (long long)c->deadline_s);
+    }
+    return refused ? UTIL_ECONFIG : UTIL_OK;
+}
+
 int cli_serve(const struct cli_config *cfg)
 {
     struct server *srv = NULL;
@@ -850,8 +701,9 @@ int cli_serve(const struct cli_config *cfg)
         return 1;
     }
     srv->cfg = cfg;
-    pthread_mutex_init(&srv->visible_mutex, NULL);
-    atomic_store(&srv->store_ok, 1);
+    rc = check_contract(cfg, &srv->contract);
+    if (rc != UTIL_OK)
+        goto out;
 
     memset(&hcfg, 0, sizeof(hcfg));
     hcfg.module_path = cfg->hsm_module;
@@ -891,6 +743,11 @@ int cli_serve(const struct cli_config *cfg)
         UTIL_ERROR(MOD, "TSA: %s", util_strerror(rc));
         goto out;
     }
+    rc = build_feed(srv);
+    if (rc != UTIL_OK) {
+        UTIL_ERROR(MOD, "revocation feed: %s", util_strerror(rc));
+        goto out;
+    }
     watch_fill(srv);
     watch_check(srv);
     /* [issue #8: HSM outages] The hsm monitor notices an outage without traffic (/readyz),
@@ -907,7 +764,12 @@ int cli_serve(const struct cli_config *cfg)
     }
     (void)store_audit_append_blocking(srv->store, "pkiva-serve", "start",
                                       "{\"what\":\"configuration and keys loaded\"}");
-    /* The start-up connection is not needed any more: the poller opens its own. */
+    /* Seal what was written while no server ran (CLI changes, this start); a failure is logged
+     * and retried by the sealer (audit.c). */
+    if (srv->n_issuers > 0)
+        (void)cli__audit_seal_blocking(srv->store, srv->hsm, srv->issuers[0].ca_key,
+                                       srv->issuers[0].cert, NULL);
+    /* The start-up connection is not needed any more: the feed opens its own. */
     store_close(srv->store);
     srv->store = NULL;
 
@@ -920,6 +782,8 @@ int cli_serve(const struct cli_config *cfg)
         http.listeners[1].tls_key_file = cfg->admin_tls_key;
         http.listeners[1].tls_client_ca_file =
             cfg->admin_client_ca[0] != '\0' ? cfg->admin_client_ca : NULL;
+        http.listeners[1].tls_client_crl_file =
+            cfg->admin_client_crl[0] != '\0' ? cfg->admin_client_crl : NULL;
     }
     rc = http_server_new(&http, &srv->http);
     if (rc != UTIL_OK)
@@ -943,7 +807,7 @@ int cli_serve(const struct cli_config *cfg)
      * the admin token is read and the admin store threads have opened their SQLite connections
      * (SQLite gives root-created -wal/-shm files the database file's owner). What starts below
      * opens files as the new user: the pre-signer, the CRL publisher (store and publish folder)
-     * and the change-feed poller (store), so the data folder must belong to it. */
+     * and the revocation feed (store), so the data folder must belong to it. */
     http_server_set_start_hook(srv->http, cli__privdrop_apply, &privdrop);
     rc = http_server_start(srv->http);
     if (rc != UTIL_OK)
@@ -955,11 +819,15 @@ int cli_serve(const struct cli_config *cfg)
         rc = tsa_service_start(srv->tsa);
     if (rc != UTIL_OK)
         goto out;
-    if (pthread_create(&srv->poller, NULL, poller_main, srv) != 0) {
-        rc = UTIL_ENOMEM;
+    rc = feed_start(srv->feed);
+    if (rc != UTIL_OK)
         goto out;
+    if (srv->n_issuers > 0) {
+        rc = cli__audit_sealer_start(cfg, srv->hsm, srv->issuers[0].ca_key, srv->issuers[0].cert,
+                                     &srv->sealer);
+        if (rc != UTIL_OK)
+            goto out;
     }
-    srv->poller_started = 1;
 
     printf("pkiva is serving (%d workers)\n", http.workers);
     printf("  OCSP:      %s%s   (POST, or GET %s<base64 request>)\n", cfg->public_url,
@@ -989,9 +857,9 @@ int cli_serve(const struct cli_config *cfg)
 out:
     if (rc != UTIL_OK && status != 0)
         UTIL_ERROR(MOD, "pkiva cannot serve: %s", util_strerror(rc));
-    atomic_store(&srv->stopping, 1);
-    if (srv->poller_started)
-        (void)pthread_join(srv->poller, NULL); /* our own joinable thread */
+    /* The feed first (it delivers what was committed up to now), then the publisher (it
+     * publishes what is pending), while the HSM and the keys are still there. */
+    feed_stop(srv->feed);
     /* Order matters: nothing may sign once keys are freed, and keys go before the hsm. */
     ocsp_responder_stop(srv->ocsp);
     crl_publisher_stop(srv->crl);
@@ -1001,10 +869,12 @@ out:
     ocsp_responder_free(srv->ocsp);
     crl_publisher_free(srv->crl);
     tsa_service_free(srv->tsa);
+    /* Nothing writes audit records any more: the last seal, while the key still exists. */
+    cli__audit_sealer_stop(srv->sealer);
     close_issuers(srv);
     store_close(srv->store);
     hsm_close(srv->hsm);
-    pthread_mutex_destroy(&srv->visible_mutex);
+    feed_free(srv->feed);
     free(srv);
     return status;
 }

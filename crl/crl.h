@@ -112,9 +112,9 @@ int crl_generate_blocking(const struct crl_config *cfg, const struct crl_issuer_
 enum crl_what { CRL_FULL = 1, CRL_DELTA = 2, CRL_BOTH = 3 };
 
 /* Generates what (CRL_BOTH: a full CRL, then the delta against it; CRL_DELTA alone: against the
- * latest full CRL in the store, UTIL_ENOTFOUND if none), saves each in the store's history, writes
- * the file(s) atomically into cfg->publish_dir, marks the revocation deadline rows of the issuer
- * (STORE_SLA_CRL) up to the feed head read before the walk, and appends an audit record (actor).
+ * latest full CRL in the store, UTIL_ENOTFOUND if none), saves each in the store's history with
+ * its audit record (actor), writes the file(s) atomically into cfg->publish_dir, and marks the
+ * revocation deadline rows of the issuer (STORE_SLA_CRL) up to the feed head read before the walk.
  * full_out / delta_out (may be NULL) receive what was published. For `pkiva crl publish` when no
  * server runs (a running server would also pick the change up at its next regeneration). */
 int crl_publish_blocking(const struct crl_config *cfg, const struct crl_issuer_config *issuer,
@@ -157,6 +157,27 @@ int crl_publisher_apply_change(struct crl_publisher *pub, const struct store_cha
 /* Regenerates at once the full and delta CRL of the issuer called name, or of every issuer when
  * name is NULL. Any thread, does not wait for the result. UTIL_ENOTFOUND for an unknown name. */
 int crl_publish_now(struct crl_publisher *pub, const char *name);
+
+/* What crl_publish_wait_blocking reports per issuer. */
+struct crl_publish_result {
+    char name[64];
+    int rc; /* 0 published; else why not (UTIL_ETIMEDOUT: not finished within the timeout) */
+    int64_t full_number, full_entries;   /* the CRL served now (entries -1: loaded, not counted) */
+    int64_t delta_number, delta_entries; /* 0 / -1 without deltas */
+    int64_t elapsed_ms;                  /* the run that published it */
+};
+/* As crl_publish_now, then waits (at most timeout_ms) until a run that started after the request
+ * finished for each issuer concerned: when it returns 0, the new CRLs are the ones served. Fills
+ * one result per issuer concerned (max_results >= the number of issuers). Returns 0 when every
+ * run finished (each result's rc says whether it published), UTIL_ETIMEDOUT, UTIL_ECLOSED when
+ * the publisher stops, UTIL_ENOTFOUND for an unknown name. Blocks: not on a loop thread. */
+int crl_publish_wait_blocking(struct crl_publisher *pub, const char *name, int64_t timeout_ms,
+                              struct crl_publish_result *results, int max_results, int *n_out);
+
+/* The feed id up to which every issuer's served CRLs reflect every change (the oldest of them;
+ * issuers without any CRL yet are left out: they publish at once). INT64_MAX when no issuer has a
+ * CRL. For the catch-up at start (feed_subscriber.published_upto). Any thread. */
+int64_t crl_publisher_published_upto(struct crl_publisher *pub);
 
 /* ---- metrics -------------------------------------------------------------------------------- */
 

@@ -118,7 +118,8 @@ struct crl__base {
 int crl__generate_blocking(const struct crl_config *cfg, struct crl__issuer *is, struct hsm *hsm,
                            struct store *store, const struct crl__base *base,
                            struct util_blob **der_out, struct crl_info *info);
-/* Saves in the history, writes the file, marks the SLA rows, appends an audit record (actor). */
+/* Saves in the history with its audit record (actor, one transaction), writes the file, marks the
+ * SLA rows. */
 int crl__publish_one_blocking(const struct crl_config *cfg, const struct crl__issuer *is,
                               struct store *store, const struct util_blob *der,
                               const struct crl_info *info, const char *actor);
@@ -134,11 +135,14 @@ struct crl__served {
     char etag[40];          /* "\"<32 hex of SHA-256>\"" */
     char last_modified[40]; /* IMF-fixdate of thisUpdate */
     char expires[40];       /* IMF-fixdate of nextUpdate */
+    int ims_ok;             /* If-Modified-Since may earn a 304 (see swap_served) */
 };
 struct crl__served *crl__served_new(struct util_blob *der, const struct crl_info *info);
 void crl__served_unref(struct crl__served *s);
 
 #define CRL__MAX_LOOPS 256
+/* A graceful stop publishes pending changes for at most this long (then the next start does). */
+#define CRL__STOP_GRACE_MS 10000
 
 struct crl__pub_issuer {
     struct crl__issuer is;
@@ -154,6 +158,14 @@ struct crl__pub_issuer {
     int64_t retry_at; /* after a failure: not before this */
     int64_t backoff_ms;
     int64_t base_feed_id; /* feed id the served full CRL reflects */
+    /* Feed id the served CRLs (full or delta) reflect: a change at or below it is in them. */
+    int64_t covered_feed_id;
+    /* crl_publish_wait_blocking: requests numbered per issuer; the publisher records the last
+     * request a run satisfied and its outcome (guarded by the publisher's mutex, not this one). */
+    uint64_t req_seq;  /* guarded by this mutex: the last request made */
+    uint64_t done_seq; /* the last request a finished run covered */
+    int done_rc;
+    int64_t done_ms;
     struct crl_issuer_stats stats;
 };
 
@@ -164,8 +176,9 @@ struct crl_publisher {
     int n;
     struct crl__pub_issuer *issuers;
 
-    pthread_mutex_t mutex; /* the scheduler's wake-up: guards stopping, the cond */
+    pthread_mutex_t mutex; /* the scheduler's wake-up: guards stopping, the conds, done_* */
     pthread_cond_t cond;
+    pthread_cond_t done_cond; /* a run finished (crl_publish_wait_blocking) */
     int stopping;
     int kicked; /* a trigger arrived since the scheduler last looked */
     int loaded;

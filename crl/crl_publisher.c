@@ -47,6 +47,7 @@ struct crl__served *crl__served_new(struct util_blob *der, const struct crl_info
     s->der = util_blob_ref(der);
     s->info = *info;
     s->info.der_len = der->len;
+    s->ims_ok = 1;
     (void)snprintf(s->etag, sizeof(s->etag), "\"%s\"", hex);
     http_date_format(info->this_update, s->last_modified, sizeof(s->last_modified));
     http_date_format(info->next_update, s->expires, sizeof(s->expires));
@@ -67,6 +68,11 @@ static void swap_served(struct crl__pub_issuer *pi, int delta, struct crl__serve
 {
     struct crl__served **slot = delta ? &pi->delta : &pi->full;
     struct crl__served *old = *slot;
+    /* Revalidation never resurrects an older CRL: a CRL whose thisUpdate second is not later than
+     * its predecessor's has a Last-Modified that cannot tell them apart, so only its ETag may earn
+     * a 304. Set before the pointer is published; immutable afterwards. */
+    if (old != NULL && old->info.this_update >= s->info.this_update)
+        s->ims_ok = 0;
     *slot = s;
     if (delta) {
         pi->stats.delta_number = s->info.number;
@@ -80,6 +86,8 @@ static void swap_served(struct crl__pub_issuer *pi, int delta, struct crl__serve
         pi->stats.full_bytes = s->info.der_len;
         pi->stats.full_entries = s->info.entries;
     }
+    if (s->info.feed_id > pi->covered_feed_id)
+        pi->covered_feed_id = s->info.feed_id;
     crl__served_unref(old); /* requests in flight hold their own references */
 }
 
@@ -135,6 +143,7 @@ int crl_publisher_new(const struct crl_config *cfg, const struct crl_issuer_conf
     pthread_condattr_init(&attr);
     (void)pthread_condattr_setclock(&attr, CLOCK_MONOTONIC); /* always supported on Linux */
     pthread_cond_init(&pub->cond, &attr);
+    pthread_cond_init(&pub->done_cond, &attr);
     pthread_condattr_destroy(&attr);
     pub->issuers = calloc((size_t)(n_issuers > 0 ? n_issuers : 1), sizeof(*pub->issuers));
     if (failed || pub->issuers == NULL) {
@@ -182,6 +191,7 @@ void crl_publisher_free(struct crl_publisher *pub)
     free(pub->store_path);
     free(pub->public_url);
     pthread_cond_destroy(&pub->cond);
+    pthread_cond_destroy(&pub->done_cond);
     pthread_mutex_destroy(&pub->mutex);
     free(pub);
 }
@@ -219,6 +229,9 @@ static int load_one(struct crl__pub_issuer *pi, struct store *store, int delta)
         rc = UTIL_ENOMEM;
         goto out;
     }
+    /* Loaded at start: its predecessor, perhaps of the same second, is unknown here. Until the
+     * next publication, only its ETag earns a 304. */
+    s->ims_ok = 0;
     pthread_mutex_lock(&pi->mutex);
     /* A delta is served only with its base. */
     if (!delta || (pi->full != NULL && pi->full->info.number == meta.base_number)) {
@@ -287,7 +300,9 @@ int crl_publisher_apply_change(struct crl_publisher *pub, const struct store_cha
         if (pi->is.store_id != change->cert.issuer_id)
             continue;
         pthread_mutex_lock(&pi->mutex);
-        if (!pi->dirty) {
+        /* A change the served CRLs already reflect (a re-delivery, or the catch-up replay of a
+         * change published before a restart) needs no new CRL. */
+        if (!pi->dirty && change->id > pi->covered_feed_id) {
             pi->dirty = 1;
             pi->dirty_due = util_mono_ms() + pub->cfg.coalesce_ms;
             hit = 1;
@@ -310,6 +325,7 @@ int crl_publish_now(struct crl_publisher *pub, const char *name)
             continue;
         pthread_mutex_lock(&pi->mutex);
         pi->forced = 1;
+        pi->req_seq++;
         pthread_mutex_unlock(&pi->mutex);
         found = 1;
     }
@@ -317,6 +333,91 @@ int crl_publish_now(struct crl_publisher *pub, const char *name)
         return UTIL_ENOTFOUND;
     wake(pub);
     return UTIL_OK;
+}
+
+int64_t crl_publisher_published_upto(struct crl_publisher *pub)
+{
+    int64_t upto = INT64_MAX;
+    for (int i = 0; pub != NULL && i < pub->n; i++) {
+        struct crl__pub_issuer *pi = &pub->issuers[i];
+        pthread_mutex_lock(&pi->mutex);
+        /* An issuer without a CRL publishes one at once, reading the feed head: nothing to
+         * replay for it. */
+        if (pi->have_full && pi->covered_feed_id < upto)
+            upto = pi->covered_feed_id;
+        pthread_mutex_unlock(&pi->mutex);
+    }
+    return upto;
+}
+
+int crl_publish_wait_blocking(struct crl_publisher *pub, const char *name, int64_t timeout_ms,
+                              struct crl_publish_result *results, int max_results, int *n_out)
+{
+    uint64_t target[CRL_MAX_ISSUERS];
+    struct timespec until;
+    int rc = UTIL_OK, n = 0;
+
+    *n_out = 0;
+    if (pub == NULL || results == NULL || max_results < pub->n || timeout_ms <= 0)
+        return UTIL_EINVAL;
+    rc = crl_publish_now(pub, name);
+    if (rc != UTIL_OK)
+        return rc;
+    /* Every request up to req_seq is covered by a run that starts after it was made. */
+    for (int i = 0; i < pub->n; i++) {
+        struct crl__pub_issuer *pi = &pub->issuers[i];
+        pthread_mutex_lock(&pi->mutex);
+        target[i] = name == NULL || strcmp(pi->is.name, name) == 0 ? pi->req_seq : 0;
+        pthread_mutex_unlock(&pi->mutex);
+    }
+    (void)clock_gettime(CLOCK_MONOTONIC, &until); /* cannot fail */
+    until.tv_sec += timeout_ms / 1000;
+    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&pub->mutex);
+    for (;;) {
+        int waiting = 0;
+        for (int i = 0; i < pub->n; i++)
+            if (target[i] != 0 && pub->issuers[i].done_seq < target[i])
+                waiting = 1;
+        if (!waiting)
+            break;
+        if (pub->stopping) { /* not started yet: the run comes once it starts */
+            rc = UTIL_ECLOSED;
+            break;
+        }
+        if (pthread_cond_timedwait(&pub->done_cond, &pub->mutex, &until) == ETIMEDOUT) {
+            rc = UTIL_ETIMEDOUT;
+            break;
+        }
+    }
+    for (int i = 0; i < pub->n; i++) {
+        struct crl__pub_issuer *pi = &pub->issuers[i];
+        if (target[i] == 0)
+            continue;
+        memset(&results[n], 0, sizeof(results[n]));
+        (void)snprintf(results[n].name, sizeof(results[n].name), "%s", pi->is.name);
+        results[n].rc = pi->done_seq >= target[i] ? pi->done_rc : rc;
+        results[n].elapsed_ms = pi->done_seq >= target[i] ? pi->done_ms : 0;
+        n++;
+    }
+    pthread_mutex_unlock(&pub->mutex);
+    for (int i = 0; i < n; i++) {
+        struct crl_issuer_stats st;
+        for (int j = 0; j < pub->n; j++)
+            if (strcmp(pub->issuers[j].is.name, results[i].name) == 0 &&
+                crl_publisher_stats(pub, j, &st) == UTIL_OK) {
+                results[i].full_number = st.full_number;
+                results[i].full_entries = st.full_entries;
+                results[i].delta_number = st.delta_number;
+                results[i].delta_entries = st.delta_entries;
+            }
+    }
+    *n_out = n;
+    return rc;
 }
 
 /* ---- the publisher thread ------------------------------------------------------------------- */
@@ -424,6 +525,8 @@ static int run_issuer(struct crl_publisher *pub, struct crl__pub_issuer *pi, str
                       int want)
 {
     struct crl__base base;
+    int64_t started = util_mono_ms();
+    uint64_t seq;
     int rc = UTIL_OK;
 
     /* Clear the triggers before reading the feed head (inside generate): a change reported from
@@ -431,6 +534,7 @@ static int run_issuer(struct crl_publisher *pub, struct crl__pub_issuer *pi, str
     pthread_mutex_lock(&pi->mutex);
     pi->forced = 0;
     pi->dirty = 0;
+    seq = pi->req_seq;
     pthread_mutex_unlock(&pi->mutex);
     if (want & WANT_FULL)
         rc = publish(pub, pi, store, NULL);
@@ -469,7 +573,57 @@ static int run_issuer(struct crl_publisher *pub, struct crl__pub_issuer *pi, str
         pthread_mutex_unlock(&pi->mutex);
         note_failure(pub, pi, rc);
     }
+    /* Whoever waits for a request made before this run started has its answer. */
+    pthread_mutex_lock(&pub->mutex);
+    if (seq > pi->done_seq || rc != UTIL_OK) {
+        pi->done_seq = seq > pi->done_seq ? seq : pi->done_seq;
+        pi->done_rc = rc;
+        pi->done_ms = util_mono_ms() - started;
+    }
+    pthread_cond_broadcast(&pub->done_cond);
+    pthread_mutex_unlock(&pub->mutex);
     return rc;
+}
+
+/* At a graceful stop: publishes at once what changes are waiting for (coalesce not waited out),
+ * within CRL_STOP_GRACE_MS, so that a revocation made just before the stop is in the CRL served
+ * from now on. What is not done here is caught up at the next start (feed/ replays it). */
+static void flush_pending(struct crl_publisher *pub, struct store **store)
+{
+    int64_t until = util_mono_ms() + CRL__STOP_GRACE_MS;
+    for (int i = 0; i < pub->n; i++) {
+        struct crl__pub_issuer *pi = &pub->issuers[i];
+        int want, rc;
+        pthread_mutex_lock(&pi->mutex);
+        want = pi->forced                ? WANT_FULL | WANT_DELTA
+               : !pi->dirty              ? 0
+               : pub->cfg.full_on_change ? WANT_FULL | WANT_DELTA
+                                         : WANT_DELTA;
+        pthread_mutex_unlock(&pi->mutex);
+        if (!pub->cfg.deltas)
+            want &= ~WANT_DELTA;
+        if (want == 0)
+            continue;
+        if (util_mono_ms() >= until) {
+            UTIL_WARN(CRL_MOD,
+                      "issuer %s: stopping with a publication pending: the next start "
+                      "publishes it",
+                      pi->is.name);
+            continue;
+        }
+        if (*store == NULL && store_open_blocking(pub->cfg.store_path, 0, store) != UTIL_OK) {
+            UTIL_WARN(CRL_MOD, "stopping with publications pending and no store: the next start "
+                               "publishes them");
+            return;
+        }
+        UTIL_INFO(CRL_MOD, "issuer %s: publishing pending changes before stopping", pi->is.name);
+        rc = run_issuer(pub, pi, *store, want);
+        if (rc != UTIL_OK)
+            UTIL_WARN(CRL_MOD,
+                      "issuer %s: the publication before stopping failed (%s): the "
+                      "next start publishes it",
+                      pi->is.name, util_strerror(rc));
+    }
 }
 
 static void *publisher_main(void *arg)
@@ -488,6 +642,8 @@ static void *publisher_main(void *arg)
         pthread_mutex_lock(&pub->mutex);
         if (pub->stopping) {
             pthread_mutex_unlock(&pub->mutex);
+            if (loaded)
+                flush_pending(pub, &store);
             break;
         }
         pub->kicked = 0; /* triggers from now on are seen by the scan below or stop the wait */
@@ -563,7 +719,9 @@ int crl_publisher_start(struct crl_publisher *pub)
         UTIL_ERROR(CRL_MOD, "cannot start the publisher thread");
         return UTIL_ENOMEM;
     }
+    pthread_mutex_lock(&pub->mutex); /* crl_publish_wait_blocking reads it from other threads */
     pub->started = 1;
+    pthread_mutex_unlock(&pub->mutex);
     return UTIL_OK;
 }
 
@@ -576,7 +734,10 @@ void crl_publisher_stop(struct crl_publisher *pub)
     pthread_cond_signal(&pub->cond);
     pthread_mutex_unlock(&pub->mutex);
     (void)pthread_join(pub->thread, NULL); /* our own joinable thread */
+    pthread_mutex_lock(&pub->mutex);
     pub->started = 0;
+    pthread_cond_broadcast(&pub->done_cond); /* waiters still there get UTIL_ECLOSED */
+    pthread_mutex_unlock(&pub->mutex);
 }
 
 /* ---- metrics -------------------------------------------------------------------------------- */

@@ -21,7 +21,7 @@ Test(config, sample_file_is_valid_and_complete)
     cr_assert_str_eq(cfg.issuers[0].name, "demo-ca");
     cr_assert_eq(cfg.http.listeners[0].port, 8080);
     cr_assert_eq(cfg.http.listeners[1].port, 8081);
-    cr_assert_eq(cfg.ocsp_validity_s, 4 * 86400);
+    cr_assert_eq(cfg.ocsp_validity_s, 6 * 3600); /* derived: half of the 12 h deadline */
     cr_assert_eq(cfg.sla_deadline_s, 12 * 3600);
     cr_assert_eq(cfg.feed_poll_ms, 200);
     cr_assert_eq(cfg.n_tsa_units, 1);

@@ -211,6 +211,9 @@ CONF
   cat >>"$W/pkiva.conf" <<CONF
 [store]
 path = $W/data/pkiva.db
+[admin]
+# the admin listener is on loopback; the test reads /metrics without credentials
+metrics_without_auth = yes
 [issuer.mod-ca]
 cert = $W/ca.pem
 key = $(token_uri ca private)
