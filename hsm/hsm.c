@@ -43,6 +43,11 @@
  * - Failure modes: wrong PIN or a missing token surface at the first key load as UTIL_EHSM (see
  *   key.c); a token that fails mid-operation makes the work function return UTIL_EHSM, which marks
  *   the hsm unavailable until a signature succeeds again (hsm_probe_blocking can be used to check).
+ *   A failure that key.c puts down to one key (a signature that does not verify, a mechanism the
+ *   token refuses for that key; the signing path and its checks are in key.c's DESIGN comment)
+ *   sets hsm__key_fault instead: job_work then counts it for that key only, and the monitor runs
+ *   the key's self-check again each turn until it passes. When the provider cannot start the
+ *   module, p11diag.c loads it directly and logs the failing step with its CK_RV.
  * - Outages and healing (tests/fault measures this with a fault-injecting module). When a token
  *   is removed, or a network HSM loses its link or restarts, the module closes every session and
  *   forgets the login; afterwards the object handles inside our EVP_PKEYs are dead too (SoftHSM2
