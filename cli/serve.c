@@ -753,12 +753,22 @@ int cli_serve(const struct cli_config *cfg)
     /* [issue #8: HSM outages] The hsm monitor notices an outage without traffic (/readyz),
      * sheds signing work while the token is away and, when it returns, loads the key handles
      * again so that signing heals without a restart. It probes with the first issuer's OCSP
-     * signing key (the busiest one); hsm_close stops it. */
+     * signing key (the busiest one) that passed its self-check: a refused key's failures are
+     * booked against that key, never as an outage, so it could not notice one (issue 21);
+     * hsm_close stops it. */
     if (srv->n_issuers > 0) {
-        const struct cli_issuer *first = srv->issuers[0].conf;
-        rc = hsm_monitor_start(srv->hsm,
-                               first->ocsp_key_uri[0] ? first->ocsp_key_uri : first->key_uri,
-                               SERVE_HSM_PROBE_MS);
+        const char *probe = NULL;
+        for (int i = 0; i < srv->n_issuers && probe == NULL; i++) {
+            const struct served_issuer *is = &srv->issuers[i];
+            if (is->ocsp_key != NULL && hsm_key_usable(is->ocsp_key))
+                probe = is->conf->ocsp_key_uri;
+            else if (hsm_key_usable(is->ca_key))
+                probe = is->conf->key_uri;
+        }
+        if (probe == NULL) /* no key passed: the first one, as before */
+            probe = srv->issuers[0].conf->ocsp_key_uri[0] ? srv->issuers[0].conf->ocsp_key_uri
+                                                          : srv->issuers[0].conf->key_uri;
+        rc = hsm_monitor_start(srv->hsm, probe, SERVE_HSM_PROBE_MS);
         if (rc != UTIL_OK)
             goto out;
     }

@@ -659,11 +659,13 @@ static int job_work(void *thread_state, void *opaque)
     const struct hsm *outer = job_hsm;
     uint64_t start = mono_us();
     int rc;
-
-    int outer_fault = hsm__key_fault;
+    int outer_fault = hsm__key_fault, outer_refused = hsm__refused, outer_signed = hsm__signed;
+    int refused_only;
 
     job_hsm = job->hsm;
     hsm__key_fault = 0;
+    hsm__refused = 0;
+    hsm__signed = 0;
     /* Nested (a probe inside a job) runs under the outer job's read lock already. */
     if (outer != job->hsm)
         (void)pthread_rwlock_rdlock(&job->hsm->swap_lock); /* fails only on misuse */
@@ -671,12 +673,18 @@ static int job_work(void *thread_state, void *opaque)
     if (outer != job->hsm)
         (void)pthread_rwlock_unlock(&job->hsm->swap_lock); /* held: cannot fail */
     job_hsm = outer;
-    if (rc == UTIL_EHSM && hsm__key_fault) {
-        /* One key's problem, already counted and logged for that key: the token is fine. */
+    refused_only = hsm__refused && !hsm__signed;
+    if ((rc == UTIL_EHSM && hsm__key_fault) || (rc == UTIL_OK && refused_only)) {
+        /* One key's problem, already counted and logged for that key: it says nothing about
+         * the token (see hsm__refused in hsm_int.h). */
         hsm__key_fault = outer_fault;
+        hsm__refused = outer_refused;
+        hsm__signed = outer_signed;
         return rc;
     }
     hsm__key_fault = outer_fault;
+    hsm__refused = outer_refused;
+    hsm__signed = outer_signed;
     if (rc == UTIL_OK) {
         /* Counters only: relaxed ordering is enough. */
         (void)atomic_fetch_add_explicit(&job->hsm->signatures, 1, memory_order_relaxed);

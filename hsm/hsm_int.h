@@ -76,6 +76,11 @@ struct hsm__key {
 /* Set by hsm_sign_* on the calling thread when its UTIL_EHSM is down to the key, not the token;
  * job_work reads and clears it so that one bad key never marks the whole hsm unavailable. */
 extern _Thread_local int hsm__key_fault;
+/* Per job, also read and cleared by job_work: whether a signature was refused because its key is
+ * not healthy (hsm__refused), and whether the token made any signature (hsm__signed). A job that
+ * only met refused keys says nothing about the token: it neither proves it alive (which would
+ * keep the monitor from probing an idle token) nor ends an outage. */
+extern _Thread_local int hsm__refused, hsm__signed;
 
 /* Runs the self-check again on every key marked HSM_KEY_UNHEALTHY and clears the mark of those
  * that pass (monitor thread). */

@@ -62,6 +62,7 @@
 #define STORE_LOADS_MAX 1024 /* objects looked at per lookup; a token holds far fewer per URI */
 
 _Thread_local int hsm__key_fault;
+_Thread_local int hsm__refused, hsm__signed;
 
 /* ---- PKCS#11 URIs (RFC 7512) ---------------------------------------------------------------- */
 
@@ -541,6 +542,7 @@ static int sign_digest(struct hsm *hsm, struct hsm__key *entry, const unsigned c
     if (health != HSM_KEY_OK && !force_verify) {
         /* Refused without touching the token: the key's problem, not the token's. */
         hsm__key_fault = 1;
+        hsm__refused = 1;
         return UTIL_EHSM;
     }
     if (is_rsa && !key->rsa_pss) {
@@ -570,6 +572,7 @@ static int sign_digest(struct hsm *hsm, struct hsm__key *entry, const unsigned c
     }
     if (EVP_PKEY_sign(pctx, buf, &buf_len, tbs, tbs_len) != 1)
         goto fail;
+    hsm__signed = 1; /* the token answered, whatever the signature turns out to be */
     if (want_verify(hsm, entry, force_verify)) {
         int ok = verify_digest(entry, digest, digest_len, buf, buf_len);
         if (ok < 0) {
@@ -714,6 +717,7 @@ int hsm_key_refused(const struct hsm_key *key)
     if (hsm_key_usable(key))
         return 0;
     hsm__key_fault = 1;
+    hsm__refused = 1;
     return 1;
 }
 
