@@ -672,12 +672,14 @@ static void metric_line(const char *name, const char *label_part, char *line, si
     line[0] = '\0';
 }
 
-/* The served CRL verifies with the issuing CA's key; 1 if so. */
+/* The served CRL verifies with the issuing CA's key; 1 if so. /readyz does not wait for the first
+ * CRL (the publisher makes it right after start), so the fetch is retried for up to 10 s. */
 static int crl_verifies(void)
 {
     char out[1024] = "";
     sh(out, sizeof(out),
-       "curl -sf --max-time 5 -o served.crl http://127.0.0.1:%d/crl/demo-ca.crl && openssl crl "
+       "true; for i in $(seq 100); do curl -sf --max-time 5 -o served.crl "
+       "http://127.0.0.1:%d/crl/demo-ca.crl && break; sleep 0.1; done; openssl crl "
        "-inform DER -in served.crl -noout -CAfile pki/issuing-ca.pem 2>&1",
        srv.port);
     return strstr(out, "verify OK") != NULL;
@@ -797,5 +799,34 @@ Test(hsm_fault, one_key_that_cannot_sign_leaves_the_others_signing, .timeout = 1
         sleep_ms(200);
     cr_assert_gt(crl_after, crl_before, "no new CRL while the TSA key is refused");
     cr_assert(crl_verifies());
+    assert_still_running();
+}
+
+/* Issue 21 and the monitor: the key it probes an idle token with is the first one that passed
+ * its self-check. Were it a refused key, every probe would fail as that key's problem, never as
+ * an outage, and an unplugged token would go unnoticed without traffic (the first issuer here is
+ * `root`, whose key is refused). */
+Test(hsm_fault, refused_probe_key_does_not_blind_the_monitor, .timeout = 120)
+{
+    char body[1024];
+    long t0;
+    int status = 0;
+
+    init_data(NULL);
+    fault_set("mech-invalid root-ca");
+    start(NULL);
+    wait_ready();
+    cr_assert_eq(http_get(srv.port, "/readyz", body, sizeof(body)), 200, "%s", body);
+    cr_assert(strstr(body, "object=root-ca") != NULL, "root's key not refused: %s", body);
+    /* Let the monitor probe the idle token twice (every 2 s) before it goes away: a probe key
+     * that the token refuses would be marked unhealthy by then and never probe again. */
+    sleep_ms(5000);
+    fault_set("down");
+    t0 = now_ms();
+    while (now_ms() - t0 < 6000 &&
+           (status = http_get(srv.port, "/readyz", body, sizeof(body))) != 503)
+        sleep_ms(100);
+    cr_assert_eq(status, 503, "/readyz did not notice the outage within 6 s: %s", body);
+    cr_assert(strstr(body, "HSM unavailable") != NULL, "%s", body);
     assert_still_running();
 }
