@@ -10,7 +10,7 @@ export PKIVA_ROOT
 # Runtime and build packages from bookworm; pkcs11-provider from bookworm-backports.
 PKIVA_PACKAGES=(build-essential cmake pkg-config libssl-dev openssl libuv1-dev node-llhttp
   libsqlite3-dev sqlite3 libcriterion-dev libjansson-dev libinih-dev libp11-kit-dev softhsm2 opensc
-  gnutls-bin curl python3)
+  gnutls-bin curl python3 libsystemd-dev)
 PKIVA_BACKPORTS=(pkcs11-provider)
 # Only for the tests: real signing clients the TSA is tested against (jarsigner, osslsigncode),
 # the independent relying parties of test_interop (the JDK, NSS's vfychain and certutil, Debian's
