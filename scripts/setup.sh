@@ -14,8 +14,13 @@ PKIVA_PACKAGES=(build-essential cmake pkg-config libssl-dev openssl libuv1-dev n
 PKIVA_BACKPORTS=(pkcs11-provider)
 # Only for the tests: real signing clients the TSA is tested against (jarsigner, osslsigncode),
 # the independent relying parties of test_interop (the JDK, NSS's vfychain and certutil, Debian's
-# python3-cryptography) and the formatting check.
-PKIVA_TEST_PACKAGES=(openjdk-17-jdk-headless libnss3-tools python3-cryptography clang-format)
+# python3-cryptography), the formatting check, and the deployment tests (tests/deploy/):
+# systemd-analyze, dpkg-deb and dpkg-shlibdeps for the package, man and groff for pkiva(8),
+# procps (kill, which the unit's ExecReload uses) and promtool, which Debian ships only inside
+# the prometheus package (on a machine booted with systemd, installing it also starts a
+# Prometheus server on :9090).
+PKIVA_TEST_PACKAGES=(openjdk-17-jdk-headless libnss3-tools python3-cryptography clang-format
+  systemd dpkg-dev man-db groff-base procps prometheus)
 PKIVA_TEST_BACKPORTS=(osslsigncode)
 
 as_root() {
