@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Operator commands that work on the store directly: revoke, unrevoke, status, import, audit verify
- * and the SLA report. Each change is durable (and in the change feed) before the command reports
+/* Operator commands that work on the store directly: revoke, unrevoke, status, import and the SLA
+ * report (`pkiva audit` is in audit.c). Each change is durable (and in the change feed) before the command reports
  * success; a running server applies it within a second. */
 #define _GNU_SOURCE /* getopt_long */
 #include "cli_int.h"
@@ -125,18 +125,26 @@ struct issuer_find {
     int64_t id;
 };
 
-static int issuer_match(void *ctx, const struct store_issuer *is)
+/* 1 when the stored issuer issued cert: its subject is cert's issuer name and its key verifies
+ * cert's signature; else 0. */
+static int issued_by(X509 *cert, const struct store_issuer *is)
 {
-    struct issuer_find *find = ctx;
     const unsigned char *p = is->cert_der;
     X509 *ca = d2i_X509(NULL, &p, (long)is->cert_len);
     int found = 0;
     if (ca != NULL) {
-        found = X509_NAME_cmp(X509_get_subject_name(ca), X509_get_issuer_name(find->cert)) == 0 &&
-                X509_verify(find->cert, X509_get0_pubkey(ca)) == 1;
+        found = X509_NAME_cmp(X509_get_subject_name(ca), X509_get_issuer_name(cert)) == 0 &&
+                X509_verify(cert, X509_get0_pubkey(ca)) == 1;
         X509_free(ca);
     }
     ERR_clear_error(); /* a non-matching issuer leaves verification errors behind */
+    return found;
+}
+
+static int issuer_match(void *ctx, const struct store_issuer *is)
+{
+    struct issuer_find *find = ctx;
+    int found = issued_by(find->cert, is);
     if (found)
         find->id = is->id;
     return found;
@@ -147,12 +155,12 @@ static int resolve_cert(struct store *store, const struct cert_ref *ref, int64_t
                         unsigned char *serial, size_t *serial_len)
 {
     struct store_issuer issuer;
+    X509 *cert = NULL; /* --cert with --issuer: checked against that issuer below */
     int rc;
     memset(&issuer, 0, sizeof(issuer));
     if (ref->cert_file != NULL) {
         /* Find the issuer by name: the stored issuers whose subject is this cert's issuer. */
         FILE *f = fopen(ref->cert_file, "r");
-        X509 *cert = NULL;
         unsigned char *der = NULL;
         int n;
         if (f == NULL) {
@@ -191,7 +199,6 @@ static int resolve_cert(struct store *store, const struct cert_ref *ref, int64_t
             *issuer_id = find.id;
             return UTIL_OK;
         }
-        X509_free(cert);
     } else {
         if (ref->issuer == NULL || ref->serial == NULL) {
             fprintf(stderr, "pkiva: name the certificate with --issuer NAME --serial HEX, or "
@@ -207,11 +214,22 @@ static int resolve_cert(struct store *store, const struct cert_ref *ref, int64_t
     rc = store_issuer_get_blocking(store, ref->issuer, &issuer);
     if (rc != UTIL_OK) {
         fprintf(stderr, "pkiva: no issuer named '%s' in the store\n", ref->issuer);
+        X509_free(cert);
         return rc;
+    }
+    /* --cert and --issuer together: the certificate must be that issuer's (name and signature),
+     * or its serial would be looked up, and changed, under an issuer that never issued it. */
+    if (cert != NULL && !issued_by(cert, &issuer)) {
+        fprintf(stderr,
+                "pkiva: %s was not issued by '%s' (its issuer name or signature does not match "
+                "that CA certificate)\n",
+                ref->cert_file, ref->issuer);
+        rc = UTIL_EINVAL;
     }
     *issuer_id = issuer.id;
     store_issuer_cleanup(&issuer);
-    return UTIL_OK;
+    X509_free(cert);
+    return rc;
 }
 
 static void print_serial(FILE *out, const unsigned char *serial, size_t len)
@@ -259,7 +277,8 @@ static const char revoke_help[] =
     "        cessationOfOperation, certificateHold, privilegeWithdrawn, aACompromise.\n"
     "TIME:   2026-11-21T10:00:00Z, '2026-11-21 10:00:00' or @UNIXSECONDS (UTC).\n"
     "--received-at is when the revocation request reached the CA (the 12-hour deadline runs\n"
-    "from it); default now. --cert finds the issuer by the certificate's issuer name.\n";
+    "from it); default now. --cert finds the issuer by the certificate's issuer name; with\n"
+    "--issuer too, that issuer must have issued it (name and signature), else nothing changes.\n";
 
 int cli__cmd_revoke(int argc, char **argv)
 {
@@ -711,17 +730,11 @@ int cli__cmd_import(int argc, char **argv)
         fputc('\n', stderr);
     {
         int64_t ms = util_mono_ms() - prog.start_ms;
-        char detail[200];
+        /* Each committed batch wrote its own audit record in its transaction (store_import.c). */
         printf("imported: %lld new, %lld already known, %lld revoked, %lld skipped (unknown "
                "issuer or unreadable) in %.1f s\n",
                (long long)total.added, (long long)total.existing, (long long)total.revoked,
                (long long)total.skipped, (double)ms / 1000.0);
-        (void)snprintf(detail, sizeof(detail),
-                       "{\"added\":%lld,\"existing\":%lld,\"revoked\":%lld,\"skipped\":%lld}",
-                       (long long)total.added, (long long)total.existing, (long long)total.revoked,
-                       (long long)total.skipped);
-        if (total.added > 0)
-            (void)store_audit_append_blocking(store, "cli", "import", detail); /* logged inside */
     }
     if (rc == UTIL_OK)
         status = 0;
@@ -767,42 +780,6 @@ int cli__open_command(int argc, char **argv, int first, const char *help, int *o
     if (open_store(cfg, store) != UTIL_OK)
         return 1;
     return -1;
-}
-
-int cli__cmd_audit(int argc, char **argv)
-{
-    static const char help[] = "usage: pkiva audit verify [--config FILE | --data DIR]\n\n"
-                               "Recomputes the hash chain of the audit log; exit 1 if any record\n"
-                               "was edited, removed or reordered.\n";
-    struct cli_config cfg;
-    struct store *store = NULL;
-    int64_t bad = 0, count = 0;
-    int rc;
-
-    if (argc < 2 || strcmp(argv[1], "verify") != 0) {
-        if (argc >= 2 && strcmp(argv[1], "--help") == 0) {
-            fputs(help, stdout);
-            return 0;
-        }
-        fputs(help, stderr);
-        return 2;
-    }
-    rc = cli__open_command(argc, argv, 2, help, NULL, &cfg, &store);
-    if (rc >= 0)
-        return rc;
-    rc = store_audit_verify_blocking(store, &bad, &count);
-    store_close(store);
-    if (rc == UTIL_OK) {
-        printf("audit chain intact: %lld records\n", (long long)count);
-        return 0;
-    }
-    if (rc == UTIL_EINVAL) {
-        printf("audit chain BROKEN at record %lld (edited, removed or reordered)\n",
-               (long long)bad);
-        return 1;
-    }
-    fprintf(stderr, "pkiva audit verify: %s\n", util_strerror(rc));
-    return 1;
 }
 
 struct sla_ctx {

@@ -118,7 +118,8 @@ struct crl__base {
 int crl__generate_blocking(const struct crl_config *cfg, struct crl__issuer *is, struct hsm *hsm,
                            struct store *store, const struct crl__base *base,
                            struct util_blob **der_out, struct crl_info *info);
-/* Saves in the history, writes the file, marks the SLA rows, appends an audit record (actor). */
+/* Saves in the history with its audit record (actor, one transaction), writes the file, marks the
+ * SLA rows. */
 int crl__publish_one_blocking(const struct crl_config *cfg, const struct crl__issuer *is,
                               struct store *store, const struct util_blob *der,
                               const struct crl_info *info, const char *actor);

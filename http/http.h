@@ -37,6 +37,10 @@ struct http_listener_config {
      * token may authenticate instead): the handshake succeeds without one, or with one that does
      * not verify, and http_request_peer_cert_verified tells the handler what was proven. */
     const char *tls_client_ca_file; /* trusted CA certificates for client certificates */
+    /* PEM CRLs of those CAs, or NULL (revocation not checked). When set, a client certificate
+     * that is revoked, or whose issuer has no current CRL in the file, does not verify. Read
+     * once, like the other files. */
+    const char *tls_client_crl_file;
 };
 
 struct http_limits {
@@ -139,7 +143,8 @@ const char *http_request_peer(const struct http_request *req);
 /* 1 if the request arrived over TLS, else 0. */
 int http_request_tls(const struct http_request *req);
 /* 1 if the client presented a certificate that verified against the listener's
- * tls_client_ca_file during the handshake (chain, validity period, signatures), else 0. When 1
+ * tls_client_ca_file during the handshake (chain, validity period, signatures, an
+ * extendedKeyUsage with clientAuth, and not revoked when tls_client_crl_file is set), else 0. When 1
  * and subject is not NULL, the certificate's subject in RFC 2253 form is copied into subject
  * (NUL-terminated, truncated to len - 1 bytes). Authentication decisions are the caller's: this
  * says only what the handshake proved. */

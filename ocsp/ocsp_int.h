@@ -153,8 +153,8 @@ struct ocsp__parsed {
     size_t nonce_len;        /* length of the nonce value */
 };
 /* Parses a DER OCSPRequest. Protocol problems are data: out->status = MALFORMEDREQUEST (bad DER,
- * trailing bytes, no or more than max_certids CertIDs, serial longer than STORE_SERIAL_MAX, nonce
- * outside 1..128 octets). Returns 0, or UTIL_ENOMEM. Always run ocsp__parsed_cleanup. */
+ * trailing bytes, no or more than max_certids CertIDs, a CertID hashAlgorithm with parameters
+ * other than absent or NULL, serial longer than STORE_SERIAL_MAX, nonce outside 1..128 octets). Returns 0, or UTIL_ENOMEM. Always run ocsp__parsed_cleanup. */
 int ocsp__request_parse(const unsigned char *der, size_t len, int max_certids,
                         struct ocsp__parsed *out);
 void ocsp__parsed_cleanup(struct ocsp__parsed *p);

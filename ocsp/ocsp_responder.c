@@ -576,6 +576,22 @@ static int match_issuer(const struct ocsp_responder *resp, const struct ocsp__re
     return -1;
 }
 
+/* The server's own CertID for (issuer, serial) with a cached algorithm (SHA-1 or SHA-256):
+ * the one every cached response carries, whoever asked first. NULL when out of memory. */
+static OCSP_CERTID *canonical_certid(const struct ocsp_responder *resp, int issuer, int alg,
+                                     const unsigned char *serial, size_t serial_len)
+{
+    const struct ocsp__issuer *is = &resp->issuers[issuer];
+    ASN1_INTEGER *ai = ocsp__serial_to_asn1(serial, serial_len);
+    OCSP_CERTID *cid = NULL;
+    if (ai == NULL)
+        return NULL;
+    cid = OCSP_cert_id_new(alg == OCSP__SHA1 ? EVP_sha1() : EVP_sha256(),
+                           X509_get_subject_name(is->cert), X509_get0_pubkey_bitstr(is->cert), ai);
+    ASN1_INTEGER_free(ai);
+    return cid;
+}
+
 static void plan_error(struct ocsp__plan *plan, int status)
 {
     plan->kind = OCSP__PLAN_ERROR;
@@ -696,8 +712,13 @@ int ocsp__plan_request(struct ocsp_responder *resp, const unsigned char *der, si
         } else {
             ocsp__cached_unref(cached);
         }
-        /* The response repeats the request's CertID exactly. */
-        plan->singles[i].cid = OCSP_CERTID_dup(id->cid);
+        /* A response that will be cached for every client carries the server's own CertID
+         * (parameters NULL, as OCSP_cert_id_new and the pre-signer make them), never the
+         * client's encoding of it: what one client sent must not reach the others. A response
+         * for this client alone (nonce, several CertIDs, SHA-384/512) repeats its CertID. */
+        plan->singles[i].cid = fast
+                                   ? canonical_certid(resp, is, id->alg, id->serial, id->serial_len)
+                                   : OCSP_CERTID_dup(id->cid);
         if (plan->singles[i].cid == NULL) {
             rc = UTIL_ENOMEM;
             goto out;
@@ -844,16 +865,7 @@ struct presign_batch {
 
 static OCSP_CERTID *certid_for(const struct ocsp_responder *resp, const struct ocsp__due *d)
 {
-    const struct ocsp__issuer *is = &resp->issuers[d->issuer];
-    ASN1_INTEGER *serial = ocsp__serial_to_asn1(d->serial, d->serial_len);
-    OCSP_CERTID *cid = NULL;
-    if (serial == NULL)
-        return NULL;
-    cid = OCSP_cert_id_new(d->alg == OCSP__SHA1 ? EVP_sha1() : EVP_sha256(),
-                           X509_get_subject_name(is->cert), X509_get0_pubkey_bitstr(is->cert),
-                           serial);
-    ASN1_INTEGER_free(serial);
-    return cid;
+    return canonical_certid(resp, d->issuer, d->alg, d->serial, d->serial_len);
 }
 
 /* Runs on a signing thread: signs every item of the batch, stops at the first HSM failure. */
