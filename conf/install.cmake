@@ -6,44 +6,52 @@
 #   lib/systemd/system/pkiva.service        the hardened unit (from conf/systemd/pkiva.service.in)
 #   lib/sysusers.d/pkiva.conf               the pkiva system user
 #   share/doc/pkiva/                        README, alert rules, Grafana dashboard
-# With prefix /usr, GNUInstallDirs puts sysconfdir at /etc; with /usr/local, at /usr/local/etc.
+# (/etc/pkiva with prefix /usr, the default here; else PREFIX/etc/pkiva.)
 # Relative to the prefix: /usr/lib/systemd/system, or /usr/local/lib/systemd/system, both in
 # systemd's search path (likewise sysusers.d).
 set(PKIVA_SYSTEMD_UNIT_DIR "lib/systemd/system" CACHE STRING "where pkiva.service is installed")
 set(PKIVA_SYSUSERS_DIR "lib/sysusers.d" CACHE STRING "where the pkiva user's sysusers.d file goes")
-set(PKIVA_CONF_DIR "${CMAKE_INSTALL_FULL_SYSCONFDIR}/pkiva")
-set(PKIVA_BIN "${CMAKE_INSTALL_FULL_BINDIR}/pkiva")
 # Type=notify needs sd_notify; a build without it runs the unit as Type=exec (ready when started).
 if(PKIVA_SYSTEMD)
   set(PKIVA_UNIT_TYPE notify)
 else()
   set(PKIVA_UNIT_TYPE exec)
 endif()
-configure_file(${CMAKE_SOURCE_DIR}/conf/systemd/pkiva.service.in
-               ${CMAKE_BINARY_DIR}/pkiva.service @ONLY)
 configure_file(${CMAKE_SOURCE_DIR}/doc/pkiva.8 ${CMAKE_BINARY_DIR}/pkiva.8 @ONLY)
 
 if(TARGET pkiva)
   install(TARGETS pkiva RUNTIME DESTINATION ${CMAKE_INSTALL_BINDIR})
 endif()
 install(FILES ${CMAKE_BINARY_DIR}/pkiva.8 DESTINATION ${CMAKE_INSTALL_MANDIR}/man8)
-install(FILES ${CMAKE_BINARY_DIR}/pkiva.service DESTINATION ${PKIVA_SYSTEMD_UNIT_DIR})
 install(FILES ${CMAKE_SOURCE_DIR}/conf/systemd/pkiva-sysusers.conf
         DESTINATION ${PKIVA_SYSUSERS_DIR} RENAME pkiva.conf)
 install(FILES ${CMAKE_SOURCE_DIR}/README.md ${CMAKE_SOURCE_DIR}/conf/prometheus/pkiva-rules.yml
               ${CMAKE_SOURCE_DIR}/conf/grafana/pkiva-dashboard.json
         DESTINATION ${CMAKE_INSTALL_DOCDIR})
-# The sample configuration: an operator's edited file is never overwritten (a package manager
-# keeps it as a conffile; a plain `cmake --install` skips it when present). The sample itself is
-# always installed next to the manual.
 install(FILES ${CMAKE_SOURCE_DIR}/conf/pkiva.conf DESTINATION ${CMAKE_INSTALL_DOCDIR}
         RENAME pkiva.conf.sample)
-# file(INSTALL) adds DESTDIR itself; the existence check must add it by hand.
+# The unit names the installed binary and configuration, so it is written at install time for the
+# prefix that install uses (`cmake --install --prefix P`, CPack's /usr), not the configured one.
+# The configuration goes to /etc/pkiva for prefix /usr, else PREFIX/etc/pkiva (as GNUInstallDirs).
+# The sample configuration is installed only if absent: an operator's edited file is never
+# overwritten (the Debian package also declares it a conffile). file(INSTALL) adds DESTDIR
+# itself; the existence check must add it by hand.
 install(CODE "
-  if(EXISTS \"\$ENV{DESTDIR}${PKIVA_CONF_DIR}/pkiva.conf\")
-    message(STATUS \"Keeping: \$ENV{DESTDIR}${PKIVA_CONF_DIR}/pkiva.conf\")
+  if(CMAKE_INSTALL_PREFIX STREQUAL \"/usr\")
+    set(PKIVA_CONF_DIR /etc/pkiva)
   else()
-    file(INSTALL \"${CMAKE_SOURCE_DIR}/conf/pkiva.conf\" DESTINATION \"${PKIVA_CONF_DIR}\"
+    set(PKIVA_CONF_DIR \"\${CMAKE_INSTALL_PREFIX}/etc/pkiva\")
+  endif()
+  set(PKIVA_BIN \"\${CMAKE_INSTALL_PREFIX}/${CMAKE_INSTALL_BINDIR}/pkiva\")
+  set(PKIVA_UNIT_TYPE ${PKIVA_UNIT_TYPE})
+  configure_file(\"${CMAKE_SOURCE_DIR}/conf/systemd/pkiva.service.in\"
+                 \"${CMAKE_BINARY_DIR}/install-unit/pkiva.service\" @ONLY)
+  file(INSTALL \"${CMAKE_BINARY_DIR}/install-unit/pkiva.service\"
+       DESTINATION \"\${CMAKE_INSTALL_PREFIX}/${PKIVA_SYSTEMD_UNIT_DIR}\")
+  if(EXISTS \"\$ENV{DESTDIR}\${PKIVA_CONF_DIR}/pkiva.conf\")
+    message(STATUS \"Keeping: \$ENV{DESTDIR}\${PKIVA_CONF_DIR}/pkiva.conf\")
+  else()
+    file(INSTALL \"${CMAKE_SOURCE_DIR}/conf/pkiva.conf\" DESTINATION \"\${PKIVA_CONF_DIR}\"
          PERMISSIONS OWNER_READ OWNER_WRITE GROUP_READ)
   endif()
 ")
@@ -68,7 +76,6 @@ set(CPACK_DEBIAN_PACKAGE_CONTROL_EXTRA
     ${CMAKE_SOURCE_DIR}/conf/debian/conffiles ${CMAKE_SOURCE_DIR}/conf/debian/postinst
     ${CMAKE_SOURCE_DIR}/conf/debian/postrm)
 set(CPACK_DEBIAN_PACKAGE_CONTROL_STRICT_PERMISSION ON)
-# scripts/package configures with CMAKE_INSTALL_PREFIX=/usr, so the unit names /usr/bin/pkiva
-# and the sample lands in /etc/pkiva.
-set(CPACK_PACKAGING_INSTALL_PREFIX ${CMAKE_INSTALL_PREFIX})
+# Whatever the build folder's prefix: the unit then names /usr/bin/pkiva and /etc/pkiva.
+set(CPACK_PACKAGING_INSTALL_PREFIX /usr)
 include(CPack)

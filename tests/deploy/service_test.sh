@@ -38,6 +38,13 @@ if [ -s "$work/verify.log" ]; then
   fail "systemd-analyze verify printed warnings"
 fi
 
+# The unit is written for the prefix the install uses, not the configured one.
+DESTDIR="$work/opt" cmake --install "$build" --prefix /opt/pkiva >"$work/install3.log" 2>&1 ||
+  fail "cmake --install --prefix /opt/pkiva"
+grep -q "^ExecStart=/opt/pkiva/bin/pkiva serve --config /opt/pkiva/etc/pkiva/pkiva.conf\$" \
+  "$work/opt/opt/pkiva/lib/systemd/system/pkiva.service" || fail "--prefix /opt/pkiva: unit paths"
+[ -f "$work/opt/opt/pkiva/etc/pkiva/pkiva.conf" ] || fail "--prefix /opt/pkiva: no PREFIX/etc/pkiva/pkiva.conf"
+
 # What the issue asks of the unit, each setting once.
 notify=notify
 grep -q '^PKIVA_SYSTEMD:BOOL=OFF' "$build/CMakeCache.txt" && notify=exec
