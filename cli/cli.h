@@ -62,6 +62,7 @@ struct cli_config {
     int hsm_queue_max;
     char hsm_init_args[CLI_PATH_MAX]; /* pkcs11-module-init-args (C_Initialize); "" = none */
     int hsm_ecdsa_verify_every;       /* verify_ecdsa: 1 all, N sample, HSM_VERIFY_NONE (-1) */
+    int hsm_restart_after_ms;         /* 0 = never exit for a supervisor restart */
     /* [store] */
     char store_path[CLI_PATH_MAX];
     int feed_poll_ms;

@@ -52,7 +52,8 @@ struct server {
     struct tsa_service *tsa; /* NULL when no [tsa.NAME] is configured */
     struct http_server *http;
     struct cli_admin *admin;
-    struct feed *feed; /* the revocation pipeline */
+    struct feed *feed;           /* the revocation pipeline */
+    struct cli_service *service; /* systemd readiness and SIGHUP (service.c) */
     struct feed_contract contract;
     struct cli_audit_sealer *sealer; /* seals the audit log with the first issuer's key */
     int n_issuers;
@@ -290,6 +291,8 @@ static void handle_metrics(void *ctx, struct http_request *req)
                  "pkiva_http_rejections_total{why=\"limit\"} %llu\n"
                  "pkiva_http_rejections_total{why=\"timeout\"} %llu\n"
                  "pkiva_http_rejections_total{why=\"connections\"} %llu\n"
+                 "pkiva_http_rejections_total{why=\"connections_per_client\"} %llu\n"
+                 "pkiva_http_rejections_total{why=\"accept_emfile\"} %llu\n"
                  "# TYPE pkiva_ocsp_requests_total counter\n"
                  "pkiva_ocsp_requests_total{method=\"GET\"} %llu\n"
                  "pkiva_ocsp_requests_total{method=\"POST\"} %llu\n"
@@ -332,7 +335,9 @@ static void handle_metrics(void *ctx, struct http_request *req)
                  (unsigned long long)ht.responses_3xx, (unsigned long long)ht.responses_4xx,
                  (unsigned long long)ht.responses_5xx, (unsigned long long)ht.connections_open,
                  (unsigned long long)ht.limit_rejections, (unsigned long long)ht.timeouts,
-                 (unsigned long long)ht.connections_rejected, (unsigned long long)os.requests_get,
+                 (unsigned long long)ht.connections_rejected,
+                 (unsigned long long)ht.connections_rejected_per_client,
+                 (unsigned long long)ht.accept_emfile, (unsigned long long)os.requests_get,
                  (unsigned long long)os.requests_post, (unsigned long long)os.good,
                  (unsigned long long)os.revoked, (unsigned long long)os.unknown,
                  (unsigned long long)os.malformed, (unsigned long long)os.unauthorized,
@@ -432,6 +437,14 @@ static void handle_metrics(void *ctx, struct http_request *req)
                         (unsigned long long)rejected, (unsigned long long)ts.log_commits,
                         (unsigned long long)ts.log_records, (unsigned long long)ts.log_failures,
                         ts.inflight, ts.clock_ok);
+        n = more >= 0 ? n + more : -1;
+    }
+    if (n >= 0 && (size_t)n < sizeof(body)) {
+        /* [crl] interval, for the "CRL older than its interval" alert (conf/prometheus/). */
+        int more = snprintf(body + n, sizeof(body) - (size_t)n,
+                            "# TYPE pkiva_crl_interval_seconds gauge\n"
+                            "pkiva_crl_interval_seconds %lld\n",
+                            (long long)srv->cfg->crl_interval_s);
         n = more >= 0 ? n + more : -1;
     }
     if (n < 0 || (size_t)n >= sizeof(body)) {
@@ -695,6 +708,9 @@ int cli_serve(const struct cli_config *cfg)
     /* [server] user: checked before anything is opened (privdrop.c). */
     if (cli__privdrop_prepare(cfg, &privdrop) != UTIL_OK)
         return 1;
+    /* SIGHUP no longer ends the process: it reads the configuration again (service.c). */
+    if (cli__service_signals(cfg) != UTIL_OK)
+        return 1;
     srv = calloc(1, sizeof(*srv));
     if (srv == NULL) {
         UTIL_ERROR(MOD, "out of memory at start-up");
@@ -714,6 +730,7 @@ int cli_serve(const struct cli_config *cfg)
     hcfg.queue_max = cfg->hsm_queue_max;
     hcfg.init_args = cfg->hsm_init_args;
     hcfg.ecdsa_verify_every = cfg->hsm_ecdsa_verify_every;
+    hcfg.restart_after_ms = cfg->hsm_restart_after_ms;
     rc = hsm_open(&hcfg, &srv->hsm);
     if (rc != UTIL_OK) {
         UTIL_ERROR(MOD, "cannot open the HSM (module %s, PIN file %s): %s", cfg->hsm_module,
@@ -838,6 +855,9 @@ int cli_serve(const struct cli_config *cfg)
         if (rc != UTIL_OK)
             goto out;
     }
+    rc = cli__service_start(cfg, ready_fn, srv, &srv->service);
+    if (rc != UTIL_OK)
+        goto out;
 
     printf("pkiva is serving (%d workers)\n", http.workers);
     printf("  OCSP:      %s%s   (POST, or GET %s<base64 request>)\n", cfg->public_url,
@@ -867,6 +887,7 @@ int cli_serve(const struct cli_config *cfg)
 out:
     if (rc != UTIL_OK && status != 0)
         UTIL_ERROR(MOD, "pkiva cannot serve: %s", util_strerror(rc));
+    cli__service_stop(srv->service); /* STOPPING=1 first; it reads what is stopped below */
     /* The feed first (it delivers what was committed up to now), then the publisher (it
      * publishes what is pending), while the HSM and the keys are still there. */
     feed_stop(srv->feed);
@@ -975,7 +996,7 @@ int cli__cmd_serve(int argc, char **argv)
     return demo_and_config(argc, argv, 1);
 }
 
-int cli__cmd_init(int argc, char **argv)
+int cli__init_demo(int argc, char **argv)
 {
     return demo_and_config(argc, argv, 0);
 }

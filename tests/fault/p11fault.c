@@ -29,6 +29,11 @@
  *               bare digest instead: pkcs11-provider 1.0's fallback on openCryptoki 3.8.1.
  *   mech-invalid LABEL   C_SignInit with the key labelled LABEL fails with
  *               CKR_MECHANISM_INVALID, as for EC keys on a token without CKM_ECDSA.
+ *   lost        the module forgets the token's objects for the rest of the process, as SoftHSM2
+ *               2.6.1 does when it could not open its token files (descriptors exhausted): the
+ *               token stays present and logged in, but C_SignInit answers CKR_KEY_HANDLE_INVALID
+ *               and C_FindObjects finds nothing, even after the file is removed. Only a new
+ *               process (a restart) sees the objects again.
  * An injected signing failure still finishes the real operation (signing into a scratch buffer),
  * because PKCS#11 says a failed C_Sign/C_SignFinal ends the operation and callers rely on it.
  *
@@ -59,7 +64,8 @@ enum mode {
     MODE_FAIL_N,
     MODE_CORRUPT,
     MODE_DROP_DIGESTINFO,
-    MODE_MECH_INVALID
+    MODE_MECH_INVALID,
+    MODE_LOST
 };
 
 #define LABEL_MAX 64
@@ -78,6 +84,7 @@ static enum mode mode = MODE_NONE;
 static long mode_arg;
 static char mode_label[LABEL_MAX]; /* "" = every key */
 static struct stat control_seen;   /* st_ino == 0: no file seen */
+static int objects_lost;           /* "lost" was seen: sticky for the life of the process */
 
 /* What C_SignInit decided for the operation of a session: tamper with its signature, and how. */
 static struct op {
@@ -160,6 +167,8 @@ static enum mode current(long *arg)
             mode = MODE_DROP_DIGESTINFO;
         else if (strcmp(word, "mech-invalid") == 0)
             mode = MODE_MECH_INVALID;
+        else if (strcmp(word, "lost") == 0)
+            mode = MODE_LOST;
         else
             mode = MODE_NONE;
         mode_arg = n;
@@ -168,6 +177,8 @@ static enum mode current(long *arg)
         say("control file: '%s' %ld", word, n);
         if (mode == MODE_DOWN && before != MODE_DOWN)
             close_all_sessions();
+        if (mode == MODE_LOST)
+            objects_lost = 1;
     }
     m = mode;
     *arg = mode_arg;
@@ -193,6 +204,18 @@ static int is_down(void)
 {
     long arg;
     return current(&arg) == MODE_DOWN;
+}
+
+static int is_lost(void)
+{
+    long arg;
+    int lost;
+
+    (void)current(&arg);
+    pthread_mutex_lock(&state_lock);
+    lost = objects_lost;
+    pthread_mutex_unlock(&state_lock);
+    return lost;
 }
 
 static CK_RV traced(const char *fn, CK_RV rv)
@@ -288,9 +311,16 @@ static CK_RV w_FindObjectsInit(CK_SESSION_HANDLE session, CK_ATTRIBUTE_PTR templ
 static CK_RV w_FindObjects(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE_PTR objects, CK_ULONG max,
                            CK_ULONG_PTR count)
 {
+    CK_RV rv;
+
     if (is_down())
         return injected("C_FindObjects", CKR_DEVICE_REMOVED);
-    return traced("C_FindObjects", real->C_FindObjects(session, objects, max, count));
+    rv = traced("C_FindObjects", real->C_FindObjects(session, objects, max, count));
+    if (rv == CKR_OK && is_lost() && count != NULL && *count > 0) {
+        say("C_FindObjects: lost: %lu object(s) hidden", (unsigned long)*count);
+        *count = 0;
+    }
+    return rv;
 }
 
 static CK_RV w_FindObjectsFinal(CK_SESSION_HANDLE session)
@@ -330,6 +360,8 @@ static CK_RV w_SignInit(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mech, CK_OBJ
 
     if (is_down())
         return injected("C_SignInit", CKR_DEVICE_REMOVED);
+    if (is_lost())
+        return injected("C_SignInit", CKR_KEY_HANDLE_INVALID);
     m = current(&arg);
     pthread_mutex_lock(&state_lock);
     memcpy(label, mode_label, sizeof(label));
