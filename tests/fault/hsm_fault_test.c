@@ -568,7 +568,13 @@ Test(store_fault, locked_database_fails_revoke_clearly_and_keeps_serving, .fini 
 
     /* Another process holds the write lock for 4 s (the CLI default busy timeout is lowered). */
     background_sql("BEGIN EXCLUSIVE;", 4, "COMMIT;");
-    sleep_ms(300);
+    /* Until the lock is held (a fixed 300 ms was not always enough on a loaded machine: the
+     * revoke then went through before sqlite3 had even started). */
+    cr_assert_eq(sh(out, sizeof(out),
+                    "true; for i in $(seq 100); do sqlite3 -cmd '.timeout 0' pkiva.db "
+                    "'BEGIN IMMEDIATE; ROLLBACK;' >/dev/null 2>&1 || exit 0; sleep 0.05; done; "
+                    "exit 1"),
+                 0, "the background sqlite3 never took the lock");
     t0 = now_ms();
     status = sh(out, sizeof(out),
                 "PKIVA_STORE_BUSY_MS=1000 " PKIVA " revoke --data %s --cert pki/demo-good.pem "
