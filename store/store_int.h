@@ -100,6 +100,10 @@ struct store__ops {
      * the walk and is returned. */
     int (*audit_walk)(struct store *store, int (*fn)(void *ctx, const struct store__audit_row *row),
                       void *ctx, int64_t *last_id_out);
+
+    /* store.c checked q's bounds (kind, fields, text length, key length, issuers, limit). */
+    int (*cert_search)(struct store *store, const struct store_search *q,
+                       int (*fn)(void *ctx, const struct store_search_row *row), void *ctx);
 };
 
 /* Every backend's connection struct starts with this, so that a struct store * can be cast to the
@@ -115,6 +119,31 @@ int store__sqlite_open(const char *path, int flags, struct store **out);
  * STORE_AUDIT_HASH_LEN bytes (all zero for the first record). Returns 0 or UTIL_ECRYPTO. */
 int store__audit_hash(const unsigned char *prev_hash, int64_t id, int64_t at_ms, const char *actor,
                       const char *action, const char *detail, unsigned char *out);
+
+/* ---- search keys (store_search.c), the same for every backend ---------------------------- */
+
+#define STORE__SEARCH_FIELD_MAX 1024 /* bytes of one indexed field; longer values are cut */
+
+/* What a certificate is found by: each text field holds every value of that kind separated by
+ * spaces, folded with store__search_fold; fingerprints are keyed by their first 8 octets (a
+ * match is confirmed against the whole digest of the DER, so collisions only cost a probe). */
+struct store__search_keys {
+    char cn[STORE__SEARCH_FIELD_MAX];
+    char o[STORE__SEARCH_FIELD_MAX];
+    char ou[STORE__SEARCH_FIELD_MAX];
+    char email[STORE__SEARCH_FIELD_MAX];
+    int64_t fp_sha256, fp_sha1;
+};
+/* Parses der and fills *out. UTIL_EINVAL if der is not a certificate, UTIL_ECRYPTO. */
+int store__search_keys(const unsigned char *der, size_t der_len, struct store__search_keys *out);
+/* Copies UTF-8 text into out (NUL-terminated, cut at a character boundary to fit) with the
+ * foldings the full-text tokenizer does not do itself: đ and Đ become d. */
+void store__search_fold(const char *in, size_t in_len, char *out, size_t out_len);
+/* The first 8 octets of a digest as a big-endian signed integer (the index key). */
+int64_t store__fp_key(const unsigned char *digest);
+/* 1 when der's digest (EVP_sha256 for 32-octet keys, EVP_sha1 for 20) equals key. */
+int store__fp_matches(const unsigned char *der, size_t der_len, const unsigned char *key,
+                      size_t key_len);
 
 /* 1 when reason is a CRLReason a certificate may be revoked with (not removeFromCRL, not 7). */
 int store__reason_valid_for_revoke(int reason);

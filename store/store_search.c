@@ -1,0 +1,149 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* store_search.c: what a certificate is found by in the public directory, computed the same way by
+ * every backend: the subject's common names, organisations, units and e-mail addresses as folded
+ * text, and the keys of its SHA-256 and SHA-1 fingerprints. Backends index these when a certificate
+ * is added; store.c validates the queries. */
+
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/objects.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+#include <string.h>
+
+#include "store/store.h"
+#include "store/store_int.h"
+#include "util/util.h"
+
+void store__search_fold(const char *in, size_t in_len, char *out, size_t out_len)
+{
+    size_t o = 0;
+
+    if (out_len == 0)
+        return;
+    for (size_t i = 0; i < in_len && in[i] != '\0';) {
+        unsigned char c = (unsigned char)in[i];
+        size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 1;
+        if (i + n > in_len)
+            break;
+        /* U+0110 Đ and U+0111 đ: a letter of its own, so unicode61 does not strip it to d. */
+        if (n == 2 && c == 0xC4 &&
+            ((unsigned char)in[i + 1] == 0x90 || (unsigned char)in[i + 1] == 0x91)) {
+            if (o + 1 >= out_len)
+                break;
+            out[o++] = 'd';
+        } else {
+            if (o + n >= out_len)
+                break; /* cut at a character boundary */
+            memcpy(out + o, in + i, n);
+            o += n;
+        }
+        i += n;
+    }
+    out[o] = '\0';
+}
+
+/* Appends one value (UTF-8) to a space-separated field. */
+static void field_add(char *field, const unsigned char *value, int len)
+{
+    size_t used = strlen(field);
+    if (len <= 0 || used + 2 >= STORE__SEARCH_FIELD_MAX)
+        return;
+    if (used > 0)
+        field[used++] = ' ';
+    store__search_fold((const char *)value, (size_t)len, field + used,
+                       STORE__SEARCH_FIELD_MAX - used);
+}
+
+static void name_field(const X509_NAME *name, int nid, char *field)
+{
+    int pos = -1;
+    for (;;) {
+        const X509_NAME_ENTRY *e = NULL;
+        unsigned char *utf8 = NULL;
+        int len;
+        pos = X509_NAME_get_index_by_NID(name, nid, pos);
+        if (pos < 0)
+            break;
+        e = X509_NAME_get_entry(name, pos);
+        len = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(e));
+        if (len > 0)
+            field_add(field, utf8, len);
+        OPENSSL_free(utf8);
+    }
+}
+
+int64_t store__fp_key(const unsigned char *digest)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v = v << 8 | digest[i];
+    return (int64_t)v;
+}
+
+int store__fp_matches(const unsigned char *der, size_t der_len, const unsigned char *key,
+                      size_t key_len)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int md_len = 0;
+    const EVP_MD *alg = key_len == 32 ? EVP_sha256() : key_len == 20 ? EVP_sha1() : NULL;
+    if (alg == NULL || der == NULL)
+        return 0;
+    ERR_clear_error();
+    if (EVP_Digest(der, der_len, md, &md_len, alg, NULL) != 1) {
+        ERR_clear_error(); /* a digest of memory fails only without memory: no match */
+        return 0;
+    }
+    return md_len == key_len && memcmp(md, key, key_len) == 0;
+}
+
+int store__search_keys(const unsigned char *der, size_t der_len, struct store__search_keys *out)
+{
+    const unsigned char *p = der;
+    X509 *x = NULL;
+    GENERAL_NAMES *sans = NULL;
+    const X509_NAME *subject = NULL;
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int md_len = 0;
+    int rc = UTIL_OK;
+
+    memset(out, 0, sizeof(*out));
+    if (der_len > (size_t)INT32_MAX)
+        return UTIL_EINVAL;
+    ERR_clear_error();
+    x = d2i_X509(NULL, &p, (long)der_len);
+    if (x == NULL || p != der + der_len) {
+        ERR_clear_error(); /* not a certificate: nothing to index, not an error of ours */
+        rc = UTIL_EINVAL;
+        goto out;
+    }
+    subject = X509_get_subject_name(x);
+    name_field(subject, NID_commonName, out->cn);
+    name_field(subject, NID_organizationName, out->o);
+    name_field(subject, NID_organizationalUnitName, out->ou);
+    name_field(subject, NID_pkcs9_emailAddress, out->email);
+    sans = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
+    for (int i = 0; sans != NULL && i < sk_GENERAL_NAME_num(sans); i++) {
+        const GENERAL_NAME *gn = sk_GENERAL_NAME_value(sans, i);
+        if (gn->type == GEN_EMAIL)
+            field_add(out->email, ASN1_STRING_get0_data(gn->d.rfc822Name),
+                      ASN1_STRING_length(gn->d.rfc822Name));
+    }
+    ERR_clear_error(); /* a missing or malformed SAN extension leaves the e-mail field as it is */
+    if (EVP_Digest(der, der_len, md, &md_len, EVP_sha256(), NULL) != 1 || md_len != 32) {
+        rc = UTIL_ECRYPTO;
+        goto out;
+    }
+    out->fp_sha256 = store__fp_key(md);
+    if (EVP_Digest(der, der_len, md, &md_len, EVP_sha1(), NULL) != 1 || md_len != 20) {
+        rc = UTIL_ECRYPTO;
+        goto out;
+    }
+    out->fp_sha1 = store__fp_key(md);
+out:
+    if (rc == UTIL_ECRYPTO)
+        util_log_openssl(UTIL_LOG_ERROR, STORE_MOD, "search keys: digest failed");
+    GENERAL_NAMES_free(sans);
+    X509_free(x);
+    return rc;
+}
