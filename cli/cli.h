@@ -6,6 +6,7 @@
 #ifndef PKIVA_CLI_H
 #define PKIVA_CLI_H
 
+#include <directory/directory.h>
 #include <http/http.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -108,6 +109,8 @@ struct cli_config {
     char admin_server_ca[CLI_PATH_MAX];   /* "" = client_ca, else tls_cert itself */
     char admin_client_cert[CLI_PATH_MAX]; /* "" = present no certificate (bearer token only) */
     char admin_client_key[CLI_PATH_MAX];
+    /* [directory] (its directives are declared in directory/directory_config.c) */
+    struct directory_config directory;
     /* [issuer.NAME] */
     int n_issuers;
     struct cli_issuer issuers[CLI_MAX_ISSUERS];

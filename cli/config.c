@@ -74,6 +74,7 @@ void cli_config_defaults(struct cli_config *cfg)
     cfg->tsa_serial_block = 4096;
     cfg->sla_deadline_s = 12 * 3600;
     cfg->sla_warn_s = 3600;
+    directory_config_default(&cfg->directory);
 }
 
 static int scaled(const char *text, int64_t *out, const char *units, const int64_t *factors)
@@ -592,6 +593,11 @@ static int on_entry(void *user, const char *section, const char *key, const char
             return set_path(ctx, cfg->admin_client_cert, sizeof(cfg->admin_client_cert), value);
         if (strcmp(key, "client_key") == 0)
             return set_path(ctx, cfg->admin_client_key, sizeof(cfg->admin_client_key), value);
+    } else if (strcmp(section, "directory") == 0) {
+        char why[256];
+        if (directory_config_set(&cfg->directory, key, value, why, sizeof(why)) != UTIL_OK)
+            return fail(ctx, "%s", why);
+        return 1;
     } else if (strncmp(section, "issuer.", 7) == 0) {
         return on_issuer(ctx, section + 7, key, value);
     } else {

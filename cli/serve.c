@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <crl/crl.h>
+#include <directory/directory.h>
 #include <feed/feed.h>
 #include <tsa/tsa.h>
 #include <getopt.h>
@@ -52,11 +53,12 @@ struct server {
     struct tsa_service *tsa; /* NULL when no [tsa.NAME] is configured */
     struct http_server *http;
     struct cli_admin *admin;
-    struct feed *feed; /* the revocation pipeline */
+    struct feed *feed;           /* the revocation pipeline */
+    struct directory *directory; /* the public certificate directory (issue 20) */
     struct feed_contract contract;
     int n_issuers;
     struct served_issuer issuers[CLI_MAX_ISSUERS];
-    int64_t feed_start; /* the status index was loaded at this feed id */
+    int64_t feed_start;      /* the status index was loaded at this feed id */
     int64_t next_cert_check; /* monotonic ms; the feed thread's tick */
 
     /* Every certificate pkiva signs under, with its notAfter: /metrics shows them and the poller
@@ -264,76 +266,75 @@ static void handle_metrics(void *ctx, struct http_request *req)
     ocsp_stats_get(srv->ocsp, &os);
     hsm_stats_get(srv->hsm, &hs);
     http_server_stats(srv->http, &ht);
-    n = snprintf(
-        body, sizeof(body),
-        "# TYPE pkiva_http_requests_total counter\n"
-        "pkiva_http_requests_total %llu\n"
-        "# TYPE pkiva_http_responses_total counter\n"
-        "pkiva_http_responses_total{class=\"2xx\"} %llu\n"
-        "pkiva_http_responses_total{class=\"3xx\"} %llu\n"
-        "pkiva_http_responses_total{class=\"4xx\"} %llu\n"
-        "pkiva_http_responses_total{class=\"5xx\"} %llu\n"
-        "# TYPE pkiva_http_connections_open gauge\n"
-        "pkiva_http_connections_open %llu\n"
-        "# TYPE pkiva_http_rejections_total counter\n"
-        "pkiva_http_rejections_total{why=\"limit\"} %llu\n"
-        "pkiva_http_rejections_total{why=\"timeout\"} %llu\n"
-        "pkiva_http_rejections_total{why=\"connections\"} %llu\n"
-        "# TYPE pkiva_ocsp_requests_total counter\n"
-        "pkiva_ocsp_requests_total{method=\"GET\"} %llu\n"
-        "pkiva_ocsp_requests_total{method=\"POST\"} %llu\n"
-        "# TYPE pkiva_ocsp_responses_total counter\n"
-        "pkiva_ocsp_responses_total{status=\"good\"} %llu\n"
-        "pkiva_ocsp_responses_total{status=\"revoked\"} %llu\n"
-        "pkiva_ocsp_responses_total{status=\"unknown\"} %llu\n"
-        "pkiva_ocsp_responses_total{status=\"malformedRequest\"} %llu\n"
-        "pkiva_ocsp_responses_total{status=\"unauthorized\"} %llu\n"
-        "pkiva_ocsp_responses_total{status=\"tryLater\"} %llu\n"
-        "pkiva_ocsp_responses_total{status=\"internalError\"} %llu\n"
-        "pkiva_ocsp_responses_total{status=\"notModified\"} %llu\n"
-        "# TYPE pkiva_ocsp_signed_total counter\n"
-        "pkiva_ocsp_signed_total{path=\"presign\"} %llu\n"
-        "pkiva_ocsp_signed_total{path=\"live\"} %llu\n"
-        "pkiva_ocsp_signed_total{path=\"miss\"} %llu\n"
-        "# TYPE pkiva_ocsp_nonce_rejected_total counter\n"
-        "pkiva_ocsp_nonce_rejected_total %llu\n"
-        "# TYPE pkiva_ocsp_cache_entries gauge\n"
-        "pkiva_ocsp_cache_entries %llu\n"
-        "# TYPE pkiva_ocsp_cache_bytes gauge\n"
-        "pkiva_ocsp_cache_bytes %llu\n"
-        "# TYPE pkiva_ocsp_index_entries gauge\n"
-        "pkiva_ocsp_index_entries %llu\n"
-        "# TYPE pkiva_ocsp_presign_backlog gauge\n"
-        "pkiva_ocsp_presign_backlog %llu\n"
-        "# TYPE pkiva_hsm_signatures_total counter\n"
-        "pkiva_hsm_signatures_total %llu\n"
-        "# TYPE pkiva_hsm_errors_total counter\n"
-        "pkiva_hsm_errors_total %llu\n"
-        "# TYPE pkiva_hsm_queue_depth gauge\n"
-        "pkiva_hsm_queue_depth %d\n"
-        "# TYPE pkiva_hsm_rejected_total counter\n"
-        "pkiva_hsm_rejected_total %llu\n"
-        "# TYPE pkiva_hsm_sign_seconds_avg gauge\n"
-        "pkiva_hsm_sign_seconds_avg %.6f\n"
-        "# TYPE pkiva_hsm_available gauge\n"
-        "pkiva_hsm_available %d\n",
-        (unsigned long long)ht.requests, (unsigned long long)ht.responses_2xx,
-        (unsigned long long)ht.responses_3xx, (unsigned long long)ht.responses_4xx,
-        (unsigned long long)ht.responses_5xx, (unsigned long long)ht.connections_open,
-        (unsigned long long)ht.limit_rejections, (unsigned long long)ht.timeouts,
-        (unsigned long long)ht.connections_rejected, (unsigned long long)os.requests_get,
-        (unsigned long long)os.requests_post, (unsigned long long)os.good,
-        (unsigned long long)os.revoked, (unsigned long long)os.unknown,
-        (unsigned long long)os.malformed, (unsigned long long)os.unauthorized,
-        (unsigned long long)os.try_later, (unsigned long long)os.internal_error,
-        (unsigned long long)os.not_modified, (unsigned long long)os.presigned,
-        (unsigned long long)os.signed_live, (unsigned long long)os.signed_miss,
-        (unsigned long long)os.nonce_rejected, (unsigned long long)os.cache_entries,
-        (unsigned long long)os.cache_bytes, (unsigned long long)os.index_entries,
-        (unsigned long long)os.presign_backlog, (unsigned long long)hs.signatures,
-        (unsigned long long)hs.errors, hs.queue_depth, (unsigned long long)hs.rejected,
-        hs.signatures ? (double)hs.sign_us_total / (double)hs.signatures / 1e6 : 0.0,
-        hsm_available(srv->hsm));
+    n = snprintf(body, sizeof(body),
+                 "# TYPE pkiva_http_requests_total counter\n"
+                 "pkiva_http_requests_total %llu\n"
+                 "# TYPE pkiva_http_responses_total counter\n"
+                 "pkiva_http_responses_total{class=\"2xx\"} %llu\n"
+                 "pkiva_http_responses_total{class=\"3xx\"} %llu\n"
+                 "pkiva_http_responses_total{class=\"4xx\"} %llu\n"
+                 "pkiva_http_responses_total{class=\"5xx\"} %llu\n"
+                 "# TYPE pkiva_http_connections_open gauge\n"
+                 "pkiva_http_connections_open %llu\n"
+                 "# TYPE pkiva_http_rejections_total counter\n"
+                 "pkiva_http_rejections_total{why=\"limit\"} %llu\n"
+                 "pkiva_http_rejections_total{why=\"timeout\"} %llu\n"
+                 "pkiva_http_rejections_total{why=\"connections\"} %llu\n"
+                 "# TYPE pkiva_ocsp_requests_total counter\n"
+                 "pkiva_ocsp_requests_total{method=\"GET\"} %llu\n"
+                 "pkiva_ocsp_requests_total{method=\"POST\"} %llu\n"
+                 "# TYPE pkiva_ocsp_responses_total counter\n"
+                 "pkiva_ocsp_responses_total{status=\"good\"} %llu\n"
+                 "pkiva_ocsp_responses_total{status=\"revoked\"} %llu\n"
+                 "pkiva_ocsp_responses_total{status=\"unknown\"} %llu\n"
+                 "pkiva_ocsp_responses_total{status=\"malformedRequest\"} %llu\n"
+                 "pkiva_ocsp_responses_total{status=\"unauthorized\"} %llu\n"
+                 "pkiva_ocsp_responses_total{status=\"tryLater\"} %llu\n"
+                 "pkiva_ocsp_responses_total{status=\"internalError\"} %llu\n"
+                 "pkiva_ocsp_responses_total{status=\"notModified\"} %llu\n"
+                 "# TYPE pkiva_ocsp_signed_total counter\n"
+                 "pkiva_ocsp_signed_total{path=\"presign\"} %llu\n"
+                 "pkiva_ocsp_signed_total{path=\"live\"} %llu\n"
+                 "pkiva_ocsp_signed_total{path=\"miss\"} %llu\n"
+                 "# TYPE pkiva_ocsp_nonce_rejected_total counter\n"
+                 "pkiva_ocsp_nonce_rejected_total %llu\n"
+                 "# TYPE pkiva_ocsp_cache_entries gauge\n"
+                 "pkiva_ocsp_cache_entries %llu\n"
+                 "# TYPE pkiva_ocsp_cache_bytes gauge\n"
+                 "pkiva_ocsp_cache_bytes %llu\n"
+                 "# TYPE pkiva_ocsp_index_entries gauge\n"
+                 "pkiva_ocsp_index_entries %llu\n"
+                 "# TYPE pkiva_ocsp_presign_backlog gauge\n"
+                 "pkiva_ocsp_presign_backlog %llu\n"
+                 "# TYPE pkiva_hsm_signatures_total counter\n"
+                 "pkiva_hsm_signatures_total %llu\n"
+                 "# TYPE pkiva_hsm_errors_total counter\n"
+                 "pkiva_hsm_errors_total %llu\n"
+                 "# TYPE pkiva_hsm_queue_depth gauge\n"
+                 "pkiva_hsm_queue_depth %d\n"
+                 "# TYPE pkiva_hsm_rejected_total counter\n"
+                 "pkiva_hsm_rejected_total %llu\n"
+                 "# TYPE pkiva_hsm_sign_seconds_avg gauge\n"
+                 "pkiva_hsm_sign_seconds_avg %.6f\n"
+                 "# TYPE pkiva_hsm_available gauge\n"
+                 "pkiva_hsm_available %d\n",
+                 (unsigned long long)ht.requests, (unsigned long long)ht.responses_2xx,
+                 (unsigned long long)ht.responses_3xx, (unsigned long long)ht.responses_4xx,
+                 (unsigned long long)ht.responses_5xx, (unsigned long long)ht.connections_open,
+                 (unsigned long long)ht.limit_rejections, (unsigned long long)ht.timeouts,
+                 (unsigned long long)ht.connections_rejected, (unsigned long long)os.requests_get,
+                 (unsigned long long)os.requests_post, (unsigned long long)os.good,
+                 (unsigned long long)os.revoked, (unsigned long long)os.unknown,
+                 (unsigned long long)os.malformed, (unsigned long long)os.unauthorized,
+                 (unsigned long long)os.try_later, (unsigned long long)os.internal_error,
+                 (unsigned long long)os.not_modified, (unsigned long long)os.presigned,
+                 (unsigned long long)os.signed_live, (unsigned long long)os.signed_miss,
+                 (unsigned long long)os.nonce_rejected, (unsigned long long)os.cache_entries,
+                 (unsigned long long)os.cache_bytes, (unsigned long long)os.index_entries,
+                 (unsigned long long)os.presign_backlog, (unsigned long long)hs.signatures,
+                 (unsigned long long)hs.errors, hs.queue_depth, (unsigned long long)hs.rejected,
+                 hs.signatures ? (double)hs.sign_us_total / (double)hs.signatures / 1e6 : 0.0,
+                 hsm_available(srv->hsm));
     if (n > 0 && (size_t)n < sizeof(body)) {
         int more = feed_metrics(srv->feed, body + n, sizeof(body) - (size_t)n);
         n = more >= 0 ? n + more : -1;
@@ -601,6 +602,82 @@ static int build_crl(struct server *srv)
     return rc;
 }
 
+/* ---- the public directory: its hooks into OCSP and the CRL publisher ---------------------------- */
+
+static int directory_status(void *ctx, int64_t issuer_id, const unsigned char *serial,
+                            size_t serial_len, struct directory_status *out)
+{
+    struct server *srv = ctx;
+    struct ocsp_cert_status st;
+    if (ocsp_responder_cert_status(srv->ocsp, issuer_id, serial, serial_len, &st) != 1)
+        return 0;
+    out->status = st.status;
+    out->reason = st.reason;
+    out->revoked_at = st.revoked_at;
+    out->invalidity_date = st.invalidity_date;
+    return 1;
+}
+
+static int directory_crl_info(void *ctx, const char *name, struct directory_crl_info *out)
+{
+    struct server *srv = ctx;
+    struct crl_issuer_stats cs;
+    for (int i = 0; i < crl_publisher_n_issuers(srv->crl); i++) {
+        if (crl_publisher_stats(srv->crl, i, &cs) != UTIL_OK || strcmp(cs.name, name) != 0)
+            continue;
+        out->full_number = cs.full_number;
+        out->delta_number = cs.delta_number;
+        out->this_update = cs.this_update;
+        out->next_update = cs.next_update;
+        out->delta_this_update = cs.delta_this_update;
+        out->full_entries = cs.full_entries;
+        out->delta_entries = cs.delta_entries;
+        return UTIL_OK;
+    }
+    return UTIL_ENOTFOUND;
+}
+
+static int build_directory(struct server *srv)
+{
+    const struct cli_config *cfg = srv->cfg;
+    struct directory_issuer is[CLI_MAX_ISSUERS];
+    struct directory_tsa_unit units[CLI_MAX_TSA_UNITS];
+    char urls[CLI_MAX_TSA_UNITS][CLI_PATH_MAX + 128];
+    char ocsp_url[CLI_PATH_MAX + 64];
+    struct directory_params p;
+
+    memset(&p, 0, sizeof(p));
+    memset(units, 0, sizeof(units));
+    for (int i = 0; i < srv->n_issuers; i++) {
+        is[i].name = srv->issuers[i].conf->name;
+        is[i].store_issuer_id = srv->issuers[i].store_id;
+        is[i].cert = srv->issuers[i].cert;
+    }
+    for (int i = 0; i < cfg->n_tsa_units; i++) {
+        const struct cli_tsa_unit *u = &cfg->tsa_units[i];
+        (void)snprintf(urls[i], sizeof(urls[i]), "%s%s%s%s", cfg->public_url, cfg->tsa_path,
+                       i == 0 ? "" : "/", i == 0 ? "" : u->name); /* as printed at start */
+        units[i].name = u->name;
+        units[i].url = urls[i];
+        units[i].policies[units[i].n_policies++] = u->policy;
+        for (int j = 0; j < u->n_accepted && units[i].n_policies < DIRECTORY_MAX_POLICIES; j++)
+            units[i].policies[units[i].n_policies++] = u->accepted[j];
+    }
+    (void)snprintf(ocsp_url, sizeof(ocsp_url), "%s%s", cfg->public_url, cfg->ocsp_path);
+    p.store_path = cfg->store_path;
+    p.public_url = cfg->public_url;
+    p.ocsp_url = ocsp_url;
+    p.crl_deltas = cfg->crl_deltas;
+    p.issuers = is;
+    p.n_issuers = srv->n_issuers;
+    p.tsa_units = units;
+    p.n_tsa_units = cfg->n_tsa_units;
+    p.hooks.status = directory_status;
+    p.hooks.crl_info = directory_crl_info;
+    p.hooks.ctx = srv;
+    return directory_new(&cfg->directory, &p, &srv->directory);
+}
+
 /* Logs the freshness contract and refuses a configuration under which a conforming client in
  * scope could keep a revoked certificate's "good" answer past the deadline. */
 static int check_contract(const struct cli_config *cfg, struct feed_contract *c)
@@ -692,6 +769,11 @@ int cli_serve(const struct cli_config *cfg)
         UTIL_ERROR(MOD, "revocation feed: %s", util_strerror(rc));
         goto out;
     }
+    rc = build_directory(srv);
+    if (rc != UTIL_OK) {
+        UTIL_ERROR(MOD, "directory: %s", util_strerror(rc));
+        goto out;
+    }
     watch_fill(srv);
     watch_check(srv);
     /* [issue #8: HSM outages] The hsm monitor notices an outage without traffic (/readyz),
@@ -730,6 +812,8 @@ int cli_serve(const struct cli_config *cfg)
         rc = crl_publisher_register(srv->crl, srv->http);
     if (rc == UTIL_OK && srv->tsa != NULL)
         rc = tsa_service_register(srv->tsa, srv->http);
+    if (rc == UTIL_OK)
+        rc = directory_register(srv->directory, srv->http);
     if (rc == UTIL_OK)
         rc = http_server_route(srv->http, HTTP_PUBLIC, "GET", "/ca/", handle_ca_cert, srv);
     if (rc == UTIL_OK)
@@ -770,6 +854,9 @@ int cli_serve(const struct cli_config *cfg)
         printf("\n  CA cert:   %s/ca/%s.crt\n", cfg->public_url, srv->issuers[i].conf->name);
     }
     printf("  certs:     %s/certs/<issuer>/<serial-hex>.crt\n", cfg->public_url);
+    if (cfg->directory.enabled)
+        printf("  directory: %s/directory  (search, certificate pages, status check)\n",
+               cfg->public_url);
     for (int i = 0; i < cfg->n_tsa_units; i++)
         printf("  TSA:       %s%s%s%s  (POST application/timestamp-query)\n", cfg->public_url,
                cfg->tsa_path, i == 0 ? "" : "/", i == 0 ? "" : cfg->tsa_units[i].name);
@@ -797,6 +884,7 @@ out:
     tsa_service_stop(srv->tsa);
     http_server_free(srv->http);
     cli__admin_free(srv->admin);
+    directory_free(srv->directory);
     ocsp_responder_free(srv->ocsp);
     crl_publisher_free(srv->crl);
     tsa_service_free(srv->tsa);
