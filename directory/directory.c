@@ -750,8 +750,7 @@ static void issuer_page(struct directory *dir, struct http_request *req, const s
     memset(&crl, 0, sizeof(crl));
     if (dir->hooks.crl_info != NULL && dir->hooks.crl_info(dir->hooks.ctx, is->name, &crl) == 0)
         have_crl = 1;
-    view_init(dir, ri, &v);
-    v.issuer_name = is->name;
+    view_init(dir, ri, &v); /* no issuer_name: the CA's own links are on this page already */
     directory__buf_init(&b, DIRECTORY__PAGE_MAX);
     if (ri->json) {
         directory__put(&b, "{\"name\":");
@@ -1481,11 +1480,12 @@ static void check_work(struct dir_job *job, struct store *store)
         X509_free(x);
         return;
     }
-    /* Ours: a published issuer whose name (and key identifier) the certificate names and whose key
-     * verifies its signature. */
+    /* Ours: a published issuer whose name the certificate names as its issuer and whose key
+     * verifies its signature. Naming one of ours without its signature is a forgery. */
     for (int i = 0; i < dir->n_issuers && is == NULL; i++) {
         const struct dir_issuer *c = &dir->issuers[i];
-        if (!c->published || X509_check_issued(c->cert, x) != X509_V_OK)
+        if (!c->published ||
+            X509_NAME_cmp(X509_get_issuer_name(x), X509_get_subject_name(c->cert)) != 0)
             continue;
         named = 1;
         ERR_clear_error();

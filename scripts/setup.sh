@@ -14,8 +14,10 @@ PKIVA_PACKAGES=(build-essential cmake pkg-config libssl-dev openssl libuv1-dev n
 PKIVA_BACKPORTS=(pkcs11-provider)
 # Only for the tests: real signing clients the TSA is tested against (jarsigner, osslsigncode),
 # the independent relying parties of test_interop (the JDK, NSS's vfychain and certutil, Debian's
-# python3-cryptography) and the formatting check.
-PKIVA_TEST_PACKAGES=(openjdk-17-jdk-headless libnss3-tools python3-cryptography clang-format)
+# python3-cryptography), the formatting check, and the browser the directory pages are read with
+# (Chromium, headless) with fonts for Vietnamese.
+PKIVA_TEST_PACKAGES=(openjdk-17-jdk-headless libnss3-tools python3-cryptography clang-format
+  chromium fonts-dejavu-core)
 PKIVA_TEST_BACKPORTS=(osslsigncode)
 
 as_root() {
