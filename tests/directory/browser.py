@@ -7,6 +7,7 @@
                                  input through the DevTools protocol (as a person choosing a file
                                  would), presses the form's button and prints the DOM of the
                                  answer page
+  browser.py upload URL FILE PNG the same, and a screenshot (1200x900) of the answer page
   browser.py shot URL PNG        screenshot, 1200x900
 
 The pages need no JavaScript; the DevTools protocol only stands in for the person's hands. The
@@ -163,9 +164,11 @@ class Browser:
         shutil.rmtree(self.profile, ignore_errors=True)
 
 
-def upload(url, path):
+def upload(url, path, png=None):
     b = Browser()
     try:
+        b.call("Emulation.setDeviceMetricsOverride", {"width": 1200, "height": 900,
+                                                      "deviceScaleFactor": 1, "mobile": False})
         b.events.clear()
         b.call("Page.navigate", {"url": url})
         b.wait_load()
@@ -180,6 +183,10 @@ def upload(url, path):
         b.call("Runtime.evaluate", {"expression":
                                     "document.querySelector('form button[type=submit]').click()"})
         b.wait_load()
+        if png:
+            shot = b.call("Page.captureScreenshot", {"format": "png"})["data"]
+            with open(png, "wb") as f:
+                f.write(base64.b64decode(shot))
         return b.dom()
     finally:
         b.close()
@@ -188,8 +195,9 @@ def upload(url, path):
 def main():
     if len(sys.argv) == 3 and sys.argv[1] == "dump":
         sys.stdout.write(run_simple(["--dump-dom", sys.argv[2]]))
-    elif len(sys.argv) == 4 and sys.argv[1] == "upload":
-        sys.stdout.write(upload(sys.argv[2], sys.argv[3]))
+    elif len(sys.argv) in (4, 5) and sys.argv[1] == "upload":
+        sys.stdout.write(upload(sys.argv[2], sys.argv[3], sys.argv[4] if len(sys.argv) == 5
+                                else None))
     elif len(sys.argv) == 4 and sys.argv[1] == "shot":
         run_simple(["--screenshot=" + os.path.abspath(sys.argv[3]), "--window-size=1200,900",
                     "--hide-scrollbars", sys.argv[2]])
