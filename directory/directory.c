@@ -240,17 +240,14 @@ static void param_fn(void *ctx, const char *name, size_t name_len, const char *v
 }
 
 /* The language: ?lang= first, then the highest-weighted of vi and en in Accept-Language. */
-static int pick_lang(const struct directory *dir, struct http_request *req, const char *param)
+static int pick_lang(const char *default_lang, const char *al, size_t len, const char *param)
 {
-    size_t len = 0;
-    const char *al = NULL;
     double best_q = -1;
-    int best = strcmp(dir->cfg.default_lang, "en") == 0 ? DIRECTORY__EN : DIRECTORY__VI;
+    int best = strcmp(default_lang, "en") == 0 ? DIRECTORY__EN : DIRECTORY__VI;
     if (strcmp(param, "vi") == 0)
         return DIRECTORY__VI;
     if (strcmp(param, "en") == 0)
         return DIRECTORY__EN;
-    al = http_request_header(req, "Accept-Language", &len);
     for (size_t i = 0; al != NULL && i < len;) {
         size_t start, end;
         double q = 1.0;
@@ -895,11 +892,9 @@ static void check_page(struct http_request *req, const struct req_info *ri)
 /* Finds the certificate in a POST body: a multipart form (fields file and pem, the file first
  * when both are given), a urlencoded form (pem=), or the bare certificate. *out points into body
  * (or into decoded, which the caller frees). */
-static int upload_from_body(struct http_request *req, const unsigned char *body, size_t len,
+static int upload_from_body(const char *ct, size_t ct_len, const unsigned char *body, size_t len,
                             const unsigned char **out, size_t *out_len, char **decoded)
 {
-    size_t ct_len = 0;
-    const char *ct = http_request_header(req, "Content-Type", &ct_len);
     *out = NULL;
     *out_len = 0;
     *decoded = NULL;
@@ -1639,7 +1634,11 @@ static void handle(void *ctx, struct http_request *req)
     p.ri = &ri;
     if (qmark != NULL)
         query_each(qmark + 1, len - path_len - 1, param_fn, &p);
-    ri.lang = pick_lang(dir, req, p.lang);
+    {
+        size_t al_len = 0;
+        const char *al = http_request_header(req, "Accept-Language", &al_len);
+        ri.lang = pick_lang(dir->cfg.default_lang, al, al_len, p.lang);
+    }
     ri.json = wants_json(req, p.format);
     (void)snprintf(ri.lang_query, sizeof(ri.lang_query), "lang=%s",
                    ri.lang == DIRECTORY__EN ? "en" : "vi");
@@ -1801,9 +1800,11 @@ static void handle(void *ctx, struct http_request *req)
         job = job_new(dir, req, JOB_CHECK, &ri);
         if (job == NULL)
             return;
+        size_t ct_len = 0;
+        const char *ct = http_request_header(req, "Content-Type", &ct_len);
         body = http_request_body(req, &body_len);
         if (body == NULL || body_len == 0 ||
-            upload_from_body(req, body, body_len, &cert, &cert_len, &decoded) != UTIL_OK ||
+            upload_from_body(ct, ct_len, body, body_len, &cert, &cert_len, &decoded) != UTIL_OK ||
             cert_len == 0) {
             job->upload_error = M_CHECK_EMPTY;
         } else if (cert_len > dir->cfg.upload_max) {
@@ -2004,4 +2005,61 @@ void directory_stats_get(const struct directory *dir, struct directory_stats *ou
     out->rejected_busy = atomic_load(&dir->rejected_busy);
     out->not_found = atomic_load(&dir->not_found);
     out->errors = atomic_load(&dir->errors);
+}
+
+/* ---- fuzzing ---------------------------------------------------------------------------------- */
+
+int directory__fuzz_one(const uint8_t *data, size_t size)
+{
+    const char *text = (const char *)data;
+    const char *nl1 = memchr(text, '\n', size);
+    const char *nl2 = nl1 != NULL ? memchr(nl1 + 1, '\n', size - (size_t)(nl1 + 1 - text)) : NULL;
+    const unsigned char *body, *cert = NULL;
+    size_t body_len, cert_len = 0;
+    char *decoded = NULL;
+    struct params p;
+    struct req_info ri;
+    unsigned char key[64];
+    size_t key_len = 0;
+    int outcome = 0;
+
+    if (nl1 == NULL || nl2 == NULL)
+        return 0;
+    memset(&p, 0, sizeof(p));
+    memset(&ri, 0, sizeof(ri));
+    p.ri = &ri;
+    /* Line 1: Content-Type (also used as Accept-Language), line 2: the query, then the body. */
+    query_each(nl1 + 1, (size_t)(nl2 - nl1 - 1), param_fn, &p);
+    ri.lang = pick_lang("vi", text, (size_t)(nl1 - text), p.lang);
+    (void)parse_hex(p.q, key, sizeof(key), &key_len);
+    (void)parse_field(p.field);
+    body = (const unsigned char *)nl2 + 1;
+    body_len = size - (size_t)(nl2 + 1 - text);
+    if (upload_from_body(text, (size_t)(nl1 - text), body, body_len, &cert, &cert_len, &decoded) ==
+            UTIL_OK &&
+        cert_len > 0) {
+        X509 *x = parse_upload(cert, cert_len);
+        if (x != NULL) {
+            struct directory__certview v;
+            struct directory__buf b;
+            memset(&v, 0, sizeof(v));
+            v.lang = ri.lang;
+            v.show_email = key_len % 2;
+            v.prefix = PREFIX;
+            v.lang_query = "lang=vi";
+            v.issuer_name = "fuzz";
+            v.state = DIRECTORY__REVOKED;
+            v.reason = (int)(key_len % 12) - 1;
+            v.status_source = "store";
+            directory__buf_init(&b, DIRECTORY__PAGE_MAX);
+            directory__cert_html(&b, x, &v);
+            directory__cert_json(&b, x, &v);
+            directory__status_json(&b, &v);
+            outcome = b.failed ? 2 : 1;
+            directory__buf_cleanup(&b);
+            X509_free(x);
+        }
+    }
+    free(decoded);
+    return outcome;
 }

@@ -218,4 +218,11 @@ void directory__cert_json(struct directory__buf *b, X509 *x, const struct direct
 /* Serial content octets of x (as the store keys them). Returns 0 or UTIL_EINVAL. */
 int directory__serial_of(X509 *x, unsigned char *out, size_t *len);
 
+/* ---- fuzzing (directory.c) ------------------------------------------------------------------ */
+
+/* Runs the decoders of untrusted input on data: line 1 a Content-Type (and Accept-Language),
+ * line 2 a query string, the rest a status check body; a certificate found in it is rendered as
+ * HTML and JSON. Returns 0 (nothing parsed as a certificate), 1 (rendered) or 2 (page too large). */
+int directory__fuzz_one(const uint8_t *data, size_t size);
+
 #endif
