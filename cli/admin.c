@@ -16,6 +16,7 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,7 +45,12 @@ struct cli_admin {
     struct util_pool_port *ports[ADMIN_MAX_LOOPS];
     char token[256];
     size_t token_len;
-    _Atomic uint64_t unauthorized;
+    _Atomic uint64_t unauthorized; /* refused requests (401), for /metrics */
+    /* The WARN line about refused requests is written at most once per second (a client
+     * without credentials must not be able to flood the log): the second it was last written,
+     * and the refusals not logged since then. */
+    _Atomic int64_t unauthorized_logged_s;
+    _Atomic uint64_t unauthorized_suppressed;
 };
 
 enum admin_op {
@@ -174,14 +180,16 @@ static int sla_collect_row(void *ctx, const struct store_sla_row *row)
     struct sla_collect *c = ctx;
     char hex[2 * STORE_SERIAL_MAX + 1];
     util_hex(row->serial, row->serial_len, hex);
-    /* Open until it is both answered by OCSP and in a published CRL. */
-    if (row->crl_at_ms == 0 || row->ocsp_at_ms == 0) {
+    /* Open until it is both answered by OCSP and in a published CRL; one that cannot be signed
+     * as stored is never complete (OCSP answers tryLater for it). */
+    if (row->crl_at_ms == 0 || row->ocsp_at_ms == 0 || row->unsignable != NULL) {
         json_t *o = json_pack(
-            "{s:I,s:s,s:s?,s:I,s:I,s:I,s:I,s:I}", "change", (json_int_t)row->feed_id, "serial", hex,
-            "request_id", row->request_id, "received_at_ms", (json_int_t)row->received_at_ms,
+            "{s:I,s:s,s:s?,s:I,s:I,s:I,s:I,s:I,s:s?}", "change", (json_int_t)row->feed_id, "serial",
+            hex, "request_id", row->request_id, "received_at_ms", (json_int_t)row->received_at_ms,
             "committed_at_ms", (json_int_t)row->committed_at_ms, "ocsp_at_ms",
             (json_int_t)row->ocsp_at_ms, "crl_at_ms", (json_int_t)row->crl_at_ms, "seconds_left",
-            (json_int_t)((row->received_at_ms + c->deadline_ms - c->now_ms) / 1000));
+            (json_int_t)((row->received_at_ms + c->deadline_ms - c->now_ms) / 1000), "unsignable",
+            row->unsignable);
         if (o != NULL)
             (void)json_array_append_new(c->open, o);
     } else if (c->n < c->cap) {
@@ -355,6 +363,9 @@ static int admin_work(void *state, void *arg)
         fail_reply(job, 404, "no such certificate under this issuer");
     } else if (rc == UTIL_EEXIST) {
         fail_reply(job, 409, "already revoked with another reason");
+    } else if (rc == UTIL_EINVAL && store_errmsg(store)[0] != '\0') {
+        /* The store refused a field of the request ("revoked_at: ... is in the future"). */
+        fail_reply(job, 400, store_errmsg(store));
     } else if (rc == UTIL_EINVAL) {
         fail_reply(job, 409,
                    job->op == OP_UNREVOKE ? "the certificate is not on hold"
@@ -395,6 +406,77 @@ static int authorized(struct cli_admin *admin, struct http_request *req)
         http_request_header_count(req, "Authorization") != 1)
         return 0;
     return util_ct_equal(auth + 7, len - 7, admin->token, admin->token_len);
+}
+
+/* Counts a refused request and logs it, rate-limited: at most one line per second, which says
+ * how many refusals went unlogged since the previous one. */
+static void note_unauthorized(struct cli_admin *admin, struct http_request *req)
+{
+    int64_t now_s = util_mono_ms() / 1000;
+    int64_t last_s = atomic_load(&admin->unauthorized_logged_s);
+    uint64_t suppressed;
+
+    atomic_fetch_add(&admin->unauthorized, 1);
+    /* One thread wins the second; the others count themselves as suppressed. */
+    if (now_s <= last_s ||
+        !atomic_compare_exchange_strong(&admin->unauthorized_logged_s, &last_s, now_s)) {
+        atomic_fetch_add(&admin->unauthorized_suppressed, 1);
+        return;
+    }
+    suppressed = atomic_exchange(&admin->unauthorized_suppressed, 0);
+    if (suppressed > 0)
+        UTIL_WARN(MOD,
+                  "unauthenticated request from %s to %.100s refused (%llu more suppressed; at "
+                  "most one such line per second, all counted in /metrics)",
+                  http_request_peer(req), http_request_target(req, NULL),
+                  (unsigned long long)suppressed);
+    else
+        UTIL_WARN(MOD, "unauthenticated request from %s to %.100s refused", http_request_peer(req),
+                  http_request_target(req, NULL));
+}
+
+/* Authenticates req; when it is not, answers 401 (and counts and logs it) and returns 0. */
+static int authenticate(struct cli_admin *admin, struct http_request *req)
+{
+    if (authorized(admin, req))
+        return 1;
+    note_unauthorized(admin, req);
+    respond_error(req, 401, "missing or wrong bearer token");
+    return 0;
+}
+
+int cli__admin_gate(struct cli_admin *admin, struct http_request *req)
+{
+    if (admin->cfg->admin_metrics_without_auth)
+        return 1;
+    return authenticate(admin, req);
+}
+
+int cli__admin_metrics(struct cli_admin *admin, char *buf, size_t len)
+{
+    return snprintf(buf, len,
+                    "# TYPE pkiva_admin_unauthenticated_total counter\n"
+                    "pkiva_admin_unauthenticated_total %llu\n",
+                    (unsigned long long)atomic_load(&admin->unauthorized));
+}
+
+/* Every state-changing admin request carries a JSON body, and says so: a request whose only
+ * Content-Type is application/json (parameters allowed, the type compared case-insensitively,
+ * RFC 9110 8.3.1). A browser cannot send that cross-origin without a CORS preflight, which this
+ * server never grants, so a page cannot make an operator's browser (holding a client
+ * certificate) change anything; text/plain, form types and look-alikes (application/jsonp) are
+ * refused. */
+static int json_content_type(const struct http_request *req)
+{
+    size_t len = 0;
+    const char *ctype = http_request_header(req, "Content-Type", &len);
+    static const char json[] = "application/json";
+    size_t n = sizeof(json) - 1;
+
+    if (ctype == NULL || http_request_header_count(req, "Content-Type") != 1 || len < n ||
+        strncasecmp(ctype, json, n) != 0)
+        return 0;
+    return len == n || ctype[n] == ';' || ctype[n] == ' ' || ctype[n] == '\t';
 }
 
 static const char *json_str(json_t *obj, const char *key)
@@ -650,18 +732,13 @@ static void handle_admin(void *ctx, struct http_request *req, enum admin_op op)
 {
     struct cli_admin *admin = ctx;
     struct admin_job *job = NULL;
-    const char *ctype;
-    size_t len = 0, body_len = 0;
+    size_t body_len = 0;
     const unsigned char *body_bytes;
     char msg[256];
     const char *why;
 
-    if (!authorized(admin, req)) {
-        admin->unauthorized++;
-        UTIL_WARN(MOD, "unauthenticated request from %s refused", http_request_peer(req));
-        respond_error(req, 401, "missing or wrong bearer token");
+    if (!authenticate(admin, req))
         return;
-    }
     job = calloc(1, sizeof(*job));
     if (job == NULL) {
         respond_error(req, 503, "out of memory");
@@ -674,8 +751,7 @@ static void handle_admin(void *ctx, struct http_request *req, enum admin_op op)
         submit(admin, job);
         return;
     }
-    ctype = http_request_header(req, "Content-Type", &len);
-    if (ctype == NULL || len < 16 || strncmp(ctype, "application/json", 16) != 0) {
+    if (!json_content_type(req)) {
         free(job);
         respond_error(req, 415, "Content-Type must be application/json");
         return;
@@ -730,9 +806,10 @@ static void handle_crl_publish(void *ctx, struct http_request *req)
     const char *issuer = NULL;
     int rc, wait = 0;
 
-    if (!authorized(admin, req)) {
-        admin->unauthorized++;
-        respond_error(req, 401, "missing or wrong bearer token");
+    if (!authenticate(admin, req))
+        return;
+    if (!json_content_type(req)) {
+        respond_error(req, 415, "Content-Type must be application/json");
         return;
     }
     bytes = http_request_body(req, &body_len);
@@ -775,10 +852,10 @@ static void handle_crl_publish(void *ctx, struct http_request *req)
         respond_error(req, rc == UTIL_ENOTFOUND ? 404 : 503,
                       rc == UTIL_ENOTFOUND ? "no such issuer" : util_strerror(rc));
     }
-    json_decref(body);
     if (rc == UTIL_OK)
         UTIL_INFO(MOD, "CRL publication of %s requested through the admin API",
                   issuer ? issuer : "every issuer");
+    json_decref(body); /* last: issuer points into it */
 }
 
 static void loop_init(void *ctx, uv_loop_t *loop, int index)

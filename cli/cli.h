@@ -109,6 +109,9 @@ struct cli_config {
     char admin_server_ca[CLI_PATH_MAX];   /* "" = client_ca, else tls_cert itself */
     char admin_client_cert[CLI_PATH_MAX]; /* "" = present no certificate (bearer token only) */
     char admin_client_key[CLI_PATH_MAX];
+    /* Who may read /metrics, and the operator certificates' revocation. */
+    int admin_metrics_without_auth;      /* 1: /metrics is served to anyone reaching the listener */
+    char admin_client_crl[CLI_PATH_MAX]; /* "" = operator certificates' revocation not checked */
     /* [directory] (its directives are declared in directory/directory_config.c) */
     struct directory_config directory;
     /* [issuer.NAME] */

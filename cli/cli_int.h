@@ -28,7 +28,7 @@ int cli__parse_time(const char *text, int64_t *seconds);
 int cli__parse_serial(const char *hex, unsigned char *out, size_t *len);
 
 /* The one path every change takes, from the CLI or the admin API: the store change (durable, with
- * its change-feed id) and its audit record. actor names who did it. */
+ * its change-feed id) and its audit record, in one transaction. actor names who did it. */
 struct store;
 struct store_revocation;
 int cli__revoke_blocking(struct store *store, const struct store_revocation *rev, int64_t *feed_id);
@@ -55,6 +55,12 @@ struct crl_config;
 int cli__admin_new(const struct cli_config *cfg, struct http_server *http,
                    struct crl_publisher *crl, struct cli_admin **out);
 void cli__admin_free(struct cli_admin *admin); /* after the http server stopped; NULL-safe */
+/* For other routes of the admin listener (/metrics): 1 when req may be served, i.e. it is
+ * authenticated as the admin API's requests are, or [admin] metrics_without_auth is set; else
+ * req has been answered 401 (counted and logged like the admin API's refusals) and 0 returned. */
+int cli__admin_gate(struct cli_admin *admin, struct http_request *req);
+/* The admin API's Prometheus lines (refused requests) into buf; snprintf's return value. */
+int cli__admin_metrics(struct cli_admin *admin, char *buf, size_t len);
 /* The fuzz target's way in (tests/fuzz/fuzz_admin_json.c): runs the exact checks a body of the
  * admin route op ("revoke", "unrevoke", "status", "certificates", "crl/publish") goes through
  * before any store work, without a server. Returns 0 if the body would be accepted, 400 if it
@@ -96,5 +102,17 @@ void cli__contract(const struct cli_config *cfg, struct feed_contract *out);
 /* Reads one PEM certificate; logs why and returns NULL when it cannot. */
 #include <openssl/x509.h>
 X509 *cli__load_pem_cert(const char *path);
+
+/* Audit seals (audit.c): seals every record not yet sealed, signing with key (on the hsm's pool)
+ * whose certificate is cert. The sealer is the server's thread that seals periodically and once
+ * more in cli__audit_sealer_stop; hsm, key and cert must outlive it. */
+struct hsm;
+struct hsm_key;
+struct cli_audit_sealer;
+int cli__audit_seal_blocking(struct store *store, struct hsm *hsm, const struct hsm_key *key,
+                             X509 *cert, int64_t *sealed);
+int cli__audit_sealer_start(const struct cli_config *cfg, struct hsm *hsm,
+                            const struct hsm_key *key, X509 *cert, struct cli_audit_sealer **out);
+void cli__audit_sealer_stop(struct cli_audit_sealer *sealer); /* NULL-safe */
 
 #endif

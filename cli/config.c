@@ -587,6 +587,10 @@ static int on_entry(void *user, const char *section, const char *key, const char
             return set_path(ctx, cfg->admin_client_ca, sizeof(cfg->admin_client_ca), value);
         if (strcmp(key, "require_client_cert") == 0)
             return set_bool(ctx, &cfg->admin_require_client_cert, value);
+        if (strcmp(key, "client_crl") == 0)
+            return set_path(ctx, cfg->admin_client_crl, sizeof(cfg->admin_client_crl), value);
+        if (strcmp(key, "metrics_without_auth") == 0)
+            return set_bool(ctx, &cfg->admin_metrics_without_auth, value);
         if (strcmp(key, "server_ca") == 0)
             return set_path(ctx, cfg->admin_server_ca, sizeof(cfg->admin_server_ca), value);
         if (strcmp(key, "client_cert") == 0)
@@ -735,6 +739,10 @@ static int validate(struct cli_config *cfg, char *err, size_t err_len)
         (void)snprintf(err, err_len,
                        "[admin] client_ca needs tls_cert (client certificates "
                        "exist only in TLS)");
+        return UTIL_ECONFIG;
+    }
+    if (cfg->admin_client_crl[0] != '\0' && cfg->admin_client_ca[0] == '\0') {
+        (void)snprintf(err, err_len, "[admin] client_crl needs client_ca");
         return UTIL_ECONFIG;
     }
     if (cfg->admin_require_client_cert && cfg->admin_client_ca[0] == '\0') {

@@ -552,6 +552,7 @@ static int register_cert(struct demo *d, int64_t issuer_id, X509 *cert, int revo
     nc.subject = subject;
     nc.cert_der = der;
     nc.cert_len = (size_t)der_len;
+    nc.actor = "pkiva-init";
     rc = store_cert_add_blocking(d->store, &nc, NULL);
     OPENSSL_free(der);
     if (rc == UTIL_OK && revoke_reason != NOT_REVOKED) {

@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Operator commands that work on the store directly: revoke, unrevoke, status, import, audit verify
- * and the SLA report. Each change is durable (and in the change feed) before the command reports
+/* Operator commands that work on the store directly: revoke, unrevoke, status, import and the SLA
+ * report (`pkiva audit` is in audit.c). Each change is durable (and in the change feed) before the command reports
  * success; a running server applies it within a second. */
-#define _GNU_SOURCE /* getopt_long, timegm */
+#define _GNU_SOURCE /* getopt_long */
 #include "cli_int.h"
 
 #include <ctype.h>
@@ -49,28 +49,9 @@ void cli__apply_env(const struct cli_config *cfg)
 
 int cli__parse_time(const char *text, int64_t *seconds)
 {
-    struct tm tm;
-    const char *end;
-    char *num_end = NULL;
-    if (text[0] == '@') {
-        long long v = strtoll(text + 1, &num_end, 10);
-        if (num_end == text + 1 || *num_end != '\0' || v < 0)
-            return UTIL_EINVAL;
-        *seconds = v;
-        return UTIL_OK;
-    }
-    memset(&tm, 0, sizeof(tm));
-    end = strptime(text, "%Y-%m-%dT%H:%M:%S", &tm);
-    if (end == NULL)
-        end = strptime(text, "%Y-%m-%d %H:%M:%S", &tm);
-    if (end == NULL) {
-        memset(&tm, 0, sizeof(tm));
-        end = strptime(text, "%Y-%m-%d", &tm);
-    }
-    if (end == NULL || (*end != '\0' && strcmp(end, "Z") != 0))
-        return UTIL_EINVAL;
-    *seconds = (int64_t)timegm(&tm);
-    return UTIL_OK;
+    /* One parser for every door (CLI, admin API, configuration): util's refuses impossible dates
+     * and numbers past year 9999. */
+    return util_time_parse(text, seconds);
 }
 
 int cli__parse_serial(const char *hex, unsigned char *out, size_t *len)
@@ -139,18 +120,26 @@ struct issuer_find {
     int64_t id;
 };
 
-static int issuer_match(void *ctx, const struct store_issuer *is)
+/* 1 when the stored issuer issued cert: its subject is cert's issuer name and its key verifies
+ * cert's signature; else 0. */
+static int issued_by(X509 *cert, const struct store_issuer *is)
 {
-    struct issuer_find *find = ctx;
     const unsigned char *p = is->cert_der;
     X509 *ca = d2i_X509(NULL, &p, (long)is->cert_len);
     int found = 0;
     if (ca != NULL) {
-        found = X509_NAME_cmp(X509_get_subject_name(ca), X509_get_issuer_name(find->cert)) == 0 &&
-                X509_verify(find->cert, X509_get0_pubkey(ca)) == 1;
+        found = X509_NAME_cmp(X509_get_subject_name(ca), X509_get_issuer_name(cert)) == 0 &&
+                X509_verify(cert, X509_get0_pubkey(ca)) == 1;
         X509_free(ca);
     }
     ERR_clear_error(); /* a non-matching issuer leaves verification errors behind */
+    return found;
+}
+
+static int issuer_match(void *ctx, const struct store_issuer *is)
+{
+    struct issuer_find *find = ctx;
+    int found = issued_by(find->cert, is);
     if (found)
         find->id = is->id;
     return found;
@@ -161,12 +150,12 @@ static int resolve_cert(struct store *store, const struct cert_ref *ref, int64_t
                         unsigned char *serial, size_t *serial_len)
 {
     struct store_issuer issuer;
+    X509 *cert = NULL; /* --cert with --issuer: checked against that issuer below */
     int rc;
     memset(&issuer, 0, sizeof(issuer));
     if (ref->cert_file != NULL) {
         /* Find the issuer by name: the stored issuers whose subject is this cert's issuer. */
         FILE *f = fopen(ref->cert_file, "r");
-        X509 *cert = NULL;
         unsigned char *der = NULL;
         int n;
         if (f == NULL) {
@@ -205,7 +194,6 @@ static int resolve_cert(struct store *store, const struct cert_ref *ref, int64_t
             *issuer_id = find.id;
             return UTIL_OK;
         }
-        X509_free(cert);
     } else {
         if (ref->issuer == NULL || ref->serial == NULL) {
             fprintf(stderr, "pkiva: name the certificate with --issuer NAME --serial HEX, or "
@@ -221,11 +209,22 @@ static int resolve_cert(struct store *store, const struct cert_ref *ref, int64_t
     rc = store_issuer_get_blocking(store, ref->issuer, &issuer);
     if (rc != UTIL_OK) {
         fprintf(stderr, "pkiva: no issuer named '%s' in the store\n", ref->issuer);
+        X509_free(cert);
         return rc;
+    }
+    /* --cert and --issuer together: the certificate must be that issuer's (name and signature),
+     * or its serial would be looked up, and changed, under an issuer that never issued it. */
+    if (cert != NULL && !issued_by(cert, &issuer)) {
+        fprintf(stderr,
+                "pkiva: %s was not issued by '%s' (its issuer name or signature does not match "
+                "that CA certificate)\n",
+                ref->cert_file, ref->issuer);
+        rc = UTIL_EINVAL;
     }
     *issuer_id = issuer.id;
     store_issuer_cleanup(&issuer);
-    return UTIL_OK;
+    X509_free(cert);
+    return rc;
 }
 
 static void print_serial(FILE *out, const unsigned char *serial, size_t len)
@@ -273,7 +272,8 @@ static const char revoke_help[] =
     "        cessationOfOperation, certificateHold, privilegeWithdrawn, aACompromise.\n"
     "TIME:   2026-11-21T10:00:00Z, '2026-11-21 10:00:00' or @UNIXSECONDS (UTC).\n"
     "--received-at is when the revocation request reached the CA (the 12-hour deadline runs\n"
-    "from it); default now. --cert finds the issuer by the certificate's issuer name.\n";
+    "from it); default now. --cert finds the issuer by the certificate's issuer name; with\n"
+    "--issuer too, that issuer must have issued it (name and signature), else nothing changes.\n";
 
 int cli__cmd_revoke(int argc, char **argv)
 {
@@ -308,7 +308,12 @@ int cli__cmd_revoke(int argc, char **argv)
         case 'v':
         case 'R':
             if (cli__parse_time(optarg, &t) != UTIL_OK) {
-                fprintf(stderr, "pkiva revoke: bad time '%s'\n%s", optarg, revoke_help);
+                fprintf(stderr,
+                        "pkiva revoke: %s: '%s' is not a date in 1970-9999 (UTC, or @seconds)\n%s",
+                        opt == 't'   ? "--revoked-at"
+                        : opt == 'v' ? "--invalidity-date"
+                                     : "--received-at",
+                        optarg, revoke_help);
                 return 2;
             }
             if (opt == 't')
@@ -345,6 +350,10 @@ int cli__cmd_revoke(int argc, char **argv)
     }
     if (rc == UTIL_EEXIST) {
         fprintf(stderr, "pkiva revoke: the certificate is already revoked with another reason\n");
+        goto out;
+    }
+    if (rc == UTIL_EINVAL && store_errmsg(store)[0] != '\0') {
+        fprintf(stderr, "pkiva revoke: %s\n", store_errmsg(store)); /* names the field */
         goto out;
     }
     if (rc != UTIL_OK) {
@@ -397,7 +406,10 @@ int cli__cmd_supersede(int argc, char **argv)
         case 'a': rev.actor = optarg; break;
         case 'R':
             if (cli__parse_time(optarg, &t) != UTIL_OK) {
-                fprintf(stderr, "pkiva supersede: bad time '%s'\n%s", optarg, supersede_help);
+                fprintf(stderr,
+                        "pkiva supersede: --received-at: '%s' is not a date in 1970-9999 (UTC, "
+                        "or @seconds)\n%s",
+                        optarg, supersede_help);
                 return 2;
             }
             rev.received_at_ms = t * 1000;
@@ -438,8 +450,9 @@ int cli__cmd_supersede(int argc, char **argv)
         fprintf(stderr, "pkiva supersede: %s\n",
                 rc == UTIL_ENOTFOUND ? "no such certificate under this issuer"
                 : rc == UTIL_EEXIST  ? "the certificate is already revoked with another reason"
-                : rc == UTIL_EINVAL  ? "the replacement is not a certificate of this issuer"
-                                     : util_strerror(rc));
+                : rc == UTIL_EINVAL && store_errmsg(store)[0] != '\0' ? store_errmsg(store)
+                : rc == UTIL_EINVAL ? "the replacement is not a certificate of this issuer"
+                                    : util_strerror(rc));
         goto out;
     }
     printf("superseded serial ");
@@ -712,17 +725,11 @@ int cli__cmd_import(int argc, char **argv)
         fputc('\n', stderr);
     {
         int64_t ms = util_mono_ms() - prog.start_ms;
-        char detail[200];
+        /* Each committed batch wrote its own audit record in its transaction (store_import.c). */
         printf("imported: %lld new, %lld already known, %lld revoked, %lld skipped (unknown "
                "issuer or unreadable) in %.1f s\n",
                (long long)total.added, (long long)total.existing, (long long)total.revoked,
                (long long)total.skipped, (double)ms / 1000.0);
-        (void)snprintf(detail, sizeof(detail),
-                       "{\"added\":%lld,\"existing\":%lld,\"revoked\":%lld,\"skipped\":%lld}",
-                       (long long)total.added, (long long)total.existing, (long long)total.revoked,
-                       (long long)total.skipped);
-        if (total.added > 0)
-            (void)store_audit_append_blocking(store, "cli", "import", detail); /* logged inside */
     }
     if (rc == UTIL_OK)
         status = 0;
@@ -770,42 +777,6 @@ int cli__open_command(int argc, char **argv, int first, const char *help, int *o
     return -1;
 }
 
-int cli__cmd_audit(int argc, char **argv)
-{
-    static const char help[] = "usage: pkiva audit verify [--config FILE | --data DIR]\n\n"
-                               "Recomputes the hash chain of the audit log; exit 1 if any record\n"
-                               "was edited, removed or reordered.\n";
-    struct cli_config cfg;
-    struct store *store = NULL;
-    int64_t bad = 0, count = 0;
-    int rc;
-
-    if (argc < 2 || strcmp(argv[1], "verify") != 0) {
-        if (argc >= 2 && strcmp(argv[1], "--help") == 0) {
-            fputs(help, stdout);
-            return 0;
-        }
-        fputs(help, stderr);
-        return 2;
-    }
-    rc = cli__open_command(argc, argv, 2, help, NULL, &cfg, &store);
-    if (rc >= 0)
-        return rc;
-    rc = store_audit_verify_blocking(store, &bad, &count);
-    store_close(store);
-    if (rc == UTIL_OK) {
-        printf("audit chain intact: %lld records\n", (long long)count);
-        return 0;
-    }
-    if (rc == UTIL_EINVAL) {
-        printf("audit chain BROKEN at record %lld (edited, removed or reordered)\n",
-               (long long)bad);
-        return 1;
-    }
-    fprintf(stderr, "pkiva audit verify: %s\n", util_strerror(rc));
-    return 1;
-}
-
 struct sla_ctx {
     int64_t now_ms, deadline_ms;
     int64_t *durations;
@@ -818,8 +789,13 @@ static int sla_row(void *opaque, const struct store_sla_row *row)
     struct sla_ctx *ctx = opaque;
     char hex[2 * STORE_SERIAL_MAX + 1];
     util_hex(row->serial, row->serial_len, hex);
-    /* Open until it is both answered by OCSP and in a published CRL. */
-    if (row->crl_at_ms == 0 || row->ocsp_at_ms == 0) {
+    /* Open until it is both answered by OCSP and in a published CRL; one that cannot be signed
+     * as stored is never complete (OCSP answers tryLater for it). */
+    if (row->unsignable != NULL) {
+        ctx->open_rows++;
+        printf("open  change %-8lld serial %-40s UNSIGNABLE: %s\n", (long long)row->feed_id, hex,
+               row->unsignable);
+    } else if (row->crl_at_ms == 0 || row->ocsp_at_ms == 0) {
         int64_t left = row->received_at_ms + ctx->deadline_ms - ctx->now_ms;
         ctx->open_rows++;
         printf("open  change %-8lld serial %-40s request %-16s committed %s ocsp %s crl %s, "

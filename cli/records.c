@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The single path for operator changes, shared by the CLI and the admin API: the durable store
- * change (which puts it in the change feed the server follows) and the audit record. */
+ * change (which puts it in the change feed the server follows) together with its audit record. */
 #include "cli_int.h"
 
 #include <openssl/err.h>
@@ -13,48 +13,17 @@
 
 #define MOD "records"
 
-static void audit(struct store *store, const char *actor, const char *action, int64_t issuer_id,
-                  const unsigned char *serial, size_t serial_len, const char *extra,
-                  int64_t feed_id)
-{
-    char hex[2 * STORE_SERIAL_MAX + 1];
-    char detail[512];
-    int rc;
-    util_hex(serial, serial_len, hex);
-    (void)snprintf(detail, sizeof(detail),
-                   "{\"issuer_id\":%lld,\"serial\":\"%s\",\"change\":%lld%s}", (long long)issuer_id,
-                   hex, (long long)feed_id, extra ? extra : "");
-    rc = store_audit_append_blocking(store, actor, action, detail);
-    if (rc != UTIL_OK)
-        /* The change itself is durable; a missing audit record is loud but not a lost change. */
-        UTIL_ERROR(MOD, "%s of serial %s is durable but its audit record failed: %s", action, hex,
-                   util_strerror(rc));
-}
-
+/* The store writes each change's audit record in the change's own transaction (store.h), so a
+ * change can never be durable without its record, and an idempotent repeat writes none. */
 int cli__revoke_blocking(struct store *store, const struct store_revocation *rev, int64_t *feed_id)
 {
-    char extra[200];
-    int rc = store_cert_revoke_blocking(store, rev, feed_id);
-    if (rc != UTIL_OK)
-        return rc;
-    (void)snprintf(extra, sizeof(extra), ",\"reason\":\"%s\",\"request_id\":\"%.64s\"",
-                   store_reason_name(rev->reason), rev->request_id ? rev->request_id : "");
-    /* request ids are operator text: keep the JSON valid whatever they contain. */
-    for (char *p = extra + 30; *p; p++)
-        if (*p == '\\' || (unsigned char)*p < 0x20)
-            *p = '_';
-    audit(store, rev->actor ? rev->actor : "unknown", "revoke", rev->issuer_id, rev->serial,
-          rev->serial_len, extra, *feed_id);
-    return UTIL_OK;
+    return store_cert_revoke_blocking(store, rev, feed_id);
 }
 
 int cli__unrevoke_blocking(struct store *store, int64_t issuer_id, const unsigned char *serial,
                            size_t serial_len, const char *actor, int64_t *feed_id)
 {
-    int rc = store_cert_unrevoke_blocking(store, issuer_id, serial, serial_len, actor, feed_id);
-    if (rc == UTIL_OK)
-        audit(store, actor, "unrevoke", issuer_id, serial, serial_len, NULL, *feed_id);
-    return rc;
+    return store_cert_unrevoke_blocking(store, issuer_id, serial, serial_len, actor, feed_id);
 }
 
 struct issuer_by_id {
@@ -111,9 +80,8 @@ int cli__register_blocking(struct store *store, int64_t issuer_id, const unsigne
     nc.subject = subject;
     nc.cert_der = der;
     nc.cert_len = der_len;
+    nc.actor = actor;
     rc = store_cert_add_blocking(store, &nc, feed_id);
-    if (rc == UTIL_OK)
-        audit(store, actor, "register", issuer_id, serial, *serial_len, NULL, *feed_id);
 out:
     ERR_clear_error(); /* verification failures of foreign certificates are expected */
     OPENSSL_free(sder);

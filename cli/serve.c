@@ -56,6 +56,7 @@ struct server {
     struct feed *feed;           /* the revocation pipeline */
     struct directory *directory; /* the public certificate directory (issue 20) */
     struct feed_contract contract;
+    struct cli_audit_sealer *sealer; /* seals the audit log with the first issuer's key */
     int n_issuers;
     struct served_issuer issuers[CLI_MAX_ISSUERS];
     int64_t feed_start;      /* the status index was loaded at this feed id */
@@ -263,6 +264,8 @@ static void handle_metrics(void *ctx, struct http_request *req)
     char body[16384];
     int n;
 
+    if (!cli__admin_gate(srv->admin, req))
+        return; /* answered 401 */
     ocsp_stats_get(srv->ocsp, &os);
     hsm_stats_get(srv->hsm, &hs);
     http_server_stats(srv->http, &ht);
@@ -353,11 +356,26 @@ static void handle_metrics(void *ctx, struct http_request *req)
         n = more >= 0 ? n + more : -1;
     }
     if (n > 0 && (size_t)n < sizeof(body)) {
+        /* Entries the pre-signer cannot sign (issue 14): counted and in back-off, never spun on. */
+        int more =
+            snprintf(body + n, sizeof(body) - (size_t)n,
+                     "# TYPE pkiva_ocsp_presign_errors_total counter\n"
+                     "pkiva_ocsp_presign_errors_total %llu\n"
+                     "# TYPE pkiva_ocsp_presign_failing gauge\n"
+                     "pkiva_ocsp_presign_failing %llu\n",
+                     (unsigned long long)os.presign_errors, (unsigned long long)os.presign_failing);
+        n = more >= 0 ? n + more : -1;
+    }
+    if (n > 0 && (size_t)n < sizeof(body)) {
         int more = crl_publisher_metrics(srv->crl, body + n, sizeof(body) - (size_t)n);
         n = more >= 0 ? n + more : -1;
     }
     if (n > 0 && (size_t)n < sizeof(body)) {
         int more = watch_metrics(srv, body + n, sizeof(body) - (size_t)n);
+        n = more >= 0 ? n + more : -1;
+    }
+    if (n > 0 && (size_t)n < sizeof(body)) {
+        int more = cli__admin_metrics(srv->admin, body + n, sizeof(body) - (size_t)n);
         n = more >= 0 ? n + more : -1;
     }
     if (srv->tsa != NULL && n > 0 && (size_t)n < sizeof(body)) {
@@ -790,6 +808,11 @@ int cli_serve(const struct cli_config *cfg)
     }
     (void)store_audit_append_blocking(srv->store, "pkiva-serve", "start",
                                       "{\"what\":\"configuration and keys loaded\"}");
+    /* Seal what was written while no server ran (CLI changes, this start); a failure is logged
+     * and retried by the sealer (audit.c). */
+    if (srv->n_issuers > 0)
+        (void)cli__audit_seal_blocking(srv->store, srv->hsm, srv->issuers[0].ca_key,
+                                       srv->issuers[0].cert, NULL);
     /* The start-up connection is not needed any more: the feed opens its own. */
     store_close(srv->store);
     srv->store = NULL;
@@ -803,6 +826,8 @@ int cli_serve(const struct cli_config *cfg)
         http.listeners[1].tls_key_file = cfg->admin_tls_key;
         http.listeners[1].tls_client_ca_file =
             cfg->admin_client_ca[0] != '\0' ? cfg->admin_client_ca : NULL;
+        http.listeners[1].tls_client_crl_file =
+            cfg->admin_client_crl[0] != '\0' ? cfg->admin_client_crl : NULL;
     }
     rc = http_server_new(&http, &srv->http);
     if (rc != UTIL_OK)
@@ -843,6 +868,12 @@ int cli_serve(const struct cli_config *cfg)
     rc = feed_start(srv->feed);
     if (rc != UTIL_OK)
         goto out;
+    if (srv->n_issuers > 0) {
+        rc = cli__audit_sealer_start(cfg, srv->hsm, srv->issuers[0].ca_key, srv->issuers[0].cert,
+                                     &srv->sealer);
+        if (rc != UTIL_OK)
+            goto out;
+    }
 
     printf("pkiva is serving (%d workers)\n", http.workers);
     printf("  OCSP:      %s%s   (POST, or GET %s<base64 request>)\n", cfg->public_url,
@@ -888,6 +919,8 @@ out:
     ocsp_responder_free(srv->ocsp);
     crl_publisher_free(srv->crl);
     tsa_service_free(srv->tsa);
+    /* Nothing writes audit records any more: the last seal, while the key still exists. */
+    cli__audit_sealer_stop(srv->sealer);
     close_issuers(srv);
     store_close(srv->store);
     hsm_close(srv->hsm);

@@ -112,9 +112,9 @@ int crl_generate_blocking(const struct crl_config *cfg, const struct crl_issuer_
 enum crl_what { CRL_FULL = 1, CRL_DELTA = 2, CRL_BOTH = 3 };
 
 /* Generates what (CRL_BOTH: a full CRL, then the delta against it; CRL_DELTA alone: against the
- * latest full CRL in the store, UTIL_ENOTFOUND if none), saves each in the store's history, writes
- * the file(s) atomically into cfg->publish_dir, marks the revocation deadline rows of the issuer
- * (STORE_SLA_CRL) up to the feed head read before the walk, and appends an audit record (actor).
+ * latest full CRL in the store, UTIL_ENOTFOUND if none), saves each in the store's history with
+ * its audit record (actor), writes the file(s) atomically into cfg->publish_dir, and marks the
+ * revocation deadline rows of the issuer (STORE_SLA_CRL) up to the feed head read before the walk.
  * full_out / delta_out (may be NULL) receive what was published. For `pkiva crl publish` when no
  * server runs (a running server would also pick the change up at its next regeneration). */
 int crl_publish_blocking(const struct crl_config *cfg, const struct crl_issuer_config *issuer,

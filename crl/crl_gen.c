@@ -504,20 +504,6 @@ out:
     return rc;
 }
 
-static void audit(struct store *store, const char *actor, const struct crl__issuer *is,
-                  const struct crl_info *info)
-{
-    char detail[256];
-    (void)snprintf(detail, sizeof(detail),
-                   "{\"issuer\":\"%s\",\"number\":%" PRId64 ",\"base\":%" PRId64
-                   ",\"entries\":%" PRId64 ",\"bytes\":%zu,\"feed_id\":%" PRId64 "}",
-                   is->name, info->number, info->base_number, info->entries, info->der_len,
-                   info->feed_id);
-    /* The CRL is published already; a failed audit append is logged by the store and must not
-     * undo a publication. */
-    (void)store_audit_append_blocking(store, actor ? actor : "crl", "crl-publish", detail);
-}
-
 int crl__publish_one_blocking(const struct crl_config *cfg, const struct crl__issuer *is,
                               struct store *store, const struct util_blob *der,
                               const struct crl_info *info, const char *actor)
@@ -535,6 +521,7 @@ int crl__publish_one_blocking(const struct crl_config *cfg, const struct crl__is
     rec.feed_id = info->feed_id;
     rec.der = der->data;
     rec.der_len = der->len;
+    rec.actor = actor != NULL ? actor : "crl"; /* its audit record is saved with it */
     rc = store_crl_save_blocking(store, &rec);
     if (rc != UTIL_OK)
         goto out;
@@ -557,8 +544,6 @@ int crl__publish_one_blocking(const struct crl_config *cfg, const struct crl__is
      * published CRL (a delta counts, together with its base). */
     rc = store_sla_mark_upto_blocking(store, is->store_id, info->feed_id, STORE_SLA_CRL,
                                       util_now_ms());
-    if (rc == UTIL_OK)
-        audit(store, actor, is, info);
 out:
     free(path);
     return rc;

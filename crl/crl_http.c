@@ -65,7 +65,7 @@ static void handle_crl(void *ctx, struct http_request *req)
         http_request_respond_text(req, 404, "text/plain", "no CRL published yet\n");
         return;
     }
-    not_modified = http_request_not_modified(req, s->etag, s->info.this_update);
+    not_modified = http_request_not_modified(req, s->etag, s->ims_ok ? s->info.this_update : 0);
     max_age = s->info.next_update - now;
     if (max_age > pub->cfg.max_age_seconds)
         max_age = pub->cfg.max_age_seconds;

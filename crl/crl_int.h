@@ -118,7 +118,8 @@ struct crl__base {
 int crl__generate_blocking(const struct crl_config *cfg, struct crl__issuer *is, struct hsm *hsm,
                            struct store *store, const struct crl__base *base,
                            struct util_blob **der_out, struct crl_info *info);
-/* Saves in the history, writes the file, marks the SLA rows, appends an audit record (actor). */
+/* Saves in the history with its audit record (actor, one transaction), writes the file, marks the
+ * SLA rows. */
 int crl__publish_one_blocking(const struct crl_config *cfg, const struct crl__issuer *is,
                               struct store *store, const struct util_blob *der,
                               const struct crl_info *info, const char *actor);
@@ -134,6 +135,7 @@ struct crl__served {
     char etag[40];          /* "\"<32 hex of SHA-256>\"" */
     char last_modified[40]; /* IMF-fixdate of thisUpdate */
     char expires[40];       /* IMF-fixdate of nextUpdate */
+    int ims_ok;             /* If-Modified-Since may earn a 304 (see swap_served) */
 };
 struct crl__served *crl__served_new(struct util_blob *der, const struct crl_info *info);
 void crl__served_unref(struct crl__served *s);

@@ -47,6 +47,7 @@ struct crl__served *crl__served_new(struct util_blob *der, const struct crl_info
     s->der = util_blob_ref(der);
     s->info = *info;
     s->info.der_len = der->len;
+    s->ims_ok = 1;
     (void)snprintf(s->etag, sizeof(s->etag), "\"%s\"", hex);
     http_date_format(info->this_update, s->last_modified, sizeof(s->last_modified));
     http_date_format(info->next_update, s->expires, sizeof(s->expires));
@@ -67,6 +68,11 @@ static void swap_served(struct crl__pub_issuer *pi, int delta, struct crl__serve
 {
     struct crl__served **slot = delta ? &pi->delta : &pi->full;
     struct crl__served *old = *slot;
+    /* Revalidation never resurrects an older CRL: a CRL whose thisUpdate second is not later than
+     * its predecessor's has a Last-Modified that cannot tell them apart, so only its ETag may earn
+     * a 304. Set before the pointer is published; immutable afterwards. */
+    if (old != NULL && old->info.this_update >= s->info.this_update)
+        s->ims_ok = 0;
     *slot = s;
     if (delta) {
         pi->stats.delta_number = s->info.number;
@@ -223,6 +229,9 @@ static int load_one(struct crl__pub_issuer *pi, struct store *store, int delta)
         rc = UTIL_ENOMEM;
         goto out;
     }
+    /* Loaded at start: its predecessor, perhaps of the same second, is unknown here. Until the
+     * next publication, only its ETag earns a 304. */
+    s->ims_ok = 0;
     pthread_mutex_lock(&pi->mutex);
     /* A delta is served only with its base. */
     if (!delta || (pi->full != NULL && pi->full->info.number == meta.base_number)) {
@@ -376,7 +385,7 @@ int crl_publish_wait_blocking(struct crl_publisher *pub, const char *name, int64
                 waiting = 1;
         if (!waiting)
             break;
-        if (pub->stopping || !pub->started) {
+        if (pub->stopping) { /* not started yet: the run comes once it starts */
             rc = UTIL_ECLOSED;
             break;
         }
@@ -596,8 +605,10 @@ static void flush_pending(struct crl_publisher *pub, struct store **store)
         if (want == 0)
             continue;
         if (util_mono_ms() >= until) {
-            UTIL_WARN(CRL_MOD, "issuer %s: stopping with a publication pending: the next start "
-                               "publishes it", pi->is.name);
+            UTIL_WARN(CRL_MOD,
+                      "issuer %s: stopping with a publication pending: the next start "
+                      "publishes it",
+                      pi->is.name);
             continue;
         }
         if (*store == NULL && store_open_blocking(pub->cfg.store_path, 0, store) != UTIL_OK) {
@@ -608,8 +619,10 @@ static void flush_pending(struct crl_publisher *pub, struct store **store)
         UTIL_INFO(CRL_MOD, "issuer %s: publishing pending changes before stopping", pi->is.name);
         rc = run_issuer(pub, pi, *store, want);
         if (rc != UTIL_OK)
-            UTIL_WARN(CRL_MOD, "issuer %s: the publication before stopping failed (%s): the "
-                               "next start publishes it", pi->is.name, util_strerror(rc));
+            UTIL_WARN(CRL_MOD,
+                      "issuer %s: the publication before stopping failed (%s): the "
+                      "next start publishes it",
+                      pi->is.name, util_strerror(rc));
     }
 }
 
@@ -706,7 +719,9 @@ int crl_publisher_start(struct crl_publisher *pub)
         UTIL_ERROR(CRL_MOD, "cannot start the publisher thread");
         return UTIL_ENOMEM;
     }
+    pthread_mutex_lock(&pub->mutex); /* crl_publish_wait_blocking reads it from other threads */
     pub->started = 1;
+    pthread_mutex_unlock(&pub->mutex);
     return UTIL_OK;
 }
 

@@ -76,4 +76,17 @@ UI_METHOD *hsm__no_prompt_ui(void);
  * the provider has initialised the module (it is never loaded or initialised for good here). */
 int hsm__token_check(const struct hsm *hsm, const char *token_label, int *pin_failed);
 
+/* Uses of a private key besides signing (p11usage.c). */
+#define HSM_USE_DECRYPT 1u
+#define HSM_USE_UNWRAP 2u
+#define HSM_USE_DERIVE 4u
+/* Reads which of those the private keys labelled label (and with CKA_ID id when id_len > 0; label
+ * may be NULL when an id is given) in the token labelled token_label (NULL: the first token)
+ * allow, into *extra (HSM_USE_* bits); with clear, first sets each allowed one to false and
+ * reports what the token kept. Returns 0, or UTIL_EINVAL/UTIL_ENOTFOUND when nothing could be
+ * concluded (module, token or key not reachable this way), UTIL_ENOMEM. Only after the provider
+ * has logged in to the token (after a key was loaded or generated there). */
+int hsm__key_extra_uses(const struct hsm *hsm, const char *token_label, const char *label,
+                        const unsigned char *id, size_t id_len, int clear, unsigned *extra);
+
 #endif

@@ -301,6 +301,48 @@ static int choose_md(struct hsm *hsm, EVP_PKEY *pkey, const char *md, int rsa_ps
     return UTIL_OK;
 }
 
+/* "decrypt, unwrap" for HSM_USE_* bits, into out. */
+static void extra_uses_text(unsigned extra, char *out, size_t len)
+{
+    (void)snprintf(out, len, "%s%s%s%s%s", extra & HSM_USE_DECRYPT ? "decrypt" : "",
+                   (extra & HSM_USE_DECRYPT) && (extra & ~HSM_USE_DECRYPT) ? ", " : "",
+                   extra & HSM_USE_UNWRAP ? "unwrap" : "",
+                   (extra & HSM_USE_UNWRAP) && (extra & HSM_USE_DERIVE) ? ", " : "",
+                   extra & HSM_USE_DERIVE ? "derive" : "");
+}
+
+/* At load: a key that allows more than signing is used all the same (refusing it would stop
+ * the service over a key that works), with a warning that says how to fix it. */
+static void warn_extra_uses(struct hsm *hsm, const char *uri)
+{
+    char token[TOKEN_LABEL_MAX + 1], label[KEY_LABEL_MAX + 1], id[KEY_LABEL_MAX + 1], text[64];
+    int has_token = uri_get_attr(uri, "token", token, sizeof(token));
+    int has_label = uri_get_attr(uri, "object", label, sizeof(label));
+    int has_id = uri_get_attr(uri, "id", id, sizeof(id));
+    unsigned extra = 0;
+    int rc;
+
+    if (has_token < 0 || has_label < 0 || has_id < 0 || (has_label != 1 && has_id != 1)) {
+        UTIL_DEBUG(HSM_MOD, "%s: key usage attributes not checked (no label or id to find it)",
+                   uri);
+        return;
+    }
+    rc = hsm__key_extra_uses(hsm, has_token == 1 ? token : NULL, has_label == 1 ? label : NULL,
+                             (const unsigned char *)id, has_id == 1 ? strlen(id) : 0, 0, &extra);
+    if (rc != UTIL_OK) {
+        UTIL_DEBUG(HSM_MOD, "%s: key usage attributes not checked: %s", uri, util_strerror(rc));
+        return;
+    }
+    if (extra == 0)
+        return;
+    extra_uses_text(extra, text, sizeof(text));
+    UTIL_WARN(HSM_MOD,
+              "%s allows %s besides signing: a signing key should allow nothing else (set "
+              "CKA_DECRYPT, CKA_UNWRAP and CKA_DERIVE false with the token's tools, or use a key "
+              "generated sign-only)",
+              uri, text);
+}
+
 int hsm_key_load_blocking(struct hsm *hsm, const char *uri, const char *md, int rsa_pss,
                           struct hsm_key **out)
 {
@@ -340,6 +382,7 @@ int hsm_key_load_blocking(struct hsm *hsm, const char *uri, const char *md, int 
     rc = choose_md(hsm, key->pkey, md, rsa_pss, key);
     if (rc != UTIL_OK)
         goto out;
+    warn_extra_uses(hsm, key->uri);
     UTIL_DEBUG(HSM_MOD, "loaded %s (%s, %d bits, %s%s)", key->uri,
                EVP_PKEY_get0_type_name(key->pkey), EVP_PKEY_get_bits(key->pkey), key->md,
                key->rsa_pss ? ", PSS" : "");
@@ -527,7 +570,7 @@ int hsm_key_generate_blocking(struct hsm *hsm, const char *token_label, const ch
 {
     EVP_PKEY_CTX *gen = NULL;
     EVP_PKEY *generated = NULL;
-    OSSL_PARAM params[4];
+    OSSL_PARAM params[5];
     char uri[URI_MAX];
     char private_uri[URI_MAX + 16];
     const char *keytype = NULL;
@@ -584,8 +627,13 @@ int hsm_key_generate_blocking(struct hsm *hsm, const char *token_label, const ch
         goto out;
     }
     /* pkcs11-provider makes the private key CKA_SENSITIVE=true, CKA_EXTRACTABLE=false by default
-     * (checked by tests/hsm); CKA_TOKEN=true because the URI names a token object. */
+     * (checked by tests/hsm); CKA_TOKEN=true because the URI names a token object. Its default
+     * templates also allow decrypt, unwrap and derive: a key that signs OCSP responses, CRLs or
+     * time stamps must do nothing else, so the key usage is digitalSignature alone (CKA_SIGN
+     * and CKA_VERIFY true; CKA_DECRYPT, CKA_ENCRYPT, CKA_UNWRAP, CKA_WRAP, CKA_DERIVE false). */
     params[p++] = OSSL_PARAM_construct_utf8_string("pkcs11_uri", uri, 0);
+    params[p++] =
+        OSSL_PARAM_construct_utf8_string("pkcs11_key_usage", (char *)"digitalSignature", 0);
     if (group != NULL)
         params[p++] =
             OSSL_PARAM_construct_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, (char *)group, 0);
@@ -605,6 +653,18 @@ int hsm_key_generate_blocking(struct hsm *hsm, const char *token_label, const ch
     }
     UTIL_INFO(HSM_MOD, "generated %s key '%s' in token '%s'", hsm_alg_name(alg), label,
               token_label);
+    {
+        /* The token's defaults may still allow decrypt or unwrap (see p11usage.c): cleared. */
+        unsigned extra = 0;
+        char text[64];
+        if (hsm__key_extra_uses(hsm, token_label, label, (const unsigned char *)label,
+                                strlen(label), 1, &extra) != UTIL_OK) {
+            UTIL_WARN(HSM_MOD, "key '%s': could not check that it allows signing only", label);
+        } else if (extra != 0) {
+            extra_uses_text(extra, text, sizeof(text));
+            UTIL_WARN(HSM_MOD, "key '%s': the token keeps %s allowed besides signing", label, text);
+        }
+    }
     /* Load it back the way every later start will, so a key that cannot be found by its URI is
      * noticed now rather than at the next restart. */
     (void)snprintf(private_uri, sizeof(private_uri), "%s;type=private", uri); /* sized for it */

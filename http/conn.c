@@ -257,6 +257,13 @@ static int on_header_field(llhttp_t *parser, const char *at, size_t len)
     const struct http_limits *limits = &conn->lp->srv->cfg.limits;
     struct http__hdr *hdr = NULL;
 
+    /* Trailer fields of a chunked body (llhttp reports them through the header callbacks, after
+     * on_headers_complete) are dropped: a handler that asked for a header must never get a value
+     * the sender put after the body, where proxies and other intermediaries do not look (an
+     * Authorization or Content-Type there would otherwise decide what the request is). They
+     * still count against max_header_bytes, so a client cannot stream them without end. */
+    if (req->headers_done)
+        return header_bytes_add(conn, req, len) == 0 ? 0 : reject_in_parser(conn, 431);
     /* A field may arrive in pieces (split across reads); only the first piece opens a slot. */
     if (req->n_hdrs == 0 || req->in_value) {
         if (req->n_hdrs >= limits->max_headers)
@@ -300,7 +307,7 @@ static int on_header_field_complete(llhttp_t *parser)
     struct http_request *req = conn->cur;
     struct http__hdr *hdr = NULL;
 
-    if (req->n_hdrs == 0)
+    if (req->n_hdrs == 0 || req->headers_done) /* no field yet, or a trailer (dropped) */
         return 0;
     hdr = &req->hdrs[req->n_hdrs - 1];
     if (arena_nul(req) != 0)
@@ -318,6 +325,8 @@ static int on_header_value(llhttp_t *parser, const char *at, size_t len)
     struct http_request *req = conn->cur;
     struct http__hdr *hdr = NULL;
 
+    if (req->headers_done) /* a trailer's value: counted, dropped (see on_header_field) */
+        return header_bytes_add(conn, req, len) == 0 ? 0 : reject_in_parser(conn, 431);
     if (req->n_hdrs == 0)
         return 0;
     hdr = &req->hdrs[req->n_hdrs - 1];
@@ -333,6 +342,8 @@ static int on_header_value_complete(llhttp_t *parser)
 {
     struct http__conn *conn = parser->data;
 
+    if (conn->cur->headers_done)
+        return 0; /* a trailer's value: dropped */
     return arena_nul(conn->cur) == 0 ? 0 : reject_in_parser(conn, 503);
 }
 
@@ -414,7 +425,7 @@ static int on_message_complete(llhttp_t *parser)
     struct http__loop *lp = conn->lp;
     struct http_request *req = conn->cur;
 
-    /* Trailers of a chunked body land after the body; the body bytes stay where they are. */
+    /* The body is NUL-terminated for handlers that read it as text (trailers are never stored). */
     if (arena_nul(req) != 0)
         return reject_in_parser(conn, 503);
     conn->cur = NULL;

@@ -37,6 +37,10 @@ struct http_listener_config {
      * token may authenticate instead): the handshake succeeds without one, or with one that does
      * not verify, and http_request_peer_cert_verified tells the handler what was proven. */
     const char *tls_client_ca_file; /* trusted CA certificates for client certificates */
+    /* PEM CRLs of those CAs, or NULL (revocation not checked). When set, a client certificate
+     * that is revoked, or whose issuer has no current CRL in the file, does not verify. Read
+     * once, like the other files. */
+    const char *tls_client_crl_file;
 };
 
 struct http_limits {
@@ -125,7 +129,10 @@ int http_date_parse(const char *text, size_t len, int64_t *t);
 int http_etag_matches(const char *value, size_t len, const char *etag);
 /* RFC 9110 §13.2.2 for GET/HEAD of a representation with this ETag and Last-Modified time: 1 if
  * it may be answered 304 Not Modified. If-None-Match decides when present; otherwise
- * If-Modified-Since, when last_modified is not after it. */
+ * If-Modified-Since, when last_modified is not after it. Pass last_modified 0 when the Last-Modified
+ * second does not tell this representation from the one it replaced (both made in the same second):
+ * then only a matching ETag earns a 304, so that a cache revalidating a replaced OCSP response or
+ * CRL by date alone is never told to keep it. */
 int http_request_not_modified(const struct http_request *req, const char *etag,
                               int64_t last_modified);
 unsigned http_request_listener(const struct http_request *req); /* HTTP_PUBLIC or HTTP_ADMIN */
@@ -136,7 +143,8 @@ const char *http_request_peer(const struct http_request *req);
 /* 1 if the request arrived over TLS, else 0. */
 int http_request_tls(const struct http_request *req);
 /* 1 if the client presented a certificate that verified against the listener's
- * tls_client_ca_file during the handshake (chain, validity period, signatures), else 0. When 1
+ * tls_client_ca_file during the handshake (chain, validity period, signatures, an
+ * extendedKeyUsage with clientAuth, and not revoked when tls_client_crl_file is set), else 0. When 1
  * and subject is not NULL, the certificate's subject in RFC 2253 form is copied into subject
  * (NUL-terminated, truncated to len - 1 bytes). Authentication decisions are the caller's: this
  * says only what the handshake proved. */

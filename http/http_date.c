@@ -94,7 +94,8 @@ int http_request_not_modified(const struct http_request *req, const char *etag,
     const char *value = http_request_header(req, "If-None-Match", &len);
     int64_t since = 0;
 
-    /* §13.2.2: If-None-Match decides when present; If-Modified-Since only without it. */
+    /* §13.2.2: If-None-Match decides when present; If-Modified-Since only without it, and only
+     * for a representation whose Last-Modified is later than its predecessor's (> 0). */
     if (value != NULL)
         return etag != NULL && http_etag_matches(value, len, etag);
     value = http_request_header(req, "If-Modified-Since", &len);

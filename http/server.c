@@ -101,9 +101,11 @@ static int config_valid(const struct http_config *cfg)
             return 0;
         if (memchr(lc->host, '\0', sizeof(lc->host)) == NULL)
             return 0;
-        /* Key and client CA only make sense with a certificate. */
+        /* Key and client CA only make sense with a certificate, client CRLs with a client CA. */
         if (lc->tls_cert_file == NULL &&
             (lc->tls_key_file != NULL || lc->tls_client_ca_file != NULL))
+            return 0;
+        if (lc->tls_client_crl_file != NULL && lc->tls_client_ca_file == NULL)
             return 0;
     }
     if (l->max_connections < 1 || l->max_url < 1 || l->max_headers < 1 || l->max_header_bytes < 1)
@@ -148,6 +150,7 @@ int http_server_new(const struct http_config *cfg, struct http_server **out)
         srv->cfg.listeners[i].tls_cert_file = NULL;
         srv->cfg.listeners[i].tls_key_file = NULL;
         srv->cfg.listeners[i].tls_client_ca_file = NULL;
+        srv->cfg.listeners[i].tls_client_crl_file = NULL;
     }
     if (cfg->server_header != NULL) {
         srv->server_header = strdup(cfg->server_header);

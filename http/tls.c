@@ -6,8 +6,19 @@
 
 #include <openssl/err.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* 1 when cert says it is for TLS client authentication: an extendedKeyUsage extension that
+ * lists id-kp-clientAuth. OpenSSL's own purpose check accepts a certificate without the
+ * extension; an operator certificate must state its purpose, so one without it proves nothing
+ * (nor does anyExtendedKeyUsage, or serverAuth alone). */
+static int client_auth_eku(X509 *cert)
+{
+    return (X509_get_extension_flags(cert) & EXFLAG_XKUSAGE) != 0 &&
+           (X509_get_extended_key_usage(cert) & XKU_SSL_CLIENT) != 0;
+}
 
 /* Called for every certificate of the client's chain. The handshake goes on whatever the
  * outcome: a client certificate is optional on these listeners (a bearer token may be presented
@@ -17,10 +28,39 @@ static int verify_cb(int preverify_ok, X509_STORE_CTX *store_ctx)
 {
     SSL *ssl = X509_STORE_CTX_get_ex_data(store_ctx, SSL_get_ex_data_X509_STORE_CTX_idx());
     struct http__conn *conn = ssl != NULL ? SSL_get_app_data(ssl) : NULL;
+    X509 *cert = X509_STORE_CTX_get_current_cert(store_ctx);
 
-    if (!preverify_ok && conn != NULL)
+    if (conn == NULL)
+        return 1;
+    if (!preverify_ok)
+        conn->tls_verify_failed = 1;
+    if (X509_STORE_CTX_get_error_depth(store_ctx) == 0 && (cert == NULL || !client_auth_eku(cert)))
         conn->tls_verify_failed = 1;
     return 1;
+}
+
+/* Loads the CRLs of lc->tls_client_crl_file into ctx's store and makes every client certificate
+ * checked against them: one that is revoked, or whose issuer has no current CRL in the file
+ * (missing or past its nextUpdate), does not verify (fails closed). */
+static int load_client_crls(SSL_CTX *ctx, const struct http_listener_config *lc)
+{
+    X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+    X509_LOOKUP *lookup = X509_STORE_add_lookup(store, X509_LOOKUP_file());
+
+    if (lookup == NULL) {
+        util_log_openssl(UTIL_LOG_ERROR, "http", "cannot set up the TLS client CRL store");
+        return UTIL_ENOMEM;
+    }
+    if (X509_load_crl_file(lookup, lc->tls_client_crl_file, X509_FILETYPE_PEM) <= 0) {
+        util_log_openssl(UTIL_LOG_ERROR, "http", "TLS client CRL %s: cannot load a PEM CRL from it",
+                         lc->tls_client_crl_file);
+        return UTIL_ECONFIG;
+    }
+    if (X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK) != 1) {
+        util_log_openssl(UTIL_LOG_ERROR, "http", "cannot turn on CRL checking");
+        return UTIL_ENOMEM;
+    }
+    return UTIL_OK;
 }
 
 int http__tls_ctx_new(const struct http_listener_config *lc, SSL_CTX **out)
@@ -81,6 +121,12 @@ int http__tls_ctx_new(const struct http_listener_config *lc, SSL_CTX **out)
         }
         SSL_CTX_set_client_CA_list(ctx, ca_names); /* takes ownership */
         ca_names = NULL;
+        if (lc->tls_client_crl_file != NULL) {
+            rc = load_client_crls(ctx, lc);
+            if (rc != UTIL_OK)
+                goto out;
+            rc = UTIL_ECONFIG;
+        }
         /* SSL_VERIFY_PEER without FAIL_IF_NO_PEER_CERT: asked for, not required. */
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, verify_cb);
         SSL_CTX_set_verify_depth(ctx, 4);

@@ -168,6 +168,7 @@ struct ocsp_stats {
     uint64_t index_entries;
     uint64_t cache_entries, cache_bytes;
     uint64_t presign_backlog; /* responses due found by the last sweep + urgent re-signs queued */
+    uint64_t presign_failing; /* entries whose signature keeps failing, retried with back-off */
     int64_t visible_feed_id;
 };
 void ocsp_stats_get(const struct ocsp_responder *resp, struct ocsp_stats *out);

@@ -84,10 +84,13 @@ static void respond_error(struct ocsp_responder *resp, struct http_request *req,
 
 /* Serves a signed response. no_store: a nonce response, unique to its request. */
 static void respond_signed(struct ocsp_responder *resp, struct http_request *req,
-                           const struct ocsp__cached *c, int no_store)
+                           const struct ocsp__plan *plan, const struct ocsp__cached *c,
+                           int no_store)
 {
     struct http_response r;
     char headers[512];
+    size_t ims_len = 0;
+    int64_t last_modified = c->this_update;
 
     memset(&r, 0, sizeof(r));
     r.status = 200;
@@ -106,7 +109,15 @@ static void respond_signed(struct ocsp_responder *resp, struct http_request *req
                        "%sCache-Control: max-age=%lld, public, no-transform, must-revalidate\r\n",
                        c->headers, (long long)max_age);
         r.headers = headers;
-        if (http_request_not_modified(req, c->etag, c->this_update)) {
+        /* Revalidation never resurrects another status: a Last-Modified second that a response
+         * of the state before a change may share earns no 304 by date, only by ETag. Asked only
+         * when the request has a date to compare (the hot path takes no second lock). */
+        if (http_request_header(req, "If-Modified-Since", &ims_len) != NULL &&
+            !(plan->cache_index ? ocsp__index_ims_ok(resp->index, plan->issuer, plan->serial,
+                                                     plan->serial_len, c->this_update)
+                                : ocsp__ims_ok(resp, c->this_update)))
+            last_modified = 0;
+        if (http_request_not_modified(req, c->etag, last_modified)) {
             OCSP__STAT(resp, not_modified);
             r.status = 304;
             r.content_type = NULL;
@@ -201,10 +212,13 @@ static void job_done(void *opaque, int result)
     if (c != NULL) {
         if (job->plan.cache_index) {
             OCSP__STAT(resp, signed_miss);
-            (void)ocsp__index_install(resp->index, job->plan.issuer, job->plan.serial,
-                                      job->plan.serial_len, job->plan.alg, job->plan.feed_id, c);
             /* 0 = the certificate changed meanwhile: this answer was right when asked, and is
-             * served to the waiters, but not kept. */
+             * served to the waiters, but not kept; its Last-Modified may be the second of the
+             * new status's response, which If-Modified-Since must then not confirm. */
+            if (!ocsp__index_install(resp->index, job->plan.issuer, job->plan.serial,
+                                     job->plan.serial_len, job->plan.alg, job->plan.feed_id, c))
+                ocsp__index_note_changed(resp->index, job->plan.issuer, job->plan.serial,
+                                         job->plan.serial_len, job->this_update);
         } else {
             OCSP__STAT(resp, signed_live);
             if (job->plan.cache_recent)
@@ -212,7 +226,7 @@ static void job_done(void *opaque, int result)
                                  job->plan.serial_len, c, job->plan.recent_gen);
         }
         for (int i = 0; i < job->n_waiters; i++)
-            respond_signed(resp, job->waiters[i], c, job->plan.use_nonce);
+            respond_signed(resp, job->waiters[i], &job->plan, c, job->plan.use_nonce);
         ocsp__cached_unref(c);
     } else {
         for (int i = 0; i < job->n_waiters; i++)
@@ -315,7 +329,7 @@ static void answer_der(struct ocsp_responder *resp, struct http_request *req,
     switch (plan.kind) {
     case OCSP__PLAN_CACHED:
         OCSP__STAT(resp, served_cached);
-        respond_signed(resp, req, plan.cached, 0);
+        respond_signed(resp, req, &plan, plan.cached, 0);
         ocsp__plan_cleanup(&plan);
         break;
     case OCSP__PLAN_SIGN: execute_sign(resp, req, &plan, nonce_slot); break;

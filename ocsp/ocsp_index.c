@@ -40,12 +40,19 @@ struct entry {
     int8_t reason;
     uint8_t referenced; /* CLOCK bit */
     uint16_t issuer;
+    /* Low 16 bits of the second of the last change (or of an answer of the state before it): see
+     * ocsp__index_ims_ok. It fills the padding before revoked_at, so it costs no memory. */
+    uint16_t changed_lo;
     int64_t revoked_at;
     int64_t invalidity_date;
     int64_t not_after;
     int64_t feed_id;
     struct ocsp__cached *resp[OCSP__N_ALGS];
 };
+/* changed_lo sits in the padding: the entry keeps its size (see the DESIGN's bytes per cert). */
+_Static_assert(sizeof(struct entry) ==
+                   16 + 4 * sizeof(int64_t) + OCSP__N_ALGS * sizeof(struct ocsp__cached *),
+               "struct entry grew");
 
 struct shard {
     pthread_mutex_t mutex;
@@ -259,11 +266,44 @@ int ocsp__index_put(struct ocsp__index *idx, int issuer, const unsigned char *se
     e->invalidity_date = st->invalidity_date;
     e->not_after = st->not_after;
     e->feed_id = st->feed_id;
+    e->changed_lo = (uint16_t)st->changed_sec;
     drop_responses(s, e);
     *changed = 1;
 out:
     pthread_mutex_unlock(&s->mutex);
     return rc;
+}
+
+int ocsp__index_ims_ok(struct ocsp__index *idx, int issuer, const unsigned char *serial,
+                       size_t serial_len, int64_t this_update)
+{
+    uint64_t h = key_hash(idx->seed, issuer, serial, serial_len);
+    struct shard *s = shard_of(idx, h);
+    struct entry *e;
+    int ok = 1;
+
+    pthread_mutex_lock(&s->mutex);
+    e = probe(s, (uint32_t)h, issuer, serial, serial_len, NULL);
+    /* Modulo 2^16 s (18 h): a response made 18 h after a change may be refused too (harmless:
+     * a 200 instead of a 304), one made in the window never passes. */
+    if (e != NULL && (uint16_t)(e->changed_lo - (uint16_t)this_update) < OCSP__IMS_WINDOW)
+        ok = 0;
+    pthread_mutex_unlock(&s->mutex);
+    return ok;
+}
+
+void ocsp__index_note_changed(struct ocsp__index *idx, int issuer, const unsigned char *serial,
+                              size_t serial_len, int64_t sec)
+{
+    uint64_t h = key_hash(idx->seed, issuer, serial, serial_len);
+    struct shard *s = shard_of(idx, h);
+    struct entry *e;
+
+    pthread_mutex_lock(&s->mutex);
+    e = probe(s, (uint32_t)h, issuer, serial, serial_len, NULL);
+    if (e != NULL)
+        e->changed_lo = (uint16_t)sec;
+    pthread_mutex_unlock(&s->mutex);
 }
 
 int ocsp__index_lookup(struct ocsp__index *idx, int issuer, const unsigned char *serial,

@@ -57,6 +57,9 @@ struct ocsp__status {
     int64_t invalidity_date; /* 0 = none (RFC 5280 5.3.2, sent as a singleExtension) */
     int64_t not_after;
     int64_t feed_id; /* version: id of the last change applied (or loaded) */
+    /* put: the second the change was applied (at load: of the store's latest change), kept for
+     * ocsp__index_ims_ok; lookups do not fill it. */
+    int64_t changed_sec;
 };
 
 struct ocsp__index;
@@ -75,6 +78,17 @@ int ocsp__index_put(struct ocsp__index *idx, int issuer, const unsigned char *se
 int ocsp__index_lookup(struct ocsp__index *idx, int issuer, const unsigned char *serial,
                        size_t serial_len, int alg, struct ocsp__status *st,
                        struct ocsp__cached **cached);
+/* If-Modified-Since may earn a 304 for an entry's response with this thisUpdate unless it lies in
+ * the OCSP__IMS_WINDOW seconds up to the entry's last change (or noted answer): a response of
+ * another status may then have been handed out with the same Last-Modified second. 1 also when
+ * the entry is unknown. */
+#define OCSP__IMS_WINDOW 16
+int ocsp__index_ims_ok(struct ocsp__index *idx, int issuer, const unsigned char *serial,
+                       size_t serial_len, int64_t this_update);
+/* Notes that a response with this thisUpdate and a status the entry no longer has was handed out
+ * (a live answer signed from the state before a change). */
+void ocsp__index_note_changed(struct ocsp__index *idx, int issuer, const unsigned char *serial,
+                              size_t serial_len, int64_t sec);
 /* Installs c for alg if the entry still has feed_id (else the response is stale: returns 0). Takes
  * its own reference. May evict other responses of the shard to stay under the cap. */
 int ocsp__index_install(struct ocsp__index *idx, int issuer, const unsigned char *serial,
@@ -139,8 +153,8 @@ struct ocsp__parsed {
     size_t nonce_len;        /* length of the nonce value */
 };
 /* Parses a DER OCSPRequest. Protocol problems are data: out->status = MALFORMEDREQUEST (bad DER,
- * trailing bytes, no or more than max_certids CertIDs, serial longer than STORE_SERIAL_MAX, nonce
- * outside 1..128 octets). Returns 0, or UTIL_ENOMEM. Always run ocsp__parsed_cleanup. */
+ * trailing bytes, no or more than max_certids CertIDs, a CertID hashAlgorithm with parameters
+ * other than absent or NULL, serial longer than STORE_SERIAL_MAX, nonce outside 1..128 octets). Returns 0, or UTIL_ENOMEM. Always run ocsp__parsed_cleanup. */
 int ocsp__request_parse(const unsigned char *der, size_t len, int max_certids,
                         struct ocsp__parsed *out);
 void ocsp__parsed_cleanup(struct ocsp__parsed *p);
@@ -294,6 +308,10 @@ struct ocsp_responder {
     size_t urgent_len;
     int64_t applied_feed_id;
     _Atomic int64_t visible_feed_id;
+    /* The second of the latest status change applied (at load: committed), or of a live answer
+     * signed from the state before a change: a response whose thisUpdate is not later may have
+     * the Last-Modified of a response with another status (see ocsp__ims_ok). Only rises. */
+    _Atomic int64_t changed_sec;
 
     _Atomic int nonce_inflight;
 
@@ -314,9 +332,17 @@ struct ocsp_responder {
         char pad[64];
     } st[OCSP__STAT_STRIPES];
     _Atomic uint64_t presign_backlog; /* a gauge: one writer, the pre-signer */
+    _Atomic uint64_t presign_failing; /* a gauge: entries in back-off; one writer, the pre-signer */
 };
 
 #define OCSP__URGENT_MAX 65536
+
+/* For answers the index does not hold (unknown serials): whether If-Modified-Since may answer 304
+ * for a response with this thisUpdate, decided when it is served: only when it is later than
+ * changed_sec. Otherwise only its ETag earns a 304. */
+int ocsp__ims_ok(struct ocsp_responder *resp, int64_t this_update);
+/* Raises changed_sec to sec. Any thread. */
+void ocsp__note_change(struct ocsp_responder *resp, int64_t sec);
 
 /* Registers the HTTP handlers (ocsp_http.c). */
 int ocsp__http_register(struct ocsp_responder *resp, struct http_server *srv);

@@ -143,6 +143,43 @@ static int alg_of(const ASN1_OBJECT *obj)
     }
 }
 
+/* 1 when the CertID's hashAlgorithm has no parameters or NULL ones, the only forms its hash
+ * algorithms define (RFC 5754 §2: SHA-2 parameters absent, or NULL from implementations that put
+ * it; RFC 3279 for SHA-1), else 0. Anything else is a client's bytes that the response would
+ * repeat: refused, so that no response carries them (issue 15.2). OpenSSL keeps the
+ * AlgorithmIdentifier opaque, so it is read from the CertID's DER: SEQUENCE { SEQUENCE { OID,
+ * params } ... }, the inner SEQUENCE's content past the OID must be empty or NULL (05 00). */
+static int certid_params_ok(const OCSP_CERTID *cid)
+{
+    unsigned char *der = NULL;
+    const unsigned char *p, *alg_end;
+    long len = 0, rest;
+    int der_len = i2d_OCSP_CERTID((OCSP_CERTID *)cid, &der);
+    int tag = 0, xclass = 0, ok = 0;
+
+    if (der_len <= 0) {
+        ERR_clear_error(); /* cannot be encoded again: not a CertID this server answers */
+        return 0;
+    }
+    p = der;
+    /* The outer SEQUENCE, then the AlgorithmIdentifier SEQUENCE, then its OID. */
+    if ((ASN1_get_object(&p, &len, &tag, &xclass, der_len) & 0x80) != 0 || tag != V_ASN1_SEQUENCE)
+        goto out;
+    rest = (long)(der + der_len - p);
+    if ((ASN1_get_object(&p, &len, &tag, &xclass, rest) & 0x80) != 0 || tag != V_ASN1_SEQUENCE)
+        goto out;
+    alg_end = p + len;
+    rest = len;
+    if ((ASN1_get_object(&p, &len, &tag, &xclass, rest) & 0x80) != 0 || tag != V_ASN1_OBJECT)
+        goto out;
+    p += len;
+    ok = p == alg_end || (alg_end - p == 2 && p[0] == V_ASN1_NULL && p[1] == 0);
+out:
+    ERR_clear_error(); /* a parse failure above is the client's, not ours */
+    OPENSSL_free(der);
+    return ok;
+}
+
 /* RFC 9654: extnValue holds the DER of Nonce ::= OCTET STRING. Some old clients put the raw bytes
  * there instead; then the raw length is the nonce length. Either way the extension is echoed
  * verbatim. */
@@ -200,6 +237,8 @@ int ocsp__request_parse(const unsigned char *der, size_t len, int max_certids,
         id->cid = OCSP_onereq_get0_id(one);
         if (id->cid == NULL || OCSP_id_get0_info(&name_hash, &md, &key_hash, &serial, id->cid) != 1)
             return UTIL_OK;
+        if (!certid_params_ok(id->cid))
+            return UTIL_OK; /* malformedRequest */
         id->alg = alg_of(md);
         id->name_hash = ASN1_STRING_get0_data(name_hash);
         id->name_hash_len = (size_t)ASN1_STRING_length(name_hash);

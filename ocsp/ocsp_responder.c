@@ -17,7 +17,12 @@
  * - Invariants: a response is installed only if the entry's version (feed_id) is the one it was
  *   signed from; cached responses are immutable and swapped by pointer.
  * - Failure: a failed batch (HSM down, queue full) leaves the urgent items queued and the sweep
- *   retries after a back-off; requests meanwhile get tryLater only if nothing valid is cached. */
+ *   retries after a back-off; requests meanwhile get tryLater only if nothing valid is cached.
+ *   An entry whose own signature keeps failing (a stored time or reason that cannot be encoded,
+ *   written behind the store's checks) is retried with a per-entry exponential back-off, bounded
+ *   at BACKOFF_LIMIT_S, counted (presign_errors, the presign_failing gauge) and logged at most
+ *   once per BACKOFF_LOG_MS; a sweep that installed nothing sleeps a second, so the pre-signer
+ *   never spins on entries it cannot sign. */
 #include "ocsp_int.h"
 
 #include <hsm/hsm.h>
@@ -237,6 +242,24 @@ static int issuer_by_store_id(const struct ocsp_responder *resp, int64_t id)
     return -1;
 }
 
+void ocsp__note_change(struct ocsp_responder *resp, int64_t sec)
+{
+    int64_t seen = atomic_load(&resp->changed_sec);
+    while (sec > seen && !atomic_compare_exchange_weak(&resp->changed_sec, &seen, sec))
+        ;
+}
+
+int ocsp__ims_ok(struct ocsp_responder *resp, int64_t this_update)
+{
+    return this_update > atomic_load(&resp->changed_sec);
+}
+
+static int note_head_change(void *ctx, const struct store_change *change)
+{
+    ocsp__note_change(ctx, change->at_ms / 1000);
+    return 0;
+}
+
 struct load_ctx {
     struct ocsp_responder *resp;
     int issuer;
@@ -253,6 +276,9 @@ static int load_one(void *opaque, const struct store_cert *cert)
         .invalidity_date = cert->invalidity_date,
         .not_after = cert->not_after,
         .feed_id = cert->feed_id,
+        /* Its own change time is not loaded: the store's latest change is a bound (a previous
+         * process may have served another status in that second). */
+        .changed_sec = atomic_load(&lc->resp->changed_sec),
     };
     int changed;
     lc->rc = ocsp__index_put(lc->resp->index, lc->issuer, cert->serial, cert->serial_len, &st, 0,
@@ -272,6 +298,12 @@ int ocsp_responder_load_blocking(struct ocsp_responder *resp, struct store *stor
     rc = store_feed_head_blocking(store, &head);
     if (rc != UTIL_OK)
         return rc;
+    /* A previous process may have served another status in the second of the latest change. */
+    if (head > 0) {
+        rc = store_feed_read_blocking(store, head - 1, 1, note_head_change, resp);
+        if (rc < 0)
+            return rc;
+    }
     for (int i = 0; i < resp->n_issuers; i++) {
         struct load_ctx lc = {resp, i, UTIL_OK};
         rc = store_cert_iterate_blocking(store, resp->issuers[i].store_id, STORE_ITER_ALL, load_one,
@@ -326,6 +358,9 @@ int ocsp_responder_apply_change(struct ocsp_responder *resp, const struct store_
         rc = UTIL_ENOMEM;
         goto out;
     }
+    /* The global mark for answers outside the index (unknown serials that become known). */
+    ocsp__note_change(resp, (int64_t)time(NULL));
+    st.changed_sec = (int64_t)time(NULL);
     st.status = change->cert.status;
     st.reason = change->cert.reason;
     st.revoked_at = change->cert.revoked_at;
@@ -541,6 +576,22 @@ static int match_issuer(const struct ocsp_responder *resp, const struct ocsp__re
     return -1;
 }
 
+/* The server's own CertID for (issuer, serial) with a cached algorithm (SHA-1 or SHA-256):
+ * the one every cached response carries, whoever asked first. NULL when out of memory. */
+static OCSP_CERTID *canonical_certid(const struct ocsp_responder *resp, int issuer, int alg,
+                                     const unsigned char *serial, size_t serial_len)
+{
+    const struct ocsp__issuer *is = &resp->issuers[issuer];
+    ASN1_INTEGER *ai = ocsp__serial_to_asn1(serial, serial_len);
+    OCSP_CERTID *cid = NULL;
+    if (ai == NULL)
+        return NULL;
+    cid = OCSP_cert_id_new(alg == OCSP__SHA1 ? EVP_sha1() : EVP_sha256(),
+                           X509_get_subject_name(is->cert), X509_get0_pubkey_bitstr(is->cert), ai);
+    ASN1_INTEGER_free(ai);
+    return cid;
+}
+
 static void plan_error(struct ocsp__plan *plan, int status)
 {
     plan->kind = OCSP__PLAN_ERROR;
@@ -661,8 +712,13 @@ int ocsp__plan_request(struct ocsp_responder *resp, const unsigned char *der, si
         } else {
             ocsp__cached_unref(cached);
         }
-        /* The response repeats the request's CertID exactly. */
-        plan->singles[i].cid = OCSP_CERTID_dup(id->cid);
+        /* A response that will be cached for every client carries the server's own CertID
+         * (parameters NULL, as OCSP_cert_id_new and the pre-signer make them), never the
+         * client's encoding of it: what one client sent must not reach the others. A response
+         * for this client alone (nonce, several CertIDs, SHA-384/512) repeats its CertID. */
+        plan->singles[i].cid = fast
+                                   ? canonical_certid(resp, is, id->alg, id->serial, id->serial_len)
+                                   : OCSP_CERTID_dup(id->cid);
         if (plan->singles[i].cid == NULL) {
             rc = UTIL_ENOMEM;
             goto out;
@@ -695,6 +751,107 @@ void ocsp__plan_cleanup(struct ocsp__plan *plan)
 
 /* ---- pre-signer ----------------------------------------------------------------------------- */
 
+/* Per-entry back-off, owned by the pre-signer thread (no lock). */
+#define BACKOFF_MAX 1024     /* failing entries remembered; past it the next one due is reused */
+#define BACKOFF_FIRST_S 1    /* the first retry after a failure */
+#define BACKOFF_LIMIT_S 300  /* an entry that keeps failing is tried at most every 5 minutes */
+#define BACKOFF_LOG_MS 10000 /* at most one log line per 10 s about failing entries */
+
+struct backoff_rec {
+    int issuer, alg;
+    unsigned char serial[STORE_SERIAL_MAX];
+    size_t serial_len;
+    int64_t feed_id; /* the version that failed: a new change to the entry gets a fresh attempt */
+    unsigned failures;
+    int64_t retry_at; /* unix seconds */
+};
+
+struct backoff {
+    struct backoff_rec recs[BACKOFF_MAX];
+    size_t n;
+    int64_t logged_ms; /* monotonic time of the last log line */
+    uint64_t unlogged; /* failures since that line */
+};
+
+static struct backoff_rec *backoff_find(struct backoff *bo, const struct ocsp__due *d)
+{
+    for (size_t i = 0; i < bo->n; i++) {
+        struct backoff_rec *r = &bo->recs[i];
+        if (r->issuer == d->issuer && r->alg == d->alg && r->serial_len == d->serial_len &&
+            memcmp(r->serial, d->serial, d->serial_len) == 0)
+            return r;
+    }
+    return NULL;
+}
+
+/* Removes from items those backing off at now; returns how many are left. */
+static size_t backoff_filter(struct backoff *bo, struct ocsp__due *items, size_t n, int64_t now)
+{
+    size_t kept = 0;
+    for (size_t i = 0; i < n; i++) {
+        const struct backoff_rec *r = bo->n > 0 ? backoff_find(bo, &items[i]) : NULL;
+        if (r != NULL && r->feed_id == items[i].st.feed_id && r->retry_at > now)
+            continue;
+        if (kept != i)
+            items[kept] = items[i];
+        kept++;
+    }
+    return kept;
+}
+
+/* Records the outcome of one item's signature. An HSM that is down or busy is not the entry's
+ * fault (the whole batch backs off instead), so only other failures count against it. */
+static void backoff_note(struct ocsp_responder *resp, struct backoff *bo, const struct ocsp__due *d,
+                         int result, int64_t now)
+{
+    struct backoff_rec *r = backoff_find(bo, d);
+    int64_t delay = BACKOFF_LIMIT_S;
+    char hex[2 * STORE_SERIAL_MAX + 1];
+
+    if (result == UTIL_OK || result == UTIL_EHSM || result == UTIL_EBUSY) {
+        if (result == UTIL_OK && r != NULL)
+            *r = bo->recs[--bo->n];
+        atomic_store(&resp->presign_failing, bo->n);
+        return;
+    }
+    if (r == NULL) {
+        if (bo->n < BACKOFF_MAX) {
+            r = &bo->recs[bo->n++];
+        } else {
+            /* Full: reuse the record due soonest; that entry is then tried like a new one. */
+            r = &bo->recs[0];
+            for (size_t i = 1; i < bo->n; i++)
+                if (bo->recs[i].retry_at < r->retry_at)
+                    r = &bo->recs[i];
+        }
+        memset(r, 0, sizeof(*r));
+        r->issuer = d->issuer;
+        r->alg = d->alg;
+        memcpy(r->serial, d->serial, d->serial_len);
+        r->serial_len = d->serial_len;
+    }
+    if (r->feed_id != d->st.feed_id)
+        r->failures = 0;
+    r->feed_id = d->st.feed_id;
+    r->failures++;
+    if (r->failures <= 9 && (BACKOFF_FIRST_S << (r->failures - 1)) < BACKOFF_LIMIT_S)
+        delay = BACKOFF_FIRST_S << (r->failures - 1);
+    r->retry_at = now + delay;
+    atomic_store(&resp->presign_failing, bo->n);
+    bo->unlogged++;
+    if (bo->logged_ms != 0 && util_mono_ms() - bo->logged_ms < BACKOFF_LOG_MS)
+        return;
+    util_hex(d->serial, d->serial_len, hex);
+    UTIL_ERROR(OCSP_MOD,
+               "pre-signer: cannot sign serial %s of issuer %s (change %lld): %s; failed %u "
+               "time(s), next attempt in %lld s; OCSP answers tryLater for it. %zu entries "
+               "failing, %llu failures since the last such line. Check its stored revocation.",
+               hex, resp->issuers[d->issuer].name, (long long)d->st.feed_id, util_strerror(result),
+               r->failures, (long long)delay, bo->n, (unsigned long long)bo->unlogged);
+    bo->logged_ms = util_mono_ms();
+    bo->unlogged = 0;
+}
+
 struct presign_batch {
     struct ocsp_responder *resp;
     size_t n;
@@ -708,16 +865,7 @@ struct presign_batch {
 
 static OCSP_CERTID *certid_for(const struct ocsp_responder *resp, const struct ocsp__due *d)
 {
-    const struct ocsp__issuer *is = &resp->issuers[d->issuer];
-    ASN1_INTEGER *serial = ocsp__serial_to_asn1(d->serial, d->serial_len);
-    OCSP_CERTID *cid = NULL;
-    if (serial == NULL)
-        return NULL;
-    cid = OCSP_cert_id_new(d->alg == OCSP__SHA1 ? EVP_sha1() : EVP_sha256(),
-                           X509_get_subject_name(is->cert), X509_get0_pubkey_bitstr(is->cert),
-                           serial);
-    ASN1_INTEGER_free(serial);
-    return cid;
+    return canonical_certid(resp, d->issuer, d->alg, d->serial, d->serial_len);
 }
 
 /* Runs on a signing thread: signs every item of the batch, stops at the first HSM failure. */
@@ -753,7 +901,8 @@ static int presign_work(void *thread_state, void *opaque)
 
 /* Signs and installs a batch. Returns the number installed, or a negative error when the HSM could
  * not be used at all (then the caller backs off). */
-static int presign_run(struct ocsp_responder *resp, struct ocsp__due *items, size_t n)
+static int presign_run(struct ocsp_responder *resp, struct ocsp__due *items, size_t n,
+                       struct backoff *bo, int64_t now)
 {
     struct presign_batch b;
     int rc;
@@ -784,6 +933,8 @@ static int presign_run(struct ocsp_responder *resp, struct ocsp__due *items, siz
         if (b.results[i] != UTIL_OK || b.der[i] == NULL) {
             if (rc == UTIL_OK || rc == UTIL_EHSM)
                 OCSP__STAT(resp, presign_errors);
+            backoff_note(resp, bo, &items[i], b.results[i] != UTIL_OK ? b.results[i] : UTIL_EHSM,
+                         now);
             continue;
         }
         validity = b.next_update[i] - b.this_update[i];
@@ -796,6 +947,7 @@ static int presign_run(struct ocsp_responder *resp, struct ocsp__due *items, siz
                                 items[i].alg, items[i].st.feed_id, c)) {
             installed++;
             OCSP__STAT(resp, presigned);
+            backoff_note(resp, bo, &items[i], UTIL_OK, now);
         }
         ocsp__cached_unref(c);
     }
@@ -879,10 +1031,14 @@ static void *presign_main(void *opaque)
     size_t batch = (size_t)resp->cfg.presign_batch;
     struct ocsp__due *items = calloc(batch, sizeof(*items));
     struct ocsp__scan scan = {0, 0, 0};
+    struct backoff *bo = calloc(1, sizeof(*bo));
     size_t sweep_found = 0;
+    size_t sweep_installed = 0;
     int64_t last_visible = atomic_load(&resp->visible_feed_id);
 
-    if (items == NULL) {
+    if (items == NULL || bo == NULL) {
+        free(items);
+        free(bo);
         UTIL_ERROR(OCSP_MOD, "pre-signer: out of memory, responses will be signed on demand");
         return NULL;
     }
@@ -900,9 +1056,10 @@ static void *presign_main(void *opaque)
         pthread_mutex_unlock(&resp->mutex);
 
         looked = urgent_collect(resp, items, batch, &n, now);
+        n = backoff_filter(bo, items, n, now);
         if (looked > 0) {
             if (n > 0)
-                rc = presign_run(resp, items, n);
+                rc = presign_run(resp, items, n, bo, now);
             if (rc >= 0)
                 urgent_pop(resp, looked);
         } else {
@@ -915,15 +1072,21 @@ static void *presign_main(void *opaque)
                 skip_before = now - resp->cfg.expired_retention_seconds;
             n = ocsp__index_collect_due(resp->index, &scan, now, allow_new, skip_before, items,
                                         batch);
+            n = backoff_filter(bo, items, n, now);
             sweep_found += n;
             if (n > 0)
-                rc = presign_run(resp, items, n);
+                rc = presign_run(resp, items, n, bo, now);
+            if (rc > 0)
+                sweep_installed += (size_t)rc;
             if (scan.wrapped) {
                 pthread_mutex_lock(&resp->mutex);
                 atomic_store(&resp->presign_backlog, sweep_found + resp->urgent_len);
                 pthread_mutex_unlock(&resp->mutex);
-                idle = sweep_found == 0;
+                /* A pass that signed nothing, whatever it found, waits: what failed is retried
+                 * after its back-off, never in a loop. */
+                idle = sweep_installed == 0;
                 sweep_found = 0;
+                sweep_installed = 0;
             }
         }
         if (resp->cfg.on_visible != NULL) {
@@ -950,6 +1113,7 @@ static void *presign_main(void *opaque)
         }
     }
     free(items);
+    free(bo);
     return NULL;
 }
 
@@ -1042,6 +1206,7 @@ void ocsp_stats_get(const struct ocsp_responder *cresp, struct ocsp_stats *out)
     GET(presign_errors);
 #undef GET
     out->presign_backlog = atomic_load_explicit(&resp->presign_backlog, memory_order_relaxed);
+    out->presign_failing = atomic_load_explicit(&resp->presign_failing, memory_order_relaxed);
     ocsp__index_counts(resp->index, &counts);
     out->index_entries = counts.entries;
     out->cache_entries = counts.cached;
@@ -1080,6 +1245,7 @@ size_t ocsp_stats_format(const struct ocsp_responder *resp, char *buf, size_t le
         {"pkiva_ocsp_cache_entries", "gauge", "", 0},
         {"pkiva_ocsp_cache_bytes", "gauge", "", 0},
         {"pkiva_ocsp_presign_backlog", "gauge", "", 0},
+        {"pkiva_ocsp_presign_failing", "gauge", "", 0},
     };
     uint64_t values[sizeof(rows) / sizeof(rows[0])];
     size_t used = 0;
@@ -1094,7 +1260,7 @@ size_t ocsp_stats_format(const struct ocsp_responder *resp, char *buf, size_t le
                               st.signed_live,     st.signed_miss,      st.nonce_requests,
                               st.nonce_rejected,  st.presigned,        st.presign_errors,
                               st.cache_evictions, st.index_entries,    st.cache_entries,
-                              st.cache_bytes,     st.presign_backlog};
+                              st.cache_bytes,     st.presign_backlog,  st.presign_failing};
         memcpy(values, v, sizeof(values));
     }
     if (len > 0)

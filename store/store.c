@@ -24,25 +24,55 @@
  *   seen" never misses one.
  * - A CRL number or TSA serial block, once returned, is committed, so it is never handed out again.
  * - The audit log is a hash chain from record 1; ids are contiguous and never reused.
+ * - Every change of a certificate (feed row, with its revocation row) is covered by exactly one
+ *   audit record written in the same transaction: the public write functions open a transaction
+ *   (a savepoint inside a caller's), make the change, write the record, and commit both or
+ *   neither. A record names the feed ids it covers (one change, or an import batch) and a digest
+ *   of those rows and their revocation rows; an idempotent repeat changes nothing and writes no
+ *   record. Record details are JSON built with jansson, never pasted strings.
+ *
+ * Audit log and insiders. Anyone who can write the database can recompute a plain hash chain, so
+ * the chain is anchored in the HSM by seals: signatures (made through a caller's signer, in
+ * practice the first issuer's CA key, cli/audit.c) over the hashes of a run of records. Seals
+ * tile the log from record 1: signed outside the write lock, inserted under it only if no seal
+ * came first, so they never overlap.
+ * store_audit_verify_blocking then checks, offline with the public certificates: the chain, every
+ * seal and every sealed record against it, that every feed row is covered by one record with a
+ * matching digest, and that each certificate's status replays from its changes (legal transitions
+ * only: back to good only from hold). What it cannot see: records written after the last seal can
+ * still be rewritten by an insider (reported as "not yet sealed"); removing every seal turns the
+ * whole log into "not yet sealed", which `--sealed` refuses and an anchor written down outside the
+ * machine catches; the issuers table and the CRL/TSA tables other than their audit records are
+ * not replayed.
  *
  * Failure modes. Lock contention beyond the busy timeout is UTIL_ELOCKED (retry later), a full disk
  * UTIL_ENOSPC, anything else from the database UTIL_ESTORE, each with a log line naming the
  * operation and the database's message. A failed write leaves nothing behind. */
 
+#include <inttypes.h>
+#include <jansson.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/rsa.h>
+#include <openssl/x509.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include "store/store.h"
 #include "store/store_int.h"
 #include "util/util.h"
 
-/* The audit hash input starts with this tag so that a record hash can never be confused with a
- * hash computed for another purpose over similar bytes; bump the version if the encoding changes.
- */
-static const char audit_domain[] = "pkiva-audit-v1";
+/* Every hash and signature input of the audit log starts with its own tag, so that none can be
+ * confused with another, or with anything else a key signs (none of them starts like DER); bump
+ * the version when an encoding changes. v1 records (before schema 2) stay verifiable. */
+static const char audit_domain_v1[] = "pkiva-audit-v1";
+static const char audit_domain_v2[] = "pkiva-audit-v2";
+static const char changes_domain[] = "pkiva-audit-changes-v1";
+static const char seal_domain[] = "pkiva-audit-seal-v1";
 
 static const struct {
     int reason;
@@ -110,6 +140,20 @@ static int serial_ok(const unsigned char *serial, size_t serial_len)
     return serial != NULL && serial_len >= 1 && serial_len <= STORE_SERIAL_MAX;
 }
 
+/* Ends the transaction a write function opened around its change and its audit record: commits
+ * when rc is 0 (or releases the savepoint inside a caller's transaction), else undoes both. */
+static int tx_end(struct store *store, int rc)
+{
+    if (rc != 0) {
+        (void)store->ops->rollback(store); /* undoes the change; rc says why */
+        return rc;
+    }
+    return store->ops->commit(store);
+}
+
+static int audit_cert_change(struct store *store, const char *actor, const char *action,
+                             const struct store_cert *c, const char *request_id);
+
 /* ---- open/close ----------------------------------------------------------------------------- */
 
 int store_open_blocking(const char *path, int flags, struct store **out)
@@ -151,6 +195,7 @@ int store_begin_blocking(struct store *store)
 {
     if (store == NULL)
         return UTIL_EINVAL;
+    store->errmsg[0] = '\0';
     return store->ops->begin(store);
 }
 
@@ -193,6 +238,7 @@ int store_issuer_get_blocking(struct store *store, const char *name, struct stor
 {
     if (store == NULL || name == NULL || out == NULL)
         return UTIL_EINVAL;
+    store->errmsg[0] = '\0';
     memset(out, 0, sizeof(*out));
     if (!util_name_valid(name))
         return UTIL_ENOTFOUND;
@@ -218,13 +264,25 @@ int store_cert_add_blocking(struct store *store, const struct store_cert_new *ce
 
     if (store == NULL || cert == NULL || cert->issuer_id <= 0)
         return UTIL_EINVAL;
+    store->errmsg[0] = '\0';
     if (!serial_ok(cert->serial, cert->serial_len)) {
         UTIL_ERROR(STORE_MOD, "cert add: serial must be 1-%d octets", STORE_SERIAL_MAX);
         return UTIL_EINVAL;
     }
     if (cert->cert_der == NULL && cert->cert_len != 0)
         return UTIL_EINVAL;
+    rc = store->ops->begin(store);
+    if (rc != 0)
+        return rc;
     rc = store->ops->cert_add(store, cert, NULL, &feed_id, &created);
+    if (rc == 0 && created) {
+        struct store_cert c;
+        rc = store->ops->cert_get(store, cert->issuer_id, cert->serial, cert->serial_len, &c);
+        if (rc == 0)
+            rc = audit_cert_change(store, cert->actor != NULL ? cert->actor : "unknown", "register",
+                                   &c, NULL);
+    }
+    rc = tx_end(store, rc);
     if (rc == 0 && feed_id_out != NULL)
         *feed_id_out = feed_id;
     return rc;
@@ -265,6 +323,78 @@ int store_cert_iterate_blocking(struct store *store, int64_t issuer_id, int filt
 
 /* ---- revocation ----------------------------------------------------------------------------- */
 
+const char *store_errmsg(const struct store *store)
+{
+    return store != NULL ? store->errmsg : "";
+}
+
+/* t as 2026-11-21T10:00:00Z, or @t when no four-digit year can write it. */
+static void format_time(int64_t t, char *out, size_t len)
+{
+    time_t tt = (time_t)t;
+    struct tm tm;
+
+    if (t < 0 || t > UTIL_TIME_MAX || gmtime_r(&tt, &tm) == NULL ||
+        strftime(out, len, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+        (void)snprintf(out, len, "@%lld", (long long)t);
+}
+
+/* Fills store->errmsg with "field: <t> <why> <limit>" and returns UTIL_EINVAL. */
+static int refuse(struct store *store, const char *field, int64_t t, const char *why, int64_t limit)
+{
+    char at[32], bound[32];
+
+    format_time(t, at, sizeof(at));
+    format_time(limit, bound, sizeof(bound));
+    (void)snprintf(store->errmsg, sizeof(store->errmsg), "%s: %s %s %s", field, at, why, bound);
+    UTIL_WARN(STORE_MOD, "revoke refused: %s", store->errmsg);
+    return UTIL_EINVAL;
+}
+
+int store__revocation_check(struct store *store, const struct store_revocation *rev, int64_t now_ms)
+{
+    struct store_cert cert;
+    int64_t latest = now_ms / 1000 + STORE_CLOCK_SKEW_S;
+    int64_t revoked_at = rev->revoked_at;
+    int64_t invalidity = rev->invalidity_date;
+    int rc = 0;
+
+    store->errmsg[0] = '\0';
+    if (rev->revoked_at < 0)
+        return refuse(store, "revoked_at", rev->revoked_at, "is before", 0);
+    if (rev->invalidity_date < 0)
+        return refuse(store, "invalidity_date", rev->invalidity_date, "is before", 0);
+    if (rev->received_at_ms < 0)
+        return refuse(store, "received_at", rev->received_at_ms / 1000, "is before", 0);
+    /* Each bound is checked before the one that relies on it, so that no sum below overflows. */
+    if (rev->received_at_ms / 1000 > latest)
+        return refuse(store, "received_at", rev->received_at_ms / 1000,
+                      "is in the future; latest accepted (server clock + skew):", latest);
+    if (revoked_at > latest)
+        return refuse(store, "revoked_at", revoked_at,
+                      "is in the future; latest accepted (server clock + skew):", latest);
+    /* An unknown certificate (an index line registering it revoked) has no notBefore to check;
+     * a revoke of one is refused by the write itself. */
+    memset(&cert, 0, sizeof(cert));
+    rc = store->ops->cert_get(store, rev->issuer_id, rev->serial, rev->serial_len, &cert);
+    if (rc == UTIL_ENOTFOUND)
+        memset(&cert, 0, sizeof(cert));
+    else if (rc != 0)
+        return rc;
+    if (revoked_at != 0 && cert.not_before > 0 && revoked_at < cert.not_before)
+        return refuse(store, "revoked_at", revoked_at, "is before the certificate's notBefore",
+                      cert.not_before);
+    /* The revocation time the write will store: given, the hold's, or now. */
+    if (revoked_at == 0)
+        revoked_at = cert.status == STORE_REVOKED ? cert.revoked_at : now_ms / 1000;
+    if (invalidity == 0 && cert.status == STORE_REVOKED)
+        invalidity = cert.invalidity_date;
+    if (invalidity > revoked_at)
+        return refuse(store, "invalidity_date", invalidity, "is after the revocation time",
+                      revoked_at);
+    return 0;
+}
+
 int store_cert_revoke_blocking(struct store *store, const struct store_revocation *rev,
                                int64_t *feed_id_out)
 {
@@ -276,20 +406,34 @@ int store_cert_revoke_blocking(struct store *store, const struct store_revocatio
 
     if (store == NULL || rev == NULL || rev->issuer_id <= 0)
         return UTIL_EINVAL;
+    store->errmsg[0] = '\0';
     if (!serial_ok(rev->serial, rev->serial_len))
         return UTIL_EINVAL;
     if (!store__reason_valid_for_revoke(rev->reason)) {
         UTIL_ERROR(STORE_MOD, "revoke: %d is not a reason to revoke a certificate", rev->reason);
         return UTIL_EINVAL;
     }
-    if (rev->revoked_at < 0 || rev->invalidity_date < 0 || rev->received_at_ms < 0)
-        return UTIL_EINVAL;
     filled = *rev;
     if (filled.received_at_ms == 0)
         filled.received_at_ms = now_ms;
     if (filled.actor == NULL)
         filled.actor = "unknown";
+    rc = store__revocation_check(store, &filled, now_ms);
+    if (rc != 0)
+        return rc;
+    /* The change and its audit record commit together or not at all; an idempotent repeat
+     * changes nothing and so records nothing. */
+    rc = store->ops->begin(store);
+    if (rc != 0)
+        return rc;
     rc = store->ops->revoke(store, &filled, &feed_id, &changed);
+    if (rc == 0 && changed) {
+        struct store_cert c;
+        rc = store->ops->cert_get(store, rev->issuer_id, rev->serial, rev->serial_len, &c);
+        if (rc == 0)
+            rc = audit_cert_change(store, filled.actor, "revoke", &c, filled.request_id);
+    }
+    rc = tx_end(store, rc);
     if (rc == 0 && feed_id_out != NULL)
         *feed_id_out = feed_id;
     return rc;
@@ -304,8 +448,20 @@ int store_cert_unrevoke_blocking(struct store *store, int64_t issuer_id,
 
     if (store == NULL || issuer_id <= 0 || !serial_ok(serial, serial_len))
         return UTIL_EINVAL;
-    rc = store->ops->unrevoke(store, issuer_id, serial, serial_len,
-                              actor != NULL ? actor : "unknown", &feed_id);
+    store->errmsg[0] = '\0';
+    if (actor == NULL)
+        actor = "unknown";
+    rc = store->ops->begin(store);
+    if (rc != 0)
+        return rc;
+    rc = store->ops->unrevoke(store, issuer_id, serial, serial_len, actor, &feed_id);
+    if (rc == 0) {
+        struct store_cert c;
+        rc = store->ops->cert_get(store, issuer_id, serial, serial_len, &c);
+        if (rc == 0)
+            rc = audit_cert_change(store, actor, "unrevoke", &c, NULL);
+    }
+    rc = tx_end(store, rc);
     if (rc == 0 && feed_id_out != NULL)
         *feed_id_out = feed_id;
     return rc;
@@ -356,14 +512,45 @@ int store_sla_mark_upto_blocking(struct store *store, int64_t issuer_id, int64_t
                                      at_ms != 0 ? at_ms : util_now_ms());
 }
 
+/* The rules of store__revocation_check applied to a stored row, with its commit time as "now":
+ * what a writer that bypassed them left behind. NULL when the row is signable. */
+static const char *stored_revocation_problem(const struct store_sla_row *row)
+{
+    int64_t latest = row->committed_at_ms / 1000 + STORE_CLOCK_SKEW_S;
+
+    if (row->revoked_at < 0 || row->revoked_at > latest)
+        return "revoked_at: out of range (after the time it was recorded): it cannot be signed";
+    if (row->invalidity_date < 0 || row->invalidity_date > row->revoked_at)
+        return "invalidity_date: after the revocation time: it cannot be signed";
+    if (row->received_at_ms < 0 || row->received_at_ms / 1000 > latest)
+        return "received_at: after the time it was recorded: the deadline is meaningless";
+    return NULL;
+}
+
+struct sla_check {
+    int (*fn)(void *ctx, const struct store_sla_row *row);
+    void *ctx;
+};
+
+static int sla_check_row(void *opaque, const struct store_sla_row *row)
+{
+    const struct sla_check *check = opaque;
+    struct store_sla_row checked = *row;
+
+    checked.unsignable = stored_revocation_problem(row);
+    return check->fn(check->ctx, &checked);
+}
+
 /* open_only lists the oldest open revocation first (the one closest to missing its deadline); the
  * full list is newest first. limit applies to both. */
 int store_sla_list_blocking(struct store *store, int open_only, int limit,
                             int (*fn)(void *ctx, const struct store_sla_row *row), void *ctx)
 {
+    struct sla_check check = {fn, ctx};
+
     if (store == NULL || fn == NULL)
         return UTIL_EINVAL;
-    return store->ops->sla_list(store, open_only != 0, limit, fn, ctx);
+    return store->ops->sla_list(store, open_only != 0, limit, sla_check_row, &check);
 }
 
 /* ---- CRLs ----------------------------------------------------------------------------------- */
@@ -378,12 +565,35 @@ int store_crl_number_next_blocking(struct store *store, int64_t issuer_id, int64
 
 int store_crl_save_blocking(struct store *store, const struct store_crl_record *crl)
 {
+    json_t *detail = NULL;
+    char *text = NULL;
+    int rc = 0;
+
     if (store == NULL || crl == NULL || crl->issuer_id <= 0 || crl->number <= 0)
         return UTIL_EINVAL;
     if (crl->der == NULL || crl->der_len == 0 || crl->base_number < 0 ||
         crl->base_number >= crl->number)
         return UTIL_EINVAL;
-    return store->ops->crl_save(store, crl);
+    detail = json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:I}", "issuer_id",
+                       (json_int_t)crl->issuer_id, "number", (json_int_t)crl->number, "base",
+                       (json_int_t)crl->base_number, "this_update", (json_int_t)crl->this_update,
+                       "next_update", (json_int_t)crl->next_update, "feed_id",
+                       (json_int_t)crl->feed_id, "bytes", (json_int_t)crl->der_len);
+    text = detail != NULL ? json_dumps(detail, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    json_decref(detail);
+    if (text == NULL)
+        return UTIL_ENOMEM;
+    rc = store->ops->begin(store);
+    if (rc != 0)
+        goto out;
+    rc = store->ops->crl_save(store, crl);
+    if (rc == 0)
+        rc = store_audit_append_blocking(store, crl->actor != NULL ? crl->actor : "crl",
+                                         "crl-publish", text);
+    rc = tx_end(store, rc);
+out:
+    free(text);
+    return rc;
 }
 
 int store_crl_latest_blocking(struct store *store, int64_t issuer_id, int delta,
@@ -434,7 +644,7 @@ int store_tsa_token_get_blocking(struct store *store, const char *unit, int64_t 
     return store->ops->tsa_token_get(store, unit, serial, out);
 }
 
-/* ---- audit ---------------------------------------------------------------------------------- */
+/* ---- audit: hashes and digests -------------------------------------------------------------- */
 
 static void put_u64(unsigned char *out, uint64_t v)
 {
@@ -446,28 +656,39 @@ static void put_u64(unsigned char *out, uint64_t v)
     }
 }
 
-/* Feeds a string as an 8-byte big-endian length followed by its bytes, so that moving bytes from
- * one field into its neighbour always changes the hash input. */
-static int digest_str(EVP_MD_CTX *md, const char *s)
+static int digest_u64(EVP_MD_CTX *md, int64_t v)
 {
-    unsigned char len[8];
-    size_t n = strlen(s);
+    unsigned char b[8];
 
-    put_u64(len, (uint64_t)n);
-    if (EVP_DigestUpdate(md, len, sizeof(len)) != 1)
-        return 0;
-    return EVP_DigestUpdate(md, s, n) == 1;
+    put_u64(b, (uint64_t)v);
+    return EVP_DigestUpdate(md, b, sizeof(b)) == 1;
 }
 
-/* hash = SHA-256("pkiva-audit-v1" || prev_hash[32] || be64(id) || be64(at_ms) || be64(len) actor ||
- * be64(len) action || be64(len) detail). Every field has a fixed size or a length prefix, so the
- * encoding is unambiguous. */
-int store__audit_hash(const unsigned char *prev_hash, int64_t id, int64_t at_ms, const char *actor,
-                      const char *action, const char *detail, unsigned char *out)
+/* Feeds bytes as an 8-byte big-endian length followed by the bytes, so that moving bytes from one
+ * field into its neighbour always changes the hash input. */
+static int digest_bytes(EVP_MD_CTX *md, const void *data, size_t n)
+{
+    if (!digest_u64(md, (int64_t)n))
+        return 0;
+    return n == 0 || EVP_DigestUpdate(md, data, n) == 1;
+}
+
+static int digest_str(EVP_MD_CTX *md, const char *s)
+{
+    return digest_bytes(md, s, strlen(s));
+}
+
+/* v1 (before schema 2): SHA-256("pkiva-audit-v1" || prev_hash[32] || be64(id) || be64(at_ms) ||
+ * lp(actor) || lp(action) || lp(detail)), lp = be64 length prefix.
+ * v2: SHA-256("pkiva-audit-v2" || prev_hash[32] || be64(id) || be64(at_ms) || be64(feed_first) ||
+ * be64(feed_last) || lp(changes) || lp(actor) || lp(action) || lp(detail)). Every field has a
+ * fixed size or a length prefix, so the encoding is unambiguous. */
+int store__audit_hash(const unsigned char *prev_hash, const struct store__audit_row *row,
+                      unsigned char *out)
 {
     EVP_MD_CTX *md = NULL;
-    unsigned char num[16];
     unsigned int out_len = 0;
+    int ok = 0;
     int rc = UTIL_ECRYPTO;
 
     ERR_clear_error();
@@ -476,14 +697,22 @@ int store__audit_hash(const unsigned char *prev_hash, int64_t id, int64_t at_ms,
         rc = UTIL_ENOMEM;
         goto out;
     }
-    put_u64(num, (uint64_t)id);
-    put_u64(num + 8, (uint64_t)at_ms);
-    if (EVP_DigestInit_ex(md, EVP_sha256(), NULL) != 1 ||
-        EVP_DigestUpdate(md, audit_domain, sizeof(audit_domain) - 1) != 1 ||
-        EVP_DigestUpdate(md, prev_hash, STORE_AUDIT_HASH_LEN) != 1 ||
-        EVP_DigestUpdate(md, num, sizeof(num)) != 1 || !digest_str(md, actor) ||
-        !digest_str(md, action) || !digest_str(md, detail != NULL ? detail : "") ||
-        EVP_DigestFinal_ex(md, out, &out_len) != 1 || out_len != STORE_AUDIT_HASH_LEN) {
+    ok = EVP_DigestInit_ex(md, EVP_sha256(), NULL) == 1;
+    if (row->version == 1)
+        ok = ok && EVP_DigestUpdate(md, audit_domain_v1, sizeof(audit_domain_v1) - 1) == 1 &&
+             EVP_DigestUpdate(md, prev_hash, STORE_AUDIT_HASH_LEN) == 1 &&
+             digest_u64(md, row->id) && digest_u64(md, row->at_ms);
+    else
+        ok = ok && EVP_DigestUpdate(md, audit_domain_v2, sizeof(audit_domain_v2) - 1) == 1 &&
+             EVP_DigestUpdate(md, prev_hash, STORE_AUDIT_HASH_LEN) == 1 &&
+             digest_u64(md, row->id) && digest_u64(md, row->at_ms) &&
+             digest_u64(md, row->feed_first) && digest_u64(md, row->feed_last) &&
+             digest_bytes(md, row->changes, row->changes != NULL ? row->changes_len : 0);
+    ok = ok && digest_str(md, row->actor != NULL ? row->actor : "") &&
+         digest_str(md, row->action != NULL ? row->action : "") &&
+         digest_str(md, row->detail != NULL ? row->detail : "") &&
+         EVP_DigestFinal_ex(md, out, &out_len) == 1 && out_len == STORE_AUDIT_HASH_LEN;
+    if (!ok) {
         util_log_openssl(UTIL_LOG_ERROR, STORE_MOD, "audit: SHA-256 failed");
         goto out;
     }
@@ -493,86 +722,811 @@ out:
     return rc;
 }
 
+struct changes_digest {
+    EVP_MD_CTX *md;
+    int64_t count;
+};
+
+static int changes_row(void *ctx, const struct store__change_row *r)
+{
+    struct changes_digest *d = ctx;
+
+    d->count++;
+    if (!digest_u64(d->md, r->id) || !digest_u64(d->md, r->kind) ||
+        !digest_u64(d->md, r->issuer_id) || !digest_bytes(d->md, r->serial, r->serial_len) ||
+        !digest_u64(d->md, r->has_revocation) || !digest_u64(d->md, r->reason) ||
+        !digest_u64(d->md, r->revoked_at) || !digest_u64(d->md, r->invalidity_date))
+        return UTIL_ECRYPTO;
+    return 0;
+}
+
+/* The digest of the changes with first <= id <= last, each with its revocation row:
+ * SHA-256("pkiva-audit-changes-v1" || per change: be64 id, kind, issuer_id || lp(serial) ||
+ * be64 has_revocation, reason, revoked_at, invalidity_date || be64 count). */
+static int changes_digest(struct store *store, int64_t first, int64_t last, unsigned char *out,
+                          int64_t *count)
+{
+    struct changes_digest d;
+    unsigned int out_len = 0;
+    int rc = 0;
+
+    memset(&d, 0, sizeof(d));
+    ERR_clear_error();
+    d.md = EVP_MD_CTX_new();
+    if (d.md == NULL)
+        return UTIL_ENOMEM;
+    if (EVP_DigestInit_ex(d.md, EVP_sha256(), NULL) != 1 ||
+        EVP_DigestUpdate(d.md, changes_domain, sizeof(changes_domain) - 1) != 1) {
+        rc = UTIL_ECRYPTO;
+        goto out;
+    }
+    rc = store->ops->change_walk(store, first, last, changes_row, &d);
+    if (rc != 0)
+        goto out;
+    if (!digest_u64(d.md, d.count) || EVP_DigestFinal_ex(d.md, out, &out_len) != 1 ||
+        out_len != STORE_AUDIT_HASH_LEN) {
+        rc = UTIL_ECRYPTO;
+        goto out;
+    }
+    if (count != NULL)
+        *count = d.count;
+out:
+    if (rc == UTIL_ECRYPTO)
+        util_log_openssl(UTIL_LOG_ERROR, STORE_MOD, "audit: SHA-256 failed");
+    EVP_MD_CTX_free(d.md);
+    return rc;
+}
+
+/* ---- audit: writing ------------------------------------------------------------------------- */
+
+int store__audit_changes(struct store *store, const char *actor, const char *action,
+                         const char *detail, int64_t first, int64_t last)
+{
+    unsigned char changes[STORE_AUDIT_HASH_LEN];
+    struct store__audit_new rec;
+    int rc = 0;
+
+    rc = changes_digest(store, first, last, changes, NULL);
+    if (rc != 0)
+        return rc;
+    memset(&rec, 0, sizeof(rec));
+    rec.actor = actor;
+    rec.action = action;
+    rec.detail = detail;
+    rec.feed_first = first;
+    rec.feed_last = last;
+    rec.changes = changes;
+    return store->ops->audit_append(store, &rec);
+}
+
+/* The record of one certificate's change (c is its state after the change): the detail is built
+ * with jansson, so operator text (request ids) can only ever be a JSON string value. */
+static int audit_cert_change(struct store *store, const char *actor, const char *action,
+                             const struct store_cert *c, const char *request_id)
+{
+    char hex[2 * STORE_SERIAL_MAX + 1];
+    json_t *detail = NULL;
+    json_t *value = NULL;
+    char *text = NULL;
+    int rc = UTIL_ENOMEM;
+
+    util_hex(c->serial, c->serial_len, hex);
+    detail = json_pack("{s:I, s:s, s:I, s:s}", "issuer_id", (json_int_t)c->issuer_id, "serial", hex,
+                       "change", (json_int_t)c->feed_id, "status",
+                       c->status == STORE_REVOKED ? "revoked" : "good");
+    if (detail == NULL)
+        goto out;
+    if (c->status == STORE_REVOKED &&
+        (json_object_set_new(detail, "reason", json_string(store_reason_name(c->reason))) != 0 ||
+         json_object_set_new(detail, "revoked_at", json_integer((json_int_t)c->revoked_at)) != 0))
+        goto out;
+    if (c->invalidity_date != 0 &&
+        json_object_set_new(detail, "invalidity_date",
+                            json_integer((json_int_t)c->invalidity_date)) != 0)
+        goto out;
+    if (request_id != NULL) {
+        /* json_string refuses text that is not UTF-8; such an id is kept as hex instead. */
+        value = json_string(request_id);
+        if (value != NULL) {
+            if (json_object_set_new(detail, "request_id", value) != 0)
+                goto out;
+        } else {
+            size_t n = strlen(request_id);
+            char *id_hex = malloc(2 * n + 1);
+            if (id_hex == NULL)
+                goto out;
+            util_hex((const unsigned char *)request_id, n, id_hex);
+            rc = json_object_set_new(detail, "request_id_hex", json_string(id_hex));
+            free(id_hex);
+            if (rc != 0) {
+                rc = UTIL_ENOMEM;
+                goto out;
+            }
+        }
+    }
+    text = json_dumps(detail, JSON_COMPACT | JSON_SORT_KEYS);
+    if (text == NULL)
+        goto out;
+    rc = store__audit_changes(store, actor, action, text, c->feed_id, c->feed_id);
+out:
+    json_decref(detail);
+    free(text);
+    return rc;
+}
+
 int store_audit_append_blocking(struct store *store, const char *actor, const char *action,
                                 const char *detail)
 {
+    struct store__audit_new rec;
+
     if (store == NULL || actor == NULL || action == NULL || action[0] == '\0')
         return UTIL_EINVAL;
-    return store->ops->audit_append(store, actor, action, detail != NULL ? detail : "");
+    memset(&rec, 0, sizeof(rec));
+    rec.actor = actor;
+    rec.action = action;
+    rec.detail = detail != NULL ? detail : "";
+    return store->ops->audit_append(store, &rec);
 }
 
-struct audit_verify {
-    unsigned char prev[STORE_AUDIT_HASH_LEN];
-    int64_t expect_id;
-    int64_t count;
-    int64_t bad_id;
-    int err; /* an error other than a broken chain (hash failure) */
+/* ---- audit: seals --------------------------------------------------------------------------- */
+
+/* The signed bytes of a seal: "pkiva-audit-seal-v1" || be64 first_id || be64 last_id ||
+ * be64 at_ms || lp(cert_sha256) || lp(md) || be64 rsa_pss || lp(hashes). malloc'd. */
+static int seal_tbs(const struct store__seal_row *seal, unsigned char **out, size_t *out_len)
+{
+    size_t md_len = strlen(seal->md);
+    size_t n = sizeof(seal_domain) - 1 + 8 * 4 + 8 + seal->cert_sha256_len + 8 + md_len + 8 +
+               seal->hashes_len;
+    unsigned char *buf = malloc(n);
+    unsigned char *p = buf;
+
+    *out = NULL;
+    if (buf == NULL)
+        return UTIL_ENOMEM;
+    memcpy(p, seal_domain, sizeof(seal_domain) - 1);
+    p += sizeof(seal_domain) - 1;
+    put_u64(p, (uint64_t)seal->first_id);
+    put_u64(p + 8, (uint64_t)seal->last_id);
+    put_u64(p + 16, (uint64_t)seal->at_ms);
+    put_u64(p + 24, (uint64_t)seal->cert_sha256_len);
+    p += 32;
+    memcpy(p, seal->cert_sha256, seal->cert_sha256_len);
+    p += seal->cert_sha256_len;
+    put_u64(p, (uint64_t)md_len);
+    memcpy(p + 8, seal->md, md_len);
+    p += 8 + md_len;
+    put_u64(p, (uint64_t)(seal->rsa_pss != 0));
+    put_u64(p + 8, (uint64_t)seal->hashes_len);
+    p += 16;
+    memcpy(p, seal->hashes, seal->hashes_len);
+    *out = buf;
+    *out_len = n;
+    return 0;
+}
+
+struct seal_ctx {
+    const struct store_audit_signer *signer;
+    unsigned char cert_sha256[STORE_AUDIT_HASH_LEN];
+    unsigned char *signature; /* of the seal being written; freed by store_audit_seal_blocking */
 };
 
-static int audit_verify_row(void *ctx, const struct store__audit_row *row)
+static int seal_make(void *opaque, int64_t first_id, const unsigned char *hashes, size_t n,
+                     struct store__seal_row *seal)
 {
-    struct audit_verify *v = ctx;
-    unsigned char hash[STORE_AUDIT_HASH_LEN];
+    struct seal_ctx *ctx = opaque;
+    unsigned char *tbs = NULL;
+    size_t tbs_len = 0;
+    size_t sig_len = 0;
     int rc = 0;
 
-    /* A gap in the ids means records were removed; the first record after the gap is the first
-     * one whose predecessor is not what it claims. */
-    if (row->id != v->expect_id || row->prev_hash == NULL ||
-        row->prev_hash_len != STORE_AUDIT_HASH_LEN ||
-        memcmp(row->prev_hash, v->prev, STORE_AUDIT_HASH_LEN) != 0 || row->hash == NULL ||
-        row->hash_len != STORE_AUDIT_HASH_LEN) {
-        v->bad_id = row->id;
+    seal->first_id = first_id;
+    seal->last_id = first_id + (int64_t)n - 1;
+    seal->at_ms = util_now_ms();
+    seal->cert_sha256 = ctx->cert_sha256;
+    seal->cert_sha256_len = sizeof(ctx->cert_sha256);
+    seal->md = ctx->signer->md;
+    seal->rsa_pss = ctx->signer->rsa_pss != 0;
+    seal->hashes = hashes;
+    seal->hashes_len = n * STORE_AUDIT_HASH_LEN;
+    rc = seal_tbs(seal, &tbs, &tbs_len);
+    if (rc != 0)
+        return rc;
+    free(ctx->signature);
+    ctx->signature = NULL;
+    rc = ctx->signer->sign(ctx->signer->ctx, tbs, tbs_len, &ctx->signature, &sig_len);
+    free(tbs);
+    if (rc != 0)
+        return rc;
+    if (ctx->signature == NULL || sig_len == 0)
+        return UTIL_ECRYPTO;
+    seal->signature = ctx->signature;
+    seal->signature_len = sig_len;
+    return 0;
+}
+
+int store_audit_seal_blocking(struct store *store, const struct store_audit_signer *signer,
+                              int64_t *sealed_out)
+{
+    struct seal_ctx ctx;
+    unsigned int fpr_len = 0;
+    int64_t total = 0;
+    int64_t sealed = 0;
+    int rc = 0;
+
+    if (sealed_out != NULL)
+        *sealed_out = 0;
+    if (store == NULL || signer == NULL || signer->sign == NULL || signer->cert_der == NULL ||
+        signer->cert_len == 0 || signer->md == NULL || signer->md[0] == '\0')
+        return UTIL_EINVAL;
+    memset(&ctx, 0, sizeof(ctx));
+    ctx.signer = signer;
+    ERR_clear_error();
+    if (EVP_Digest(signer->cert_der, signer->cert_len, ctx.cert_sha256, &fpr_len, EVP_sha256(),
+                   NULL) != 1) {
+        util_log_openssl(UTIL_LOG_ERROR, STORE_MOD, "audit seal: SHA-256 failed");
+        return UTIL_ECRYPTO;
+    }
+    /* A long backlog is sealed in runs of STORE_AUDIT_SEAL_MAX records, each its own commit. */
+    do {
+        rc = store->ops->seal_pending(store, STORE_AUDIT_SEAL_MAX, seal_make, &ctx, &sealed);
+        total += sealed;
+    } while (rc == 0 && sealed == STORE_AUDIT_SEAL_MAX);
+    free(ctx.signature);
+    if (sealed_out != NULL)
+        *sealed_out = total;
+    return rc;
+}
+
+int store_audit_unsealed_blocking(struct store *store, int64_t *count_out)
+{
+    if (store == NULL || count_out == NULL)
+        return UTIL_EINVAL;
+    *count_out = 0;
+    return store->ops->unsealed(store, count_out);
+}
+
+/* ---- audit: verification -------------------------------------------------------------------- */
+
+struct trusted_key {
+    unsigned char sha256[STORE_AUDIT_HASH_LEN];
+    EVP_PKEY *pkey;
+};
+
+/* A seal whose signature verified: the record hashes it vouches for. */
+struct good_seal {
+    int64_t id, first_id, last_id;
+    unsigned char *hashes;
+};
+
+/* The changes one record covers, for naming the record behind a change. */
+struct covered_range {
+    int64_t first, last, record_id;
+};
+
+struct replay;
+
+struct verify {
+    struct store *store;
+    struct store_audit_report *rep;
+    struct trusted_key *keys;
+    size_t n_keys;
+    struct good_seal *seals;
+    size_t n_seals, cap_seals;
+    int64_t prev_seal_last; /* tiling check */
+    size_t seal_at;         /* seals[seal_at] is the first that may cover the next record */
+    unsigned char prev[STORE_AUDIT_HASH_LEN];
+    int64_t expect_id;
+    int64_t last_range_end;
+    int64_t covered; /* changes digested by the records' ranges */
+    struct covered_range *ranges;
+    size_t n_ranges, cap_ranges;
+    struct replay *replay;
+    const struct store_audit_anchor *anchor;
+    int anchor_seen;
+    int err; /* an error that stopped the check (not a finding) */
+};
+
+#define STORE_AUDIT_PROBLEMS_LOGGED 20
+
+/* Records one finding. The report keeps the text of the one with the lowest record id (the first
+ * bad record), or of the first one found when none names a record. */
+static void problem(struct verify *v, int64_t record_id, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void problem(struct verify *v, int64_t record_id, const char *fmt, ...)
+{
+    struct store_audit_report *rep = v->rep;
+    char text[sizeof(rep->first_problem)];
+    va_list ap;
+
+    va_start(ap, fmt);
+    (void)vsnprintf(text, sizeof(text), fmt, ap); /* truncation keeps the start */
+    va_end(ap);
+    if (rep->problems < STORE_AUDIT_PROBLEMS_LOGGED)
+        UTIL_ERROR(STORE_MOD, "audit verify: %s", text);
+    if ((record_id > 0 && (rep->bad_record == 0 || record_id < rep->bad_record)) ||
+        rep->problems == 0) {
+        if (record_id > 0)
+            rep->bad_record = record_id;
+        memcpy(rep->first_problem, text, sizeof(text));
+    }
+    rep->problems++;
+}
+
+static int grow(void **array, size_t *cap, size_t n, size_t size)
+{
+    size_t new_cap = *cap == 0 ? 64 : 2 * *cap;
+    void *p = NULL;
+
+    if (n < *cap)
+        return 0;
+    p = realloc(*array, new_cap * size);
+    if (p == NULL)
+        return UTIL_ENOMEM;
+    *array = p;
+    *cap = new_cap;
+    return 0;
+}
+
+/* The record that covers change id (0 if none), by binary search over the ranges. */
+static int64_t record_of_change(const struct verify *v, int64_t change_id)
+{
+    size_t lo = 0, hi = v->n_ranges;
+
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (v->ranges[mid].last < change_id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo < v->n_ranges && v->ranges[lo].first <= change_id)
+        return v->ranges[lo].record_id;
+    return 0;
+}
+
+static int load_trusted(struct verify *v, const unsigned char *const *der, const size_t *len,
+                        size_t n)
+{
+    size_t i = 0;
+
+    v->keys = calloc(n > 0 ? n : 1, sizeof(*v->keys));
+    if (v->keys == NULL)
+        return UTIL_ENOMEM;
+    for (i = 0; i < n; i++) {
+        const unsigned char *p = der[i];
+        X509 *cert = NULL;
+        unsigned int fpr_len = 0;
+
+        ERR_clear_error();
+        cert = d2i_X509(NULL, &p, (long)len[i]);
+        if (cert == NULL || EVP_Digest(der[i], len[i], v->keys[v->n_keys].sha256, &fpr_len,
+                                       EVP_sha256(), NULL) != 1) {
+            util_log_openssl(UTIL_LOG_ERROR, STORE_MOD,
+                             "audit verify: trusted certificate %zu is not usable", i + 1);
+            X509_free(cert);
+            return UTIL_EINVAL;
+        }
+        v->keys[v->n_keys].pkey = X509_get_pubkey(cert);
+        X509_free(cert);
+        if (v->keys[v->n_keys].pkey == NULL)
+            return UTIL_EINVAL;
+        v->n_keys++;
+    }
+    return 0;
+}
+
+static int seal_signature_ok(const struct verify *v, const struct store__seal_row *row,
+                             int *known_key)
+{
+    EVP_MD_CTX *md = NULL;
+    EVP_PKEY_CTX *pctx = NULL;
+    unsigned char *tbs = NULL;
+    size_t tbs_len = 0;
+    size_t i = 0;
+    int ok = 0;
+
+    *known_key = 0;
+    for (i = 0; i < v->n_keys; i++)
+        if (row->cert_sha256_len == STORE_AUDIT_HASH_LEN &&
+            memcmp(row->cert_sha256, v->keys[i].sha256, STORE_AUDIT_HASH_LEN) == 0)
+            break;
+    if (i == v->n_keys)
+        return 0;
+    *known_key = 1;
+    if (seal_tbs(row, &tbs, &tbs_len) != 0)
+        return -1;
+    ERR_clear_error();
+    md = EVP_MD_CTX_new();
+    ok = md != NULL &&
+         EVP_DigestVerifyInit_ex(md, &pctx, row->md, NULL, NULL, v->keys[i].pkey, NULL) == 1 &&
+         (!row->rsa_pss || (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) > 0 &&
+                            EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) > 0)) &&
+         EVP_DigestVerify(md, row->signature, row->signature_len, tbs, tbs_len) == 1;
+    ERR_clear_error(); /* a bad signature is a finding, reported by the caller */
+    EVP_MD_CTX_free(md);
+    free(tbs);
+    return ok;
+}
+
+static int verify_seal(void *opaque, const struct store__seal_row *row)
+{
+    struct verify *v = opaque;
+    int64_t n = row->last_id - row->first_id + 1;
+    struct good_seal *g = NULL;
+    int known = 0;
+    int ok = 0;
+
+    if (row->first_id != v->prev_seal_last + 1)
+        problem(v, row->first_id < v->prev_seal_last + 1 ? row->first_id : v->prev_seal_last + 1,
+                "seal %" PRId64 " covers records %" PRId64 "-%" PRId64
+                " but the previous seal ended at record %" PRId64
+                " (a seal was removed, or seals overlap)",
+                row->id, row->first_id, row->last_id, v->prev_seal_last);
+    if (row->last_id > v->prev_seal_last)
+        v->prev_seal_last = row->last_id;
+    if (n < 1 || (uint64_t)n * STORE_AUDIT_HASH_LEN != row->hashes_len || row->md == NULL) {
+        problem(v, row->first_id > 0 ? row->first_id : 0, "seal %" PRId64 " is malformed", row->id);
+        return 0;
+    }
+    ok = seal_signature_ok(v, row, &known);
+    if (ok < 0) {
+        v->err = UTIL_ENOMEM;
         return 1;
     }
-    rc = store__audit_hash(v->prev, row->id, row->at_ms, row->actor != NULL ? row->actor : "",
-                           row->action != NULL ? row->action : "", row->detail, hash);
+    if (!known) {
+        problem(v, row->first_id,
+                "seal %" PRId64 " (records %" PRId64 "-%" PRId64
+                ") is signed by a key whose certificate is not trusted",
+                row->id, row->first_id, row->last_id);
+        return 0;
+    }
+    if (!ok) {
+        problem(v, row->first_id,
+                "seal %" PRId64 " (records %" PRId64 "-%" PRId64 "): the signature does not verify",
+                row->id, row->first_id, row->last_id);
+        return 0;
+    }
+    if (grow((void **)&v->seals, &v->cap_seals, v->n_seals, sizeof(*v->seals)) != 0) {
+        v->err = UTIL_ENOMEM;
+        return 1;
+    }
+    g = &v->seals[v->n_seals];
+    g->hashes = malloc(row->hashes_len);
+    if (g->hashes == NULL) {
+        v->err = UTIL_ENOMEM;
+        return 1;
+    }
+    memcpy(g->hashes, row->hashes, row->hashes_len);
+    g->id = row->id;
+    g->first_id = row->first_id;
+    g->last_id = row->last_id;
+    v->n_seals++;
+    v->rep->seals++;
+    if (row->last_id > v->rep->sealed_through)
+        v->rep->sealed_through = row->last_id;
+    return 0;
+}
+
+/* The verified seal covering record id, or NULL. Records come in id order and the seals were
+ * checked to tile, so a cursor suffices. */
+static const struct good_seal *seal_for(struct verify *v, int64_t id)
+{
+    while (v->seal_at < v->n_seals && v->seals[v->seal_at].last_id < id)
+        v->seal_at++;
+    if (v->seal_at < v->n_seals && v->seals[v->seal_at].first_id <= id)
+        return &v->seals[v->seal_at];
+    return NULL;
+}
+
+static int verify_record(void *opaque, const struct store__audit_row *row)
+{
+    struct verify *v = opaque;
+    unsigned char hash[STORE_AUDIT_HASH_LEN];
+    unsigned char changes[STORE_AUDIT_HASH_LEN];
+    const struct good_seal *seal = NULL;
+    int64_t count = 0;
+    int rc = 0;
+
+    v->rep->records++;
+    if (row->id != v->expect_id) {
+        if (row->id > v->expect_id)
+            problem(v, v->expect_id,
+                    "record %" PRId64 " is missing (records %" PRId64 "-%" PRId64 " removed)",
+                    v->expect_id, v->expect_id, row->id - 1);
+        else
+            problem(v, row->id, "record %" PRId64 " is out of order", row->id);
+    }
+    v->expect_id = row->id + 1;
+    if (row->version != 1 && row->version != 2) {
+        problem(v, row->id, "record %" PRId64 " has an unknown version %d", row->id, row->version);
+        return 0;
+    }
+    if (row->prev_hash == NULL || row->prev_hash_len != STORE_AUDIT_HASH_LEN ||
+        memcmp(row->prev_hash, v->prev, STORE_AUDIT_HASH_LEN) != 0)
+        problem(v, row->id,
+                "record %" PRId64 " does not chain to the record before it (edited, removed or "
+                "reordered)",
+                row->id);
+    rc = store__audit_hash(v->prev, row, hash);
     if (rc != 0) {
         v->err = rc;
         return 1;
     }
-    if (memcmp(hash, row->hash, STORE_AUDIT_HASH_LEN) != 0) {
-        v->bad_id = row->id;
+    if (row->hash == NULL || row->hash_len != STORE_AUDIT_HASH_LEN ||
+        memcmp(hash, row->hash, STORE_AUDIT_HASH_LEN) != 0)
+        problem(v, row->id, "record %" PRId64 " was edited (its hash does not match its content)",
+                row->id);
+    if (v->anchor != NULL && v->anchor->record_id == row->id) {
+        v->anchor_seen = 1;
+        if (memcmp(hash, v->anchor->hash, STORE_AUDIT_HASH_LEN) != 0)
+            problem(v, row->id,
+                    "record %" PRId64 " is not the record the anchor names (the log was "
+                    "rewritten)",
+                    row->id);
+    }
+    seal = seal_for(v, row->id);
+    if (seal != NULL && row->id == seal->last_id && row->id >= v->rep->sealed_through)
+        memcpy(v->rep->sealed_hash, hash, STORE_AUDIT_HASH_LEN);
+    if (seal != NULL &&
+        memcmp(hash, seal->hashes + (row->id - seal->first_id) * STORE_AUDIT_HASH_LEN,
+               STORE_AUDIT_HASH_LEN) != 0)
+        problem(v, row->id,
+                "record %" PRId64 " is not the record that seal %" PRId64
+                " signed (the log was rewritten)",
+                row->id, seal->id);
+    /* Continue from the stored hash, so that one edit is reported once and not for every record
+     * after it (the seals still catch a chain that was recomputed). */
+    if (row->hash != NULL && row->hash_len == STORE_AUDIT_HASH_LEN)
+        memcpy(v->prev, row->hash, STORE_AUDIT_HASH_LEN);
+    else
+        memcpy(v->prev, hash, STORE_AUDIT_HASH_LEN);
+
+    if (row->feed_first == 0 && row->feed_last == 0)
+        return 0;
+    if (row->feed_first < 1 || row->feed_last < row->feed_first ||
+        row->feed_first <= v->last_range_end) {
+        problem(v, row->id,
+                "record %" PRId64 " covers changes %" PRId64 "-%" PRId64
+                ", which overlap an earlier record's",
+                row->id, row->feed_first, row->feed_last);
+        return 0;
+    }
+    v->last_range_end = row->feed_last;
+    rc = changes_digest(v->store, row->feed_first, row->feed_last, changes, &count);
+    if (rc != 0) {
+        v->err = rc;
         return 1;
     }
-    memcpy(v->prev, row->hash, STORE_AUDIT_HASH_LEN);
-    v->expect_id++;
-    v->count++;
+    v->covered += count;
+    if (row->changes == NULL || row->changes_len != STORE_AUDIT_HASH_LEN ||
+        memcmp(changes, row->changes, STORE_AUDIT_HASH_LEN) != 0)
+        problem(v, row->id,
+                "record %" PRId64 ": changes %" PRId64 "-%" PRId64
+                " are not what it recorded (a change or revocation row was edited, added or "
+                "removed)",
+                row->id, row->feed_first, row->feed_last);
+    if (grow((void **)&v->ranges, &v->cap_ranges, v->n_ranges, sizeof(*v->ranges)) != 0) {
+        v->err = UTIL_ENOMEM;
+        return 1;
+    }
+    v->ranges[v->n_ranges].first = row->feed_first;
+    v->ranges[v->n_ranges].last = row->feed_last;
+    v->ranges[v->n_ranges].record_id = row->id;
+    v->n_ranges++;
     return 0;
 }
 
-int store_audit_verify_blocking(struct store *store, int64_t *bad_id, int64_t *count)
+/* Names the first change no record covers (only run when the counts disagree). */
+static int find_uncovered(void *opaque, const struct store__change_row *row)
 {
-    struct audit_verify v;
+    struct verify *v = opaque;
+
+    if (record_of_change(v, row->id) != 0)
+        return 0;
+    problem(v, 0,
+            "change %" PRId64 " (a %s) has no audit record: it was written around pkiva or its "
+            "record was removed",
+            row->id,
+            row->kind == STORE_CHANGE_ISSUE    ? "registration"
+            : row->kind == STORE_CHANGE_REVOKE ? "revocation"
+                                               : "release of a hold");
+    return 1;
+}
+
+/* Replays each certificate's changes: where the history leads must be the stored status. */
+struct replay {
+    int active;
+    struct store_cert cert;
+    int status; /* -1 before the first change */
+    int reason;
+    int64_t revoked_at, invalidity_date, last_change;
+};
+
+static const char *state_text(int status, int reason, char *buf, size_t len)
+{
+    if (status < 0)
+        return "unknown";
+    if (status == STORE_GOOD)
+        return "good";
+    (void)snprintf(buf, len, "revoked (%s)", store_reason_name(reason));
+    return buf;
+}
+
+static void replay_finish(struct verify *v, struct replay *r)
+{
+    const struct store_cert *c = &r->cert;
+    char hex[2 * STORE_SERIAL_MAX + 1];
+    char want[64];
+    char have[64];
+    int64_t record = 0;
+
+    if (!r->active)
+        return;
+    r->active = 0;
+    v->rep->certificates++;
+    util_hex(c->serial, c->serial_len, hex);
+    if (r->last_change == 0) {
+        problem(v, 0,
+                "certificate %s of issuer %" PRId64
+                " has no change in the history (added around pkiva)",
+                hex, c->issuer_id);
+        return;
+    }
+    if (r->status == c->status && c->feed_id == r->last_change &&
+        (r->status == STORE_GOOD
+             ? c->reason == STORE_REASON_NONE && c->revoked_at == 0 && c->invalidity_date == 0
+             : c->reason == r->reason && c->revoked_at == r->revoked_at &&
+                   c->invalidity_date == r->invalidity_date))
+        return;
+    record = record_of_change(v, r->last_change);
+    problem(v, record,
+            "certificate %s of issuer %" PRId64 " is %s in the store, but its history (change "
+            "%" PRId64 ", audit record %" PRId64 ") says %s",
+            hex, c->issuer_id, state_text(c->status, c->reason, have, sizeof(have)), r->last_change,
+            record, state_text(r->status, r->reason, want, sizeof(want)));
+}
+
+static int verify_state_row(void *opaque, const struct store__state_row *row)
+{
+    struct verify *v = opaque;
+    struct replay *r = v->replay;
+    const struct store__change_row *ch = &row->change;
+    int legal = 0;
+
+    if (r->active &&
+        (r->cert.issuer_id != row->cert.issuer_id || r->cert.serial_len != row->cert.serial_len ||
+         memcmp(r->cert.serial, row->cert.serial, row->cert.serial_len) != 0))
+        replay_finish(v, r);
+    if (!r->active) {
+        memset(r, 0, sizeof(*r));
+        r->active = 1;
+        r->cert = row->cert;
+        r->status = -1;
+    }
+    if (ch->id == 0)
+        return 0;
+    switch (ch->kind) {
+    case STORE_CHANGE_ISSUE: legal = r->status < 0; break;
+    case STORE_CHANGE_REVOKE:
+        legal = ch->has_revocation &&
+                (r->status != STORE_REVOKED || r->reason == STORE_REASON_CERTIFICATE_HOLD);
+        break;
+    case STORE_CHANGE_UNREVOKE:
+        legal = r->status == STORE_REVOKED && r->reason == STORE_REASON_CERTIFICATE_HOLD;
+        break;
+    default: legal = 0; break;
+    }
+    if (!legal) {
+        char hex[2 * STORE_SERIAL_MAX + 1];
+        char was[64];
+        util_hex(row->cert.serial, row->cert.serial_len, hex);
+        problem(v, record_of_change(v, ch->id),
+                "change %" PRId64 " (audit record %" PRId64 ") of certificate %s: kind %d is not "
+                "possible from %s%s",
+                ch->id, record_of_change(v, ch->id), hex, ch->kind,
+                state_text(r->status, r->reason, was, sizeof(was)),
+                ch->kind == STORE_CHANGE_REVOKE && !ch->has_revocation
+                    ? " (its revocation row is missing)"
+                    : "");
+    }
+    r->status = ch->kind == STORE_CHANGE_REVOKE ? STORE_REVOKED : STORE_GOOD;
+    r->reason = ch->kind == STORE_CHANGE_REVOKE ? ch->reason : STORE_REASON_NONE;
+    r->revoked_at = ch->kind == STORE_CHANGE_REVOKE ? ch->revoked_at : 0;
+    r->invalidity_date = ch->kind == STORE_CHANGE_REVOKE ? ch->invalidity_date : 0;
+    r->last_change = ch->id;
+    return 0;
+}
+
+int store_audit_verify_blocking(struct store *store, const unsigned char *const *trusted_der,
+                                const size_t *trusted_len, size_t n_trusted,
+                                const struct store_audit_anchor *anchor,
+                                struct store_audit_report *report)
+{
+    struct store_audit_report local;
+    struct replay replay;
+    struct verify v;
     int64_t last_id = 0;
+    int64_t changes = 0;
+    int64_t orphan_change = 0;
+    int64_t orphan_revocation = 0;
+    size_t i = 0;
     int rc = 0;
 
-    if (store == NULL)
+    if (report == NULL)
+        report = &local;
+    memset(report, 0, sizeof(*report));
+    if (store == NULL || (n_trusted > 0 && (trusted_der == NULL || trusted_len == NULL)))
         return UTIL_EINVAL;
     memset(&v, 0, sizeof(v));
+    memset(&replay, 0, sizeof(replay));
+    v.store = store;
+    v.rep = report;
+    v.replay = &replay;
     v.expect_id = 1;
-    rc = store->ops->audit_walk(store, audit_verify_row, &v, &last_id);
+    v.anchor = anchor;
+    rc = load_trusted(&v, trusted_der, trusted_len, n_trusted);
+    if (rc != 0)
+        goto out;
+
+    /* 1. Seals: signatures and tiling. */
+    rc = store->ops->seal_walk(store, verify_seal, &v);
+    if (rc < 0 || v.err != 0)
+        goto out;
+    /* 2. Records: chain, hashes against the seals, the changes each one covers. */
+    rc = store->ops->audit_walk(store, verify_record, &v, &last_id);
+    if (rc < 0 || v.err != 0)
+        goto out;
+    if (last_id > v.expect_id - 1)
+        problem(&v, v.expect_id,
+                "records %" PRId64 "-%" PRId64 " were removed from the end of the log", v.expect_id,
+                last_id);
+    else if (v.prev_seal_last > v.expect_id - 1)
+        problem(&v, v.expect_id,
+                "sealed records %" PRId64 "-%" PRId64 " were removed from the end of the log",
+                v.expect_id, v.prev_seal_last);
+    if (anchor != NULL && !v.anchor_seen)
+        problem(&v, anchor->record_id,
+                "record %" PRId64 ", which the anchor names, is not in the log", anchor->record_id);
+    report->unsealed = report->records - report->sealed_through;
+    if (report->unsealed < 0)
+        report->unsealed = 0;
+    /* 3. Every change is covered by a record, and no change or revocation row is orphaned. */
+    rc = store->ops->orphans(store, &orphan_change, &orphan_revocation, &changes);
+    if (rc != 0)
+        goto out;
+    report->changes = changes;
+    if (v.covered != changes) {
+        rc = store->ops->change_walk(store, 1, INT64_MAX, find_uncovered, &v);
+        if (rc < 0)
+            goto out;
+    }
+    if (orphan_change != 0)
+        problem(&v, record_of_change(&v, orphan_change),
+                "change %" PRId64 " names a certificate that is not in the store (deleted)",
+                orphan_change);
+    if (orphan_revocation != 0)
+        problem(&v, 0,
+                "the revocation row of change %" PRId64
+                " belongs to no revocation in the history (added around pkiva)",
+                orphan_revocation);
+    /* 4. Every certificate's status is where its history leads. */
+    rc = store->ops->state_walk(store, verify_state_row, &v);
     if (rc < 0)
         goto out;
-    if (v.err != 0) {
-        rc = v.err;
-        goto out;
-    }
-    /* The walk stopped early (rc == 1) on a bad record, or it ended: then the last record must be
-     * the last one ever written, else the tail was cut off. */
-    if (rc == 0 && v.expect_id - 1 != last_id)
-        v.bad_id = v.expect_id;
-    if (v.bad_id != 0) {
-        UTIL_ERROR(STORE_MOD, "audit chain broken at record %lld (%lld records intact before it)",
-                   (long long)v.bad_id, (long long)v.count);
-        rc = UTIL_EINVAL;
-        goto out;
-    }
-    rc = 0;
+    replay_finish(&v, &replay);
+    rc = report->problems > 0 ? UTIL_EINVAL : 0;
 out:
-    if (bad_id != NULL)
-        *bad_id = v.bad_id;
-    if (count != NULL)
-        *count = v.count;
+    if (rc == 0 && v.err != 0)
+        rc = v.err;
+    if (rc > 0)
+        rc = v.err != 0 ? v.err : UTIL_ESTORE;
+    for (i = 0; i < v.n_keys; i++)
+        EVP_PKEY_free(v.keys[i].pkey);
+    free(v.keys);
+    for (i = 0; i < v.n_seals; i++)
+        free(v.seals[i].hashes);
+    free(v.seals);
+    free(v.ranges);
     return rc;
 }
 

@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* store: the source of truth. Issuers, issued certificates and their status, revocation requests with
  * their deadline timestamps, the monotonic change feed, CRL numbers and history, TSA serial blocks and
- * the issued-token log, and the hash-chained audit log. Today's backend is SQLite in WAL mode; the
+ * the issued-token log, and the audit log (a hash chain sealed by signatures made in the HSM, which
+ * also vouches for the certificate statuses). Today's backend is SQLite in WAL mode; the
  * interface names no SQLite type so that a PostgreSQL backend can sit behind it later.
  *
  * Every function here may block (disk, fsync, locks): call them from worker threads (util_pool),
@@ -108,10 +109,12 @@ struct store_cert_new {
     const char *subject;           /* optional, one-line RFC 2253 form, for operators */
     const unsigned char *cert_der; /* optional: published in the certificate repository */
     size_t cert_len;
+    const char *actor; /* who registered it, for the audit record; NULL = "unknown" */
 };
 
-/* Registers an issued certificate as good and appends an "issue" change to the feed. Registering the
- * same (issuer, serial) again is idempotent (returns 0 and the existing feed id, changes nothing).
+/* Registers an issued certificate as good and appends an "issue" change to the feed and a
+ * "register" audit record, in one transaction. Registering the same (issuer, serial) again is
+ * idempotent (returns 0 and the existing feed id, changes nothing, writes no audit record).
  * *feed_id_out may be NULL. */
 int store_cert_add_blocking(struct store *store, const struct store_cert_new *cert,
                             int64_t *feed_id_out);
@@ -145,14 +148,32 @@ struct store_revocation {
     const char *actor;  /* who recorded it (user, "admin-api:token", "cli:root") */
 };
 
-/* Marks the certificate revoked, records the request (received -> committed timestamps) and appends
- * a "revoke" change to the feed, all in one durable transaction. UTIL_ENOTFOUND if the certificate is
- * unknown; revoking an already revoked certificate: same reason -> idempotent 0 with the existing feed
- * id; a hold (certificateHold) may be changed to another reason (a new change); otherwise UTIL_EEXIST. */
+/* How far in the future a caller may date a revocation or its receipt: the clocks of the CA, the
+ * RA and this server differ by seconds, not minutes. */
+#define STORE_CLOCK_SKEW_S 300
+
+/* Marks the certificate revoked, records the request (received -> committed timestamps), appends
+ * a "revoke" change to the feed and a "revoke" audit record (actor, reason, request_id), all in one
+ * durable transaction. UTIL_ENOTFOUND if the certificate is unknown; revoking an already revoked
+ * certificate: same reason -> idempotent 0 with the existing feed id and no new audit record; a
+ * hold (certificateHold) may be changed to another reason (a new change); otherwise UTIL_EEXIST. */
 int store_cert_revoke_blocking(struct store *store, const struct store_revocation *rev,
                                int64_t *feed_id_out);
-/* Releases a certificateHold: back to good, with an "unrevoke" change. UTIL_EINVAL if the certificate
- * is not on hold. */
+/* The rules store_cert_revoke_blocking and the index import apply before anything is written, so
+ * that no writer can store a revocation OCSP or a CRL cannot sign (UTIL_EINVAL, and
+ * store_errmsg names the field): revoked_at not after now + STORE_CLOCK_SKEW_S and not before the
+ * certificate's notBefore (when known); invalidity_date not after the revocation time (given, or
+ * the hold's, or now); received_at not after now + STORE_CLOCK_SKEW_S. Every time is >= 0 and so
+ * lies in 1970-9999, which both encodings carry (RFC 5280 4.1.2.5: UTCTime through 2049,
+ * GeneralizedTime from 2050; OCSP and invalidityDate: GeneralizedTime). */
+
+/* Why the last revocation on this connection was refused (UTIL_EINVAL): a sentence starting with
+ * the field's name ("revoked_at: ..."); "" when it gave no reason, or when a later begin, issuer
+ * lookup, certificate registration or unrevoke ran on the connection. The string belongs to the
+ * connection and is valid until its next call. */
+const char *store_errmsg(const struct store *store);
+/* Releases a certificateHold: back to good, with an "unrevoke" change and its audit record in one
+ * transaction. UTIL_EINVAL if the certificate is not on hold. */
 int store_cert_unrevoke_blocking(struct store *store, int64_t issuer_id,
                                  const unsigned char *serial, size_t serial_len, const char *actor,
                                  int64_t *feed_id_out);
@@ -195,9 +216,14 @@ struct store_sla_row {
     size_t serial_len;
     const char *request_id; /* may be NULL; valid during the callback */
     int64_t received_at_ms, committed_at_ms, ocsp_at_ms, crl_at_ms; /* 0 = not yet */
+    int64_t revoked_at, invalidity_date;                            /* unix seconds, as stored */
+    /* NULL, or why this revocation as stored cannot be signed (a row written behind the checks of
+     * store_cert_revoke_blocking, e.g. by an older pkiva): OCSP answers tryLater for it, so it is
+     * never complete, whatever its marks say. Valid during the callback. */
+    const char *unsignable;
 };
 /* Walks revocations: open_only = 1 lists those without a CRL time yet; 0 lists all, newest first,
- * at most limit rows (limit <= 0: no limit). */
+ * at most limit rows (limit <= 0: no limit). Each row comes with its unsignable verdict. */
 int store_sla_list_blocking(struct store *store, int open_only, int limit,
                             int (*fn)(void *ctx, const struct store_sla_row *row), void *ctx);
 
@@ -215,7 +241,9 @@ struct store_crl_record {
     int64_t feed_id; /* highest change-feed id the CRL reflects */
     const unsigned char *der;
     size_t der_len;
+    const char *actor; /* who asked for it, for the audit record; NULL = "crl" */
 };
+/* Saves a CRL in the history and appends its "crl-publish" audit record in one transaction. */
 int store_crl_save_blocking(struct store *store, const struct store_crl_record *crl);
 /* The latest saved CRL of an issuer (delta = 0 full, 1 delta); malloc'd DER the caller frees. */
 int store_crl_latest_blocking(struct store *store, int64_t issuer_id, int delta,
@@ -257,13 +285,76 @@ int store_tsa_token_get_blocking(struct store *store, const char *unit, int64_t 
 
 /* ---- audit ---------------------------------------------------------------------------------- */
 
-/* Appends a record chained to the previous one: hash = SHA-256(prev_hash || id || at || actor ||
- * action || detail). detail is free text (JSON by convention). */
+/* The audit log (DESIGN in store.c). Every change of a certificate's status writes its audit record
+ * inside the change's own transaction (the functions above do it; an import writes one record per
+ * committed batch); each record covers a range of change-feed ids with a digest of those changes
+ * and their revocation rows. Records are hash-chained, and seals (signatures made with a key in the
+ * HSM over the hashes of a run of records) make the chain impossible to rewrite without that key. */
+
+#define STORE_AUDIT_HASH_LEN 32
+/* A seal covers at most this many records; a longer backlog gets several seals. */
+#define STORE_AUDIT_SEAL_MAX 4096
+
+/* Appends a record that changes no certificate (server start, init): detail is JSON text by
+ * convention (build it with a JSON library, never by pasting strings). */
 int store_audit_append_blocking(struct store *store, const char *actor, const char *action,
                                 const char *detail);
-/* Recomputes the chain. Returns 0 if intact; UTIL_EINVAL if a record was edited, removed or
- * reordered, with *bad_id the first record that does not match. */
-int store_audit_verify_blocking(struct store *store, int64_t *bad_id, int64_t *count);
+
+/* The signing key of seals. sign is called without the store's write lock held (a seal that lost a
+ * race with another sealer is dropped); it gets the exact bytes to sign and returns a malloc'd
+ * signature the store frees, or a UTIL_E* code. cert_der is the certificate of the key (its
+ * SHA-256 names the key in the seal). */
+struct store_audit_signer {
+    int (*sign)(void *ctx, const unsigned char *data, size_t len, unsigned char **sig,
+                size_t *sig_len);
+    void *ctx;
+    const unsigned char *cert_der;
+    size_t cert_len;
+    const char *md; /* the digest sign uses: "SHA256", "SHA384", ... */
+    int rsa_pss;    /* 1: RSASSA-PSS with salt length = digest length */
+};
+/* Seals every record that no seal covers yet; *sealed_out (may be NULL) gets how many records were
+ * sealed (0: nothing was pending). */
+int store_audit_seal_blocking(struct store *store, const struct store_audit_signer *signer,
+                              int64_t *sealed_out);
+/* The number of records after the last seal (cheap; for deciding when to seal). */
+int store_audit_unsealed_blocking(struct store *store, int64_t *count_out);
+
+/* What store_audit_verify_blocking found. Text fields are NUL-terminated. */
+struct store_audit_report {
+    int64_t records;        /* records in the log */
+    int64_t seals;          /* seals whose signature verified with a trusted certificate */
+    int64_t sealed_through; /* highest record id vouched for by a verified seal (0: none) */
+    int64_t unsealed;       /* records after it: chained, but not yet sealed */
+    int64_t changes;        /* change-feed rows, each covered by exactly one record */
+    int64_t certificates;   /* certificates whose status was checked against the history */
+    int64_t problems;       /* everything found wrong (0: intact) */
+    int64_t bad_record;     /* first record found wrong; 0 when the first problem is elsewhere */
+    char first_problem[512];
+    /* The hash of the last sealed record, recomputed from the content: written down outside the
+     * database (with sealed_through) it is an anchor for later verifications. */
+    unsigned char sealed_hash[STORE_AUDIT_HASH_LEN];
+};
+
+/* An anchor: a record id and the hash it had when an auditor wrote it down (from an earlier
+ * report). A log rewritten up to or past that record, even with every seal removed, fails it. */
+struct store_audit_anchor {
+    int64_t record_id;
+    unsigned char hash[STORE_AUDIT_HASH_LEN];
+};
+/* Checks everything: the chain (ids contiguous from 1, each hash), every seal (signature by one of
+ * the trusted certificates, given as DER; seals tile the log from record 1) and every sealed
+ * record's hash against its seal; the anchor (may be NULL); that every change-feed row is covered
+ * by exactly one record with a matching digest; and that each certificate's current status, and
+ * every revocation row, is what the history implies (legal transitions only: a certificate goes
+ * back to good only from hold).
+ * Returns 0 when nothing is wrong (unsealed records are not wrong: see report->unsealed),
+ * UTIL_EINVAL when something is (report says what and where), another code when it could not
+ * check. n_trusted = 0 makes every seal count as a problem. */
+int store_audit_verify_blocking(struct store *store, const unsigned char *const *trusted_der,
+                                const size_t *trusted_len, size_t n_trusted,
+                                const struct store_audit_anchor *anchor,
+                                struct store_audit_report *report);
 
 /* ---- import --------------------------------------------------------------------------------- */
 
@@ -297,7 +388,7 @@ int store_import_index_blocking(struct store *store, int64_t issuer_id, const ch
 #define STORE_FIELD_ALL 15u
 
 enum store_search_kind {
-    STORE_SEARCH_NAME = 1, /* words of text, each a prefix (3+ characters) or whole word */
+    STORE_SEARCH_NAME = 1, /* words of text, all must match; the last a prefix if 3+ letters */
     STORE_SEARCH_SERIAL,   /* key: serial octets (leading zero octets are ignored) */
     STORE_SEARCH_SHA256,   /* key: 32 octets */
     STORE_SEARCH_SHA1      /* key: 20 octets */

@@ -13,13 +13,15 @@
 /* Module name in log lines. */
 #define STORE_MOD "store"
 
-#define STORE_AUDIT_HASH_LEN 32
-
 /* One audit record as a backend hands it to the chain verifier; pointers are valid during the
  * callback only. */
 struct store__audit_row {
     int64_t id;
     int64_t at_ms;
+    int version;                   /* 1: written before schema 2 (no change range), 2: current */
+    int64_t feed_first, feed_last; /* the changes it covers; 0, 0 when none */
+    const unsigned char *changes;  /* NULL or changes_len bytes: digest of those changes */
+    size_t changes_len;
     const char *actor;
     const char *action;
     const char *detail;
@@ -27,6 +29,49 @@ struct store__audit_row {
     size_t prev_hash_len;
     const unsigned char *hash;
     size_t hash_len;
+};
+
+/* A new record as store.c hands it to the backend (which adds id, time and the chain). */
+struct store__audit_new {
+    const char *actor;
+    const char *action;
+    const char *detail;
+    int64_t feed_first, feed_last; /* 0, 0: records no change */
+    const unsigned char *changes;  /* STORE_AUDIT_HASH_LEN bytes when feed_first > 0 */
+};
+
+/* One change-feed row with its revocation row (if any), as the audit digest encodes it. */
+struct store__change_row {
+    int64_t id;
+    int kind;
+    int64_t issuer_id;
+    const unsigned char *serial;
+    size_t serial_len;
+    int has_revocation;
+    int reason;
+    int64_t revoked_at, invalidity_date;
+};
+
+/* One certificate joined with one of its changes (state walk): rows come in (issuer, serial,
+ * change id) order; a certificate without any change comes once with change.id = 0. */
+struct store__state_row {
+    struct store_cert cert;
+    struct store__change_row change;
+};
+
+/* One seal as stored. */
+struct store__seal_row {
+    int64_t id;
+    int64_t first_id, last_id; /* the records it covers */
+    int64_t at_ms;
+    const unsigned char *cert_sha256;
+    size_t cert_sha256_len;
+    const char *md;
+    int rsa_pss;
+    const unsigned char *hashes; /* the records' hashes, 32 bytes each, first_id first */
+    size_t hashes_len;
+    const unsigned char *signature;
+    size_t signature_len;
 };
 
 /* The operations a backend implements. store.c has already validated arguments (lengths, enums,
@@ -93,13 +138,34 @@ struct store__ops {
 
     /* Appends one record: the backend picks the next id, the previous hash and the time inside its
      * write transaction and computes the hash with store__audit_hash. */
-    int (*audit_append)(struct store *store, const char *actor, const char *action,
-                        const char *detail);
+    int (*audit_append)(struct store *store, const struct store__audit_new *rec);
     /* Walks every record in id order from one consistent snapshot, then reports in *last_id_out
      * the highest id ever assigned (so that a removed tail shows). A non-zero return from fn stops
      * the walk and is returned. */
     int (*audit_walk)(struct store *store, int (*fn)(void *ctx, const struct store__audit_row *row),
                       void *ctx, int64_t *last_id_out);
+    /* Change-feed rows with first <= id <= last in id order, each with its revocation row. */
+    int (*change_walk)(struct store *store, int64_t first, int64_t last,
+                       int (*fn)(void *ctx, const struct store__change_row *row), void *ctx);
+    /* Every certificate with each of its changes (see struct store__state_row). */
+    int (*state_walk)(struct store *store, int (*fn)(void *ctx, const struct store__state_row *row),
+                      void *ctx);
+    /* The lowest change id whose certificate does not exist and the lowest revocation row whose
+     * change does not exist or is not a revocation (0: none), the number of changes. */
+    int (*orphans)(struct store *store, int64_t *change_id, int64_t *revocation_id,
+                   int64_t *changes);
+    /* Seals. seal_pending reads the records after the last seal (at most max) and calls fn with
+     * the first one's id, their hashes and count, outside any write lock; fn fills *seal (it
+     * signs). The backend then inserts the seal in a write transaction only if no seal was added
+     * and none of those records changed meanwhile (else *sealed_out = 0), so seals tile the log.
+     * seal_walk walks all seals in first_id order; unsealed counts the records after the last. */
+    int (*seal_pending)(struct store *store, int max,
+                        int (*fn)(void *ctx, int64_t first_id, const unsigned char *hashes,
+                                  size_t n, struct store__seal_row *seal),
+                        void *ctx, int64_t *sealed_out);
+    int (*seal_walk)(struct store *store, int (*fn)(void *ctx, const struct store__seal_row *row),
+                     void *ctx);
+    int (*unsealed)(struct store *store, int64_t *count_out);
 
     /* store.c checked q's bounds (kind, fields, text length, key length, issuers, limit). */
     int (*cert_search)(struct store *store, const struct store_search *q,
@@ -110,15 +176,29 @@ struct store__ops {
  * backend's own type inside the backend. */
 struct store {
     const struct store__ops *ops;
+    char errmsg[256]; /* store_errmsg; written by store.c and store_import.c only */
 };
 
 /* The SQLite backend (store_sqlite.c). */
 int store__sqlite_open(const char *path, int flags, struct store **out);
 
-/* SHA-256 over an unambiguous encoding of one audit record (see store.c). prev_hash is
- * STORE_AUDIT_HASH_LEN bytes (all zero for the first record). Returns 0 or UTIL_ECRYPTO. */
-int store__audit_hash(const unsigned char *prev_hash, int64_t id, int64_t at_ms, const char *actor,
-                      const char *action, const char *detail, unsigned char *out);
+/* SHA-256 over an unambiguous encoding of one audit record (see store.c): row's id, at_ms,
+ * version, range, changes, actor, action and detail; prev_hash is STORE_AUDIT_HASH_LEN bytes (all
+ * zero for the first record). Returns 0 or UTIL_ECRYPTO. */
+int store__audit_hash(const unsigned char *prev_hash, const struct store__audit_row *row,
+                      unsigned char *out);
+
+/* Appends the audit record of the changes with first <= feed id <= last (made in the caller's open
+ * transaction): computes their digest and writes the record in the same transaction. detail is
+ * JSON text. For the backend's migration and for import. */
+int store__audit_changes(struct store *store, const char *actor, const char *action,
+                         const char *detail, int64_t first, int64_t last);
+
+/* The checks of store_cert_revoke_blocking (see store.h) for a revocation about to be written
+ * at now_ms: looks the certificate up for its notBefore and any hold. Returns 0, UTIL_EINVAL
+ * with the reason in store->errmsg, or a backend error. */
+int store__revocation_check(struct store *store, const struct store_revocation *rev,
+                            int64_t now_ms);
 
 /* ---- search keys (store_search.c), the same for every backend ---------------------------- */
 

@@ -57,7 +57,8 @@ load() {
     curl -s -o /dev/null -H 'Content-Type: application/timestamp-query' \
       --data-binary @"$work/q.tsq" "http://127.0.0.1:$port/tsa" || true
     curl -s -o /dev/null "http://127.0.0.1:$port/crl/demo-ca.crl" || true
-    curl -s -o /dev/null "${admin_tls[@]}" "$admin_url/metrics" || true
+    curl -s -o /dev/null "${admin_tls[@]}" -H "Authorization: Bearer $token" "$admin_url/metrics" ||
+      true
   done
 }
 load & l1=$!

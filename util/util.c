@@ -68,6 +68,75 @@ int util_asn1_time_unix(const ASN1_TIME *t, int64_t *out)
     return UTIL_OK;
 }
 
+int util_time_from_civil(int year, int month, int day, int hour, int min, int sec, int64_t *out)
+{
+    static const int month_days[12] = {31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    int leap = (year % 4 == 0 && year % 100 != 0) || year % 400 == 0;
+    int64_t y = 0, era = 0, yoe = 0, doy = 0, doe = 0;
+
+    if (year < 1970 || year > 9999 || month < 1 || month > 12 || day < 1 ||
+        day > month_days[month - 1] + (month == 2 && leap) || hour < 0 || hour > 23 || min < 0 ||
+        min > 59 || sec < 0 || sec > 59)
+        return UTIL_EINVAL;
+    /* days_from_civil (H. Hinnant): exact for every Gregorian date, no timegm normalisation that
+     * would quietly turn 2026-02-30 into 2026-03-02. */
+    y = year - (month <= 2);
+    era = y / 400; /* y >= 1969: never negative */
+    yoe = y - era * 400;
+    doy = (153 * (month > 2 ? month - 3 : month + 9) + 2) / 5 + day - 1;
+    doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    *out = (era * 146097 + doe - 719468) * 86400 + hour * 3600 + min * 60 + sec;
+    return UTIL_OK;
+}
+
+/* n decimal digits at text as an int; -1 if one is not a digit. */
+static int digits_value(const char *text, int n)
+{
+    int v = 0;
+    for (int i = 0; i < n; i++) {
+        if (text[i] < '0' || text[i] > '9')
+            return -1;
+        v = v * 10 + (text[i] - '0');
+    }
+    return v;
+}
+
+int util_time_parse(const char *text, int64_t *seconds)
+{
+    int v[6] = {0, 0, 0, 0, 0, 0};
+    size_t len = text != NULL ? strlen(text) : 0;
+    int64_t t = 0;
+
+    if (len >= 2 && text[0] == '@') {
+        /* Digits only (no sign, no space), accumulated with an overflow check at the bound. */
+        for (size_t i = 1; i < len; i++) {
+            if (text[i] < '0' || text[i] > '9' || t > (UTIL_TIME_MAX - (text[i] - '0')) / 10)
+                return UTIL_EINVAL;
+            t = t * 10 + (text[i] - '0');
+        }
+        *seconds = t;
+        return UTIL_OK;
+    }
+    /* YYYY-MM-DD, then optionally [T ]HH:MM:SS, then optionally Z. */
+    if (len < 10 || text[4] != '-' || text[7] != '-')
+        return UTIL_EINVAL;
+    v[0] = digits_value(text, 4);
+    v[1] = digits_value(text + 5, 2);
+    v[2] = digits_value(text + 8, 2);
+    if (len > 10) {
+        if ((text[10] != 'T' && text[10] != ' ') || len < 19 || text[13] != ':' ||
+            text[16] != ':' || (len != 19 && !(len == 20 && text[19] == 'Z')))
+            return UTIL_EINVAL;
+        v[3] = digits_value(text + 11, 2);
+        v[4] = digits_value(text + 14, 2);
+        v[5] = digits_value(text + 17, 2);
+    }
+    for (int i = 0; i < 6; i++)
+        if (v[i] < 0)
+            return UTIL_EINVAL;
+    return util_time_from_civil(v[0], v[1], v[2], v[3], v[4], v[5], seconds);
+}
+
 int64_t util_mono_ms(void)
 {
     struct timespec ts;

@@ -66,6 +66,21 @@ int64_t util_mono_ms(void); /* monotonic clock, milliseconds */
 struct asn1_string_st;
 int util_asn1_time_unix(const struct asn1_string_st *t, int64_t *out);
 
+/* The latest instant every time field pkiva signs can carry: 9999-12-31T23:59:59Z, the last second
+ * a four-digit GeneralizedTime (RFC 5280 4.1.2.5.2) can write. */
+#define UTIL_TIME_MAX INT64_C(253402300799)
+/* Seconds since the epoch of a UTC calendar date and time, refusing what no calendar has: month
+ * outside 1-12, a day past the month's end (2026-02-30), hour > 23, minute or second > 59 (a leap
+ * second cannot be told apart from the next second in Unix time), years outside 1970-9999.
+ * Returns 0 and *out, or UTIL_EINVAL (then *out is unchanged). */
+int util_time_from_civil(int year, int month, int day, int hour, int min, int sec, int64_t *out);
+/* An operator's time: "2026-11-21T10:00:00Z", "2026-11-21 10:00:00" (UTC, with or without the Z),
+ * "2026-11-21" (midnight UTC) or "@UNIXSECONDS". Every form must lie in 0..UTIL_TIME_MAX, so
+ * milliseconds given as seconds ("@1764633600000" is year 57887) and numbers that would overflow
+ * once scaled to milliseconds are refused, as are impossible dates. Returns 0 and *seconds, or
+ * UTIL_EINVAL (then *seconds is unchanged). */
+int util_time_parse(const char *text, int64_t *seconds);
+
 /* ---- immutable reference-counted blobs ------------------------------------------------------ */
 
 /* A blob's bytes never change after util_blob_new returns; holders share it by reference. The last

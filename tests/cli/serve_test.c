@@ -72,11 +72,12 @@ static int http_status(const struct server *s, int port, const char *path)
 {
     char out[64] = "";
     char cmd[1024];
-    if (port == s->admin_port)
+    if (port == s->admin_port) /* authenticated with the operator certificate */
         snprintf(cmd, sizeof(cmd),
                  "curl -s -o /dev/null -w '%%{http_code}' --max-time 5 --cacert "
-                 "%s/admin/admin-ca.pem https://127.0.0.1:%d%s",
-                 s->data, port, path);
+                 "%s/admin/admin-ca.pem --cert %s/admin/operator.pem --key %s/admin/operator.key "
+                 "https://127.0.0.1:%d%s",
+                 s->data, s->data, s->data, port, path);
     else
         snprintf(cmd, sizeof(cmd),
                  "curl -s -o /dev/null -w '%%{http_code}' --max-time 5 http://127.0.0.1:%d%s", port,
@@ -188,8 +189,9 @@ Test(serve, first_run_creates_the_default_and_answers_real_clients)
     cr_assert_eq(http_status(&srv, srv.admin_port, "/metrics"), 200);
     /* every certificate pkiva signs under, with its notAfter (the demo's: years ahead) */
     cr_assert_eq(sh(&srv, out, sizeof(out),
-                    "curl -s --max-time 5 --cacert %s/admin/admin-ca.pem "
-                    "https://127.0.0.1:%d/metrics | grep '^pkiva_cert_not_after_timestamp_seconds'",
+                    "curl -s --max-time 5 --cacert %s/admin/admin-ca.pem --cert "
+                    "admin/operator.pem --key admin/operator.key https://127.0.0.1:%d/metrics | "
+                    "grep '^pkiva_cert_not_after_timestamp_seconds'",
                     srv.data, srv.admin_port),
                  0, "%s", out);
     for (const char *want = "role=\"ca\",name=\"demo-ca\"\0role=\"ca\",name=\"root\"\0"
@@ -732,8 +734,9 @@ Test(serve, admin_api_mutual_tls)
               "%s", out);
     /* The handshakes are counted in /metrics. */
     snprintf(cmd, sizeof(cmd),
-             "curl -s --max-time 5 --cacert %s/admin/admin-ca.pem https://127.0.0.1:%d/metrics",
-             srv.data, srv.admin_port);
+             "curl -s --max-time 5 --cacert %s/admin/admin-ca.pem --cert %s/admin/operator.pem "
+             "--key %s/admin/operator.key https://127.0.0.1:%d/metrics",
+             srv.data, srv.data, srv.data, srv.admin_port);
     cr_assert_eq(ts_run(cmd, out, sizeof(out)), 0);
     cr_assert(strstr(out, "pkiva_http_tls_handshakes_total{result=\"ok\"}") != NULL, "%s", out);
     cr_assert(strstr(out, "pkiva_http_tls_handshakes_total{result=\"failed\"} 0") == NULL,

@@ -118,12 +118,14 @@ static int http_get(int port, const char *path, char *body, size_t body_len)
     char buf[16384] = "";
     char cmd[1024];
     char *nl;
-    /* The embedded default's admin listener speaks HTTPS (mutual TLS, token also accepted). */
+    /* The embedded default's admin listener speaks HTTPS (mutual TLS, token also accepted);
+     * every route there, /metrics included, wants the operator's certificate (or the token). */
     if (port == srv.admin_port)
         snprintf(cmd, sizeof(cmd),
-                 "curl -s --max-time 5 --cacert %s/admin/admin-ca.pem -w '\\n%%{http_code}' "
+                 "curl -s --max-time 5 --cacert %s/admin/admin-ca.pem --cert "
+                 "%s/admin/operator.pem --key %s/admin/operator.key -w '\\n%%{http_code}' "
                  "https://127.0.0.1:%d%s",
-                 srv.data, port, path);
+                 srv.data, srv.data, srv.data, port, path);
     else
         snprintf(cmd, sizeof(cmd),
                  "curl -s --max-time 5 -w '\\n%%{http_code}' http://127.0.0.1:%d%s", port, path);

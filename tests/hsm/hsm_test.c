@@ -267,7 +267,8 @@ static void check_token_attributes(const char *label, int is_rsa)
     CK_OBJECT_HANDLE obj[2];
     CK_ULONG found = 0;
     CK_BBOOL sensitive = CK_FALSE, extractable = CK_TRUE, always_sensitive = CK_FALSE,
-             never_extractable = CK_FALSE, token = CK_FALSE;
+             never_extractable = CK_FALSE, token = CK_FALSE, sign = CK_FALSE, decrypt = CK_TRUE,
+             unwrap = CK_TRUE, derive = CK_TRUE;
     unsigned char id[64];
     CK_ATTRIBUTE attrs[] = {
         {CKA_SENSITIVE, &sensitive, sizeof(sensitive)},
@@ -276,6 +277,10 @@ static void check_token_attributes(const char *label, int is_rsa)
         {CKA_NEVER_EXTRACTABLE, &never_extractable, sizeof(never_extractable)},
         {CKA_TOKEN, &token, sizeof(token)},
         {CKA_ID, id, sizeof(id)},
+        {CKA_SIGN, &sign, sizeof(sign)},
+        {CKA_DECRYPT, &decrypt, sizeof(decrypt)},
+        {CKA_UNWRAP, &unwrap, sizeof(unwrap)},
+        {CKA_DERIVE, &derive, sizeof(derive)},
     };
     unsigned char secret[1024];
     CK_ATTRIBUTE secret_attr = {is_rsa ? CKA_PRIVATE_EXPONENT : CKA_VALUE, secret, sizeof(secret)};
@@ -305,7 +310,12 @@ static void check_token_attributes(const char *label, int is_rsa)
     cr_assert_eq(fl->C_FindObjects(session, obj, 2, &found), CKR_OK);
     cr_assert_eq(fl->C_FindObjectsFinal(session), CKR_OK);
     cr_assert_eq(found, 1, "%lu private keys labelled %s", found, label);
-    cr_assert_eq(fl->C_GetAttributeValue(session, obj[0], attrs, 6), CKR_OK);
+    cr_assert_eq(fl->C_GetAttributeValue(session, obj[0], attrs, 10), CKR_OK);
+    /* Sign-only (issue 15.8): a signing key neither decrypts, unwraps nor derives. */
+    cr_assert_eq(sign, CK_TRUE, "%s: CKA_SIGN false", label);
+    cr_assert_eq(decrypt, CK_FALSE, "%s: CKA_DECRYPT true", label);
+    cr_assert_eq(unwrap, CK_FALSE, "%s: CKA_UNWRAP true", label);
+    cr_assert_eq(derive, CK_FALSE, "%s: CKA_DERIVE true", label);
     cr_assert_eq(sensitive, CK_TRUE, "%s: CKA_SENSITIVE false", label);
     cr_assert_eq(extractable, CK_FALSE, "%s: CKA_EXTRACTABLE true", label);
     cr_assert_eq(always_sensitive, CK_TRUE, "%s: CKA_ALWAYS_SENSITIVE false", label);
@@ -321,9 +331,10 @@ static void check_token_attributes(const char *label, int is_rsa)
     (void)dlclose(lib);                /* drops the RTLD_NOLOAD reference only */
 }
 
-/* The private keys are generated sensitive and never extractable: the token says so (pkcs11-tool
- * reads the attributes in another process), CKA_ID is the label, and neither OpenSSL nor
- * pkcs11-tool can get the private value out. */
+/* The private keys are generated sensitive and never extractable, and for signing only (no
+ * decrypt, unwrap or derive): the token says so (pkcs11-tool reads the attributes in another
+ * process), CKA_ID is the label, and neither OpenSSL nor pkcs11-tool can get the private value
+ * out. */
 Test(hsm, private_keys_not_extractable)
 {
     static const struct {
@@ -370,6 +381,20 @@ Test(hsm, private_keys_not_extractable)
         next = strstr(obj, "Private Key Object");
         (void)snprintf(want, sizeof(want), "ID:         %s\n", keys[i].id_hex);
         cr_assert_not_null(strstr(obj, want), "CKA_ID of %s is not its label", keys[i].label);
+        {
+            const char *usage = strstr(obj, "Usage:");
+            cr_assert(usage != NULL && (next == NULL || usage < next), "no Usage line for %s",
+                      keys[i].label);
+            char usage_line[256];
+            n = strcspn(usage, "\n");
+            cr_assert_lt(n, sizeof(usage_line));
+            memcpy(usage_line, usage, n);
+            usage_line[n] = '\0';
+            cr_assert(strstr(usage_line, "decrypt") == NULL &&
+                          strstr(usage_line, "unwrap") == NULL &&
+                          strstr(usage_line, "derive") == NULL,
+                      "%s allows more than signing: %s", keys[i].label, usage_line);
+        }
         access = strstr(obj, "Access:");
         cr_assert_not_null(access);
         cr_assert(next == NULL || access < next, "no Access line for %s", keys[i].label);

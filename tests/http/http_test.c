@@ -82,6 +82,28 @@ static void echo_handler(void *ctx, struct http_request *req)
     http_request_respond(req, &resp);
 }
 
+/* Answers what the handler sees of a few fields: "auth=<Authorization>;ct=<Content-Type>;
+ * x=<X-T>;n=<fields named X-T>;body=<body>" ("-" for an absent field). */
+static void fields_handler(void *ctx, struct http_request *req)
+{
+    char out[1024];
+    const char *names[3] = {"Authorization", "Content-Type", "X-T"};
+    const char *labels[3] = {"auth", "ct", "x"};
+    size_t used = 0, len = 0;
+    const unsigned char *body = http_request_body(req, &len);
+
+    (void)ctx;
+    for (int i = 0; i < 3; i++) {
+        size_t vlen = 0;
+        const char *v = http_request_header(req, names[i], &vlen);
+        used += (size_t)snprintf(out + used, sizeof(out) - used, "%s=%.*s;", labels[i],
+                                 v != NULL ? (int)vlen : 1, v != NULL ? v : "-");
+    }
+    (void)snprintf(out + used, sizeof(out) - used, "n=%d;body=%.*s",
+                   http_request_header_count(req, "X-T"), (int)len, (const char *)body);
+    http_request_respond_text(req, 200, "text/plain", out);
+}
+
 static void blob_handler(void *ctx, struct http_request *req)
 {
     struct http_response resp = {0};
@@ -164,6 +186,7 @@ static void start_server(const struct http_config *cfg)
                                    (void *)(uintptr_t)600),
                  0);
     cr_assert_eq(http_server_route(g_srv, HTTP_PUBLIC, "POST", "/echo", echo_handler, NULL), 0);
+    cr_assert_eq(http_server_route(g_srv, HTTP_PUBLIC, "POST", "/fields", fields_handler, NULL), 0);
     cr_assert_eq(http_server_route(g_srv, HTTP_PUBLIC, "GET", "/never", never_handler, NULL), 0);
     cr_assert_eq(http_server_route(g_srv, HTTP_PUBLIC, "GET", "/blob", blob_handler, NULL), 0);
     cr_assert_eq(http_server_route(g_srv, HTTP_ADMIN, "GET", "/x-admin", text_handler, "admin"), 0);
@@ -630,6 +653,52 @@ Test(http, post_content_length_and_chunked, .init = start_small_limits, .fini = 
     cr_assert_eq(r.body_len, 1024);
     cr_assert_eq(memcmp(r.body, big, 1024), 0);
     cl_close(cl);
+}
+
+/* Trailer fields of a chunked body are never read as header fields: an Authorization, a
+ * Content-Type or a repeated field sent after the body is invisible to handlers, in one write or
+ * split across writes, and the body and the next request on the connection are intact. */
+Test(http, chunked_trailers_are_not_headers, .init = start_small_limits, .fini = stop_server)
+{
+    struct client *cl = cl_open(g_port);
+    struct reply r;
+
+    cl_send(cl, "POST /fields HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nX-T: head\r\n"
+                "\r\n3\r\nabc\r\n0\r\nAuthorization: Bearer from-the-trailer\r\n"
+                "Content-Type: text/evil\r\nX-T: trailer\r\n\r\n");
+    cr_assert_eq(cl_read(cl, &r, 0), 0);
+    cr_assert_eq(r.status, 200);
+    cr_assert_str_eq(r.body, "auth=-;ct=-;x=head;n=1;body=abc");
+    /* A trailer arriving in pieces, the field name split from its value. */
+    cl_send(cl, "POST /fields HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                "2\r\nde\r\n0\r\nAuthori");
+    sleep_ms(30);
+    cl_send(cl, "zation: Bear");
+    sleep_ms(30);
+    cl_send(cl, "er x\r\nX-T: 1\r\n\r\n");
+    cr_assert_eq(cl_read(cl, &r, 0), 0);
+    cr_assert_eq(r.status, 200);
+    cr_assert_str_eq(r.body, "auth=-;ct=-;x=-;n=0;body=de");
+    /* The connection goes on: the next request has its own fields. */
+    cl_send(cl, "POST /fields HTTP/1.1\r\nHost: t\r\nContent-Type: a/b\r\nContent-Length: 1\r\n"
+                "\r\nz");
+    cr_assert_eq(cl_read(cl, &r, 0), 0);
+    cr_assert_str_eq(r.body, "auth=-;ct=a/b;x=-;n=0;body=z");
+    cl_close(cl);
+    /* Trailers count against max_header_bytes (512 here): endless ones are refused. */
+    {
+        char big[600];
+        cl = cl_open(g_port);
+        memset(big, 'v', sizeof(big) - 1);
+        big[sizeof(big) - 1] = '\0';
+        cl_send(cl, "POST /fields HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    "1\r\na\r\n0\r\nX-Big: ");
+        cl_send(cl, big);
+        cl_send(cl, "\r\n\r\n");
+        cr_assert_eq(cl_read(cl, &r, 0), 0);
+        cr_assert_eq(r.status, 431);
+        cl_close(cl);
+    }
 }
 
 Test(http, expect_100_continue, .init = start_default, .fini = stop_server)

@@ -46,7 +46,8 @@ static int sh(char *out, size_t out_len, const char *fmt, ...)
 }
 
 /* A CA; a server certificate for 127.0.0.1 and localhost; a client certificate it issued; one it
- * issued that has expired; a self-signed client certificate nobody trusts; and a second key that
+ * issued that has expired; two it issued for the same key without EKU clientAuth (no EKU at all,
+ * serverAuth only); a self-signed client certificate nobody trusts; and a second key that
  * matches no certificate. */
 static void make_pki(void)
 {
@@ -69,6 +70,11 @@ static void make_pki(void)
                     "-extfile client.ext -out client.pem && "
                     "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -days -1 "
                     "-extfile client.ext -out expired.pem && "
+                    "printf 'basicConstraints=CA:FALSE\\n' > noeku.ext && "
+                    "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -days 30 "
+                    "-extfile noeku.ext -out noeku.pem && "
+                    "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -days 30 "
+                    "-extfile server.ext -out serverauth.pem && "
                     "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
                     "-keyout rogue.key -out rogue.pem -subj '/O=pkiva test/CN=operator one' "
                     "-days 30 && "
@@ -237,6 +243,15 @@ Test(http_tls, client_certificate_verified_untrusted_expired_absent, .init = sta
     cr_assert_str_eq(out, "tls=1 verified=0 subject=\n");
     cr_assert_eq(curl(out, sizeof(out), "", g_tls_port, "/who"), 0, "%s", out);
     cr_assert_str_eq(out, "tls=1 verified=0 subject=\n");
+    /* Issued by the trusted CA, in validity, but not for client authentication (issue 15.10):
+     * no EKU at all, or serverAuth alone, proves nothing. */
+    cr_assert_eq(curl(out, sizeof(out), "--cert noeku.pem --key client.key", g_tls_port, "/who"), 0,
+                 "%s", out);
+    cr_assert_str_eq(out, "tls=1 verified=0 subject=\n", "no EKU: %s", out);
+    cr_assert_eq(
+        curl(out, sizeof(out), "--cert serverauth.pem --key client.key", g_tls_port, "/who"), 0,
+        "%s", out);
+    cr_assert_str_eq(out, "tls=1 verified=0 subject=\n", "serverAuth only: %s", out);
     /* openssl s_client, TLS 1.2 and 1.3, with the client certificate. */
     for (int v = 2; v <= 3; v++) {
         cr_assert_eq(sh(out, sizeof(out),

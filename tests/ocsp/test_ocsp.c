@@ -463,6 +463,118 @@ Test(plan, garbage_malformed)
     OCSP_REQUEST_free(req);
 }
 
+static OCSP_CERTID *cid_of(X509 *issuer, const EVP_MD *md, long serial);
+
+/* DER of one TLV (tag, content) at out; returns its length. */
+static size_t der_put(unsigned char *out, unsigned char tag, const unsigned char *content,
+                      size_t len)
+{
+    size_t h = 0;
+    out[h++] = tag;
+    if (len < 0x80) {
+        out[h++] = (unsigned char)len;
+    } else {
+        out[h++] = 0x82;
+        out[h++] = (unsigned char)(len >> 8);
+        out[h++] = (unsigned char)len;
+    }
+    memmove(out + h, content, len);
+    return h + len;
+}
+
+/* An OCSPRequest for (issuer, serial) by SHA-256 whose hashAlgorithm parameters are exactly
+ * params (params_len 0: absent), which OpenSSL's request API cannot make. Returns its length. */
+static size_t request_with_params(X509 *issuer, long serial, const unsigned char *params,
+                                  size_t params_len, unsigned char *out, size_t cap)
+{
+    static const unsigned char oid_sha256[] = {0x06, 0x09, 0x60, 0x86, 0x48, 0x01,
+                                               0x65, 0x03, 0x04, 0x02, 0x01};
+    OCSP_CERTID *id = cid_of(issuer, EVP_sha256(), serial);
+    ASN1_OCTET_STRING *nh = NULL, *kh = NULL;
+    ASN1_OBJECT *md = NULL;
+    ASN1_INTEGER *ai = NULL;
+    unsigned char *buf = malloc(cap), *tmp = malloc(cap), *p;
+    size_t n = 0;
+    int ilen;
+
+    cr_assert(buf != NULL && tmp != NULL && params_len + 200 < cap);
+    cr_assert_eq(OCSP_id_get0_info(&nh, &md, &kh, &ai, id), 1);
+    memcpy(tmp, oid_sha256, sizeof(oid_sha256));
+    if (params_len > 0) /* memcpy's source may not be NULL even for 0 bytes */
+        memcpy(tmp + sizeof(oid_sha256), params, params_len);
+    n = der_put(buf, 0x30, tmp, sizeof(oid_sha256) + params_len); /* AlgorithmIdentifier */
+    n += der_put(buf + n, 0x04, ASN1_STRING_get0_data(nh), (size_t)ASN1_STRING_length(nh));
+    n += der_put(buf + n, 0x04, ASN1_STRING_get0_data(kh), (size_t)ASN1_STRING_length(kh));
+    p = buf + n;
+    ilen = i2d_ASN1_INTEGER(ai, &p);
+    cr_assert_gt(ilen, 0);
+    n += (size_t)ilen;
+    for (int level = 0; level < 5; level++) { /* CertID, Request, requestList, TBS, OCSPRequest */
+        n = der_put(tmp, 0x30, buf, n);
+        memcpy(buf, tmp, n);
+    }
+    memcpy(out, buf, n);
+    free(buf);
+    free(tmp);
+    OCSP_CERTID_free(id);
+    return n;
+}
+
+/* [issue 15.2] A CertID's hashAlgorithm parameters are absent or NULL, or the request is
+ * malformed: a client's bytes there never reach a response. A response that goes to the shared
+ * cache carries the server's own CertID (NULL parameters), whatever form the client used. */
+Test(plan, certid_parameters_absent_or_null_only)
+{
+    static const unsigned char null_params[] = {0x05, 0x00};
+    static const unsigned char int_params[] = {0x02, 0x01, 0x00};
+    unsigned char junk[4 + 4096];
+    unsigned char *der = malloc(8192);
+    struct ocsp__plan plan;
+    int slot;
+    size_t len;
+
+    memset(junk + 4, 'J', 4096);
+    junk[0] = 0x04; /* OCTET STRING of 4096 attacker bytes */
+    junk[1] = 0x82;
+    junk[2] = 0x10;
+    junk[3] = 0x00;
+    len = request_with_params(F.ca1, 0x1001, junk, sizeof(junk), der, 8192);
+    cr_assert_eq(ocsp__plan_request(F.resp, der, len, &plan, &slot), 0);
+    cr_assert_eq(plan.kind, OCSP__PLAN_ERROR);
+    cr_assert_eq(plan.response_status, OCSP_RESPONSE_STATUS_MALFORMEDREQUEST);
+    ocsp__plan_cleanup(&plan);
+    len = request_with_params(F.ca1, 0x1001, int_params, sizeof(int_params), der, 8192);
+    cr_assert_eq(ocsp__plan_request(F.resp, der, len, &plan, &slot), 0);
+    cr_assert_eq(plan.response_status, OCSP_RESPONSE_STATUS_MALFORMEDREQUEST);
+    ocsp__plan_cleanup(&plan);
+    /* Absent and NULL are both answered, each with the canonical CertID (NULL parameters),
+     * which is what the cached response must carry. */
+    for (int absent = 0; absent < 2; absent++) {
+        static const unsigned char canonical_alg[] = {0x30, 0x0d, 0x06, 0x09, 0x60,
+                                                      0x86, 0x48, 0x01, 0x65, 0x03,
+                                                      0x04, 0x02, 0x01, 0x05, 0x00};
+        unsigned char *cid_der = NULL;
+        OCSP_BASICRESP *bs;
+        int cid_len;
+        len = request_with_params(F.ca1, 0x1001, null_params, absent ? 0 : sizeof(null_params), der,
+                                  8192);
+        cr_assert_eq(ocsp__plan_request(F.resp, der, len, &plan, &slot), 0);
+        cr_assert_eq(plan.kind, OCSP__PLAN_SIGN, "absent=%d", absent);
+        cr_assert_eq(plan.cache_index, 1);
+        cid_len = i2d_OCSP_CERTID(plan.singles[0].cid, &cid_der);
+        cr_assert_gt(cid_len, (int)sizeof(canonical_alg) + 2);
+        cr_assert(memcmp(cid_der + 2, canonical_alg, sizeof(canonical_alg)) == 0,
+                  "absent=%d: the cached response would not carry the canonical CertID", absent);
+        OPENSSL_free(cid_der);
+        bs = sign_and_verify(&plan, F.ca1, NULL);
+        cr_assert_eq(status_of(bs, F.ca1, EVP_sha256(), 0x1001, NULL, NULL),
+                     V_OCSP_CERTSTATUS_GOOD);
+        OCSP_BASICRESP_free(bs);
+        ocsp__plan_cleanup(&plan);
+    }
+    free(der);
+}
+
 Test(plan, nonce_lengths)
 {
     const int lens[5] = {0, 1, 32, 128, 129};
@@ -1130,6 +1242,33 @@ Test(template, every_shape_is_openssls_response_rsa, .init = pki_build, .fini = 
     each_shape(rsa_resp, rsa, 1);
     X509_free(rsa_resp);
     EVP_PKEY_free(rsa);
+}
+
+/* A CertID whose hashAlgorithm parameters are absent (accepted, and echoed in answers to that
+ * client alone, such as nonce responses): the direct encoder still makes OpenSSL's bytes. */
+Test(template, certid_without_parameters_is_openssls_response, .init = pki_build, .fini = teardown)
+{
+    unsigned char der[1024];
+    size_t len = request_with_params(F.ca1, 0x1001, NULL, 0, der, sizeof(der));
+    struct ocsp__parsed parsed;
+    struct ocsp__single s;
+    struct ocsp__build b;
+    int64_t now = (int64_t)time(NULL);
+
+    cr_assert_eq(ocsp__request_parse(der, len, 10, &parsed), 0);
+    cr_assert_eq(parsed.status, OCSP_RESPONSE_STATUS_SUCCESSFUL);
+    memset(&s, 0, sizeof(s));
+    memset(&b, 0, sizeof(b));
+    s.cid = parsed.ids[0].cid; /* borrowed */
+    s.cert_status = V_OCSP_CERTSTATUS_GOOD;
+    b.signer_cert = F.responder;
+    b.include_signer = 1;
+    b.singles = &s;
+    b.n = 1;
+    b.this_update = now;
+    b.next_update = now + 86400;
+    build_pair(&b, F.resp_key, 0, "absent parameters");
+    ocsp__parsed_cleanup(&parsed);
 }
 
 /* Many answers in one response: lengths of two and three octets in the DER headers. */

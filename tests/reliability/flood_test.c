@@ -70,7 +70,7 @@ static int server_closed(int fd, int *saw_408)
 static long long metric(const char *name)
 {
     char body[32768], line[256], *p;
-    if (rel_admin(&srv, "/metrics", NULL, "", body, sizeof(body)) != 200)
+    if (rel_admin(&srv, "/metrics", NULL, NULL, body, sizeof(body)) != 200) /* with the token */
         return -1;
     snprintf(line, sizeof(line), "\n%s", name); /* the sample, not the # TYPE line */
     p = strstr(body, line);

@@ -374,26 +374,29 @@ int rel_admin(const struct rel_server *s, const char *path, const char *json,
                  "%s %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n%sContent-Type: "
                  "application/json\r\nContent-Length: %zu\r\n\r\n%s",
                  json ? "POST" : "GET", path, auth_lines, json_len, json ? json : "");
-    {
-        /* pkiva init makes the admin listener HTTPS (DATA/admin/); a data folder without it
-         * (a test that removed the directives) is plain HTTP. */
-        char conf[8192] = "";
-        char conf_path[400];
-        FILE *f;
-        size_t got = 0;
-        snprintf(conf_path, sizeof(conf_path), "%s/pkiva.conf", s->data);
-        f = fopen(conf_path, "r");
-        cr_assert_not_null(f);
-        got = fread(conf, 1, sizeof(conf) - 1, f);
-        fclose(f);
-        conf[got] = '\0';
-        if (strstr(conf, "\ntls_cert") != NULL)
-            status = rel_https(s, req, (size_t)n, body, body_cap, 15000);
-        else
-            status = rel_http(s->admin_port, req, (size_t)n, body, body_cap, 15000);
-    }
+    status = rel_admin_raw(s, req, (size_t)n, body, body_cap);
     free(req);
     return status;
+}
+
+int rel_admin_raw(const struct rel_server *s, const void *request, size_t len, char *body,
+                  size_t body_cap)
+{
+    /* pkiva init makes the admin listener HTTPS (DATA/admin/); a data folder without it (a test
+     * that removed the directives) is plain HTTP. */
+    char conf[8192] = "";
+    char conf_path[400];
+    FILE *f;
+    size_t got = 0;
+    snprintf(conf_path, sizeof(conf_path), "%s/pkiva.conf", s->data);
+    f = fopen(conf_path, "r");
+    cr_assert_not_null(f);
+    got = fread(conf, 1, sizeof(conf) - 1, f);
+    fclose(f);
+    conf[got] = '\0';
+    if (strstr(conf, "\ntls_cert") != NULL)
+        return rel_https(s, request, len, body, body_cap, 15000);
+    return rel_http(s->admin_port, request, len, body, body_cap, 15000);
 }
 
 int rel_ocsp(const struct rel_server *s, const char *serial_hex, int nonce, int *reason)

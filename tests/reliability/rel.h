@@ -47,6 +47,10 @@ int rel_http(int port, const void *request, size_t len, char *body, size_t body_
  * are extra header lines (each with CRLF), NULL = "Authorization: Bearer <token>". */
 int rel_admin(const struct rel_server *s, const char *path, const char *json,
               const char *auth_lines, char *body, size_t body_cap);
+/* Sends request (every byte as given) on a fresh connection to the admin listener, HTTPS or not
+ * as rel_admin decides; the answer as rel_http gives it. */
+int rel_admin_raw(const struct rel_server *s, const void *request, size_t len, char *body,
+                  size_t body_cap);
 int rel_get(int port, const char *path, char *body, size_t body_cap, int timeout_ms);
 
 /* OCSP status of serial (hex) under the issuing CA, by POST: 0 good, 1 revoked, 2 unknown,

@@ -142,12 +142,12 @@ Test(store, migrations_create_schema_and_reopen_is_a_noop)
     store_close(s);
     /* One version per entry of migrations[] (other branches append theirs). */
     int64_t version = raw_int("PRAGMA user_version");
-    cr_assert_geq(version, 2);
+    cr_assert_geq(version, 3);
     cr_assert_eq(raw_int("PRAGMA application_id"), 0x706b6976);
     cr_assert_eq(raw_int("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name IN "
                          "('issuers','certs','cert_ders','feed','revocations','crl_numbers',"
-                         "'crl_history','tsa_serials','tsa_tokens','audit')"),
-                 10);
+                         "'crl_history','tsa_serials','tsa_tokens','audit','audit_seals')"),
+                 11);
     cr_assert_eq(raw_int("SELECT count(*) FROM sqlite_schema WHERE type = 'index' AND name IN "
                          "('certs_revoked','revocations_open_ocsp','revocations_open_crl')"),
                  3);
@@ -964,19 +964,30 @@ Test(store, tsa_log_records_tokens)
 
 /* ---- audit ---------------------------------------------------------------------------------- */
 
+/* Verifies with no trusted certificate (no seals exist in these tests). */
+static int audit_verify(struct store *s, int64_t *bad, int64_t *count)
+{
+    struct store_audit_report rep;
+    int rc = store_audit_verify_blocking(s, NULL, NULL, 0, NULL, &rep);
+
+    *bad = rep.bad_record;
+    *count = rep.records;
+    return rc;
+}
+
 static struct store *audit_fixture(int records)
 {
     struct store *s = open_store(STORE_OPEN_CREATE);
     char detail[64];
     int64_t bad = -1, count = -1;
 
-    cr_assert_eq(store_audit_verify_blocking(s, &bad, &count), 0, "an empty log verifies");
+    cr_assert_eq(audit_verify(s, &bad, &count), 0, "an empty log verifies");
     cr_assert_eq(count, 0);
     for (int i = 1; i <= records; i++) {
         (void)snprintf(detail, sizeof(detail), "{\"serial\":\"%02x\"}", i);
         cr_assert_eq(store_audit_append_blocking(s, "cli:root", "revoke", detail), 0);
     }
-    cr_assert_eq(store_audit_verify_blocking(s, &bad, &count), 0);
+    cr_assert_eq(audit_verify(s, &bad, &count), 0);
     cr_assert_eq(count, records);
     cr_assert_eq(bad, 0);
     return s;
@@ -991,7 +1002,7 @@ Test(store, audit_chain_verifies)
     /* Appends from another connection continue the same chain. */
     cr_assert_eq(store_audit_append_blocking(other, "admin-api:t1", "issuer.put", NULL), 0);
     cr_assert_eq(store_audit_append_blocking(s, "x", "y", ""), 0);
-    cr_assert_eq(store_audit_verify_blocking(other, &bad, &count), 0);
+    cr_assert_eq(audit_verify(other, &bad, &count), 0);
     cr_assert_eq(count, 7);
     cr_assert_eq(store_audit_append_blocking(s, "x", "", "d"), UTIL_EINVAL);
     store_close(s);
@@ -1007,9 +1018,9 @@ Test(store, audit_detects_an_edited_record)
     int64_t bad = -1, count = -1;
 
     raw_exec("UPDATE audit SET detail = '{\"serial\":\"ff\"}' WHERE id = 3");
-    cr_assert_eq(store_audit_verify_blocking(s, &bad, &count), UTIL_EINVAL);
+    cr_assert_eq(audit_verify(s, &bad, &count), UTIL_EINVAL);
     cr_assert_eq(bad, 3);
-    cr_assert_eq(count, 2);
+    cr_assert_eq(count, 5, "every record is still checked");
     store_close(s);
 }
 
@@ -1020,7 +1031,7 @@ Test(store, audit_detects_moved_bytes_between_fields)
 
     /* "cli:root" + "revoke" -> "cli:roo" + "trevoke": same concatenation, different fields. */
     raw_exec("UPDATE audit SET actor = 'cli:roo', action = 'trevoke' WHERE id = 2");
-    cr_assert_eq(store_audit_verify_blocking(s, &bad, &count), UTIL_EINVAL);
+    cr_assert_eq(audit_verify(s, &bad, &count), UTIL_EINVAL);
     cr_assert_eq(bad, 2);
     store_close(s);
 }
@@ -1031,9 +1042,9 @@ Test(store, audit_detects_a_deleted_record)
     int64_t bad = -1, count = -1;
 
     raw_exec("DELETE FROM audit WHERE id = 3");
-    cr_assert_eq(store_audit_verify_blocking(s, &bad, &count), UTIL_EINVAL);
-    cr_assert_eq(bad, 4);
-    cr_assert_eq(count, 2);
+    cr_assert_eq(audit_verify(s, &bad, &count), UTIL_EINVAL);
+    cr_assert_eq(bad, 3, "the missing record is named");
+    cr_assert_eq(count, 4);
     store_close(s);
 }
 
@@ -1043,13 +1054,13 @@ Test(store, audit_detects_a_removed_tail)
     int64_t bad = -1, count = -1;
 
     raw_exec("DELETE FROM audit WHERE id = 5");
-    cr_assert_eq(store_audit_verify_blocking(s, &bad, &count), UTIL_EINVAL);
+    cr_assert_eq(audit_verify(s, &bad, &count), UTIL_EINVAL);
     cr_assert_eq(bad, 5);
     cr_assert_eq(count, 4);
     /* Later appends do not paper over the gap. */
     cr_assert_eq(store_audit_append_blocking(s, "a", "b", "c"), 0);
-    cr_assert_eq(store_audit_verify_blocking(s, &bad, &count), UTIL_EINVAL);
-    cr_assert_eq(bad, 6);
+    cr_assert_eq(audit_verify(s, &bad, &count), UTIL_EINVAL);
+    cr_assert_eq(bad, 5);
     store_close(s);
 }
 
@@ -1396,6 +1407,199 @@ Test(store, import_index_commits_in_batches)
     cr_assert_eq(calls, 3, "two full batches of 10000 and the rest");
     store_close(s);
     cr_assert_eq(raw_int("SELECT count(*) FROM certs"), 25000);
+}
+
+/* ---- issue 14 item 4: no writer stores a revocation that cannot be signed -------------------- */
+
+Test(store, revoke_refuses_times_that_cannot_be_signed)
+{
+    static const unsigned char serial[] = {0x42};
+    struct store *s = open_store(STORE_OPEN_CREATE);
+    int64_t ca = put_issuer(s, "ca");
+    int64_t now = (int64_t)time(NULL);
+    int64_t feed_id = 0;
+    struct store_revocation rev = {
+        .issuer_id = ca, .serial = serial, .serial_len = 1, .reason = 1, .actor = "test"};
+    struct store_cert c;
+
+    add_cert(s, ca, serial, 1); /* notBefore 1700000000 */
+    /* Milliseconds given as seconds: year 57887. */
+    rev.revoked_at = 1764633600000LL;
+    cr_assert_eq(store_cert_revoke_blocking(s, &rev, &feed_id), UTIL_EINVAL);
+    cr_assert(strncmp(store_errmsg(s), "revoked_at:", 11) == 0, "%s", store_errmsg(s));
+    /* Beyond the skew; within it is fine (tested last). */
+    rev.revoked_at = now + STORE_CLOCK_SKEW_S + 60;
+    cr_assert_eq(store_cert_revoke_blocking(s, &rev, &feed_id), UTIL_EINVAL);
+    cr_assert(strncmp(store_errmsg(s), "revoked_at:", 11) == 0, "%s", store_errmsg(s));
+    /* Before the certificate existed. */
+    rev.revoked_at = 1700000000 - 1;
+    cr_assert_eq(store_cert_revoke_blocking(s, &rev, &feed_id), UTIL_EINVAL);
+    cr_assert(strstr(store_errmsg(s), "notBefore") != NULL, "%s", store_errmsg(s));
+    /* Invalidity after the revocation, given or defaulted to now. */
+    rev.revoked_at = 1750000000;
+    rev.invalidity_date = 1750000001;
+    cr_assert_eq(store_cert_revoke_blocking(s, &rev, &feed_id), UTIL_EINVAL);
+    cr_assert(strncmp(store_errmsg(s), "invalidity_date:", 16) == 0, "%s", store_errmsg(s));
+    rev.revoked_at = 0;
+    rev.invalidity_date = now + 3600;
+    cr_assert_eq(store_cert_revoke_blocking(s, &rev, &feed_id), UTIL_EINVAL);
+    cr_assert(strncmp(store_errmsg(s), "invalidity_date:", 16) == 0, "%s", store_errmsg(s));
+    /* received_at in the future, or past what milliseconds can hold. */
+    rev.invalidity_date = 0;
+    rev.received_at_ms = (now + 3600) * 1000;
+    cr_assert_eq(store_cert_revoke_blocking(s, &rev, &feed_id), UTIL_EINVAL);
+    cr_assert(strncmp(store_errmsg(s), "received_at:", 12) == 0, "%s", store_errmsg(s));
+    rev.received_at_ms = INT64_MAX;
+    cr_assert_eq(store_cert_revoke_blocking(s, &rev, &feed_id), UTIL_EINVAL);
+    cr_assert(strncmp(store_errmsg(s), "received_at:", 12) == 0, "%s", store_errmsg(s));
+    /* Nothing was written. */
+    cr_assert_eq(store_cert_get_blocking(s, ca, serial, 1, &c), 0);
+    cr_assert_eq(c.status, STORE_GOOD);
+    cr_assert_eq(raw_int("SELECT count(*) FROM revocations"), 0);
+    /* A time inside the skew, an invalidity date before it: accepted. */
+    rev.received_at_ms = 0;
+    rev.revoked_at = now + 10;
+    rev.invalidity_date = now - 86400;
+    cr_assert_eq(store_cert_revoke_blocking(s, &rev, &feed_id), 0, "%s", store_errmsg(s));
+    cr_assert_str_empty(store_errmsg(s));
+    store_close(s);
+}
+
+Test(store, import_index_skips_lines_that_cannot_be_signed)
+{
+    static const char index[] =
+        "R\t301231235959Z\t20260230000000Z,keyCompromise\t20\tunknown\t/CN=feb30\n"
+        "R\t301231235959Z\t99991231235959Z,keyCompromise\t21\tunknown\t/CN=future\n"
+        "R\t301231235959Z\t240102030405Z,keyTime,20250101000000Z\t22\tunknown\t/CN=inv\n"
+        "V\t20260230000000Z\t\t23\tunknown\t/CN=badexpiry\n"
+        "R\t301231235959Z\t240102030405Z,keyCompromise\t24\tunknown\t/CN=ok\n";
+    static const unsigned char ok[] = {0x24};
+    struct store *s = open_store(STORE_OPEN_CREATE);
+    int64_t ca = put_issuer(s, "ca");
+    struct store_import_stats st;
+    struct store_cert c;
+    char path[256];
+
+    write_text("index-bad.txt", index, path, sizeof(path));
+    cr_assert_eq(store_import_index_blocking(s, ca, path, NULL, NULL, &st), 0);
+    cr_assert_eq(st.skipped, 4);
+    cr_assert_eq(st.added, 1);
+    cr_assert_eq(st.revoked, 1);
+    cr_assert_eq(store_cert_get_blocking(s, ca, ok, 1, &c), 0);
+    cr_assert_eq(c.status, STORE_REVOKED);
+    cr_assert_eq(raw_int("SELECT count(*) FROM certs"), 1, "no refused line left a row");
+    store_close(s);
+}
+
+Test(store, sla_list_flags_revocations_written_behind_the_checks)
+{
+    static const unsigned char ok[] = {0x51}, poisoned[] = {0x52};
+    struct store *s = open_store(STORE_OPEN_CREATE);
+    int64_t ca = put_issuer(s, "ca");
+    struct sla_rows rows = {0};
+    int64_t feed_id = 0;
+
+    add_cert(s, ca, ok, 1);
+    add_cert(s, ca, poisoned, 1);
+    cr_assert_eq(revoke_cert(s, ca, ok, 1, STORE_REASON_KEY_COMPROMISE, &feed_id), 0);
+    cr_assert_eq(revoke_cert(s, ca, poisoned, 1, STORE_REASON_KEY_COMPROMISE, &feed_id), 0);
+    /* What an older pkiva stored for "revoked_at":"@1764633600000". */
+    raw_exec("UPDATE revocations SET revoked_at = 1764633600000 WHERE serial = X'52'");
+    cr_assert_eq(store_sla_list_blocking(s, 0, 0, collect_sla, &rows), 0);
+    cr_assert_eq(rows.n, 2);
+    for (int i = 0; i < rows.n; i++) {
+        if (rows.r[i].serial[0] == 0x52)
+            cr_assert(rows.r[i].unsignable != NULL &&
+                          strncmp(rows.r[i].unsignable, "revoked_at", 10) == 0,
+                      "the poisoned row is flagged");
+        else
+            cr_assert_null(rows.r[i].unsignable);
+    }
+    store_close(s);
+}
+
+/* ---- audit: the state tables ---------------------------------------------------------------- */
+
+/* Every change carries its record, in its transaction; the history replays to the statuses. */
+Test(store, audit_covers_every_change_and_replays_the_statuses)
+{
+    static const unsigned char a[] = {0x0a}, b[] = {0x0b};
+    struct store *s = open_store(STORE_OPEN_CREATE);
+    int64_t issuer = put_issuer(s, "demo-ca");
+    int64_t feed = 0, bad = -1, count = -1;
+
+    add_cert(s, issuer, a, 1);
+    add_cert(s, issuer, b, 1);
+    cr_assert_eq(revoke_cert(s, issuer, a, 1, STORE_REASON_CERTIFICATE_HOLD, &feed), 0);
+    cr_assert_eq(store_cert_unrevoke_blocking(s, issuer, a, 1, "test", &feed), 0);
+    cr_assert_eq(revoke_cert(s, issuer, b, 1, STORE_REASON_KEY_COMPROMISE, &feed), 0);
+    cr_assert_eq(raw_int("SELECT count(*) FROM audit"), 5, "one record per change");
+    /* An idempotent repeat changes nothing and records nothing. */
+    cr_assert_eq(revoke_cert(s, issuer, b, 1, STORE_REASON_KEY_COMPROMISE, &feed), 0);
+    cr_assert_eq(raw_int("SELECT count(*) FROM audit"), 5);
+    cr_assert_eq(raw_int("SELECT count(*) FROM audit WHERE feed_first = feed_last AND "
+                         "length(changes) = 32"),
+                 5);
+    cr_assert_eq(audit_verify(s, &bad, &count), 0);
+
+    /* b back to good behind the store's back: named by the record of its revocation. */
+    raw_exec("UPDATE certs SET status = 0, reason = -1, revoked_at = 0 WHERE serial = x'0b'");
+    cr_assert_eq(audit_verify(s, &bad, &count), UTIL_EINVAL);
+    cr_assert_eq(bad, 5);
+    store_close(s);
+}
+
+/* A failure of the audit insert undoes the change it records. */
+Test(store, audit_record_and_change_commit_together)
+{
+    static const unsigned char a[] = {0x0a};
+    struct store *s = open_store(STORE_OPEN_CREATE);
+    int64_t issuer = put_issuer(s, "demo-ca");
+    int64_t feed = 0;
+    struct store_cert c;
+
+    add_cert(s, issuer, a, 1);
+    raw_exec("CREATE TRIGGER no_audit BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'x'); END");
+    cr_assert_neq(revoke_cert(s, issuer, a, 1, STORE_REASON_KEY_COMPROMISE, &feed), 0);
+    cr_assert_eq(store_cert_get_blocking(s, issuer, a, 1, &c), 0);
+    cr_assert_eq(c.status, STORE_GOOD);
+    cr_assert_eq(raw_int("SELECT count(*) FROM feed"), 1);
+    cr_assert_eq(raw_int("SELECT count(*) FROM revocations"), 0);
+    store_close(s);
+}
+
+/* A database of schema 1 (its log a plain chain without change ranges) gets one record covering
+ * every change made so far, and verifies. */
+Test(store, audit_migration_from_schema_1_records_the_existing_changes)
+{
+    static const unsigned char a[] = {0x0a}, b[] = {0x0b};
+    struct store *s = open_store(STORE_OPEN_CREATE);
+    int64_t issuer = put_issuer(s, "demo-ca");
+    int64_t feed = 0, bad = -1, count = -1;
+
+    add_cert(s, issuer, a, 1);
+    add_cert(s, issuer, b, 1);
+    cr_assert_eq(revoke_cert(s, issuer, b, 1, STORE_REASON_KEY_COMPROMISE, &feed), 0);
+    store_close(s);
+    /* Back to schema 1 as pkiva 7f2f515 left it: no audit columns of schema 2, no seals, and
+     * (for simplicity) an empty log. */
+    raw_exec("DELETE FROM audit; DELETE FROM sqlite_sequence WHERE name = 'audit'; "
+             "DROP TABLE audit_seals; ALTER TABLE audit DROP COLUMN version; "
+             "ALTER TABLE audit DROP COLUMN feed_first; ALTER TABLE audit DROP COLUMN feed_last; "
+             "ALTER TABLE audit DROP COLUMN changes; PRAGMA user_version = 1");
+    /* ... and without the later migrations' tables (the directory's search index). */
+    raw_exec("DROP TABLE cert_search; DROP TABLE cert_fts; DROP TABLE search_backfill");
+    s = open_store(0);
+    cr_assert_geq(raw_int("PRAGMA user_version"), 2);
+    cr_assert_eq(raw_int("SELECT count(*) FROM audit WHERE action = 'schema-upgrade' AND "
+                         "feed_first = 1 AND feed_last = 3"),
+                 1);
+    cr_assert_eq(audit_verify(s, &bad, &count), 0);
+    /* From now on the history holds: the revocation row of b removed is found. */
+    raw_exec("DELETE FROM revocations");
+    cr_assert_eq(audit_verify(s, &bad, &count), UTIL_EINVAL);
+    cr_assert_eq(bad, 1);
+    store_close(s);
 }
 
 /* ---- search (the public directory) ---------------------------------------------------------- */

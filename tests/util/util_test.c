@@ -190,3 +190,55 @@ Test(helpers, url_safe_names)
     memset(longest, 'a', sizeof(longest) - 1);
     cr_assert(util_name_valid(longest));
 }
+
+/* Operator times (issue 14 item 4): impossible dates and out-of-range numbers are refused, not
+ * normalised or wrapped. */
+Test(util, time_parse_accepts_the_documented_forms)
+{
+    int64_t t = 0;
+    cr_assert_eq(util_time_parse("2026-11-21T10:00:00Z", &t), UTIL_OK);
+    cr_assert_eq(t, 1795255200);
+    cr_assert_eq(util_time_parse("2026-11-21 10:00:00", &t), UTIL_OK);
+    cr_assert_eq(t, 1795255200);
+    cr_assert_eq(util_time_parse("2026-11-21", &t), UTIL_OK);
+    cr_assert_eq(t, 1795219200);
+    cr_assert_eq(util_time_parse("2024-02-29", &t), UTIL_OK); /* a leap day */
+    cr_assert_eq(util_time_parse("@1764633600", &t), UTIL_OK);
+    cr_assert_eq(t, 1764633600);
+    cr_assert_eq(util_time_parse("9999-12-31T23:59:59Z", &t), UTIL_OK);
+    cr_assert_eq(t, UTIL_TIME_MAX);
+    cr_assert_eq(util_time_parse("@253402300799", &t), UTIL_OK);
+}
+
+Test(util, time_parse_refuses_impossible_dates_and_overflow)
+{
+    static const char *const bad[] = {
+        "2026-02-30", /* no such day */
+        "2025-02-29", /* not a leap year */
+        "2100-02-29", /* century, not a leap year */
+        "2026-04-31T00:00:00Z",
+        "2026-13-01",
+        "2026-00-10",
+        "2026-11-21T24:00:00Z",
+        "2026-11-21T10:60:00Z",
+        "2026-11-21T10:00:60Z",
+        "1969-12-31",
+        "@1764633600000",     /* milliseconds given as seconds: year 57887 */
+        "@18446744073709552", /* wrapped to 384 ms once scaled to milliseconds */
+        "@99999999999999999999999",
+        "@-1",
+        "@",
+        "@12a",
+        "@ 12",
+        "2026-11-21T10:00:00+01:00",
+        "2026-11-21X10:00:00",
+        "2026-1-21",
+        "",
+        "10000-01-01",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        int64_t t = 42;
+        cr_assert_eq(util_time_parse(bad[i], &t), UTIL_EINVAL, "accepted '%s'", bad[i]);
+        cr_assert_eq(t, 42, "'%s' changed the output", bad[i]);
+    }
+}
