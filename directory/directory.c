@@ -1151,6 +1151,14 @@ static const char *field_value(int field)
     return field >= 0 && field <= F_FP ? values[field] : "auto";
 }
 
+/* One e-mail address and nothing else: "local@domain", no spaces. */
+static int whole_address(const char *q)
+{
+    const char *at = strchr(q, '@');
+    return at != NULL && at != q && at[1] != '\0' && strchr(at + 1, '@') == NULL &&
+           strpbrk(q, " \t") == NULL;
+}
+
 static void search_work(struct dir_job *job, struct store *store)
 {
     struct directory *dir = job->dir;
@@ -1216,6 +1224,10 @@ static void search_work(struct dir_job *job, struct store *store)
         rc = digits == 64   ? run_search(job, store, STORE_SEARCH_SHA256, 0, key, 32, &sc)
              : digits == 40 ? run_search(job, store, STORE_SEARCH_SHA1, 0, key, 20, &sc)
                             : UTIL_EINVAL;
+    } else if (field == F_EMAIL && whole_address(job->q)) {
+        rc = run_search(job, store, STORE_SEARCH_EMAIL, 0, NULL, 0, &sc);
+        if (rc >= 0 && sc.rows == 0)
+            rc = run_search(job, store, STORE_SEARCH_NAME, STORE_FIELD_EMAIL, NULL, 0, &sc);
     } else if (field != F_AUTO) {
         unsigned f = field == F_NAME ? all_names & ~STORE_FIELD_EMAIL
                      : field == F_CN ? STORE_FIELD_CN
@@ -1232,6 +1244,8 @@ static void search_work(struct dir_job *job, struct store *store)
         if (rc >= 0 && sc.rows == 0 && digits > 0 && (size_t)digits <= 2 * STORE_SERIAL_MAX &&
             (cfgf & DIRECTORY_FIELD_SERIAL))
             rc = run_search(job, store, STORE_SEARCH_SERIAL, 0, key, key_len, &sc);
+        if (rc >= 0 && sc.rows == 0 && (cfgf & DIRECTORY_FIELD_EMAIL) && whole_address(job->q))
+            rc = run_search(job, store, STORE_SEARCH_EMAIL, 0, NULL, 0, &sc);
         if (rc >= 0 && sc.rows == 0 && all_names != 0) {
             unsigned f = strchr(job->q, '@') != NULL && (all_names & STORE_FIELD_EMAIL)
                              ? STORE_FIELD_EMAIL

@@ -1550,6 +1550,10 @@ int store_cert_search_blocking(struct store *store, const struct store_search *q
         if (q->key == NULL || q->key_len < 1 || q->key_len > STORE_SERIAL_MAX)
             return UTIL_EINVAL;
         break;
+    case STORE_SEARCH_EMAIL:
+        if (q->text == NULL || q->text[0] == '\0' || strlen(q->text) > STORE_SEARCH_TEXT_MAX)
+            return UTIL_EINVAL;
+        break;
     case STORE_SEARCH_SHA256:
     case STORE_SEARCH_SHA1:
         if (q->key == NULL || q->key_len != (q->kind == STORE_SEARCH_SHA256 ? 32u : 20u))

@@ -391,7 +391,8 @@ enum store_search_kind {
     STORE_SEARCH_NAME = 1, /* words of text, all must match; the last a prefix if 3+ letters */
     STORE_SEARCH_SERIAL,   /* key: serial octets (leading zero octets are ignored) */
     STORE_SEARCH_SHA256,   /* key: 32 octets */
-    STORE_SEARCH_SHA1      /* key: 20 octets */
+    STORE_SEARCH_SHA1,     /* key: 20 octets */
+    STORE_SEARCH_EMAIL     /* text: one whole e-mail address, any case (an index probe) */
 };
 #define STORE_SEARCH_TEXT_MAX 256 /* bytes of text */
 #define STORE_SEARCH_WORDS_MAX 8  /* words of text used; more are refused (UTIL_EINVAL) */

@@ -221,6 +221,12 @@ int store__search_keys(const unsigned char *der, size_t der_len, struct store__s
 void store__search_fold(const char *in, size_t in_len, char *out, size_t out_len);
 /* The first 8 octets of a digest as a big-endian signed integer (the index key). */
 int64_t store__fp_key(const unsigned char *digest);
+/* The index key of an e-mail address: the first 8 octets of the SHA-256 of the address folded
+ * (store__search_fold) and in ASCII lower case. 0 for an empty address. */
+int64_t store__email_key(const char *addr, size_t len);
+/* 1 when one of the space-separated addresses of field (store__search_keys' email) equals addr,
+ * compared as store__email_key folds them. */
+int store__email_listed(const char *field, const char *addr);
 /* 1 when der's digest (EVP_sha256 for 32-octet keys, EVP_sha1 for 20) equals key. */
 int store__fp_matches(const unsigned char *der, size_t der_len, const unsigned char *key,
                       size_t key_len);

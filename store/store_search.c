@@ -81,6 +81,49 @@ int64_t store__fp_key(const unsigned char *digest)
     return (int64_t)v;
 }
 
+/* addr folded and lower-cased into out (NUL-terminated); returns its length. */
+static size_t email_norm(const char *addr, size_t len, char *out, size_t out_len)
+{
+    size_t n;
+    store__search_fold(addr, len, out, out_len);
+    n = strlen(out);
+    for (size_t i = 0; i < n; i++)
+        if (out[i] >= 'A' && out[i] <= 'Z')
+            out[i] = (char)(out[i] - 'A' + 'a');
+    return n;
+}
+
+int64_t store__email_key(const char *addr, size_t len)
+{
+    char norm[STORE__SEARCH_FIELD_MAX];
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int md_len = 0;
+    size_t n = email_norm(addr, len, norm, sizeof(norm));
+    if (n == 0)
+        return 0;
+    if (EVP_Digest(norm, n, md, &md_len, EVP_sha256(), NULL) != 1 || md_len != 32) {
+        ERR_clear_error(); /* only without memory: the address is simply not indexed */
+        return 0;
+    }
+    return store__fp_key(md);
+}
+
+int store__email_listed(const char *field, const char *addr)
+{
+    char want[STORE__SEARCH_FIELD_MAX], have[STORE__SEARCH_FIELD_MAX];
+    size_t want_len = email_norm(addr, strlen(addr), want, sizeof(want));
+    for (const char *p = field; *p != '\0';) {
+        const char *end = strchr(p, ' ');
+        size_t len = end != NULL ? (size_t)(end - p) : strlen(p);
+        if (email_norm(p, len, have, sizeof(have)) == want_len && memcmp(have, want, want_len) == 0)
+            return 1;
+        p += len;
+        while (*p == ' ')
+            p++;
+    }
+    return 0;
+}
+
 int store__fp_matches(const unsigned char *der, size_t der_len, const unsigned char *key,
                       size_t key_len)
 {

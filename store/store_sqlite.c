@@ -186,7 +186,9 @@ static const char schema_v2[] =
  *   also the rowid of its cert_fts row: a name match leads to (issuer_id, serial) and the DER
  *   through two primary-key probes, and rowid order is registration order (newest first paging).
  * - Fingerprints are indexed by their first 8 octets (an integer key, half the size of the
- *   digests); a hit is confirmed against the digest of the DER.
+ *   digests); a hit is confirmed against the digest of the DER. Whole e-mail addresses likewise
+ *   (cert_email, keyed by the SHA-256 of the folded lower-case address), confirmed against the
+ *   addresses read from the DER: finding "an@x.vn" is one probe, not a full-text query.
  * - cert_fts is contentless (content=''): it stores the inverted index only, and we never read
  *   text back (pages render from the DER). Rows are never deleted (certificates are not), so a
  *   contentless table's inability to delete does not matter. unicode61 with remove_diacritics 2
@@ -208,6 +210,11 @@ static const char schema_search[] =
     "CREATE INDEX cert_search_sha1 ON cert_search(fp_sha1);"
     "CREATE VIRTUAL TABLE cert_fts USING fts5(iss, cn, o, ou, email, content='', columnsize=0,"
     "  tokenize='unicode61 remove_diacritics 2', prefix='3');"
+    "CREATE TABLE cert_email ("
+    "  email_key INTEGER NOT NULL,"
+    "  der_id INTEGER NOT NULL,"
+    "  PRIMARY KEY (email_key, der_id)"
+    ") WITHOUT ROWID;"
     "CREATE TABLE search_backfill ("
     "  issuer_id INTEGER NOT NULL,"
     "  serial BLOB NOT NULL"
@@ -281,6 +288,8 @@ enum sq_stmt_id {
     STORE_ST_SEARCH_SHA256,
     STORE_ST_SEARCH_SHA1,
     STORE_ST_SEARCH_SERIAL,
+    STORE_ST_EMAIL_INSERT,
+    STORE_ST_SEARCH_EMAIL,
     STORE_ST_BACKFILL_GET,
     STORE_ST_BACKFILL_BATCH,
     STORE_ST_BACKFILL_SET,
@@ -460,6 +469,14 @@ static const char *const stmt_sql[STORE_ST_COUNT] = {
         "SELECT COALESCE(c.der_id, 0), d.der, c.subject, " STORE_SEARCH_CERT_COLS
         " FROM certs AS c LEFT JOIN cert_ders AS d ON d.id = c.der_id "
         "WHERE c.issuer_id = ?1 AND c.serial = ?2",
+    [STORE_ST_EMAIL_INSERT] =
+        "INSERT OR IGNORE INTO cert_email (email_key, der_id) VALUES (?1, ?2)",
+    [STORE_ST_SEARCH_EMAIL] =
+        "SELECT s.der_id, d.der, c.subject, " STORE_SEARCH_CERT_COLS
+        " FROM cert_email AS e CROSS JOIN cert_search AS s ON s.der_id = e.der_id "
+        "CROSS JOIN certs AS c ON c.issuer_id = s.issuer_id AND c.serial = s.serial "
+        "CROSS JOIN cert_ders AS d ON d.id = s.der_id "
+        "WHERE e.email_key = ?1 AND e.der_id < ?2 ORDER BY e.der_id DESC LIMIT ?3",
     [STORE_ST_BACKFILL_GET] = "SELECT issuer_id, serial FROM search_backfill LIMIT 1",
     [STORE_ST_BACKFILL_BATCH] =
         "SELECT c.issuer_id, c.serial, c.der_id, d.der FROM certs AS c "
@@ -940,6 +957,7 @@ static int search_index_add(struct sq *s, int64_t der_id, int64_t issuer_id,
     struct store__search_keys *keys = NULL;
     sqlite3_stmt *stmt = NULL;
     sqlite3_stmt *fts = NULL;
+    sqlite3_stmt *mail = NULL;
     char iss[32];
     int row = 0;
     int rc = 0;
@@ -977,7 +995,28 @@ static int search_index_add(struct sq *s, int64_t der_id, int64_t issuer_id,
         goto out;
     }
     rc = step(s, fts, op, &row);
+    for (const char *p = keys->email; rc == 0 && *p != '\0';) {
+        const char *end = strchr(p, ' ');
+        size_t len = end != NULL ? (size_t)(end - p) : strlen(p);
+        int64_t key = store__email_key(p, len);
+        p += len;
+        while (*p == ' ')
+            p++;
+        if (key == 0)
+            continue;
+        rc = stmt_get(s, STORE_ST_EMAIL_INSERT, &mail);
+        if (rc != 0)
+            break;
+        if (sqlite3_bind_int64(mail, 1, key) != SQLITE_OK ||
+            sqlite3_bind_int64(mail, 2, der_id) != SQLITE_OK)
+            rc = bind_err(s, op);
+        if (rc == 0)
+            rc = step(s, mail, op, &row);
+        stmt_put(s, STORE_ST_EMAIL_INSERT, mail);
+        mail = NULL;
+    }
 out:
+    stmt_put(s, STORE_ST_EMAIL_INSERT, mail);
     stmt_put(s, STORE_ST_FTS_INSERT, fts);
     stmt_put(s, STORE_ST_SEARCH_INSERT, stmt);
     free(keys);
@@ -2812,6 +2851,17 @@ static int search_rows(struct sq *s, sqlite3_stmt *stmt, const struct store_sear
         if ((q->kind == STORE_SEARCH_SHA256 || q->kind == STORE_SEARCH_SHA1) &&
             !store__fp_matches(r.der, r.der_len, q->key, q->key_len))
             continue; /* another certificate with the same 8-octet key */
+        if (q->kind == STORE_SEARCH_EMAIL) {
+            struct store__search_keys *keys = malloc(sizeof(*keys));
+            int listed;
+            if (keys == NULL)
+                return UTIL_ENOMEM;
+            listed = r.der != NULL && store__search_keys(r.der, r.der_len, keys) == UTIL_OK &&
+                     store__email_listed(keys->email, q->text);
+            free(keys);
+            if (!listed)
+                continue; /* another address with the same 8-octet key */
+        }
         rc = fn(ctx, &r);
         if (rc != 0)
             return rc;
@@ -2875,14 +2925,17 @@ static int sq_cert_search(struct store *store, const struct store_search *q,
         if (rc != 0)
             goto out;
         id = STORE_ST_SEARCH_NAME;
+    } else if (q->kind == STORE_SEARCH_EMAIL) {
+        id = STORE_ST_SEARCH_EMAIL;
     } else {
         id = q->kind == STORE_SEARCH_SHA256 ? STORE_ST_SEARCH_SHA256 : STORE_ST_SEARCH_SHA1;
     }
     rc = stmt_get(s, id, &stmt);
     if (rc != 0)
         goto out;
-    if ((q->kind == STORE_SEARCH_NAME
-             ? sqlite3_bind_text(stmt, 1, match, -1, SQLITE_STATIC)
+    if ((q->kind == STORE_SEARCH_NAME ? sqlite3_bind_text(stmt, 1, match, -1, SQLITE_STATIC)
+         : q->kind == STORE_SEARCH_EMAIL
+             ? sqlite3_bind_int64(stmt, 1, store__email_key(q->text, strlen(q->text)))
              : sqlite3_bind_int64(stmt, 1, store__fp_key(q->key))) != SQLITE_OK ||
         sqlite3_bind_int64(stmt, 2, before) != SQLITE_OK ||
         sqlite3_bind_int(stmt, 3, q->limit) != SQLITE_OK) {

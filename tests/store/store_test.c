@@ -1588,7 +1588,8 @@ Test(store, audit_migration_from_schema_1_records_the_existing_changes)
              "ALTER TABLE audit DROP COLUMN feed_first; ALTER TABLE audit DROP COLUMN feed_last; "
              "ALTER TABLE audit DROP COLUMN changes; PRAGMA user_version = 1");
     /* ... and without the later migrations' tables (the directory's search index). */
-    raw_exec("DROP TABLE cert_search; DROP TABLE cert_fts; DROP TABLE search_backfill");
+    raw_exec("DROP TABLE cert_search; DROP TABLE cert_fts; DROP TABLE cert_email; "
+             "DROP TABLE search_backfill");
     s = open_store(0);
     cr_assert_geq(raw_int("PRAGMA user_version"), 2);
     cr_assert_eq(raw_int("SELECT count(*) FROM audit WHERE action = 'schema-upgrade' AND "
@@ -1734,6 +1735,12 @@ Test(store, search_by_names_email_serial_fingerprint_and_pages)
                10);
     cr_assert_eq(f.n, 1);
     cr_assert_eq(f.serials[0], 2);
+    /* A whole address, any case: one probe of the e-mail index. */
+    f = search(s, STORE_SEARCH_EMAIL, 0, "USER4@BCY.gov.vn", NULL, 0, both, 2, 0, 10);
+    cr_assert_eq(f.n, 1);
+    cr_assert_eq(f.serials[0], 4);
+    f = search(s, STORE_SEARCH_EMAIL, 0, "user4@bcy.gov", NULL, 0, both, 2, 0, 10);
+    cr_assert_eq(f.n, 0, "whole addresses only");
     /* Issuer filter. */
     f = search(s, STORE_SEARCH_NAME, STORE_FIELD_O, "chinh phu", NULL, 0, &b, 1, 0, 10);
     cr_assert_eq(f.n, 1);
@@ -1802,7 +1809,8 @@ Test(store, search_index_catches_up_with_older_certificates)
     }
     store_close(s);
     /* As a database from before the index: empty index, a catch-up position at the start. */
-    raw_exec("DELETE FROM cert_search; INSERT INTO cert_fts(cert_fts) VALUES ('delete-all');"
+    raw_exec("DELETE FROM cert_search; DELETE FROM cert_email; "
+             "INSERT INTO cert_fts(cert_fts) VALUES ('delete-all');"
              "INSERT INTO search_backfill (issuer_id, serial) VALUES (0, x'')");
     s = open_store(STORE_OPEN_READONLY);
     f = search(s, STORE_SEARCH_NAME, STORE_FIELD_CN, "special", NULL, 0, &a, 1, 0, 100);
