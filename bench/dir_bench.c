@@ -9,7 +9,8 @@
  *       runs Q searches of each kind through the store API on one read-only connection (what a
  *       directory worker thread does) and prints p50/p99/max per kind: a full name, one family
  *       name (a match set of N/16, first page only), a 3-letter prefix, an organisation, an
- *       e-mail address, a serial, a SHA-256 fingerprint.
+ *       e-mail address word by word (full-text) and whole (its own index), a serial, a SHA-256
+ *       fingerprint.
  *   dir_bench load   --port P --ocsp-path PATH --n N [--seconds S] [--search-conns C]
  *                    [--search-rate R]
  *       OCSP GET of one pre-signed response on 4 keep-alive connections for S seconds alone, then
@@ -247,10 +248,10 @@ static int count_row(void *ctx, const struct store_search_row *row)
 
 static int cmd_query(const char *db, const char *issuer, long n, int queries)
 {
-    static const char *const kinds[] = {"full name (3 words)", "family name (N/16 match)",
-                                        "3-letter prefix",     "organisation (2 words)",
-                                        "e-mail address",      "serial",
-                                        "SHA-256 fingerprint"};
+    static const char *const kinds[] = {"full name (3 words)",    "family name (N/16 match)",
+                                        "3-letter prefix",        "organisation (2 words)",
+                                        "e-mail address (words)", "serial",
+                                        "SHA-256 fingerprint",    "e-mail address (whole)"};
     struct store *s = NULL;
     X509_NAME *subject = NULL;
     EVP_PKEY *key = EVP_EC_gen("P-256");
@@ -288,6 +289,10 @@ static int cmd_query(const char *db, const char *issuer, long n, int queries)
                 break;
             case 4:
                 sq.fields = STORE_FIELD_EMAIL;
+                (void)snprintf(text, sizeof(text), "%s", email);
+                break;
+            case 7:
+                sq.kind = STORE_SEARCH_EMAIL;
                 (void)snprintf(text, sizeof(text), "%s", email);
                 break;
             case 5:
