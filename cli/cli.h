@@ -61,6 +61,7 @@ struct cli_config {
     int hsm_no_deinit;
     int hsm_sessions;
     int hsm_queue_max;
+    int hsm_restart_after_ms; /* 0 = never exit for a supervisor restart */
     /* [store] */
     char store_path[CLI_PATH_MAX];
     int feed_poll_ms;

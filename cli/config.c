@@ -48,6 +48,7 @@ void cli_config_defaults(struct cli_config *cfg)
     cfg->hsm_no_deinit = 1;
     cfg->hsm_sessions = 2;
     cfg->hsm_queue_max = 4096;
+    cfg->hsm_restart_after_ms = 60000;
     cfg->feed_poll_ms = 200;
     /* 0 = derived from [revocation] deadline after parsing (feed_contract_defaults). */
     cfg->ocsp_validity_s = 0;
@@ -425,6 +426,8 @@ static int on_entry(void *user, const char *section, const char *key, const char
             return set_listen(ctx, &cfg->http.listeners[1], value);
         if (strcmp(key, "max_connections") == 0)
             return set_int(ctx, &lim->max_connections, value, 1, 1000000);
+        if (strcmp(key, "max_connections_per_client") == 0)
+            return set_int(ctx, &lim->max_connections_per_client, value, 0, 1000000);
         if (strcmp(key, "max_url") == 0)
             return set_size(ctx, &lim->max_url, value, 65536);
         if (strcmp(key, "max_headers") == 0)
@@ -458,6 +461,8 @@ static int on_entry(void *user, const char *section, const char *key, const char
             return set_int(ctx, &cfg->hsm_sessions, value, 1, 256);
         if (strcmp(key, "queue_max") == 0)
             return set_int(ctx, &cfg->hsm_queue_max, value, 1, 1000000);
+        if (strcmp(key, "restart_after") == 0)
+            return set_duration_ms(ctx, &cfg->hsm_restart_after_ms, value);
     } else if (strcmp(section, "store") == 0) {
         if (strcmp(key, "path") == 0)
             return set_path(ctx, cfg->store_path, sizeof(cfg->store_path), value);

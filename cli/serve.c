@@ -283,6 +283,8 @@ static void handle_metrics(void *ctx, struct http_request *req)
                  "pkiva_http_rejections_total{why=\"limit\"} %llu\n"
                  "pkiva_http_rejections_total{why=\"timeout\"} %llu\n"
                  "pkiva_http_rejections_total{why=\"connections\"} %llu\n"
+                 "pkiva_http_rejections_total{why=\"connections_per_client\"} %llu\n"
+                 "pkiva_http_rejections_total{why=\"accept_emfile\"} %llu\n"
                  "# TYPE pkiva_ocsp_requests_total counter\n"
                  "pkiva_ocsp_requests_total{method=\"GET\"} %llu\n"
                  "pkiva_ocsp_requests_total{method=\"POST\"} %llu\n"
@@ -325,7 +327,9 @@ static void handle_metrics(void *ctx, struct http_request *req)
                  (unsigned long long)ht.responses_3xx, (unsigned long long)ht.responses_4xx,
                  (unsigned long long)ht.responses_5xx, (unsigned long long)ht.connections_open,
                  (unsigned long long)ht.limit_rejections, (unsigned long long)ht.timeouts,
-                 (unsigned long long)ht.connections_rejected, (unsigned long long)os.requests_get,
+                 (unsigned long long)ht.connections_rejected,
+                 (unsigned long long)ht.connections_rejected_per_client,
+                 (unsigned long long)ht.accept_emfile, (unsigned long long)os.requests_get,
                  (unsigned long long)os.requests_post, (unsigned long long)os.good,
                  (unsigned long long)os.revoked, (unsigned long long)os.unknown,
                  (unsigned long long)os.malformed, (unsigned long long)os.unauthorized,
@@ -753,6 +757,7 @@ int cli_serve(const struct cli_config *cfg)
     hcfg.softhsm_no_deinit = cfg->hsm_no_deinit;
     hcfg.sessions = cfg->hsm_sessions;
     hcfg.queue_max = cfg->hsm_queue_max;
+    hcfg.restart_after_ms = cfg->hsm_restart_after_ms;
     rc = hsm_open(&hcfg, &srv->hsm);
     if (rc != UTIL_OK) {
         UTIL_ERROR(MOD, "cannot open the HSM (module %s, PIN file %s): %s", cfg->hsm_module,

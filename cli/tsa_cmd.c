@@ -89,8 +89,10 @@ static int gen_time(const ASN1_GENERALIZEDTIME *t, int64_t *sec, int *ms)
 }
 
 /* 1 if one of the PEM certificates in path verifies the token's signature (its certificates and
- * chain are not consulted: this is about who signed, not about a path to a root today). */
-static int signed_by(CMS_ContentInfo *cms, const char *path)
+ * chain are not consulted: this is about who signed, not about a path to a root today); cert_id
+ * then gets that certificate's SHA-256, the key of the token log. */
+static int signed_by(CMS_ContentInfo *cms, const char *path,
+                     unsigned char cert_id[STORE_TSA_CERT_ID_LEN])
 {
     STACK_OF(X509) *certs = sk_X509_new_null();
     BIO *in = BIO_new_file(path, "r");
@@ -107,7 +109,15 @@ static int signed_by(CMS_ContentInfo *cms, const char *path)
     if (sk_X509_num(certs) > 0)
         ok = CMS_verify(cms, certs, NULL, NULL, NULL,
                         CMS_NOINTERN | CMS_NO_SIGNER_CERT_VERIFY | CMS_BINARY) == 1;
-    else
+    if (ok) {
+        /* The certificate that verified it: the token log's key. */
+        STACK_OF(X509) *signers = CMS_get0_signers(cms);
+        unsigned int n = 0;
+        ok = sk_X509_num(signers) == 1 &&
+             X509_digest(sk_X509_value(signers, 0), EVP_sha256(), cert_id, &n) == 1 &&
+             n == STORE_TSA_CERT_ID_LEN;
+        sk_X509_free(signers); /* the certificates belong to certs */
+    } else if (sk_X509_num(certs) == 0)
         fprintf(stderr, "pkiva tsa check: no PEM certificate in %s\n", path);
     ERR_clear_error();
     BIO_free(in);
@@ -123,6 +133,7 @@ static int check_one(const struct cli_config *cfg, struct store *store, const ch
     CMS_ContentInfo *cms = NULL;
     TS_TST_INFO *tst = NULL;
     const struct cli_tsa_unit *unit = NULL;
+    unsigned char cert_id[STORE_TSA_CERT_ID_LEN];
     struct store_tsa_record rec;
     int64_t serial = 0, sec = 0;
     int ms = -1, rc = 1, found;
@@ -145,9 +156,9 @@ static int check_one(const struct cli_config *cfg, struct store *store, const ch
     /* The unit: the one whose certificate, current or previous (and nothing from the token),
      * verifies the signature. */
     for (int i = 0; i < cfg->n_tsa_units && unit == NULL; i++) {
-        if (signed_by(cms, cfg->tsa_units[i].cert) ||
+        if (signed_by(cms, cfg->tsa_units[i].cert, cert_id) ||
             (cfg->tsa_units[i].previous_certs[0] != '\0' &&
-             signed_by(cms, cfg->tsa_units[i].previous_certs)))
+             signed_by(cms, cfg->tsa_units[i].previous_certs, cert_id)))
             unit = &cfg->tsa_units[i];
     }
     {
@@ -165,7 +176,7 @@ static int check_one(const struct cli_config *cfg, struct store *store, const ch
                path, (long long)serial, when);
         goto out;
     }
-    found = store_tsa_token_get_blocking(store, unit->name, serial, &rec);
+    found = store_tsa_token_get_blocking(store, cert_id, unit->name, serial, &rec);
     if (found == UTIL_ENOTFOUND) {
         printf("%s: unit %s, serial %lld, genTime %s: signature OK, but NOT in the token log\n",
                path, unit->name, (long long)serial, when);

@@ -55,7 +55,24 @@
  *   change or freed under it; lock order is swap_lock before keys_mutex, everywhere. The monitor
  *   also probes an idle token every interval so that /readyz notices an outage without traffic,
  *   and while it runs, work submitted during an outage is refused at once (a hung network HSM
- *   would otherwise fill the queue with jobs that each wait for a timeout). */
+ *   would otherwise fill the queue with jobs that each wait for a timeout).
+ * - When reloading does not heal: a module can lose track of its objects for good while the
+ *   token is still there. SoftHSM2 2.6.1 that could not open its token files once (the process
+ *   out of descriptors: a connection flood, issue 15) marks the token's index invalid and finds
+ *   no object again until C_Finalize and C_Initialize; the monitor then logged "not found" every
+ *   500 ms until an operator restarted pkiva. Rebuilding the provider in a new library context
+ *   would not reset that: with no-deinit (which SoftHSM2 needs) pkcs11-provider never finalises
+ *   the module, a second provider instance shares the same initialised module state, and every
+ *   key, template and signing context that ocsp/, crl/ and tsa/ built holds the old context.
+ *   What does reset every module is a new process. So after restart_after_ms of reloads failing
+ *   in a row, hsm__keys_reload logs why and _exits with HSM_EXIT_STALE (75) for the supervisor
+ *   (systemd Restart=on-failure) to start pkiva afresh; _exit because everything that must
+ *   survive is already durable in the store, which is built to survive a kill -9 at any moment,
+ *   and atexit handlers on other threads' objects are what crashes SoftHSM2 at exit. The price:
+ *   an outage longer than restart_after_ms (a network HSM away for minutes) also ends in a
+ *   restart, and a process that cannot load its keys does not start, so pre-signed OCSP answers
+ *   stop until the token is back; set restart_after = 0 where such outages are expected and a
+ *   module that never wedges is used. */
 #define _GNU_SOURCE /* pthread_rwlockattr_setkind_np: a reload must not starve behind readers */
 #include "hsm_int.h"
 
@@ -498,6 +515,7 @@ int hsm_open(const struct hsm_config *cfg, struct hsm **out)
     atomic_init(&hsm->shed, 0);
     atomic_init(&hsm->key_reloads, 0);
     atomic_init(&hsm->monitor_running, 0);
+    hsm->restart_after_ms = cfg->restart_after_ms;
     hsm->module_path = strdup(cfg->module_path);
     if (hsm->module_path == NULL) {
         rc = UTIL_ENOMEM;

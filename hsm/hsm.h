@@ -24,7 +24,14 @@ struct hsm_config {
                                   without it) */
     int sessions;          /* signing threads, >= 1 */
     int queue_max;         /* signing jobs waiting at most, >= 1 */
+    /* Self-heal of last resort (see hsm_monitor_start): when the monitor has failed to load the
+     * keys again for this long, the process exits with HSM_EXIT_STALE for its supervisor to
+     * restart it. 0 = never (wait for the token however long it takes). */
+    int restart_after_ms;
 };
+
+/* Exit status of a process that gave up on its PKCS#11 state (EX_TEMPFAIL): restart it. */
+#define HSM_EXIT_STALE 75
 
 /* Creates the library context (default + pkcs11 providers), checks the PIN file's permissions
  * (UTIL_EPERM if group/other may read it), logs into the token lazily on first use. The PIN never
@@ -100,6 +107,9 @@ int hsm_probe_blocking(struct hsm *hsm, const struct hsm_key *key);
  *   the token gives them all, swaps their handles (key->pkey) and probes; the first success ends
  *   the outage. After a token is removed or a network HSM reconnects, the old object handles are
  *   dead (pkcs11-provider 1.0 does not renew them), so this reload is what heals signing.
+ * - When the keys could not be loaded again for cfg->restart_after_ms (not 0) in a row, it exits
+ *   the process with HSM_EXIT_STALE: a module that lost track of its objects heals only in a new
+ *   process (see the DESIGN comment in hsm.c).
  * - While it runs and the hsm is unavailable, hsm_submit and hsm_run_sync refuse at once with
  *   UTIL_EHSM instead of queueing work for a token that fails or hangs (counted as rejected); the
  *   monitor's probes are what notice recovery.

@@ -41,7 +41,10 @@ struct hsm {
     int monitor_started, monitor_stop;
     _Atomic int monitor_running; /* 1: outages are detected and healed; shed jobs while down */
     int monitor_interval_ms;
-    struct hsm_key *probe_key; /* the monitor's own key, freed by hsm_close */
+    struct hsm_key *probe_key;       /* the monitor's own key, freed by hsm_close */
+    int restart_after_ms;            /* hsm_config's: 0 = never exit for a restart */
+    int64_t reload_failing_since_ms; /* monotonic ms of the first failed reload in a row, or 0;
+                                        only the monitor thread touches it */
 };
 
 /* A key as the hsm allocates it: the public struct first (hsm_key_free converts back), then the

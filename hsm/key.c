@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #define URI_SCHEME "pkcs11:"
 #define URI_MAX 1024
@@ -445,6 +446,29 @@ struct reload_item {
     EVP_PKEY *fresh;
 };
 
+/* A reload failed: if they have failed in a row for restart_after_ms, give the process up for its
+ * supervisor to restart (see "When reloading does not heal" in hsm.c). */
+static void give_up_if_stale(struct hsm *hsm, const char *uri)
+{
+    int64_t now = util_mono_ms();
+
+    if (hsm->restart_after_ms <= 0)
+        return;
+    if (hsm->reload_failing_since_ms == 0) {
+        hsm->reload_failing_since_ms = now;
+        return;
+    }
+    if (now - hsm->reload_failing_since_ms < hsm->restart_after_ms)
+        return;
+    UTIL_ERROR(HSM_MOD,
+               "the keys could not be loaded again for %lld ms (%s: not available): this "
+               "process's PKCS#11 state cannot heal (restart_after = %d ms); exiting with status "
+               "%d so that the supervisor restarts pkiva",
+               (long long)(now - hsm->reload_failing_since_ms), uri, hsm->restart_after_ms,
+               HSM_EXIT_STALE);
+    _exit(HSM_EXIT_STALE);
+}
+
 int hsm__keys_reload(struct hsm *hsm)
 {
     struct reload_item *items = NULL;
@@ -479,6 +503,7 @@ int hsm__keys_reload(struct hsm *hsm)
             UTIL_DEBUG(HSM_MOD, "reload: %s not available yet: %s", items[i].uri,
                        util_strerror(rc));
             rc = rc == UTIL_ENOMEM ? rc : UTIL_EHSM;
+            give_up_if_stale(hsm, items[i].uri);
             goto out;
         }
     }
@@ -499,6 +524,7 @@ int hsm__keys_reload(struct hsm *hsm)
     }
     pthread_mutex_unlock(&hsm->keys_mutex);
     pthread_rwlock_unlock(&hsm->swap_lock);
+    hsm->reload_failing_since_ms = 0;
     (void)atomic_fetch_add_explicit(&hsm->key_reloads, 1, memory_order_relaxed); /* a counter */
     UTIL_WARN(HSM_MOD, "loaded %zu key handle%s again from the token after an outage", swapped,
               swapped == 1 ? "" : "s");

@@ -473,6 +473,8 @@ static void on_close(uv_handle_t *handle)
                                         memory_order_relaxed); /* old value not needed */
         http__stat_add(&lp->stats.open, -1);
     }
+    if (conn->peer_counted)
+        http__peers_release(lp->srv->peers, conn->peer_key);
     http__tls_conn_free(conn);
     free(conn);
     http__loop_conn_closed(lp);
@@ -1196,7 +1198,8 @@ void http__conn_drain(struct http__conn *conn)
     }
 }
 
-static void format_peer(struct http__conn *conn)
+/* conn->peer for logs and, when the address is known, conn->peer_key; returns 0 if it is not. */
+static int format_peer(struct http__conn *conn)
 {
     struct sockaddr_storage ss;
     int len = sizeof(ss);
@@ -1205,8 +1208,9 @@ static void format_peer(struct http__conn *conn)
     memset(&ss, 0, sizeof(ss));
     if (uv_tcp_getpeername(&conn->tcp, (struct sockaddr *)&ss, &len) != 0) {
         (void)snprintf(conn->peer, sizeof(conn->peer), "?"); /* fits */
-        return;
+        return 0;
     }
+    http__peer_key((const struct sockaddr *)&ss, conn->peer_key);
     if (ss.ss_family == AF_INET6) {
         const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)&ss;
         (void)uv_ip6_name(sin6, ip, sizeof(ip)); /* on failure ip stays "?" */
@@ -1216,6 +1220,7 @@ static void format_peer(struct http__conn *conn)
         (void)uv_ip4_name(sin, ip, sizeof(ip)); /* on failure ip stays "?" */
         (void)snprintf(conn->peer, sizeof(conn->peer), "%s:%u", ip, ntohs(sin->sin_port));
     }
+    return 1;
 }
 
 void http__conn_accept(struct http__listener *lst)
@@ -1248,13 +1253,24 @@ void http__conn_accept(struct http__listener *lst)
         refuse = 1;
         goto out;
     }
+    if (format_peer(conn) && srv->peers != NULL) {
+        if (!http__peers_take(srv->peers, conn->peer_key,
+                              srv->cfg.limits.max_connections_per_client)) {
+            http__stat_add(&lp->stats.rejected_per_client, 1);
+            UTIL_DEBUG("http", "%s: connection refused: max_connections_per_client (%d) reached",
+                       conn->peer, srv->cfg.limits.max_connections_per_client);
+            refuse = 1;
+            goto out;
+        }
+        conn->peer_counted = 1;
+    }
     if (atomic_fetch_add_explicit(&srv->n_connections, 1, memory_order_relaxed) >=
-        srv->cfg.limits.max_connections) {
+        srv->max_connections) {
         (void)atomic_fetch_sub_explicit(&srv->n_connections, 1,
                                         memory_order_relaxed); /* undo; old value not needed */
         http__stat_add(&lp->stats.rejected, 1);
         UTIL_DEBUG("http", "connection refused: max_connections (%d) reached",
-                   srv->cfg.limits.max_connections);
+                   srv->max_connections);
         refuse = 1;
         goto out;
     }
@@ -1262,7 +1278,6 @@ void http__conn_accept(struct http__listener *lst)
     http__stat_add(&lp->stats.accepted, 1);
     http__stat_add(&lp->stats.open, 1);
     (void)uv_tcp_nodelay(&conn->tcp, 1); /* latency only; the connection works without it */
-    format_peer(conn);
     if (lst->tls_ctx != NULL && http__tls_conn_init(conn, lst->tls_ctx) != 0) {
         UTIL_DEBUG("http", "%s: out of memory for TLS", conn->peer);
         refuse = 1;
@@ -1279,7 +1294,13 @@ void http__conn_accept(struct http__listener *lst)
     conn_read_start(conn);
 out:
     if (refuse) {
-        /* Accepted only to be closed at once; on_close frees it and counts it down. */
+        /* Accepted only to be closed at once; on_close frees it and counts it down. Its
+         * per-client slot is given back now, so that the table never holds more entries than
+         * there are counted connections. */
+        if (conn->peer_counted && !conn->counted) {
+            http__peers_release(srv->peers, conn->peer_key);
+            conn->peer_counted = 0;
+        }
         conn->closing = 1;
         uv_close((uv_handle_t *)&conn->tcp, on_close);
     }

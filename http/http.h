@@ -44,7 +44,14 @@ struct http_listener_config {
 };
 
 struct http_limits {
-    int max_connections;     /* per process, all listeners; past it new connections are closed */
+    /* Per process, all listeners; past it new connections are closed. http_server_start raises
+     * the soft RLIMIT_NOFILE to the hard limit and clamps this (logged) so that connections leave
+     * HTTP_FD_RESERVE descriptors free for the HSM, the store, CRL files and logs; it refuses to
+     * start when fewer than 16 connections would fit. */
+    int max_connections;
+    /* Open connections per client address (IPv4 address, IPv6 /64), all listeners together; past
+     * it the client's new connections are closed at once. 0 = no cap. */
+    int max_connections_per_client;
     size_t max_url;          /* bytes of request target; past it 414 */
     int max_headers;         /* header fields; past it 431 */
     size_t max_header_bytes; /* all header bytes of one request; past it 431 */
@@ -173,6 +180,8 @@ struct http_stats {
     uint64_t timeouts, limit_rejections;
     uint64_t tls_handshakes;         /* completed TLS handshakes */
     uint64_t tls_handshake_failures; /* failed ones: bad or plain-text input, a broken peer */
+    uint64_t connections_rejected_per_client; /* closed at once: max_connections_per_client */
+    uint64_t accept_emfile; /* accept(2) found no free descriptor (the backlog was drained) */
 };
 /* Sums the per-loop counters (relaxed atomics; a consistent-enough snapshot for /metrics). */
 void http_server_stats(const struct http_server *srv, struct http_stats *out);

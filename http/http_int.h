@@ -34,6 +34,14 @@
 #define HTTP_HDRS_INLINE 24          /* header slots stored inline */
 #define HTTP_HEAD_INLINE 384         /* rendered status line + headers stored inline */
 #define HTTP_PEER_LEN 56             /* "[ipv6]:port" */
+#define HTTP__PEER_KEY_LEN 16        /* a client address as max_connections_per_client counts it */
+/* Descriptors kept free for everything but client connections: the HSM (SoftHSM2 opens its object
+ * files for each operation; network HSMs hold a socket per session), the store's SQLite
+ * connections (database, -wal and -shm each), CRL files being written, the log and the operator
+ * commands' admin connections. max_connections is clamped so that connections never touch it. */
+#define HTTP_FD_RESERVE 128
+#define HTTP_FD_PER_LOOP 8      /* a loop's own: epoll, eventfd, libuv's spare, ours, a few more */
+#define HTTP_MIN_CONNECTIONS 16 /* below this, a start with the descriptors available is refused */
 
 struct http__loop;
 struct http__conn;
@@ -44,6 +52,7 @@ struct http__stats {
     _Atomic uint64_t accepted, rejected, open, requests;
     _Atomic uint64_t r2xx, r3xx, r4xx, r5xx, timeouts, limits;
     _Atomic uint64_t tls_ok, tls_failed;
+    _Atomic uint64_t rejected_per_client, accept_emfile;
 };
 
 static inline void http__stat_add(_Atomic uint64_t *counter, int64_t delta)
@@ -146,7 +155,8 @@ struct http__conn {
     int writes_outstanding;
     int error_status; /* set by a parser callback that rejects: 413, 414, 431, 503 */
     unsigned reading : 1, paused : 1, no_more : 1, read_eof : 1, closing : 1, lingering : 1,
-        in_parse : 1, draining : 1, continue_busy : 1, counted : 1;
+        in_parse : 1, draining : 1, continue_busy : 1, counted : 1, peer_counted : 1;
+    unsigned char peer_key[HTTP__PEER_KEY_LEN]; /* when peer_counted: its per-client slot */
     uint64_t idle_since;  /* uv_now when the connection last had nothing to do */
     uint64_t write_since; /* uv_now of the last write progress while writes are outstanding */
     uint64_t linger_until;
@@ -193,6 +203,8 @@ struct http__loop {
     char date[64]; /* "Date: ...\r\n" */
     size_t date_len;
     int64_t date_sec;
+    int spare_fd;              /* kept open to drain the backlog when accept fails with EMFILE */
+    uint64_t emfile_logged_at; /* uv_now of the last EMFILE warning (rate limit) */
     struct http__stats stats;
 };
 
@@ -217,6 +229,8 @@ struct http_server {
     struct http__loop *loops;
     int ports[HTTP_MAX_LISTENERS];
     _Atomic int n_connections; /* process-wide, for max_connections */
+    int max_connections;       /* cfg's, clamped to what RLIMIT_NOFILE allows (fd_budget) */
+    struct http__peers *peers; /* per-client counts; NULL = max_connections_per_client off */
     _Atomic int stop_requested;
     int started, ran;
     uv_loop_t ctl_loop;
@@ -227,6 +241,17 @@ struct http_server {
     uv_cond_t start_cond;
     int n_ready;
 };
+
+/* peers.c: open connections per client address (max_connections_per_client). */
+struct http__peers;
+/* A table for up to max_entries addresses (one per connection at most). UTIL_ENOMEM. */
+int http__peers_new(int max_entries, struct http__peers **out);
+void http__peers_free(struct http__peers *peers); /* NULL-safe */
+/* The key a peer address counts under: an IPv4 address, or an IPv6 /64. */
+void http__peer_key(const struct sockaddr *sa, unsigned char key[HTTP__PEER_KEY_LEN]);
+/* Counts one more connection of key and returns 1, or returns 0 when key already has cap. */
+int http__peers_take(struct http__peers *peers, const unsigned char *key, int cap);
+void http__peers_release(struct http__peers *peers, const unsigned char *key);
 
 /* conn.c */
 void http__conn_accept(struct http__listener *lst);

@@ -29,7 +29,8 @@
  * buffer, so the buffer is reused freely (and lent back to the loop's pool when empty).
  *
  * Failure modes. Limits are answered with a status (400, 408, 413, 414, 431) and a close, counted,
- * and logged at DEBUG only. Over max_connections a connection is accepted and closed at once. Out
+ * and logged at DEBUG only. Over max_connections, or over max_connections_per_client for its
+ * address, a connection is accepted and closed at once (counted). Out
  * of memory on the request path closes the one connection concerned (or answers 503 when a request
  * object exists); at start-up it fails http_server_start. Shutdown: listeners close first, idle
  * connections close, busy ones finish their parsed requests (answered with Connection: close)
@@ -37,6 +38,17 @@
  * thread once its connections are gone, then the thread exits and is joined. SO_REUSEPORT lets
  * any process of the same user bind the same port and take a share of the connections: run the
  * service under its own user.
+ *
+ * Descriptors. A flood of idle connections must never take the descriptors that the HSM, the store,
+ * CRL files and logs need: SoftHSM2 that cannot open its object files fails signatures and, worse,
+ * forgets its token's objects until the process restarts. So http_server_start raises the soft
+ * RLIMIT_NOFILE to the hard limit, counts what is open, and clamps max_connections (logged) to what
+ * leaves HTTP_FD_RESERVE descriptors free beyond the loops' own; an accept-and-close past the
+ * limits holds one descriptor for an instant. If accept(2) still fails with EMFILE (something else
+ * took the reserve), libuv drains the backlog with a descriptor it keeps spare; should that one be
+ * gone, each loop has its own spare (spare_fd) and drains with it, so a listener that stays
+ * readable never spins. max_connections_per_client keeps one address (an IPv6 /64) from taking
+ * every connection slot.
  *
  * TLS. A listener with a certificate gets one SSL_CTX, built by http_server_new and shared
  * read-only by every loop (OpenSSL makes that safe once it is set up). Each connection owns an
@@ -53,6 +65,7 @@
 #include "http_int.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -71,6 +84,7 @@
 void http_limits_default(struct http_limits *limits)
 {
     limits->max_connections = 10000;
+    limits->max_connections_per_client = 256;
     limits->max_url = 8192;
     limits->max_headers = 64;
     limits->max_header_bytes = 16384;
@@ -108,7 +122,8 @@ static int config_valid(const struct http_config *cfg)
         if (lc->tls_client_crl_file != NULL && lc->tls_client_ca_file == NULL)
             return 0;
     }
-    if (l->max_connections < 1 || l->max_url < 1 || l->max_headers < 1 || l->max_header_bytes < 1)
+    if (l->max_connections < 1 || l->max_connections_per_client < 0 || l->max_url < 1 ||
+        l->max_headers < 1 || l->max_header_bytes < 1)
         return 0;
     if (l->max_pipelined < 1 || l->header_timeout_ms < 1 || l->body_timeout_ms < 1)
         return 0;
@@ -479,11 +494,50 @@ static void on_idle(uv_idle_t *idle)
         (void)uv_idle_stop(idle); /* cannot fail */
 }
 
+/* accept(2) failed with EMFILE or ENFILE and libuv could not drain the backlog itself (its spare
+ * descriptor is gone too): without help it would call accept again at once, for ever. Close this
+ * loop's spare, accept and close everything pending until the backlog is empty, and take the
+ * spare back; then libuv's next accept finds nothing and the loop goes on. Counted; warned at
+ * most every 10 s. */
+static void drain_backlog(struct http__listener *lst, int status)
+{
+    struct http__loop *lp = lst->lp;
+    uv_os_fd_t listen_fd = -1;
+    uint64_t now = uv_now(&lp->loop);
+    int fd = -1;
+
+    http__stat_add(&lp->stats.accept_emfile, 1);
+    if (lp->emfile_logged_at == 0 || now - lp->emfile_logged_at >= 10000) {
+        lp->emfile_logged_at = now;
+        UTIL_WARN("http", "loop %d: accept: %s; closing pending connections", lp->index,
+                  uv_strerror(status));
+    }
+    if (uv_fileno((const uv_handle_t *)&lst->tcp, &listen_fd) != 0)
+        return;
+    if (lp->spare_fd >= 0) {
+        (void)close(lp->spare_fd); /* /dev/null: nothing to flush */
+        lp->spare_fd = -1;
+    }
+    for (;;) {
+        fd = accept(listen_fd, NULL, NULL);
+        if (fd < 0 && errno == EINTR)
+            continue;
+        if (fd < 0)
+            break;
+        (void)close(fd); /* refused: never read */
+    }
+    lp->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
 static void on_connection(uv_stream_t *server, int status)
 {
     struct http__listener *lst = server->data;
     struct http__loop *lp = lst->lp;
 
+    if (status == UV_EMFILE || status == UV_ENFILE) {
+        drain_backlog(lst, status);
+        return;
+    }
     if (status < 0) {
         UTIL_DEBUG("http", "accept failed: %s", uv_strerror(status));
         return;
@@ -538,6 +592,10 @@ static void loop_teardown(struct http__loop *lp)
     int n_zombies = 0;
     int rc = 0;
 
+    if (lp->spare_fd >= 0) {
+        (void)close(lp->spare_fd); /* /dev/null: nothing to flush */
+        lp->spare_fd = -1;
+    }
     if (!lp->handles_init)
         return;
     uv_walk(&lp->loop, close_any, NULL);
@@ -744,7 +802,8 @@ static int loop_setup(struct http_server *srv, struct http__loop *lp, int *fds)
     if (rc != 0)
         goto out;
     uv_unref((uv_handle_t *)&lp->check);
-    presize_watchers(lp, srv->cfg.limits.max_connections);
+    presize_watchers(lp, srv->max_connections);
+    lp->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     loop_update_date(lp);
     for (i = 0; i < srv->cfg.n_listeners; i++) {
         struct http__listener *lst = &lp->listeners[i];
@@ -771,6 +830,82 @@ out:
     if (rc != 0) {
         UTIL_ERROR("http", "loop %d: setup failed: %s", lp->index, uv_strerror(rc));
         return UTIL_ENOMEM;
+    }
+    return UTIL_OK;
+}
+
+/* Descriptors open in this process now (/proc/self/fd, less the one reading it); -1 if unknown. */
+static long count_open_fds(void)
+{
+    DIR *dir = opendir("/proc/self/fd");
+    struct dirent *entry = NULL;
+    long n = 0;
+
+    if (dir == NULL)
+        return -1;
+    while ((entry = readdir(dir)) != NULL)
+        if (entry->d_name[0] != '.')
+            n++;
+    (void)closedir(dir); /* read-only directory stream */
+    return n - 1;
+}
+
+/* Raises the soft RLIMIT_NOFILE to the hard limit and sets srv->max_connections to the configured
+ * value, clamped (and logged) so that client connections leave HTTP_FD_RESERVE descriptors free
+ * beyond what is open now and what the loops will open. UTIL_ECONFIG (logged) when fewer than
+ * HTTP_MIN_CONNECTIONS connections would fit: a server that a handful of clients can starve of
+ * descriptors is better not started. See "Descriptors" in the DESIGN comment. */
+static int fd_budget(struct http_server *srv)
+{
+    const struct http_config *cfg = &srv->cfg;
+    struct rlimit rl;
+    long open_now = 0, loops = 0, budget = 0;
+
+    srv->max_connections = cfg->limits.max_connections;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        UTIL_WARN("http", "getrlimit(RLIMIT_NOFILE): %s; max_connections not checked",
+                  strerror(errno));
+        return UTIL_OK;
+    }
+    if (rl.rlim_cur != rl.rlim_max) {
+        rlim_t soft = rl.rlim_cur;
+        rl.rlim_cur = rl.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &rl) == 0) {
+            UTIL_INFO("http",
+                      "raised the soft limit of open files (RLIMIT_NOFILE) from %llu to "
+                      "the hard limit %llu",
+                      (unsigned long long)soft, (unsigned long long)rl.rlim_max);
+        } else {
+            UTIL_WARN("http", "cannot raise RLIMIT_NOFILE from %llu to %llu: %s",
+                      (unsigned long long)soft, (unsigned long long)rl.rlim_max, strerror(errno));
+            rl.rlim_cur = soft;
+        }
+    }
+    if (rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > (rlim_t)1 << 30)
+        return UTIL_OK;
+    open_now = count_open_fds();
+    if (open_now < 0)
+        open_now = 64; /* no /proc: a guess at what start-up opened */
+    loops = (long)cfg->workers * (cfg->n_listeners + HTTP_FD_PER_LOOP);
+    budget = (long)rl.rlim_cur - open_now - loops - HTTP_FD_RESERVE;
+    if (budget < HTTP_MIN_CONNECTIONS) {
+        UTIL_ERROR("http",
+                   "too few file descriptors: RLIMIT_NOFILE is %llu, %ld are open, the loops "
+                   "need %ld and %d are kept for the HSM, store, CRL files and logs, which "
+                   "leaves %ld for connections (at least %d needed); raise the hard limit "
+                   "(LimitNOFILE= in systemd, ulimit -Hn)",
+                   (unsigned long long)rl.rlim_cur, open_now, loops, HTTP_FD_RESERVE,
+                   budget < 0 ? 0 : budget, HTTP_MIN_CONNECTIONS);
+        return UTIL_ECONFIG;
+    }
+    if (budget < srv->max_connections) {
+        UTIL_WARN("http",
+                  "max_connections %d clamped to %ld: RLIMIT_NOFILE is %llu, %ld descriptors are "
+                  "open, the loops need %ld and %d are kept for the HSM, store, CRL files and "
+                  "logs (raise the hard limit to allow more)",
+                  srv->max_connections, budget, (unsigned long long)rl.rlim_cur, open_now, loops,
+                  HTTP_FD_RESERVE);
+        srv->max_connections = (int)budget;
     }
     return UTIL_OK;
 }
@@ -863,6 +998,14 @@ int http_server_start(struct http_server *srv)
     srv->n_ready = 0;
     ignore_sigpipe();
     routes_sort(srv);
+    rc = fd_budget(srv);
+    if (rc != UTIL_OK)
+        return rc;
+    if (cfg->limits.max_connections_per_client > 0 && srv->peers == NULL) {
+        rc = http__peers_new(srv->max_connections, &srv->peers);
+        if (rc != UTIL_OK)
+            return rc;
+    }
     n_fds = cfg->workers * cfg->n_listeners;
     fds = malloc((size_t)n_fds * sizeof(*fds));
     srv->loops = calloc((size_t)cfg->workers, sizeof(*srv->loops));
@@ -891,6 +1034,7 @@ int http_server_start(struct http_server *srv)
         lp->srv = srv;
         lp->index = w;
         lp->date_sec = -1;
+        lp->spare_fd = -1;
         rc = loop_setup(srv, lp, &fds[w * cfg->n_listeners]);
         if (rc != 0)
             goto out;
@@ -1026,6 +1170,7 @@ void http_server_free(struct http_server *srv)
         free(srv->routes[i].prefix);
     free(srv->routes);
     free(srv->loops);
+    http__peers_free(srv->peers);
     for (i = 0; i < HTTP_MAX_LISTENERS; i++)
         SSL_CTX_free(srv->tls_ctx[i]);
     free(srv->server_header);
@@ -1053,5 +1198,8 @@ void http_server_stats(const struct http_server *srv, struct http_stats *out)
         out->limit_rejections += atomic_load_explicit(&s->limits, memory_order_relaxed);
         out->tls_handshakes += atomic_load_explicit(&s->tls_ok, memory_order_relaxed);
         out->tls_handshake_failures += atomic_load_explicit(&s->tls_failed, memory_order_relaxed);
+        out->connections_rejected_per_client +=
+            atomic_load_explicit(&s->rejected_per_client, memory_order_relaxed);
+        out->accept_emfile += atomic_load_explicit(&s->accept_emfile, memory_order_relaxed);
     }
 }

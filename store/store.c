@@ -615,7 +615,17 @@ int store_tsa_reserve_blocking(struct store *store, const char *unit, int64_t co
     if (store == NULL || unit == NULL || unit[0] == '\0' || count <= 0 || first_out == NULL)
         return UTIL_EINVAL;
     *first_out = 0;
-    return store->ops->tsa_reserve(store, unit, count, first_out);
+    return store->ops->tsa_reserve(store, unit, count, 1, first_out);
+}
+
+int store_tsa_reserve_from_blocking(struct store *store, const char *key, int64_t count,
+                                    int64_t floor, int64_t *first_out)
+{
+    if (store == NULL || key == NULL || key[0] == '\0' || count <= 0 || floor < 1 ||
+        first_out == NULL)
+        return UTIL_EINVAL;
+    *first_out = 0;
+    return store->ops->tsa_reserve(store, key, count, floor, first_out);
 }
 
 int store_tsa_log_blocking(struct store *store, const struct store_tsa_token *tokens, size_t n)
@@ -635,13 +645,13 @@ int store_tsa_log_blocking(struct store *store, const struct store_tsa_token *to
     return store->ops->tsa_log(store, tokens, n);
 }
 
-int store_tsa_token_get_blocking(struct store *store, const char *unit, int64_t serial,
-                                 struct store_tsa_record *out)
+int store_tsa_token_get_blocking(struct store *store, const unsigned char *cert_id,
+                                 const char *unit, int64_t serial, struct store_tsa_record *out)
 {
     if (store == NULL || unit == NULL || out == NULL)
         return UTIL_EINVAL;
     memset(out, 0, sizeof(*out));
-    return store->ops->tsa_token_get(store, unit, serial, out);
+    return store->ops->tsa_token_get(store, cert_id, unit, serial, out);
 }
 
 /* ---- audit: hashes and digests -------------------------------------------------------------- */

@@ -255,9 +255,18 @@ int store_crl_latest_blocking(struct store *store, int64_t issuer_id, int delta,
  * reserved block that were never used are skipped after a crash, never reissued. */
 int store_tsa_reserve_blocking(struct store *store, const char *unit, int64_t count,
                                int64_t *first_out);
+/* The same, with the block starting at floor at least: the counter of key (any text; the TSA
+ * passes its certificate's fingerprint) jumps up to floor when it is below it. */
+int store_tsa_reserve_from_blocking(struct store *store, const char *key, int64_t count,
+                                    int64_t floor, int64_t *first_out);
+
+#define STORE_TSA_CERT_ID_LEN 32 /* SHA-256 of the TSA certificate's DER */
 
 struct store_tsa_token {
     const char *unit;
+    /* The TSA certificate that signed it (STORE_TSA_CERT_ID_LEN bytes): the log's key with the
+     * serial. NULL: unknown (rows from before schema version 2, found by unit name). */
+    const unsigned char *cert_id;
     int64_t serial;
     int64_t gen_time_ms;
     const char *policy;      /* dotted OID */
@@ -278,10 +287,12 @@ struct store_tsa_record {
     unsigned char imprint[64];
     size_t imprint_len;
 };
-/* Looks up the record of (unit, serial): 0, UTIL_ENOTFOUND (no such token was issued), or an
+/* Looks up the record of the token with this serial signed under the certificate cert_id
+ * (STORE_TSA_CERT_ID_LEN bytes, or NULL); when there is none, the record of (unit, serial) made
+ * before the log was keyed by certificate. 0, UTIL_ENOTFOUND (no such token was issued), or an
  * error. Values longer than the record's fields (never written by pkiva) give UTIL_EINVAL. */
-int store_tsa_token_get_blocking(struct store *store, const char *unit, int64_t serial,
-                                 struct store_tsa_record *out);
+int store_tsa_token_get_blocking(struct store *store, const unsigned char *cert_id,
+                                 const char *unit, int64_t serial, struct store_tsa_record *out);
 
 /* ---- audit ---------------------------------------------------------------------------------- */
 

@@ -131,10 +131,11 @@ struct store__ops {
     int (*crl_latest)(struct store *store, int64_t issuer_id, int delta,
                       struct store_crl_record *meta_out, unsigned char **der_out);
 
-    int (*tsa_reserve)(struct store *store, const char *unit, int64_t count, int64_t *first_out);
+    int (*tsa_reserve)(struct store *store, const char *unit, int64_t count, int64_t floor,
+                       int64_t *first_out);
     int (*tsa_log)(struct store *store, const struct store_tsa_token *tokens, size_t n);
-    int (*tsa_token_get)(struct store *store, const char *unit, int64_t serial,
-                         struct store_tsa_record *out);
+    int (*tsa_token_get)(struct store *store, const unsigned char *cert_id, const char *unit,
+                         int64_t serial, struct store_tsa_record *out);
 
     /* Appends one record: the backend picks the next id, the previous hash and the time inside its
      * write transaction and computes the hash with store__audit_hash. */

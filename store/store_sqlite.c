@@ -222,8 +222,15 @@ static const char schema_search[] =
     "INSERT INTO search_backfill (issuer_id, serial) "
     "  SELECT 0, x'' WHERE EXISTS (SELECT 1 FROM certs WHERE der_id IS NOT NULL);";
 
+/* Version 3 (issue 15.3): the token log keyed by the TSA certificate, not the unit's name, which
+ * may change; rows from before keep an empty cert_id and are found by (unit, serial). */
+static const char schema_v3[] =
+    "ALTER TABLE tsa_tokens ADD COLUMN cert_id BLOB NOT NULL DEFAULT x'';"
+    "CREATE UNIQUE INDEX tsa_tokens_by_cert ON tsa_tokens (cert_id, serial) "
+    "WHERE cert_id <> x'';";
+
 /* migrations[i] upgrades schema version i to i + 1. Append only; never edit a shipped entry. */
-static const char *const migrations[] = {schema_v1, schema_v2, schema_search};
+static const char *const migrations[] = {schema_v1, schema_v2, schema_v3, schema_search};
 #define STORE_SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
 /* ---- statements ----------------------------------------------------------------------------- */
@@ -392,14 +399,17 @@ static const char *const stmt_sql[STORE_ST_COUNT] = {
         "FROM crl_history WHERE issuer_id = ?1 AND base_number <> 0 "
         "ORDER BY number DESC LIMIT 1",
     /* The WHERE of the upsert refuses a block that would overflow 64 bits; then no row returns. */
-    [STORE_ST_TSA_RESERVE] = "INSERT INTO tsa_serials (unit, next_serial) VALUES (?1, 1 + ?2) "
-                             "ON CONFLICT (unit) DO UPDATE SET next_serial = next_serial + ?2 "
-                             "WHERE next_serial <= 9223372036854775807 - ?2 "
-                             "RETURNING next_serial - ?2",
+    [STORE_ST_TSA_RESERVE] =
+        "INSERT INTO tsa_serials (unit, next_serial) VALUES (?1, ?3 + ?2) "
+        "ON CONFLICT (unit) DO UPDATE SET next_serial = max(next_serial, ?3) + ?2 "
+        "WHERE max(next_serial, ?3) <= 9223372036854775807 - ?2 "
+        "RETURNING next_serial - ?2",
     [STORE_ST_TSA_LOG] = "INSERT INTO tsa_tokens (unit, serial, gen_time_ms, policy, imprint_alg, "
-                         "imprint) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                         "imprint, cert_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    /* By certificate first; rows without one (schema version 1) by unit name. */
     [STORE_ST_TSA_TOKEN_GET] = "SELECT gen_time_ms, policy, imprint_alg, imprint FROM tsa_tokens "
-                               "WHERE unit = ?1 AND serial = ?2",
+                               "WHERE serial = ?2 AND ((cert_id = ?3 AND cert_id <> x'') OR "
+                               "(cert_id = x'' AND unit = ?1)) ORDER BY cert_id DESC LIMIT 1",
     [STORE_ST_AUDIT_LAST] = "SELECT id, hash FROM audit ORDER BY id DESC LIMIT 1",
     [STORE_ST_AUDIT_SEQ] = "SELECT seq FROM sqlite_sequence WHERE name = 'audit'",
     [STORE_ST_AUDIT_INSERT] =
@@ -2171,21 +2181,8 @@ out:
 
 /* ---- TSA ------------------------------------------------------------------------------------ */
 
-/* The TSA statements' common start: statement id with ?1 = unit and ?2 = value, first step.
- * *stmt is set even on failure (the caller puts it back). */
-static int unit_query(struct sq *s, enum sq_stmt_id id, const char *op, const char *unit,
-                      int64_t value, sqlite3_stmt **stmt, int *row)
-{
-    int rc = stmt_get(s, id, stmt);
-    if (rc != 0)
-        return rc;
-    if (sqlite3_bind_text(*stmt, 1, unit, -1, SQLITE_STATIC) != SQLITE_OK ||
-        sqlite3_bind_int64(*stmt, 2, value) != SQLITE_OK)
-        return bind_err(s, op);
-    return step(s, *stmt, op, row);
-}
-
-static int sq_tsa_reserve(struct store *store, const char *unit, int64_t count, int64_t *first_out)
+static int sq_tsa_reserve(struct store *store, const char *unit, int64_t count, int64_t floor,
+                          int64_t *first_out)
 {
     static const char op[] = "tsa reserve";
     struct sq *s = sq_of(store);
@@ -2195,12 +2192,21 @@ static int sq_tsa_reserve(struct store *store, const char *unit, int64_t count, 
     int row = 0;
     int rc = 0;
 
-    if (count >= INT64_MAX - 1)
+    if (count >= INT64_MAX - 1 || floor > INT64_MAX - count)
         return UTIL_EINVAL;
     rc = tx_start(s, op, &kind);
     if (rc != 0)
         goto out;
-    rc = unit_query(s, STORE_ST_TSA_RESERVE, op, unit, count, &stmt, &row);
+    rc = stmt_get(s, STORE_ST_TSA_RESERVE, &stmt);
+    if (rc != 0)
+        goto out;
+    if (sqlite3_bind_text(stmt, 1, unit, -1, SQLITE_STATIC) != SQLITE_OK ||
+        sqlite3_bind_int64(stmt, 2, count) != SQLITE_OK ||
+        sqlite3_bind_int64(stmt, 3, floor) != SQLITE_OK) {
+        rc = bind_err(s, op);
+        goto out;
+    }
+    rc = step(s, stmt, op, &row);
     if (rc != 0)
         goto out;
     if (!row) {
@@ -2230,8 +2236,8 @@ static int column_text(sqlite3_stmt *stmt, int col, char *out, size_t out_len)
     return 1;
 }
 
-static int sq_tsa_token_get(struct store *store, const char *unit, int64_t serial,
-                            struct store_tsa_record *out)
+static int sq_tsa_token_get(struct store *store, const unsigned char *cert_id, const char *unit,
+                            int64_t serial, struct store_tsa_record *out)
 {
     static const char op[] = "tsa token get";
     struct sq *s = sq_of(store);
@@ -2241,7 +2247,18 @@ static int sq_tsa_token_get(struct store *store, const char *unit, int64_t seria
 
     if (strlen(unit) >= sizeof(out->unit))
         return UTIL_ENOTFOUND; /* no unit has such a name */
-    rc = unit_query(s, STORE_ST_TSA_TOKEN_GET, op, unit, serial, &stmt, &row);
+    rc = stmt_get(s, STORE_ST_TSA_TOKEN_GET, &stmt);
+    if (rc != 0)
+        goto out;
+    if (sqlite3_bind_text(stmt, 1, unit, -1, SQLITE_STATIC) != SQLITE_OK ||
+        sqlite3_bind_int64(stmt, 2, serial) != SQLITE_OK ||
+        sqlite3_bind_blob(stmt, 3, cert_id != NULL ? (const void *)cert_id : "",
+                          cert_id != NULL ? STORE_TSA_CERT_ID_LEN : 0,
+                          SQLITE_STATIC) != SQLITE_OK) {
+        rc = bind_err(s, op);
+        goto out;
+    }
+    rc = step(s, stmt, op, &row);
     if (rc != 0)
         goto out;
     if (!row) {
@@ -2301,7 +2318,10 @@ static int sq_tsa_log(struct store *store, const struct store_tsa_token *tokens,
             sqlite3_bind_text(stmt, 4, t->policy, -1, SQLITE_STATIC) != SQLITE_OK ||
             sqlite3_bind_text(stmt, 5, t->imprint_alg, -1, SQLITE_STATIC) != SQLITE_OK ||
             sqlite3_bind_blob(stmt, 6, t->imprint != NULL ? (const void *)t->imprint : "",
-                              (int)t->imprint_len, SQLITE_STATIC) != SQLITE_OK) {
+                              (int)t->imprint_len, SQLITE_STATIC) != SQLITE_OK ||
+            sqlite3_bind_blob(stmt, 7, t->cert_id != NULL ? (const void *)t->cert_id : "",
+                              t->cert_id != NULL ? STORE_TSA_CERT_ID_LEN : 0,
+                              SQLITE_STATIC) != SQLITE_OK) {
             rc = bind_err(s, op);
             goto out;
         }

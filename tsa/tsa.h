@@ -3,8 +3,9 @@
  * bodies POSTed as application/timestamp-query with a DER TimeStampResp: a token signed in the HSM,
  * or a rejection (status + statusString + failInfo) that is a normal answer, never an HTTP error.
  * Several TSA units (each its own key, certificate, chain, policies and accuracy) share one service;
- * serial numbers (positive 63-bit integers, per unit) come from blocks durably reserved in the store
- * and never repeat, and every token issued is recorded in the store's token log (group commit)
+ * serial numbers (positive 63-bit integers, per TSA certificate) come from blocks durably reserved
+ * in the store at or above (ms since the epoch) << 21 and never repeat, even after a rename or a
+ * restored backup of the store (tsa_log.c), and every token issued is recorded in the store's token log (group commit)
  * before it is sent.
  *
  * Life cycle (start-up thread unless said otherwise):
@@ -80,9 +81,9 @@ void tsa_config_default(struct tsa_config *cfg);
 
 /* One TSA unit. Strings are copied by tsa_service_new. */
 struct tsa_unit_config {
-    const char *name;       /* [A-Za-z0-9._-]{1,63}, unique: served at path/NAME and the name of
-                                its serial counter in the store (keep it stable for the unit's
-                                life: renaming restarts serials at 1) */
+    const char *name;       /* [A-Za-z0-9._-]{1,63}, unique: served at path/NAME; serials and
+                                the token log are keyed by the certificate, so a rename is
+                                harmless */
     const char *cert_file;  /* PEM TSA certificate: extendedKeyUsage critical, timeStamping only */
     const char *chain_file; /* optional PEM bundle of CA certificates, sent when certReq is true
                                 (the TSA certificate itself, if in it, is sent once) */

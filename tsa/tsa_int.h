@@ -18,6 +18,9 @@
 
 #define TSA_MOD "tsa"
 #define TSA__MAX_LOOPS 256
+/* Serial blocks start at (ms since the epoch) << this at least (tsa_log.c): room for 2^21 serials
+ * per millisecond, above any block size. */
+#define TSA_SERIAL_TIME_SHIFT 21
 #define TSA__IMPRINT_MAX 64 /* SHA-512 */
 #define TSA__CTX_POOL_MAX 64
 
@@ -88,6 +91,7 @@ size_t tsa__md_len(int nid, int allow_weak);
  * across anything that blocks); the log thread refills the spare block. */
 struct tsa__serials {
     pthread_mutex_t mu;
+    char key[80]; /* the store's counter: "sha256:" and the hex of cert_id, never the unit name */
     int64_t next, end;
     int64_t spare_first, spare_end; /* 0, 0: no spare yet */
     int refill_wanted;              /* set by a loop, cleared by the log thread */
@@ -137,6 +141,7 @@ struct tsa__unit {
     _Atomic int64_t expired_logged_ms; /* last "certificate expired" log line (loops race: fine) */
     int tsa_name;
     struct tsa__rules rules;
+    unsigned char cert_id[STORE_TSA_CERT_ID_LEN]; /* SHA-256 of cert: the token log's key */
     struct tsa__serials serials;
 
     struct tsa__tmpl tmpl;

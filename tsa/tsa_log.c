@@ -16,27 +16,61 @@
  * spare runs out and requests get systemFailure at once (never a serial that was not reserved).
  * Invariant: a serial is handed out at most once, because it comes from a block that the store
  * reserved durably for this unit and the in-memory counter only moves forward; after a crash the
- * unused rest of the blocks is skipped. */
+ * unused rest of the blocks is skipped.
+ *
+ * Serials unique per TSA, whatever the store remembers (issue 15.3). RFC 3161 wants a serial unique
+ * for the TSA, whose identity is its certificate, not the unit's name in pkiva.conf: the counter
+ * is keyed by the certificate's SHA-256 (renaming a unit continues it; the log records the
+ * certificate too). And the store's memory may go back in time (a backup restored, a fail-over
+ * to a copy that lagged), so a block never starts below TSA_SERIAL_TIME_SHIFT bits of the current
+ * time: floor = (ms since the epoch) << 21. A block (at most 1000000 serials, below 2^21) reserved
+ * at time t holds only serials below (t + 1 ms) << 21, so a block reserved later, even from a
+ * store that forgot every earlier block, starts above all of them as long as the clock has not
+ * gone back across the restart; and while the store keeps its history, the counter alone keeps
+ * serials unique even if the clock does go back. Serials are positive and fit in 63 bits (8 DER
+ * octets, within RFC 3161's 160 bits) until the year 2109. Two processes serving one TSA
+ * certificate at the same moment from two stores (active-active) are not covered: give each its
+ * own certificate. */
 #include "tsa_int.h"
 
 #include <errno.h>
 #include <openssl/objects.h>
+#include <openssl/x509.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 /* ---- serials --------------------------------------------------------------------------------- */
 
+/* The lowest serial a block reserved now may start at (see the DESIGN comment). */
+static int64_t serial_floor(void)
+{
+    struct timespec now;
+    (void)clock_gettime(CLOCK_REALTIME, &now); /* cannot fail for CLOCK_REALTIME */
+    return ((int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000) << TSA_SERIAL_TIME_SHIFT;
+}
+
 int tsa__serials_init_blocking(struct tsa__unit *unit, struct store *store, int64_t block)
 {
     struct tsa__serials *s = &unit->serials;
+    unsigned int id_len = 0;
     int64_t first = 0, spare = 0;
     int rc;
 
     s->block = block;
-    rc = store_tsa_reserve_blocking(store, unit->name, block, &first);
+    if (X509_digest(unit->cert, EVP_sha256(), unit->cert_id, &id_len) != 1 ||
+        id_len != sizeof(unit->cert_id)) {
+        util_log_openssl(UTIL_LOG_ERROR, TSA_MOD, "unit %s: cannot hash its certificate",
+                         unit->name);
+        return UTIL_ECRYPTO;
+    }
+    memcpy(s->key, "sha256:", 7);
+    for (unsigned i = 0; i < id_len; i++)
+        (void)snprintf(s->key + 7 + 2 * i, 3, "%02x", unit->cert_id[i]); /* fits: 7 + 64 < 80 */
+    rc = store_tsa_reserve_from_blocking(store, s->key, block, serial_floor(), &first);
     if (rc == UTIL_OK)
-        rc = store_tsa_reserve_blocking(store, unit->name, block, &spare);
+        rc = store_tsa_reserve_from_blocking(store, s->key, block, serial_floor(), &spare);
     if (rc != UTIL_OK) {
         UTIL_ERROR(TSA_MOD, "unit %s: cannot reserve serial numbers: %s", unit->name,
                    util_strerror(rc));
@@ -96,7 +130,8 @@ static int refill_serials(struct tsa_service *svc)
         pthread_mutex_unlock(&s->mu);
         if (!wanted)
             continue;
-        rc = store_tsa_reserve_blocking(svc->log.store, unit->name, s->block, &first);
+        rc = store_tsa_reserve_from_blocking(svc->log.store, s->key, s->block, serial_floor(),
+                                             &first);
         if (rc != UTIL_OK) {
             result = rc;
             continue;
@@ -179,6 +214,7 @@ static void commit_batch(struct tsa_service *svc, struct tsa__record *batch,
 
     for (int i = 0; i < n; i++) {
         tokens[i].unit = batch[i].unit->name;
+        tokens[i].cert_id = batch[i].unit->cert_id;
         tokens[i].serial = batch[i].serial;
         tokens[i].gen_time_ms = batch[i].gen_time_ms;
         tokens[i].policy = batch[i].policy_txt;

@@ -351,6 +351,45 @@ Test(hsm_fault, token_unplugged_then_back_heals_without_restart)
                  "the recovery was not logged");
 }
 
+/* Issue 15.1: a module that lost the token's objects for the life of the process (SoftHSM2 after
+ * running out of descriptors) never heals by looking the keys up again: the old monitor said
+ * "not found" every 500 ms until an operator restarted pkiva. Now, after [hsm] restart_after of
+ * failed reloads, pkiva exits with status 75 for its supervisor, and the new process signs. */
+Test(hsm_fault, objects_lost_for_good_exit_for_a_supervisor_restart)
+{
+    char out[8192], log[8192];
+    long t0;
+    int status = 0, exited = 0;
+
+    init_data(NULL);
+    cr_assert_eq(sh(out, sizeof(out), "printf '\n[hsm]\nrestart_after = 3s\n' >> pkiva.conf"), 0);
+    start(NULL);
+    wait_ready();
+    cr_assert(live_answer_ok(out, sizeof(out)), "healthy: %s", out);
+
+    fault_set("lost");
+    (void)live_answer_ok(out, sizeof(out)); /* a signature fails: the HSM is marked down */
+    t0 = now_ms();
+    while (now_ms() - t0 < 30000 && !exited) {
+        exited = waitpid(srv.pid, &status, WNOHANG) == srv.pid;
+        if (!exited)
+            sleep_ms(100);
+    }
+    server_log_tail(log, sizeof(log));
+    cr_assert(exited, "pkiva did not give up 30 s after its keys were lost: %s", log);
+    srv.pid = 0;
+    cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 75, "exit status %d: %s", status, log);
+    cr_assert(strstr(log, "so that the supervisor restarts pkiva") != NULL, "%s", log);
+
+    /* The supervisor starts it again: a new process sees the objects and signs. */
+    fault_clear();
+    start(NULL);
+    wait_ready();
+    cr_assert(live_answer_ok(out, sizeof(out)), "after the restart: %s", out);
+    time_stamp(out, sizeof(out));
+    cr_assert(strstr(out, "Status: Granted") != NULL, "time stamp after the restart: %s", out);
+}
+
 Test(hsm_fault, failed_signatures_recover_on_their_own)
 {
     char out[8192];

@@ -23,6 +23,11 @@
  *   slow MS     every C_Sign / C_SignFinal that produces a signature first sleeps MS milliseconds.
  *   fail-n N    the next N C_Sign / C_SignFinal calls fail with CKR_DEVICE_ERROR (the sessions
  *               survive), then signing works again; writing the file anew re-arms it.
+ *   lost        the module forgets the token's objects for the rest of the process, as SoftHSM2
+ *               2.6.1 does when it could not open its token files (descriptors exhausted): the
+ *               token stays present and logged in, but C_SignInit answers CKR_KEY_HANDLE_INVALID
+ *               and C_FindObjects finds nothing, even after the file is removed. Only a new
+ *               process (a restart) sees the objects again.
  * An injected signing failure still finishes the real operation (signing into a scratch buffer),
  * because PKCS#11 says a failed C_Sign/C_SignFinal ends the operation and callers rely on it.
  *
@@ -46,7 +51,7 @@
 #define SCRATCH_SIG 2048 /* larger than any signature (RSA-16384 is 2048 bytes) */
 #define SLOTS_MAX 64
 
-enum mode { MODE_NONE, MODE_DOWN, MODE_SLOW, MODE_FAIL_N };
+enum mode { MODE_NONE, MODE_DOWN, MODE_SLOW, MODE_FAIL_N, MODE_LOST };
 
 static pthread_once_t load_once = PTHREAD_ONCE_INIT;
 static CK_FUNCTION_LIST_PTR real; /* the real module's list */
@@ -60,6 +65,7 @@ static pthread_mutex_t state_lock = PTHREAD_MUTEX_INITIALIZER;
 static enum mode mode = MODE_NONE;
 static long mode_arg;
 static struct stat control_seen; /* st_ino == 0: no file seen */
+static int objects_lost;         /* "lost" was seen: sticky for the life of the process */
 
 static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void say(const char *fmt, ...)
@@ -128,6 +134,8 @@ static enum mode current(long *arg)
             mode = MODE_SLOW;
         else if (strcmp(word, "fail-n") == 0)
             mode = MODE_FAIL_N;
+        else if (strcmp(word, "lost") == 0)
+            mode = MODE_LOST;
         else
             mode = MODE_NONE;
         mode_arg = n;
@@ -135,6 +143,8 @@ static enum mode current(long *arg)
         say("control file: '%s' %ld", word, n);
         if (mode == MODE_DOWN && before != MODE_DOWN)
             close_all_sessions();
+        if (mode == MODE_LOST)
+            objects_lost = 1;
     }
     m = mode;
     *arg = mode_arg;
@@ -160,6 +170,18 @@ static int is_down(void)
 {
     long arg;
     return current(&arg) == MODE_DOWN;
+}
+
+static int is_lost(void)
+{
+    long arg;
+    int lost;
+
+    (void)current(&arg);
+    pthread_mutex_lock(&state_lock);
+    lost = objects_lost;
+    pthread_mutex_unlock(&state_lock);
+    return lost;
 }
 
 static CK_RV traced(const char *fn, CK_RV rv)
@@ -255,9 +277,16 @@ static CK_RV w_FindObjectsInit(CK_SESSION_HANDLE session, CK_ATTRIBUTE_PTR templ
 static CK_RV w_FindObjects(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE_PTR objects, CK_ULONG max,
                            CK_ULONG_PTR count)
 {
+    CK_RV rv;
+
     if (is_down())
         return injected("C_FindObjects", CKR_DEVICE_REMOVED);
-    return traced("C_FindObjects", real->C_FindObjects(session, objects, max, count));
+    rv = traced("C_FindObjects", real->C_FindObjects(session, objects, max, count));
+    if (rv == CKR_OK && is_lost() && count != NULL && *count > 0) {
+        say("C_FindObjects: lost: %lu object(s) hidden", (unsigned long)*count);
+        *count = 0;
+    }
+    return rv;
 }
 
 static CK_RV w_FindObjectsFinal(CK_SESSION_HANDLE session)
@@ -271,6 +300,8 @@ static CK_RV w_SignInit(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mech, CK_OBJ
 {
     if (is_down())
         return injected("C_SignInit", CKR_DEVICE_REMOVED);
+    if (is_lost())
+        return injected("C_SignInit", CKR_KEY_HANDLE_INVALID);
     return traced("C_SignInit", real->C_SignInit(session, mech, key));
 }
 

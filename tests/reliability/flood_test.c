@@ -136,7 +136,8 @@ Test(flood, idle_and_slowloris_connections_do_not_starve_clients)
     long rss_before, rss_peak = 0;
     size_t slow_pos = 0;
 
-    rel_conf_append(&srv, "[server]\nworkers = 2\n");
+    rel_conf_append(&srv, "[server]\nworkers = 2\n"
+                          "max_connections_per_client = 0\n");
     rel_start(&srv, 30);
     demo_serial("demo-good.pem", serial, sizeof(serial));
     cr_assert_eq(rel_ocsp(&srv, serial, 0, NULL), 0);
@@ -191,7 +192,7 @@ Test(flood, small_limits_hold)
     long rss_before, rss_after;
 
     rel_conf_append(&srv, "[server]\nmax_connections = 200\nheader_timeout = 2s\n"
-                          "idle_timeout = 3s\nworkers = 2\n");
+                          "idle_timeout = 3s\nworkers = 2\nmax_connections_per_client = 0\n");
     rel_start(&srv, 30);
     rss_before = rel_rss_kb(srv.pid);
 
@@ -316,5 +317,172 @@ Test(flood, nonce_flood_does_not_starve_presigned_answers)
     cr_assert_eq(atomic_load(&f.other), 0, "nonce requests got neither an answer nor tryLater");
     cr_assert_gt(atomic_load(&f.good) + atomic_load(&f.try_later), 500, "no real flood");
     cr_assert_geq(fast_ok, ROUNDS * 95 / 100, "pre-signed answers slowed by the nonce flood");
+    cr_assert_eq(rel_stop(&srv), 0);
+}
+
+/* Opens a non-blocking connection to 127.0.0.1:port from the source address 127.0.0.src. The
+ * source port is taken below the kernel's ephemeral range, where ts_free_port picks the ports of
+ * the servers other tests start meanwhile: hundreds of flood sockets there could take one first. */
+static int connect_from(int src, int port)
+{
+    static int next_port;
+    struct sockaddr_in addr;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    int bound = 0;
+    cr_assert_geq(fd, 0, "socket: %s", strerror(errno));
+    if (next_port == 0)
+        next_port = 12000 + (int)(getpid() % 200) * 100;
+    memset(&addr, 0, sizeof(addr));
+    addr.sin_family = AF_INET;
+    addr.sin_addr.s_addr = htonl(0x7f000000u | (uint32_t)src);
+    for (int tries = 0; tries < 20000 && !bound; tries++) {
+        if (next_port >= 32000)
+            next_port = 12000;
+        addr.sin_port = htons((uint16_t)next_port++);
+        bound = bind(fd, (struct sockaddr *)&addr, sizeof(addr)) == 0;
+        cr_assert(bound || errno == EADDRINUSE, "bind 127.0.0.%d: %s", src, strerror(errno));
+    }
+    cr_assert(bound, "no free source port on 127.0.0.%d", src);
+    addr.sin_port = htons((uint16_t)port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&addr, sizeof(addr)) != 0)
+        cr_assert_eq(errno, EINPROGRESS, "connect: %s", strerror(errno));
+    return fd;
+}
+
+/* The number of the demo-ca CRL served now, -1 if none could be read. */
+static long crl_number(void)
+{
+    char out[256] = "";
+    const char *p;
+    if (rel_sh(&srv, out, sizeof(out),
+               "curl -sf --max-time 5 http://127.0.0.1:%d/crl/demo-ca.crl | openssl crl -inform "
+               "DER -noout -crlnumber 2>&1",
+               srv.port) != 0)
+        return -1;
+    p = strstr(out, "=0x"); /* "crlNumber=0x0A" */
+    return p != NULL ? strtol(p + 3, NULL, 16) : -1;
+}
+
+/* One time stamp request; 1 if a token was granted. */
+static int time_stamp_granted(char *out, size_t out_len)
+{
+    (void)rel_sh(&srv, out, out_len,
+                 "openssl ts -query -data pkiva.conf -sha256 -cert -out q.tsq 2>&1 && curl -sS "
+                 "--max-time 10 -H 'Content-Type: application/timestamp-query' --data-binary "
+                 "@q.tsq http://127.0.0.1:%d/tsa -o r.tsr && openssl ts -reply -in r.tsr -text "
+                 "2>&1",
+                 srv.port);
+    return strstr(out, "Status: Granted") != NULL;
+}
+
+/* Holds n idle connections from the source addresses 127.0.0.first .. first+n_src-1 for hold_ms,
+ * then closes them. */
+static void idle_flood(int n, int first, int n_src, int hold_ms)
+{
+    static int fds[600];
+    cr_assert_leq(n, 600);
+    for (int i = 0; i < n; i++)
+        fds[i] = connect_from(first + i % n_src, srv.port);
+    rel_sleep_ms(hold_ms);
+    for (int i = 0; i < n; i++)
+        close(fds[i]);
+}
+
+/* Issue 15.1: under `ulimit -n 256`, 300 idle connections took every descriptor; SoftHSM2 could
+ * not open its token files, the HSM was marked down, and the key reload failed ("not found")
+ * until a restart. Now the connections leave a reserve of descriptors, one address holds at most
+ * max_connections_per_client, and after the flood every signing path works at once. */
+Test(flood, descriptor_flood_keeps_the_hsm_signing)
+{
+    char out[16384], serial[80];
+    long crl_before, crl_after = -1, t0;
+    int ready = 0;
+
+    srv.nofile = 256; /* soft = hard = 256 in the server, set before exec */
+    rel_conf_append(&srv, "[server]\nworkers = 1\nmax_connections_per_client = 40\n");
+    rel_start(&srv, 30);
+    demo_serial("demo-good.pem", serial, sizeof(serial));
+    cr_assert_eq(rel_ocsp(&srv, serial, 1, NULL), 0, "live signing before the flood");
+    t0 = rel_now_ms();
+    while (rel_now_ms() - t0 < 10000 && (crl_before = crl_number()) <= 0)
+        rel_sleep_ms(100); /* the first CRLs are published just after start */
+    cr_assert_gt(crl_before, 0, "no CRL served at start");
+
+    /* From one address: capped at 40; a client from another address is served meanwhile. Each
+     * flood outlasts the HSM monitor's idle probe (every 2 s), which signs during it. */
+    {
+        static int fds[300];
+        for (int i = 0; i < 300; i++)
+            fds[i] = connect_from(1, srv.port);
+        rel_sleep_ms(1000);
+        cr_assert_eq(rel_sh(&srv, out, sizeof(out),
+                            "curl -s --max-time 5 --interface 127.0.0.2 -o /dev/null -w "
+                            "'%%{http_code}' http://127.0.0.1:%d/readyz",
+                            srv.port),
+                     0);
+        cr_assert_str_eq(out, "200", "another address during a one-address flood: %s", out);
+        rel_sleep_ms(4000);
+        for (int i = 0; i < 300; i++)
+            close(fds[i]);
+    }
+    /* From eight addresses: more than the descriptors allow, so the global limit bites. */
+    idle_flood(320, 2, 8, 5000);
+
+    /* Within seconds of the flood's end: ready, and every signing path works. */
+    t0 = rel_now_ms();
+    while (rel_now_ms() - t0 < 10000 && !ready) {
+        ready = rel_get(srv.port, "/readyz", out, sizeof(out), 2000) == 200;
+        if (!ready)
+            rel_sleep_ms(100);
+    }
+    cr_assert(ready, "/readyz not 200 10 s after the flood: %s", out);
+    cr_assert_eq(rel_ocsp(&srv, serial, 1, NULL), 0, "a live-signed (nonce) OCSP answer");
+    cr_assert(time_stamp_granted(out, sizeof(out)), "time stamp after the flood: %s", out);
+    cr_assert_eq(rel_sh(&srv, out, sizeof(out), REL_PKIVA " crl publish --data %s 2>&1", srv.data),
+                 0, "%s", out);
+    t0 = rel_now_ms();
+    while (rel_now_ms() - t0 < 10000 && (crl_after = crl_number()) <= crl_before)
+        rel_sleep_ms(200);
+    cr_assert_gt(crl_after, crl_before, "no new CRL after the flood");
+    /* The signing never failed, and the limits were what held the flood back. */
+    cr_assert_neq(rel_sh(&srv, out, sizeof(out), "grep 'HSM unavailable' %s", srv.log), 0,
+                  "the HSM was marked down: %s", out);
+    cr_assert_eq(
+        rel_sh(&srv, out, sizeof(out), "grep -c 'max_connections 10000 clamped' %s", srv.log), 0,
+        "the clamp was not logged");
+    cr_assert_gt(metric("pkiva_http_rejections_total{why=\"connections_per_client\"} "), 0);
+    cr_assert_gt(metric("pkiva_http_rejections_total{why=\"connections\"} "), 0);
+    cr_assert_eq(rel_stop(&srv), 0);
+}
+
+/* Issue 15.1: max_connections was never compared with RLIMIT_NOFILE. Now the soft limit is raised
+ * to the hard one, max_connections is clamped to what leaves the reserve free (logged), and a
+ * limit that leaves room for almost no connection refuses the start with a reason. */
+Test(flood, descriptor_limit_raised_clamped_or_refused)
+{
+    char out[8192];
+
+    /* 128 descriptors cannot hold the reserve: the start is refused, saying why. */
+    srv.nofile = 128;
+    cr_assert_eq(rel_run_to_exit(&srv, 30), 1, "a start with RLIMIT_NOFILE 128 was not refused");
+    cr_assert_eq(rel_sh(&srv, out, sizeof(out), "grep -c 'too few file descriptors' %s", srv.log),
+                 0, "no reason given");
+
+    /* Soft 128, hard 1024: raised to 1024 and max_connections clamped below it. */
+    srv.nofile_hard = 1024;
+    rel_start(&srv, 30);
+    cr_assert_eq(rel_sh(&srv, out, sizeof(out),
+                        "grep -o 'raised the soft limit of open files (RLIMIT_NOFILE) from 128 to "
+                        "the hard limit 1024' %s && grep -o 'max_connections 10000 clamped to "
+                        "[0-9]*' %s",
+                        srv.log, srv.log),
+                 0, "%s", out);
+    {
+        const char *p = strstr(out, "clamped to ");
+        long clamped = p != NULL ? strtol(p + strlen("clamped to "), NULL, 10) : -1;
+        cr_assert(clamped >= 16 && clamped <= 1024 - 128, "clamped to %ld", clamped);
+    }
+    cr_assert_eq(rel_get(srv.port, "/readyz", NULL, 0, 5000), 200);
     cr_assert_eq(rel_stop(&srv), 0);
 }

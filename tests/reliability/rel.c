@@ -118,6 +118,12 @@ static pid_t spawn(struct rel_server *s)
         dup2(fd, 2);
         close(fd);
         signal(SIGPIPE, SIG_DFL);
+        if (s->nofile > 0) {
+            struct rlimit rl = {(rlim_t)s->nofile,
+                                (rlim_t)(s->nofile_hard > 0 ? s->nofile_hard : s->nofile)};
+            if (setrlimit(RLIMIT_NOFILE, &rl) != 0)
+                _exit(126);
+        }
         execl(REL_PKIVA, "pkiva", "serve", "--data", s->data, "--listen", listen, "--admin-listen",
               admin, (char *)NULL);
         _exit(127);

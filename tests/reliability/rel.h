@@ -19,7 +19,9 @@ struct rel_server {
     int port, admin_port;
     pid_t pid;
     char token[128];
-    X509 *issuer; /* pki/issuing-ca.pem, for OCSP CertIDs */
+    X509 *issuer;    /* pki/issuing-ca.pem, for OCSP CertIDs */
+    int nofile;      /* > 0: the server runs with RLIMIT_NOFILE soft = nofile ... */
+    int nofile_hard; /* ... and hard = this (0: = nofile) */
 };
 
 /* Fresh folder and two free ports; `pkiva init` the embedded default; read the admin token. */

@@ -342,3 +342,120 @@ Test(security, server_user_refuses_to_start_when_it_cannot_switch)
     /* Nothing was left listening. */
     cr_assert_eq(rel_get(srv.port, "/healthz", NULL, 0, 1000), 0);
 }
+
+/* ---- issue 15.3: time-stamp serials never repeat ---------------------------------------------- */
+
+#define TSA_SERIALS_MAX 64
+
+struct serial_set {
+    unsigned long long v[TSA_SERIALS_MAX];
+    int n;
+};
+
+static int serial_seen(const struct serial_set *set, unsigned long long v)
+{
+    for (int i = 0; i < set->n; i++)
+        if (set->v[i] == v)
+            return 1;
+    return 0;
+}
+
+/* Issues n time stamps (saved as DATA/<tag><i>.tsr); checks each serial is positive and at most 20
+ * octets (RFC 3161), and adds it to got. */
+static void issue_time_stamps(const char *tag, int n, struct serial_set *got)
+{
+    char out[4096];
+    for (int i = 0; i < n; i++) {
+        const char *p;
+        size_t hex_len;
+        cr_assert_eq(rel_sh(&srv, out, sizeof(out),
+                            "openssl ts -query -data pkiva.conf -sha256 -cert -out q.tsq 2>&1 && "
+                            "curl -sS --max-time 10 -H 'Content-Type: application/timestamp-query' "
+                            "--data-binary @q.tsq http://127.0.0.1:%d/tsa -o %s%d.tsr && openssl "
+                            "ts -reply -in %s%d.tsr -text 2>&1",
+                            srv.port, tag, i, tag, i),
+                     0, "%s", out);
+        cr_assert(strstr(out, "Status: Granted") != NULL, "%s", out);
+        p = strstr(out, "Serial number: ");
+        cr_assert_not_null(p, "%s", out);
+        p += strlen("Serial number: ");
+        cr_assert(strncmp(p, "0x", 2) == 0, "not a positive serial: %.40s", p);
+        p += 2;
+        hex_len = strspn(p, "0123456789ABCDEFabcdef");
+        cr_assert(hex_len > 0 && hex_len <= 40, "serial of %zu hex digits", hex_len);
+        cr_assert_leq(hex_len, 16, "serial beyond what this test reads: %.40s", p);
+        cr_assert_lt(got->n, TSA_SERIALS_MAX);
+        got->v[got->n++] = strtoull(p, NULL, 16);
+    }
+}
+
+/* Every serial of the token log (the sqlite3 shell on a stopped server's store). */
+static void token_log_serials(struct serial_set *out)
+{
+    char buf[8192], *line, *save = NULL;
+    cr_assert_eq(rel_sh(&srv, buf, sizeof(buf),
+                        "sqlite3 pkiva.db 'SELECT printf(\"%%x\", serial) FROM tsa_tokens'"),
+                 0, "%s", buf);
+    out->n = 0;
+    for (line = strtok_r(buf, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save)) {
+        cr_assert_lt(out->n, TSA_SERIALS_MAX);
+        out->v[out->n++] = strtoull(line, NULL, 16);
+    }
+}
+
+/* Serials were keyed by the unit's name and counted by the store: renaming a unit restarted them
+ * at 1, restoring a copy of the store issued the same serials again. Now no serial ever issued
+ * comes again: checked against the token log of every earlier run. */
+Test(security, time_stamp_serials_survive_rename_and_restored_store)
+{
+    struct serial_set before_backup = {0}, logged = {0}, run = {0}, all = {0};
+    char out[4096];
+
+    rel_start(&srv, 30);
+    issue_time_stamps("a", 3, &before_backup);
+    cr_assert_eq(rel_stop(&srv), 0);
+    /* A copy of the store, taken while the server is stopped. */
+    cr_assert_eq(rel_sh(&srv, out, sizeof(out),
+                        "cp pkiva.db backup.db && rm -f backup.db-wal && "
+                        "{ [ ! -f pkiva.db-wal ] || cp pkiva.db-wal backup.db-wal; }"),
+                 0, "%s", out);
+    rel_start(&srv, 30);
+    issue_time_stamps("b", 3, &run);
+    cr_assert_eq(rel_stop(&srv), 0);
+    token_log_serials(&logged);
+    cr_assert_eq(logged.n, 6, "the token log has %d records", logged.n);
+    all = logged;
+
+    /* The older copy comes back (a restored backup, a fail-over to a lagging replica). */
+    cr_assert_eq(rel_sh(&srv, out, sizeof(out),
+                        "rm -f pkiva.db-wal pkiva.db-shm && cp backup.db "
+                        "pkiva.db && { [ ! -f backup.db-wal ] || cp "
+                        "backup.db-wal pkiva.db-wal; }"),
+                 0, "%s", out);
+    rel_start(&srv, 30);
+    run.n = 0;
+    issue_time_stamps("c", 3, &run);
+    cr_assert_eq(rel_stop(&srv), 0);
+    for (int i = 0; i < run.n; i++) {
+        cr_assert(!serial_seen(&all, run.v[i]), "serial %llx issued again after the restore",
+                  run.v[i]);
+        all.v[all.n++] = run.v[i];
+    }
+
+    /* The unit renamed (same key, same certificate). */
+    cr_assert_eq(rel_sh(&srv, out, sizeof(out),
+                        "sed -i 's/^\\[tsa\\.demo-tsa\\]$/[tsa.renamed]/' pkiva.conf && grep -c "
+                        "'^\\[tsa\\.renamed\\]$' pkiva.conf"),
+                 0, "%s", out);
+    rel_start(&srv, 30);
+    run.n = 0;
+    issue_time_stamps("d", 3, &run);
+    cr_assert_eq(rel_stop(&srv), 0);
+    for (int i = 0; i < run.n; i++)
+        cr_assert(!serial_seen(&all, run.v[i]), "serial %llx issued again after the rename",
+                  run.v[i]);
+    /* The log still finds tokens from before and after the rename. */
+    cr_assert_eq(rel_sh(&srv, out, sizeof(out), REL_PKIVA " tsa check --data . c0.tsr d0.tsr 2>&1"),
+                 0, "%s", out);
+    (void)before_backup;
+}

@@ -142,7 +142,7 @@ Test(store, migrations_create_schema_and_reopen_is_a_noop)
     store_close(s);
     /* One version per entry of migrations[] (other branches append theirs). */
     int64_t version = raw_int("PRAGMA user_version");
-    cr_assert_geq(version, 3);
+    cr_assert_geq(version, 4); /* 2 audit seals, 3 token log by certificate, 4 search */
     cr_assert_eq(raw_int("PRAGMA application_id"), 0x706b6976);
     cr_assert_eq(raw_int("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name IN "
                          "('issuers','certs','cert_ders','feed','revocations','crl_numbers',"
@@ -962,6 +962,74 @@ Test(store, tsa_log_records_tokens)
     cr_assert_eq(raw_int("SELECT length(imprint) FROM tsa_tokens WHERE serial = 11"), 32);
 }
 
+/* Issue 15.3: a counter never hands out a block below the floor it is given (the TSA passes the
+ * current time), whatever it counted before. */
+Test(store, tsa_reserve_from_a_floor)
+{
+    struct store *s = open_store(STORE_OPEN_CREATE);
+    int64_t first = 0;
+
+    cr_assert_eq(store_tsa_reserve_from_blocking(s, "sha256:ab", 10, 1000, &first), 0);
+    cr_assert_eq(first, 1000);
+    cr_assert_eq(store_tsa_reserve_from_blocking(s, "sha256:ab", 10, 5, &first), 0);
+    cr_assert_eq(first, 1010, "below the counter: the counter wins");
+    cr_assert_eq(store_tsa_reserve_from_blocking(s, "sha256:ab", 10, 5000, &first), 0);
+    cr_assert_eq(first, 5000, "above the counter: the floor wins");
+    cr_assert_eq(store_tsa_reserve_from_blocking(s, "sha256:ab", 10, 0, &first), UTIL_EINVAL);
+    cr_assert_eq(store_tsa_reserve_from_blocking(s, "sha256:ab", 10, INT64_MAX - 5, &first),
+                 UTIL_EINVAL);
+    store_close(s);
+}
+
+static void tsa_log_one(struct store *s, const unsigned char *cert_id, const char *unit,
+                        int64_t serial)
+{
+    static const unsigned char imprint[32] = {9};
+    struct store_tsa_token t = {.unit = unit,
+                                .cert_id = cert_id,
+                                .serial = serial,
+                                .gen_time_ms = 1700000000000,
+                                .policy = "1.2.3.4.1",
+                                .imprint_alg = "SHA256",
+                                .imprint = imprint,
+                                .imprint_len = sizeof(imprint)};
+    cr_assert_eq(store_tsa_log_blocking(s, &t, 1), 0);
+}
+
+/* Issue 15.3: the token log is keyed by the TSA certificate: a renamed unit still finds its
+ * tokens, another certificate does not, and rows logged before schema version 2 (migrated from a
+ * version 1 file) are found by unit name. */
+Test(store, tsa_log_keyed_by_certificate_with_old_rows_migrated)
+{
+    unsigned char cert_a[STORE_TSA_CERT_ID_LEN], cert_b[STORE_TSA_CERT_ID_LEN];
+    struct store_tsa_record rec;
+    struct store *s = open_store(STORE_OPEN_CREATE);
+
+    memset(cert_a, 0xaa, sizeof(cert_a));
+    memset(cert_b, 0xbb, sizeof(cert_b));
+    store_close(s);
+    /* The file as schema version 2 left it (the token log keyed by unit name, as since version
+     * 1), with one token of unit "old". */
+    raw_exec("DROP INDEX tsa_tokens_by_cert; DROP TABLE tsa_tokens;"
+             "CREATE TABLE tsa_tokens (unit TEXT NOT NULL, serial INTEGER NOT NULL, gen_time_ms "
+             "INTEGER NOT NULL, policy TEXT NOT NULL, imprint_alg TEXT NOT NULL, imprint BLOB NOT "
+             "NULL, PRIMARY KEY (unit, serial)) WITHOUT ROWID;"
+             "INSERT INTO tsa_tokens VALUES ('old', 7, 1600000000000, '1.2.3', 'SHA256', x'01');"
+             "PRAGMA user_version = 2;");
+    s = open_store(0);
+    cr_assert_eq(raw_int("PRAGMA user_version"), 3);
+    cr_assert_eq(store_tsa_token_get_blocking(s, cert_a, "old", 7, &rec), 0, "old row by unit");
+    cr_assert_eq(rec.gen_time_ms, 1600000000000);
+    cr_assert_eq(store_tsa_token_get_blocking(s, cert_a, "other", 7, &rec), UTIL_ENOTFOUND);
+
+    tsa_log_one(s, cert_a, "old", 8);
+    cr_assert_eq(store_tsa_token_get_blocking(s, cert_a, "renamed", 8, &rec), 0,
+                 "the same certificate under a new unit name");
+    cr_assert_eq(store_tsa_token_get_blocking(s, cert_b, "old", 8, &rec), UTIL_ENOTFOUND,
+                 "another certificate's token");
+    store_close(s);
+}
+
 /* ---- audit ---------------------------------------------------------------------------------- */
 
 /* Verifies with no trusted certificate (no seals exist in these tests). */
@@ -1586,12 +1654,13 @@ Test(store, audit_migration_from_schema_1_records_the_existing_changes)
     raw_exec("DELETE FROM audit; DELETE FROM sqlite_sequence WHERE name = 'audit'; "
              "DROP TABLE audit_seals; ALTER TABLE audit DROP COLUMN version; "
              "ALTER TABLE audit DROP COLUMN feed_first; ALTER TABLE audit DROP COLUMN feed_last; "
-             "ALTER TABLE audit DROP COLUMN changes; PRAGMA user_version = 1");
+             "ALTER TABLE audit DROP COLUMN changes; DROP INDEX tsa_tokens_by_cert; "
+             "ALTER TABLE tsa_tokens DROP COLUMN cert_id; PRAGMA user_version = 1");
     /* ... and without the later migrations' tables (the directory's search index). */
     raw_exec("DROP TABLE cert_search; DROP TABLE cert_fts; DROP TABLE cert_email; "
              "DROP TABLE search_backfill");
     s = open_store(0);
-    cr_assert_geq(raw_int("PRAGMA user_version"), 2);
+    cr_assert_geq(raw_int("PRAGMA user_version"), 3);
     cr_assert_eq(raw_int("SELECT count(*) FROM audit WHERE action = 'schema-upgrade' AND "
                          "feed_first = 1 AND feed_last = 3"),
                  1);

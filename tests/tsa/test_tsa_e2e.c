@@ -935,7 +935,8 @@ static void compare_one(struct tsa_service *svc, const unsigned char *q, int qle
         cr_assert_lt(query.reject, 0, "request rejected: %d", query.reject);
         job->svc = svc;
         job->unit = unit;
-        job->serial = 0x12345678LL + attempt;
+        /* A serial as the allocator makes them: (ms since the epoch) << 21, 8 octets. */
+        job->serial = (((int64_t)time(NULL) * 1000) << 21) + attempt;
         job->der_len = (size_t)qlen;
         memcpy(job->der, q, (size_t)qlen);
         /* seconds from time(), as OpenSSL's signingTime (glibc: the coarse clock) */
@@ -1202,7 +1203,7 @@ Test(serials, record_durable_before_reply)
 {
     unsigned char *q, *r = NULL;
     size_t qlen, rlen;
-    char where[128];
+    char where[256]; /* serials start at (ms since the epoch) << 21: 19 digits */
     char out[256];
     TS_RESP *resp;
 
