@@ -55,6 +55,7 @@ struct server {
     struct cli_admin *admin;
     struct feed *feed;           /* the revocation pipeline */
     struct directory *directory; /* the public certificate directory (issue 20) */
+    struct cli_service *service; /* systemd readiness and SIGHUP (service.c) */
     struct feed_contract contract;
     struct cli_audit_sealer *sealer; /* seals the audit log with the first issuer's key */
     int n_issuers;
@@ -411,6 +412,14 @@ static void handle_metrics(void *ctx, struct http_request *req)
                         ts.inflight, ts.clock_ok);
         n = more >= 0 ? n + more : -1;
     }
+    if (n >= 0 && (size_t)n < sizeof(body)) {
+        /* [crl] interval, for the "CRL older than its interval" alert (conf/prometheus/). */
+        int more = snprintf(body + n, sizeof(body) - (size_t)n,
+                            "# TYPE pkiva_crl_interval_seconds gauge\n"
+                            "pkiva_crl_interval_seconds %lld\n",
+                            (long long)srv->cfg->crl_interval_s);
+        n = more >= 0 ? n + more : -1;
+    }
     if (n < 0 || (size_t)n >= sizeof(body)) {
         http_request_respond_text(req, 500, "text/plain", "metrics buffer too small\n");
         return;
@@ -740,6 +749,9 @@ int cli_serve(const struct cli_config *cfg)
     /* [server] user: checked before anything is opened (privdrop.c). */
     if (cli__privdrop_prepare(cfg, &privdrop) != UTIL_OK)
         return 1;
+    /* SIGHUP no longer ends the process: it reads the configuration again (service.c). */
+    if (cli__service_signals(cfg) != UTIL_OK)
+        return 1;
     srv = calloc(1, sizeof(*srv));
     if (srv == NULL) {
         UTIL_ERROR(MOD, "out of memory at start-up");
@@ -879,6 +891,9 @@ int cli_serve(const struct cli_config *cfg)
         if (rc != UTIL_OK)
             goto out;
     }
+    rc = cli__service_start(cfg, ready_fn, srv, &srv->service);
+    if (rc != UTIL_OK)
+        goto out;
 
     printf("pkiva is serving (%d workers)\n", http.workers);
     printf("  OCSP:      %s%s   (POST, or GET %s<base64 request>)\n", cfg->public_url,
@@ -911,6 +926,7 @@ int cli_serve(const struct cli_config *cfg)
 out:
     if (rc != UTIL_OK && status != 0)
         UTIL_ERROR(MOD, "pkiva cannot serve: %s", util_strerror(rc));
+    cli__service_stop(srv->service); /* STOPPING=1 first; it reads what is stopped below */
     /* The feed first (it delivers what was committed up to now), then the publisher (it
      * publishes what is pending), while the HSM and the keys are still there. */
     feed_stop(srv->feed);
@@ -1020,7 +1036,7 @@ int cli__cmd_serve(int argc, char **argv)
     return demo_and_config(argc, argv, 1);
 }
 
-int cli__cmd_init(int argc, char **argv)
+int cli__init_demo(int argc, char **argv)
 {
     return demo_and_config(argc, argv, 0);
 }
