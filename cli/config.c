@@ -758,6 +758,20 @@ static int validate(struct cli_config *cfg, char *err, size_t err_len)
         (void)snprintf(err, err_len, "[admin] client_cert and client_key go together");
         return UTIL_ECONFIG;
     }
+    if (cfg->directory.issuers[0] != '\0') {
+        char list[sizeof(cfg->directory.issuers)];
+        char *save = NULL;
+        (void)snprintf(list, sizeof(list), "%s", cfg->directory.issuers);
+        for (char *tok = strtok_r(list, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
+            int found = 0;
+            for (int i = 0; i < cfg->n_issuers; i++)
+                found |= strcmp(cfg->issuers[i].name, tok) == 0;
+            if (!found) {
+                (void)snprintf(err, err_len, "[directory] issuers: no [issuer.%s] section", tok);
+                return UTIL_ECONFIG;
+            }
+        }
+    }
     if (cfg->public_url[0] == '\0')
         (void)snprintf(cfg->public_url, sizeof(cfg->public_url), "http://%s:%d",
                        cfg->http.listeners[0].host, cfg->http.listeners[0].port);
