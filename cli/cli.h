@@ -6,6 +6,7 @@
 #ifndef PKIVA_CLI_H
 #define PKIVA_CLI_H
 
+#include <directory/directory.h>
 #include <http/http.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -114,6 +115,8 @@ struct cli_config {
     /* Who may read /metrics, and the operator certificates' revocation. */
     int admin_metrics_without_auth;      /* 1: /metrics is served to anyone reaching the listener */
     char admin_client_crl[CLI_PATH_MAX]; /* "" = operator certificates' revocation not checked */
+    /* [directory] (its directives are declared in directory/directory_config.c) */
+    struct directory_config directory;
     /* [issuer.NAME] */
     int n_issuers;
     struct cli_issuer issuers[CLI_MAX_ISSUERS];

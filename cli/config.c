@@ -76,6 +76,7 @@ void cli_config_defaults(struct cli_config *cfg)
     cfg->tsa_serial_block = 4096;
     cfg->sla_deadline_s = 12 * 3600;
     cfg->sla_warn_s = 3600;
+    directory_config_default(&cfg->directory);
 }
 
 static int scaled(const char *text, int64_t *out, const char *units, const int64_t *factors)
@@ -626,6 +627,11 @@ static int on_entry(void *user, const char *section, const char *key, const char
             return set_path(ctx, cfg->admin_client_cert, sizeof(cfg->admin_client_cert), value);
         if (strcmp(key, "client_key") == 0)
             return set_path(ctx, cfg->admin_client_key, sizeof(cfg->admin_client_key), value);
+    } else if (strcmp(section, "directory") == 0) {
+        char why[256];
+        if (directory_config_set(&cfg->directory, key, value, why, sizeof(why)) != UTIL_OK)
+            return fail(ctx, "%s", why);
+        return 1;
     } else if (strncmp(section, "issuer.", 7) == 0) {
         return on_issuer(ctx, section + 7, key, value);
     } else {
@@ -776,6 +782,20 @@ static int validate(struct cli_config *cfg, char *err, size_t err_len)
     if ((cfg->admin_client_cert[0] == '\0') != (cfg->admin_client_key[0] == '\0')) {
         (void)snprintf(err, err_len, "[admin] client_cert and client_key go together");
         return UTIL_ECONFIG;
+    }
+    if (cfg->directory.issuers[0] != '\0') {
+        char list[sizeof(cfg->directory.issuers)];
+        char *save = NULL;
+        (void)snprintf(list, sizeof(list), "%s", cfg->directory.issuers);
+        for (char *tok = strtok_r(list, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
+            int found = 0;
+            for (int i = 0; i < cfg->n_issuers; i++)
+                found |= strcmp(cfg->issuers[i].name, tok) == 0;
+            if (!found) {
+                (void)snprintf(err, err_len, "[directory] issuers: no [issuer.%s] section", tok);
+                return UTIL_ECONFIG;
+            }
+        }
     }
     if (cfg->public_url[0] == '\0')
         (void)snprintf(cfg->public_url, sizeof(cfg->public_url), "http://%s:%d",

@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <crl/crl.h>
+#include <directory/directory.h>
 #include <feed/feed.h>
 #include <tsa/tsa.h>
 #include <getopt.h>
@@ -53,6 +54,7 @@ struct server {
     struct http_server *http;
     struct cli_admin *admin;
     struct feed *feed;           /* the revocation pipeline */
+    struct directory *directory; /* the public certificate directory (issue 20) */
     struct cli_service *service; /* systemd readiness and SIGHUP (service.c) */
     struct feed_contract contract;
     struct cli_audit_sealer *sealer; /* seals the audit log with the first issuer's key */
@@ -668,6 +670,82 @@ static int build_crl(struct server *srv)
     return rc;
 }
 
+/* ---- the public directory: its hooks into OCSP and the CRL publisher ---------------------------- */
+
+static int directory_status(void *ctx, int64_t issuer_id, const unsigned char *serial,
+                            size_t serial_len, struct directory_status *out)
+{
+    struct server *srv = ctx;
+    struct ocsp_cert_status st;
+    if (ocsp_responder_cert_status(srv->ocsp, issuer_id, serial, serial_len, &st) != 1)
+        return 0;
+    out->status = st.status;
+    out->reason = st.reason;
+    out->revoked_at = st.revoked_at;
+    out->invalidity_date = st.invalidity_date;
+    return 1;
+}
+
+static int directory_crl_info(void *ctx, const char *name, struct directory_crl_info *out)
+{
+    struct server *srv = ctx;
+    struct crl_issuer_stats cs;
+    for (int i = 0; i < crl_publisher_n_issuers(srv->crl); i++) {
+        if (crl_publisher_stats(srv->crl, i, &cs) != UTIL_OK || strcmp(cs.name, name) != 0)
+            continue;
+        out->full_number = cs.full_number;
+        out->delta_number = cs.delta_number;
+        out->this_update = cs.this_update;
+        out->next_update = cs.next_update;
+        out->delta_this_update = cs.delta_this_update;
+        out->full_entries = cs.full_entries;
+        out->delta_entries = cs.delta_entries;
+        return UTIL_OK;
+    }
+    return UTIL_ENOTFOUND;
+}
+
+static int build_directory(struct server *srv)
+{
+    const struct cli_config *cfg = srv->cfg;
+    struct directory_issuer is[CLI_MAX_ISSUERS];
+    struct directory_tsa_unit units[CLI_MAX_TSA_UNITS];
+    char urls[CLI_MAX_TSA_UNITS][CLI_PATH_MAX + 128];
+    char ocsp_url[CLI_PATH_MAX + 64];
+    struct directory_params p;
+
+    memset(&p, 0, sizeof(p));
+    memset(units, 0, sizeof(units));
+    for (int i = 0; i < srv->n_issuers; i++) {
+        is[i].name = srv->issuers[i].conf->name;
+        is[i].store_issuer_id = srv->issuers[i].store_id;
+        is[i].cert = srv->issuers[i].cert;
+    }
+    for (int i = 0; i < cfg->n_tsa_units; i++) {
+        const struct cli_tsa_unit *u = &cfg->tsa_units[i];
+        (void)snprintf(urls[i], sizeof(urls[i]), "%s%s%s%s", cfg->public_url, cfg->tsa_path,
+                       i == 0 ? "" : "/", i == 0 ? "" : u->name); /* as printed at start */
+        units[i].name = u->name;
+        units[i].url = urls[i];
+        units[i].policies[units[i].n_policies++] = u->policy;
+        for (int j = 0; j < u->n_accepted && units[i].n_policies < DIRECTORY_MAX_POLICIES; j++)
+            units[i].policies[units[i].n_policies++] = u->accepted[j];
+    }
+    (void)snprintf(ocsp_url, sizeof(ocsp_url), "%s%s", cfg->public_url, cfg->ocsp_path);
+    p.store_path = cfg->store_path;
+    p.public_url = cfg->public_url;
+    p.ocsp_url = ocsp_url;
+    p.crl_deltas = cfg->crl_deltas;
+    p.issuers = is;
+    p.n_issuers = srv->n_issuers;
+    p.tsa_units = units;
+    p.n_tsa_units = cfg->n_tsa_units;
+    p.hooks.status = directory_status;
+    p.hooks.crl_info = directory_crl_info;
+    p.hooks.ctx = srv;
+    return directory_new(&cfg->directory, &p, &srv->directory);
+}
+
 /* Logs the freshness contract and refuses a configuration under which a conforming client in
  * scope could keep a revoked certificate's "good" answer past the deadline. */
 static int check_contract(const struct cli_config *cfg, struct feed_contract *c)
@@ -765,6 +843,11 @@ int cli_serve(const struct cli_config *cfg)
         UTIL_ERROR(MOD, "revocation feed: %s", util_strerror(rc));
         goto out;
     }
+    rc = build_directory(srv);
+    if (rc != UTIL_OK) {
+        UTIL_ERROR(MOD, "directory: %s", util_strerror(rc));
+        goto out;
+    }
     watch_fill(srv);
     watch_check(srv);
     /* [issue #8: HSM outages] The hsm monitor notices an outage without traffic (/readyz),
@@ -821,6 +904,8 @@ int cli_serve(const struct cli_config *cfg)
     if (rc == UTIL_OK && srv->tsa != NULL)
         rc = tsa_service_register(srv->tsa, srv->http);
     if (rc == UTIL_OK)
+        rc = directory_register(srv->directory, srv->http);
+    if (rc == UTIL_OK)
         rc = http_server_route(srv->http, HTTP_PUBLIC, "GET", "/ca/", handle_ca_cert, srv);
     if (rc == UTIL_OK)
         rc = http_server_route(srv->http, HTTP_ADMIN, "GET", "/metrics", handle_metrics, srv);
@@ -869,6 +954,9 @@ int cli_serve(const struct cli_config *cfg)
         printf("\n  CA cert:   %s/ca/%s.crt\n", cfg->public_url, srv->issuers[i].conf->name);
     }
     printf("  certs:     %s/certs/<issuer>/<serial-hex>.crt\n", cfg->public_url);
+    if (cfg->directory.enabled)
+        printf("  directory: %s/directory  (search, certificate pages, status check)\n",
+               cfg->public_url);
     for (int i = 0; i < cfg->n_tsa_units; i++)
         printf("  TSA:       %s%s%s%s  (POST application/timestamp-query)\n", cfg->public_url,
                cfg->tsa_path, i == 0 ? "" : "/", i == 0 ? "" : cfg->tsa_units[i].name);
@@ -897,6 +985,7 @@ out:
     tsa_service_stop(srv->tsa);
     http_server_free(srv->http);
     cli__admin_free(srv->admin);
+    directory_free(srv->directory);
     ocsp_responder_free(srv->ocsp);
     crl_publisher_free(srv->crl);
     tsa_service_free(srv->tsa);

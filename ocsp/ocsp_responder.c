@@ -1196,6 +1196,32 @@ unsigned ocsp__stat_stripe(void)
     return mine - 1;
 }
 
+int ocsp_responder_cert_status(struct ocsp_responder *resp, int64_t store_issuer_id,
+                               const unsigned char *serial, size_t serial_len,
+                               struct ocsp_cert_status *out)
+{
+    struct ocsp__status st;
+    struct ocsp__cached *cached = NULL;
+    int found = 0;
+    if (resp == NULL || serial == NULL || serial_len == 0 || serial_len > STORE_SERIAL_MAX)
+        return 0;
+    for (int i = 0; i < resp->n_issuers && !found; i++) {
+        if (resp->issuers[i].store_id != store_issuer_id)
+            continue;
+        found = ocsp__index_lookup(resp->index, i, serial, serial_len, OCSP__SHA1, &st, &cached);
+        ocsp__cached_unref(cached); /* only the status is wanted */
+    }
+    if (!found)
+        return 0;
+    memset(out, 0, sizeof(*out));
+    out->status = st.status;
+    out->reason = st.reason;
+    out->revoked_at = st.revoked_at;
+    out->invalidity_date = st.invalidity_date;
+    out->not_after = st.not_after;
+    return 1;
+}
+
 void ocsp_stats_get(const struct ocsp_responder *cresp, struct ocsp_stats *out)
 {
     struct ocsp_responder *resp = (struct ocsp_responder *)cresp;
