@@ -546,12 +546,14 @@ Test(hsm_fault, signatures_reuse_pkcs11_sessions)
 /* ---- the store ------------------------------------------------------------------------------ */
 
 /* Another process (the sqlite3 CLI) runs first, keeps its transaction open for seconds, then runs
- * last; in the background with every output closed, so that ts_run returns at once. */
+ * last; in the background with every output closed, so that ts_run returns at once. It waits for
+ * a lock taken by someone else (the caller's own probe for the lock, say) instead of failing. */
 static void background_sql(const char *first, int seconds, const char *last)
 {
     char cmd[1024];
     snprintf(cmd, sizeof(cmd),
-             "cd %s && ((echo '%s'; sleep %d; echo '%s') | sqlite3 pkiva.db) > /dev/null 2>&1 &",
+             "cd %s && ((echo '%s'; sleep %d; echo '%s') | sqlite3 -cmd '.timeout 5000' pkiva.db) "
+             "> /dev/null 2>&1 &",
              srv.data, first, seconds, last);
     cr_assert_eq(ts_run(cmd, NULL, 0), 0);
 }
