@@ -375,6 +375,8 @@ static int cmd_seal(const struct cli_config *cfg, struct store *store)
     hcfg.softhsm_no_deinit = cfg->hsm_no_deinit;
     hcfg.sessions = 1;
     hcfg.queue_max = 4;
+    hcfg.init_args = cfg->hsm_init_args;
+    hcfg.ecdsa_verify_every = cfg->hsm_ecdsa_verify_every;
     rc = hsm_open(&hcfg, &hsm);
     if (rc == UTIL_OK) {
         cert = cli__load_pem_cert(c->cert);

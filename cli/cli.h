@@ -6,6 +6,7 @@
 #ifndef PKIVA_CLI_H
 #define PKIVA_CLI_H
 
+#include <directory/directory.h>
 #include <http/http.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -64,7 +65,9 @@ struct cli_config {
     int hsm_no_deinit;
     int hsm_sessions;
     int hsm_queue_max;
-    int hsm_restart_after_ms; /* 0 = never exit for a supervisor restart */
+    char hsm_init_args[CLI_PATH_MAX]; /* pkcs11-module-init-args (C_Initialize); "" = none */
+    int hsm_ecdsa_verify_every;       /* verify_ecdsa: 1 all, N sample, HSM_VERIFY_NONE (-1) */
+    int hsm_restart_after_ms;         /* 0 = never exit for a supervisor restart */
     /* [store] */
     char
         store_path[CLI_PATH_MAX]; /* what store_open_blocking gets: a file or a postgresql:// URI */
@@ -120,6 +123,8 @@ struct cli_config {
     /* Who may read /metrics, and the operator certificates' revocation. */
     int admin_metrics_without_auth;      /* 1: /metrics is served to anyone reaching the listener */
     char admin_client_crl[CLI_PATH_MAX]; /* "" = operator certificates' revocation not checked */
+    /* [directory] (its directives are declared in directory/directory_config.c) */
+    struct directory_config directory;
     /* [issuer.NAME] */
     int n_issuers;
     struct cli_issuer issuers[CLI_MAX_ISSUERS];

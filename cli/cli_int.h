@@ -103,6 +103,28 @@ void cli__contract(const struct cli_config *cfg, struct feed_contract *out);
 #include <openssl/x509.h>
 X509 *cli__load_pem_cert(const char *path);
 
+/* `pkiva init --config FILE` (init_cmd.c) and `pkiva config check` (config_cmd.c). */
+int cli__cmd_config(int argc, char **argv);
+/* The embedded demo's `pkiva init [--data DIR] ...` (serve.c): argv as for cli__cmd_init. */
+int cli__init_demo(int argc, char **argv);
+/* Checks what a configuration names outside itself, touching nothing: certificate files (readable
+ * PEM, valid now), the PKCS#11 module and PIN file (present, PIN owner-only), and the freshness
+ * contract. Prints one line per problem to stderr; returns the number of problems. */
+int cli__config_check_files(const struct cli_config *cfg);
+/* Prints the freshness contract and the HSM outage budget of cfg to out. */
+void cli__print_contract(const struct cli_config *cfg, FILE *out);
+
+/* The service manager's side of serve (service.c). cli__service_signals installs the SIGHUP
+ * handler and notes the configuration file as it is (call it early, before threads start). cli__service_start starts the thread that sends
+ * READY=1 to systemd once ready(ctx) (the /readyz test) first says yes, keeps STATUS= current,
+ * and on SIGHUP reads cfg->source again (log_level applied, other changes named as needing a
+ * restart). cli__service_stop sends STOPPING=1, joins and frees; NULL-safe. */
+struct cli_service;
+int cli__service_signals(const struct cli_config *cfg);
+int cli__service_start(const struct cli_config *cfg, int (*ready)(void *, char *, size_t),
+                       void *ctx, struct cli_service **out);
+void cli__service_stop(struct cli_service *svc);
+
 /* Audit seals (audit.c): seals every record not yet sealed, signing with key (on the hsm's pool)
  * whose certificate is cert. The sealer is the server's thread that seals periodically and once
  * more in cli__audit_sealer_stop; hsm, key and cert must outlive it. */

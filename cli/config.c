@@ -49,6 +49,7 @@ void cli_config_defaults(struct cli_config *cfg)
     cfg->hsm_no_deinit = 1;
     cfg->hsm_sessions = 2;
     cfg->hsm_queue_max = 4096;
+    cfg->hsm_ecdsa_verify_every = 16; /* HSM_ECDSA_VERIFY_DEFAULT */
     cfg->hsm_restart_after_ms = 60000;
     cfg->feed_poll_ms = 200;
     /* 0 = derived from [revocation] deadline after parsing (feed_contract_defaults). */
@@ -76,6 +77,7 @@ void cli_config_defaults(struct cli_config *cfg)
     cfg->tsa_serial_block = 4096;
     cfg->sla_deadline_s = 12 * 3600;
     cfg->sla_warn_s = 3600;
+    directory_config_default(&cfg->directory);
 }
 
 static int scaled(const char *text, int64_t *out, const char *units, const int64_t *factors)
@@ -185,6 +187,26 @@ static int set_store_backend(struct parse_ctx *ctx, int *dst, const char *value)
     else
         return fail(ctx, "expected sqlite or postgresql, got '%s'", value);
     return 1;
+}
+
+/* [hsm] verify_ecdsa: "all", "none" or "sample N" (verify one ECDSA signature in N). */
+static int set_verify_ecdsa(struct parse_ctx *ctx, int *dst, const char *value)
+{
+    if (strcmp(value, "all") == 0) {
+        *dst = 1;
+        return 1;
+    }
+    if (strcmp(value, "none") == 0) {
+        *dst = -1; /* HSM_VERIFY_NONE */
+        return 1;
+    }
+    if (strncmp(value, "sample ", 7) == 0) {
+        const char *n = value + 7;
+        while (*n == ' ')
+            n++;
+        return set_int(ctx, dst, n, 1, 1000000);
+    }
+    return fail(ctx, "expected all, none or sample N, got '%s'", value);
 }
 
 static int set_duration(struct parse_ctx *ctx, int64_t *dst, const char *value)
@@ -472,6 +494,10 @@ static int on_entry(void *user, const char *section, const char *key, const char
             return set_int(ctx, &cfg->hsm_sessions, value, 1, 256);
         if (strcmp(key, "queue_max") == 0)
             return set_int(ctx, &cfg->hsm_queue_max, value, 1, 1000000);
+        if (strcmp(key, "init_args") == 0)
+            return set_str(ctx, cfg->hsm_init_args, sizeof(cfg->hsm_init_args), value);
+        if (strcmp(key, "verify_ecdsa") == 0)
+            return set_verify_ecdsa(ctx, &cfg->hsm_ecdsa_verify_every, value);
         if (strcmp(key, "restart_after") == 0)
             return set_duration_ms(ctx, &cfg->hsm_restart_after_ms, value);
     } else if (strcmp(section, "store") == 0) {
@@ -619,6 +645,11 @@ static int on_entry(void *user, const char *section, const char *key, const char
             return set_path(ctx, cfg->admin_client_cert, sizeof(cfg->admin_client_cert), value);
         if (strcmp(key, "client_key") == 0)
             return set_path(ctx, cfg->admin_client_key, sizeof(cfg->admin_client_key), value);
+    } else if (strcmp(section, "directory") == 0) {
+        char why[256];
+        if (directory_config_set(&cfg->directory, key, value, why, sizeof(why)) != UTIL_OK)
+            return fail(ctx, "%s", why);
+        return 1;
     } else if (strncmp(section, "issuer.", 7) == 0) {
         return on_issuer(ctx, section + 7, key, value);
     } else {
@@ -848,6 +879,20 @@ static int validate(struct cli_config *cfg, char *err, size_t err_len)
     if ((cfg->admin_client_cert[0] == '\0') != (cfg->admin_client_key[0] == '\0')) {
         (void)snprintf(err, err_len, "[admin] client_cert and client_key go together");
         return UTIL_ECONFIG;
+    }
+    if (cfg->directory.issuers[0] != '\0') {
+        char list[sizeof(cfg->directory.issuers)];
+        char *save = NULL;
+        (void)snprintf(list, sizeof(list), "%s", cfg->directory.issuers);
+        for (char *tok = strtok_r(list, ", ", &save); tok; tok = strtok_r(NULL, ", ", &save)) {
+            int found = 0;
+            for (int i = 0; i < cfg->n_issuers; i++)
+                found |= strcmp(cfg->issuers[i].name, tok) == 0;
+            if (!found) {
+                (void)snprintf(err, err_len, "[directory] issuers: no [issuer.%s] section", tok);
+                return UTIL_ECONFIG;
+            }
+        }
     }
     if (cfg->public_url[0] == '\0')
         (void)snprintf(cfg->public_url, sizeof(cfg->public_url), "http://%s:%d",

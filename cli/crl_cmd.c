@@ -235,6 +235,8 @@ static int publish_direct(const struct cli_config *cfg, const char *only)
     hcfg.softhsm_no_deinit = cfg->hsm_no_deinit;
     hcfg.sessions = 1;
     hcfg.queue_max = 4;
+    hcfg.init_args = cfg->hsm_init_args;
+    hcfg.ecdsa_verify_every = cfg->hsm_ecdsa_verify_every;
     rc = cli__publish_dir_ready(cfg);
     if (rc != UTIL_OK)
         return 1;
@@ -269,6 +271,8 @@ static int publish_direct(const struct cli_config *cfg, const char *only)
         rc = cert ? hsm_key_load_blocking(hsm, c->key_uri, c->digest[0] ? c->digest : NULL,
                                           c->rsa_pss, &key)
                   : UTIL_ECONFIG;
+        if (rc == UTIL_OK)
+            rc = hsm_key_check_blocking(hsm, key, cert); /* the start-up self-check, issue 21 */
         if (rc == UTIL_OK)
             rc = store_issuer_get_blocking(store, c->name, &is);
         if (rc == UTIL_OK) {

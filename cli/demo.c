@@ -324,6 +324,14 @@ static int make_cert(struct demo *d, enum cert_kind kind, const char *cn, EVP_PK
         rc = UTIL_EHSM;
         goto out;
     }
+    /* Made through pkcs11-provider's own digest-and-sign path (X509_sign_ctx needs the context),
+     * so checked here: a certificate with a bad signature is never written (issue 21). */
+    if (X509_verify(cert, issuer != NULL ? X509_get0_pubkey(issuer) : pub) != 1) {
+        util_log_openssl(UTIL_LOG_ERROR, MOD,
+                         "the HSM's signature on the certificate for %s does not verify", cn);
+        rc = UTIL_EHSM;
+        goto out;
+    }
     *out = cert;
     cert = NULL;
     rc = UTIL_OK;
@@ -729,6 +737,16 @@ int cli_demo_init_blocking(const struct cli_demo_options *opts, int *created)
         rc = hsm_key_generate_blocking(d.hsm, TOKEN_LABEL, "ocsp-responder", alg, &k_ocsp);
     if (rc == UTIL_OK)
         rc = hsm_key_generate_blocking(d.hsm, TOKEN_LABEL, "tsa", alg, &k_tsa);
+    /* The self-check `pkiva serve` runs at every start, once here already: a token whose
+     * signatures do not verify is noticed before any certificate is made with it. */
+    if (rc == UTIL_OK)
+        rc = hsm_key_check_blocking(d.hsm, k_root, NULL);
+    if (rc == UTIL_OK)
+        rc = hsm_key_check_blocking(d.hsm, k_ca, NULL);
+    if (rc == UTIL_OK)
+        rc = hsm_key_check_blocking(d.hsm, k_ocsp, NULL);
+    if (rc == UTIL_OK)
+        rc = hsm_key_check_blocking(d.hsm, k_tsa, NULL);
     if (rc != UTIL_OK)
         goto out;
 

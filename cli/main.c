@@ -18,7 +18,9 @@ static void usage(FILE *out)
         "usage: pkiva COMMAND [OPTIONS]\n\n"
         "commands:\n"
         "  serve      run the OCSP/CRL/TSA service (creates the embedded default on first run)\n"
-        "  init       create the embedded default without serving\n"
+        "  init       prepare a deployment (--config FILE: check keys, create the store)\n"
+        "             or create the embedded default without serving\n"
+        "  config     validate a configuration without touching anything (config check)\n"
         "  revoke     revoke a certificate\n"
         "  supersede  revoke as superseded and register the replacement, in one step\n"
         "  unrevoke   release a certificate from certificateHold\n"
@@ -28,7 +30,8 @@ static void usage(FILE *out)
         "  crl        publish CRLs now (crl publish)\n"
         "  tsa        check time-stamp tokens against the token log (tsa check)\n"
         "  sla        revocation deadline report\n\n"
-        "Run 'pkiva COMMAND --help' for a command's options.\n");
+        "Run 'pkiva COMMAND --help' for a command's options; 'pkiva --version' for the "
+        "version.\n");
 }
 
 int main(int argc, char **argv)
@@ -43,6 +46,12 @@ int main(int argc, char **argv)
         usage(stdout);
         return 0;
     }
+    if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "version") == 0) {
+        printf("pkiva %s\n", PKIVA_VERSION);
+        return 0;
+    }
+    if (strcmp(cmd, "config") == 0)
+        return cli__cmd_config(argc - 1, argv + 1);
     if (strcmp(cmd, "serve") == 0)
         return cli__cmd_serve(argc - 1, argv + 1);
     if (strcmp(cmd, "init") == 0)

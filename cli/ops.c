@@ -108,7 +108,12 @@ struct cert_ref {
 static int open_store(const struct cli_config *cfg, struct store **store)
 {
     int rc = store_open_blocking(cfg->store_path, 0, store);
-    if (rc != UTIL_OK)
+    if (rc == UTIL_ENOTFOUND)
+        fprintf(stderr,
+                "pkiva: the store %s does not exist yet: run 'pkiva init --config %s' first "
+                "(it checks the keys, creates the store and registers the issuers)\n",
+                cfg->store_path, cfg->source);
+    else if (rc != UTIL_OK)
         fprintf(stderr, "pkiva: cannot open the store %s: %s\n", cfg->store_path,
                 util_strerror(rc));
     return rc;

@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <crl/crl.h>
+#include <directory/directory.h>
 #include <feed/feed.h>
 #include <tsa/tsa.h>
 #include <getopt.h>
@@ -52,7 +53,9 @@ struct server {
     struct tsa_service *tsa; /* NULL when no [tsa.NAME] is configured */
     struct http_server *http;
     struct cli_admin *admin;
-    struct feed *feed; /* the revocation pipeline */
+    struct feed *feed;           /* the revocation pipeline */
+    struct directory *directory; /* the public certificate directory (issue 20) */
+    struct cli_service *service; /* systemd readiness and SIGHUP (service.c) */
     struct feed_contract contract;
     struct cli_audit_sealer *sealer; /* seals the audit log with the first issuer's key */
     int n_issuers;
@@ -122,6 +125,12 @@ static int open_issuers(struct server *srv)
                 return UTIL_ECONFIG;
             }
         }
+        /* Issue 21: every key signs a test value through the production path, verified with
+         * the certificate's public key. A key that fails is refused (it never signs, /readyz and
+         * /metrics name it) and the other issuers keep serving. */
+        rc = hsm_key_check_blocking(srv->hsm, is->ca_key, is->cert);
+        if (rc == UTIL_ECONFIG || rc == UTIL_ENOMEM)
+            return rc;
         if (c->ocsp_key_uri[0] != '\0') {
             rc = hsm_key_load_blocking(srv->hsm, c->ocsp_key_uri, md, c->rsa_pss, &is->ocsp_key);
             if (rc != UTIL_OK) {
@@ -129,6 +138,9 @@ static int open_issuers(struct server *srv)
                            util_strerror(rc));
                 return rc;
             }
+            rc = hsm_key_check_blocking(srv->hsm, is->ocsp_key, is->ocsp_cert);
+            if (rc == UTIL_ECONFIG || rc == UTIL_ENOMEM)
+                return rc;
         }
         len = i2d_X509(is->cert, &der);
         if (len <= 0)
@@ -259,7 +271,7 @@ static void handle_metrics(void *ctx, struct http_request *req)
     struct ocsp_stats os;
     struct hsm_stats hs;
     struct http_stats ht;
-    char body[16384];
+    char body[32768]; /* per-key HSM lines come on top of the fixed ones */
     int n;
 
     if (!cli__admin_gate(srv->admin, req))
@@ -369,6 +381,26 @@ static void handle_metrics(void *ctx, struct http_request *req)
         n = more >= 0 ? n + more : -1;
     }
     if (n > 0 && (size_t)n < sizeof(body)) {
+        /* Issue 21: signatures checked before use, refused ones, and health per key. */
+        int more = snprintf(body + n, sizeof(body) - (size_t)n,
+                            "# TYPE pkiva_hsm_verified_total counter\n"
+                            "pkiva_hsm_verified_total %llu\n"
+                            "# TYPE pkiva_hsm_bad_signatures_total counter\n"
+                            "pkiva_hsm_bad_signatures_total %llu\n"
+                            "# TYPE pkiva_hsm_key_errors_total counter\n"
+                            "pkiva_hsm_key_errors_total %llu\n"
+                            "# TYPE pkiva_hsm_keys_unhealthy gauge\n"
+                            "pkiva_hsm_keys_unhealthy %d\n",
+                            (unsigned long long)hs.verified, (unsigned long long)hs.bad_signatures,
+                            (unsigned long long)hs.key_errors,
+                            hsm_keys_unhealthy(srv->hsm, NULL, NULL, 0));
+        n = more >= 0 ? n + more : -1;
+    }
+    if (n > 0 && (size_t)n < sizeof(body)) {
+        int more = hsm_keys_metrics(srv->hsm, body + n, sizeof(body) - (size_t)n);
+        n = more >= 0 ? n + more : -1;
+    }
+    if (n > 0 && (size_t)n < sizeof(body)) {
         int more = crl_publisher_metrics(srv->crl, body + n, sizeof(body) - (size_t)n);
         n = more >= 0 ? n + more : -1;
     }
@@ -409,6 +441,14 @@ static void handle_metrics(void *ctx, struct http_request *req)
                         ts.inflight, ts.clock_ok);
         n = more >= 0 ? n + more : -1;
     }
+    if (n >= 0 && (size_t)n < sizeof(body)) {
+        /* [crl] interval, for the "CRL older than its interval" alert (conf/prometheus/). */
+        int more = snprintf(body + n, sizeof(body) - (size_t)n,
+                            "# TYPE pkiva_crl_interval_seconds gauge\n"
+                            "pkiva_crl_interval_seconds %lld\n",
+                            (long long)srv->cfg->crl_interval_s);
+        n = more >= 0 ? n + more : -1;
+    }
     if (n < 0 || (size_t)n >= sizeof(body)) {
         http_request_respond_text(req, 500, "text/plain", "metrics buffer too small\n");
         return;
@@ -436,6 +476,14 @@ static int ready_fn(void *ctx, char *why, size_t why_len)
     if (!fs.store_ok) {
         (void)snprintf(why, why_len, "store unavailable");
         return 0;
+    }
+    {
+        /* One key that cannot sign does not take the others down: ready, but saying so. Only
+         * when no key at all can sign is the service not ready. */
+        int total = 0;
+        int unhealthy = hsm_keys_unhealthy(srv->hsm, &total, why, why_len);
+        if (unhealthy > 0 && unhealthy >= total)
+            return 0;
     }
     return 1;
 }
@@ -622,6 +670,82 @@ static int build_crl(struct server *srv)
     return rc;
 }
 
+/* ---- the public directory: its hooks into OCSP and the CRL publisher ---------------------------- */
+
+static int directory_status(void *ctx, int64_t issuer_id, const unsigned char *serial,
+                            size_t serial_len, struct directory_status *out)
+{
+    struct server *srv = ctx;
+    struct ocsp_cert_status st;
+    if (ocsp_responder_cert_status(srv->ocsp, issuer_id, serial, serial_len, &st) != 1)
+        return 0;
+    out->status = st.status;
+    out->reason = st.reason;
+    out->revoked_at = st.revoked_at;
+    out->invalidity_date = st.invalidity_date;
+    return 1;
+}
+
+static int directory_crl_info(void *ctx, const char *name, struct directory_crl_info *out)
+{
+    struct server *srv = ctx;
+    struct crl_issuer_stats cs;
+    for (int i = 0; i < crl_publisher_n_issuers(srv->crl); i++) {
+        if (crl_publisher_stats(srv->crl, i, &cs) != UTIL_OK || strcmp(cs.name, name) != 0)
+            continue;
+        out->full_number = cs.full_number;
+        out->delta_number = cs.delta_number;
+        out->this_update = cs.this_update;
+        out->next_update = cs.next_update;
+        out->delta_this_update = cs.delta_this_update;
+        out->full_entries = cs.full_entries;
+        out->delta_entries = cs.delta_entries;
+        return UTIL_OK;
+    }
+    return UTIL_ENOTFOUND;
+}
+
+static int build_directory(struct server *srv)
+{
+    const struct cli_config *cfg = srv->cfg;
+    struct directory_issuer is[CLI_MAX_ISSUERS];
+    struct directory_tsa_unit units[CLI_MAX_TSA_UNITS];
+    char urls[CLI_MAX_TSA_UNITS][CLI_PATH_MAX + 128];
+    char ocsp_url[CLI_PATH_MAX + 64];
+    struct directory_params p;
+
+    memset(&p, 0, sizeof(p));
+    memset(units, 0, sizeof(units));
+    for (int i = 0; i < srv->n_issuers; i++) {
+        is[i].name = srv->issuers[i].conf->name;
+        is[i].store_issuer_id = srv->issuers[i].store_id;
+        is[i].cert = srv->issuers[i].cert;
+    }
+    for (int i = 0; i < cfg->n_tsa_units; i++) {
+        const struct cli_tsa_unit *u = &cfg->tsa_units[i];
+        (void)snprintf(urls[i], sizeof(urls[i]), "%s%s%s%s", cfg->public_url, cfg->tsa_path,
+                       i == 0 ? "" : "/", i == 0 ? "" : u->name); /* as printed at start */
+        units[i].name = u->name;
+        units[i].url = urls[i];
+        units[i].policies[units[i].n_policies++] = u->policy;
+        for (int j = 0; j < u->n_accepted && units[i].n_policies < DIRECTORY_MAX_POLICIES; j++)
+            units[i].policies[units[i].n_policies++] = u->accepted[j];
+    }
+    (void)snprintf(ocsp_url, sizeof(ocsp_url), "%s%s", cfg->public_url, cfg->ocsp_path);
+    p.store_path = cfg->store_path;
+    p.public_url = cfg->public_url;
+    p.ocsp_url = ocsp_url;
+    p.crl_deltas = cfg->crl_deltas;
+    p.issuers = is;
+    p.n_issuers = srv->n_issuers;
+    p.tsa_units = units;
+    p.n_tsa_units = cfg->n_tsa_units;
+    p.hooks.status = directory_status;
+    p.hooks.crl_info = directory_crl_info;
+    p.hooks.ctx = srv;
+    return directory_new(&cfg->directory, &p, &srv->directory);
+}
+
 /* Logs the freshness contract and refuses a configuration under which a conforming client in
  * scope could keep a revoked certificate's "good" answer past the deadline. */
 static int check_contract(const struct cli_config *cfg, struct feed_contract *c)
@@ -662,6 +786,9 @@ int cli_serve(const struct cli_config *cfg)
     /* [server] user: checked before anything is opened (privdrop.c). */
     if (cli__privdrop_prepare(cfg, &privdrop) != UTIL_OK)
         return 1;
+    /* SIGHUP no longer ends the process: it reads the configuration again (service.c). */
+    if (cli__service_signals(cfg) != UTIL_OK)
+        return 1;
     srv = calloc(1, sizeof(*srv));
     if (srv == NULL) {
         UTIL_ERROR(MOD, "out of memory at start-up");
@@ -679,6 +806,8 @@ int cli_serve(const struct cli_config *cfg)
     hcfg.softhsm_no_deinit = cfg->hsm_no_deinit;
     hcfg.sessions = cfg->hsm_sessions;
     hcfg.queue_max = cfg->hsm_queue_max;
+    hcfg.init_args = cfg->hsm_init_args;
+    hcfg.ecdsa_verify_every = cfg->hsm_ecdsa_verify_every;
     hcfg.restart_after_ms = cfg->hsm_restart_after_ms;
     rc = hsm_open(&hcfg, &srv->hsm);
     if (rc != UTIL_OK) {
@@ -714,17 +843,32 @@ int cli_serve(const struct cli_config *cfg)
         UTIL_ERROR(MOD, "revocation feed: %s", util_strerror(rc));
         goto out;
     }
+    rc = build_directory(srv);
+    if (rc != UTIL_OK) {
+        UTIL_ERROR(MOD, "directory: %s", util_strerror(rc));
+        goto out;
+    }
     watch_fill(srv);
     watch_check(srv);
     /* [issue #8: HSM outages] The hsm monitor notices an outage without traffic (/readyz),
      * sheds signing work while the token is away and, when it returns, loads the key handles
      * again so that signing heals without a restart. It probes with the first issuer's OCSP
-     * signing key (the busiest one); hsm_close stops it. */
+     * signing key (the busiest one) that passed its self-check: a refused key's failures are
+     * booked against that key, never as an outage, so it could not notice one (issue 21);
+     * hsm_close stops it. */
     if (srv->n_issuers > 0) {
-        const struct cli_issuer *first = srv->issuers[0].conf;
-        rc = hsm_monitor_start(srv->hsm,
-                               first->ocsp_key_uri[0] ? first->ocsp_key_uri : first->key_uri,
-                               SERVE_HSM_PROBE_MS);
+        const char *probe = NULL;
+        for (int i = 0; i < srv->n_issuers && probe == NULL; i++) {
+            const struct served_issuer *is = &srv->issuers[i];
+            if (is->ocsp_key != NULL && hsm_key_usable(is->ocsp_key))
+                probe = is->conf->ocsp_key_uri;
+            else if (hsm_key_usable(is->ca_key))
+                probe = is->conf->key_uri;
+        }
+        if (probe == NULL) /* no key passed: the first one, as before */
+            probe = srv->issuers[0].conf->ocsp_key_uri[0] ? srv->issuers[0].conf->ocsp_key_uri
+                                                          : srv->issuers[0].conf->key_uri;
+        rc = hsm_monitor_start(srv->hsm, probe, SERVE_HSM_PROBE_MS);
         if (rc != UTIL_OK)
             goto out;
     }
@@ -760,6 +904,8 @@ int cli_serve(const struct cli_config *cfg)
     if (rc == UTIL_OK && srv->tsa != NULL)
         rc = tsa_service_register(srv->tsa, srv->http);
     if (rc == UTIL_OK)
+        rc = directory_register(srv->directory, srv->http);
+    if (rc == UTIL_OK)
         rc = http_server_route(srv->http, HTTP_PUBLIC, "GET", "/ca/", handle_ca_cert, srv);
     if (rc == UTIL_OK)
         rc = http_server_route(srv->http, HTTP_ADMIN, "GET", "/metrics", handle_metrics, srv);
@@ -794,6 +940,9 @@ int cli_serve(const struct cli_config *cfg)
         if (rc != UTIL_OK)
             goto out;
     }
+    rc = cli__service_start(cfg, ready_fn, srv, &srv->service);
+    if (rc != UTIL_OK)
+        goto out;
 
     printf("pkiva is serving (%d workers)\n", http.workers);
     printf("  OCSP:      %s%s   (POST, or GET %s<base64 request>)\n", cfg->public_url,
@@ -805,6 +954,9 @@ int cli_serve(const struct cli_config *cfg)
         printf("\n  CA cert:   %s/ca/%s.crt\n", cfg->public_url, srv->issuers[i].conf->name);
     }
     printf("  certs:     %s/certs/<issuer>/<serial-hex>.crt\n", cfg->public_url);
+    if (cfg->directory.enabled)
+        printf("  directory: %s/directory  (search, certificate pages, status check)\n",
+               cfg->public_url);
     for (int i = 0; i < cfg->n_tsa_units; i++)
         printf("  TSA:       %s%s%s%s  (POST application/timestamp-query)\n", cfg->public_url,
                cfg->tsa_path, i == 0 ? "" : "/", i == 0 ? "" : cfg->tsa_units[i].name);
@@ -823,6 +975,7 @@ int cli_serve(const struct cli_config *cfg)
 out:
     if (rc != UTIL_OK && status != 0)
         UTIL_ERROR(MOD, "pkiva cannot serve: %s", util_strerror(rc));
+    cli__service_stop(srv->service); /* STOPPING=1 first; it reads what is stopped below */
     /* The feed first (it delivers what was committed up to now), then the publisher (it
      * publishes what is pending), while the HSM and the keys are still there. */
     feed_stop(srv->feed);
@@ -832,6 +985,7 @@ out:
     tsa_service_stop(srv->tsa);
     http_server_free(srv->http);
     cli__admin_free(srv->admin);
+    directory_free(srv->directory);
     ocsp_responder_free(srv->ocsp);
     crl_publisher_free(srv->crl);
     tsa_service_free(srv->tsa);
@@ -931,7 +1085,7 @@ int cli__cmd_serve(int argc, char **argv)
     return demo_and_config(argc, argv, 1);
 }
 
-int cli__cmd_init(int argc, char **argv)
+int cli__init_demo(int argc, char **argv)
 {
     return demo_and_config(argc, argv, 0);
 }

@@ -158,56 +158,15 @@ out:
 }
 
 /* Signs a digest made elsewhere: the token sees 32-64 bytes instead of the whole TBSCertList, and
- * the HSM session is busy for one signature only. */
+ * the HSM session is busy for one signature only. hsm_sign_digest_blocking verifies the signature
+ * before it is returned (a bad one never reaches a CRL and marks the key unhealthy). */
 static int sign_work(void *thread_state, void *arg)
 {
     struct sign_job *job = arg;
-    EVP_PKEY_CTX *pctx = NULL;
-    EVP_MD *md = NULL;
-    unsigned char *sig = NULL;
-    size_t sig_len = 0;
-    int rc = UTIL_OK;
 
-    ERR_clear_error();
-    md = EVP_MD_fetch(NULL, job->key->md, NULL);
-    pctx = EVP_PKEY_CTX_new_from_pkey(hsm_libctx(job->hsm), job->key->pkey, NULL);
-    if (md == NULL || pctx == NULL || EVP_PKEY_sign_init(pctx) != 1 ||
-        EVP_PKEY_CTX_set_signature_md(pctx, md) != 1) {
-        util_log_openssl(UTIL_LOG_ERROR, CRL_MOD, "cannot start signing with %s", job->key->uri);
-        rc = UTIL_EHSM;
-        goto out;
-    }
-    /* pkcs11-provider wants the digest set before the PSS salt length. */
-    if (job->key->rsa_pss && (EVP_PKEY_CTX_set_rsa_padding(pctx, RSA_PKCS1_PSS_PADDING) <= 0 ||
-                              EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) <= 0 ||
-                              EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, md) <= 0)) {
-        util_log_openssl(UTIL_LOG_ERROR, CRL_MOD, "cannot set RSASSA-PSS for %s", job->key->uri);
-        rc = UTIL_EHSM;
-        goto out;
-    }
-    if (EVP_PKEY_sign(pctx, NULL, &sig_len, job->digest, job->digest_len) != 1 || sig_len == 0) {
-        util_log_openssl(UTIL_LOG_ERROR, CRL_MOD, "cannot size a signature with %s", job->key->uri);
-        rc = UTIL_EHSM;
-        goto out;
-    }
-    sig = malloc(sig_len);
-    if (sig == NULL) {
-        rc = UTIL_ENOMEM;
-        goto out;
-    }
-    if (EVP_PKEY_sign(pctx, sig, &sig_len, job->digest, job->digest_len) != 1) {
-        util_log_openssl(UTIL_LOG_ERROR, CRL_MOD, "signing a CRL with %s failed", job->key->uri);
-        rc = UTIL_EHSM;
-        goto out;
-    }
-    job->sig = sig;
-    job->sig_len = sig_len;
-    sig = NULL;
-out:
-    free(sig);
-    EVP_PKEY_CTX_free(pctx);
-    EVP_MD_free(md);
-    return rc;
+    (void)thread_state;
+    return hsm_sign_digest_blocking(job->hsm, job->key, job->digest, job->digest_len, &job->sig,
+                                    &job->sig_len);
 }
 
 static int ensure_algid(struct crl__issuer *is, struct hsm *hsm)

@@ -43,6 +43,11 @@
  * - Failure modes: wrong PIN or a missing token surface at the first key load as UTIL_EHSM (see
  *   key.c); a token that fails mid-operation makes the work function return UTIL_EHSM, which marks
  *   the hsm unavailable until a signature succeeds again (hsm_probe_blocking can be used to check).
+ *   A failure that key.c puts down to one key (a signature that does not verify, a mechanism the
+ *   token refuses for that key; the signing path and its checks are in key.c's DESIGN comment)
+ *   sets hsm__key_fault instead: job_work then counts it for that key only, and the monitor runs
+ *   the key's self-check again each turn until it passes. When the provider cannot start the
+ *   module, p11diag.c loads it directly and logs the failing step with its CK_RV.
  * - Outages and healing (tests/fault measures this with a fault-injecting module). When a token
  *   is removed, or a network HSM loses its link or restarts, the module closes every session and
  *   forgets the login; afterwards the object handles inside our EVP_PKEYs are dead too (SoftHSM2
@@ -307,6 +312,11 @@ static int write_provider_conf(FILE *f, const struct hsm_config *cfg)
     rc = conf_put_value(f, "pkcs11-module-cache-sessions", sessions);
     if (rc != UTIL_OK)
         return rc;
+    if (cfg->init_args != NULL && cfg->init_args[0] != '\0') {
+        rc = conf_put_value(f, "pkcs11-module-init-args", cfg->init_args);
+        if (rc != UTIL_OK)
+            return rc;
+    }
     if (cfg->softhsm_no_deinit) {
         rc = conf_put_value(f, "pkcs11-module-quirks", "no-deinit");
         if (rc != UTIL_OK)
@@ -368,12 +378,15 @@ static int load_provider_conf(OSSL_LIB_CTX *libctx, const struct hsm_config *cfg
         util_log_openssl(
             UTIL_LOG_ERROR, HSM_MOD, "pkcs11 provider failed to start (provider %s, module %s)",
             cfg->provider_path != NULL ? cfg->provider_path : "pkcs11", cfg->module_path);
+        /* The provider's own error rarely says which PKCS#11 call failed: ask the module. */
+        hsm__module_diagnose(cfg->module_path, cfg->init_args);
         rc = UTIL_EHSM;
         goto out;
     }
     if (!OSSL_PROVIDER_available(libctx, "pkcs11")) {
         util_log_openssl(UTIL_LOG_ERROR, HSM_MOD, "pkcs11 provider not available (module %s)",
                          cfg->module_path);
+        hsm__module_diagnose(cfg->module_path, cfg->init_args);
         rc = UTIL_EHSM;
         goto out;
     }
@@ -405,6 +418,10 @@ static int check_config(const struct hsm_config *cfg)
     }
     if (cfg->queue_max < 1) {
         UTIL_ERROR(HSM_MOD, "queue_max must be >= 1 (got %d)", cfg->queue_max);
+        return UTIL_ECONFIG;
+    }
+    if (cfg->ecdsa_verify_every < HSM_VERIFY_NONE) {
+        UTIL_ERROR(HSM_MOD, "ecdsa_verify_every must be >= 1, 0 (default) or HSM_VERIFY_NONE");
         return UTIL_ECONFIG;
     }
     return UTIL_OK;
@@ -515,9 +532,17 @@ int hsm_open(const struct hsm_config *cfg, struct hsm **out)
     atomic_init(&hsm->shed, 0);
     atomic_init(&hsm->key_reloads, 0);
     atomic_init(&hsm->monitor_running, 0);
+    atomic_init(&hsm->verified, 0);
+    atomic_init(&hsm->bad_signatures, 0);
+    atomic_init(&hsm->key_errors, 0);
+    hsm->ecdsa_verify_every =
+        cfg->ecdsa_verify_every == 0 ? HSM_ECDSA_VERIFY_DEFAULT : cfg->ecdsa_verify_every;
     hsm->restart_after_ms = cfg->restart_after_ms;
     hsm->module_path = strdup(cfg->module_path);
-    if (hsm->module_path == NULL) {
+    if (cfg->init_args != NULL && cfg->init_args[0] != '\0')
+        hsm->init_args = strdup(cfg->init_args);
+    if (hsm->module_path == NULL ||
+        (cfg->init_args != NULL && cfg->init_args[0] != '\0' && hsm->init_args == NULL)) {
         rc = UTIL_ENOMEM;
         goto out;
     }
@@ -568,6 +593,7 @@ void hsm_close(struct hsm *hsm)
     util_pool_free(hsm->pool);
     OSSL_LIB_CTX_free(hsm->libctx);
     free(hsm->module_path);
+    free(hsm->init_args);
     (void)pthread_cond_destroy(&hsm->monitor_cond);   /* nobody waits any more */
     (void)pthread_mutex_destroy(&hsm->monitor_mutex); /* unlocked: cannot fail */
     (void)pthread_mutex_destroy(&hsm->keys_mutex);    /* unlocked: cannot fail */
@@ -630,6 +656,9 @@ void hsm_stats_get(const struct hsm *hsm, struct hsm_stats *out)
         util_pool_rejected(h->pool) + atomic_load_explicit(&h->shed, memory_order_relaxed);
     out->queue_depth = util_pool_queue_depth(h->pool);
     out->key_reloads = atomic_load_explicit(&h->key_reloads, memory_order_relaxed);
+    out->verified = atomic_load_explicit(&h->verified, memory_order_relaxed);
+    out->bad_signatures = atomic_load_explicit(&h->bad_signatures, memory_order_relaxed);
+    out->key_errors = atomic_load_explicit(&h->key_errors, memory_order_relaxed);
 }
 
 /* ---- the signing pool ----------------------------------------------------------------------- */
@@ -648,8 +677,13 @@ static int job_work(void *thread_state, void *opaque)
     const struct hsm *outer = job_hsm;
     uint64_t start = mono_us();
     int rc;
+    int outer_fault = hsm__key_fault, outer_refused = hsm__refused, outer_signed = hsm__signed;
+    int refused_only;
 
     job_hsm = job->hsm;
+    hsm__key_fault = 0;
+    hsm__refused = 0;
+    hsm__signed = 0;
     /* Nested (a probe inside a job) runs under the outer job's read lock already. */
     if (outer != job->hsm)
         (void)pthread_rwlock_rdlock(&job->hsm->swap_lock); /* fails only on misuse */
@@ -657,6 +691,18 @@ static int job_work(void *thread_state, void *opaque)
     if (outer != job->hsm)
         (void)pthread_rwlock_unlock(&job->hsm->swap_lock); /* held: cannot fail */
     job_hsm = outer;
+    refused_only = hsm__refused && !hsm__signed;
+    if ((rc == UTIL_EHSM && hsm__key_fault) || (rc == UTIL_OK && refused_only)) {
+        /* One key's problem, already counted and logged for that key: it says nothing about
+         * the token (see hsm__refused in hsm_int.h). */
+        hsm__key_fault = outer_fault;
+        hsm__refused = outer_refused;
+        hsm__signed = outer_signed;
+        return rc;
+    }
+    hsm__key_fault = outer_fault;
+    hsm__refused = outer_refused;
+    hsm__signed = outer_signed;
     if (rc == UTIL_OK) {
         /* Counters only: relaxed ordering is enough. */
         (void)atomic_fetch_add_explicit(&job->hsm->signatures, 1, memory_order_relaxed);
@@ -797,6 +843,8 @@ static void *monitor_main(void *opaque)
     int retry = interval < HSM_MONITOR_RETRY_MS ? interval : HSM_MONITOR_RETRY_MS;
 
     while (!monitor_wait(hsm, hsm_available(hsm) ? interval : retry)) {
+        if (hsm_available(hsm))
+            hsm__keys_recheck(hsm); /* keys marked unhealthy while serving get a new chance */
         if (!hsm_available(hsm)) {
             /* Fresh handles first: after a real outage the old ones never work again. A failed
              * reload means the token is still away; the next turn tries again. */
@@ -824,6 +872,8 @@ int hsm_monitor_start(struct hsm *hsm, const char *probe_uri, int interval_ms)
         UTIL_ERROR(HSM_MOD, "monitor: probe key %s: %s", probe_uri, util_strerror(rc));
         return rc;
     }
+    /* Not a served key: left out of /readyz and the per-key metrics (its twin is listed). */
+    atomic_store(&((struct hsm__key *)hsm->probe_key)->probe, 1);
     hsm->monitor_interval_ms = interval_ms;
     hsm->monitor_stop = 0;
     atomic_store(&hsm->monitor_running, 1);

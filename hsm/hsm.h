@@ -1,8 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* hsm: every private-key operation of pkiva, made inside a PKCS#11 token through pkcs11-provider.
  * Keys are found by PKCS#11 URI (RFC 7512) through OSSL_STORE in a library context of their own and
- * come back as EVP_PKEY handles whose private half never leaves the token; OpenSSL's own signing code
- * (X509_sign_ctx, OCSP_basic_sign_ctx, X509_CRL_sign_ctx, CMS/TS) uses them unchanged. No ENGINE.
+ * come back as EVP_PKEY handles whose private half never leaves the token. No ENGINE. Every
+ * signature pkiva serves comes from hsm_sign_blocking / hsm_sign_digest_blocking, which have the
+ * token sign a digest and verify the result before returning it (see the DESIGN comment in key.c);
+ * keys have a health of their own, so one key that cannot sign does not stop the others.
  *
  * Signing runs only on the hsm's worker pool (one thread per configured HSM session, bounded queue);
  * loop threads submit work through a util_pool_port and get the result back on their own loop. */
@@ -24,11 +26,22 @@ struct hsm_config {
                                   without it) */
     int sessions;          /* signing threads, >= 1 */
     int queue_max;         /* signing jobs waiting at most, >= 1 */
+    /* C_Initialize's pReserved string, as pkcs11-provider's pkcs11-module-init-args (NSS's
+     * softoken: "configdir='sql:/path' certPrefix='' keyPrefix='' secmod='secmod.db'"); NULL or
+     * "" = none. */
+    const char *init_args;
+    /* How many ECDSA signatures are verified before they leave the hsm: every one in
+     * ecdsa_verify_every (1 = all, HSM_VERIFY_NONE = none, 0 = HSM_ECDSA_VERIFY_DEFAULT). RSA
+     * signatures are always verified. */
+    int ecdsa_verify_every;
     /* Self-heal of last resort (see hsm_monitor_start): when the monitor has failed to load the
      * keys again for this long, the process exits with HSM_EXIT_STALE for its supervisor to
      * restart it. 0 = never (wait for the token however long it takes). */
     int restart_after_ms;
 };
+
+#define HSM_VERIFY_NONE (-1)
+#define HSM_ECDSA_VERIFY_DEFAULT 16
 
 /* Exit status of a process that gave up on its PKCS#11 state (EX_TEMPFAIL): restart it. */
 #define HSM_EXIT_STALE 75
@@ -68,12 +81,54 @@ int hsm_key_generate_blocking(struct hsm *hsm, const char *token_label, const ch
 void hsm_key_free(struct hsm_key *key); /* NULL-safe */
 
 /* A digest-sign context for the key, ready for X509_sign_ctx / X509_CRL_sign_ctx /
- * OCSP_basic_sign_ctx / EVP_DigestSign (PSS padding set when rsa_pss). Call only on a signing
+ * OCSP_basic_sign_ctx / EVP_DigestSign (PSS padding set when rsa_pss). Signatures made with it
+ * come from pkcs11-provider's own digest-and-sign path and are NOT checked: use it only for
+ * certificates made at set-up (pkiva init), to read the AlgorithmIdentifier, and for OpenSSL's
+ * structure builders whose signature the caller then replaces with hsm_sign_blocking's; every
+ * signature pkiva serves comes from hsm_sign_blocking / hsm_sign_digest_blocking. Call only on a signing
  * thread or from start-up code. The caller frees it with EVP_MD_CTX_free. */
 int hsm_sign_ctx_new_blocking(struct hsm *hsm, const struct hsm_key *key, EVP_MD_CTX **out);
-/* Signs data with the key (one-shot EVP_DigestSign). *sig is malloc'd; caller frees. */
+/* The one signing path (see the DESIGN comment in key.c): hashes data in software with key->md,
+ * has the token sign the digest (EVP_PKEY_sign: CKM_RSA_PKCS over a DigestInfo built here,
+ * CKM_RSA_PKCS_PSS, CKM_ECDSA), and verifies the signature against the key's public key (the
+ * certificate's once hsm_key_check_blocking bound one) before returning it: every RSA signature,
+ * ECDSA as configured. A signature that does not verify is never returned: it is counted, logged
+ * and marks the key unhealthy (UTIL_EHSM). A key that is not healthy fails at once (UTIL_EHSM)
+ * without touching the token. *sig is malloc'd; caller frees. Signing thread or start-up only. */
 int hsm_sign_blocking(struct hsm *hsm, const struct hsm_key *key, const unsigned char *data,
                       size_t len, unsigned char **sig, size_t *sig_len);
+/* The same for a digest made by the caller with key->md (digest_len must be its size). */
+int hsm_sign_digest_blocking(struct hsm *hsm, const struct hsm_key *key,
+                             const unsigned char *digest, size_t digest_len, unsigned char **sig,
+                             size_t *sig_len);
+/* ---- per-key health ------------------------------------------------------------------------- */
+
+enum hsm_key_health {
+    HSM_KEY_OK = 0,
+    HSM_KEY_UNHEALTHY, /* a bad signature or a key-specific PKCS#11 error while serving; the
+                          monitor runs the self-check again and clears it when that passes */
+    HSM_KEY_FAILED,    /* the start-up self-check failed: never used until a restart */
+};
+/* The start-up self-check: binds cert's public key to key (it must be the key's public half;
+ * cert may be NULL to keep the token's), then signs a test value through hsm_sign_blocking with
+ * verification forced. On failure the key is marked HSM_KEY_FAILED and the error names the
+ * module, the mechanism and the reason; the other keys are not affected. Returns 0, UTIL_ECONFIG
+ * (cert does not match the key) or UTIL_EHSM. Signing thread or start-up code. */
+int hsm_key_check_blocking(struct hsm *hsm, struct hsm_key *key, X509 *cert);
+/* The key's health; why (may be NULL) gets the reason of the last failure. */
+int hsm_key_health(const struct hsm_key *key, char *why, size_t why_len);
+/* 1 when key may sign (HSM_KEY_OK). */
+int hsm_key_usable(const struct hsm_key *key);
+/* For work that signs through OpenSSL's own code with key->pkey: 1 when the key may not sign,
+ * and then the current job's UTIL_EHSM is booked as the key's failure, not the token's. */
+int hsm_key_refused(const struct hsm_key *key);
+/* Keys of this hsm that are not HSM_KEY_OK (the monitor's own probe key excepted); *total (may be
+ * NULL) gets the number of keys; why (may be NULL) gets "key <uri> ...: <reason>" of the first. */
+int hsm_keys_unhealthy(struct hsm *hsm, int *total, char *why, size_t why_len);
+/* Appends Prometheus lines (pkiva_hsm_key_healthy, pkiva_hsm_key_signatures_total,
+ * pkiva_hsm_key_bad_signatures_total, pkiva_hsm_key_errors_total per key, labelled by URI) to
+ * buf. Returns the bytes written, or -1 when buf is too small. */
+int hsm_keys_metrics(struct hsm *hsm, char *buf, size_t len);
 
 /* ---- the signing pool ----------------------------------------------------------------------- */
 
@@ -83,7 +138,9 @@ struct util_pool *hsm_pool(struct hsm *hsm);
 /* Queues work on a signing thread; as util_pool_submit (UTIL_EBUSY at once when the queue is full).
  * work should return UTIL_EHSM when a PKCS#11 operation failed: the hsm then counts an error, marks
  * itself unavailable and logs once per episode; the next success marks it available again and logs
- * the recovery. */
+ * the recovery. A failure that hsm_sign_* put down to one key (a bad signature, a mechanism the
+ * token refuses for that key, a key not healthy) is counted for that key only: the token and the
+ * other keys stay available. */
 int hsm_submit(struct hsm *hsm, struct util_pool_port *port, util_pool_work_fn work,
                util_pool_done_fn done, void *arg);
 /* Same, waiting for the result (start-up, CLI). */
@@ -120,8 +177,11 @@ int hsm_monitor_start(struct hsm *hsm, const char *probe_uri, int interval_ms);
 struct hsm_stats {
     uint64_t signatures, errors, rejected; /* rejected: queue full, or shed during an outage */
     int queue_depth;
-    uint64_t sign_us_total; /* sum of signing latencies, for an average */
-    uint64_t key_reloads;   /* times the monitor loaded every key again after an outage */
+    uint64_t sign_us_total;  /* sum of signing latencies, for an average */
+    uint64_t key_reloads;    /* times the monitor loaded every key again after an outage */
+    uint64_t verified;       /* signatures checked against the public key before use */
+    uint64_t bad_signatures; /* signatures that did not verify (never returned) */
+    uint64_t key_errors;     /* key-specific failures (they do not make the hsm unavailable) */
 };
 void hsm_stats_get(const struct hsm *hsm, struct hsm_stats *out);
 

@@ -19,12 +19,17 @@ struct hsm {
     /* 0 while the HSM is available; during an outage the monotonic ms at which it began (>= 1).
      * One atomic word, so the thread that ends an episode always sees when it started. */
     _Atomic int64_t down_since_ms;
-    _Atomic uint64_t signatures;    /* work functions that returned 0 */
-    _Atomic uint64_t errors;        /* results of UTIL_EHSM */
-    _Atomic uint64_t sign_us_total; /* time spent in successful work functions */
-    _Atomic int64_t last_ok_ms;     /* monotonic ms of the last successful job (0: none yet) */
-    _Atomic uint64_t shed;          /* jobs refused at once during an outage (monitor running) */
-    _Atomic uint64_t key_reloads;   /* times every key was loaded again after an outage */
+    _Atomic uint64_t signatures;     /* work functions that returned 0 */
+    _Atomic uint64_t errors;         /* results of UTIL_EHSM */
+    _Atomic uint64_t sign_us_total;  /* time spent in successful work functions */
+    _Atomic int64_t last_ok_ms;      /* monotonic ms of the last successful job (0: none yet) */
+    _Atomic uint64_t shed;           /* jobs refused at once during an outage (monitor running) */
+    _Atomic uint64_t key_reloads;    /* times every key was loaded again after an outage */
+    _Atomic uint64_t verified;       /* signatures checked before use */
+    _Atomic uint64_t bad_signatures; /* signatures that did not verify */
+    _Atomic uint64_t key_errors;     /* key-specific failures */
+    int ecdsa_verify_every;          /* 1 = all, HSM_VERIFY_NONE = none, N = one in N */
+    char *init_args;                 /* for the read-only diagnostics' C_Initialize */
 
     /* Every job runs under the read side; hsm__keys_reload swaps key->pkey under the write side,
      * so no job ever sees a key's pkey change under it (see the DESIGN comment in hsm.c). Writer
@@ -55,7 +60,34 @@ struct hsm__key {
     struct hsm *owner;
     uint64_t id; /* unique per hsm, so a reload never mistakes a new key for a freed one */
     struct hsm__key *prev, *next;
+
+    /* Verification and health (see the DESIGN comment in key.c). verify_pub is a software copy
+     * of the public key (the certificate's once bound), set at load and by
+     * hsm_key_check_blocking before the key is used; never changed while jobs run. */
+    EVP_PKEY *verify_pub;
+    EVP_MD *md;                  /* key->md, fetched from the default provider */
+    unsigned char di_prefix[32]; /* RSA PKCS#1 v1.5: the DigestInfo before the digest */
+    size_t di_prefix_len;
+    _Atomic int health;        /* enum hsm_key_health */
+    _Atomic int probe;         /* the monitor's own key: not listed as a served key */
+    pthread_mutex_t why_mutex; /* guards why */
+    char why[256];             /* the reason of the last failure */
+    _Atomic uint64_t signatures, bad_signatures, errors;
+    _Atomic uint64_t ecdsa_count; /* ECDSA signatures made, for the sampling */
 };
+
+/* Set by hsm_sign_* on the calling thread when its UTIL_EHSM is down to the key, not the token;
+ * job_work reads and clears it so that one bad key never marks the whole hsm unavailable. */
+extern _Thread_local int hsm__key_fault;
+/* Per job, also read and cleared by job_work: whether a signature was refused because its key is
+ * not healthy (hsm__refused), and whether the token made any signature (hsm__signed). A job that
+ * only met refused keys says nothing about the token: it neither proves it alive (which would
+ * keep the monitor from probing an idle token) nor ends an outage. */
+extern _Thread_local int hsm__refused, hsm__signed;
+
+/* Runs the self-check again on every key marked HSM_KEY_UNHEALTHY and clears the mark of those
+ * that pass (monitor thread). */
+void hsm__keys_recheck(struct hsm *hsm);
 
 /* Looks every live key up again by its URI and, only if all were found, swaps each key's pkey for
  * the fresh one under the write side of swap_lock. The lookups themselves run without any lock
@@ -78,6 +110,21 @@ UI_METHOD *hsm__no_prompt_ui(void);
  * locked, and UTIL_EINVAL when the check could not be made (nothing concluded). Call only after
  * the provider has initialised the module (it is never loaded or initialised for good here). */
 int hsm__token_check(const struct hsm *hsm, const char *token_label, int *pin_failed);
+/* Called when the provider could not start the module: loads it directly and logs which step
+ * fails (dlopen, C_GetFunctionList, C_Initialize with init_args, C_GetSlotList) with the CK_RV's
+ * name, or that the module works on its own. Start-up only. */
+void hsm__module_diagnose(const char *module_path, const char *init_args);
+/* Opens a session of its own on the token labelled token_label (the module instance
+ * pkcs11-provider uses, so the login it made applies), finds the private key labelled key_label
+ * and asks C_SignInit with mechanism mech (CKM_RSA_PKCS, CKM_RSA_PKCS_PSS with md's parameters,
+ * CKM_ECDSA); an operation that starts is finished on a dummy input. Returns the CK_RV of the
+ * first call that failed (C_OpenSession, C_SignInit, C_Sign), CKR_OK, or (unsigned long)-1 when
+ * nothing could be concluded (module not loaded, key not found). Only after a failed signature:
+ * it costs a session and a signature. */
+unsigned long hsm__sign_init_check(const struct hsm *hsm, const char *token_label,
+                                   const char *key_label, unsigned long mech, const char *md);
+/* The name of a CK_RV ("CKR_MECHANISM_INVALID"), or NULL for a value it does not know. */
+const char *hsm__ckr_name(unsigned long rv);
 
 /* Uses of a private key besides signing (p11usage.c). */
 #define HSM_USE_DECRYPT 1u

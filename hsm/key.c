@@ -7,7 +7,39 @@
  * pkcs11-provider reports no error when a lookup finds nothing, whatever the reason (wrong PIN,
  * missing token, absent key). hsm_key_load_blocking therefore explains an empty result itself:
  * token presence and PIN flags from p11diag.c, then whether the key's public half is visible
- * without login. Only a key that is truly absent from a usable token is UTIL_ENOTFOUND. */
+ * without login. Only a key that is truly absent from a usable token is UTIL_ENOTFOUND.
+ *
+ * DESIGN: one signing path, every signature checked (issue 21).
+ * - Path. Every signature pkiva serves (OCSP responses, CRLs, time-stamp tokens) is made by
+ *   sign_digest below: the data is hashed in software (default provider), and the token signs
+ *   only the digest through EVP_PKEY_sign. For RSA PKCS#1 v1.5 the DigestInfo is built here (a
+ *   constant DER prefix per digest, taken once from OpenSSL's X509_SIG encoder) and handed to the
+ *   token as is, so the mechanism is plain CKM_RSA_PKCS; RSASSA-PSS uses CKM_RSA_PKCS_PSS with
+ *   the digest, ECDSA CKM_ECDSA. We do not use EVP_DigestSign on a token key: pkcs11-provider 1.0
+ *   maps it to CKM_SHA256_RSA_PKCS and friends, and on a token without those (openCryptoki
+ *   3.8.1) falls back to software hashing plus CKM_RSA_PKCS *without* the DigestInfo: every RSA
+ *   signature was invalid and nothing noticed. Building the DigestInfo ourselves instead of
+ *   setting the signature digest on the EVP_PKEY_CTX means the bytes the token signs do not
+ *   depend on which provider version decides how to pad; CKM_RSA_PKCS, CKM_RSA_PKCS_PSS and
+ *   CKM_ECDSA are the mechanisms every token we know has. The token sees 32-64 bytes, not the
+ *   whole TBS, which also keeps a network HSM's round trip small.
+ * - OpenSSL's structure builders (OCSP_basic_sign_ctx, TS_RESP_create_response) insist on the
+ *   token key itself (they compare it with the certificate) and sign through EVP_DigestSign; the
+ *   callers replace that signature with one from hsm_sign_blocking over the same bytes, so no
+ *   served signature comes from anywhere else. Those builders run only to learn a response
+ *   template (once per signer) or for a signer without one, so the extra signature is rare.
+ * - Verification. Before a signature leaves this file it is verified in software against the
+ *   key's public key: the certificate's, once hsm_key_check_blocking bound it (else the token's
+ *   public half). Always for RSA (cheap, and it also stops the RSA-CRT fault attack: a faulty
+ *   CRT signature leaks the key), for ECDSA one in ecdsa_verify_every (default 16, the first of
+ *   each key always; [hsm] verify_ecdsa). A signature that fails is never returned.
+ * - Health per key. A bad signature or a key-specific PKCS#11 error (CKR_MECHANISM_INVALID,
+ *   CKR_KEY_TYPE_INCONSISTENT, ...) marks that key HSM_KEY_UNHEALTHY and sets hsm__key_fault so
+ *   that the job wrapper does not declare the whole token down; the other keys keep signing.
+ *   The monitor runs the self-check again on unhealthy keys and clears the mark once it passes.
+ *   A key whose start-up self-check fails is HSM_KEY_FAILED for good. Token-wide errors
+ *   (CKR_DEVICE_REMOVED, sessions gone, ...) keep the outage handling of hsm.c. Health is a
+ *   relaxed-enough atomic per key; the reason text sits under a small mutex. */
 #include "hsm_int.h"
 
 #include <ctype.h>
@@ -16,6 +48,9 @@
 #include <openssl/rsa.h>
 #include <openssl/store.h>
 #include <openssl/ui.h>
+#include <openssl/x509.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -26,6 +61,9 @@
 #define TOKEN_LABEL_MAX 32 /* CK_TOKEN_INFO.label */
 #define KEY_LABEL_MAX 128
 #define STORE_LOADS_MAX 1024 /* objects looked at per lookup; a token holds far fewer per URI */
+
+_Thread_local int hsm__key_fault;
+_Thread_local int hsm__refused, hsm__signed;
 
 /* ---- PKCS#11 URIs (RFC 7512) ---------------------------------------------------------------- */
 
@@ -261,6 +299,522 @@ out:
     return rc;
 }
 
+/* ---- verification and health -------------------------------------------------------------- */
+
+static struct hsm__key *entry_of(const struct hsm_key *key)
+{
+    return (struct hsm__key *)key; /* pub is the first member; the atomics need a mutable object */
+}
+
+/* The mechanism sign_digest uses for this key, for messages. */
+static const char *mechanism_name(const struct hsm_key *key)
+{
+    if (EVP_PKEY_is_a(key->pkey, "RSA"))
+        return key->rsa_pss ? "CKM_RSA_PKCS_PSS" : "CKM_RSA_PKCS";
+    return "CKM_ECDSA";
+}
+
+static void set_why(struct hsm__key *entry, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void set_why(struct hsm__key *entry, const char *fmt, ...)
+{
+    va_list ap;
+
+    pthread_mutex_lock(&entry->why_mutex);
+    va_start(ap, fmt);
+    (void)vsnprintf(entry->why, sizeof(entry->why), fmt, ap); /* a reason may be cut short */
+    va_end(ap);
+    pthread_mutex_unlock(&entry->why_mutex);
+}
+
+/* The software public key to verify with, the digest, and for RSA PKCS#1 v1.5 the DigestInfo
+ * prefix. The public key comes from the token's public half here; hsm_key_check_blocking may
+ * replace it with the certificate's. */
+static int key_verify_init(struct hsm__key *entry)
+{
+    struct hsm_key *key = &entry->pub;
+    unsigned char *der = NULL;
+    const unsigned char *p = NULL;
+    X509_SIG *sig = NULL;
+    X509_ALGOR *alg = NULL;
+    ASN1_OCTET_STRING *digest = NULL;
+    unsigned char zeros[EVP_MAX_MD_SIZE];
+    int der_len, md_len;
+    int rc = UTIL_ECRYPTO;
+
+    ERR_clear_error();
+    entry->md = EVP_MD_fetch(NULL, key->md, NULL);
+    if (entry->md == NULL)
+        goto out;
+    md_len = EVP_MD_get_size(entry->md);
+    der_len = i2d_PUBKEY(key->pkey, &der);
+    if (der_len <= 0) {
+        util_log_openssl(UTIL_LOG_ERROR, HSM_MOD, "%s: the token does not give its public key",
+                         key->uri);
+        rc = UTIL_EHSM;
+        goto out;
+    }
+    p = der;
+    entry->verify_pub = d2i_PUBKEY_ex(NULL, &p, der_len, NULL, NULL);
+    if (entry->verify_pub == NULL)
+        goto out;
+    if (EVP_PKEY_is_a(key->pkey, "RSA") && !key->rsa_pss) {
+        /* DigestInfo ::= SEQUENCE { AlgorithmIdentifier (parameters NULL), OCTET STRING }: its
+         * encoding before the digest bytes depends only on the digest (RFC 8017 9.2 note 1). */
+        OPENSSL_free(der);
+        der = NULL;
+        memset(zeros, 0, sizeof(zeros));
+        sig = X509_SIG_new();
+        if (sig == NULL || md_len <= 0)
+            goto out;
+        X509_SIG_getm(sig, &alg, &digest);
+        if (X509_ALGOR_set0(alg, OBJ_nid2obj(EVP_MD_get_type(entry->md)), V_ASN1_NULL, NULL) != 1 ||
+            ASN1_OCTET_STRING_set(digest, zeros, md_len) != 1)
+            goto out;
+        der_len = i2d_X509_SIG(sig, &der);
+        if (der_len <= md_len || (size_t)(der_len - md_len) > sizeof(entry->di_prefix))
+            goto out;
+        entry->di_prefix_len = (size_t)(der_len - md_len);
+        memcpy(entry->di_prefix, der, entry->di_prefix_len);
+    }
+    rc = UTIL_OK;
+out:
+    if (rc == UTIL_ECRYPTO)
+        util_log_openssl(UTIL_LOG_ERROR, HSM_MOD, "%s: cannot set up signature verification",
+                         key->uri);
+    X509_SIG_free(sig);
+    OPENSSL_free(der);
+    return rc;
+}
+
+/* The PKCS#11 return value pkcs11-provider put on the error queue, if any: it raises its errors
+ * with the CK_RV as reason code, under a library number of its own (>= ERR_LIB_USER). */
+static unsigned long queued_ckr(void)
+{
+    unsigned long first = ERR_peek_error();
+    unsigned long last = ERR_peek_last_error();
+
+    if (first != 0 && ERR_GET_LIB(first) >= ERR_LIB_USER && ERR_GET_REASON(first) != 0)
+        return (unsigned long)ERR_GET_REASON(first);
+    if (last != 0 && ERR_GET_LIB(last) >= ERR_LIB_USER && ERR_GET_REASON(last) != 0)
+        return (unsigned long)ERR_GET_REASON(last);
+    return 0;
+}
+
+/* Errors that concern one key and its mechanism, not the token: another key may work fine. */
+static int ckr_is_key_specific(unsigned long rv)
+{
+    switch (rv) {
+    case 0x70: /* CKR_MECHANISM_INVALID */
+    case 0x71: /* CKR_MECHANISM_PARAM_INVALID */
+    case 0x63: /* CKR_KEY_TYPE_INCONSISTENT */
+    case 0x68: /* CKR_KEY_FUNCTION_NOT_PERMITTED */
+    case 0x62: /* CKR_KEY_SIZE_RANGE */
+    case 0x21: /* CKR_DATA_LEN_RANGE */
+    case 0x20: /* CKR_DATA_INVALID */ return 1;
+    default: return 0;
+    }
+}
+
+/* Marks the key unhealthy (FAILED stays FAILED) and flags the failure as the key's own. */
+static void key_unhealthy(struct hsm__key *entry)
+{
+    int expected = HSM_KEY_OK;
+
+    (void)atomic_compare_exchange_strong(&entry->health, &expected, HSM_KEY_UNHEALTHY);
+    hsm__key_fault = 1;
+}
+
+/* Verifies sig over digest with the key's software public key. 1: valid, 0: not, <0: error. */
+static int verify_digest(struct hsm__key *entry, const unsigned char *digest, size_t digest_len,
+                         const unsigned char *sig, size_t sig_len)
+{
+    const struct hsm_key *key = &entry->pub;
+    EVP_PKEY_CTX *vctx = NULL;
+    int rc = UTIL_ECRYPTO;
+
+    ERR_clear_error();
+    vctx = EVP_PKEY_CTX_new_from_pkey(NULL, entry->verify_pub, NULL);
+    if (vctx == NULL || EVP_PKEY_verify_init(vctx) != 1 ||
+        EVP_PKEY_CTX_set_signature_md(vctx, entry->md) != 1)
+        goto out;
+    if (EVP_PKEY_is_a(entry->verify_pub, "RSA")) {
+        if (EVP_PKEY_CTX_set_rsa_padding(vctx, key->rsa_pss ? RSA_PKCS1_PSS_PADDING
+                                                            : RSA_PKCS1_PADDING) <= 0)
+            goto out;
+        if (key->rsa_pss && (EVP_PKEY_CTX_set_rsa_pss_saltlen(vctx, RSA_PSS_SALTLEN_DIGEST) <= 0 ||
+                             EVP_PKEY_CTX_set_rsa_mgf1_md(vctx, entry->md) <= 0))
+            goto out;
+    }
+    rc = EVP_PKEY_verify(vctx, sig, sig_len, digest, digest_len) == 1 ? 1 : 0;
+    ERR_clear_error(); /* a failed verification leaves its reasons; we report our own */
+out:
+    if (rc < 0)
+        util_log_openssl(UTIL_LOG_ERROR, HSM_MOD, "%s: cannot verify a signature", key->uri);
+    EVP_PKEY_CTX_free(vctx);
+    return rc;
+}
+
+/* Whether this signature is to be verified: all RSA, ECDSA as configured (the first always). */
+static int want_verify(struct hsm *hsm, struct hsm__key *entry, int force)
+{
+    uint64_t n;
+
+    if (force || EVP_PKEY_is_a(entry->pub.pkey, "RSA"))
+        return 1;
+    n = atomic_fetch_add_explicit(&entry->ecdsa_count, 1, memory_order_relaxed);
+    if (hsm->ecdsa_verify_every == HSM_VERIFY_NONE)
+        return 0;
+    return hsm->ecdsa_verify_every <= 1 || n % (uint64_t)hsm->ecdsa_verify_every == 0;
+}
+
+/* What C_SignInit answers for key and its mechanism when asked directly (p11diag.c), 0 when
+ * that could not be found out or was CKR_OK. */
+static unsigned long ask_token(struct hsm *hsm, const struct hsm_key *key)
+{
+    char token[TOKEN_LABEL_MAX * 3 + 1];
+    char label[KEY_LABEL_MAX * 3 + 1];
+    unsigned long mech = 0x1041; /* CKM_ECDSA */
+    unsigned long rv;
+
+    if (uri_get_attr(key->uri, "token", token, sizeof(token)) != 1 ||
+        uri_get_attr(key->uri, "object", label, sizeof(label)) != 1)
+        return 0;
+    if (EVP_PKEY_is_a(key->pkey, "RSA"))
+        mech = key->rsa_pss ? 0x0d /* CKM_RSA_PKCS_PSS */ : 0x01 /* CKM_RSA_PKCS */;
+    rv = hsm__sign_init_check(hsm, token, label, mech, key->md);
+    return rv == (unsigned long)-1 ? 0 : rv;
+}
+
+/* A signature could not be made: finds out why (the provider's CK_RV, else the token's own answer)
+ * and books it against the key when it is the key's problem. Returns UTIL_EHSM. */
+static int sign_failed(struct hsm *hsm, struct hsm__key *entry, int force_verify)
+{
+    const struct hsm_key *key = &entry->pub;
+    unsigned long ckr = queued_ckr();
+    const char *ckr_name = NULL;
+
+    /* pkcs11-provider 1.0 often leaves no CK_RV on the queue: ask the token itself. */
+    if (ckr == 0 && hsm_available(hsm))
+        ckr = ask_token(hsm, key);
+    ckr_name = ckr != 0 ? hsm__ckr_name(ckr) : NULL;
+    if (ckr_is_key_specific(ckr)) {
+        (void)atomic_fetch_add_explicit(&hsm->key_errors, 1, memory_order_relaxed); /* counter */
+        (void)atomic_fetch_add_explicit(&entry->errors, 1, memory_order_relaxed);
+        set_why(entry, "module %s, mechanism %s: %s", hsm->module_path, mechanism_name(key),
+                ckr_name != NULL ? ckr_name : "key-specific PKCS#11 error");
+        util_log_openssl(UTIL_LOG_ERROR, HSM_MOD,
+                         "%s cannot sign (module %s, mechanism %s: %s); the key is marked "
+                         "unhealthy, the other keys keep signing",
+                         key->uri, hsm->module_path, mechanism_name(key),
+                         ckr_name != NULL ? ckr_name : "?");
+        key_unhealthy(entry);
+        return UTIL_EHSM;
+    }
+    if (force_verify)
+        set_why(entry, "module %s, mechanism %s: %s", hsm->module_path, mechanism_name(key),
+                ckr_name != NULL ? ckr_name : "signing failed");
+    util_log_openssl(hsm_available(hsm) ? UTIL_LOG_ERROR : UTIL_LOG_DEBUG, HSM_MOD,
+                     "signing with %s failed (mechanism %s%s%s)", key->uri, mechanism_name(key),
+                     ckr_name != NULL ? ", " : "", ckr_name != NULL ? ckr_name : "");
+    return UTIL_EHSM;
+}
+
+/* The token signs digest (see DESIGN); the result is verified as configured. */
+static int sign_digest(struct hsm *hsm, struct hsm__key *entry, const unsigned char *digest,
+                       size_t digest_len, int force_verify, unsigned char **sig, size_t *sig_len)
+{
+    const struct hsm_key *key = &entry->pub;
+    unsigned char input[sizeof(entry->di_prefix) + EVP_MAX_MD_SIZE];
+    const unsigned char *tbs = digest;
+    size_t tbs_len = digest_len;
+    EVP_PKEY_CTX *pctx = NULL;
+    unsigned char *buf = NULL;
+    size_t buf_len = 0;
+    int is_rsa = EVP_PKEY_is_a(key->pkey, "RSA");
+    int health = atomic_load(&entry->health);
+    int rc = UTIL_OK;
+
+    *sig = NULL;
+    *sig_len = 0;
+    hsm__key_fault = 0; /* describes the last signature attempt of this thread */
+    if (digest_len != (size_t)EVP_MD_get_size(entry->md) || digest_len > EVP_MAX_MD_SIZE)
+        return UTIL_EINVAL;
+    if (health != HSM_KEY_OK && !force_verify) {
+        /* Refused without touching the token: the key's problem, not the token's. */
+        hsm__key_fault = 1;
+        hsm__refused = 1;
+        return UTIL_EHSM;
+    }
+    if (is_rsa && !key->rsa_pss) {
+        memcpy(input, entry->di_prefix, entry->di_prefix_len);
+        memcpy(input + entry->di_prefix_len, digest, digest_len);
+        tbs = input;
+        tbs_len = entry->di_prefix_len + digest_len;
+    }
+    ERR_clear_error();
+    pctx = EVP_PKEY_CTX_new_from_pkey(hsm->libctx, key->pkey, NULL);
+    if (pctx == NULL || EVP_PKEY_sign_init(pctx) != 1)
+        goto fail;
+    if (is_rsa && EVP_PKEY_CTX_set_rsa_padding(pctx, key->rsa_pss ? RSA_PKCS1_PSS_PADDING
+                                                                  : RSA_PKCS1_PADDING) <= 0)
+        goto fail;
+    /* pkcs11-provider wants the digest set before the PSS salt length. */
+    if (key->rsa_pss && (EVP_PKEY_CTX_set_signature_md(pctx, entry->md) <= 0 ||
+                         EVP_PKEY_CTX_set_rsa_pss_saltlen(pctx, RSA_PSS_SALTLEN_DIGEST) <= 0 ||
+                         EVP_PKEY_CTX_set_rsa_mgf1_md(pctx, entry->md) <= 0))
+        goto fail;
+    if (EVP_PKEY_sign(pctx, NULL, &buf_len, tbs, tbs_len) != 1 || buf_len == 0)
+        goto fail;
+    buf = malloc(buf_len);
+    if (buf == NULL) {
+        rc = UTIL_ENOMEM;
+        goto out;
+    }
+    if (EVP_PKEY_sign(pctx, buf, &buf_len, tbs, tbs_len) != 1)
+        goto fail;
+    hsm__signed = 1; /* the token answered, whatever the signature turns out to be */
+    if (want_verify(hsm, entry, force_verify)) {
+        int ok = verify_digest(entry, digest, digest_len, buf, buf_len);
+        if (ok < 0) {
+            rc = ok;
+            goto out;
+        }
+        (void)atomic_fetch_add_explicit(&hsm->verified, 1, memory_order_relaxed); /* a counter */
+        if (ok == 0) {
+            (void)atomic_fetch_add_explicit(&hsm->bad_signatures, 1, memory_order_relaxed);
+            (void)atomic_fetch_add_explicit(&entry->bad_signatures, 1, memory_order_relaxed);
+            set_why(entry,
+                    "module %s, mechanism %s: the token's signature does not verify with "
+                    "the public key",
+                    hsm->module_path, mechanism_name(key));
+            UTIL_ERROR(HSM_MOD,
+                       "BAD SIGNATURE from %s (module %s, mechanism %s): the token returned a "
+                       "signature that does not verify with the key's public key; it is "
+                       "discarded and the key is marked unhealthy",
+                       key->uri, hsm->module_path, mechanism_name(key));
+            key_unhealthy(entry);
+            rc = UTIL_EHSM;
+            goto out;
+        }
+    }
+    (void)atomic_fetch_add_explicit(&entry->signatures, 1, memory_order_relaxed); /* a counter */
+    *sig = buf;
+    *sig_len = buf_len;
+    buf = NULL;
+    goto out;
+fail:
+    rc = sign_failed(hsm, entry, force_verify);
+out:
+    free(buf);
+    EVP_PKEY_CTX_free(pctx);
+    return rc;
+}
+
+int hsm_sign_digest_blocking(struct hsm *hsm, const struct hsm_key *key,
+                             const unsigned char *digest, size_t digest_len, unsigned char **sig,
+                             size_t *sig_len)
+{
+    if (hsm == NULL || key == NULL || digest == NULL || sig == NULL || sig_len == NULL)
+        return UTIL_EINVAL;
+    return sign_digest(hsm, entry_of(key), digest, digest_len, 0, sig, sig_len);
+}
+
+static int sign_data(struct hsm *hsm, struct hsm__key *entry, const unsigned char *data, size_t len,
+                     int force_verify, unsigned char **sig, size_t *sig_len)
+{
+    unsigned char digest[EVP_MAX_MD_SIZE];
+    unsigned int digest_len = 0;
+
+    ERR_clear_error();
+    if (EVP_Digest(data, len, digest, &digest_len, entry->md, NULL) != 1) {
+        util_log_openssl(UTIL_LOG_ERROR, HSM_MOD, "hashing for %s failed", entry->pub.uri);
+        return UTIL_ECRYPTO;
+    }
+    return sign_digest(hsm, entry, digest, digest_len, force_verify, sig, sig_len);
+}
+
+int hsm_sign_blocking(struct hsm *hsm, const struct hsm_key *key, const unsigned char *data,
+                      size_t len, unsigned char **sig, size_t *sig_len)
+{
+    if (hsm == NULL || key == NULL || (data == NULL && len > 0) || sig == NULL || sig_len == NULL)
+        return UTIL_EINVAL;
+    return sign_data(hsm, entry_of(key), data, len, 0, sig, sig_len);
+}
+
+/* The self-check: a test value through the production path, verification forced. */
+static int self_check(struct hsm *hsm, struct hsm__key *entry)
+{
+    static const unsigned char test_value[] = "pkiva self-check: sign and verify";
+    unsigned char *sig = NULL;
+    size_t sig_len = 0;
+    int fault = hsm__key_fault;
+    int rc;
+
+    rc = sign_data(hsm, entry, test_value, sizeof(test_value) - 1, 1, &sig, &sig_len);
+    free(sig);
+    hsm__key_fault = fault; /* the caller decides what the result means */
+    return rc;
+}
+
+int hsm_key_check_blocking(struct hsm *hsm, struct hsm_key *key, X509 *cert)
+{
+    struct hsm__key *entry = entry_of(key);
+    char why[sizeof(entry->why)];
+    int rc;
+
+    if (hsm == NULL || key == NULL)
+        return UTIL_EINVAL;
+    if (cert != NULL) {
+        EVP_PKEY *pub = X509_get0_pubkey(cert);
+        ERR_clear_error();
+        if (pub == NULL || EVP_PKEY_eq(pub, entry->verify_pub) != 1) {
+            ERR_clear_error();
+            UTIL_ERROR(HSM_MOD, "%s: the certificate's public key is not this key's", key->uri);
+            return UTIL_ECONFIG;
+        }
+        /* From now on signatures are checked against exactly what relying parties will use. */
+        if (EVP_PKEY_up_ref(pub) != 1)
+            return UTIL_ENOMEM;
+        EVP_PKEY_free(entry->verify_pub);
+        entry->verify_pub = pub;
+    }
+    rc = self_check(hsm, entry);
+    if (rc == UTIL_OK) {
+        UTIL_INFO(HSM_MOD, "self-check passed: %s (module %s, mechanism %s, %s)", key->uri,
+                  hsm->module_path, mechanism_name(key), key->md);
+        return UTIL_OK;
+    }
+    atomic_store(&entry->health, HSM_KEY_FAILED);
+    (void)hsm_key_health(key, why, sizeof(why));
+    if (why[0] == '\0') {
+        set_why(entry, "module %s, mechanism %s: %s", hsm->module_path, mechanism_name(key),
+                util_strerror(rc));
+        (void)hsm_key_health(key, why, sizeof(why));
+    }
+    UTIL_ERROR(HSM_MOD, "self-check FAILED, key refused: %s (%s)", key->uri, why);
+    return rc == UTIL_ENOMEM ? rc : UTIL_EHSM;
+}
+
+int hsm_key_health(const struct hsm_key *key, char *why, size_t why_len)
+{
+    struct hsm__key *entry = entry_of(key);
+
+    if (why != NULL && why_len > 0) {
+        pthread_mutex_lock(&entry->why_mutex);
+        (void)snprintf(why, why_len, "%s", entry->why); /* may be cut short */
+        pthread_mutex_unlock(&entry->why_mutex);
+    }
+    return atomic_load(&entry->health);
+}
+
+int hsm_key_usable(const struct hsm_key *key)
+{
+    return key != NULL && atomic_load(&entry_of(key)->health) == HSM_KEY_OK;
+}
+
+int hsm_key_refused(const struct hsm_key *key)
+{
+    if (hsm_key_usable(key))
+        return 0;
+    hsm__key_fault = 1;
+    hsm__refused = 1;
+    return 1;
+}
+
+int hsm_keys_unhealthy(struct hsm *hsm, int *total, char *why, size_t why_len)
+{
+    int n = 0;
+
+    if (why != NULL && why_len > 0)
+        why[0] = '\0';
+    if (total != NULL)
+        *total = 0;
+    pthread_mutex_lock(&hsm->keys_mutex);
+    for (struct hsm__key *e = hsm->keys; e != NULL; e = e->next) {
+        int health = atomic_load(&e->health);
+        if (atomic_load(&e->probe))
+            continue;
+        if (total != NULL)
+            (*total)++;
+        if (health == HSM_KEY_OK)
+            continue;
+        if (n == 0 && why != NULL && why_len > 0) {
+            pthread_mutex_lock(&e->why_mutex);
+            (void)snprintf(why, why_len, "key %s %s: %s", e->pub.uri,
+                           health == HSM_KEY_FAILED ? "failed its self-check" : "unhealthy",
+                           e->why); /* may be cut short */
+            pthread_mutex_unlock(&e->why_mutex);
+        }
+        n++;
+    }
+    pthread_mutex_unlock(&hsm->keys_mutex);
+    return n;
+}
+
+int hsm_keys_metrics(struct hsm *hsm, char *buf, size_t len)
+{
+    static const char head[] = "# TYPE pkiva_hsm_key_healthy gauge\n"
+                               "# TYPE pkiva_hsm_key_signatures_total counter\n"
+                               "# TYPE pkiva_hsm_key_bad_signatures_total counter\n"
+                               "# TYPE pkiva_hsm_key_errors_total counter\n";
+    size_t used = 0;
+    int n;
+
+    n = snprintf(buf, len, "%s", head);
+    if (n < 0 || (size_t)n >= len)
+        return -1;
+    used = (size_t)n;
+    pthread_mutex_lock(&hsm->keys_mutex);
+    for (struct hsm__key *e = hsm->keys; e != NULL; e = e->next) {
+        char label[URI_MAX + 1];
+        size_t i;
+
+        if (atomic_load(&e->probe))
+            continue;
+        /* Prometheus label values: no quote, backslash or newline (URIs percent-encode them). */
+        for (i = 0; e->pub.uri[i] != '\0' && i < URI_MAX; i++)
+            label[i] = e->pub.uri[i] == '"' || e->pub.uri[i] == '\\' || e->pub.uri[i] == '\n'
+                           ? '_'
+                           : e->pub.uri[i];
+        label[i] = '\0';
+        n = snprintf(buf + used, len - used,
+                     "pkiva_hsm_key_healthy{key=\"%s\"} %d\n"
+                     "pkiva_hsm_key_signatures_total{key=\"%s\"} %llu\n"
+                     "pkiva_hsm_key_bad_signatures_total{key=\"%s\"} %llu\n"
+                     "pkiva_hsm_key_errors_total{key=\"%s\"} %llu\n",
+                     label, atomic_load(&e->health) == HSM_KEY_OK, label,
+                     (unsigned long long)atomic_load(&e->signatures), label,
+                     (unsigned long long)atomic_load(&e->bad_signatures), label,
+                     (unsigned long long)atomic_load(&e->errors));
+        if (n < 0 || (size_t)n >= len - used) {
+            used = len; /* too small */
+            break;
+        }
+        used += (size_t)n;
+    }
+    pthread_mutex_unlock(&hsm->keys_mutex);
+    return used >= len ? -1 : (int)used;
+}
+
+void hsm__keys_recheck(struct hsm *hsm)
+{
+    /* Under the read side of swap_lock (as a job) and the keys' mutex, so that the key can be
+     * neither swapped nor freed during its one test signature. */
+    (void)pthread_rwlock_rdlock(&hsm->swap_lock); /* fails only on misuse */
+    pthread_mutex_lock(&hsm->keys_mutex);
+    for (struct hsm__key *e = hsm->keys; e != NULL; e = e->next) {
+        int expected = HSM_KEY_UNHEALTHY;
+        if (atomic_load(&e->health) != HSM_KEY_UNHEALTHY)
+            continue;
+        if (self_check(hsm, e) == UTIL_OK &&
+            atomic_compare_exchange_strong(&e->health, &expected, HSM_KEY_OK))
+            UTIL_WARN(HSM_MOD, "%s passes its self-check again: healthy", e->pub.uri);
+    }
+    pthread_mutex_unlock(&hsm->keys_mutex);
+    (void)pthread_rwlock_unlock(&hsm->swap_lock); /* held: cannot fail */
+}
+
 /* ---- keys ----------------------------------------------------------------------------------- */
 
 static int choose_md(struct hsm *hsm, EVP_PKEY *pkey, const char *md, int rsa_pss,
@@ -371,6 +925,13 @@ int hsm_key_load_blocking(struct hsm *hsm, const char *uri, const char *md, int 
         goto out;
     }
     key = &entry->pub;
+    atomic_init(&entry->health, HSM_KEY_OK);
+    atomic_init(&entry->probe, 0);
+    atomic_init(&entry->signatures, 0);
+    atomic_init(&entry->bad_signatures, 0);
+    atomic_init(&entry->errors, 0);
+    atomic_init(&entry->ecdsa_count, 0);
+    (void)pthread_mutex_init(&entry->why_mutex, NULL); /* default attributes: cannot fail */
     /* Asking for the private object explicitly makes the provider log in for it. */
     rc = uri_with_type(uri, "private", &key->uri);
     if (rc != UTIL_OK)
@@ -381,6 +942,9 @@ int hsm_key_load_blocking(struct hsm *hsm, const char *uri, const char *md, int 
     if (rc != UTIL_OK)
         goto out;
     rc = choose_md(hsm, key->pkey, md, rsa_pss, key);
+    if (rc != UTIL_OK)
+        goto out;
+    rc = key_verify_init(entry);
     if (rc != UTIL_OK)
         goto out;
     warn_extra_uses(hsm, key->uri);
@@ -421,6 +985,9 @@ void hsm_key_free(struct hsm_key *key)
         pthread_mutex_unlock(&hsm->keys_mutex);
     }
     EVP_PKEY_free(key->pkey);
+    EVP_PKEY_free(entry->verify_pub);
+    EVP_MD_free(entry->md);
+    (void)pthread_mutex_destroy(&entry->why_mutex); /* unlocked: cannot fail */
     free(key->uri);
     free(entry);
 }
@@ -719,6 +1286,8 @@ int hsm_sign_ctx_new_blocking(struct hsm *hsm, const struct hsm_key *key, EVP_MD
     if (hsm == NULL || key == NULL || out == NULL)
         return UTIL_EINVAL;
     *out = NULL;
+    if (hsm_key_refused(key))
+        return UTIL_EHSM;
     ctx = EVP_MD_CTX_new();
     if (ctx == NULL) {
         rc = UTIL_ENOMEM;
@@ -741,46 +1310,6 @@ int hsm_sign_ctx_new_blocking(struct hsm *hsm, const struct hsm_key *key, EVP_MD
     *out = ctx;
     ctx = NULL;
 out:
-    EVP_MD_CTX_free(ctx);
-    return rc;
-}
-
-int hsm_sign_blocking(struct hsm *hsm, const struct hsm_key *key, const unsigned char *data,
-                      size_t len, unsigned char **sig, size_t *sig_len)
-{
-    EVP_MD_CTX *ctx = NULL;
-    unsigned char *buf = NULL;
-    size_t buf_len = 0;
-    int rc;
-
-    if (hsm == NULL || key == NULL || (data == NULL && len > 0) || sig == NULL || sig_len == NULL)
-        return UTIL_EINVAL;
-    *sig = NULL;
-    *sig_len = 0;
-    rc = hsm_sign_ctx_new_blocking(hsm, key, &ctx);
-    if (rc != UTIL_OK)
-        goto out;
-    ERR_clear_error();
-    if (EVP_DigestSign(ctx, NULL, &buf_len, data, len) != 1 || buf_len == 0) {
-        util_log_openssl(failure_level(hsm), HSM_MOD, "cannot size a signature with %s", key->uri);
-        rc = UTIL_EHSM;
-        goto out;
-    }
-    buf = malloc(buf_len);
-    if (buf == NULL) {
-        rc = UTIL_ENOMEM;
-        goto out;
-    }
-    if (EVP_DigestSign(ctx, buf, &buf_len, data, len) != 1) {
-        util_log_openssl(failure_level(hsm), HSM_MOD, "signing with %s failed", key->uri);
-        rc = UTIL_EHSM;
-        goto out;
-    }
-    *sig = buf;
-    *sig_len = buf_len;
-    buf = NULL;
-out:
-    free(buf);
     EVP_MD_CTX_free(ctx);
     return rc;
 }

@@ -324,16 +324,25 @@ static void respond_405(struct http_request *req, const char *allow)
 
 static void serve_readyz(struct http_server *srv, struct http_request *req)
 {
-    char why[256] = "not ready";
+    char why[256] = "";
     char body[300];
     int ready = 1;
 
     if (srv->ready != NULL)
         ready = srv->ready(srv->ready_ctx, why, sizeof(why));
+    why[sizeof(why) - 1] = '\0';
     if (ready) {
+        /* Ready but degraded (one HSM key refused, say): 200, with the reason for operators. */
+        if (why[0] != '\0') {
+            (void)snprintf(body, sizeof(body), "ready (degraded): %s\n", why); /* may cut */
+            http_request_respond_text(req, 200, "text/plain", body);
+            return;
+        }
         http_request_respond_text(req, 200, "text/plain", "ready\n");
         return;
     }
+    if (why[0] == '\0')
+        (void)snprintf(why, sizeof(why), "not ready");
     why[sizeof(why) - 1] = '\0';
     (void)snprintf(body, sizeof(body), "%s\n", why); /* truncation is harmless for a reason text */
     http_request_respond_text(req, 503, "text/plain", body);

@@ -135,6 +135,21 @@ int ocsp_responder_apply_change(struct ocsp_responder *resp, const struct store_
  * responses were re-signed with the new status and are in the cache. Any thread, lock-free. */
 int64_t ocsp_responder_visible_feed_id(const struct ocsp_responder *resp);
 
+/* A certificate's status as the responder's index holds it right now (what OCSP answers). */
+struct ocsp_cert_status {
+    int status; /* STORE_GOOD / STORE_REVOKED */
+    int reason; /* enum store_reason */
+    int64_t revoked_at;
+    int64_t invalidity_date; /* 0 = none */
+    int64_t not_after;
+};
+/* Looks (issuer, serial) up in the index. Returns 1 and *out when the index has it, 0 when not
+ * (an unknown serial, an issuer not served). Any thread; takes one shard lock briefly, never
+ * blocks on I/O, signs nothing. For the public directory's "status right now". */
+int ocsp_responder_cert_status(struct ocsp_responder *resp, int64_t store_issuer_id,
+                               const unsigned char *serial, size_t serial_len,
+                               struct ocsp_cert_status *out);
+
 /* ---- metrics -------------------------------------------------------------------------------- */
 
 struct ocsp_stats {

@@ -183,10 +183,16 @@ struct ocsp__build {
     int64_t this_update, next_update;
     int64_t archive_cutoff_seconds; /* archiveCutoff = this_update - this; 0 = no extension */
     OCSP_REQUEST *nonce_from;       /* copy its nonce extension verbatim when not NULL */
+    /* When set, the signature OpenSSL made with mctx is replaced by resign's over the same
+     * tbsResponseData: in production every signature served comes from hsm_sign_blocking, which
+     * verifies it (pkcs11-provider's digest-and-sign path behind mctx is not trusted). */
+    int (*resign)(void *arg, const unsigned char *tbs, size_t len, unsigned char **sig,
+                  size_t *sig_len);
+    void *resign_arg;
 };
-/* Builds and signs an OCSPResponse (successful) with mctx (a DigestSign context of the signer key;
- * from hsm_sign_ctx_new_blocking in production). *der is OPENSSL_malloc'd; OPENSSL_free it.
- * Returns 0, UTIL_EHSM (signing failed), UTIL_ECRYPTO or UTIL_ENOMEM; errors are logged. */
+/* Builds and signs an OCSPResponse (successful) with mctx (a DigestSign context; see resign).
+ * *der is OPENSSL_malloc'd; OPENSSL_free it. Returns 0, UTIL_EHSM (signing failed), UTIL_ECRYPTO
+ * or UTIL_ENOMEM; errors are logged. */
 int ocsp__response_build(const struct ocsp__build *b, EVP_MD_CTX *mctx, unsigned char **der,
                          size_t *len);
 /* ---- direct encoding (ocsp_der.c) ---------------------------------------------------------- */

@@ -454,7 +454,38 @@ static int worse(int a, int b)
     return rank[b] > rank[a] ? b : a;
 }
 
-/* A DigestSign context for a signer: from the HSM, or (unit tests without an hsm) in software. */
+/* The signer of a response in production: hsm_sign_blocking, which hashes, has the token sign
+ * the digest and verifies the signature before returning it (hsm/key.c DESIGN). */
+struct hsm_signer {
+    struct hsm *hsm;
+    const struct hsm_key *key;
+};
+
+static int sign_in_hsm(void *arg, const unsigned char *tbs, size_t len, unsigned char **sig,
+                       size_t *sig_len)
+{
+    const struct hsm_signer *s = arg;
+    unsigned char *made = NULL;
+    size_t made_len = 0;
+    int rc = hsm_sign_blocking(s->hsm, s->key, tbs, len, &made, &made_len);
+
+    if (rc == UTIL_OK) {
+        *sig = OPENSSL_malloc(made_len); /* ocsp__sign_fn hands out OPENSSL_malloc'd memory */
+        if (*sig == NULL) {
+            rc = UTIL_ENOMEM;
+        } else {
+            memcpy(*sig, made, made_len);
+            *sig_len = made_len;
+        }
+    }
+    free(made);
+    return rc == UTIL_OK || rc == UTIL_ENOMEM ? rc : UTIL_EHSM;
+}
+
+/* The DigestSign context OpenSSL's builder signs with: the token key's (OCSP_basic_sign_ctx
+ * insists that it matches the certificate), whose unchecked signature sign_in_hsm then replaces,
+ * so a response built this way costs two token signatures (only the first of each signer, to
+ * learn its template, and signers without one); or (unit tests without an hsm) a software key. */
 static int sign_ctx_new(struct ocsp_responder *resp, const struct hsm_key *key, EVP_MD_CTX **out)
 {
     EVP_MD_CTX *mctx = NULL;
@@ -514,6 +545,7 @@ static int sign_singles(struct ocsp_responder *resp, int signer, const struct oc
 {
     struct ocsp__signer *sg = &resp->signers[signer];
     int state = atomic_load_explicit(&sg->tmpl_state, memory_order_acquire);
+    struct hsm_signer hs = {resp->hsm, sg->key};
     EVP_MD_CTX *mctx = NULL;
     struct ocsp__build b;
     int64_t now = (int64_t)time(NULL);
@@ -521,7 +553,8 @@ static int sign_singles(struct ocsp_responder *resp, int signer, const struct oc
 
     /* A fresh context per signature: OpenSSL 3.0 does not promise a DigestSign context is reusable
      * after a final signature, and providers differ. */
-    rc = sign_ctx_new(resp, sg->key, &mctx);
+    rc = state == OCSP__TMPL_READY && resp->hsm != NULL ? UTIL_OK
+                                                        : sign_ctx_new(resp, sg->key, &mctx);
     if (rc != UTIL_OK)
         return rc == UTIL_EBUSY ? rc : UTIL_EHSM;
     memset(&b, 0, sizeof(b));
@@ -534,8 +567,15 @@ static int sign_singles(struct ocsp_responder *resp, int signer, const struct oc
     b.next_update = now + resp->cfg.validity_seconds;
     b.archive_cutoff_seconds = resp->cfg.archive_cutoff_seconds;
     b.nonce_from = nonce_from;
+    if (resp->hsm != NULL) {
+        b.resign = sign_in_hsm;
+        b.resign_arg = &hs;
+    }
     if (state == OCSP__TMPL_READY) {
-        rc = ocsp__tmpl_build(sg->tmpl, &b, now, ocsp__sign_mctx, mctx, der, len);
+        if (resp->hsm != NULL)
+            rc = ocsp__tmpl_build(sg->tmpl, &b, now, sign_in_hsm, &hs, der, len);
+        else
+            rc = ocsp__tmpl_build(sg->tmpl, &b, now, ocsp__sign_mctx, mctx, der, len);
     } else {
         rc = ocsp__response_build(&b, mctx, der, len);
         if (rc == UTIL_OK && state == OCSP__TMPL_NONE &&
@@ -890,7 +930,11 @@ static int presign_work(void *thread_state, void *opaque)
             sign_singles(resp, resp->issuers[b->items[i].issuer].signer, &single, 1, NULL,
                          &b->der[i], &b->len[i], &b->this_update[i], &b->next_update[i]);
         ocsp__single_cleanup(&single);
-        if (b->results[i] == UTIL_EHSM) {
+        /* A signer whose key is unhealthy (hsm/key.c) fails alone (its entries back off); only a
+         * token-wide failure stops the batch, so the other issuers sign on. */
+        if (b->results[i] == UTIL_EHSM &&
+            (resp->hsm == NULL ||
+             hsm_key_usable(resp->signers[resp->issuers[b->items[i].issuer].signer].key))) {
             for (size_t j = i + 1; j < b->n; j++)
                 b->results[j] = UTIL_EHSM;
             return UTIL_EHSM;
@@ -1150,6 +1194,32 @@ unsigned ocsp__stat_stripe(void)
     if (mine == 0)
         mine = 1 + atomic_fetch_add_explicit(&next, 1, memory_order_relaxed) % OCSP__STAT_STRIPES;
     return mine - 1;
+}
+
+int ocsp_responder_cert_status(struct ocsp_responder *resp, int64_t store_issuer_id,
+                               const unsigned char *serial, size_t serial_len,
+                               struct ocsp_cert_status *out)
+{
+    struct ocsp__status st;
+    struct ocsp__cached *cached = NULL;
+    int found = 0;
+    if (resp == NULL || serial == NULL || serial_len == 0 || serial_len > STORE_SERIAL_MAX)
+        return 0;
+    for (int i = 0; i < resp->n_issuers && !found; i++) {
+        if (resp->issuers[i].store_id != store_issuer_id)
+            continue;
+        found = ocsp__index_lookup(resp->index, i, serial, serial_len, OCSP__SHA1, &st, &cached);
+        ocsp__cached_unref(cached); /* only the status is wanted */
+    }
+    if (!found)
+        return 0;
+    memset(out, 0, sizeof(*out));
+    out->status = st.status;
+    out->reason = st.reason;
+    out->revoked_at = st.revoked_at;
+    out->invalidity_date = st.invalidity_date;
+    out->not_after = st.not_after;
+    return 1;
 }
 
 void ocsp_stats_get(const struct ocsp_responder *cresp, struct ocsp_stats *out)

@@ -5,6 +5,7 @@
 #include "ocsp_int.h"
 
 #include <http/http.h>
+#include <limits.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <stdlib.h>
@@ -119,6 +120,32 @@ out:
     return rc;
 }
 
+/* Replaces the signature OCSP_basic_sign_ctx made (with a software twin of the key) by b->resign's
+ * over the same tbsResponseData. OpenSSL 3.0 has no setter for a BasicOCSPResponse's signature;
+ * OCSP_resp_get0_signature returns the response's own BIT STRING (its unused-bits flags already
+ * set by the signing), so it is written in place. */
+static int resign(const struct ocsp__build *b, OCSP_BASICRESP *bs)
+{
+    unsigned char *tbs = NULL;
+    unsigned char *sig = NULL;
+    size_t sig_len = 0;
+    int tbs_len;
+    int rc;
+
+    tbs_len = i2d_OCSP_RESPDATA((OCSP_RESPDATA *)OCSP_resp_get0_respdata(bs), &tbs);
+    if (tbs_len <= 0)
+        return UTIL_ENOMEM;
+    rc = b->resign(b->resign_arg, tbs, (size_t)tbs_len, &sig, &sig_len);
+    if (rc == UTIL_OK && sig_len > INT_MAX)
+        rc = UTIL_EINVAL; /* not reached: signatures are a few hundred bytes */
+    if (rc == UTIL_OK && ASN1_BIT_STRING_set((ASN1_BIT_STRING *)OCSP_resp_get0_signature(bs), sig,
+                                             (int)sig_len) != 1)
+        rc = UTIL_ENOMEM;
+    OPENSSL_free(sig);
+    OPENSSL_free(tbs);
+    return rc;
+}
+
 int ocsp__response_build(const struct ocsp__build *b, EVP_MD_CTX *mctx, unsigned char **der,
                          size_t *len)
 {
@@ -197,6 +224,12 @@ int ocsp__response_build(const struct ocsp__build *b, EVP_MD_CTX *mctx, unsigned
         util_log_openssl(UTIL_LOG_ERROR, OCSP_MOD, "signing a response failed");
         rc = UTIL_EHSM;
         goto out;
+    }
+    if (b->resign != NULL) {
+        rc = resign(b, bs);
+        if (rc != UTIL_OK)
+            goto out;
+        rc = UTIL_ECRYPTO;
     }
     rsp = OCSP_response_create(OCSP_RESPONSE_STATUS_SUCCESSFUL, bs);
     if (rsp == NULL)

@@ -10,14 +10,22 @@ export PKIVA_ROOT
 # Runtime and build packages from bookworm; pkcs11-provider from bookworm-backports.
 PKIVA_PACKAGES=(build-essential cmake pkg-config libssl-dev openssl libuv1-dev node-llhttp
   libsqlite3-dev sqlite3 libpq-dev libcriterion-dev libjansson-dev libinih-dev libp11-kit-dev softhsm2 opensc
-  gnutls-bin curl python3)
+  gnutls-bin curl python3 libsystemd-dev)
 PKIVA_BACKPORTS=(pkcs11-provider)
 # Only for the tests: real signing clients the TSA is tested against (jarsigner, osslsigncode),
 # the independent relying parties of test_interop (the JDK, NSS's vfychain and certutil, Debian's
-# python3-cryptography), the formatting check, and the PostgreSQL server that the cluster tests
-# start privately (tests/support/with-postgres.sh; no system service is used).
+# python3-cryptography), the formatting check, the PKCS#11 modules besides SoftHSM2 that
+# tests/modules runs pkiva on (openCryptoki's software token; NSS's softoken from libnss3), and
+# the deployment tests (tests/deploy/): systemd-analyze, dpkg-deb and dpkg-shlibdeps for the
+# package, man and groff for pkiva(8), procps (kill, which the unit's ExecReload uses) and
+# promtool, which Debian ships only inside the prometheus package (on a machine booted with
+# systemd, installing it also starts a Prometheus server on :9090), and the browser the directory
+# pages are read with (Chromium, headless) with fonts for Vietnamese, and the PostgreSQL server
+# that the store and cluster tests start privately (tests/support/with-postgres.sh; no system
+# service is used).
 PKIVA_TEST_PACKAGES=(openjdk-17-jdk-headless libnss3-tools python3-cryptography clang-format
-  postgresql-15)
+  opencryptoki libnss3 systemd dpkg-dev man-db groff-base procps prometheus chromium
+  fonts-dejavu-core postgresql-15)
 PKIVA_TEST_BACKPORTS=(osslsigncode)
 
 as_root() {

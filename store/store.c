@@ -1582,3 +1582,37 @@ out:
     free(v.ranges);
     return rc;
 }
+
+/* ---- search --------------------------------------------------------------------------------- */
+
+int store_cert_search_blocking(struct store *store, const struct store_search *q,
+                               int (*fn)(void *ctx, const struct store_search_row *row), void *ctx)
+{
+    if (store == NULL || q == NULL || fn == NULL)
+        return UTIL_EINVAL;
+    if (q->limit < 1 || q->limit > STORE_SEARCH_LIMIT_MAX || q->before < 0 ||
+        q->issuer_ids == NULL || q->n_issuer_ids < 1 || q->n_issuer_ids > STORE_SEARCH_ISSUERS_MAX)
+        return UTIL_EINVAL;
+    switch (q->kind) {
+    case STORE_SEARCH_NAME:
+        if (q->text == NULL || q->text[0] == '\0' || strlen(q->text) > STORE_SEARCH_TEXT_MAX ||
+            q->fields == 0 || (q->fields & ~STORE_FIELD_ALL) != 0)
+            return UTIL_EINVAL;
+        break;
+    case STORE_SEARCH_SERIAL:
+        if (q->key == NULL || q->key_len < 1 || q->key_len > STORE_SERIAL_MAX)
+            return UTIL_EINVAL;
+        break;
+    case STORE_SEARCH_EMAIL:
+        if (q->text == NULL || q->text[0] == '\0' || strlen(q->text) > STORE_SEARCH_TEXT_MAX)
+            return UTIL_EINVAL;
+        break;
+    case STORE_SEARCH_SHA256:
+    case STORE_SEARCH_SHA1:
+        if (q->key == NULL || q->key_len != (q->kind == STORE_SEARCH_SHA256 ? 32u : 20u))
+            return UTIL_EINVAL;
+        break;
+    default: return UTIL_EINVAL;
+    }
+    return store->ops->cert_search(store, q, fn, ctx);
+}

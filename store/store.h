@@ -396,4 +396,61 @@ int store_import_index_blocking(struct store *store, int64_t issuer_id, const ch
                                 void (*progress)(void *ctx, const struct store_import_stats *s),
                                 void *ctx, struct store_import_stats *stats);
 
+/* ---- search (the public certificate directory) ---------------------------------------------- */
+
+/* Certificates stored with their DER are indexed for search when they are added (and, for those
+ * added before the index existed, by a catch-up at the first read-write open): the subject's
+ * common names, organisations, organisational units and e-mail addresses (subject emailAddress
+ * and rfc822Name SANs), folded like a person types them (case, Vietnamese diacritics and đ/Đ
+ * ignored), and the SHA-256 and SHA-1 fingerprints. Serial numbers need no extra index. */
+#define STORE_FIELD_CN 1u
+#define STORE_FIELD_O 2u
+#define STORE_FIELD_OU 4u
+#define STORE_FIELD_EMAIL 8u
+#define STORE_FIELD_ALL 15u
+
+enum store_search_kind {
+    STORE_SEARCH_NAME = 1, /* words of text, all must match; the last a prefix if 3+ letters */
+    STORE_SEARCH_SERIAL,   /* key: serial octets (leading zero octets are ignored) */
+    STORE_SEARCH_SHA256,   /* key: 32 octets */
+    STORE_SEARCH_SHA1,     /* key: 20 octets */
+    STORE_SEARCH_EMAIL     /* text: one whole e-mail address, any case (an index probe) */
+};
+#define STORE_SEARCH_TEXT_MAX 256 /* bytes of text */
+#define STORE_SEARCH_WORDS_MAX 8  /* words of text used; more are refused (UTIL_EINVAL) */
+#define STORE_SEARCH_LIMIT_MAX 100
+#define STORE_SEARCH_ISSUERS_MAX 64
+
+struct store_search {
+    int kind;        /* enum store_search_kind */
+    unsigned fields; /* STORE_SEARCH_NAME: STORE_FIELD_* bits searched (non-zero) */
+    const char *text;
+    const unsigned char *key;
+    size_t key_len;
+    /* Only certificates of these issuers (1..STORE_SEARCH_ISSUERS_MAX ids; required: the caller
+     * names what it publishes). */
+    const int64_t *issuer_ids;
+    int n_issuer_ids;
+    /* Paging, newest first: rows with cursor < before (0 = from the newest). */
+    int64_t before;
+    int limit; /* 1..STORE_SEARCH_LIMIT_MAX */
+};
+
+/* One result; pointers are valid during the callback only. */
+struct store_search_row {
+    struct store_cert cert;
+    const char *subject;      /* the one-line subject recorded at registration, or NULL */
+    const unsigned char *der; /* the certificate, or NULL when only its serial is known */
+    size_t der_len;
+    int64_t cursor; /* pass as before to get the rows after this one */
+};
+
+/* Calls fn for up to q->limit matching certificates, newest first; returns the number delivered
+ * (>= 0) or an error (UTIL_EINVAL for a query out of bounds, e.g. no word of text). A non-zero
+ * return from fn stops the walk and is returned. Reads only; cheap at 10 million certificates:
+ * a name search is an inverted-index lookup, a fingerprint one index probe, a serial one
+ * primary-key probe per issuer. */
+int store_cert_search_blocking(struct store *store, const struct store_search *q,
+                               int (*fn)(void *ctx, const struct store_search_row *row), void *ctx);
+
 #endif

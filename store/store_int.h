@@ -168,6 +168,10 @@ struct store__ops {
                      void *ctx);
     int (*unsealed)(struct store *store, int64_t *count_out);
 
+    /* store.c checked q's bounds (kind, fields, text length, key length, issuers, limit). */
+    int (*cert_search)(struct store *store, const struct store_search *q,
+                       int (*fn)(void *ctx, const struct store_search_row *row), void *ctx);
+
     /* Optional (NULL: the backend has one writer host, every caller holds every lease). Tries to
      * take, or confirms, the lease key for this connection: *held_out = 1 while this connection
      * holds it; it is released when the connection closes or breaks. */
@@ -203,6 +207,37 @@ int store__audit_changes(struct store *store, const char *actor, const char *act
  * with the reason in store->errmsg, or a backend error. */
 int store__revocation_check(struct store *store, const struct store_revocation *rev,
                             int64_t now_ms);
+
+/* ---- search keys (store_search.c), the same for every backend ---------------------------- */
+
+#define STORE__SEARCH_FIELD_MAX 1024 /* bytes of one indexed field; longer values are cut */
+
+/* What a certificate is found by: each text field holds every value of that kind separated by
+ * spaces, folded with store__search_fold; fingerprints are keyed by their first 8 octets (a
+ * match is confirmed against the whole digest of the DER, so collisions only cost a probe). */
+struct store__search_keys {
+    char cn[STORE__SEARCH_FIELD_MAX];
+    char o[STORE__SEARCH_FIELD_MAX];
+    char ou[STORE__SEARCH_FIELD_MAX];
+    char email[STORE__SEARCH_FIELD_MAX];
+    int64_t fp_sha256, fp_sha1;
+};
+/* Parses der and fills *out. UTIL_EINVAL if der is not a certificate, UTIL_ECRYPTO. */
+int store__search_keys(const unsigned char *der, size_t der_len, struct store__search_keys *out);
+/* Copies UTF-8 text into out (NUL-terminated, cut at a character boundary to fit) with the
+ * foldings the full-text tokenizer does not do itself: đ and Đ become d. */
+void store__search_fold(const char *in, size_t in_len, char *out, size_t out_len);
+/* The first 8 octets of a digest as a big-endian signed integer (the index key). */
+int64_t store__fp_key(const unsigned char *digest);
+/* The index key of an e-mail address: the first 8 octets of the SHA-256 of the address folded
+ * (store__search_fold) and in ASCII lower case. 0 for an empty address. */
+int64_t store__email_key(const char *addr, size_t len);
+/* 1 when one of the space-separated addresses of field (store__search_keys' email) equals addr,
+ * compared as store__email_key folds them. */
+int store__email_listed(const char *field, const char *addr);
+/* 1 when der's digest (EVP_sha256 for 32-octet keys, EVP_sha1 for 20) equals key. */
+int store__fp_matches(const unsigned char *der, size_t der_len, const unsigned char *key,
+                      size_t key_len);
 
 /* 1 when reason is a CRLReason a certificate may be revoked with (not removeFromCRL, not 7). */
 int store__reason_valid_for_revoke(int reason);

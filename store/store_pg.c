@@ -231,9 +231,16 @@ static const char pg_schema_v3[] =
     "CREATE UNIQUE INDEX tsa_tokens_by_cert ON tsa_tokens (cert_id, serial) "
     "WHERE cert_id <> '\\x'::bytea;";
 
+/* Version 4: the SQLite list's version 4 is the public directory's search index (schema_search in
+ * store_sqlite.c). The PostgreSQL backend does not index for search yet (cert_search answers that
+ * it is not available), so its version 4 adds nothing: the versions stay in step, and the version
+ * that brings the index here must also index the certificates registered before it, as SQLite's
+ * search_backfill does. */
+static const char pg_schema_v4[] = "SELECT 1";
+
 /* pg_migrations[i] upgrades version i to i + 1, in step with the SQLite list: the same version
  * number means the same tables and columns in both backends. Append only. */
-static const char *const pg_migrations[] = {pg_schema_v1, pg_schema_v2, pg_schema_v3};
+static const char *const pg_migrations[] = {pg_schema_v1, pg_schema_v2, pg_schema_v3, pg_schema_v4};
 #define PG_SCHEMA_VERSION ((int)(sizeof(pg_migrations) / sizeof(pg_migrations[0])))
 
 /* ---- connection ----------------------------------------------------------------------------- */
@@ -2136,6 +2143,22 @@ static int pg_unsealed(struct store *store, int64_t *count_out)
                  NULL, "audit unsealed", count_out);
 }
 
+/* TODO: the directory's search (names, e-mail, fingerprints) needs an index of its own here
+ * (tsvector/GIN with the same folding as store__search_fold, and a backfill); until then a
+ * PostgreSQL store refuses searches rather than scanning every certificate. */
+static int pg_cert_search(struct store *store, const struct store_search *q,
+                          int (*fn)(void *ctx, const struct store_search_row *row), void *ctx)
+{
+    (void)q;
+    (void)fn;
+    (void)ctx;
+    UTIL_WARN(STORE_MOD,
+              "search: %s: the directory search is not available on a PostgreSQL store "
+              "yet",
+              pg_of(store)->where);
+    return UTIL_ESTORE;
+}
+
 /* A lease is a session-level advisory lock: PostgreSQL releases it when the holder's connection
  * ends (process death closes the socket at once; a silent network loss after the server's TCP
  * keepalive). One lease per connection, which is all the publisher needs. */
@@ -2202,5 +2225,6 @@ static const struct store__ops pg_ops = {
     .seal_pending = pg_seal_pending,
     .seal_walk = pg_seal_walk,
     .unsealed = pg_unsealed,
+    .cert_search = pg_cert_search,
     .lease = pg_lease,
 };

@@ -4,7 +4,7 @@
 # crashes initialising its arena), so instead of the unit suites this builds pkiva with TSan and
 # drives every threaded part at once through real clients: the loops (OCSP GET/POST, CRLs, TSA),
 # the signing pool (nonces, time stamps), the store workers (admin API), the feed poller and CRL
-# publisher (revocations from another process), then stops it with SIGTERM. Any TSan report fails.
+# publisher (revocations from another process), a SIGHUP reload, then stops it with SIGTERM. Any TSan report fails.
 # Usage: tests/tsan-smoke.sh [SECONDS]   (default 20)
 set -euo pipefail
 [ -n "${PKIVA_TRACE:-}" ] && set -x
@@ -70,6 +70,9 @@ curl -sf -o /dev/null "${admin_tls[@]}" -H "Authorization: Bearer $token" \
   echo "tsan-smoke: admin CRL publish failed (status above)"
 curl -sf -o /dev/null "${admin_tls[@]}" -H "Authorization: Bearer $token" "$admin_url/admin/sla" ||
   echo "tsan-smoke: admin SLA failed"
+# SIGHUP under load: the service thread reads the configuration again and sets the log level
+# while the loops log (cli/service.c).
+kill -HUP "$pid"
 wait $l1 $l2
 kill -TERM "$pid"
 status=0

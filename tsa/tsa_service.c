@@ -228,6 +228,12 @@ static int unit_init(struct tsa_service *svc, struct tsa__unit *unit,
                    uc->cert_file);
         return UTIL_ECONFIG;
     }
+    /* Issue 21: the start-up self-check. A unit whose key fails it stays configured but answers
+     * systemFailure (its key never signs; /readyz and /metrics name it); other units and the OCSP
+     * and CRL issuers keep serving. */
+    rc = hsm_key_check_blocking(svc->hsm, unit->key, unit->cert);
+    if (rc == UTIL_ENOMEM)
+        return rc;
     unit->sign_md = EVP_MD_fetch(libctx, uc->digest != NULL ? uc->digest : unit->key->md, NULL);
     unit->ess_md = EVP_MD_fetch(libctx, ess, NULL);
     if (unit->sign_md == NULL || unit->ess_md == NULL) {
@@ -267,7 +273,7 @@ static int unit_init(struct tsa_service *svc, struct tsa__unit *unit,
     for (int i = 0; i < unit->n_accepted; i++)
         unit->rules.accepted[i] = unit->accepted[i];
     unit->rules.n_accepted = unit->n_accepted;
-    rc = tsa__tmpl_init_blocking(svc, unit);
+    rc = hsm_key_usable(unit->key) ? tsa__tmpl_init_blocking(svc, unit) : UTIL_OK;
     if (rc != UTIL_OK)
         return rc;
     UTIL_INFO(TSA_MOD, "unit %s: %s, policy %s, accuracy %lld us, key %s%s", name, unit->route,

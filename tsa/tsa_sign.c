@@ -6,7 +6,9 @@
  * TS_RESP_CTX objects are reused: one per signing thread and unit at most, kept in a small pool. */
 #include "tsa_int.h"
 
+#include <limits.h>
 #include <openssl/err.h>
+#include <openssl/pkcs7.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -127,6 +129,39 @@ void tsa__ctx_pool_free(struct tsa__unit *unit)
     unit->n_ctx = 0;
 }
 
+/* Replaces the SignerInfo signature TS_RESP_create_response made with one from
+ * hsm_sign_blocking over the same signed attributes, so that every token pkiva serves carries a
+ * signature that the one signing path made and verified (hsm/key.c DESIGN). OpenSSL's own
+ * signature came from pkcs11-provider's digest-and-sign path, which is not checked (and on some
+ * tokens is wrong); TS_RESP_CTX insists on the token key (it compares it with the certificate),
+ * so this path pays for two token signatures: it only serves units without a template. */
+static int resign(struct tsa__job *job, TS_RESP *resp)
+{
+    PKCS7 *token = TS_RESP_get_token(resp);
+    PKCS7_SIGNER_INFO *si = NULL;
+    unsigned char *attrs = NULL;
+    unsigned char *sig = NULL;
+    size_t sig_len = 0;
+    int attrs_len;
+    int rc;
+
+    if (token == NULL || !PKCS7_type_is_signed(token) ||
+        sk_PKCS7_SIGNER_INFO_num(token->d.sign->signer_info) != 1)
+        return UTIL_EINVAL; /* not reached: TS_RESP_create_response makes one SignerInfo */
+    si = sk_PKCS7_SIGNER_INFO_value(token->d.sign->signer_info, 0);
+    /* The DER PKCS7_dataFinal signed: the attributes as a SET OF, sorted. */
+    attrs_len = ASN1_item_i2d((ASN1_VALUE *)si->auth_attr, &attrs, ASN1_ITEM_rptr(PKCS7_ATTR_SIGN));
+    if (attrs_len <= 0)
+        return UTIL_ENOMEM;
+    rc = hsm_sign_blocking(job->svc->hsm, job->unit->key, attrs, (size_t)attrs_len, &sig, &sig_len);
+    if (rc == UTIL_OK &&
+        (sig_len > INT_MAX || ASN1_STRING_set(si->enc_digest, sig, (int)sig_len) != 1))
+        rc = UTIL_ENOMEM;
+    free(sig);
+    OPENSSL_free(attrs);
+    return rc;
+}
+
 int tsa__sign_openssl(struct tsa__job *job)
 {
     struct tsa__unit *unit = job->unit;
@@ -138,6 +173,8 @@ int tsa__sign_openssl(struct tsa__job *job)
     long status;
     int rc = UTIL_ENOMEM;
 
+    if (hsm_key_refused(unit->key))
+        return UTIL_EHSM; /* the unit's key failed its self-check or went bad: systemFailure */
     ERR_clear_error();
     ctx = ctx_get(job->svc, unit);
     in = BIO_new_mem_buf(job->der, (int)job->der_len);
@@ -157,6 +194,12 @@ int tsa__sign_openssl(struct tsa__job *job)
         rc = UTIL_EHSM;
         goto out;
     }
+    rc = resign(job, resp);
+    if (rc != UTIL_OK) {
+        rc = rc == UTIL_ENOMEM ? rc : UTIL_EHSM;
+        goto out;
+    }
+    rc = UTIL_ENOMEM;
     der_len = i2d_TS_RESP(resp, &der);
     if (der_len <= 0)
         goto out;

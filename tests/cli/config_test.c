@@ -231,3 +231,74 @@ Test(config, default_workers_follow_the_affinity_mask)
     cr_assert_eq(sched_setaffinity(0, sizeof(all), &all), 0);
     cr_assert_eq(n, 1);
 }
+
+/* Issue 21: [hsm] init_args (kept verbatim, quotes and all) and verify_ecdsa. */
+Test(config, hsm_init_args_and_verify_ecdsa)
+{
+    static const char text[] = "[hsm]\npin_file = /x/pin\n"
+                               "init_args = configdir='sql:/db' certPrefix='' flags=\n"
+                               "verify_ecdsa = sample 4\n"
+                               "[issuer.ca]\ncert = ca.pem\nkey = pkcs11:object=ca\n";
+    struct cli_config cfg;
+    char err[512] = "";
+
+    cr_assert_eq(cli_config_parse_string(minimal, "t.conf", "/", &cfg, err, sizeof(err)), 0);
+    cr_assert_str_eq(cfg.hsm_init_args, "");
+    cr_assert_eq(cfg.hsm_ecdsa_verify_every, 16, "default: one ECDSA signature in 16 verified");
+    cr_assert_eq(cli_config_parse_string(text, "t.conf", "/", &cfg, err, sizeof(err)), 0, "%s",
+                 err);
+    cr_assert_str_eq(cfg.hsm_init_args, "configdir='sql:/db' certPrefix='' flags=");
+    cr_assert_eq(cfg.hsm_ecdsa_verify_every, 4);
+    cr_assert_eq(cli_config_parse_string("[hsm]\npin_file = /p\nverify_ecdsa = all\n[issuer.a]\n"
+                                         "cert = c\nkey = pkcs11:x\n",
+                                         "t.conf", "/", &cfg, err, sizeof(err)),
+                 0, "%s", err);
+    cr_assert_eq(cfg.hsm_ecdsa_verify_every, 1);
+    cr_assert_eq(cli_config_parse_string("[hsm]\npin_file = /p\nverify_ecdsa = none\n[issuer.a]\n"
+                                         "cert = c\nkey = pkcs11:x\n",
+                                         "t.conf", "/", &cfg, err, sizeof(err)),
+                 0, "%s", err);
+    cr_assert_eq(cfg.hsm_ecdsa_verify_every, -1);
+    expect_error("[hsm]\nverify_ecdsa = sometimes\n", "t.conf:2: expected all, none or sample N");
+    expect_error("[hsm]\nverify_ecdsa = sample 0\n", "t.conf:2: expected an integer");
+}
+
+/* [directory]: the sample file states exactly the defaults of the directive table, and mistakes
+ * are named with their line. */
+Test(config, directory_section)
+{
+    struct cli_config cfg;
+    struct directory_config d;
+    char err[512] = "";
+    cr_assert_eq(cli_config_load(PKIVA_SOURCE_DIR "/conf/pkiva.conf", &cfg, err, sizeof(err)), 0,
+                 "%s", err);
+    directory_config_default(&d);
+    cr_assert_eq(memcmp(&cfg.directory, &d, sizeof(d)), 0,
+                 "conf/pkiva.conf [directory] differs "
+                 "from the defaults");
+    cr_assert_eq(d.enabled, 1);
+    cr_assert_eq(d.search_fields, DIRECTORY_FIELD_ALL);
+    cr_assert_eq(d.utc_offset_minutes, 7 * 60);
+    cr_assert_eq(d.upload_max, 64 * 1024);
+    cr_assert_str_eq(d.default_lang, "vi");
+    cr_assert_eq(
+        cli_config_parse_string("[directory]\nsearch_fields = cn, serial\nshow_email = no\n"
+                                "utc_offset = -03:30\nissuers = a\n"
+                                "[hsm]\npin_file = /p\n[issuer.a]\ncert = c\n"
+                                "key = pkcs11:x\n",
+                                "t.conf", "/", &cfg, err, sizeof(err)),
+        0, "%s", err);
+    cr_assert_eq(cfg.directory.search_fields, DIRECTORY_FIELD_CN | DIRECTORY_FIELD_SERIAL);
+    cr_assert_eq(cfg.directory.show_email, 0);
+    cr_assert_eq(cfg.directory.utc_offset_minutes, -210);
+    cr_assert_str_eq(cfg.directory.issuers, "a");
+    expect_error("[directory]\nsearch_fields = cn, phone\n", "t.conf:2: search_fields: a list of");
+    expect_error("[directory]\npage_size = 1000\n", "t.conf:2: page_size: expected an integer");
+    expect_error("[directory]\nutc_offset = 7\n", "t.conf:2: utc_offset: expected +HH:MM");
+    expect_error("[directory]\nupload_max = 10M\n", "t.conf:2: upload_max: expected a size");
+    expect_error("[directory]\ncolour = blue\n", "t.conf:2: unknown directive 'colour'");
+    expect_error("[directory]\nissuers = a b/c\n", "t.conf:2: issuers: 'b/c' is not");
+    expect_error("[directory]\nissuers = a, z\n[hsm]\npin_file = /p\n[issuer.a]\ncert = c\n"
+                 "key = pkcs11:x\n",
+                 "[directory] issuers: no [issuer.z] section");
+}

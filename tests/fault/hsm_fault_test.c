@@ -65,8 +65,9 @@ static int sh(char *out, size_t out_len, const char *fmt, ...)
 }
 
 /* `pkiva init` with our ports written into the config, then [hsm] module pointed at the fault
- * module. edit: more sed expressions for pkiva.conf, or NULL. */
-static void init_data(const char *edit)
+ * module. init_args: more `pkiva init` arguments, or NULL; edit: more sed expressions for
+ * pkiva.conf, or NULL. */
+static void init_data_with(const char *init_args, const char *edit)
 {
     char out[8192];
 
@@ -79,8 +80,8 @@ static void init_data(const char *edit)
     {
         char cmd[1024];
         snprintf(cmd, sizeof(cmd),
-                 PKIVA " init --data %s --listen 127.0.0.1:%d --admin-listen 127.0.0.1:%d 2>&1",
-                 srv.data, srv.port, srv.admin_port);
+                 PKIVA " init --data %s --listen 127.0.0.1:%d --admin-listen 127.0.0.1:%d %s 2>&1",
+                 srv.data, srv.port, srv.admin_port, init_args != NULL ? init_args : "");
         cr_assert_eq(ts_run(cmd, out, sizeof(out)), 0, "%s", out);
     }
     cr_assert_eq(sh(out, sizeof(out), "grep -c '^%s$' pkiva.conf", SOFTHSM_LINE), 0,
@@ -88,6 +89,11 @@ static void init_data(const char *edit)
     cr_assert_eq(sh(out, sizeof(out), "sed -i -e 's|^%s$|module = %s|' %s%s pkiva.conf 2>&1",
                     SOFTHSM_LINE, P11FAULT_MODULE, edit ? "-e " : "", edit ? edit : ""),
                  0, "%s", out);
+}
+
+static void init_data(const char *edit)
+{
+    init_data_with(NULL, edit);
 }
 
 static void start(const char *extra_env)
@@ -115,9 +121,10 @@ static void start(const char *extra_env)
 /* GET over curl; returns the HTTP status (0: no answer), the body in body. */
 static int http_get(int port, const char *path, char *body, size_t body_len)
 {
-    char buf[16384] = "";
+    static char buf[65536]; /* /metrics has a few lines per HSM key; one test thread */
     char cmd[1024];
     char *nl;
+    buf[0] = '\0';
     /* The embedded default's admin listener speaks HTTPS (mutual TLS, token also accepted);
      * every route there, /metrics included, wants the operator's certificate (or the token). */
     if (port == srv.admin_port)
@@ -249,7 +256,7 @@ static long crl_number(void)
 
 static int metric(const char *name)
 {
-    char body[16384];
+    static char body[65536];
     const char *p;
     cr_assert_eq(http_get(srv.admin_port, "/metrics", body, sizeof(body)), 200);
     p = strstr(body, name);
@@ -539,12 +546,14 @@ Test(hsm_fault, signatures_reuse_pkcs11_sessions)
 /* ---- the store ------------------------------------------------------------------------------ */
 
 /* Another process (the sqlite3 CLI) runs first, keeps its transaction open for seconds, then runs
- * last; in the background with every output closed, so that ts_run returns at once. */
+ * last; in the background with every output closed, so that ts_run returns at once. It waits for
+ * a lock taken by someone else (the caller's own probe for the lock, say) instead of failing. */
 static void background_sql(const char *first, int seconds, const char *last)
 {
     char cmd[1024];
     snprintf(cmd, sizeof(cmd),
-             "cd %s && ((echo '%s'; sleep %d; echo '%s') | sqlite3 pkiva.db) > /dev/null 2>&1 &",
+             "cd %s && ((echo '%s'; sleep %d; echo '%s') | sqlite3 -cmd '.timeout 5000' pkiva.db) "
+             "> /dev/null 2>&1 &",
              srv.data, first, seconds, last);
     cr_assert_eq(ts_run(cmd, NULL, 0), 0);
 }
@@ -559,9 +568,15 @@ Test(store_fault, locked_database_fails_revoke_clearly_and_keeps_serving, .fini 
     start("PKIVA_STORE_BUSY_MS=500");
     wait_ready();
 
-    /* Another process holds the write lock for 4 s (the CLI default busy timeout is lowered). */
+    /* Another process holds the write lock for 4 s (the CLI default busy timeout is lowered).
+     * Wait until it really holds it: on a loaded machine the sqlite3 CLI may take a while. */
     background_sql("BEGIN EXCLUSIVE;", 4, "COMMIT;");
-    sleep_ms(300);
+    for (int i = 0; i < 100 && sh(out, sizeof(out),
+                                  "cd %s && sqlite3 -cmd '.timeout 0' pkiva.db "
+                                  "'BEGIN IMMEDIATE; ROLLBACK;' 2>&1",
+                                  srv.data) == 0;
+         i++)
+        sleep_ms(20);
     t0 = now_ms();
     status = sh(out, sizeof(out),
                 "PKIVA_STORE_BUSY_MS=1000 " PKIVA " revoke --data %s --cert pki/demo-good.pem "
@@ -681,5 +696,184 @@ Test(store_fault, full_disk_fails_revoke_and_keeps_the_database, .fini = unmount
     /* Earlier revocations are still served, and the process is fine. */
     assert_cached_answers("disk full");
     cr_assert_eq(http_get(srv.port, "/healthz", NULL, 0), 200);
+    assert_still_running();
+}
+
+/* The line of /metrics whose text contains both parts (a metric name and a key label), or "". */
+static void metric_line(const char *name, const char *label_part, char *line, size_t line_len)
+{
+    static char body[32768];
+    const char *p;
+
+    line[0] = '\0';
+    cr_assert_eq(http_get(srv.admin_port, "/metrics", body, sizeof(body)), 200);
+    for (p = body; p != NULL && *p != '\0'; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL) {
+        size_t len = strcspn(p, "\n");
+        if (strncmp(p, name, strlen(name)) == 0 && len < line_len) {
+            memcpy(line, p, len);
+            line[len] = '\0';
+            if (strstr(line, label_part) != NULL)
+                return;
+        }
+    }
+    line[0] = '\0';
+}
+
+/* The served CRL verifies with the issuing CA's key; 1 if so. /readyz does not wait for the first
+ * CRL (the publisher makes it right after start), so the fetch is retried for up to 10 s. */
+static int crl_verifies(void)
+{
+    char out[1024] = "";
+    sh(out, sizeof(out),
+       "true; for i in $(seq 100); do curl -sf --max-time 5 -o served.crl "
+       "http://127.0.0.1:%d/crl/demo-ca.crl && break; sleep 0.1; done; openssl crl "
+       "-inform DER -in served.crl -noout -CAfile pki/issuing-ca.pem 2>&1",
+       srv.port);
+    return strstr(out, "verify OK") != NULL;
+}
+
+/* Issue 21, item 1: a token that returns wrong signatures with CKR_OK (p11fault "corrupt", and
+ * "drop-digestinfo", which is pkcs11-provider 1.0's bug on openCryptoki) must never get one
+ * served: not in an OCSP response with a nonce, not in a time-stamp token, not in a CRL. Each
+ * bad signature is counted, the key is marked unhealthy (/metrics, /readyz), the token as a whole
+ * stays available, and once the fault ends the key heals without a restart. RSA keys, whose
+ * signatures are all verified. Before the fix every one of these was served as the token made it. */
+Test(hsm_fault, bad_signatures_are_never_served, .timeout = 120)
+{
+    char out[8192], body[1024], line[1024];
+    long crl_before, t0;
+    int ok = 0;
+
+    init_data_with("--alg rsa-2048", NULL);
+    start(NULL);
+    wait_ready();
+    cr_assert(live_answer_ok(out, sizeof(out)), "healthy: %s", out);
+    cr_assert(crl_verifies(), "the CRL at start does not verify");
+    crl_before = crl_number();
+
+    /* OCSP with a nonce, signed by the delegated responder's key. */
+    fault_set("corrupt ocsp-responder");
+    for (int i = 0; i < 3; i++) {
+        ocsp("demo-good.pem", 1, out, sizeof(out));
+        cr_assert(strstr(out, "Responder Error: trylater") != NULL,
+                  "a corrupted OCSP signature was served (or no tryLater): %s", out);
+    }
+    cr_assert_geq(metric("\npkiva_hsm_bad_signatures_total"), 1);
+    cr_assert_eq(metric("\npkiva_hsm_available"), 1, "one bad key is not a token outage");
+    metric_line("pkiva_hsm_key_healthy", "object=ocsp-responder", line, sizeof(line));
+    cr_assert(strstr(line, "} 0") != NULL, "the key is not marked unhealthy: '%s'", line);
+    cr_assert_eq(http_get(srv.port, "/readyz", body, sizeof(body)), 200, "%s", body);
+    cr_assert(strstr(body, "degraded") != NULL && strstr(body, "ocsp-responder") != NULL,
+              "/readyz does not name the bad key: %s", body);
+    cr_assert_eq(sh(out, sizeof(out), "grep -c 'BAD SIGNATURE' %s/server.log", srv.dir), 0,
+                 "the bad signature was not logged");
+    assert_cached_answers("a bad OCSP key"); /* pre-signed answers stay served */
+
+    /* A time stamp. */
+    fault_set("corrupt tsa");
+    time_stamp(out, sizeof(out));
+    cr_assert(strstr(out, "Status: Rejected") != NULL && strstr(out, "system failure") != NULL,
+              "a corrupted time-stamp token was served: %s", out);
+
+    /* A CRL, the way openCryptoki 3.8.1 behind pkcs11-provider 1.0 signs: DigestInfo dropped. */
+    fault_set("drop-digestinfo issuing-ca");
+    cr_assert_neq(sh(out, sizeof(out), PKIVA " crl publish --data %s 2>&1", srv.data), 0,
+                  "a CRL publication with a bad signature did not fail: %s", out);
+    for (int i = 0; i < 50 && metric("pkiva_crl_failing{issuer=\"demo-ca\"}") != 1; i++)
+        sleep_ms(100);
+    cr_assert_eq(metric("pkiva_crl_failing{issuer=\"demo-ca\"}"), 1,
+                 "a CRL with a bad signature was not refused");
+    cr_assert_eq(crl_number(), crl_before, "the served CRL changed");
+    cr_assert(crl_verifies(), "a CRL with a bad signature is served");
+
+    /* The fault ends: the monitor's self-check heals the keys, live signing works again. */
+    fault_clear();
+    t0 = now_ms();
+    while (!ok && now_ms() - t0 < HEAL_MS) {
+        ok = live_answer_ok(out, sizeof(out)) &&
+             http_get(srv.port, "/readyz", body, sizeof(body)) == 200 &&
+             strstr(body, "degraded") == NULL;
+        if (!ok)
+            sleep_ms(200);
+    }
+    cr_assert(ok, "the keys did not heal: %s / %s", out, body);
+    time_stamp(out, sizeof(out));
+    cr_assert(strstr(out, "Status: Granted") != NULL, "time stamp after the fault: %s", out);
+    assert_still_running();
+}
+
+/* Issue 21, item 2: one key the token will not use (CKR_MECHANISM_INVALID for the TSA's key, as
+ * for EC keys on openCryptoki 3.8.1) is refused at start with module, mechanism and reason named,
+ * and shown in /readyz and /metrics; the token is not declared unavailable and the OCSP and CRL
+ * keys keep signing. Before the fix the whole HSM was marked unavailable: every issuer answered
+ * tryLater and /readyz said 503. */
+Test(hsm_fault, one_key_that_cannot_sign_leaves_the_others_signing, .timeout = 120)
+{
+    char out[8192], body[1024], line[1024];
+    long crl_before, crl_after = -1, t0;
+
+    init_data(NULL);
+    fault_set("mech-invalid tsa");
+    start(NULL);
+    wait_ready();
+    time_stamp(out, sizeof(out));
+    cr_assert(strstr(out, "Status: Rejected") != NULL, "the refused key signed: %s", out);
+    /* Across several monitor turns (2 s each) the other keys keep signing. */
+    t0 = now_ms();
+    while (now_ms() - t0 < 5000) {
+        cr_assert(live_answer_ok(out, sizeof(out)), "OCSP stopped signing: %s", out);
+        cr_assert_eq(metric("\npkiva_hsm_available"), 1);
+        sleep_ms(500);
+    }
+    cr_assert_eq(sh(out, sizeof(out),
+                    "grep 'self-check FAILED' %s/server.log | grep tsa | grep CKM_ECDSA | grep -c "
+                    "CKR_MECHANISM_INVALID",
+                    srv.dir),
+                 0, "the refused key is not reported with mechanism and reason: %s", out);
+    cr_assert_eq(http_get(srv.port, "/readyz", body, sizeof(body)), 200, "%s", body);
+    cr_assert(strstr(body, "degraded") != NULL && strstr(body, "object=tsa") != NULL &&
+                  strstr(body, "CKR_MECHANISM_INVALID") != NULL,
+              "/readyz: %s", body);
+    metric_line("pkiva_hsm_key_healthy", "object=tsa", line, sizeof(line));
+    cr_assert(strstr(line, "} 0") != NULL, "tsa key: '%s'", line);
+    metric_line("pkiva_hsm_key_healthy", "object=ocsp-responder", line, sizeof(line));
+    cr_assert(strstr(line, "} 1") != NULL, "ocsp key: '%s'", line);
+
+    crl_before = crl_number();
+    cr_assert_eq(sh(out, sizeof(out), PKIVA " crl publish --data %s 2>&1", srv.data), 0, "%s", out);
+    t0 = now_ms();
+    while (now_ms() - t0 < HEAL_MS && (crl_after = crl_number()) <= crl_before)
+        sleep_ms(200);
+    cr_assert_gt(crl_after, crl_before, "no new CRL while the TSA key is refused");
+    cr_assert(crl_verifies());
+    assert_still_running();
+}
+
+/* Issue 21 and the monitor: the key it probes an idle token with is the first one that passed
+ * its self-check. Were it a refused key, every probe would fail as that key's problem, never as
+ * an outage, and an unplugged token would go unnoticed without traffic (the first issuer here is
+ * `root`, whose key is refused). */
+Test(hsm_fault, refused_probe_key_does_not_blind_the_monitor, .timeout = 120)
+{
+    char body[1024];
+    long t0;
+    int status = 0;
+
+    init_data(NULL);
+    fault_set("mech-invalid root-ca");
+    start(NULL);
+    wait_ready();
+    cr_assert_eq(http_get(srv.port, "/readyz", body, sizeof(body)), 200, "%s", body);
+    cr_assert(strstr(body, "object=root-ca") != NULL, "root's key not refused: %s", body);
+    /* Let the monitor probe the idle token twice (every 2 s) before it goes away: a probe key
+     * that the token refuses would be marked unhealthy by then and never probe again. */
+    sleep_ms(5000);
+    fault_set("down");
+    t0 = now_ms();
+    while (now_ms() - t0 < 6000 &&
+           (status = http_get(srv.port, "/readyz", body, sizeof(body))) != 503)
+        sleep_ms(100);
+    cr_assert_eq(status, 503, "/readyz did not notice the outage within 6 s: %s", body);
+    cr_assert(strstr(body, "HSM unavailable") != NULL, "%s", body);
     assert_still_running();
 }

@@ -23,6 +23,12 @@
  *   slow MS     every C_Sign / C_SignFinal that produces a signature first sleeps MS milliseconds.
  *   fail-n N    the next N C_Sign / C_SignFinal calls fail with CKR_DEVICE_ERROR (the sessions
  *               survive), then signing works again; writing the file anew re-arms it.
+ *   corrupt [LABEL]   every signature made (by the key labelled LABEL, or by any key) comes back
+ *               with one byte flipped: a token that returns wrong signatures with CKR_OK.
+ *   drop-digestinfo [LABEL]   a CKM_RSA_PKCS signature over a SHA-2 DigestInfo is made over the
+ *               bare digest instead: pkcs11-provider 1.0's fallback on openCryptoki 3.8.1.
+ *   mech-invalid LABEL   C_SignInit with the key labelled LABEL fails with
+ *               CKR_MECHANISM_INVALID, as for EC keys on a token without CKM_ECDSA.
  *   lost        the module forgets the token's objects for the rest of the process, as SoftHSM2
  *               2.6.1 does when it could not open its token files (descriptors exhausted): the
  *               token stays present and logged in, but C_SignInit answers CKR_KEY_HANDLE_INVALID
@@ -51,7 +57,19 @@
 #define SCRATCH_SIG 2048 /* larger than any signature (RSA-16384 is 2048 bytes) */
 #define SLOTS_MAX 64
 
-enum mode { MODE_NONE, MODE_DOWN, MODE_SLOW, MODE_FAIL_N, MODE_LOST };
+enum mode {
+    MODE_NONE,
+    MODE_DOWN,
+    MODE_SLOW,
+    MODE_FAIL_N,
+    MODE_CORRUPT,
+    MODE_DROP_DIGESTINFO,
+    MODE_MECH_INVALID,
+    MODE_LOST
+};
+
+#define LABEL_MAX 64
+#define OPS_MAX 1024 /* sign operations in flight we remember, by session handle */
 
 static pthread_once_t load_once = PTHREAD_ONCE_INIT;
 static CK_FUNCTION_LIST_PTR real; /* the real module's list */
@@ -64,8 +82,15 @@ static int trace;
 static pthread_mutex_t state_lock = PTHREAD_MUTEX_INITIALIZER;
 static enum mode mode = MODE_NONE;
 static long mode_arg;
-static struct stat control_seen; /* st_ino == 0: no file seen */
-static int objects_lost;         /* "lost" was seen: sticky for the life of the process */
+static char mode_label[LABEL_MAX]; /* "" = every key */
+static struct stat control_seen;   /* st_ino == 0: no file seen */
+static int objects_lost;           /* "lost" was seen: sticky for the life of the process */
+
+/* What C_SignInit decided for the operation of a session: tamper with its signature, and how. */
+static struct op {
+    CK_SESSION_HANDLE session;
+    int tamper; /* 0, MODE_CORRUPT or MODE_DROP_DIGESTINFO */
+} ops[OPS_MAX];
 
 static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 static void say(const char *fmt, ...)
@@ -115,8 +140,9 @@ static enum mode current(long *arg)
     } else if (st.st_ino != control_seen.st_ino || st.st_size != control_seen.st_size ||
                st.st_mtim.tv_sec != control_seen.st_mtim.tv_sec ||
                st.st_mtim.tv_nsec != control_seen.st_mtim.tv_nsec) {
-        char line[64] = "";
+        char line[128] = "";
         char word[16] = "";
+        char word_arg[LABEL_MAX] = "";
         long n = 0;
         FILE *f = fopen(control_path, "r");
         enum mode before = mode;
@@ -126,19 +152,27 @@ static enum mode current(long *arg)
                 line[0] = '\0';
             (void)fclose(f); /* read-only */
         }
-        if (sscanf(line, "%15s %ld", word, &n) < 1)
+        if (sscanf(line, "%15s %63s", word, word_arg) < 1)
             word[0] = '\0';
+        n = strtol(word_arg, NULL, 10);
         if (strcmp(word, "down") == 0)
             mode = MODE_DOWN;
         else if (strcmp(word, "slow") == 0)
             mode = MODE_SLOW;
         else if (strcmp(word, "fail-n") == 0)
             mode = MODE_FAIL_N;
+        else if (strcmp(word, "corrupt") == 0)
+            mode = MODE_CORRUPT;
+        else if (strcmp(word, "drop-digestinfo") == 0)
+            mode = MODE_DROP_DIGESTINFO;
+        else if (strcmp(word, "mech-invalid") == 0)
+            mode = MODE_MECH_INVALID;
         else if (strcmp(word, "lost") == 0)
             mode = MODE_LOST;
         else
             mode = MODE_NONE;
         mode_arg = n;
+        (void)snprintf(mode_label, sizeof(mode_label), "%s", word_arg);
         control_seen = st;
         say("control file: '%s' %ld", word, n);
         if (mode == MODE_DOWN && before != MODE_DOWN)
@@ -296,13 +330,77 @@ static CK_RV w_FindObjectsFinal(CK_SESSION_HANDLE session)
     return traced("C_FindObjectsFinal", real->C_FindObjectsFinal(session));
 }
 
+/* 1 when key's CKA_LABEL is label ("" matches every key). */
+static int key_has_label(CK_SESSION_HANDLE session, CK_OBJECT_HANDLE key, const char *label)
+{
+    char value[LABEL_MAX] = "";
+    CK_ATTRIBUTE attr = {CKA_LABEL, value, sizeof(value) - 1};
+
+    if (label[0] == '\0')
+        return 1;
+    if (real->C_GetAttributeValue(session, key, &attr, 1) != CKR_OK ||
+        attr.ulValueLen >= sizeof(value))
+        return 0;
+    value[attr.ulValueLen] = '\0';
+    return strcmp(value, label) == 0;
+}
+
+static struct op *op_slot(CK_SESSION_HANDLE session)
+{
+    return &ops[session % OPS_MAX];
+}
+
 static CK_RV w_SignInit(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE key)
 {
+    long arg = 0;
+    enum mode m;
+    char label[LABEL_MAX];
+    CK_RV rv;
+    int tamper = 0;
+
     if (is_down())
         return injected("C_SignInit", CKR_DEVICE_REMOVED);
     if (is_lost())
         return injected("C_SignInit", CKR_KEY_HANDLE_INVALID);
-    return traced("C_SignInit", real->C_SignInit(session, mech, key));
+    m = current(&arg);
+    pthread_mutex_lock(&state_lock);
+    memcpy(label, mode_label, sizeof(label));
+    pthread_mutex_unlock(&state_lock);
+    if (m == MODE_MECH_INVALID && key_has_label(session, key, label))
+        return injected("C_SignInit", CKR_MECHANISM_INVALID);
+    if ((m == MODE_CORRUPT ||
+         (m == MODE_DROP_DIGESTINFO && mech != NULL && mech->mechanism == CKM_RSA_PKCS)) &&
+        key_has_label(session, key, label))
+        tamper = m;
+    rv = traced("C_SignInit", real->C_SignInit(session, mech, key));
+    pthread_mutex_lock(&state_lock);
+    op_slot(session)->session = session;
+    op_slot(session)->tamper = rv == CKR_OK ? tamper : 0;
+    pthread_mutex_unlock(&state_lock);
+    return rv;
+}
+
+/* The tampering C_SignInit chose for this session's operation (read once, when it ends). */
+static int op_tamper(CK_SESSION_HANDLE session, int ending)
+{
+    int tamper = 0;
+
+    pthread_mutex_lock(&state_lock);
+    if (op_slot(session)->session == session) {
+        tamper = op_slot(session)->tamper;
+        if (ending)
+            op_slot(session)->tamper = 0;
+    }
+    pthread_mutex_unlock(&state_lock);
+    return tamper;
+}
+
+static void flip_byte(CK_BYTE_PTR sig, CK_ULONG_PTR sig_len)
+{
+    if (sig != NULL && sig_len != NULL && *sig_len > 0) {
+        sig[*sig_len / 2] ^= 0x01;
+        say("corrupt: flipped a byte of a %lu-byte signature", (unsigned long)*sig_len);
+    }
 }
 
 static CK_RV w_SignUpdate(CK_SESSION_HANDLE session, CK_BYTE_PTR part, CK_ULONG len)
@@ -362,25 +460,44 @@ static CK_RV real_sign_final(void *ctx, CK_BYTE_PTR out, CK_ULONG_PTR out_len)
     return real->C_SignFinal(a->session, out, out_len);
 }
 
+/* The SHA-2 DigestInfo prefixes are 19 bytes (RFC 8017 9.2 note 1): 0x30 len 0x30 0x0d 0x06
+ * 0x09 <OID> 0x05 0x00 0x04 <digest length>. */
+#define DIGESTINFO_SHA2_PREFIX 19
+
 static CK_RV w_Sign(CK_SESSION_HANDLE session, CK_BYTE_PTR data, CK_ULONG len, CK_BYTE_PTR sig,
                     CK_ULONG_PTR sig_len)
 {
     struct sign_args a = {session, data, len};
+    int tamper = op_tamper(session, sig != NULL);
     CK_RV rv;
 
     if (sign_fault("C_Sign", sig, &rv, real_sign, &a))
         return rv;
-    return traced("C_Sign", real_sign(&a, sig, sig_len));
+    if (tamper == MODE_DROP_DIGESTINFO && len > DIGESTINFO_SHA2_PREFIX && data[0] == 0x30 &&
+        data[DIGESTINFO_SHA2_PREFIX - 1] == len - DIGESTINFO_SHA2_PREFIX) {
+        a.data = data + DIGESTINFO_SHA2_PREFIX;
+        a.len = len - DIGESTINFO_SHA2_PREFIX;
+        if (sig != NULL)
+            say("drop-digestinfo: signing the bare %lu-byte digest", (unsigned long)a.len);
+    }
+    rv = traced("C_Sign", real_sign(&a, sig, sig_len));
+    if (rv == CKR_OK && tamper == MODE_CORRUPT)
+        flip_byte(sig, sig_len);
+    return rv;
 }
 
 static CK_RV w_SignFinal(CK_SESSION_HANDLE session, CK_BYTE_PTR sig, CK_ULONG_PTR sig_len)
 {
     struct sign_args a = {session, NULL, 0};
+    int tamper = op_tamper(session, sig != NULL);
     CK_RV rv;
 
     if (sign_fault("C_SignFinal", sig, &rv, real_sign_final, &a))
         return rv;
-    return traced("C_SignFinal", real_sign_final(&a, sig, sig_len));
+    rv = traced("C_SignFinal", real_sign_final(&a, sig, sig_len));
+    if (rv == CKR_OK && tamper == MODE_CORRUPT)
+        flip_byte(sig, sig_len);
+    return rv;
 }
 
 /* ---- loading -------------------------------------------------------------------------------- */

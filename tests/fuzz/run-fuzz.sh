@@ -6,7 +6,7 @@
 #   tests/fuzz/run-fuzz.sh TARGET SECONDS [libFuzzer options...]
 #
 # TARGET: fuzz_http, fuzz_admin_json, fuzz_config (tests/fuzz), or any other PKIVA_FUZZ target
-# (fuzz_ocsp_request, fuzz_ocsp_get, fuzz_tsa_request). The build goes to $PKIVA_FUZZ_BUILD
+# (fuzz_ocsp_request, fuzz_ocsp_get, fuzz_tsa_request, fuzz_directory). The build goes to $PKIVA_FUZZ_BUILD
 # (default build-fuzz/ in the source tree); PKIVA_MODULES narrows it like the normal build. The
 # committed seeds are copied into a work corpus (build-fuzz/corpus/TARGET) that keeps what the
 # fuzzer finds between runs; crashes land in build-fuzz/artifacts/TARGET/. A crash makes this exit
@@ -49,6 +49,7 @@ case $target in
     fuzz_ocsp_request) seeds=$root/tests/ocsp/corpus/request ;;
     fuzz_ocsp_get) seeds=$root/tests/ocsp/corpus/get ;;
     fuzz_tsa_request) seeds=$root/tests/tsa/corpus ;;
+    fuzz_directory) seeds=$root/tests/directory/corpus ;;
     *) seeds= ;;
 esac
 work=$build/corpus/$target

@@ -948,3 +948,70 @@ Test(hsm_open, reopen_in_same_process)
     sign_and_verify(key);
     hsm_key_free(key);
 }
+
+/* A certificate for pub (the signature is a throw-away software key's: only the key matters). */
+static X509 *cert_for(EVP_PKEY *pub)
+{
+    X509 *cert = X509_new();
+    EVP_PKEY *signer = EVP_EC_gen("P-256");
+
+    cr_assert_not_null(cert);
+    cr_assert_not_null(signer);
+    cr_assert_eq(X509_set_pubkey(cert, pub), 1);
+    cr_assert_eq(X509_sign(cert, signer, EVP_sha256()) > 0, 1);
+    EVP_PKEY_free(signer);
+    return cert;
+}
+
+/* Issue 21: the start-up self-check binds the certificate's key (refusing another key's), every
+ * RSA signature is verified and counted, and per-key health shows in the metrics. */
+Test(hsm, self_check_binds_certificate_and_counts_verifications)
+{
+    struct hsm_key *rsa = NULL, *ec = NULL;
+    struct hsm_stats before, after;
+    EVP_PKEY *rsa_pub = NULL, *ec_pub = NULL;
+    X509 *rsa_cert = NULL, *ec_cert = NULL;
+    unsigned char digest[32] = {0};
+    unsigned char *sig = NULL;
+    size_t sig_len = 0;
+    char metrics[4096], why[256];
+    int total = -1;
+
+    cr_assert_eq(hsm_key_generate_blocking(hsm, TOKEN, "checked-rsa", HSM_RSA_2048, &rsa), 0);
+    cr_assert_eq(hsm_key_generate_blocking(hsm, TOKEN, "checked-ec", HSM_EC_P256, &ec), 0);
+    rsa_pub = public_copy(rsa->pkey);
+    ec_pub = public_copy(ec->pkey);
+    rsa_cert = cert_for(rsa_pub);
+    ec_cert = cert_for(ec_pub);
+
+    cr_assert_eq(hsm_key_check_blocking(hsm, rsa, ec_cert), UTIL_ECONFIG, "another key's cert");
+    cr_assert_eq(hsm_key_check_blocking(hsm, rsa, rsa_cert), 0);
+    cr_assert_eq(hsm_key_check_blocking(hsm, ec, ec_cert), 0);
+    cr_assert_eq(hsm_key_health(rsa, why, sizeof(why)), HSM_KEY_OK);
+    cr_assert(hsm_key_usable(ec));
+    cr_assert_eq(hsm_keys_unhealthy(hsm, &total, why, sizeof(why)), 0);
+    cr_assert_eq(total, 2);
+
+    hsm_stats_get(hsm, &before);
+    cr_assert_eq(hsm_sign_digest_blocking(hsm, rsa, digest, sizeof(digest), &sig, &sig_len), 0);
+    free(sig);
+    sig = NULL;
+    /* A digest of the wrong size for the key's hash is refused before the token is asked. */
+    cr_assert_eq(hsm_sign_digest_blocking(hsm, rsa, digest, 20, &sig, &sig_len), UTIL_EINVAL);
+    hsm_stats_get(hsm, &after);
+    cr_assert_eq(after.verified, before.verified + 1, "every RSA signature is verified");
+    cr_assert_eq(after.bad_signatures, 0);
+
+    cr_assert_gt(hsm_keys_metrics(hsm, metrics, sizeof(metrics)), 0);
+    cr_assert_not_null(
+        strstr(metrics, "pkiva_hsm_key_healthy{key=\"pkcs11:token=pkiva;object=checked-rsa;"));
+    cr_assert_not_null(strstr(metrics, "pkiva_hsm_key_bad_signatures_total{key="));
+    cr_assert_eq(hsm_keys_metrics(hsm, metrics, 16), -1, "too small a buffer is said so");
+
+    X509_free(rsa_cert);
+    X509_free(ec_cert);
+    EVP_PKEY_free(rsa_pub);
+    EVP_PKEY_free(ec_pub);
+    hsm_key_free(rsa);
+    hsm_key_free(ec);
+}

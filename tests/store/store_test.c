@@ -11,6 +11,7 @@
 #include <openssl/evp.h>
 #include <openssl/pem.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,6 +89,13 @@ static int on_pg(void)
     do {                                                                                   \
         if (on_pg())                                                                       \
             cr_skip_test("looks at the SQLite file itself; not for the PostgreSQL store"); \
+    } while (0)
+
+/* The directory's search index exists on the SQLite backend only for now (store_pg.c TODO). */
+#define SEARCH_SQLITE_ONLY()                                                         \
+    do {                                                                             \
+        if (on_pg())                                                                 \
+            cr_skip_test("the directory search is not available on PostgreSQL yet"); \
     } while (0)
 
 /* The tests' raw SQL is SQLite's; for PostgreSQL, blob literals x'..' become bytea and PRAGMA
@@ -275,8 +283,9 @@ Test(store, migrations_create_schema_and_reopen_is_a_noop)
     int64_t id = put_issuer(s, "demo-ca");
 
     store_close(s);
-    cr_assert_eq(raw_int("PRAGMA user_version"),
-                 3); /* 2: audit seals; 3: token log by certificate */
+    /* One version per entry of migrations[] (other branches append theirs). */
+    int64_t version = raw_int("PRAGMA user_version");
+    cr_assert_geq(version, 4); /* 2 audit seals, 3 token log by certificate, 4 search */
     cr_assert_eq(raw_int("PRAGMA application_id"), 0x706b6976);
     cr_assert_eq(raw_int("SELECT count(*) FROM sqlite_schema WHERE type = 'table' AND name IN "
                          "('issuers','certs','cert_ders','feed','revocations','crl_numbers',"
@@ -296,8 +305,7 @@ Test(store, migrations_create_schema_and_reopen_is_a_noop)
     cr_assert_eq(issuer.cert_len, 16);
     store_issuer_cleanup(&issuer);
     store_close(s);
-    cr_assert_eq(raw_int("PRAGMA user_version"),
-                 3); /* 2: audit seals; 3: token log by certificate */
+    cr_assert_eq(raw_int("PRAGMA user_version"), version);
     cr_assert_eq(raw_int("SELECT count(*) FROM sqlite_schema"), objects);
 
     sqlite3 *db = raw_open();
@@ -1315,9 +1323,11 @@ Test(store, tsa_log_keyed_by_certificate_with_old_rows_migrated)
              "INTEGER NOT NULL, policy TEXT NOT NULL, imprint_alg TEXT NOT NULL, imprint BLOB NOT "
              "NULL, PRIMARY KEY (unit, serial)) WITHOUT ROWID;"
              "INSERT INTO tsa_tokens VALUES ('old', 7, 1600000000000, '1.2.3', 'SHA256', x'01');"
+             "DROP TABLE cert_search; DROP TABLE cert_fts; DROP TABLE cert_email; "
+             "DROP TABLE search_backfill; " /* and without the later directory migration */
              "PRAGMA user_version = 2;");
     s = open_store(0);
-    cr_assert_eq(raw_int("PRAGMA user_version"), 3);
+    cr_assert_geq(raw_int("PRAGMA user_version"), 3);
     cr_assert_eq(store_tsa_token_get_blocking(s, cert_a, "old", 7, &rec), 0, "old row by unit");
     cr_assert_eq(rec.gen_time_ms, 1600000000000);
     cr_assert_eq(store_tsa_token_get_blocking(s, cert_a, "other", 7, &rec), UTIL_ENOTFOUND);
@@ -1958,8 +1968,11 @@ Test(store, audit_migration_from_schema_1_records_the_existing_changes)
              "ALTER TABLE audit DROP COLUMN feed_first; ALTER TABLE audit DROP COLUMN feed_last; "
              "ALTER TABLE audit DROP COLUMN changes; DROP INDEX tsa_tokens_by_cert; "
              "ALTER TABLE tsa_tokens DROP COLUMN cert_id; PRAGMA user_version = 1");
+    /* ... and without the later migrations' tables (the directory's search index). */
+    raw_exec("DROP TABLE cert_search; DROP TABLE cert_fts; DROP TABLE cert_email; "
+             "DROP TABLE search_backfill");
     s = open_store(0);
-    cr_assert_eq(raw_int("PRAGMA user_version"), 3);
+    cr_assert_geq(raw_int("PRAGMA user_version"), 3);
     cr_assert_eq(raw_int("SELECT count(*) FROM audit WHERE action = 'schema-upgrade' AND "
                          "feed_first = 1 AND feed_last = 3"),
                  1);
@@ -1969,4 +1982,227 @@ Test(store, audit_migration_from_schema_1_records_the_existing_changes)
     cr_assert_eq(audit_verify(s, &bad, &count), UTIL_EINVAL);
     cr_assert_eq(bad, 1);
     store_close(s);
+}
+
+/* ---- search (the public directory) ---------------------------------------------------------- */
+
+/* A real certificate (self-signed, EC P-256) with these subject values and an rfc822Name. */
+static unsigned char *make_search_cert(const char *cn, const char *o, const char *email,
+                                       long serial, size_t *len)
+{
+    EVP_PKEY *key = EVP_EC_gen("P-256");
+    X509 *x = X509_new();
+    X509_NAME *name = X509_NAME_new();
+    unsigned char *der = NULL;
+    int n;
+    cr_assert_not_null(key);
+    cr_assert_eq(ASN1_INTEGER_set(X509_get_serialNumber(x), serial), 1);
+    cr_assert_eq(
+        X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_UTF8, (const unsigned char *)cn, -1, -1, 0),
+        1);
+    cr_assert_eq(
+        X509_NAME_add_entry_by_txt(name, "O", MBSTRING_UTF8, (const unsigned char *)o, -1, -1, 0),
+        1);
+    cr_assert_eq(X509_set_subject_name(x, name), 1);
+    cr_assert_eq(X509_set_issuer_name(x, name), 1);
+    cr_assert_not_null(X509_gmtime_adj(X509_getm_notBefore(x), 0));
+    cr_assert_not_null(X509_gmtime_adj(X509_getm_notAfter(x), 86400));
+    cr_assert_eq(X509_set_pubkey(x, key), 1);
+    if (email != NULL) {
+        char value[128];
+        X509_EXTENSION *ext = NULL;
+        snprintf(value, sizeof(value), "email:%s", email);
+        ext = X509V3_EXT_conf_nid(NULL, NULL, NID_subject_alt_name, value);
+        cr_assert_not_null(ext);
+        cr_assert_eq(X509_add_ext(x, ext, -1), 1);
+        X509_EXTENSION_free(ext);
+    }
+    cr_assert_gt(X509_sign(x, key, EVP_sha256()), 0);
+    n = i2d_X509(x, &der);
+    cr_assert_gt(n, 0);
+    *len = (size_t)n;
+    X509_NAME_free(name);
+    X509_free(x);
+    EVP_PKEY_free(key);
+    return der;
+}
+
+struct found {
+    int n;
+    long serials[16];
+    int64_t cursors[16];
+};
+
+static int collect_found(void *ctx, const struct store_search_row *row)
+{
+    struct found *f = ctx;
+    long v = 0;
+    cr_assert_not_null(row->der);
+    for (size_t i = 0; i < row->cert.serial_len; i++)
+        v = v << 8 | row->cert.serial[i];
+    if (f->n < 16) {
+        f->serials[f->n] = v;
+        f->cursors[f->n] = row->cursor;
+    }
+    f->n++;
+    return 0;
+}
+
+static struct found search(struct store *s, int kind, unsigned fields, const char *text,
+                           const unsigned char *key, size_t key_len, const int64_t *ids, int n_ids,
+                           int64_t before, int limit)
+{
+    struct found f;
+    struct store_search q = {.kind = kind,
+                             .fields = fields,
+                             .text = text,
+                             .key = key,
+                             .key_len = key_len,
+                             .issuer_ids = ids,
+                             .n_issuer_ids = n_ids,
+                             .before = before,
+                             .limit = limit};
+    memset(&f, 0, sizeof(f));
+    cr_assert_eq(store_cert_search_blocking(s, &q, collect_found, &f), f.n, "search %s",
+                 text ? text : "(key)");
+    return f;
+}
+
+Test(store, search_by_names_email_serial_fingerprint_and_pages)
+{
+    SEARCH_SQLITE_ONLY();
+    struct store *s = open_store(STORE_OPEN_CREATE);
+    int64_t a = put_issuer(s, "a"), b = put_issuer(s, "b");
+    int64_t both[2] = {a, b};
+    static const char *const cns[] = {"Nguyễn Văn An", "Trần Thị Bình", "Đỗ Đức Anh", "Nguyen Hoa",
+                                      "Lê Minh"};
+    unsigned char fp[EVP_MAX_MD_SIZE];
+    unsigned int fp_len = 0;
+    unsigned char serial_key[2] = {0x00, 0x03};
+    struct found f;
+
+    for (long i = 0; i < 5; i++) {
+        size_t len = 0;
+        unsigned char serial = (unsigned char)(i + 1);
+        char email[64];
+        unsigned char *der;
+        snprintf(email, sizeof(email), "user%ld@bcy.gov.vn", i + 1);
+        der = make_search_cert(cns[i], i < 3 ? "Ban Cơ yếu Chính phủ" : "Bộ Tài chính", email,
+                               i + 1, &len);
+        struct store_cert_new cn = {.issuer_id = i % 2 ? b : a,
+                                    .serial = &serial,
+                                    .serial_len = 1,
+                                    .not_before = 1700000000,
+                                    .not_after = 1900000000,
+                                    .cert_der = der,
+                                    .cert_len = len};
+        cr_assert_eq(store_cert_add_blocking(s, &cn, NULL), 0);
+        if (i == 2)
+            cr_assert_eq(EVP_Digest(der, len, fp, &fp_len, EVP_sha256(), NULL), 1);
+        OPENSSL_free(der);
+    }
+    /* Case and Vietnamese diacritics (and đ) do not matter; words are prefixes. */
+    f = search(s, STORE_SEARCH_NAME, STORE_FIELD_ALL, "nguyen", NULL, 0, both, 2, 0, 10);
+    cr_assert_eq(f.n, 2);
+    cr_assert_eq(f.serials[0], 4, "newest first");
+    cr_assert_eq(f.serials[1], 1);
+    f = search(s, STORE_SEARCH_NAME, STORE_FIELD_CN, "do duc", NULL, 0, both, 2, 0, 10);
+    cr_assert_eq(f.n, 1);
+    cr_assert_eq(f.serials[0], 3);
+    f = search(s, STORE_SEARCH_NAME, STORE_FIELD_O, "chinh phu", NULL, 0, both, 2, 0, 10);
+    cr_assert_eq(f.n, 3);
+    f = search(s, STORE_SEARCH_NAME, STORE_FIELD_CN, "chinh", NULL, 0, both, 2, 0, 10);
+    cr_assert_eq(f.n, 0, "O is not searched when only CN is asked for");
+    f = search(s, STORE_SEARCH_NAME, STORE_FIELD_EMAIL, "user2@bcy.gov.vn", NULL, 0, both, 2, 0,
+               10);
+    cr_assert_eq(f.n, 1);
+    cr_assert_eq(f.serials[0], 2);
+    /* A whole address, any case: one probe of the e-mail index. */
+    f = search(s, STORE_SEARCH_EMAIL, 0, "USER4@BCY.gov.vn", NULL, 0, both, 2, 0, 10);
+    cr_assert_eq(f.n, 1);
+    cr_assert_eq(f.serials[0], 4);
+    f = search(s, STORE_SEARCH_EMAIL, 0, "user4@bcy.gov", NULL, 0, both, 2, 0, 10);
+    cr_assert_eq(f.n, 0, "whole addresses only");
+    /* Issuer filter. */
+    f = search(s, STORE_SEARCH_NAME, STORE_FIELD_O, "chinh phu", NULL, 0, &b, 1, 0, 10);
+    cr_assert_eq(f.n, 1);
+    cr_assert_eq(f.serials[0], 2);
+    /* Paging: newest first, then from the cursor on. */
+    f = search(s, STORE_SEARCH_NAME, STORE_FIELD_O, "tai chinh ban", NULL, 0, both, 2, 0, 10);
+    cr_assert_eq(f.n, 0, "every word must match");
+    f = search(s, STORE_SEARCH_NAME, STORE_FIELD_O, "chinh", NULL, 0, both, 2, 0, 2);
+    cr_assert_eq(f.n, 2);
+    cr_assert_eq(f.serials[0], 5);
+    cr_assert_eq(f.serials[1], 4);
+    f = search(s, STORE_SEARCH_NAME, STORE_FIELD_O, "chinh", NULL, 0, both, 2, f.cursors[1], 10);
+    cr_assert_eq(f.n, 3);
+    cr_assert_eq(f.serials[0], 3);
+    /* Serial with a leading zero octet; fingerprint. */
+    f = search(s, STORE_SEARCH_SERIAL, 0, NULL, serial_key, 2, both, 2, 0, 10);
+    cr_assert_eq(f.n, 1);
+    cr_assert_eq(f.serials[0], 3);
+    f = search(s, STORE_SEARCH_SHA256, 0, NULL, fp, 32, both, 2, 0, 10);
+    cr_assert_eq(f.n, 1);
+    cr_assert_eq(f.serials[0], 3);
+    fp[31] ^= 1; /* same index key, another digest: no match */
+    f = search(s, STORE_SEARCH_SHA256, 0, NULL, fp, 32, both, 2, 0, 10);
+    cr_assert_eq(f.n, 0);
+    /* Query syntax cannot come from the text; bounds are refused. */
+    f = search(s, STORE_SEARCH_NAME, STORE_FIELD_ALL, "\"an\" OR * NEAR( {cn}:", NULL, 0, both, 2,
+               0, 10);
+    cr_assert_geq(f.n, 0);
+    {
+        struct store_search q = {.kind = STORE_SEARCH_NAME,
+                                 .fields = STORE_FIELD_ALL,
+                                 .text = "a b c d e f g h i",
+                                 .issuer_ids = both,
+                                 .n_issuer_ids = 2,
+                                 .limit = 10};
+        cr_assert_eq(store_cert_search_blocking(s, &q, collect_found, &f), UTIL_EINVAL);
+        q.text = " ,;";
+        cr_assert_eq(store_cert_search_blocking(s, &q, collect_found, &f), UTIL_EINVAL);
+        q.text = "an";
+        q.limit = 0;
+        cr_assert_eq(store_cert_search_blocking(s, &q, collect_found, &f), UTIL_EINVAL);
+    }
+    store_close(s);
+}
+
+Test(store, search_index_catches_up_with_older_certificates)
+{
+    SEARCH_SQLITE_ONLY();
+    struct store *s = open_store(STORE_OPEN_CREATE);
+    int64_t a = put_issuer(s, "a");
+    struct found f;
+
+    for (long i = 0; i < 1200; i++) { /* more than two catch-up batches */
+        size_t len = 0;
+        unsigned char serial[2] = {(unsigned char)(i >> 8 | 0x10), (unsigned char)i};
+        unsigned char *der = make_search_cert(i % 100 == 7 ? "Special Person" : "Ordinary Person",
+                                              "Org", NULL, i + 1, &len);
+        struct store_cert_new cn = {.issuer_id = a,
+                                    .serial = serial,
+                                    .serial_len = 2,
+                                    .not_before = 1,
+                                    .not_after = 2,
+                                    .cert_der = der,
+                                    .cert_len = len};
+        cr_assert_eq(store_cert_add_blocking(s, &cn, NULL), 0);
+        OPENSSL_free(der);
+    }
+    store_close(s);
+    /* As a database from before the index: empty index, a catch-up position at the start. */
+    raw_exec("DELETE FROM cert_search; DELETE FROM cert_email; "
+             "INSERT INTO cert_fts(cert_fts) VALUES ('delete-all');"
+             "INSERT INTO search_backfill (issuer_id, serial) VALUES (0, x'')");
+    s = open_store(STORE_OPEN_READONLY);
+    f = search(s, STORE_SEARCH_NAME, STORE_FIELD_CN, "special", NULL, 0, &a, 1, 0, 100);
+    cr_assert_eq(f.n, 0, "a read-only open does not catch up");
+    store_close(s);
+    s = open_store(0);
+    f = search(s, STORE_SEARCH_NAME, STORE_FIELD_CN, "special", NULL, 0, &a, 1, 0, 100);
+    cr_assert_eq(f.n, 12);
+    store_close(s);
+    cr_assert_eq(raw_int("SELECT count(*) FROM cert_search"), 1200);
+    cr_assert_eq(raw_int("SELECT count(*) FROM search_backfill"), 0);
 }
