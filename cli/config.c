@@ -566,7 +566,7 @@ static int on_entry(void *user, const char *section, const char *key, const char
                 cfg->crl_expired_on_crl_since = 0;
                 return 1;
             }
-            if (cli__parse_time(value, &cfg->crl_expired_on_crl_since) != UTIL_OK)
+            if (util_time_parse(value, &cfg->crl_expired_on_crl_since) != UTIL_OK)
                 return fail(ctx, "expected off or a date like 2026-01-01, got '%s'", value);
             return 1;
         }

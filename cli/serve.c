@@ -6,6 +6,7 @@
 #define _GNU_SOURCE /* getopt_long */
 #include "cli_int.h"
 
+#include <admin/admin.h>
 #include <errno.h>
 #include <crl/crl.h>
 #include <directory/directory.h>
@@ -52,7 +53,7 @@ struct server {
     struct crl_publisher *crl;
     struct tsa_service *tsa; /* NULL when no [tsa.NAME] is configured */
     struct http_server *http;
-    struct cli_admin *admin;
+    struct admin *admin;
     struct feed *feed;           /* the revocation pipeline */
     struct directory *directory; /* the public certificate directory (issue 20) */
     struct cli_service *service; /* systemd readiness and SIGHUP (service.c) */
@@ -264,6 +265,22 @@ static int watch_metrics(const struct server *srv, char *buf, size_t len)
     return n;
 }
 
+_Static_assert(CLI_MAX_ISSUERS <= ADMIN_MAX_ISSUERS, "the admin API reports every issuer");
+
+/* The admin API with the [admin] settings of cfg (which outlives it). */
+static int start_admin(const struct cli_config *cfg, struct server *srv)
+{
+    struct admin_config ac = {.store_path = cfg->store_path,
+                              .token_file = cfg->admin_token_file,
+                              .tls_key = cfg->admin_tls_key,
+                              .client_ca = cfg->admin_client_ca,
+                              .require_client_cert = cfg->admin_require_client_cert,
+                              .metrics_without_auth = cfg->admin_metrics_without_auth,
+                              .sla_deadline_s = cfg->sla_deadline_s};
+    cli__contract(cfg, &ac.contract);
+    return admin_new(&ac, srv->http, srv->crl, &srv->admin);
+}
+
 /* /metrics in Prometheus text format (admin listener). */
 static void handle_metrics(void *ctx, struct http_request *req)
 {
@@ -274,7 +291,7 @@ static void handle_metrics(void *ctx, struct http_request *req)
     char body[32768]; /* per-key HSM lines come on top of the fixed ones */
     int n;
 
-    if (!cli__admin_gate(srv->admin, req))
+    if (!admin_gate(srv->admin, req))
         return; /* answered 401 */
     ocsp_stats_get(srv->ocsp, &os);
     hsm_stats_get(srv->hsm, &hs);
@@ -409,7 +426,7 @@ static void handle_metrics(void *ctx, struct http_request *req)
         n = more >= 0 ? n + more : -1;
     }
     if (n > 0 && (size_t)n < sizeof(body)) {
-        int more = cli__admin_metrics(srv->admin, body + n, sizeof(body) - (size_t)n);
+        int more = admin_metrics(srv->admin, body + n, sizeof(body) - (size_t)n);
         n = more >= 0 ? n + more : -1;
     }
     if (srv->tsa != NULL && n > 0 && (size_t)n < sizeof(body)) {
@@ -910,7 +927,7 @@ int cli_serve(const struct cli_config *cfg)
     if (rc == UTIL_OK)
         rc = http_server_route(srv->http, HTTP_ADMIN, "GET", "/metrics", handle_metrics, srv);
     if (rc == UTIL_OK)
-        rc = cli__admin_new(cfg, srv->http, srv->crl, &srv->admin);
+        rc = start_admin(cfg, srv);
     if (rc != UTIL_OK)
         goto out;
     http_server_set_ready_fn(srv->http, ready_fn, srv);
@@ -984,7 +1001,7 @@ out:
     crl_publisher_stop(srv->crl);
     tsa_service_stop(srv->tsa);
     http_server_free(srv->http);
-    cli__admin_free(srv->admin);
+    admin_free(srv->admin);
     directory_free(srv->directory);
     ocsp_responder_free(srv->ocsp);
     crl_publisher_free(srv->crl);

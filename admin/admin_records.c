@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The single path for operator changes, shared by the CLI and the admin API: the durable store
  * change (which puts it in the change feed the server follows) together with its audit record. */
-#include "cli_int.h"
+#include "admin.h"
 
+#include <ctype.h>
 #include <openssl/err.h>
 #include <openssl/x509.h>
 #include <stdio.h>
@@ -15,13 +16,13 @@
 
 /* The store writes each change's audit record in the change's own transaction (store.h), so a
  * change can never be durable without its record, and an idempotent repeat writes none. */
-int cli__revoke_blocking(struct store *store, const struct store_revocation *rev, int64_t *feed_id)
+int admin_revoke_blocking(struct store *store, const struct store_revocation *rev, int64_t *feed_id)
 {
     return store_cert_revoke_blocking(store, rev, feed_id);
 }
 
-int cli__unrevoke_blocking(struct store *store, int64_t issuer_id, const unsigned char *serial,
-                           size_t serial_len, const char *actor, int64_t *feed_id)
+int admin_unrevoke_blocking(struct store *store, int64_t issuer_id, const unsigned char *serial,
+                            size_t serial_len, const char *actor, int64_t *feed_id)
 {
     return store_cert_unrevoke_blocking(store, issuer_id, serial, serial_len, actor, feed_id);
 }
@@ -41,9 +42,9 @@ static int find_issuer(void *ctx, const struct store_issuer *is)
     return 1;
 }
 
-int cli__register_blocking(struct store *store, int64_t issuer_id, const unsigned char *der,
-                           size_t der_len, const char *actor, unsigned char *serial,
-                           size_t *serial_len, int64_t *feed_id)
+int admin_register_blocking(struct store *store, int64_t issuer_id, const unsigned char *der,
+                            size_t der_len, const char *actor, unsigned char *serial,
+                            size_t *serial_len, int64_t *feed_id)
 {
     int rc = UTIL_EINVAL;
     const unsigned char *p = der;
@@ -90,9 +91,9 @@ out:
     return rc;
 }
 
-int cli__supersede_blocking(struct store *store, const struct store_revocation *rev,
-                            const unsigned char *new_der, size_t new_len, unsigned char *new_serial,
-                            size_t *new_serial_len, int64_t *feed_id)
+int admin_supersede_blocking(struct store *store, const struct store_revocation *rev,
+                             const unsigned char *new_der, size_t new_len,
+                             unsigned char *new_serial, size_t *new_serial_len, int64_t *feed_id)
 {
     struct store_revocation superseded = *rev;
     int64_t new_feed = 0;
@@ -107,15 +108,15 @@ int cli__supersede_blocking(struct store *store, const struct store_revocation *
     if (rc != UTIL_OK)
         return rc;
     if (new_der != NULL) {
-        rc = cli__register_blocking(store, rev->issuer_id, new_der, new_len,
-                                    rev->actor ? rev->actor : "unknown", new_serial, new_serial_len,
-                                    &new_feed);
+        rc = admin_register_blocking(store, rev->issuer_id, new_der, new_len,
+                                     rev->actor ? rev->actor : "unknown", new_serial,
+                                     new_serial_len, &new_feed);
         if (rc == UTIL_OK && *new_serial_len == rev->serial_len &&
             memcmp(new_serial, rev->serial, rev->serial_len) == 0)
             rc = UTIL_EINVAL; /* a certificate cannot supersede itself */
     }
     if (rc == UTIL_OK)
-        rc = cli__revoke_blocking(store, &superseded, feed_id);
+        rc = admin_revoke_blocking(store, &superseded, feed_id);
     if (rc == UTIL_OK)
         rc = store_commit_blocking(store);
     if (rc != UTIL_OK) {
@@ -124,4 +125,50 @@ int cli__supersede_blocking(struct store *store, const struct store_revocation *
         *new_serial_len = 0;
     }
     return rc;
+}
+
+int admin_serial_parse(const char *hex, unsigned char *out, size_t *len)
+{
+    unsigned char raw[STORE_SERIAL_MAX + 1];
+    size_t n = 0, digits = 0, start = 0;
+    int high = -1;
+    if (strncmp(hex, "0x", 2) == 0 || strncmp(hex, "0X", 2) == 0)
+        hex += 2;
+    for (const char *p = hex; *p; p++)
+        if (isxdigit((unsigned char)*p))
+            digits++;
+        else if (*p != ':')
+            return UTIL_EINVAL;
+    if (digits == 0 || digits > 2 * STORE_SERIAL_MAX)
+        return UTIL_EINVAL;
+    /* An odd number of digits gets an implicit leading zero nibble. */
+    if (digits % 2 == 1)
+        high = 0;
+    for (const char *p = hex; *p; p++) {
+        int v;
+        if (*p == ':')
+            continue;
+        v = isdigit((unsigned char)*p) ? *p - '0' : tolower((unsigned char)*p) - 'a' + 10;
+        if (high < 0) {
+            high = v;
+        } else {
+            raw[n++] = (unsigned char)(high << 4 | v);
+            high = -1;
+        }
+    }
+    /* Minimal two's complement of a positive number: strip leading zero octets, then add one back
+     * if the top bit is set. */
+    while (start + 1 < n && raw[start] == 0 && !(raw[start + 1] & 0x80))
+        start++;
+    if (raw[start] & 0x80) {
+        if (n - start + 1 > STORE_SERIAL_MAX)
+            return UTIL_EINVAL;
+        out[0] = 0;
+        memcpy(out + 1, raw + start, n - start);
+        *len = n - start + 1;
+    } else {
+        memcpy(out, raw + start, n - start);
+        *len = n - start;
+    }
+    return UTIL_OK;
 }
