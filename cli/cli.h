@@ -8,6 +8,7 @@
 
 #include <directory/directory.h>
 #include <http/http.h>
+#include <ocsp/ocsp.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -67,17 +68,9 @@ struct cli_config {
     /* [store] */
     char store_path[CLI_PATH_MAX];
     int feed_poll_ms;
-    /* [ocsp] */
-    int64_t ocsp_validity_s;
-    int64_t ocsp_max_age_s;
-    int ocsp_max_certids;
-    int ocsp_unknown_revoked; /* 1: RFC 6960 extended revoked for never-issued serials */
-    int ocsp_nonce_queue_max;
-    int64_t ocsp_cache_max_bytes;
-    int64_t ocsp_archive_cutoff_s;
-    int64_t ocsp_expired_retention_s;
-    int ocsp_responder_id_by_name;
-    char ocsp_path[64];
+    /* [ocsp]: the module's own struct and table (ocsp_config_set); validity and max_age are
+     * derived from [revocation] deadline when left 0. The callbacks are serve's to set. */
+    struct ocsp_config ocsp;
     /* [crl] */
     char crl_publish_dir[CLI_PATH_MAX]; /* "" = <data_dir>/crl */
     int crl_deltas;

@@ -51,16 +51,9 @@ void cli_config_defaults(struct cli_config *cfg)
     cfg->hsm_ecdsa_verify_every = 16; /* HSM_ECDSA_VERIFY_DEFAULT */
     cfg->hsm_restart_after_ms = 60000;
     cfg->feed_poll_ms = 200;
-    /* 0 = derived from [revocation] deadline after parsing (feed_contract_defaults). */
-    cfg->ocsp_validity_s = 0;
-    cfg->ocsp_max_age_s = 0;
-    cfg->ocsp_max_certids = 10;
-    cfg->ocsp_unknown_revoked = 0;
-    cfg->ocsp_nonce_queue_max = 256;
-    cfg->ocsp_cache_max_bytes = 1024LL * 1024 * 1024;
-    cfg->ocsp_archive_cutoff_s = 0;
-    cfg->ocsp_expired_retention_s = 10LL * 365 * 86400;
-    (void)snprintf(cfg->ocsp_path, sizeof(cfg->ocsp_path), "/");
+    /* [ocsp]: the module's table; its timing defaults are 0 = derived from [revocation]
+     * deadline after parsing (feed_contract_defaults). */
+    ocsp_config_default(&cfg->ocsp);
     cfg->crl_deltas = 1;
     cfg->crl_validity_s = 0;
     cfg->crl_delta_validity_s = 0;
@@ -79,38 +72,14 @@ void cli_config_defaults(struct cli_config *cfg)
     directory_config_default(&cfg->directory);
 }
 
-static int scaled(const char *text, int64_t *out, const char *units, const int64_t *factors)
-{
-    char *end = NULL;
-    long long value;
-    errno = 0;
-    if (text == NULL || !isdigit((unsigned char)text[0]))
-        return UTIL_EINVAL;
-    value = strtoll(text, &end, 10);
-    if (errno != 0 || value < 0)
-        return UTIL_EINVAL;
-    if (*end != '\0') {
-        const char *u = strchr(units, tolower((unsigned char)*end));
-        if (u == NULL || end[1] != '\0')
-            return UTIL_EINVAL;
-        if (value > INT64_MAX / factors[u - units])
-            return UTIL_EINVAL;
-        value *= factors[u - units];
-    }
-    *out = value;
-    return UTIL_OK;
-}
-
 int cli_parse_duration(const char *text, int64_t *seconds)
 {
-    static const int64_t factors[] = {1, 60, 3600, 86400};
-    return scaled(text, seconds, "smhd", factors);
+    return util_parse_duration(text, seconds);
 }
 
 int cli_parse_size(const char *text, int64_t *bytes)
 {
-    static const int64_t factors[] = {1024, 1024 * 1024, 1024 * 1024 * 1024};
-    return scaled(text, bytes, "kmg", factors);
+    return util_parse_size(text, bytes);
 }
 
 static int fail(struct parse_ctx *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -494,48 +463,12 @@ static int on_entry(void *user, const char *section, const char *key, const char
         if (strcmp(key, "feed_poll") == 0)
             return set_duration_ms(ctx, &cfg->feed_poll_ms, value);
     } else if (strcmp(section, "ocsp") == 0) {
-        if (strcmp(key, "validity") == 0)
-            return set_duration(ctx, &cfg->ocsp_validity_s, value);
-        if (strcmp(key, "max_age") == 0)
-            return set_duration(ctx, &cfg->ocsp_max_age_s, value);
-        if (strcmp(key, "max_certids") == 0)
-            return set_int(ctx, &cfg->ocsp_max_certids, value, 1, 1000);
-        if (strcmp(key, "unknown_serials") == 0) {
-            if (strcmp(value, "unknown") == 0)
-                cfg->ocsp_unknown_revoked = 0;
-            else if (strcmp(value, "revoked") == 0)
-                cfg->ocsp_unknown_revoked = 1;
-            else
-                return fail(ctx, "unknown_serials must be unknown or revoked, got '%s'", value);
+        char why[256];
+        int rc = ocsp_config_set(&cfg->ocsp, key, value, why, sizeof(why));
+        if (rc == UTIL_EINVAL)
+            return fail(ctx, "%s", why);
+        if (rc == UTIL_OK)
             return 1;
-        }
-        if (strcmp(key, "nonce_queue_max") == 0)
-            return set_int(ctx, &cfg->ocsp_nonce_queue_max, value, 1, 1000000);
-        if (strcmp(key, "cache_max") == 0) {
-            size_t bytes = 0;
-            if (!set_size(ctx, &bytes, value, INT64_MAX))
-                return 0;
-            cfg->ocsp_cache_max_bytes = (int64_t)bytes;
-            return 1;
-        }
-        if (strcmp(key, "archive_cutoff") == 0)
-            return set_duration(ctx, &cfg->ocsp_archive_cutoff_s, value);
-        if (strcmp(key, "expired_retention") == 0)
-            return set_duration(ctx, &cfg->ocsp_expired_retention_s, value);
-        if (strcmp(key, "responder_id") == 0) {
-            if (strcmp(value, "key") == 0)
-                cfg->ocsp_responder_id_by_name = 0;
-            else if (strcmp(value, "name") == 0)
-                cfg->ocsp_responder_id_by_name = 1;
-            else
-                return fail(ctx, "responder_id must be key or name, got '%s'", value);
-            return 1;
-        }
-        if (strcmp(key, "path") == 0) {
-            if (value[0] != '/')
-                return fail(ctx, "path must start with '/', got '%s'", value);
-            return set_str(ctx, cfg->ocsp_path, sizeof(cfg->ocsp_path), value);
-        }
     } else if (strcmp(section, "crl") == 0) {
         if (strcmp(key, "publish_dir") == 0)
             return set_path(ctx, cfg->crl_publish_dir, sizeof(cfg->crl_publish_dir), value);
@@ -647,11 +580,12 @@ static void derive_defaults(struct cli_config *cfg)
 {
     struct feed_contract_defaults d;
     feed_contract_defaults(cfg->sla_deadline_s, &d);
-    if (cfg->ocsp_validity_s == 0)
-        cfg->ocsp_validity_s = d.ocsp_validity_s;
-    if (cfg->ocsp_max_age_s == 0)
-        cfg->ocsp_max_age_s =
-            d.ocsp_max_age_s < cfg->ocsp_validity_s ? d.ocsp_max_age_s : cfg->ocsp_validity_s;
+    if (cfg->ocsp.validity_seconds == 0)
+        cfg->ocsp.validity_seconds = d.ocsp_validity_s;
+    if (cfg->ocsp.max_age_seconds == 0)
+        cfg->ocsp.max_age_seconds = d.ocsp_max_age_s < cfg->ocsp.validity_seconds
+                                        ? d.ocsp_max_age_s
+                                        : cfg->ocsp.validity_seconds;
     if (cfg->crl_validity_s == 0)
         cfg->crl_validity_s = d.crl_validity_s;
     if (cfg->crl_delta_validity_s == 0)
@@ -670,14 +604,12 @@ static void derive_defaults(struct cli_config *cfg)
 
 void cli__contract(const struct cli_config *cfg, struct feed_contract *out)
 {
-    struct ocsp_config oc;
     struct feed_contract_input in;
-    ocsp_config_default(&oc); /* the re-sign point is not configurable: the module's default */
     memset(&in, 0, sizeof(in));
     in.deadline_s = cfg->sla_deadline_s;
-    in.ocsp_validity_s = cfg->ocsp_validity_s;
-    in.ocsp_refresh_percent = oc.refresh_percent;
-    in.ocsp_max_age_s = cfg->ocsp_max_age_s;
+    in.ocsp_validity_s = cfg->ocsp.validity_seconds;
+    in.ocsp_refresh_percent = cfg->ocsp.refresh_percent; /* not a directive: the module's */
+    in.ocsp_max_age_s = cfg->ocsp.max_age_seconds;
     in.feed_poll_ms = cfg->feed_poll_ms;
     in.crl_validity_s = cfg->crl_validity_s;
     in.crl_delta_validity_s = cfg->crl_delta_validity_s;
@@ -732,7 +664,7 @@ static int validate(struct cli_config *cfg, char *err, size_t err_len)
             return UTIL_ECONFIG;
         }
     }
-    if (cfg->ocsp_max_age_s > cfg->ocsp_validity_s) {
+    if (cfg->ocsp.max_age_seconds > cfg->ocsp.validity_seconds) {
         (void)snprintf(err, err_len, "[ocsp] max_age must not exceed validity");
         return UTIL_ECONFIG;
     }

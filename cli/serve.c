@@ -570,19 +570,7 @@ static int build_ocsp(struct server *srv)
     struct ocsp_issuer_config ic[CLI_MAX_ISSUERS];
     int rc;
 
-    ocsp_config_default(&oc);
-    oc.validity_seconds = cfg->ocsp_validity_s;
-    oc.max_age_seconds = cfg->ocsp_max_age_s;
-    oc.max_certids = cfg->ocsp_max_certids;
-    oc.unknown_policy =
-        cfg->ocsp_unknown_revoked ? OCSP_UNKNOWN_EXTENDED_REVOKE : OCSP_UNKNOWN_STATUS;
-    oc.nonce_queue_max = cfg->ocsp_nonce_queue_max;
-    oc.cache_max_bytes = (size_t)cfg->ocsp_cache_max_bytes;
-    oc.archive_cutoff_seconds = cfg->ocsp_archive_cutoff_s;
-    oc.expired_retention_seconds = cfg->ocsp_expired_retention_s;
-    oc.prefixes[0] = cfg->ocsp_path;
-    oc.n_prefixes = 1;
-    oc.responder_id = cfg->ocsp_responder_id_by_name ? OCSP_RESPID_BY_NAME : OCSP_RESPID_BY_KEY;
+    oc = cfg->ocsp; /* [ocsp] as read, timing derived */
     oc.on_visible = on_visible;
     oc.on_visible_ctx = srv;
     memset(ic, 0, sizeof(ic));
@@ -748,7 +736,7 @@ static int build_directory(struct server *srv)
         for (int j = 0; j < u->n_accepted && units[i].n_policies < DIRECTORY_MAX_POLICIES; j++)
             units[i].policies[units[i].n_policies++] = u->accepted[j];
     }
-    (void)snprintf(ocsp_url, sizeof(ocsp_url), "%s%s", cfg->public_url, cfg->ocsp_path);
+    (void)snprintf(ocsp_url, sizeof(ocsp_url), "%s%s", cfg->public_url, cfg->ocsp.path);
     p.store_path = cfg->store_path;
     p.public_url = cfg->public_url;
     p.ocsp_url = ocsp_url;
@@ -963,7 +951,7 @@ int cli_serve(const struct cli_config *cfg)
 
     printf("pkiva is serving (%d workers)\n", http.workers);
     printf("  OCSP:      %s%s   (POST, or GET %s<base64 request>)\n", cfg->public_url,
-           cfg->ocsp_path, cfg->ocsp_path);
+           cfg->ocsp.path, cfg->ocsp.path);
     for (int i = 0; i < srv->n_issuers; i++) {
         printf("  CRL:       %s/crl/%s.crl", cfg->public_url, srv->issuers[i].conf->name);
         if (cfg->crl_deltas)

@@ -39,22 +39,6 @@ struct ocsp__urgent {
     int64_t feed_id;
 };
 
-void ocsp_config_default(struct ocsp_config *cfg)
-{
-    memset(cfg, 0, sizeof(*cfg));
-    cfg->validity_seconds = 4 * 24 * 3600;
-    cfg->refresh_percent = 50;
-    cfg->max_age_seconds = 3600;
-    cfg->max_certids = 10;
-    cfg->unknown_policy = OCSP_UNKNOWN_STATUS;
-    cfg->nonce_queue_max = 64;
-    cfg->cache_max_bytes = (size_t)512 << 20;
-    cfg->prefixes[0] = "/";
-    cfg->n_prefixes = 1;
-    cfg->responder_id = OCSP_RESPID_BY_KEY;
-    cfg->presign_batch = 32;
-}
-
 /* ---- start-up ------------------------------------------------------------------------------- */
 
 static int issuer_hashes(struct ocsp__issuer *is)
@@ -129,7 +113,7 @@ int ocsp_responder_new(const struct ocsp_config *cfg, const struct ocsp_issuer_c
 
     if (n_issuers < 1 || n_issuers > OCSP_MAX_ISSUERS || cfg->validity_seconds < 60 ||
         cfg->refresh_percent < 1 || cfg->refresh_percent > 100 || cfg->max_certids < 1 ||
-        cfg->nonce_queue_max < 1 || cfg->n_prefixes < 1 || cfg->n_prefixes > OCSP_MAX_PREFIXES ||
+        cfg->nonce_queue_max < 1 || cfg->n_prefixes < 0 || cfg->n_prefixes > OCSP_MAX_PREFIXES ||
         cfg->presign_batch < 1 || cfg->max_age_seconds < 0) {
         UTIL_ERROR(OCSP_MOD, "invalid configuration (issuers, validity, limits or prefixes)");
         return UTIL_ECONFIG;
@@ -145,8 +129,10 @@ int ocsp_responder_new(const struct ocsp_config *cfg, const struct ocsp_issuer_c
     atomic_init(&resp->work_pending, 0);
     atomic_init(&resp->visible_feed_id, 0);
     atomic_init(&resp->nonce_inflight, 0);
-    for (int i = 0; i < cfg->n_prefixes; i++) {
-        const char *p = cfg->prefixes[i];
+    /* No prefixes given: the one [ocsp] path. */
+    resp->cfg.n_prefixes = cfg->n_prefixes > 0 ? cfg->n_prefixes : 1;
+    for (int i = 0; i < resp->cfg.n_prefixes; i++) {
+        const char *p = cfg->n_prefixes > 0 ? cfg->prefixes[i] : cfg->path;
         if (p == NULL || p[0] != '/' || strlen(p) >= sizeof(resp->prefixes[i])) {
             UTIL_ERROR(OCSP_MOD, "URL prefix %d must start with '/' and be short", i);
             rc = UTIL_ECONFIG;

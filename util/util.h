@@ -169,4 +169,44 @@ int util_hex_digit(char c);
 #define UTIL_NAME_MAX 64
 int util_name_valid(const char *name);
 
+/* ---- configuration directives --------------------------------------------------------------- */
+
+/* DESIGN: each module declares the directives of its section once, in a table of
+ * util_conf_directive next to its config struct (nginx's ngx_command_t): name, kind, offset into
+ * the struct, limits, default (as written in conf/pkiva.conf) and one doc line. The module's
+ * defaults come from applying every default of the table; the configuration reader hands each
+ * line of the section to util_conf_set; the test of conf/pkiva.conf reads the same table. A
+ * default of "0" for a timing directive means "derived" (from [revocation] deadline, by the
+ * reader, feed_contract_defaults). */
+enum util_conf_kind {
+    UTIL_CONF_BOOL,     /* int: yes/true/on/1 or no/false/off/0 */
+    UTIL_CONF_INT,      /* int in min..max */
+    UTIL_CONF_DURATION, /* int64_t seconds: 90s, 15m, 12h, 4d (or plain seconds) */
+    UTIL_CONF_SIZE,     /* size_t bytes: 4096, 64k, 16M, 1G, in min..max */
+    UTIL_CONF_CHOICE,   /* int: the index in choices of the value */
+    UTIL_CONF_URL_PATH  /* char[size]: a URL path, starting with '/' */
+};
+
+struct util_conf_directive {
+    const char *name;
+    enum util_conf_kind kind;
+    size_t offset;              /* offsetof() the field in the module's config struct */
+    size_t size;                /* URL_PATH: sizeof() the field */
+    int64_t min, max;           /* INT, SIZE: the accepted range */
+    const char *const *choices; /* CHOICE: the names, NULL-terminated */
+    const char *dflt;           /* the default, as conf/pkiva.conf writes it */
+    const char *doc;            /* one line: what it is */
+};
+
+/* Applies every default of table (n directives) to config; a default that does not parse is a
+ * bug of the table, logged. */
+void util_conf_defaults(const struct util_conf_directive *table, size_t n, void *config);
+/* Sets the directive key of table to value in config. Returns 0; UTIL_EINVAL with the reason in
+ * err (without file and line: the reader adds them); UTIL_ENOTFOUND when table has no such key. */
+int util_conf_set(const struct util_conf_directive *table, size_t n, void *config, const char *key,
+                  const char *value, char *err, size_t err_len);
+/* "90s", "15m", "12h", "4d" or plain seconds -> seconds; "4096", "64k", "16M", "1G" -> bytes. */
+int util_parse_duration(const char *text, int64_t *seconds);
+int util_parse_size(const char *text, int64_t *bytes);
+
 #endif
