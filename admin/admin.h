@@ -47,7 +47,8 @@ void admin_free(struct admin *admin);
  * authenticated as the admin API's requests are, or metrics_without_auth is set; else req has
  * been answered 401 (counted and logged like the admin API's refusals) and 0 returned. */
 int admin_gate(struct admin *admin, struct http_request *req);
-/* The admin API's Prometheus lines (refused requests) into buf; snprintf's return value. */
+/* The admin API's section of /metrics (refused requests) into buf (NUL-terminated). Returns the
+ * length written, or UTIL_EINVAL when buf is too small. */
 int admin_metrics(struct admin *admin, char *buf, size_t len);
 /* The fuzz target's way in (tests/fuzz/fuzz_admin_json.c): runs the exact checks a body of the
  * admin route op ("revoke", "unrevoke", "status", "certificates", "crl/publish") goes through

@@ -453,10 +453,11 @@ int admin_gate(struct admin *admin, struct http_request *req)
 
 int admin_metrics(struct admin *admin, char *buf, size_t len)
 {
-    return snprintf(buf, len,
-                    "# TYPE pkiva_admin_unauthenticated_total counter\n"
-                    "pkiva_admin_unauthenticated_total %llu\n",
-                    (unsigned long long)atomic_load(&admin->unauthorized));
+    int n = snprintf(buf, len,
+                     "# TYPE pkiva_admin_unauthenticated_total counter\n"
+                     "pkiva_admin_unauthenticated_total %llu\n",
+                     (unsigned long long)atomic_load(&admin->unauthorized));
+    return n < 0 || (size_t)n >= len ? UTIL_EINVAL : n;
 }
 
 /* Every state-changing admin request carries a JSON body, and says so: a request whose only

@@ -281,190 +281,55 @@ static int start_admin(const struct cli_config *cfg, struct server *srv)
     return admin_new(&ac, srv->http, srv->crl, &srv->admin);
 }
 
-/* /metrics in Prometheus text format (admin listener). */
+/* n after a section of more bytes was appended into room bytes (a formatter's or snprintf's
+ * return value): -1 once a section did not fit. */
+static int metrics_add(int n, int more, size_t room)
+{
+    return n >= 0 && more >= 0 && (size_t)more < room ? n + more : -1;
+}
+
+/* /metrics in Prometheus text format (admin listener): each module formats its own section. */
 static void handle_metrics(void *ctx, struct http_request *req)
 {
     struct server *srv = ctx;
-    struct ocsp_stats os;
-    struct hsm_stats hs;
-    struct http_stats ht;
     char body[32768]; /* per-key HSM lines come on top of the fixed ones */
     int n;
 
     if (!admin_gate(srv->admin, req))
         return; /* answered 401 */
-    ocsp_stats_get(srv->ocsp, &os);
-    hsm_stats_get(srv->hsm, &hs);
-    http_server_stats(srv->http, &ht);
-    n = snprintf(body, sizeof(body),
-                 "# TYPE pkiva_http_requests_total counter\n"
-                 "pkiva_http_requests_total %llu\n"
-                 "# TYPE pkiva_http_responses_total counter\n"
-                 "pkiva_http_responses_total{class=\"2xx\"} %llu\n"
-                 "pkiva_http_responses_total{class=\"3xx\"} %llu\n"
-                 "pkiva_http_responses_total{class=\"4xx\"} %llu\n"
-                 "pkiva_http_responses_total{class=\"5xx\"} %llu\n"
-                 "# TYPE pkiva_http_connections_open gauge\n"
-                 "pkiva_http_connections_open %llu\n"
-                 "# TYPE pkiva_http_rejections_total counter\n"
-                 "pkiva_http_rejections_total{why=\"limit\"} %llu\n"
-                 "pkiva_http_rejections_total{why=\"timeout\"} %llu\n"
-                 "pkiva_http_rejections_total{why=\"connections\"} %llu\n"
-                 "pkiva_http_rejections_total{why=\"connections_per_client\"} %llu\n"
-                 "pkiva_http_rejections_total{why=\"accept_emfile\"} %llu\n"
-                 "# TYPE pkiva_ocsp_requests_total counter\n"
-                 "pkiva_ocsp_requests_total{method=\"GET\"} %llu\n"
-                 "pkiva_ocsp_requests_total{method=\"POST\"} %llu\n"
-                 "# TYPE pkiva_ocsp_responses_total counter\n"
-                 "pkiva_ocsp_responses_total{status=\"good\"} %llu\n"
-                 "pkiva_ocsp_responses_total{status=\"revoked\"} %llu\n"
-                 "pkiva_ocsp_responses_total{status=\"unknown\"} %llu\n"
-                 "pkiva_ocsp_responses_total{status=\"malformedRequest\"} %llu\n"
-                 "pkiva_ocsp_responses_total{status=\"unauthorized\"} %llu\n"
-                 "pkiva_ocsp_responses_total{status=\"tryLater\"} %llu\n"
-                 "pkiva_ocsp_responses_total{status=\"internalError\"} %llu\n"
-                 "pkiva_ocsp_responses_total{status=\"notModified\"} %llu\n"
-                 "# TYPE pkiva_ocsp_signed_total counter\n"
-                 "pkiva_ocsp_signed_total{path=\"presign\"} %llu\n"
-                 "pkiva_ocsp_signed_total{path=\"live\"} %llu\n"
-                 "pkiva_ocsp_signed_total{path=\"miss\"} %llu\n"
-                 "# TYPE pkiva_ocsp_nonce_rejected_total counter\n"
-                 "pkiva_ocsp_nonce_rejected_total %llu\n"
-                 "# TYPE pkiva_ocsp_cache_entries gauge\n"
-                 "pkiva_ocsp_cache_entries %llu\n"
-                 "# TYPE pkiva_ocsp_cache_bytes gauge\n"
-                 "pkiva_ocsp_cache_bytes %llu\n"
-                 "# TYPE pkiva_ocsp_index_entries gauge\n"
-                 "pkiva_ocsp_index_entries %llu\n"
-                 "# TYPE pkiva_ocsp_presign_backlog gauge\n"
-                 "pkiva_ocsp_presign_backlog %llu\n"
-                 "# TYPE pkiva_hsm_signatures_total counter\n"
-                 "pkiva_hsm_signatures_total %llu\n"
-                 "# TYPE pkiva_hsm_errors_total counter\n"
-                 "pkiva_hsm_errors_total %llu\n"
-                 "# TYPE pkiva_hsm_queue_depth gauge\n"
-                 "pkiva_hsm_queue_depth %d\n"
-                 "# TYPE pkiva_hsm_rejected_total counter\n"
-                 "pkiva_hsm_rejected_total %llu\n"
-                 "# TYPE pkiva_hsm_sign_seconds_avg gauge\n"
-                 "pkiva_hsm_sign_seconds_avg %.6f\n"
-                 "# TYPE pkiva_hsm_available gauge\n"
-                 "pkiva_hsm_available %d\n",
-                 (unsigned long long)ht.requests, (unsigned long long)ht.responses_2xx,
-                 (unsigned long long)ht.responses_3xx, (unsigned long long)ht.responses_4xx,
-                 (unsigned long long)ht.responses_5xx, (unsigned long long)ht.connections_open,
-                 (unsigned long long)ht.limit_rejections, (unsigned long long)ht.timeouts,
-                 (unsigned long long)ht.connections_rejected,
-                 (unsigned long long)ht.connections_rejected_per_client,
-                 (unsigned long long)ht.accept_emfile, (unsigned long long)os.requests_get,
-                 (unsigned long long)os.requests_post, (unsigned long long)os.good,
-                 (unsigned long long)os.revoked, (unsigned long long)os.unknown,
-                 (unsigned long long)os.malformed, (unsigned long long)os.unauthorized,
-                 (unsigned long long)os.try_later, (unsigned long long)os.internal_error,
-                 (unsigned long long)os.not_modified, (unsigned long long)os.presigned,
-                 (unsigned long long)os.signed_live, (unsigned long long)os.signed_miss,
-                 (unsigned long long)os.nonce_rejected, (unsigned long long)os.cache_entries,
-                 (unsigned long long)os.cache_bytes, (unsigned long long)os.index_entries,
-                 (unsigned long long)os.presign_backlog, (unsigned long long)hs.signatures,
-                 (unsigned long long)hs.errors, hs.queue_depth, (unsigned long long)hs.rejected,
-                 hs.signatures ? (double)hs.sign_us_total / (double)hs.signatures / 1e6 : 0.0,
-                 hsm_available(srv->hsm));
-    if (n > 0 && (size_t)n < sizeof(body)) {
-        int more = feed_metrics(srv->feed, body + n, sizeof(body) - (size_t)n);
-        n = more >= 0 ? n + more : -1;
-    }
-    if (n > 0 && (size_t)n < sizeof(body)) {
-        int more = feed_contract_metrics(&srv->contract, body + n, sizeof(body) - (size_t)n);
-        n = more >= 0 ? n + more : -1;
-    }
-    if (n > 0 && (size_t)n < sizeof(body)) {
-        int more = snprintf(body + n, sizeof(body) - (size_t)n,
-                            "# TYPE pkiva_http_tls_handshakes_total counter\n"
-                            "pkiva_http_tls_handshakes_total{result=\"ok\"} %llu\n"
-                            "pkiva_http_tls_handshakes_total{result=\"failed\"} %llu\n",
-                            (unsigned long long)ht.tls_handshakes,
-                            (unsigned long long)ht.tls_handshake_failures);
-        n = more >= 0 ? n + more : -1;
-    }
-    if (n > 0 && (size_t)n < sizeof(body)) {
-        /* Entries the pre-signer cannot sign (issue 14): counted and in back-off, never spun on. */
-        int more =
-            snprintf(body + n, sizeof(body) - (size_t)n,
-                     "# TYPE pkiva_ocsp_presign_errors_total counter\n"
-                     "pkiva_ocsp_presign_errors_total %llu\n"
-                     "# TYPE pkiva_ocsp_presign_failing gauge\n"
-                     "pkiva_ocsp_presign_failing %llu\n",
-                     (unsigned long long)os.presign_errors, (unsigned long long)os.presign_failing);
-        n = more >= 0 ? n + more : -1;
-    }
-    if (n > 0 && (size_t)n < sizeof(body)) {
-        /* Issue 21: signatures checked before use, refused ones, and health per key. */
-        int more = snprintf(body + n, sizeof(body) - (size_t)n,
-                            "# TYPE pkiva_hsm_verified_total counter\n"
-                            "pkiva_hsm_verified_total %llu\n"
-                            "# TYPE pkiva_hsm_bad_signatures_total counter\n"
-                            "pkiva_hsm_bad_signatures_total %llu\n"
-                            "# TYPE pkiva_hsm_key_errors_total counter\n"
-                            "pkiva_hsm_key_errors_total %llu\n"
-                            "# TYPE pkiva_hsm_keys_unhealthy gauge\n"
-                            "pkiva_hsm_keys_unhealthy %d\n",
-                            (unsigned long long)hs.verified, (unsigned long long)hs.bad_signatures,
-                            (unsigned long long)hs.key_errors,
-                            hsm_keys_unhealthy(srv->hsm, NULL, NULL, 0));
-        n = more >= 0 ? n + more : -1;
-    }
-    if (n > 0 && (size_t)n < sizeof(body)) {
-        int more = hsm_keys_metrics(srv->hsm, body + n, sizeof(body) - (size_t)n);
-        n = more >= 0 ? n + more : -1;
-    }
-    if (n > 0 && (size_t)n < sizeof(body)) {
-        int more = crl_publisher_metrics(srv->crl, body + n, sizeof(body) - (size_t)n);
-        n = more >= 0 ? n + more : -1;
-    }
-    if (n > 0 && (size_t)n < sizeof(body)) {
-        int more = watch_metrics(srv, body + n, sizeof(body) - (size_t)n);
-        n = more >= 0 ? n + more : -1;
-    }
-    if (n > 0 && (size_t)n < sizeof(body)) {
-        int more = admin_metrics(srv->admin, body + n, sizeof(body) - (size_t)n);
-        n = more >= 0 ? n + more : -1;
-    }
-    if (srv->tsa != NULL && n > 0 && (size_t)n < sizeof(body)) {
-        struct tsa_stats ts;
-        uint64_t rejected = 0;
-        int more;
-        tsa_stats_get(srv->tsa, &ts);
-        for (size_t i = 0; i < sizeof(ts.rejected) / sizeof(ts.rejected[0]); i++)
-            rejected += ts.rejected[i];
-        more = snprintf(body + n, sizeof(body) - (size_t)n,
-                        "# TYPE pkiva_tsa_requests_total counter\n"
-                        "pkiva_tsa_requests_total %llu\n"
-                        "# TYPE pkiva_tsa_responses_total counter\n"
-                        "pkiva_tsa_responses_total{status=\"granted\"} %llu\n"
-                        "pkiva_tsa_responses_total{status=\"rejection\"} %llu\n"
-                        "# TYPE pkiva_tsa_log_commits_total counter\n"
-                        "pkiva_tsa_log_commits_total %llu\n"
-                        "# TYPE pkiva_tsa_log_records_total counter\n"
-                        "pkiva_tsa_log_records_total %llu\n"
-                        "# TYPE pkiva_tsa_log_failures_total counter\n"
-                        "pkiva_tsa_log_failures_total %llu\n"
-                        "# TYPE pkiva_tsa_inflight gauge\n"
-                        "pkiva_tsa_inflight %d\n"
-                        "# TYPE pkiva_tsa_clock_ok gauge\n"
-                        "pkiva_tsa_clock_ok %d\n",
-                        (unsigned long long)ts.requests, (unsigned long long)ts.granted,
-                        (unsigned long long)rejected, (unsigned long long)ts.log_commits,
-                        (unsigned long long)ts.log_records, (unsigned long long)ts.log_failures,
-                        ts.inflight, ts.clock_ok);
-        n = more >= 0 ? n + more : -1;
-    }
-    if (n >= 0 && (size_t)n < sizeof(body)) {
+    n = http_server_metrics(srv->http, body, sizeof(body));
+    if (n >= 0)
+        n = metrics_add(n, ocsp_metrics(srv->ocsp, body + n, sizeof(body) - (size_t)n),
+                        sizeof(body) - (size_t)n);
+    if (n >= 0)
+        n = metrics_add(n, hsm_metrics(srv->hsm, body + n, sizeof(body) - (size_t)n),
+                        sizeof(body) - (size_t)n);
+    if (n >= 0)
+        n = metrics_add(n, feed_metrics(srv->feed, body + n, sizeof(body) - (size_t)n),
+                        sizeof(body) - (size_t)n);
+    if (n >= 0)
+        n = metrics_add(n,
+                        feed_contract_metrics(&srv->contract, body + n, sizeof(body) - (size_t)n),
+                        sizeof(body) - (size_t)n);
+    if (n >= 0)
+        n = metrics_add(n, crl_publisher_metrics(srv->crl, body + n, sizeof(body) - (size_t)n),
+                        sizeof(body) - (size_t)n);
+    if (n >= 0)
+        n = metrics_add(n, watch_metrics(srv, body + n, sizeof(body) - (size_t)n),
+                        sizeof(body) - (size_t)n);
+    if (n >= 0)
+        n = metrics_add(n, admin_metrics(srv->admin, body + n, sizeof(body) - (size_t)n),
+                        sizeof(body) - (size_t)n);
+    if (n >= 0 && srv->tsa != NULL)
+        n = metrics_add(n, tsa_service_metrics(srv->tsa, body + n, sizeof(body) - (size_t)n),
+                        sizeof(body) - (size_t)n);
+    if (n >= 0) {
         /* [crl] interval, for the "CRL older than its interval" alert (conf/prometheus/). */
         int more = snprintf(body + n, sizeof(body) - (size_t)n,
                             "# TYPE pkiva_crl_interval_seconds gauge\n"
                             "pkiva_crl_interval_seconds %lld\n",
                             (long long)srv->cfg->crl_interval_s);
-        n = more >= 0 ? n + more : -1;
+        n = metrics_add(n, more, sizeof(body) - (size_t)n);
     }
     if (n < 0 || (size_t)n >= sizeof(body)) {
         http_request_respond_text(req, 500, "text/plain", "metrics buffer too small\n");

@@ -185,5 +185,8 @@ struct http_stats {
 };
 /* Sums the per-loop counters (relaxed atomics; a consistent-enough snapshot for /metrics). */
 void http_server_stats(const struct http_server *srv, struct http_stats *out);
+/* The HTTP section of /metrics (Prometheus text, pkiva_http_*) into buf (NUL-terminated).
+ * Returns the length written, or UTIL_EINVAL when buf is too small. Any thread. */
+int http_server_metrics(const struct http_server *srv, char *buf, size_t len);
 
 #endif

@@ -190,9 +190,10 @@ struct ocsp_stats {
     int64_t visible_feed_id;
 };
 void ocsp_stats_get(const struct ocsp_responder *resp, struct ocsp_stats *out);
-/* The same as Prometheus text exposition lines (pkiva_ocsp_*), written into buf (NUL-terminated,
- * truncated to len). Returns the length it needed (like snprintf). */
-size_t ocsp_stats_format(const struct ocsp_responder *resp, char *buf, size_t len);
+/* The OCSP section of /metrics (Prometheus text, pkiva_ocsp_*; responses labelled status=) into
+ * buf (NUL-terminated). Returns the length written, or UTIL_EINVAL when buf is too small. Any
+ * thread, does not block. */
+int ocsp_metrics(const struct ocsp_responder *resp, char *buf, size_t len);
 
 /* ---- pure helpers (exposed for tests and fuzzers) ------------------------------------------- */
 

@@ -1245,70 +1245,51 @@ void ocsp_stats_get(const struct ocsp_responder *cresp, struct ocsp_stats *out)
     out->visible_feed_id = atomic_load(&resp->visible_feed_id);
 }
 
-size_t ocsp_stats_format(const struct ocsp_responder *resp, char *buf, size_t len)
+int ocsp_metrics(const struct ocsp_responder *resp, char *buf, size_t len)
 {
-    struct ocsp_stats st;
-    const struct {
-        const char *name, *type, *labels;
-        uint64_t value;
-    } rows[] = {
-        {"pkiva_ocsp_requests_total", "counter", "method=\"GET\"", 0},
-        {"pkiva_ocsp_requests_total", NULL, "method=\"POST\"", 0},
-        {"pkiva_ocsp_responses_total", "counter", "outcome=\"good\"", 0},
-        {"pkiva_ocsp_responses_total", NULL, "outcome=\"revoked\"", 0},
-        {"pkiva_ocsp_responses_total", NULL, "outcome=\"unknown\"", 0},
-        {"pkiva_ocsp_responses_total", NULL, "outcome=\"malformedRequest\"", 0},
-        {"pkiva_ocsp_responses_total", NULL, "outcome=\"unauthorized\"", 0},
-        {"pkiva_ocsp_responses_total", NULL, "outcome=\"tryLater\"", 0},
-        {"pkiva_ocsp_responses_total", NULL, "outcome=\"internalError\"", 0},
-        {"pkiva_ocsp_responses_total", NULL, "outcome=\"notModified\"", 0},
-        {"pkiva_ocsp_responses_total", NULL, "outcome=\"badContentType\"", 0},
-        {"pkiva_ocsp_served_total", "counter", "source=\"cache\"", 0},
-        {"pkiva_ocsp_served_total", NULL, "source=\"live\"", 0},
-        {"pkiva_ocsp_served_total", NULL, "source=\"miss\"", 0},
-        {"pkiva_ocsp_nonce_requests_total", "counter", "", 0},
-        {"pkiva_ocsp_nonce_rejected_total", "counter", "", 0},
-        {"pkiva_ocsp_presigned_total", "counter", "", 0},
-        {"pkiva_ocsp_presign_errors_total", "counter", "", 0},
-        {"pkiva_ocsp_cache_evictions_total", "counter", "", 0},
-        {"pkiva_ocsp_index_entries", "gauge", "", 0},
-        {"pkiva_ocsp_cache_entries", "gauge", "", 0},
-        {"pkiva_ocsp_cache_bytes", "gauge", "", 0},
-        {"pkiva_ocsp_presign_backlog", "gauge", "", 0},
-        {"pkiva_ocsp_presign_failing", "gauge", "", 0},
-    };
-    uint64_t values[sizeof(rows) / sizeof(rows[0])];
-    size_t used = 0;
+    struct ocsp_stats os;
     int n;
-
-    ocsp_stats_get(resp, &st);
-    {
-        const uint64_t v[] = {st.requests_get,    st.requests_post,    st.good,
-                              st.revoked,         st.unknown,          st.malformed,
-                              st.unauthorized,    st.try_later,        st.internal_error,
-                              st.not_modified,    st.bad_content_type, st.served_cached,
-                              st.signed_live,     st.signed_miss,      st.nonce_requests,
-                              st.nonce_rejected,  st.presigned,        st.presign_errors,
-                              st.cache_evictions, st.index_entries,    st.cache_entries,
-                              st.cache_bytes,     st.presign_backlog,  st.presign_failing};
-        memcpy(values, v, sizeof(values));
-    }
-    if (len > 0)
-        buf[0] = 0;
-    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
-        if (rows[i].type != NULL) {
-            n = snprintf(used < len ? buf + used : NULL, used < len ? len - used : 0,
-                         "# TYPE %s %s\n", rows[i].name, rows[i].type);
-            used += n > 0 ? (size_t)n : 0;
-        }
-        n = snprintf(used < len ? buf + used : NULL, used < len ? len - used : 0, "%s%s%s%s %llu\n",
-                     rows[i].name, rows[i].labels[0] ? "{" : "", rows[i].labels,
-                     rows[i].labels[0] ? "}" : "", (unsigned long long)values[i]);
-        used += n > 0 ? (size_t)n : 0;
-    }
-    n = snprintf(used < len ? buf + used : NULL, used < len ? len - used : 0,
-                 "# TYPE pkiva_ocsp_visible_feed_id gauge\npkiva_ocsp_visible_feed_id %lld\n",
-                 (long long)st.visible_feed_id);
-    used += n > 0 ? (size_t)n : 0;
-    return used;
+    ocsp_stats_get(resp, &os);
+    n = snprintf(buf, len,
+                 "# TYPE pkiva_ocsp_requests_total counter\n"
+                 "pkiva_ocsp_requests_total{method=\"GET\"} %llu\n"
+                 "pkiva_ocsp_requests_total{method=\"POST\"} %llu\n"
+                 "# TYPE pkiva_ocsp_responses_total counter\n"
+                 "pkiva_ocsp_responses_total{status=\"good\"} %llu\n"
+                 "pkiva_ocsp_responses_total{status=\"revoked\"} %llu\n"
+                 "pkiva_ocsp_responses_total{status=\"unknown\"} %llu\n"
+                 "pkiva_ocsp_responses_total{status=\"malformedRequest\"} %llu\n"
+                 "pkiva_ocsp_responses_total{status=\"unauthorized\"} %llu\n"
+                 "pkiva_ocsp_responses_total{status=\"tryLater\"} %llu\n"
+                 "pkiva_ocsp_responses_total{status=\"internalError\"} %llu\n"
+                 "pkiva_ocsp_responses_total{status=\"notModified\"} %llu\n"
+                 "# TYPE pkiva_ocsp_signed_total counter\n"
+                 "pkiva_ocsp_signed_total{path=\"presign\"} %llu\n"
+                 "pkiva_ocsp_signed_total{path=\"live\"} %llu\n"
+                 "pkiva_ocsp_signed_total{path=\"miss\"} %llu\n"
+                 "# TYPE pkiva_ocsp_nonce_rejected_total counter\n"
+                 "pkiva_ocsp_nonce_rejected_total %llu\n"
+                 "# TYPE pkiva_ocsp_cache_entries gauge\n"
+                 "pkiva_ocsp_cache_entries %llu\n"
+                 "# TYPE pkiva_ocsp_cache_bytes gauge\n"
+                 "pkiva_ocsp_cache_bytes %llu\n"
+                 "# TYPE pkiva_ocsp_index_entries gauge\n"
+                 "pkiva_ocsp_index_entries %llu\n"
+                 "# TYPE pkiva_ocsp_presign_backlog gauge\n"
+                 "pkiva_ocsp_presign_backlog %llu\n"
+                 "# TYPE pkiva_ocsp_presign_errors_total counter\n"
+                 "pkiva_ocsp_presign_errors_total %llu\n"
+                 "# TYPE pkiva_ocsp_presign_failing gauge\n"
+                 "pkiva_ocsp_presign_failing %llu\n",
+                 (unsigned long long)os.requests_get, (unsigned long long)os.requests_post,
+                 (unsigned long long)os.good, (unsigned long long)os.revoked,
+                 (unsigned long long)os.unknown, (unsigned long long)os.malformed,
+                 (unsigned long long)os.unauthorized, (unsigned long long)os.try_later,
+                 (unsigned long long)os.internal_error, (unsigned long long)os.not_modified,
+                 (unsigned long long)os.presigned, (unsigned long long)os.signed_live,
+                 (unsigned long long)os.signed_miss, (unsigned long long)os.nonce_rejected,
+                 (unsigned long long)os.cache_entries, (unsigned long long)os.cache_bytes,
+                 (unsigned long long)os.index_entries, (unsigned long long)os.presign_backlog,
+                 (unsigned long long)os.presign_errors, (unsigned long long)os.presign_failing);
+    return n < 0 || (size_t)n >= len ? UTIL_EINVAL : n;
 }

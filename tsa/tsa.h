@@ -134,5 +134,8 @@ struct tsa_stats {
 };
 /* Relaxed snapshot for /metrics; any thread. */
 void tsa_stats_get(const struct tsa_service *svc, struct tsa_stats *out);
+/* The TSA section of /metrics (Prometheus text, pkiva_tsa_*) into buf (NUL-terminated). Returns
+ * the length written, or UTIL_EINVAL when buf is too small. Any thread. */
+int tsa_service_metrics(const struct tsa_service *svc, char *buf, size_t len);
 
 #endif

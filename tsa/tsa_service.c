@@ -789,3 +789,34 @@ void tsa_stats_get(const struct tsa_service *svc, struct tsa_stats *out)
     out->inflight = atomic_load(&svc->inflight);
     out->clock_ok = atomic_load(&svc->clock_ok);
 }
+
+int tsa_service_metrics(const struct tsa_service *svc, char *buf, size_t len)
+{
+    struct tsa_stats ts;
+    uint64_t rejected = 0;
+    int n;
+    tsa_stats_get(svc, &ts);
+    for (size_t i = 0; i < sizeof(ts.rejected) / sizeof(ts.rejected[0]); i++)
+        rejected += ts.rejected[i];
+    n = snprintf(buf, len,
+                 "# TYPE pkiva_tsa_requests_total counter\n"
+                 "pkiva_tsa_requests_total %llu\n"
+                 "# TYPE pkiva_tsa_responses_total counter\n"
+                 "pkiva_tsa_responses_total{status=\"granted\"} %llu\n"
+                 "pkiva_tsa_responses_total{status=\"rejection\"} %llu\n"
+                 "# TYPE pkiva_tsa_log_commits_total counter\n"
+                 "pkiva_tsa_log_commits_total %llu\n"
+                 "# TYPE pkiva_tsa_log_records_total counter\n"
+                 "pkiva_tsa_log_records_total %llu\n"
+                 "# TYPE pkiva_tsa_log_failures_total counter\n"
+                 "pkiva_tsa_log_failures_total %llu\n"
+                 "# TYPE pkiva_tsa_inflight gauge\n"
+                 "pkiva_tsa_inflight %d\n"
+                 "# TYPE pkiva_tsa_clock_ok gauge\n"
+                 "pkiva_tsa_clock_ok %d\n",
+                 (unsigned long long)ts.requests, (unsigned long long)ts.granted,
+                 (unsigned long long)rejected, (unsigned long long)ts.log_commits,
+                 (unsigned long long)ts.log_records, (unsigned long long)ts.log_failures,
+                 ts.inflight, ts.clock_ok);
+    return n < 0 || (size_t)n >= len ? UTIL_EINVAL : n;
+}
