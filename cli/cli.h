@@ -9,6 +9,7 @@
 #include <directory/directory.h>
 #include <http/http.h>
 #include <ocsp/ocsp.h>
+#include <tsa/tsa.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -82,12 +83,9 @@ struct cli_config {
     int64_t crl_expired_retention_s;
     int64_t crl_expired_on_crl_since; /* unix seconds; 0 = off */
     int64_t crl_max_age_s;
-    /* [tsa] */
-    char tsa_path[64];
-    int tsa_durable_log;
-    int tsa_require_clock_sync;
-    int tsa_max_inflight;
-    int64_t tsa_serial_block;
+    /* [tsa]: the module's own struct and table (tsa_config_set); store_path and the clock hook
+     * are serve's to set. */
+    struct tsa_config tsa;
     /* [tsa.NAME] */
     int n_tsa_units;
     struct cli_tsa_unit tsa_units[CLI_MAX_TSA_UNITS];

@@ -62,11 +62,7 @@ void cli_config_defaults(struct cli_config *cfg)
     cfg->crl_full_on_change = 1;
     cfg->crl_expired_retention_s = 7 * 86400;
     cfg->crl_max_age_s = 0;
-    (void)snprintf(cfg->tsa_path, sizeof(cfg->tsa_path), "/tsa");
-    cfg->tsa_durable_log = 1;
-    cfg->tsa_require_clock_sync = 1;
-    cfg->tsa_max_inflight = 4096;
-    cfg->tsa_serial_block = 4096;
+    tsa_config_default(&cfg->tsa); /* [tsa]: the module's table */
     cfg->sla_deadline_s = 12 * 3600;
     cfg->sla_warn_s = 3600;
     directory_config_default(&cfg->directory);
@@ -506,24 +502,12 @@ static int on_entry(void *user, const char *section, const char *key, const char
         if (strcmp(key, "max_age") == 0)
             return set_duration(ctx, &cfg->crl_max_age_s, value);
     } else if (strcmp(section, "tsa") == 0) {
-        if (strcmp(key, "path") == 0) {
-            if (value[0] != '/')
-                return fail(ctx, "path must start with '/', got '%s'", value);
-            return set_str(ctx, cfg->tsa_path, sizeof(cfg->tsa_path), value);
-        }
-        if (strcmp(key, "durable_log") == 0)
-            return set_bool(ctx, &cfg->tsa_durable_log, value);
-        if (strcmp(key, "require_clock_sync") == 0)
-            return set_bool(ctx, &cfg->tsa_require_clock_sync, value);
-        if (strcmp(key, "max_inflight") == 0)
-            return set_int(ctx, &cfg->tsa_max_inflight, value, 1, 1000000);
-        if (strcmp(key, "serial_block") == 0) {
-            int block = 0;
-            if (!set_int(ctx, &block, value, 1, 1000000))
-                return 0;
-            cfg->tsa_serial_block = block;
+        char why[256];
+        int rc = tsa_config_set(&cfg->tsa, key, value, why, sizeof(why));
+        if (rc == UTIL_EINVAL)
+            return fail(ctx, "%s", why);
+        if (rc == UTIL_OK)
             return 1;
-        }
     } else if (strncmp(section, "tsa.", 4) == 0) {
         return on_tsa_unit(ctx, section + 4, key, value);
     } else if (strcmp(section, "revocation") == 0) {

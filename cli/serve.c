@@ -489,14 +489,9 @@ static int build_tsa(struct server *srv)
 
     if (cfg->n_tsa_units == 0)
         return UTIL_OK;
-    tsa_config_default(&tc);
+    tc = cfg->tsa; /* [tsa] as read */
     tc.store_path = cfg->store_path;
-    tc.path = cfg->tsa_path;
-    tc.durable_log = cfg->tsa_durable_log;
-    tc.require_clock_sync = cfg->tsa_require_clock_sync;
-    tc.max_inflight = cfg->tsa_max_inflight;
-    tc.serial_block = cfg->tsa_serial_block;
-    if (!cfg->tsa_require_clock_sync)
+    if (!tc.require_clock_sync)
         UTIL_WARN(MOD, "[tsa] require_clock_sync = no: time stamps are issued even when the "
                        "clock is not synchronised (labs only)");
     memset(uc, 0, sizeof(uc));
@@ -593,7 +588,7 @@ static int build_directory(struct server *srv)
     }
     for (int i = 0; i < cfg->n_tsa_units; i++) {
         const struct cli_tsa_unit *u = &cfg->tsa_units[i];
-        (void)snprintf(urls[i], sizeof(urls[i]), "%s%s%s%s", cfg->public_url, cfg->tsa_path,
+        (void)snprintf(urls[i], sizeof(urls[i]), "%s%s%s%s", cfg->public_url, cfg->tsa.path,
                        i == 0 ? "" : "/", i == 0 ? "" : u->name); /* as printed at start */
         units[i].name = u->name;
         units[i].url = urls[i];
@@ -829,7 +824,7 @@ int cli_serve(const struct cli_config *cfg)
                cfg->public_url);
     for (int i = 0; i < cfg->n_tsa_units; i++)
         printf("  TSA:       %s%s%s%s  (POST application/timestamp-query)\n", cfg->public_url,
-               cfg->tsa_path, i == 0 ? "" : "/", i == 0 ? "" : cfg->tsa_units[i].name);
+               cfg->tsa.path, i == 0 ? "" : "/", i == 0 ? "" : cfg->tsa_units[i].name);
     printf("  health:    http://%s:%d/healthz  /readyz\n", cfg->http.listeners[0].host,
            http_server_port(srv->http, 0));
     printf("  admin:     %s://%s:%d/admin/  (/metrics)%s\n",

@@ -29,19 +29,6 @@
 
 /* ---- configuration --------------------------------------------------------------------------- */
 
-void tsa_config_default(struct tsa_config *cfg)
-{
-    memset(cfg, 0, sizeof(*cfg));
-    cfg->path = "/tsa";
-    cfg->durable_log = 1;
-    cfg->require_clock_sync = 1;
-    cfg->max_inflight = 4096;
-    cfg->log_batch_max = 1000;
-    cfg->log_linger_us = 2000;
-    cfg->serial_block = 4096;
-    cfg->max_query_bytes = 16384;
-}
-
 int tsa_clock_adjtimex(void *ctx, struct tsa_clock_state *out)
 {
     struct timex tx;
@@ -311,9 +298,9 @@ int tsa_service_new(const struct tsa_config *cfg, const struct tsa_unit_config *
     *out = NULL;
     if (cfg == NULL || hsm == NULL || units == NULL || n_units < 1 || n_units > TSA_MAX_UNITS ||
         cfg->store_path == NULL || strlen(cfg->store_path) >= sizeof(svc->log.store_path) ||
-        cfg->path == NULL || cfg->path[0] != '/' || strlen(cfg->path) >= sizeof(svc->path) ||
-        cfg->max_inflight < 1 || cfg->log_batch_max < 1 || cfg->log_linger_us < 0 ||
-        cfg->serial_block < 1 || cfg->max_query_bytes < 64) {
+        cfg->path[0] != '/' || strlen(cfg->path) >= sizeof(svc->path) || cfg->max_inflight < 1 ||
+        cfg->log_batch_max < 1 || cfg->log_linger_us < 0 || cfg->serial_block < 1 ||
+        cfg->max_query_bytes < 64) {
         UTIL_ERROR(TSA_MOD, "invalid TSA configuration (store path, path, units 1..%d, bounds)",
                    TSA_MAX_UNITS);
         return UTIL_ECONFIG;
@@ -327,7 +314,6 @@ int tsa_service_new(const struct tsa_config *cfg, const struct tsa_unit_config *
     if (strlen(svc->path) > 1 && svc->path[strlen(svc->path) - 1] == '/')
         svc->path[strlen(svc->path) - 1] = '\0';
     (void)snprintf(svc->log.store_path, sizeof(svc->log.store_path), "%s", cfg->store_path);
-    svc->cfg.path = svc->path;
     svc->cfg.store_path = svc->log.store_path;
     if (svc->cfg.clock_check == NULL)
         svc->cfg.clock_check = tsa_clock_adjtimex;

@@ -76,15 +76,15 @@ static int parse_bool(const char *value, int *out)
     return UTIL_EINVAL;
 }
 
-static int parse_int(const char *value, int64_t min, int64_t max, int *out)
+static int parse_int64(const char *value, int64_t min, int64_t max, int64_t *out)
 {
     char *end = NULL;
-    long v;
+    long long v;
     errno = 0;
-    v = strtol(value, &end, 10);
+    v = strtoll(value, &end, 10);
     if (errno != 0 || end == value || *end != '\0' || v < min || v > max)
         return UTIL_EINVAL;
-    *out = (int)v;
+    *out = (int64_t)v;
     return UTIL_OK;
 }
 
@@ -129,9 +129,14 @@ static int apply(const struct util_conf_directive *d, void *config, const char *
             return fail(err, err_len, "expected yes or no, got '%s'", value);
         return UTIL_OK;
     case UTIL_CONF_INT:
-        if (parse_int(value, d->min, d->max, (int *)field) != UTIL_OK)
+    case UTIL_CONF_INT64:
+        if (parse_int64(value, d->min, d->max, &v) != UTIL_OK)
             return fail(err, err_len, "expected an integer in %lld..%lld, got '%s'",
                         (long long)d->min, (long long)d->max, value);
+        if (d->kind == UTIL_CONF_INT)
+            *(int *)field = (int)v; /* min..max lies within int (the table's promise) */
+        else
+            *(int64_t *)field = v;
         return UTIL_OK;
     case UTIL_CONF_DURATION:
         if (util_parse_duration(value, (int64_t *)field) != UTIL_OK)

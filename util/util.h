@@ -181,6 +181,7 @@ int util_name_valid(const char *name);
 enum util_conf_kind {
     UTIL_CONF_BOOL,     /* int: yes/true/on/1 or no/false/off/0 */
     UTIL_CONF_INT,      /* int in min..max */
+    UTIL_CONF_INT64,    /* int64_t in min..max */
     UTIL_CONF_DURATION, /* int64_t seconds: 90s, 15m, 12h, 4d (or plain seconds) */
     UTIL_CONF_SIZE,     /* size_t bytes: 4096, 64k, 16M, 1G, in min..max */
     UTIL_CONF_CHOICE,   /* int: the index in choices of the value */
@@ -192,7 +193,7 @@ struct util_conf_directive {
     enum util_conf_kind kind;
     size_t offset;              /* offsetof() the field in the module's config struct */
     size_t size;                /* URL_PATH: sizeof() the field */
-    int64_t min, max;           /* INT, SIZE: the accepted range */
+    int64_t min, max;           /* INT, INT64, SIZE: the accepted range */
     const char *const *choices; /* CHOICE: the names, NULL-terminated */
     const char *dflt;           /* the default, as conf/pkiva.conf writes it */
     const char *doc;            /* one line: what it is */

@@ -331,3 +331,25 @@ Test(config, ocsp_section)
     expect_error("[ocsp]\ncache_max = lots\n", "t.conf:2: expected a size");
     expect_error("[ocsp]\nbogus = 1\n", "t.conf:2: unknown directive 'bogus' in [ocsp]");
 }
+
+/* [tsa]: the sample file documents exactly the directive table's defaults, and a mistake is
+ * named with its line. */
+Test(config, tsa_section)
+{
+    size_t n = 0;
+    const struct util_conf_directive *table = tsa_config_directives(&n);
+    struct cli_config cfg;
+    char err[512] = "";
+    sample_matches_table("tsa", table, n);
+    cr_assert_eq(cli_config_parse_string(minimal, "t.conf", "/", &cfg, err, sizeof(err)), 0, "%s",
+                 err);
+    cr_assert_str_eq(cfg.tsa.path, "/tsa");
+    cr_assert_eq(cfg.tsa.durable_log, 1);
+    cr_assert_eq(cfg.tsa.require_clock_sync, 1);
+    cr_assert_eq(cfg.tsa.max_inflight, 4096);
+    cr_assert_eq(cfg.tsa.serial_block, 4096);
+    expect_error("[tsa]\npath = tsa\n", "t.conf:2: path must start with '/'");
+    expect_error("[tsa]\nserial_block = 0\n", "t.conf:2: expected an integer in 1..1000000");
+    expect_error("[tsa]\ndurable_log = maybe\n", "t.conf:2: expected yes or no");
+    expect_error("[tsa]\nbogus = 1\n", "t.conf:2: unknown directive 'bogus' in [tsa]");
+}
