@@ -50,8 +50,6 @@ int admin_register_blocking(struct store *store, int64_t issuer_id, const unsign
     const unsigned char *p = der;
     X509 *cert = d2i_X509(NULL, &p, (long)der_len);
     struct issuer_by_id f = {issuer_id, NULL};
-    unsigned char *sder = NULL;
-    int n;
     struct store_cert_new nc;
     char subject[256];
 
@@ -66,11 +64,8 @@ int admin_register_blocking(struct store *store, int64_t issuer_id, const unsign
         X509_NAME_cmp(X509_get_subject_name(f.cert), X509_get_issuer_name(cert)) != 0 ||
         X509_verify(cert, X509_get0_pubkey(f.cert)) != 1)
         goto out;
-    n = i2d_ASN1_INTEGER(X509_get0_serialNumber(cert), &sder);
-    if (n <= 2 || sder[1] >= 0x80 || (size_t)(n - 2) > STORE_SERIAL_MAX)
+    if (store_serial_from_asn1(X509_get0_serialNumber(cert), serial, serial_len) != UTIL_OK)
         goto out;
-    memcpy(serial, sder + 2, (size_t)(n - 2));
-    *serial_len = (size_t)(n - 2);
     memset(&nc, 0, sizeof(nc));
     nc.issuer_id = issuer_id;
     nc.serial = serial;
@@ -85,7 +80,6 @@ int admin_register_blocking(struct store *store, int64_t issuer_id, const unsign
     rc = store_cert_add_blocking(store, &nc, feed_id);
 out:
     ERR_clear_error(); /* verification failures of foreign certificates are expected */
-    OPENSSL_free(sder);
     X509_free(cert);
     X509_free(f.cert);
     return rc;
@@ -129,46 +123,17 @@ int admin_supersede_blocking(struct store *store, const struct store_revocation 
 
 int admin_serial_parse(const char *hex, unsigned char *out, size_t *len)
 {
-    unsigned char raw[STORE_SERIAL_MAX + 1];
-    size_t n = 0, digits = 0, start = 0;
-    int high = -1;
+    char digits[2 * STORE_SERIAL_MAX + 1];
+    size_t n = 0;
     if (strncmp(hex, "0x", 2) == 0 || strncmp(hex, "0X", 2) == 0)
         hex += 2;
-    for (const char *p = hex; *p; p++)
-        if (isxdigit((unsigned char)*p))
-            digits++;
-        else if (*p != ':')
-            return UTIL_EINVAL;
-    if (digits == 0 || digits > 2 * STORE_SERIAL_MAX)
-        return UTIL_EINVAL;
-    /* An odd number of digits gets an implicit leading zero nibble. */
-    if (digits % 2 == 1)
-        high = 0;
+    /* Colons (as OpenSSL prints serials) are dropped; the digits go to the store's parser. */
     for (const char *p = hex; *p; p++) {
-        int v;
         if (*p == ':')
             continue;
-        v = isdigit((unsigned char)*p) ? *p - '0' : tolower((unsigned char)*p) - 'a' + 10;
-        if (high < 0) {
-            high = v;
-        } else {
-            raw[n++] = (unsigned char)(high << 4 | v);
-            high = -1;
-        }
+        if (n == sizeof(digits) - 1)
+            return UTIL_EINVAL; /* longer than any serial */
+        digits[n++] = *p;
     }
-    /* Minimal two's complement of a positive number: strip leading zero octets, then add one back
-     * if the top bit is set. */
-    while (start + 1 < n && raw[start] == 0 && !(raw[start + 1] & 0x80))
-        start++;
-    if (raw[start] & 0x80) {
-        if (n - start + 1 > STORE_SERIAL_MAX)
-            return UTIL_EINVAL;
-        out[0] = 0;
-        memcpy(out + 1, raw + start, n - start);
-        *len = n - start + 1;
-    } else {
-        memcpy(out, raw + start, n - start);
-        *len = n - start;
-    }
-    return UTIL_OK;
+    return store_serial_from_hex(digits, n, out, len);
 }

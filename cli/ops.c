@@ -109,8 +109,6 @@ static int resolve_cert(struct store *store, const struct cert_ref *ref, int64_t
     if (ref->cert_file != NULL) {
         /* Find the issuer by name: the stored issuers whose subject is this cert's issuer. */
         FILE *f = fopen(ref->cert_file, "r");
-        unsigned char *der = NULL;
-        int n;
         if (f == NULL) {
             fprintf(stderr, "pkiva: cannot open %s\n", ref->cert_file);
             return UTIL_ENOTFOUND;
@@ -121,15 +119,7 @@ static int resolve_cert(struct store *store, const struct cert_ref *ref, int64_t
             fprintf(stderr, "pkiva: %s is not a PEM certificate\n", ref->cert_file);
             return UTIL_EINVAL;
         }
-        n = i2d_ASN1_INTEGER(X509_get0_serialNumber(cert), &der);
-        if (n > 2 && der[1] < 0x80 && (size_t)(n - 2) <= STORE_SERIAL_MAX) {
-            memcpy(serial, der + 2, (size_t)(n - 2));
-            *serial_len = (size_t)(n - 2);
-        } else {
-            n = -1;
-        }
-        OPENSSL_free(der);
-        if (n < 0) {
+        if (store_serial_from_asn1(X509_get0_serialNumber(cert), serial, serial_len) != UTIL_OK) {
             X509_free(cert);
             fprintf(stderr, "pkiva: %s has an unusable serial number\n", ref->cert_file);
             return UTIL_EINVAL;

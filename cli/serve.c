@@ -555,8 +555,8 @@ static int directory_crl_info(void *ctx, const char *name, struct directory_crl_
 {
     struct server *srv = ctx;
     struct crl_issuer_stats cs;
-    for (int i = 0; i < crl_publisher_n_issuers(srv->crl); i++) {
-        if (crl_publisher_stats(srv->crl, i, &cs) != UTIL_OK || strcmp(cs.name, name) != 0)
+    for (int i = 0; crl_publisher_stats(srv->crl, i, &cs) == UTIL_OK; i++) {
+        if (strcmp(cs.name, name) != 0)
             continue;
         out->full_number = cs.full_number;
         out->delta_number = cs.delta_number;

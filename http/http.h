@@ -142,7 +142,6 @@ int http_etag_matches(const char *value, size_t len, const char *etag);
  * CRL by date alone is never told to keep it. */
 int http_request_not_modified(const struct http_request *req, const char *etag,
                               int64_t last_modified);
-unsigned http_request_listener(const struct http_request *req); /* HTTP_PUBLIC or HTTP_ADMIN */
 int http_request_loop_index(const struct http_request *req);
 uv_loop_t *http_request_loop(const struct http_request *req);
 /* Peer address as text ("127.0.0.1:53211"), for logs. */

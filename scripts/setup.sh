@@ -23,7 +23,7 @@ PKIVA_BACKPORTS=(pkcs11-provider)
 # pages are read with (Chromium, headless) with fonts for Vietnamese.
 PKIVA_TEST_PACKAGES=(openjdk-17-jdk-headless libnss3-tools python3-cryptography clang-format
   opencryptoki libnss3 systemd dpkg-dev man-db groff-base procps prometheus chromium
-  fonts-dejavu-core)
+  fonts-dejavu-core pmccabe)
 PKIVA_TEST_BACKPORTS=(osslsigncode)
 
 as_root() {

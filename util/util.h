@@ -44,7 +44,8 @@ int util_errno(int errnum);
 enum util_log_level { UTIL_LOG_DEBUG = 0, UTIL_LOG_INFO, UTIL_LOG_WARN, UTIL_LOG_ERROR };
 
 /* Process-wide settings; call once at start-up before threads exist. Output is one line per record
- * on stderr: "2026-11-21T12:00:00.123Z level module: message". Thread-safe (one write(2) per line). */
+ * on stderr: "2026-11-21T12:00:00.123Z level module: message". Thread-safe (one write(2) per line).
+ * util_log and util_log_openssl leave errno as they found it. */
 void util_log_set_level(enum util_log_level level);
 void util_log(enum util_log_level level, const char *module, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
