@@ -75,6 +75,12 @@ int util_asn1_time_unix(const struct asn1_string_st *t, int64_t *out);
  * second cannot be told apart from the next second in Unix time), years outside 1970-9999.
  * Returns 0 and *out, or UTIL_EINVAL (then *out is unchanged). */
 int util_time_from_civil(int year, int month, int day, int hour, int min, int sec, int64_t *out);
+/* The one GeneralizedTime encoder (every DER writer: CRLs, OCSP responses, time-stamp tokens): the
+ * text "YYYYMMDDhhmmssZ" of seconds t since the epoch (UTC) into out (UTIL_GENTIME_LEN bytes, no
+ * NUL). Integer arithmetic only (no gmtime, no snprintf): the CRL writer calls it for every entry.
+ * Returns 0, or UTIL_EINVAL for a year outside 0000-9999 (out untouched). */
+#define UTIL_GENTIME_LEN 15
+int util_gentime(int64_t t, char *out);
 /* An operator's time: "2026-11-21T10:00:00Z", "2026-11-21 10:00:00" (UTC, with or without the Z),
  * "2026-11-21" (midnight UTC) or "@UNIXSECONDS". Every form must lie in 0..UTIL_TIME_MAX, so
  * milliseconds given as seconds ("@1764633600000" is year 57887) and numbers that would overflow
