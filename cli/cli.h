@@ -8,6 +8,8 @@
 
 #include <directory/directory.h>
 #include <http/http.h>
+#include <ocsp/ocsp.h>
+#include <tsa/tsa.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -75,17 +77,9 @@ struct cli_config {
     char store_conninfo[CLI_PATH_MAX];
     char store_password_file[CLI_PATH_MAX];
     int feed_poll_ms;
-    /* [ocsp] */
-    int64_t ocsp_validity_s;
-    int64_t ocsp_max_age_s;
-    int ocsp_max_certids;
-    int ocsp_unknown_revoked; /* 1: RFC 6960 extended revoked for never-issued serials */
-    int ocsp_nonce_queue_max;
-    int64_t ocsp_cache_max_bytes;
-    int64_t ocsp_archive_cutoff_s;
-    int64_t ocsp_expired_retention_s;
-    int ocsp_responder_id_by_name;
-    char ocsp_path[64];
+    /* [ocsp]: the module's own struct and table (ocsp_config_set); validity and max_age are
+     * derived from [revocation] deadline when left 0. The callbacks are serve's to set. */
+    struct ocsp_config ocsp;
     /* [crl] */
     char crl_publish_dir[CLI_PATH_MAX]; /* "" = <data_dir>/crl */
     int crl_deltas;
@@ -97,12 +91,9 @@ struct cli_config {
     int64_t crl_expired_retention_s;
     int64_t crl_expired_on_crl_since; /* unix seconds; 0 = off */
     int64_t crl_max_age_s;
-    /* [tsa] */
-    char tsa_path[64];
-    int tsa_durable_log;
-    int tsa_require_clock_sync;
-    int tsa_max_inflight;
-    int64_t tsa_serial_block;
+    /* [tsa]: the module's own struct and table (tsa_config_set); store_path and the clock hook
+     * are serve's to set. */
+    struct tsa_config tsa;
     /* [tsa.NAME] */
     int n_tsa_units;
     struct cli_tsa_unit tsa_units[CLI_MAX_TSA_UNITS];

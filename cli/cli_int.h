@@ -22,51 +22,8 @@ int cli__load_config(const char *config, const char *data_dir, struct cli_config
 /* Exports SOFTHSM2_CONF when the configuration names one and sets the log level. */
 void cli__apply_env(const struct cli_config *cfg);
 
-/* "2026-11-21T10:00:00Z", "2026-11-21 10:00:00", or unix seconds "@1700000000" -> unix seconds. */
-int cli__parse_time(const char *text, int64_t *seconds);
-/* Hex serial (optional 0x, colons allowed) -> DER INTEGER content octets (minimal, positive). */
-int cli__parse_serial(const char *hex, unsigned char *out, size_t *len);
-
-/* The one path every change takes, from the CLI or the admin API: the store change (durable, with
- * its change-feed id) and its audit record, in one transaction. actor names who did it. */
 struct store;
-struct store_revocation;
-int cli__revoke_blocking(struct store *store, const struct store_revocation *rev, int64_t *feed_id);
-int cli__unrevoke_blocking(struct store *store, int64_t issuer_id, const unsigned char *serial,
-                           size_t serial_len, const char *actor, int64_t *feed_id);
-/* Registers an issued certificate (DER) under issuer_id after checking that the issuer's key
- * signed it (UTIL_EINVAL otherwise); returns its serial octets (serial must hold
- * STORE_SERIAL_MAX bytes). */
-int cli__register_blocking(struct store *store, int64_t issuer_id, const unsigned char *der,
-                           size_t der_len, const char *actor, unsigned char *serial,
-                           size_t *serial_len, int64_t *feed_id);
-
-/* Revokes rev's certificate with reason superseded and, when new_der is given, registers its
- * replacement (same issuer) in the same transaction; new_serial receives the replacement's serial
- * (new_serial_len 0 when none). */
-int cli__supersede_blocking(struct store *store, const struct store_revocation *rev,
-                            const unsigned char *new_der, size_t new_len, unsigned char *new_serial,
-                            size_t *new_serial_len, int64_t *feed_id);
-
-/* The admin API (admin.c): routes on the admin listener and a pool of store threads. */
-struct cli_admin;
-struct crl_publisher;
 struct crl_config;
-int cli__admin_new(const struct cli_config *cfg, struct http_server *http,
-                   struct crl_publisher *crl, struct cli_admin **out);
-void cli__admin_free(struct cli_admin *admin); /* after the http server stopped; NULL-safe */
-/* For other routes of the admin listener (/metrics): 1 when req may be served, i.e. it is
- * authenticated as the admin API's requests are, or [admin] metrics_without_auth is set; else
- * req has been answered 401 (counted and logged like the admin API's refusals) and 0 returned. */
-int cli__admin_gate(struct cli_admin *admin, struct http_request *req);
-/* The admin API's Prometheus lines (refused requests) into buf; snprintf's return value. */
-int cli__admin_metrics(struct cli_admin *admin, char *buf, size_t len);
-/* The fuzz target's way in (tests/fuzz/fuzz_admin_json.c): runs the exact checks a body of the
- * admin route op ("revoke", "unrevoke", "status", "certificates", "crl/publish") goes through
- * before any store work, without a server. Returns 0 if the body would be accepted, 400 if it
- * would be refused, 503 if memory ran out while checking it, -1 for an unknown op. Allocates
- * nothing that outlives the call. */
-int cli__admin_parse_for_fuzz(const char *op, const unsigned char *body, size_t len);
 
 /* [server] user (privdrop.c). prepare looks the user up, checks that we run as root and creates
  * the CRL publish folder for the user (logs why and returns UTIL_ECONFIG otherwise; nothing to do

@@ -52,16 +52,9 @@ void cli_config_defaults(struct cli_config *cfg)
     cfg->hsm_ecdsa_verify_every = 16; /* HSM_ECDSA_VERIFY_DEFAULT */
     cfg->hsm_restart_after_ms = 60000;
     cfg->feed_poll_ms = 200;
-    /* 0 = derived from [revocation] deadline after parsing (feed_contract_defaults). */
-    cfg->ocsp_validity_s = 0;
-    cfg->ocsp_max_age_s = 0;
-    cfg->ocsp_max_certids = 10;
-    cfg->ocsp_unknown_revoked = 0;
-    cfg->ocsp_nonce_queue_max = 256;
-    cfg->ocsp_cache_max_bytes = 1024LL * 1024 * 1024;
-    cfg->ocsp_archive_cutoff_s = 0;
-    cfg->ocsp_expired_retention_s = 10LL * 365 * 86400;
-    (void)snprintf(cfg->ocsp_path, sizeof(cfg->ocsp_path), "/");
+    /* [ocsp]: the module's table; its timing defaults are 0 = derived from [revocation]
+     * deadline after parsing (feed_contract_defaults). */
+    ocsp_config_default(&cfg->ocsp);
     cfg->crl_deltas = 1;
     cfg->crl_validity_s = 0;
     cfg->crl_delta_validity_s = 0;
@@ -70,48 +63,20 @@ void cli_config_defaults(struct cli_config *cfg)
     cfg->crl_full_on_change = 1;
     cfg->crl_expired_retention_s = 7 * 86400;
     cfg->crl_max_age_s = 0;
-    (void)snprintf(cfg->tsa_path, sizeof(cfg->tsa_path), "/tsa");
-    cfg->tsa_durable_log = 1;
-    cfg->tsa_require_clock_sync = 1;
-    cfg->tsa_max_inflight = 4096;
-    cfg->tsa_serial_block = 4096;
+    tsa_config_default(&cfg->tsa); /* [tsa]: the module's table */
     cfg->sla_deadline_s = 12 * 3600;
     cfg->sla_warn_s = 3600;
     directory_config_default(&cfg->directory);
 }
 
-static int scaled(const char *text, int64_t *out, const char *units, const int64_t *factors)
-{
-    char *end = NULL;
-    long long value;
-    errno = 0;
-    if (text == NULL || !isdigit((unsigned char)text[0]))
-        return UTIL_EINVAL;
-    value = strtoll(text, &end, 10);
-    if (errno != 0 || value < 0)
-        return UTIL_EINVAL;
-    if (*end != '\0') {
-        const char *u = strchr(units, tolower((unsigned char)*end));
-        if (u == NULL || end[1] != '\0')
-            return UTIL_EINVAL;
-        if (value > INT64_MAX / factors[u - units])
-            return UTIL_EINVAL;
-        value *= factors[u - units];
-    }
-    *out = value;
-    return UTIL_OK;
-}
-
 int cli_parse_duration(const char *text, int64_t *seconds)
 {
-    static const int64_t factors[] = {1, 60, 3600, 86400};
-    return scaled(text, seconds, "smhd", factors);
+    return util_parse_duration(text, seconds);
 }
 
 int cli_parse_size(const char *text, int64_t *bytes)
 {
-    static const int64_t factors[] = {1024, 1024 * 1024, 1024 * 1024 * 1024};
-    return scaled(text, bytes, "kmg", factors);
+    return util_parse_size(text, bytes);
 }
 
 static int fail(struct parse_ctx *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -420,6 +385,48 @@ static int on_tsa_unit(struct parse_ctx *ctx, const char *name, const char *key,
     return fail(ctx, "unknown directive '%s' in [tsa.%s]", key, name);
 }
 
+/* [crl] (on_entry's share, kept apart to bound its complexity). */
+static int on_crl(struct parse_ctx *ctx, const char *key, const char *value)
+{
+    struct cli_config *cfg = ctx->cfg;
+    if (strcmp(key, "publish_dir") == 0)
+        return set_path(ctx, cfg->crl_publish_dir, sizeof(cfg->crl_publish_dir), value);
+    if (strcmp(key, "deltas") == 0)
+        return set_bool(ctx, &cfg->crl_deltas, value);
+    if (strcmp(key, "validity") == 0)
+        return set_duration(ctx, &cfg->crl_validity_s, value);
+    if (strcmp(key, "delta_validity") == 0)
+        return set_duration(ctx, &cfg->crl_delta_validity_s, value);
+    if (strcmp(key, "interval") == 0)
+        return set_duration(ctx, &cfg->crl_interval_s, value);
+    if (strcmp(key, "coalesce") == 0) {
+        if (!set_duration_ms(ctx, &cfg->crl_coalesce_ms, value))
+            return 0;
+        if (cfg->crl_coalesce_ms > 60000)
+            return fail(ctx,
+                        "coalesce must be at most 60s (a revocation must reach a CRL "
+                        "within a minute), got '%s'",
+                        value);
+        return 1;
+    }
+    if (strcmp(key, "full_on_change") == 0)
+        return set_bool(ctx, &cfg->crl_full_on_change, value);
+    if (strcmp(key, "expired_retention") == 0)
+        return set_duration(ctx, &cfg->crl_expired_retention_s, value);
+    if (strcmp(key, "expired_on_crl_since") == 0) {
+        if (strcmp(value, "off") == 0) {
+            cfg->crl_expired_on_crl_since = 0;
+            return 1;
+        }
+        if (util_time_parse(value, &cfg->crl_expired_on_crl_since) != UTIL_OK)
+            return fail(ctx, "expected off or a date like 2026-01-01, got '%s'", value);
+        return 1;
+    }
+    if (strcmp(key, "max_age") == 0)
+        return set_duration(ctx, &cfg->crl_max_age_s, value);
+    return fail(ctx, "unknown directive '%s' in [crl]", key);
+}
+
 static int on_entry(void *user, const char *section, const char *key, const char *value)
 {
     struct parse_ctx *ctx = user;
@@ -512,103 +519,21 @@ static int on_entry(void *user, const char *section, const char *key, const char
         if (strcmp(key, "password_file") == 0)
             return set_path(ctx, cfg->store_password_file, sizeof(cfg->store_password_file), value);
     } else if (strcmp(section, "ocsp") == 0) {
-        if (strcmp(key, "validity") == 0)
-            return set_duration(ctx, &cfg->ocsp_validity_s, value);
-        if (strcmp(key, "max_age") == 0)
-            return set_duration(ctx, &cfg->ocsp_max_age_s, value);
-        if (strcmp(key, "max_certids") == 0)
-            return set_int(ctx, &cfg->ocsp_max_certids, value, 1, 1000);
-        if (strcmp(key, "unknown_serials") == 0) {
-            if (strcmp(value, "unknown") == 0)
-                cfg->ocsp_unknown_revoked = 0;
-            else if (strcmp(value, "revoked") == 0)
-                cfg->ocsp_unknown_revoked = 1;
-            else
-                return fail(ctx, "unknown_serials must be unknown or revoked, got '%s'", value);
+        char why[256];
+        int rc = ocsp_config_set(&cfg->ocsp, key, value, why, sizeof(why));
+        if (rc == UTIL_EINVAL)
+            return fail(ctx, "%s", why);
+        if (rc == UTIL_OK)
             return 1;
-        }
-        if (strcmp(key, "nonce_queue_max") == 0)
-            return set_int(ctx, &cfg->ocsp_nonce_queue_max, value, 1, 1000000);
-        if (strcmp(key, "cache_max") == 0) {
-            size_t bytes = 0;
-            if (!set_size(ctx, &bytes, value, INT64_MAX))
-                return 0;
-            cfg->ocsp_cache_max_bytes = (int64_t)bytes;
-            return 1;
-        }
-        if (strcmp(key, "archive_cutoff") == 0)
-            return set_duration(ctx, &cfg->ocsp_archive_cutoff_s, value);
-        if (strcmp(key, "expired_retention") == 0)
-            return set_duration(ctx, &cfg->ocsp_expired_retention_s, value);
-        if (strcmp(key, "responder_id") == 0) {
-            if (strcmp(value, "key") == 0)
-                cfg->ocsp_responder_id_by_name = 0;
-            else if (strcmp(value, "name") == 0)
-                cfg->ocsp_responder_id_by_name = 1;
-            else
-                return fail(ctx, "responder_id must be key or name, got '%s'", value);
-            return 1;
-        }
-        if (strcmp(key, "path") == 0) {
-            if (value[0] != '/')
-                return fail(ctx, "path must start with '/', got '%s'", value);
-            return set_str(ctx, cfg->ocsp_path, sizeof(cfg->ocsp_path), value);
-        }
     } else if (strcmp(section, "crl") == 0) {
-        if (strcmp(key, "publish_dir") == 0)
-            return set_path(ctx, cfg->crl_publish_dir, sizeof(cfg->crl_publish_dir), value);
-        if (strcmp(key, "deltas") == 0)
-            return set_bool(ctx, &cfg->crl_deltas, value);
-        if (strcmp(key, "validity") == 0)
-            return set_duration(ctx, &cfg->crl_validity_s, value);
-        if (strcmp(key, "delta_validity") == 0)
-            return set_duration(ctx, &cfg->crl_delta_validity_s, value);
-        if (strcmp(key, "interval") == 0)
-            return set_duration(ctx, &cfg->crl_interval_s, value);
-        if (strcmp(key, "coalesce") == 0) {
-            if (!set_duration_ms(ctx, &cfg->crl_coalesce_ms, value))
-                return 0;
-            if (cfg->crl_coalesce_ms > 60000)
-                return fail(ctx,
-                            "coalesce must be at most 60s (a revocation must reach a CRL "
-                            "within a minute), got '%s'",
-                            value);
-            return 1;
-        }
-        if (strcmp(key, "full_on_change") == 0)
-            return set_bool(ctx, &cfg->crl_full_on_change, value);
-        if (strcmp(key, "expired_retention") == 0)
-            return set_duration(ctx, &cfg->crl_expired_retention_s, value);
-        if (strcmp(key, "expired_on_crl_since") == 0) {
-            if (strcmp(value, "off") == 0) {
-                cfg->crl_expired_on_crl_since = 0;
-                return 1;
-            }
-            if (cli__parse_time(value, &cfg->crl_expired_on_crl_since) != UTIL_OK)
-                return fail(ctx, "expected off or a date like 2026-01-01, got '%s'", value);
-            return 1;
-        }
-        if (strcmp(key, "max_age") == 0)
-            return set_duration(ctx, &cfg->crl_max_age_s, value);
+        return on_crl(ctx, key, value);
     } else if (strcmp(section, "tsa") == 0) {
-        if (strcmp(key, "path") == 0) {
-            if (value[0] != '/')
-                return fail(ctx, "path must start with '/', got '%s'", value);
-            return set_str(ctx, cfg->tsa_path, sizeof(cfg->tsa_path), value);
-        }
-        if (strcmp(key, "durable_log") == 0)
-            return set_bool(ctx, &cfg->tsa_durable_log, value);
-        if (strcmp(key, "require_clock_sync") == 0)
-            return set_bool(ctx, &cfg->tsa_require_clock_sync, value);
-        if (strcmp(key, "max_inflight") == 0)
-            return set_int(ctx, &cfg->tsa_max_inflight, value, 1, 1000000);
-        if (strcmp(key, "serial_block") == 0) {
-            int block = 0;
-            if (!set_int(ctx, &block, value, 1, 1000000))
-                return 0;
-            cfg->tsa_serial_block = block;
+        char why[256];
+        int rc = tsa_config_set(&cfg->tsa, key, value, why, sizeof(why));
+        if (rc == UTIL_EINVAL)
+            return fail(ctx, "%s", why);
+        if (rc == UTIL_OK)
             return 1;
-        }
     } else if (strncmp(section, "tsa.", 4) == 0) {
         return on_tsa_unit(ctx, section + 4, key, value);
     } else if (strcmp(section, "revocation") == 0) {
@@ -665,11 +590,12 @@ static void derive_defaults(struct cli_config *cfg)
 {
     struct feed_contract_defaults d;
     feed_contract_defaults(cfg->sla_deadline_s, &d);
-    if (cfg->ocsp_validity_s == 0)
-        cfg->ocsp_validity_s = d.ocsp_validity_s;
-    if (cfg->ocsp_max_age_s == 0)
-        cfg->ocsp_max_age_s =
-            d.ocsp_max_age_s < cfg->ocsp_validity_s ? d.ocsp_max_age_s : cfg->ocsp_validity_s;
+    if (cfg->ocsp.validity_seconds == 0)
+        cfg->ocsp.validity_seconds = d.ocsp_validity_s;
+    if (cfg->ocsp.max_age_seconds == 0)
+        cfg->ocsp.max_age_seconds = d.ocsp_max_age_s < cfg->ocsp.validity_seconds
+                                        ? d.ocsp_max_age_s
+                                        : cfg->ocsp.validity_seconds;
     if (cfg->crl_validity_s == 0)
         cfg->crl_validity_s = d.crl_validity_s;
     if (cfg->crl_delta_validity_s == 0)
@@ -688,14 +614,12 @@ static void derive_defaults(struct cli_config *cfg)
 
 void cli__contract(const struct cli_config *cfg, struct feed_contract *out)
 {
-    struct ocsp_config oc;
     struct feed_contract_input in;
-    ocsp_config_default(&oc); /* the re-sign point is not configurable: the module's default */
     memset(&in, 0, sizeof(in));
     in.deadline_s = cfg->sla_deadline_s;
-    in.ocsp_validity_s = cfg->ocsp_validity_s;
-    in.ocsp_refresh_percent = oc.refresh_percent;
-    in.ocsp_max_age_s = cfg->ocsp_max_age_s;
+    in.ocsp_validity_s = cfg->ocsp.validity_seconds;
+    in.ocsp_refresh_percent = cfg->ocsp.refresh_percent; /* not a directive: the module's */
+    in.ocsp_max_age_s = cfg->ocsp.max_age_seconds;
     in.feed_poll_ms = cfg->feed_poll_ms;
     in.crl_validity_s = cfg->crl_validity_s;
     in.crl_delta_validity_s = cfg->crl_delta_validity_s;
@@ -829,7 +753,7 @@ static int validate(struct cli_config *cfg, char *err, size_t err_len)
             return UTIL_ECONFIG;
         }
     }
-    if (cfg->ocsp_max_age_s > cfg->ocsp_validity_s) {
+    if (cfg->ocsp.max_age_seconds > cfg->ocsp.validity_seconds) {
         (void)snprintf(err, err_len, "[ocsp] max_age must not exceed validity");
         return UTIL_ECONFIG;
     }

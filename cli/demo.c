@@ -518,22 +518,6 @@ out:
     return rc;
 }
 
-static int serial_octets(X509 *cert, unsigned char *out, size_t *len)
-{
-    const ASN1_INTEGER *serial = X509_get0_serialNumber(cert);
-    unsigned char *der = NULL;
-    int n = i2d_ASN1_INTEGER(serial, &der);
-    int rc = UTIL_EINVAL;
-    /* DER INTEGER: tag, one length octet (serials are short), content octets. */
-    if (n > 2 && der[1] < 0x80 && (size_t)(n - 2) <= STORE_SERIAL_MAX) {
-        memcpy(out, der + 2, (size_t)(n - 2));
-        *len = (size_t)(n - 2);
-        rc = UTIL_OK;
-    }
-    OPENSSL_free(der);
-    return rc;
-}
-
 static int register_cert(struct demo *d, int64_t issuer_id, X509 *cert, int revoke_reason)
 {
     unsigned char serial[STORE_SERIAL_MAX];
@@ -544,7 +528,7 @@ static int register_cert(struct demo *d, int64_t issuer_id, X509 *cert, int revo
     char subject[256];
     int rc;
 
-    rc = serial_octets(cert, serial, &serial_len);
+    rc = store_serial_from_asn1(X509_get0_serialNumber(cert), serial, &serial_len);
     if (rc != UTIL_OK)
         return rc;
     der_len = i2d_X509(cert, &der);

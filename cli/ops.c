@@ -5,6 +5,7 @@
 #define _GNU_SOURCE /* getopt_long */
 #include "cli_int.h"
 
+#include <admin/admin.h>
 #include <ctype.h>
 #include <dirent.h>
 #include <feed/feed.h>
@@ -45,59 +46,6 @@ void cli__apply_env(const struct cli_config *cfg)
     for (int i = 0; i < 4; i++)
         if (strcmp(cfg->log_level, levels[i]) == 0)
             util_log_set_level((enum util_log_level)i);
-}
-
-int cli__parse_time(const char *text, int64_t *seconds)
-{
-    /* One parser for every door (CLI, admin API, configuration): util's refuses impossible dates
-     * and numbers past year 9999. */
-    return util_time_parse(text, seconds);
-}
-
-int cli__parse_serial(const char *hex, unsigned char *out, size_t *len)
-{
-    unsigned char raw[STORE_SERIAL_MAX + 1];
-    size_t n = 0, digits = 0, start = 0;
-    int high = -1;
-    if (strncmp(hex, "0x", 2) == 0 || strncmp(hex, "0X", 2) == 0)
-        hex += 2;
-    for (const char *p = hex; *p; p++)
-        if (isxdigit((unsigned char)*p))
-            digits++;
-        else if (*p != ':')
-            return UTIL_EINVAL;
-    if (digits == 0 || digits > 2 * STORE_SERIAL_MAX)
-        return UTIL_EINVAL;
-    /* An odd number of digits gets an implicit leading zero nibble. */
-    if (digits % 2 == 1)
-        high = 0;
-    for (const char *p = hex; *p; p++) {
-        int v;
-        if (*p == ':')
-            continue;
-        v = isdigit((unsigned char)*p) ? *p - '0' : tolower((unsigned char)*p) - 'a' + 10;
-        if (high < 0) {
-            high = v;
-        } else {
-            raw[n++] = (unsigned char)(high << 4 | v);
-            high = -1;
-        }
-    }
-    /* Minimal two's complement of a positive number: strip leading zero octets, then add one back
-     * if the top bit is set. */
-    while (start + 1 < n && raw[start] == 0 && !(raw[start + 1] & 0x80))
-        start++;
-    if (raw[start] & 0x80) {
-        if (n - start + 1 > STORE_SERIAL_MAX)
-            return UTIL_EINVAL;
-        out[0] = 0;
-        memcpy(out + 1, raw + start, n - start);
-        *len = n - start + 1;
-    } else {
-        memcpy(out, raw + start, n - start);
-        *len = n - start;
-    }
-    return UTIL_OK;
 }
 
 /* Options shared by the commands that name one certificate. */
@@ -161,8 +109,6 @@ static int resolve_cert(struct store *store, const struct cert_ref *ref, int64_t
     if (ref->cert_file != NULL) {
         /* Find the issuer by name: the stored issuers whose subject is this cert's issuer. */
         FILE *f = fopen(ref->cert_file, "r");
-        unsigned char *der = NULL;
-        int n;
         if (f == NULL) {
             fprintf(stderr, "pkiva: cannot open %s\n", ref->cert_file);
             return UTIL_ENOTFOUND;
@@ -173,15 +119,7 @@ static int resolve_cert(struct store *store, const struct cert_ref *ref, int64_t
             fprintf(stderr, "pkiva: %s is not a PEM certificate\n", ref->cert_file);
             return UTIL_EINVAL;
         }
-        n = i2d_ASN1_INTEGER(X509_get0_serialNumber(cert), &der);
-        if (n > 2 && der[1] < 0x80 && (size_t)(n - 2) <= STORE_SERIAL_MAX) {
-            memcpy(serial, der + 2, (size_t)(n - 2));
-            *serial_len = (size_t)(n - 2);
-        } else {
-            n = -1;
-        }
-        OPENSSL_free(der);
-        if (n < 0) {
+        if (store_serial_from_asn1(X509_get0_serialNumber(cert), serial, serial_len) != UTIL_OK) {
             X509_free(cert);
             fprintf(stderr, "pkiva: %s has an unusable serial number\n", ref->cert_file);
             return UTIL_EINVAL;
@@ -205,7 +143,7 @@ static int resolve_cert(struct store *store, const struct cert_ref *ref, int64_t
                             "--cert FILE\n");
             return UTIL_EINVAL;
         }
-        if (cli__parse_serial(ref->serial, serial, serial_len) != UTIL_OK) {
+        if (admin_serial_parse(ref->serial, serial, serial_len) != UTIL_OK) {
             fprintf(stderr, "pkiva: --serial '%s' is not a hexadecimal serial number\n",
                     ref->serial);
             return UTIL_EINVAL;
@@ -312,7 +250,7 @@ int cli__cmd_revoke(int argc, char **argv)
         case 't':
         case 'v':
         case 'R':
-            if (cli__parse_time(optarg, &t) != UTIL_OK) {
+            if (util_time_parse(optarg, &t) != UTIL_OK) {
                 fprintf(stderr,
                         "pkiva revoke: %s: '%s' is not a date in 1970-9999 (UTC, or @seconds)\n%s",
                         opt == 't'   ? "--revoked-at"
@@ -347,7 +285,7 @@ int cli__cmd_revoke(int argc, char **argv)
     if (rc != UTIL_OK)
         goto out;
     rev.serial = serial;
-    rc = cli__revoke_blocking(store, &rev, &feed_id);
+    rc = admin_revoke_blocking(store, &rev, &feed_id);
     if (rc == UTIL_ENOTFOUND) {
         fprintf(stderr, "pkiva revoke: no such certificate under issuer '%s'\n",
                 ref.issuer ? ref.issuer : "(from --cert)");
@@ -410,7 +348,7 @@ int cli__cmd_supersede(int argc, char **argv)
         case 'q': rev.request_id = optarg; break;
         case 'a': rev.actor = optarg; break;
         case 'R':
-            if (cli__parse_time(optarg, &t) != UTIL_OK) {
+            if (util_time_parse(optarg, &t) != UTIL_OK) {
                 fprintf(stderr,
                         "pkiva supersede: --received-at: '%s' is not a date in 1970-9999 (UTC, "
                         "or @seconds)\n%s",
@@ -449,8 +387,8 @@ int cli__cmd_supersede(int argc, char **argv)
     if (rc != UTIL_OK)
         goto out;
     rev.serial = serial;
-    rc = cli__supersede_blocking(store, &rev, new_der, new_len, new_serial, &new_serial_len,
-                                 &feed_id);
+    rc = admin_supersede_blocking(store, &rev, new_der, new_len, new_serial, &new_serial_len,
+                                  &feed_id);
     if (rc != UTIL_OK) {
         fprintf(stderr, "pkiva supersede: %s\n",
                 rc == UTIL_ENOTFOUND ? "no such certificate under this issuer"
@@ -508,7 +446,7 @@ int cli__cmd_unrevoke(int argc, char **argv)
         return 1;
     rc = resolve_cert(store, &ref, &issuer_id, serial, &serial_len);
     if (rc == UTIL_OK)
-        rc = cli__unrevoke_blocking(store, issuer_id, serial, serial_len, actor, &feed_id);
+        rc = admin_unrevoke_blocking(store, issuer_id, serial, serial_len, actor, &feed_id);
     if (rc == UTIL_EINVAL)
         fprintf(stderr, "pkiva unrevoke: the certificate is not on hold\n");
     else if (rc == UTIL_ENOTFOUND)

@@ -6,6 +6,7 @@
 #define _GNU_SOURCE /* getopt_long */
 #include "cli_int.h"
 
+#include <admin/admin.h>
 #include <errno.h>
 #include <crl/crl.h>
 #include <directory/directory.h>
@@ -52,7 +53,7 @@ struct server {
     struct crl_publisher *crl;
     struct tsa_service *tsa; /* NULL when no [tsa.NAME] is configured */
     struct http_server *http;
-    struct cli_admin *admin;
+    struct admin *admin;
     struct feed *feed;           /* the revocation pipeline */
     struct directory *directory; /* the public certificate directory (issue 20) */
     struct cli_service *service; /* systemd readiness and SIGHUP (service.c) */
@@ -264,190 +265,71 @@ static int watch_metrics(const struct server *srv, char *buf, size_t len)
     return n;
 }
 
-/* /metrics in Prometheus text format (admin listener). */
+_Static_assert(CLI_MAX_ISSUERS <= ADMIN_MAX_ISSUERS, "the admin API reports every issuer");
+
+/* The admin API with the [admin] settings of cfg (which outlives it). */
+static int start_admin(const struct cli_config *cfg, struct server *srv)
+{
+    struct admin_config ac = {.store_path = cfg->store_path,
+                              .token_file = cfg->admin_token_file,
+                              .tls_key = cfg->admin_tls_key,
+                              .client_ca = cfg->admin_client_ca,
+                              .require_client_cert = cfg->admin_require_client_cert,
+                              .metrics_without_auth = cfg->admin_metrics_without_auth,
+                              .sla_deadline_s = cfg->sla_deadline_s};
+    cli__contract(cfg, &ac.contract);
+    return admin_new(&ac, srv->http, srv->crl, &srv->admin);
+}
+
+/* n after a section of more bytes was appended into room bytes (a formatter's or snprintf's
+ * return value): -1 once a section did not fit. */
+static int metrics_add(int n, int more, size_t room)
+{
+    return n >= 0 && more >= 0 && (size_t)more < room ? n + more : -1;
+}
+
+/* /metrics in Prometheus text format (admin listener): each module formats its own section. */
 static void handle_metrics(void *ctx, struct http_request *req)
 {
     struct server *srv = ctx;
-    struct ocsp_stats os;
-    struct hsm_stats hs;
-    struct http_stats ht;
     char body[32768]; /* per-key HSM lines come on top of the fixed ones */
     int n;
 
-    if (!cli__admin_gate(srv->admin, req))
+    if (!admin_gate(srv->admin, req))
         return; /* answered 401 */
-    ocsp_stats_get(srv->ocsp, &os);
-    hsm_stats_get(srv->hsm, &hs);
-    http_server_stats(srv->http, &ht);
-    n = snprintf(body, sizeof(body),
-                 "# TYPE pkiva_http_requests_total counter\n"
-                 "pkiva_http_requests_total %llu\n"
-                 "# TYPE pkiva_http_responses_total counter\n"
-                 "pkiva_http_responses_total{class=\"2xx\"} %llu\n"
-                 "pkiva_http_responses_total{class=\"3xx\"} %llu\n"
-                 "pkiva_http_responses_total{class=\"4xx\"} %llu\n"
-                 "pkiva_http_responses_total{class=\"5xx\"} %llu\n"
-                 "# TYPE pkiva_http_connections_open gauge\n"
-                 "pkiva_http_connections_open %llu\n"
-                 "# TYPE pkiva_http_rejections_total counter\n"
-                 "pkiva_http_rejections_total{why=\"limit\"} %llu\n"
-                 "pkiva_http_rejections_total{why=\"timeout\"} %llu\n"
-                 "pkiva_http_rejections_total{why=\"connections\"} %llu\n"
-                 "pkiva_http_rejections_total{why=\"connections_per_client\"} %llu\n"
-                 "pkiva_http_rejections_total{why=\"accept_emfile\"} %llu\n"
-                 "# TYPE pkiva_ocsp_requests_total counter\n"
-                 "pkiva_ocsp_requests_total{method=\"GET\"} %llu\n"
-                 "pkiva_ocsp_requests_total{method=\"POST\"} %llu\n"
-                 "# TYPE pkiva_ocsp_responses_total counter\n"
-                 "pkiva_ocsp_responses_total{status=\"good\"} %llu\n"
-                 "pkiva_ocsp_responses_total{status=\"revoked\"} %llu\n"
-                 "pkiva_ocsp_responses_total{status=\"unknown\"} %llu\n"
-                 "pkiva_ocsp_responses_total{status=\"malformedRequest\"} %llu\n"
-                 "pkiva_ocsp_responses_total{status=\"unauthorized\"} %llu\n"
-                 "pkiva_ocsp_responses_total{status=\"tryLater\"} %llu\n"
-                 "pkiva_ocsp_responses_total{status=\"internalError\"} %llu\n"
-                 "pkiva_ocsp_responses_total{status=\"notModified\"} %llu\n"
-                 "# TYPE pkiva_ocsp_signed_total counter\n"
-                 "pkiva_ocsp_signed_total{path=\"presign\"} %llu\n"
-                 "pkiva_ocsp_signed_total{path=\"live\"} %llu\n"
-                 "pkiva_ocsp_signed_total{path=\"miss\"} %llu\n"
-                 "# TYPE pkiva_ocsp_nonce_rejected_total counter\n"
-                 "pkiva_ocsp_nonce_rejected_total %llu\n"
-                 "# TYPE pkiva_ocsp_cache_entries gauge\n"
-                 "pkiva_ocsp_cache_entries %llu\n"
-                 "# TYPE pkiva_ocsp_cache_bytes gauge\n"
-                 "pkiva_ocsp_cache_bytes %llu\n"
-                 "# TYPE pkiva_ocsp_index_entries gauge\n"
-                 "pkiva_ocsp_index_entries %llu\n"
-                 "# TYPE pkiva_ocsp_presign_backlog gauge\n"
-                 "pkiva_ocsp_presign_backlog %llu\n"
-                 "# TYPE pkiva_hsm_signatures_total counter\n"
-                 "pkiva_hsm_signatures_total %llu\n"
-                 "# TYPE pkiva_hsm_errors_total counter\n"
-                 "pkiva_hsm_errors_total %llu\n"
-                 "# TYPE pkiva_hsm_queue_depth gauge\n"
-                 "pkiva_hsm_queue_depth %d\n"
-                 "# TYPE pkiva_hsm_rejected_total counter\n"
-                 "pkiva_hsm_rejected_total %llu\n"
-                 "# TYPE pkiva_hsm_sign_seconds_avg gauge\n"
-                 "pkiva_hsm_sign_seconds_avg %.6f\n"
-                 "# TYPE pkiva_hsm_available gauge\n"
-                 "pkiva_hsm_available %d\n",
-                 (unsigned long long)ht.requests, (unsigned long long)ht.responses_2xx,
-                 (unsigned long long)ht.responses_3xx, (unsigned long long)ht.responses_4xx,
-                 (unsigned long long)ht.responses_5xx, (unsigned long long)ht.connections_open,
-                 (unsigned long long)ht.limit_rejections, (unsigned long long)ht.timeouts,
-                 (unsigned long long)ht.connections_rejected,
-                 (unsigned long long)ht.connections_rejected_per_client,
-                 (unsigned long long)ht.accept_emfile, (unsigned long long)os.requests_get,
-                 (unsigned long long)os.requests_post, (unsigned long long)os.good,
-                 (unsigned long long)os.revoked, (unsigned long long)os.unknown,
-                 (unsigned long long)os.malformed, (unsigned long long)os.unauthorized,
-                 (unsigned long long)os.try_later, (unsigned long long)os.internal_error,
-                 (unsigned long long)os.not_modified, (unsigned long long)os.presigned,
-                 (unsigned long long)os.signed_live, (unsigned long long)os.signed_miss,
-                 (unsigned long long)os.nonce_rejected, (unsigned long long)os.cache_entries,
-                 (unsigned long long)os.cache_bytes, (unsigned long long)os.index_entries,
-                 (unsigned long long)os.presign_backlog, (unsigned long long)hs.signatures,
-                 (unsigned long long)hs.errors, hs.queue_depth, (unsigned long long)hs.rejected,
-                 hs.signatures ? (double)hs.sign_us_total / (double)hs.signatures / 1e6 : 0.0,
-                 hsm_available(srv->hsm));
-    if (n > 0 && (size_t)n < sizeof(body)) {
-        int more = feed_metrics(srv->feed, body + n, sizeof(body) - (size_t)n);
-        n = more >= 0 ? n + more : -1;
-    }
-    if (n > 0 && (size_t)n < sizeof(body)) {
-        int more = feed_contract_metrics(&srv->contract, body + n, sizeof(body) - (size_t)n);
-        n = more >= 0 ? n + more : -1;
-    }
-    if (n > 0 && (size_t)n < sizeof(body)) {
-        int more = snprintf(body + n, sizeof(body) - (size_t)n,
-                            "# TYPE pkiva_http_tls_handshakes_total counter\n"
-                            "pkiva_http_tls_handshakes_total{result=\"ok\"} %llu\n"
-                            "pkiva_http_tls_handshakes_total{result=\"failed\"} %llu\n",
-                            (unsigned long long)ht.tls_handshakes,
-                            (unsigned long long)ht.tls_handshake_failures);
-        n = more >= 0 ? n + more : -1;
-    }
-    if (n > 0 && (size_t)n < sizeof(body)) {
-        /* Entries the pre-signer cannot sign (issue 14): counted and in back-off, never spun on. */
-        int more =
-            snprintf(body + n, sizeof(body) - (size_t)n,
-                     "# TYPE pkiva_ocsp_presign_errors_total counter\n"
-                     "pkiva_ocsp_presign_errors_total %llu\n"
-                     "# TYPE pkiva_ocsp_presign_failing gauge\n"
-                     "pkiva_ocsp_presign_failing %llu\n",
-                     (unsigned long long)os.presign_errors, (unsigned long long)os.presign_failing);
-        n = more >= 0 ? n + more : -1;
-    }
-    if (n > 0 && (size_t)n < sizeof(body)) {
-        /* Issue 21: signatures checked before use, refused ones, and health per key. */
-        int more = snprintf(body + n, sizeof(body) - (size_t)n,
-                            "# TYPE pkiva_hsm_verified_total counter\n"
-                            "pkiva_hsm_verified_total %llu\n"
-                            "# TYPE pkiva_hsm_bad_signatures_total counter\n"
-                            "pkiva_hsm_bad_signatures_total %llu\n"
-                            "# TYPE pkiva_hsm_key_errors_total counter\n"
-                            "pkiva_hsm_key_errors_total %llu\n"
-                            "# TYPE pkiva_hsm_keys_unhealthy gauge\n"
-                            "pkiva_hsm_keys_unhealthy %d\n",
-                            (unsigned long long)hs.verified, (unsigned long long)hs.bad_signatures,
-                            (unsigned long long)hs.key_errors,
-                            hsm_keys_unhealthy(srv->hsm, NULL, NULL, 0));
-        n = more >= 0 ? n + more : -1;
-    }
-    if (n > 0 && (size_t)n < sizeof(body)) {
-        int more = hsm_keys_metrics(srv->hsm, body + n, sizeof(body) - (size_t)n);
-        n = more >= 0 ? n + more : -1;
-    }
-    if (n > 0 && (size_t)n < sizeof(body)) {
-        int more = crl_publisher_metrics(srv->crl, body + n, sizeof(body) - (size_t)n);
-        n = more >= 0 ? n + more : -1;
-    }
-    if (n > 0 && (size_t)n < sizeof(body)) {
-        int more = watch_metrics(srv, body + n, sizeof(body) - (size_t)n);
-        n = more >= 0 ? n + more : -1;
-    }
-    if (n > 0 && (size_t)n < sizeof(body)) {
-        int more = cli__admin_metrics(srv->admin, body + n, sizeof(body) - (size_t)n);
-        n = more >= 0 ? n + more : -1;
-    }
-    if (srv->tsa != NULL && n > 0 && (size_t)n < sizeof(body)) {
-        struct tsa_stats ts;
-        uint64_t rejected = 0;
-        int more;
-        tsa_stats_get(srv->tsa, &ts);
-        for (size_t i = 0; i < sizeof(ts.rejected) / sizeof(ts.rejected[0]); i++)
-            rejected += ts.rejected[i];
-        more = snprintf(body + n, sizeof(body) - (size_t)n,
-                        "# TYPE pkiva_tsa_requests_total counter\n"
-                        "pkiva_tsa_requests_total %llu\n"
-                        "# TYPE pkiva_tsa_responses_total counter\n"
-                        "pkiva_tsa_responses_total{status=\"granted\"} %llu\n"
-                        "pkiva_tsa_responses_total{status=\"rejection\"} %llu\n"
-                        "# TYPE pkiva_tsa_log_commits_total counter\n"
-                        "pkiva_tsa_log_commits_total %llu\n"
-                        "# TYPE pkiva_tsa_log_records_total counter\n"
-                        "pkiva_tsa_log_records_total %llu\n"
-                        "# TYPE pkiva_tsa_log_failures_total counter\n"
-                        "pkiva_tsa_log_failures_total %llu\n"
-                        "# TYPE pkiva_tsa_inflight gauge\n"
-                        "pkiva_tsa_inflight %d\n"
-                        "# TYPE pkiva_tsa_clock_ok gauge\n"
-                        "pkiva_tsa_clock_ok %d\n",
-                        (unsigned long long)ts.requests, (unsigned long long)ts.granted,
-                        (unsigned long long)rejected, (unsigned long long)ts.log_commits,
-                        (unsigned long long)ts.log_records, (unsigned long long)ts.log_failures,
-                        ts.inflight, ts.clock_ok);
-        n = more >= 0 ? n + more : -1;
-    }
-    if (n >= 0 && (size_t)n < sizeof(body)) {
+    n = http_server_metrics(srv->http, body, sizeof(body));
+    if (n >= 0)
+        n = metrics_add(n, ocsp_metrics(srv->ocsp, body + n, sizeof(body) - (size_t)n),
+                        sizeof(body) - (size_t)n);
+    if (n >= 0)
+        n = metrics_add(n, hsm_metrics(srv->hsm, body + n, sizeof(body) - (size_t)n),
+                        sizeof(body) - (size_t)n);
+    if (n >= 0)
+        n = metrics_add(n, feed_metrics(srv->feed, body + n, sizeof(body) - (size_t)n),
+                        sizeof(body) - (size_t)n);
+    if (n >= 0)
+        n = metrics_add(n,
+                        feed_contract_metrics(&srv->contract, body + n, sizeof(body) - (size_t)n),
+                        sizeof(body) - (size_t)n);
+    if (n >= 0)
+        n = metrics_add(n, crl_publisher_metrics(srv->crl, body + n, sizeof(body) - (size_t)n),
+                        sizeof(body) - (size_t)n);
+    if (n >= 0)
+        n = metrics_add(n, watch_metrics(srv, body + n, sizeof(body) - (size_t)n),
+                        sizeof(body) - (size_t)n);
+    if (n >= 0)
+        n = metrics_add(n, admin_metrics(srv->admin, body + n, sizeof(body) - (size_t)n),
+                        sizeof(body) - (size_t)n);
+    if (n >= 0 && srv->tsa != NULL)
+        n = metrics_add(n, tsa_service_metrics(srv->tsa, body + n, sizeof(body) - (size_t)n),
+                        sizeof(body) - (size_t)n);
+    if (n >= 0) {
         /* [crl] interval, for the "CRL older than its interval" alert (conf/prometheus/). */
         int more = snprintf(body + n, sizeof(body) - (size_t)n,
                             "# TYPE pkiva_crl_interval_seconds gauge\n"
                             "pkiva_crl_interval_seconds %lld\n",
                             (long long)srv->cfg->crl_interval_s);
-        n = more >= 0 ? n + more : -1;
+        n = metrics_add(n, more, sizeof(body) - (size_t)n);
     }
     if (n < 0 || (size_t)n >= sizeof(body)) {
         http_request_respond_text(req, 500, "text/plain", "metrics buffer too small\n");
@@ -553,19 +435,7 @@ static int build_ocsp(struct server *srv)
     struct ocsp_issuer_config ic[CLI_MAX_ISSUERS];
     int rc;
 
-    ocsp_config_default(&oc);
-    oc.validity_seconds = cfg->ocsp_validity_s;
-    oc.max_age_seconds = cfg->ocsp_max_age_s;
-    oc.max_certids = cfg->ocsp_max_certids;
-    oc.unknown_policy =
-        cfg->ocsp_unknown_revoked ? OCSP_UNKNOWN_EXTENDED_REVOKE : OCSP_UNKNOWN_STATUS;
-    oc.nonce_queue_max = cfg->ocsp_nonce_queue_max;
-    oc.cache_max_bytes = (size_t)cfg->ocsp_cache_max_bytes;
-    oc.archive_cutoff_seconds = cfg->ocsp_archive_cutoff_s;
-    oc.expired_retention_seconds = cfg->ocsp_expired_retention_s;
-    oc.prefixes[0] = cfg->ocsp_path;
-    oc.n_prefixes = 1;
-    oc.responder_id = cfg->ocsp_responder_id_by_name ? OCSP_RESPID_BY_NAME : OCSP_RESPID_BY_KEY;
+    oc = cfg->ocsp; /* [ocsp] as read, timing derived */
     oc.on_visible = on_visible;
     oc.on_visible_ctx = srv;
     memset(ic, 0, sizeof(ic));
@@ -619,14 +489,9 @@ static int build_tsa(struct server *srv)
 
     if (cfg->n_tsa_units == 0)
         return UTIL_OK;
-    tsa_config_default(&tc);
+    tc = cfg->tsa; /* [tsa] as read */
     tc.store_path = cfg->store_path;
-    tc.path = cfg->tsa_path;
-    tc.durable_log = cfg->tsa_durable_log;
-    tc.require_clock_sync = cfg->tsa_require_clock_sync;
-    tc.max_inflight = cfg->tsa_max_inflight;
-    tc.serial_block = cfg->tsa_serial_block;
-    if (!cfg->tsa_require_clock_sync)
+    if (!tc.require_clock_sync)
         UTIL_WARN(MOD, "[tsa] require_clock_sync = no: time stamps are issued even when the "
                        "clock is not synchronised (labs only)");
     memset(uc, 0, sizeof(uc));
@@ -690,8 +555,8 @@ static int directory_crl_info(void *ctx, const char *name, struct directory_crl_
 {
     struct server *srv = ctx;
     struct crl_issuer_stats cs;
-    for (int i = 0; i < crl_publisher_n_issuers(srv->crl); i++) {
-        if (crl_publisher_stats(srv->crl, i, &cs) != UTIL_OK || strcmp(cs.name, name) != 0)
+    for (int i = 0; crl_publisher_stats(srv->crl, i, &cs) == UTIL_OK; i++) {
+        if (strcmp(cs.name, name) != 0)
             continue;
         out->full_number = cs.full_number;
         out->delta_number = cs.delta_number;
@@ -723,7 +588,7 @@ static int build_directory(struct server *srv)
     }
     for (int i = 0; i < cfg->n_tsa_units; i++) {
         const struct cli_tsa_unit *u = &cfg->tsa_units[i];
-        (void)snprintf(urls[i], sizeof(urls[i]), "%s%s%s%s", cfg->public_url, cfg->tsa_path,
+        (void)snprintf(urls[i], sizeof(urls[i]), "%s%s%s%s", cfg->public_url, cfg->tsa.path,
                        i == 0 ? "" : "/", i == 0 ? "" : u->name); /* as printed at start */
         units[i].name = u->name;
         units[i].url = urls[i];
@@ -731,7 +596,7 @@ static int build_directory(struct server *srv)
         for (int j = 0; j < u->n_accepted && units[i].n_policies < DIRECTORY_MAX_POLICIES; j++)
             units[i].policies[units[i].n_policies++] = u->accepted[j];
     }
-    (void)snprintf(ocsp_url, sizeof(ocsp_url), "%s%s", cfg->public_url, cfg->ocsp_path);
+    (void)snprintf(ocsp_url, sizeof(ocsp_url), "%s%s", cfg->public_url, cfg->ocsp.path);
     p.store_path = cfg->store_path;
     p.public_url = cfg->public_url;
     p.ocsp_url = ocsp_url;
@@ -910,7 +775,7 @@ int cli_serve(const struct cli_config *cfg)
     if (rc == UTIL_OK)
         rc = http_server_route(srv->http, HTTP_ADMIN, "GET", "/metrics", handle_metrics, srv);
     if (rc == UTIL_OK)
-        rc = cli__admin_new(cfg, srv->http, srv->crl, &srv->admin);
+        rc = start_admin(cfg, srv);
     if (rc != UTIL_OK)
         goto out;
     http_server_set_ready_fn(srv->http, ready_fn, srv);
@@ -946,7 +811,7 @@ int cli_serve(const struct cli_config *cfg)
 
     printf("pkiva is serving (%d workers)\n", http.workers);
     printf("  OCSP:      %s%s   (POST, or GET %s<base64 request>)\n", cfg->public_url,
-           cfg->ocsp_path, cfg->ocsp_path);
+           cfg->ocsp.path, cfg->ocsp.path);
     for (int i = 0; i < srv->n_issuers; i++) {
         printf("  CRL:       %s/crl/%s.crl", cfg->public_url, srv->issuers[i].conf->name);
         if (cfg->crl_deltas)
@@ -959,7 +824,7 @@ int cli_serve(const struct cli_config *cfg)
                cfg->public_url);
     for (int i = 0; i < cfg->n_tsa_units; i++)
         printf("  TSA:       %s%s%s%s  (POST application/timestamp-query)\n", cfg->public_url,
-               cfg->tsa_path, i == 0 ? "" : "/", i == 0 ? "" : cfg->tsa_units[i].name);
+               cfg->tsa.path, i == 0 ? "" : "/", i == 0 ? "" : cfg->tsa_units[i].name);
     printf("  health:    http://%s:%d/healthz  /readyz\n", cfg->http.listeners[0].host,
            http_server_port(srv->http, 0));
     printf("  admin:     %s://%s:%d/admin/  (/metrics)%s\n",
@@ -984,7 +849,7 @@ out:
     crl_publisher_stop(srv->crl);
     tsa_service_stop(srv->tsa);
     http_server_free(srv->http);
-    cli__admin_free(srv->admin);
+    admin_free(srv->admin);
     directory_free(srv->directory);
     ocsp_responder_free(srv->ocsp);
     crl_publisher_free(srv->crl);

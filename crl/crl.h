@@ -192,8 +192,8 @@ struct crl_issuer_stats {
     uint64_t published, failures;        /* CRLs published / failed generations */
     int failing;                         /* 1 while the last attempt failed */
 };
-int crl_publisher_n_issuers(const struct crl_publisher *pub);
-/* Snapshot of issuer i (0 <= i < n). Any thread. */
+/* Snapshot of issuer i (0 <= i < the number of issuers), UTIL_EINVAL past the last one (so a
+ * loop over the issuers ends there). Any thread. */
 int crl_publisher_stats(const struct crl_publisher *pub, int i, struct crl_issuer_stats *out);
 /* The whole CRL section of /metrics in Prometheus text format into buf (NUL-terminated). Returns
  * the length written, or UTIL_EINVAL when buf is too small. Any thread, does not block. */

@@ -43,56 +43,24 @@ size_t crl__der_put_hdr(unsigned char *out, unsigned tag, size_t len)
     return n;
 }
 
-/* Days since 1970-01-01 -> civil date (proleptic Gregorian; H. Hinnant's algorithm). */
-static void civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d)
-{
-    int64_t era, yoe, doy, mp;
-    z += 719468;
-    era = (z >= 0 ? z : z - 146096) / 146097;
-    yoe = z - era * 146097;
-    yoe = (yoe - yoe / 1460 + yoe / 36524 - yoe / 146096) / 365;
-    doy = (z - era * 146097) - (365 * yoe + yoe / 4 - yoe / 100);
-    mp = (5 * doy + 2) / 153;
-    *d = (unsigned)(doy - (153 * mp + 2) / 5 + 1);
-    *m = (unsigned)(mp < 10 ? mp + 3 : mp - 9);
-    *y = yoe + era * 400 + (*m <= 2);
-}
-
-static void put2(unsigned char *out, unsigned v)
-{
-    out[0] = (unsigned char)('0' + v / 10 % 10);
-    out[1] = (unsigned char)('0' + v % 10);
-}
-
+/* Time (RFC 5280 4.1.2.5): UTCTime for years 1950-2049, else GeneralizedTime; generalized forces
+ * the latter. Times past what GeneralizedTime can say are clamped to its ends (never happens for
+ * real dates). */
 static size_t put_time(unsigned char *out, int64_t t, int generalized)
 {
-    int64_t days = t >= 0 ? t / 86400 : -((-t + 86399) / 86400);
-    int64_t secs = t - days * 86400;
-    int64_t year = 0;
-    unsigned month = 0, day = 0;
-    size_t n = 2;
+    static const int64_t first = -62167219200LL; /* 0000-01-01T00:00:00Z */
+    static const int64_t last = 253402300799LL;  /* 9999-12-31T23:59:59Z */
+    char text[UTIL_GENTIME_LEN];
+    size_t skip;
 
-    civil_from_days(days, &year, &month, &day);
-    if (year < 0)
-        year = 0; /* not representable; never happens for real dates */
-    if (year > 9999)
-        year = 9999;
-    if (!generalized && (year < 1950 || year > 2049))
+    (void)util_gentime(t < first ? first : t > last ? last : t, text); /* in range: cannot fail */
+    if (!generalized && (memcmp(text, "1950", 4) < 0 || memcmp(text, "2049", 4) > 0))
         generalized = 1;
+    skip = generalized ? 0 : 2; /* UTCTime drops the century */
     out[0] = generalized ? 0x18 : 0x17;
-    out[1] = generalized ? 15 : 13;
-    if (generalized) {
-        put2(out + n, (unsigned)(year / 100));
-        n += 2;
-    }
-    put2(out + n, (unsigned)(year % 100));
-    put2(out + n + 2, month);
-    put2(out + n + 4, day);
-    put2(out + n + 6, (unsigned)(secs / 3600));
-    put2(out + n + 8, (unsigned)(secs / 60 % 60));
-    put2(out + n + 10, (unsigned)(secs % 60));
-    out[n + 12] = 'Z';
-    return n + 13;
+    out[1] = (unsigned char)(UTIL_GENTIME_LEN - skip);
+    memcpy(out + 2, text + skip, UTIL_GENTIME_LEN - skip);
+    return 2 + UTIL_GENTIME_LEN - skip;
 }
 
 size_t crl__der_time(unsigned char *out, int64_t unix_seconds)

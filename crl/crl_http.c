@@ -148,41 +148,6 @@ static void repo_done(void *arg, int result)
     free(job);
 }
 
-/* Hex serial -> DER INTEGER content octets as the store keeps them (minimal, positive: a leading
- * 0x00 only when the top bit is set). Returns 0 or UTIL_EINVAL. */
-static int parse_serial(const char *hex, size_t len, unsigned char *out, size_t *out_len)
-{
-    unsigned char tmp[STORE_SERIAL_MAX + 1];
-    size_t n = 0, skip = 0;
-    if (len == 0 || len > 2 * STORE_SERIAL_MAX)
-        return UTIL_EINVAL;
-    for (size_t i = 0; i < len;) {
-        int hi, lo;
-        if ((len - i) % 2 == 1) { /* odd length: a leading nibble */
-            hi = 0;
-            lo = util_hex_digit(hex[i]);
-            i += 1;
-        } else {
-            hi = util_hex_digit(hex[i]);
-            lo = util_hex_digit(hex[i + 1]);
-            i += 2;
-        }
-        if (hi < 0 || lo < 0)
-            return UTIL_EINVAL;
-        tmp[n++] = (unsigned char)(hi << 4 | lo);
-    }
-    while (skip + 1 < n && tmp[skip] == 0)
-        skip++;
-    *out_len = 0;
-    if (tmp[skip] & 0x80)
-        out[(*out_len)++] = 0;
-    if (*out_len + (n - skip) > STORE_SERIAL_MAX)
-        return UTIL_EINVAL;
-    memcpy(out + *out_len, tmp + skip, n - skip);
-    *out_len += n - skip;
-    return UTIL_OK;
-}
-
 static void handle_cert(void *ctx, struct http_request *req)
 {
     struct crl_publisher *pub = ctx;
@@ -217,7 +182,7 @@ static void handle_cert(void *ctx, struct http_request *req)
     job->pub = pub;
     job->req = req;
     job->issuer_id = pi->is.store_id;
-    if (parse_serial(serial, serial_len - 4, job->serial, &job->serial_len) != UTIL_OK) {
+    if (store_serial_from_hex(serial, serial_len - 4, job->serial, &job->serial_len) != UTIL_OK) {
         free(job);
         atomic_fetch_add(&pub->repo_not_found, 1);
         http_request_respond_text(req, 404, "text/plain", "no such certificate\n");

@@ -826,11 +826,6 @@ void crl_publisher_stop(struct crl_publisher *pub)
 
 /* ---- metrics -------------------------------------------------------------------------------- */
 
-int crl_publisher_n_issuers(const struct crl_publisher *pub)
-{
-    return pub ? pub->n : 0;
-}
-
 int crl_publisher_stats(const struct crl_publisher *pub, int i, struct crl_issuer_stats *out)
 {
     struct crl__pub_issuer *pi = NULL;

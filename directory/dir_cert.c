@@ -124,30 +124,6 @@ void directory__serial_colons(const unsigned char *serial, size_t len, char *out
     out[o] = '\0';
 }
 
-int directory__serial_of(X509 *x, unsigned char *out, size_t *len)
-{
-    /* The DER INTEGER's content octets, exactly as the store keys them (store_import.c). */
-    unsigned char *der = NULL;
-    size_t header, content;
-    int n = i2d_ASN1_INTEGER(X509_get0_serialNumber(x), &der);
-    int rc = UTIL_EINVAL;
-    if (n < 3)
-        goto out;
-    header = der[1] < 0x80 ? 2 : 2 + (size_t)(der[1] & 0x7f);
-    if ((size_t)n <= header)
-        goto out;
-    content = (size_t)n - header;
-    if (content > STORE_SERIAL_MAX)
-        goto out;
-    memcpy(out, der + header, content);
-    *len = content;
-    rc = UTIL_OK;
-out:
-    ERR_clear_error(); /* a failed encoding is UTIL_EINVAL */
-    OPENSSL_free(der);
-    return rc;
-}
-
 static const char *state_word(int lang, const struct directory__certview *v)
 {
     switch (v->state) {
@@ -525,7 +501,7 @@ void directory__cert_html(struct directory__buf *b, X509 *x, const struct direct
     char fp256[3 * 32 + 1], fp1[3 * 20 + 1], key[128];
     int64_t nb = 0, na = 0;
 
-    if (directory__serial_of(x, serial, &serial_len) == UTIL_OK) {
+    if (store_serial_from_asn1(X509_get0_serialNumber(x), serial, &serial_len) == UTIL_OK) {
         directory__serial_colons(serial, serial_len, serial_text);
         util_hex(serial, serial_len, serial_hex);
     }
@@ -623,7 +599,7 @@ void directory__cert_json(struct directory__buf *b, X509 *x, const struct direct
     GENERAL_NAMES *san = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
     char oid[128];
 
-    if (directory__serial_of(x, serial, &serial_len) == UTIL_OK)
+    if (store_serial_from_asn1(X509_get0_serialNumber(x), serial, &serial_len) == UTIL_OK)
         util_hex(serial, serial_len, serial_hex);
     if (util_asn1_time_unix(X509_get0_notBefore(x), &nb) != UTIL_OK ||
         util_asn1_time_unix(X509_get0_notAfter(x), &na) != UTIL_OK)

@@ -1495,7 +1495,8 @@ static void check_work(struct dir_job *job, struct store *store)
         return;
     }
     x = parse_upload(job->upload, job->upload_len);
-    if (x == NULL || directory__serial_of(x, serial, &serial_len) != UTIL_OK) {
+    if (x == NULL ||
+        store_serial_from_asn1(X509_get0_serialNumber(x), serial, &serial_len) != UTIL_OK) {
         job->status = 400;
         message_page(&job->out, &job->ri, 400, M_CHECK_UNREADABLE);
         X509_free(x);

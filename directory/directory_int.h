@@ -215,8 +215,6 @@ void directory__status_json(struct directory__buf *b, const struct directory__ce
 void directory__cert_html(struct directory__buf *b, X509 *x, const struct directory__certview *v);
 /* The certificate as a JSON object (no status). */
 void directory__cert_json(struct directory__buf *b, X509 *x, const struct directory__certview *v);
-/* Serial content octets of x (as the store keys them). Returns 0 or UTIL_EINVAL. */
-int directory__serial_of(X509 *x, unsigned char *out, size_t *len);
 
 /* ---- fuzzing (directory.c) ------------------------------------------------------------------ */
 

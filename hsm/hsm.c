@@ -888,3 +888,41 @@ int hsm_monitor_start(struct hsm *hsm, const char *probe_uri, int interval_ms)
               interval_ms, interval_ms < HSM_MONITOR_RETRY_MS ? interval_ms : HSM_MONITOR_RETRY_MS);
     return UTIL_OK;
 }
+
+int hsm_metrics(struct hsm *hsm, char *buf, size_t len)
+{
+    struct hsm_stats hs;
+    int n, more;
+    hsm_stats_get(hsm, &hs);
+    n = snprintf(buf, len,
+                 "# TYPE pkiva_hsm_signatures_total counter\n"
+                 "pkiva_hsm_signatures_total %llu\n"
+                 "# TYPE pkiva_hsm_errors_total counter\n"
+                 "pkiva_hsm_errors_total %llu\n"
+                 "# TYPE pkiva_hsm_queue_depth gauge\n"
+                 "pkiva_hsm_queue_depth %d\n"
+                 "# TYPE pkiva_hsm_rejected_total counter\n"
+                 "pkiva_hsm_rejected_total %llu\n"
+                 "# TYPE pkiva_hsm_sign_seconds_avg gauge\n"
+                 "pkiva_hsm_sign_seconds_avg %.6f\n"
+                 "# TYPE pkiva_hsm_available gauge\n"
+                 "pkiva_hsm_available %d\n"
+                 "# TYPE pkiva_hsm_verified_total counter\n"
+                 "pkiva_hsm_verified_total %llu\n"
+                 "# TYPE pkiva_hsm_bad_signatures_total counter\n"
+                 "pkiva_hsm_bad_signatures_total %llu\n"
+                 "# TYPE pkiva_hsm_key_errors_total counter\n"
+                 "pkiva_hsm_key_errors_total %llu\n"
+                 "# TYPE pkiva_hsm_keys_unhealthy gauge\n"
+                 "pkiva_hsm_keys_unhealthy %d\n",
+                 (unsigned long long)hs.signatures, (unsigned long long)hs.errors, hs.queue_depth,
+                 (unsigned long long)hs.rejected,
+                 hs.signatures ? (double)hs.sign_us_total / (double)hs.signatures / 1e6 : 0.0,
+                 hsm_available(hsm), (unsigned long long)hs.verified,
+                 (unsigned long long)hs.bad_signatures, (unsigned long long)hs.key_errors,
+                 hsm_keys_unhealthy(hsm, NULL, NULL, 0));
+    if (n < 0 || (size_t)n >= len)
+        return UTIL_EINVAL;
+    more = hsm_keys_metrics(hsm, buf + n, len - (size_t)n);
+    return more < 0 ? UTIL_EINVAL : n + more;
+}

@@ -184,5 +184,9 @@ struct hsm_stats {
     uint64_t key_errors;     /* key-specific failures (they do not make the hsm unavailable) */
 };
 void hsm_stats_get(const struct hsm *hsm, struct hsm_stats *out);
+/* The HSM section of /metrics (Prometheus text, pkiva_hsm_*, with the per-key lines of
+ * hsm_keys_metrics) into buf (NUL-terminated). Returns the length written, or UTIL_EINVAL when
+ * buf is too small. Any thread; takes the key list's mutex briefly. */
+int hsm_metrics(struct hsm *hsm, char *buf, size_t len);
 
 #endif

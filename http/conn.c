@@ -1576,11 +1576,6 @@ const unsigned char *http_request_body(const struct http_request *req, size_t *l
     return (const unsigned char *)req->arena + req->body_off;
 }
 
-unsigned http_request_listener(const struct http_request *req)
-{
-    return req->kind;
-}
-
 int http_request_loop_index(const struct http_request *req)
 {
     return req->lp->index;

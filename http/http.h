@@ -142,7 +142,6 @@ int http_etag_matches(const char *value, size_t len, const char *etag);
  * CRL by date alone is never told to keep it. */
 int http_request_not_modified(const struct http_request *req, const char *etag,
                               int64_t last_modified);
-unsigned http_request_listener(const struct http_request *req); /* HTTP_PUBLIC or HTTP_ADMIN */
 int http_request_loop_index(const struct http_request *req);
 uv_loop_t *http_request_loop(const struct http_request *req);
 /* Peer address as text ("127.0.0.1:53211"), for logs. */
@@ -185,5 +184,8 @@ struct http_stats {
 };
 /* Sums the per-loop counters (relaxed atomics; a consistent-enough snapshot for /metrics). */
 void http_server_stats(const struct http_server *srv, struct http_stats *out);
+/* The HTTP section of /metrics (Prometheus text, pkiva_http_*) into buf (NUL-terminated).
+ * Returns the length written, or UTIL_EINVAL when buf is too small. Any thread. */
+int http_server_metrics(const struct http_server *srv, char *buf, size_t len);
 
 #endif

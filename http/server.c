@@ -1212,3 +1212,38 @@ void http_server_stats(const struct http_server *srv, struct http_stats *out)
         out->accept_emfile += atomic_load_explicit(&s->accept_emfile, memory_order_relaxed);
     }
 }
+
+int http_server_metrics(const struct http_server *srv, char *buf, size_t len)
+{
+    struct http_stats ht;
+    int n;
+    http_server_stats(srv, &ht);
+    n = snprintf(buf, len,
+                 "# TYPE pkiva_http_requests_total counter\n"
+                 "pkiva_http_requests_total %llu\n"
+                 "# TYPE pkiva_http_responses_total counter\n"
+                 "pkiva_http_responses_total{class=\"2xx\"} %llu\n"
+                 "pkiva_http_responses_total{class=\"3xx\"} %llu\n"
+                 "pkiva_http_responses_total{class=\"4xx\"} %llu\n"
+                 "pkiva_http_responses_total{class=\"5xx\"} %llu\n"
+                 "# TYPE pkiva_http_connections_open gauge\n"
+                 "pkiva_http_connections_open %llu\n"
+                 "# TYPE pkiva_http_rejections_total counter\n"
+                 "pkiva_http_rejections_total{why=\"limit\"} %llu\n"
+                 "pkiva_http_rejections_total{why=\"timeout\"} %llu\n"
+                 "pkiva_http_rejections_total{why=\"connections\"} %llu\n"
+                 "pkiva_http_rejections_total{why=\"connections_per_client\"} %llu\n"
+                 "pkiva_http_rejections_total{why=\"accept_emfile\"} %llu\n"
+                 "# TYPE pkiva_http_tls_handshakes_total counter\n"
+                 "pkiva_http_tls_handshakes_total{result=\"ok\"} %llu\n"
+                 "pkiva_http_tls_handshakes_total{result=\"failed\"} %llu\n",
+                 (unsigned long long)ht.requests, (unsigned long long)ht.responses_2xx,
+                 (unsigned long long)ht.responses_3xx, (unsigned long long)ht.responses_4xx,
+                 (unsigned long long)ht.responses_5xx, (unsigned long long)ht.connections_open,
+                 (unsigned long long)ht.limit_rejections, (unsigned long long)ht.timeouts,
+                 (unsigned long long)ht.connections_rejected,
+                 (unsigned long long)ht.connections_rejected_per_client,
+                 (unsigned long long)ht.accept_emfile, (unsigned long long)ht.tls_handshakes,
+                 (unsigned long long)ht.tls_handshake_failures);
+    return n < 0 || (size_t)n >= len ? UTIL_EINVAL : n;
+}

@@ -42,47 +42,65 @@ enum ocsp_responder_id { OCSP_RESPID_BY_KEY = 0, OCSP_RESPID_BY_NAME = 1 };
 #define OCSP_POST_DER_MAX 65536
 
 /* Every field has a default from ocsp_config_default; comments give it. */
+/* The [ocsp] directives are declared once, in the table in ocsp_config.c (name, kind, limits,
+ * default, doc line): ocsp_config_default applies its defaults, ocsp_config_set parses one line,
+ * and conf/pkiva.conf documents the same defaults (checked by tests/cli/config_test.c). */
+#define OCSP_PATH_MAX 64
 struct ocsp_config {
-    /* thisUpdate -> nextUpdate of every response. Default 4 days: inside the CA/B Forum window
-     * (8 hours .. 10 days) with the usual RFC 9919 practice of re-signing at half the validity. */
+    /* thisUpdate -> nextUpdate of every response ([ocsp] validity). The default 0 means derived
+     * (half of [revocation] deadline, filled in by the configuration reader); the responder
+     * refuses less than 60 s, so it must be set before ocsp_responder_new. */
     int64_t validity_seconds;
-    /* Re-sign a response once this much of its validity has passed (default 50 %). */
+    /* Re-sign a response once this much of its validity has passed (default 50 %; not a
+     * directive). */
     int refresh_percent;
-    /* HTTP Cache-Control max-age cap (default 3600 s); the value sent is
-     * min(cap, nextUpdate - now), never below 0. */
+    /* HTTP Cache-Control max-age cap ([ocsp] max_age; 0 = derived, min(1h, validity)); the
+     * value sent is min(cap, nextUpdate - now), never below 0. */
     int64_t max_age_seconds;
-    int max_certids;    /* CertIDs per request (default 10); more -> malformedRequest */
-    int unknown_policy; /* enum ocsp_unknown_policy, default OCSP_UNKNOWN_STATUS */
+    int max_certids;    /* CertIDs per request; more -> malformedRequest */
+    int unknown_policy; /* enum ocsp_unknown_policy ([ocsp] unknown_serials) */
     /* Live signatures (nonce, several CertIDs, serials not in the index) in flight at most, all
-     * loops together (default 64). Kept below the HSM queue so that a nonce flood cannot starve
-     * pre-signing and cache misses. Past it: tryLater, or with nonce_overflow_cached = 1 a single
-     * CertID gets the pre-signed response without nonce (RFC 9654 lets a responder omit it). */
+     * loops together. Kept below the HSM queue so that a nonce flood cannot starve pre-signing
+     * and cache misses. Past it: tryLater, or with nonce_overflow_cached = 1 a single CertID gets
+     * the pre-signed response without nonce (RFC 9654 lets a responder omit it). */
     int nonce_queue_max;
-    int nonce_overflow_cached;
-    /* Bytes of cached signed responses (default 512 MiB). Past it the sweeper evicts responses not
-     * used recently (CLOCK, an approximation of LRU), good/unknown before revoked; evicted ones are
-     * signed again on demand and the pre-signer stops adding new ones until there is room. */
+    int nonce_overflow_cached; /* not a directive: 0 */
+    /* Bytes of cached signed responses ([ocsp] cache_max). Past it the sweeper evicts responses
+     * not used recently (CLOCK, an approximation of LRU), good/unknown before revoked; evicted
+     * ones are signed again on demand and the pre-signer stops adding new ones until there is
+     * room. */
     size_t cache_max_bytes;
-    /* Seconds; 0 (default) = off. When set, singleExtensions carry archiveCutoff = producedAt - this
-     * and expired certificates are answered for ever. */
+    /* Seconds; 0 = off. When set, singleExtensions carry archiveCutoff = producedAt - this and
+     * expired certificates are answered for ever. */
     int64_t archive_cutoff_seconds;
     /* Seconds after notAfter a certificate is still answered authoritatively; later the unknown
-     * policy applies. 0 (default) = for ever. Ignored when archive_cutoff_seconds is set. */
+     * policy applies. 0 = for ever. Ignored when archive_cutoff_seconds is set. */
     int64_t expired_retention_seconds;
-    /* URL path prefixes served, each starting with '/' (default one: "/"). Pointers must stay valid
-     * until ocsp_responder_register returned (they are copied). */
+    /* The URL path prefix served ([ocsp] path), used when n_prefixes is 0. */
+    char path[OCSP_PATH_MAX];
+    /* Several URL path prefixes instead (tests), each starting with '/'; n_prefixes 0 (the
+     * default) = path alone. Pointers must stay valid until ocsp_responder_register returned
+     * (they are copied). */
     const char *prefixes[OCSP_MAX_PREFIXES];
     int n_prefixes;
-    int responder_id; /* enum ocsp_responder_id, default byKey */
-    /* Pre-signer: responses signed per HSM job (default 32). One job runs at a time, so pre-signing
-     * never occupies more than one HSM session. */
+    int responder_id; /* enum ocsp_responder_id ([ocsp] responder_id) */
+    /* Pre-signer: responses signed per HSM job (default 32; not a directive). One job runs at a
+     * time, so pre-signing never occupies more than one HSM session. */
     int presign_batch;
     /* Called on the pre-signer thread when every change with feed id <= feed_id is visible in
      * served responses (see ocsp_responder_visible_feed_id). Optional; must not block long. */
     void (*on_visible)(void *ctx, int64_t feed_id);
     void *on_visible_ctx;
 };
+/* The defaults of every field: the [ocsp] table's, and the module's for the others. */
 void ocsp_config_default(struct ocsp_config *cfg);
+/* Sets [ocsp] key to value. Returns 0; UTIL_EINVAL with the reason in err; UTIL_ENOTFOUND for a
+ * key that is not an [ocsp] directive. */
+int ocsp_config_set(struct ocsp_config *cfg, const char *key, const char *value, char *err,
+                    size_t err_len);
+/* The [ocsp] directive table (static storage) and its length, for the test of the sample file. */
+struct util_conf_directive;
+const struct util_conf_directive *ocsp_config_directives(size_t *n);
 
 /* One issuing CA served. The responder keeps the pointers: cert, signer_cert and signer_key must
  * outlive it (the caller frees them after ocsp_responder_free). */
@@ -172,9 +190,10 @@ struct ocsp_stats {
     int64_t visible_feed_id;
 };
 void ocsp_stats_get(const struct ocsp_responder *resp, struct ocsp_stats *out);
-/* The same as Prometheus text exposition lines (pkiva_ocsp_*), written into buf (NUL-terminated,
- * truncated to len). Returns the length it needed (like snprintf). */
-size_t ocsp_stats_format(const struct ocsp_responder *resp, char *buf, size_t len);
+/* The OCSP section of /metrics (Prometheus text, pkiva_ocsp_*; responses labelled status=) into
+ * buf (NUL-terminated). Returns the length written, or UTIL_EINVAL when buf is too small. Any
+ * thread, does not block. */
+int ocsp_metrics(const struct ocsp_responder *resp, char *buf, size_t len);
 
 /* ---- pure helpers (exposed for tests and fuzzers) ------------------------------------------- */
 

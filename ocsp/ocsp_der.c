@@ -82,19 +82,12 @@ static unsigned char *put(unsigned char *p, const void *d, size_t n)
     return p + n;
 }
 
-/* GeneralizedTime TLV of t, as OpenSSL's ASN1_GENERALIZEDTIME_set writes it. */
+/* GeneralizedTime text of t, as OpenSSL's ASN1_GENERALIZEDTIME_set writes it (NUL-terminated). */
 static int gt_text(int64_t t, char out[16])
 {
-    time_t tt = (time_t)t;
-    struct tm tm;
-    char text[64]; /* room for any int the compiler imagines; 15 characters with a valid tm */
-
-    if (gmtime_r(&tt, &tm) == NULL || tm.tm_year + 1900 < 0 || tm.tm_year + 1900 > 9999)
+    if (util_gentime(t, out) != UTIL_OK)
         return UTIL_EINVAL;
-    if (snprintf(text, sizeof(text), "%04d%02d%02d%02d%02d%02dZ", tm.tm_year + 1900, tm.tm_mon + 1,
-                 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec) != 15)
-        return UTIL_EINVAL;
-    memcpy(out, text, 16);
+    out[UTIL_GENTIME_LEN] = '\0';
     return UTIL_OK;
 }
 

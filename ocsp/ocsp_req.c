@@ -109,29 +109,6 @@ ASN1_INTEGER *ocsp__serial_to_asn1(const unsigned char *serial, size_t len)
     return d2i_ASN1_INTEGER(NULL, &p, (long)(len + 2));
 }
 
-/* ASN1_INTEGER -> its minimal DER content octets, as the store keeps them. */
-static int serial_from_asn1(const ASN1_INTEGER *ai, unsigned char *out, size_t *out_len)
-{
-    unsigned char buf[8 + STORE_SERIAL_MAX];
-    unsigned char *p = buf;
-    int len = i2d_ASN1_INTEGER(ai, NULL);
-    size_t hdr;
-
-    if (len <= 2 || len > (int)sizeof(buf))
-        return UTIL_EINVAL;
-    if (i2d_ASN1_INTEGER(ai, &p) != len)
-        return UTIL_EINVAL;
-    /* Short-form length only: serials are at most STORE_SERIAL_MAX < 128 octets. */
-    if (buf[1] & 0x80)
-        return UTIL_EINVAL;
-    hdr = 2;
-    if ((size_t)len - hdr != buf[1] || buf[1] == 0 || buf[1] > STORE_SERIAL_MAX)
-        return UTIL_EINVAL;
-    memcpy(out, buf + hdr, buf[1]);
-    *out_len = buf[1];
-    return UTIL_OK;
-}
-
 static int alg_of(const ASN1_OBJECT *obj)
 {
     switch (OBJ_obj2nid(obj)) {
@@ -244,7 +221,7 @@ int ocsp__request_parse(const unsigned char *der, size_t len, int max_certids,
         id->name_hash_len = (size_t)ASN1_STRING_length(name_hash);
         id->key_hash = ASN1_STRING_get0_data(key_hash);
         id->key_hash_len = (size_t)ASN1_STRING_length(key_hash);
-        if (serial_from_asn1(serial, id->serial, &id->serial_len) != UTIL_OK)
+        if (store_serial_from_asn1(serial, id->serial, &id->serial_len) != UTIL_OK)
             return UTIL_OK;
     }
     idx = OCSP_REQUEST_get_ext_by_NID(out->req, NID_id_pkix_OCSP_Nonce, -1);

@@ -39,22 +39,6 @@ struct ocsp__urgent {
     int64_t feed_id;
 };
 
-void ocsp_config_default(struct ocsp_config *cfg)
-{
-    memset(cfg, 0, sizeof(*cfg));
-    cfg->validity_seconds = 4 * 24 * 3600;
-    cfg->refresh_percent = 50;
-    cfg->max_age_seconds = 3600;
-    cfg->max_certids = 10;
-    cfg->unknown_policy = OCSP_UNKNOWN_STATUS;
-    cfg->nonce_queue_max = 64;
-    cfg->cache_max_bytes = (size_t)512 << 20;
-    cfg->prefixes[0] = "/";
-    cfg->n_prefixes = 1;
-    cfg->responder_id = OCSP_RESPID_BY_KEY;
-    cfg->presign_batch = 32;
-}
-
 /* ---- start-up ------------------------------------------------------------------------------- */
 
 static int issuer_hashes(struct ocsp__issuer *is)
@@ -129,7 +113,7 @@ int ocsp_responder_new(const struct ocsp_config *cfg, const struct ocsp_issuer_c
 
     if (n_issuers < 1 || n_issuers > OCSP_MAX_ISSUERS || cfg->validity_seconds < 60 ||
         cfg->refresh_percent < 1 || cfg->refresh_percent > 100 || cfg->max_certids < 1 ||
-        cfg->nonce_queue_max < 1 || cfg->n_prefixes < 1 || cfg->n_prefixes > OCSP_MAX_PREFIXES ||
+        cfg->nonce_queue_max < 1 || cfg->n_prefixes < 0 || cfg->n_prefixes > OCSP_MAX_PREFIXES ||
         cfg->presign_batch < 1 || cfg->max_age_seconds < 0) {
         UTIL_ERROR(OCSP_MOD, "invalid configuration (issuers, validity, limits or prefixes)");
         return UTIL_ECONFIG;
@@ -145,8 +129,10 @@ int ocsp_responder_new(const struct ocsp_config *cfg, const struct ocsp_issuer_c
     atomic_init(&resp->work_pending, 0);
     atomic_init(&resp->visible_feed_id, 0);
     atomic_init(&resp->nonce_inflight, 0);
-    for (int i = 0; i < cfg->n_prefixes; i++) {
-        const char *p = cfg->prefixes[i];
+    /* No prefixes given: the one [ocsp] path. */
+    resp->cfg.n_prefixes = cfg->n_prefixes > 0 ? cfg->n_prefixes : 1;
+    for (int i = 0; i < resp->cfg.n_prefixes; i++) {
+        const char *p = cfg->n_prefixes > 0 ? cfg->prefixes[i] : cfg->path;
         if (p == NULL || p[0] != '/' || strlen(p) >= sizeof(resp->prefixes[i])) {
             UTIL_ERROR(OCSP_MOD, "URL prefix %d must start with '/' and be short", i);
             rc = UTIL_ECONFIG;
@@ -1259,70 +1245,51 @@ void ocsp_stats_get(const struct ocsp_responder *cresp, struct ocsp_stats *out)
     out->visible_feed_id = atomic_load(&resp->visible_feed_id);
 }
 
-size_t ocsp_stats_format(const struct ocsp_responder *resp, char *buf, size_t len)
+int ocsp_metrics(const struct ocsp_responder *resp, char *buf, size_t len)
 {
-    struct ocsp_stats st;
-    const struct {
-        const char *name, *type, *labels;
-        uint64_t value;
-    } rows[] = {
-        {"pkiva_ocsp_requests_total", "counter", "method=\"GET\"", 0},
-        {"pkiva_ocsp_requests_total", NULL, "method=\"POST\"", 0},
-        {"pkiva_ocsp_responses_total", "counter", "outcome=\"good\"", 0},
-        {"pkiva_ocsp_responses_total", NULL, "outcome=\"revoked\"", 0},
-        {"pkiva_ocsp_responses_total", NULL, "outcome=\"unknown\"", 0},
-        {"pkiva_ocsp_responses_total", NULL, "outcome=\"malformedRequest\"", 0},
-        {"pkiva_ocsp_responses_total", NULL, "outcome=\"unauthorized\"", 0},
-        {"pkiva_ocsp_responses_total", NULL, "outcome=\"tryLater\"", 0},
-        {"pkiva_ocsp_responses_total", NULL, "outcome=\"internalError\"", 0},
-        {"pkiva_ocsp_responses_total", NULL, "outcome=\"notModified\"", 0},
-        {"pkiva_ocsp_responses_total", NULL, "outcome=\"badContentType\"", 0},
-        {"pkiva_ocsp_served_total", "counter", "source=\"cache\"", 0},
-        {"pkiva_ocsp_served_total", NULL, "source=\"live\"", 0},
-        {"pkiva_ocsp_served_total", NULL, "source=\"miss\"", 0},
-        {"pkiva_ocsp_nonce_requests_total", "counter", "", 0},
-        {"pkiva_ocsp_nonce_rejected_total", "counter", "", 0},
-        {"pkiva_ocsp_presigned_total", "counter", "", 0},
-        {"pkiva_ocsp_presign_errors_total", "counter", "", 0},
-        {"pkiva_ocsp_cache_evictions_total", "counter", "", 0},
-        {"pkiva_ocsp_index_entries", "gauge", "", 0},
-        {"pkiva_ocsp_cache_entries", "gauge", "", 0},
-        {"pkiva_ocsp_cache_bytes", "gauge", "", 0},
-        {"pkiva_ocsp_presign_backlog", "gauge", "", 0},
-        {"pkiva_ocsp_presign_failing", "gauge", "", 0},
-    };
-    uint64_t values[sizeof(rows) / sizeof(rows[0])];
-    size_t used = 0;
+    struct ocsp_stats os;
     int n;
-
-    ocsp_stats_get(resp, &st);
-    {
-        const uint64_t v[] = {st.requests_get,    st.requests_post,    st.good,
-                              st.revoked,         st.unknown,          st.malformed,
-                              st.unauthorized,    st.try_later,        st.internal_error,
-                              st.not_modified,    st.bad_content_type, st.served_cached,
-                              st.signed_live,     st.signed_miss,      st.nonce_requests,
-                              st.nonce_rejected,  st.presigned,        st.presign_errors,
-                              st.cache_evictions, st.index_entries,    st.cache_entries,
-                              st.cache_bytes,     st.presign_backlog,  st.presign_failing};
-        memcpy(values, v, sizeof(values));
-    }
-    if (len > 0)
-        buf[0] = 0;
-    for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
-        if (rows[i].type != NULL) {
-            n = snprintf(used < len ? buf + used : NULL, used < len ? len - used : 0,
-                         "# TYPE %s %s\n", rows[i].name, rows[i].type);
-            used += n > 0 ? (size_t)n : 0;
-        }
-        n = snprintf(used < len ? buf + used : NULL, used < len ? len - used : 0, "%s%s%s%s %llu\n",
-                     rows[i].name, rows[i].labels[0] ? "{" : "", rows[i].labels,
-                     rows[i].labels[0] ? "}" : "", (unsigned long long)values[i]);
-        used += n > 0 ? (size_t)n : 0;
-    }
-    n = snprintf(used < len ? buf + used : NULL, used < len ? len - used : 0,
-                 "# TYPE pkiva_ocsp_visible_feed_id gauge\npkiva_ocsp_visible_feed_id %lld\n",
-                 (long long)st.visible_feed_id);
-    used += n > 0 ? (size_t)n : 0;
-    return used;
+    ocsp_stats_get(resp, &os);
+    n = snprintf(buf, len,
+                 "# TYPE pkiva_ocsp_requests_total counter\n"
+                 "pkiva_ocsp_requests_total{method=\"GET\"} %llu\n"
+                 "pkiva_ocsp_requests_total{method=\"POST\"} %llu\n"
+                 "# TYPE pkiva_ocsp_responses_total counter\n"
+                 "pkiva_ocsp_responses_total{status=\"good\"} %llu\n"
+                 "pkiva_ocsp_responses_total{status=\"revoked\"} %llu\n"
+                 "pkiva_ocsp_responses_total{status=\"unknown\"} %llu\n"
+                 "pkiva_ocsp_responses_total{status=\"malformedRequest\"} %llu\n"
+                 "pkiva_ocsp_responses_total{status=\"unauthorized\"} %llu\n"
+                 "pkiva_ocsp_responses_total{status=\"tryLater\"} %llu\n"
+                 "pkiva_ocsp_responses_total{status=\"internalError\"} %llu\n"
+                 "pkiva_ocsp_responses_total{status=\"notModified\"} %llu\n"
+                 "# TYPE pkiva_ocsp_signed_total counter\n"
+                 "pkiva_ocsp_signed_total{path=\"presign\"} %llu\n"
+                 "pkiva_ocsp_signed_total{path=\"live\"} %llu\n"
+                 "pkiva_ocsp_signed_total{path=\"miss\"} %llu\n"
+                 "# TYPE pkiva_ocsp_nonce_rejected_total counter\n"
+                 "pkiva_ocsp_nonce_rejected_total %llu\n"
+                 "# TYPE pkiva_ocsp_cache_entries gauge\n"
+                 "pkiva_ocsp_cache_entries %llu\n"
+                 "# TYPE pkiva_ocsp_cache_bytes gauge\n"
+                 "pkiva_ocsp_cache_bytes %llu\n"
+                 "# TYPE pkiva_ocsp_index_entries gauge\n"
+                 "pkiva_ocsp_index_entries %llu\n"
+                 "# TYPE pkiva_ocsp_presign_backlog gauge\n"
+                 "pkiva_ocsp_presign_backlog %llu\n"
+                 "# TYPE pkiva_ocsp_presign_errors_total counter\n"
+                 "pkiva_ocsp_presign_errors_total %llu\n"
+                 "# TYPE pkiva_ocsp_presign_failing gauge\n"
+                 "pkiva_ocsp_presign_failing %llu\n",
+                 (unsigned long long)os.requests_get, (unsigned long long)os.requests_post,
+                 (unsigned long long)os.good, (unsigned long long)os.revoked,
+                 (unsigned long long)os.unknown, (unsigned long long)os.malformed,
+                 (unsigned long long)os.unauthorized, (unsigned long long)os.try_later,
+                 (unsigned long long)os.internal_error, (unsigned long long)os.not_modified,
+                 (unsigned long long)os.presigned, (unsigned long long)os.signed_live,
+                 (unsigned long long)os.signed_miss, (unsigned long long)os.nonce_rejected,
+                 (unsigned long long)os.cache_entries, (unsigned long long)os.cache_bytes,
+                 (unsigned long long)os.index_entries, (unsigned long long)os.presign_backlog,
+                 (unsigned long long)os.presign_errors, (unsigned long long)os.presign_failing);
+    return n < 0 || (size_t)n >= len ? UTIL_EINVAL : n;
 }

@@ -25,7 +25,7 @@ PKIVA_BACKPORTS=(pkcs11-provider)
 # service is used).
 PKIVA_TEST_PACKAGES=(openjdk-17-jdk-headless libnss3-tools python3-cryptography clang-format
   opencryptoki libnss3 systemd dpkg-dev man-db groff-base procps prometheus chromium
-  fonts-dejavu-core postgresql-15)
+  fonts-dejavu-core postgresql-15 pmccabe)
 PKIVA_TEST_BACKPORTS=(osslsigncode)
 
 as_root() {

@@ -25,6 +25,16 @@ struct store;
 #define STORE_SERIAL_MAX 32
 #define STORE_NAME_MAX 64
 
+/* The one conversion of a certificate's serial (an OpenSSL ASN1_INTEGER) into those octets
+ * (store_serial.c): out holds STORE_SERIAL_MAX bytes. Allocates nothing, so the request path may
+ * call it. Returns 0, or UTIL_EINVAL for a serial longer than STORE_SERIAL_MAX octets. */
+struct asn1_string_st; /* ASN1_INTEGER */
+int store_serial_from_asn1(const struct asn1_string_st *serial, unsigned char *out, size_t *len);
+/* The one parser of a serial written in hex (len characters, [0-9a-fA-F] only; an odd count gets
+ * a leading zero nibble) into those octets, minimal and positive (a leading 0x00 only when the top
+ * bit is set). Returns 0 or UTIL_EINVAL. */
+int store_serial_from_hex(const char *hex, size_t len, unsigned char *out, size_t *out_len);
+
 enum store_cert_status { STORE_GOOD = 0, STORE_REVOKED = 1 };
 
 /* RFC 5280 CRLReason codes (7 is unused). STORE_REASON_NONE = no reason given (unspecified, omitted

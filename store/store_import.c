@@ -162,33 +162,6 @@ static void batch_abort(struct import *im)
 
 /* ---- helpers shared by both importers ------------------------------------------------------- */
 
-/* Content octets of a DER INTEGER, exactly as encoded (OpenSSL rejects non-minimal encodings when
- * parsing, so re-encoding reproduces the certificate's bytes). */
-static int serial_octets(const ASN1_INTEGER *serial, unsigned char *out, size_t *out_len)
-{
-    unsigned char *der = NULL;
-    size_t header = 0;
-    size_t content = 0;
-    int len = 0;
-    int rc = UTIL_EINVAL;
-
-    len = i2d_ASN1_INTEGER(serial, &der);
-    if (len < 3)
-        goto out;
-    header = der[1] < 0x80 ? 2 : 2 + (size_t)(der[1] & 0x7f);
-    if ((size_t)len <= header)
-        goto out;
-    content = (size_t)len - header;
-    if (content > STORE_SERIAL_MAX)
-        goto out;
-    memcpy(out, der + header, content);
-    *out_len = content;
-    rc = 0;
-out:
-    OPENSSL_free(der);
-    return rc;
-}
-
 /* Hex (as OpenSSL writes serials in index.txt, unsigned) to minimal two's complement content
  * octets: leading zero octets dropped, one 0x00 added back when the top bit is set. */
 static int serial_from_hex(const char *hex, unsigned char *out, size_t *out_len)
@@ -386,7 +359,7 @@ static int import_x509(struct import *im, X509 *x, const char *where)
         goto out;
     }
     cn.issuer_id = iss->id;
-    if (serial_octets(X509_get0_serialNumber(x), serial, &cn.serial_len) != 0) {
+    if (store_serial_from_asn1(X509_get0_serialNumber(x), serial, &cn.serial_len) != 0) {
         skip_item(im, where, "serial number longer than 32 octets or malformed");
         ERR_clear_error(); /* the reason is logged above; no later item may inherit it */
         goto out;

@@ -56,28 +56,39 @@ int tsa_clock_adjtimex(void *ctx, struct tsa_clock_state *out);
 
 /* Service-wide settings; tsa_config_default fills the defaults given in the comments. Strings are
  * copied by tsa_service_new. */
+/* The [tsa] directives are declared once, in the table in tsa_config.c (name, kind, limits,
+ * default, doc line): tsa_config_default applies its defaults, tsa_config_set parses one line,
+ * and conf/pkiva.conf documents the same defaults (checked by tests/cli/config_test.c). */
+#define TSA_PATH_MAX 64
 struct tsa_config {
-    const char *store_path; /* the SQLite store (serial blocks, token log); required */
-    const char *path;       /* URL path of the first unit, default "/tsa"; unit NAME is also
+    const char *store_path;  /* the SQLite store (serial blocks, token log); required */
+    char path[TSA_PATH_MAX]; /* URL path of the first unit ([tsa] path); unit NAME is also
                                 served at path/NAME */
-    int durable_log;        /* 1 (default): a token is sent only once its log record is durable;
+    int durable_log;         /* 1 (default): a token is sent only once its log record is durable;
                                 0: sent at once, logged right after (a crash may lose records) */
-    int require_clock_sync; /* 1 (default): no token while the kernel reports the clock
+    int require_clock_sync;  /* 1 (default): no token while the kernel reports the clock
                                 unsynchronized or its error bound above a unit's accuracy
                                 (timeNotAvailable); 0: labs, tests, CI */
-    int max_inflight;       /* requests between parsing and answer, all units (default 4096);
+    int max_inflight;        /* requests between parsing and answer, all units (default 4096);
                                 past it systemFailure at once */
-    int log_batch_max;      /* log records per commit at most (default 1000) */
-    int log_linger_us;      /* under load (the previous commit held several records), wait up to
+    int log_batch_max;       /* log records per commit at most (default 1000) */
+    int log_linger_us;       /* under load (the previous commit held several records), wait up to
                                 this long for more before committing (default 2000); an idle TSA
                                 commits at once. 0: group only what queued during the last commit */
-    int64_t serial_block;   /* serials reserved per store transaction (default 4096); a crash
+    int64_t serial_block;    /* serials reserved per store transaction (default 4096); a crash
                                 skips at most two blocks */
-    size_t max_query_bytes; /* largest TimeStampReq accepted (default 16384); larger: badRequest */
+    size_t max_query_bytes;  /* largest TimeStampReq accepted (default 16384); larger: badRequest */
     tsa_clock_fn clock_check; /* NULL (default): tsa_clock_adjtimex; tests inject their own */
     void *clock_ctx;
 };
 void tsa_config_default(struct tsa_config *cfg);
+/* Sets [tsa] key to value. Returns 0; UTIL_EINVAL with the reason in err; UTIL_ENOTFOUND for a
+ * key that is not a [tsa] directive. */
+int tsa_config_set(struct tsa_config *cfg, const char *key, const char *value, char *err,
+                   size_t err_len);
+/* The [tsa] directive table (static storage) and its length, for the test of the sample file. */
+struct util_conf_directive;
+const struct util_conf_directive *tsa_config_directives(size_t *n);
 
 /* One TSA unit. Strings are copied by tsa_service_new. */
 struct tsa_unit_config {
@@ -134,5 +145,8 @@ struct tsa_stats {
 };
 /* Relaxed snapshot for /metrics; any thread. */
 void tsa_stats_get(const struct tsa_service *svc, struct tsa_stats *out);
+/* The TSA section of /metrics (Prometheus text, pkiva_tsa_*) into buf (NUL-terminated). Returns
+ * the length written, or UTIL_EINVAL when buf is too small. Any thread. */
+int tsa_service_metrics(const struct tsa_service *svc, char *buf, size_t len);
 
 #endif

@@ -29,19 +29,6 @@
 
 /* ---- configuration --------------------------------------------------------------------------- */
 
-void tsa_config_default(struct tsa_config *cfg)
-{
-    memset(cfg, 0, sizeof(*cfg));
-    cfg->path = "/tsa";
-    cfg->durable_log = 1;
-    cfg->require_clock_sync = 1;
-    cfg->max_inflight = 4096;
-    cfg->log_batch_max = 1000;
-    cfg->log_linger_us = 2000;
-    cfg->serial_block = 4096;
-    cfg->max_query_bytes = 16384;
-}
-
 int tsa_clock_adjtimex(void *ctx, struct tsa_clock_state *out)
 {
     struct timex tx;
@@ -311,9 +298,9 @@ int tsa_service_new(const struct tsa_config *cfg, const struct tsa_unit_config *
     *out = NULL;
     if (cfg == NULL || hsm == NULL || units == NULL || n_units < 1 || n_units > TSA_MAX_UNITS ||
         cfg->store_path == NULL || strlen(cfg->store_path) >= sizeof(svc->log.store_path) ||
-        cfg->path == NULL || cfg->path[0] != '/' || strlen(cfg->path) >= sizeof(svc->path) ||
-        cfg->max_inflight < 1 || cfg->log_batch_max < 1 || cfg->log_linger_us < 0 ||
-        cfg->serial_block < 1 || cfg->max_query_bytes < 64) {
+        cfg->path[0] != '/' || strlen(cfg->path) >= sizeof(svc->path) || cfg->max_inflight < 1 ||
+        cfg->log_batch_max < 1 || cfg->log_linger_us < 0 || cfg->serial_block < 1 ||
+        cfg->max_query_bytes < 64) {
         UTIL_ERROR(TSA_MOD, "invalid TSA configuration (store path, path, units 1..%d, bounds)",
                    TSA_MAX_UNITS);
         return UTIL_ECONFIG;
@@ -327,7 +314,6 @@ int tsa_service_new(const struct tsa_config *cfg, const struct tsa_unit_config *
     if (strlen(svc->path) > 1 && svc->path[strlen(svc->path) - 1] == '/')
         svc->path[strlen(svc->path) - 1] = '\0';
     (void)snprintf(svc->log.store_path, sizeof(svc->log.store_path), "%s", cfg->store_path);
-    svc->cfg.path = svc->path;
     svc->cfg.store_path = svc->log.store_path;
     if (svc->cfg.clock_check == NULL)
         svc->cfg.clock_check = tsa_clock_adjtimex;
@@ -788,4 +774,35 @@ void tsa_stats_get(const struct tsa_service *svc, struct tsa_stats *out)
     out->log_failures = atomic_load_explicit(&svc->log_failures, memory_order_relaxed);
     out->inflight = atomic_load(&svc->inflight);
     out->clock_ok = atomic_load(&svc->clock_ok);
+}
+
+int tsa_service_metrics(const struct tsa_service *svc, char *buf, size_t len)
+{
+    struct tsa_stats ts;
+    uint64_t rejected = 0;
+    int n;
+    tsa_stats_get(svc, &ts);
+    for (size_t i = 0; i < sizeof(ts.rejected) / sizeof(ts.rejected[0]); i++)
+        rejected += ts.rejected[i];
+    n = snprintf(buf, len,
+                 "# TYPE pkiva_tsa_requests_total counter\n"
+                 "pkiva_tsa_requests_total %llu\n"
+                 "# TYPE pkiva_tsa_responses_total counter\n"
+                 "pkiva_tsa_responses_total{status=\"granted\"} %llu\n"
+                 "pkiva_tsa_responses_total{status=\"rejection\"} %llu\n"
+                 "# TYPE pkiva_tsa_log_commits_total counter\n"
+                 "pkiva_tsa_log_commits_total %llu\n"
+                 "# TYPE pkiva_tsa_log_records_total counter\n"
+                 "pkiva_tsa_log_records_total %llu\n"
+                 "# TYPE pkiva_tsa_log_failures_total counter\n"
+                 "pkiva_tsa_log_failures_total %llu\n"
+                 "# TYPE pkiva_tsa_inflight gauge\n"
+                 "pkiva_tsa_inflight %d\n"
+                 "# TYPE pkiva_tsa_clock_ok gauge\n"
+                 "pkiva_tsa_clock_ok %d\n",
+                 (unsigned long long)ts.requests, (unsigned long long)ts.granted,
+                 (unsigned long long)rejected, (unsigned long long)ts.log_commits,
+                 (unsigned long long)ts.log_records, (unsigned long long)ts.log_failures,
+                 ts.inflight, ts.clock_ok);
+    return n < 0 || (size_t)n >= len ? UTIL_EINVAL : n;
 }

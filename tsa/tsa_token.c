@@ -314,14 +314,12 @@ out:
  * unit's precision without trailing zeros (X.690 DER), then Z. */
 static int gen_time(char *out, size_t out_len, const struct timespec *now, unsigned precision)
 {
-    struct tm tm;
-    time_t sec = now->tv_sec;
-    int n;
+    char text[UTIL_GENTIME_LEN];
+    int n = UTIL_GENTIME_LEN - 1; /* the digits, without the Z */
 
-    if (gmtime_r(&sec, &tm) == NULL || tm.tm_year + 1900 > 9999)
+    if (out_len < 24 || util_gentime(now->tv_sec, text) != UTIL_OK)
         return -1;
-    n = snprintf(out, out_len, "%04d%02d%02d%02d%02d%02d", tm.tm_year + 1900, tm.tm_mon + 1,
-                 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    memcpy(out, text, (size_t)n);
     if (precision > 0) {
         char frac[24];
         (void)snprintf(frac, sizeof(frac), "%06ld", now->tv_nsec / 1000); /* 0..999999: 6 digits */

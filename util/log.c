@@ -4,6 +4,7 @@
  * drained into the same line so that no request inherits another's stale error. */
 #include "util.h"
 
+#include <errno.h>
 #include <openssl/err.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -78,16 +79,20 @@ static void log_emit(enum util_log_level level, const char *module, int with_ope
 
 void util_log(enum util_log_level level, const char *module, const char *fmt, ...)
 {
+    int saved_errno = errno; /* logging never changes what the caller is about to inspect */
     va_list ap;
     va_start(ap, fmt);
     log_emit(level, module, 0, fmt, ap);
     va_end(ap);
+    errno = saved_errno;
 }
 
 void util_log_openssl(enum util_log_level level, const char *module, const char *fmt, ...)
 {
+    int saved_errno = errno; /* logging never changes what the caller is about to inspect */
     va_list ap;
     va_start(ap, fmt);
     log_emit(level, module, 1, fmt, ap);
     va_end(ap);
+    errno = saved_errno;
 }

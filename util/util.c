@@ -89,6 +89,41 @@ int util_time_from_civil(int year, int month, int day, int hour, int min, int se
     return UTIL_OK;
 }
 
+/* Two decimal digits of v (0..99). */
+static void put2(char *out, unsigned v)
+{
+    out[0] = (char)('0' + v / 10 % 10);
+    out[1] = (char)('0' + v % 10);
+}
+
+int util_gentime(int64_t t, char *out)
+{
+    /* civil_from_days (H. Hinnant): the proleptic Gregorian date of a day number, as gmtime. */
+    int64_t days = t >= 0 ? t / 86400 : -((-t + 86399) / 86400);
+    int64_t secs = t - days * 86400;
+    int64_t z = days + 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    int64_t doe = z - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153;
+    unsigned day = (unsigned)(doy - (153 * mp + 2) / 5 + 1);
+    unsigned month = (unsigned)(mp < 10 ? mp + 3 : mp - 9);
+    int64_t year = yoe + era * 400 + (month <= 2);
+
+    if (year < 0 || year > 9999)
+        return UTIL_EINVAL;
+    put2(out, (unsigned)(year / 100));
+    put2(out + 2, (unsigned)(year % 100));
+    put2(out + 4, month);
+    put2(out + 6, day);
+    put2(out + 8, (unsigned)(secs / 3600));
+    put2(out + 10, (unsigned)(secs / 60 % 60));
+    put2(out + 12, (unsigned)(secs % 60));
+    out[14] = 'Z';
+    return UTIL_OK;
+}
+
 /* n decimal digits at text as an int; -1 if one is not a digit. */
 static int digits_value(const char *text, int n)
 {

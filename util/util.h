@@ -44,7 +44,8 @@ int util_errno(int errnum);
 enum util_log_level { UTIL_LOG_DEBUG = 0, UTIL_LOG_INFO, UTIL_LOG_WARN, UTIL_LOG_ERROR };
 
 /* Process-wide settings; call once at start-up before threads exist. Output is one line per record
- * on stderr: "2026-11-21T12:00:00.123Z level module: message". Thread-safe (one write(2) per line). */
+ * on stderr: "2026-11-21T12:00:00.123Z level module: message". Thread-safe (one write(2) per line).
+ * util_log and util_log_openssl leave errno as they found it. */
 void util_log_set_level(enum util_log_level level);
 void util_log(enum util_log_level level, const char *module, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
@@ -74,6 +75,12 @@ int util_asn1_time_unix(const struct asn1_string_st *t, int64_t *out);
  * second cannot be told apart from the next second in Unix time), years outside 1970-9999.
  * Returns 0 and *out, or UTIL_EINVAL (then *out is unchanged). */
 int util_time_from_civil(int year, int month, int day, int hour, int min, int sec, int64_t *out);
+/* The one GeneralizedTime encoder (every DER writer: CRLs, OCSP responses, time-stamp tokens): the
+ * text "YYYYMMDDhhmmssZ" of seconds t since the epoch (UTC) into out (UTIL_GENTIME_LEN bytes, no
+ * NUL). Integer arithmetic only (no gmtime, no snprintf): the CRL writer calls it for every entry.
+ * Returns 0, or UTIL_EINVAL for a year outside 0000-9999 (out untouched). */
+#define UTIL_GENTIME_LEN 15
+int util_gentime(int64_t t, char *out);
 /* An operator's time: "2026-11-21T10:00:00Z", "2026-11-21 10:00:00" (UTC, with or without the Z),
  * "2026-11-21" (midnight UTC) or "@UNIXSECONDS". Every form must lie in 0..UTIL_TIME_MAX, so
  * milliseconds given as seconds ("@1764633600000" is year 57887) and numbers that would overflow
@@ -168,5 +175,46 @@ int util_hex_digit(char c);
  * characters of [A-Za-z0-9._-]. Returns 1 when name is one (NULL-safe). */
 #define UTIL_NAME_MAX 64
 int util_name_valid(const char *name);
+
+/* ---- configuration directives --------------------------------------------------------------- */
+
+/* DESIGN: each module declares the directives of its section once, in a table of
+ * util_conf_directive next to its config struct (nginx's ngx_command_t): name, kind, offset into
+ * the struct, limits, default (as written in conf/pkiva.conf) and one doc line. The module's
+ * defaults come from applying every default of the table; the configuration reader hands each
+ * line of the section to util_conf_set; the test of conf/pkiva.conf reads the same table. A
+ * default of "0" for a timing directive means "derived" (from [revocation] deadline, by the
+ * reader, feed_contract_defaults). */
+enum util_conf_kind {
+    UTIL_CONF_BOOL,     /* int: yes/true/on/1 or no/false/off/0 */
+    UTIL_CONF_INT,      /* int in min..max */
+    UTIL_CONF_INT64,    /* int64_t in min..max */
+    UTIL_CONF_DURATION, /* int64_t seconds: 90s, 15m, 12h, 4d (or plain seconds) */
+    UTIL_CONF_SIZE,     /* size_t bytes: 4096, 64k, 16M, 1G, in min..max */
+    UTIL_CONF_CHOICE,   /* int: the index in choices of the value */
+    UTIL_CONF_URL_PATH  /* char[size]: a URL path, starting with '/' */
+};
+
+struct util_conf_directive {
+    const char *name;
+    enum util_conf_kind kind;
+    size_t offset;              /* offsetof() the field in the module's config struct */
+    size_t size;                /* URL_PATH: sizeof() the field */
+    int64_t min, max;           /* INT, INT64, SIZE: the accepted range */
+    const char *const *choices; /* CHOICE: the names, NULL-terminated */
+    const char *dflt;           /* the default, as conf/pkiva.conf writes it */
+    const char *doc;            /* one line: what it is */
+};
+
+/* Applies every default of table (n directives) to config; a default that does not parse is a
+ * bug of the table, logged. */
+void util_conf_defaults(const struct util_conf_directive *table, size_t n, void *config);
+/* Sets the directive key of table to value in config. Returns 0; UTIL_EINVAL with the reason in
+ * err (without file and line: the reader adds them); UTIL_ENOTFOUND when table has no such key. */
+int util_conf_set(const struct util_conf_directive *table, size_t n, void *config, const char *key,
+                  const char *value, char *err, size_t err_len);
+/* "90s", "15m", "12h", "4d" or plain seconds -> seconds; "4096", "64k", "16M", "1G" -> bytes. */
+int util_parse_duration(const char *text, int64_t *seconds);
+int util_parse_size(const char *text, int64_t *bytes);
 
 #endif

@@ -23,7 +23,7 @@ Test(config, sample_file_is_valid_and_complete)
     cr_assert_str_eq(cfg.issuers[0].name, "demo-ca");
     cr_assert_eq(cfg.http.listeners[0].port, 8080);
     cr_assert_eq(cfg.http.listeners[1].port, 8081);
-    cr_assert_eq(cfg.ocsp_validity_s, 6 * 3600); /* derived: half of the 12 h deadline */
+    cr_assert_eq(cfg.ocsp.validity_seconds, 6 * 3600); /* derived: half of the 12 h deadline */
     cr_assert_eq(cfg.sla_deadline_s, 12 * 3600);
     cr_assert_eq(cfg.feed_poll_ms, 200);
     cr_assert_eq(cfg.n_tsa_units, 1);
@@ -108,7 +108,7 @@ Test(config, defaults_and_relative_paths)
     cr_assert_str_eq(cfg.issuers[0].cert, "/etc/pkiva/ca.pem");
     cr_assert_str_eq(cfg.issuers[0].key_uri, "pkcs11:object=ca");
     cr_assert_str_eq(cfg.public_url, "http://127.0.0.1:8080");
-    cr_assert_eq(cfg.ocsp_max_age_s, 3600);
+    cr_assert_eq(cfg.ocsp.max_age_seconds, 3600);
 }
 
 Test(config, errors_name_file_line_and_reason)
@@ -301,4 +301,103 @@ Test(config, directory_section)
     expect_error("[directory]\nissuers = a, z\n[hsm]\npin_file = /p\n[issuer.a]\ncert = c\n"
                  "key = pkcs11:x\n",
                  "[directory] issuers: no [issuer.z] section");
+}
+
+/* A section of conf/pkiva.conf against its module's directive table: every directive of the
+ * table is documented there as "name = default" (or, for a default of 0 = derived, as a
+ * commented-out example "# name = ..."), and the section names no directive the table lacks. */
+static void sample_matches_table(const char *section, const struct util_conf_directive *table,
+                                 size_t n)
+{
+    char header[64], line[1024];
+    int in_section = 0;
+    int seen[64] = {0};
+    FILE *f = fopen(PKIVA_SOURCE_DIR "/conf/pkiva.conf", "r");
+    cr_assert_not_null(f);
+    cr_assert_leq(n, sizeof(seen) / sizeof(seen[0]));
+    (void)snprintf(header, sizeof(header), "[%s]", section);
+    while (fgets(line, sizeof(line), f) != NULL) {
+        char key[128], value[512];
+        int commented = line[0] == '#';
+        const char *text = commented ? line + 1 : line;
+        line[strcspn(line, "\n")] = '\0';
+        if (line[0] == '[') {
+            in_section = strcmp(line, header) == 0;
+            continue;
+        }
+        if (!in_section || sscanf(text, " %127[a-z_] = %511[^\n]", key, value) != 2)
+            continue;
+        for (size_t i = 0; i < n; i++) {
+            if (strcmp(key, table[i].name) != 0)
+                continue;
+            if (commented)
+                cr_assert_str_eq(table[i].dflt, "0", "[%s] %s: only derived defaults are commented",
+                                 section, key);
+            else
+                cr_assert_str_eq(value, table[i].dflt, "[%s] %s: conf/pkiva.conf says %s", section,
+                                 key, value);
+            seen[i] = 1;
+            break;
+        }
+        if (!commented) {
+            size_t i = 0;
+            while (i < n && strcmp(key, table[i].name) != 0)
+                i++;
+            cr_assert_lt(i, n, "[%s] %s is not a directive of the table", section, key);
+        }
+    }
+    (void)fclose(f);
+    for (size_t i = 0; i < n; i++)
+        cr_assert(seen[i], "[%s] %s is not documented in conf/pkiva.conf", section, table[i].name);
+}
+
+/* [ocsp]: the sample file documents exactly the directive table's defaults, the reader applies
+ * them, and a mistake is named with its line. */
+Test(config, ocsp_section)
+{
+    size_t n = 0;
+    const struct util_conf_directive *table = ocsp_config_directives(&n);
+    struct cli_config cfg;
+    struct ocsp_config d;
+    char err[512] = "";
+    sample_matches_table("ocsp", table, n);
+    cr_assert_eq(cli_config_parse_string(minimal, "t.conf", "/", &cfg, err, sizeof(err)), 0, "%s",
+                 err);
+    ocsp_config_default(&d);
+    cr_assert_eq(d.validity_seconds, 0); /* derived */
+    cr_assert_eq(cfg.ocsp.validity_seconds, 6 * 3600);
+    cr_assert_eq(cfg.ocsp.nonce_queue_max, d.nonce_queue_max);
+    cr_assert_eq(cfg.ocsp.nonce_queue_max, 256);
+    cr_assert_eq(cfg.ocsp.cache_max_bytes, (size_t)1 << 30);
+    cr_assert_eq(cfg.ocsp.expired_retention_seconds, 3650LL * 86400);
+    cr_assert_str_eq(cfg.ocsp.path, "/");
+    expect_error("[ocsp]\nunknown_serials = maybe\n",
+                 "t.conf:2: unknown_serials must be unknown or revoked, got 'maybe'");
+    expect_error("[ocsp]\nresponder_id = hash\n", "t.conf:2: responder_id must be key or name");
+    expect_error("[ocsp]\npath = ocsp\n", "t.conf:2: path must start with '/'");
+    expect_error("[ocsp]\nmax_certids = 0\n", "t.conf:2: expected an integer in 1..1000");
+    expect_error("[ocsp]\ncache_max = lots\n", "t.conf:2: expected a size");
+    expect_error("[ocsp]\nbogus = 1\n", "t.conf:2: unknown directive 'bogus' in [ocsp]");
+}
+
+/* [tsa]: the sample file documents exactly the directive table's defaults, and a mistake is
+ * named with its line. */
+Test(config, tsa_section)
+{
+    size_t n = 0;
+    const struct util_conf_directive *table = tsa_config_directives(&n);
+    struct cli_config cfg;
+    char err[512] = "";
+    sample_matches_table("tsa", table, n);
+    cr_assert_eq(cli_config_parse_string(minimal, "t.conf", "/", &cfg, err, sizeof(err)), 0, "%s",
+                 err);
+    cr_assert_str_eq(cfg.tsa.path, "/tsa");
+    cr_assert_eq(cfg.tsa.durable_log, 1);
+    cr_assert_eq(cfg.tsa.require_clock_sync, 1);
+    cr_assert_eq(cfg.tsa.max_inflight, 4096);
+    cr_assert_eq(cfg.tsa.serial_block, 4096);
+    expect_error("[tsa]\npath = tsa\n", "t.conf:2: path must start with '/'");
+    expect_error("[tsa]\nserial_block = 0\n", "t.conf:2: expected an integer in 1..1000000");
+    expect_error("[tsa]\ndurable_log = maybe\n", "t.conf:2: expected yes or no");
+    expect_error("[tsa]\nbogus = 1\n", "t.conf:2: unknown directive 'bogus' in [tsa]");
 }

@@ -24,6 +24,18 @@
 #define TOKEN "pkiva"
 #define PIN "123456"
 
+/* The module's defaults, with the timing a configuration file would derive from its deadline
+ * (the module leaves it 0 = derived) and the queue and cache sizes these tests were written for. */
+static void config_default(struct ocsp_config *cfg)
+{
+    ocsp_config_default(cfg);
+    cfg->validity_seconds = 4 * 24 * 3600;
+    cfg->max_age_seconds = 3600;
+    cfg->nonce_queue_max = 64;
+    cfg->cache_max_bytes = (size_t)512 << 20;
+    cfg->expired_retention_seconds = 0;
+}
+
 struct e2e {
     char dir[64];
     struct hsm *hsm;
@@ -172,7 +184,7 @@ static void setup(void)
             nanosleep(&tick, NULL);
     }
 
-    ocsp_config_default(&cfg);
+    config_default(&cfg);
     cfg.prefixes[0] = "/";
     cfg.prefixes[1] = "/ocsp";
     cfg.n_prefixes = 2;

@@ -5,7 +5,9 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <stdio.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <util/util.h>
 
@@ -241,4 +243,29 @@ Test(util, time_parse_refuses_impossible_dates_and_overflow)
         cr_assert_eq(util_time_parse(bad[i], &t), UTIL_EINVAL, "accepted '%s'", bad[i]);
         cr_assert_eq(t, 42, "'%s' changed the output", bad[i]);
     }
+}
+
+/* util_gentime, the one GeneralizedTime encoder, writes what gmtime says, across the epoch, leap
+ * days, centuries and the ends of the four-digit years; it refuses what four digits cannot say. */
+Test(time, gentime_matches_gmtime)
+{
+    const int64_t samples[] = {0,          -1,          951782400,      951868799,      1700000000,
+                               4102444800, -2208988800, 253402300799LL, -62167219200LL, 1234567890};
+    char text[UTIL_GENTIME_LEN + 1];
+    for (size_t i = 0; i < sizeof(samples) / sizeof(samples[0]) + 2000; i++) {
+        int64_t t = i < sizeof(samples) / sizeof(samples[0])
+                        ? samples[i]
+                        : (int64_t)(i * 7919ULL * 86413ULL % 253402300800ULL);
+        time_t tt = (time_t)t;
+        struct tm tm;
+        char want[64];
+        cr_assert_not_null(gmtime_r(&tt, &tm));
+        (void)snprintf(want, sizeof(want), "%04d%02d%02d%02d%02d%02dZ", tm.tm_year + 1900,
+                       tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec);
+        cr_assert_eq(util_gentime(t, text), UTIL_OK, "t=%lld", (long long)t);
+        text[UTIL_GENTIME_LEN] = '\0';
+        cr_assert_str_eq(text, want, "t=%lld", (long long)t);
+    }
+    cr_assert_eq(util_gentime(253402300800LL, text), UTIL_EINVAL); /* year 10000 */
+    cr_assert_eq(util_gentime(-62167219201LL, text), UTIL_EINVAL); /* year -1 */
 }

@@ -5,7 +5,7 @@
  * Requests are parsed and checked on the loop (bounded bodies, jansson), the store work runs on a
  * small pool of store threads (one SQLite connection each) and the answer comes back on the loop.
  * A change is acknowledged only after it is durable and in the change feed. */
-#include "cli_int.h"
+#include "admin.h"
 
 #include <crl/crl.h>
 #include <feed/feed.h>
@@ -38,8 +38,8 @@ static int why_status(const char *why)
     return why == admin_enomem ? 503 : 400;
 }
 
-struct cli_admin {
-    const struct cli_config *cfg;
+struct admin {
+    struct admin_config cfg; /* strings borrowed from the caller (admin.h) */
     struct crl_publisher *crl;
     struct util_pool *pool;
     struct util_pool_port *ports[ADMIN_MAX_LOOPS];
@@ -69,7 +69,7 @@ enum admin_op {
 
 /* One request's work, owned by the job from submit until its done callback responds. */
 struct admin_job {
-    struct cli_admin *admin;
+    struct admin *admin;
     struct http_request *req;
     enum admin_op op;
     char issuer[64];
@@ -88,8 +88,8 @@ struct admin_job {
 
 static int store_thread_init(void *ctx, void **state)
 {
-    struct cli_admin *admin = ctx;
-    return store_open_blocking(admin->cfg->store_path, 0, (struct store **)state);
+    struct admin *admin = ctx;
+    return store_open_blocking(admin->cfg.store_path, 0, (struct store **)state);
 }
 
 static void store_thread_fini(void *ctx, void *state)
@@ -200,11 +200,10 @@ static int sla_collect_row(void *ctx, const struct store_sla_row *row)
 
 /* The freshness contract as JSON: {"deadline_seconds", "worst_case_seconds": {client: s},
  * "out_of_scope": [client...], "hsm_outage_budget_seconds"}. NULL when memory ran out. */
-static json_t *contract_json(const struct cli_config *cfg)
+static json_t *contract_json(const struct feed_contract *contract)
 {
-    struct feed_contract c;
+    const struct feed_contract c = *contract;
     json_t *worst = json_object(), *scope = json_array();
-    cli__contract(cfg, &c);
     for (int i = 0; worst != NULL && scope != NULL && i < FEED_CLIENT_N; i++) {
         if (c.worst_s[i] >= 0)
             (void)json_object_set_new(worst, feed_client_name(i), json_integer(c.worst_s[i]));
@@ -232,11 +231,11 @@ static int cmp_i64(const void *a, const void *b)
  * naming each issuer that failed. */
 static int publish_and_wait(struct admin_job *job)
 {
-    struct crl_publish_result results[CLI_MAX_ISSUERS];
+    struct crl_publish_result results[ADMIN_MAX_ISSUERS];
     json_t *list = json_array();
     int n = 0, failed = 0;
     int rc = crl_publish_wait_blocking(job->admin->crl, job->issuer[0] ? job->issuer : NULL,
-                                       ADMIN_PUBLISH_WAIT_MS, results, CLI_MAX_ISSUERS, &n);
+                                       ADMIN_PUBLISH_WAIT_MS, results, ADMIN_MAX_ISSUERS, &n);
     if (rc == UTIL_ENOTFOUND || rc == UTIL_EINVAL) {
         json_decref(list);
         fail_reply(job, rc == UTIL_ENOTFOUND ? 404 : 503,
@@ -275,7 +274,7 @@ static int admin_work(void *state, void *arg)
         return publish_and_wait(job);
     if (job->op == OP_SLA) {
         struct sla_collect c = {
-            json_array(), job->admin->cfg->sla_deadline_s * 1000, util_now_ms(), NULL, 0, 10000};
+            json_array(), job->admin->cfg.sla_deadline_s * 1000, util_now_ms(), NULL, 0, 10000};
         c.done = calloc(c.cap, sizeof(int64_t));
         if (c.open == NULL || c.done == NULL) {
             json_decref(c.open);
@@ -293,8 +292,8 @@ static int admin_work(void *state, void *arg)
         qsort(c.done, c.n, sizeof(int64_t), cmp_i64);
         set_reply(job, 200,
                   json_pack("{s:o,s:I,s:o*,s:I,s:f,s:f,s:f}", "open", c.open, "deadline_seconds",
-                            (json_int_t)job->admin->cfg->sla_deadline_s, "freshness_contract",
-                            contract_json(job->admin->cfg), "completed", (json_int_t)c.n,
+                            (json_int_t)job->admin->cfg.sla_deadline_s, "freshness_contract",
+                            contract_json(&job->admin->cfg.contract), "completed", (json_int_t)c.n,
                             "p50_seconds", c.n ? (double)c.done[c.n / 2] / 1000.0 : 0.0,
                             "p99_seconds", c.n ? (double)c.done[(c.n * 99) / 100] / 1000.0 : 0.0,
                             "max_seconds", c.n ? (double)c.done[c.n - 1] / 1000.0 : 0.0));
@@ -312,22 +311,22 @@ static int admin_work(void *state, void *arg)
         job->rev.issuer_id = issuer_id;
         job->rev.serial = job->serial;
         job->rev.serial_len = job->serial_len;
-        rc = cli__revoke_blocking(store, &job->rev, &feed_id);
+        rc = admin_revoke_blocking(store, &job->rev, &feed_id);
         break;
     case OP_UNREVOKE:
-        rc = cli__unrevoke_blocking(store, issuer_id, job->serial, job->serial_len, job->actor,
-                                    &feed_id);
+        rc = admin_unrevoke_blocking(store, issuer_id, job->serial, job->serial_len, job->actor,
+                                     &feed_id);
         break;
     case OP_REGISTER:
-        rc = cli__register_blocking(store, issuer_id, job->cert_der, job->cert_len, job->actor,
-                                    job->serial, &job->serial_len, &feed_id);
+        rc = admin_register_blocking(store, issuer_id, job->cert_der, job->cert_len, job->actor,
+                                     job->serial, &job->serial_len, &feed_id);
         break;
     case OP_SUPERSEDE:
         job->rev.issuer_id = issuer_id;
         job->rev.serial = job->serial;
         job->rev.serial_len = job->serial_len;
-        rc = cli__supersede_blocking(store, &job->rev, job->cert_der, job->cert_len,
-                                     job->new_serial, &job->new_serial_len, &feed_id);
+        rc = admin_supersede_blocking(store, &job->rev, job->cert_der, job->cert_len,
+                                      job->new_serial, &job->new_serial_len, &feed_id);
         if (rc == UTIL_OK && job->new_serial_len > 0) {
             char old_hex[2 * STORE_SERIAL_MAX + 1], new_hex[2 * STORE_SERIAL_MAX + 1];
             util_hex(job->serial, job->serial_len, old_hex);
@@ -390,15 +389,15 @@ static void admin_done(void *arg, int result)
     free(job);
 }
 
-static int authorized(struct cli_admin *admin, struct http_request *req)
+static int authorized(struct admin *admin, struct http_request *req)
 {
     size_t len = 0;
     const char *auth = http_request_header(req, "Authorization", &len);
     /* A client certificate that verified against [admin] client_ca in this connection's
      * handshake authenticates on its own; with require_client_cert nothing else does. */
-    if (admin->cfg->admin_client_ca[0] != '\0' && http_request_peer_cert_verified(req, NULL, 0))
+    if (admin->cfg.client_ca[0] != '\0' && http_request_peer_cert_verified(req, NULL, 0))
         return 1;
-    if (admin->cfg->admin_require_client_cert)
+    if (admin->cfg.require_client_cert)
         return 0;
     /* Two Authorization fields are ambiguous (a proxy may act on the other one): refused. */
     /* The scheme name is case-insensitive (RFC 9110 11.1); the token is not. */
@@ -410,7 +409,7 @@ static int authorized(struct cli_admin *admin, struct http_request *req)
 
 /* Counts a refused request and logs it, rate-limited: at most one line per second, which says
  * how many refusals went unlogged since the previous one. */
-static void note_unauthorized(struct cli_admin *admin, struct http_request *req)
+static void note_unauthorized(struct admin *admin, struct http_request *req)
 {
     int64_t now_s = util_mono_ms() / 1000;
     int64_t last_s = atomic_load(&admin->unauthorized_logged_s);
@@ -436,7 +435,7 @@ static void note_unauthorized(struct cli_admin *admin, struct http_request *req)
 }
 
 /* Authenticates req; when it is not, answers 401 (and counts and logs it) and returns 0. */
-static int authenticate(struct cli_admin *admin, struct http_request *req)
+static int authenticate(struct admin *admin, struct http_request *req)
 {
     if (authorized(admin, req))
         return 1;
@@ -445,19 +444,20 @@ static int authenticate(struct cli_admin *admin, struct http_request *req)
     return 0;
 }
 
-int cli__admin_gate(struct cli_admin *admin, struct http_request *req)
+int admin_gate(struct admin *admin, struct http_request *req)
 {
-    if (admin->cfg->admin_metrics_without_auth)
+    if (admin->cfg.metrics_without_auth)
         return 1;
     return authenticate(admin, req);
 }
 
-int cli__admin_metrics(struct cli_admin *admin, char *buf, size_t len)
+int admin_metrics(struct admin *admin, char *buf, size_t len)
 {
-    return snprintf(buf, len,
-                    "# TYPE pkiva_admin_unauthenticated_total counter\n"
-                    "pkiva_admin_unauthenticated_total %llu\n",
-                    (unsigned long long)atomic_load(&admin->unauthorized));
+    int n = snprintf(buf, len,
+                     "# TYPE pkiva_admin_unauthenticated_total counter\n"
+                     "pkiva_admin_unauthenticated_total %llu\n",
+                     (unsigned long long)atomic_load(&admin->unauthorized));
+    return n < 0 || (size_t)n >= len ? UTIL_EINVAL : n;
 }
 
 /* Every state-changing admin request carries a JSON body, and says so: a request whose only
@@ -551,7 +551,7 @@ static const char *parse_body(struct admin_job *job, json_t *body)
         /* A verified certificate names the actor; a body's "actor" is only a claim. */
         char subject[sizeof(job->actor)];
         /* (No admin or request on the fuzz target's path.) */
-        if (job->admin != NULL && job->req != NULL && job->admin->cfg->admin_client_ca[0] != '\0' &&
+        if (job->admin != NULL && job->req != NULL && job->admin->cfg.client_ca[0] != '\0' &&
             http_request_peer_cert_verified(job->req, subject, sizeof(subject)))
             (void)snprintf(job->actor, sizeof(job->actor), "admin-mtls:%.84s", subject);
         else
@@ -567,7 +567,7 @@ static const char *parse_body(struct admin_job *job, json_t *body)
         if (why != NULL || job->op == OP_REGISTER)
             return why;
     }
-    if (serial == NULL || cli__parse_serial(serial, job->serial, &job->serial_len) != UTIL_OK)
+    if (serial == NULL || admin_serial_parse(serial, job->serial, &job->serial_len) != UTIL_OK)
         return "\"serial\" (hex string) is required";
     if (job->op != OP_REVOKE && job->op != OP_SUPERSEDE)
         return NULL;
@@ -588,19 +588,19 @@ static const char *parse_body(struct admin_job *job, json_t *body)
     }
     text = json_str(body, "revoked_at");
     if (text != NULL) {
-        if (cli__parse_time(text, &t) != UTIL_OK)
+        if (util_time_parse(text, &t) != UTIL_OK)
             return "\"revoked_at\" is not a time (2026-11-21T10:00:00Z)";
         job->rev.revoked_at = t;
     }
     text = json_str(body, "invalidity_date");
     if (text != NULL) {
-        if (cli__parse_time(text, &t) != UTIL_OK)
+        if (util_time_parse(text, &t) != UTIL_OK)
             return "\"invalidity_date\" is not a time";
         job->rev.invalidity_date = t;
     }
     text = json_str(body, "received_at");
     if (text != NULL) {
-        if (cli__parse_time(text, &t) != UTIL_OK)
+        if (util_time_parse(text, &t) != UTIL_OK)
             return "\"received_at\" is not a time";
         job->rev.received_at_ms = t * 1000;
     }
@@ -617,7 +617,7 @@ static const char *parse_body(struct admin_job *job, json_t *body)
  * not at all (see load_object), so its result alone cannot tell a malformed body (400) from a
  * server out of memory (503). Its allocator hook can: every allocation jansson makes goes
  * through json_alloc, which notes a failure for the calling thread. Installed once (at
- * cli__admin_new, or by the first decode in the fuzz path); malloc and free underneath, so
+ * admin_new, or by the first decode in the fuzz path); malloc and free underneath, so
  * objects made before it are freed correctly. */
 static _Thread_local int json_alloc_failed;
 static pthread_once_t json_alloc_once = PTHREAD_ONCE_INIT;
@@ -679,7 +679,7 @@ static const char *decode_body(struct admin_job *job, const unsigned char *bytes
     return why;
 }
 
-int cli__admin_parse_for_fuzz(const char *op, const unsigned char *body, size_t len)
+int admin_parse_for_fuzz(const char *op, const unsigned char *body, size_t len)
 {
     static const struct {
         const char *name;
@@ -715,7 +715,7 @@ int cli__admin_parse_for_fuzz(const char *op, const unsigned char *body, size_t 
     return -1;
 }
 
-static void submit(struct cli_admin *admin, struct admin_job *job)
+static void submit(struct admin *admin, struct admin_job *job)
 {
     int loop = http_request_loop_index(job->req);
     int rc = loop < ADMIN_MAX_LOOPS && admin->ports[loop] != NULL
@@ -730,7 +730,7 @@ static void submit(struct cli_admin *admin, struct admin_job *job)
 
 static void handle_admin(void *ctx, struct http_request *req, enum admin_op op)
 {
-    struct cli_admin *admin = ctx;
+    struct admin *admin = ctx;
     struct admin_job *job = NULL;
     size_t body_len = 0;
     const unsigned char *body_bytes;
@@ -798,7 +798,7 @@ static void handle_sla(void *ctx, struct http_request *req)
  * it is scheduled, with "wait": true 200 once the new CRLs are served (see publish_and_wait). */
 static void handle_crl_publish(void *ctx, struct http_request *req)
 {
-    struct cli_admin *admin = ctx;
+    struct admin *admin = ctx;
     size_t body_len = 0;
     const unsigned char *bytes;
     json_t *body = NULL;
@@ -860,7 +860,7 @@ static void handle_crl_publish(void *ctx, struct http_request *req)
 
 static void loop_init(void *ctx, uv_loop_t *loop, int index)
 {
-    struct cli_admin *admin = ctx;
+    struct admin *admin = ctx;
     if (index < ADMIN_MAX_LOOPS &&
         util_pool_port_new(admin->pool, loop, &admin->ports[index]) != UTIL_OK)
         UTIL_ERROR(MOD, "no store port for loop %d: admin requests there get 503", index);
@@ -868,7 +868,7 @@ static void loop_init(void *ctx, uv_loop_t *loop, int index)
 
 static void loop_fini(void *ctx, uv_loop_t *loop, int index)
 {
-    struct cli_admin *admin = ctx;
+    struct admin *admin = ctx;
     (void)loop;
     if (index < ADMIN_MAX_LOOPS) {
         util_pool_port_close(admin->ports[index]);
@@ -876,10 +876,10 @@ static void loop_fini(void *ctx, uv_loop_t *loop, int index)
     }
 }
 
-int cli__admin_new(const struct cli_config *cfg, struct http_server *http,
-                   struct crl_publisher *crl, struct cli_admin **out)
+int admin_new(const struct admin_config *cfg, struct http_server *http, struct crl_publisher *crl,
+              struct admin **out)
 {
-    struct cli_admin *admin = calloc(1, sizeof(*admin));
+    struct admin *admin = calloc(1, sizeof(*admin));
     struct util_pool_config pc = {.name = "store",
                                   .threads = 2,
                                   .queue_max = 1024,
@@ -890,14 +890,14 @@ int cli__admin_new(const struct cli_config *cfg, struct http_server *http,
     (void)pthread_once(&json_alloc_once, json_alloc_install); /* cannot fail with a valid once */
     if (admin == NULL)
         return UTIL_ENOMEM;
-    admin->cfg = cfg;
+    admin->cfg = *cfg;
     admin->crl = crl;
-    if (cfg->admin_token_file[0] != '\0') {
+    if (cfg->token_file[0] != '\0') {
         unsigned char *token = NULL;
         size_t len = 0;
-        rc = util_file_read(cfg->admin_token_file, sizeof(admin->token) - 1, &token, &len);
+        rc = util_file_read(cfg->token_file, sizeof(admin->token) - 1, &token, &len);
         if (rc != UTIL_OK) {
-            UTIL_ERROR(MOD, "cannot read the admin token file %s: %s", cfg->admin_token_file,
+            UTIL_ERROR(MOD, "cannot read the admin token file %s: %s", cfg->token_file,
                        util_strerror(rc));
             free(admin);
             return UTIL_ECONFIG;
@@ -905,8 +905,7 @@ int cli__admin_new(const struct cli_config *cfg, struct http_server *http,
         while (len > 0 && (token[len - 1] == '\n' || token[len - 1] == '\r'))
             len--;
         if (len < 16) {
-            UTIL_ERROR(MOD, "the admin token in %s is shorter than 16 characters",
-                       cfg->admin_token_file);
+            UTIL_ERROR(MOD, "the admin token in %s is shorter than 16 characters", cfg->token_file);
             OPENSSL_cleanse(token, len);
             free(token);
             free(admin);
@@ -916,25 +915,25 @@ int cli__admin_new(const struct cli_config *cfg, struct http_server *http,
         admin->token_len = len;
         OPENSSL_cleanse(token, len);
         free(token);
-    } else if (cfg->admin_client_ca[0] == '\0') {
+    } else if (cfg->client_ca[0] == '\0') {
         UTIL_WARN(MOD, "no [admin] token_file: the admin API refuses every request");
     }
-    if (cfg->admin_tls_key[0] != '\0') {
+    if (cfg->tls_key[0] != '\0') {
         /* Like the PIN file: a TLS key others can read is refused (http reads it later). */
         struct stat st;
-        if (stat(cfg->admin_tls_key, &st) != 0 || (st.st_mode & 077) != 0) {
+        if (stat(cfg->tls_key, &st) != 0 || (st.st_mode & 077) != 0) {
             UTIL_ERROR(MOD,
                        "the admin TLS key %s is missing or readable by others "
                        "(chmod 600 it)",
-                       cfg->admin_tls_key);
+                       cfg->tls_key);
             OPENSSL_cleanse(admin->token, sizeof(admin->token));
             free(admin);
             return UTIL_EPERM;
         }
     }
-    if (cfg->admin_require_client_cert)
+    if (cfg->require_client_cert)
         UTIL_INFO(MOD, "admin API: client certificates only (require_client_cert)");
-    else if (cfg->admin_client_ca[0] != '\0')
+    else if (cfg->client_ca[0] != '\0')
         UTIL_INFO(MOD, "admin API: client certificates or the bearer token");
     pc.ctx = admin;
     rc = util_pool_new(&pc, &admin->pool);
@@ -962,14 +961,14 @@ int cli__admin_new(const struct cli_config *cfg, struct http_server *http,
         rc = http_server_route(http, HTTP_ADMIN, "POST", "/admin/crl/publish", handle_crl_publish,
                                admin);
     if (rc != UTIL_OK) {
-        cli__admin_free(admin);
+        admin_free(admin);
         return rc;
     }
     *out = admin;
     return UTIL_OK;
 }
 
-void cli__admin_free(struct cli_admin *admin)
+void admin_free(struct admin *admin)
 {
     if (admin == NULL)
         return;
