@@ -368,15 +368,7 @@ static int cmd_seal(const struct cli_config *cfg, struct store *store)
         fprintf(stderr, "pkiva audit seal: no [issuer.NAME] is configured; nothing can seal\n");
         return 1;
     }
-    memset(&hcfg, 0, sizeof(hcfg));
-    hcfg.module_path = cfg->hsm_module;
-    hcfg.pin_file = cfg->hsm_pin_file;
-    hcfg.provider_path = cfg->hsm_provider[0] ? cfg->hsm_provider : NULL;
-    hcfg.softhsm_no_deinit = cfg->hsm_no_deinit;
-    hcfg.sessions = 1;
-    hcfg.queue_max = 4;
-    hcfg.init_args = cfg->hsm_init_args;
-    hcfg.ecdsa_verify_every = cfg->hsm_ecdsa_verify_every;
+    cli__hsm_config(cfg, 1, 4, &hcfg);
     rc = hsm_open(&hcfg, &hsm);
     if (rc == UTIL_OK) {
         cert = cli__load_pem_cert(c->cert);

@@ -53,6 +53,11 @@ int cli__cmd_tsa(int argc, char **argv);
  * it), else the exit status to return (help printed: 0, usage error: 2, failure: 1). */
 int cli__open_command(int argc, char **argv, int first, const char *help, int *operands,
                       struct cli_config *cfg, struct store **store);
+/* The [hsm] settings as the hsm module's configuration (pointers into cfg), with the signing
+ * threads and queue bound of the caller (a command signs from one thread; serve has a pool). */
+struct hsm_config;
+void cli__hsm_config(const struct cli_config *cfg, int sessions, int queue_max,
+                     struct hsm_config *out);
 /* The freshness contract of this configuration (feed_contract_compute on its timing directives). */
 struct feed_contract;
 void cli__contract(const struct cli_config *cfg, struct feed_contract *out);

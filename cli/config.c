@@ -9,6 +9,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <feed/feed.h>
+#include <hsm/hsm.h>
 #include <ini.h>
 #include <ocsp/ocsp.h>
 #include <sched.h>
@@ -610,6 +611,20 @@ static void derive_defaults(struct cli_config *cfg)
     }
     if (cfg->crl_max_age_s == 0)
         cfg->crl_max_age_s = d.crl_max_age_s;
+}
+
+void cli__hsm_config(const struct cli_config *cfg, int sessions, int queue_max,
+                     struct hsm_config *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->module_path = cfg->hsm_module;
+    out->pin_file = cfg->hsm_pin_file;
+    out->provider_path = cfg->hsm_provider[0] ? cfg->hsm_provider : NULL;
+    out->softhsm_no_deinit = cfg->hsm_no_deinit;
+    out->sessions = sessions;
+    out->queue_max = queue_max;
+    out->init_args = cfg->hsm_init_args;
+    out->ecdsa_verify_every = cfg->hsm_ecdsa_verify_every;
 }
 
 void cli__contract(const struct cli_config *cfg, struct feed_contract *out)

@@ -228,15 +228,7 @@ static int publish_direct(const struct cli_config *cfg, const char *only)
     struct crl_config cc;
     int rc, failures = 0, done = 0;
 
-    memset(&hcfg, 0, sizeof(hcfg));
-    hcfg.module_path = cfg->hsm_module;
-    hcfg.pin_file = cfg->hsm_pin_file;
-    hcfg.provider_path = cfg->hsm_provider[0] ? cfg->hsm_provider : NULL;
-    hcfg.softhsm_no_deinit = cfg->hsm_no_deinit;
-    hcfg.sessions = 1;
-    hcfg.queue_max = 4;
-    hcfg.init_args = cfg->hsm_init_args;
-    hcfg.ecdsa_verify_every = cfg->hsm_ecdsa_verify_every;
+    cli__hsm_config(cfg, 1, 4, &hcfg);
     rc = cli__publish_dir_ready(cfg);
     if (rc != UTIL_OK)
         return 1;

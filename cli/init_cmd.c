@@ -209,15 +209,7 @@ static int init_deployment(const char *config)
     }
     printf("configuration valid; keys in the token (module %s):\n", cfg->hsm_module);
 
-    memset(&hcfg, 0, sizeof(hcfg));
-    hcfg.module_path = cfg->hsm_module;
-    hcfg.pin_file = cfg->hsm_pin_file;
-    hcfg.provider_path = cfg->hsm_provider[0] ? cfg->hsm_provider : NULL;
-    hcfg.softhsm_no_deinit = cfg->hsm_no_deinit;
-    hcfg.sessions = 1; /* only this thread signs */
-    hcfg.queue_max = 1;
-    hcfg.init_args = cfg->hsm_init_args;
-    hcfg.ecdsa_verify_every = cfg->hsm_ecdsa_verify_every;
+    cli__hsm_config(cfg, 1, 1, &hcfg); /* only this thread signs */
     rc = hsm_open(&hcfg, &hsm);
     if (rc != UTIL_OK) {
         fprintf(stderr, "pkiva init: cannot open the HSM (module %s, PIN file %s): %s\n",

@@ -664,16 +664,8 @@ int cli_serve(const struct cli_config *cfg)
     if (rc != UTIL_OK)
         goto out;
 
-    memset(&hcfg, 0, sizeof(hcfg));
-    hcfg.module_path = cfg->hsm_module;
-    hcfg.pin_file = cfg->hsm_pin_file;
-    hcfg.provider_path = cfg->hsm_provider[0] ? cfg->hsm_provider : NULL;
-    hcfg.softhsm_no_deinit = cfg->hsm_no_deinit;
-    hcfg.sessions = cfg->hsm_sessions;
-    hcfg.queue_max = cfg->hsm_queue_max;
-    hcfg.init_args = cfg->hsm_init_args;
-    hcfg.ecdsa_verify_every = cfg->hsm_ecdsa_verify_every;
-    hcfg.restart_after_ms = cfg->hsm_restart_after_ms;
+    cli__hsm_config(cfg, cfg->hsm_sessions, cfg->hsm_queue_max, &hcfg);
+    hcfg.restart_after_ms = cfg->hsm_restart_after_ms; /* the server's self-heal only */
     rc = hsm_open(&hcfg, &srv->hsm);
     if (rc != UTIL_OK) {
         UTIL_ERROR(MOD, "cannot open the HSM (module %s, PIN file %s): %s", cfg->hsm_module,
