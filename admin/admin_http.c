@@ -263,7 +263,7 @@ static int publish_and_wait(struct admin_job *job)
     return rc;
 }
 
-static int admin_work(void *state, void *arg)
+static int run_op_blocking(void *state, void *arg)
 {
     struct store *store = state;
     struct admin_job *job = arg;
@@ -375,15 +375,26 @@ static int admin_work(void *state, void *arg)
     return rc;
 }
 
+/* The job's reply says what happened; the pool's status alone reaches admin_done, so that
+ * UTIL_ECLOSED there always means a cancelled job (a publisher shutting down is a 503 reply). */
+static int admin_work(void *state, void *arg)
+{
+    (void)run_op_blocking(state, arg); /* the outcome is in job->reply */
+    return UTIL_OK;
+}
+
+/* On the loop that submitted the job; with UTIL_ECLOSED off it (util_pool_port_close): the loop and
+ * the request are gone, so only the job is freed. */
 static void admin_done(void *arg, int result)
 {
     struct admin_job *job = arg;
-    (void)result; /* the reply already says what happened */
-    if (job->reply == NULL)
-        respond_error(job->req, job->http_status ? job->http_status : 503,
-                      result == UTIL_ECLOSED ? "shutting down" : "out of memory");
-    else
+    if (result == UTIL_ECLOSED) {
+        /* nobody left to answer */
+    } else if (job->reply == NULL) {
+        respond_error(job->req, job->http_status ? job->http_status : 503, "out of memory");
+    } else {
         respond_json(job->req, job->http_status, job->reply);
+    }
     json_decref(job->reply);
     free(job->cert_der);
     free(job);

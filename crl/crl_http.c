@@ -123,11 +123,15 @@ static int repo_work(void *thread_state, void *arg)
                                    &job->der, &job->der_len);
 }
 
+/* On the loop that submitted the job; with UTIL_ECLOSED off it (util_pool_port_close): the loop and
+ * the request are gone, so only the job is freed. */
 static void repo_done(void *arg, int result)
 {
     struct repo_job *job = arg;
     struct crl_publisher *pub = job->pub;
-    if (result == UTIL_OK) {
+    if (result == UTIL_ECLOSED) {
+        /* nobody left to answer */
+    } else if (result == UTIL_OK) {
         struct http_response resp = {
             .status = 200,
             .content_type = "application/pkix-cert",

@@ -1575,10 +1575,14 @@ static void job_free(struct dir_job *job)
     free(job);
 }
 
+/* On the loop that submitted the job; with UTIL_ECLOSED off it (util_pool_port_close): the loop and
+ * the request are gone, so only the job is freed. */
 static void job_done(void *arg, int result)
 {
     struct dir_job *job = arg;
-    if (result != UTIL_OK) {
+    if (result == UTIL_ECLOSED) {
+        /* nobody left to answer */
+    } else if (result != UTIL_OK) {
         respond_message(job->dir, job->req, &job->ri, 503, M_BUSY);
     } else if (job->download != 0 && job->status == 200) {
         struct http_response resp;

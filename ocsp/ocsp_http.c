@@ -37,8 +37,7 @@ struct ocsp__loop {
 };
 
 struct sign_job {
-    struct sign_job *next;                /* in the loop's coalescing list */
-    struct sign_job *all_prev, *all_next; /* in resp->jobs */
+    struct sign_job *next; /* in the loop's coalescing list */
     struct ocsp_responder *resp;
     struct ocsp__loop *loop;
     struct ocsp__plan plan;
@@ -141,26 +140,19 @@ static void nonce_slot_release(struct ocsp_responder *resp, int *slot)
     }
 }
 
-static void jobs_link(struct ocsp_responder *resp, struct sign_job *job)
+static void jobs_hold(struct ocsp_responder *resp)
 {
     pthread_mutex_lock(&resp->jobs_mutex);
-    job->all_prev = NULL;
-    job->all_next = resp->jobs;
-    if (resp->jobs != NULL)
-        resp->jobs->all_prev = job;
-    resp->jobs = job;
+    resp->n_jobs++;
     pthread_mutex_unlock(&resp->jobs_mutex);
 }
 
-static void jobs_unlink(struct ocsp_responder *resp, struct sign_job *job)
+/* The job's last touch of the responder: ocsp__http_jobs_wait may free it right after. */
+static void jobs_release(struct ocsp_responder *resp)
 {
     pthread_mutex_lock(&resp->jobs_mutex);
-    if (job->all_prev != NULL)
-        job->all_prev->all_next = job->all_next;
-    else
-        resp->jobs = job->all_next;
-    if (job->all_next != NULL)
-        job->all_next->all_prev = job->all_prev;
+    if (--resp->n_jobs == 0)
+        pthread_cond_broadcast(&resp->jobs_cond);
     pthread_mutex_unlock(&resp->jobs_mutex);
 }
 
@@ -180,20 +172,20 @@ static int job_work(void *thread_state, void *opaque)
     (void)thread_state; /* the hsm finds its session for this thread itself */
     rc = ocsp__plan_sign_blocking(resp, &job->plan, &job->der, &job->len, &job->this_update,
                                   &job->next_update);
-    /* Last touch of the responder from this thread: ocsp_responder_free waits for this. */
-    atomic_fetch_sub(&resp->work_pending, 1);
     return rc;
 }
 
-/* Back on the loop that submitted the job. */
+/* Back on the loop that submitted the job; with UTIL_ECLOSED off it (util_pool_port_close or a
+ * signing thread): the loop and the waiting requests are gone, loop_fini detached the job from the
+ * loop's misses, and only the job is freed. */
 static void job_done(void *opaque, int result)
 {
     struct sign_job *job = opaque;
     struct ocsp_responder *resp = job->resp;
     struct ocsp__cached *c = NULL;
 
-    jobs_unlink(resp, job);
-    if (job->plan.cache_index) {
+    /* loop_fini sets job->loop to NULL before it closes the port: a done off the loop sees that. */
+    if (job->plan.cache_index && job->loop != NULL) {
         struct sign_job **pp = &job->loop->misses;
         while (*pp != NULL && *pp != job)
             pp = &(*pp)->next;
@@ -201,12 +193,17 @@ static void job_done(void *opaque, int result)
             *pp = job->next;
     }
     nonce_slot_release(resp, &job->nonce_slot);
+    if (result == UTIL_ECLOSED) {
+        job_free(job);
+        jobs_release(resp);
+        return;
+    }
     if (result == UTIL_OK) {
         int64_t validity = job->next_update - job->this_update;
         c = ocsp__cached_new(job->der, job->len, job->this_update, job->next_update,
                              job->this_update + validity * resp->cfg.refresh_percent / 100,
                              job->plan.worst_status);
-    } else if (result != UTIL_EBUSY && result != UTIL_ECLOSED) {
+    } else if (result != UTIL_EBUSY) {
         UTIL_WARN(OCSP_MOD, "live signature failed: %s", util_strerror(result));
     }
     if (c != NULL) {
@@ -233,6 +230,7 @@ static void job_done(void *opaque, int result)
             respond_error(resp, job->waiters[i], OCSP_RESPONSE_STATUS_TRYLATER);
     }
     job_free(job);
+    jobs_release(resp);
 }
 
 static int same_miss(const struct ocsp__plan *a, const struct ocsp__plan *b)
@@ -277,12 +275,10 @@ static void execute_sign(struct ocsp_responder *resp, struct http_request *req,
     job->nonce_slot = nonce_slot;
     job->waiters[0] = req;
     job->n_waiters = 1;
-    jobs_link(resp, job);
-    atomic_fetch_add(&resp->work_pending, 1);
+    jobs_hold(resp);
     rc = hsm_submit(resp->hsm, loop->port, job_work, job_done, job);
     if (rc != UTIL_OK) {
-        atomic_fetch_sub(&resp->work_pending, 1);
-        jobs_unlink(resp, job);
+        jobs_release(resp);
         nonce_slot = job->nonce_slot;
         job->nonce_slot = 0;
         job_free(job);
@@ -427,8 +423,11 @@ static void loop_fini(void *ctx, uv_loop_t *uvloop, int index)
         return;
     loop = resp->loops[index];
     resp->loops[index] = NULL;
-    /* Jobs still signing for this loop are dropped by the pool when they finish (their clients
-     * are gone); ocsp_responder_free frees them. */
+    /* Jobs still signing for this loop get done(UTIL_ECLOSED) off the loop, after this frees it:
+     * detach them from its misses first (the port's mutex orders this before their done). */
+    for (struct sign_job *job = loop->misses; job != NULL; job = job->next)
+        job->loop = NULL;
+    loop->misses = NULL;
     util_pool_port_close(loop->port);
     free(loop);
 }
@@ -454,26 +453,12 @@ int ocsp_responder_register(struct ocsp_responder *resp, struct http_server *srv
     return ocsp__http_register(resp, srv);
 }
 
-void ocsp__http_jobs_reap(struct ocsp_responder *resp)
+void ocsp__http_jobs_wait(struct ocsp_responder *resp)
 {
-    int64_t deadline = util_mono_ms() + 10000;
-    struct sign_job *job;
-
-    /* Work still queued on a live pool will run; a stopped pool will never run it. Bounded. */
-    while (atomic_load(&resp->work_pending) > 0 && util_mono_ms() < deadline) {
-        struct timespec ts = {0, 5000000};
-        (void)nanosleep(&ts, NULL); /* an early wake-up only shortens one poll */
-    }
-    if (atomic_load(&resp->work_pending) > 0)
-        UTIL_WARN(OCSP_MOD, "%d signing jobs never ran (pool stopped first)",
-                  atomic_load(&resp->work_pending));
+    /* Not a poll: every job gets exactly one done, from its loop, from util_pool_port_close, from
+     * the signing thread that finished it after its loop closed, or from hsm_close's pool stop. */
     pthread_mutex_lock(&resp->jobs_mutex);
-    job = resp->jobs;
-    resp->jobs = NULL;
+    while (resp->n_jobs > 0)
+        pthread_cond_wait(&resp->jobs_cond, &resp->jobs_mutex);
     pthread_mutex_unlock(&resp->jobs_mutex);
-    while (job != NULL) {
-        struct sign_job *next = job->all_next;
-        job_free(job);
-        job = next;
-    }
 }

@@ -321,12 +321,12 @@ struct ocsp_responder {
 
     _Atomic int nonce_inflight;
 
-    /* Live signing jobs not yet completed on their loop (ocsp_http.c), so that
-     * ocsp_responder_free can wait for their work functions and free the ones whose loop has gone
-     * (the pool drops completions for closed ports without calling done). */
+    /* Live signing jobs whose done has not run yet (ocsp_http.c). Every job gets exactly one done
+     * (UTIL_ECLOSED, off the loop, if its loop has gone), so ocsp_responder_free waits on
+     * jobs_cond until n_jobs is 0: then nothing refers to the responder any more. */
     pthread_mutex_t jobs_mutex;
-    struct sign_job *jobs;
-    _Atomic int work_pending;
+    pthread_cond_t jobs_cond;
+    int n_jobs;
 
     /* Counters, striped: a thread adds to its own stripe, so that loops on many cores do not all
      * write one cache line per request (the pad keeps neighbouring stripes on other lines
@@ -352,8 +352,8 @@ void ocsp__note_change(struct ocsp_responder *resp, int64_t sec);
 
 /* Registers the HTTP handlers (ocsp_http.c). */
 int ocsp__http_register(struct ocsp_responder *resp, struct http_server *srv);
-/* Waits (bounded) for live jobs' work functions and frees jobs whose completion never came. */
-void ocsp__http_jobs_reap(struct ocsp_responder *resp);
+/* Waits until every live signing job's done has run (each job gets one, see util_pool). */
+void ocsp__http_jobs_wait(struct ocsp_responder *resp);
 
 /* This thread's stripe of the counters (assigned on first use, round robin). */
 unsigned ocsp__stat_stripe(void);

@@ -126,7 +126,7 @@ int ocsp_responder_new(const struct ocsp_config *cfg, const struct ocsp_issuer_c
     pthread_mutex_init(&resp->mutex, NULL);
     pthread_cond_init(&resp->cond, NULL);
     pthread_mutex_init(&resp->jobs_mutex, NULL);
-    atomic_init(&resp->work_pending, 0);
+    pthread_cond_init(&resp->jobs_cond, NULL);
     atomic_init(&resp->visible_feed_id, 0);
     atomic_init(&resp->nonce_inflight, 0);
     /* No prefixes given: the one [ocsp] path. */
@@ -200,7 +200,7 @@ void ocsp_responder_free(struct ocsp_responder *resp)
     if (resp == NULL)
         return;
     ocsp_responder_stop(resp);
-    ocsp__http_jobs_reap(resp);
+    ocsp__http_jobs_wait(resp);
     while (resp->urgent_head != NULL) {
         struct ocsp__urgent *next = resp->urgent_head->next;
         free(resp->urgent_head);
@@ -217,6 +217,7 @@ void ocsp_responder_free(struct ocsp_responder *resp)
     pthread_mutex_destroy(&resp->mutex);
     pthread_cond_destroy(&resp->cond);
     pthread_mutex_destroy(&resp->jobs_mutex);
+    pthread_cond_destroy(&resp->jobs_cond);
     free(resp);
 }
 

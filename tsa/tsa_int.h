@@ -279,7 +279,11 @@ struct tsa_service {
     struct tsa__log log;
 
     _Atomic int stopping;
+    /* Accepted requests not yet freed. Raised on a loop thread; lowered only under inflight_mu
+     * (inflight_release), which wakes tsa_service_stop when it reaches 0. */
     _Atomic int inflight;
+    pthread_mutex_t inflight_mu;
+    pthread_cond_t inflight_cond;
     _Atomic int clock_bad; /* 1 during an episode of unusable clock (logged once) */
     _Atomic int clock_ok;
     _Atomic int serials_exhausted;

@@ -10,8 +10,9 @@
  * and a uv_async_t: the loop drains the list and responds. Bounds: max_inflight jobs in total (the
  * log ring has as many slots, so a signed token always finds room), the HSM queue (full:
  * systemFailure at once), the request size. Shutdown: after the HTTP loops stopped, their lists
- * are closed and late jobs are dropped; tsa_service_stop waits for the jobs still in flight so that
- * nothing refers to the service when it is freed. */
+ * are closed and a late job is freed by the thread that delivers it; every job is freed exactly
+ * once, so tsa_service_stop waits (on a condition, not a poll) until none is left, after which
+ * nothing refers to the service. */
 #include "tsa_int.h"
 
 #include <errno.h>
@@ -24,8 +25,6 @@
 #include <strings.h>
 #include <sys/timex.h>
 #include <time.h>
-
-#define STOP_WAIT_MS 10000
 
 /* ---- configuration --------------------------------------------------------------------------- */
 
@@ -320,6 +319,8 @@ int tsa_service_new(const struct tsa_config *cfg, const struct tsa_unit_config *
     svc->hsm = hsm;
     atomic_init(&svc->clock_ok, 1);
     pthread_mutex_init(&svc->log.mu, NULL);
+    pthread_mutex_init(&svc->inflight_mu, NULL);
+    pthread_cond_init(&svc->inflight_cond, NULL);
     pthread_cond_init(&svc->log.cond, NULL);
     for (int i = 0; i < TSA_MAX_UNITS; i++) {
         pthread_mutex_init(&svc->units[i].serials.mu, NULL);
@@ -373,19 +374,32 @@ out:
     return rc;
 }
 
+/* Lowers inflight under inflight_mu: the waiter checks under it too, so after it saw 0 no thread
+ * touches the service again. */
+static void inflight_release(struct tsa_service *svc)
+{
+    pthread_mutex_lock(&svc->inflight_mu);
+    if (atomic_fetch_sub(&svc->inflight, 1) == 1)
+        pthread_cond_broadcast(&svc->inflight_cond);
+    pthread_mutex_unlock(&svc->inflight_mu);
+}
+
+/* Every accepted job is freed exactly once (on its loop, or by the signing or log thread when its
+ * loop has closed), and signing jobs always complete (util_pool), so this wait ends. */
+static void inflight_wait(struct tsa_service *svc)
+{
+    pthread_mutex_lock(&svc->inflight_mu);
+    while (atomic_load(&svc->inflight) > 0)
+        pthread_cond_wait(&svc->inflight_cond, &svc->inflight_mu);
+    pthread_mutex_unlock(&svc->inflight_mu);
+}
+
 void tsa_service_stop(struct tsa_service *svc)
 {
-    int64_t deadline;
-
     if (svc == NULL)
         return;
     atomic_store(&svc->stopping, 1);
-    deadline = util_mono_ms() + STOP_WAIT_MS;
-    while (atomic_load(&svc->inflight) > 0 && util_mono_ms() < deadline)
-        (void)nanosleep(&(struct timespec){0, 5 * 1000000L}, NULL); /* an early wake-up polls */
-    if (atomic_load(&svc->inflight) > 0)
-        UTIL_ERROR(TSA_MOD, "%d requests still in flight after %d ms", atomic_load(&svc->inflight),
-                   STOP_WAIT_MS);
+    inflight_wait(svc);
     tsa__log_stop(svc);
 }
 
@@ -393,11 +407,7 @@ void tsa_service_free(struct tsa_service *svc)
 {
     if (svc == NULL)
         return;
-    if (atomic_load(&svc->inflight) > 0) {
-        /* A signing or log thread may still hold a job that points here: leaking is safe. */
-        UTIL_ERROR(TSA_MOD, "not freeing the TSA service: requests still in flight");
-        return;
-    }
+    inflight_wait(svc);
     tsa__log_stop(svc);
     for (int i = 0; i < TSA__MAX_LOOPS; i++) {
         if (svc->loops[i] != NULL) {
@@ -413,6 +423,8 @@ void tsa_service_free(struct tsa_service *svc)
     store_close(svc->log.store);
     pthread_mutex_destroy(&svc->log.mu);
     pthread_cond_destroy(&svc->log.cond);
+    pthread_mutex_destroy(&svc->inflight_mu);
+    pthread_cond_destroy(&svc->inflight_cond);
     free(svc);
 }
 
@@ -454,12 +466,14 @@ static int clock_usable(struct tsa_service *svc, int64_t accuracy_us)
 
 void tsa__job_free(struct tsa__job *job)
 {
+    struct tsa_service *svc;
     if (job == NULL)
         return;
     util_blob_unref(job->reply);
     TS_REQ_free(job->parsed);
-    atomic_fetch_sub(&job->svc->inflight, 1);
+    svc = job->svc;
     free(job);
+    inflight_release(svc); /* last: the service may be freed right after */
 }
 
 void tsa__deliver(struct tsa__job *job)
@@ -691,15 +705,15 @@ static void handle_query(void *ctx, struct http_request *req)
     else if (lp == NULL)
         reject = TSA__REJ_INTERNAL;
     else if (atomic_fetch_add(&svc->inflight, 1) >= svc->cfg.max_inflight) {
-        atomic_fetch_sub(&svc->inflight, 1);
+        inflight_release(svc);
         reject = TSA__REJ_BUSY;
     } else if (tsa__serial_take(svc, unit, &serial) != UTIL_OK) {
-        atomic_fetch_sub(&svc->inflight, 1);
+        inflight_release(svc);
         reject = TSA__REJ_SERIALS;
     } else {
         job = malloc(sizeof(*job) + body_len);
         if (job == NULL) {
-            atomic_fetch_sub(&svc->inflight, 1);
+            inflight_release(svc);
             reject = TSA__REJ_INTERNAL;
         }
     }

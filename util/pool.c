@@ -11,8 +11,11 @@
  *   finished job and calls uv_async_send while holding the port's mutex, so that a concurrent
  *   util_pool_port_close (which takes the same mutex before uv_close) can never race a send on a
  *   closing handle. Each job in flight holds a reference on its port; the port's memory is released
- *   when both its handle is closed and no job refers to it. Jobs finishing for a closed port are
- *   dropped without calling done: their submitter has gone.
+ *   when both its handle is closed and no job refers to it.
+ * - Every job gets exactly one done (as libuv's after_work_cb with UV_ECANCELED). A job whose port
+ *   was closed gets done(arg, UTIL_ECLOSED) without its result: on the worker thread that finished
+ *   it, or, if it had finished but not yet been delivered, on the thread calling
+ *   util_pool_port_close. Its loop is gone, so such a done only frees the job.
  * - Shutdown: util_pool_free fails waiting jobs with UTIL_ECLOSED, lets running jobs finish and joins. */
 #define _GNU_SOURCE
 #include "util.h"
@@ -89,6 +92,9 @@ static void job_finish(struct pool_job *job)
     pthread_mutex_lock(&port->mutex);
     if (port->closed) {
         pthread_mutex_unlock(&port->mutex);
+        /* The loop is gone: cancelled here, on this worker thread (see DESIGN). */
+        if (job->done != NULL)
+            job->done(job->arg, UTIL_ECLOSED);
         free(job);
         port_unref(port);
         return;
@@ -298,9 +304,11 @@ void util_pool_port_close(struct util_pool_port *port)
     job = port->head;
     port->head = port->tail = NULL;
     pthread_mutex_unlock(&port->mutex);
-    /* Finished but undelivered jobs are dropped: the loop that wanted them is going away. */
+    /* Finished but undelivered jobs are cancelled here: the loop that wanted them is going away. */
     while (job != NULL) {
         struct pool_job *next = job->next;
+        if (job->done != NULL)
+            job->done(job->arg, UTIL_ECLOSED);
         free(job);
         port_unref(port);
         job = next;

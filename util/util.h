@@ -137,13 +137,17 @@ void util_pool_free(struct util_pool *pool);
 
 /* A port binds a pool to one uv loop: completions are delivered on that loop's thread. Create and
  * close it on the loop's thread. util_pool_port_close is asynchronous (uv_close); the port memory is
- * released in the close callback; jobs still in flight for a closed port have done() skipped. */
+ * released in the close callback and after the last job that refers to it. A job whose port is
+ * closed before its done was delivered still gets exactly one done(arg, UTIL_ECLOSED), not on the
+ * loop: inside util_pool_port_close if it had finished, else on the worker thread that finishes it.
+ * Such a done must only free its job: the loop, its handles and its requests are gone. */
 int util_pool_port_new(struct util_pool *pool, uv_loop_t *loop, struct util_pool_port **out);
 void util_pool_port_close(struct util_pool_port *port);
 
 /* Queue a job. From a loop thread pass that loop's port; done runs later on that loop. With port ==
  * NULL, done (if not NULL) runs on the worker thread right after work. Returns 0, UTIL_EBUSY when the
- * queue is full, UTIL_ECLOSED when the pool is stopping, UTIL_ENOMEM. On error done is never called. */
+ * queue is full, UTIL_ECLOSED when the pool is stopping, UTIL_ENOMEM. On error done is never called;
+ * on success it is called exactly once (see util_pool_port_close for a port closed meanwhile). */
 int util_pool_submit(struct util_pool *pool, struct util_pool_port *port, util_pool_work_fn work,
                      util_pool_done_fn done, void *arg);
 

@@ -79,6 +79,53 @@ static int work_wait_gate(void *state, void *arg)
     return 0;
 }
 
+/* A job whose port closes before it runs (and one that finished but was not yet delivered) still
+ * gets exactly one done, with UTIL_ECLOSED, off the closed loop. */
+struct closed_job {
+    _Atomic int dones;
+    _Atomic int result;
+};
+
+static void done_closed(void *arg, int result)
+{
+    struct closed_job *job = arg;
+    atomic_store(&job->result, result);
+    atomic_fetch_add(&job->dones, 1);
+}
+
+static int work_zero(void *state, void *arg)
+{
+    (void)state;
+    (void)arg;
+    return 0;
+}
+
+Test(pool, a_job_whose_port_closed_gets_one_cancelled_done)
+{
+    struct util_pool_config cfg = {.name = "t", .threads = 1, .queue_max = 8};
+    struct util_pool *pool = NULL;
+    struct util_pool_port *port = NULL;
+    uv_loop_t loop;
+    struct closed_job waiting = {0}, finished = {0};
+
+    atomic_store(&gate, 0);
+    cr_assert_eq(uv_loop_init(&loop), 0);
+    cr_assert_eq(util_pool_new(&cfg, &pool), 0);
+    cr_assert_eq(util_pool_port_new(pool, &loop, &port), 0);
+    /* The only worker blocks on the gate, so the second job is still queued when the port closes. */
+    cr_assert_eq(util_pool_submit(pool, port, work_wait_gate, done_closed, &finished), 0);
+    cr_assert_eq(util_pool_submit(pool, port, work_zero, done_closed, &waiting), 0);
+    util_pool_port_close(port);
+    (void)uv_run(&loop, UV_RUN_DEFAULT);
+    cr_assert_eq(uv_loop_close(&loop), 0);
+    atomic_store(&gate, 1);
+    util_pool_free(pool); /* joins the worker: every done has run by now */
+    cr_assert_eq(atomic_load(&finished.dones), 1);
+    cr_assert_eq(atomic_load(&finished.result), UTIL_ECLOSED);
+    cr_assert_eq(atomic_load(&waiting.dones), 1);
+    cr_assert_eq(atomic_load(&waiting.result), UTIL_ECLOSED);
+}
+
 Test(pool, full_queue_refuses_at_once)
 {
     struct util_pool_config cfg = {.name = "t", .threads = 1, .queue_max = 2};
