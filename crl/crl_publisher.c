@@ -413,13 +413,7 @@ int crl_publish_wait_blocking(struct crl_publisher *pub, const char *name, int64
         target[i] = name == NULL || strcmp(pi->is.name, name) == 0 ? pi->req_seq : 0;
         pthread_mutex_unlock(&pi->mutex);
     }
-    (void)clock_gettime(CLOCK_MONOTONIC, &until); /* cannot fail */
-    until.tv_sec += timeout_ms / 1000;
-    until.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    util_mono_deadline(&until, timeout_ms);
     pthread_mutex_lock(&pub->mutex);
     for (;;) {
         int waiting = 0;
@@ -776,13 +770,7 @@ static void *publisher_main(void *arg)
                 wait_ms = 1000;
             if (wait_ms > 0) {
                 struct timespec ts;
-                (void)clock_gettime(CLOCK_MONOTONIC, &ts); /* cannot fail */
-                ts.tv_sec += wait_ms / 1000;
-                ts.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
-                if (ts.tv_nsec >= 1000000000L) {
-                    ts.tv_sec++;
-                    ts.tv_nsec -= 1000000000L;
-                }
+                util_mono_deadline(&ts, wait_ms);
                 (void)pthread_cond_timedwait(&pub->cond, &pub->mutex, &ts); /* timeout is normal */
             }
         }

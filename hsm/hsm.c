@@ -820,13 +820,7 @@ static int monitor_wait(struct hsm *hsm, int ms)
     struct timespec until;
     int stop;
 
-    (void)clock_gettime(CLOCK_MONOTONIC, &until); /* cannot fail */
-    until.tv_sec += ms / 1000;
-    until.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    util_mono_deadline(&until, ms);
     pthread_mutex_lock(&hsm->monitor_mutex);
     while (!hsm->monitor_stop &&
            pthread_cond_timedwait(&hsm->monitor_cond, &hsm->monitor_mutex, &until) == 0)

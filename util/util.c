@@ -179,6 +179,17 @@ int64_t util_mono_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+void util_mono_deadline(struct timespec *out, int64_t ms)
+{
+    (void)clock_gettime(CLOCK_MONOTONIC, out); /* cannot fail */
+    out->tv_sec += (time_t)(ms / 1000);
+    out->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (out->tv_nsec >= 1000000000L) {
+        out->tv_sec++;
+        out->tv_nsec -= 1000000000L;
+    }
+}
+
 int util_ct_equal(const void *a, size_t a_len, const void *b, size_t b_len)
 {
     const unsigned char *pa = a;

@@ -62,6 +62,10 @@ void util_log_openssl(enum util_log_level level, const char *module, const char 
 
 int64_t util_now_ms(void);  /* wall clock, milliseconds since the Unix epoch */
 int64_t util_mono_ms(void); /* monotonic clock, milliseconds */
+/* *out = now + ms on CLOCK_MONOTONIC, for pthread_cond_timedwait on a condition variable made
+ * with pthread_condattr_setclock(CLOCK_MONOTONIC). */
+struct timespec;
+void util_mono_deadline(struct timespec *out, int64_t ms);
 /* An OpenSSL ASN1_TIME (UTCTime or GeneralizedTime; a fraction is dropped) as seconds since the
  * Unix epoch: 0, or UTIL_EINVAL if t is NULL or not a valid time. */
 struct asn1_string_st;
