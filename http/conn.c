@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* One client connection: reading into a pooled buffer, llhttp parsing with every byte the request
  * exposes copied into the request's own arena, the ordered queue that keeps pipelined responses in
- * request order, scatter-gather writes, timeouts, lingering close, TLS through memory BIOs on
- * listeners that have it, and the request accessors. The ownership rules are in the DESIGN
- * comment of server.c. */
+ * request order, scatter-gather writes, timeouts, lingering close, and the request accessors.
+ * TLS listeners pass the bytes through conn_tls.c; response.c renders the responses. The
+ * ownership rules are in the DESIGN comment of server.c. */
 #include "http_int.h"
 
 #include <arpa/inet.h>
@@ -17,15 +17,11 @@
 #include <strings.h>
 
 static const llhttp_settings_t *parser_settings(void);
-static void conn_parse(struct http__conn *conn);
-static void conn_pump(struct http__conn *conn);
 static void conn_read_start(struct http__conn *conn);
-static void conn_tls_input(struct http__conn *conn);
-static int conn_tls_send(struct http__conn *conn);
 
 /* ---- pools ---------------------------------------------------------------------------------- */
 
-static char *loop_buf_get(struct http__loop *lp)
+char *loop_buf_get(struct http__loop *lp)
 {
     if (lp->n_free_bufs > 0)
         return lp->free_bufs[--lp->n_free_bufs];
@@ -46,8 +42,6 @@ static void loop_buf_put(struct http__loop *lp, char *buf)
 #endif
     free(buf);
 }
-
-static void req_free(struct http_request *req);
 
 int http__loop_release(struct http__loop *lp)
 {
@@ -105,7 +99,7 @@ static struct http_request *req_new(struct http__conn *conn)
     return req;
 }
 
-static void req_free(struct http_request *req)
+void req_free(struct http_request *req)
 {
     struct http__loop *lp = req->lp;
 
@@ -138,7 +132,7 @@ static void zombie_add(struct http__loop *lp, struct http_request *req)
     lp->zombies = req;
 }
 
-static void zombie_remove(struct http__loop *lp, struct http_request *req)
+void zombie_remove(struct http__loop *lp, struct http_request *req)
 {
     if (req->prev != NULL)
         req->prev->next = req->next;
@@ -639,7 +633,7 @@ static void conn_maybe_finish(struct http__conn *conn)
 }
 
 /* The peer sent all it will send: answer what was asked, or close. */
-static void conn_peer_eof(struct http__conn *conn)
+void conn_peer_eof(struct http__conn *conn)
 {
     if (!conn->lingering && conn->n_pending > 0) {
         /* Half-close after sending requests: still answer what was asked. */
@@ -733,7 +727,7 @@ static void conn_reject(struct http__conn *conn, int status, int is_timeout)
 
 /* Runs llhttp over the unparsed bytes. Handlers called from here answer into the queue only;
  * conn_pump writes afterwards, so a burst of pipelined requests leaves in one write. */
-static void conn_parse(struct http__conn *conn)
+void conn_parse(struct http__conn *conn)
 {
     const char *start = conn->rbuf + conn->rpos;
     size_t avail = conn->rlen - conn->rpos;
@@ -762,224 +756,6 @@ static void conn_parse(struct http__conn *conn)
         conn_reject(conn, status, 0);
     }
     conn->in_parse = 0;
-}
-
-/* ---- TLS ------------------------------------------------------------------------------------ */
-
-/* TLS bytes that are not part of a response batch (handshake, alerts, 100 Continue,
- * close_notify), copied out of the SSL object's output BIO and owned by their write. */
-struct tls_write {
-    uv_write_t req;
-    struct http__conn *conn;
-    char bytes[];
-};
-
-static void on_tls_written(uv_write_t *wr, int status)
-{
-    struct tls_write *w = wr->data;
-    struct http__conn *conn = w->conn;
-
-    free(w);
-    if (status < 0 && !conn->closing) {
-        UTIL_DEBUG("http", "%s: write failed: %s", conn->peer, uv_strerror(status));
-        http__conn_close(conn);
-    }
-}
-
-/* Queues whatever the SSL object has written. libuv sends queued writes in order, and
- * conn_flush's uv_try_write never jumps a queued one, so the ciphertext leaves in the order the
- * SSL object produced it. */
-static int conn_tls_send(struct http__conn *conn)
-{
-    size_t len = BIO_ctrl_pending(conn->tls_out);
-    struct tls_write *w = NULL;
-    uv_buf_t buf;
-
-    if (len == 0)
-        return UTIL_OK;
-    w = malloc(sizeof(*w) + len);
-    if (w == NULL)
-        return UTIL_ENOMEM;
-    if (BIO_read(conn->tls_out, w->bytes, (int)len) != (int)len) {
-        ERR_clear_error();
-        free(w);
-        return UTIL_ENOMEM;
-    }
-    w->conn = conn;
-    w->req.data = w;
-    buf = uv_buf_init(w->bytes, (unsigned)len);
-    if (uv_write(&w->req, (uv_stream_t *)&conn->tcp, &buf, 1, on_tls_written) != 0) {
-        free(w);
-        return UTIL_EIO;
-    }
-    return UTIL_OK;
-}
-
-/* Records what the client's certificate proved, once, when the handshake completes. */
-static void conn_tls_peer(struct http__conn *conn)
-{
-    X509 *cert = SSL_get0_peer_certificate(conn->ssl);
-    BIO *mem = NULL;
-    char *text = NULL;
-    long len = 0;
-
-    if (cert == NULL || conn->tls_verify_failed || SSL_get_verify_result(conn->ssl) != X509_V_OK)
-        return;
-    mem = BIO_new(BIO_s_mem());
-    if (mem == NULL || X509_NAME_print_ex(mem, X509_get_subject_name(cert), 0, XN_FLAG_RFC2253) < 0)
-        goto out;
-    len = BIO_get_mem_data(mem, &text);
-    if (len < 0 || len > 4096)
-        goto out;
-    conn->tls_subject = malloc((size_t)len + 1);
-    if (conn->tls_subject == NULL)
-        goto out;
-    memcpy(conn->tls_subject, text, (size_t)len);
-    conn->tls_subject[len] = '\0';
-    conn->tls_peer_verified = 1;
-out:
-    ERR_clear_error();
-    BIO_free(mem);
-}
-
-/* Returns 0 once the handshake is complete, 1 while it needs more bytes, -1 if the connection
- * was closed (a failed handshake: counted, logged at debug level, the alert sent if the socket
- * takes it at once). */
-static int conn_tls_handshake(struct http__conn *conn)
-{
-    struct http__loop *lp = conn->lp;
-    int n = 0;
-    int err = 0;
-
-    ERR_clear_error();
-    n = SSL_do_handshake(conn->ssl);
-    if (n == 1) {
-        conn->tls_done = 1;
-        conn->idle_since = uv_now(&lp->loop);
-        http__stat_add(&lp->stats.tls_ok, 1);
-        conn_tls_peer(conn);
-        if (conn_tls_send(conn) != 0) {
-            http__conn_close(conn);
-            return -1;
-        }
-        return 0;
-    }
-    err = SSL_get_error(conn->ssl, n);
-    if (err == SSL_ERROR_WANT_READ) {
-        ERR_clear_error();
-        if (conn_tls_send(conn) != 0) {
-            http__conn_close(conn);
-            return -1;
-        }
-        return 1;
-    }
-    http__stat_add(&lp->stats.tls_failed, 1);
-    util_log_openssl(UTIL_LOG_DEBUG, "http", "%s: TLS handshake failed", conn->peer);
-    {
-        char alert[256];
-        int len = BIO_read(conn->tls_out, alert, sizeof(alert));
-        if (len > 0) {
-            uv_buf_t buf = uv_buf_init(alert, (unsigned)len);
-            (void)uv_try_write((uv_stream_t *)&conn->tcp, &buf, 1); /* courtesy only */
-        }
-        ERR_clear_error();
-    }
-    http__conn_close(conn);
-    return -1;
-}
-
-/* Decrypts into the read buffer. Returns bytes added, 0 when the SSL object needs more input
- * (or the buffer is full), -1 if the connection ended (close_notify or a TLS error). */
-static int conn_tls_pull(struct http__conn *conn)
-{
-    size_t room = 0;
-    int n = 0;
-    int err = 0;
-
-    if (conn->rbuf == NULL)
-        conn->rbuf = loop_buf_get(conn->lp);
-    if (conn->rbuf == NULL) {
-        http__conn_close(conn);
-        return -1;
-    }
-    room = HTTP_READ_BUF_SIZE - conn->rlen;
-    if (room == 0)
-        return 0;
-    ERR_clear_error();
-    n = SSL_read(conn->ssl, conn->rbuf + conn->rlen, (int)room);
-    if (n > 0) {
-        conn->rlen += (size_t)n;
-        return n;
-    }
-    err = SSL_get_error(conn->ssl, n);
-    if (err == SSL_ERROR_WANT_READ) {
-        ERR_clear_error();
-        return 0;
-    }
-    if (err == SSL_ERROR_ZERO_RETURN) {
-        ERR_clear_error();
-        conn_peer_eof(conn);
-        return -1;
-    }
-    util_log_openssl(UTIL_LOG_DEBUG, "http", "%s: TLS read failed", conn->peer);
-    http__conn_close(conn);
-    return -1;
-}
-
-/* Bytes the SSL object holds that the parser has not seen: decrypted ones, or ciphertext of
- * which a whole record may have arrived. */
-static int conn_tls_buffered(struct http__conn *conn)
-{
-    return SSL_pending(conn->ssl) > 0 || BIO_ctrl_pending(conn->tls_in) > 0;
-}
-
-/* After ciphertext arrived (or the parser resumed): completes the handshake, then decrypts and
- * parses for as long as the parser takes bytes. What the SSL object wrote meanwhile (handshake
- * messages, a key update) is queued for sending. */
-static void conn_tls_input(struct http__conn *conn)
-{
-    if (!conn->tls_done && conn_tls_handshake(conn) != 0)
-        return;
-    while (!conn->closing && !conn->paused && !conn->no_more) {
-        if (conn->rlen > conn->rpos) {
-            conn_parse(conn);
-            continue;
-        }
-        if (conn_tls_pull(conn) <= 0)
-            break;
-    }
-    if (!conn->closing && conn_tls_send(conn) != 0)
-        http__conn_close(conn);
-}
-
-/* Encrypts a batch of response buffers into one heap buffer that then stands in for them:
- * bufs[0] (n_bufs 1) points at it and first owns it until the batch is freed. */
-static int conn_tls_seal(struct http__conn *conn, struct http_request *first, uv_buf_t *bufs,
-                         unsigned *n_bufs, size_t *total)
-{
-    size_t len = 0;
-    unsigned i = 0;
-
-    ERR_clear_error();
-    for (i = 0; i < *n_bufs; i++) {
-        /* A memory BIO grows as needed, so SSL_write takes each piece whole or fails. */
-        if (SSL_write(conn->ssl, bufs[i].base, (int)bufs[i].len) <= 0) {
-            util_log_openssl(UTIL_LOG_DEBUG, "http", "%s: TLS write failed", conn->peer);
-            return UTIL_ECRYPTO;
-        }
-    }
-    len = BIO_ctrl_pending(conn->tls_out);
-    first->tls_bytes = malloc(len);
-    if (first->tls_bytes == NULL)
-        return UTIL_ENOMEM;
-    if (BIO_read(conn->tls_out, first->tls_bytes, (int)len) != (int)len) {
-        ERR_clear_error();
-        return UTIL_ENOMEM;
-    }
-    bufs[0] = uv_buf_init(first->tls_bytes, (unsigned)len);
-    *n_bufs = 1;
-    *total = len;
-    return UTIL_OK;
 }
 
 /* Frees the n oldest requests, whose responses have been written. */
@@ -1105,7 +881,7 @@ static void conn_flush(struct http__conn *conn)
  * completed): write what is ready, resume a parser paused on max_pipelined once responses have
  * drained, and end the connection when nothing is left to do. A loop, not recursion, so a long
  * pipelined burst cannot grow the stack. */
-static void conn_pump(struct http__conn *conn)
+void conn_pump(struct http__conn *conn)
 {
     const struct http_limits *limits = &conn->lp->srv->cfg.limits;
 
@@ -1304,227 +1080,6 @@ out:
         conn->closing = 1;
         uv_close((uv_handle_t *)&conn->tcp, on_close);
     }
-}
-
-/* ---- responses ------------------------------------------------------------------------------ */
-
-static const char *status_reason(int status)
-{
-    switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 411: return "Length Required";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return "Unknown";
-    }
-}
-
-static char *put(char *p, const char *s, size_t n)
-{
-    memcpy(p, s, n);
-    return p + n;
-}
-
-static char *put_str(char *p, const char *s)
-{
-    return put(p, s, strlen(s));
-}
-
-static char *put_u64(char *p, uint64_t v)
-{
-    char digits[24];
-    size_t n = 0;
-
-    do {
-        digits[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v > 0);
-    while (n > 0)
-        *p++ = digits[--n];
-    return p;
-}
-
-/* Renders status line and headers into req->head (inline when it fits) and sets up the body:
- * a blob by reference, or copied bytes (behind the headers when they fit, so one buffer). */
-static int render(struct http_request *req, const struct http_response *resp)
-{
-    struct http__conn *conn = req->conn;
-    struct http__loop *lp = req->lp;
-    const char *server = lp->srv->server_header;
-    int status = resp->status;
-    const char *reason = NULL;
-    const void *body = NULL;
-    size_t body_len = 0;
-    int no_body = 0;
-    int send_body = 0;
-    size_t extra_len = 0;
-    size_t need = 0;
-    char *p = NULL;
-    int close = 0;
-
-    if (status < 100 || status > 599)
-        status = 500;
-    reason = status_reason(status);
-    no_body = status < 200 || status == 204 || status == 304;
-    if (resp->body != NULL) {
-        body = resp->body->data;
-        body_len = resp->body->len;
-    } else if (resp->body_bytes != NULL) {
-        body = resp->body_bytes;
-        body_len = resp->body_len;
-    }
-    if (no_body)
-        body_len = 0;
-    send_body = body_len > 0 && !req->is_head;
-    /* The last response owed on a connection that reads no more says so. */
-    close = !req->keep_alive || (conn->no_more && req->next == NULL && conn->cur == NULL);
-    extra_len = resp->headers != NULL ? strlen(resp->headers) : 0;
-    need = 9 + 3 + 1 + strlen(reason) + 2 + lp->date_len + 16 + 20 + 2 + 24 + extra_len + 2;
-    if (server != NULL)
-        need += 8 + strlen(server) + 2;
-    if (resp->content_type != NULL)
-        need += 14 + strlen(resp->content_type) + 2;
-    if (send_body && resp->body == NULL && need + body_len <= sizeof(req->head_inline))
-        need += body_len; /* small copied body rides behind the headers */
-    if (need > sizeof(req->head_inline)) {
-        req->head = malloc(need);
-        if (req->head == NULL) {
-            req->head = req->head_inline;
-            return UTIL_ENOMEM;
-        }
-    }
-    p = req->head;
-    p = put(p, "HTTP/1.1 ", 9);
-    p = put_u64(p, (uint64_t)status);
-    *p++ = ' ';
-    p = put_str(p, reason);
-    p = put(p, "\r\n", 2);
-    if (server != NULL) {
-        p = put(p, "Server: ", 8);
-        p = put_str(p, server);
-        p = put(p, "\r\n", 2);
-    }
-    p = put(p, lp->date, lp->date_len);
-    if (resp->content_type != NULL) {
-        p = put(p, "Content-Type: ", 14);
-        p = put_str(p, resp->content_type);
-        p = put(p, "\r\n", 2);
-    }
-    if (!no_body) {
-        p = put(p, "Content-Length: ", 16);
-        p = put_u64(p, body_len);
-        p = put(p, "\r\n", 2);
-    }
-    if (close)
-        p = put(p, "Connection: close\r\n", 19);
-    else if (req->http_minor == 0)
-        p = put(p, "Connection: keep-alive\r\n", 24);
-    if (extra_len > 0)
-        p = put(p, resp->headers, extra_len);
-    p = put(p, "\r\n", 2);
-    req->head_len = (size_t)(p - req->head);
-    req->close_after = close;
-    req->status = status;
-    if (!send_body)
-        return UTIL_OK;
-    if (resp->body != NULL) {
-        req->blob = util_blob_ref(resp->body);
-        req->body = (const char *)req->blob->data;
-        req->body_len_out = body_len;
-    } else if (req->head_len + body_len <= need) {
-        memcpy(p, body, body_len);
-        req->head_len += body_len;
-    } else {
-        req->body_heap = malloc(body_len);
-        if (req->body_heap == NULL)
-            return UTIL_ENOMEM;
-        memcpy(req->body_heap, body, body_len);
-        req->body = req->body_heap;
-        req->body_len_out = body_len;
-    }
-    return UTIL_OK;
-}
-
-static void count_status(struct http__loop *lp, int status)
-{
-    if (status < 300)
-        http__stat_add(&lp->stats.r2xx, 1);
-    else if (status < 400)
-        http__stat_add(&lp->stats.r3xx, 1);
-    else if (status < 500)
-        http__stat_add(&lp->stats.r4xx, 1);
-    else
-        http__stat_add(&lp->stats.r5xx, 1);
-}
-
-void http_request_respond(struct http_request *req, const struct http_response *resp)
-{
-    static const struct http_response internal_error = {.status = 500};
-    static const struct http_response unavailable = {.status = 503};
-    struct http__conn *conn = NULL;
-
-    if (req == NULL)
-        return;
-    if (req->state != HTTP_REQ_HANDLING) {
-        UTIL_ERROR("http", "http_request_respond called twice for one request");
-        return;
-    }
-    conn = req->conn;
-    if (conn == NULL) {
-        /* The client left while the handler worked: drop the answer. */
-        zombie_remove(req->lp, req);
-        req_free(req);
-        return;
-    }
-    if (resp == NULL)
-        resp = &internal_error;
-    if (render(req, resp) != 0) {
-        /* Out of memory: a bodiless 503 always fits the inline buffer. */
-        util_blob_unref(req->blob);
-        req->blob = NULL;
-        req->body = NULL;
-        req->body_len_out = 0;
-        (void)render(req, &unavailable); /* inline, cannot fail */
-    }
-    count_status(req->lp, req->status);
-    req->state = HTTP_REQ_RESPONDED;
-    /* While llhttp runs, responses collect and go out in one write after it returns. */
-    if (!conn->in_parse)
-        conn_pump(conn);
-}
-
-void http_request_respond_text(struct http_request *req, int status, const char *content_type,
-                               const char *text)
-{
-    struct http_response resp = {0};
-
-    resp.status = status;
-    resp.content_type = content_type;
-    resp.body_bytes = text;
-    resp.body_len = text != NULL ? strlen(text) : 0;
-    http_request_respond(req, &resp);
 }
 
 /* ---- request accessors ---------------------------------------------------------------------- */

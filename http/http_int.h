@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* http internals shared by server.c (lifecycle, loops, listeners, routing, the coarse timer) and
- * conn.c (one client connection: reading, llhttp parsing, the ordered response queue, writing).
- * Nothing outside http/ includes this file. */
+ * conn.c (one client connection: reading, llhttp parsing, the ordered response queue, writing),
+ * conn_tls.c (its TLS record path), response.c (rendering) and tls.c (TLS contexts). Nothing outside http/ includes this file. */
 #ifndef PKIVA_HTTP_INT_H
 #define PKIVA_HTTP_INT_H
 
@@ -261,6 +261,30 @@ void http__conn_drain(struct http__conn *conn);
 /* After the loop stopped: frees unanswered (zombie) requests and the pools; returns how many
  * zombies there were. */
 int http__loop_release(struct http__loop *lp);
+/* A read buffer from the loop's pool (or the heap); NULL when out of memory. */
+char *loop_buf_get(struct http__loop *lp);
+/* Frees a request and everything it owns (its arena, head, body, blob reference). */
+void req_free(struct http_request *req);
+/* Unlinks an unanswered request from the loop's list of requests whose client left. */
+void zombie_remove(struct http__loop *lp, struct http_request *req);
+/* Feeds the bytes read (conn->rbuf from rpos to rlen) to llhttp. */
+void conn_parse(struct http__conn *conn);
+/* Writes the responses that are ready, in request order, and resumes reading when it can. */
+void conn_pump(struct http__conn *conn);
+/* The peer sent all it will send: answer what was asked, or close. */
+void conn_peer_eof(struct http__conn *conn);
+
+/* conn_tls.c: the TLS record path of a connection (conn->ssl != NULL). */
+/* Queues whatever the SSL object has written (0, UTIL_ENOMEM or UTIL_EIO). */
+int conn_tls_send(struct http__conn *conn);
+/* After ciphertext arrived (or the parser resumed): handshake, then decrypt and parse. */
+void conn_tls_input(struct http__conn *conn);
+/* 1 when the SSL object holds bytes the parser has not seen. */
+int conn_tls_buffered(struct http__conn *conn);
+/* Encrypts a batch of response buffers into one heap buffer owned by first (first->tls_bytes)
+ * that then stands in for them: bufs[0], *n_bufs 1. 0, UTIL_ECRYPTO or UTIL_ENOMEM. */
+int conn_tls_seal(struct http__conn *conn, struct http_request *first, uv_buf_t *bufs,
+                  unsigned *n_bufs, size_t *total);
 
 /* tls.c */
 /* One SSL_CTX for a listener from its PEM files; logs (naming the file) and fails otherwise. */

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* TLS for http listeners: one SSL_CTX per listener, built from PEM files when the server is
  * created, and the per-connection SSL object with its two memory BIOs. The bytes themselves move
- * in conn.c, where the libuv read and write paths pass them through the SSL object. */
+ * in conn_tls.c, where conn.c's read and write paths pass them through the SSL object. */
 #include "http_int.h"
 
 #include <openssl/err.h>
