@@ -21,7 +21,7 @@ static void conn_read_start(struct http__conn *conn);
 
 /* ---- pools ---------------------------------------------------------------------------------- */
 
-char *loop_buf_get(struct http__loop *lp)
+char *http__loop_buf_get(struct http__loop *lp)
 {
     if (lp->n_free_bufs > 0)
         return lp->free_bufs[--lp->n_free_bufs];
@@ -52,7 +52,7 @@ int http__loop_release(struct http__loop *lp)
     while (lp->zombies != NULL) {
         req = lp->zombies;
         lp->zombies = req->next;
-        req_free(req);
+        http__req_free(req);
         n_zombies++;
     }
     while (lp->n_free_bufs > 0)
@@ -99,7 +99,7 @@ static struct http_request *req_new(struct http__conn *conn)
     return req;
 }
 
-void req_free(struct http_request *req)
+void http__req_free(struct http_request *req)
 {
     struct http__loop *lp = req->lp;
 
@@ -132,7 +132,7 @@ static void zombie_add(struct http__loop *lp, struct http_request *req)
     lp->zombies = req;
 }
 
-void zombie_remove(struct http__loop *lp, struct http_request *req)
+void http__zombie_remove(struct http__loop *lp, struct http_request *req)
 {
     if (req->prev != NULL)
         req->prev->next = req->next;
@@ -366,7 +366,7 @@ static void maybe_send_continue(struct http__conn *conn, struct http_request *re
         /* Encrypted in order with everything else; a failure shows on the next write. */
         ERR_clear_error();
         if (SSL_write(conn->ssl, continue_line, (int)buf.len) > 0)
-            (void)conn_tls_send(conn);
+            (void)http__conn_tls_send(conn);
         ERR_clear_error();
         return;
     }
@@ -494,7 +494,7 @@ void http__conn_close(struct http__conn *conn)
             conn->next->prev = conn->prev;
     }
     if (conn->cur != NULL) {
-        req_free(conn->cur);
+        http__req_free(conn->cur);
         conn->cur = NULL;
     }
     /* Requests already handed to uv_write stay: their write callbacks (cancelled by uv_close)
@@ -508,7 +508,7 @@ void http__conn_close(struct http__conn *conn)
         if (req->state == HTTP_REQ_HANDLING)
             zombie_add(lp, req);
         else
-            req_free(req);
+            http__req_free(req);
     }
     conn->q_unsent = NULL;
     conn->q_tail = last_writing;
@@ -529,12 +529,12 @@ static void on_alloc(uv_handle_t *handle, size_t suggested, uv_buf_t *buf)
     if (conn->ssl != NULL) {
         /* Ciphertext goes into a pooled buffer that on_read_tls hands to the SSL object and
          * gives back at once; the decrypted bytes land in rbuf. */
-        char *cipher = loop_buf_get(conn->lp);
+        char *cipher = http__loop_buf_get(conn->lp);
         *buf = uv_buf_init(cipher, cipher != NULL ? HTTP_READ_BUF_SIZE : 0);
         return;
     }
     if (conn->rbuf == NULL)
-        conn->rbuf = loop_buf_get(conn->lp);
+        conn->rbuf = http__loop_buf_get(conn->lp);
     if (conn->rbuf == NULL || conn->rlen >= HTTP_READ_BUF_SIZE) {
         *buf = uv_buf_init(NULL, 0); /* read_cb gets UV_ENOBUFS and closes */
         return;
@@ -563,7 +563,7 @@ static void conn_set_no_more(struct http__conn *conn)
 {
     conn->no_more = 1;
     if (conn->cur != NULL) {
-        req_free(conn->cur);
+        http__req_free(conn->cur);
         conn->cur = NULL;
     }
     conn_read_stop(conn);
@@ -609,7 +609,7 @@ static void conn_begin_linger(struct http__conn *conn)
         ERR_clear_error();
         (void)SSL_shutdown(conn->ssl); /* 0: sent ours, the peer's is not awaited */
         ERR_clear_error();
-        (void)conn_tls_send(conn); /* best effort: the FIN follows either way */
+        (void)http__conn_tls_send(conn); /* best effort: the FIN follows either way */
     }
     conn->shutdown_req.data = conn;
     rc = uv_shutdown(&conn->shutdown_req, (uv_stream_t *)&conn->tcp, on_shutdown);
@@ -633,7 +633,7 @@ static void conn_maybe_finish(struct http__conn *conn)
 }
 
 /* The peer sent all it will send: answer what was asked, or close. */
-void conn_peer_eof(struct http__conn *conn)
+void http__conn_peer_eof(struct http__conn *conn)
 {
     if (!conn->lingering && conn->n_pending > 0) {
         /* Half-close after sending requests: still answer what was asked. */
@@ -657,11 +657,11 @@ static void on_read_tls(struct http__conn *conn, ssize_t nread, const uv_buf_t *
             ERR_clear_error();
             http__conn_close(conn);
         } else {
-            conn_tls_input(conn);
-            conn_pump(conn);
+            http__conn_tls_input(conn);
+            http__conn_pump(conn);
         }
     } else if (nread == UV_EOF) {
-        conn_peer_eof(conn);
+        http__conn_peer_eof(conn);
     } else if (nread < 0) {
         http__conn_close(conn);
     }
@@ -685,10 +685,10 @@ static void on_read(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf)
             http__conn_close(conn);
     } else if (nread > 0) {
         conn->rlen += (size_t)nread;
-        conn_parse(conn);
-        conn_pump(conn);
+        http__conn_parse(conn);
+        http__conn_pump(conn);
     } else if (nread == UV_EOF) {
-        conn_peer_eof(conn);
+        http__conn_peer_eof(conn);
     } else if (nread < 0) {
         http__conn_close(conn);
     }
@@ -726,8 +726,8 @@ static void conn_reject(struct http__conn *conn, int status, int is_timeout)
 }
 
 /* Runs llhttp over the unparsed bytes. Handlers called from here answer into the queue only;
- * conn_pump writes afterwards, so a burst of pipelined requests leaves in one write. */
-void conn_parse(struct http__conn *conn)
+ * http__conn_pump writes afterwards, so a burst of pipelined requests leaves in one write. */
+void http__conn_parse(struct http__conn *conn)
 {
     const char *start = conn->rbuf + conn->rpos;
     size_t avail = conn->rlen - conn->rpos;
@@ -769,7 +769,7 @@ static void conn_complete(struct http__conn *conn, int n)
         if (conn->q_head == NULL)
             conn->q_tail = NULL;
         conn->n_pending--;
-        req_free(req);
+        http__req_free(req);
     }
 }
 
@@ -788,7 +788,7 @@ static void on_write(uv_write_t *wr, int status)
         http__conn_close(conn);
         return;
     }
-    conn_pump(conn);
+    http__conn_pump(conn);
 }
 
 /* Hands every response that is ready, in order, to the socket: consecutive ready responses go
@@ -828,7 +828,7 @@ static void conn_flush(struct http__conn *conn)
         }
         after = last->next;
         close_after = last->close_after;
-        if (conn->ssl != NULL && conn_tls_seal(conn, first, bufs, &n_bufs, &total) != 0) {
+        if (conn->ssl != NULL && http__conn_tls_seal(conn, first, bufs, &n_bufs, &total) != 0) {
             http__conn_close(conn);
             return;
         }
@@ -881,7 +881,7 @@ static void conn_flush(struct http__conn *conn)
  * completed): write what is ready, resume a parser paused on max_pipelined once responses have
  * drained, and end the connection when nothing is left to do. A loop, not recursion, so a long
  * pipelined burst cannot grow the stack. */
-void conn_pump(struct http__conn *conn)
+void http__conn_pump(struct http__conn *conn)
 {
     const struct http_limits *limits = &conn->lp->srv->cfg.limits;
 
@@ -896,12 +896,12 @@ void conn_pump(struct http__conn *conn)
         conn->paused = 0;
         llhttp_resume(&conn->parser);
         if (conn->rlen > conn->rpos) {
-            conn_parse(conn);
+            http__conn_parse(conn);
             continue;
         }
-        if (conn->ssl != NULL && conn_tls_buffered(conn)) {
+        if (conn->ssl != NULL && http__conn_tls_buffered(conn)) {
             /* No new bytes will come from the socket for what the SSL object already holds. */
-            conn_tls_input(conn);
+            http__conn_tls_input(conn);
             continue;
         }
         conn_read_start(conn);

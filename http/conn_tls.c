@@ -33,7 +33,7 @@ static void on_tls_written(uv_write_t *wr, int status)
 /* Queues whatever the SSL object has written. libuv sends queued writes in order, and
  * conn_flush's uv_try_write never jumps a queued one, so the ciphertext leaves in the order the
  * SSL object produced it. */
-int conn_tls_send(struct http__conn *conn)
+int http__conn_tls_send(struct http__conn *conn)
 {
     size_t len = BIO_ctrl_pending(conn->tls_out);
     struct tls_write *w = NULL;
@@ -102,7 +102,7 @@ static int conn_tls_handshake(struct http__conn *conn)
         conn->idle_since = uv_now(&lp->loop);
         http__stat_add(&lp->stats.tls_ok, 1);
         conn_tls_peer(conn);
-        if (conn_tls_send(conn) != 0) {
+        if (http__conn_tls_send(conn) != 0) {
             http__conn_close(conn);
             return -1;
         }
@@ -111,7 +111,7 @@ static int conn_tls_handshake(struct http__conn *conn)
     err = SSL_get_error(conn->ssl, n);
     if (err == SSL_ERROR_WANT_READ) {
         ERR_clear_error();
-        if (conn_tls_send(conn) != 0) {
+        if (http__conn_tls_send(conn) != 0) {
             http__conn_close(conn);
             return -1;
         }
@@ -141,7 +141,7 @@ static int conn_tls_pull(struct http__conn *conn)
     int err = 0;
 
     if (conn->rbuf == NULL)
-        conn->rbuf = loop_buf_get(conn->lp);
+        conn->rbuf = http__loop_buf_get(conn->lp);
     if (conn->rbuf == NULL) {
         http__conn_close(conn);
         return -1;
@@ -162,7 +162,7 @@ static int conn_tls_pull(struct http__conn *conn)
     }
     if (err == SSL_ERROR_ZERO_RETURN) {
         ERR_clear_error();
-        conn_peer_eof(conn);
+        http__conn_peer_eof(conn);
         return -1;
     }
     util_log_openssl(UTIL_LOG_DEBUG, "http", "%s: TLS read failed", conn->peer);
@@ -172,7 +172,7 @@ static int conn_tls_pull(struct http__conn *conn)
 
 /* Bytes the SSL object holds that the parser has not seen: decrypted ones, or ciphertext of
  * which a whole record may have arrived. */
-int conn_tls_buffered(struct http__conn *conn)
+int http__conn_tls_buffered(struct http__conn *conn)
 {
     return SSL_pending(conn->ssl) > 0 || BIO_ctrl_pending(conn->tls_in) > 0;
 }
@@ -180,26 +180,26 @@ int conn_tls_buffered(struct http__conn *conn)
 /* After ciphertext arrived (or the parser resumed): completes the handshake, then decrypts and
  * parses for as long as the parser takes bytes. What the SSL object wrote meanwhile (handshake
  * messages, a key update) is queued for sending. */
-void conn_tls_input(struct http__conn *conn)
+void http__conn_tls_input(struct http__conn *conn)
 {
     if (!conn->tls_done && conn_tls_handshake(conn) != 0)
         return;
     while (!conn->closing && !conn->paused && !conn->no_more) {
         if (conn->rlen > conn->rpos) {
-            conn_parse(conn);
+            http__conn_parse(conn);
             continue;
         }
         if (conn_tls_pull(conn) <= 0)
             break;
     }
-    if (!conn->closing && conn_tls_send(conn) != 0)
+    if (!conn->closing && http__conn_tls_send(conn) != 0)
         http__conn_close(conn);
 }
 
 /* Encrypts a batch of response buffers into one heap buffer that then stands in for them:
  * bufs[0] (n_bufs 1) points at it and first owns it until the batch is freed. */
-int conn_tls_seal(struct http__conn *conn, struct http_request *first, uv_buf_t *bufs,
-                  unsigned *n_bufs, size_t *total)
+int http__conn_tls_seal(struct http__conn *conn, struct http_request *first, uv_buf_t *bufs,
+                        unsigned *n_bufs, size_t *total)
 {
     size_t len = 0;
     unsigned i = 0;

@@ -262,29 +262,29 @@ void http__conn_drain(struct http__conn *conn);
  * zombies there were. */
 int http__loop_release(struct http__loop *lp);
 /* A read buffer from the loop's pool (or the heap); NULL when out of memory. */
-char *loop_buf_get(struct http__loop *lp);
+char *http__loop_buf_get(struct http__loop *lp);
 /* Frees a request and everything it owns (its arena, head, body, blob reference). */
-void req_free(struct http_request *req);
+void http__req_free(struct http_request *req);
 /* Unlinks an unanswered request from the loop's list of requests whose client left. */
-void zombie_remove(struct http__loop *lp, struct http_request *req);
+void http__zombie_remove(struct http__loop *lp, struct http_request *req);
 /* Feeds the bytes read (conn->rbuf from rpos to rlen) to llhttp. */
-void conn_parse(struct http__conn *conn);
+void http__conn_parse(struct http__conn *conn);
 /* Writes the responses that are ready, in request order, and resumes reading when it can. */
-void conn_pump(struct http__conn *conn);
+void http__conn_pump(struct http__conn *conn);
 /* The peer sent all it will send: answer what was asked, or close. */
-void conn_peer_eof(struct http__conn *conn);
+void http__conn_peer_eof(struct http__conn *conn);
 
 /* conn_tls.c: the TLS record path of a connection (conn->ssl != NULL). */
 /* Queues whatever the SSL object has written (0, UTIL_ENOMEM or UTIL_EIO). */
-int conn_tls_send(struct http__conn *conn);
+int http__conn_tls_send(struct http__conn *conn);
 /* After ciphertext arrived (or the parser resumed): handshake, then decrypt and parse. */
-void conn_tls_input(struct http__conn *conn);
+void http__conn_tls_input(struct http__conn *conn);
 /* 1 when the SSL object holds bytes the parser has not seen. */
-int conn_tls_buffered(struct http__conn *conn);
+int http__conn_tls_buffered(struct http__conn *conn);
 /* Encrypts a batch of response buffers into one heap buffer owned by first (first->tls_bytes)
  * that then stands in for them: bufs[0], *n_bufs 1. 0, UTIL_ECRYPTO or UTIL_ENOMEM. */
-int conn_tls_seal(struct http__conn *conn, struct http_request *first, uv_buf_t *bufs,
-                  unsigned *n_bufs, size_t *total);
+int http__conn_tls_seal(struct http__conn *conn, struct http_request *first, uv_buf_t *bufs,
+                        unsigned *n_bufs, size_t *total);
 
 /* tls.c */
 /* One SSL_CTX for a listener from its PEM files; logs (naming the file) and fails otherwise. */

@@ -194,8 +194,8 @@ void http_request_respond(struct http_request *req, const struct http_response *
     conn = req->conn;
     if (conn == NULL) {
         /* The client left while the handler worked: drop the answer. */
-        zombie_remove(req->lp, req);
-        req_free(req);
+        http__zombie_remove(req->lp, req);
+        http__req_free(req);
         return;
     }
     if (resp == NULL)
@@ -212,7 +212,7 @@ void http_request_respond(struct http_request *req, const struct http_response *
     req->state = HTTP_REQ_RESPONDED;
     /* While llhttp runs, responses collect and go out in one write after it returns. */
     if (!conn->in_parse)
-        conn_pump(conn);
+        http__conn_pump(conn);
 }
 
 void http_request_respond_text(struct http_request *req, int status, const char *content_type,
