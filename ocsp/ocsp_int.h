@@ -282,7 +282,7 @@ struct ocsp__signer {
     struct hsm_key *key;
     int delegated;
     /* The response template, learnt from the signer's first response OpenSSL builds (see
-     * sign_singles): tmpl is set before tmpl_state becomes READY (release) and never changes. */
+     * ocsp__sign_singles): tmpl is set before tmpl_state becomes READY (release) and never changes. */
     _Atomic int tmpl_state;
     struct ocsp__tmpl *tmpl;
 };
@@ -362,23 +362,23 @@ void ocsp__note_change(struct ocsp_responder *resp, int64_t sec);
 
 /* ocsp_responder.c, shared with ocsp_plan.c and ocsp_presign.c. */
 /* Publishes visible_feed_id from the urgent queue and applied_feed_id. Under resp->mutex. */
-void update_visible_locked(struct ocsp_responder *resp);
+void ocsp__update_visible_locked(struct ocsp_responder *resp);
 /* Fills s from an index lookup; returns 1 when the index answers authoritatively, 0 when the
  * unknown policy applies (not in the index, or expired past the retention). */
-int decide_status(const struct ocsp_responder *resp, int found, const struct ocsp__status *st,
-                  int64_t now, struct ocsp__single *s);
+int ocsp__decide_status(const struct ocsp_responder *resp, int found, const struct ocsp__status *st,
+                        int64_t now, struct ocsp__single *s);
 /* The DigestSign context a response is built with (the token key's, or a software key in unit
  * tests without an hsm). */
-int sign_ctx_new(struct ocsp_responder *resp, const struct hsm_key *key, EVP_MD_CTX **out);
+int ocsp__sign_ctx_new(struct ocsp_responder *resp, const struct hsm_key *key, EVP_MD_CTX **out);
 /* Builds and signs one response for singles with signer's key (nonce copied from nonce_from
  * when not NULL); *der is the caller's (free). On a signing thread. */
-int sign_singles(struct ocsp_responder *resp, int signer, const struct ocsp__single *singles, int n,
-                 OCSP_REQUEST *nonce_from, unsigned char **der, size_t *len, int64_t *this_update,
-                 int64_t *next_update);
+int ocsp__sign_singles(struct ocsp_responder *resp, int signer, const struct ocsp__single *singles,
+                       int n, OCSP_REQUEST *nonce_from, unsigned char **der, size_t *len,
+                       int64_t *this_update, int64_t *next_update);
 /* ocsp_plan.c: the server's own CertID for (issuer, serial) with a cached algorithm (SHA-1 or
  * SHA-256), the one every cached response carries. NULL when out of memory. */
-OCSP_CERTID *canonical_certid(const struct ocsp_responder *resp, int issuer, int alg,
-                              const unsigned char *serial, size_t serial_len);
+OCSP_CERTID *ocsp__canonical_certid(const struct ocsp_responder *resp, int issuer, int alg,
+                                    const unsigned char *serial, size_t serial_len);
 
 /* Registers the HTTP handlers (ocsp_http.c). */
 int ocsp__http_register(struct ocsp_responder *resp, struct http_server *srv);

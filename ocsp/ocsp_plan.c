@@ -36,8 +36,8 @@ static int match_issuer(const struct ocsp_responder *resp, const struct ocsp__re
 
 /* The server's own CertID for (issuer, serial) with a cached algorithm (SHA-1 or SHA-256):
  * the one every cached response carries, whoever asked first. NULL when out of memory. */
-OCSP_CERTID *canonical_certid(const struct ocsp_responder *resp, int issuer, int alg,
-                              const unsigned char *serial, size_t serial_len)
+OCSP_CERTID *ocsp__canonical_certid(const struct ocsp_responder *resp, int issuer, int alg,
+                                    const unsigned char *serial, size_t serial_len)
 {
     const struct ocsp__issuer *is = &resp->issuers[issuer];
     ASN1_INTEGER *ai = ocsp__serial_to_asn1(serial, serial_len);
@@ -138,7 +138,7 @@ int ocsp__plan_request(struct ocsp_responder *resp, const unsigned char *der, si
         /* The status is the same whatever the hash; only cached algorithms have a response. */
         found = ocsp__index_lookup(resp->index, is, id->serial, id->serial_len,
                                    id->alg < OCSP__N_ALGS ? id->alg : OCSP__SHA1, &st, &cached);
-        authoritative = decide_status(resp, found, &st, now, &plan->singles[i]);
+        authoritative = ocsp__decide_status(resp, found, &st, now, &plan->singles[i]);
         plan->worst_status = worse(plan->worst_status, plan->singles[i].cert_status);
         if (fast) {
             memcpy(plan->serial, id->serial, id->serial_len);
@@ -174,9 +174,9 @@ int ocsp__plan_request(struct ocsp_responder *resp, const unsigned char *der, si
          * (parameters NULL, as OCSP_cert_id_new and the pre-signer make them), never the
          * client's encoding of it: what one client sent must not reach the others. A response
          * for this client alone (nonce, several CertIDs, SHA-384/512) repeats its CertID. */
-        plan->singles[i].cid = fast
-                                   ? canonical_certid(resp, is, id->alg, id->serial, id->serial_len)
-                                   : OCSP_CERTID_dup(id->cid);
+        plan->singles[i].cid =
+            fast ? ocsp__canonical_certid(resp, is, id->alg, id->serial, id->serial_len)
+                 : OCSP_CERTID_dup(id->cid);
         if (plan->singles[i].cid == NULL) {
             rc = UTIL_ENOMEM;
             goto out;

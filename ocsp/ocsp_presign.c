@@ -125,7 +125,7 @@ struct presign_batch {
 
 static OCSP_CERTID *certid_for(const struct ocsp_responder *resp, const struct ocsp__due *d)
 {
-    return canonical_certid(resp, d->issuer, d->alg, d->serial, d->serial_len);
+    return ocsp__canonical_certid(resp, d->issuer, d->alg, d->serial, d->serial_len);
 }
 
 /* Runs on a signing thread: signs every item of the batch, stops at the first HSM failure. */
@@ -139,7 +139,7 @@ static int presign_work(void *thread_state, void *opaque)
     for (size_t i = 0; i < b->n; i++) {
         struct ocsp__single single;
         memset(&single, 0, sizeof(single));
-        (void)decide_status(resp, 1, &b->items[i].st, now, &single); /* caller filtered */
+        (void)ocsp__decide_status(resp, 1, &b->items[i].st, now, &single); /* caller filtered */
         single.cid = certid_for(resp, &b->items[i]);
         if (single.cid == NULL) {
             b->results[i] = UTIL_ENOMEM;
@@ -147,8 +147,8 @@ static int presign_work(void *thread_state, void *opaque)
         }
         b->cert_status[i] = single.cert_status;
         b->results[i] =
-            sign_singles(resp, resp->issuers[b->items[i].issuer].signer, &single, 1, NULL,
-                         &b->der[i], &b->len[i], &b->this_update[i], &b->next_update[i]);
+            ocsp__sign_singles(resp, resp->issuers[b->items[i].issuer].signer, &single, 1, NULL,
+                               &b->der[i], &b->len[i], &b->this_update[i], &b->next_update[i]);
         ocsp__single_cleanup(&single);
         /* A signer whose key is unhealthy (hsm/key.c) fails alone (its entries back off); only a
          * token-wide failure stops the batch, so the other issuers sign on. */
@@ -280,7 +280,7 @@ static void urgent_pop(struct ocsp_responder *resp, size_t count)
         u->next = done;
         done = u;
     }
-    update_visible_locked(resp);
+    ocsp__update_visible_locked(resp);
     pthread_mutex_unlock(&resp->mutex);
     while (done != NULL) {
         struct ocsp__urgent *next = done->next;

@@ -311,7 +311,7 @@ int ocsp_responder_load_blocking(struct ocsp_responder *resp, struct store *stor
 /* ---- change feed ---------------------------------------------------------------------------- */
 
 /* Under resp->mutex. */
-void update_visible_locked(struct ocsp_responder *resp)
+void ocsp__update_visible_locked(struct ocsp_responder *resp)
 {
     int64_t v = resp->urgent_head == NULL ? resp->applied_feed_id : resp->urgent_head->feed_id - 1;
     if (v > atomic_load(&resp->visible_feed_id))
@@ -380,7 +380,7 @@ int ocsp_responder_apply_change(struct ocsp_responder *resp, const struct store_
 done:
     if (change->id > resp->applied_feed_id)
         resp->applied_feed_id = change->id;
-    update_visible_locked(resp);
+    ocsp__update_visible_locked(resp);
 out:
     pthread_mutex_unlock(&resp->mutex);
     free(item);
@@ -396,8 +396,8 @@ int64_t ocsp_responder_visible_feed_id(const struct ocsp_responder *resp)
 
 /* Fills s from an index lookup; returns 1 when the index answers authoritatively, 0 when the unknown
  * policy applies (not in the index, or expired past the retention). */
-int decide_status(const struct ocsp_responder *resp, int found, const struct ocsp__status *st,
-                  int64_t now, struct ocsp__single *s)
+int ocsp__decide_status(const struct ocsp_responder *resp, int found, const struct ocsp__status *st,
+                        int64_t now, struct ocsp__single *s)
 {
     int authoritative = found;
     if (found && resp->cfg.archive_cutoff_seconds == 0 && resp->cfg.expired_retention_seconds > 0 &&
@@ -459,7 +459,7 @@ static int sign_in_hsm(void *arg, const unsigned char *tbs, size_t len, unsigned
  * insists that it matches the certificate), whose unchecked signature sign_in_hsm then replaces,
  * so a response built this way costs two token signatures (only the first of each signer, to
  * learn its template, and signers without one); or (unit tests without an hsm) a software key. */
-int sign_ctx_new(struct ocsp_responder *resp, const struct hsm_key *key, EVP_MD_CTX **out)
+int ocsp__sign_ctx_new(struct ocsp_responder *resp, const struct hsm_key *key, EVP_MD_CTX **out)
 {
     EVP_MD_CTX *mctx = NULL;
     if (resp->hsm != NULL)
@@ -512,9 +512,9 @@ static void learn_template(struct ocsp__signer *sg, int signer, const struct ocs
     atomic_store_explicit(&sg->tmpl_state, state, memory_order_release);
 }
 
-int sign_singles(struct ocsp_responder *resp, int signer, const struct ocsp__single *singles, int n,
-                 OCSP_REQUEST *nonce_from, unsigned char **der, size_t *len, int64_t *this_update,
-                 int64_t *next_update)
+int ocsp__sign_singles(struct ocsp_responder *resp, int signer, const struct ocsp__single *singles,
+                       int n, OCSP_REQUEST *nonce_from, unsigned char **der, size_t *len,
+                       int64_t *this_update, int64_t *next_update)
 {
     struct ocsp__signer *sg = &resp->signers[signer];
     int state = atomic_load_explicit(&sg->tmpl_state, memory_order_acquire);
@@ -527,7 +527,7 @@ int sign_singles(struct ocsp_responder *resp, int signer, const struct ocsp__sin
     /* A fresh context per signature: OpenSSL 3.0 does not promise a DigestSign context is reusable
      * after a final signature, and providers differ. */
     rc = state == OCSP__TMPL_READY && resp->hsm != NULL ? UTIL_OK
-                                                        : sign_ctx_new(resp, sg->key, &mctx);
+                                                        : ocsp__sign_ctx_new(resp, sg->key, &mctx);
     if (rc != UTIL_OK)
         return rc == UTIL_EBUSY ? rc : UTIL_EHSM;
     memset(&b, 0, sizeof(b));
@@ -565,8 +565,9 @@ int ocsp__plan_sign_blocking(struct ocsp_responder *resp, const struct ocsp__pla
                              unsigned char **der, size_t *len, int64_t *this_update,
                              int64_t *next_update)
 {
-    return sign_singles(resp, plan->signer, plan->singles, plan->n,
-                        plan->use_nonce ? plan->req : NULL, der, len, this_update, next_update);
+    return ocsp__sign_singles(resp, plan->signer, plan->singles, plan->n,
+                              plan->use_nonce ? plan->req : NULL, der, len, this_update,
+                              next_update);
 }
 
 /* ---- metrics -------------------------------------------------------------------------------- */
