@@ -1,0 +1,670 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The SQLite backend's issuers, certificates, revocations and change feed: every status change is
+ * written together with its feed row (and its revocation record) in one transaction. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store/store_sqlite_int.h"
+
+/* ---- issuers -------------------------------------------------------------------------------- */
+
+/* Copies one issuer row (id, name, cert_der) into *out; the caller cleans it up. */
+static int read_issuer(sqlite3_stmt *stmt, struct store_issuer *out)
+{
+    const unsigned char *name = sqlite3_column_text(stmt, 1);
+    const void *der = sqlite3_column_blob(stmt, 2);
+    int der_len = sqlite3_column_bytes(stmt, 2);
+
+    memset(out, 0, sizeof(*out));
+    out->id = sqlite3_column_int64(stmt, 0);
+    if (name != NULL)
+        (void)snprintf(out->name, sizeof(out->name), "%s", (const char *)name); /* names are
+                                                                                  bounded at put */
+    if (der_len > 0) {
+        out->cert_der = malloc((size_t)der_len);
+        if (out->cert_der == NULL)
+            return UTIL_ENOMEM;
+        memcpy(out->cert_der, der, (size_t)der_len);
+        out->cert_len = (size_t)der_len;
+    }
+    return 0;
+}
+
+int sq_issuer_put(struct store *store, const char *name, const unsigned char *cert_der,
+                  size_t cert_len, int64_t *id_out)
+{
+    static const char op[] = "issuer put";
+    struct sq *s = sq_of(store);
+    sqlite3_stmt *find = NULL;
+    sqlite3_stmt *insert = NULL;
+    enum tx_kind kind = 0;
+    int row = 0;
+    int rc = 0;
+
+    if (cert_len > INT32_MAX)
+        return UTIL_EINVAL;
+    rc = tx_start(s, op, &kind);
+    if (rc != 0)
+        goto out;
+    rc = stmt_get(s, STORE_ST_ISSUER_BY_NAME, &find);
+    if (rc != 0)
+        goto out;
+    if (sqlite3_bind_text(find, 1, name, -1, SQLITE_STATIC) != SQLITE_OK) {
+        rc = bind_err(s, op);
+        goto out;
+    }
+    rc = step(s, find, op, &row);
+    if (rc != 0)
+        goto out;
+    if (row) {
+        int same = (size_t)sqlite3_column_bytes(find, 2) == cert_len &&
+                   memcmp(sqlite3_column_blob(find, 2), cert_der, cert_len) == 0;
+        if (!same) {
+            UTIL_ERROR(STORE_MOD, "issuer %s is already registered with a different certificate",
+                       name);
+            rc = UTIL_EEXIST;
+            goto out;
+        }
+        *id_out = sqlite3_column_int64(find, 0);
+        goto out;
+    }
+    rc = stmt_get(s, STORE_ST_ISSUER_INSERT, &insert);
+    if (rc != 0)
+        goto out;
+    if (sqlite3_bind_text(insert, 1, name, -1, SQLITE_STATIC) != SQLITE_OK ||
+        sqlite3_bind_blob(insert, 2, cert_der, (int)cert_len, SQLITE_STATIC) != SQLITE_OK ||
+        sqlite3_bind_int64(insert, 3, util_now_ms()) != SQLITE_OK) {
+        rc = bind_err(s, op);
+        goto out;
+    }
+    rc = step(s, insert, op, &row);
+    if (rc != 0)
+        goto out;
+    *id_out = sqlite3_last_insert_rowid(s->db);
+    UTIL_INFO(STORE_MOD, "issuer %s registered with id %" PRId64, name, *id_out);
+out:
+    stmt_put(s, STORE_ST_ISSUER_BY_NAME, find);
+    stmt_put(s, STORE_ST_ISSUER_INSERT, insert);
+    return tx_finish(s, kind, rc, op);
+}
+
+int sq_issuer_get(struct store *store, const char *name, struct store_issuer *out)
+{
+    static const char op[] = "issuer get";
+    struct sq *s = sq_of(store);
+    sqlite3_stmt *stmt = NULL;
+    int row = 0;
+    int rc = 0;
+
+    rc = stmt_get(s, STORE_ST_ISSUER_BY_NAME, &stmt);
+    if (rc != 0)
+        goto out;
+    if (sqlite3_bind_text(stmt, 1, name, -1, SQLITE_STATIC) != SQLITE_OK) {
+        rc = bind_err(s, op);
+        goto out;
+    }
+    rc = step(s, stmt, op, &row);
+    if (rc != 0)
+        goto out;
+    if (!row) {
+        rc = UTIL_ENOTFOUND;
+        goto out;
+    }
+    rc = read_issuer(stmt, out);
+    if (rc != 0)
+        store_issuer_cleanup(out);
+out:
+    stmt_put(s, STORE_ST_ISSUER_BY_NAME, stmt);
+    return rc;
+}
+
+int sq_issuer_list(struct store *store, int (*fn)(void *ctx, const struct store_issuer *issuer),
+                   void *ctx)
+{
+    static const char op[] = "issuer list";
+    struct sq *s = sq_of(store);
+    sqlite3_stmt *stmt = NULL;
+    struct store_issuer issuer;
+    int row = 0;
+    int rc = 0;
+
+    memset(&issuer, 0, sizeof(issuer));
+    rc = stmt_get(s, STORE_ST_ISSUER_LIST, &stmt);
+    if (rc != 0)
+        goto out;
+    for (;;) {
+        rc = step(s, stmt, op, &row);
+        if (rc != 0 || !row)
+            goto out;
+        rc = read_issuer(stmt, &issuer);
+        if (rc == 0)
+            rc = fn(ctx, &issuer);
+        store_issuer_cleanup(&issuer);
+        if (rc != 0)
+            goto out;
+    }
+out:
+    stmt_put(s, STORE_ST_ISSUER_LIST, stmt);
+    return rc;
+}
+
+/* ---- certificates --------------------------------------------------------------------------- */
+
+/* Fills *c from the STORE_CERT_COLS columns starting at column first. */
+int read_cert(struct sq *s, sqlite3_stmt *stmt, int first, struct store_cert *c)
+{
+    const void *serial = sqlite3_column_blob(stmt, first + 1);
+    int serial_len = sqlite3_column_bytes(stmt, first + 1);
+
+    memset(c, 0, sizeof(*c));
+    if (serial_len < 1 || serial_len > STORE_SERIAL_MAX) {
+        UTIL_ERROR(STORE_MOD, "%s: a certificate row has a serial of %d octets", s->path,
+                   serial_len);
+        return UTIL_ESTORE;
+    }
+    c->issuer_id = sqlite3_column_int64(stmt, first);
+    memcpy(c->serial, serial, (size_t)serial_len);
+    c->serial_len = (size_t)serial_len;
+    c->not_before = sqlite3_column_int64(stmt, first + 2);
+    c->not_after = sqlite3_column_int64(stmt, first + 3);
+    c->status = sqlite3_column_int(stmt, first + 4);
+    c->revoked_at = sqlite3_column_int64(stmt, first + 5);
+    c->reason = sqlite3_column_int(stmt, first + 6);
+    c->invalidity_date = sqlite3_column_int64(stmt, first + 7);
+    c->feed_id = sqlite3_column_int64(stmt, first + 8);
+    return 0;
+}
+
+/* Looks a certificate up; *found = 0 if absent. */
+static int cert_lookup(struct sq *s, int64_t issuer_id, const unsigned char *serial,
+                       size_t serial_len, const char *op, struct store_cert *out, int *found)
+{
+    sqlite3_stmt *stmt = NULL;
+    int row = 0;
+    int rc = 0;
+
+    *found = 0;
+    rc = stmt_get(s, STORE_ST_CERT_GET, &stmt);
+    if (rc != 0)
+        goto out;
+    if (sqlite3_bind_int64(stmt, 1, issuer_id) != SQLITE_OK ||
+        sqlite3_bind_blob(stmt, 2, serial, (int)serial_len, SQLITE_STATIC) != SQLITE_OK) {
+        rc = bind_err(s, op);
+        goto out;
+    }
+    rc = step(s, stmt, op, &row);
+    if (rc != 0 || !row)
+        goto out;
+    rc = read_cert(s, stmt, 0, out);
+    if (rc == 0)
+        *found = 1;
+out:
+    stmt_put(s, STORE_ST_CERT_GET, stmt);
+    return rc;
+}
+
+/* Appends one change to the feed and returns its id. */
+static int feed_append(struct sq *s, int kind, int64_t issuer_id, const unsigned char *serial,
+                       size_t serial_len, int64_t at_ms, const char *actor, const char *op,
+                       int64_t *feed_id)
+{
+    sqlite3_stmt *stmt = NULL;
+    int row = 0;
+    int rc = 0;
+
+    rc = stmt_get(s, STORE_ST_FEED_INSERT, &stmt);
+    if (rc != 0)
+        goto out;
+    if (sqlite3_bind_int(stmt, 1, kind) != SQLITE_OK ||
+        sqlite3_bind_int64(stmt, 2, issuer_id) != SQLITE_OK ||
+        sqlite3_bind_blob(stmt, 3, serial, (int)serial_len, SQLITE_STATIC) != SQLITE_OK ||
+        sqlite3_bind_int64(stmt, 4, at_ms) != SQLITE_OK ||
+        sqlite3_bind_text(stmt, 5, actor, -1, SQLITE_STATIC) != SQLITE_OK) {
+        rc = bind_err(s, op);
+        goto out;
+    }
+    rc = step(s, stmt, op, &row);
+    if (rc == 0)
+        *feed_id = sqlite3_last_insert_rowid(s->db);
+out:
+    stmt_put(s, STORE_ST_FEED_INSERT, stmt);
+    return rc;
+}
+
+/* Writes the certificate's new status and the id of the change that set it. */
+static int cert_set_status(struct sq *s, const struct store_cert *c, const char *op)
+{
+    sqlite3_stmt *stmt = NULL;
+    int row = 0;
+    int rc = 0;
+
+    rc = stmt_get(s, STORE_ST_CERT_SET_STATUS, &stmt);
+    if (rc != 0)
+        goto out;
+    if (sqlite3_bind_int64(stmt, 1, c->issuer_id) != SQLITE_OK ||
+        sqlite3_bind_blob(stmt, 2, c->serial, (int)c->serial_len, SQLITE_STATIC) != SQLITE_OK ||
+        sqlite3_bind_int(stmt, 3, c->status) != SQLITE_OK ||
+        sqlite3_bind_int64(stmt, 4, c->revoked_at) != SQLITE_OK ||
+        sqlite3_bind_int(stmt, 5, c->reason) != SQLITE_OK ||
+        sqlite3_bind_int64(stmt, 6, c->invalidity_date) != SQLITE_OK ||
+        sqlite3_bind_int64(stmt, 7, c->feed_id) != SQLITE_OK) {
+        rc = bind_err(s, op);
+        goto out;
+    }
+    rc = step(s, stmt, op, &row);
+    if (rc == 0 && sqlite3_changes(s->db) != 1) {
+        UTIL_ERROR(STORE_MOD, "%s: %s: certificate row vanished inside the transaction", op,
+                   s->path);
+        rc = UTIL_ESTORE;
+    }
+out:
+    stmt_put(s, STORE_ST_CERT_SET_STATUS, stmt);
+    return rc;
+}
+
+/* Records a revocation request for the SLA report; committed_at_ms is the time the write lock was
+ * held, i.e. just before the commit that makes it durable. */
+static int revocation_insert(struct sq *s, int64_t feed_id, const struct store_cert *c,
+                             const struct store_revocation *rev, int64_t committed_at_ms,
+                             const char *op)
+{
+    sqlite3_stmt *stmt = NULL;
+    int row = 0;
+    int rc = 0;
+
+    rc = stmt_get(s, STORE_ST_REVOCATION_INSERT, &stmt);
+    if (rc != 0)
+        goto out;
+    if (sqlite3_bind_int64(stmt, 1, feed_id) != SQLITE_OK ||
+        sqlite3_bind_int64(stmt, 2, c->issuer_id) != SQLITE_OK ||
+        sqlite3_bind_blob(stmt, 3, c->serial, (int)c->serial_len, SQLITE_STATIC) != SQLITE_OK ||
+        sqlite3_bind_int(stmt, 4, c->reason) != SQLITE_OK ||
+        sqlite3_bind_int64(stmt, 5, c->revoked_at) != SQLITE_OK ||
+        sqlite3_bind_int64(stmt, 6, c->invalidity_date) != SQLITE_OK ||
+        sqlite3_bind_text(stmt, 7, rev->request_id, -1, SQLITE_STATIC) != SQLITE_OK ||
+        sqlite3_bind_int64(stmt, 8,
+                           rev->received_at_ms != 0 ? rev->received_at_ms : committed_at_ms) !=
+            SQLITE_OK ||
+        sqlite3_bind_int64(stmt, 9, committed_at_ms) != SQLITE_OK ||
+        sqlite3_bind_text(stmt, 10, rev->actor != NULL ? rev->actor : "unknown", -1,
+                          SQLITE_STATIC) != SQLITE_OK) {
+        rc = bind_err(s, op);
+        goto out;
+    }
+    rc = step(s, stmt, op, &row);
+out:
+    stmt_put(s, STORE_ST_REVOCATION_INSERT, stmt);
+    return rc;
+}
+
+static int der_insert(struct sq *s, const unsigned char *der, size_t der_len, const char *op,
+                      int64_t *der_id)
+{
+    sqlite3_stmt *stmt = NULL;
+    int row = 0;
+    int rc = 0;
+
+    rc = stmt_get(s, STORE_ST_DER_INSERT, &stmt);
+    if (rc != 0)
+        goto out;
+    if (sqlite3_bind_blob(stmt, 1, der, (int)der_len, SQLITE_STATIC) != SQLITE_OK) {
+        rc = bind_err(s, op);
+        goto out;
+    }
+    rc = step(s, stmt, op, &row);
+    if (rc == 0)
+        *der_id = sqlite3_last_insert_rowid(s->db);
+out:
+    stmt_put(s, STORE_ST_DER_INSERT, stmt);
+    return rc;
+}
+
+int sq_cert_add(struct store *store, const struct store_cert_new *cert,
+                const struct store_revocation *rev, int64_t *feed_id_out, int *created_out)
+{
+    static const char op[] = "cert add";
+    struct sq *s = sq_of(store);
+    sqlite3_stmt *stmt = NULL;
+    struct store_cert c;
+    enum tx_kind kind = 0;
+    int64_t now_ms = 0;
+    int64_t der_id = 0;
+    int found = 0;
+    int row = 0;
+    int rc = 0;
+
+    *created_out = 0;
+    if (cert->cert_len > INT32_MAX)
+        return UTIL_EINVAL;
+    rc = tx_start(s, op, &kind);
+    if (rc != 0)
+        goto out;
+    rc = cert_lookup(s, cert->issuer_id, cert->serial, cert->serial_len, op, &c, &found);
+    if (rc != 0)
+        goto out;
+    if (found) {
+        *feed_id_out = c.feed_id;
+        goto out;
+    }
+    now_ms = util_now_ms();
+    memset(&c, 0, sizeof(c));
+    c.issuer_id = cert->issuer_id;
+    memcpy(c.serial, cert->serial, cert->serial_len);
+    c.serial_len = cert->serial_len;
+    c.not_before = cert->not_before;
+    c.not_after = cert->not_after;
+    c.status = STORE_GOOD;
+    c.reason = STORE_REASON_NONE;
+    if (rev != NULL) {
+        c.status = STORE_REVOKED;
+        c.reason = rev->reason;
+        c.revoked_at = rev->revoked_at != 0 ? rev->revoked_at : now_ms / 1000;
+        c.invalidity_date = rev->invalidity_date;
+    }
+    if (cert->cert_der != NULL && cert->cert_len > 0) {
+        rc = der_insert(s, cert->cert_der, cert->cert_len, op, &der_id);
+        if (rc != 0)
+            goto out;
+    }
+    rc = feed_append(s, rev != NULL ? STORE_CHANGE_REVOKE : STORE_CHANGE_ISSUE, c.issuer_id,
+                     c.serial, c.serial_len, now_ms, rev != NULL ? rev->actor : NULL, op,
+                     &c.feed_id);
+    if (rc != 0)
+        goto out;
+    rc = stmt_get(s, STORE_ST_CERT_INSERT, &stmt);
+    if (rc != 0)
+        goto out;
+    if (sqlite3_bind_int64(stmt, 1, c.issuer_id) != SQLITE_OK ||
+        sqlite3_bind_blob(stmt, 2, c.serial, (int)c.serial_len, SQLITE_STATIC) != SQLITE_OK ||
+        sqlite3_bind_int64(stmt, 3, c.not_before) != SQLITE_OK ||
+        sqlite3_bind_int64(stmt, 4, c.not_after) != SQLITE_OK ||
+        sqlite3_bind_int(stmt, 5, c.status) != SQLITE_OK ||
+        sqlite3_bind_int64(stmt, 6, c.revoked_at) != SQLITE_OK ||
+        sqlite3_bind_int(stmt, 7, c.reason) != SQLITE_OK ||
+        sqlite3_bind_int64(stmt, 8, c.invalidity_date) != SQLITE_OK ||
+        sqlite3_bind_int64(stmt, 9, c.feed_id) != SQLITE_OK ||
+        sqlite3_bind_text(stmt, 10, cert->subject, -1, SQLITE_STATIC) != SQLITE_OK ||
+        (der_id != 0 ? sqlite3_bind_int64(stmt, 11, der_id) : sqlite3_bind_null(stmt, 11)) !=
+            SQLITE_OK) {
+        rc = bind_err(s, op);
+        goto out;
+    }
+    rc = step(s, stmt, op, &row);
+    if (rc != 0)
+        goto out;
+    if (rev != NULL) {
+        rc = revocation_insert(s, c.feed_id, &c, rev, now_ms, op);
+        if (rc != 0)
+            goto out;
+    }
+    if (der_id != 0) {
+        rc = search_index_add(s, der_id, c.issuer_id, c.serial, c.serial_len, cert->cert_der,
+                              cert->cert_len, op);
+        if (rc != 0)
+            goto out;
+    }
+    *feed_id_out = c.feed_id;
+    *created_out = 1;
+out:
+    stmt_put(s, STORE_ST_CERT_INSERT, stmt);
+    return tx_finish(s, kind, rc, op);
+}
+
+int sq_cert_get(struct store *store, int64_t issuer_id, const unsigned char *serial,
+                size_t serial_len, struct store_cert *out)
+{
+    int found = 0;
+    int rc = 0;
+
+    rc = cert_lookup(sq_of(store), issuer_id, serial, serial_len, "cert get", out, &found);
+    if (rc == 0 && !found)
+        rc = UTIL_ENOTFOUND;
+    return rc;
+}
+
+int sq_cert_der(struct store *store, int64_t issuer_id, const unsigned char *serial,
+                size_t serial_len, unsigned char **der, size_t *der_len)
+{
+    static const char op[] = "cert der";
+    struct sq *s = sq_of(store);
+    sqlite3_stmt *stmt = NULL;
+    const void *blob = NULL;
+    int len = 0;
+    int row = 0;
+    int rc = 0;
+
+    rc = stmt_get(s, STORE_ST_CERT_DER, &stmt);
+    if (rc != 0)
+        goto out;
+    if (sqlite3_bind_int64(stmt, 1, issuer_id) != SQLITE_OK ||
+        sqlite3_bind_blob(stmt, 2, serial, (int)serial_len, SQLITE_STATIC) != SQLITE_OK) {
+        rc = bind_err(s, op);
+        goto out;
+    }
+    rc = step(s, stmt, op, &row);
+    if (rc != 0)
+        goto out;
+    blob = row ? sqlite3_column_blob(stmt, 0) : NULL;
+    len = row ? sqlite3_column_bytes(stmt, 0) : 0;
+    if (blob == NULL || len <= 0) {
+        rc = UTIL_ENOTFOUND;
+        goto out;
+    }
+    *der = malloc((size_t)len);
+    if (*der == NULL) {
+        rc = UTIL_ENOMEM;
+        goto out;
+    }
+    memcpy(*der, blob, (size_t)len);
+    *der_len = (size_t)len;
+out:
+    stmt_put(s, STORE_ST_CERT_DER, stmt);
+    return rc;
+}
+
+int sq_cert_iterate(struct store *store, int64_t issuer_id, int filter,
+                    int (*fn)(void *ctx, const struct store_cert *cert), void *ctx)
+{
+    static const char op[] = "cert iterate";
+    struct sq *s = sq_of(store);
+    sqlite3_stmt *stmt = NULL;
+    struct store_cert c;
+    enum sq_stmt_id id = 0;
+    int row = 0;
+    int rc = 0;
+
+    if (filter == STORE_ITER_REVOKED)
+        id = issuer_id > 0 ? STORE_ST_CERT_ITER_REVOKED_ISSUER : STORE_ST_CERT_ITER_REVOKED_ALL;
+    else
+        id = issuer_id > 0 ? STORE_ST_CERT_ITER_ISSUER : STORE_ST_CERT_ITER_ALL;
+    rc = stmt_get(s, id, &stmt);
+    if (rc != 0)
+        goto out;
+    if (issuer_id > 0 && sqlite3_bind_int64(stmt, 1, issuer_id) != SQLITE_OK) {
+        rc = bind_err(s, op);
+        goto out;
+    }
+    for (;;) {
+        rc = step(s, stmt, op, &row);
+        if (rc != 0 || !row)
+            goto out;
+        rc = read_cert(s, stmt, 0, &c);
+        if (rc == 0)
+            rc = fn(ctx, &c);
+        if (rc != 0)
+            goto out;
+    }
+out:
+    stmt_put(s, id, stmt);
+    return rc;
+}
+
+/* ---- revocation ----------------------------------------------------------------------------- */
+
+int sq_revoke(struct store *store, const struct store_revocation *rev, int64_t *feed_id_out,
+              int *changed_out)
+{
+    static const char op[] = "revoke";
+    struct sq *s = sq_of(store);
+    struct store_cert c;
+    enum tx_kind kind = 0;
+    int64_t now_ms = 0;
+    int found = 0;
+    int rc = 0;
+
+    *changed_out = 0;
+    rc = tx_start(s, op, &kind);
+    if (rc != 0)
+        goto out;
+    rc = cert_lookup(s, rev->issuer_id, rev->serial, rev->serial_len, op, &c, &found);
+    if (rc != 0)
+        goto out;
+    if (!found) {
+        rc = UTIL_ENOTFOUND;
+        goto out;
+    }
+    now_ms = util_now_ms();
+    if (c.status == STORE_REVOKED) {
+        if (c.reason == rev->reason) {
+            *feed_id_out = c.feed_id;
+            goto out;
+        }
+        if (c.reason != STORE_REASON_CERTIFICATE_HOLD) {
+            UTIL_WARN(STORE_MOD,
+                      "revoke: certificate already revoked (%s); only a hold may change "
+                      "reason",
+                      store_reason_name(c.reason));
+            rc = UTIL_EEXIST;
+            goto out;
+        }
+        /* A hold made permanent: the certificate has been unusable since the hold, so its
+         * revocation date stays unless the request names one. */
+        if (rev->revoked_at != 0)
+            c.revoked_at = rev->revoked_at;
+        if (rev->invalidity_date != 0)
+            c.invalidity_date = rev->invalidity_date;
+    } else {
+        c.status = STORE_REVOKED;
+        c.revoked_at = rev->revoked_at != 0 ? rev->revoked_at : now_ms / 1000;
+        c.invalidity_date = rev->invalidity_date;
+    }
+    c.reason = rev->reason;
+    rc = feed_append(s, STORE_CHANGE_REVOKE, c.issuer_id, c.serial, c.serial_len, now_ms,
+                     rev->actor, op, &c.feed_id);
+    if (rc == 0)
+        rc = cert_set_status(s, &c, op);
+    if (rc == 0)
+        rc = revocation_insert(s, c.feed_id, &c, rev, now_ms, op);
+    if (rc != 0)
+        goto out;
+    *feed_id_out = c.feed_id;
+    *changed_out = 1;
+out:
+    return tx_finish(s, kind, rc, op);
+}
+
+int sq_unrevoke(struct store *store, int64_t issuer_id, const unsigned char *serial,
+                size_t serial_len, const char *actor, int64_t *feed_id_out)
+{
+    static const char op[] = "unrevoke";
+    struct sq *s = sq_of(store);
+    struct store_cert c;
+    enum tx_kind kind = 0;
+    int found = 0;
+    int rc = 0;
+
+    rc = tx_start(s, op, &kind);
+    if (rc != 0)
+        goto out;
+    rc = cert_lookup(s, issuer_id, serial, serial_len, op, &c, &found);
+    if (rc != 0)
+        goto out;
+    if (!found) {
+        rc = UTIL_ENOTFOUND;
+        goto out;
+    }
+    if (c.status != STORE_REVOKED || c.reason != STORE_REASON_CERTIFICATE_HOLD) {
+        UTIL_WARN(STORE_MOD, "unrevoke: certificate is not on hold");
+        rc = UTIL_EINVAL;
+        goto out;
+    }
+    c.status = STORE_GOOD;
+    c.revoked_at = 0;
+    c.reason = STORE_REASON_NONE;
+    c.invalidity_date = 0;
+    rc = feed_append(s, STORE_CHANGE_UNREVOKE, issuer_id, serial, serial_len, util_now_ms(), actor,
+                     op, &c.feed_id);
+    if (rc == 0)
+        rc = cert_set_status(s, &c, op);
+    if (rc == 0)
+        *feed_id_out = c.feed_id;
+out:
+    return tx_finish(s, kind, rc, op);
+}
+
+/* ---- change feed ---------------------------------------------------------------------------- */
+
+int sq_feed_read(struct store *store, int64_t after_id, int max,
+                 int (*fn)(void *ctx, const struct store_change *change), void *ctx)
+{
+    static const char op[] = "feed read";
+    struct sq *s = sq_of(store);
+    sqlite3_stmt *stmt = NULL;
+    struct store_change change;
+    int delivered = 0;
+    int row = 0;
+    int rc = 0;
+
+    rc = stmt_get(s, STORE_ST_FEED_READ, &stmt);
+    if (rc != 0)
+        goto out;
+    if (sqlite3_bind_int64(stmt, 1, after_id) != SQLITE_OK ||
+        sqlite3_bind_int(stmt, 2, max) != SQLITE_OK) {
+        rc = bind_err(s, op);
+        goto out;
+    }
+    for (;;) {
+        rc = step(s, stmt, op, &row);
+        if (rc != 0 || !row)
+            goto out;
+        memset(&change, 0, sizeof(change));
+        change.id = sqlite3_column_int64(stmt, 0);
+        change.kind = sqlite3_column_int(stmt, 1);
+        change.at_ms = sqlite3_column_int64(stmt, 2);
+        rc = read_cert(s, stmt, 3, &change.cert);
+        if (rc != 0)
+            goto out;
+        delivered++;
+        rc = fn(ctx, &change);
+        /* A negative return is the callback's error; a positive one just stops early. */
+        if (rc < 0)
+            goto out;
+        if (rc > 0) {
+            rc = 0;
+            goto out;
+        }
+    }
+out:
+    stmt_put(s, STORE_ST_FEED_READ, stmt);
+    return rc != 0 ? rc : delivered;
+}
+
+int sq_feed_head(struct store *store, int64_t *id_out)
+{
+    struct sq *s = sq_of(store);
+    sqlite3_stmt *stmt = NULL;
+    int row = 0;
+    int rc = 0;
+
+    rc = stmt_get(s, STORE_ST_FEED_HEAD, &stmt);
+    if (rc != 0)
+        goto out;
+    rc = step(s, stmt, "feed head", &row);
+    if (rc == 0 && row)
+        *id_out = sqlite3_column_int64(stmt, 0);
+out:
+    stmt_put(s, STORE_ST_FEED_HEAD, stmt);
+    return rc;
+}

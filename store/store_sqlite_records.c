@@ -1,0 +1,446 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* The SQLite backend's records of the publishing services: SLA marks of each revocation (when
+ * OCSP and the CRL first showed it), CRL numbers and the CRLs issued, TSA serial reservations and
+ * the log of issued tokens. */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store/store_sqlite_int.h"
+
+/* ---- SLA ------------------------------------------------------------------------------------ */
+
+int sq_sla_mark(struct store *store, int64_t feed_id, int stage, int64_t at_ms)
+{
+    static const char op[] = "sla mark";
+    struct sq *s = sq_of(store);
+    enum sq_stmt_id id = stage == STORE_SLA_OCSP ? STORE_ST_SLA_MARK_OCSP : STORE_ST_SLA_MARK_CRL;
+    sqlite3_stmt *mark = NULL;
+    sqlite3_stmt *exists = NULL;
+    enum tx_kind kind = 0;
+    int row = 0;
+    int rc = 0;
+
+    rc = tx_start(s, op, &kind);
+    if (rc != 0)
+        goto out;
+    rc = stmt_get(s, id, &mark);
+    if (rc != 0)
+        goto out;
+    if (sqlite3_bind_int64(mark, 1, feed_id) != SQLITE_OK ||
+        sqlite3_bind_int64(mark, 2, at_ms) != SQLITE_OK) {
+        rc = bind_err(s, op);
+        goto out;
+    }
+    rc = step(s, mark, op, &row);
+    if (rc != 0 || sqlite3_changes(s->db) == 1)
+        goto out;
+    /* Nothing updated: either it was marked before (fine, the first time stays) or there is no
+     * such revocation. */
+    rc = stmt_get(s, STORE_ST_SLA_EXISTS, &exists);
+    if (rc != 0)
+        goto out;
+    if (sqlite3_bind_int64(exists, 1, feed_id) != SQLITE_OK) {
+        rc = bind_err(s, op);
+        goto out;
+    }
+    rc = step(s, exists, op, &row);
+    if (rc == 0 && !row)
+        rc = UTIL_ENOTFOUND;
+out:
+    stmt_put(s, id, mark);
+    stmt_put(s, STORE_ST_SLA_EXISTS, exists);
+    return tx_finish(s, kind, rc, op);
+}
+
+int sq_sla_mark_upto(struct store *store, int64_t issuer_id, int64_t up_to_feed_id, int stage,
+                     int64_t at_ms)
+{
+    static const char op[] = "sla mark up to";
+    struct sq *s = sq_of(store);
+    enum sq_stmt_id id = stage == STORE_SLA_OCSP ? STORE_ST_SLA_UPTO_OCSP : STORE_ST_SLA_UPTO_CRL;
+    sqlite3_stmt *stmt = NULL;
+    enum tx_kind kind = 0;
+    int row = 0;
+    int rc = 0;
+
+    rc = tx_start(s, op, &kind);
+    if (rc != 0)
+        goto out;
+    rc = stmt_get(s, id, &stmt);
+    if (rc != 0)
+        goto out;
+    if (sqlite3_bind_int64(stmt, 1, issuer_id) != SQLITE_OK ||
+        sqlite3_bind_int64(stmt, 2, up_to_feed_id) != SQLITE_OK ||
+        sqlite3_bind_int64(stmt, 3, at_ms) != SQLITE_OK) {
+        rc = bind_err(s, op);
+        goto out;
+    }
+    rc = step(s, stmt, op, &row);
+out:
+    stmt_put(s, id, stmt);
+    return tx_finish(s, kind, rc, op);
+}
+
+int sq_sla_list(struct store *store, int open_only, int limit,
+                int (*fn)(void *ctx, const struct store_sla_row *row), void *ctx)
+{
+    static const char op[] = "sla list";
+    struct sq *s = sq_of(store);
+    enum sq_stmt_id id = open_only ? STORE_ST_SLA_LIST_OPEN : STORE_ST_SLA_LIST_ALL;
+    sqlite3_stmt *stmt = NULL;
+    struct store_sla_row sla;
+    const void *serial = NULL;
+    int serial_len = 0;
+    int row = 0;
+    int rc = 0;
+
+    rc = stmt_get(s, id, &stmt);
+    if (rc != 0)
+        goto out;
+    /* SQLite reads a negative LIMIT as "no limit". */
+    if (sqlite3_bind_int(stmt, 1, limit > 0 ? limit : -1) != SQLITE_OK) {
+        rc = bind_err(s, op);
+        goto out;
+    }
+    for (;;) {
+        rc = step(s, stmt, op, &row);
+        if (rc != 0 || !row)
+            goto out;
+        memset(&sla, 0, sizeof(sla));
+        sla.feed_id = sqlite3_column_int64(stmt, 0);
+        sla.issuer_id = sqlite3_column_int64(stmt, 1);
+        serial = sqlite3_column_blob(stmt, 2);
+        serial_len = sqlite3_column_bytes(stmt, 2);
+        if (serial_len < 1 || serial_len > STORE_SERIAL_MAX) {
+            UTIL_ERROR(STORE_MOD, "%s: %s: revocation %" PRId64 " has a serial of %d octets", op,
+                       s->path, sla.feed_id, serial_len);
+            rc = UTIL_ESTORE;
+            goto out;
+        }
+        memcpy(sla.serial, serial, (size_t)serial_len);
+        sla.serial_len = (size_t)serial_len;
+        sla.request_id = (const char *)sqlite3_column_text(stmt, 3);
+        sla.received_at_ms = sqlite3_column_int64(stmt, 4);
+        sla.committed_at_ms = sqlite3_column_int64(stmt, 5);
+        sla.ocsp_at_ms = sqlite3_column_int64(stmt, 6);
+        sla.crl_at_ms = sqlite3_column_int64(stmt, 7);
+        sla.revoked_at = sqlite3_column_int64(stmt, 8);
+        sla.invalidity_date = sqlite3_column_int64(stmt, 9);
+        rc = fn(ctx, &sla);
+        if (rc != 0)
+            goto out;
+    }
+out:
+    stmt_put(s, id, stmt);
+    return rc;
+}
+
+/* ---- CRLs ----------------------------------------------------------------------------------- */
+
+int sq_crl_number_next(struct store *store, int64_t issuer_id, int64_t *number_out)
+{
+    static const char op[] = "crl number next";
+    struct sq *s = sq_of(store);
+    sqlite3_stmt *stmt = NULL;
+    enum tx_kind kind = 0;
+    int64_t number = 0;
+    int row = 0;
+    int rc = 0;
+
+    rc = tx_start(s, op, &kind);
+    if (rc != 0)
+        goto out;
+    rc = stmt_get(s, STORE_ST_CRL_NUMBER_NEXT, &stmt);
+    if (rc != 0)
+        goto out;
+    if (sqlite3_bind_int64(stmt, 1, issuer_id) != SQLITE_OK) {
+        rc = bind_err(s, op);
+        goto out;
+    }
+    rc = step(s, stmt, op, &row);
+    if (rc != 0)
+        goto out;
+    if (!row) {
+        rc = UTIL_ESTORE;
+        goto out;
+    }
+    number = sqlite3_column_int64(stmt, 0);
+    /* Step to the end so the statement is finished before the commit. */
+    rc = step(s, stmt, op, &row);
+out:
+    stmt_put(s, STORE_ST_CRL_NUMBER_NEXT, stmt);
+    rc = tx_finish(s, kind, rc, op);
+    if (rc == 0)
+        *number_out = number;
+    return rc;
+}
+
+int sq_crl_save(struct store *store, const struct store_crl_record *crl)
+{
+    static const char op[] = "crl save";
+    struct sq *s = sq_of(store);
+    sqlite3_stmt *reserved = NULL;
+    sqlite3_stmt *insert = NULL;
+    enum tx_kind kind = 0;
+    int row = 0;
+    int rc = 0;
+
+    if (crl->der_len > INT32_MAX)
+        return UTIL_EINVAL;
+    rc = tx_start(s, op, &kind);
+    if (rc != 0)
+        goto out;
+    /* Saving a number that was never reserved would let a later reservation hand it out again. */
+    rc = stmt_get(s, STORE_ST_CRL_RESERVED, &reserved);
+    if (rc != 0)
+        goto out;
+    if (sqlite3_bind_int64(reserved, 1, crl->issuer_id) != SQLITE_OK) {
+        rc = bind_err(s, op);
+        goto out;
+    }
+    rc = step(s, reserved, op, &row);
+    if (rc != 0)
+        goto out;
+    if (!row || sqlite3_column_int64(reserved, 0) < crl->number) {
+        UTIL_ERROR(STORE_MOD,
+                   "crl save: number %" PRId64 " of issuer %" PRId64 " was never reserved",
+                   crl->number, crl->issuer_id);
+        rc = UTIL_EINVAL;
+        goto out;
+    }
+    rc = stmt_get(s, STORE_ST_CRL_INSERT, &insert);
+    if (rc != 0)
+        goto out;
+    if (sqlite3_bind_int64(insert, 1, crl->issuer_id) != SQLITE_OK ||
+        sqlite3_bind_int64(insert, 2, crl->number) != SQLITE_OK ||
+        sqlite3_bind_int64(insert, 3, crl->base_number) != SQLITE_OK ||
+        sqlite3_bind_int64(insert, 4, crl->this_update) != SQLITE_OK ||
+        sqlite3_bind_int64(insert, 5, crl->next_update) != SQLITE_OK ||
+        sqlite3_bind_int64(insert, 6, crl->feed_id) != SQLITE_OK ||
+        sqlite3_bind_blob(insert, 7, crl->der, (int)crl->der_len, SQLITE_STATIC) != SQLITE_OK ||
+        sqlite3_bind_int64(insert, 8, util_now_ms()) != SQLITE_OK) {
+        rc = bind_err(s, op);
+        goto out;
+    }
+    rc = step(s, insert, op, &row);
+out:
+    stmt_put(s, STORE_ST_CRL_RESERVED, reserved);
+    stmt_put(s, STORE_ST_CRL_INSERT, insert);
+    return tx_finish(s, kind, rc, op);
+}
+
+int sq_crl_latest(struct store *store, int64_t issuer_id, int delta,
+                  struct store_crl_record *meta_out, unsigned char **der_out)
+{
+    static const char op[] = "crl latest";
+    struct sq *s = sq_of(store);
+    enum sq_stmt_id id = delta ? STORE_ST_CRL_LATEST_DELTA : STORE_ST_CRL_LATEST_FULL;
+    sqlite3_stmt *stmt = NULL;
+    unsigned char *der = NULL;
+    const void *blob = NULL;
+    int len = 0;
+    int row = 0;
+    int rc = 0;
+
+    rc = stmt_get(s, id, &stmt);
+    if (rc != 0)
+        goto out;
+    if (sqlite3_bind_int64(stmt, 1, issuer_id) != SQLITE_OK) {
+        rc = bind_err(s, op);
+        goto out;
+    }
+    rc = step(s, stmt, op, &row);
+    if (rc != 0)
+        goto out;
+    if (!row) {
+        rc = UTIL_ENOTFOUND;
+        goto out;
+    }
+    blob = sqlite3_column_blob(stmt, 5);
+    len = sqlite3_column_bytes(stmt, 5);
+    if (der_out != NULL && len > 0) {
+        der = malloc((size_t)len);
+        if (der == NULL) {
+            rc = UTIL_ENOMEM;
+            goto out;
+        }
+        memcpy(der, blob, (size_t)len);
+    }
+    meta_out->issuer_id = issuer_id;
+    meta_out->number = sqlite3_column_int64(stmt, 0);
+    meta_out->base_number = sqlite3_column_int64(stmt, 1);
+    meta_out->this_update = sqlite3_column_int64(stmt, 2);
+    meta_out->next_update = sqlite3_column_int64(stmt, 3);
+    meta_out->feed_id = sqlite3_column_int64(stmt, 4);
+    meta_out->der = der;
+    meta_out->der_len = (size_t)len;
+    if (der_out != NULL)
+        *der_out = der;
+    der = NULL;
+out:
+    free(der);
+    stmt_put(s, id, stmt);
+    return rc;
+}
+
+/* ---- TSA ------------------------------------------------------------------------------------ */
+
+int sq_tsa_reserve(struct store *store, const char *unit, int64_t count, int64_t floor,
+                   int64_t *first_out)
+{
+    static const char op[] = "tsa reserve";
+    struct sq *s = sq_of(store);
+    sqlite3_stmt *stmt = NULL;
+    enum tx_kind kind = 0;
+    int64_t first = 0;
+    int row = 0;
+    int rc = 0;
+
+    if (count >= INT64_MAX - 1 || floor > INT64_MAX - count)
+        return UTIL_EINVAL;
+    rc = tx_start(s, op, &kind);
+    if (rc != 0)
+        goto out;
+    rc = stmt_get(s, STORE_ST_TSA_RESERVE, &stmt);
+    if (rc != 0)
+        goto out;
+    if (sqlite3_bind_text(stmt, 1, unit, -1, SQLITE_STATIC) != SQLITE_OK ||
+        sqlite3_bind_int64(stmt, 2, count) != SQLITE_OK ||
+        sqlite3_bind_int64(stmt, 3, floor) != SQLITE_OK) {
+        rc = bind_err(s, op);
+        goto out;
+    }
+    rc = step(s, stmt, op, &row);
+    if (rc != 0)
+        goto out;
+    if (!row) {
+        UTIL_ERROR(STORE_MOD, "tsa reserve: serials of unit %s would overflow 64 bits", unit);
+        rc = UTIL_EINVAL;
+        goto out;
+    }
+    first = sqlite3_column_int64(stmt, 0);
+    rc = step(s, stmt, op, &row);
+out:
+    stmt_put(s, STORE_ST_TSA_RESERVE, stmt);
+    rc = tx_finish(s, kind, rc, op);
+    if (rc == 0)
+        *first_out = first;
+    return rc;
+}
+
+/* Copies a TEXT column into out (out_len bytes with the NUL); 0 if it does not fit. */
+static int column_text(sqlite3_stmt *stmt, int col, char *out, size_t out_len)
+{
+    const unsigned char *text = sqlite3_column_text(stmt, col);
+    int len = sqlite3_column_bytes(stmt, col);
+    if (text == NULL || len < 0 || (size_t)len >= out_len)
+        return 0;
+    memcpy(out, text, (size_t)len);
+    out[len] = '\0';
+    return 1;
+}
+
+int sq_tsa_token_get(struct store *store, const unsigned char *cert_id, const char *unit,
+                     int64_t serial, struct store_tsa_record *out)
+{
+    static const char op[] = "tsa token get";
+    struct sq *s = sq_of(store);
+    sqlite3_stmt *stmt = NULL;
+    const void *blob = NULL;
+    int len = 0, row = 0, rc = 0;
+
+    if (strlen(unit) >= sizeof(out->unit))
+        return UTIL_ENOTFOUND; /* no unit has such a name */
+    rc = stmt_get(s, STORE_ST_TSA_TOKEN_GET, &stmt);
+    if (rc != 0)
+        goto out;
+    if (sqlite3_bind_text(stmt, 1, unit, -1, SQLITE_STATIC) != SQLITE_OK ||
+        sqlite3_bind_int64(stmt, 2, serial) != SQLITE_OK ||
+        sqlite3_bind_blob(stmt, 3, cert_id != NULL ? (const void *)cert_id : "",
+                          cert_id != NULL ? STORE_TSA_CERT_ID_LEN : 0,
+                          SQLITE_STATIC) != SQLITE_OK) {
+        rc = bind_err(s, op);
+        goto out;
+    }
+    rc = step(s, stmt, op, &row);
+    if (rc != 0)
+        goto out;
+    if (!row) {
+        rc = UTIL_ENOTFOUND;
+        goto out;
+    }
+    (void)snprintf(out->unit, sizeof(out->unit), "%s", unit); /* fits: checked above */
+    out->serial = serial;
+    out->gen_time_ms = sqlite3_column_int64(stmt, 0);
+    blob = sqlite3_column_blob(stmt, 3);
+    len = sqlite3_column_bytes(stmt, 3);
+    if (!column_text(stmt, 1, out->policy, sizeof(out->policy)) ||
+        !column_text(stmt, 2, out->imprint_alg, sizeof(out->imprint_alg)) || len < 0 ||
+        (size_t)len > sizeof(out->imprint) || (len > 0 && blob == NULL)) {
+        UTIL_ERROR(STORE_MOD, "tsa token get: the record of %s/%lld does not fit", unit,
+                   (long long)serial);
+        rc = UTIL_EINVAL;
+        goto out;
+    }
+    if (len > 0)
+        memcpy(out->imprint, blob, (size_t)len);
+    out->imprint_len = (size_t)len;
+    rc = step(s, stmt, op, &row); /* to the end: resets cleanly */
+out:
+    stmt_put(s, STORE_ST_TSA_TOKEN_GET, stmt);
+    return rc;
+}
+
+int sq_tsa_log(struct store *store, const struct store_tsa_token *tokens, size_t n)
+{
+    static const char op[] = "tsa log";
+    struct sq *s = sq_of(store);
+    sqlite3_stmt *stmt = NULL;
+    enum tx_kind kind = 0;
+    size_t i = 0;
+    int row = 0;
+    int rc = 0;
+
+    rc = tx_start(s, op, &kind);
+    if (rc != 0)
+        goto out;
+    rc = stmt_get(s, STORE_ST_TSA_LOG, &stmt);
+    if (rc != 0)
+        goto out;
+    for (i = 0; i < n; i++) {
+        const struct store_tsa_token *t = &tokens[i];
+        if (t->imprint_len > INT32_MAX) {
+            rc = UTIL_EINVAL;
+            goto out;
+        }
+        (void)sqlite3_reset(stmt); /* the previous step succeeded; nothing to report */
+        /* A zero-length blob bound from a NULL pointer would be stored as NULL; "" keeps it a
+         * blob for the NOT NULL column. */
+        if (sqlite3_bind_text(stmt, 1, t->unit, -1, SQLITE_STATIC) != SQLITE_OK ||
+            sqlite3_bind_int64(stmt, 2, t->serial) != SQLITE_OK ||
+            sqlite3_bind_int64(stmt, 3, t->gen_time_ms) != SQLITE_OK ||
+            sqlite3_bind_text(stmt, 4, t->policy, -1, SQLITE_STATIC) != SQLITE_OK ||
+            sqlite3_bind_text(stmt, 5, t->imprint_alg, -1, SQLITE_STATIC) != SQLITE_OK ||
+            sqlite3_bind_blob(stmt, 6, t->imprint != NULL ? (const void *)t->imprint : "",
+                              (int)t->imprint_len, SQLITE_STATIC) != SQLITE_OK ||
+            sqlite3_bind_blob(stmt, 7, t->cert_id != NULL ? (const void *)t->cert_id : "",
+                              t->cert_id != NULL ? STORE_TSA_CERT_ID_LEN : 0,
+                              SQLITE_STATIC) != SQLITE_OK) {
+            rc = bind_err(s, op);
+            goto out;
+        }
+        rc = step(s, stmt, op, &row);
+        if (rc != 0) {
+            UTIL_ERROR(STORE_MOD,
+                       "tsa log: token %s/%" PRId64 " failed; none of the %zu tokens "
+                       "of this group is recorded",
+                       t->unit, t->serial, n);
+            goto out;
+        }
+    }
+out:
+    stmt_put(s, STORE_ST_TSA_LOG, stmt);
+    return tx_finish(s, kind, rc, op);
+}
