@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* http internals shared by server.c (lifecycle, loops, listeners, routing, the coarse timer) and
  * conn.c (one client connection: reading, llhttp parsing, the ordered response queue, writing),
- * conn_tls.c (its TLS record path), response.c (rendering) and tls.c (TLS contexts). Nothing outside http/ includes this file. */
+ * conn_tls.c (its TLS record path), response.c (rendering) and tls.c (TLS contexts). Nothing
+ * outside http/ includes this file. */
 #ifndef PKIVA_HTTP_INT_H
 #define PKIVA_HTTP_INT_H
 

@@ -9,9 +9,10 @@
  * copies the certificate and encodes everything twice (to sign, then to send). Every nonce answer
  * and every pre-signed answer pays for it next to the signature itself.
  * Invariant: an encoded response is byte for byte the one ocsp__response_build makes for the same
- * ocsp__build, producedAt and signature. ocsp__sign_singles (ocsp_responder.c) proves it for each signer
- * on its first response (it re-encodes OpenSSL's response with OpenSSL's signature and compares) and
- * keeps OpenSSL's path when it does not hold; tests/ocsp checks it for every response shape. */
+ * ocsp__build, producedAt and signature. ocsp__sign_singles (ocsp_responder.c) proves it for each
+ * signer on its first response (it re-encodes OpenSSL's response with OpenSSL's signature and
+ * compares) and keeps OpenSSL's path when it does not hold; tests/ocsp checks it for every
+ * response shape. */
 #include "ocsp_int.h"
 
 #include <openssl/err.h>

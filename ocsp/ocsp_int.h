@@ -282,7 +282,8 @@ struct ocsp__signer {
     struct hsm_key *key;
     int delegated;
     /* The response template, learnt from the signer's first response OpenSSL builds (see
-     * ocsp__sign_singles): tmpl is set before tmpl_state becomes READY (release) and never changes. */
+     * ocsp__sign_singles): tmpl is set before tmpl_state becomes READY (release) and never
+     * changes. */
     _Atomic int tmpl_state;
     struct ocsp__tmpl *tmpl;
 };
