@@ -199,7 +199,8 @@ static const char schema_v2[] =
  *   the full-text query, not a scan of its results.
  * - search_backfill exists while certificates registered before this migration are not indexed
  *   yet: it holds the (issuer_id, serial) position of the catch-up, which runs in batches at the
- *   next read-write open (search_backfill() below); new certificates are indexed by cert_add. */
+ *   next read-write open (store__sq_search_backfill(), store_sqlite_search.c); new certificates are
+ *   indexed by cert_add. */
 static const char schema_search[] =
     "CREATE TABLE cert_search ("
     "  der_id INTEGER PRIMARY KEY REFERENCES cert_ders(id),"
@@ -237,7 +238,7 @@ static const char *const migrations[] = {schema_v1, schema_v2, schema_v3, schema
 
 /* ---- statements ----------------------------------------------------------------------------- */
 
-/* Column order shared by every query that fills a struct store_cert (see read_cert). */
+/* Column order shared by every query that fills a struct store_cert (see store__sq_read_cert). */
 #define STORE_CERT_COLS                                                      \
     "issuer_id, serial, not_before, not_after, status, revoked_at, reason, " \
     "invalidity_date, feed_id"
@@ -388,8 +389,8 @@ static const char *const stmt_sql[STORE_ST_COUNT] = {
                                "VALUES (?1, ?2, ?3, ?4, ?5)",
     [STORE_ST_FTS_INSERT] = "INSERT INTO cert_fts (rowid, iss, cn, o, ou, email) "
                             "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-    /* Search rows: cursor, DER, subject, then STORE_CERT_COLS of certs (read_cert from 3). The
-     * CROSS JOINs pin the full-text or fingerprint index as the outer loop. */
+    /* Search rows: cursor, DER, subject, then STORE_CERT_COLS of certs (store__sq_read_cert from
+     * 3). The CROSS JOINs pin the full-text or fingerprint index as the outer loop. */
     [STORE_ST_SEARCH_NAME] =
         "SELECT s.der_id, d.der, c.subject, " STORE_SEARCH_CERT_COLS
         " FROM cert_fts CROSS JOIN cert_search AS s ON s.der_id = cert_fts.rowid "
@@ -431,7 +432,7 @@ static const char *const stmt_sql[STORE_ST_COUNT] = {
 
 /* ---- connection ----------------------------------------------------------------------------- */
 
-struct sq *sq_of(struct store *store)
+struct sq *store__sq_of(struct store *store)
 {
     return (struct sq *)store;
 }
@@ -484,8 +485,9 @@ static int sq_err(struct sq *s, int rc, const char *op)
 }
 
 /* The cached statement, or a one-off copy if the cached one is in use by a walk further up the
- * stack (a callback re-entering the store). Pair every stmt_get with stmt_put. */
-int stmt_get(struct sq *s, enum sq_stmt_id id, sqlite3_stmt **out)
+ * stack (a callback re-entering the store). Pair every store__sq_stmt_get with
+ * store__sq_stmt_put. */
+int store__sq_stmt_get(struct sq *s, enum sq_stmt_id id, sqlite3_stmt **out)
 {
     sqlite3_stmt *stmt = s->stmts[id];
     unsigned int flags = 0;
@@ -510,7 +512,7 @@ int stmt_get(struct sq *s, enum sq_stmt_id id, sqlite3_stmt **out)
     return 0;
 }
 
-void stmt_put(struct sq *s, enum sq_stmt_id id, sqlite3_stmt *stmt)
+void store__sq_stmt_put(struct sq *s, enum sq_stmt_id id, sqlite3_stmt *stmt)
 {
     if (stmt == NULL)
         return;
@@ -524,7 +526,7 @@ void stmt_put(struct sq *s, enum sq_stmt_id id, sqlite3_stmt *stmt)
 }
 
 /* Runs one step: 0 with *row = 1 for a row, 0 with *row = 0 when done, else the mapped error. */
-int step(struct sq *s, sqlite3_stmt *stmt, const char *op, int *row)
+int store__sq_step(struct sq *s, sqlite3_stmt *stmt, const char *op, int *row)
 {
     int rc = sqlite3_step(stmt);
 
@@ -540,24 +542,24 @@ int step(struct sq *s, sqlite3_stmt *stmt, const char *op, int *row)
 
 /* A bind failed (out of memory, blob too big, or a programming error): map the connection's code.
  */
-int bind_err(struct sq *s, const char *op)
+int store__sq_bind_err(struct sq *s, const char *op)
 {
     return sq_err(s, sqlite3_extended_errcode(s->db), op);
 }
 
 /* Runs a statement that returns no rows (transaction control). */
-int exec_stmt(struct sq *s, enum sq_stmt_id id, const char *op)
+int store__sq_exec_stmt(struct sq *s, enum sq_stmt_id id, const char *op)
 {
     sqlite3_stmt *stmt = NULL;
     int row = 0;
     int rc = 0;
 
-    rc = stmt_get(s, id, &stmt);
+    rc = store__sq_stmt_get(s, id, &stmt);
     if (rc != 0)
         goto out;
-    rc = step(s, stmt, op, &row);
+    rc = store__sq_step(s, stmt, op, &row);
 out:
-    stmt_put(s, id, stmt);
+    store__sq_stmt_put(s, id, stmt);
     return rc;
 }
 
@@ -565,7 +567,7 @@ out:
 
 /* Opens the write transaction of one operation: BEGIN IMMEDIATE when none is open, else a
  * savepoint inside the caller's transaction. */
-int tx_start(struct sq *s, const char *op, enum tx_kind *kind)
+int store__sq_tx_start(struct sq *s, const char *op, enum tx_kind *kind)
 {
     int rc = 0;
 
@@ -578,12 +580,12 @@ int tx_start(struct sq *s, const char *op, enum tx_kind *kind)
                        op, s->path);
             return UTIL_ESTORE;
         }
-        rc = exec_stmt(s, STORE_ST_BEGIN, op);
+        rc = store__sq_exec_stmt(s, STORE_ST_BEGIN, op);
         if (rc == 0)
             *kind = STORE_TX_OUTER;
         return rc;
     }
-    rc = exec_stmt(s, STORE_ST_SAVEPOINT, op);
+    rc = store__sq_exec_stmt(s, STORE_ST_SAVEPOINT, op);
     if (rc == 0)
         *kind = STORE_TX_STEP;
     return rc;
@@ -596,19 +598,19 @@ static void tx_undo(struct sq *s, enum tx_kind kind, const char *op)
     if (kind == 0 || sqlite3_get_autocommit(s->db))
         return;
     if (kind == STORE_TX_OUTER) {
-        (void)exec_stmt(s, STORE_ST_ROLLBACK,
-                        op); /* a failed rollback ends the transaction anyway */
+        (void)store__sq_exec_stmt(s, STORE_ST_ROLLBACK,
+                                  op); /* a failed rollback ends the transaction anyway */
         return;
     }
     /* Rolling back to a savepoint keeps it open; release it too. A failure here was logged and
      * leaves the enclosing transaction for the caller to roll back. */
-    (void)exec_stmt(s, STORE_ST_ROLLBACK_TO, op);
-    (void)exec_stmt(s, STORE_ST_RELEASE, op);
+    (void)store__sq_exec_stmt(s, STORE_ST_ROLLBACK_TO, op);
+    (void)store__sq_exec_stmt(s, STORE_ST_RELEASE, op);
 }
 
 /* Ends the operation's transaction: commits (durably, for STORE_TX_OUTER) when rc is 0, else undoes
  * it. Returns rc, or the commit's error. */
-int tx_finish(struct sq *s, enum tx_kind kind, int rc, const char *op)
+int store__sq_tx_finish(struct sq *s, enum tx_kind kind, int rc, const char *op)
 {
     if (kind == 0)
         return rc;
@@ -616,39 +618,40 @@ int tx_finish(struct sq *s, enum tx_kind kind, int rc, const char *op)
         tx_undo(s, kind, op);
         return rc;
     }
-    rc = exec_stmt(s, kind == STORE_TX_OUTER ? STORE_ST_COMMIT : STORE_ST_RELEASE, op);
+    rc = store__sq_exec_stmt(s, kind == STORE_TX_OUTER ? STORE_ST_COMMIT : STORE_ST_RELEASE, op);
     if (rc != 0)
         tx_undo(s, kind, op);
     return rc;
 }
 
 /* Starts a read snapshot for an operation that reads several times and must see one state. */
-int rx_start(struct sq *s, const char *op, int *opened)
+int store__sq_rx_start(struct sq *s, const char *op, int *opened)
 {
     int rc = 0;
 
     *opened = 0;
     if (!sqlite3_get_autocommit(s->db))
         return 0;
-    rc = exec_stmt(s, STORE_ST_BEGIN_READ, op);
+    rc = store__sq_exec_stmt(s, STORE_ST_BEGIN_READ, op);
     if (rc == 0)
         *opened = 1;
     return rc;
 }
 
-void rx_finish(struct sq *s, int opened, const char *op)
+void store__sq_rx_finish(struct sq *s, int opened, const char *op)
 {
     if (opened && !sqlite3_get_autocommit(s->db))
-        (void)exec_stmt(s, STORE_ST_COMMIT, op); /* ends a read-only transaction; nothing to lose */
+        (void)store__sq_exec_stmt(s, STORE_ST_COMMIT,
+                                  op); /* ends a read-only transaction; nothing to lose */
 }
 
 static int sq_begin(struct store *store)
 {
-    struct sq *s = sq_of(store);
+    struct sq *s = store__sq_of(store);
     enum tx_kind kind = 0;
     int rc = 0;
 
-    rc = tx_start(s, "begin", &kind);
+    rc = store__sq_tx_start(s, "begin", &kind);
     if (rc == 0)
         s->depth++;
     return rc;
@@ -656,7 +659,7 @@ static int sq_begin(struct store *store)
 
 static int sq_commit(struct store *store)
 {
-    struct sq *s = sq_of(store);
+    struct sq *s = store__sq_of(store);
     int rc = 0;
 
     if (s->depth == 0) {
@@ -669,7 +672,7 @@ static int sq_commit(struct store *store)
         s->depth = 0;
         return UTIL_ESTORE;
     }
-    rc = tx_finish(s, s->depth == 1 ? STORE_TX_OUTER : STORE_TX_STEP, 0, "commit");
+    rc = store__sq_tx_finish(s, s->depth == 1 ? STORE_TX_OUTER : STORE_TX_STEP, 0, "commit");
     s->depth--;
     if (rc != 0 && sqlite3_get_autocommit(s->db))
         s->depth = 0;
@@ -678,7 +681,7 @@ static int sq_commit(struct store *store)
 
 static int sq_rollback(struct store *store)
 {
-    struct sq *s = sq_of(store);
+    struct sq *s = store__sq_of(store);
 
     if (s->depth == 0) {
         UTIL_ERROR(STORE_MOD, "rollback: no transaction is open");
@@ -734,7 +737,7 @@ static int query_int(struct sq *s, const char *sql, const char *op, int64_t *val
         rc = sq_err(s, rc, op);
         goto out;
     }
-    rc = step(s, stmt, op, &row);
+    rc = store__sq_step(s, stmt, op, &row);
     if (rc == 0 && row)
         *value = sqlite3_column_int64(stmt, 0);
 out:
@@ -754,7 +757,7 @@ static int set_wal(struct sq *s)
         rc = sq_err(s, rc, "set journal_mode");
         goto out;
     }
-    rc = step(s, stmt, "set journal_mode", &row);
+    rc = store__sq_step(s, stmt, "set journal_mode", &row);
     if (rc != 0)
         goto out;
     mode = row ? sqlite3_column_text(stmt, 0) : NULL;
@@ -879,7 +882,7 @@ out:
 
 static void sq_close(struct store *store)
 {
-    struct sq *s = sq_of(store);
+    struct sq *s = store__sq_of(store);
     int i = 0;
 
     if (s->depth > 0)
@@ -952,7 +955,7 @@ int store__sqlite_open(const char *path, int flags, struct store **out)
     }
     rc = migrate(s, readonly);
     if (rc == 0 && !readonly)
-        rc = search_backfill(s);
+        rc = store__sq_search_backfill(s);
     if (rc != 0)
         goto out;
     *out = &s->base;
@@ -965,15 +968,15 @@ out:
 
 static int sq_ping(struct store *store)
 {
-    struct sq *s = sq_of(store);
+    struct sq *s = store__sq_of(store);
     sqlite3_stmt *stmt = NULL;
     int row = 0;
     int rc = 0;
 
-    rc = stmt_get(s, STORE_ST_PING, &stmt);
+    rc = store__sq_stmt_get(s, STORE_ST_PING, &stmt);
     if (rc == 0)
-        rc = step(s, stmt, "ping", &row);
-    stmt_put(s, STORE_ST_PING, stmt);
+        rc = store__sq_step(s, stmt, "ping", &row);
+    store__sq_stmt_put(s, STORE_ST_PING, stmt);
     return rc;
 }
 
@@ -984,33 +987,33 @@ static const struct store__ops sq_ops = {
     .begin = sq_begin,
     .commit = sq_commit,
     .rollback = sq_rollback,
-    .issuer_put = sq_issuer_put,
-    .issuer_get = sq_issuer_get,
-    .issuer_list = sq_issuer_list,
-    .cert_add = sq_cert_add,
-    .cert_get = sq_cert_get,
-    .cert_der = sq_cert_der,
-    .cert_iterate = sq_cert_iterate,
-    .revoke = sq_revoke,
-    .unrevoke = sq_unrevoke,
-    .feed_read = sq_feed_read,
-    .feed_head = sq_feed_head,
-    .sla_mark = sq_sla_mark,
-    .sla_mark_upto = sq_sla_mark_upto,
-    .sla_list = sq_sla_list,
-    .crl_number_next = sq_crl_number_next,
-    .crl_save = sq_crl_save,
-    .crl_latest = sq_crl_latest,
-    .tsa_reserve = sq_tsa_reserve,
-    .tsa_log = sq_tsa_log,
-    .tsa_token_get = sq_tsa_token_get,
-    .audit_append = sq_audit_append,
-    .audit_walk = sq_audit_walk,
-    .change_walk = sq_change_walk,
-    .state_walk = sq_state_walk,
-    .orphans = sq_orphans,
-    .seal_pending = sq_seal_pending,
-    .seal_walk = sq_seal_walk,
-    .unsealed = sq_unsealed,
-    .cert_search = sq_cert_search,
+    .issuer_put = store__sq_issuer_put,
+    .issuer_get = store__sq_issuer_get,
+    .issuer_list = store__sq_issuer_list,
+    .cert_add = store__sq_cert_add,
+    .cert_get = store__sq_cert_get,
+    .cert_der = store__sq_cert_der,
+    .cert_iterate = store__sq_cert_iterate,
+    .revoke = store__sq_revoke,
+    .unrevoke = store__sq_unrevoke,
+    .feed_read = store__sq_feed_read,
+    .feed_head = store__sq_feed_head,
+    .sla_mark = store__sq_sla_mark,
+    .sla_mark_upto = store__sq_sla_mark_upto,
+    .sla_list = store__sq_sla_list,
+    .crl_number_next = store__sq_crl_number_next,
+    .crl_save = store__sq_crl_save,
+    .crl_latest = store__sq_crl_latest,
+    .tsa_reserve = store__sq_tsa_reserve,
+    .tsa_log = store__sq_tsa_log,
+    .tsa_token_get = store__sq_tsa_token_get,
+    .audit_append = store__sq_audit_append,
+    .audit_walk = store__sq_audit_walk,
+    .change_walk = store__sq_change_walk,
+    .state_walk = store__sq_state_walk,
+    .orphans = store__sq_orphans,
+    .seal_pending = store__sq_seal_pending,
+    .seal_walk = store__sq_seal_walk,
+    .unsealed = store__sq_unsealed,
+    .cert_search = store__sq_cert_search,
 };

@@ -8,10 +8,10 @@
 
 #include "store/store_sqlite_int.h"
 
-int sq_audit_append(struct store *store, const struct store__audit_new *rec)
+int store__sq_audit_append(struct store *store, const struct store__audit_new *rec)
 {
     static const char op[] = "audit append";
-    struct sq *s = sq_of(store);
+    struct sq *s = store__sq_of(store);
     sqlite3_stmt *last = NULL;
     sqlite3_stmt *seq = NULL;
     sqlite3_stmt *insert = NULL;
@@ -26,12 +26,12 @@ int sq_audit_append(struct store *store, const struct store__audit_new *rec)
 
     memset(prev, 0, sizeof(prev));
     memset(&row, 0, sizeof(row));
-    rc = tx_start(s, op, &kind);
+    rc = store__sq_tx_start(s, op, &kind);
     if (rc != 0)
         goto out;
-    rc = stmt_get(s, STORE_ST_AUDIT_LAST, &last);
+    rc = store__sq_stmt_get(s, STORE_ST_AUDIT_LAST, &last);
     if (rc == 0)
-        rc = step(s, last, op, &rc_row);
+        rc = store__sq_step(s, last, op, &rc_row);
     if (rc != 0)
         goto out;
     if (rc_row) {
@@ -46,9 +46,9 @@ int sq_audit_append(struct store *store, const struct store__audit_new *rec)
         last_id = sqlite3_column_int64(last, 0);
         memcpy(prev, sqlite3_column_blob(last, 1), STORE_AUDIT_HASH_LEN);
     }
-    rc = stmt_get(s, STORE_ST_AUDIT_SEQ, &seq);
+    rc = store__sq_stmt_get(s, STORE_ST_AUDIT_SEQ, &seq);
     if (rc == 0)
-        rc = step(s, seq, op, &rc_row);
+        rc = store__sq_step(s, seq, op, &rc_row);
     if (rc != 0)
         goto out;
     /* Continue after the highest id ever used, so that a removed tail stays visible as a gap. */
@@ -67,7 +67,7 @@ int sq_audit_append(struct store *store, const struct store__audit_new *rec)
     rc = store__audit_hash(prev, &row, hash);
     if (rc != 0)
         goto out;
-    rc = stmt_get(s, STORE_ST_AUDIT_INSERT, &insert);
+    rc = store__sq_stmt_get(s, STORE_ST_AUDIT_INSERT, &insert);
     if (rc != 0)
         goto out;
     if (sqlite3_bind_int64(insert, 1, row.id) != SQLITE_OK ||
@@ -82,22 +82,23 @@ int sq_audit_append(struct store *store, const struct store__audit_new *rec)
         (has_changes
              ? sqlite3_bind_blob(insert, 10, row.changes, (int)row.changes_len, SQLITE_STATIC)
              : sqlite3_bind_null(insert, 10)) != SQLITE_OK) {
-        rc = bind_err(s, op);
+        rc = store__sq_bind_err(s, op);
         goto out;
     }
-    rc = step(s, insert, op, &rc_row);
+    rc = store__sq_step(s, insert, op, &rc_row);
 out:
-    stmt_put(s, STORE_ST_AUDIT_LAST, last);
-    stmt_put(s, STORE_ST_AUDIT_SEQ, seq);
-    stmt_put(s, STORE_ST_AUDIT_INSERT, insert);
-    return tx_finish(s, kind, rc, op);
+    store__sq_stmt_put(s, STORE_ST_AUDIT_LAST, last);
+    store__sq_stmt_put(s, STORE_ST_AUDIT_SEQ, seq);
+    store__sq_stmt_put(s, STORE_ST_AUDIT_INSERT, insert);
+    return store__sq_tx_finish(s, kind, rc, op);
 }
 
-int sq_audit_walk(struct store *store, int (*fn)(void *ctx, const struct store__audit_row *row),
-                  void *ctx, int64_t *last_id_out)
+int store__sq_audit_walk(struct store *store,
+                         int (*fn)(void *ctx, const struct store__audit_row *row), void *ctx,
+                         int64_t *last_id_out)
 {
     static const char op[] = "audit walk";
-    struct sq *s = sq_of(store);
+    struct sq *s = store__sq_of(store);
     sqlite3_stmt *walk = NULL;
     sqlite3_stmt *seq = NULL;
     struct store__audit_row r;
@@ -108,14 +109,14 @@ int sq_audit_walk(struct store *store, int (*fn)(void *ctx, const struct store__
     *last_id_out = 0;
     /* One snapshot for the rows and the sequence, so that a concurrent append cannot look like a
      * removed tail. */
-    rc = rx_start(s, op, &opened);
+    rc = store__sq_rx_start(s, op, &opened);
     if (rc != 0)
         goto out;
-    rc = stmt_get(s, STORE_ST_AUDIT_WALK, &walk);
+    rc = store__sq_stmt_get(s, STORE_ST_AUDIT_WALK, &walk);
     if (rc != 0)
         goto out;
     for (;;) {
-        rc = step(s, walk, op, &row);
+        rc = store__sq_step(s, walk, op, &row);
         if (rc != 0 || !row)
             break;
         memset(&r, 0, sizeof(r));
@@ -139,38 +140,38 @@ int sq_audit_walk(struct store *store, int (*fn)(void *ctx, const struct store__
     }
     if (rc != 0)
         goto out;
-    rc = stmt_get(s, STORE_ST_AUDIT_SEQ, &seq);
+    rc = store__sq_stmt_get(s, STORE_ST_AUDIT_SEQ, &seq);
     if (rc == 0)
-        rc = step(s, seq, op, &row);
+        rc = store__sq_step(s, seq, op, &row);
     if (rc == 0 && row)
         *last_id_out = sqlite3_column_int64(seq, 0);
 out:
-    stmt_put(s, STORE_ST_AUDIT_WALK, walk);
-    stmt_put(s, STORE_ST_AUDIT_SEQ, seq);
-    rx_finish(s, opened, op);
+    store__sq_stmt_put(s, STORE_ST_AUDIT_WALK, walk);
+    store__sq_stmt_put(s, STORE_ST_AUDIT_SEQ, seq);
+    store__sq_rx_finish(s, opened, op);
     return rc;
 }
 
-int sq_change_walk(struct store *store, int64_t first, int64_t last,
-                   int (*fn)(void *ctx, const struct store__change_row *row), void *ctx)
+int store__sq_change_walk(struct store *store, int64_t first, int64_t last,
+                          int (*fn)(void *ctx, const struct store__change_row *row), void *ctx)
 {
     static const char op[] = "change walk";
-    struct sq *s = sq_of(store);
+    struct sq *s = store__sq_of(store);
     sqlite3_stmt *stmt = NULL;
     struct store__change_row ch;
     int row = 0;
     int rc = 0;
 
-    rc = stmt_get(s, STORE_ST_CHANGE_WALK, &stmt);
+    rc = store__sq_stmt_get(s, STORE_ST_CHANGE_WALK, &stmt);
     if (rc != 0)
         goto out;
     if (sqlite3_bind_int64(stmt, 1, first) != SQLITE_OK ||
         sqlite3_bind_int64(stmt, 2, last) != SQLITE_OK) {
-        rc = bind_err(s, op);
+        rc = store__sq_bind_err(s, op);
         goto out;
     }
     for (;;) {
-        rc = step(s, stmt, op, &row);
+        rc = store__sq_step(s, stmt, op, &row);
         if (rc != 0 || !row)
             goto out;
         memset(&ch, 0, sizeof(ch));
@@ -188,33 +189,33 @@ int sq_change_walk(struct store *store, int64_t first, int64_t last,
             goto out;
     }
 out:
-    stmt_put(s, STORE_ST_CHANGE_WALK, stmt);
+    store__sq_stmt_put(s, STORE_ST_CHANGE_WALK, stmt);
     return rc;
 }
 
-int sq_state_walk(struct store *store, int (*fn)(void *ctx, const struct store__state_row *row),
-                  void *ctx)
+int store__sq_state_walk(struct store *store,
+                         int (*fn)(void *ctx, const struct store__state_row *row), void *ctx)
 {
     static const char op[] = "state walk";
-    struct sq *s = sq_of(store);
+    struct sq *s = store__sq_of(store);
     sqlite3_stmt *stmt = NULL;
     struct store__state_row r;
     int opened = 0;
     int row = 0;
     int rc = 0;
 
-    rc = rx_start(s, op, &opened);
+    rc = store__sq_rx_start(s, op, &opened);
     if (rc != 0)
         goto out;
-    rc = stmt_get(s, STORE_ST_STATE_WALK, &stmt);
+    rc = store__sq_stmt_get(s, STORE_ST_STATE_WALK, &stmt);
     if (rc != 0)
         goto out;
     for (;;) {
-        rc = step(s, stmt, op, &row);
+        rc = store__sq_step(s, stmt, op, &row);
         if (rc != 0 || !row)
             goto out;
         memset(&r, 0, sizeof(r));
-        rc = read_cert(s, stmt, 0, &r.cert);
+        rc = store__sq_read_cert(s, stmt, 0, &r.cert);
         if (rc != 0)
             goto out;
         r.change.id = sqlite3_column_int64(stmt, 9);
@@ -231,8 +232,8 @@ int sq_state_walk(struct store *store, int (*fn)(void *ctx, const struct store__
             goto out;
     }
 out:
-    stmt_put(s, STORE_ST_STATE_WALK, stmt);
-    rx_finish(s, opened, op);
+    store__sq_stmt_put(s, STORE_ST_STATE_WALK, stmt);
+    store__sq_rx_finish(s, opened, op);
     return rc;
 }
 
@@ -244,30 +245,31 @@ static int query_stmt_int(struct sq *s, enum sq_stmt_id id, const char *op, int6
     int rc = 0;
 
     *value = 0;
-    rc = stmt_get(s, id, &stmt);
+    rc = store__sq_stmt_get(s, id, &stmt);
     if (rc == 0)
-        rc = step(s, stmt, op, &row);
+        rc = store__sq_step(s, stmt, op, &row);
     if (rc == 0 && row)
         *value = sqlite3_column_int64(stmt, 0);
-    stmt_put(s, id, stmt);
+    store__sq_stmt_put(s, id, stmt);
     return rc;
 }
 
-int sq_orphans(struct store *store, int64_t *change_id, int64_t *revocation_id, int64_t *changes)
+int store__sq_orphans(struct store *store, int64_t *change_id, int64_t *revocation_id,
+                      int64_t *changes)
 {
     static const char op[] = "audit orphans";
-    struct sq *s = sq_of(store);
+    struct sq *s = store__sq_of(store);
     int opened = 0;
     int rc = 0;
 
-    rc = rx_start(s, op, &opened);
+    rc = store__sq_rx_start(s, op, &opened);
     if (rc == 0)
         rc = query_stmt_int(s, STORE_ST_ORPHAN_CHANGE, op, change_id);
     if (rc == 0)
         rc = query_stmt_int(s, STORE_ST_ORPHAN_REVOCATION, op, revocation_id);
     if (rc == 0)
         rc = query_stmt_int(s, STORE_ST_FEED_COUNT, op, changes);
-    rx_finish(s, opened, op);
+    store__sq_rx_finish(s, opened, op);
     return rc;
 }
 
@@ -284,16 +286,16 @@ static int seal_read_pending(struct sq *s, int max, int64_t *sealed_last, unsign
     *n = 0;
     rc = query_stmt_int(s, STORE_ST_SEAL_LAST, op, sealed_last);
     if (rc == 0)
-        rc = stmt_get(s, STORE_ST_SEAL_PENDING, &pending);
+        rc = store__sq_stmt_get(s, STORE_ST_SEAL_PENDING, &pending);
     if (rc != 0)
         goto out;
     if (sqlite3_bind_int64(pending, 1, *sealed_last) != SQLITE_OK ||
         sqlite3_bind_int(pending, 2, max) != SQLITE_OK) {
-        rc = bind_err(s, op);
+        rc = store__sq_bind_err(s, op);
         goto out;
     }
     for (;;) {
-        rc = step(s, pending, op, &row);
+        rc = store__sq_step(s, pending, op, &row);
         if (rc != 0 || !row)
             goto out;
         if (sqlite3_column_int64(pending, 0) != *sealed_last + 1 + (int64_t)*n ||
@@ -310,20 +312,20 @@ static int seal_read_pending(struct sq *s, int max, int64_t *sealed_last, unsign
         (*n)++;
     }
 out:
-    stmt_put(s, STORE_ST_SEAL_PENDING, pending);
+    store__sq_stmt_put(s, STORE_ST_SEAL_PENDING, pending);
     return rc;
 }
 
 /* Signs outside the write lock (an HSM may be slow or queued behind OCSP signing; writers must not
  * wait for it), then inserts under the lock only if nobody sealed meanwhile and the records are
  * still the ones signed; otherwise the seal is dropped and the next round seals again. */
-int sq_seal_pending(struct store *store, int max,
-                    int (*fn)(void *ctx, int64_t first_id, const unsigned char *hashes, size_t n,
-                              struct store__seal_row *seal),
-                    void *ctx, int64_t *sealed_out)
+int store__sq_seal_pending(struct store *store, int max,
+                           int (*fn)(void *ctx, int64_t first_id, const unsigned char *hashes,
+                                     size_t n, struct store__seal_row *seal),
+                           void *ctx, int64_t *sealed_out)
 {
     static const char op[] = "audit seal";
-    struct sq *s = sq_of(store);
+    struct sq *s = store__sq_of(store);
     sqlite3_stmt *insert = NULL;
     struct store__seal_row seal;
     unsigned char *hashes = NULL;
@@ -343,16 +345,16 @@ int sq_seal_pending(struct store *store, int max,
     if (hashes == NULL)
         return UTIL_ENOMEM;
     again = hashes + (size_t)max * STORE_AUDIT_HASH_LEN;
-    rc = rx_start(s, op, &opened);
+    rc = store__sq_rx_start(s, op, &opened);
     if (rc == 0)
         rc = seal_read_pending(s, max, &sealed_last, hashes, &n, op);
-    rx_finish(s, opened, op);
+    store__sq_rx_finish(s, opened, op);
     if (rc != 0 || n == 0)
         goto out;
     rc = fn(ctx, sealed_last + 1, hashes, n, &seal);
     if (rc != 0)
         goto out;
-    rc = tx_start(s, op, &kind);
+    rc = store__sq_tx_start(s, op, &kind);
     if (rc == 0)
         rc = seal_read_pending(s, max, &sealed_last_again, again, &n_again, op);
     if (rc != 0)
@@ -363,7 +365,7 @@ int sq_seal_pending(struct store *store, int max,
                   s->path);
         goto out;
     }
-    rc = stmt_get(s, STORE_ST_SEAL_INSERT, &insert);
+    rc = store__sq_stmt_get(s, STORE_ST_SEAL_INSERT, &insert);
     if (rc != 0)
         goto out;
     if (sqlite3_bind_int64(insert, 1, seal.first_id) != SQLITE_OK ||
@@ -377,36 +379,36 @@ int sq_seal_pending(struct store *store, int max,
             SQLITE_OK ||
         sqlite3_bind_blob(insert, 8, seal.signature, (int)seal.signature_len, SQLITE_STATIC) !=
             SQLITE_OK) {
-        rc = bind_err(s, op);
+        rc = store__sq_bind_err(s, op);
         goto out;
     }
-    rc = step(s, insert, op, &row);
+    rc = store__sq_step(s, insert, op, &row);
     if (rc == 0)
         *sealed_out = (int64_t)n;
 out:
-    stmt_put(s, STORE_ST_SEAL_INSERT, insert);
-    rc = tx_finish(s, kind, rc, op);
+    store__sq_stmt_put(s, STORE_ST_SEAL_INSERT, insert);
+    rc = store__sq_tx_finish(s, kind, rc, op);
     free(hashes);
     if (rc != 0)
         *sealed_out = 0;
     return rc;
 }
 
-int sq_seal_walk(struct store *store, int (*fn)(void *ctx, const struct store__seal_row *row),
-                 void *ctx)
+int store__sq_seal_walk(struct store *store,
+                        int (*fn)(void *ctx, const struct store__seal_row *row), void *ctx)
 {
     static const char op[] = "audit seal walk";
-    struct sq *s = sq_of(store);
+    struct sq *s = store__sq_of(store);
     sqlite3_stmt *stmt = NULL;
     struct store__seal_row r;
     int row = 0;
     int rc = 0;
 
-    rc = stmt_get(s, STORE_ST_SEAL_WALK, &stmt);
+    rc = store__sq_stmt_get(s, STORE_ST_SEAL_WALK, &stmt);
     if (rc != 0)
         goto out;
     for (;;) {
-        rc = step(s, stmt, op, &row);
+        rc = store__sq_step(s, stmt, op, &row);
         if (rc != 0 || !row)
             goto out;
         memset(&r, 0, sizeof(r));
@@ -429,11 +431,11 @@ int sq_seal_walk(struct store *store, int (*fn)(void *ctx, const struct store__s
             goto out;
     }
 out:
-    stmt_put(s, STORE_ST_SEAL_WALK, stmt);
+    store__sq_stmt_put(s, STORE_ST_SEAL_WALK, stmt);
     return rc;
 }
 
-int sq_unsealed(struct store *store, int64_t *count_out)
+int store__sq_unsealed(struct store *store, int64_t *count_out)
 {
-    return query_stmt_int(sq_of(store), STORE_ST_UNSEALED, "audit unsealed", count_out);
+    return query_stmt_int(store__sq_of(store), STORE_ST_UNSEALED, "audit unsealed", count_out);
 }

@@ -32,11 +32,11 @@ static int read_issuer(sqlite3_stmt *stmt, struct store_issuer *out)
     return 0;
 }
 
-int sq_issuer_put(struct store *store, const char *name, const unsigned char *cert_der,
-                  size_t cert_len, int64_t *id_out)
+int store__sq_issuer_put(struct store *store, const char *name, const unsigned char *cert_der,
+                         size_t cert_len, int64_t *id_out)
 {
     static const char op[] = "issuer put";
-    struct sq *s = sq_of(store);
+    struct sq *s = store__sq_of(store);
     sqlite3_stmt *find = NULL;
     sqlite3_stmt *insert = NULL;
     enum tx_kind kind = 0;
@@ -45,17 +45,17 @@ int sq_issuer_put(struct store *store, const char *name, const unsigned char *ce
 
     if (cert_len > INT32_MAX)
         return UTIL_EINVAL;
-    rc = tx_start(s, op, &kind);
+    rc = store__sq_tx_start(s, op, &kind);
     if (rc != 0)
         goto out;
-    rc = stmt_get(s, STORE_ST_ISSUER_BY_NAME, &find);
+    rc = store__sq_stmt_get(s, STORE_ST_ISSUER_BY_NAME, &find);
     if (rc != 0)
         goto out;
     if (sqlite3_bind_text(find, 1, name, -1, SQLITE_STATIC) != SQLITE_OK) {
-        rc = bind_err(s, op);
+        rc = store__sq_bind_err(s, op);
         goto out;
     }
-    rc = step(s, find, op, &row);
+    rc = store__sq_step(s, find, op, &row);
     if (rc != 0)
         goto out;
     if (row) {
@@ -70,42 +70,42 @@ int sq_issuer_put(struct store *store, const char *name, const unsigned char *ce
         *id_out = sqlite3_column_int64(find, 0);
         goto out;
     }
-    rc = stmt_get(s, STORE_ST_ISSUER_INSERT, &insert);
+    rc = store__sq_stmt_get(s, STORE_ST_ISSUER_INSERT, &insert);
     if (rc != 0)
         goto out;
     if (sqlite3_bind_text(insert, 1, name, -1, SQLITE_STATIC) != SQLITE_OK ||
         sqlite3_bind_blob(insert, 2, cert_der, (int)cert_len, SQLITE_STATIC) != SQLITE_OK ||
         sqlite3_bind_int64(insert, 3, util_now_ms()) != SQLITE_OK) {
-        rc = bind_err(s, op);
+        rc = store__sq_bind_err(s, op);
         goto out;
     }
-    rc = step(s, insert, op, &row);
+    rc = store__sq_step(s, insert, op, &row);
     if (rc != 0)
         goto out;
     *id_out = sqlite3_last_insert_rowid(s->db);
     UTIL_INFO(STORE_MOD, "issuer %s registered with id %" PRId64, name, *id_out);
 out:
-    stmt_put(s, STORE_ST_ISSUER_BY_NAME, find);
-    stmt_put(s, STORE_ST_ISSUER_INSERT, insert);
-    return tx_finish(s, kind, rc, op);
+    store__sq_stmt_put(s, STORE_ST_ISSUER_BY_NAME, find);
+    store__sq_stmt_put(s, STORE_ST_ISSUER_INSERT, insert);
+    return store__sq_tx_finish(s, kind, rc, op);
 }
 
-int sq_issuer_get(struct store *store, const char *name, struct store_issuer *out)
+int store__sq_issuer_get(struct store *store, const char *name, struct store_issuer *out)
 {
     static const char op[] = "issuer get";
-    struct sq *s = sq_of(store);
+    struct sq *s = store__sq_of(store);
     sqlite3_stmt *stmt = NULL;
     int row = 0;
     int rc = 0;
 
-    rc = stmt_get(s, STORE_ST_ISSUER_BY_NAME, &stmt);
+    rc = store__sq_stmt_get(s, STORE_ST_ISSUER_BY_NAME, &stmt);
     if (rc != 0)
         goto out;
     if (sqlite3_bind_text(stmt, 1, name, -1, SQLITE_STATIC) != SQLITE_OK) {
-        rc = bind_err(s, op);
+        rc = store__sq_bind_err(s, op);
         goto out;
     }
-    rc = step(s, stmt, op, &row);
+    rc = store__sq_step(s, stmt, op, &row);
     if (rc != 0)
         goto out;
     if (!row) {
@@ -116,26 +116,26 @@ int sq_issuer_get(struct store *store, const char *name, struct store_issuer *ou
     if (rc != 0)
         store_issuer_cleanup(out);
 out:
-    stmt_put(s, STORE_ST_ISSUER_BY_NAME, stmt);
+    store__sq_stmt_put(s, STORE_ST_ISSUER_BY_NAME, stmt);
     return rc;
 }
 
-int sq_issuer_list(struct store *store, int (*fn)(void *ctx, const struct store_issuer *issuer),
-                   void *ctx)
+int store__sq_issuer_list(struct store *store,
+                          int (*fn)(void *ctx, const struct store_issuer *issuer), void *ctx)
 {
     static const char op[] = "issuer list";
-    struct sq *s = sq_of(store);
+    struct sq *s = store__sq_of(store);
     sqlite3_stmt *stmt = NULL;
     struct store_issuer issuer;
     int row = 0;
     int rc = 0;
 
     memset(&issuer, 0, sizeof(issuer));
-    rc = stmt_get(s, STORE_ST_ISSUER_LIST, &stmt);
+    rc = store__sq_stmt_get(s, STORE_ST_ISSUER_LIST, &stmt);
     if (rc != 0)
         goto out;
     for (;;) {
-        rc = step(s, stmt, op, &row);
+        rc = store__sq_step(s, stmt, op, &row);
         if (rc != 0 || !row)
             goto out;
         rc = read_issuer(stmt, &issuer);
@@ -146,14 +146,14 @@ int sq_issuer_list(struct store *store, int (*fn)(void *ctx, const struct store_
             goto out;
     }
 out:
-    stmt_put(s, STORE_ST_ISSUER_LIST, stmt);
+    store__sq_stmt_put(s, STORE_ST_ISSUER_LIST, stmt);
     return rc;
 }
 
 /* ---- certificates --------------------------------------------------------------------------- */
 
 /* Fills *c from the STORE_CERT_COLS columns starting at column first. */
-int read_cert(struct sq *s, sqlite3_stmt *stmt, int first, struct store_cert *c)
+int store__sq_read_cert(struct sq *s, sqlite3_stmt *stmt, int first, struct store_cert *c)
 {
     const void *serial = sqlite3_column_blob(stmt, first + 1);
     int serial_len = sqlite3_column_bytes(stmt, first + 1);
@@ -186,22 +186,22 @@ static int cert_lookup(struct sq *s, int64_t issuer_id, const unsigned char *ser
     int rc = 0;
 
     *found = 0;
-    rc = stmt_get(s, STORE_ST_CERT_GET, &stmt);
+    rc = store__sq_stmt_get(s, STORE_ST_CERT_GET, &stmt);
     if (rc != 0)
         goto out;
     if (sqlite3_bind_int64(stmt, 1, issuer_id) != SQLITE_OK ||
         sqlite3_bind_blob(stmt, 2, serial, (int)serial_len, SQLITE_STATIC) != SQLITE_OK) {
-        rc = bind_err(s, op);
+        rc = store__sq_bind_err(s, op);
         goto out;
     }
-    rc = step(s, stmt, op, &row);
+    rc = store__sq_step(s, stmt, op, &row);
     if (rc != 0 || !row)
         goto out;
-    rc = read_cert(s, stmt, 0, out);
+    rc = store__sq_read_cert(s, stmt, 0, out);
     if (rc == 0)
         *found = 1;
 out:
-    stmt_put(s, STORE_ST_CERT_GET, stmt);
+    store__sq_stmt_put(s, STORE_ST_CERT_GET, stmt);
     return rc;
 }
 
@@ -214,7 +214,7 @@ static int feed_append(struct sq *s, int kind, int64_t issuer_id, const unsigned
     int row = 0;
     int rc = 0;
 
-    rc = stmt_get(s, STORE_ST_FEED_INSERT, &stmt);
+    rc = store__sq_stmt_get(s, STORE_ST_FEED_INSERT, &stmt);
     if (rc != 0)
         goto out;
     if (sqlite3_bind_int(stmt, 1, kind) != SQLITE_OK ||
@@ -222,14 +222,14 @@ static int feed_append(struct sq *s, int kind, int64_t issuer_id, const unsigned
         sqlite3_bind_blob(stmt, 3, serial, (int)serial_len, SQLITE_STATIC) != SQLITE_OK ||
         sqlite3_bind_int64(stmt, 4, at_ms) != SQLITE_OK ||
         sqlite3_bind_text(stmt, 5, actor, -1, SQLITE_STATIC) != SQLITE_OK) {
-        rc = bind_err(s, op);
+        rc = store__sq_bind_err(s, op);
         goto out;
     }
-    rc = step(s, stmt, op, &row);
+    rc = store__sq_step(s, stmt, op, &row);
     if (rc == 0)
         *feed_id = sqlite3_last_insert_rowid(s->db);
 out:
-    stmt_put(s, STORE_ST_FEED_INSERT, stmt);
+    store__sq_stmt_put(s, STORE_ST_FEED_INSERT, stmt);
     return rc;
 }
 
@@ -240,7 +240,7 @@ static int cert_set_status(struct sq *s, const struct store_cert *c, const char 
     int row = 0;
     int rc = 0;
 
-    rc = stmt_get(s, STORE_ST_CERT_SET_STATUS, &stmt);
+    rc = store__sq_stmt_get(s, STORE_ST_CERT_SET_STATUS, &stmt);
     if (rc != 0)
         goto out;
     if (sqlite3_bind_int64(stmt, 1, c->issuer_id) != SQLITE_OK ||
@@ -250,17 +250,17 @@ static int cert_set_status(struct sq *s, const struct store_cert *c, const char 
         sqlite3_bind_int(stmt, 5, c->reason) != SQLITE_OK ||
         sqlite3_bind_int64(stmt, 6, c->invalidity_date) != SQLITE_OK ||
         sqlite3_bind_int64(stmt, 7, c->feed_id) != SQLITE_OK) {
-        rc = bind_err(s, op);
+        rc = store__sq_bind_err(s, op);
         goto out;
     }
-    rc = step(s, stmt, op, &row);
+    rc = store__sq_step(s, stmt, op, &row);
     if (rc == 0 && sqlite3_changes(s->db) != 1) {
         UTIL_ERROR(STORE_MOD, "%s: %s: certificate row vanished inside the transaction", op,
                    s->path);
         rc = UTIL_ESTORE;
     }
 out:
-    stmt_put(s, STORE_ST_CERT_SET_STATUS, stmt);
+    store__sq_stmt_put(s, STORE_ST_CERT_SET_STATUS, stmt);
     return rc;
 }
 
@@ -274,7 +274,7 @@ static int revocation_insert(struct sq *s, int64_t feed_id, const struct store_c
     int row = 0;
     int rc = 0;
 
-    rc = stmt_get(s, STORE_ST_REVOCATION_INSERT, &stmt);
+    rc = store__sq_stmt_get(s, STORE_ST_REVOCATION_INSERT, &stmt);
     if (rc != 0)
         goto out;
     if (sqlite3_bind_int64(stmt, 1, feed_id) != SQLITE_OK ||
@@ -290,12 +290,12 @@ static int revocation_insert(struct sq *s, int64_t feed_id, const struct store_c
         sqlite3_bind_int64(stmt, 9, committed_at_ms) != SQLITE_OK ||
         sqlite3_bind_text(stmt, 10, rev->actor != NULL ? rev->actor : "unknown", -1,
                           SQLITE_STATIC) != SQLITE_OK) {
-        rc = bind_err(s, op);
+        rc = store__sq_bind_err(s, op);
         goto out;
     }
-    rc = step(s, stmt, op, &row);
+    rc = store__sq_step(s, stmt, op, &row);
 out:
-    stmt_put(s, STORE_ST_REVOCATION_INSERT, stmt);
+    store__sq_stmt_put(s, STORE_ST_REVOCATION_INSERT, stmt);
     return rc;
 }
 
@@ -306,26 +306,26 @@ static int der_insert(struct sq *s, const unsigned char *der, size_t der_len, co
     int row = 0;
     int rc = 0;
 
-    rc = stmt_get(s, STORE_ST_DER_INSERT, &stmt);
+    rc = store__sq_stmt_get(s, STORE_ST_DER_INSERT, &stmt);
     if (rc != 0)
         goto out;
     if (sqlite3_bind_blob(stmt, 1, der, (int)der_len, SQLITE_STATIC) != SQLITE_OK) {
-        rc = bind_err(s, op);
+        rc = store__sq_bind_err(s, op);
         goto out;
     }
-    rc = step(s, stmt, op, &row);
+    rc = store__sq_step(s, stmt, op, &row);
     if (rc == 0)
         *der_id = sqlite3_last_insert_rowid(s->db);
 out:
-    stmt_put(s, STORE_ST_DER_INSERT, stmt);
+    store__sq_stmt_put(s, STORE_ST_DER_INSERT, stmt);
     return rc;
 }
 
-int sq_cert_add(struct store *store, const struct store_cert_new *cert,
-                const struct store_revocation *rev, int64_t *feed_id_out, int *created_out)
+int store__sq_cert_add(struct store *store, const struct store_cert_new *cert,
+                       const struct store_revocation *rev, int64_t *feed_id_out, int *created_out)
 {
     static const char op[] = "cert add";
-    struct sq *s = sq_of(store);
+    struct sq *s = store__sq_of(store);
     sqlite3_stmt *stmt = NULL;
     struct store_cert c;
     enum tx_kind kind = 0;
@@ -338,7 +338,7 @@ int sq_cert_add(struct store *store, const struct store_cert_new *cert,
     *created_out = 0;
     if (cert->cert_len > INT32_MAX)
         return UTIL_EINVAL;
-    rc = tx_start(s, op, &kind);
+    rc = store__sq_tx_start(s, op, &kind);
     if (rc != 0)
         goto out;
     rc = cert_lookup(s, cert->issuer_id, cert->serial, cert->serial_len, op, &c, &found);
@@ -373,7 +373,7 @@ int sq_cert_add(struct store *store, const struct store_cert_new *cert,
                      &c.feed_id);
     if (rc != 0)
         goto out;
-    rc = stmt_get(s, STORE_ST_CERT_INSERT, &stmt);
+    rc = store__sq_stmt_get(s, STORE_ST_CERT_INSERT, &stmt);
     if (rc != 0)
         goto out;
     if (sqlite3_bind_int64(stmt, 1, c.issuer_id) != SQLITE_OK ||
@@ -388,10 +388,10 @@ int sq_cert_add(struct store *store, const struct store_cert_new *cert,
         sqlite3_bind_text(stmt, 10, cert->subject, -1, SQLITE_STATIC) != SQLITE_OK ||
         (der_id != 0 ? sqlite3_bind_int64(stmt, 11, der_id) : sqlite3_bind_null(stmt, 11)) !=
             SQLITE_OK) {
-        rc = bind_err(s, op);
+        rc = store__sq_bind_err(s, op);
         goto out;
     }
-    rc = step(s, stmt, op, &row);
+    rc = store__sq_step(s, stmt, op, &row);
     if (rc != 0)
         goto out;
     if (rev != NULL) {
@@ -400,50 +400,50 @@ int sq_cert_add(struct store *store, const struct store_cert_new *cert,
             goto out;
     }
     if (der_id != 0) {
-        rc = search_index_add(s, der_id, c.issuer_id, c.serial, c.serial_len, cert->cert_der,
-                              cert->cert_len, op);
+        rc = store__sq_search_index_add(s, der_id, c.issuer_id, c.serial, c.serial_len,
+                                        cert->cert_der, cert->cert_len, op);
         if (rc != 0)
             goto out;
     }
     *feed_id_out = c.feed_id;
     *created_out = 1;
 out:
-    stmt_put(s, STORE_ST_CERT_INSERT, stmt);
-    return tx_finish(s, kind, rc, op);
+    store__sq_stmt_put(s, STORE_ST_CERT_INSERT, stmt);
+    return store__sq_tx_finish(s, kind, rc, op);
 }
 
-int sq_cert_get(struct store *store, int64_t issuer_id, const unsigned char *serial,
-                size_t serial_len, struct store_cert *out)
+int store__sq_cert_get(struct store *store, int64_t issuer_id, const unsigned char *serial,
+                       size_t serial_len, struct store_cert *out)
 {
     int found = 0;
     int rc = 0;
 
-    rc = cert_lookup(sq_of(store), issuer_id, serial, serial_len, "cert get", out, &found);
+    rc = cert_lookup(store__sq_of(store), issuer_id, serial, serial_len, "cert get", out, &found);
     if (rc == 0 && !found)
         rc = UTIL_ENOTFOUND;
     return rc;
 }
 
-int sq_cert_der(struct store *store, int64_t issuer_id, const unsigned char *serial,
-                size_t serial_len, unsigned char **der, size_t *der_len)
+int store__sq_cert_der(struct store *store, int64_t issuer_id, const unsigned char *serial,
+                       size_t serial_len, unsigned char **der, size_t *der_len)
 {
     static const char op[] = "cert der";
-    struct sq *s = sq_of(store);
+    struct sq *s = store__sq_of(store);
     sqlite3_stmt *stmt = NULL;
     const void *blob = NULL;
     int len = 0;
     int row = 0;
     int rc = 0;
 
-    rc = stmt_get(s, STORE_ST_CERT_DER, &stmt);
+    rc = store__sq_stmt_get(s, STORE_ST_CERT_DER, &stmt);
     if (rc != 0)
         goto out;
     if (sqlite3_bind_int64(stmt, 1, issuer_id) != SQLITE_OK ||
         sqlite3_bind_blob(stmt, 2, serial, (int)serial_len, SQLITE_STATIC) != SQLITE_OK) {
-        rc = bind_err(s, op);
+        rc = store__sq_bind_err(s, op);
         goto out;
     }
-    rc = step(s, stmt, op, &row);
+    rc = store__sq_step(s, stmt, op, &row);
     if (rc != 0)
         goto out;
     blob = row ? sqlite3_column_blob(stmt, 0) : NULL;
@@ -460,15 +460,15 @@ int sq_cert_der(struct store *store, int64_t issuer_id, const unsigned char *ser
     memcpy(*der, blob, (size_t)len);
     *der_len = (size_t)len;
 out:
-    stmt_put(s, STORE_ST_CERT_DER, stmt);
+    store__sq_stmt_put(s, STORE_ST_CERT_DER, stmt);
     return rc;
 }
 
-int sq_cert_iterate(struct store *store, int64_t issuer_id, int filter,
-                    int (*fn)(void *ctx, const struct store_cert *cert), void *ctx)
+int store__sq_cert_iterate(struct store *store, int64_t issuer_id, int filter,
+                           int (*fn)(void *ctx, const struct store_cert *cert), void *ctx)
 {
     static const char op[] = "cert iterate";
-    struct sq *s = sq_of(store);
+    struct sq *s = store__sq_of(store);
     sqlite3_stmt *stmt = NULL;
     struct store_cert c;
     enum sq_stmt_id id = 0;
@@ -479,35 +479,35 @@ int sq_cert_iterate(struct store *store, int64_t issuer_id, int filter,
         id = issuer_id > 0 ? STORE_ST_CERT_ITER_REVOKED_ISSUER : STORE_ST_CERT_ITER_REVOKED_ALL;
     else
         id = issuer_id > 0 ? STORE_ST_CERT_ITER_ISSUER : STORE_ST_CERT_ITER_ALL;
-    rc = stmt_get(s, id, &stmt);
+    rc = store__sq_stmt_get(s, id, &stmt);
     if (rc != 0)
         goto out;
     if (issuer_id > 0 && sqlite3_bind_int64(stmt, 1, issuer_id) != SQLITE_OK) {
-        rc = bind_err(s, op);
+        rc = store__sq_bind_err(s, op);
         goto out;
     }
     for (;;) {
-        rc = step(s, stmt, op, &row);
+        rc = store__sq_step(s, stmt, op, &row);
         if (rc != 0 || !row)
             goto out;
-        rc = read_cert(s, stmt, 0, &c);
+        rc = store__sq_read_cert(s, stmt, 0, &c);
         if (rc == 0)
             rc = fn(ctx, &c);
         if (rc != 0)
             goto out;
     }
 out:
-    stmt_put(s, id, stmt);
+    store__sq_stmt_put(s, id, stmt);
     return rc;
 }
 
 /* ---- revocation ----------------------------------------------------------------------------- */
 
-int sq_revoke(struct store *store, const struct store_revocation *rev, int64_t *feed_id_out,
-              int *changed_out)
+int store__sq_revoke(struct store *store, const struct store_revocation *rev, int64_t *feed_id_out,
+                     int *changed_out)
 {
     static const char op[] = "revoke";
-    struct sq *s = sq_of(store);
+    struct sq *s = store__sq_of(store);
     struct store_cert c;
     enum tx_kind kind = 0;
     int64_t now_ms = 0;
@@ -515,7 +515,7 @@ int sq_revoke(struct store *store, const struct store_revocation *rev, int64_t *
     int rc = 0;
 
     *changed_out = 0;
-    rc = tx_start(s, op, &kind);
+    rc = store__sq_tx_start(s, op, &kind);
     if (rc != 0)
         goto out;
     rc = cert_lookup(s, rev->issuer_id, rev->serial, rev->serial_len, op, &c, &found);
@@ -562,20 +562,20 @@ int sq_revoke(struct store *store, const struct store_revocation *rev, int64_t *
     *feed_id_out = c.feed_id;
     *changed_out = 1;
 out:
-    return tx_finish(s, kind, rc, op);
+    return store__sq_tx_finish(s, kind, rc, op);
 }
 
-int sq_unrevoke(struct store *store, int64_t issuer_id, const unsigned char *serial,
-                size_t serial_len, const char *actor, int64_t *feed_id_out)
+int store__sq_unrevoke(struct store *store, int64_t issuer_id, const unsigned char *serial,
+                       size_t serial_len, const char *actor, int64_t *feed_id_out)
 {
     static const char op[] = "unrevoke";
-    struct sq *s = sq_of(store);
+    struct sq *s = store__sq_of(store);
     struct store_cert c;
     enum tx_kind kind = 0;
     int found = 0;
     int rc = 0;
 
-    rc = tx_start(s, op, &kind);
+    rc = store__sq_tx_start(s, op, &kind);
     if (rc != 0)
         goto out;
     rc = cert_lookup(s, issuer_id, serial, serial_len, op, &c, &found);
@@ -601,39 +601,39 @@ int sq_unrevoke(struct store *store, int64_t issuer_id, const unsigned char *ser
     if (rc == 0)
         *feed_id_out = c.feed_id;
 out:
-    return tx_finish(s, kind, rc, op);
+    return store__sq_tx_finish(s, kind, rc, op);
 }
 
 /* ---- change feed ---------------------------------------------------------------------------- */
 
-int sq_feed_read(struct store *store, int64_t after_id, int max,
-                 int (*fn)(void *ctx, const struct store_change *change), void *ctx)
+int store__sq_feed_read(struct store *store, int64_t after_id, int max,
+                        int (*fn)(void *ctx, const struct store_change *change), void *ctx)
 {
     static const char op[] = "feed read";
-    struct sq *s = sq_of(store);
+    struct sq *s = store__sq_of(store);
     sqlite3_stmt *stmt = NULL;
     struct store_change change;
     int delivered = 0;
     int row = 0;
     int rc = 0;
 
-    rc = stmt_get(s, STORE_ST_FEED_READ, &stmt);
+    rc = store__sq_stmt_get(s, STORE_ST_FEED_READ, &stmt);
     if (rc != 0)
         goto out;
     if (sqlite3_bind_int64(stmt, 1, after_id) != SQLITE_OK ||
         sqlite3_bind_int(stmt, 2, max) != SQLITE_OK) {
-        rc = bind_err(s, op);
+        rc = store__sq_bind_err(s, op);
         goto out;
     }
     for (;;) {
-        rc = step(s, stmt, op, &row);
+        rc = store__sq_step(s, stmt, op, &row);
         if (rc != 0 || !row)
             goto out;
         memset(&change, 0, sizeof(change));
         change.id = sqlite3_column_int64(stmt, 0);
         change.kind = sqlite3_column_int(stmt, 1);
         change.at_ms = sqlite3_column_int64(stmt, 2);
-        rc = read_cert(s, stmt, 3, &change.cert);
+        rc = store__sq_read_cert(s, stmt, 3, &change.cert);
         if (rc != 0)
             goto out;
         delivered++;
@@ -647,24 +647,24 @@ int sq_feed_read(struct store *store, int64_t after_id, int max,
         }
     }
 out:
-    stmt_put(s, STORE_ST_FEED_READ, stmt);
+    store__sq_stmt_put(s, STORE_ST_FEED_READ, stmt);
     return rc != 0 ? rc : delivered;
 }
 
-int sq_feed_head(struct store *store, int64_t *id_out)
+int store__sq_feed_head(struct store *store, int64_t *id_out)
 {
-    struct sq *s = sq_of(store);
+    struct sq *s = store__sq_of(store);
     sqlite3_stmt *stmt = NULL;
     int row = 0;
     int rc = 0;
 
-    rc = stmt_get(s, STORE_ST_FEED_HEAD, &stmt);
+    rc = store__sq_stmt_get(s, STORE_ST_FEED_HEAD, &stmt);
     if (rc != 0)
         goto out;
-    rc = step(s, stmt, "feed head", &row);
+    rc = store__sq_step(s, stmt, "feed head", &row);
     if (rc == 0 && row)
         *id_out = sqlite3_column_int64(stmt, 0);
 out:
-    stmt_put(s, STORE_ST_FEED_HEAD, stmt);
+    store__sq_stmt_put(s, STORE_ST_FEED_HEAD, stmt);
     return rc;
 }

@@ -101,96 +101,101 @@ enum tx_kind { STORE_TX_OUTER = 1, STORE_TX_STEP = 2 };
 
 /* store_sqlite.c: the helpers every operation uses. */
 /* The backend behind a struct store (its first member). */
-struct sq *sq_of(struct store *store);
+struct sq *store__sq_of(struct store *store);
 /* The cached statement, or a one-off copy if the cached one is in use by a walk further up the
- * stack (a callback re-entering the store). Pair every stmt_get with stmt_put. */
-int stmt_get(struct sq *s, enum sq_stmt_id id, sqlite3_stmt **out);
+ * stack (a callback re-entering the store). Pair every store__sq_stmt_get with
+ * store__sq_stmt_put. */
+int store__sq_stmt_get(struct sq *s, enum sq_stmt_id id, sqlite3_stmt **out);
 /* Resets a cached statement (and clears its bindings) or finalizes a one-off copy. NULL-safe. */
-void stmt_put(struct sq *s, enum sq_stmt_id id, sqlite3_stmt *stmt);
+void store__sq_stmt_put(struct sq *s, enum sq_stmt_id id, sqlite3_stmt *stmt);
 /* Runs one step: 0 with *row = 1 for a row, 0 with *row = 0 when done, else the mapped error. */
-int step(struct sq *s, sqlite3_stmt *stmt, const char *op, int *row);
-/* A bind failed (out of memory, blob too big, or a programming error): maps the connection's code. */
-int bind_err(struct sq *s, const char *op);
+int store__sq_step(struct sq *s, sqlite3_stmt *stmt, const char *op, int *row);
+/* A bind failed (out of memory, blob too big, or a programming error): maps the connection's
+ * code. */
+int store__sq_bind_err(struct sq *s, const char *op);
 /* Runs a statement that returns no rows. */
-int exec_stmt(struct sq *s, enum sq_stmt_id id, const char *op);
+int store__sq_exec_stmt(struct sq *s, enum sq_stmt_id id, const char *op);
 /* Opens the write transaction of one operation (BEGIN IMMEDIATE, or a SAVEPOINT inside an
- * open one); *kind says which, for tx_finish. */
-int tx_start(struct sq *s, const char *op, enum tx_kind *kind);
-/* Ends what tx_start opened: commits (releases) when rc is 0, else undoes it; returns rc or the
- * commit's error. */
-int tx_finish(struct sq *s, enum tx_kind kind, int rc, const char *op);
+ * open one); *kind says which, for store__sq_tx_finish. */
+int store__sq_tx_start(struct sq *s, const char *op, enum tx_kind *kind);
+/* Ends what store__sq_tx_start opened: commits (releases) when rc is 0, else undoes it; returns
+ * rc or the commit's error. */
+int store__sq_tx_finish(struct sq *s, enum tx_kind kind, int rc, const char *op);
 /* Opens a read transaction when none is open (*opened = 1), so a walk reads one snapshot. */
-int rx_start(struct sq *s, const char *op, int *opened);
-/* Ends what rx_start opened. */
-void rx_finish(struct sq *s, int opened, const char *op);
+int store__sq_rx_start(struct sq *s, const char *op, int *opened);
+/* Ends what store__sq_rx_start opened. */
+void store__sq_rx_finish(struct sq *s, int opened, const char *op);
 
 /* The entries of the backend's struct store__ops (store_int.h; the operations are documented in
  * store.h), by file, and the helpers one file lends another. */
 
 /* store_sqlite_cert.c */
 /* Copies one row of STORE_CERT_COLS, from column first, into *c. */
-int read_cert(struct sq *s, sqlite3_stmt *stmt, int first, struct store_cert *c);
-int sq_issuer_put(struct store *store, const char *name, const unsigned char *cert_der,
-                  size_t cert_len, int64_t *id_out);
-int sq_issuer_get(struct store *store, const char *name, struct store_issuer *out);
-int sq_issuer_list(struct store *store, int (*fn)(void *ctx, const struct store_issuer *issuer),
-                   void *ctx);
-int sq_cert_add(struct store *store, const struct store_cert_new *cert,
-                const struct store_revocation *rev, int64_t *feed_id_out, int *created_out);
-int sq_cert_get(struct store *store, int64_t issuer_id, const unsigned char *serial,
-                size_t serial_len, struct store_cert *out);
-int sq_cert_der(struct store *store, int64_t issuer_id, const unsigned char *serial,
-                size_t serial_len, unsigned char **der, size_t *der_len);
-int sq_cert_iterate(struct store *store, int64_t issuer_id, int filter,
-                    int (*fn)(void *ctx, const struct store_cert *cert), void *ctx);
-int sq_revoke(struct store *store, const struct store_revocation *rev, int64_t *feed_id_out,
-              int *changed_out);
-int sq_unrevoke(struct store *store, int64_t issuer_id, const unsigned char *serial,
-                size_t serial_len, const char *actor, int64_t *feed_id_out);
-int sq_feed_read(struct store *store, int64_t after_id, int max,
-                 int (*fn)(void *ctx, const struct store_change *change), void *ctx);
-int sq_feed_head(struct store *store, int64_t *id_out);
+int store__sq_read_cert(struct sq *s, sqlite3_stmt *stmt, int first, struct store_cert *c);
+int store__sq_issuer_put(struct store *store, const char *name, const unsigned char *cert_der,
+                         size_t cert_len, int64_t *id_out);
+int store__sq_issuer_get(struct store *store, const char *name, struct store_issuer *out);
+int store__sq_issuer_list(struct store *store,
+                          int (*fn)(void *ctx, const struct store_issuer *issuer), void *ctx);
+int store__sq_cert_add(struct store *store, const struct store_cert_new *cert,
+                       const struct store_revocation *rev, int64_t *feed_id_out, int *created_out);
+int store__sq_cert_get(struct store *store, int64_t issuer_id, const unsigned char *serial,
+                       size_t serial_len, struct store_cert *out);
+int store__sq_cert_der(struct store *store, int64_t issuer_id, const unsigned char *serial,
+                       size_t serial_len, unsigned char **der, size_t *der_len);
+int store__sq_cert_iterate(struct store *store, int64_t issuer_id, int filter,
+                           int (*fn)(void *ctx, const struct store_cert *cert), void *ctx);
+int store__sq_revoke(struct store *store, const struct store_revocation *rev, int64_t *feed_id_out,
+                     int *changed_out);
+int store__sq_unrevoke(struct store *store, int64_t issuer_id, const unsigned char *serial,
+                       size_t serial_len, const char *actor, int64_t *feed_id_out);
+int store__sq_feed_read(struct store *store, int64_t after_id, int max,
+                        int (*fn)(void *ctx, const struct store_change *change), void *ctx);
+int store__sq_feed_head(struct store *store, int64_t *id_out);
 
 /* store_sqlite_search.c */
 /* Indexes one certificate for the directory (cert_add and the catch-up). */
-int search_index_add(struct sq *s, int64_t der_id, int64_t issuer_id, const unsigned char *serial,
-                     size_t serial_len, const unsigned char *der, size_t der_len, const char *op);
+int store__sq_search_index_add(struct sq *s, int64_t der_id, int64_t issuer_id,
+                               const unsigned char *serial, size_t serial_len,
+                               const unsigned char *der, size_t der_len, const char *op);
 /* Indexes, in batches, the certificates stored before the search index existed (at open). */
-int search_backfill(struct sq *s);
-int sq_cert_search(struct store *store, const struct store_search *q,
-                   int (*fn)(void *ctx, const struct store_search_row *row), void *ctx);
+int store__sq_search_backfill(struct sq *s);
+int store__sq_cert_search(struct store *store, const struct store_search *q,
+                          int (*fn)(void *ctx, const struct store_search_row *row), void *ctx);
 
 /* store_sqlite_records.c */
-int sq_sla_mark(struct store *store, int64_t feed_id, int stage, int64_t at_ms);
-int sq_sla_mark_upto(struct store *store, int64_t issuer_id, int64_t up_to_feed_id, int stage,
-                     int64_t at_ms);
-int sq_sla_list(struct store *store, int open_only, int limit,
-                int (*fn)(void *ctx, const struct store_sla_row *row), void *ctx);
-int sq_crl_number_next(struct store *store, int64_t issuer_id, int64_t *number_out);
-int sq_crl_save(struct store *store, const struct store_crl_record *crl);
-int sq_crl_latest(struct store *store, int64_t issuer_id, int delta,
-                  struct store_crl_record *meta_out, unsigned char **der_out);
-int sq_tsa_reserve(struct store *store, const char *unit, int64_t count, int64_t floor,
-                   int64_t *first_out);
-int sq_tsa_token_get(struct store *store, const unsigned char *cert_id, const char *unit,
-                     int64_t serial, struct store_tsa_record *out);
-int sq_tsa_log(struct store *store, const struct store_tsa_token *tokens, size_t n);
+int store__sq_sla_mark(struct store *store, int64_t feed_id, int stage, int64_t at_ms);
+int store__sq_sla_mark_upto(struct store *store, int64_t issuer_id, int64_t up_to_feed_id,
+                            int stage, int64_t at_ms);
+int store__sq_sla_list(struct store *store, int open_only, int limit,
+                       int (*fn)(void *ctx, const struct store_sla_row *row), void *ctx);
+int store__sq_crl_number_next(struct store *store, int64_t issuer_id, int64_t *number_out);
+int store__sq_crl_save(struct store *store, const struct store_crl_record *crl);
+int store__sq_crl_latest(struct store *store, int64_t issuer_id, int delta,
+                         struct store_crl_record *meta_out, unsigned char **der_out);
+int store__sq_tsa_reserve(struct store *store, const char *unit, int64_t count, int64_t floor,
+                          int64_t *first_out);
+int store__sq_tsa_token_get(struct store *store, const unsigned char *cert_id, const char *unit,
+                            int64_t serial, struct store_tsa_record *out);
+int store__sq_tsa_log(struct store *store, const struct store_tsa_token *tokens, size_t n);
 
 /* store_sqlite_audit.c */
-int sq_audit_append(struct store *store, const struct store__audit_new *rec);
-int sq_audit_walk(struct store *store, int (*fn)(void *ctx, const struct store__audit_row *row),
-                  void *ctx, int64_t *last_id_out);
-int sq_change_walk(struct store *store, int64_t first, int64_t last,
-                   int (*fn)(void *ctx, const struct store__change_row *row), void *ctx);
-int sq_state_walk(struct store *store, int (*fn)(void *ctx, const struct store__state_row *row),
-                  void *ctx);
-int sq_orphans(struct store *store, int64_t *change_id, int64_t *revocation_id, int64_t *changes);
-int sq_seal_pending(struct store *store, int max,
-                    int (*fn)(void *ctx, int64_t first_id, const unsigned char *hashes, size_t n,
-                              struct store__seal_row *seal),
-                    void *ctx, int64_t *sealed_out);
-int sq_seal_walk(struct store *store, int (*fn)(void *ctx, const struct store__seal_row *row),
-                 void *ctx);
-int sq_unsealed(struct store *store, int64_t *count_out);
+int store__sq_audit_append(struct store *store, const struct store__audit_new *rec);
+int store__sq_audit_walk(struct store *store,
+                         int (*fn)(void *ctx, const struct store__audit_row *row), void *ctx,
+                         int64_t *last_id_out);
+int store__sq_change_walk(struct store *store, int64_t first, int64_t last,
+                          int (*fn)(void *ctx, const struct store__change_row *row), void *ctx);
+int store__sq_state_walk(struct store *store,
+                         int (*fn)(void *ctx, const struct store__state_row *row), void *ctx);
+int store__sq_orphans(struct store *store, int64_t *change_id, int64_t *revocation_id,
+                      int64_t *changes);
+int store__sq_seal_pending(struct store *store, int max,
+                           int (*fn)(void *ctx, int64_t first_id, const unsigned char *hashes,
+                                     size_t n, struct store__seal_row *seal),
+                           void *ctx, int64_t *sealed_out);
+int store__sq_seal_walk(struct store *store,
+                        int (*fn)(void *ctx, const struct store__seal_row *row), void *ctx);
+int store__sq_unsealed(struct store *store, int64_t *count_out);
 
 #endif

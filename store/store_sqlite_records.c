@@ -11,10 +11,10 @@
 
 /* ---- SLA ------------------------------------------------------------------------------------ */
 
-int sq_sla_mark(struct store *store, int64_t feed_id, int stage, int64_t at_ms)
+int store__sq_sla_mark(struct store *store, int64_t feed_id, int stage, int64_t at_ms)
 {
     static const char op[] = "sla mark";
-    struct sq *s = sq_of(store);
+    struct sq *s = store__sq_of(store);
     enum sq_stmt_id id = stage == STORE_SLA_OCSP ? STORE_ST_SLA_MARK_OCSP : STORE_ST_SLA_MARK_CRL;
     sqlite3_stmt *mark = NULL;
     sqlite3_stmt *exists = NULL;
@@ -22,72 +22,72 @@ int sq_sla_mark(struct store *store, int64_t feed_id, int stage, int64_t at_ms)
     int row = 0;
     int rc = 0;
 
-    rc = tx_start(s, op, &kind);
+    rc = store__sq_tx_start(s, op, &kind);
     if (rc != 0)
         goto out;
-    rc = stmt_get(s, id, &mark);
+    rc = store__sq_stmt_get(s, id, &mark);
     if (rc != 0)
         goto out;
     if (sqlite3_bind_int64(mark, 1, feed_id) != SQLITE_OK ||
         sqlite3_bind_int64(mark, 2, at_ms) != SQLITE_OK) {
-        rc = bind_err(s, op);
+        rc = store__sq_bind_err(s, op);
         goto out;
     }
-    rc = step(s, mark, op, &row);
+    rc = store__sq_step(s, mark, op, &row);
     if (rc != 0 || sqlite3_changes(s->db) == 1)
         goto out;
     /* Nothing updated: either it was marked before (fine, the first time stays) or there is no
      * such revocation. */
-    rc = stmt_get(s, STORE_ST_SLA_EXISTS, &exists);
+    rc = store__sq_stmt_get(s, STORE_ST_SLA_EXISTS, &exists);
     if (rc != 0)
         goto out;
     if (sqlite3_bind_int64(exists, 1, feed_id) != SQLITE_OK) {
-        rc = bind_err(s, op);
+        rc = store__sq_bind_err(s, op);
         goto out;
     }
-    rc = step(s, exists, op, &row);
+    rc = store__sq_step(s, exists, op, &row);
     if (rc == 0 && !row)
         rc = UTIL_ENOTFOUND;
 out:
-    stmt_put(s, id, mark);
-    stmt_put(s, STORE_ST_SLA_EXISTS, exists);
-    return tx_finish(s, kind, rc, op);
+    store__sq_stmt_put(s, id, mark);
+    store__sq_stmt_put(s, STORE_ST_SLA_EXISTS, exists);
+    return store__sq_tx_finish(s, kind, rc, op);
 }
 
-int sq_sla_mark_upto(struct store *store, int64_t issuer_id, int64_t up_to_feed_id, int stage,
-                     int64_t at_ms)
+int store__sq_sla_mark_upto(struct store *store, int64_t issuer_id, int64_t up_to_feed_id,
+                            int stage, int64_t at_ms)
 {
     static const char op[] = "sla mark up to";
-    struct sq *s = sq_of(store);
+    struct sq *s = store__sq_of(store);
     enum sq_stmt_id id = stage == STORE_SLA_OCSP ? STORE_ST_SLA_UPTO_OCSP : STORE_ST_SLA_UPTO_CRL;
     sqlite3_stmt *stmt = NULL;
     enum tx_kind kind = 0;
     int row = 0;
     int rc = 0;
 
-    rc = tx_start(s, op, &kind);
+    rc = store__sq_tx_start(s, op, &kind);
     if (rc != 0)
         goto out;
-    rc = stmt_get(s, id, &stmt);
+    rc = store__sq_stmt_get(s, id, &stmt);
     if (rc != 0)
         goto out;
     if (sqlite3_bind_int64(stmt, 1, issuer_id) != SQLITE_OK ||
         sqlite3_bind_int64(stmt, 2, up_to_feed_id) != SQLITE_OK ||
         sqlite3_bind_int64(stmt, 3, at_ms) != SQLITE_OK) {
-        rc = bind_err(s, op);
+        rc = store__sq_bind_err(s, op);
         goto out;
     }
-    rc = step(s, stmt, op, &row);
+    rc = store__sq_step(s, stmt, op, &row);
 out:
-    stmt_put(s, id, stmt);
-    return tx_finish(s, kind, rc, op);
+    store__sq_stmt_put(s, id, stmt);
+    return store__sq_tx_finish(s, kind, rc, op);
 }
 
-int sq_sla_list(struct store *store, int open_only, int limit,
-                int (*fn)(void *ctx, const struct store_sla_row *row), void *ctx)
+int store__sq_sla_list(struct store *store, int open_only, int limit,
+                       int (*fn)(void *ctx, const struct store_sla_row *row), void *ctx)
 {
     static const char op[] = "sla list";
-    struct sq *s = sq_of(store);
+    struct sq *s = store__sq_of(store);
     enum sq_stmt_id id = open_only ? STORE_ST_SLA_LIST_OPEN : STORE_ST_SLA_LIST_ALL;
     sqlite3_stmt *stmt = NULL;
     struct store_sla_row sla;
@@ -96,16 +96,16 @@ int sq_sla_list(struct store *store, int open_only, int limit,
     int row = 0;
     int rc = 0;
 
-    rc = stmt_get(s, id, &stmt);
+    rc = store__sq_stmt_get(s, id, &stmt);
     if (rc != 0)
         goto out;
     /* SQLite reads a negative LIMIT as "no limit". */
     if (sqlite3_bind_int(stmt, 1, limit > 0 ? limit : -1) != SQLITE_OK) {
-        rc = bind_err(s, op);
+        rc = store__sq_bind_err(s, op);
         goto out;
     }
     for (;;) {
-        rc = step(s, stmt, op, &row);
+        rc = store__sq_step(s, stmt, op, &row);
         if (rc != 0 || !row)
             goto out;
         memset(&sla, 0, sizeof(sla));
@@ -133,33 +133,33 @@ int sq_sla_list(struct store *store, int open_only, int limit,
             goto out;
     }
 out:
-    stmt_put(s, id, stmt);
+    store__sq_stmt_put(s, id, stmt);
     return rc;
 }
 
 /* ---- CRLs ----------------------------------------------------------------------------------- */
 
-int sq_crl_number_next(struct store *store, int64_t issuer_id, int64_t *number_out)
+int store__sq_crl_number_next(struct store *store, int64_t issuer_id, int64_t *number_out)
 {
     static const char op[] = "crl number next";
-    struct sq *s = sq_of(store);
+    struct sq *s = store__sq_of(store);
     sqlite3_stmt *stmt = NULL;
     enum tx_kind kind = 0;
     int64_t number = 0;
     int row = 0;
     int rc = 0;
 
-    rc = tx_start(s, op, &kind);
+    rc = store__sq_tx_start(s, op, &kind);
     if (rc != 0)
         goto out;
-    rc = stmt_get(s, STORE_ST_CRL_NUMBER_NEXT, &stmt);
+    rc = store__sq_stmt_get(s, STORE_ST_CRL_NUMBER_NEXT, &stmt);
     if (rc != 0)
         goto out;
     if (sqlite3_bind_int64(stmt, 1, issuer_id) != SQLITE_OK) {
-        rc = bind_err(s, op);
+        rc = store__sq_bind_err(s, op);
         goto out;
     }
-    rc = step(s, stmt, op, &row);
+    rc = store__sq_step(s, stmt, op, &row);
     if (rc != 0)
         goto out;
     if (!row) {
@@ -168,19 +168,19 @@ int sq_crl_number_next(struct store *store, int64_t issuer_id, int64_t *number_o
     }
     number = sqlite3_column_int64(stmt, 0);
     /* Step to the end so the statement is finished before the commit. */
-    rc = step(s, stmt, op, &row);
+    rc = store__sq_step(s, stmt, op, &row);
 out:
-    stmt_put(s, STORE_ST_CRL_NUMBER_NEXT, stmt);
-    rc = tx_finish(s, kind, rc, op);
+    store__sq_stmt_put(s, STORE_ST_CRL_NUMBER_NEXT, stmt);
+    rc = store__sq_tx_finish(s, kind, rc, op);
     if (rc == 0)
         *number_out = number;
     return rc;
 }
 
-int sq_crl_save(struct store *store, const struct store_crl_record *crl)
+int store__sq_crl_save(struct store *store, const struct store_crl_record *crl)
 {
     static const char op[] = "crl save";
-    struct sq *s = sq_of(store);
+    struct sq *s = store__sq_of(store);
     sqlite3_stmt *reserved = NULL;
     sqlite3_stmt *insert = NULL;
     enum tx_kind kind = 0;
@@ -189,18 +189,18 @@ int sq_crl_save(struct store *store, const struct store_crl_record *crl)
 
     if (crl->der_len > INT32_MAX)
         return UTIL_EINVAL;
-    rc = tx_start(s, op, &kind);
+    rc = store__sq_tx_start(s, op, &kind);
     if (rc != 0)
         goto out;
     /* Saving a number that was never reserved would let a later reservation hand it out again. */
-    rc = stmt_get(s, STORE_ST_CRL_RESERVED, &reserved);
+    rc = store__sq_stmt_get(s, STORE_ST_CRL_RESERVED, &reserved);
     if (rc != 0)
         goto out;
     if (sqlite3_bind_int64(reserved, 1, crl->issuer_id) != SQLITE_OK) {
-        rc = bind_err(s, op);
+        rc = store__sq_bind_err(s, op);
         goto out;
     }
-    rc = step(s, reserved, op, &row);
+    rc = store__sq_step(s, reserved, op, &row);
     if (rc != 0)
         goto out;
     if (!row || sqlite3_column_int64(reserved, 0) < crl->number) {
@@ -210,7 +210,7 @@ int sq_crl_save(struct store *store, const struct store_crl_record *crl)
         rc = UTIL_EINVAL;
         goto out;
     }
-    rc = stmt_get(s, STORE_ST_CRL_INSERT, &insert);
+    rc = store__sq_stmt_get(s, STORE_ST_CRL_INSERT, &insert);
     if (rc != 0)
         goto out;
     if (sqlite3_bind_int64(insert, 1, crl->issuer_id) != SQLITE_OK ||
@@ -221,21 +221,21 @@ int sq_crl_save(struct store *store, const struct store_crl_record *crl)
         sqlite3_bind_int64(insert, 6, crl->feed_id) != SQLITE_OK ||
         sqlite3_bind_blob(insert, 7, crl->der, (int)crl->der_len, SQLITE_STATIC) != SQLITE_OK ||
         sqlite3_bind_int64(insert, 8, util_now_ms()) != SQLITE_OK) {
-        rc = bind_err(s, op);
+        rc = store__sq_bind_err(s, op);
         goto out;
     }
-    rc = step(s, insert, op, &row);
+    rc = store__sq_step(s, insert, op, &row);
 out:
-    stmt_put(s, STORE_ST_CRL_RESERVED, reserved);
-    stmt_put(s, STORE_ST_CRL_INSERT, insert);
-    return tx_finish(s, kind, rc, op);
+    store__sq_stmt_put(s, STORE_ST_CRL_RESERVED, reserved);
+    store__sq_stmt_put(s, STORE_ST_CRL_INSERT, insert);
+    return store__sq_tx_finish(s, kind, rc, op);
 }
 
-int sq_crl_latest(struct store *store, int64_t issuer_id, int delta,
-                  struct store_crl_record *meta_out, unsigned char **der_out)
+int store__sq_crl_latest(struct store *store, int64_t issuer_id, int delta,
+                         struct store_crl_record *meta_out, unsigned char **der_out)
 {
     static const char op[] = "crl latest";
-    struct sq *s = sq_of(store);
+    struct sq *s = store__sq_of(store);
     enum sq_stmt_id id = delta ? STORE_ST_CRL_LATEST_DELTA : STORE_ST_CRL_LATEST_FULL;
     sqlite3_stmt *stmt = NULL;
     unsigned char *der = NULL;
@@ -244,14 +244,14 @@ int sq_crl_latest(struct store *store, int64_t issuer_id, int delta,
     int row = 0;
     int rc = 0;
 
-    rc = stmt_get(s, id, &stmt);
+    rc = store__sq_stmt_get(s, id, &stmt);
     if (rc != 0)
         goto out;
     if (sqlite3_bind_int64(stmt, 1, issuer_id) != SQLITE_OK) {
-        rc = bind_err(s, op);
+        rc = store__sq_bind_err(s, op);
         goto out;
     }
-    rc = step(s, stmt, op, &row);
+    rc = store__sq_step(s, stmt, op, &row);
     if (rc != 0)
         goto out;
     if (!row) {
@@ -281,17 +281,17 @@ int sq_crl_latest(struct store *store, int64_t issuer_id, int delta,
     der = NULL;
 out:
     free(der);
-    stmt_put(s, id, stmt);
+    store__sq_stmt_put(s, id, stmt);
     return rc;
 }
 
 /* ---- TSA ------------------------------------------------------------------------------------ */
 
-int sq_tsa_reserve(struct store *store, const char *unit, int64_t count, int64_t floor,
-                   int64_t *first_out)
+int store__sq_tsa_reserve(struct store *store, const char *unit, int64_t count, int64_t floor,
+                          int64_t *first_out)
 {
     static const char op[] = "tsa reserve";
-    struct sq *s = sq_of(store);
+    struct sq *s = store__sq_of(store);
     sqlite3_stmt *stmt = NULL;
     enum tx_kind kind = 0;
     int64_t first = 0;
@@ -300,19 +300,19 @@ int sq_tsa_reserve(struct store *store, const char *unit, int64_t count, int64_t
 
     if (count >= INT64_MAX - 1 || floor > INT64_MAX - count)
         return UTIL_EINVAL;
-    rc = tx_start(s, op, &kind);
+    rc = store__sq_tx_start(s, op, &kind);
     if (rc != 0)
         goto out;
-    rc = stmt_get(s, STORE_ST_TSA_RESERVE, &stmt);
+    rc = store__sq_stmt_get(s, STORE_ST_TSA_RESERVE, &stmt);
     if (rc != 0)
         goto out;
     if (sqlite3_bind_text(stmt, 1, unit, -1, SQLITE_STATIC) != SQLITE_OK ||
         sqlite3_bind_int64(stmt, 2, count) != SQLITE_OK ||
         sqlite3_bind_int64(stmt, 3, floor) != SQLITE_OK) {
-        rc = bind_err(s, op);
+        rc = store__sq_bind_err(s, op);
         goto out;
     }
-    rc = step(s, stmt, op, &row);
+    rc = store__sq_step(s, stmt, op, &row);
     if (rc != 0)
         goto out;
     if (!row) {
@@ -321,10 +321,10 @@ int sq_tsa_reserve(struct store *store, const char *unit, int64_t count, int64_t
         goto out;
     }
     first = sqlite3_column_int64(stmt, 0);
-    rc = step(s, stmt, op, &row);
+    rc = store__sq_step(s, stmt, op, &row);
 out:
-    stmt_put(s, STORE_ST_TSA_RESERVE, stmt);
-    rc = tx_finish(s, kind, rc, op);
+    store__sq_stmt_put(s, STORE_ST_TSA_RESERVE, stmt);
+    rc = store__sq_tx_finish(s, kind, rc, op);
     if (rc == 0)
         *first_out = first;
     return rc;
@@ -342,18 +342,18 @@ static int column_text(sqlite3_stmt *stmt, int col, char *out, size_t out_len)
     return 1;
 }
 
-int sq_tsa_token_get(struct store *store, const unsigned char *cert_id, const char *unit,
-                     int64_t serial, struct store_tsa_record *out)
+int store__sq_tsa_token_get(struct store *store, const unsigned char *cert_id, const char *unit,
+                            int64_t serial, struct store_tsa_record *out)
 {
     static const char op[] = "tsa token get";
-    struct sq *s = sq_of(store);
+    struct sq *s = store__sq_of(store);
     sqlite3_stmt *stmt = NULL;
     const void *blob = NULL;
     int len = 0, row = 0, rc = 0;
 
     if (strlen(unit) >= sizeof(out->unit))
         return UTIL_ENOTFOUND; /* no unit has such a name */
-    rc = stmt_get(s, STORE_ST_TSA_TOKEN_GET, &stmt);
+    rc = store__sq_stmt_get(s, STORE_ST_TSA_TOKEN_GET, &stmt);
     if (rc != 0)
         goto out;
     if (sqlite3_bind_text(stmt, 1, unit, -1, SQLITE_STATIC) != SQLITE_OK ||
@@ -361,10 +361,10 @@ int sq_tsa_token_get(struct store *store, const unsigned char *cert_id, const ch
         sqlite3_bind_blob(stmt, 3, cert_id != NULL ? (const void *)cert_id : "",
                           cert_id != NULL ? STORE_TSA_CERT_ID_LEN : 0,
                           SQLITE_STATIC) != SQLITE_OK) {
-        rc = bind_err(s, op);
+        rc = store__sq_bind_err(s, op);
         goto out;
     }
-    rc = step(s, stmt, op, &row);
+    rc = store__sq_step(s, stmt, op, &row);
     if (rc != 0)
         goto out;
     if (!row) {
@@ -387,26 +387,26 @@ int sq_tsa_token_get(struct store *store, const unsigned char *cert_id, const ch
     if (len > 0)
         memcpy(out->imprint, blob, (size_t)len);
     out->imprint_len = (size_t)len;
-    rc = step(s, stmt, op, &row); /* to the end: resets cleanly */
+    rc = store__sq_step(s, stmt, op, &row); /* to the end: resets cleanly */
 out:
-    stmt_put(s, STORE_ST_TSA_TOKEN_GET, stmt);
+    store__sq_stmt_put(s, STORE_ST_TSA_TOKEN_GET, stmt);
     return rc;
 }
 
-int sq_tsa_log(struct store *store, const struct store_tsa_token *tokens, size_t n)
+int store__sq_tsa_log(struct store *store, const struct store_tsa_token *tokens, size_t n)
 {
     static const char op[] = "tsa log";
-    struct sq *s = sq_of(store);
+    struct sq *s = store__sq_of(store);
     sqlite3_stmt *stmt = NULL;
     enum tx_kind kind = 0;
     size_t i = 0;
     int row = 0;
     int rc = 0;
 
-    rc = tx_start(s, op, &kind);
+    rc = store__sq_tx_start(s, op, &kind);
     if (rc != 0)
         goto out;
-    rc = stmt_get(s, STORE_ST_TSA_LOG, &stmt);
+    rc = store__sq_stmt_get(s, STORE_ST_TSA_LOG, &stmt);
     if (rc != 0)
         goto out;
     for (i = 0; i < n; i++) {
@@ -428,10 +428,10 @@ int sq_tsa_log(struct store *store, const struct store_tsa_token *tokens, size_t
             sqlite3_bind_blob(stmt, 7, t->cert_id != NULL ? (const void *)t->cert_id : "",
                               t->cert_id != NULL ? STORE_TSA_CERT_ID_LEN : 0,
                               SQLITE_STATIC) != SQLITE_OK) {
-            rc = bind_err(s, op);
+            rc = store__sq_bind_err(s, op);
             goto out;
         }
-        rc = step(s, stmt, op, &row);
+        rc = store__sq_step(s, stmt, op, &row);
         if (rc != 0) {
             UTIL_ERROR(STORE_MOD,
                        "tsa log: token %s/%" PRId64 " failed; none of the %zu tokens "
@@ -441,6 +441,6 @@ int sq_tsa_log(struct store *store, const struct store_tsa_token *tokens, size_t
         }
     }
 out:
-    stmt_put(s, STORE_ST_TSA_LOG, stmt);
-    return tx_finish(s, kind, rc, op);
+    store__sq_stmt_put(s, STORE_ST_TSA_LOG, stmt);
+    return store__sq_tx_finish(s, kind, rc, op);
 }

@@ -15,8 +15,9 @@
 
 /* Indexes one certificate for the directory (cert_add and the catch-up). A DER that does not parse
  * as a certificate is simply not searchable by name or fingerprint (its serial still is). */
-int search_index_add(struct sq *s, int64_t der_id, int64_t issuer_id, const unsigned char *serial,
-                     size_t serial_len, const unsigned char *der, size_t der_len, const char *op)
+int store__sq_search_index_add(struct sq *s, int64_t der_id, int64_t issuer_id,
+                               const unsigned char *serial, size_t serial_len,
+                               const unsigned char *der, size_t der_len, const char *op)
 {
     struct store__search_keys *keys = NULL;
     sqlite3_stmt *stmt = NULL;
@@ -31,7 +32,7 @@ int search_index_add(struct sq *s, int64_t der_id, int64_t issuer_id, const unsi
         return UTIL_ENOMEM;
     if (store__search_keys(der, der_len, keys) != UTIL_OK)
         goto out; /* logged when it was our failure; otherwise not a certificate */
-    rc = stmt_get(s, STORE_ST_SEARCH_INSERT, &stmt);
+    rc = store__sq_stmt_get(s, STORE_ST_SEARCH_INSERT, &stmt);
     if (rc != 0)
         goto out;
     if (sqlite3_bind_int64(stmt, 1, der_id) != SQLITE_OK ||
@@ -39,14 +40,14 @@ int search_index_add(struct sq *s, int64_t der_id, int64_t issuer_id, const unsi
         sqlite3_bind_blob(stmt, 3, serial, (int)serial_len, SQLITE_STATIC) != SQLITE_OK ||
         sqlite3_bind_int64(stmt, 4, keys->fp_sha256) != SQLITE_OK ||
         sqlite3_bind_int64(stmt, 5, keys->fp_sha1) != SQLITE_OK) {
-        rc = bind_err(s, op);
+        rc = store__sq_bind_err(s, op);
         goto out;
     }
-    rc = step(s, stmt, op, &row);
+    rc = store__sq_step(s, stmt, op, &row);
     if (rc != 0 || sqlite3_changes(s->db) != 1)
         goto out; /* already indexed (the catch-up met a certificate cert_add indexed) */
     (void)snprintf(iss, sizeof(iss), "i%lld", (long long)issuer_id); /* fits */
-    rc = stmt_get(s, STORE_ST_FTS_INSERT, &fts);
+    rc = store__sq_stmt_get(s, STORE_ST_FTS_INSERT, &fts);
     if (rc != 0)
         goto out;
     if (sqlite3_bind_int64(fts, 1, der_id) != SQLITE_OK ||
@@ -55,10 +56,10 @@ int search_index_add(struct sq *s, int64_t der_id, int64_t issuer_id, const unsi
         sqlite3_bind_text(fts, 4, keys->o, -1, SQLITE_STATIC) != SQLITE_OK ||
         sqlite3_bind_text(fts, 5, keys->ou, -1, SQLITE_STATIC) != SQLITE_OK ||
         sqlite3_bind_text(fts, 6, keys->email, -1, SQLITE_STATIC) != SQLITE_OK) {
-        rc = bind_err(s, op);
+        rc = store__sq_bind_err(s, op);
         goto out;
     }
-    rc = step(s, fts, op, &row);
+    rc = store__sq_step(s, fts, op, &row);
     for (const char *p = keys->email; rc == 0 && *p != '\0';) {
         const char *end = strchr(p, ' ');
         size_t len = end != NULL ? (size_t)(end - p) : strlen(p);
@@ -68,21 +69,21 @@ int search_index_add(struct sq *s, int64_t der_id, int64_t issuer_id, const unsi
             p++;
         if (key == 0)
             continue;
-        rc = stmt_get(s, STORE_ST_EMAIL_INSERT, &mail);
+        rc = store__sq_stmt_get(s, STORE_ST_EMAIL_INSERT, &mail);
         if (rc != 0)
             break;
         if (sqlite3_bind_int64(mail, 1, key) != SQLITE_OK ||
             sqlite3_bind_int64(mail, 2, der_id) != SQLITE_OK)
-            rc = bind_err(s, op);
+            rc = store__sq_bind_err(s, op);
         if (rc == 0)
-            rc = step(s, mail, op, &row);
-        stmt_put(s, STORE_ST_EMAIL_INSERT, mail);
+            rc = store__sq_step(s, mail, op, &row);
+        store__sq_stmt_put(s, STORE_ST_EMAIL_INSERT, mail);
         mail = NULL;
     }
 out:
-    stmt_put(s, STORE_ST_EMAIL_INSERT, mail);
-    stmt_put(s, STORE_ST_FTS_INSERT, fts);
-    stmt_put(s, STORE_ST_SEARCH_INSERT, stmt);
+    store__sq_stmt_put(s, STORE_ST_EMAIL_INSERT, mail);
+    store__sq_stmt_put(s, STORE_ST_FTS_INSERT, fts);
+    store__sq_stmt_put(s, STORE_ST_SEARCH_INSERT, stmt);
     free(keys);
     return rc;
 }
@@ -93,7 +94,7 @@ out:
  * index existed, from the position saved in search_backfill; removes that row when done. Runs at
  * a read-write open; a crash or a concurrent opener only repeats a batch (the inserts ignore
  * what is indexed already). */
-int search_backfill(struct sq *s)
+int store__sq_search_backfill(struct sq *s)
 {
     static const char op[] = "search index catch-up";
     unsigned char pos_serial[STORE_SERIAL_MAX];
@@ -106,21 +107,21 @@ int search_backfill(struct sq *s)
     int rc = 0;
 
     /* The usual case, nothing to catch up, costs one read and no write lock. */
-    rc = stmt_get(s, STORE_ST_BACKFILL_GET, &stmt);
+    rc = store__sq_stmt_get(s, STORE_ST_BACKFILL_GET, &stmt);
     if (rc == 0)
-        rc = step(s, stmt, op, &row);
-    stmt_put(s, STORE_ST_BACKFILL_GET, stmt);
+        rc = store__sq_step(s, stmt, op, &row);
+    store__sq_stmt_put(s, STORE_ST_BACKFILL_GET, stmt);
     stmt = NULL;
     if (rc != 0 || !row)
         return rc;
     for (;;) {
         int n = 0;
-        rc = tx_start(s, op, &kind);
+        rc = store__sq_tx_start(s, op, &kind);
         if (rc != 0)
             goto out;
-        rc = stmt_get(s, STORE_ST_BACKFILL_GET, &stmt);
+        rc = store__sq_stmt_get(s, STORE_ST_BACKFILL_GET, &stmt);
         if (rc == 0)
-            rc = step(s, stmt, op, &row);
+            rc = store__sq_step(s, stmt, op, &row);
         if (rc == 0 && row) {
             int len = sqlite3_column_bytes(stmt, 1);
             pos_issuer = sqlite3_column_int64(stmt, 0);
@@ -128,7 +129,7 @@ int search_backfill(struct sq *s)
             if (pos_len > 0)
                 memcpy(pos_serial, sqlite3_column_blob(stmt, 1), pos_len);
         }
-        stmt_put(s, STORE_ST_BACKFILL_GET, stmt);
+        store__sq_stmt_put(s, STORE_ST_BACKFILL_GET, stmt);
         stmt = NULL;
         if (rc != 0 || !row)
             goto out; /* nothing (left) to catch up */
@@ -137,18 +138,18 @@ int search_backfill(struct sq *s)
                       "%s: indexing the certificates registered before the search "
                       "index existed",
                       s->path);
-        rc = stmt_get(s, STORE_ST_BACKFILL_BATCH, &stmt);
+        rc = store__sq_stmt_get(s, STORE_ST_BACKFILL_BATCH, &stmt);
         if (rc != 0)
             goto out;
         if (sqlite3_bind_int64(stmt, 1, pos_issuer) != SQLITE_OK ||
             sqlite3_bind_blob(stmt, 2, pos_serial, (int)pos_len, SQLITE_TRANSIENT) != SQLITE_OK ||
             sqlite3_bind_int(stmt, 3, STORE_BACKFILL_BATCH) != SQLITE_OK) {
-            rc = bind_err(s, op);
+            rc = store__sq_bind_err(s, op);
             goto out;
         }
         for (;;) {
             int len = 0;
-            rc = step(s, stmt, op, &row);
+            rc = store__sq_step(s, stmt, op, &row);
             if (rc != 0 || !row)
                 break;
             len = sqlite3_column_bytes(stmt, 1);
@@ -157,31 +158,31 @@ int search_backfill(struct sq *s)
             pos_issuer = sqlite3_column_int64(stmt, 0);
             pos_len = (size_t)len;
             memcpy(pos_serial, sqlite3_column_blob(stmt, 1), pos_len);
-            rc = search_index_add(s, sqlite3_column_int64(stmt, 2), pos_issuer, pos_serial, pos_len,
-                                  sqlite3_column_blob(stmt, 3),
-                                  (size_t)sqlite3_column_bytes(stmt, 3), op);
+            rc = store__sq_search_index_add(s, sqlite3_column_int64(stmt, 2), pos_issuer,
+                                            pos_serial, pos_len, sqlite3_column_blob(stmt, 3),
+                                            (size_t)sqlite3_column_bytes(stmt, 3), op);
             if (rc != 0)
                 break;
             n++;
         }
-        stmt_put(s, STORE_ST_BACKFILL_BATCH, stmt);
+        store__sq_stmt_put(s, STORE_ST_BACKFILL_BATCH, stmt);
         stmt = NULL;
         if (rc != 0)
             goto out;
         if (n < STORE_BACKFILL_BATCH) {
-            rc = exec_stmt(s, STORE_ST_BACKFILL_DONE, op);
+            rc = store__sq_exec_stmt(s, STORE_ST_BACKFILL_DONE, op);
         } else {
-            rc = stmt_get(s, STORE_ST_BACKFILL_SET, &stmt);
+            rc = store__sq_stmt_get(s, STORE_ST_BACKFILL_SET, &stmt);
             if (rc == 0 &&
                 (sqlite3_bind_int64(stmt, 1, pos_issuer) != SQLITE_OK ||
                  sqlite3_bind_blob(stmt, 2, pos_serial, (int)pos_len, SQLITE_STATIC) != SQLITE_OK))
-                rc = bind_err(s, op);
+                rc = store__sq_bind_err(s, op);
             if (rc == 0)
-                rc = step(s, stmt, op, &row);
-            stmt_put(s, STORE_ST_BACKFILL_SET, stmt);
+                rc = store__sq_step(s, stmt, op, &row);
+            store__sq_stmt_put(s, STORE_ST_BACKFILL_SET, stmt);
             stmt = NULL;
         }
-        rc = tx_finish(s, kind, rc, op);
+        rc = store__sq_tx_finish(s, kind, rc, op);
         kind = 0;
         if (rc != 0)
             goto out;
@@ -193,7 +194,7 @@ int search_backfill(struct sq *s)
             goto out;
     }
 out:
-    return tx_finish(s, kind, rc, op);
+    return store__sq_tx_finish(s, kind, rc, op);
 }
 
 /* ---- search (reads) ------------------------------------------------------------------------ */
@@ -276,11 +277,11 @@ static int search_rows(struct sq *s, sqlite3_stmt *stmt, const struct store_sear
     int rc = 0;
 
     for (;;) {
-        rc = step(s, stmt, "search", &row);
+        rc = store__sq_step(s, stmt, "search", &row);
         if (rc != 0 || !row || *delivered >= q->limit)
             return rc;
         memset(&r, 0, sizeof(r));
-        rc = read_cert(s, stmt, 3, &r.cert);
+        rc = store__sq_read_cert(s, stmt, 3, &r.cert);
         if (rc != 0)
             return rc;
         r.cursor = sqlite3_column_int64(stmt, 0);
@@ -312,11 +313,11 @@ static int search_rows(struct sq *s, sqlite3_stmt *stmt, const struct store_sear
     }
 }
 
-int sq_cert_search(struct store *store, const struct store_search *q,
-                   int (*fn)(void *ctx, const struct store_search_row *row), void *ctx)
+int store__sq_cert_search(struct store *store, const struct store_search *q,
+                          int (*fn)(void *ctx, const struct store_search_row *row), void *ctx)
 {
     static const char op[] = "search";
-    struct sq *s = sq_of(store);
+    struct sq *s = store__sq_of(store);
     sqlite3_stmt *stmt = NULL;
     enum sq_stmt_id id = 0;
     char match[2048];
@@ -325,7 +326,7 @@ int sq_cert_search(struct store *store, const struct store_search *q,
     int opened = 0;
     int rc = 0;
 
-    rc = rx_start(s, op, &opened);
+    rc = store__sq_rx_start(s, op, &opened);
     if (rc != 0)
         return rc;
     if (q->kind == STORE_SEARCH_SERIAL) {
@@ -349,15 +350,15 @@ int sq_cert_search(struct store *store, const struct store_search *q,
         id = STORE_ST_SEARCH_SERIAL;
         for (int i = 0; i < q->n_issuer_ids && rc == 0; i++) {
             for (int f = 0; f < n_forms && rc == 0; f++) {
-                rc = stmt_get(s, id, &stmt);
+                rc = store__sq_stmt_get(s, id, &stmt);
                 if (rc != 0)
                     break;
                 if (sqlite3_bind_int64(stmt, 1, q->issuer_ids[i]) != SQLITE_OK ||
                     sqlite3_bind_blob(stmt, 2, forms[f], (int)lens[f], SQLITE_STATIC) != SQLITE_OK)
-                    rc = bind_err(s, op);
+                    rc = store__sq_bind_err(s, op);
                 if (rc == 0)
                     rc = search_rows(s, stmt, q, fn, ctx, &delivered);
-                stmt_put(s, id, stmt);
+                store__sq_stmt_put(s, id, stmt);
                 stmt = NULL;
             }
         }
@@ -373,7 +374,7 @@ int sq_cert_search(struct store *store, const struct store_search *q,
     } else {
         id = q->kind == STORE_SEARCH_SHA256 ? STORE_ST_SEARCH_SHA256 : STORE_ST_SEARCH_SHA1;
     }
-    rc = stmt_get(s, id, &stmt);
+    rc = store__sq_stmt_get(s, id, &stmt);
     if (rc != 0)
         goto out;
     if ((q->kind == STORE_SEARCH_NAME ? sqlite3_bind_text(stmt, 1, match, -1, SQLITE_STATIC)
@@ -382,12 +383,12 @@ int sq_cert_search(struct store *store, const struct store_search *q,
              : sqlite3_bind_int64(stmt, 1, store__fp_key(q->key))) != SQLITE_OK ||
         sqlite3_bind_int64(stmt, 2, before) != SQLITE_OK ||
         sqlite3_bind_int(stmt, 3, q->limit) != SQLITE_OK) {
-        rc = bind_err(s, op);
+        rc = store__sq_bind_err(s, op);
         goto out;
     }
     rc = search_rows(s, stmt, q, fn, ctx, &delivered);
 out:
-    stmt_put(s, id, stmt);
-    rx_finish(s, opened, op);
+    store__sq_stmt_put(s, id, stmt);
+    store__sq_rx_finish(s, opened, op);
     return rc != 0 ? rc : delivered;
 }
