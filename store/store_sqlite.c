@@ -542,9 +542,33 @@ int store__sq_step(struct sq *s, sqlite3_stmt *stmt, const char *op, int *row)
 
 /* A bind failed (out of memory, blob too big, or a programming error): map the connection's code.
  */
-int store__sq_bind_err(struct sq *s, const char *op)
+static int bind_err(struct sq *s, const char *op)
 {
     return sq_err(s, sqlite3_extended_errcode(s->db), op);
+}
+
+int store__sq_bind(struct sq *s, sqlite3_stmt *stmt, const char *op, const struct sq_value *values,
+                   int n)
+{
+    for (int i = 0; i < n; i++) {
+        const struct sq_value *v = &values[i];
+        int rc = SQLITE_OK;
+
+        switch (v->kind) {
+        case SQ_VALUE_INT: rc = sqlite3_bind_int64(stmt, i + 1, v->i); break;
+        case SQ_VALUE_TEXT: rc = sqlite3_bind_text(stmt, i + 1, v->p, -1, SQLITE_STATIC); break;
+        case SQ_VALUE_BLOB:
+            rc = sqlite3_bind_blob(stmt, i + 1, v->p, (int)v->len, SQLITE_STATIC);
+            break;
+        case SQ_VALUE_BLOB_COPY:
+            rc = sqlite3_bind_blob(stmt, i + 1, v->p, (int)v->len, SQLITE_TRANSIENT);
+            break;
+        case SQ_VALUE_NULL: rc = sqlite3_bind_null(stmt, i + 1); break;
+        }
+        if (rc != SQLITE_OK)
+            return bind_err(s, op);
+    }
+    return 0;
 }
 
 /* Runs a statement that returns no rows (transaction control). */

@@ -70,21 +70,14 @@ int store__sq_audit_append(struct store *store, const struct store__audit_new *r
     rc = store__sq_stmt_get(s, STORE_ST_AUDIT_INSERT, &insert);
     if (rc != 0)
         goto out;
-    if (sqlite3_bind_int64(insert, 1, row.id) != SQLITE_OK ||
-        sqlite3_bind_int64(insert, 2, row.at_ms) != SQLITE_OK ||
-        sqlite3_bind_text(insert, 3, row.actor, -1, SQLITE_STATIC) != SQLITE_OK ||
-        sqlite3_bind_text(insert, 4, row.action, -1, SQLITE_STATIC) != SQLITE_OK ||
-        sqlite3_bind_text(insert, 5, row.detail, -1, SQLITE_STATIC) != SQLITE_OK ||
-        sqlite3_bind_blob(insert, 6, prev, sizeof(prev), SQLITE_STATIC) != SQLITE_OK ||
-        sqlite3_bind_blob(insert, 7, hash, sizeof(hash), SQLITE_STATIC) != SQLITE_OK ||
-        sqlite3_bind_int64(insert, 8, row.feed_first) != SQLITE_OK ||
-        sqlite3_bind_int64(insert, 9, row.feed_last) != SQLITE_OK ||
-        (has_changes
-             ? sqlite3_bind_blob(insert, 10, row.changes, (int)row.changes_len, SQLITE_STATIC)
-             : sqlite3_bind_null(insert, 10)) != SQLITE_OK) {
-        rc = store__sq_bind_err(s, op);
+    rc = STORE_SQ_BIND(s, insert, op, STORE_SQ_INT(row.id), STORE_SQ_INT(row.at_ms),
+                       STORE_SQ_TEXT(row.actor), STORE_SQ_TEXT(row.action),
+                       STORE_SQ_TEXT(row.detail), STORE_SQ_BLOB(prev, sizeof(prev)),
+                       STORE_SQ_BLOB(hash, sizeof(hash)), STORE_SQ_INT(row.feed_first),
+                       STORE_SQ_INT(row.feed_last),
+                       has_changes ? STORE_SQ_BLOB(row.changes, row.changes_len) : STORE_SQ_NULL);
+    if (rc != 0)
         goto out;
-    }
     rc = store__sq_step(s, insert, op, &rc_row);
 out:
     store__sq_stmt_put(s, STORE_ST_AUDIT_LAST, last);
@@ -165,11 +158,9 @@ int store__sq_change_walk(struct store *store, int64_t first, int64_t last,
     rc = store__sq_stmt_get(s, STORE_ST_CHANGE_WALK, &stmt);
     if (rc != 0)
         goto out;
-    if (sqlite3_bind_int64(stmt, 1, first) != SQLITE_OK ||
-        sqlite3_bind_int64(stmt, 2, last) != SQLITE_OK) {
-        rc = store__sq_bind_err(s, op);
+    rc = STORE_SQ_BIND(s, stmt, op, STORE_SQ_INT(first), STORE_SQ_INT(last));
+    if (rc != 0)
         goto out;
-    }
     for (;;) {
         rc = store__sq_step(s, stmt, op, &row);
         if (rc != 0 || !row)
@@ -289,11 +280,9 @@ static int seal_read_pending(struct sq *s, int max, int64_t *sealed_last, unsign
         rc = store__sq_stmt_get(s, STORE_ST_SEAL_PENDING, &pending);
     if (rc != 0)
         goto out;
-    if (sqlite3_bind_int64(pending, 1, *sealed_last) != SQLITE_OK ||
-        sqlite3_bind_int(pending, 2, max) != SQLITE_OK) {
-        rc = store__sq_bind_err(s, op);
+    rc = STORE_SQ_BIND(s, pending, op, STORE_SQ_INT(*sealed_last), STORE_SQ_INT(max));
+    if (rc != 0)
         goto out;
-    }
     for (;;) {
         rc = store__sq_step(s, pending, op, &row);
         if (rc != 0 || !row)
@@ -368,20 +357,14 @@ int store__sq_seal_pending(struct store *store, int max,
     rc = store__sq_stmt_get(s, STORE_ST_SEAL_INSERT, &insert);
     if (rc != 0)
         goto out;
-    if (sqlite3_bind_int64(insert, 1, seal.first_id) != SQLITE_OK ||
-        sqlite3_bind_int64(insert, 2, seal.last_id) != SQLITE_OK ||
-        sqlite3_bind_int64(insert, 3, seal.at_ms) != SQLITE_OK ||
-        sqlite3_bind_blob(insert, 4, seal.cert_sha256, (int)seal.cert_sha256_len, SQLITE_STATIC) !=
-            SQLITE_OK ||
-        sqlite3_bind_text(insert, 5, seal.md, -1, SQLITE_STATIC) != SQLITE_OK ||
-        sqlite3_bind_int(insert, 6, seal.rsa_pss) != SQLITE_OK ||
-        sqlite3_bind_blob(insert, 7, seal.hashes, (int)seal.hashes_len, SQLITE_STATIC) !=
-            SQLITE_OK ||
-        sqlite3_bind_blob(insert, 8, seal.signature, (int)seal.signature_len, SQLITE_STATIC) !=
-            SQLITE_OK) {
-        rc = store__sq_bind_err(s, op);
+    rc =
+        STORE_SQ_BIND(s, insert, op, STORE_SQ_INT(seal.first_id), STORE_SQ_INT(seal.last_id),
+                      STORE_SQ_INT(seal.at_ms),
+                      STORE_SQ_BLOB(seal.cert_sha256, seal.cert_sha256_len), STORE_SQ_TEXT(seal.md),
+                      STORE_SQ_INT(seal.rsa_pss), STORE_SQ_BLOB(seal.hashes, seal.hashes_len),
+                      STORE_SQ_BLOB(seal.signature, seal.signature_len));
+    if (rc != 0)
         goto out;
-    }
     rc = store__sq_step(s, insert, op, &row);
     if (rc == 0)
         *sealed_out = (int64_t)n;

@@ -51,10 +51,9 @@ int store__sq_issuer_put(struct store *store, const char *name, const unsigned c
     rc = store__sq_stmt_get(s, STORE_ST_ISSUER_BY_NAME, &find);
     if (rc != 0)
         goto out;
-    if (sqlite3_bind_text(find, 1, name, -1, SQLITE_STATIC) != SQLITE_OK) {
-        rc = store__sq_bind_err(s, op);
+    rc = STORE_SQ_BIND(s, find, op, STORE_SQ_TEXT(name));
+    if (rc != 0)
         goto out;
-    }
     rc = store__sq_step(s, find, op, &row);
     if (rc != 0)
         goto out;
@@ -73,12 +72,10 @@ int store__sq_issuer_put(struct store *store, const char *name, const unsigned c
     rc = store__sq_stmt_get(s, STORE_ST_ISSUER_INSERT, &insert);
     if (rc != 0)
         goto out;
-    if (sqlite3_bind_text(insert, 1, name, -1, SQLITE_STATIC) != SQLITE_OK ||
-        sqlite3_bind_blob(insert, 2, cert_der, (int)cert_len, SQLITE_STATIC) != SQLITE_OK ||
-        sqlite3_bind_int64(insert, 3, util_now_ms()) != SQLITE_OK) {
-        rc = store__sq_bind_err(s, op);
+    rc = STORE_SQ_BIND(s, insert, op, STORE_SQ_TEXT(name), STORE_SQ_BLOB(cert_der, cert_len),
+                       STORE_SQ_INT(util_now_ms()));
+    if (rc != 0)
         goto out;
-    }
     rc = store__sq_step(s, insert, op, &row);
     if (rc != 0)
         goto out;
@@ -101,10 +98,9 @@ int store__sq_issuer_get(struct store *store, const char *name, struct store_iss
     rc = store__sq_stmt_get(s, STORE_ST_ISSUER_BY_NAME, &stmt);
     if (rc != 0)
         goto out;
-    if (sqlite3_bind_text(stmt, 1, name, -1, SQLITE_STATIC) != SQLITE_OK) {
-        rc = store__sq_bind_err(s, op);
+    rc = STORE_SQ_BIND(s, stmt, op, STORE_SQ_TEXT(name));
+    if (rc != 0)
         goto out;
-    }
     rc = store__sq_step(s, stmt, op, &row);
     if (rc != 0)
         goto out;
@@ -189,11 +185,9 @@ static int cert_lookup(struct sq *s, int64_t issuer_id, const unsigned char *ser
     rc = store__sq_stmt_get(s, STORE_ST_CERT_GET, &stmt);
     if (rc != 0)
         goto out;
-    if (sqlite3_bind_int64(stmt, 1, issuer_id) != SQLITE_OK ||
-        sqlite3_bind_blob(stmt, 2, serial, (int)serial_len, SQLITE_STATIC) != SQLITE_OK) {
-        rc = store__sq_bind_err(s, op);
+    rc = STORE_SQ_BIND(s, stmt, op, STORE_SQ_INT(issuer_id), STORE_SQ_BLOB(serial, serial_len));
+    if (rc != 0)
         goto out;
-    }
     rc = store__sq_step(s, stmt, op, &row);
     if (rc != 0 || !row)
         goto out;
@@ -217,14 +211,11 @@ static int feed_append(struct sq *s, int kind, int64_t issuer_id, const unsigned
     rc = store__sq_stmt_get(s, STORE_ST_FEED_INSERT, &stmt);
     if (rc != 0)
         goto out;
-    if (sqlite3_bind_int(stmt, 1, kind) != SQLITE_OK ||
-        sqlite3_bind_int64(stmt, 2, issuer_id) != SQLITE_OK ||
-        sqlite3_bind_blob(stmt, 3, serial, (int)serial_len, SQLITE_STATIC) != SQLITE_OK ||
-        sqlite3_bind_int64(stmt, 4, at_ms) != SQLITE_OK ||
-        sqlite3_bind_text(stmt, 5, actor, -1, SQLITE_STATIC) != SQLITE_OK) {
-        rc = store__sq_bind_err(s, op);
+    rc =
+        STORE_SQ_BIND(s, stmt, op, STORE_SQ_INT(kind), STORE_SQ_INT(issuer_id),
+                      STORE_SQ_BLOB(serial, serial_len), STORE_SQ_INT(at_ms), STORE_SQ_TEXT(actor));
+    if (rc != 0)
         goto out;
-    }
     rc = store__sq_step(s, stmt, op, &row);
     if (rc == 0)
         *feed_id = sqlite3_last_insert_rowid(s->db);
@@ -243,16 +234,12 @@ static int cert_set_status(struct sq *s, const struct store_cert *c, const char 
     rc = store__sq_stmt_get(s, STORE_ST_CERT_SET_STATUS, &stmt);
     if (rc != 0)
         goto out;
-    if (sqlite3_bind_int64(stmt, 1, c->issuer_id) != SQLITE_OK ||
-        sqlite3_bind_blob(stmt, 2, c->serial, (int)c->serial_len, SQLITE_STATIC) != SQLITE_OK ||
-        sqlite3_bind_int(stmt, 3, c->status) != SQLITE_OK ||
-        sqlite3_bind_int64(stmt, 4, c->revoked_at) != SQLITE_OK ||
-        sqlite3_bind_int(stmt, 5, c->reason) != SQLITE_OK ||
-        sqlite3_bind_int64(stmt, 6, c->invalidity_date) != SQLITE_OK ||
-        sqlite3_bind_int64(stmt, 7, c->feed_id) != SQLITE_OK) {
-        rc = store__sq_bind_err(s, op);
+    rc = STORE_SQ_BIND(s, stmt, op, STORE_SQ_INT(c->issuer_id),
+                       STORE_SQ_BLOB(c->serial, c->serial_len), STORE_SQ_INT(c->status),
+                       STORE_SQ_INT(c->revoked_at), STORE_SQ_INT(c->reason),
+                       STORE_SQ_INT(c->invalidity_date), STORE_SQ_INT(c->feed_id));
+    if (rc != 0)
         goto out;
-    }
     rc = store__sq_step(s, stmt, op, &row);
     if (rc == 0 && sqlite3_changes(s->db) != 1) {
         UTIL_ERROR(STORE_MOD, "%s: %s: certificate row vanished inside the transaction", op,
@@ -277,22 +264,15 @@ static int revocation_insert(struct sq *s, int64_t feed_id, const struct store_c
     rc = store__sq_stmt_get(s, STORE_ST_REVOCATION_INSERT, &stmt);
     if (rc != 0)
         goto out;
-    if (sqlite3_bind_int64(stmt, 1, feed_id) != SQLITE_OK ||
-        sqlite3_bind_int64(stmt, 2, c->issuer_id) != SQLITE_OK ||
-        sqlite3_bind_blob(stmt, 3, c->serial, (int)c->serial_len, SQLITE_STATIC) != SQLITE_OK ||
-        sqlite3_bind_int(stmt, 4, c->reason) != SQLITE_OK ||
-        sqlite3_bind_int64(stmt, 5, c->revoked_at) != SQLITE_OK ||
-        sqlite3_bind_int64(stmt, 6, c->invalidity_date) != SQLITE_OK ||
-        sqlite3_bind_text(stmt, 7, rev->request_id, -1, SQLITE_STATIC) != SQLITE_OK ||
-        sqlite3_bind_int64(stmt, 8,
-                           rev->received_at_ms != 0 ? rev->received_at_ms : committed_at_ms) !=
-            SQLITE_OK ||
-        sqlite3_bind_int64(stmt, 9, committed_at_ms) != SQLITE_OK ||
-        sqlite3_bind_text(stmt, 10, rev->actor != NULL ? rev->actor : "unknown", -1,
-                          SQLITE_STATIC) != SQLITE_OK) {
-        rc = store__sq_bind_err(s, op);
+    rc = STORE_SQ_BIND(
+        s, stmt, op, STORE_SQ_INT(feed_id), STORE_SQ_INT(c->issuer_id),
+        STORE_SQ_BLOB(c->serial, c->serial_len), STORE_SQ_INT(c->reason),
+        STORE_SQ_INT(c->revoked_at), STORE_SQ_INT(c->invalidity_date),
+        STORE_SQ_TEXT(rev->request_id),
+        STORE_SQ_INT(rev->received_at_ms != 0 ? rev->received_at_ms : committed_at_ms),
+        STORE_SQ_INT(committed_at_ms), STORE_SQ_TEXT(rev->actor != NULL ? rev->actor : "unknown"));
+    if (rc != 0)
         goto out;
-    }
     rc = store__sq_step(s, stmt, op, &row);
 out:
     store__sq_stmt_put(s, STORE_ST_REVOCATION_INSERT, stmt);
@@ -309,10 +289,9 @@ static int der_insert(struct sq *s, const unsigned char *der, size_t der_len, co
     rc = store__sq_stmt_get(s, STORE_ST_DER_INSERT, &stmt);
     if (rc != 0)
         goto out;
-    if (sqlite3_bind_blob(stmt, 1, der, (int)der_len, SQLITE_STATIC) != SQLITE_OK) {
-        rc = store__sq_bind_err(s, op);
+    rc = STORE_SQ_BIND(s, stmt, op, STORE_SQ_BLOB(der, der_len));
+    if (rc != 0)
         goto out;
-    }
     rc = store__sq_step(s, stmt, op, &row);
     if (rc == 0)
         *der_id = sqlite3_last_insert_rowid(s->db);
@@ -376,21 +355,14 @@ int store__sq_cert_add(struct store *store, const struct store_cert_new *cert,
     rc = store__sq_stmt_get(s, STORE_ST_CERT_INSERT, &stmt);
     if (rc != 0)
         goto out;
-    if (sqlite3_bind_int64(stmt, 1, c.issuer_id) != SQLITE_OK ||
-        sqlite3_bind_blob(stmt, 2, c.serial, (int)c.serial_len, SQLITE_STATIC) != SQLITE_OK ||
-        sqlite3_bind_int64(stmt, 3, c.not_before) != SQLITE_OK ||
-        sqlite3_bind_int64(stmt, 4, c.not_after) != SQLITE_OK ||
-        sqlite3_bind_int(stmt, 5, c.status) != SQLITE_OK ||
-        sqlite3_bind_int64(stmt, 6, c.revoked_at) != SQLITE_OK ||
-        sqlite3_bind_int(stmt, 7, c.reason) != SQLITE_OK ||
-        sqlite3_bind_int64(stmt, 8, c.invalidity_date) != SQLITE_OK ||
-        sqlite3_bind_int64(stmt, 9, c.feed_id) != SQLITE_OK ||
-        sqlite3_bind_text(stmt, 10, cert->subject, -1, SQLITE_STATIC) != SQLITE_OK ||
-        (der_id != 0 ? sqlite3_bind_int64(stmt, 11, der_id) : sqlite3_bind_null(stmt, 11)) !=
-            SQLITE_OK) {
-        rc = store__sq_bind_err(s, op);
+    rc = STORE_SQ_BIND(
+        s, stmt, op, STORE_SQ_INT(c.issuer_id), STORE_SQ_BLOB(c.serial, c.serial_len),
+        STORE_SQ_INT(c.not_before), STORE_SQ_INT(c.not_after), STORE_SQ_INT(c.status),
+        STORE_SQ_INT(c.revoked_at), STORE_SQ_INT(c.reason), STORE_SQ_INT(c.invalidity_date),
+        STORE_SQ_INT(c.feed_id), STORE_SQ_TEXT(cert->subject),
+        der_id != 0 ? STORE_SQ_INT(der_id) : STORE_SQ_NULL);
+    if (rc != 0)
         goto out;
-    }
     rc = store__sq_step(s, stmt, op, &row);
     if (rc != 0)
         goto out;
@@ -438,11 +410,9 @@ int store__sq_cert_der(struct store *store, int64_t issuer_id, const unsigned ch
     rc = store__sq_stmt_get(s, STORE_ST_CERT_DER, &stmt);
     if (rc != 0)
         goto out;
-    if (sqlite3_bind_int64(stmt, 1, issuer_id) != SQLITE_OK ||
-        sqlite3_bind_blob(stmt, 2, serial, (int)serial_len, SQLITE_STATIC) != SQLITE_OK) {
-        rc = store__sq_bind_err(s, op);
+    rc = STORE_SQ_BIND(s, stmt, op, STORE_SQ_INT(issuer_id), STORE_SQ_BLOB(serial, serial_len));
+    if (rc != 0)
         goto out;
-    }
     rc = store__sq_step(s, stmt, op, &row);
     if (rc != 0)
         goto out;
@@ -482,10 +452,10 @@ int store__sq_cert_iterate(struct store *store, int64_t issuer_id, int filter,
     rc = store__sq_stmt_get(s, id, &stmt);
     if (rc != 0)
         goto out;
-    if (issuer_id > 0 && sqlite3_bind_int64(stmt, 1, issuer_id) != SQLITE_OK) {
-        rc = store__sq_bind_err(s, op);
+    if (issuer_id > 0)
+        rc = STORE_SQ_BIND(s, stmt, op, STORE_SQ_INT(issuer_id));
+    if (rc != 0)
         goto out;
-    }
     for (;;) {
         rc = store__sq_step(s, stmt, op, &row);
         if (rc != 0 || !row)
@@ -620,11 +590,9 @@ int store__sq_feed_read(struct store *store, int64_t after_id, int max,
     rc = store__sq_stmt_get(s, STORE_ST_FEED_READ, &stmt);
     if (rc != 0)
         goto out;
-    if (sqlite3_bind_int64(stmt, 1, after_id) != SQLITE_OK ||
-        sqlite3_bind_int(stmt, 2, max) != SQLITE_OK) {
-        rc = store__sq_bind_err(s, op);
+    rc = STORE_SQ_BIND(s, stmt, op, STORE_SQ_INT(after_id), STORE_SQ_INT(max));
+    if (rc != 0)
         goto out;
-    }
     for (;;) {
         rc = store__sq_step(s, stmt, op, &row);
         if (rc != 0 || !row)

@@ -110,9 +110,33 @@ int store__sq_stmt_get(struct sq *s, enum sq_stmt_id id, sqlite3_stmt **out);
 void store__sq_stmt_put(struct sq *s, enum sq_stmt_id id, sqlite3_stmt *stmt);
 /* Runs one step: 0 with *row = 1 for a row, 0 with *row = 0 when done, else the mapped error. */
 int store__sq_step(struct sq *s, sqlite3_stmt *stmt, const char *op, int *row);
-/* A bind failed (out of memory, blob too big, or a programming error): maps the connection's
- * code. */
-int store__sq_bind_err(struct sq *s, const char *op);
+/* One value for a statement parameter, made by the STORE_SQ_ macros below. */
+struct sq_value {
+    enum { SQ_VALUE_INT, SQ_VALUE_TEXT, SQ_VALUE_BLOB, SQ_VALUE_BLOB_COPY, SQ_VALUE_NULL } kind;
+    int64_t i;
+    const void *p; /* TEXT: a NUL-terminated string (NULL binds NULL); BLOB: len bytes */
+    size_t len;
+};
+#define STORE_SQ_INT(v) ((struct sq_value){.kind = SQ_VALUE_INT, .i = (v)})
+#define STORE_SQ_TEXT(str) ((struct sq_value){.kind = SQ_VALUE_TEXT, .p = (str)})
+#define STORE_SQ_BLOB(bytes, n) ((struct sq_value){.kind = SQ_VALUE_BLOB, .p = (bytes), .len = (n)})
+#define STORE_SQ_BLOB_COPY(bytes, n) \
+    ((struct sq_value){.kind = SQ_VALUE_BLOB_COPY, .p = (bytes), .len = (n)})
+#define STORE_SQ_NULL ((struct sq_value){.kind = SQ_VALUE_NULL})
+/* Binds values[i] to parameter i + 1 of stmt, in order, and stops at the first failure (out of
+ * memory, a blob too big, or a programming error), which it maps and logs with op like any other
+ * SQLite error. TEXT and BLOB bytes are bound SQLITE_STATIC: they must stay valid until the
+ * statement is reset (store__sq_stmt_put); BLOB_COPY is copied, for a buffer that changes while
+ * the statement runs. Returns 0 or the mapped error. */
+int store__sq_bind(struct sq *s, sqlite3_stmt *stmt, const char *op, const struct sq_value *values,
+                   int n);
+/* store__sq_bind with the values as arguments:
+ *     rc = STORE_SQ_BIND(s, stmt, op, STORE_SQ_INT(issuer_id), STORE_SQ_BLOB(serial, len));
+ * (sizeof does not evaluate its operand, so each value is computed once.) */
+#define STORE_SQ_BIND(s, stmt, op, ...)                            \
+    store__sq_bind(                                                \
+        (s), (stmt), (op), (const struct sq_value[]){__VA_ARGS__}, \
+        (int)(sizeof((const struct sq_value[]){__VA_ARGS__}) / sizeof(struct sq_value)))
 /* Runs a statement that returns no rows. */
 int store__sq_exec_stmt(struct sq *s, enum sq_stmt_id id, const char *op);
 /* Opens the write transaction of one operation (BEGIN IMMEDIATE, or a SAVEPOINT inside an

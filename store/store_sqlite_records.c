@@ -28,11 +28,9 @@ int store__sq_sla_mark(struct store *store, int64_t feed_id, int stage, int64_t 
     rc = store__sq_stmt_get(s, id, &mark);
     if (rc != 0)
         goto out;
-    if (sqlite3_bind_int64(mark, 1, feed_id) != SQLITE_OK ||
-        sqlite3_bind_int64(mark, 2, at_ms) != SQLITE_OK) {
-        rc = store__sq_bind_err(s, op);
+    rc = STORE_SQ_BIND(s, mark, op, STORE_SQ_INT(feed_id), STORE_SQ_INT(at_ms));
+    if (rc != 0)
         goto out;
-    }
     rc = store__sq_step(s, mark, op, &row);
     if (rc != 0 || sqlite3_changes(s->db) == 1)
         goto out;
@@ -41,10 +39,9 @@ int store__sq_sla_mark(struct store *store, int64_t feed_id, int stage, int64_t 
     rc = store__sq_stmt_get(s, STORE_ST_SLA_EXISTS, &exists);
     if (rc != 0)
         goto out;
-    if (sqlite3_bind_int64(exists, 1, feed_id) != SQLITE_OK) {
-        rc = store__sq_bind_err(s, op);
+    rc = STORE_SQ_BIND(s, exists, op, STORE_SQ_INT(feed_id));
+    if (rc != 0)
         goto out;
-    }
     rc = store__sq_step(s, exists, op, &row);
     if (rc == 0 && !row)
         rc = UTIL_ENOTFOUND;
@@ -71,12 +68,10 @@ int store__sq_sla_mark_upto(struct store *store, int64_t issuer_id, int64_t up_t
     rc = store__sq_stmt_get(s, id, &stmt);
     if (rc != 0)
         goto out;
-    if (sqlite3_bind_int64(stmt, 1, issuer_id) != SQLITE_OK ||
-        sqlite3_bind_int64(stmt, 2, up_to_feed_id) != SQLITE_OK ||
-        sqlite3_bind_int64(stmt, 3, at_ms) != SQLITE_OK) {
-        rc = store__sq_bind_err(s, op);
+    rc = STORE_SQ_BIND(s, stmt, op, STORE_SQ_INT(issuer_id), STORE_SQ_INT(up_to_feed_id),
+                       STORE_SQ_INT(at_ms));
+    if (rc != 0)
         goto out;
-    }
     rc = store__sq_step(s, stmt, op, &row);
 out:
     store__sq_stmt_put(s, id, stmt);
@@ -100,10 +95,9 @@ int store__sq_sla_list(struct store *store, int open_only, int limit,
     if (rc != 0)
         goto out;
     /* SQLite reads a negative LIMIT as "no limit". */
-    if (sqlite3_bind_int(stmt, 1, limit > 0 ? limit : -1) != SQLITE_OK) {
-        rc = store__sq_bind_err(s, op);
+    rc = STORE_SQ_BIND(s, stmt, op, STORE_SQ_INT(limit > 0 ? limit : -1));
+    if (rc != 0)
         goto out;
-    }
     for (;;) {
         rc = store__sq_step(s, stmt, op, &row);
         if (rc != 0 || !row)
@@ -155,10 +149,9 @@ int store__sq_crl_number_next(struct store *store, int64_t issuer_id, int64_t *n
     rc = store__sq_stmt_get(s, STORE_ST_CRL_NUMBER_NEXT, &stmt);
     if (rc != 0)
         goto out;
-    if (sqlite3_bind_int64(stmt, 1, issuer_id) != SQLITE_OK) {
-        rc = store__sq_bind_err(s, op);
+    rc = STORE_SQ_BIND(s, stmt, op, STORE_SQ_INT(issuer_id));
+    if (rc != 0)
         goto out;
-    }
     rc = store__sq_step(s, stmt, op, &row);
     if (rc != 0)
         goto out;
@@ -196,10 +189,9 @@ int store__sq_crl_save(struct store *store, const struct store_crl_record *crl)
     rc = store__sq_stmt_get(s, STORE_ST_CRL_RESERVED, &reserved);
     if (rc != 0)
         goto out;
-    if (sqlite3_bind_int64(reserved, 1, crl->issuer_id) != SQLITE_OK) {
-        rc = store__sq_bind_err(s, op);
+    rc = STORE_SQ_BIND(s, reserved, op, STORE_SQ_INT(crl->issuer_id));
+    if (rc != 0)
         goto out;
-    }
     rc = store__sq_step(s, reserved, op, &row);
     if (rc != 0)
         goto out;
@@ -213,17 +205,12 @@ int store__sq_crl_save(struct store *store, const struct store_crl_record *crl)
     rc = store__sq_stmt_get(s, STORE_ST_CRL_INSERT, &insert);
     if (rc != 0)
         goto out;
-    if (sqlite3_bind_int64(insert, 1, crl->issuer_id) != SQLITE_OK ||
-        sqlite3_bind_int64(insert, 2, crl->number) != SQLITE_OK ||
-        sqlite3_bind_int64(insert, 3, crl->base_number) != SQLITE_OK ||
-        sqlite3_bind_int64(insert, 4, crl->this_update) != SQLITE_OK ||
-        sqlite3_bind_int64(insert, 5, crl->next_update) != SQLITE_OK ||
-        sqlite3_bind_int64(insert, 6, crl->feed_id) != SQLITE_OK ||
-        sqlite3_bind_blob(insert, 7, crl->der, (int)crl->der_len, SQLITE_STATIC) != SQLITE_OK ||
-        sqlite3_bind_int64(insert, 8, util_now_ms()) != SQLITE_OK) {
-        rc = store__sq_bind_err(s, op);
+    rc = STORE_SQ_BIND(s, insert, op, STORE_SQ_INT(crl->issuer_id), STORE_SQ_INT(crl->number),
+                       STORE_SQ_INT(crl->base_number), STORE_SQ_INT(crl->this_update),
+                       STORE_SQ_INT(crl->next_update), STORE_SQ_INT(crl->feed_id),
+                       STORE_SQ_BLOB(crl->der, crl->der_len), STORE_SQ_INT(util_now_ms()));
+    if (rc != 0)
         goto out;
-    }
     rc = store__sq_step(s, insert, op, &row);
 out:
     store__sq_stmt_put(s, STORE_ST_CRL_RESERVED, reserved);
@@ -247,10 +234,9 @@ int store__sq_crl_latest(struct store *store, int64_t issuer_id, int delta,
     rc = store__sq_stmt_get(s, id, &stmt);
     if (rc != 0)
         goto out;
-    if (sqlite3_bind_int64(stmt, 1, issuer_id) != SQLITE_OK) {
-        rc = store__sq_bind_err(s, op);
+    rc = STORE_SQ_BIND(s, stmt, op, STORE_SQ_INT(issuer_id));
+    if (rc != 0)
         goto out;
-    }
     rc = store__sq_step(s, stmt, op, &row);
     if (rc != 0)
         goto out;
@@ -306,12 +292,9 @@ int store__sq_tsa_reserve(struct store *store, const char *unit, int64_t count, 
     rc = store__sq_stmt_get(s, STORE_ST_TSA_RESERVE, &stmt);
     if (rc != 0)
         goto out;
-    if (sqlite3_bind_text(stmt, 1, unit, -1, SQLITE_STATIC) != SQLITE_OK ||
-        sqlite3_bind_int64(stmt, 2, count) != SQLITE_OK ||
-        sqlite3_bind_int64(stmt, 3, floor) != SQLITE_OK) {
-        rc = store__sq_bind_err(s, op);
+    rc = STORE_SQ_BIND(s, stmt, op, STORE_SQ_TEXT(unit), STORE_SQ_INT(count), STORE_SQ_INT(floor));
+    if (rc != 0)
         goto out;
-    }
     rc = store__sq_step(s, stmt, op, &row);
     if (rc != 0)
         goto out;
@@ -356,14 +339,11 @@ int store__sq_tsa_token_get(struct store *store, const unsigned char *cert_id, c
     rc = store__sq_stmt_get(s, STORE_ST_TSA_TOKEN_GET, &stmt);
     if (rc != 0)
         goto out;
-    if (sqlite3_bind_text(stmt, 1, unit, -1, SQLITE_STATIC) != SQLITE_OK ||
-        sqlite3_bind_int64(stmt, 2, serial) != SQLITE_OK ||
-        sqlite3_bind_blob(stmt, 3, cert_id != NULL ? (const void *)cert_id : "",
-                          cert_id != NULL ? STORE_TSA_CERT_ID_LEN : 0,
-                          SQLITE_STATIC) != SQLITE_OK) {
-        rc = store__sq_bind_err(s, op);
+    rc = STORE_SQ_BIND(s, stmt, op, STORE_SQ_TEXT(unit), STORE_SQ_INT(serial),
+                       STORE_SQ_BLOB(cert_id != NULL ? (const void *)cert_id : "",
+                                     cert_id != NULL ? STORE_TSA_CERT_ID_LEN : 0));
+    if (rc != 0)
         goto out;
-    }
     rc = store__sq_step(s, stmt, op, &row);
     if (rc != 0)
         goto out;
@@ -418,19 +398,14 @@ int store__sq_tsa_log(struct store *store, const struct store_tsa_token *tokens,
         (void)sqlite3_reset(stmt); /* the previous step succeeded; nothing to report */
         /* A zero-length blob bound from a NULL pointer would be stored as NULL; "" keeps it a
          * blob for the NOT NULL column. */
-        if (sqlite3_bind_text(stmt, 1, t->unit, -1, SQLITE_STATIC) != SQLITE_OK ||
-            sqlite3_bind_int64(stmt, 2, t->serial) != SQLITE_OK ||
-            sqlite3_bind_int64(stmt, 3, t->gen_time_ms) != SQLITE_OK ||
-            sqlite3_bind_text(stmt, 4, t->policy, -1, SQLITE_STATIC) != SQLITE_OK ||
-            sqlite3_bind_text(stmt, 5, t->imprint_alg, -1, SQLITE_STATIC) != SQLITE_OK ||
-            sqlite3_bind_blob(stmt, 6, t->imprint != NULL ? (const void *)t->imprint : "",
-                              (int)t->imprint_len, SQLITE_STATIC) != SQLITE_OK ||
-            sqlite3_bind_blob(stmt, 7, t->cert_id != NULL ? (const void *)t->cert_id : "",
-                              t->cert_id != NULL ? STORE_TSA_CERT_ID_LEN : 0,
-                              SQLITE_STATIC) != SQLITE_OK) {
-            rc = store__sq_bind_err(s, op);
+        rc = STORE_SQ_BIND(
+            s, stmt, op, STORE_SQ_TEXT(t->unit), STORE_SQ_INT(t->serial),
+            STORE_SQ_INT(t->gen_time_ms), STORE_SQ_TEXT(t->policy), STORE_SQ_TEXT(t->imprint_alg),
+            STORE_SQ_BLOB(t->imprint != NULL ? (const void *)t->imprint : "", t->imprint_len),
+            STORE_SQ_BLOB(t->cert_id != NULL ? (const void *)t->cert_id : "",
+                          t->cert_id != NULL ? STORE_TSA_CERT_ID_LEN : 0));
+        if (rc != 0)
             goto out;
-        }
         rc = store__sq_step(s, stmt, op, &row);
         if (rc != 0) {
             UTIL_ERROR(STORE_MOD,

@@ -35,14 +35,11 @@ int store__sq_search_index_add(struct sq *s, int64_t der_id, int64_t issuer_id,
     rc = store__sq_stmt_get(s, STORE_ST_SEARCH_INSERT, &stmt);
     if (rc != 0)
         goto out;
-    if (sqlite3_bind_int64(stmt, 1, der_id) != SQLITE_OK ||
-        sqlite3_bind_int64(stmt, 2, issuer_id) != SQLITE_OK ||
-        sqlite3_bind_blob(stmt, 3, serial, (int)serial_len, SQLITE_STATIC) != SQLITE_OK ||
-        sqlite3_bind_int64(stmt, 4, keys->fp_sha256) != SQLITE_OK ||
-        sqlite3_bind_int64(stmt, 5, keys->fp_sha1) != SQLITE_OK) {
-        rc = store__sq_bind_err(s, op);
+    rc = STORE_SQ_BIND(s, stmt, op, STORE_SQ_INT(der_id), STORE_SQ_INT(issuer_id),
+                       STORE_SQ_BLOB(serial, serial_len), STORE_SQ_INT(keys->fp_sha256),
+                       STORE_SQ_INT(keys->fp_sha1));
+    if (rc != 0)
         goto out;
-    }
     rc = store__sq_step(s, stmt, op, &row);
     if (rc != 0 || sqlite3_changes(s->db) != 1)
         goto out; /* already indexed (the catch-up met a certificate cert_add indexed) */
@@ -50,15 +47,11 @@ int store__sq_search_index_add(struct sq *s, int64_t der_id, int64_t issuer_id,
     rc = store__sq_stmt_get(s, STORE_ST_FTS_INSERT, &fts);
     if (rc != 0)
         goto out;
-    if (sqlite3_bind_int64(fts, 1, der_id) != SQLITE_OK ||
-        sqlite3_bind_text(fts, 2, iss, -1, SQLITE_STATIC) != SQLITE_OK ||
-        sqlite3_bind_text(fts, 3, keys->cn, -1, SQLITE_STATIC) != SQLITE_OK ||
-        sqlite3_bind_text(fts, 4, keys->o, -1, SQLITE_STATIC) != SQLITE_OK ||
-        sqlite3_bind_text(fts, 5, keys->ou, -1, SQLITE_STATIC) != SQLITE_OK ||
-        sqlite3_bind_text(fts, 6, keys->email, -1, SQLITE_STATIC) != SQLITE_OK) {
-        rc = store__sq_bind_err(s, op);
+    rc =
+        STORE_SQ_BIND(s, fts, op, STORE_SQ_INT(der_id), STORE_SQ_TEXT(iss), STORE_SQ_TEXT(keys->cn),
+                      STORE_SQ_TEXT(keys->o), STORE_SQ_TEXT(keys->ou), STORE_SQ_TEXT(keys->email));
+    if (rc != 0)
         goto out;
-    }
     rc = store__sq_step(s, fts, op, &row);
     for (const char *p = keys->email; rc == 0 && *p != '\0';) {
         const char *end = strchr(p, ' ');
@@ -72,9 +65,7 @@ int store__sq_search_index_add(struct sq *s, int64_t der_id, int64_t issuer_id,
         rc = store__sq_stmt_get(s, STORE_ST_EMAIL_INSERT, &mail);
         if (rc != 0)
             break;
-        if (sqlite3_bind_int64(mail, 1, key) != SQLITE_OK ||
-            sqlite3_bind_int64(mail, 2, der_id) != SQLITE_OK)
-            rc = store__sq_bind_err(s, op);
+        rc = STORE_SQ_BIND(s, mail, op, STORE_SQ_INT(key), STORE_SQ_INT(der_id));
         if (rc == 0)
             rc = store__sq_step(s, mail, op, &row);
         store__sq_stmt_put(s, STORE_ST_EMAIL_INSERT, mail);
@@ -141,12 +132,11 @@ int store__sq_search_backfill(struct sq *s)
         rc = store__sq_stmt_get(s, STORE_ST_BACKFILL_BATCH, &stmt);
         if (rc != 0)
             goto out;
-        if (sqlite3_bind_int64(stmt, 1, pos_issuer) != SQLITE_OK ||
-            sqlite3_bind_blob(stmt, 2, pos_serial, (int)pos_len, SQLITE_TRANSIENT) != SQLITE_OK ||
-            sqlite3_bind_int(stmt, 3, STORE_BACKFILL_BATCH) != SQLITE_OK) {
-            rc = store__sq_bind_err(s, op);
+        rc = STORE_SQ_BIND(s, stmt, op, STORE_SQ_INT(pos_issuer),
+                           STORE_SQ_BLOB_COPY(pos_serial, pos_len),
+                           STORE_SQ_INT(STORE_BACKFILL_BATCH));
+        if (rc != 0)
             goto out;
-        }
         for (;;) {
             int len = 0;
             rc = store__sq_step(s, stmt, op, &row);
@@ -173,10 +163,9 @@ int store__sq_search_backfill(struct sq *s)
             rc = store__sq_exec_stmt(s, STORE_ST_BACKFILL_DONE, op);
         } else {
             rc = store__sq_stmt_get(s, STORE_ST_BACKFILL_SET, &stmt);
-            if (rc == 0 &&
-                (sqlite3_bind_int64(stmt, 1, pos_issuer) != SQLITE_OK ||
-                 sqlite3_bind_blob(stmt, 2, pos_serial, (int)pos_len, SQLITE_STATIC) != SQLITE_OK))
-                rc = store__sq_bind_err(s, op);
+            if (rc == 0)
+                rc = STORE_SQ_BIND(s, stmt, op, STORE_SQ_INT(pos_issuer),
+                                   STORE_SQ_BLOB(pos_serial, pos_len));
             if (rc == 0)
                 rc = store__sq_step(s, stmt, op, &row);
             store__sq_stmt_put(s, STORE_ST_BACKFILL_SET, stmt);
@@ -353,9 +342,8 @@ int store__sq_cert_search(struct store *store, const struct store_search *q,
                 rc = store__sq_stmt_get(s, id, &stmt);
                 if (rc != 0)
                     break;
-                if (sqlite3_bind_int64(stmt, 1, q->issuer_ids[i]) != SQLITE_OK ||
-                    sqlite3_bind_blob(stmt, 2, forms[f], (int)lens[f], SQLITE_STATIC) != SQLITE_OK)
-                    rc = store__sq_bind_err(s, op);
+                rc = STORE_SQ_BIND(s, stmt, op, STORE_SQ_INT(q->issuer_ids[i]),
+                                   STORE_SQ_BLOB(forms[f], lens[f]));
                 if (rc == 0)
                     rc = search_rows(s, stmt, q, fn, ctx, &delivered);
                 store__sq_stmt_put(s, id, stmt);
@@ -377,15 +365,14 @@ int store__sq_cert_search(struct store *store, const struct store_search *q,
     rc = store__sq_stmt_get(s, id, &stmt);
     if (rc != 0)
         goto out;
-    if ((q->kind == STORE_SEARCH_NAME ? sqlite3_bind_text(stmt, 1, match, -1, SQLITE_STATIC)
-         : q->kind == STORE_SEARCH_EMAIL
-             ? sqlite3_bind_int64(stmt, 1, store__email_key(q->text, strlen(q->text)))
-             : sqlite3_bind_int64(stmt, 1, store__fp_key(q->key))) != SQLITE_OK ||
-        sqlite3_bind_int64(stmt, 2, before) != SQLITE_OK ||
-        sqlite3_bind_int(stmt, 3, q->limit) != SQLITE_OK) {
-        rc = store__sq_bind_err(s, op);
+    rc = STORE_SQ_BIND(s, stmt, op,
+                       q->kind == STORE_SEARCH_NAME ? STORE_SQ_TEXT(match)
+                       : q->kind == STORE_SEARCH_EMAIL
+                           ? STORE_SQ_INT(store__email_key(q->text, strlen(q->text)))
+                           : STORE_SQ_INT(store__fp_key(q->key)),
+                       STORE_SQ_INT(before), STORE_SQ_INT(q->limit));
+    if (rc != 0)
         goto out;
-    }
     rc = search_rows(s, stmt, q, fn, ctx, &delivered);
 out:
     store__sq_stmt_put(s, id, stmt);
