@@ -33,6 +33,28 @@ struct crl_publisher;
 
 /* ---- configuration -------------------------------------------------------------------------- */
 
+/* The [crl] section of the configuration file as read (crl_config.c declares each directive once:
+ * name, kind, limits, default, doc line). The timing directives left 0 are derived from
+ * [revocation] deadline by the configuration reader (feed_contract_defaults). */
+#define CRL_SETTING_MAX 512
+struct crl_settings {
+    char publish_dir[CRL_SETTING_MAX]; /* "" = <data_dir>/crl */
+    int deltas;
+    int64_t validity_s;
+    int64_t delta_validity_s;
+    int64_t interval_s;
+    int coalesce_ms;
+    int full_on_change;
+    int64_t expired_retention_s;
+    int64_t expired_on_crl_since; /* unix seconds; 0 = off */
+    int64_t max_age_s;
+};
+/* Fills s with the table's defaults. */
+void crl_settings_default(struct crl_settings *s);
+/* The [crl] directive table (static storage) and its length. */
+struct util_conf_directive;
+const struct util_conf_directive *crl_settings_directives(size_t *n);
+
 /* Every field has a default from crl_config_default; the comment gives it. Strings are copied by
  * crl_publisher_new; crl_publish_blocking only reads them during the call. */
 struct crl_config {

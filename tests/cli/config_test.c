@@ -24,13 +24,13 @@ Test(config, sample_file_is_valid_and_complete)
     cr_assert_eq(cfg.http.listeners[0].port, 8080);
     cr_assert_eq(cfg.http.listeners[1].port, 8081);
     cr_assert_eq(cfg.ocsp.validity_seconds, 6 * 3600); /* derived: half of the 12 h deadline */
-    cr_assert_eq(cfg.sla_deadline_s, 12 * 3600);
-    cr_assert_eq(cfg.feed_poll_ms, 200);
+    cr_assert_eq(cfg.feed.deadline_s, 12 * 3600);
+    cr_assert_eq(cfg.feed.poll_ms, 200);
     cr_assert_eq(cfg.n_tsa_units, 1);
     cr_assert_str_eq(cfg.tsa_units[0].policy, "1.3.6.1.4.1.99999.1.1");
     cr_assert_eq(cfg.tsa_units[0].n_accepted, 1);
     cr_assert_eq(cfg.tsa_units[0].accuracy_us, 1000000);
-    cr_assert_eq(cfg.crl_coalesce_ms, 5000);
+    cr_assert_eq(cfg.crl.coalesce_ms, 5000);
 }
 
 static void expect_error(const char *text, const char *needle)
@@ -60,7 +60,7 @@ Test(config, store_backend_postgresql)
                    base, pw);
     cr_assert_eq(cli_config_parse_string(text, "t.conf", "/", &cfg, err, sizeof(err)), 0, "%s",
                  err);
-    cr_assert_eq(cfg.store_backend, CLI_STORE_POSTGRESQL);
+    cr_assert_eq(cfg.store.backend, STORE_BACKEND_POSTGRESQL);
     char want[256];
     (void)snprintf(want, sizeof(want), "postgresql://pkiva@db/v?passfile=%s", pw);
     cr_assert_str_eq(cfg.store_path, want);
@@ -73,7 +73,7 @@ Test(config, store_backend_postgresql)
     (void)unlink(pw);
 
     (void)snprintf(text, sizeof(text), "%sbackend = mysql\n", base);
-    expect_error(text, "expected sqlite or postgresql");
+    expect_error(text, "backend must be sqlite or postgresql");
     (void)snprintf(text, sizeof(text), "%sbackend = postgresql\n", base);
     expect_error(text, "conninfo must be a libpq URI");
     (void)snprintf(text, sizeof(text),
@@ -114,14 +114,14 @@ Test(config, defaults_and_relative_paths)
 Test(config, errors_name_file_line_and_reason)
 {
     expect_error("[server]\nworkers = 2\nbogus = 1\n", "t.conf:3: unknown directive 'bogus'");
-    expect_error("[server]\nworkers = lots\n", "t.conf:2: expected an integer");
-    expect_error("[ocsp]\nvalidity = 4 days\n", "t.conf:2: expected a duration");
+    expect_error("[server]\nworkers = lots\n", "t.conf:2: workers: expected an integer");
+    expect_error("[ocsp]\nvalidity = 4 days\n", "t.conf:2: validity: expected a duration");
     expect_error("[nope]\nx = 1\n", "unknown section [nope]");
-    expect_error("[server]\nlisten = 8080\n", "t.conf:2: expected HOST:PORT");
-    expect_error("[server]\nlisten = 127.0.0.1:99999\n", "t.conf:2: expected HOST:PORT");
+    expect_error("[server]\nlisten = 8080\n", "t.conf:2: listen: expected HOST:PORT");
+    expect_error("[server]\nlisten = 127.0.0.1:99999\n", "t.conf:2: listen: expected HOST:PORT");
     expect_error("this is not ini\n", "t.conf:1: syntax error");
     expect_error("[issuer.bad/name]\ncert = x\n", "issuer name");
-    expect_error("[hsm]\nno_deinit = maybe\n", "expected yes or no");
+    expect_error("[hsm]\nno_deinit = maybe\n", "t.conf:2: no_deinit: expected yes or no");
 }
 
 Test(config, whole_file_checks)
@@ -173,12 +173,12 @@ Test(config, admin_tls_directives)
                                "client_cert = admin/op.pem\nclient_key = admin/op.key\n";
     cr_assert_eq(cli_config_parse_string(good, "t.conf", "/etc/pkiva", &cfg, err, sizeof(err)), 0,
                  "%s", err);
-    cr_assert_str_eq(cfg.admin_tls_cert, "/etc/pkiva/admin/server.pem");
-    cr_assert_str_eq(cfg.admin_tls_key, "/etc/pkiva/admin/server.key");
-    cr_assert_str_eq(cfg.admin_client_ca, "/etc/pkiva/admin/ca.pem");
-    cr_assert_eq(cfg.admin_require_client_cert, 1);
-    cr_assert_str_eq(cfg.admin_server_ca, "");
-    cr_assert_str_eq(cfg.admin_client_cert, "/etc/pkiva/admin/op.pem");
+    cr_assert_str_eq(cfg.admin.tls_cert, "/etc/pkiva/admin/server.pem");
+    cr_assert_str_eq(cfg.admin.tls_key, "/etc/pkiva/admin/server.key");
+    cr_assert_str_eq(cfg.admin.client_ca, "/etc/pkiva/admin/ca.pem");
+    cr_assert_eq(cfg.admin.require_client_cert, 1);
+    cr_assert_str_eq(cfg.admin.server_ca, "");
+    cr_assert_str_eq(cfg.admin.client_cert, "/etc/pkiva/admin/op.pem");
     expect_error("[hsm]\npin_file = /p\n[issuer.a]\ncert = c\nkey = pkcs11:x\n"
                  "[admin]\ntls_cert = s.pem\n",
                  "tls_cert and tls_key go together");
@@ -243,24 +243,25 @@ Test(config, hsm_init_args_and_verify_ecdsa)
     char err[512] = "";
 
     cr_assert_eq(cli_config_parse_string(minimal, "t.conf", "/", &cfg, err, sizeof(err)), 0);
-    cr_assert_str_eq(cfg.hsm_init_args, "");
-    cr_assert_eq(cfg.hsm_ecdsa_verify_every, 16, "default: one ECDSA signature in 16 verified");
+    cr_assert_str_eq(cfg.hsm.init_args, "");
+    cr_assert_eq(cfg.hsm.ecdsa_verify_every, 16, "default: one ECDSA signature in 16 verified");
     cr_assert_eq(cli_config_parse_string(text, "t.conf", "/", &cfg, err, sizeof(err)), 0, "%s",
                  err);
-    cr_assert_str_eq(cfg.hsm_init_args, "configdir='sql:/db' certPrefix='' flags=");
-    cr_assert_eq(cfg.hsm_ecdsa_verify_every, 4);
+    cr_assert_str_eq(cfg.hsm.init_args, "configdir='sql:/db' certPrefix='' flags=");
+    cr_assert_eq(cfg.hsm.ecdsa_verify_every, 4);
     cr_assert_eq(cli_config_parse_string("[hsm]\npin_file = /p\nverify_ecdsa = all\n[issuer.a]\n"
                                          "cert = c\nkey = pkcs11:x\n",
                                          "t.conf", "/", &cfg, err, sizeof(err)),
                  0, "%s", err);
-    cr_assert_eq(cfg.hsm_ecdsa_verify_every, 1);
+    cr_assert_eq(cfg.hsm.ecdsa_verify_every, 1);
     cr_assert_eq(cli_config_parse_string("[hsm]\npin_file = /p\nverify_ecdsa = none\n[issuer.a]\n"
                                          "cert = c\nkey = pkcs11:x\n",
                                          "t.conf", "/", &cfg, err, sizeof(err)),
                  0, "%s", err);
-    cr_assert_eq(cfg.hsm_ecdsa_verify_every, -1);
-    expect_error("[hsm]\nverify_ecdsa = sometimes\n", "t.conf:2: expected all, none or sample N");
-    expect_error("[hsm]\nverify_ecdsa = sample 0\n", "t.conf:2: expected an integer");
+    cr_assert_eq(cfg.hsm.ecdsa_verify_every, -1);
+    expect_error("[hsm]\nverify_ecdsa = sometimes\n",
+                 "t.conf:2: verify_ecdsa: expected all, none or sample N");
+    expect_error("[hsm]\nverify_ecdsa = sample 0\n", "t.conf:2: verify_ecdsa: expected an integer");
 }
 
 /* [directory]: the sample file states exactly the defaults of the directive table, and mistakes
@@ -375,8 +376,9 @@ Test(config, ocsp_section)
                  "t.conf:2: unknown_serials must be unknown or revoked, got 'maybe'");
     expect_error("[ocsp]\nresponder_id = hash\n", "t.conf:2: responder_id must be key or name");
     expect_error("[ocsp]\npath = ocsp\n", "t.conf:2: path must start with '/'");
-    expect_error("[ocsp]\nmax_certids = 0\n", "t.conf:2: expected an integer in 1..1000");
-    expect_error("[ocsp]\ncache_max = lots\n", "t.conf:2: expected a size");
+    expect_error("[ocsp]\nmax_certids = 0\n",
+                 "t.conf:2: max_certids: expected an integer in 1..1000");
+    expect_error("[ocsp]\ncache_max = lots\n", "t.conf:2: cache_max: expected a size");
     expect_error("[ocsp]\nbogus = 1\n", "t.conf:2: unknown directive 'bogus' in [ocsp]");
 }
 
@@ -397,7 +399,8 @@ Test(config, tsa_section)
     cr_assert_eq(cfg.tsa.max_inflight, 4096);
     cr_assert_eq(cfg.tsa.serial_block, 4096);
     expect_error("[tsa]\npath = tsa\n", "t.conf:2: path must start with '/'");
-    expect_error("[tsa]\nserial_block = 0\n", "t.conf:2: expected an integer in 1..1000000");
-    expect_error("[tsa]\ndurable_log = maybe\n", "t.conf:2: expected yes or no");
+    expect_error("[tsa]\nserial_block = 0\n",
+                 "t.conf:2: serial_block: expected an integer in 1..1000000");
+    expect_error("[tsa]\ndurable_log = maybe\n", "t.conf:2: durable_log: expected yes or no");
     expect_error("[tsa]\nbogus = 1\n", "t.conf:2: unknown directive 'bogus' in [tsa]");
 }
