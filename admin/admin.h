@@ -37,6 +37,9 @@ struct admin_settings {
 void admin_settings_default(struct admin_settings *s);
 struct util_conf_directive;
 const struct util_conf_directive *admin_settings_directives(size_t *n);
+/* The rules between [admin] directives (tls_cert and tls_key go together, client_ca needs
+ * tls_cert, ...). Returns 0, or UTIL_ECONFIG with the reason in err. */
+int admin_settings_check(const struct admin_settings *s, char *err, size_t err_len);
 
 struct admin_config {
     const char *store_path;        /* the SQLite store each store thread opens */

@@ -5,6 +5,7 @@
 #include "admin.h"
 
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 #include <util/util.h>
 
@@ -43,4 +44,31 @@ const struct util_conf_directive *admin_settings_directives(size_t *n)
 {
     *n = N_DIRECTIVES;
     return directives;
+}
+
+/* One rule: when the first holds, so must the second. */
+static int needs(int when, int then, const char *why, char *err, size_t err_len)
+{
+    if (when && !then) {
+        (void)snprintf(err, err_len, "[admin] %s", why);
+        return UTIL_ECONFIG;
+    }
+    return UTIL_OK;
+}
+
+int admin_settings_check(const struct admin_settings *s, char *err, size_t err_len)
+{
+    int has_cert = s->tls_cert[0] != '\0', has_key = s->tls_key[0] != '\0';
+    int has_ca = s->client_ca[0] != '\0';
+    int has_client_cert = s->client_cert[0] != '\0', has_client_key = s->client_key[0] != '\0';
+    if (needs(has_cert != has_key, 0, "tls_cert and tls_key go together", err, err_len) != 0 ||
+        needs(has_ca, has_cert, "client_ca needs tls_cert (client certificates exist only in TLS)",
+              err, err_len) != 0 ||
+        needs(s->client_crl[0] != '\0', has_ca, "client_crl needs client_ca", err, err_len) != 0 ||
+        needs(s->require_client_cert, has_ca, "require_client_cert needs client_ca", err,
+              err_len) != 0 ||
+        needs(has_client_cert != has_client_key, 0, "client_cert and client_key go together", err,
+              err_len) != 0)
+        return UTIL_ECONFIG;
+    return UTIL_OK;
 }

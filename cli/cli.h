@@ -100,11 +100,13 @@ int cli_workers_for_cpus(int cpus);
 struct cli_demo_options {
     char data_dir[CLI_PATH_MAX];
     char alg[16];                  /* "ec-p256" (default), "ec-p384", "rsa-2048", "rsa-3072" */
-    char public_listen[64];        /* "127.0.0.1:8080" */
-    char admin_listen[64];         /* "127.0.0.1:8081" */
+    char public_listen[64];        /* HOST:PORT */
+    char admin_listen[64];         /* HOST:PORT */
     char public_url[CLI_PATH_MAX]; /* "" = http://<public_listen> */
 };
 
+/* The defaults of opts: [server] data_dir, listen and admin_listen as their tables write them. */
+void cli_demo_defaults(struct cli_demo_options *opts);
 /* Creates the embedded default in opts->data_dir unless DIR/pkiva.conf already exists: a SoftHSM2
  * token with its own softhsm2.conf and owner-only PIN file, keys generated in the token, the demo
  * PKI signed through the HSM, the store with issuers and demo certificates (one revoked), PEM files

@@ -164,6 +164,29 @@ const struct util_conf_directive *cli_config_table(size_t index, const char **se
     return NULL;
 }
 
+/* The default of a directive, as its table writes it. */
+static const char *table_default(const struct util_conf_directive *(*directives)(size_t *n),
+                                 const char *name)
+{
+    size_t n = 0;
+    const struct util_conf_directive *table = directives(&n);
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(table[i].name, name) == 0)
+            return table[i].dflt;
+    return ""; /* not reached: callers name directives of the table */
+}
+
+void cli_demo_defaults(struct cli_demo_options *opts)
+{
+    memset(opts, 0, sizeof(*opts));
+    (void)snprintf(opts->data_dir, sizeof(opts->data_dir), "%s",
+                   table_default(cli_server_directives, "data_dir"));
+    (void)snprintf(opts->public_listen, sizeof(opts->public_listen), "%s",
+                   table_default(http_config_directives, "listen"));
+    (void)snprintf(opts->admin_listen, sizeof(opts->admin_listen), "%s",
+                   table_default(http_config_directives, "admin_listen"));
+}
+
 void cli_config_defaults(struct cli_config *cfg)
 {
     memset(cfg, 0, sizeof(*cfg));
@@ -342,97 +365,12 @@ void cli__contract(const struct cli_config *cfg, struct feed_contract *out)
     feed_contract_compute(&in, out);
 }
 
-/* 1 when the URI's authority carries user:password@. */
-static int uri_has_password(const char *uri)
-{
-    const char *authority = strstr(uri, "://");
-    size_t len = 0;
-    const char *at = NULL;
-
-    if (authority == NULL)
-        return 0;
-    authority += 3;
-    len = strcspn(authority, "/?");
-    at = memchr(authority, '@', len);
-    return at != NULL && memchr(authority, ':', (size_t)(at - authority)) != NULL;
-}
-
-/* [store] backend = postgresql: store_path becomes the libpq URI of conninfo, with the password
- * file as libpq's passfile (pgpass format, owner-only like the PIN file: libpq itself ignores a
- * file that group or others may read; we refuse it with a clear message instead). */
-static int validate_postgresql(struct cli_config *cfg, char *err, size_t err_len)
-{
-    const char *pw = cfg->store.password_file;
-    struct stat st;
-    int n = 0;
-
-    if (cfg->store.path[0] != '\0') {
-        (void)snprintf(err, err_len, "[store] path is for the sqlite backend; use conninfo");
-        return UTIL_ECONFIG;
-    }
-    if (strncmp(cfg->store.conninfo, "postgresql://", 13) != 0 &&
-        strncmp(cfg->store.conninfo, "postgres://", 11) != 0) {
-        (void)snprintf(err, err_len,
-                       "[store] conninfo must be a libpq URI (postgresql://user@host/db?...)");
-        return UTIL_ECONFIG;
-    }
-    if (strstr(cfg->store.conninfo, "password") != NULL ||
-        strstr(cfg->store.conninfo, "passfile") != NULL || uri_has_password(cfg->store.conninfo)) {
-        (void)snprintf(err, err_len,
-                       "[store] conninfo must not hold a password; use password_file");
-        return UTIL_ECONFIG;
-    }
-    if (pw[0] == '\0') {
-        n = snprintf(cfg->store_path, sizeof(cfg->store_path), "%s", cfg->store.conninfo);
-    } else {
-        if (pw[strspn(pw, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789/._-")] !=
-            '\0') {
-            (void)snprintf(err, err_len,
-                           "[store] password_file: use a path of letters, digits, / . _ -");
-            return UTIL_ECONFIG;
-        }
-        if (stat(pw, &st) != 0 || !S_ISREG(st.st_mode)) {
-            (void)snprintf(err, err_len, "[store] password_file %.200s: not a readable file", pw);
-            return UTIL_ECONFIG;
-        }
-        if ((st.st_mode & (S_IRWXG | S_IRWXO)) != 0) {
-            (void)snprintf(err, err_len,
-                           "[store] password_file %.200s has mode %04o: group/other may access "
-                           "it; chmod 600 (or 400) it",
-                           pw, (unsigned)(st.st_mode & 07777));
-            return UTIL_ECONFIG;
-        }
-        n = snprintf(cfg->store_path, sizeof(cfg->store_path), "%s%cpassfile=%s",
-                     cfg->store.conninfo, strchr(cfg->store.conninfo, '?') != NULL ? '&' : '?', pw);
-    }
-    if (n < 0 || (size_t)n >= sizeof(cfg->store_path)) {
-        (void)snprintf(err, err_len, "[store] conninfo is too long");
-        return UTIL_ECONFIG;
-    }
-    return 0;
-}
-
 static int validate(struct cli_config *cfg, char *err, size_t err_len)
 {
     derive_defaults(cfg);
-    if (cfg->store.backend == STORE_BACKEND_POSTGRESQL) {
-        int rc = validate_postgresql(cfg, err, err_len);
-        if (rc != 0)
-            return rc;
-    } else if (cfg->store.conninfo[0] != '\0' || cfg->store.password_file[0] != '\0') {
-        (void)snprintf(err, err_len,
-                       "[store] conninfo and password_file need backend = postgresql");
+    if (store_settings_resolve(&cfg->store, cfg->data_dir, cfg->store_path, sizeof(cfg->store_path),
+                               err, err_len) != UTIL_OK)
         return UTIL_ECONFIG;
-    }
-    if (cfg->store_path[0] == '\0' && cfg->store.path[0] != '\0') /* sqlite, a file named */
-        (void)snprintf(cfg->store_path, sizeof(cfg->store_path), "%s", cfg->store.path); /* fits */
-    if (cfg->store_path[0] == '\0') {
-        int n = snprintf(cfg->store_path, sizeof(cfg->store_path), "%s/pkiva.db", cfg->data_dir);
-        if (n < 0 || (size_t)n >= sizeof(cfg->store_path)) {
-            (void)snprintf(err, err_len, "[server] data_dir is too long");
-            return UTIL_ECONFIG;
-        }
-    }
     if (cfg->hsm.pin_file[0] == '\0') {
         (void)snprintf(err, err_len, "[hsm] pin_file is required");
         return UTIL_ECONFIG;
@@ -495,28 +433,8 @@ static int validate(struct cli_config *cfg, char *err, size_t err_len)
         (void)snprintf(err, err_len, "[server] listen and admin_listen must differ");
         return UTIL_ECONFIG;
     }
-    if ((cfg->admin.tls_cert[0] == '\0') != (cfg->admin.tls_key[0] == '\0')) {
-        (void)snprintf(err, err_len, "[admin] tls_cert and tls_key go together");
+    if (admin_settings_check(&cfg->admin, err, err_len) != UTIL_OK)
         return UTIL_ECONFIG;
-    }
-    if (cfg->admin.client_ca[0] != '\0' && cfg->admin.tls_cert[0] == '\0') {
-        (void)snprintf(err, err_len,
-                       "[admin] client_ca needs tls_cert (client certificates "
-                       "exist only in TLS)");
-        return UTIL_ECONFIG;
-    }
-    if (cfg->admin.client_crl[0] != '\0' && cfg->admin.client_ca[0] == '\0') {
-        (void)snprintf(err, err_len, "[admin] client_crl needs client_ca");
-        return UTIL_ECONFIG;
-    }
-    if (cfg->admin.require_client_cert && cfg->admin.client_ca[0] == '\0') {
-        (void)snprintf(err, err_len, "[admin] require_client_cert needs client_ca");
-        return UTIL_ECONFIG;
-    }
-    if ((cfg->admin.client_cert[0] == '\0') != (cfg->admin.client_key[0] == '\0')) {
-        (void)snprintf(err, err_len, "[admin] client_cert and client_key go together");
-        return UTIL_ECONFIG;
-    }
     if (cfg->directory.issuers[0] != '\0') {
         char list[sizeof(cfg->directory.issuers)];
         char *save = NULL;

@@ -27,8 +27,11 @@ int cli__load_config(const char *config, const char *data_dir, struct cli_config
 {
     char path[CLI_PATH_MAX + 16];
     char err[1024];
+    struct cli_demo_options defaults;
     if (config == NULL) {
-        (void)snprintf(path, sizeof(path), "%s/pkiva.conf", data_dir ? data_dir : "./var");
+        cli_demo_defaults(&defaults);
+        (void)snprintf(path, sizeof(path), "%s/pkiva.conf",
+                       data_dir ? data_dir : defaults.data_dir);
         config = path;
     }
     if (cli_config_load(config, cfg, err, sizeof(err)) != UTIL_OK) {

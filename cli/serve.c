@@ -884,10 +884,7 @@ static int demo_and_config(int argc, char **argv, int serve)
     char path[CLI_PATH_MAX + 16];
     int opt, created = 0, status = 1;
 
-    memset(&demo, 0, sizeof(demo));
-    (void)snprintf(demo.data_dir, sizeof(demo.data_dir), "./var");
-    (void)snprintf(demo.public_listen, sizeof(demo.public_listen), "127.0.0.1:8080");
-    (void)snprintf(demo.admin_listen, sizeof(demo.admin_listen), "127.0.0.1:8081");
+    cli_demo_defaults(&demo);
     optind = 1;
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (opt) {

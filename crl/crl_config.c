@@ -35,8 +35,7 @@ static const struct util_conf_directive directives[] = {
               "the same for delta CRLs; 0 = derived"),
     UTIL_CONF(DURATION, "interval", S, interval_s, 0, 0, 0, "0",
               "a new full CRL at least this often; 0 = derived"),
-    /* A revocation must reach a CRL within a minute. */
-    UTIL_CONF(MS, "coalesce", S, coalesce_ms, 0, 60000, 0, "5s",
+    UTIL_CONF(MS, "coalesce", S, coalesce_ms, 0, CRL_COALESCE_MAX_MS, 0, "5s",
               "changes are published at most this long after they were reported"),
     UTIL_CONF(BOOL, "full_on_change", S, full_on_change, 0, 1, 0, "yes",
               "a change regenerates the full CRL too (no: a delta only)"),

@@ -41,6 +41,12 @@ void store_settings_default(struct store_settings *s);
 /* The [store] directive table (static storage) and its length. */
 struct util_conf_directive;
 const struct util_conf_directive *store_settings_directives(size_t *n);
+/* What store_open_blocking gets for s, into path (path_len bytes): sqlite: path, else
+ * data_dir/pkiva.db; postgresql: the libpq URI of conninfo with password_file as its passfile,
+ * after checking that conninfo is a URI without a password and that the file is owner-only.
+ * Returns 0, or UTIL_ECONFIG with the reason in err. */
+int store_settings_resolve(const struct store_settings *s, const char *data_dir, char *path,
+                           size_t path_len, char *err, size_t err_len);
 
 /* The one conversion of a certificate's serial (an OpenSSL ASN1_INTEGER) into those octets
  * (store_serial.c): out holds STORE_SERIAL_MAX bytes. Allocates nothing, so the request path may

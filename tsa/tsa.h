@@ -54,8 +54,8 @@ typedef int (*tsa_clock_fn)(void *ctx, struct tsa_clock_state *out);
 /* The default clock check: adjtimex(2) with modes = 0 (read only). */
 int tsa_clock_adjtimex(void *ctx, struct tsa_clock_state *out);
 
-/* Service-wide settings; tsa_config_default fills the defaults given in the comments. Strings are
- * copied by tsa_service_new. */
+/* Service-wide settings; tsa_config_default fills the defaults: the [tsa] table's for the
+ * directives, the comments give the others. Strings are copied by tsa_service_new. */
 /* The [tsa] directives are declared once, in the table in tsa_config.c (name, kind, limits,
  * default, doc line): tsa_config_default applies its defaults, the configuration reader parses with it,
  * and conf/pkiva.conf documents the same defaults (checked by tests/cli/config_test.c). */
@@ -64,18 +64,18 @@ struct tsa_config {
     const char *store_path;  /* the SQLite store (serial blocks, token log); required */
     char path[TSA_PATH_MAX]; /* URL path of the first unit ([tsa] path); unit NAME is also
                                 served at path/NAME */
-    int durable_log;         /* 1 (default): a token is sent only once its log record is durable;
+    int durable_log;         /* 1: a token is sent only once its log record is durable;
                                 0: sent at once, logged right after (a crash may lose records) */
-    int require_clock_sync;  /* 1 (default): no token while the kernel reports the clock
+    int require_clock_sync;  /* 1: no token while the kernel reports the clock
                                 unsynchronized or its error bound above a unit's accuracy
                                 (timeNotAvailable); 0: labs, tests, CI */
-    int max_inflight;        /* requests between parsing and answer, all units (default 4096);
+    int max_inflight;        /* requests between parsing and answer, all units;
                                 past it systemFailure at once */
     int log_batch_max;       /* log records per commit at most (default 1000) */
     int log_linger_us;       /* under load (the previous commit held several records), wait up to
                                 this long for more before committing (default 2000); an idle TSA
                                 commits at once. 0: group only what queued during the last commit */
-    int64_t serial_block;    /* serials reserved per store transaction (default 4096); a crash
+    int64_t serial_block;    /* serials reserved per store transaction; a crash
                                 skips at most two blocks */
     size_t max_query_bytes;  /* largest TimeStampReq accepted (default 16384); larger: badRequest */
     tsa_clock_fn clock_check; /* NULL (default): tsa_clock_adjtimex; tests inject their own */
