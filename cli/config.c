@@ -1,7 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Configuration: INI files parsed with inih, every directive checked as it is read (file, line and
- * reason on error), then the whole checked before anything is opened or bound. Defaults here are the
- * ones documented in conf/pkiva.conf. */
+/* Configuration: INI files parsed with inih, every directive checked as it is read (file, line,
+ * directive and reason on error), then the whole checked before anything is opened or bound. The
+ * directives, their parsers and defaults are the modules' tables (util.h, UTIL_CONF); this file maps
+ * sections to tables, declares cli's own ([server]'s process settings, [issuer.NAME]) and holds the
+ * checks that span sections. */
 #define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
 #include "cli.h"
 #include "cli_int.h"

@@ -94,7 +94,7 @@ struct ocsp_config {
 };
 /* The defaults of every field: the [ocsp] table's, and the module's for the others. */
 void ocsp_config_default(struct ocsp_config *cfg);
-/* The [ocsp] directive table (static storage) and its length, for the test of the sample file. */
+/* The [ocsp] directive table (static storage) and its length. */
 struct util_conf_directive;
 const struct util_conf_directive *ocsp_config_directives(size_t *n);
 

@@ -82,7 +82,7 @@ struct tsa_config {
     void *clock_ctx;
 };
 void tsa_config_default(struct tsa_config *cfg);
-/* The [tsa] directive table (static storage) and its length, for the test of the sample file. */
+/* The [tsa] directive table (static storage) and its length. */
 struct util_conf_directive;
 const struct util_conf_directive *tsa_config_directives(size_t *n);
 
