@@ -17,6 +17,30 @@ struct crl_publisher;
 
 /* What the admin API needs of the configuration. The strings are borrowed: they must outlive the
  * admin API (serve keeps its configuration until after admin_free). */
+/* The [admin] section of the configuration file as read (admin_config.c declares each directive
+ * once: name, kind, default, doc line). */
+#define ADMIN_SETTING_MAX 512
+struct admin_settings {
+    char token_file[ADMIN_SETTING_MAX];
+    char tls_cert[ADMIN_SETTING_MAX];  /* "" = the admin listener speaks plain HTTP */
+    char tls_key[ADMIN_SETTING_MAX];   /* an ordinary file, mode 0600 (not an HSM key) */
+    char client_ca[ADMIN_SETTING_MAX]; /* "" = no client certificates; else they authenticate */
+    int require_client_cert;           /* 1: a bearer token alone is not enough */
+    /* The client side, for `pkiva` commands that ask a running server (crl publish). */
+    char server_ca[ADMIN_SETTING_MAX];   /* "" = client_ca, else tls_cert itself */
+    char client_cert[ADMIN_SETTING_MAX]; /* "" = present no certificate (bearer token only) */
+    char client_key[ADMIN_SETTING_MAX];
+    /* Who may read /metrics, and the operator certificates' revocation. */
+    int metrics_without_auth;           /* 1: /metrics is served to anyone reaching the listener */
+    char client_crl[ADMIN_SETTING_MAX]; /* "" = operator certificates' revocation not checked */
+};
+void admin_settings_default(struct admin_settings *s);
+struct util_conf_directive;
+const struct util_conf_directive *admin_settings_directives(size_t *n);
+/* The rules between [admin] directives (tls_cert and tls_key go together, client_ca needs
+ * tls_cert, ...). Returns 0, or UTIL_ECONFIG with the reason in err. */
+int admin_settings_check(const struct admin_settings *s, char *err, size_t err_len);
+
 struct admin_config {
     const char *store_path;        /* the SQLite store each store thread opens */
     const char *token_file;        /* "" = no bearer token */

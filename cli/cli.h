@@ -6,21 +6,21 @@
 #ifndef PKIVA_CLI_H
 #define PKIVA_CLI_H
 
+#include <admin/admin.h>
+#include <crl/crl.h>
 #include <directory/directory.h>
+#include <feed/feed.h>
+#include <hsm/hsm.h>
 #include <http/http.h>
 #include <ocsp/ocsp.h>
+#include <store/store.h>
 #include <tsa/tsa.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #define CLI_MAX_ISSUERS 16
 #define CLI_MAX_TSA_UNITS 8
-#define CLI_MAX_TSA_POLICIES 8
 #define CLI_PATH_MAX 512
-
-/* [store] backend */
-#define CLI_STORE_SQLITE 0
-#define CLI_STORE_POSTGRESQL 1
 
 struct cli_issuer {
     char name[64];                /* URL-safe id, also the store's issuer name */
@@ -33,95 +33,49 @@ struct cli_issuer {
     char digest[16];                 /* "" = key default */
 };
 
-struct cli_tsa_unit {
-    char name[64];            /* URL-safe; served at <tsa path>/NAME, names its serial counter */
-    char cert[CLI_PATH_MAX];  /* PEM TSA certificate (critical EKU timeStamping only) */
-    char chain[CLI_PATH_MAX]; /* optional PEM CA chain sent with certReq */
-    char previous_certs[CLI_PATH_MAX]; /* optional PEM: the unit's earlier certificates, which
-                                          pkiva tsa check also accepts as the signer */
-    char key_uri[CLI_PATH_MAX];        /* PKCS#11 URI */
-    char digest[16];                   /* "" = key default */
-    char ess_digest[16];               /* ESSCertIDv2 hash, "" = SHA256 */
-    char policy[64];                   /* default policy OID */
-    char accepted[CLI_MAX_TSA_POLICIES][64];
-    int n_accepted;
-    int64_t accuracy_us;
-    int tsa_name;
-    int allow_weak_hashes;
-};
-
+/* The configuration: one struct per section, each owned by the module whose directive table
+ * declares it (cli/config.c maps sections to tables); cli's own are [server]'s process settings
+ * and [issuer.NAME]. */
 struct cli_config {
     char source[CLI_PATH_MAX]; /* the file it was read from */
-    /* [server] */
+    /* [server]: cli's directives (cli/config.c) ... */
     char data_dir[CLI_PATH_MAX];
     int workers; /* 0 = cli_default_workers() */
     char log_level[16];
     char public_url[CLI_PATH_MAX]; /* base URL embedded in certificates, printed at start */
     char run_user[64];             /* "" = keep the user; else switch to it once listening */
-    struct http_config http;       /* listeners and limits */
-    /* [hsm] */
-    char hsm_module[CLI_PATH_MAX];
-    char hsm_pin_file[CLI_PATH_MAX];
-    char hsm_softhsm_conf[CLI_PATH_MAX]; /* exported as SOFTHSM2_CONF when set */
-    char hsm_provider[CLI_PATH_MAX];     /* pkcs11-provider module; "" = OpenSSL's default */
-    int hsm_no_deinit;
-    int hsm_sessions;
-    int hsm_queue_max;
-    char hsm_init_args[CLI_PATH_MAX]; /* pkcs11-module-init-args (C_Initialize); "" = none */
-    int hsm_ecdsa_verify_every;       /* verify_ecdsa: 1 all, N sample, HSM_VERIFY_NONE (-1) */
-    int hsm_restart_after_ms;         /* 0 = never exit for a supervisor restart */
-    /* [store] */
-    char
-        store_path[CLI_PATH_MAX]; /* what store_open_blocking gets: a file or a postgresql:// URI */
-    int store_backend;            /* CLI_STORE_SQLITE or CLI_STORE_POSTGRESQL */
-    char store_conninfo[CLI_PATH_MAX];
-    char store_password_file[CLI_PATH_MAX];
-    int feed_poll_ms;
-    /* [ocsp]: the module's own struct and table (ocsp_config_set); validity and max_age are
-     * derived from [revocation] deadline when left 0. The callbacks are serve's to set. */
+    struct http_config http;       /* ... and http's: listeners and limits */
+    struct hsm_settings hsm;       /* [hsm] */
+    struct store_settings store;   /* [store] (but feed_poll) */
+    /* What store_open_blocking gets, derived from [store]: a file or a postgresql:// URI. */
+    char store_path[CLI_PATH_MAX];
+    struct feed_settings feed; /* [revocation] and [store] feed_poll */
+    /* [ocsp]: validity and max_age are derived from [revocation] deadline when left 0. The
+     * callbacks are serve's to set. */
     struct ocsp_config ocsp;
-    /* [crl] */
-    char crl_publish_dir[CLI_PATH_MAX]; /* "" = <data_dir>/crl */
-    int crl_deltas;
-    int64_t crl_validity_s;
-    int64_t crl_delta_validity_s;
-    int64_t crl_interval_s;
-    int crl_coalesce_ms;
-    int crl_full_on_change;
-    int64_t crl_expired_retention_s;
-    int64_t crl_expired_on_crl_since; /* unix seconds; 0 = off */
-    int64_t crl_max_age_s;
-    /* [tsa]: the module's own struct and table (tsa_config_set); store_path and the clock hook
-     * are serve's to set. */
+    struct crl_settings crl; /* [crl]: the timing directives left 0 are derived likewise */
+    /* [tsa]: store_path and the clock hook are serve's to set. */
     struct tsa_config tsa;
     /* [tsa.NAME] */
     int n_tsa_units;
-    struct cli_tsa_unit tsa_units[CLI_MAX_TSA_UNITS];
-    /* [revocation] */
-    int64_t sla_deadline_s;
-    int64_t sla_warn_s;
-    unsigned sla_out_of_scope; /* bits (1u << enum feed_client) the operator excluded */
-    /* [admin] */
-    char admin_token_file[CLI_PATH_MAX];
-    char admin_tls_cert[CLI_PATH_MAX];  /* "" = the admin listener speaks plain HTTP */
-    char admin_tls_key[CLI_PATH_MAX];   /* an ordinary file, mode 0600 (not an HSM key) */
-    char admin_client_ca[CLI_PATH_MAX]; /* "" = no client certificates; else they authenticate */
-    int admin_require_client_cert;      /* 1: a bearer token alone is not enough */
-    /* The client side, for `pkiva` commands that ask a running server (crl publish). */
-    char admin_server_ca[CLI_PATH_MAX];   /* "" = client_ca, else tls_cert itself */
-    char admin_client_cert[CLI_PATH_MAX]; /* "" = present no certificate (bearer token only) */
-    char admin_client_key[CLI_PATH_MAX];
-    /* Who may read /metrics, and the operator certificates' revocation. */
-    int admin_metrics_without_auth;      /* 1: /metrics is served to anyone reaching the listener */
-    char admin_client_crl[CLI_PATH_MAX]; /* "" = operator certificates' revocation not checked */
-    /* [directory] (its directives are declared in directory/directory_config.c) */
-    struct directory_config directory;
+    struct tsa_unit_settings tsa_units[CLI_MAX_TSA_UNITS];
+    struct admin_settings admin;       /* [admin] */
+    struct directory_config directory; /* [directory] */
     /* [issuer.NAME] */
     int n_issuers;
     struct cli_issuer issuers[CLI_MAX_ISSUERS];
 };
 
-/* Fills every field with its documented default (conf/pkiva.conf). */
+/* The directive tables of cli's own: [issuer.NAME], and [server]'s process settings (static
+ * storage, and their lengths). */
+const struct util_conf_directive *cli_issuer_directives(size_t *n);
+const struct util_conf_directive *cli_server_directives(size_t *n);
+/* Every table the reader knows, for tests and documentation: the index-th (from 0) with its
+ * section's name ("server", ..., or an instance prefix such as "issuer."), NULL past the last. */
+const struct util_conf_directive *cli_config_table(size_t index, const char **section, size_t *n);
+
+/* Fills every field with its documented default (conf/pkiva.conf), each from the table of the
+ * module that owns it. */
 void cli_config_defaults(struct cli_config *cfg);
 /* Parses an INI file over the defaults, then validates it as a whole. On error returns UTIL_ECONFIG
  * and writes "FILE:LINE: reason" (or "FILE: reason" for whole-file checks) into err. Relative paths
@@ -146,11 +100,13 @@ int cli_workers_for_cpus(int cpus);
 struct cli_demo_options {
     char data_dir[CLI_PATH_MAX];
     char alg[16];                  /* "ec-p256" (default), "ec-p384", "rsa-2048", "rsa-3072" */
-    char public_listen[64];        /* "127.0.0.1:8080" */
-    char admin_listen[64];         /* "127.0.0.1:8081" */
+    char public_listen[64];        /* HOST:PORT */
+    char admin_listen[64];         /* HOST:PORT */
     char public_url[CLI_PATH_MAX]; /* "" = http://<public_listen> */
 };
 
+/* The defaults of opts: [server] data_dir, listen and admin_listen as their tables write them. */
+void cli_demo_defaults(struct cli_demo_options *opts);
 /* Creates the embedded default in opts->data_dir unless DIR/pkiva.conf already exists: a SoftHSM2
  * token with its own softhsm2.conf and owner-only PIN file, keys generated in the token, the demo
  * PKI signed through the HSM, the store with issuers and demo certificates (one revoked), PEM files

@@ -100,12 +100,12 @@ int cli__config_check_files(const struct cli_config *cfg)
     int problems = 0;
     char what[128];
 
-    problems += check_readable("[hsm] module", cfg->hsm_module);
-    problems += check_secret("[hsm] pin_file", cfg->hsm_pin_file);
-    if (cfg->hsm_softhsm_conf[0] != '\0')
-        problems += check_readable("[hsm] softhsm_conf", cfg->hsm_softhsm_conf);
-    if (cfg->hsm_provider[0] != '\0')
-        problems += check_readable("[hsm] provider", cfg->hsm_provider);
+    problems += check_readable("[hsm] module", cfg->hsm.module);
+    problems += check_secret("[hsm] pin_file", cfg->hsm.pin_file);
+    if (cfg->hsm.softhsm_conf[0] != '\0')
+        problems += check_readable("[hsm] softhsm_conf", cfg->hsm.softhsm_conf);
+    if (cfg->hsm.provider[0] != '\0')
+        problems += check_readable("[hsm] provider", cfg->hsm.provider);
     for (int i = 0; i < cfg->n_issuers; i++) {
         const struct cli_issuer *is = &cfg->issuers[i];
         (void)snprintf(what, sizeof(what), "[issuer.%s] cert", is->name);
@@ -116,7 +116,7 @@ int cli__config_check_files(const struct cli_config *cfg)
         }
     }
     for (int i = 0; i < cfg->n_tsa_units; i++) {
-        const struct cli_tsa_unit *u = &cfg->tsa_units[i];
+        const struct tsa_unit_settings *u = &cfg->tsa_units[i];
         (void)snprintf(what, sizeof(what), "[tsa.%s] cert", u->name);
         problems += check_cert(what, u->cert, 1);
         if (u->chain[0] != '\0') {
@@ -128,14 +128,14 @@ int cli__config_check_files(const struct cli_config *cfg)
             problems += check_readable(what, u->previous_certs);
         }
     }
-    if (cfg->admin_token_file[0] != '\0')
-        problems += check_secret("[admin] token_file", cfg->admin_token_file);
-    if (cfg->admin_tls_cert[0] != '\0') {
-        problems += check_readable("[admin] tls_cert", cfg->admin_tls_cert);
-        problems += check_secret("[admin] tls_key", cfg->admin_tls_key);
+    if (cfg->admin.token_file[0] != '\0')
+        problems += check_secret("[admin] token_file", cfg->admin.token_file);
+    if (cfg->admin.tls_cert[0] != '\0') {
+        problems += check_readable("[admin] tls_cert", cfg->admin.tls_cert);
+        problems += check_secret("[admin] tls_key", cfg->admin.tls_key);
     }
-    if (cfg->admin_client_ca[0] != '\0')
-        problems += check_readable("[admin] client_ca", cfg->admin_client_ca);
+    if (cfg->admin.client_ca[0] != '\0')
+        problems += check_readable("[admin] client_ca", cfg->admin.client_ca);
 
     cli__contract(cfg, &c);
     refused = c.exceeding & ~c.out_of_scope;

@@ -35,9 +35,9 @@ static const char help[] =
  * the connection, or NULL after saying why on stderr. */
 static SSL *admin_tls_connect(const struct cli_config *cfg, int fd, SSL_CTX **ctx_out)
 {
-    const char *ca = cfg->admin_server_ca[0]   ? cfg->admin_server_ca
-                     : cfg->admin_client_ca[0] ? cfg->admin_client_ca
-                                               : cfg->admin_tls_cert;
+    const char *ca = cfg->admin.server_ca[0]   ? cfg->admin.server_ca
+                     : cfg->admin.client_ca[0] ? cfg->admin.client_ca
+                                               : cfg->admin.tls_cert;
     const char *host = cfg->http.listeners[1].host;
     SSL_CTX *ctx = NULL;
     SSL *ssl = NULL;
@@ -51,11 +51,11 @@ static SSL *admin_tls_connect(const struct cli_config *cfg, int fd, SSL_CTX **ct
         goto fail;
     }
     SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-    if (cfg->admin_client_cert[0] != '\0' &&
-        (SSL_CTX_use_certificate_chain_file(ctx, cfg->admin_client_cert) != 1 ||
-         SSL_CTX_use_PrivateKey_file(ctx, cfg->admin_client_key, SSL_FILETYPE_PEM) != 1)) {
+    if (cfg->admin.client_cert[0] != '\0' &&
+        (SSL_CTX_use_certificate_chain_file(ctx, cfg->admin.client_cert) != 1 ||
+         SSL_CTX_use_PrivateKey_file(ctx, cfg->admin.client_key, SSL_FILETYPE_PEM) != 1)) {
         fprintf(stderr, "pkiva crl publish: cannot load the client certificate %s or key %s\n",
-                cfg->admin_client_cert, cfg->admin_client_key);
+                cfg->admin.client_cert, cfg->admin.client_key);
         goto fail;
     }
     ssl = SSL_new(ctx);
@@ -163,18 +163,18 @@ static int via_admin(const struct cli_config *cfg, const char *issuer)
     if (fd < 0 || connect(fd, res->ai_addr, res->ai_addrlen) != 0)
         goto out; /* nobody listening: publish directly */
     rc = -1;
-    if (cfg->admin_tls_cert[0] != '\0') {
+    if (cfg->admin.tls_cert[0] != '\0') {
         ssl = admin_tls_connect(cfg, fd, &tls_ctx);
         if (ssl == NULL)
             goto out;
     }
-    if (cfg->admin_token_file[0] == '\0' && cfg->admin_client_cert[0] != '\0') {
+    if (cfg->admin.token_file[0] == '\0' && cfg->admin.client_cert[0] != '\0') {
         /* The client certificate alone authenticates. */
         token = (unsigned char *)strdup("");
         if (token == NULL)
             goto out;
-    } else if (cfg->admin_token_file[0] == '\0' ||
-               util_file_read(cfg->admin_token_file, 255, &token, &token_len) != UTIL_OK) {
+    } else if (cfg->admin.token_file[0] == '\0' ||
+               util_file_read(cfg->admin.token_file, 255, &token, &token_len) != UTIL_OK) {
         fprintf(stderr, "pkiva crl publish: a server is running but the admin token file is "
                         "not readable\n");
         goto out;
@@ -275,14 +275,14 @@ static int publish_direct(const struct cli_config *cfg, const char *only)
             ic.key = key;
             (void)snprintf(actor, sizeof(actor), "cli:%.80s",
                            getenv("USER") ? getenv("USER") : "unknown");
-            rc = crl_publish_blocking(&cc, &ic, hsm, store, cfg->crl_deltas ? CRL_BOTH : CRL_FULL,
+            rc = crl_publish_blocking(&cc, &ic, hsm, store, cfg->crl.deltas ? CRL_BOTH : CRL_FULL,
                                       actor, &full, &delta);
         }
         if (rc == UTIL_OK) {
             printf("%s: CRL number %lld, %lld entries, %zu bytes, %lld ms -> %s/%s.crl\n", c->name,
                    (long long)full.number, (long long)full.entries, full.der_len,
-                   (long long)full.build_ms, cfg->crl_publish_dir, c->name);
-            if (cfg->crl_deltas)
+                   (long long)full.build_ms, cfg->crl.publish_dir, c->name);
+            if (cfg->crl.deltas)
                 printf("%s: delta CRL number %lld (base %lld), %lld entries\n", c->name,
                        (long long)delta.number, (long long)delta.base_number,
                        (long long)delta.entries);

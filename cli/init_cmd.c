@@ -137,7 +137,7 @@ static int check_keys(const struct cli_config *cfg, struct hsm *hsm)
         }
     }
     for (int i = 0; i < cfg->n_tsa_units; i++) {
-        const struct cli_tsa_unit *u = &cfg->tsa_units[i];
+        const struct tsa_unit_settings *u = &cfg->tsa_units[i];
         (void)snprintf(what, sizeof(what), "[tsa.%s] key", u->name);
         /* RSA TSA keys sign PKCS#1 v1.5 (OpenSSL's TS code has no PSS). */
         problems += check_key(hsm, what, u->key_uri, u->cert, u->digest[0] ? u->digest : NULL, 0);
@@ -207,13 +207,13 @@ static int init_deployment(const char *config)
                 problems == 1 ? "" : "s", cfg->source);
         goto out;
     }
-    printf("configuration valid; keys in the token (module %s):\n", cfg->hsm_module);
+    printf("configuration valid; keys in the token (module %s):\n", cfg->hsm.module);
 
     cli__hsm_config(cfg, 1, 1, &hcfg); /* only this thread signs */
     rc = hsm_open(&hcfg, &hsm);
     if (rc != UTIL_OK) {
         fprintf(stderr, "pkiva init: cannot open the HSM (module %s, PIN file %s): %s\n",
-                cfg->hsm_module, cfg->hsm_pin_file, util_strerror(rc));
+                cfg->hsm.module, cfg->hsm.pin_file, util_strerror(rc));
         goto out;
     }
     problems = check_keys(cfg, hsm);

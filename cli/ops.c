@@ -27,8 +27,11 @@ int cli__load_config(const char *config, const char *data_dir, struct cli_config
 {
     char path[CLI_PATH_MAX + 16];
     char err[1024];
+    struct cli_demo_options defaults;
     if (config == NULL) {
-        (void)snprintf(path, sizeof(path), "%s/pkiva.conf", data_dir ? data_dir : "./var");
+        cli_demo_defaults(&defaults);
+        (void)snprintf(path, sizeof(path), "%s/pkiva.conf",
+                       data_dir ? data_dir : defaults.data_dir);
         config = path;
     }
     if (cli_config_load(config, cfg, err, sizeof(err)) != UTIL_OK) {
@@ -41,8 +44,8 @@ int cli__load_config(const char *config, const char *data_dir, struct cli_config
 void cli__apply_env(const struct cli_config *cfg)
 {
     static const char *const levels[] = {"debug", "info", "warn", "error"};
-    if (cfg->hsm_softhsm_conf[0] != '\0')
-        (void)setenv("SOFTHSM2_CONF", cfg->hsm_softhsm_conf, 1); /* only fails on ENOMEM */
+    if (cfg->hsm.softhsm_conf[0] != '\0')
+        (void)setenv("SOFTHSM2_CONF", cfg->hsm.softhsm_conf, 1); /* only fails on ENOMEM */
     for (int i = 0; i < 4; i++)
         if (strcmp(cfg->log_level, levels[i]) == 0)
             util_log_set_level((enum util_log_level)i);
@@ -776,7 +779,7 @@ int cli__cmd_sla(int argc, char **argv)
         return rc;
     memset(&ctx, 0, sizeof(ctx));
     ctx.now_ms = util_now_ms();
-    ctx.deadline_ms = cfg.sla_deadline_s * 1000;
+    ctx.deadline_ms = cfg.feed.deadline_s * 1000;
     ctx.cap = 10000;
     ctx.durations = calloc(ctx.cap, sizeof(int64_t));
     if (ctx.durations == NULL) {
@@ -804,7 +807,7 @@ int cli__cmd_sla(int argc, char **argv)
                "(deadline %lld s)\n",
                ctx.n, (double)ctx.durations[ctx.n / 2] / 1000.0,
                (double)ctx.durations[(ctx.n * 99) / 100] / 1000.0,
-               (double)ctx.durations[ctx.n - 1] / 1000.0, (long long)cfg.sla_deadline_s);
+               (double)ctx.durations[ctx.n - 1] / 1000.0, (long long)cfg.feed.deadline_s);
     }
     free(ctx.durations);
     return 0;

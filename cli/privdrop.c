@@ -51,10 +51,10 @@ int cli__privdrop_prepare(const struct cli_config *cfg, struct cli_privdrop *out
     out->gid = pw.pw_gid;
     /* The CRL publish folder is the one thing serve creates (as root, before the switch) that the
      * user must write later: create it now, for the user. An existing folder is left alone. */
-    if (mkdir(cfg->crl_publish_dir, 0755) == 0 &&
-        chown(cfg->crl_publish_dir, pw.pw_uid, pw.pw_gid) != 0) {
+    if (mkdir(cfg->crl.publish_dir, 0755) == 0 &&
+        chown(cfg->crl.publish_dir, pw.pw_uid, pw.pw_gid) != 0) {
         UTIL_ERROR(MOD, "cannot give the CRL publish folder %s to user %s: %s",
-                   cfg->crl_publish_dir, cfg->run_user, strerror(errno));
+                   cfg->crl.publish_dir, cfg->run_user, strerror(errno));
         return UTIL_ECONFIG;
     }
     return UTIL_OK;

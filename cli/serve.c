@@ -271,12 +271,12 @@ _Static_assert(CLI_MAX_ISSUERS <= ADMIN_MAX_ISSUERS, "the admin API reports ever
 static int start_admin(const struct cli_config *cfg, struct server *srv)
 {
     struct admin_config ac = {.store_path = cfg->store_path,
-                              .token_file = cfg->admin_token_file,
-                              .tls_key = cfg->admin_tls_key,
-                              .client_ca = cfg->admin_client_ca,
-                              .require_client_cert = cfg->admin_require_client_cert,
-                              .metrics_without_auth = cfg->admin_metrics_without_auth,
-                              .sla_deadline_s = cfg->sla_deadline_s};
+                              .token_file = cfg->admin.token_file,
+                              .tls_key = cfg->admin.tls_key,
+                              .client_ca = cfg->admin.client_ca,
+                              .require_client_cert = cfg->admin.require_client_cert,
+                              .metrics_without_auth = cfg->admin.metrics_without_auth,
+                              .sla_deadline_s = cfg->feed.deadline_s};
     cli__contract(cfg, &ac.contract);
     return admin_new(&ac, srv->http, srv->crl, &srv->admin);
 }
@@ -328,7 +328,7 @@ static void handle_metrics(void *ctx, struct http_request *req)
         int more = snprintf(body + n, sizeof(body) - (size_t)n,
                             "# TYPE pkiva_crl_interval_seconds gauge\n"
                             "pkiva_crl_interval_seconds %lld\n",
-                            (long long)srv->cfg->crl_interval_s);
+                            (long long)srv->cfg->crl.interval_s);
         n = metrics_add(n, more, sizeof(body) - (size_t)n);
     }
     if (n < 0 || (size_t)n >= sizeof(body)) {
@@ -412,12 +412,12 @@ static int build_feed(struct server *srv)
         {"CRL publisher", crl_take, crl_published_upto, srv->crl},
     };
     struct feed_config fc = {cfg->store_path,
-                             cfg->feed_poll_ms,
+                             cfg->feed.poll_ms,
                              srv->feed_start,
                              ids,
                              srv->n_issuers,
-                             cfg->sla_deadline_s,
-                             cfg->sla_warn_s,
+                             cfg->feed.deadline_s,
+                             cfg->feed.warn_s,
                              subs,
                              2,
                              feed_tick,
@@ -457,24 +457,24 @@ static int build_ocsp(struct server *srv)
 void cli__crl_config(const struct cli_config *cfg, struct crl_config *cc)
 {
     crl_config_default(cc);
-    cc->publish_dir = cfg->crl_publish_dir;
+    cc->publish_dir = cfg->crl.publish_dir;
     cc->store_path = cfg->store_path;
     cc->public_url = cfg->public_url;
-    cc->deltas = cfg->crl_deltas;
-    cc->validity_seconds = cfg->crl_validity_s;
-    cc->delta_validity_seconds = cfg->crl_delta_validity_s;
-    cc->interval_seconds = cfg->crl_interval_s;
-    cc->coalesce_ms = cfg->crl_coalesce_ms;
-    cc->full_on_change = cfg->crl_full_on_change;
-    cc->expired_retention_seconds = cfg->crl_expired_retention_s;
-    cc->expired_on_crl_since = cfg->crl_expired_on_crl_since;
-    cc->max_age_seconds = cfg->crl_max_age_s;
+    cc->deltas = cfg->crl.deltas;
+    cc->validity_seconds = cfg->crl.validity_s;
+    cc->delta_validity_seconds = cfg->crl.delta_validity_s;
+    cc->interval_seconds = cfg->crl.interval_s;
+    cc->coalesce_ms = cfg->crl.coalesce_ms;
+    cc->full_on_change = cfg->crl.full_on_change;
+    cc->expired_retention_seconds = cfg->crl.expired_retention_s;
+    cc->expired_on_crl_since = cfg->crl.expired_on_crl_since;
+    cc->max_age_seconds = cfg->crl.max_age_s;
 }
 
 int cli__publish_dir_ready(const struct cli_config *cfg)
 {
-    if (mkdir(cfg->crl_publish_dir, 0755) != 0 && errno != EEXIST) {
-        UTIL_ERROR(MOD, "cannot create the CRL publish folder %s: %s", cfg->crl_publish_dir,
+    if (mkdir(cfg->crl.publish_dir, 0755) != 0 && errno != EEXIST) {
+        UTIL_ERROR(MOD, "cannot create the CRL publish folder %s: %s", cfg->crl.publish_dir,
                    strerror(errno));
         return util_errno(errno);
     }
@@ -496,7 +496,7 @@ static int build_tsa(struct server *srv)
                        "clock is not synchronised (labs only)");
     memset(uc, 0, sizeof(uc));
     for (int i = 0; i < cfg->n_tsa_units; i++) {
-        const struct cli_tsa_unit *u = &cfg->tsa_units[i];
+        const struct tsa_unit_settings *u = &cfg->tsa_units[i];
         uc[i].name = u->name;
         uc[i].cert_file = u->cert;
         uc[i].chain_file = u->chain[0] ? u->chain : NULL;
@@ -587,7 +587,7 @@ static int build_directory(struct server *srv)
         is[i].cert = srv->issuers[i].cert;
     }
     for (int i = 0; i < cfg->n_tsa_units; i++) {
-        const struct cli_tsa_unit *u = &cfg->tsa_units[i];
+        const struct tsa_unit_settings *u = &cfg->tsa_units[i];
         (void)snprintf(urls[i], sizeof(urls[i]), "%s%s%s%s", cfg->public_url, cfg->tsa.path,
                        i == 0 ? "" : "/", i == 0 ? "" : u->name); /* as printed at start */
         units[i].name = u->name;
@@ -600,7 +600,7 @@ static int build_directory(struct server *srv)
     p.store_path = cfg->store_path;
     p.public_url = cfg->public_url;
     p.ocsp_url = ocsp_url;
-    p.crl_deltas = cfg->crl_deltas;
+    p.crl_deltas = cfg->crl.deltas;
     p.issuers = is;
     p.n_issuers = srv->n_issuers;
     p.tsa_units = units;
@@ -664,12 +664,12 @@ int cli_serve(const struct cli_config *cfg)
     if (rc != UTIL_OK)
         goto out;
 
-    cli__hsm_config(cfg, cfg->hsm_sessions, cfg->hsm_queue_max, &hcfg);
-    hcfg.restart_after_ms = cfg->hsm_restart_after_ms; /* the server's self-heal only */
+    cli__hsm_config(cfg, cfg->hsm.sessions, cfg->hsm.queue_max, &hcfg);
+    hcfg.restart_after_ms = cfg->hsm.restart_after_ms; /* the server's self-heal only */
     rc = hsm_open(&hcfg, &srv->hsm);
     if (rc != UTIL_OK) {
-        UTIL_ERROR(MOD, "cannot open the HSM (module %s, PIN file %s): %s", cfg->hsm_module,
-                   cfg->hsm_pin_file, util_strerror(rc));
+        UTIL_ERROR(MOD, "cannot open the HSM (module %s, PIN file %s): %s", cfg->hsm.module,
+                   cfg->hsm.pin_file, util_strerror(rc));
         goto out;
     }
     rc = store_open_blocking(cfg->store_path, STORE_OPEN_CREATE, &srv->store);
@@ -744,13 +744,13 @@ int cli_serve(const struct cli_config *cfg)
     http.workers = cfg->workers > 0 ? cfg->workers : cli_default_workers();
     /* [admin] tls_cert: HTTPS (and client certificates with client_ca) on the admin listener.
      * http reads the files in http_server_new; the public listener stays plain HTTP. */
-    if (cfg->admin_tls_cert[0] != '\0') {
-        http.listeners[1].tls_cert_file = cfg->admin_tls_cert;
-        http.listeners[1].tls_key_file = cfg->admin_tls_key;
+    if (cfg->admin.tls_cert[0] != '\0') {
+        http.listeners[1].tls_cert_file = cfg->admin.tls_cert;
+        http.listeners[1].tls_key_file = cfg->admin.tls_key;
         http.listeners[1].tls_client_ca_file =
-            cfg->admin_client_ca[0] != '\0' ? cfg->admin_client_ca : NULL;
+            cfg->admin.client_ca[0] != '\0' ? cfg->admin.client_ca : NULL;
         http.listeners[1].tls_client_crl_file =
-            cfg->admin_client_crl[0] != '\0' ? cfg->admin_client_crl : NULL;
+            cfg->admin.client_crl[0] != '\0' ? cfg->admin.client_crl : NULL;
     }
     rc = http_server_new(&http, &srv->http);
     if (rc != UTIL_OK)
@@ -806,7 +806,7 @@ int cli_serve(const struct cli_config *cfg)
            cfg->ocsp.path, cfg->ocsp.path);
     for (int i = 0; i < srv->n_issuers; i++) {
         printf("  CRL:       %s/crl/%s.crl", cfg->public_url, srv->issuers[i].conf->name);
-        if (cfg->crl_deltas)
+        if (cfg->crl.deltas)
             printf("  (delta %s/crl/%s-delta.crl)", cfg->public_url, srv->issuers[i].conf->name);
         printf("\n  CA cert:   %s/ca/%s.crt\n", cfg->public_url, srv->issuers[i].conf->name);
     }
@@ -820,9 +820,9 @@ int cli_serve(const struct cli_config *cfg)
     printf("  health:    http://%s:%d/healthz  /readyz\n", cfg->http.listeners[0].host,
            http_server_port(srv->http, 0));
     printf("  admin:     %s://%s:%d/admin/  (/metrics)%s\n",
-           cfg->admin_tls_cert[0] ? "https" : "http", cfg->http.listeners[1].host,
+           cfg->admin.tls_cert[0] ? "https" : "http", cfg->http.listeners[1].host,
            http_server_port(srv->http, 1),
-           cfg->admin_client_ca[0] ? "  client certificates accepted" : "");
+           cfg->admin.client_ca[0] ? "  client certificates accepted" : "");
     printf("  data:      %s\n", cfg->data_dir);
     fflush(stdout);
 
@@ -884,10 +884,7 @@ static int demo_and_config(int argc, char **argv, int serve)
     char path[CLI_PATH_MAX + 16];
     int opt, created = 0, status = 1;
 
-    memset(&demo, 0, sizeof(demo));
-    (void)snprintf(demo.data_dir, sizeof(demo.data_dir), "./var");
-    (void)snprintf(demo.public_listen, sizeof(demo.public_listen), "127.0.0.1:8080");
-    (void)snprintf(demo.admin_listen, sizeof(demo.admin_listen), "127.0.0.1:8081");
+    cli_demo_defaults(&demo);
     optind = 1;
     while ((opt = getopt_long(argc, argv, "", opts, NULL)) != -1) {
         switch (opt) {

@@ -132,7 +132,7 @@ static int check_one(const struct cli_config *cfg, struct store *store, const ch
     size_t len = 0;
     CMS_ContentInfo *cms = NULL;
     TS_TST_INFO *tst = NULL;
-    const struct cli_tsa_unit *unit = NULL;
+    const struct tsa_unit_settings *unit = NULL;
     unsigned char cert_id[STORE_TSA_CERT_ID_LEN];
     struct store_tsa_record rec;
     int64_t serial = 0, sec = 0;

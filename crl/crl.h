@@ -33,8 +33,32 @@ struct crl_publisher;
 
 /* ---- configuration -------------------------------------------------------------------------- */
 
-/* Every field has a default from crl_config_default; the comment gives it. Strings are copied by
- * crl_publisher_new; crl_publish_blocking only reads them during the call. */
+/* The [crl] section of the configuration file as read (crl_config.c declares each directive once:
+ * name, kind, limits, default, doc line). The timing directives left 0 are derived from
+ * [revocation] deadline by the configuration reader (feed_contract_defaults). */
+#define CRL_SETTING_MAX 512
+#define CRL_COALESCE_MAX_MS 60000 /* a revocation must reach a CRL within a minute */
+struct crl_settings {
+    char publish_dir[CRL_SETTING_MAX]; /* "" = <data_dir>/crl */
+    int deltas;
+    int64_t validity_s;
+    int64_t delta_validity_s;
+    int64_t interval_s;
+    int coalesce_ms;
+    int full_on_change;
+    int64_t expired_retention_s;
+    int64_t expired_on_crl_since; /* unix seconds; 0 = off */
+    int64_t max_age_s;
+};
+/* Fills s with the table's defaults. */
+void crl_settings_default(struct crl_settings *s);
+/* The [crl] directive table (static storage) and its length. */
+struct util_conf_directive;
+const struct util_conf_directive *crl_settings_directives(size_t *n);
+
+/* Every field has a default from crl_config_default: for deltas, coalesce_ms, full_on_change and
+ * expired_retention_seconds the [crl] table's, for the others the comment gives it. Strings are
+ * copied by crl_publisher_new; crl_publish_blocking only reads them during the call. */
 struct crl_config {
     /* Folder the DER files are written to (atomically: temp file, fsync, rename, fsync of the
      * folder). NULL or "" = no files (HTTP and store history only). Default NULL. */
@@ -45,7 +69,7 @@ struct crl_config {
     /* Base URL of the public listener, e.g. "http://127.0.0.1:8080": full CRLs carry a Freshest CRL
      * extension naming <public_url>/crl/<issuer>-delta.crl. Required when deltas = 1. */
     const char *public_url;
-    int deltas;                     /* 1 (default): publish delta CRLs too */
+    int deltas;                     /* 1: publish delta CRLs too */
     int64_t validity_seconds;       /* thisUpdate -> nextUpdate of full CRLs; default 7 days */
     int64_t delta_validity_seconds; /* same for delta CRLs; default 1 day */
     /* A new full CRL (and delta) at least this often; must be below both validities so that a CRL
@@ -53,13 +77,13 @@ struct crl_config {
     int64_t interval_seconds;
     /* A revocation, hold or hold release reported by crl_publisher_apply_change is published at
      * most this long after it was reported; changes arriving meanwhile join the same publication.
-     * Default 5000 ms; at most 60000. */
+     * At most CRL_COALESCE_MAX_MS. */
     int64_t coalesce_ms;
-    /* 1 (default): a change regenerates the full CRL too (1 million entries take well under 2 s);
+    /* 1: a change regenerates the full CRL too (1 million entries take well under 2 s);
      * 0: a change produces a new delta only, full CRLs follow interval_seconds (very large CAs). */
     int full_on_change;
     /* Expired certificates stay on the CRL until thisUpdate > notAfter + this, so that each one
-     * appears on at least one CRL issued after it expired (RFC 5280 3.3). Default 7 days. */
+     * appears on at least one CRL issued after it expired (RFC 5280 3.3). */
     int64_t expired_retention_seconds;
     /* Long-term validation: when > 0 (unix seconds), certificates that expired at or after this
      * date stay on the CRL for ever and CRLs carry ExpiredCertsOnCRL (2.5.29.60) with this date

@@ -18,14 +18,18 @@
 
 void crl_config_default(struct crl_config *cfg)
 {
+    struct crl_settings file; /* the defaults shared with [crl] come from its table */
+    crl_settings_default(&file);
     memset(cfg, 0, sizeof(*cfg));
-    cfg->deltas = 1;
+    cfg->deltas = file.deltas;
+    /* The file's timing defaults are derived from [revocation] deadline by the reader; a
+     * caller without a configuration file (tests, bench) gets fixed ones. */
     cfg->validity_seconds = 7 * 86400;
     cfg->delta_validity_seconds = 86400;
     cfg->interval_seconds = 3600;
-    cfg->coalesce_ms = 5000;
-    cfg->full_on_change = 1;
-    cfg->expired_retention_seconds = 7 * 86400;
+    cfg->coalesce_ms = file.coalesce_ms;
+    cfg->full_on_change = file.full_on_change;
+    cfg->expired_retention_seconds = file.expired_retention_s;
     cfg->max_age_seconds = 3600;
     cfg->retry_min_ms = 5000;
     cfg->retry_max_ms = 300000;

@@ -119,8 +119,9 @@ int crl_publisher_new(const struct crl_config *cfg, const struct crl_issuer_conf
         cfg->interval_seconds >= cfg->validity_seconds ||
         (cfg->deltas && cfg->delta_validity_seconds > 0 &&
          cfg->interval_seconds >= cfg->delta_validity_seconds) ||
-        cfg->coalesce_ms < 0 || cfg->coalesce_ms > 60000 || cfg->max_age_seconds < 0 ||
-        cfg->retry_min_ms <= 0 || cfg->retry_max_ms < cfg->retry_min_ms || cfg->max_entries <= 0 ||
+        cfg->coalesce_ms < 0 || cfg->coalesce_ms > CRL_COALESCE_MAX_MS ||
+        cfg->max_age_seconds < 0 || cfg->retry_min_ms <= 0 ||
+        cfg->retry_max_ms < cfg->retry_min_ms || cfg->max_entries <= 0 ||
         cfg->delta_max_changes <= 0 || cfg->repo_threads < 1 || cfg->repo_queue_max < 1 ||
         cfg->store_path == NULL || cfg->store_path[0] == '\0' ||
         (cfg->deltas && (cfg->public_url == NULL || cfg->public_url[0] == '\0'))) {

@@ -38,26 +38,26 @@ struct directory;
 #define DIRECTORY_FIELD_ALL 63u
 
 /* Every directive of [directory] is declared once, in the table in directory_config.c (name,
- * parser, default, one line of documentation); conf/pkiva.conf documents the same. */
+ * kind, limits, default, one line of documentation); conf/pkiva.conf documents the same. */
 struct directory_config {
-    int enabled;            /* enabled = yes */
-    unsigned search_fields; /* search_fields = cn, o, ou, email, serial, fingerprint */
-    char issuers[1024];     /* issuers = (empty: every configured issuer); comma-separated */
-    int show_email;         /* show_email = yes; no: e-mail addresses are masked on pages */
-    int page_size;          /* page_size = 20 (1-100) results per page */
-    int threads;            /* threads = 2: store worker threads (one read-only connection each) */
-    int queue_max;          /* queue_max = 64: requests waiting for them; past it 503 */
-    int rate_per_minute;    /* rate_per_minute = 60 searches/checks per client address */
-    int rate_burst;         /* rate_burst = 20 */
-    size_t upload_max;      /* upload_max = 64k: certificate bytes accepted by the check */
-    int utc_offset_minutes; /* utc_offset = +07:00: the local time shown next to UTC */
-    char default_lang[4];   /* default_lang = vi: when Accept-Language names neither vi nor en */
+    int enabled;            /* serve the pages at all */
+    unsigned search_fields; /* DIRECTORY_FIELD_* bits */
+    char issuers[1024];     /* comma-separated names; empty: every configured issuer */
+    int show_email;         /* 0: e-mail addresses are masked on pages */
+    int page_size;          /* results per page */
+    int threads;            /* store worker threads (one read-only connection each) */
+    int queue_max;          /* requests waiting for them; past it 503 */
+    int rate_per_minute;    /* searches/checks per client address */
+    int rate_burst;
+    size_t upload_max;      /* certificate bytes accepted by the check */
+    int utc_offset_minutes; /* the local time shown next to UTC */
+    char default_lang[4];   /* when Accept-Language names neither vi nor en */
 };
+/* Fills cfg with the table's defaults. */
 void directory_config_default(struct directory_config *cfg);
-/* Applies one directive of [directory]. Returns 0, or UTIL_EINVAL with the reason in err (for
- * "FILE:LINE: reason"), or UTIL_ENOTFOUND for an unknown directive. */
-int directory_config_set(struct directory_config *cfg, const char *key, const char *value,
-                         char *err, size_t err_len);
+/* The [directory] directive table (static storage) and its length. */
+struct util_conf_directive;
+const struct util_conf_directive *directory_config_directives(size_t *n);
 
 /* ---- what the directory shows ------------------------------------------------------------------ */
 

@@ -40,6 +40,20 @@ struct feed_subscriber {
     void *ctx;
 };
 
+/* The feed's directives of the configuration file as read (feed_config.c declares each once: name,
+ * kind, limits, default, doc line): [revocation] (feed_revocation_directives) and [store]
+ * feed_poll (feed_store_directives). Both tables set fields of struct feed_settings. */
+struct feed_settings {
+    int poll_ms;           /* [store] feed_poll */
+    int64_t deadline_s;    /* [revocation] deadline */
+    int64_t warn_s;        /* [revocation] warn_before */
+    unsigned out_of_scope; /* [revocation] out_of_scope: bits (1u << enum feed_client) */
+};
+void feed_settings_default(struct feed_settings *s);
+struct util_conf_directive;
+const struct util_conf_directive *feed_revocation_directives(size_t *n);
+const struct util_conf_directive *feed_store_directives(size_t *n);
+
 struct feed_config {
     const char *store_path; /* the feed opens its own connection (copied) */
     int poll_ms; /* read the feed at least this often (inotify on the database wakes it sooner) */

@@ -43,6 +43,27 @@ struct hsm_config {
 #define HSM_VERIFY_NONE (-1)
 #define HSM_ECDSA_VERIFY_DEFAULT 16
 
+/* The [hsm] section of the configuration file as read (hsm_config.c declares each directive once:
+ * name, kind, limits, default, doc line). */
+#define HSM_SETTING_MAX 512
+struct hsm_settings {
+    char module[HSM_SETTING_MAX];
+    char pin_file[HSM_SETTING_MAX];
+    char softhsm_conf[HSM_SETTING_MAX]; /* exported as SOFTHSM2_CONF when set */
+    char provider[HSM_SETTING_MAX];     /* pkcs11-provider module; "" = OpenSSL's default */
+    int no_deinit;
+    int sessions;
+    int queue_max;
+    char init_args[HSM_SETTING_MAX]; /* pkcs11-module-init-args (C_Initialize); "" = none */
+    int ecdsa_verify_every;          /* verify_ecdsa: 1 all, N sample, HSM_VERIFY_NONE */
+    int restart_after_ms;            /* 0 = never exit for a supervisor restart */
+};
+/* Fills s with the table's defaults. */
+void hsm_settings_default(struct hsm_settings *s);
+/* The [hsm] directive table (static storage) and its length. */
+struct util_conf_directive;
+const struct util_conf_directive *hsm_settings_directives(size_t *n);
+
 /* Exit status of a process that gave up on its PKCS#11 state (EX_TEMPFAIL): restart it. */
 #define HSM_EXIT_STALE 75
 

@@ -62,7 +62,7 @@ struct http_limits {
     int idle_timeout_ms;   /* keep-alive connection with no request in progress closed after this */
     int write_timeout_ms;  /* a response not drained by the client within this: close */
 };
-/* The defaults documented in conf/pkiva.conf. */
+/* The defaults documented in conf/pkiva.conf (the [server] table of http_config.c). */
 void http_limits_default(struct http_limits *limits);
 
 struct http_config {
@@ -72,6 +72,17 @@ struct http_config {
     struct http_limits limits;
     const char *server_header; /* value of Server:, NULL = none */
 };
+
+/* The listeners and limits of the [server] section are declared once, in the table of
+ * http_config.c (name, kind, limits, default, doc line). http_config_default fills cfg with its
+ * defaults: the public listener (index 0) and the admin listener (index 1), no TLS, workers 0 (the
+ * caller picks). http_config_directives returns the table (static storage) and its length. */
+void http_config_default(struct http_config *cfg);
+struct util_conf_directive;
+const struct util_conf_directive *http_config_directives(size_t *n);
+/* "127.0.0.1:8080" or "[::1]:8080" -> host and port (kind and TLS untouched). Returns 0 or
+ * UTIL_EINVAL. */
+int http_listener_parse(const char *text, struct http_listener_config *out);
 
 /* A handler runs on the loop thread of the connection. It must not block. It answers with
  * http_request_respond, now or later (e.g. after a signing job), exactly once, on that same loop. */

@@ -81,21 +81,6 @@
 
 #define HTTP_LISTEN_BACKLOG 1024
 
-void http_limits_default(struct http_limits *limits)
-{
-    limits->max_connections = 10000;
-    limits->max_connections_per_client = 256;
-    limits->max_url = 8192;
-    limits->max_headers = 64;
-    limits->max_header_bytes = 16384;
-    limits->max_body = 65536;
-    limits->max_pipelined = 16;
-    limits->header_timeout_ms = 10000;
-    limits->body_timeout_ms = 10000;
-    limits->idle_timeout_ms = 60000;
-    limits->write_timeout_ms = 30000;
-}
-
 static void on_ctl_async(uv_async_t *async);
 
 static int config_valid(const struct http_config *cfg)

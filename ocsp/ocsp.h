@@ -43,7 +43,7 @@ enum ocsp_responder_id { OCSP_RESPID_BY_KEY = 0, OCSP_RESPID_BY_NAME = 1 };
 
 /* Every field has a default from ocsp_config_default; comments give it. */
 /* The [ocsp] directives are declared once, in the table in ocsp_config.c (name, kind, limits,
- * default, doc line): ocsp_config_default applies its defaults, ocsp_config_set parses one line,
+ * default, doc line): ocsp_config_default applies its defaults, the configuration reader parses with it,
  * and conf/pkiva.conf documents the same defaults (checked by tests/cli/config_test.c). */
 #define OCSP_PATH_MAX 64
 struct ocsp_config {
@@ -94,11 +94,7 @@ struct ocsp_config {
 };
 /* The defaults of every field: the [ocsp] table's, and the module's for the others. */
 void ocsp_config_default(struct ocsp_config *cfg);
-/* Sets [ocsp] key to value. Returns 0; UTIL_EINVAL with the reason in err; UTIL_ENOTFOUND for a
- * key that is not an [ocsp] directive. */
-int ocsp_config_set(struct ocsp_config *cfg, const char *key, const char *value, char *err,
-                    size_t err_len);
-/* The [ocsp] directive table (static storage) and its length, for the test of the sample file. */
+/* The [ocsp] directive table (static storage) and its length. */
 struct util_conf_directive;
 const struct util_conf_directive *ocsp_config_directives(size_t *n);
 

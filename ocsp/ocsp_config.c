@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* The [ocsp] section: each directive declared once in the table below (name, kind, limits,
- * default as conf/pkiva.conf writes it, doc line). The reader of the configuration file hands the
- * section's lines to ocsp_config_set; the defaults of the fields that are not directives are
+ * default as conf/pkiva.conf writes it, doc line). The reader of the configuration file applies the
+ * section's lines with this table (ocsp_config_directives); the defaults of the fields that are not directives are
  * the module's own, set in ocsp_config_default. */
 #include "ocsp_int.h"
 
@@ -13,29 +13,28 @@
 static const char *const unknown_serials[] = {"unknown", "revoked", NULL}; /* unknown_policy */
 static const char *const responder_ids[] = {"key", "name", NULL};          /* responder_id */
 
-#define FIELD(f) offsetof(struct ocsp_config, f)
+#define C struct ocsp_config
 
 static const struct util_conf_directive directives[] = {
-    {"validity", UTIL_CONF_DURATION, FIELD(validity_seconds), 0, 0, 0, NULL, "0",
-     "thisUpdate -> nextUpdate of every response; 0 = half of [revocation] deadline"},
-    {"max_age", UTIL_CONF_DURATION, FIELD(max_age_seconds), 0, 0, 0, NULL, "0",
-     "cap of Cache-Control max-age; 0 = min(1h, validity)"},
-    {"max_certids", UTIL_CONF_INT, FIELD(max_certids), 0, 1, 1000, NULL, "10",
-     "CertIDs per request; more get malformedRequest"},
-    {"unknown_serials", UTIL_CONF_CHOICE, FIELD(unknown_policy), 0, 0, 0, unknown_serials,
-     "unknown", "answer for serials never issued: unknown, or revoked (RFC 6960 2.2)"},
-    {"nonce_queue_max", UTIL_CONF_INT, FIELD(nonce_queue_max), 0, 1, 1000000, NULL, "256",
-     "live signatures (nonce, several CertIDs, misses) in flight at most"},
-    {"cache_max", UTIL_CONF_SIZE, FIELD(cache_max_bytes), 0, 1, INT64_MAX, NULL, "1G",
-     "memory for cached signed responses"},
-    {"archive_cutoff", UTIL_CONF_DURATION, FIELD(archive_cutoff_seconds), 0, 0, 0, NULL, "0",
-     "RFC 6960 4.4.4 archive cutoff; 0 = off"},
-    {"expired_retention", UTIL_CONF_DURATION, FIELD(expired_retention_seconds), 0, 0, 0, NULL,
-     "3650d", "how long after notAfter a certificate still gets authoritative answers"},
-    {"responder_id", UTIL_CONF_CHOICE, FIELD(responder_id), 0, 0, 0, responder_ids, "key",
-     "ResponderID: key (RFC 9919) or name"},
-    {"path", UTIL_CONF_URL_PATH, FIELD(path), sizeof(((struct ocsp_config *)0)->path), 0, 0, NULL,
-     "/", "URL path prefix OCSP is served under"},
+    UTIL_CONF(DURATION, "validity", C, validity_seconds, 0, 0, 0, "0",
+              "thisUpdate -> nextUpdate of every response; 0 = half of [revocation] deadline"),
+    UTIL_CONF(DURATION, "max_age", C, max_age_seconds, 0, 0, 0, "0",
+              "cap of Cache-Control max-age; 0 = min(1h, validity)"),
+    UTIL_CONF(INT, "max_certids", C, max_certids, 1, 1000, 0, "10",
+              "CertIDs per request; more get malformedRequest"),
+    UTIL_CONF(CHOICE, "unknown_serials", C, unknown_policy, 0, 0, unknown_serials, "unknown",
+              "answer for serials never issued: unknown, or revoked (RFC 6960 2.2)"),
+    UTIL_CONF(INT, "nonce_queue_max", C, nonce_queue_max, 1, 1000000, 0, "256",
+              "live signatures (nonce, several CertIDs, misses) in flight at most"),
+    UTIL_CONF(SIZE, "cache_max", C, cache_max_bytes, 1, INT64_MAX, 0, "1G",
+              "memory for cached signed responses"),
+    UTIL_CONF(DURATION, "archive_cutoff", C, archive_cutoff_seconds, 0, 0, 0, "0",
+              "RFC 6960 4.4.4 archive cutoff; 0 = off"),
+    UTIL_CONF(DURATION, "expired_retention", C, expired_retention_seconds, 0, 0, 0, "3650d",
+              "how long after notAfter a certificate still gets authoritative answers"),
+    UTIL_CONF(CHOICE, "responder_id", C, responder_id, 0, 0, responder_ids, "key",
+              "ResponderID: key (RFC 9919) or name"),
+    UTIL_CONF(URL_PATH, "path", C, path, 0, 0, 0, "/", "URL path prefix OCSP is served under"),
 };
 
 #define N_DIRECTIVES (sizeof(directives) / sizeof(directives[0]))
@@ -50,12 +49,6 @@ void ocsp_config_default(struct ocsp_config *cfg)
     util_conf_defaults(directives, N_DIRECTIVES, cfg);
     cfg->refresh_percent = 50;
     cfg->presign_batch = 32;
-}
-
-int ocsp_config_set(struct ocsp_config *cfg, const char *key, const char *value, char *err,
-                    size_t err_len)
-{
-    return util_conf_set(directives, N_DIRECTIVES, cfg, key, value, err, err_len);
 }
 
 const struct util_conf_directive *ocsp_config_directives(size_t *n)

@@ -25,6 +25,29 @@ struct store;
 #define STORE_SERIAL_MAX 32
 #define STORE_NAME_MAX 64
 
+/* The [store] section of the configuration file as read (store_config.c declares each directive
+ * once: name, kind, limits, default, doc line). */
+#define STORE_BACKEND_SQLITE 0
+#define STORE_BACKEND_POSTGRESQL 1
+#define STORE_SETTING_MAX 512
+struct store_settings {
+    int backend;                           /* STORE_BACKEND_SQLITE or STORE_BACKEND_POSTGRESQL */
+    char path[STORE_SETTING_MAX];          /* sqlite: the file; "" = <data_dir>/pkiva.db */
+    char conninfo[STORE_SETTING_MAX];      /* postgresql: libpq URI without a password */
+    char password_file[STORE_SETTING_MAX]; /* postgresql: libpq passfile; "" = none */
+};
+/* Fills s with the table's defaults. */
+void store_settings_default(struct store_settings *s);
+/* The [store] directive table (static storage) and its length. */
+struct util_conf_directive;
+const struct util_conf_directive *store_settings_directives(size_t *n);
+/* What store_open_blocking gets for s, into path (path_len bytes): sqlite: path, else
+ * data_dir/pkiva.db; postgresql: the libpq URI of conninfo with password_file as its passfile,
+ * after checking that conninfo is a URI without a password and that the file is owner-only.
+ * Returns 0, or UTIL_ECONFIG with the reason in err. */
+int store_settings_resolve(const struct store_settings *s, const char *data_dir, char *path,
+                           size_t path_len, char *err, size_t err_len);
+
 /* The one conversion of a certificate's serial (an OpenSSL ASN1_INTEGER) into those octets
  * (store_serial.c): out holds STORE_SERIAL_MAX bytes. Allocates nothing, so the request path may
  * call it. Returns 0, or UTIL_EINVAL for a serial longer than STORE_SERIAL_MAX octets. */

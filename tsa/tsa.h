@@ -54,39 +54,35 @@ typedef int (*tsa_clock_fn)(void *ctx, struct tsa_clock_state *out);
 /* The default clock check: adjtimex(2) with modes = 0 (read only). */
 int tsa_clock_adjtimex(void *ctx, struct tsa_clock_state *out);
 
-/* Service-wide settings; tsa_config_default fills the defaults given in the comments. Strings are
- * copied by tsa_service_new. */
+/* Service-wide settings; tsa_config_default fills the defaults: the [tsa] table's for the
+ * directives, the comments give the others. Strings are copied by tsa_service_new. */
 /* The [tsa] directives are declared once, in the table in tsa_config.c (name, kind, limits,
- * default, doc line): tsa_config_default applies its defaults, tsa_config_set parses one line,
+ * default, doc line): tsa_config_default applies its defaults, the configuration reader parses with it,
  * and conf/pkiva.conf documents the same defaults (checked by tests/cli/config_test.c). */
 #define TSA_PATH_MAX 64
 struct tsa_config {
     const char *store_path;  /* the SQLite store (serial blocks, token log); required */
     char path[TSA_PATH_MAX]; /* URL path of the first unit ([tsa] path); unit NAME is also
                                 served at path/NAME */
-    int durable_log;         /* 1 (default): a token is sent only once its log record is durable;
+    int durable_log;         /* 1: a token is sent only once its log record is durable;
                                 0: sent at once, logged right after (a crash may lose records) */
-    int require_clock_sync;  /* 1 (default): no token while the kernel reports the clock
+    int require_clock_sync;  /* 1: no token while the kernel reports the clock
                                 unsynchronized or its error bound above a unit's accuracy
                                 (timeNotAvailable); 0: labs, tests, CI */
-    int max_inflight;        /* requests between parsing and answer, all units (default 4096);
+    int max_inflight;        /* requests between parsing and answer, all units;
                                 past it systemFailure at once */
     int log_batch_max;       /* log records per commit at most (default 1000) */
     int log_linger_us;       /* under load (the previous commit held several records), wait up to
                                 this long for more before committing (default 2000); an idle TSA
                                 commits at once. 0: group only what queued during the last commit */
-    int64_t serial_block;    /* serials reserved per store transaction (default 4096); a crash
+    int64_t serial_block;    /* serials reserved per store transaction; a crash
                                 skips at most two blocks */
     size_t max_query_bytes;  /* largest TimeStampReq accepted (default 16384); larger: badRequest */
     tsa_clock_fn clock_check; /* NULL (default): tsa_clock_adjtimex; tests inject their own */
     void *clock_ctx;
 };
 void tsa_config_default(struct tsa_config *cfg);
-/* Sets [tsa] key to value. Returns 0; UTIL_EINVAL with the reason in err; UTIL_ENOTFOUND for a
- * key that is not a [tsa] directive. */
-int tsa_config_set(struct tsa_config *cfg, const char *key, const char *value, char *err,
-                   size_t err_len);
-/* The [tsa] directive table (static storage) and its length, for the test of the sample file. */
+/* The [tsa] directive table (static storage) and its length. */
 struct util_conf_directive;
 const struct util_conf_directive *tsa_config_directives(size_t *n);
 
@@ -111,6 +107,31 @@ struct tsa_unit_config {
     int tsa_name;          /* 1: TSTInfo tsa = directoryName of the certificate subject */
     int allow_weak_hashes; /* 1: also accept SHA-1 and MD5 imprints (default 0: badAlg) */
 };
+
+/* A [tsa.NAME] section of the configuration file as read (tsa_config.c declares each directive
+ * once: name, kind, limits, default, doc line); the reader names the unit and checks that cert,
+ * key and policy are set, and serve turns it into a tsa_unit_config. */
+#define TSA_SETTING_MAX 512
+struct tsa_unit_settings {
+    char name[64];                        /* URL-safe; served at <tsa path>/NAME */
+    char cert[TSA_SETTING_MAX];           /* PEM TSA certificate */
+    char chain[TSA_SETTING_MAX];          /* optional PEM CA chain sent with certReq */
+    char previous_certs[TSA_SETTING_MAX]; /* optional PEM: the unit's earlier certificates, which
+                                             pkiva tsa check also accepts as the signer */
+    char key_uri[TSA_SETTING_MAX];        /* PKCS#11 URI */
+    char digest[16];                      /* "" = key default */
+    char ess_digest[16];                  /* ESSCertIDv2 hash, "" = SHA256 */
+    char policy[64];                      /* default policy OID */
+    char accepted[TSA_MAX_POLICIES][64];
+    int n_accepted;
+    int64_t accuracy_us;
+    int tsa_name;
+    int allow_weak_hashes;
+};
+/* Fills u with the table's defaults (name empty). */
+void tsa_unit_settings_default(struct tsa_unit_settings *u);
+/* The [tsa.NAME] directive table (static storage) and its length. */
+const struct util_conf_directive *tsa_unit_settings_directives(size_t *n);
 
 /* Loads and checks every unit (certificate EKU, key in the HSM matching the certificate, chain,
  * OIDs), opens the store at cfg->store_path and reserves the first serial blocks. Configuration

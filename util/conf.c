@@ -47,10 +47,7 @@ int util_parse_size(const char *text, int64_t *bytes)
     return scaled(text, bytes, "kmg", factors);
 }
 
-static int fail(char *err, size_t err_len, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-
-static int fail(char *err, size_t err_len, const char *fmt, ...)
+int util_conf_fail(char *err, size_t err_len, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
@@ -58,6 +55,8 @@ static int fail(char *err, size_t err_len, const char *fmt, ...)
     va_end(ap);
     return UTIL_EINVAL;
 }
+
+#define fail util_conf_fail
 
 static int parse_bool(const char *value, int *out)
 {
@@ -118,20 +117,70 @@ static int parse_choice(const struct util_conf_directive *d, const char *value, 
     return fail(err, err_len, "%s must be %s, got '%s'", d->name, names, value);
 }
 
-static int apply(const struct util_conf_directive *d, void *config, const char *value, char *err,
-                 size_t err_len)
+/* Milliseconds: "250ms" (1..3600000), or a duration in seconds of at most 1h; then at most max. */
+static int parse_ms(const struct util_conf_directive *d, const char *value, int *out, char *err,
+                    size_t err_len)
+{
+    size_t len = strlen(value);
+    int64_t v = 0;
+    if (len > 2 && len - 2 < 32 && strcmp(value + len - 2, "ms") == 0) {
+        char num[32];
+        memcpy(num, value, len - 2);
+        num[len - 2] = '\0';
+        if (parse_int64(num, 1, 3600000, &v) != UTIL_OK)
+            v = -1;
+    } else if (util_parse_duration(value, &v) != UTIL_OK || v > 3600) {
+        v = -1;
+    } else {
+        v *= 1000;
+    }
+    if (v < 0)
+        return fail(err, err_len,
+                    "%s: expected a duration like 250ms, 10s or 2m (at most 1h), got '%s'", d->name,
+                    value);
+    if (v > d->max)
+        return fail(err, err_len, "%s must be at most %llds, got '%s'", d->name,
+                    (long long)(d->max / 1000), value);
+    *out = (int)v;
+    return UTIL_OK;
+}
+
+static int set_text(const struct util_conf_directive *d, char *field, const char *value,
+                    const char *base_dir, char *err, size_t err_len)
+{
+    int n;
+    if (d->kind == UTIL_CONF_STRING && d->choices != NULL) {
+        int index = 0;
+        if (parse_choice(d, value, &index, err, err_len) != UTIL_OK)
+            return UTIL_EINVAL;
+    }
+    if (d->kind == UTIL_CONF_PATH && value[0] != '\0' && value[0] != '/' && base_dir != NULL &&
+        strncmp(value, "pkcs11:", 7) != 0)
+        n = snprintf(field, d->size, "%s/%s", base_dir, value);
+    else
+        n = snprintf(field, d->size, "%s", value);
+    if (n < 0 || (size_t)n >= d->size) {
+        field[0] = '\0';
+        return fail(err, err_len, "%s: %s too long: %s", d->name,
+                    d->kind == UTIL_CONF_PATH ? "path" : "value", value);
+    }
+    return UTIL_OK;
+}
+
+static int apply(const struct util_conf_directive *d, void *config, const char *value,
+                 const char *base_dir, char *err, size_t err_len)
 {
     char *field = (char *)config + d->offset;
     int64_t v = 0;
     switch (d->kind) {
     case UTIL_CONF_BOOL:
         if (parse_bool(value, (int *)field) != UTIL_OK)
-            return fail(err, err_len, "expected yes or no, got '%s'", value);
+            return fail(err, err_len, "%s: expected yes or no, got '%s'", d->name, value);
         return UTIL_OK;
     case UTIL_CONF_INT:
     case UTIL_CONF_INT64:
         if (parse_int64(value, d->min, d->max, &v) != UTIL_OK)
-            return fail(err, err_len, "expected an integer in %lld..%lld, got '%s'",
+            return fail(err, err_len, "%s: expected an integer in %lld..%lld, got '%s'", d->name,
                         (long long)d->min, (long long)d->max, value);
         if (d->kind == UTIL_CONF_INT)
             *(int *)field = (int)v; /* min..max lies within int (the table's promise) */
@@ -140,22 +189,24 @@ static int apply(const struct util_conf_directive *d, void *config, const char *
         return UTIL_OK;
     case UTIL_CONF_DURATION:
         if (util_parse_duration(value, (int64_t *)field) != UTIL_OK)
-            return fail(err, err_len, "expected a duration like 90s, 15m, 12h or 4d, got '%s'",
-                        value);
+            return fail(err, err_len, "%s: expected a duration like 90s, 15m, 12h or 4d, got '%s'",
+                        d->name, value);
         return UTIL_OK;
+    case UTIL_CONF_MS: return parse_ms(d, value, (int *)field, err, err_len);
     case UTIL_CONF_SIZE:
         if (util_parse_size(value, &v) != UTIL_OK || v < d->min || v > d->max)
-            return fail(err, err_len, "expected a size like 4096, 64k or 16M, got '%s'", value);
+            return fail(err, err_len, "%s: expected a size like 4096, 64k or 16M, got '%s'",
+                        d->name, value);
         *(size_t *)field = (size_t)v;
         return UTIL_OK;
     case UTIL_CONF_CHOICE: return parse_choice(d, value, (int *)field, err, err_len);
+    case UTIL_CONF_STRING:
+    case UTIL_CONF_PATH: return set_text(d, field, value, base_dir, err, err_len);
     case UTIL_CONF_URL_PATH:
         if (value[0] != '/')
             return fail(err, err_len, "%s must start with '/', got '%s'", d->name, value);
-        if (strlen(value) >= d->size)
-            return fail(err, err_len, "value too long: %s", value);
-        memcpy(field, value, strlen(value) + 1);
-        return UTIL_OK;
+        return set_text(d, field, value, NULL, err, err_len);
+    case UTIL_CONF_CUSTOM: return d->parse(d, config, value, err, err_len);
     }
     return fail(err, err_len, "%s: unknown kind of directive", d->name);
 }
@@ -163,16 +214,19 @@ static int apply(const struct util_conf_directive *d, void *config, const char *
 void util_conf_defaults(const struct util_conf_directive *table, size_t n, void *config)
 {
     char err[256];
-    for (size_t i = 0; i < n; i++)
-        if (apply(&table[i], config, table[i].dflt, err, sizeof(err)) != UTIL_OK)
+    for (size_t i = 0; i < n; i++) {
+        if (table[i].dflt[0] == '\0') /* unset: the field is zero */
+            memset((char *)config + table[i].offset, 0, table[i].size);
+        else if (apply(&table[i], config, table[i].dflt, NULL, err, sizeof(err)) != UTIL_OK)
             UTIL_ERROR(MOD, "default of %s: %s", table[i].name, err);
+    }
 }
 
 int util_conf_set(const struct util_conf_directive *table, size_t n, void *config, const char *key,
-                  const char *value, char *err, size_t err_len)
+                  const char *value, const char *base_dir, char *err, size_t err_len)
 {
     for (size_t i = 0; i < n; i++)
         if (strcmp(key, table[i].name) == 0)
-            return apply(&table[i], config, value, err, err_len);
+            return apply(&table[i], config, value, base_dir, err, err_len);
     return UTIL_ENOTFOUND;
 }

@@ -189,38 +189,87 @@ int util_name_valid(const char *name);
 /* DESIGN: each module declares the directives of its section once, in a table of
  * util_conf_directive next to its config struct (nginx's ngx_command_t): name, kind, offset into
  * the struct, limits, default (as written in conf/pkiva.conf) and one doc line. The module's
- * defaults come from applying every default of the table; the configuration reader hands each
- * line of the section to util_conf_set; the test of conf/pkiva.conf reads the same table. A
- * default of "0" for a timing directive means "derived" (from [revocation] deadline, by the
- * reader, feed_contract_defaults). */
+ * defaults come from applying every default of the table; the configuration reader (cli/config.c)
+ * maps each section to its tables and hands each line to util_conf_set; the test of
+ * conf/pkiva.conf reads the same tables. A default of "0" for a timing directive means "derived"
+ * (from [revocation] deadline, by the reader, feed_contract_defaults); a default of "" means unset.
+ * Adding a directive is one line: UTIL_CONF(kind, struct, field, min, max, extra, default, doc). */
 enum util_conf_kind {
     UTIL_CONF_BOOL,     /* int: yes/true/on/1 or no/false/off/0 */
     UTIL_CONF_INT,      /* int in min..max */
     UTIL_CONF_INT64,    /* int64_t in min..max */
     UTIL_CONF_DURATION, /* int64_t seconds: 90s, 15m, 12h, 4d (or plain seconds) */
+    UTIL_CONF_MS,       /* int milliseconds: 250ms, or 10s, 2m (at most 1h); at most max */
     UTIL_CONF_SIZE,     /* size_t bytes: 4096, 64k, 16M, 1G, in min..max */
-    UTIL_CONF_CHOICE,   /* int: the index in choices of the value */
-    UTIL_CONF_URL_PATH  /* char[size]: a URL path, starting with '/' */
+    UTIL_CONF_CHOICE,   /* int: the index in choices (extra) of the value */
+    UTIL_CONF_STRING,   /* char[]: any text; with choices (extra), one of them */
+    UTIL_CONF_PATH,     /* char[]: a file; relative to the configuration file's folder */
+    UTIL_CONF_URL_PATH, /* char[]: a URL path, starting with '/' */
+    UTIL_CONF_CUSTOM    /* the owner's parser (extra) sets the field */
 };
+
+struct util_conf_directive;
+/* A UTIL_CONF_CUSTOM parser: sets d's field of config (the section's struct) from value, or
+ * returns UTIL_EINVAL with a reason that names d->name in err. */
+typedef int (*util_conf_parse_fn)(const struct util_conf_directive *d, void *config,
+                                  const char *value, char *err, size_t err_len);
 
 struct util_conf_directive {
     const char *name;
     enum util_conf_kind kind;
     size_t offset;              /* offsetof() the field in the module's config struct */
-    size_t size;                /* URL_PATH: sizeof() the field */
-    int64_t min, max;           /* INT, INT64, SIZE: the accepted range */
-    const char *const *choices; /* CHOICE: the names, NULL-terminated */
+    size_t size;                /* sizeof() the field (the bound of the text kinds) */
+    int64_t min, max;           /* INT, INT64, MS, SIZE: the accepted range */
+    const char *const *choices; /* CHOICE, STRING: the names, NULL-terminated */
+    util_conf_parse_fn parse;   /* CUSTOM */
     const char *dflt;           /* the default, as conf/pkiva.conf writes it */
     const char *doc;            /* one line: what it is */
 };
 
+/* One directive of a table: kind is the suffix of UTIL_CONF_* (INT, PATH, ...), field a member
+ * of type (nested members allowed), extra the choices (CHOICE, STRING) or the parser (CUSTOM). */
+#define UTIL_CONF(kind, name, type, field, min, max, extra, dflt, doc)                       \
+    {                                                                                        \
+        name, UTIL_CONF_##kind, offsetof(type, field), sizeof(((type *)0)->field), min, max, \
+            UTIL_CONF_CHOICES_##kind(extra), UTIL_CONF_PARSE_##kind(extra), dflt, doc        \
+    }
+#define UTIL_CONF_CHOICES_BOOL(x) NULL
+#define UTIL_CONF_CHOICES_INT(x) NULL
+#define UTIL_CONF_CHOICES_INT64(x) NULL
+#define UTIL_CONF_CHOICES_DURATION(x) NULL
+#define UTIL_CONF_CHOICES_MS(x) NULL
+#define UTIL_CONF_CHOICES_SIZE(x) NULL
+#define UTIL_CONF_CHOICES_CHOICE(x) x
+#define UTIL_CONF_CHOICES_STRING(x) x
+#define UTIL_CONF_CHOICES_PATH(x) NULL
+#define UTIL_CONF_CHOICES_URL_PATH(x) NULL
+#define UTIL_CONF_CHOICES_CUSTOM(x) NULL
+#define UTIL_CONF_PARSE_BOOL(x) NULL
+#define UTIL_CONF_PARSE_INT(x) NULL
+#define UTIL_CONF_PARSE_INT64(x) NULL
+#define UTIL_CONF_PARSE_DURATION(x) NULL
+#define UTIL_CONF_PARSE_MS(x) NULL
+#define UTIL_CONF_PARSE_SIZE(x) NULL
+#define UTIL_CONF_PARSE_CHOICE(x) NULL
+#define UTIL_CONF_PARSE_STRING(x) NULL
+#define UTIL_CONF_PARSE_PATH(x) NULL
+#define UTIL_CONF_PARSE_URL_PATH(x) NULL
+#define UTIL_CONF_PARSE_CUSTOM(x) x
+/* A number as the text of a default: UTIL_CONF_STR(HSM_ECDSA_VERIFY_DEFAULT). */
+#define UTIL_CONF_STR(x) UTIL_CONF_STR_(x)
+#define UTIL_CONF_STR_(x) #x
+
 /* Applies every default of table (n directives) to config; a default that does not parse is a
  * bug of the table, logged. */
 void util_conf_defaults(const struct util_conf_directive *table, size_t n, void *config);
-/* Sets the directive key of table to value in config. Returns 0; UTIL_EINVAL with the reason in
- * err (without file and line: the reader adds them); UTIL_ENOTFOUND when table has no such key. */
+/* Sets the directive key of table to value in config; base_dir (NULL = none) resolves relative
+ * PATH values. Returns 0; UTIL_EINVAL with the reason, naming the directive, in err (without file
+ * and line: the reader adds them); UTIL_ENOTFOUND when table has no such key. */
 int util_conf_set(const struct util_conf_directive *table, size_t n, void *config, const char *key,
-                  const char *value, char *err, size_t err_len);
+                  const char *value, const char *base_dir, char *err, size_t err_len);
+/* The error helper of CUSTOM parsers: formats err and returns UTIL_EINVAL. */
+int util_conf_fail(char *err, size_t err_len, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 /* "90s", "15m", "12h", "4d" or plain seconds -> seconds; "4096", "64k", "16M", "1G" -> bytes. */
 int util_parse_duration(const char *text, int64_t *seconds);
 int util_parse_size(const char *text, int64_t *bytes);

@@ -26,7 +26,7 @@ int fuzz_config_check(const uint8_t *data, size_t size, char *err, size_t err_le
     rc = cli_config_parse_string(text, "fuzz.conf", "/fuzz", cfg, err, err_len);
     if (rc == UTIL_OK) {
         /* What validate() promises once the file is accepted. */
-        if (cfg->store_path[0] == '\0' || cfg->crl_publish_dir[0] == '\0' ||
+        if (cfg->store_path[0] == '\0' || cfg->crl.publish_dir[0] == '\0' ||
             cfg->public_url[0] == '\0' || cfg->n_issuers < 1 || cfg->n_issuers > CLI_MAX_ISSUERS)
             abort();
     } else if (rc != UTIL_ECONFIG || strncmp(err, "fuzz.conf", 9) != 0) {

@@ -316,3 +316,84 @@ Test(time, gentime_matches_gmtime)
     cr_assert_eq(util_gentime(253402300800LL, text), UTIL_EINVAL); /* year 10000 */
     cr_assert_eq(util_gentime(-62167219201LL, text), UTIL_EINVAL); /* year -1 */
 }
+
+/* ---- util_conf: the kinds of directive ------------------------------------------------------- */
+
+struct conf_sample {
+    char path[32];
+    char key[32];
+    char level[8];
+    int timeout_ms;
+    int even;
+};
+
+static int parse_even(const struct util_conf_directive *d, void *config, const char *value,
+                      char *err, size_t err_len)
+{
+    struct conf_sample *s = config;
+    if (strcmp(value, "2") != 0 && strcmp(value, "4") != 0)
+        return util_conf_fail(err, err_len, "%s must be 2 or 4, got '%s'", d->name, value);
+    s->even = value[0] - '0';
+    return UTIL_OK;
+}
+
+static const char *const levels[] = {"low", "high", NULL};
+
+#define CS struct conf_sample
+static const struct util_conf_directive conf_table[] = {
+    UTIL_CONF(PATH, "path", CS, path, 0, 0, 0, "", "a file"),
+    UTIL_CONF(STRING, "key", CS, key, 0, 0, 0, "pkcs11:x", "a URI"),
+    UTIL_CONF(STRING, "level", CS, level, 0, 0, levels, "low", "low or high"),
+    UTIL_CONF(MS, "timeout", CS, timeout_ms, 0, 60000, 0, "250ms", "at most a minute"),
+    UTIL_CONF(CUSTOM, "even", CS, even, 0, 0, parse_even, "2", "2 or 4"),
+};
+#define CONF_N (sizeof(conf_table) / sizeof(conf_table[0]))
+
+static int conf_set(struct conf_sample *s, const char *key, const char *value, char *err)
+{
+    return util_conf_set(conf_table, CONF_N, s, key, value, "/etc/x", err, 256);
+}
+
+/* PATH is resolved against the file's folder (but absolute paths, PKCS#11 URIs and unset); text
+ * kinds refuse what does not fit; STRING with choices, MS with its maximum, CUSTOM through its
+ * parser; every message names the directive. */
+Test(conf, kinds_parse_resolve_and_name_the_directive)
+{
+    struct conf_sample s;
+    char err[256] = "";
+    memset(&s, 0x55, sizeof(s));
+    util_conf_defaults(conf_table, CONF_N, &s);
+    cr_assert_str_eq(s.path, "");
+    cr_assert_str_eq(s.key, "pkcs11:x");
+    cr_assert_str_eq(s.level, "low");
+    cr_assert_eq(s.timeout_ms, 250);
+    cr_assert_eq(s.even, 2);
+    cr_assert_eq(conf_set(&s, "path", "a.pem", err), 0);
+    cr_assert_str_eq(s.path, "/etc/x/a.pem");
+    cr_assert_eq(conf_set(&s, "path", "/a.pem", err), 0);
+    cr_assert_str_eq(s.path, "/a.pem");
+    cr_assert_eq(conf_set(&s, "path", "pkcs11:object=a", err), 0);
+    cr_assert_str_eq(s.path, "pkcs11:object=a");
+    cr_assert_eq(conf_set(&s, "path", "", err), 0);
+    cr_assert_str_eq(s.path, "");
+    cr_assert_eq(conf_set(&s, "path", "a-rather-long-file-name.pem", err), UTIL_EINVAL);
+    cr_assert(strstr(err, "path: path too long") != NULL, "%s", err);
+    cr_assert_eq(conf_set(&s, "key", "a-value-of-more-than-32-characters", err), UTIL_EINVAL);
+    cr_assert(strstr(err, "key: value too long") != NULL, "%s", err);
+    cr_assert_eq(conf_set(&s, "level", "high", err), 0);
+    cr_assert_str_eq(s.level, "high");
+    cr_assert_eq(conf_set(&s, "level", "mid", err), UTIL_EINVAL);
+    cr_assert_str_eq(err, "level must be low or high, got 'mid'");
+    cr_assert_eq(conf_set(&s, "timeout", "2s", err), 0);
+    cr_assert_eq(s.timeout_ms, 2000);
+    cr_assert_eq(conf_set(&s, "timeout", "0", err), 0);
+    cr_assert_eq(s.timeout_ms, 0);
+    cr_assert_eq(conf_set(&s, "timeout", "0ms", err), UTIL_EINVAL);
+    cr_assert_eq(conf_set(&s, "timeout", "2m", err), UTIL_EINVAL);
+    cr_assert_str_eq(err, "timeout must be at most 60s, got '2m'");
+    cr_assert_eq(conf_set(&s, "timeout", "2h", err), UTIL_EINVAL);
+    cr_assert(strstr(err, "timeout: expected a duration like 250ms") == err, "%s", err);
+    cr_assert_eq(conf_set(&s, "even", "3", err), UTIL_EINVAL);
+    cr_assert_str_eq(err, "even must be 2 or 4, got '3'");
+    cr_assert_eq(conf_set(&s, "odd", "3", err), UTIL_ENOTFOUND);
+}
