@@ -1,0 +1,29 @@
+# SPDX-License-Identifier: Apache-2.0
+# test_private_headers: probe_public (every module's public header) must build; each
+# probe_<mod>_int (one module's _int.h, from a target that links all modules) must fail, and fail
+# because the header is not found, not for another reason.
+# cmake -DBUILD_DIR=... -DINT_MODULES="a;b" -P private_headers.cmake
+function(build_probe target result output)
+  execute_process(COMMAND ${CMAKE_COMMAND} --build ${BUILD_DIR} --target ${target}
+                  RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE out)
+  set(${result} ${rc} PARENT_SCOPE)
+  set(${output} "${out}" PARENT_SCOPE)
+endfunction()
+
+build_probe(probe_public rc out)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "the public headers do not build from a module that links them:\n${out}")
+endif()
+if(INT_MODULES STREQUAL "")
+  message(FATAL_ERROR "no module with a private header: the probes test nothing")
+endif()
+foreach(mod ${INT_MODULES})
+  build_probe(probe_${mod}_int rc out)
+  if(rc EQUAL 0)
+    message(FATAL_ERROR "<${mod}/${mod}_int.h> builds from another module: it is not private")
+  endif()
+  if(NOT out MATCHES "${mod}_int\\.h[:'].*(No such file|not found)")
+    message(FATAL_ERROR "probe_${mod}_int failed, but not for a missing header:\n${out}")
+  endif()
+  message(STATUS "<${mod}/${mod}_int.h>: private (not found from another module)")
+endforeach()
