@@ -20,7 +20,7 @@ void fuzz_http_shutdown(void);
 
 /* Admin API JSON bodies (fuzz_admin_json.c). The first byte picks the route ('0'..'4' = revoke,
  * unrevoke, status, certificates, crl/publish; any other byte modulo 5), the rest is the body.
- * fuzz_admin_check returns what admin_parse_for_fuzz returned: 0 accepted, 400 refused. */
+ * fuzz_admin_check returns what admin__parse_for_fuzz returned: 0 accepted, 400 refused. */
 int fuzz_admin_one(const uint8_t *data, size_t size);
 int fuzz_admin_check(const uint8_t *data, size_t size);
 

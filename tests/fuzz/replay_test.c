@@ -10,7 +10,7 @@
  * names with the outcome they must now have. */
 #include "fuzz.h"
 
-#include <admin/admin.h>
+#include <admin/admin_int.h>
 #include <directory/directory_int.h>
 #include <support.h>
 
@@ -227,11 +227,11 @@ Test(fuzz_replay, admin_json_out_of_memory_is_503, .timeout = 120)
         /* Once without a failure first, as a running server has: OpenSSL initialises its PEM and
          * ASN.1 tables once per process, and a failure inside that one-time set-up would break
          * every later call of this test process, not tell us anything about a server. */
-        cr_assert_eq(admin_parse_for_fuzz(routes[data[0] - '0'], data + 1, len - 1), 0);
+        cr_assert_eq(admin__parse_for_fuzz(routes[data[0] - '0'], data + 1, len - 1), 0);
         for (n = 1; n < 20000; n++) {
             int rc, hit;
             ts_failalloc_arm(n);
-            rc = admin_parse_for_fuzz(routes[data[0] - '0'], data + 1, len - 1);
+            rc = admin__parse_for_fuzz(routes[data[0] - '0'], data + 1, len - 1);
             hit = ts_failalloc_disarm();
             if (!hit) {
                 cr_assert_eq(rc, 0, "%s: refused without an injected failure (%d)", seeds[s], rc);

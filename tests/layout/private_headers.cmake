@@ -1,8 +1,8 @@
 # SPDX-License-Identifier: Apache-2.0
-# test_private_headers: probe_public (every module's public header) must build; each
-# probe_<mod>_int (one module's _int.h, from a target that links all modules) must fail, and fail
-# because the header is not found, not for another reason.
-# cmake -DBUILD_DIR=... -DINT_MODULES="a;b" -P private_headers.cmake
+# test_private_headers: probe_public (every module's public header) must build; each probe of one
+# private header (from a target that links all modules) must fail, and fail because the header is
+# not found, not for another reason.
+# cmake -DBUILD_DIR=... -DHEADERS="tsa/tsa_int.h;..." -P private_headers.cmake
 function(build_probe target result output)
   execute_process(COMMAND ${CMAKE_COMMAND} --build ${BUILD_DIR} --target ${target}
                   RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE out)
@@ -14,16 +14,18 @@ build_probe(probe_public rc out)
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "the public headers do not build from a module that links them:\n${out}")
 endif()
-if(INT_MODULES STREQUAL "")
-  message(FATAL_ERROR "no module with a private header: the probes test nothing")
+if(HEADERS STREQUAL "")
+  message(FATAL_ERROR "no private header: the probes test nothing")
 endif()
-foreach(mod ${INT_MODULES})
-  build_probe(probe_${mod}_int rc out)
+foreach(header ${HEADERS})
+  string(MAKE_C_IDENTIFIER ${header} id)
+  string(REPLACE "." "\\." pattern ${header})
+  build_probe(probe_${id} rc out)
   if(rc EQUAL 0)
-    message(FATAL_ERROR "<${mod}/${mod}_int.h> builds from another module: it is not private")
+    message(FATAL_ERROR "<${header}> builds from another module: it is not private")
   endif()
-  if(NOT out MATCHES "${mod}_int\\.h[:'].*(No such file|not found)")
-    message(FATAL_ERROR "probe_${mod}_int failed, but not for a missing header:\n${out}")
+  if(NOT out MATCHES "${pattern}[:'].*(No such file|not found)")
+    message(FATAL_ERROR "the probe of <${header}> failed, but not for a missing header:\n${out}")
   endif()
-  message(STATUS "<${mod}/${mod}_int.h>: private (not found from another module)")
+  message(STATUS "<${header}>: private (not found from another module)")
 endforeach()
