@@ -2,7 +2,7 @@
 /* libFuzzer target for the admin API's JSON bodies: jansson decoding with duplicate keys refused,
  * then the field checks of each route (issuer, serial, reason names, times, request ids, PEM
  * certificates), through admin__parse_for_fuzz, the same code the routes run before any
- * store work. No server, no store. The seed corpus in corpus/admin replays in test_fuzz_replay. */
+ * store work. No server, no store. The seed corpus in corpus/admin_json replays in test_fuzz_replay. */
 #include "fuzz.h"
 
 #include <admin/admin_int.h>
