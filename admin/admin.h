@@ -74,13 +74,6 @@ int admin_gate(struct admin *admin, struct http_request *req);
 /* The admin API's section of /metrics (refused requests) into buf (NUL-terminated). Returns the
  * length written, or UTIL_EINVAL when buf is too small. */
 int admin_metrics(struct admin *admin, char *buf, size_t len);
-/* The fuzz target's way in (tests/fuzz/fuzz_admin_json.c): runs the exact checks a body of the
- * admin route op ("revoke", "unrevoke", "status", "certificates", "crl/publish") goes through
- * before any store work, without a server. Returns 0 if the body would be accepted, 400 if it
- * would be refused, 503 if memory ran out while checking it, -1 for an unknown op. Allocates
- * nothing that outlives the call. */
-int admin_parse_for_fuzz(const char *op, const unsigned char *body, size_t len);
-
 /* Hex serial (optional 0x, colons allowed) -> DER INTEGER content octets (minimal, positive);
  * out holds STORE_SERIAL_MAX bytes. UTIL_EINVAL when hex is not such a serial. */
 int admin_serial_parse(const char *hex, unsigned char *out, size_t *len);

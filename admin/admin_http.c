@@ -6,6 +6,7 @@
  * small pool of store threads (one SQLite connection each) and the answer comes back on the loop.
  * A change is acknowledged only after it is durable and in the change feed. */
 #include "admin.h"
+#include "admin_int.h"
 
 #include <crl/crl.h>
 #include <feed/feed.h>
@@ -690,7 +691,7 @@ static const char *decode_body(struct admin_job *job, const unsigned char *bytes
     return why;
 }
 
-int admin_parse_for_fuzz(const char *op, const unsigned char *body, size_t len)
+int admin__parse_for_fuzz(const char *op, const unsigned char *body, size_t len)
 {
     static const struct {
         const char *name;

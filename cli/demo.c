@@ -31,12 +31,23 @@
 
 enum cert_kind { KIND_ROOT, KIND_SUBCA, KIND_OCSP, KIND_TSA, KIND_EE };
 
+/* The HSM keys the default makes, in the order they are generated and checked. */
+enum demo_key { KEY_ROOT, KEY_CA, KEY_OCSP, KEY_TSA, DEMO_KEYS };
+static const char *const key_labels[DEMO_KEYS] = {"root-ca", "issuing-ca", "ocsp-responder", "tsa"};
+
+/* The subscriber certificates: good, revoked (keyCompromise), on hold. */
+enum demo_ee { EE_GOOD, EE_REVOKED, EE_HOLD, DEMO_EES };
+
+/* Everything an init makes, built up phase by phase and freed by demo_cleanup. */
 struct demo {
     const struct cli_demo_options *opts;
     char dir[PATH_MAX];
     char url[CLI_PATH_MAX];
+    char pin_file[PATH_MAX];
     struct hsm *hsm;
     struct store *store;
+    struct hsm_key *keys[DEMO_KEYS];
+    X509 *root, *ca, *ocsp, *tsa, *ee[DEMO_EES];
 };
 
 static int path_join(char *out, size_t len, const char *dir, const char *name)
@@ -657,19 +668,201 @@ static int write_config(struct demo *d, const char *pin_file, const char *alg)
     return write_text(d->dir, "pkiva.conf", text, 0600);
 }
 
+/* Phase 1: the data directory, made private and resolved; *exists when a complete default is
+ * already there. Anything an interrupted init left behind is removed. */
+static int demo_prepare_dir(struct demo *d, int *exists)
+{
+    const struct cli_demo_options *opts = d->opts;
+    char path[PATH_MAX];
+    struct stat st;
+    int rc;
+
+    *exists = 0;
+    if (mkdir_mode(opts->data_dir, 0700) != UTIL_OK)
+        return UTIL_EPERM;
+    if (realpath(opts->data_dir, d->dir) == NULL) {
+        UTIL_ERROR(MOD, "data directory %s: %s", opts->data_dir, strerror(errno));
+        return util_errno(errno);
+    }
+    if (access(d->dir, W_OK | X_OK) != 0) {
+        UTIL_ERROR(MOD, "data directory %s is not writable", d->dir);
+        return UTIL_EPERM;
+    }
+    rc = path_join(path, sizeof(path), d->dir, "pkiva.conf");
+    if (rc != UTIL_OK)
+        return rc;
+    if (stat(path, &st) == 0) {
+        *exists = 1; /* a complete default exists: reuse it */
+        return UTIL_OK;
+    }
+    if (opts->public_url[0] != '\0')
+        (void)snprintf(d->url, sizeof(d->url), "%s", opts->public_url);
+    else
+        (void)snprintf(d->url, sizeof(d->url), "http://%s", opts->public_listen);
+    remove_leftovers(d->dir);
+    return UTIL_OK;
+}
+
+/* Phase 2: the SoftHSM2 token, opened, with the four keys generated and self-checked in it. */
+static int demo_make_keys(struct demo *d, int alg)
+{
+    struct hsm_config hcfg;
+    int rc = make_token(d, d->pin_file, sizeof(d->pin_file));
+
+    if (rc != UTIL_OK)
+        return rc;
+    memset(&hcfg, 0, sizeof(hcfg));
+    hcfg.module_path = "/usr/lib/softhsm/libsofthsm2.so";
+    hcfg.pin_file = d->pin_file;
+    hcfg.softhsm_no_deinit = 1;
+    hcfg.sessions = 1;
+    hcfg.queue_max = 16;
+    rc = hsm_open(&hcfg, &d->hsm);
+    for (int i = 0; rc == UTIL_OK && i < DEMO_KEYS; i++)
+        rc = hsm_key_generate_blocking(d->hsm, TOKEN_LABEL, key_labels[i], alg, &d->keys[i]);
+    /* The self-check `pkiva serve` runs at every start, once here already: a token whose
+     * signatures do not verify is noticed before any certificate is made with it. */
+    for (int i = 0; rc == UTIL_OK && i < DEMO_KEYS; i++)
+        rc = hsm_key_check_blocking(d->hsm, d->keys[i], NULL);
+    return rc;
+}
+
+/* Phase 3: the certificates, signed in the HSM: root, issuing CA, responder, TSA, subscribers. */
+static int demo_make_certs(struct demo *d)
+{
+    static const char *const ee_names[DEMO_EES] = {
+        "Demo Subscriber Good", "Demo Subscriber Revoked", "Demo Subscriber On Hold"};
+    struct hsm_key *const *k = d->keys;
+    EVP_PKEY *ee_key = NULL;
+    int rc;
+
+    rc = make_cert(d, KIND_ROOT, "pkiva Demo Root CA", k[KEY_ROOT]->pkey, NULL, k[KEY_ROOT], NULL,
+                   7300, &d->root);
+    if (rc == UTIL_OK)
+        rc = make_cert(d, KIND_SUBCA, "pkiva Demo Issuing CA", k[KEY_CA]->pkey, d->root,
+                       k[KEY_ROOT], "root", 3650, &d->ca);
+    if (rc == UTIL_OK)
+        rc = make_cert(d, KIND_OCSP, "pkiva Demo OCSP Responder", k[KEY_OCSP]->pkey, d->ca,
+                       k[KEY_CA], "demo-ca", 730, &d->ocsp);
+    if (rc == UTIL_OK)
+        rc = make_cert(d, KIND_TSA, "pkiva Demo TSA", k[KEY_TSA]->pkey, d->ca, k[KEY_CA], "demo-ca",
+                       1825, &d->tsa);
+    if (rc != UTIL_OK)
+        return rc;
+    /* Subscriber keys are not the service's to keep: software keys, discarded after issuance. */
+    ee_key = EVP_EC_gen("P-256");
+    if (ee_key == NULL)
+        return UTIL_ECRYPTO;
+    for (int i = 0; rc == UTIL_OK && i < DEMO_EES; i++)
+        rc =
+            make_cert(d, KIND_EE, ee_names[i], ee_key, d->ca, k[KEY_CA], "demo-ca", 365, &d->ee[i]);
+    EVP_PKEY_free(ee_key);
+    return rc;
+}
+
+/* Phase 4: the PEM files for clients, in pki/. */
+static int demo_write_pems(struct demo *d)
+{
+    X509 *chain_tsa[] = {d->tsa, d->ca, d->root};
+    X509 *chain_ca[] = {d->ca, d->root};
+    const struct {
+        const char *name;
+        X509 *const *certs;
+        int n;
+    } files[] = {
+        {"root-ca.pem", &d->root, 1},
+        {"issuing-ca.pem", &d->ca, 1},
+        {"ca-chain.pem", chain_ca, 2},
+        {"ocsp-responder.pem", &d->ocsp, 1},
+        {"tsa.pem", &d->tsa, 1},
+        {"tsa-chain.pem", chain_tsa, 3},
+        {"demo-good.pem", &d->ee[EE_GOOD], 1},
+        {"demo-revoked.pem", &d->ee[EE_REVOKED], 1},
+        {"demo-hold.pem", &d->ee[EE_HOLD], 1},
+    };
+    char path[PATH_MAX];
+    int rc = path_join(path, sizeof(path), d->dir, "pki");
+
+    if (rc == UTIL_OK)
+        rc = mkdir_mode(path, 0755);
+    for (size_t i = 0; rc == UTIL_OK && i < sizeof(files) / sizeof(files[0]); i++)
+        rc = write_pem(d, files[i].name, files[i].certs, files[i].n);
+    return rc;
+}
+
+/* Phase 5: the store, with both issuers and every certificate in one transaction, and the audit
+ * record of the init. */
+static int demo_fill_store(struct demo *d)
+{
+    char path[PATH_MAX];
+    int64_t root_id = 0, ca_id = 0;
+    int rc = path_join(path, sizeof(path), d->dir, "pkiva.db");
+
+    if (rc == UTIL_OK)
+        rc = store_open_blocking(path, STORE_OPEN_CREATE, &d->store);
+    if (rc == UTIL_OK)
+        rc = store_begin_blocking(d->store);
+    if (rc != UTIL_OK)
+        return rc;
+    rc = register_issuer(d, "root", d->root, &root_id);
+    if (rc == UTIL_OK)
+        rc = register_issuer(d, "demo-ca", d->ca, &ca_id);
+    if (rc == UTIL_OK)
+        rc = register_cert(d, root_id, d->ca, NOT_REVOKED);
+    if (rc == UTIL_OK)
+        rc = register_cert(d, ca_id, d->ocsp, NOT_REVOKED);
+    if (rc == UTIL_OK)
+        rc = register_cert(d, ca_id, d->tsa, NOT_REVOKED);
+    if (rc == UTIL_OK)
+        rc = register_cert(d, ca_id, d->ee[EE_GOOD], NOT_REVOKED);
+    if (rc == UTIL_OK)
+        rc = register_cert(d, ca_id, d->ee[EE_REVOKED], STORE_REASON_KEY_COMPROMISE);
+    if (rc == UTIL_OK)
+        rc = register_cert(d, ca_id, d->ee[EE_HOLD], STORE_REASON_CERTIFICATE_HOLD);
+    if (rc != UTIL_OK) {
+        (void)store_rollback_blocking(d->store); /* the init is redone from scratch anyway */
+        return rc;
+    }
+    rc = store_audit_append_blocking(d->store, "pkiva-init", "init",
+                                     "{\"what\":\"embedded default created\"}");
+    if (rc == UTIL_OK)
+        rc = store_commit_blocking(d->store);
+    return rc;
+}
+
+/* Phase 6: the admin API's bearer token (owner-only like the PIN) and its TLS files. */
+static int demo_make_admin(struct demo *d)
+{
+    char token[65];
+    int rc = random_secret(token, 32);
+
+    if (rc == UTIL_OK)
+        rc = write_text(d->dir, "admin.token", token, 0600);
+    OPENSSL_cleanse(token, sizeof(token));
+    if (rc == UTIL_OK)
+        rc = make_admin_tls(d);
+    return rc;
+}
+
+static void demo_cleanup(struct demo *d)
+{
+    for (int i = 0; i < DEMO_EES; i++)
+        X509_free(d->ee[i]);
+    X509_free(d->root);
+    X509_free(d->ca);
+    X509_free(d->ocsp);
+    X509_free(d->tsa);
+    for (int i = 0; i < DEMO_KEYS; i++)
+        hsm_key_free(d->keys[i]);
+    store_close(d->store);
+    hsm_close(d->hsm);
+}
+
 int cli_demo_init_blocking(const struct cli_demo_options *opts, int *created)
 {
     struct demo d;
-    char path[PATH_MAX], pin_file[PATH_MAX], token[65];
-    struct stat st;
-    struct hsm_config hcfg;
-    struct hsm_key *k_root = NULL, *k_ca = NULL, *k_ocsp = NULL, *k_tsa = NULL;
-    X509 *root = NULL, *ca = NULL, *ocsp = NULL, *tsa = NULL, *ee[3] = {NULL, NULL, NULL};
-    EVP_PKEY *ee_key = NULL;
-    int64_t root_id = 0, ca_id = 0;
-    int alg;
-    int rc;
     const char *alg_name = opts->alg[0] ? opts->alg : "ec-p256";
+    int alg, exists = 0, rc;
 
     *created = 0;
     memset(&d, 0, sizeof(d));
@@ -680,186 +873,32 @@ int cli_demo_init_blocking(const struct cli_demo_options *opts, int *created)
                    alg_name);
         return UTIL_EINVAL;
     }
-    if (mkdir_mode(opts->data_dir, 0700) != UTIL_OK)
-        return UTIL_EPERM;
-    if (realpath(opts->data_dir, d.dir) == NULL) {
-        UTIL_ERROR(MOD, "data directory %s: %s", opts->data_dir, strerror(errno));
-        return util_errno(errno);
-    }
-    if (access(d.dir, W_OK | X_OK) != 0) {
-        UTIL_ERROR(MOD, "data directory %s is not writable", d.dir);
-        return UTIL_EPERM;
-    }
-    rc = path_join(path, sizeof(path), d.dir, "pkiva.conf");
-    if (rc != UTIL_OK)
+    rc = demo_prepare_dir(&d, &exists);
+    if (rc != UTIL_OK || exists)
         return rc;
-    if (stat(path, &st) == 0)
-        return UTIL_OK; /* a complete default exists: reuse it */
-    if (opts->public_url[0] != '\0')
-        (void)snprintf(d.url, sizeof(d.url), "%s", opts->public_url);
-    else
-        (void)snprintf(d.url, sizeof(d.url), "http://%s", opts->public_listen);
-    remove_leftovers(d.dir);
     UTIL_INFO(MOD, "first run: creating the embedded default in %s (%s keys)", d.dir, alg_name);
-
-    rc = make_token(&d, pin_file, sizeof(pin_file));
-    if (rc != UTIL_OK)
-        goto out;
-    memset(&hcfg, 0, sizeof(hcfg));
-    hcfg.module_path = "/usr/lib/softhsm/libsofthsm2.so";
-    hcfg.pin_file = pin_file;
-    hcfg.softhsm_no_deinit = 1;
-    hcfg.sessions = 1;
-    hcfg.queue_max = 16;
-    rc = hsm_open(&hcfg, &d.hsm);
-    if (rc != UTIL_OK)
-        goto out;
-    rc = hsm_key_generate_blocking(d.hsm, TOKEN_LABEL, "root-ca", alg, &k_root);
+    rc = demo_make_keys(&d, alg);
     if (rc == UTIL_OK)
-        rc = hsm_key_generate_blocking(d.hsm, TOKEN_LABEL, "issuing-ca", alg, &k_ca);
+        rc = demo_make_certs(&d);
     if (rc == UTIL_OK)
-        rc = hsm_key_generate_blocking(d.hsm, TOKEN_LABEL, "ocsp-responder", alg, &k_ocsp);
+        rc = demo_write_pems(&d);
     if (rc == UTIL_OK)
-        rc = hsm_key_generate_blocking(d.hsm, TOKEN_LABEL, "tsa", alg, &k_tsa);
-    /* The self-check `pkiva serve` runs at every start, once here already: a token whose
-     * signatures do not verify is noticed before any certificate is made with it. */
+        rc = demo_fill_store(&d);
     if (rc == UTIL_OK)
-        rc = hsm_key_check_blocking(d.hsm, k_root, NULL);
+        rc = demo_make_admin(&d);
+    /* Last: pkiva.conf marks a complete init (see the top of this file). */
     if (rc == UTIL_OK)
-        rc = hsm_key_check_blocking(d.hsm, k_ca, NULL);
-    if (rc == UTIL_OK)
-        rc = hsm_key_check_blocking(d.hsm, k_ocsp, NULL);
-    if (rc == UTIL_OK)
-        rc = hsm_key_check_blocking(d.hsm, k_tsa, NULL);
-    if (rc != UTIL_OK)
-        goto out;
-
-    rc = make_cert(&d, KIND_ROOT, "pkiva Demo Root CA", k_root->pkey, NULL, k_root, NULL, 7300,
-                   &root);
-    if (rc == UTIL_OK)
-        rc = make_cert(&d, KIND_SUBCA, "pkiva Demo Issuing CA", k_ca->pkey, root, k_root, "root",
-                       3650, &ca);
-    if (rc == UTIL_OK)
-        rc = make_cert(&d, KIND_OCSP, "pkiva Demo OCSP Responder", k_ocsp->pkey, ca, k_ca,
-                       "demo-ca", 730, &ocsp);
-    if (rc == UTIL_OK)
-        rc =
-            make_cert(&d, KIND_TSA, "pkiva Demo TSA", k_tsa->pkey, ca, k_ca, "demo-ca", 1825, &tsa);
-    if (rc != UTIL_OK)
-        goto out;
-    /* Subscriber keys are not the service's to keep: software keys, discarded after issuance. */
-    ee_key = EVP_EC_gen("P-256");
-    if (ee_key == NULL) {
-        rc = UTIL_ECRYPTO;
-        goto out;
-    }
-    rc = make_cert(&d, KIND_EE, "Demo Subscriber Good", ee_key, ca, k_ca, "demo-ca", 365, &ee[0]);
-    if (rc == UTIL_OK)
-        rc = make_cert(&d, KIND_EE, "Demo Subscriber Revoked", ee_key, ca, k_ca, "demo-ca", 365,
-                       &ee[1]);
-    if (rc == UTIL_OK)
-        rc = make_cert(&d, KIND_EE, "Demo Subscriber On Hold", ee_key, ca, k_ca, "demo-ca", 365,
-                       &ee[2]);
-    if (rc != UTIL_OK)
-        goto out;
-
-    rc = path_join(path, sizeof(path), d.dir, "pki");
-    if (rc == UTIL_OK)
-        rc = mkdir_mode(path, 0755);
-    if (rc != UTIL_OK)
-        goto out;
-    {
-        X509 *chain_tsa[] = {tsa, ca, root};
-        X509 *chain_ca[] = {ca, root};
-        rc = write_pem(&d, "root-ca.pem", &root, 1);
-        if (rc == UTIL_OK)
-            rc = write_pem(&d, "issuing-ca.pem", &ca, 1);
-        if (rc == UTIL_OK)
-            rc = write_pem(&d, "ca-chain.pem", chain_ca, 2);
-        if (rc == UTIL_OK)
-            rc = write_pem(&d, "ocsp-responder.pem", &ocsp, 1);
-        if (rc == UTIL_OK)
-            rc = write_pem(&d, "tsa.pem", &tsa, 1);
-        if (rc == UTIL_OK)
-            rc = write_pem(&d, "tsa-chain.pem", chain_tsa, 3);
-        if (rc == UTIL_OK)
-            rc = write_pem(&d, "demo-good.pem", &ee[0], 1);
-        if (rc == UTIL_OK)
-            rc = write_pem(&d, "demo-revoked.pem", &ee[1], 1);
-        if (rc == UTIL_OK)
-            rc = write_pem(&d, "demo-hold.pem", &ee[2], 1);
-        if (rc != UTIL_OK)
-            goto out;
-    }
-
-    rc = path_join(path, sizeof(path), d.dir, "pkiva.db");
-    if (rc == UTIL_OK)
-        rc = store_open_blocking(path, STORE_OPEN_CREATE, &d.store);
-    if (rc != UTIL_OK)
-        goto out;
-    rc = store_begin_blocking(d.store);
-    if (rc != UTIL_OK)
-        goto out;
-    rc = register_issuer(&d, "root", root, &root_id);
-    if (rc == UTIL_OK)
-        rc = register_issuer(&d, "demo-ca", ca, &ca_id);
-    if (rc == UTIL_OK)
-        rc = register_cert(&d, root_id, ca, NOT_REVOKED);
-    if (rc == UTIL_OK)
-        rc = register_cert(&d, ca_id, ocsp, NOT_REVOKED);
-    if (rc == UTIL_OK)
-        rc = register_cert(&d, ca_id, tsa, NOT_REVOKED);
-    if (rc == UTIL_OK)
-        rc = register_cert(&d, ca_id, ee[0], NOT_REVOKED);
-    if (rc == UTIL_OK)
-        rc = register_cert(&d, ca_id, ee[1], STORE_REASON_KEY_COMPROMISE);
-    if (rc == UTIL_OK)
-        rc = register_cert(&d, ca_id, ee[2], STORE_REASON_CERTIFICATE_HOLD);
-    if (rc != UTIL_OK) {
-        (void)store_rollback_blocking(d.store); /* the init is redone from scratch anyway */
-        goto out;
-    }
-    rc = store_audit_append_blocking(d.store, "pkiva-init", "init",
-                                     "{\"what\":\"embedded default created\"}");
-    if (rc == UTIL_OK)
-        rc = store_commit_blocking(d.store);
-    if (rc != UTIL_OK)
-        goto out;
-
-    /* The admin API's bearer token, owner-only like the PIN. */
-    rc = random_secret(token, 32);
-    if (rc == UTIL_OK)
-        rc = write_text(d.dir, "admin.token", token, 0600);
-    if (rc != UTIL_OK)
-        goto out;
-    OPENSSL_cleanse(token, sizeof(token));
-    rc = make_admin_tls(&d);
-    if (rc != UTIL_OK)
-        goto out;
-    rc = write_config(&d, pin_file, alg_name);
-    if (rc != UTIL_OK)
-        goto out;
-    *created = 1;
-    UTIL_INFO(MOD,
-              "embedded default ready: config %s/pkiva.conf, PEM files in %s/pki/, admin "
-              "API TLS files in %s/admin/",
-              d.dir, d.dir, d.dir);
-out:
-    if (rc != UTIL_OK)
+        rc = write_config(&d, d.pin_file, alg_name);
+    if (rc == UTIL_OK) {
+        *created = 1;
+        UTIL_INFO(MOD,
+                  "embedded default ready: config %s/pkiva.conf, PEM files in %s/pki/, admin "
+                  "API TLS files in %s/admin/",
+                  d.dir, d.dir, d.dir);
+    } else {
         UTIL_ERROR(MOD, "first run failed: %s (nothing usable was left in %s; run again)",
                    util_strerror(rc), d.dir);
-    for (int i = 0; i < 3; i++)
-        X509_free(ee[i]);
-    X509_free(root);
-    X509_free(ca);
-    X509_free(ocsp);
-    X509_free(tsa);
-    EVP_PKEY_free(ee_key);
-    hsm_key_free(k_root);
-    hsm_key_free(k_ca);
-    hsm_key_free(k_ocsp);
-    hsm_key_free(k_tsa);
-    store_close(d.store);
-    hsm_close(d.hsm);
+    }
+    demo_cleanup(&d);
     return rc;
 }

@@ -139,12 +139,6 @@ const unsigned char *http_request_body(const struct http_request *req, size_t *l
 /* t (seconds since the epoch) as an IMF-fixdate, "Sun, 06 Nov 1994 08:49:37 GMT", into out (30
  * bytes suffice); out of range: the epoch. */
 void http_date_format(int64_t t, char *out, size_t len);
-/* Parses an IMF-fixdate (the obsolete RFC 850 and asctime forms are refused: a validator that
- * cannot be read is ignored, and the full response is always a correct answer). UTIL_EINVAL if
- * it is not one. */
-int http_date_parse(const char *text, size_t len, int64_t *t);
-/* Whether an If-None-Match value (a list of entity tags, or "*") names etag, comparing weakly. */
-int http_etag_matches(const char *value, size_t len, const char *etag);
 /* RFC 9110 §13.2.2 for GET/HEAD of a representation with this ETag and Last-Modified time: 1 if
  * it may be answered 304 Not Modified. If-None-Match decides when present; otherwise
  * If-Modified-Since, when last_modified is not after it. Pass last_modified 0 when the Last-Modified

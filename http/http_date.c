@@ -27,7 +27,7 @@ void http_date_format(int64_t t, char *out, size_t len)
                    tm.tm_min, tm.tm_sec);
 }
 
-int http_date_parse(const char *text, size_t len, int64_t *t)
+int http__date_parse(const char *text, size_t len, int64_t *t)
 {
     char buf[64];
     int day = 0, year = 0, hh = 0, mm = 0, ss = 0, mon = -1, n = 0;
@@ -62,7 +62,7 @@ int http_date_parse(const char *text, size_t len, int64_t *t)
     return UTIL_OK;
 }
 
-int http_etag_matches(const char *value, size_t len, const char *etag)
+int http__etag_matches(const char *value, size_t len, const char *etag)
 {
     size_t etag_len = strlen(etag);
     size_t i = 0;
@@ -97,8 +97,8 @@ int http_request_not_modified(const struct http_request *req, const char *etag,
     /* §13.2.2: If-None-Match decides when present; If-Modified-Since only without it, and only
      * for a representation whose Last-Modified is later than its predecessor's (> 0). */
     if (value != NULL)
-        return etag != NULL && http_etag_matches(value, len, etag);
+        return etag != NULL && http__etag_matches(value, len, etag);
     value = http_request_header(req, "If-Modified-Since", &len);
-    return value != NULL && last_modified > 0 && http_date_parse(value, len, &since) == UTIL_OK &&
+    return value != NULL && last_modified > 0 && http__date_parse(value, len, &since) == UTIL_OK &&
            last_modified <= since;
 }

@@ -2,7 +2,7 @@
 /* http internals shared by server.c (lifecycle, loops, listeners, routing, the coarse timer) and
  * conn.c (one client connection: reading, llhttp parsing, the ordered response queue, writing),
  * conn_tls.c (its TLS record path), response.c (rendering) and tls.c (TLS contexts). Nothing
- * outside http/ includes this file. */
+ * outside http/ includes this file but its tests. */
 #ifndef PKIVA_HTTP_INT_H
 #define PKIVA_HTTP_INT_H
 
@@ -297,5 +297,13 @@ void http__tls_conn_free(struct http__conn *conn);
 /* server.c */
 void http__dispatch(struct http_request *req);
 void http__loop_conn_closed(struct http__loop *lp);
+
+/* http_date.c: the two halves of http_not_modified (tests/http calls them directly). */
+/* Parses an IMF-fixdate (the obsolete RFC 850 and asctime forms are refused: a validator that
+ * cannot be read is ignored, and the full response is always a correct answer). UTIL_EINVAL if
+ * it is not one. */
+int http__date_parse(const char *text, size_t len, int64_t *t);
+/* Whether an If-None-Match value (a list of entity tags, or "*") names etag, comparing weakly. */
+int http__etag_matches(const char *value, size_t len, const char *etag);
 
 #endif

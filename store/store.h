@@ -114,9 +114,6 @@ struct store_cert {
 int store_open_blocking(const char *path, int flags, struct store **out);
 void store_close(struct store *store); /* NULL-safe */
 
-/* Cheap liveness check for /readyz: a trivial read. */
-int store_ping_blocking(struct store *store);
-
 /* Explicit transactions for bulk work (import): everything between begin and commit is one durable
  * commit. Other calls made in between join the transaction. */
 int store_begin_blocking(struct store *store);
@@ -239,9 +236,6 @@ int store_feed_head_blocking(struct store *store, int64_t *id_out); /* 0 when em
 /* ---- revocation deadline (SLA) -------------------------------------------------------------- */
 
 enum store_sla_stage { STORE_SLA_OCSP = 1, STORE_SLA_CRL = 2 };
-/* Records, once, when the revocation with this feed id became visible in OCSP or in a published
- * CRL (later calls for the same stage keep the first time). */
-int store_sla_mark_blocking(struct store *store, int64_t feed_id, int stage, int64_t at_ms);
 /* Same for every revocation of issuer_id with feed id <= up_to_feed_id not yet marked for stage. */
 int store_sla_mark_upto_blocking(struct store *store, int64_t issuer_id, int64_t up_to_feed_id,
                                  int stage, int64_t at_ms);
@@ -295,10 +289,6 @@ int store_lease_blocking(struct store *store, const char *name, int *held_out);
 
 /* ---- TSA ------------------------------------------------------------------------------------ */
 
-/* Durably reserves count consecutive serials for a TSA unit and returns the first. Serials from a
- * reserved block that were never used are skipped after a crash, never reissued. */
-int store_tsa_reserve_blocking(struct store *store, const char *unit, int64_t count,
-                               int64_t *first_out);
 /* The same, with the block starting at floor at least: the counter of key (any text; the TSA
  * passes its certificate's fingerprint) jumps up to floor when it is below it. */
 int store_tsa_reserve_from_blocking(struct store *store, const char *key, int64_t count,

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* store internals shared by the files of the store module: the backend vtable that store.c calls
  * through, the constructor of the SQLite backend, and the backend-independent helpers (audit chain
- * hash) that every backend must use identically. Nothing outside store/ includes this header. */
+ * hash) that every backend must use identically. Nothing outside store/ includes this header but its tests. */
 #ifndef PKIVA_STORE_INT_H
 #define PKIVA_STORE_INT_H
 
@@ -241,5 +241,20 @@ int store__fp_matches(const unsigned char *der, size_t der_len, const unsigned c
 
 /* 1 when reason is a CRLReason a certificate may be revoked with (not removeFromCRL, not 7). */
 int store__reason_valid_for_revoke(int reason);
+
+/* ---- called by tests only ----------------------------------------------------------------- */
+
+/* Store operations no module uses (tests/store checks them; the live paths use
+ * store_tsa_reserve_from_blocking and store_sla_mark_upto_blocking). They dispatch to the backend
+ * like the public ones. */
+/* Cheap liveness check for /readyz: a trivial read. */
+int store_ping_blocking(struct store *store);
+/* Records, once, when the revocation with this feed id became visible in OCSP or in a published
+ * CRL (later calls for the same stage keep the first time). */
+int store_sla_mark_blocking(struct store *store, int64_t feed_id, int stage, int64_t at_ms);
+/* Durably reserves count consecutive serials for a TSA unit and returns the first. Serials from a
+ * reserved block that were never used are skipped after a crash, never reissued. */
+int store_tsa_reserve_blocking(struct store *store, const char *unit, int64_t count,
+                               int64_t *first_out);
 
 #endif

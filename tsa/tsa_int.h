@@ -160,14 +160,13 @@ int tsa__serials_init_blocking(struct tsa__unit *unit, struct store *store, int6
 
 /* ---- a request in flight --------------------------------------------------------------------- */
 
-struct tsa__loop;
-
 struct tsa__job {
     struct tsa_service *svc;
     struct tsa__unit *unit;
-    struct tsa__loop *loop;
+    /* Owed to the loop's util_pool_port: whoever finishes the job (signing or log thread) completes
+     * it once, and the job comes back on its loop, or is freed there if the loop is gone. */
+    struct util_pool_completion *completion;
     struct http_request *req;
-    struct tsa__job *next; /* on the loop's completion list */
     int64_t serial;
     int64_t gen_time_ms;   /* set while signing */
     struct timespec fixed; /* tv_sec != 0: sign with this time (start-up self-check) */
@@ -177,16 +176,6 @@ struct tsa__job {
     int reject;              /* enum tsa__reject if the request failed after the check */
     size_t der_len;
     unsigned char der[]; /* a copy of the request: the worker must not touch http's */
-};
-
-/* Per loop: the completion list that worker and log threads fill and the loop drains. */
-struct tsa__loop {
-    struct tsa_service *svc;
-    uv_async_t async;
-    pthread_mutex_t mu;
-    struct tsa__job *head, *tail;
-    int closed; /* under mu: fini ran, jobs are dropped */
-    int index;
 };
 
 /* Hands a finished job (reply or reject set) to its loop; any thread. */
@@ -275,7 +264,9 @@ struct tsa_service {
     struct tsa__unit units[TSA_MAX_UNITS];
     int n_units;
     struct util_blob *rejects[TSA__REJ_COUNT];
-    struct tsa__loop *loops[TSA__MAX_LOOPS];
+    /* Per HTTP loop, the mailbox that signing and log threads complete jobs into; set and cleared
+     * by that loop's own thread (loop_init, loop_fini). */
+    struct util_pool_port *ports[TSA__MAX_LOOPS];
     struct tsa__log log;
 
     _Atomic int stopping;

@@ -6,13 +6,15 @@
  * extensions, clock, in-flight bound, serial) and every rejection is answered there at once from a
  * pre-encoded DER TimeStampResp. An accepted request becomes a job (with its own copy of the
  * request bytes) that goes to the HSM signing pool; the signing thread hands it to the log thread
- * (durable_log) or straight back. Jobs come back to their loop through a per-loop completion list
- * and a uv_async_t: the loop drains the list and responds. Bounds: max_inflight jobs in total (the
- * log ring has as many slots, so a signed token always finds room), the HSM queue (full:
- * systemFailure at once), the request size. Shutdown: after the HTTP loops stopped, their lists
- * are closed and a late job is freed by the thread that delivers it; every job is freed exactly
- * once, so tsa_service_stop waits (on a condition, not a poll) until none is left, after which
- * nothing refers to the service. */
+ * (durable_log) or straight back. Jobs come back to their loop through the loop's util_pool_port,
+ * the mailbox every pool uses: the loop expects a completion when it accepts the job
+ * (util_pool_port_expect), and the signing or log thread that finishes the job completes it, so
+ * the log thread needs no mailbox of its own. Bounds: max_inflight jobs in total (the log ring has
+ * as many slots, so a signed token always finds room), the HSM queue (full: systemFailure at once),
+ * the request size. Shutdown: loop_fini closes the loop's port; a job finished later gets its
+ * completion with UTIL_ECLOSED on the thread that finished it, which frees it. Every job is freed
+ * exactly once, so tsa_service_stop waits (on a condition, not a poll) until none is left, after
+ * which nothing refers to the service; the ports free themselves after their last job. */
 #include "tsa_int.h"
 
 #include <errno.h>
@@ -409,12 +411,6 @@ void tsa_service_free(struct tsa_service *svc)
         return;
     inflight_wait(svc);
     tsa__log_stop(svc);
-    for (int i = 0; i < TSA__MAX_LOOPS; i++) {
-        if (svc->loops[i] != NULL) {
-            pthread_mutex_destroy(&svc->loops[i]->mu);
-            free(svc->loops[i]);
-        }
-    }
     for (int i = 0; i < TSA_MAX_UNITS; i++)
         unit_cleanup(&svc->units[i]);
     for (int i = 0; i < TSA__REJ_COUNT; i++)
@@ -478,23 +474,7 @@ void tsa__job_free(struct tsa__job *job)
 
 void tsa__deliver(struct tsa__job *job)
 {
-    struct tsa__loop *lp = job->loop;
-
-    pthread_mutex_lock(&lp->mu);
-    if (lp->closed) {
-        pthread_mutex_unlock(&lp->mu);
-        tsa__job_free(job); /* the loop is gone; so is the connection */
-        return;
-    }
-    job->next = NULL;
-    if (lp->tail != NULL)
-        lp->tail->next = job;
-    else
-        lp->head = job;
-    lp->tail = job;
-    /* Under the mutex so that fini cannot close the handle in between. */
-    (void)uv_async_send(&lp->async); /* only fails on a closing handle, excluded by closed */
-    pthread_mutex_unlock(&lp->mu);
+    util_pool_complete(job->completion, UTIL_OK);
 }
 
 static void respond_der(struct http_request *req, struct util_blob *der)
@@ -526,79 +506,45 @@ static void respond_job(struct tsa__job *job)
     }
 }
 
-static struct tsa__job *take_all(struct tsa__loop *lp)
+/* The job's completion: on its loop, or with UTIL_ECLOSED on the thread that finished it (or in
+ * loop_fini) when the loop is gone, and then its request is gone too. */
+static void job_done(void *arg, int result)
 {
-    struct tsa__job *list;
-    pthread_mutex_lock(&lp->mu);
-    list = lp->head;
-    lp->head = NULL;
-    lp->tail = NULL;
-    pthread_mutex_unlock(&lp->mu);
-    return list;
-}
-
-static void on_async(uv_async_t *handle)
-{
-    struct tsa__loop *lp = handle->data;
-    struct tsa__job *job = take_all(lp);
-
-    while (job != NULL) {
-        struct tsa__job *next = job->next;
+    struct tsa__job *job = arg;
+    if (result != UTIL_ECLOSED)
         respond_job(job);
-        tsa__job_free(job);
-        job = next;
-    }
+    tsa__job_free(job);
 }
 
 static void loop_init(void *ctx, uv_loop_t *loop, int index)
 {
     struct tsa_service *svc = ctx;
-    struct tsa__loop *lp = NULL;
 
     if (index < 0 || index >= TSA__MAX_LOOPS) {
         UTIL_ERROR(TSA_MOD, "loop %d: more than %d loops; its TSA requests get systemFailure",
                    index, TSA__MAX_LOOPS);
         return;
     }
-    lp = calloc(1, sizeof(*lp));
-    if (lp == NULL) {
-        UTIL_ERROR(TSA_MOD, "loop %d: out of memory; its TSA requests get systemFailure", index);
-        return;
-    }
-    lp->svc = svc;
-    lp->index = index;
-    pthread_mutex_init(&lp->mu, NULL);
-    if (uv_async_init(loop, &lp->async, on_async) != 0) {
-        UTIL_ERROR(TSA_MOD, "loop %d: uv_async_init failed; its TSA requests get systemFailure",
+    /* Ports are not tied to a pool: the HSM pool and the log thread both complete into it. */
+    if (util_pool_port_new(NULL, loop, &svc->ports[index]) != UTIL_OK) {
+        UTIL_ERROR(TSA_MOD,
+                   "loop %d: cannot make its completion port; its TSA requests get "
+                   "systemFailure",
                    index);
-        pthread_mutex_destroy(&lp->mu);
-        free(lp);
-        return;
+        svc->ports[index] = NULL;
     }
-    lp->async.data = lp;
-    svc->loops[index] = lp; /* read only by this loop's own thread (and after it by stop/free) */
 }
 
 static void loop_fini(void *ctx, uv_loop_t *loop, int index)
 {
     struct tsa_service *svc = ctx;
-    struct tsa__loop *lp = index >= 0 && index < TSA__MAX_LOOPS ? svc->loops[index] : NULL;
-    struct tsa__job *job;
 
-    if (lp == NULL)
+    if (index < 0 || index >= TSA__MAX_LOOPS || svc->ports[index] == NULL)
         return;
-    pthread_mutex_lock(&lp->mu);
-    lp->closed = 1;
-    pthread_mutex_unlock(&lp->mu);
-    /* Answer what already came back: http drops answers for connections that are gone. */
-    job = take_all(lp);
-    while (job != NULL) {
-        struct tsa__job *next = job->next;
-        respond_job(job);
-        tsa__job_free(job);
-        job = next;
-    }
-    uv_close((uv_handle_t *)&lp->async, NULL); /* memory freed with the service */
+    /* Jobs that came back but were not answered yet, and later ones, get job_done(UTIL_ECLOSED):
+     * their connections are gone with the loop. The port frees itself after its last job. */
+    util_pool_port_close(svc->ports[index]);
+    svc->ports[index] = NULL;
 }
 
 /* ---- the HTTP handler ------------------------------------------------------------------------ */
@@ -657,7 +603,7 @@ static void handle_query(void *ctx, struct http_request *req)
 {
     struct tsa_service *svc = ctx;
     struct tsa__unit *unit = NULL;
-    struct tsa__loop *lp = NULL;
+    struct util_pool_port *port = NULL;
     struct tsa__job *job = NULL;
     struct tsa__query query;
     TS_REQ *parsed = NULL;
@@ -697,12 +643,12 @@ static void handle_query(void *ctx, struct http_request *req)
     }
     reject = -1;
     index = http_request_loop_index(req);
-    lp = index >= 0 && index < TSA__MAX_LOOPS ? svc->loops[index] : NULL;
+    port = index >= 0 && index < TSA__MAX_LOOPS ? svc->ports[index] : NULL;
     if (!clock_usable(svc, unit->accuracy_us))
         reject = TSA__REJ_TIME;
     else if ((int64_t)time(NULL) >= unit->not_after)
         reject = cert_expired(unit);
-    else if (lp == NULL)
+    else if (port == NULL)
         reject = TSA__REJ_INTERNAL;
     else if (atomic_fetch_add(&svc->inflight, 1) >= svc->cfg.max_inflight) {
         inflight_release(svc);
@@ -711,8 +657,10 @@ static void handle_query(void *ctx, struct http_request *req)
         inflight_release(svc);
         reject = TSA__REJ_SERIALS;
     } else {
-        job = malloc(sizeof(*job) + body_len);
-        if (job == NULL) {
+        job = calloc(1, sizeof(*job) + body_len);
+        if (job == NULL || util_pool_port_expect(port, job_done, job, &job->completion) != 0) {
+            free(job); /* not counted as a job yet: inflight is released just below */
+            job = NULL;
             inflight_release(svc);
             reject = TSA__REJ_INTERNAL;
         }
@@ -722,10 +670,8 @@ static void handle_query(void *ctx, struct http_request *req)
         respond_reject(svc, req, reject);
         return;
     }
-    memset(job, 0, sizeof(*job));
     job->svc = svc;
     job->unit = unit;
-    job->loop = lp;
     job->req = req;
     job->serial = serial;
     job->parsed = parsed;
@@ -736,6 +682,7 @@ static void handle_query(void *ctx, struct http_request *req)
     rc = hsm_submit(svc->hsm, NULL, tsa__sign_work, tsa__sign_done, job);
     if (rc != UTIL_OK) {
         /* The serial is burnt, which is allowed: serials must be unique, not dense. */
+        util_pool_completion_drop(job->completion);
         tsa__job_free(job);
         respond_reject(svc, req, rc == UTIL_ECLOSED ? TSA__REJ_STOPPING : TSA__REJ_BUSY);
     }

@@ -162,43 +162,35 @@ static TS_REQ *reference_request(unsigned char **der, int *der_len)
     return req;
 }
 
-/* Fills the template from the reference token; 0 if its shape is not the one we rebuild. */
-static int tmpl_from_reference(struct tsa__unit *unit, TS_RESP *resp)
+/* out = the DER of in under a constructed header (tag, xclass). 1 on success. */
+static int der_wrap(struct tsa__der *out, const struct tsa__der *in, int tag, int xclass)
+{
+    size_t n = tlv_size(in->n);
+
+    out->p = OPENSSL_malloc(n);
+    if (out->p == NULL)
+        return 0;
+    out->n = n;
+    (void)put_der(put_header(out->p, 1, in->n, tag, xclass), in); /* fills it */
+    return 1;
+}
+
+/* The PKIStatusInfo and the constant parts of the TSTInfo: version, policies, accuracy, tsa. */
+static int tmpl_tst_info(struct tsa__unit *unit, TS_RESP *resp, TS_TST_INFO *tst)
 {
     struct tsa__tmpl *t = &unit->tmpl;
-    PKCS7 *p7 = TS_RESP_get_token(resp);
-    TS_TST_INFO *tst = TS_RESP_get_tst_info(resp);
-    PKCS7_SIGNED *sd = NULL;
-    PKCS7_SIGNER_INFO *si = NULL;
-    struct tsa__der version = {0}, algs = {0}, sid = {0}, dalg = {0};
+    struct tsa__der name = {0};
+    ASN1_INTEGER *v = NULL;
     unsigned char *p = NULL;
-    size_t n = 0;
     int ok = 0;
 
-    if (p7 == NULL || tst == NULL || !PKCS7_type_is_signed(p7))
-        return 0;
-    sd = p7->d.sign;
-    if (sk_X509_ALGOR_num(sd->md_algs) != 1 || sk_X509_CRL_num(sd->crl) > 0 ||
-        sk_PKCS7_SIGNER_INFO_num(sd->signer_info) != 1 || sk_X509_num(sd->cert) < 1 ||
-        TS_TST_INFO_get_ordering(tst) || TS_TST_INFO_get_exts(tst) != NULL)
-        return 0;
-    si = sk_PKCS7_SIGNER_INFO_value(sd->signer_info, 0);
-    if (si->unauth_attr != NULL || sk_X509_ATTRIBUTE_num(si->auth_attr) != 4)
-        return 0;
-    /* PKIStatusInfo and TSTInfo parts */
-    p = NULL;
     if (!der_take(&t->status, i2d_TS_STATUS_INFO(TS_RESP_get_status_info(resp), &p), &p))
         goto out;
-    {
-        ASN1_INTEGER *v = ASN1_INTEGER_new();
-        p = NULL;
-        ok = v != NULL && ASN1_INTEGER_set(v, TS_TST_INFO_get_version(tst)) &&
-             der_take(&t->tst_version, i2d_ASN1_INTEGER(v, &p), &p);
-        ASN1_INTEGER_free(v);
-        if (!ok)
-            goto out;
-        ok = 0;
-    }
+    v = ASN1_INTEGER_new();
+    p = NULL;
+    if (v == NULL || !ASN1_INTEGER_set(v, TS_TST_INFO_get_version(tst)) ||
+        !der_take(&t->tst_version, i2d_ASN1_INTEGER(v, &p), &p))
+        goto out;
     if (!oid_der(&t->policy[0], unit->policy))
         goto out;
     for (int i = 0; i < unit->n_accepted; i++) {
@@ -210,73 +202,76 @@ static int tmpl_from_reference(struct tsa__unit *unit, TS_RESP *resp)
         !der_take(&t->accuracy, i2d_TS_ACCURACY(TS_TST_INFO_get_accuracy(tst), &p), &p))
         goto out;
     if (TS_TST_INFO_get_tsa(tst) != NULL) {
-        struct tsa__der name = {0};
         p = NULL;
-        if (!der_take(&name, i2d_GENERAL_NAME(TS_TST_INFO_get_tsa(tst), &p), &p))
-            goto out;
         /* tsa [0] GeneralName: a CHOICE, so the tag is explicit */
-        n = tlv_size(name.n);
-        t->tsa_name.p = OPENSSL_malloc(n);
-        if (t->tsa_name.p != NULL) {
-            t->tsa_name.n = n;
-            (void)put_der(put_header(t->tsa_name.p, 1, name.n, 0, V_ASN1_CONTEXT_SPECIFIC),
-                          &name); /* fills it */
-        }
-        der_free(&name);
-        if (t->tsa_name.p == NULL)
+        if (!der_take(&name, i2d_GENERAL_NAME(TS_TST_INFO_get_tsa(tst), &p), &p) ||
+            !der_wrap(&t->tsa_name, &name, 0, V_ASN1_CONTEXT_SPECIFIC))
             goto out;
     }
-    /* SignedData: version, digestAlgorithms (a SET of one), certificates */
-    p = NULL;
+    ok = 1;
+out:
+    ASN1_INTEGER_free(v);
+    der_free(&name);
+    return ok;
+}
+
+/* The SignedData's head: version and digestAlgorithms (a SET of one); its certificates. */
+static int tmpl_signed_data(struct tsa__tmpl *t, PKCS7_SIGNED *sd)
+{
+    struct tsa__der version = {0}, algs = {0}, dalg = {0};
+    unsigned char *p = NULL, *q;
+    size_t content = 0;
+    int ok = 0;
+
     if (!der_take(&version, i2d_ASN1_INTEGER(sd->version, &p), &p))
         goto out;
     p = NULL;
-    if (!der_take(&dalg, i2d_X509_ALGOR(sk_X509_ALGOR_value(sd->md_algs, 0), &p), &p))
+    if (!der_take(&dalg, i2d_X509_ALGOR(sk_X509_ALGOR_value(sd->md_algs, 0), &p), &p) ||
+        !der_wrap(&algs, &dalg, V_ASN1_SET, V_ASN1_UNIVERSAL) ||
+        !der_concat(&t->sd_head, &version, &algs, NULL))
         goto out;
-    n = tlv_size(dalg.n);
-    algs.p = OPENSSL_malloc(n);
-    if (algs.p == NULL)
-        goto out;
-    algs.n = n;
-    (void)put_der(put_header(algs.p, 1, dalg.n, V_ASN1_SET, V_ASN1_UNIVERSAL), &dalg); /* fills */
-    der_free(&dalg);
-    if (!der_concat(&t->sd_head, &version, &algs, NULL))
-        goto out;
-    der_free(&version);
-    {
-        size_t content = 0;
-        unsigned char *q;
-        for (int i = 0; i < sk_X509_num(sd->cert); i++) {
-            int len = i2d_X509(sk_X509_value(sd->cert, i), NULL);
-            if (len <= 0)
-                goto out;
-            content += (size_t)len;
-        }
-        t->certs.n = tlv_size(content);
-        t->certs.p = OPENSSL_malloc(t->certs.n);
-        if (t->certs.p == NULL)
+    for (int i = 0; i < sk_X509_num(sd->cert); i++) {
+        int len = i2d_X509(sk_X509_value(sd->cert, i), NULL);
+        if (len <= 0)
             goto out;
-        /* certificates [0] IMPLICIT, in the order OpenSSL added them */
-        q = put_header(t->certs.p, 1, content, 0, V_ASN1_CONTEXT_SPECIFIC);
-        for (int i = 0; i < sk_X509_num(sd->cert); i++)
-            (void)i2d_X509(sk_X509_value(sd->cert, i), &q); /* sized above */
+        content += (size_t)len;
     }
-    /* SignerInfo: version, sid, digestAlgorithm; signatureAlgorithm */
-    p = NULL;
+    t->certs.n = tlv_size(content);
+    t->certs.p = OPENSSL_malloc(t->certs.n);
+    if (t->certs.p == NULL)
+        goto out;
+    /* certificates [0] IMPLICIT, in the order OpenSSL added them */
+    q = put_header(t->certs.p, 1, content, 0, V_ASN1_CONTEXT_SPECIFIC);
+    for (int i = 0; i < sk_X509_num(sd->cert); i++)
+        (void)i2d_X509(sk_X509_value(sd->cert, i), &q); /* sized above */
+    ok = 1;
+out:
+    der_free(&version);
+    der_free(&algs);
+    der_free(&dalg);
+    return ok;
+}
+
+/* The SignerInfo: version, sid and digestAlgorithm; signatureAlgorithm; the two constant signed
+ * attributes (the other two, signingTime and messageDigest, are made per token). */
+static int tmpl_signer_info(struct tsa__tmpl *t, PKCS7_SIGNER_INFO *si)
+{
+    struct tsa__der version = {0}, sid = {0}, dalg = {0};
+    unsigned char *p = NULL;
+    int ok = 0;
+
     if (!der_take(&version, i2d_ASN1_INTEGER(si->version, &p), &p))
         goto out;
     p = NULL;
     if (!der_take(&sid, i2d_PKCS7_ISSUER_AND_SERIAL(si->issuer_and_serial, &p), &p))
         goto out;
     p = NULL;
-    if (!der_take(&dalg, i2d_X509_ALGOR(si->digest_alg, &p), &p))
-        goto out;
-    if (!der_concat(&t->si_head, &version, &sid, &dalg))
+    if (!der_take(&dalg, i2d_X509_ALGOR(si->digest_alg, &p), &p) ||
+        !der_concat(&t->si_head, &version, &sid, &dalg))
         goto out;
     p = NULL;
     if (!der_take(&t->si_sig_alg, i2d_X509_ALGOR(si->digest_enc_alg, &p), &p))
         goto out;
-    /* the signed attributes: two constant, two made per token */
     for (int i = 0; i < 4; i++) {
         X509_ATTRIBUTE *attr = sk_X509_ATTRIBUTE_value(si->auth_attr, i);
         int nid = OBJ_obj2nid(X509_ATTRIBUTE_get0_object(attr));
@@ -293,19 +288,38 @@ static int tmpl_from_reference(struct tsa__unit *unit, TS_RESP *resp)
         if (slot->p != NULL || !der_take(slot, i2d_X509_ATTRIBUTE(attr, &p), &p))
             goto out;
     }
-    if (t->attr_content_type.p == NULL || t->attr_signing_cert.p == NULL ||
-        !oid_der(&t->oid_signing_time, OBJ_nid2obj(NID_pkcs9_signingTime)) ||
-        !oid_der(&t->oid_message_digest, OBJ_nid2obj(NID_pkcs9_messageDigest)) ||
-        !oid_der(&t->oid_tst_info, OBJ_nid2obj(NID_id_smime_ct_TSTInfo)) ||
-        !oid_der(&t->oid_signed_data, OBJ_nid2obj(NID_pkcs7_signed)))
-        goto out;
-    ok = 1;
+    ok = t->attr_content_type.p != NULL && t->attr_signing_cert.p != NULL;
 out:
     der_free(&version);
-    der_free(&algs);
     der_free(&sid);
     der_free(&dalg);
     return ok;
+}
+
+/* Fills the template from the reference token; 0 if its shape is not the one we rebuild. */
+static int tmpl_from_reference(struct tsa__unit *unit, TS_RESP *resp)
+{
+    struct tsa__tmpl *t = &unit->tmpl;
+    PKCS7 *p7 = TS_RESP_get_token(resp);
+    TS_TST_INFO *tst = TS_RESP_get_tst_info(resp);
+    PKCS7_SIGNED *sd = NULL;
+    PKCS7_SIGNER_INFO *si = NULL;
+
+    if (p7 == NULL || tst == NULL || !PKCS7_type_is_signed(p7))
+        return 0;
+    sd = p7->d.sign;
+    if (sk_X509_ALGOR_num(sd->md_algs) != 1 || sk_X509_CRL_num(sd->crl) > 0 ||
+        sk_PKCS7_SIGNER_INFO_num(sd->signer_info) != 1 || sk_X509_num(sd->cert) < 1 ||
+        TS_TST_INFO_get_ordering(tst) || TS_TST_INFO_get_exts(tst) != NULL)
+        return 0;
+    si = sk_PKCS7_SIGNER_INFO_value(sd->signer_info, 0);
+    if (si->unauth_attr != NULL || sk_X509_ATTRIBUTE_num(si->auth_attr) != 4)
+        return 0;
+    return tmpl_tst_info(unit, resp, tst) && tmpl_signed_data(t, sd) && tmpl_signer_info(t, si) &&
+           oid_der(&t->oid_signing_time, OBJ_nid2obj(NID_pkcs9_signingTime)) &&
+           oid_der(&t->oid_message_digest, OBJ_nid2obj(NID_pkcs9_messageDigest)) &&
+           oid_der(&t->oid_tst_info, OBJ_nid2obj(NID_id_smime_ct_TSTInfo)) &&
+           oid_der(&t->oid_signed_data, OBJ_nid2obj(NID_pkcs7_signed));
 }
 
 /* ---- one token ----------------------------------------------------------------------------- */

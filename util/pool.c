@@ -16,6 +16,8 @@
  *   was closed gets done(arg, UTIL_ECLOSED) without its result: on the worker thread that finished
  *   it, or, if it had finished but not yet been delivered, on the thread calling
  *   util_pool_port_close. Its loop is gone, so such a done only frees the job.
+ * - A completion expected by a thread of its own (util_pool_port_expect) is a job without work that
+ *   takes the same path: a reference on the port, then job_finish from the thread that completes it.
  * - Shutdown: util_pool_free fails waiting jobs with UTIL_ECLOSED, lets running jobs finish and joins. */
 #define _GNU_SOURCE
 #include "util.h"
@@ -352,6 +354,53 @@ int util_pool_submit(struct util_pool *pool, struct util_pool_port *port, util_p
     pthread_cond_signal(&pool->cond);
     pthread_mutex_unlock(&pool->mutex);
     return UTIL_OK;
+}
+
+/* An expected completion is a pool job that no pool runs: job_finish delivers it like one. */
+struct util_pool_completion {
+    struct pool_job job; /* first: job_finish frees the job, which is the completion */
+};
+
+int util_pool_port_expect(struct util_pool_port *port, util_pool_done_fn done, void *arg,
+                          struct util_pool_completion **out)
+{
+    struct util_pool_completion *c = NULL;
+    int closed;
+
+    *out = NULL;
+    c = calloc(1, sizeof(*c));
+    if (c == NULL)
+        return UTIL_ENOMEM;
+    c->job.done = done;
+    c->job.arg = arg;
+    c->job.port = port;
+    pthread_mutex_lock(&port->mutex);
+    closed = port->closed;
+    if (!closed)
+        port->refs++;
+    pthread_mutex_unlock(&port->mutex);
+    if (closed) {
+        free(c);
+        return UTIL_ECLOSED;
+    }
+    *out = c;
+    return UTIL_OK;
+}
+
+void util_pool_complete(struct util_pool_completion *completion, int result)
+{
+    completion->job.result = result;
+    job_finish(&completion->job);
+}
+
+void util_pool_completion_drop(struct util_pool_completion *completion)
+{
+    struct util_pool_port *port;
+    if (completion == NULL)
+        return;
+    port = completion->job.port;
+    free(completion);
+    port_unref(port);
 }
 
 struct sync_wait {

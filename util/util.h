@@ -155,6 +155,20 @@ void util_pool_port_close(struct util_pool_port *port);
 int util_pool_submit(struct util_pool *pool, struct util_pool_port *port, util_pool_work_fn work,
                      util_pool_done_fn done, void *arg);
 
+/* A completion owed to a port by a thread that is not one of a pool's workers (the TSA token log
+ * thread): the port's mailbox without the pool's queue. util_pool_port_expect, on the port's loop
+ * thread when the work is accepted, allocates the completion and keeps the port's memory alive for
+ * it; util_pool_complete, from any thread and exactly once, delivers done(arg, result) on the loop,
+ * or, if the port was closed meanwhile, calls done(arg, UTIL_ECLOSED) right there (the same rule as
+ * for pool jobs). Both free the completion. util_pool_completion_drop gives back a completion that
+ * will never be completed (the work was refused before it started) without calling done. Returns
+ * 0, UTIL_ENOMEM, or UTIL_ECLOSED for a closed port. */
+struct util_pool_completion;
+int util_pool_port_expect(struct util_pool_port *port, util_pool_done_fn done, void *arg,
+                          struct util_pool_completion **out);
+void util_pool_complete(struct util_pool_completion *completion, int result);
+void util_pool_completion_drop(struct util_pool_completion *completion);
+
 /* Run work(thread_state, arg) on a pool thread and wait for its result: for start-up and CLI code that
  * is not on a loop thread. Still bounded: returns UTIL_EBUSY if the queue is full. */
 int util_pool_run_sync(struct util_pool *pool, util_pool_work_fn work, void *arg);

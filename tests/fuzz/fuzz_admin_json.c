@@ -1,11 +1,11 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* libFuzzer target for the admin API's JSON bodies: jansson decoding with duplicate keys refused,
  * then the field checks of each route (issuer, serial, reason names, times, request ids, PEM
- * certificates), through admin_parse_for_fuzz, the same code the routes run before any
- * store work. No server, no store. The seed corpus in corpus/admin replays in test_fuzz_replay. */
+ * certificates), through admin__parse_for_fuzz, the same code the routes run before any
+ * store work. No server, no store. The seed corpus in corpus/admin_json replays in test_fuzz_replay. */
 #include "fuzz.h"
 
-#include <admin/admin.h>
+#include <admin/admin_int.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -25,7 +25,7 @@ int fuzz_admin_check(const uint8_t *data, size_t size)
     if (body == NULL)
         abort();
     memcpy(body, data + 1, size - 1);
-    rc = admin_parse_for_fuzz(routes[pick], body, size - 1);
+    rc = admin__parse_for_fuzz(routes[pick], body, size - 1);
     free(body);
     if (rc != 0 && rc != 400 && rc != 503)
         abort(); /* every route above is known; 503 only when memory runs out */

@@ -1,12 +1,17 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* The committed seed corpora of the fuzz targets in tests/fuzz, replayed as an ordinary test in the
- * normal build through the same functions the libFuzzer targets call. A file's name says what it
- * must do: http files start with the status of the first response ("400-...") or "none-" (the
- * server closes without answering); admin and config files start with "ok-" or "bad-". Crashes the
- * fuzzers found are kept here under "crash-" names with the outcome they must now have. */
+/* The committed seed corpora of every fuzz target (tests/fuzz/corpus/NAME for fuzz_NAME), replayed
+ * as an ordinary test in the normal build through the same functions the libFuzzer targets call.
+ * A file's name says what it must do: http files start with the status of the first response
+ * ("400-...") or "none-" (the server closes without answering); admin_json and config files start
+ * with "ok-" or "bad-"; ocsp_request files with "not-" when the request must be refused with an
+ * OCSP error status; ocsp_get files with "bad" when the path must not decode; tsa_request files
+ * with "sha256", "sha512" or "sha3" when the request must be accepted; directory files with the
+ * outcome digit (0 no certificate, 1 rendered). Crashes the fuzzers found are kept under "crash-"
+ * names with the outcome they must now have. */
 #include "fuzz.h"
 
-#include <admin/admin.h>
+#include <admin/admin_int.h>
+#include <directory/directory_int.h>
 #include <support.h>
 
 #include <criterion/criterion.h>
@@ -14,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <util/util.h>
 
 typedef void (*replay_fn)(const char *name, const uint8_t *data, size_t size);
@@ -88,12 +94,103 @@ Test(fuzz_replay, http, .timeout = 60)
 
 Test(fuzz_replay, admin_json)
 {
-    cr_assert_geq(replay_dir("admin", replay_admin), 10);
+    cr_assert_geq(replay_dir("admin_json", replay_admin), 10);
 }
 
 Test(fuzz_replay, config)
 {
     cr_assert_geq(replay_dir("config", replay_config), 8);
+}
+
+static void replay_ocsp_request(const char *name, const uint8_t *data, size_t size)
+{
+    int rc = fuzz_ocsp_request_check(data, size);
+    cr_expect_eq(rc, strncmp(outcome(name), "not-", 4) != 0, "%s: got %d", name, rc);
+}
+
+static void replay_ocsp_get(const char *name, const uint8_t *data, size_t size)
+{
+    int rc = fuzz_ocsp_get_check(data, size);
+    cr_expect_eq(rc, strncmp(outcome(name), "bad", 3) != 0, "%s: got %d", name, rc);
+}
+
+static void replay_tsa_request(const char *name, const uint8_t *data, size_t size)
+{
+    const char *want = outcome(name);
+    int accept = strncmp(want, "sha256", 6) == 0 || strncmp(want, "sha512", 6) == 0 ||
+                 strncmp(want, "sha3", 4) == 0;
+    int rc = fuzz_tsa_request_check(data, size);
+    cr_expect_eq(rc, accept, "%s: got %d", name, rc);
+}
+
+static void replay_directory(const char *name, const uint8_t *data, size_t size)
+{
+    int rc = fuzz_directory_check(data, size);
+    cr_expect_eq(rc, outcome(name)[0] - '0', "%s: got %d", name, rc);
+}
+
+Test(fuzz_replay, ocsp_request)
+{
+    cr_assert_geq(replay_dir("ocsp_request", replay_ocsp_request), 5);
+}
+
+Test(fuzz_replay, ocsp_get)
+{
+    cr_assert_geq(replay_dir("ocsp_get", replay_ocsp_get), 4);
+}
+
+Test(fuzz_replay, tsa_request)
+{
+    cr_assert_geq(replay_dir("tsa_request", replay_tsa_request), 5);
+}
+
+Test(fuzz_replay, directory)
+{
+    cr_assert_geq(replay_dir("directory", replay_directory), 7);
+}
+
+/* The layout itself: every target fuzz_NAME.c has a seed corpus corpus/NAME/ and every corpus a
+ * target (run-fuzz.sh and scripts/test find both by name). */
+Test(fuzz_replay, every_target_has_its_corpus)
+{
+    char dir[512];
+    DIR *d = NULL;
+    struct dirent *de = NULL;
+    int targets = 0, corpora = 0;
+
+    (void)snprintf(dir, sizeof(dir), "%s/tests/fuzz", PKIVA_SOURCE_DIR);
+    d = opendir(dir);
+    cr_assert_not_null(d, "%s", dir);
+    while ((de = readdir(d)) != NULL) {
+        size_t len = strlen(de->d_name);
+        char corpus[1024];
+        DIR *c = NULL;
+        if (strncmp(de->d_name, "fuzz_", 5) != 0 || len < 8 || strcmp(de->d_name + len - 2, ".c"))
+            continue;
+        (void)snprintf(corpus, sizeof(corpus), "%s/corpus/%.*s", dir, (int)(len - 7),
+                       de->d_name + 5);
+        c = opendir(corpus);
+        cr_expect_not_null(c, "%s has no seed corpus %s", de->d_name, corpus);
+        if (c != NULL)
+            (void)closedir(c); /* read-only */
+        targets++;
+    }
+    (void)closedir(d); /* read-only */
+    (void)snprintf(dir, sizeof(dir), "%s/tests/fuzz/corpus", PKIVA_SOURCE_DIR);
+    d = opendir(dir);
+    cr_assert_not_null(d, "%s", dir);
+    while ((de = readdir(d)) != NULL) {
+        char target[1024];
+        if (de->d_name[0] == '.')
+            continue;
+        (void)snprintf(target, sizeof(target), "%s/tests/fuzz/fuzz_%s.c", PKIVA_SOURCE_DIR,
+                       de->d_name);
+        cr_expect_eq(access(target, R_OK), 0, "corpus/%s has no target %s", de->d_name, target);
+        corpora++;
+    }
+    (void)closedir(d); /* read-only */
+    cr_assert_geq(targets, 7);
+    cr_assert_eq(targets, corpora);
 }
 
 /* The documented sample config is a seed in spirit: it must always parse. */
@@ -123,18 +220,18 @@ Test(fuzz_replay, admin_json_out_of_memory_is_503, .timeout = 120)
         size_t len = 0;
         long n;
         int refused = 0;
-        (void)snprintf(path, sizeof(path), "%s/tests/fuzz/corpus/admin/%s", PKIVA_SOURCE_DIR,
+        (void)snprintf(path, sizeof(path), "%s/tests/fuzz/corpus/admin_json/%s", PKIVA_SOURCE_DIR,
                        seeds[s]);
         cr_assert_eq(util_file_read(path, 1 << 20, &data, &len), 0, "%s", path);
         cr_assert(len > 1 && data[0] >= '0' && data[0] <= '4', "%s: no route digit", seeds[s]);
         /* Once without a failure first, as a running server has: OpenSSL initialises its PEM and
          * ASN.1 tables once per process, and a failure inside that one-time set-up would break
          * every later call of this test process, not tell us anything about a server. */
-        cr_assert_eq(admin_parse_for_fuzz(routes[data[0] - '0'], data + 1, len - 1), 0);
+        cr_assert_eq(admin__parse_for_fuzz(routes[data[0] - '0'], data + 1, len - 1), 0);
         for (n = 1; n < 20000; n++) {
             int rc, hit;
             ts_failalloc_arm(n);
-            rc = admin_parse_for_fuzz(routes[data[0] - '0'], data + 1, len - 1);
+            rc = admin__parse_for_fuzz(routes[data[0] - '0'], data + 1, len - 1);
             hit = ts_failalloc_disarm();
             if (!hit) {
                 cr_assert_eq(rc, 0, "%s: refused without an injected failure (%d)", seeds[s], rc);
@@ -148,6 +245,44 @@ Test(fuzz_replay, admin_json_out_of_memory_is_503, .timeout = 120)
                     refused);
         cr_assert_gt(refused, 0, "%s: no injected failure was reported", seeds[s]);
         cr_assert_lt(n, 20000);
+        free(data);
+    }
+}
+
+/* Every allocation made while a status check body is decoded and its certificate rendered as HTML
+ * and JSON fails once in turn: the outcome is "no certificate", "rendered" or "page too large"
+ * (the buffer's failure flag, which the server answers with 500), never a crash; under ASan,
+ * never a leak or a bad access. */
+Test(fuzz_replay, directory_every_allocation_failing_in_turn, .timeout = 300)
+{
+    static const char *const seeds[] = {"1-multipart-der-hostile", "1-urlencoded-hostile",
+                                        "1-raw-der-ca"};
+    for (size_t k = 0; k < sizeof(seeds) / sizeof(seeds[0]); k++) {
+        char path[512];
+        unsigned char *data = NULL;
+        size_t len = 0;
+        long n;
+        int degraded = 0;
+        (void)snprintf(path, sizeof(path), "%s/tests/fuzz/corpus/directory/%s", PKIVA_SOURCE_DIR,
+                       seeds[k]);
+        cr_assert_eq(util_file_read(path, 1 << 20, &data, &len), 0, "%s", path);
+        /* Once without a failure: OpenSSL sets its tables up once per process. */
+        cr_assert_eq(directory__fuzz_one(data, len), 1, "%s", seeds[k]);
+        for (n = 1; n < 100000; n++) {
+            int rc, hit;
+            ts_failalloc_arm(n);
+            rc = directory__fuzz_one(data, len);
+            hit = ts_failalloc_disarm();
+            if (!hit) {
+                cr_assert_eq(rc, 1, "%s: not rendered without an injected failure", seeds[k]);
+                break;
+            }
+            cr_assert(rc >= 0 && rc <= 2, "%s: allocation %ld: %d", seeds[k], n, rc);
+            degraded += rc != 1;
+        }
+        cr_log_info("%s: %ld allocations failed in turn, %d degraded", seeds[k], n - 1, degraded);
+        cr_assert_gt(degraded, 0);
+        cr_assert_lt(n, 100000);
         free(data);
     }
 }

@@ -5,12 +5,12 @@
 #
 #   tests/fuzz/run-fuzz.sh TARGET SECONDS [libFuzzer options...]
 #
-# TARGET: fuzz_http, fuzz_admin_json, fuzz_config (tests/fuzz), or any other PKIVA_FUZZ target
-# (fuzz_ocsp_request, fuzz_ocsp_get, fuzz_tsa_request, fuzz_directory). The build goes to $PKIVA_FUZZ_BUILD
+# TARGET: fuzz_NAME for any tests/fuzz/fuzz_NAME.c (fuzz_http, fuzz_admin_json, fuzz_config,
+# fuzz_ocsp_request, fuzz_ocsp_get, fuzz_tsa_request, fuzz_directory). The build goes to $PKIVA_FUZZ_BUILD
 # (default build-fuzz/ in the source tree); PKIVA_MODULES narrows it like the normal build. The
 # committed seeds are copied into a work corpus (build-fuzz/corpus/TARGET) that keeps what the
 # fuzzer finds between runs; crashes land in build-fuzz/artifacts/TARGET/. A crash makes this exit
-# non-zero: minimise it, commit it under tests/fuzz/corpus/<kind>/crash-<expected outcome>-NAME,
+# non-zero: minimise it, commit it under tests/fuzz/corpus/NAME/crash-<expected outcome>-WHAT,
 # and fix the bug (the replay test then keeps it fixed).
 set -eu
 
@@ -41,17 +41,8 @@ if [ -z "$binary" ]; then
     exit 2
 fi
 
-# Seeds: this target's committed corpus.
-case $target in
-    fuzz_http) seeds=$root/tests/fuzz/corpus/http ;;
-    fuzz_admin_json) seeds=$root/tests/fuzz/corpus/admin ;;
-    fuzz_config) seeds=$root/tests/fuzz/corpus/config ;;
-    fuzz_ocsp_request) seeds=$root/tests/ocsp/corpus/request ;;
-    fuzz_ocsp_get) seeds=$root/tests/ocsp/corpus/get ;;
-    fuzz_tsa_request) seeds=$root/tests/tsa/corpus ;;
-    fuzz_directory) seeds=$root/tests/directory/corpus ;;
-    *) seeds= ;;
-esac
+# Seeds: this target's committed corpus (fuzz_NAME: tests/fuzz/corpus/NAME).
+seeds=$root/tests/fuzz/corpus/${target#fuzz_}
 work=$build/corpus/$target
 artifacts=$build/artifacts/$target
 mkdir -p "$work" "$artifacts"

@@ -3,6 +3,7 @@
  * threads) with http_server_run on a background thread and talks to it with plain sockets and raw
  * request bytes, so framing, ordering, limits and timeouts are checked as a client sees them. */
 #include <http/http.h>
+#include <http/http_int.h>
 #include <support.h>
 
 #include <arpa/inet.h>
@@ -406,27 +407,27 @@ Test(http_date, format_parse_and_etags)
 
     http_date_format(784111777, out, sizeof(out));
     cr_assert_str_eq(out, "Sun, 06 Nov 1994 08:49:37 GMT");
-    cr_assert_eq(http_date_parse(out, strlen(out), &t), 0);
+    cr_assert_eq(http__date_parse(out, strlen(out), &t), 0);
     cr_assert_eq(t, 784111777);
     http_date_format(4102444800LL, out, sizeof(out)); /* 2100-01-01 */
     cr_assert_str_eq(out, "Fri, 01 Jan 2100 00:00:00 GMT");
-    cr_assert_eq(http_date_parse(out, strlen(out), &t), 0);
+    cr_assert_eq(http__date_parse(out, strlen(out), &t), 0);
     cr_assert_eq(t, 4102444800LL);
     for (int64_t v = 0; v < 4102444800LL; v += 86400 * 37 + 3661) {
         http_date_format(v, out, sizeof(out));
-        cr_assert_eq(http_date_parse(out, strlen(out), &t), 0, "%s", out);
+        cr_assert_eq(http__date_parse(out, strlen(out), &t), 0, "%s", out);
         cr_assert_eq(t, v, "%s", out);
     }
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
-        cr_assert_eq(http_date_parse(bad[i], strlen(bad[i]), &t), UTIL_EINVAL, "%s", bad[i]);
+        cr_assert_eq(http__date_parse(bad[i], strlen(bad[i]), &t), UTIL_EINVAL, "%s", bad[i]);
 
-    cr_assert(http_etag_matches("\"abc\"", strlen("\"abc\""), "\"abc\""));
-    cr_assert(http_etag_matches(" W/\"abc\" ", strlen(" W/\"abc\" "), "\"abc\""));
-    cr_assert(http_etag_matches("\"x\", \"abc\"", strlen("\"x\", \"abc\""), "\"abc\""));
-    cr_assert(http_etag_matches("*", strlen("*"), "\"abc\""));
-    cr_assert_not(http_etag_matches("\"abc\"x", strlen("\"abc\"x"), "\"abc\""));
-    cr_assert_not(http_etag_matches("\"ab\"", strlen("\"ab\""), "\"abc\""));
-    cr_assert_not(http_etag_matches("", strlen(""), "\"abc\""));
+    cr_assert(http__etag_matches("\"abc\"", strlen("\"abc\""), "\"abc\""));
+    cr_assert(http__etag_matches(" W/\"abc\" ", strlen(" W/\"abc\" "), "\"abc\""));
+    cr_assert(http__etag_matches("\"x\", \"abc\"", strlen("\"x\", \"abc\""), "\"abc\""));
+    cr_assert(http__etag_matches("*", strlen("*"), "\"abc\""));
+    cr_assert_not(http__etag_matches("\"abc\"x", strlen("\"abc\"x"), "\"abc\""));
+    cr_assert_not(http__etag_matches("\"ab\"", strlen("\"ab\""), "\"abc\""));
+    cr_assert_not(http__etag_matches("", strlen(""), "\"abc\""));
 }
 
 Test(http, longest_prefix_and_listener_kinds, .init = start_default, .fini = stop_server)

@@ -1027,57 +1027,6 @@ Test(index, cache_cap_evicts_good_first)
     ocsp__index_free(idx);
 }
 
-/* ---- seed corpus replay (the fuzz targets' inputs as a normal test) ------------------------- */
-
-#include <dirent.h>
-
-static int replay_dir(const char *sub, int get)
-{
-    char dir[512];
-    DIR *d;
-    struct dirent *de;
-    int files = 0;
-    (void)snprintf(dir, sizeof(dir), "%s/tests/ocsp/corpus/%s", PKIVA_SOURCE_DIR, sub);
-    d = opendir(dir);
-    cr_assert_not_null(d, "%s", dir);
-    while ((de = readdir(d)) != NULL) {
-        char path[1024];
-        unsigned char *data = NULL;
-        size_t len = 0;
-        struct ocsp__parsed p;
-        if (de->d_name[0] == '.')
-            continue;
-        (void)snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-        cr_assert_eq(util_file_read(path, 1 << 20, &data, &len), 0, "%s", path);
-        if (get) {
-            unsigned char der[OCSP_GET_DER_MAX];
-            int n = ocsp_get_path_decode((const char *)data, len, der, sizeof(der));
-            int expect_ok = strncmp(de->d_name, "bad", 3) != 0;
-            cr_assert_eq(n > 0, expect_ok, "%s: %d", de->d_name, n);
-            if (n > 0) {
-                cr_assert_eq(ocsp__request_parse(der, (size_t)n, 10, &p), 0);
-                cr_assert_eq(p.status, OCSP_RESPONSE_STATUS_SUCCESSFUL, "%s", de->d_name);
-                ocsp__parsed_cleanup(&p);
-            }
-        } else {
-            int expect_ok = strncmp(de->d_name, "not-", 4) != 0;
-            cr_assert_eq(ocsp__request_parse(data, len, 10, &p), 0);
-            cr_assert_eq(p.status == OCSP_RESPONSE_STATUS_SUCCESSFUL, expect_ok, "%s", de->d_name);
-            ocsp__parsed_cleanup(&p);
-        }
-        free(data);
-        files++;
-    }
-    closedir(d);
-    return files;
-}
-
-Test(corpus, replay)
-{
-    cr_assert_geq(replay_dir("request", 0), 5);
-    cr_assert_geq(replay_dir("get", 1), 4);
-}
-
 Test(plan, metrics_text)
 {
     char buf[4096];

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include <store/store.h>
+#include <store/store_int.h>
 #include <support.h>
 #include <util/util.h>
 

@@ -1,10 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Unit tests of tsa/ without HSM or network: the rejection encoder (every reason parses back with
  * OpenSSL as a DER TimeStampResp with the right status, text and failInfo), the request checker
- * (each accept/reject rule), robustness of the decoder against truncated and mutated requests, and
- * the replay of the fuzz seed corpus. */
+ * (each accept/reject rule) and robustness of the decoder against truncated and mutated requests
+ * (the fuzz seed corpus replays in tests/fuzz). */
 #include <criterion/criterion.h>
-#include <dirent.h>
 #include <openssl/err.h>
 #include <support.h>
 #include <openssl/ts.h>
@@ -203,45 +202,6 @@ Test(check, fuzz_truncated_and_mutated)
         }
         OPENSSL_free(der);
     }
-}
-
-/* ---- seed corpus replay (the fuzz target's inputs as a normal test) ------------------------- */
-
-TestSuite(corpus, .init = setup, .fini = teardown, .timeout = 30);
-
-Test(corpus, replay)
-{
-    char path[512];
-    DIR *d;
-    struct dirent *e;
-    int n = 0;
-
-    (void)snprintf(path, sizeof(path), "%s/tests/tsa/corpus", PKIVA_SOURCE_DIR);
-    d = opendir(path);
-    cr_assert_not_null(d, "%s", path);
-    while ((e = readdir(d)) != NULL) {
-        unsigned char buf[65536];
-        char file[1024];
-        FILE *f;
-        size_t len;
-        struct tsa__query q;
-        if (e->d_name[0] == '.')
-            continue;
-        (void)snprintf(file, sizeof(file), "%s/%s", path, e->d_name);
-        f = fopen(file, "rb");
-        cr_assert_not_null(f);
-        len = fread(buf, 1, sizeof(buf), f);
-        fclose(f);
-        cr_assert_eq(tsa__query_check(&rules, buf, len, &q), 0, "%s", e->d_name);
-        if (strncmp(e->d_name, "sha256", 6) == 0 || strncmp(e->d_name, "sha512", 6) == 0 ||
-            strncmp(e->d_name, "sha3", 4) == 0)
-            cr_assert_eq(q.reject, -1, "%s", e->d_name);
-        else
-            cr_assert_neq(q.reject, -1, "%s", e->d_name);
-        n++;
-    }
-    closedir(d);
-    cr_assert_geq(n, 5);
 }
 
 /* Out of memory while checking a request (STYLE: fail the Nth allocation): every allocation the

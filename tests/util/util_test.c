@@ -126,6 +126,69 @@ Test(pool, a_job_whose_port_closed_gets_one_cancelled_done)
     cr_assert_eq(atomic_load(&waiting.result), UTIL_ECLOSED);
 }
 
+/* A completion that a thread of its own owes a port (the TSA log thread's): delivered on the loop
+ * with its result while the port is open; with UTIL_ECLOSED on the completing thread once the port
+ * closed; never for a dropped one. */
+struct expected {
+    _Atomic int dones;
+    _Atomic int result;
+    pthread_t done_thread;
+};
+
+static void done_expected(void *arg, int result)
+{
+    struct expected *e = arg;
+    e->done_thread = pthread_self();
+    atomic_store(&e->result, result);
+    atomic_fetch_add(&e->dones, 1);
+}
+
+static void *complete_main(void *arg)
+{
+    util_pool_complete(arg, 7);
+    return NULL;
+}
+
+static void complete_on_thread(struct util_pool_completion *c, pthread_t *th)
+{
+    cr_assert_eq(pthread_create(th, NULL, complete_main, c), 0);
+    (void)pthread_join(*th, NULL); /* our thread */
+}
+
+Test(pool, an_expected_completion_comes_once_or_cancelled)
+{
+    struct util_pool_port *port = NULL;
+    struct util_pool_completion *open_c = NULL, *closed_c = NULL, *dropped_c = NULL, *late = NULL;
+    struct expected open_e = {0}, closed_e = {0}, dropped_e = {0};
+    pthread_t open_th, closed_th;
+    uv_loop_t loop;
+
+    cr_assert_eq(uv_loop_init(&loop), 0);
+    cr_assert_eq(util_pool_port_new(NULL, &loop, &port), 0);
+    cr_assert_eq(util_pool_port_expect(port, done_expected, &open_e, &open_c), 0);
+    cr_assert_eq(util_pool_port_expect(port, done_expected, &closed_e, &closed_c), 0);
+    cr_assert_eq(util_pool_port_expect(port, done_expected, &dropped_e, &dropped_c), 0);
+    util_pool_completion_drop(dropped_c);
+
+    complete_on_thread(open_c, &open_th);
+    cr_assert_eq(atomic_load(&open_e.dones), 0, "delivered on the loop, not the completing thread");
+    (void)uv_run(&loop, UV_RUN_NOWAIT);
+    cr_assert_eq(atomic_load(&open_e.dones), 1);
+    cr_assert_eq(atomic_load(&open_e.result), 7);
+    cr_assert(pthread_equal(open_e.done_thread, pthread_self()));
+
+    util_pool_port_close(port);
+    cr_assert_eq(util_pool_port_expect(port, done_expected, &dropped_e, &late), UTIL_ECLOSED);
+    cr_assert_null(late);
+    (void)uv_run(&loop, UV_RUN_DEFAULT); /* the handle closes; the port waits for closed_c */
+    cr_assert_eq(uv_loop_close(&loop), 0);
+    complete_on_thread(closed_c, &closed_th); /* the port's memory goes with this completion */
+    cr_assert_eq(atomic_load(&closed_e.dones), 1);
+    cr_assert_eq(atomic_load(&closed_e.result), UTIL_ECLOSED);
+    cr_assert(pthread_equal(closed_e.done_thread, closed_th));
+    cr_assert_eq(atomic_load(&dropped_e.dones), 0);
+}
+
 Test(pool, full_queue_refuses_at_once)
 {
     struct util_pool_config cfg = {.name = "t", .threads = 1, .queue_max = 2};

@@ -1,9 +1,10 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* libFuzzer targets for the two decoders of untrusted OCSP input: the GET path (FUZZ_GET) and the
- * DER request parser (otherwise). The DER target also answers every request it parses, with the
+/* The DER OCSP request parser as a fuzz target. It also answers every request it parses, with the
  * request's CertIDs and nonce, both through OpenSSL (ocsp__response_build) and through the direct
- * encoder (ocsp_der.c) with OpenSSL's signature replayed, and aborts when the bytes differ. Built
- * only with PKIVA_FUZZ (clang); the seed corpus in corpus/ also replays as part of test_ocsp. */
+ * encoder (ocsp_der.c) with OpenSSL's signature replayed, and aborts when the bytes differ. The
+ * seed corpus in corpus/ocsp_request replays in test_fuzz_replay. */
+#include "fuzz.h"
+
 #include <ocsp/ocsp.h>
 #include <ocsp/ocsp_int.h>
 #include <openssl/evp.h>
@@ -13,9 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
-
-#ifndef FUZZ_GET
 static EVP_PKEY *key;
 static X509 *cert;
 
@@ -88,23 +86,24 @@ static void answer_both_ways(const struct ocsp__parsed *p)
     OPENSSL_free(again);
     ocsp__tmpl_free(t);
 }
-#endif
 
+int fuzz_ocsp_request_check(const uint8_t *data, size_t size)
+{
+    struct ocsp__parsed p;
+    int rc = ocsp__request_parse(data, size, 10, &p);
+
+    if (rc == 0 && p.status == OCSP_RESPONSE_STATUS_SUCCESSFUL)
+        answer_both_ways(&p);
+    rc = rc != 0 ? rc : p.status == OCSP_RESPONSE_STATUS_SUCCESSFUL;
+    ocsp__parsed_cleanup(&p);
+    return rc;
+}
+
+#ifdef PKIVA_FUZZ_MAIN
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-#ifdef FUZZ_GET
-    unsigned char der[OCSP_GET_DER_MAX];
-    int n = ocsp_get_path_decode((const char *)data, size, der, sizeof(der));
-    if (n > 0) {
-        struct ocsp__parsed p;
-        (void)ocsp__request_parse(der, (size_t)n, 10, &p); /* outcome is data; nothing to check */
-        ocsp__parsed_cleanup(&p);
-    }
-#else
-    struct ocsp__parsed p;
-    if (ocsp__request_parse(data, size, 10, &p) == 0 && p.status == OCSP_RESPONSE_STATUS_SUCCESSFUL)
-        answer_both_ways(&p);
-    ocsp__parsed_cleanup(&p);
-#endif
+    (void)fuzz_ocsp_request_check(data, size); /* every outcome is data */
     return 0;
 }
+#endif
