@@ -250,7 +250,7 @@ static int cmd_fill(const char *db, const char *issuer, long n)
 
     if (batch[0] == NULL || batch[1] == NULL)
         return 1;
-    if (store_open_blocking(db, STORE_OPEN_CREATE, &s) != UTIL_OK)
+    if (store_open_blocking(db, STORE_OPEN_CREATE | STORE_OPEN_BULK, &s) != UTIL_OK)
         return 1;
     id = issuer_id(s, issuer, &subject);
     for (int k = 0; k < 2; k++) {
