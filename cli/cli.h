@@ -87,6 +87,7 @@ struct cli_config {
     int64_t crl_delta_validity_s;
     int64_t crl_interval_s;
     int crl_coalesce_ms;
+    int crl_lease_ms;
     int crl_full_on_change;
     int64_t crl_expired_retention_s;
     int64_t crl_expired_on_crl_since; /* unix seconds; 0 = off */

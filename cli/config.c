@@ -61,6 +61,7 @@ void cli_config_defaults(struct cli_config *cfg)
     cfg->crl_delta_validity_s = 0;
     cfg->crl_interval_s = 0;
     cfg->crl_coalesce_ms = 5000;
+    cfg->crl_lease_ms = 10000;
     cfg->crl_full_on_change = 1;
     cfg->crl_expired_retention_s = 7 * 86400;
     cfg->crl_max_age_s = 0;
@@ -408,6 +409,13 @@ static int on_crl(struct parse_ctx *ctx, const char *key, const char *value)
                         "coalesce must be at most 60s (a revocation must reach a CRL "
                         "within a minute), got '%s'",
                         value);
+        return 1;
+    }
+    if (strcmp(key, "lease") == 0) {
+        if (!set_duration_ms(ctx, &cfg->crl_lease_ms, value))
+            return 0;
+        if (cfg->crl_lease_ms < 2000 || cfg->crl_lease_ms > 3600000)
+            return fail(ctx, "lease must be between 2s and 1h, got '%s'", value);
         return 1;
     }
     if (strcmp(key, "full_on_change") == 0)

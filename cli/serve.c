@@ -465,6 +465,7 @@ void cli__crl_config(const struct cli_config *cfg, struct crl_config *cc)
     cc->delta_validity_seconds = cfg->crl_delta_validity_s;
     cc->interval_seconds = cfg->crl_interval_s;
     cc->coalesce_ms = cfg->crl_coalesce_ms;
+    cc->lease_ms = cfg->crl_lease_ms;
     cc->full_on_change = cfg->crl_full_on_change;
     cc->expired_retention_seconds = cfg->crl_expired_retention_s;
     cc->expired_on_crl_since = cfg->crl_expired_on_crl_since;

@@ -77,6 +77,11 @@ struct crl_config {
      * past it 503). */
     int repo_threads;
     int repo_queue_max;
+    /* Cluster: the publishing node holds the store's "crl-publisher" lease; a holder whose store
+     * connection stays idle this long (hung, stopped) loses it and another node takes over. The
+     * publisher renews it at least every second, so it must be well above that: 2 s .. 1 h,
+     * default 10 s. Unused on SQLite. */
+    int64_t lease_ms;
 };
 void crl_config_default(struct crl_config *cfg);
 
