@@ -2197,8 +2197,11 @@ static int pg_lease(struct store *store, int64_t key, int64_t ttl_ms, int *held_
     if (rc != 0)
         return rc;
     if (s->lease_key == key) {
-        *held_out = 1;
-        return 0;
+        /* A round trip: it renews the lease (the session's idle timer) and finds a session that
+         * the server ended (the caller is told; the next call reconnects, without the lease). */
+        rc = q(s, "SELECT 1", NULL, "lease", NULL);
+        *held_out = rc == 0;
+        return rc;
     }
     if (s->lease_key != 0) {
         UTIL_ERROR(STORE_MOD, "lease: this connection already holds another lease");
