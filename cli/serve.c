@@ -465,6 +465,7 @@ void cli__crl_config(const struct cli_config *cfg, struct crl_config *cc)
     cc->delta_validity_seconds = cfg->crl.delta_validity_s;
     cc->interval_seconds = cfg->crl.interval_s;
     cc->coalesce_ms = cfg->crl.coalesce_ms;
+    cc->lease_ms = cfg->crl.lease_ms;
     cc->full_on_change = cfg->crl.full_on_change;
     cc->expired_retention_seconds = cfg->crl.expired_retention_s;
     cc->expired_on_crl_since = cfg->crl.expired_on_crl_since;

@@ -45,6 +45,7 @@ struct crl_settings {
     int64_t delta_validity_s;
     int64_t interval_s;
     int coalesce_ms;
+    int lease_ms;
     int full_on_change;
     int64_t expired_retention_s;
     int64_t expired_on_crl_since; /* unix seconds; 0 = off */
@@ -101,6 +102,11 @@ struct crl_config {
      * past it 503). */
     int repo_threads;
     int repo_queue_max;
+    /* Cluster: the publishing node holds the store's "crl-publisher" lease; a holder whose store
+     * connection stays idle this long (hung, stopped) loses it and another node takes over. The
+     * publisher renews it at least every second, so it must be well above that: 2 s .. 1 h,
+     * default 10 s. Unused on SQLite. */
+    int64_t lease_ms;
 };
 void crl_config_default(struct crl_config *cfg);
 

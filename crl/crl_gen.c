@@ -37,6 +37,7 @@ void crl_config_default(struct crl_config *cfg)
     cfg->delta_max_changes = 200000;
     cfg->repo_threads = 1;
     cfg->repo_queue_max = 256;
+    cfg->lease_ms = file.lease_ms;
 }
 
 /* ---- issuers -------------------------------------------------------------------------------- */
@@ -467,12 +468,32 @@ out:
     return rc;
 }
 
+int crl__file_write(const struct crl_config *cfg, const struct crl__issuer *is, int delta,
+                    const struct util_blob *der)
+{
+    char *path = NULL;
+    size_t n = 0;
+    int rc = UTIL_OK;
+
+    if (cfg->publish_dir == NULL || cfg->publish_dir[0] == '\0')
+        return UTIL_OK;
+    n = strlen(cfg->publish_dir) + strlen(is->name) + 16;
+    path = malloc(n);
+    if (path == NULL)
+        return UTIL_ENOMEM;
+    (void)snprintf(path, n, "%s/%s%s.crl", cfg->publish_dir, is->name, delta ? "-delta" : "");
+    rc = util_file_write_atomic(path, der->data, der->len, 0644);
+    if (rc != UTIL_OK)
+        UTIL_ERROR(CRL_MOD, "cannot write %s: %s", path, util_strerror(rc));
+    free(path);
+    return rc;
+}
+
 int crl__publish_one_blocking(const struct crl_config *cfg, const struct crl__issuer *is,
                               struct store *store, const struct util_blob *der,
                               const struct crl_info *info, const char *actor)
 {
     struct store_crl_record rec;
-    char *path = NULL;
     int rc;
 
     memset(&rec, 0, sizeof(rec));
@@ -488,27 +509,14 @@ int crl__publish_one_blocking(const struct crl_config *cfg, const struct crl__is
     rc = store_crl_save_blocking(store, &rec);
     if (rc != UTIL_OK)
         goto out;
-    if (cfg->publish_dir != NULL && cfg->publish_dir[0] != '\0') {
-        size_t n = strlen(cfg->publish_dir) + strlen(is->name) + 16;
-        path = malloc(n);
-        if (path == NULL) {
-            rc = UTIL_ENOMEM;
-            goto out;
-        }
-        (void)snprintf(path, n, "%s/%s%s.crl", cfg->publish_dir, is->name,
-                       info->base_number ? "-delta" : "");
-        rc = util_file_write_atomic(path, der->data, der->len, 0644);
-        if (rc != UTIL_OK) {
-            UTIL_ERROR(CRL_MOD, "cannot write %s: %s", path, util_strerror(rc));
-            goto out;
-        }
-    }
+    rc = crl__file_write(cfg, is, info->base_number != 0, der);
+    if (rc != UTIL_OK)
+        goto out;
     /* The CRL is out: every revocation of this issuer up to the head read before the walk is in a
      * published CRL (a delta counts, together with its base). */
     rc = store_sla_mark_upto_blocking(store, is->store_id, info->feed_id, STORE_SLA_CRL,
                                       util_now_ms());
 out:
-    free(path);
     return rc;
 }
 

@@ -118,6 +118,10 @@ struct crl__base {
 int crl__generate_blocking(const struct crl_config *cfg, struct crl__issuer *is, struct hsm *hsm,
                            struct store *store, const struct crl__base *base,
                            struct util_blob **der_out, struct crl_info *info);
+/* Writes der as the issuer's local CRL file (<publish_dir>/<issuer>[-delta].crl; temp file,
+ * fsync, rename, fsync of the folder); nothing without a publish_dir. Logs a failure. */
+int crl__file_write(const struct crl_config *cfg, const struct crl__issuer *is, int delta,
+                    const struct util_blob *der);
 /* Saves in the history with its audit record (actor, one transaction), writes the file, marks the
  * SLA rows. */
 int crl__publish_one_blocking(const struct crl_config *cfg, const struct crl__issuer *is,

@@ -123,10 +123,12 @@ int crl_publisher_new(const struct crl_config *cfg, const struct crl_issuer_conf
         cfg->max_age_seconds < 0 || cfg->retry_min_ms <= 0 ||
         cfg->retry_max_ms < cfg->retry_min_ms || cfg->max_entries <= 0 ||
         cfg->delta_max_changes <= 0 || cfg->repo_threads < 1 || cfg->repo_queue_max < 1 ||
-        cfg->store_path == NULL || cfg->store_path[0] == '\0' ||
+        cfg->lease_ms < 2000 || cfg->lease_ms > 3600000 || cfg->store_path == NULL ||
+        cfg->store_path[0] == '\0' ||
         (cfg->deltas && (cfg->public_url == NULL || cfg->public_url[0] == '\0'))) {
         UTIL_ERROR(CRL_MOD, "invalid CRL configuration (interval below the validities, coalesce "
-                            "<= 60 s, store path and, with deltas, public URL required)");
+                            "<= 60 s, lease 2 s .. 1 h, store path and, with deltas, public URL "
+                            "required)");
         return UTIL_ECONFIG;
     }
     pub = calloc(1, sizeof(*pub));
@@ -197,14 +199,19 @@ void crl_publisher_free(struct crl_publisher *pub)
     free(pub);
 }
 
-/* Loads one saved CRL as the served one. */
-static int load_one(struct crl__pub_issuer *pi, struct store *store, int delta)
+/* Loads one saved CRL as the served one, and writes it to the local file: a node that did not
+ * publish it (another node of a cluster did, or it was published while this node was down) keeps
+ * its [crl] publish_dir as current as what it serves. A failed write is logged; the file is
+ * written again with the next CRL. */
+static int load_one(const struct crl_publisher *pub, struct crl__pub_issuer *pi,
+                    struct store *store, int delta)
 {
     struct store_crl_record meta;
     struct util_blob *blob = NULL;
     struct crl__served *s = NULL;
     struct crl_info info;
     unsigned char *der = NULL;
+    int swapped = 0;
     int rc;
 
     memset(&meta, 0, sizeof(meta));
@@ -242,8 +249,11 @@ static int load_one(struct crl__pub_issuer *pi, struct store *store, int delta)
         }
         swap_served(pi, delta, s);
         s = NULL;
+        swapped = 1;
     }
     pthread_mutex_unlock(&pi->mutex);
+    if (swapped)
+        (void)crl__file_write(&pub->cfg, &pi->is, delta, blob); /* logged; see above */
 out:
     crl__served_unref(s);
     util_blob_unref(blob);
@@ -279,7 +289,7 @@ static int adopt_newer(struct crl_publisher *pub, struct crl__pub_issuer *pi, st
         pthread_mutex_unlock(&pi->mutex);
         if (meta.number <= served)
             continue;
-        rc = load_one(pi, store, delta);
+        rc = load_one(pub, pi, store, delta);
         if (rc == UTIL_OK) {
             int64_t now = util_mono_ms();
             pthread_mutex_lock(&pi->mutex);
@@ -298,9 +308,9 @@ int crl_publisher_load_blocking(struct crl_publisher *pub, struct store *store)
 {
     int rc = UTIL_OK;
     for (int i = 0; i < pub->n && rc == UTIL_OK; i++) {
-        rc = load_one(&pub->issuers[i], store, 0);
+        rc = load_one(pub, &pub->issuers[i], store, 0);
         if (rc == UTIL_OK)
-            rc = load_one(&pub->issuers[i], store, 1);
+            rc = load_one(pub, &pub->issuers[i], store, 1);
     }
     if (rc == UTIL_OK) {
         int64_t now = util_mono_ms(), now_s = util_now_ms() / 1000;
@@ -718,14 +728,21 @@ static void *publisher_main(void *arg)
          * lease publishes, the others serve what it saved (adopt_newer) and publish only on
          * demand (crl_publish_now; the store's fencing keeps that safe). A node that becomes the
          * holder (the former one died or lost its connection) publishes everything at once, which
-         * catches up whatever was pending. On SQLite every publisher holds the lease. */
-        if (store != NULL && loaded && store_lease_blocking(store, "crl-publisher", &held) != 0)
+         * catches up whatever was pending. A holder hung for [crl] lease loses it (the store ends
+         * its idle connection) and steps down when it runs again. On SQLite every publisher holds
+         * the lease. */
+        if (store != NULL && loaded &&
+            store_lease_blocking(store, "crl-publisher", pub->cfg.lease_ms, &held) != 0)
             held = 0;
         if (store != NULL && loaded && (held ? 1 : 2) != pub->leader) {
             /* From follower to holder: the followers dropped their triggers, so publish all. At
              * the first turn the feed's start-up replay sets whatever is pending. */
             if (held && pub->leader == 2)
                 UTIL_INFO(CRL_MOD, "this node publishes the CRLs now (lease taken over)");
+            if (!held && pub->leader == 1)
+                UTIL_WARN(CRL_MOD, "this node no longer holds the CRL lease (stalled or "
+                                   "disconnected): it steps down and serves the CRLs of the "
+                                   "new holder");
             for (int i = 0; held && pub->leader == 2 && i < pub->n; i++) {
                 pthread_mutex_lock(&pub->issuers[i].mutex);
                 pub->issuers[i].forced = 1;

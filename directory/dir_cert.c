@@ -79,7 +79,7 @@ char *directory__name_line(const X509_NAME *name, int show_email)
         if (len > 0)
             directory__putn(&b, (const char *)utf8, (size_t)len);
         else
-            ERR_clear_error(); /* an unreadable value shows as empty */
+            directory__err_clear(); /* an unreadable value shows as empty */
         OPENSSL_free(utf8);
     }
     if (b.failed) {
@@ -87,6 +87,31 @@ char *directory__name_line(const X509_NAME *name, int show_email)
         return NULL;
     }
     return b.data;
+}
+
+static _Thread_local int oom_seen;
+
+void directory__err_clear(void)
+{
+    unsigned long e = 0;
+    while ((e = ERR_get_error()) != 0)
+        if (ERR_GET_REASON(e) == ERR_R_MALLOC_FAILURE)
+            oom_seen = 1;
+}
+
+void directory__oom_note(void)
+{
+    oom_seen = 1;
+}
+
+void directory__oom_reset(void)
+{
+    oom_seen = 0;
+}
+
+int directory__oom_seen(void)
+{
+    return oom_seen;
 }
 
 char *directory__name_cn(const X509_NAME *name)
@@ -99,13 +124,15 @@ char *directory__name_cn(const X509_NAME *name)
         return NULL;
     len = ASN1_STRING_to_UTF8(&utf8, X509_NAME_ENTRY_get_data(X509_NAME_get_entry(name, pos)));
     if (len < 0) {
-        ERR_clear_error();
+        directory__err_clear();
         return NULL;
     }
     out = malloc((size_t)len + 1);
     if (out != NULL) {
         memcpy(out, utf8, (size_t)len);
         out[len] = '\0';
+    } else {
+        directory__oom_note();
     }
     OPENSSL_free(utf8);
     return out;
@@ -182,29 +209,69 @@ void directory__status_json(struct directory__buf *b, const struct directory__ce
 
 /* ---- facts about the certificate ------------------------------------------------------------ */
 
+/* The key decoded again from the certificate's SubjectPublicKeyInfo, for key_text. */
+static EVP_PKEY *key_decode(X509 *x)
+{
+    unsigned char *der = NULL;
+    const unsigned char *p = NULL;
+    EVP_PKEY *pk = NULL;
+    int n = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(x), &der);
+    p = der;
+    if (n > 0)
+        pk = d2i_PUBKEY(NULL, &p, n);
+    OPENSSL_free(der);
+    directory__err_clear();
+    return pk;
+}
+
+static int group_name(EVP_PKEY *pk, char *group, size_t len)
+{
+    group[0] = '\0';
+    return EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME, group, len, NULL) == 1 &&
+           group[0] != '\0';
+}
+
+/* A key OpenSSL failed to decode or name may only have lacked memory (the certificate's parser
+ * drops the key silently then): each step is tried a second time before the key shows as "?". */
 static void key_text(X509 *x, char *out, size_t len)
 {
-    EVP_PKEY *pk = X509_get0_pubkey(x);
+    EVP_PKEY *pk = X509_get0_pubkey(x), *own = NULL;
     char group[64] = "";
     int bits;
     if (pk == NULL) {
-        ERR_clear_error();
+        directory__err_clear();
+        own = key_decode(x);
+        pk = own;
+    }
+    if (pk == NULL) {
         (void)snprintf(out, len, "?");
         return;
     }
     bits = EVP_PKEY_get_bits(pk);
-    if (EVP_PKEY_is_a(pk, "RSA") || EVP_PKEY_is_a(pk, "RSA-PSS")) {
+    if (bits <= 0 && own == NULL) {
+        /* Its size is cached when the key is decoded: decode it afresh. */
+        directory__err_clear();
+        own = key_decode(x);
+        pk = own != NULL ? own : pk;
+        bits = EVP_PKEY_get_bits(pk);
+    }
+    directory__err_clear();
+    /* EVP_PKEY_is_a looks names up (and may fail for want of memory); the base id is a field. */
+    if (EVP_PKEY_get_base_id(pk) == EVP_PKEY_RSA || EVP_PKEY_get_base_id(pk) == EVP_PKEY_RSA_PSS ||
+        EVP_PKEY_is_a(pk, "RSA") || EVP_PKEY_is_a(pk, "RSA-PSS")) {
         (void)snprintf(out, len, "RSA %d bit", bits);
-    } else if (EVP_PKEY_is_a(pk, "EC")) {
-        if (EVP_PKEY_get_utf8_string_param(pk, OSSL_PKEY_PARAM_GROUP_NAME, group, sizeof(group),
-                                           NULL) != 1) {
-            ERR_clear_error();
+    } else if (EVP_PKEY_get_base_id(pk) == EVP_PKEY_EC || EVP_PKEY_is_a(pk, "EC")) {
+        if (!group_name(pk, group, sizeof(group)) &&
+            (own != NULL || (own = key_decode(x)) == NULL ||
+             !group_name(own, group, sizeof(group)))) {
+            directory__err_clear();
             (void)snprintf(group, sizeof(group), "?");
         }
         (void)snprintf(out, len, "EC %s (%d bit)", group, bits);
     } else {
         (void)snprintf(out, len, "%s (%d bit)", EVP_PKEY_get0_type_name(pk), bits);
     }
+    EVP_PKEY_free(own);
 }
 
 static void fingerprint(X509 *x, const EVP_MD *md, char *out)
@@ -212,7 +279,9 @@ static void fingerprint(X509 *x, const EVP_MD *md, char *out)
     unsigned char d[EVP_MAX_MD_SIZE];
     unsigned int n = 0;
     if (X509_digest(x, md, d, &n) != 1) {
-        ERR_clear_error();
+        /* Hashing a parsed certificate fails only for want of memory: no page then. */
+        directory__err_clear();
+        directory__oom_note();
         out[0] = '\0';
         return;
     }
@@ -350,10 +419,34 @@ static void put_row_start(struct directory__buf *b, int lang, enum directory__ms
     directory__putf(b, "<tr><th scope=\"row\">%s</th><td>", directory__t(lang, m));
 }
 
+/* OpenSSL reads a certificate's extensions once, on first use, and marks it EXFLAG_INVALID when
+ * that fails: for a malformed extension (then the page shows what it can), or for want of memory
+ * (then it must show nothing, directory__oom_note). A fresh copy tells them apart. Returns the key
+ * usage bits (X509_get_key_usage). */
+static uint32_t extensions_checked(X509 *x)
+{
+    unsigned char *der = NULL;
+    const unsigned char *p = NULL;
+    X509 *fresh = NULL;
+    int n = 0;
+
+    if ((X509_get_extension_flags(x) & EXFLAG_INVALID) == 0)
+        return X509_get_key_usage(x);
+    n = i2d_X509(x, &der);
+    p = der;
+    fresh = n > 0 ? d2i_X509(NULL, &p, n) : NULL;
+    if (fresh == NULL || (X509_get_extension_flags(fresh) & EXFLAG_INVALID) == 0)
+        directory__oom_note();
+    X509_free(fresh);
+    OPENSSL_free(der);
+    directory__err_clear();
+    return X509_get_key_usage(x);
+}
+
 static void extensions_html(struct directory__buf *b, X509 *x, const struct directory__certview *v)
 {
     int lang = v->lang;
-    uint32_t ku = X509_get_key_usage(x);
+    uint32_t ku = extensions_checked(x);
     EXTENDED_KEY_USAGE *eku = X509_get_ext_d2i(x, NID_ext_key_usage, NULL, NULL);
     GENERAL_NAMES *san = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
     CERTIFICATEPOLICIES *pol = X509_get_ext_d2i(x, NID_certificate_policies, NULL, NULL);
@@ -449,7 +542,7 @@ static void extensions_html(struct directory__buf *b, X509 *x, const struct dire
         }
     }
     directory__put(b, "</table>");
-    ERR_clear_error(); /* absent or malformed extensions were simply left out */
+    directory__err_clear(); /* absent or malformed extensions were simply left out */
     sk_ASN1_OBJECT_pop_free(eku, ASN1_OBJECT_free);
     GENERAL_NAMES_free(san);
     CERTIFICATEPOLICIES_free(pol);
@@ -483,7 +576,7 @@ static void name_table_html(struct directory__buf *b, const X509_NAME *name, int
             if (len > 0)
                 directory__put_html(b, (const char *)utf8, (size_t)len);
             else
-                ERR_clear_error(); /* shown empty */
+                directory__err_clear(); /* shown empty */
             OPENSSL_free(utf8);
         }
         directory__put(b, "</bdi></li>");
@@ -507,7 +600,7 @@ void directory__cert_html(struct directory__buf *b, X509 *x, const struct direct
     }
     if (util_asn1_time_unix(X509_get0_notBefore(x), &nb) != UTIL_OK ||
         util_asn1_time_unix(X509_get0_notAfter(x), &na) != UTIL_OK)
-        ERR_clear_error(); /* shown as the epoch */
+        directory__err_clear(); /* shown as the epoch */
     fingerprint(x, EVP_sha256(), fp256);
     fingerprint(x, EVP_sha1(), fp1);
     key_text(x, key, sizeof(key));
@@ -594,7 +687,7 @@ void directory__cert_json(struct directory__buf *b, X509 *x, const struct direct
     char *subject = directory__name_line(X509_get_subject_name(x), v->show_email);
     char *issuer = directory__name_line(X509_get_issuer_name(x), v->show_email);
     int64_t nb = 0, na = 0;
-    uint32_t ku = X509_get_key_usage(x);
+    uint32_t ku = extensions_checked(x);
     EXTENDED_KEY_USAGE *eku = X509_get_ext_d2i(x, NID_ext_key_usage, NULL, NULL);
     GENERAL_NAMES *san = X509_get_ext_d2i(x, NID_subject_alt_name, NULL, NULL);
     char oid[128];
@@ -603,7 +696,7 @@ void directory__cert_json(struct directory__buf *b, X509 *x, const struct direct
         util_hex(serial, serial_len, serial_hex);
     if (util_asn1_time_unix(X509_get0_notBefore(x), &nb) != UTIL_OK ||
         util_asn1_time_unix(X509_get0_notAfter(x), &na) != UTIL_OK)
-        ERR_clear_error(); /* shown as the epoch */
+        directory__err_clear(); /* shown as the epoch */
     fingerprint(x, EVP_sha256(), fp256);
     fingerprint(x, EVP_sha1(), fp1);
     key_text(x, key, sizeof(key));
@@ -638,7 +731,7 @@ void directory__cert_json(struct directory__buf *b, X509 *x, const struct direct
         general_name_text(sk_GENERAL_NAME_value(san, i), v->show_email, b, 1, v->lang);
     }
     directory__put(b, "]}");
-    ERR_clear_error(); /* absent extensions */
+    directory__err_clear(); /* absent extensions */
     sk_ASN1_OBJECT_pop_free(eku, ASN1_OBJECT_free);
     GENERAL_NAMES_free(san);
     free(subject);

@@ -45,6 +45,7 @@ static int reserve(struct directory__buf *b, size_t more)
     p = realloc(b->data, cap);
     if (p == NULL) {
         b->failed = 1;
+        directory__oom_note();
         return 0;
     }
     b->data = p;

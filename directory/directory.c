@@ -1062,7 +1062,7 @@ static int search_row(void *ctx, const struct store_search_row *row)
         x = d2i_X509(NULL, &p, (long)row->der_len);
         if (x != NULL)
             subject = directory__name_line(X509_get_subject_name(x), dir->cfg.show_email);
-        ERR_clear_error(); /* an unreadable DER shows the recorded subject */
+        directory__err_clear(); /* an unreadable DER shows the recorded subject */
     }
     view_init(dir, &job->ri, &v);
     view_status(dir, &v, &row->cert, 1, nb, na);
@@ -1309,7 +1309,7 @@ static void cert_page(struct dir_job *job, X509 *x, const struct dir_issuer *is,
 
     if (x != NULL && (util_asn1_time_unix(X509_get0_notBefore(x), &nb) != UTIL_OK ||
                       util_asn1_time_unix(X509_get0_notAfter(x), &na) != UTIL_OK))
-        ERR_clear_error(); /* dates from the store row */
+        directory__err_clear(); /* dates from the store row */
     view_init(dir, &job->ri, &v);
     v.issuer_name = is != NULL ? is->name : NULL;
     view_status(dir, &v, row, have_row, nb, na);
@@ -1421,7 +1421,7 @@ static void cert_work(struct dir_job *job, struct store *store)
     if (der != NULL) {
         const unsigned char *p = der;
         x = d2i_X509(NULL, &p, (long)der_len);
-        ERR_clear_error(); /* unreadable: shown like a certificate without DER */
+        directory__err_clear(); /* unreadable: shown like a certificate without DER */
     }
     if (job->download != 0) {
         if (der == NULL) {
@@ -1437,7 +1437,7 @@ static void cert_work(struct dir_job *job, struct store *store)
             long n = 0;
             if (bio != NULL && x != NULL && PEM_write_bio_X509(bio, x) == 1)
                 n = BIO_get_mem_data(bio, &mem);
-            ERR_clear_error(); /* n stays 0 */
+            directory__err_clear(); /* n stays 0 */
             job->status = n > 0 ? 200 : 500;
             job->content_type = "application/x-pem-file";
             if (n > 0)
@@ -1458,7 +1458,7 @@ static void cert_work(struct dir_job *job, struct store *store)
 static X509 *parse_upload(const unsigned char *data, size_t len)
 {
     X509 *x = NULL;
-    ERR_clear_error();
+    directory__err_clear();
     if (memmem(data, len, "-----BEGIN", 10) != NULL) {
         BIO *bio = BIO_new_mem_buf(data, (int)len);
         if (bio != NULL)
@@ -1472,7 +1472,7 @@ static X509 *parse_upload(const unsigned char *data, size_t len)
             x = NULL;
         }
     }
-    ERR_clear_error(); /* not a certificate: said on the page */
+    directory__err_clear(); /* not a certificate: said on the page */
     return x;
 }
 
@@ -1483,7 +1483,7 @@ static void check_work(struct dir_job *job, struct store *store)
     struct store_cert row;
     unsigned char serial[STORE_SERIAL_MAX];
     size_t serial_len = 0;
-    int have_row = 0, verdict = M_CHECK_NOT_OURS, named = 0;
+    int have_row = 0, verdict = M_CHECK_NOT_OURS, named = 0, verified = 0;
     X509 *x = NULL;
 
     atomic_fetch_add(&dir->checks, 1);
@@ -1510,10 +1510,20 @@ static void check_work(struct dir_job *job, struct store *store)
             X509_NAME_cmp(X509_get_issuer_name(x), X509_get_subject_name(c->cert)) != 0)
             continue;
         named = 1;
-        ERR_clear_error();
-        if (X509_verify(x, X509_get0_pubkey(c->cert)) == 1)
+        directory__err_clear();
+        verified = X509_verify(x, X509_get0_pubkey(c->cert));
+        if (verified != 1) {
+            /* Before saying "forged": a verification that failed for want of memory (OpenSSL
+             * does not always say so) succeeds the second time; one that could not run at all
+             * (< 0) is no answer (503, directory__oom_note). */
+            directory__err_clear();
+            verified = X509_verify(x, X509_get0_pubkey(c->cert));
+        }
+        if (verified < 0)
+            directory__oom_note();
+        if (verified == 1)
             is = c;
-        ERR_clear_error(); /* a failed verification is the answer, not an error */
+        directory__err_clear(); /* a failed verification is the answer, not an error */
     }
     if (is != NULL) {
         int rc = store_cert_get_blocking(store, is->id, serial, serial_len, &row);
@@ -1523,14 +1533,21 @@ static void check_work(struct dir_job *job, struct store *store)
             int mine_len;
             have_row = 1;
             verdict = M_CHECK_OURS;
-            if (store_cert_der_blocking(store, is->id, serial, serial_len, &der, &der_len) ==
-                UTIL_OK) {
+            rc = store_cert_der_blocking(store, is->id, serial, serial_len, &der, &der_len);
+            if (rc == UTIL_OK) {
                 mine_len = i2d_X509(x, &mine);
+                if (mine_len <= 0)
+                    directory__err_clear(); /* out of memory: the worker answers 503 */
                 if (mine_len <= 0 || (size_t)mine_len != der_len || memcmp(mine, der, der_len) != 0)
                     verdict = M_CHECK_DIFFERENT;
                 OPENSSL_free(mine);
                 free(der);
             }
+            if (rc == UTIL_ENOTFOUND)
+                rc = UTIL_OK; /* registered without its DER: nothing to compare */
+        }
+        if (rc == UTIL_OK) {
+            /* the verdict above */
         } else if (rc == UTIL_ENOTFOUND) {
             verdict = M_CHECK_NOT_REGISTERED;
         } else {
@@ -1559,11 +1576,23 @@ static int job_work(void *thread_state, void *arg)
     struct store *store = thread_state;
     job->status = 500;
     job->content_type = job->ri.json ? "application/json" : "text/html; charset=utf-8";
+    directory__oom_reset();
     switch (job->kind) {
     case JOB_SEARCH: search_work(job, store); break;
     case JOB_CERT: cert_work(job, store); break;
     case JOB_CHECK: check_work(job, store); break;
     default: break;
+    }
+    directory__err_clear(); /* what the job left queued counts too */
+    if (directory__oom_seen() && job->status < 500) {
+        /* The page may say less than the truth (see directory_int.h): say nothing instead. */
+        directory__buf_cleanup(&job->out);
+        directory__buf_init(&job->out, DIRECTORY__PAGE_MAX);
+        job->download = 0;
+        job->status = 503;
+        job->content_type = job->ri.json ? "application/json" : "text/html; charset=utf-8";
+        message_page(&job->out, &job->ri, 503, M_ERROR);
+        atomic_fetch_add(&job->dir->errors, 1);
     }
     return UTIL_OK;
 }

@@ -45,6 +45,19 @@ void directory__put_jsons(struct directory__buf *b, const char *text);
 /* Percent-encodes for a URL query value. */
 void directory__put_url(struct directory__buf *b, const char *text, size_t len);
 
+/* ---- out of memory on a worker thread (dir_cert.c) ------------------------------------------ */
+
+/* A page must never say less than the truth because memory ran out: a certificate whose DER did
+ * not parse for want of memory is not "unreadable", a signature not verified for it is not
+ * "forged". Every place that drops OpenSSL's error queue calls directory__err_clear, which
+ * remembers (per thread) whether one of the errors was an allocation failure; the directory's own
+ * failed allocations call directory__oom_note. The worker resets the mark before a job and, when
+ * it is set after it, answers 503 instead of the page. */
+void directory__err_clear(void);
+void directory__oom_note(void);
+void directory__oom_reset(void);
+int directory__oom_seen(void);
+
 /* ---- languages and messages --------------------------------------------------------------------- */
 
 enum { DIRECTORY__VI = 0, DIRECTORY__EN = 1 };

@@ -625,18 +625,19 @@ out:
     return rc;
 }
 
-int store_lease_blocking(struct store *store, const char *name, int *held_out)
+int store_lease_blocking(struct store *store, const char *name, int64_t ttl_ms, int *held_out)
 {
     uint64_t key = 1469598103934665603ULL; /* FNV-1a of the name */
 
-    if (store == NULL || name == NULL || name[0] == '\0' || held_out == NULL)
+    if (store == NULL || name == NULL || name[0] == '\0' || held_out == NULL || ttl_ms < 0 ||
+        ttl_ms > INT32_MAX)
         return UTIL_EINVAL;
     *held_out = 1;
     if (store->ops->lease == NULL)
         return 0;
     for (const char *c = name; *c != '\0'; c++)
         key = (key ^ (unsigned char)*c) * 1099511628211ULL;
-    return store->ops->lease(store, (int64_t)(key >> 1), held_out);
+    return store->ops->lease(store, (int64_t)(key >> 1), ttl_ms, held_out);
 }
 
 int store_crl_latest_blocking(struct store *store, int64_t issuer_id, int delta,

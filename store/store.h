@@ -104,6 +104,11 @@ struct store_cert {
 
 #define STORE_OPEN_CREATE 1 /* create the file and schema if missing */
 #define STORE_OPEN_READONLY 2
+/* Bulk writes (import, benches): a 256 MB page cache on SQLite, so that a transaction of tens of
+ * thousands of rows stays in memory until its commit instead of spilling pages to the WAL again
+ * and again (without it, registering certificates with their search index wrote ~80 KB to the WAL
+ * per certificate). No effect on PostgreSQL. */
+#define STORE_OPEN_BULK 4
 
 /* Opens (and with STORE_OPEN_CREATE creates) the database at path, sets WAL, synchronous=FULL,
  * foreign keys, a busy timeout, and runs pending schema migrations inside one transaction. On failure
@@ -283,9 +288,14 @@ int store_crl_latest_blocking(struct store *store, int64_t issuer_id, int delta,
 /* One holder at a time for a duty of the whole cluster (name: e.g. "crl"): *held_out = 1 when this
  * connection holds the lease named name (taking it if free), 0 when another connection does. The
  * lease lasts while the connection lives: a holder that dies, or whose connection breaks, loses it
- * and another caller gets it at its next call. On SQLite (one host) every caller holds it. A lease
- * is no fence: what a holder writes must still be checked in the store (CRL numbers are). */
-int store_lease_blocking(struct store *store, const char *name, int *held_out);
+ * and another caller gets it at its next call. It is also time-bound: a holder whose connection
+ * makes no call for ttl_ms (a hung or SIGSTOPped process that keeps its socket open) loses the
+ * connection and the lease; the holder renews it by calling this (or anything else on this
+ * connection) more often than that, and finds out it lost it at its next call (error, then 0 on
+ * the reconnected connection). ttl_ms 0 = no time bound. On SQLite (one host) every caller holds
+ * it. A lease is no fence: what a holder writes must still be checked in the store (CRL numbers
+ * are). */
+int store_lease_blocking(struct store *store, const char *name, int64_t ttl_ms, int *held_out);
 
 /* ---- TSA ------------------------------------------------------------------------------------ */
 

@@ -174,8 +174,9 @@ struct store__ops {
 
     /* Optional (NULL: the backend has one writer host, every caller holds every lease). Tries to
      * take, or confirms, the lease key for this connection: *held_out = 1 while this connection
-     * holds it; it is released when the connection closes or breaks. */
-    int (*lease)(struct store *store, int64_t key, int *held_out);
+     * holds it; it is released when the connection closes or breaks, or (ttl_ms > 0) when the
+     * connection stays idle for ttl_ms. */
+    int (*lease)(struct store *store, int64_t key, int64_t ttl_ms, int *held_out);
 };
 
 /* Every backend's connection struct starts with this, so that a struct store * can be cast to the

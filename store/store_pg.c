@@ -2159,10 +2159,33 @@ static int pg_cert_search(struct store *store, const struct store_search *q,
     return UTIL_ESTORE;
 }
 
+/* Bounds a lease in time: PostgreSQL itself ends this session once it has been idle (or idle in a
+ * transaction) for ttl_ms, which releases its advisory locks. A holder that hangs with its socket
+ * open (SIGSTOP, a stuck thread) therefore loses the lease after ttl_ms without anyone else having
+ * to judge it dead, and finds its connection gone when it runs again. Set before the lock is
+ * tried, so that a lock is never held without the bound; the settings go with the session.
+ * DESIGN: a lease row with an expiry would need every holder's clock and a renewal write per
+ * turn; the server's own idle timers (PostgreSQL 14 and later) need neither. */
+static int pg_lease_bound(struct pg *s, int64_t ttl_ms)
+{
+    struct pg_params p = {0};
+    char ms[24];
+
+    if (ttl_ms <= 0)
+        return 0;
+    (void)snprintf(ms, sizeof(ms), "%lld", (long long)ttl_ms); /* fits */
+    p_text(&p, ms);
+    return q(s,
+             "SELECT set_config('idle_session_timeout', $1, false), "
+             "set_config('idle_in_transaction_session_timeout', $1, false)",
+             &p, "lease", NULL);
+}
+
 /* A lease is a session-level advisory lock: PostgreSQL releases it when the holder's connection
  * ends (process death closes the socket at once; a silent network loss after the server's TCP
- * keepalive). One lease per connection, which is all the publisher needs. */
-static int pg_lease(struct store *store, int64_t key, int *held_out)
+ * keepalive; a hang after ttl_ms, pg_lease_bound). One lease per connection, which is all the
+ * publisher needs. */
+static int pg_lease(struct store *store, int64_t key, int64_t ttl_ms, int *held_out)
 {
     struct pg *s = pg_of(store);
     struct pg_params p = {0};
@@ -2174,13 +2197,19 @@ static int pg_lease(struct store *store, int64_t key, int *held_out)
     if (rc != 0)
         return rc;
     if (s->lease_key == key) {
-        *held_out = 1;
-        return 0;
+        /* A round trip: it renews the lease (the session's idle timer) and finds a session that
+         * the server ended (the caller is told; the next call reconnects, without the lease). */
+        rc = q(s, "SELECT 1", NULL, "lease", NULL);
+        *held_out = rc == 0;
+        return rc;
     }
     if (s->lease_key != 0) {
         UTIL_ERROR(STORE_MOD, "lease: this connection already holds another lease");
         return UTIL_EINVAL;
     }
+    rc = pg_lease_bound(s, ttl_ms);
+    if (rc != 0)
+        return rc;
     p_i64(&p, key);
     rc = q_int(s, "SELECT pg_try_advisory_lock($1)::integer", &p, "lease", &got);
     if (rc == 0 && got) {

@@ -977,6 +977,10 @@ int store__sqlite_open(const char *path, int flags, struct store **out)
         if (rc != 0)
             goto out;
     }
+    if ((flags & STORE_OPEN_BULK) != 0)
+        rc = exec_sql(s, "PRAGMA cache_size = -262144", "configure bulk cache");
+    if (rc != 0)
+        goto out;
     rc = migrate(s, readonly);
     if (rc == 0 && !readonly)
         rc = store__sq_search_backfill(s);

@@ -3,8 +3,11 @@
 # ThreadSanitizer run of the real server. criterion 2.4.1's runner cannot start under TSan (it
 # crashes initialising its arena), so instead of the unit suites this builds pkiva with TSan and
 # drives every threaded part at once through real clients: the loops (OCSP GET/POST, CRLs, TSA),
-# the signing pool (nonces, time stamps), the store workers (admin API), the feed poller and CRL
-# publisher (revocations from another process), a SIGHUP reload, then stops it with SIGTERM. Any TSan report fails.
+# the signing pool (nonces, time stamps), the store workers (admin API), the public directory's
+# search workers and rate limiter (searches by name, serial and e-mail, certificate pages, status
+# checks of an uploaded certificate, HTML and JSON), the feed poller and CRL publisher
+# (revocations from another process), a SIGHUP reload, then stops it with SIGTERM. Any TSan
+# report fails.
 # Usage: tests/tsan-smoke.sh [SECONDS]   (default 20)
 set -euo pipefail
 [ -n "${PKIVA_TRACE:-}" ] && set -x
@@ -25,6 +28,8 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 port=$(free_port); admin=$(free_port)
 export TSAN_OPTIONS="halt_on_error=0 exitcode=66 log_path=$work/tsan second_deadlock_stack=1 suppressions=$PKIVA_ROOT/tests/tsan.supp"
 "$bin" init --data "$work/var" >/dev/null 2>&1
+# Searches must reach the directory's workers, not stop at its per-address rate limit.
+printf '[directory]\nrate_per_minute = 1000000\nrate_burst = 1000000\n' >>"$work/var/pkiva.conf"
 "$bin" serve --data "$work/var" --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$admin" \
   >"$work/server.log" 2>&1 &
 pid=$!
@@ -46,6 +51,8 @@ openssl ocsp -issuer pki/issuing-ca.pem -cert pki/demo-good.pem -no_nonce -reqou
 get="http://127.0.0.1:$port/$(base64 -w0 "$work/req.der")"
 echo tsan > "$work/data.txt"
 openssl ts -query -data "$work/data.txt" -sha256 -cert -out "$work/q.tsq" 2>/dev/null
+serial=$(openssl x509 -in pki/demo-good.pem -noout -serial | cut -d= -f2)
+openssl x509 -in pki/demo-good.pem -outform DER -out "$work/good.der"
 end=$((SECONDS + seconds))
 load() {
   while [ $SECONDS -lt $end ]; do
@@ -57,6 +64,12 @@ load() {
     curl -s -o /dev/null -H 'Content-Type: application/timestamp-query' \
       --data-binary @"$work/q.tsq" "http://127.0.0.1:$port/tsa" || true
     curl -s -o /dev/null "http://127.0.0.1:$port/crl/demo-ca.crl" || true
+    curl -s -o /dev/null "http://127.0.0.1:$port/directory/search?q=Demo+Subscriber" || true
+    curl -s -o /dev/null "http://127.0.0.1:$port/directory/search?q=$serial&format=json" || true
+    curl -s -o /dev/null "http://127.0.0.1:$port/directory/search?q=demo&field=o&lang=vi" || true
+    curl -s -o /dev/null "http://127.0.0.1:$port/directory/cert/demo-ca/$serial" || true
+    curl -s -o /dev/null -H 'Content-Type: application/pkix-cert' \
+      --data-binary @"$work/good.der" "http://127.0.0.1:$port/directory/check" || true
     curl -s -o /dev/null "${admin_tls[@]}" -H "Authorization: Bearer $token" "$admin_url/metrics" ||
       true
   done

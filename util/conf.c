@@ -141,6 +141,9 @@ static int parse_ms(const struct util_conf_directive *d, const char *value, int 
     if (v > d->max)
         return fail(err, err_len, "%s must be at most %llds, got '%s'", d->name,
                     (long long)(d->max / 1000), value);
+    if (v < d->min)
+        return fail(err, err_len, "%s must be at least %lldms, got '%s'", d->name,
+                    (long long)d->min, value);
     *out = (int)v;
     return UTIL_OK;
 }

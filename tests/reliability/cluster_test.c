@@ -5,9 +5,12 @@
  * ports, all three with [store] backend = postgresql on a fresh database. Checked: a revocation
  * acknowledged by any node is answered "revoked" by every node; time-stamp serials are unique
  * across nodes, every token in the shared log; the audit log stays one verifiable chain after
- * concurrent writers on all nodes; CRL numbers saved in the store rise strictly per issuer. */
+ * concurrent writers on all nodes; CRL numbers saved in the store rise strictly per issuer; every
+ * node writes the newest CRL to its own [crl] files; a publisher stopped with SIGSTOP loses the
+ * lease after [crl] lease, and steps down without publishing when it runs again. */
 #include <criterion/criterion.h>
 #include <libpq-fe.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -82,7 +85,7 @@ static void setup(void)
                  "%s", text);
     (void)snprintf(text, sizeof(text),
                    "[store]\nbackend = postgresql\nconninfo = %s\nfeed_poll = 100ms\n"
-                   "[crl]\ncoalesce = 200ms\n",
+                   "[crl]\ncoalesce = 200ms\nlease = 3s\n",
                    db_uri);
     rel_conf_append(&nodes[0], text);
     for (int i = 1; i < NODES; i++)
@@ -238,6 +241,131 @@ Test(cluster, another_node_takes_over_crl_publication)
             "after its acknowledgement (coalesce 200 ms)\n",
             rel_now_ms() - acked);
     cr_assert_eq(rel_sh(&nodes[1], out, sizeof(out), "cat %s %s | grep -c 'lease taken over'",
+                        nodes[1].log, nodes[2].log),
+                 0, "%s", out);
+    cr_assert_eq(atoi(out), 1, "%s nodes took the lease over", out);
+}
+
+/* 1 when every node in [from, NODES) serves the same demo-ca CRL bytes as its own local file
+ * <data>/crl/demo-ca.crl and as every other such node, and that CRL lists serial; polled, 30 s. */
+static int wait_same_crl_everywhere(int from, const char *serial, char *out, size_t out_len)
+{
+    char cmd[2048];
+    size_t used = 0;
+
+    used += (size_t)snprintf(cmd + used, sizeof(cmd) - used, "{ ");
+    for (int n = from; n < NODES; n++)
+        used += (size_t)snprintf(cmd + used, sizeof(cmd) - used,
+                                 "curl -sS -f http://127.0.0.1:%d/crl/demo-ca.crl | sha256sum; "
+                                 "sha256sum < %s/crl/demo-ca.crl; ",
+                                 nodes[n].port, nodes[n].data);
+    (void)snprintf(cmd + used, sizeof(cmd) - used,
+                   "} | sort -u | wc -l; openssl crl -inform DER -noout -text -in "
+                   "%s/crl/demo-ca.crl 2>/dev/null | grep -ci 'Serial Number: %s'",
+                   nodes[NODES - 1].data, serial);
+    for (long long start = rel_now_ms(); rel_now_ms() - start < 30000; rel_sleep_ms(100)) {
+        out[0] = '\0';
+        if (rel_sh(&nodes[0], out, out_len, "%s", cmd) == 0 && strcmp(out, "1\n1\n") == 0)
+            return 1;
+    }
+    return 0;
+}
+
+/* Only node A publishes, yet every node's local CRL file ([crl] publish_dir) is the CRL it serves:
+ * the newest of the store, written atomically when it changes. */
+Test(cluster, every_node_writes_the_newest_crl_to_its_files)
+{
+    char serials[1][33];
+    char json[256], body[2048], out[4096];
+
+    rel_register_serials(&nodes[0], 1, serials);
+    (void)snprintf(json, sizeof(json),
+                   "{\"issuer\":\"demo-ca\",\"serial\":\"%s\",\"reason\":\"keyCompromise\"}",
+                   serials[0]);
+    cr_assert_eq(rel_admin(&nodes[2], "/admin/revoke", json, NULL, body, sizeof(body)), 200, "%s",
+                 body);
+    cr_assert(wait_same_crl_everywhere(0, serials[0], out, sizeof(out)),
+              "the nodes' files and served CRLs differ or miss the revocation: %s", out);
+    /* Node A published it; B and C only adopted it, and wrote it. */
+    cr_assert_eq(rel_sh(&nodes[0], out, sizeof(out), "cat %s %s | grep -c 'CRL [0-9]* published:'",
+                        nodes[1].log, nodes[2].log),
+                 1, "B or C published: %s", out);
+    /* The delta file follows too (adopted at most a publisher turn after its base). */
+    int same = 0;
+    for (long long start = rel_now_ms(); !same && rel_now_ms() - start < 30000; rel_sleep_ms(100))
+        same = rel_sh(&nodes[0], out, sizeof(out),
+                      "for d in %s %s %s; do sha256sum < $d/crl/demo-ca-delta.crl; done | "
+                      "sort -u | wc -l",
+                      nodes[0].data, nodes[1].data, nodes[2].data) == 0 &&
+               strcmp(out, "1\n") == 0;
+    cr_assert(same, "the nodes' delta CRL files differ: %s", out);
+}
+
+/* The publisher hangs with its store connection open (SIGSTOP): after [crl] lease (3 s here) the
+ * store ends its idle session, another node takes the lease and publishes the pending revocation;
+ * the stopped node, resumed, steps down: it publishes nothing (no older or duplicate number in the
+ * history) and serves the new holder's CRL. */
+Test(cluster, a_stalled_publisher_loses_the_lease_and_steps_down)
+{
+    char serials[2][33];
+    char json[256], body[2048], out[4096];
+
+    rel_register_serials(&nodes[1], 2, serials);
+    /* Node A, started first, holds the lease: it has published the first CRLs. */
+    int published = 0;
+    for (long long start = rel_now_ms(); !published && rel_now_ms() - start < 30000;
+         rel_sleep_ms(100))
+        published = rel_sh(&nodes[0], out, sizeof(out), "grep -c 'CRL [0-9]* published:' %s",
+                           nodes[0].log) == 0;
+    cr_assert(published, "node A never published");
+    cr_assert_eq(kill(nodes[0].pid, SIGSTOP), 0);
+    (void)snprintf(json, sizeof(json),
+                   "{\"issuer\":\"demo-ca\",\"serial\":\"%s\",\"reason\":\"keyCompromise\"}",
+                   serials[0]);
+    cr_assert_eq(rel_admin(&nodes[1], "/admin/revoke", json, NULL, body, sizeof(body)), 200, "%s",
+                 body);
+    long long acked = rel_now_ms();
+    int listed = wait_crl_lists(&nodes[1], serials[0]) && wait_crl_lists(&nodes[2], serials[0]);
+    long long took = rel_now_ms() - acked;
+    (void)kill(nodes[0].pid, SIGCONT);
+    cr_assert(listed, "no other node published while the publisher was stopped");
+    fprintf(stderr,
+            "cluster: publisher stopped; revocation in the CRL of both other nodes %lld ms after "
+            "its acknowledgement (lease 3 s, coalesce 200 ms)\n",
+            took);
+    /* Resumed, node A finds its session gone and steps down. */
+    int stepped = 0;
+    for (long long start = rel_now_ms(); !stepped && rel_now_ms() - start < 30000;
+         rel_sleep_ms(100))
+        stepped = rel_sh(&nodes[0], out, sizeof(out), "grep -c 'no longer holds the CRL lease' %s",
+                         nodes[0].log) == 0;
+    cr_assert(stepped, "node A did not step down");
+    /* A revocation through node A now reaches the CRLs through the new holder, and every node
+     * (node A included) serves and writes the same newest CRL. */
+    (void)snprintf(json, sizeof(json),
+                   "{\"issuer\":\"demo-ca\",\"serial\":\"%s\",\"reason\":\"keyCompromise\"}",
+                   serials[1]);
+    for (int tries = 0; tries < 50; tries++) {
+        if (rel_admin(&nodes[0], "/admin/revoke", json, NULL, body, sizeof(body)) == 200)
+            break;
+        rel_sleep_ms(100); /* its admin connection to the store may have been ended too */
+    }
+    cr_assert(wait_same_crl_everywhere(0, serials[1], out, sizeof(out)),
+              "node A does not serve the new holder's CRL: %s", out);
+    /* Node A published nothing after it stepped down; the history has no duplicate and no number
+     * saved after a higher one. */
+    cr_assert_eq(rel_sh(&nodes[0], out, sizeof(out),
+                        "sed -n '/no longer holds the CRL lease/,$p' %s | "
+                        "grep -c 'CRL [0-9]* published:'",
+                        nodes[0].log),
+                 1, "node A published after stepping down: %s", out);
+    cr_assert_eq(sql_int("SELECT count(*) FROM (SELECT issuer_id, number FROM crl_history "
+                         "GROUP BY 1, 2 HAVING count(*) > 1) AS d"),
+                 0);
+    cr_assert_eq(sql_int("SELECT count(*) FROM crl_history AS a JOIN crl_history AS b ON "
+                         "a.issuer_id = b.issuer_id AND a.number < b.number AND a.id > b.id"),
+                 0, "a CRL saved after a newer one has an older number");
+    cr_assert_eq(rel_sh(&nodes[0], out, sizeof(out), "cat %s %s | grep -c 'lease taken over'",
                         nodes[1].log, nodes[2].log),
                  0, "%s", out);
     cr_assert_eq(atoi(out), 1, "%s nodes took the lease over", out);
