@@ -118,6 +118,11 @@ struct ocsp__index_counts {
 void ocsp__index_counts(struct ocsp__index *idx, struct ocsp__index_counts *out);
 size_t ocsp__index_max_bytes(const struct ocsp__index *idx);
 
+/* Loads every certificate of the responder's issuers from the store into its index (ocsp_load.c),
+ * each with changed_sec as the second of its last change. Blocks; start-up only. Returns 0,
+ * UTIL_ENOMEM or the store's error. */
+int ocsp__load_blocking(struct ocsp_responder *resp, struct store *store, int64_t changed_sec);
+
 /* A small direct-mapped cache of responses for serials the index does not answer (unknown or past
  * retention), so a client polling an unknown serial costs one signature per validity, not one per
  * request. An attacker walking random serials only churns its slots. */

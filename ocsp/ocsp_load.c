@@ -1,0 +1,189 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/* Loading the status index from the store at start-up: one sequential scan of each issuer's
+ * certificates in the store's key order, with the index inserts on a second thread, so that
+ * decoding rows (SQLite) and hashing them into the index (random memory accesses) overlap.
+ *
+ * DESIGN
+ * - The calling thread runs the store's iteration and copies each row into a batch of
+ *   LOAD_BATCH rows; full batches go through a ring of LOAD_BATCHES to the inserter thread,
+ *   which puts them into the index. Neither allocates per row: the batches are allocated once.
+ *   When the ring is full the reader waits (the memory stays bounded whatever the store holds).
+ * - Failures: out of memory in the index stops the scan (the caller refuses to start); a serial
+ *   the index refuses is skipped, as the feed does. If the thread cannot be started, the reader
+ *   inserts itself.
+ * - The inserter only ever calls ocsp__index_put, which locks its shard: nothing else of the
+ *   responder is shared with it. It is joined before the load returns. */
+#include "ocsp_int.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define LOAD_BATCH 4096
+#define LOAD_BATCHES 4
+
+struct load_row {
+    unsigned char serial[STORE_SERIAL_MAX];
+    uint8_t serial_len;
+    int8_t status;
+    int8_t reason;
+    int16_t issuer;
+    int64_t revoked_at, invalidity_date, not_after, feed_id;
+};
+
+struct load_batch {
+    size_t n;
+    struct load_row rows[LOAD_BATCH];
+};
+
+struct loader {
+    struct ocsp__index *index;
+    int64_t changed_sec; /* see load_rows */
+    int issuer;          /* the issuer being read */
+    pthread_mutex_t mutex;
+    pthread_cond_t cond;
+    struct load_batch *ring[LOAD_BATCHES];
+    size_t head, tail; /* published batches: [tail, head), each modulo LOAD_BATCHES */
+    int finished;      /* the reader published its last batch */
+    int threaded;
+    int rc; /* UTIL_ENOMEM once an insert ran out of memory */
+    uint64_t rows;
+};
+
+static int load_rows(struct loader *ld, const struct load_batch *b)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        const struct load_row *r = &b->rows[i];
+        struct ocsp__status st = {
+            .status = r->status,
+            .reason = r->reason,
+            .revoked_at = r->revoked_at,
+            .invalidity_date = r->invalidity_date,
+            .not_after = r->not_after,
+            .feed_id = r->feed_id,
+            /* Its own change time is not loaded: the store's latest change is a bound (a
+             * previous process may have served another status in that second). */
+            .changed_sec = ld->changed_sec,
+        };
+        int changed;
+        int rc = ocsp__index_put(ld->index, r->issuer, r->serial, r->serial_len, &st, 0, &changed);
+        if (rc == UTIL_ENOMEM)
+            return rc; /* a bad serial is skipped; out of memory stops */
+    }
+    return UTIL_OK;
+}
+
+static void *inserter_main(void *opaque)
+{
+    struct loader *ld = opaque;
+    pthread_mutex_lock(&ld->mutex);
+    for (;;) {
+        struct load_batch *b;
+        int rc;
+        while (ld->tail == ld->head && !ld->finished)
+            pthread_cond_wait(&ld->cond, &ld->mutex);
+        if (ld->tail == ld->head)
+            break; /* finished and drained */
+        b = ld->ring[ld->tail % LOAD_BATCHES];
+        pthread_mutex_unlock(&ld->mutex);
+        rc = ld->rc == UTIL_OK ? load_rows(ld, b) : UTIL_OK;
+        pthread_mutex_lock(&ld->mutex);
+        if (rc != UTIL_OK)
+            ld->rc = rc;
+        ld->tail++;
+        pthread_cond_broadcast(&ld->cond);
+    }
+    pthread_mutex_unlock(&ld->mutex);
+    return NULL;
+}
+
+/* Hands the batch being filled to the inserter (or inserts it here without a thread). Returns
+ * the loader's error, if any. */
+static int publish(struct loader *ld)
+{
+    int rc;
+    if (!ld->threaded) {
+        struct load_batch *b = ld->ring[ld->head % LOAD_BATCHES];
+        if (ld->rc == UTIL_OK)
+            ld->rc = load_rows(ld, b);
+        b->n = 0;
+        return ld->rc;
+    }
+    pthread_mutex_lock(&ld->mutex);
+    ld->head++;
+    pthread_cond_broadcast(&ld->cond);
+    /* The next batch to fill must be free: at most LOAD_BATCHES - 1 wait for the inserter. */
+    while (ld->head - ld->tail >= LOAD_BATCHES)
+        pthread_cond_wait(&ld->cond, &ld->mutex);
+    rc = ld->rc;
+    pthread_mutex_unlock(&ld->mutex);
+    ld->ring[ld->head % LOAD_BATCHES]->n = 0;
+    return rc;
+}
+
+static int read_one(void *opaque, const struct store_cert *cert)
+{
+    struct loader *ld = opaque;
+    struct load_batch *b = ld->ring[ld->head % LOAD_BATCHES];
+    struct load_row *r = &b->rows[b->n++];
+
+    r->serial_len = (uint8_t)cert->serial_len; /* the store never gives more than 32 */
+    memcpy(r->serial, cert->serial, cert->serial_len);
+    r->status = (int8_t)cert->status;
+    r->reason = (int8_t)cert->reason;
+    r->issuer = (int16_t)ld->issuer;
+    r->revoked_at = cert->revoked_at;
+    r->invalidity_date = cert->invalidity_date;
+    r->not_after = cert->not_after;
+    r->feed_id = cert->feed_id;
+    ld->rows++;
+    if (b->n == LOAD_BATCH && publish(ld) != UTIL_OK)
+        return 1; /* stop the scan: out of memory */
+    return 0;
+}
+
+int ocsp__load_blocking(struct ocsp_responder *resp, struct store *store, int64_t changed_sec)
+{
+    struct loader ld;
+    pthread_t thread;
+    int rc = UTIL_OK;
+
+    memset(&ld, 0, sizeof(ld));
+    ld.index = resp->index;
+    ld.changed_sec = changed_sec;
+    for (int i = 0; i < LOAD_BATCHES; i++) {
+        ld.ring[i] = malloc(sizeof(*ld.ring[i]));
+        if (ld.ring[i] == NULL) {
+            rc = UTIL_ENOMEM;
+            goto out;
+        }
+        ld.ring[i]->n = 0;
+    }
+    pthread_mutex_init(&ld.mutex, NULL);
+    pthread_cond_init(&ld.cond, NULL);
+    ld.threaded = pthread_create(&thread, NULL, inserter_main, &ld) == 0;
+    for (int i = 0; i < resp->n_issuers && rc == UTIL_OK; i++) {
+        ld.issuer = i;
+        rc = store_cert_iterate_blocking(store, resp->issuers[i].store_id, STORE_ITER_ALL, read_one,
+                                         &ld);
+        if (rc == 1)
+            rc = UTIL_ENOMEM; /* read_one stopped the scan */
+    }
+    /* The last, partial batch; then the inserter drains the ring and ends. */
+    if (rc == UTIL_OK && ld.ring[ld.head % LOAD_BATCHES]->n > 0)
+        (void)publish(&ld); /* its error is ld.rc, read below */
+    if (ld.threaded) {
+        pthread_mutex_lock(&ld.mutex);
+        ld.finished = 1;
+        pthread_cond_broadcast(&ld.cond);
+        pthread_mutex_unlock(&ld.mutex);
+        (void)pthread_join(thread, NULL); /* our own joinable thread */
+    }
+    if (rc == UTIL_OK)
+        rc = ld.rc;
+    pthread_mutex_destroy(&ld.mutex);
+    pthread_cond_destroy(&ld.cond);
+out:
+    for (int i = 0; i < LOAD_BATCHES; i++)
+        free(ld.ring[i]);
+    return rc;
+}
