@@ -440,45 +440,114 @@ static int rec_set_status(struct shard *s, struct rec *r, const struct ocsp__sta
     return UTIL_OK;
 }
 
-int ocsp__index_put(struct ocsp__index *idx, int issuer, const unsigned char *serial,
-                    size_t serial_len, const struct ocsp__status *st, int force, int *changed)
+/* ocsp__index_put under the shard's lock, with the key's hash. */
+static int put_locked(struct ocsp__index *idx, struct shard *s, uint64_t h, int issuer,
+                      const unsigned char *serial, size_t serial_len, const struct ocsp__status *st,
+                      int force, int *changed)
 {
-    uint64_t h;
-    struct shard *s;
     struct rec *r = NULL;
     uint32_t *slot = NULL;
-    int rc = UTIL_OK;
+    int rc;
 
-    *changed = 0;
-    if (serial_len == 0 || serial_len > STORE_SERIAL_MAX || issuer < 0 || issuer > MAX_ISSUER)
-        return UTIL_EINVAL;
-    h = key_hash(idx->seed, issuer, serial, serial_len);
-    s = shard_of(idx, h);
-    pthread_mutex_lock(&s->mutex);
     r = probe(s, h, issuer, serial, serial_len, &slot);
     if (r == NULL) {
         if ((s->count + 1) * 4 > (s->mask + 1) * 3) {
             rc = shard_grow(idx, s);
             if (rc != UTIL_OK)
-                goto out;
+                return rc;
             (void)probe(s, h, issuer, serial, serial_len, &slot); /* known absent */
         }
         rc = rec_add(s, h, slot, issuer, serial, serial_len, &r);
         if (rc != UTIL_OK)
-            goto out;
+            return rc;
         force = 1; /* a new entry takes any version */
     }
     if (!force && st->feed_id <= rec_feed_id(s, r))
-        goto out;
+        return UTIL_OK;
     rc = rec_set_status(s, r, st);
     if (rc != UTIL_OK)
-        goto out;
+        return rc;
     r->changed_lo = (uint16_t)st->changed_sec;
     drop_responses(s, r);
     *changed = 1;
-out:
+    return UTIL_OK;
+}
+
+static int key_ok(int issuer, size_t serial_len)
+{
+    return serial_len > 0 && serial_len <= STORE_SERIAL_MAX && issuer >= 0 && issuer <= MAX_ISSUER;
+}
+
+int ocsp__index_put(struct ocsp__index *idx, int issuer, const unsigned char *serial,
+                    size_t serial_len, const struct ocsp__status *st, int force, int *changed)
+{
+    uint64_t h;
+    struct shard *s;
+    int rc;
+
+    *changed = 0;
+    if (!key_ok(issuer, serial_len))
+        return UTIL_EINVAL;
+    h = key_hash(idx->seed, issuer, serial, serial_len);
+    s = shard_of(idx, h);
+    pthread_mutex_lock(&s->mutex);
+    rc = put_locked(idx, s, h, issuer, serial, serial_len, st, force, changed);
     pthread_mutex_unlock(&s->mutex);
     return rc;
+}
+
+/* Items a put_many chunk sorts by shard: the stack holds their hashes and order. */
+#define PUT_CHUNK 1024
+#define PREFETCH_AHEAD 4
+
+int ocsp__index_put_many(struct ocsp__index *idx, const struct ocsp__put_item *items, size_t n)
+{
+    uint64_t h[PUT_CHUNK];
+    uint16_t order[PUT_CHUNK];
+    uint16_t start[N_SHARDS + 1];
+
+    for (size_t base = 0; base < n; base += PUT_CHUNK) {
+        size_t m = n - base < PUT_CHUNK ? n - base : PUT_CHUNK;
+        const struct ocsp__put_item *it = items + base;
+        /* A counting sort by shard: one lock per shard and chunk, not per item. */
+        memset(start, 0, sizeof(start));
+        for (size_t i = 0; i < m; i++) {
+            h[i] = key_ok(it[i].issuer, it[i].serial_len)
+                       ? key_hash(idx->seed, it[i].issuer, it[i].serial, it[i].serial_len)
+                       : 0;
+            start[(h[i] >> (64 - SHARD_BITS)) + 1]++;
+        }
+        for (unsigned k = 0; k < N_SHARDS; k++)
+            start[k + 1] = (uint16_t)(start[k + 1] + start[k]);
+        for (size_t i = 0; i < m; i++)
+            order[start[h[i] >> (64 - SHARD_BITS)]++] = (uint16_t)i;
+        /* start[k] is now the end of shard k's run (and the beginning of k + 1's). */
+        for (unsigned k = 0, from = 0; k < N_SHARDS; from = start[k], k++) {
+            struct shard *s = &idx->shards[k];
+            if (from == start[k])
+                continue;
+            pthread_mutex_lock(&s->mutex);
+            for (unsigned j = from; j < start[k]; j++) {
+                const struct ocsp__put_item *x = &it[order[j]];
+                int changed = 0;
+                int rc;
+                /* The table slot a few items on: the load's inserts are random memory accesses
+                 * (a stale address after a grow is harmless: a prefetch never faults). */
+                if (j + PREFETCH_AHEAD < start[k])
+                    __builtin_prefetch(&s->table[h[order[j + PREFETCH_AHEAD]] & s->mask]);
+                if (!key_ok(x->issuer, x->serial_len))
+                    continue; /* no certificate has it: skipped, as the feed does */
+                rc = put_locked(idx, s, h[order[j]], x->issuer, x->serial, x->serial_len, &x->st, 0,
+                                &changed);
+                if (rc != UTIL_OK) {
+                    pthread_mutex_unlock(&s->mutex);
+                    return rc;
+                }
+            }
+            pthread_mutex_unlock(&s->mutex);
+        }
+    }
+    return UTIL_OK;
 }
 
 int ocsp__index_ims_ok(struct ocsp__index *idx, int issuer, const unsigned char *serial,

@@ -73,6 +73,17 @@ void ocsp__index_free(struct ocsp__index *idx);
  * responses of the entry before the shard lock is released. */
 int ocsp__index_put(struct ocsp__index *idx, int issuer, const unsigned char *serial,
                     size_t serial_len, const struct ocsp__status *st, int force, int *changed);
+/* ocsp__index_put (force 0) of n items, faster: grouped by shard, one lock per group, memory
+ * prefetched. Items with a serial or issuer no certificate has are skipped. Returns 0 or
+ * UTIL_ENOMEM (then some items may be in, some not). Items of one key are applied in their order,
+ * so the one with the highest feed_id wins, as with ocsp__index_put. */
+struct ocsp__put_item {
+    unsigned char serial[STORE_SERIAL_MAX];
+    size_t serial_len;
+    int issuer;
+    struct ocsp__status st;
+};
+int ocsp__index_put_many(struct ocsp__index *idx, const struct ocsp__put_item *items, size_t n);
 /* Returns 1 and *st when found (and *cached = a new reference to the response for alg, or NULL),
  * 0 when not. Marks the entry recently used. */
 int ocsp__index_lookup(struct ocsp__index *idx, int issuer, const unsigned char *serial,

@@ -21,18 +21,9 @@
 #define LOAD_BATCH 4096
 #define LOAD_BATCHES 4
 
-struct load_row {
-    unsigned char serial[STORE_SERIAL_MAX];
-    uint8_t serial_len;
-    int8_t status;
-    int8_t reason;
-    int16_t issuer;
-    int64_t revoked_at, invalidity_date, not_after, feed_id;
-};
-
 struct load_batch {
     size_t n;
-    struct load_row rows[LOAD_BATCH];
+    struct ocsp__put_item rows[LOAD_BATCH];
 };
 
 struct loader {
@@ -51,25 +42,7 @@ struct loader {
 
 static int load_rows(struct loader *ld, const struct load_batch *b)
 {
-    for (size_t i = 0; i < b->n; i++) {
-        const struct load_row *r = &b->rows[i];
-        struct ocsp__status st = {
-            .status = r->status,
-            .reason = r->reason,
-            .revoked_at = r->revoked_at,
-            .invalidity_date = r->invalidity_date,
-            .not_after = r->not_after,
-            .feed_id = r->feed_id,
-            /* Its own change time is not loaded: the store's latest change is a bound (a
-             * previous process may have served another status in that second). */
-            .changed_sec = ld->changed_sec,
-        };
-        int changed;
-        int rc = ocsp__index_put(ld->index, r->issuer, r->serial, r->serial_len, &st, 0, &changed);
-        if (rc == UTIL_ENOMEM)
-            return rc; /* a bad serial is skipped; out of memory stops */
-    }
-    return UTIL_OK;
+    return ocsp__index_put_many(ld->index, b->rows, b->n);
 }
 
 static void *inserter_main(void *opaque)
@@ -124,17 +97,20 @@ static int read_one(void *opaque, const struct store_cert *cert)
 {
     struct loader *ld = opaque;
     struct load_batch *b = ld->ring[ld->head % LOAD_BATCHES];
-    struct load_row *r = &b->rows[b->n++];
+    struct ocsp__put_item *r = &b->rows[b->n++];
 
-    r->serial_len = (uint8_t)cert->serial_len; /* the store never gives more than 32 */
+    r->serial_len = cert->serial_len; /* the store never gives more than STORE_SERIAL_MAX */
     memcpy(r->serial, cert->serial, cert->serial_len);
-    r->status = (int8_t)cert->status;
-    r->reason = (int8_t)cert->reason;
-    r->issuer = (int16_t)ld->issuer;
-    r->revoked_at = cert->revoked_at;
-    r->invalidity_date = cert->invalidity_date;
-    r->not_after = cert->not_after;
-    r->feed_id = cert->feed_id;
+    r->issuer = ld->issuer;
+    r->st.status = cert->status;
+    r->st.reason = cert->reason;
+    r->st.revoked_at = cert->revoked_at;
+    r->st.invalidity_date = cert->invalidity_date;
+    r->st.not_after = cert->not_after;
+    r->st.feed_id = cert->feed_id;
+    /* Its own change time is not loaded: the store's latest change is a bound (a previous
+     * process may have served another status in that second). */
+    r->st.changed_sec = ld->changed_sec;
     ld->rows++;
     if (b->n == LOAD_BATCH && publish(ld) != UTIL_OK)
         return 1; /* stop the scan: out of memory */

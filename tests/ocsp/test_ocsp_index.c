@@ -392,3 +392,57 @@ Test(index_compact, at_most_64_bytes_per_certificate, .timeout = 120)
     expect_found(idx, 0, s, sizeof(s), n, "last");
     ocsp__index_free(idx);
 }
+
+/* The load's batch insert: the same index as one put at a time, whatever the order of shards;
+ * duplicates keep the highest version, unusable serials are skipped. */
+Test(index_compact, put_many_is_put_in_order)
+{
+    struct ocsp__index *idx = NULL;
+    const size_t n = 5000;
+    struct ocsp__put_item *items = calloc(n, sizeof(*items));
+    struct ocsp__index_counts counts;
+
+    cr_assert_not_null(items);
+    cr_assert_eq(ocsp__index_new(1 << 20, &idx), 0);
+    for (size_t i = 0; i < n; i++) {
+        /* every tenth item repeats the key of the one three before, with a higher version */
+        uint32_t key = i % 10 == 5 ? (uint32_t)(i - 3) : (uint32_t)i;
+        items[i].serial_len = 4 + key % 21; /* 4..24: random enough to be unique */
+        make_serial(items[i].serial, items[i].serial_len, key, key % 3 == 0);
+        items[i].issuer = (int)(key % 5);
+        items[i].st = good((int64_t)i + 1);
+        if (i % 17 == 0) {
+            items[i].st.status = STORE_REVOKED;
+            items[i].st.reason = STORE_REASON_SUPERSEDED;
+            items[i].st.revoked_at = 1700000000 + (int64_t)i;
+        }
+    }
+    items[100].serial_len = 0;                               /* skipped */
+    items[200].serial_len = STORE_SERIAL_MAX + 1;            /* skipped */
+    cr_assert_eq(ocsp__index_put_many(idx, items, 1234), 0); /* a partial chunk first */
+    cr_assert_eq(ocsp__index_put_many(idx, items + 1234, n - 1234), 0);
+    for (size_t i = 0; i < n; i++) {
+        struct ocsp__status got;
+        struct ocsp__cached *c = NULL;
+        size_t last = i; /* the last item with this key */
+        if (i == 100 || i == 200)
+            continue;
+        if (i % 10 == 5)
+            continue; /* checked as its key's */
+        if (i % 10 == 2)
+            last = i + 3;
+        cr_assert_eq(ocsp__index_lookup(idx, items[i].issuer, items[i].serial, items[i].serial_len,
+                                        OCSP__SHA1, &got, &c),
+                     1, "#%zu not found", i);
+        cr_assert_eq(got.feed_id, (int64_t)last + 1, "#%zu: feed_id %lld", i,
+                     (long long)got.feed_id);
+        cr_assert_eq(got.status, items[last].st.status, "#%zu", i);
+        cr_assert_eq(got.revoked_at, items[last].st.revoked_at, "#%zu", i);
+    }
+    ocsp__index_counts(idx, &counts);
+    /* keys: n, less the repeats, less the two skipped */
+    cr_assert_eq(counts.entries, (uint64_t)(n - n / 10 - 2), "%llu entries",
+                 (unsigned long long)counts.entries);
+    ocsp__index_free(idx);
+    free(items);
+}
