@@ -94,6 +94,7 @@ struct shard {
     size_t mask; /* table slots - 1 */
     struct rec *recs;
     size_t count, recs_cap;
+    size_t indexed; /* records [0, indexed) are in the table; the rest came by a bulk append */
     struct extra *extras;
     size_t n_extras, extras_cap;
     unsigned char *arena; /* serials longer than INLINE_SERIAL */
@@ -304,24 +305,46 @@ static struct rec *probe(struct shard *s, uint64_t h, int issuer, const unsigned
     }
 }
 
-static int shard_grow(struct ocsp__index *idx, struct shard *s)
+static void table_enter(struct ocsp__index *idx, const struct shard *s, uint32_t *table,
+                        size_t mask, size_t id)
 {
-    size_t new_n = (s->mask + 1) * 2;
-    uint32_t *table = calloc(new_n, sizeof(*table));
+    const struct rec *r = &s->recs[id];
+    uint64_t h = key_hash(idx->seed, rec_issuer(r), rec_serial(s, r), rec_serial_len(r));
+    size_t j = (size_t)h & mask;
+    while (table[j] != 0)
+        j = (j + 1) & mask;
+    table[j] = tag_of(h) | (uint32_t)(id + 1);
+}
+
+/* A new table of n slots with every record. */
+static int shard_rebuild(struct ocsp__index *idx, struct shard *s, size_t n)
+{
+    uint32_t *table = calloc(n, sizeof(*table));
     if (table == NULL)
         return UTIL_ENOMEM;
     /* In record order: the records are read in sequence, only the new table at random. */
-    for (size_t id = 0; id < s->count; id++) {
-        const struct rec *r = &s->recs[id];
-        uint64_t h = key_hash(idx->seed, rec_issuer(r), rec_serial(s, r), rec_serial_len(r));
-        size_t j = (size_t)h & (new_n - 1);
-        while (table[j] != 0)
-            j = (j + 1) & (new_n - 1);
-        table[j] = tag_of(h) | (uint32_t)(id + 1);
-    }
+    for (size_t id = 0; id < s->count; id++)
+        table_enter(idx, s, table, n - 1, id);
     free(s->table);
     s->table = table;
-    s->mask = new_n - 1;
+    s->mask = n - 1;
+    s->indexed = s->count;
+    return UTIL_OK;
+}
+
+/* Enters the records a bulk append left out of the table (ocsp__index_append_many), in a table
+ * sized once for them all. A no-op otherwise. */
+static int shard_catch_up(struct ocsp__index *idx, struct shard *s)
+{
+    size_t n = s->mask + 1;
+    if (s->indexed == s->count)
+        return UTIL_OK;
+    while (s->count * 4 > n * 3)
+        n *= 2;
+    if (n != s->mask + 1)
+        return shard_rebuild(idx, s, n);
+    for (; s->indexed < s->count; s->indexed++)
+        table_enter(idx, s, s->table, s->mask, s->indexed);
     return UTIL_OK;
 }
 
@@ -373,7 +396,8 @@ static void drop_responses(struct shard *s, struct rec *r)
     r->cache = 0;
 }
 
-/* Appends a record for a key known to be absent and enters it at slot. */
+/* Appends a record for a key known to be absent and enters it at slot (if not NULL: else the
+ * table catches up later, see shard_catch_up). */
 static int rec_add(struct shard *s, uint64_t h, uint32_t *slot, int issuer,
                    const unsigned char *serial, size_t len, struct rec **out)
 {
@@ -400,7 +424,10 @@ static int rec_add(struct shard *s, uint64_t h, uint32_t *slot, int issuer,
     }
     r->meta = (uint16_t)((len - 1) | ((unsigned)issuer << META_ISSUER_SHIFT));
     s->count++;
-    *slot = tag_of(h) | (uint32_t)s->count;
+    if (slot != NULL) {
+        *slot = tag_of(h) | (uint32_t)s->count;
+        s->indexed++;
+    }
     *out = r;
     return UTIL_OK;
 }
@@ -447,12 +474,14 @@ static int put_locked(struct ocsp__index *idx, struct shard *s, uint64_t h, int 
 {
     struct rec *r = NULL;
     uint32_t *slot = NULL;
-    int rc;
+    int rc = shard_catch_up(idx, s);
 
+    if (rc != UTIL_OK)
+        return rc;
     r = probe(s, h, issuer, serial, serial_len, &slot);
     if (r == NULL) {
         if ((s->count + 1) * 4 > (s->mask + 1) * 3) {
-            rc = shard_grow(idx, s);
+            rc = shard_rebuild(idx, s, (s->mask + 1) * 2);
             if (rc != UTIL_OK)
                 return rc;
             (void)probe(s, h, issuer, serial, serial_len, &slot); /* known absent */
@@ -496,58 +525,70 @@ int ocsp__index_put(struct ocsp__index *idx, int issuer, const unsigned char *se
     return rc;
 }
 
-/* Items a put_many chunk sorts by shard: the stack holds their hashes and order. */
-#define PUT_CHUNK 1024
-#define PREFETCH_AHEAD 4
+/* Items an append_many chunk sorts by shard: the stack holds their hashes and order. */
+#define APPEND_CHUNK 1024
 
-int ocsp__index_put_many(struct ocsp__index *idx, const struct ocsp__put_item *items, size_t n)
+/* Appends one item to a locked shard without entering it in the table. */
+static int append_locked(struct shard *s, const struct ocsp__put_item *x)
 {
-    uint64_t h[PUT_CHUNK];
-    uint16_t order[PUT_CHUNK];
-    uint16_t start[N_SHARDS + 1];
+    struct rec *r = NULL;
+    int rc = rec_add(s, 0, NULL, x->issuer, x->serial, x->serial_len, &r);
+    if (rc != UTIL_OK)
+        return rc;
+    rc = rec_set_status(s, r, &x->st);
+    r->changed_lo = (uint16_t)x->st.changed_sec;
+    return rc;
+}
 
-    for (size_t base = 0; base < n; base += PUT_CHUNK) {
-        size_t m = n - base < PUT_CHUNK ? n - base : PUT_CHUNK;
+int ocsp__index_append_many(struct ocsp__index *idx, const struct ocsp__put_item *items, size_t n)
+{
+    uint64_t h[APPEND_CHUNK];
+    uint16_t order[APPEND_CHUNK];
+    uint16_t end[N_SHARDS + 1];
+
+    for (size_t base = 0; base < n; base += APPEND_CHUNK) {
+        size_t m = n - base < APPEND_CHUNK ? n - base : APPEND_CHUNK;
         const struct ocsp__put_item *it = items + base;
         /* A counting sort by shard: one lock per shard and chunk, not per item. */
-        memset(start, 0, sizeof(start));
+        memset(end, 0, sizeof(end));
         for (size_t i = 0; i < m; i++) {
             h[i] = key_ok(it[i].issuer, it[i].serial_len)
                        ? key_hash(idx->seed, it[i].issuer, it[i].serial, it[i].serial_len)
                        : 0;
-            start[(h[i] >> (64 - SHARD_BITS)) + 1]++;
+            end[(h[i] >> (64 - SHARD_BITS)) + 1]++;
         }
         for (unsigned k = 0; k < N_SHARDS; k++)
-            start[k + 1] = (uint16_t)(start[k + 1] + start[k]);
+            end[k + 1] = (uint16_t)(end[k + 1] + end[k]);
         for (size_t i = 0; i < m; i++)
-            order[start[h[i] >> (64 - SHARD_BITS)]++] = (uint16_t)i;
-        /* start[k] is now the end of shard k's run (and the beginning of k + 1's). */
-        for (unsigned k = 0, from = 0; k < N_SHARDS; from = start[k], k++) {
+            order[end[h[i] >> (64 - SHARD_BITS)]++] = (uint16_t)i;
+        /* end[k] is now the end of shard k's run (and the beginning of k + 1's). */
+        for (unsigned k = 0, from = 0; k < N_SHARDS; from = end[k], k++) {
             struct shard *s = &idx->shards[k];
-            if (from == start[k])
+            int rc = UTIL_OK;
+            if (from == end[k])
                 continue;
             pthread_mutex_lock(&s->mutex);
-            for (unsigned j = from; j < start[k]; j++) {
-                const struct ocsp__put_item *x = &it[order[j]];
-                int changed = 0;
-                int rc;
-                /* The table slot a few items on: the load's inserts are random memory accesses
-                 * (a stale address after a grow is harmless: a prefetch never faults). */
-                if (j + PREFETCH_AHEAD < start[k])
-                    __builtin_prefetch(&s->table[h[order[j + PREFETCH_AHEAD]] & s->mask]);
-                if (!key_ok(x->issuer, x->serial_len))
-                    continue; /* no certificate has it: skipped, as the feed does */
-                rc = put_locked(idx, s, h[order[j]], x->issuer, x->serial, x->serial_len, &x->st, 0,
-                                &changed);
-                if (rc != UTIL_OK) {
-                    pthread_mutex_unlock(&s->mutex);
-                    return rc;
-                }
-            }
+            for (unsigned j = from; j < end[k] && rc == UTIL_OK; j++)
+                if (key_ok(it[order[j]].issuer, it[order[j]].serial_len))
+                    rc = append_locked(s, &it[order[j]]); /* else skipped, as the feed does */
             pthread_mutex_unlock(&s->mutex);
+            if (rc != UTIL_OK)
+                return rc;
         }
     }
     return UTIL_OK;
+}
+
+int ocsp__index_build(struct ocsp__index *idx, unsigned part, unsigned parts)
+{
+    int rc = UTIL_OK;
+    for (unsigned k = part; k < N_SHARDS && rc == UTIL_OK; k += parts) {
+        struct shard *s = &idx->shards[k];
+        pthread_mutex_lock(&s->mutex);
+        rc = shard_catch_up(idx, s);
+        pthread_mutex_unlock(&s->mutex);
+    }
+    return rc;
 }
 
 int ocsp__index_ims_ok(struct ocsp__index *idx, int issuer, const unsigned char *serial,
@@ -559,6 +600,7 @@ int ocsp__index_ims_ok(struct ocsp__index *idx, int issuer, const unsigned char 
     int ok = 1;
 
     pthread_mutex_lock(&s->mutex);
+    (void)shard_catch_up(idx, s); /* out of memory: the appended records stay unseen */
     r = probe(s, h, issuer, serial, serial_len, NULL);
     /* Modulo 2^16 s (18 h): a response made 18 h after a change may be refused too (harmless:
      * a 200 instead of a 304), one made in the window never passes. */
@@ -576,6 +618,7 @@ void ocsp__index_note_changed(struct ocsp__index *idx, int issuer, const unsigne
     struct rec *r;
 
     pthread_mutex_lock(&s->mutex);
+    (void)shard_catch_up(idx, s); /* out of memory: the appended records stay unseen */
     r = probe(s, h, issuer, serial, serial_len, NULL);
     if (r != NULL)
         r->changed_lo = (uint16_t)sec;
@@ -593,6 +636,7 @@ int ocsp__index_lookup(struct ocsp__index *idx, int issuer, const unsigned char 
 
     *cached = NULL;
     pthread_mutex_lock(&s->mutex);
+    (void)shard_catch_up(idx, s); /* out of memory: the appended records stay unseen */
     r = probe(s, h, issuer, serial, serial_len, NULL);
     if (r != NULL) {
         struct cslot *c = cslot_of(s, r);
@@ -665,6 +709,7 @@ int ocsp__index_install(struct ocsp__index *idx, int issuer, const unsigned char
     int installed = 0;
 
     pthread_mutex_lock(&s->mutex);
+    (void)shard_catch_up(idx, s); /* out of memory: the appended records stay unseen */
     r = probe(s, h, issuer, serial, serial_len, NULL);
     if (r == NULL || rec_feed_id(s, r) != feed_id)
         goto out;

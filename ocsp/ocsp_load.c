@@ -36,13 +36,14 @@ struct loader {
     size_t head, tail; /* published batches: [tail, head), each modulo LOAD_BATCHES */
     int finished;      /* the reader published its last batch */
     int threaded;
-    int rc; /* UTIL_ENOMEM once an insert ran out of memory */
+    int rc;       /* UTIL_ENOMEM once an insert ran out of memory */
+    int build_rc; /* the inserter's half of ocsp__index_build */
     uint64_t rows;
 };
 
 static int load_rows(struct loader *ld, const struct load_batch *b)
 {
-    return ocsp__index_put_many(ld->index, b->rows, b->n);
+    return ocsp__index_append_many(ld->index, b->rows, b->n);
 }
 
 static void *inserter_main(void *opaque)
@@ -66,6 +67,9 @@ static void *inserter_main(void *opaque)
         pthread_cond_broadcast(&ld->cond);
     }
     pthread_mutex_unlock(&ld->mutex);
+    /* Every row is in: half of the tables are built here, half by the reader. */
+    if (ld->rc == UTIL_OK)
+        ld->build_rc = ocsp__index_build(ld->index, 1, 2);
     return NULL;
 }
 
@@ -151,8 +155,16 @@ int ocsp__load_blocking(struct ocsp_responder *resp, struct store *store, int64_
         pthread_mutex_lock(&ld.mutex);
         ld.finished = 1;
         pthread_cond_broadcast(&ld.cond);
+        while (ld.tail != ld.head) /* the inserter drains the ring, then builds its half */
+            pthread_cond_wait(&ld.cond, &ld.mutex);
         pthread_mutex_unlock(&ld.mutex);
+        if (rc == UTIL_OK && ld.rc == UTIL_OK)
+            rc = ocsp__index_build(ld.index, 0, 2);
         (void)pthread_join(thread, NULL); /* our own joinable thread */
+        if (rc == UTIL_OK)
+            rc = ld.build_rc;
+    } else if (rc == UTIL_OK && ld.rc == UTIL_OK) {
+        rc = ocsp__index_build(ld.index, 0, 1);
     }
     if (rc == UTIL_OK)
         rc = ld.rc;

@@ -393,23 +393,22 @@ Test(index_compact, at_most_64_bytes_per_certificate, .timeout = 120)
     ocsp__index_free(idx);
 }
 
-/* The load's batch insert: the same index as one put at a time, whatever the order of shards;
- * duplicates keep the highest version, unusable serials are skipped. */
-Test(index_compact, put_many_is_put_in_order)
+/* The load's bulk append: the same index as one put at a time, whether the tables are built
+ * (ocsp__index_build, by parts as the loader's two threads do) or catch up at the first use of a
+ * shard; puts after it (the feed) find and change what was appended, and add to it. */
+static void append_and_check(int build)
 {
     struct ocsp__index *idx = NULL;
-    const size_t n = 5000;
+    const size_t n = 50000;
     struct ocsp__put_item *items = calloc(n, sizeof(*items));
     struct ocsp__index_counts counts;
 
     cr_assert_not_null(items);
     cr_assert_eq(ocsp__index_new(1 << 20, &idx), 0);
     for (size_t i = 0; i < n; i++) {
-        /* every tenth item repeats the key of the one three before, with a higher version */
-        uint32_t key = i % 10 == 5 ? (uint32_t)(i - 3) : (uint32_t)i;
-        items[i].serial_len = 4 + key % 21; /* 4..24: random enough to be unique */
-        make_serial(items[i].serial, items[i].serial_len, key, key % 3 == 0);
-        items[i].issuer = (int)(key % 5);
+        items[i].serial_len = 4 + i % 29; /* 4..32: past the inline octets too */
+        make_serial(items[i].serial, items[i].serial_len, (uint32_t)i, i % 3 == 0);
+        items[i].issuer = (int)(i % 5);
         items[i].st = good((int64_t)i + 1);
         if (i % 17 == 0) {
             items[i].st.status = STORE_REVOKED;
@@ -417,32 +416,58 @@ Test(index_compact, put_many_is_put_in_order)
             items[i].st.revoked_at = 1700000000 + (int64_t)i;
         }
     }
-    items[100].serial_len = 0;                               /* skipped */
-    items[200].serial_len = STORE_SERIAL_MAX + 1;            /* skipped */
-    cr_assert_eq(ocsp__index_put_many(idx, items, 1234), 0); /* a partial chunk first */
-    cr_assert_eq(ocsp__index_put_many(idx, items + 1234, n - 1234), 0);
+    items[100].serial_len = 0;                                  /* skipped */
+    items[200].serial_len = STORE_SERIAL_MAX + 1;               /* skipped */
+    cr_assert_eq(ocsp__index_append_many(idx, items, 1234), 0); /* a partial chunk first */
+    cr_assert_eq(ocsp__index_append_many(idx, items + 1234, n - 1234), 0);
+    if (build) {
+        cr_assert_eq(ocsp__index_build(idx, 1, 2), 0);
+        cr_assert_eq(ocsp__index_build(idx, 0, 2), 0);
+    }
     for (size_t i = 0; i < n; i++) {
         struct ocsp__status got;
         struct ocsp__cached *c = NULL;
-        size_t last = i; /* the last item with this key */
         if (i == 100 || i == 200)
             continue;
-        if (i % 10 == 5)
-            continue; /* checked as its key's */
-        if (i % 10 == 2)
-            last = i + 3;
         cr_assert_eq(ocsp__index_lookup(idx, items[i].issuer, items[i].serial, items[i].serial_len,
                                         OCSP__SHA1, &got, &c),
                      1, "#%zu not found", i);
-        cr_assert_eq(got.feed_id, (int64_t)last + 1, "#%zu: feed_id %lld", i,
-                     (long long)got.feed_id);
-        cr_assert_eq(got.status, items[last].st.status, "#%zu", i);
-        cr_assert_eq(got.revoked_at, items[last].st.revoked_at, "#%zu", i);
+        cr_assert_eq(got.feed_id, (int64_t)i + 1, "#%zu: feed_id %lld", i, (long long)got.feed_id);
+        cr_assert_eq(got.status, items[i].st.status, "#%zu", i);
+        cr_assert_eq(got.revoked_at, items[i].st.revoked_at, "#%zu", i);
+        cr_assert_eq(ocsp__index_lookup(idx, (items[i].issuer + 1) % 5, items[i].serial,
+                                        items[i].serial_len, OCSP__SHA1, &got, &c),
+                     0, "#%zu under another issuer", i);
     }
     ocsp__index_counts(idx, &counts);
-    /* keys: n, less the repeats, less the two skipped */
-    cr_assert_eq(counts.entries, (uint64_t)(n - n / 10 - 2), "%llu entries",
+    cr_assert_eq(counts.entries, (uint64_t)(n - 2), "%llu entries",
                  (unsigned long long)counts.entries);
+    /* The feed afterwards: a change to an appended certificate, a new one. */
+    {
+        struct ocsp__status st = good((int64_t)n + 1), got;
+        struct ocsp__cached *c = NULL;
+        unsigned char s[16];
+        put_ok(idx, items[7].issuer, items[7].serial, items[7].serial_len, &st);
+        cr_assert_eq(ocsp__index_lookup(idx, items[7].issuer, items[7].serial, items[7].serial_len,
+                                        OCSP__SHA1, &got, &c),
+                     1);
+        cr_assert_eq(got.feed_id, (int64_t)n + 1);
+        make_serial(s, sizeof(s), 999999, 0);
+        put_ok(idx, 0, s, sizeof(s), &st);
+        expect_found(idx, 0, s, sizeof(s), (int64_t)n + 1, "new after the load");
+        ocsp__index_counts(idx, &counts);
+        cr_assert_eq(counts.entries, (uint64_t)(n - 1));
+    }
     ocsp__index_free(idx);
     free(items);
+}
+
+Test(index_compact, append_many_then_build)
+{
+    append_and_check(1);
+}
+
+Test(index_compact, append_many_then_catch_up_at_first_use)
+{
+    append_and_check(0);
 }
