@@ -23,7 +23,12 @@
  *   certificate count, bounds that memory, and the CLOCK sweep walks only the slots.
  * - Records, extras and slots are never moved between shards nor deleted (certificates do not
  *   disappear): a freed cache slot goes to a free list. Inserting after the load is an append and
- *   a table insert: there is no sorted structure to merge into.
+ *   a table insert: there is no sorted structure to merge into. A shard holds at most 16 M
+ *   records (the slot's 24 bits), about 10^9 certificates in all; past it a put fails (ENOMEM).
+ * - The start-up load appends records without touching the table (ocsp__index_append_many):
+ *   records [0, indexed) of a shard are in its table, the rest enter it at once, in a table sized
+ *   for them all, at ocsp__index_build or at the shard's next use (shard_catch_up). Growing by
+ *   doubling during the load would move every entry about once more.
  * - Locking: one mutex per shard, held for a probe and a reference-count increment (lookups), a
  *   probe and a pointer swap (changes, installs). Lookups take their own reference to the response
  *   and release the lock before any I/O. A plain mutex beats a rwlock here: critical sections are

@@ -1,18 +1,25 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Loading the status index from the store at start-up: one sequential scan of each issuer's
  * certificates in the store's key order, with the index inserts on a second thread, so that
- * decoding rows (SQLite) and hashing them into the index (random memory accesses) overlap.
+ * decoding rows (SQLite) and filing them into the index overlap.
  *
  * DESIGN
  * - The calling thread runs the store's iteration and copies each row into a batch of
- *   LOAD_BATCH rows; full batches go through a ring of LOAD_BATCHES to the inserter thread,
- *   which puts them into the index. Neither allocates per row: the batches are allocated once.
- *   When the ring is full the reader waits (the memory stays bounded whatever the store holds).
+ *   LOAD_BATCH rows; full batches go through a ring of LOAD_BATCHES to the inserter thread.
+ *   Neither allocates per row: the batches are allocated once. When the ring is full the reader
+ *   waits (the memory stays bounded whatever the store holds).
+ * - The inserter appends a batch at a time (ocsp__index_append_many: grouped by shard, one lock
+ *   per group, no probe: the store's primary key makes the keys distinct, and issuers have
+ *   distinct store ids). At the end both threads build half of the shards' tables each, sized
+ *   once for the final count, instead of growing them by doubling all along (which moved every
+ *   entry about once more).
  * - Failures: out of memory in the index stops the scan (the caller refuses to start); a serial
  *   the index refuses is skipped, as the feed does. If the thread cannot be started, the reader
- *   inserts itself.
- * - The inserter only ever calls ocsp__index_put, which locks its shard: nothing else of the
- *   responder is shared with it. It is joined before the load returns. */
+ *   does it all itself.
+ * - The inserter only calls the index (which locks its shards): nothing else of the responder is
+ *   shared with it. It is joined before the load returns; the load runs before the feed and the
+ *   HTTP loops start, so nothing looks the index up meanwhile (if something did, a shard's table
+ *   would catch up at that use). */
 #include "ocsp_int.h"
 
 #include <stdlib.h>
@@ -28,7 +35,7 @@ struct load_batch {
 
 struct loader {
     struct ocsp__index *index;
-    int64_t changed_sec; /* see load_rows */
+    int64_t changed_sec; /* see read_one */
     int issuer;          /* the issuer being read */
     pthread_mutex_t mutex;
     pthread_cond_t cond;
@@ -38,7 +45,6 @@ struct loader {
     int threaded;
     int rc;       /* UTIL_ENOMEM once an insert ran out of memory */
     int build_rc; /* the inserter's half of ocsp__index_build */
-    uint64_t rows;
 };
 
 static int load_rows(struct loader *ld, const struct load_batch *b)
@@ -115,7 +121,6 @@ static int read_one(void *opaque, const struct store_cert *cert)
     /* Its own change time is not loaded: the store's latest change is a bound (a previous
      * process may have served another status in that second). */
     r->st.changed_sec = ld->changed_sec;
-    ld->rows++;
     if (b->n == LOAD_BATCH && publish(ld) != UTIL_OK)
         return 1; /* stop the scan: out of memory */
     return 0;
