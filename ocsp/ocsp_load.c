@@ -45,11 +45,23 @@ struct loader {
     int threaded;
     int rc;       /* UTIL_ENOMEM once an insert ran out of memory */
     int build_rc; /* the inserter's half of ocsp__index_build */
+    /* The index was empty: rows are appended (ocsp__index_append_many). A second load into the
+     * same index puts them one by one, which finds the keys already there. */
+    int append;
 };
 
 static int load_rows(struct loader *ld, const struct load_batch *b)
 {
-    return ocsp__index_append_many(ld->index, b->rows, b->n);
+    if (ld->append)
+        return ocsp__index_append_many(ld->index, b->rows, b->n);
+    for (size_t i = 0; i < b->n; i++) {
+        const struct ocsp__put_item *x = &b->rows[i];
+        int changed;
+        if (ocsp__index_put(ld->index, x->issuer, x->serial, x->serial_len, &x->st, 0, &changed) ==
+            UTIL_ENOMEM)
+            return UTIL_ENOMEM; /* a bad serial is skipped; out of memory stops */
+    }
+    return UTIL_OK;
 }
 
 static void *inserter_main(void *opaque)
@@ -130,11 +142,14 @@ int ocsp__load_blocking(struct ocsp_responder *resp, struct store *store, int64_
 {
     struct loader ld;
     pthread_t thread;
+    struct ocsp__index_counts counts;
     int rc = UTIL_OK;
 
     memset(&ld, 0, sizeof(ld));
     ld.index = resp->index;
     ld.changed_sec = changed_sec;
+    ocsp__index_counts(resp->index, &counts);
+    ld.append = counts.entries == 0;
     for (int i = 0; i < LOAD_BATCHES; i++) {
         ld.ring[i] = malloc(sizeof(*ld.ring[i]));
         if (ld.ring[i] == NULL) {
