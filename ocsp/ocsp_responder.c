@@ -240,32 +240,6 @@ static int note_head_change(void *ctx, const struct store_change *change)
     return 0;
 }
 
-struct load_ctx {
-    struct ocsp_responder *resp;
-    int issuer;
-    int rc;
-};
-
-static int load_one(void *opaque, const struct store_cert *cert)
-{
-    struct load_ctx *lc = opaque;
-    struct ocsp__status st = {
-        .status = cert->status,
-        .reason = cert->reason,
-        .revoked_at = cert->revoked_at,
-        .invalidity_date = cert->invalidity_date,
-        .not_after = cert->not_after,
-        .feed_id = cert->feed_id,
-        /* Its own change time is not loaded: the store's latest change is a bound (a previous
-         * process may have served another status in that second). */
-        .changed_sec = atomic_load(&lc->resp->changed_sec),
-    };
-    int changed;
-    lc->rc = ocsp__index_put(lc->resp->index, lc->issuer, cert->serial, cert->serial_len, &st, 0,
-                             &changed);
-    return lc->rc == UTIL_ENOMEM ? 1 : 0; /* a bad serial is skipped; out of memory stops */
-}
-
 int ocsp_responder_load_blocking(struct ocsp_responder *resp, struct store *store,
                                  int64_t *feed_head_out)
 {
@@ -284,15 +258,9 @@ int ocsp_responder_load_blocking(struct ocsp_responder *resp, struct store *stor
         if (rc < 0)
             return rc;
     }
-    for (int i = 0; i < resp->n_issuers; i++) {
-        struct load_ctx lc = {resp, i, UTIL_OK};
-        rc = store_cert_iterate_blocking(store, resp->issuers[i].store_id, STORE_ITER_ALL, load_one,
-                                         &lc);
-        if (lc.rc == UTIL_ENOMEM)
-            return UTIL_ENOMEM;
-        if (rc != UTIL_OK)
-            return rc;
-    }
+    rc = ocsp__load_blocking(resp, store, atomic_load(&resp->changed_sec));
+    if (rc != UTIL_OK)
+        return rc;
     pthread_mutex_lock(&resp->mutex);
     if (head > resp->applied_feed_id)
         resp->applied_feed_id = head;

@@ -478,3 +478,16 @@ Test(e2e, presigner_fills_cache_and_stats)
     cr_assert_geq(st.served_cached, 1, "a pre-signed response should have been served");
     cr_assert_geq(st.requests_post, 1);
 }
+
+/* The load appends into an empty index without looking keys up (ocsp_load.c); a second load into
+ * the same index must find them instead of adding every certificate twice. */
+Test(e2e, second_load_adds_nothing)
+{
+    struct ocsp_stats st;
+    char out[8192];
+    cr_assert_eq(ocsp_responder_load_blocking(E.resp, E.store, NULL), 0);
+    ocsp_stats_get(E.resp, &st);
+    cr_assert_eq(st.index_entries, 3);
+    ocsp_query("ee0.pem", "-no_nonce", out, sizeof(out));
+    cr_assert_not_null(strstr(out, "ee0.pem: good"), "%s", out);
+}
