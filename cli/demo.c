@@ -44,6 +44,7 @@ struct demo {
     char dir[PATH_MAX];
     char url[CLI_PATH_MAX];
     char pin_file[PATH_MAX];
+    struct hsm_settings hsm_defaults; /* [hsm]'s table: the SoftHSM2 module path */
     struct hsm *hsm;
     struct store *store;
     struct hsm_key *keys[DEMO_KEYS];
@@ -621,7 +622,7 @@ static int write_config(struct demo *d, const char *pin_file, const char *alg)
         "admin_listen = %s\n"
         "public_url = %s\n\n"
         "[hsm]\n"
-        "module = /usr/lib/softhsm/libsofthsm2.so\n"
+        "module = %s\n"
         "softhsm_conf = %s\n"
         "pin_file = %s\n"
         "no_deinit = yes\n\n"
@@ -660,9 +661,9 @@ static int write_config(struct demo *d, const char *pin_file, const char *alg)
         "accepted_policies = 2.999.1.2\n"
         "accuracy = 100ms\n"
         "tsa_name = yes\n",
-        alg, d->dir, d->opts->public_listen, d->opts->admin_listen, d->url, hsm_conf, pin_file,
-        d->dir, d->dir, d->dir, d->dir, d->dir, d->dir, d->dir, d->dir, d->dir, d->dir, d->dir,
-        d->dir, d->dir);
+        alg, d->dir, d->opts->public_listen, d->opts->admin_listen, d->url, d->hsm_defaults.module,
+        hsm_conf, pin_file, d->dir, d->dir, d->dir, d->dir, d->dir, d->dir, d->dir, d->dir, d->dir,
+        d->dir, d->dir, d->dir, d->dir);
     if (n < 0 || (size_t)n >= sizeof(text))
         return UTIL_EINVAL;
     return write_text(d->dir, "pkiva.conf", text, 0600);
@@ -712,7 +713,7 @@ static int demo_make_keys(struct demo *d, int alg)
     if (rc != UTIL_OK)
         return rc;
     memset(&hcfg, 0, sizeof(hcfg));
-    hcfg.module_path = "/usr/lib/softhsm/libsofthsm2.so";
+    hcfg.module_path = d->hsm_defaults.module;
     hcfg.pin_file = d->pin_file;
     hcfg.softhsm_no_deinit = 1;
     hcfg.sessions = 1;
@@ -867,6 +868,7 @@ int cli_demo_init_blocking(const struct cli_demo_options *opts, int *created)
     *created = 0;
     memset(&d, 0, sizeof(d));
     d.opts = opts;
+    hsm_settings_default(&d.hsm_defaults);
     alg = hsm_alg_from_name(alg_name);
     if (alg < 0) {
         UTIL_ERROR(MOD, "unknown key algorithm '%s' (ec-p256, ec-p384, rsa-2048, rsa-3072)",

@@ -323,6 +323,9 @@ static void handle_metrics(void *ctx, struct http_request *req)
     if (n >= 0 && srv->tsa != NULL)
         n = metrics_add(n, tsa_service_metrics(srv->tsa, body + n, sizeof(body) - (size_t)n),
                         sizeof(body) - (size_t)n);
+    if (n >= 0)
+        n = metrics_add(n, directory_metrics(srv->directory, body + n, sizeof(body) - (size_t)n),
+                        sizeof(body) - (size_t)n);
     if (n >= 0) {
         /* [crl] interval, for the "CRL older than its interval" alert (conf/prometheus/). */
         int more = snprintf(body + n, sizeof(body) - (size_t)n,

@@ -2053,18 +2053,31 @@ void directory_free(struct directory *dir)
     free(dir);
 }
 
-void directory_stats_get(const struct directory *dir, struct directory_stats *out)
+int directory_metrics(const struct directory *dir, char *buf, size_t len)
 {
-    memset(out, 0, sizeof(*out));
+    int n;
     if (dir == NULL)
-        return;
-    out->pages = atomic_load(&dir->pages);
-    out->searches = atomic_load(&dir->searches);
-    out->checks = atomic_load(&dir->checks);
-    out->rate_limited = atomic_load(&dir->rate_limited);
-    out->rejected_busy = atomic_load(&dir->rejected_busy);
-    out->not_found = atomic_load(&dir->not_found);
-    out->errors = atomic_load(&dir->errors);
+        return 0;
+    n = snprintf(buf, len,
+                 "# TYPE pkiva_directory_requests_total counter\n"
+                 "pkiva_directory_requests_total{kind=\"page\"} %llu\n"
+                 "pkiva_directory_requests_total{kind=\"search\"} %llu\n"
+                 "pkiva_directory_requests_total{kind=\"check\"} %llu\n"
+                 "# TYPE pkiva_directory_refused_total counter\n"
+                 "pkiva_directory_refused_total{reason=\"rate_limited\"} %llu\n"
+                 "pkiva_directory_refused_total{reason=\"busy\"} %llu\n"
+                 "# TYPE pkiva_directory_not_found_total counter\n"
+                 "pkiva_directory_not_found_total %llu\n"
+                 "# TYPE pkiva_directory_errors_total counter\n"
+                 "pkiva_directory_errors_total %llu\n",
+                 (unsigned long long)atomic_load(&dir->pages),
+                 (unsigned long long)atomic_load(&dir->searches),
+                 (unsigned long long)atomic_load(&dir->checks),
+                 (unsigned long long)atomic_load(&dir->rate_limited),
+                 (unsigned long long)atomic_load(&dir->rejected_busy),
+                 (unsigned long long)atomic_load(&dir->not_found),
+                 (unsigned long long)atomic_load(&dir->errors));
+    return n < 0 || (size_t)n >= len ? UTIL_EINVAL : n;
 }
 
 /* ---- fuzzing ---------------------------------------------------------------------------------- */

@@ -124,9 +124,8 @@ int directory_register(struct directory *dir, struct http_server *srv);
 /* After the http server was freed. NULL-safe. */
 void directory_free(struct directory *dir);
 
-struct directory_stats {
-    uint64_t pages, searches, checks, rate_limited, rejected_busy, not_found, errors;
-};
-void directory_stats_get(const struct directory *dir, struct directory_stats *out);
+/* Prometheus text of the directory's counters into buf: the bytes written, or UTIL_EINVAL when
+ * len is too small. NULL dir (the directory switched off) writes nothing. */
+int directory_metrics(const struct directory *dir, char *buf, size_t len);
 
 #endif

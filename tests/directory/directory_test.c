@@ -192,6 +192,20 @@ Test(directory, search_and_certificate_pages_in_a_browser)
     }
     /* An unknown serial has no page. */
     cr_assert_eq(rel_get(srv.port, "/directory/cert/demo-ca/0123456789abcdef", NULL, 0, 5000), 404);
+    /* The operator sees the directory's work in /metrics (the module's own counters). */
+    {
+        static char metrics[65536];
+        unsigned long long searches = 0, not_found = 0;
+        cr_assert_eq(rel_admin(&srv, "/metrics", NULL, NULL, metrics, sizeof(metrics)), 200);
+        const char *line = strstr(metrics, "pkiva_directory_requests_total{kind=\"search\"} ");
+        cr_assert_not_null(line, "no directory counters in /metrics");
+        searches = strtoull(strchr(line, '}') + 2, NULL, 10);
+        line = strstr(metrics, "\npkiva_directory_not_found_total ");
+        cr_assert_not_null(line);
+        not_found = strtoull(strchr(line + 1, ' ') + 1, NULL, 10);
+        cr_assert_geq(searches, 5, "%llu searches counted", searches);
+        cr_assert_geq(not_found, 1);
+    }
     cr_assert_eq(rel_stop(&srv), 0);
 }
 
