@@ -50,6 +50,8 @@ struct cli_tsa_unit {
     int allow_weak_hashes;
 };
 
+#define CLI_READ_MAX_LAG_MS_DEFAULT 10000 /* [store] read_max_lag */
+
 struct cli_config {
     char source[CLI_PATH_MAX]; /* the file it was read from */
     /* [server] */
@@ -76,6 +78,9 @@ struct cli_config {
     int store_backend;            /* CLI_STORE_SQLITE or CLI_STORE_POSTGRESQL */
     char store_conninfo[CLI_PATH_MAX];
     char store_password_file[CLI_PATH_MAX];
+    char store_read_conninfo[CLI_PATH_MAX]; /* read_conninfo: a hot standby; "" = none */
+    char store_read_path[CLI_PATH_MAX];     /* read_conninfo with the password file, as opened */
+    int64_t store_read_max_lag_ms;          /* read_max_lag: past it, /readyz 503 */
     int feed_poll_ms;
     /* [ocsp]: the module's own struct and table (ocsp_config_set); validity and max_age are
      * derived from [revocation] deadline when left 0. The callbacks are serve's to set. */

@@ -387,6 +387,24 @@ static int on_tsa_unit(struct parse_ctx *ctx, const char *name, const char *key,
 }
 
 /* [crl] (on_entry's share, kept apart to bound its complexity). */
+/* [store] read_conninfo and read_max_lag (reads from a hot standby, issue 16). */
+static int on_store_read(struct parse_ctx *ctx, const char *key, const char *value)
+{
+    struct cli_config *cfg = ctx->cfg;
+    int64_t seconds = 0;
+    int ms = 0;
+
+    if (strcmp(key, "read_conninfo") == 0)
+        return set_str(ctx, cfg->store_read_conninfo, sizeof(cfg->store_read_conninfo), value);
+    if (!set_duration_ms(ctx, &ms, value))
+        return 0;
+    seconds = ms / 1000;
+    if (ms < 100 || seconds > 3600)
+        return fail(ctx, "read_max_lag: expected 100ms to 1h, got '%s'", value);
+    cfg->store_read_max_lag_ms = ms;
+    return 1;
+}
+
 static int on_crl(struct parse_ctx *ctx, const char *key, const char *value)
 {
     struct cli_config *cfg = ctx->cfg;
@@ -519,6 +537,8 @@ static int on_entry(void *user, const char *section, const char *key, const char
             return set_str(ctx, cfg->store_conninfo, sizeof(cfg->store_conninfo), value);
         if (strcmp(key, "password_file") == 0)
             return set_path(ctx, cfg->store_password_file, sizeof(cfg->store_password_file), value);
+        if (strcmp(key, "read_conninfo") == 0 || strcmp(key, "read_max_lag") == 0)
+            return on_store_read(ctx, key, value);
     } else if (strcmp(section, "ocsp") == 0) {
         char why[256];
         int rc = ocsp_config_set(&cfg->ocsp, key, value, why, sizeof(why));
@@ -716,6 +736,42 @@ static int validate_postgresql(struct cli_config *cfg, char *err, size_t err_len
     return 0;
 }
 
+/* [store] read_conninfo: a libpq URI like conninfo (no password in it), opened with the same
+ * password file; only with backend = postgresql. */
+static int validate_read_conninfo(struct cli_config *cfg, char *err, size_t err_len)
+{
+    const char *uri = cfg->store_read_conninfo;
+    const char *pw = cfg->store_password_file;
+    int n = 0;
+
+    if (cfg->store_read_max_lag_ms == 0)
+        cfg->store_read_max_lag_ms = CLI_READ_MAX_LAG_MS_DEFAULT;
+    if (uri[0] == '\0')
+        return 0;
+    if (cfg->store_backend != CLI_STORE_POSTGRESQL) {
+        (void)snprintf(err, err_len, "[store] read_conninfo needs backend = postgresql");
+        return UTIL_ECONFIG;
+    }
+    if ((strncmp(uri, "postgresql://", 13) != 0 && strncmp(uri, "postgres://", 11) != 0) ||
+        strstr(uri, "password") != NULL || strstr(uri, "passfile") != NULL ||
+        uri_has_password(uri)) {
+        (void)snprintf(err, err_len,
+                       "[store] read_conninfo must be a libpq URI without a password "
+                       "(postgresql://user@standby/db?...; the password comes from password_file)");
+        return UTIL_ECONFIG;
+    }
+    if (pw[0] == '\0')
+        n = snprintf(cfg->store_read_path, sizeof(cfg->store_read_path), "%s", uri);
+    else
+        n = snprintf(cfg->store_read_path, sizeof(cfg->store_read_path), "%s%cpassfile=%s", uri,
+                     strchr(uri, '?') != NULL ? '&' : '?', pw); /* pw checked with conninfo */
+    if (n < 0 || (size_t)n >= sizeof(cfg->store_read_path)) {
+        (void)snprintf(err, err_len, "[store] read_conninfo is too long");
+        return UTIL_ECONFIG;
+    }
+    return 0;
+}
+
 static int validate(struct cli_config *cfg, char *err, size_t err_len)
 {
     derive_defaults(cfg);
@@ -728,6 +784,8 @@ static int validate(struct cli_config *cfg, char *err, size_t err_len)
                        "[store] conninfo and password_file need backend = postgresql");
         return UTIL_ECONFIG;
     }
+    if (validate_read_conninfo(cfg, err, err_len) != 0)
+        return UTIL_ECONFIG;
     if (cfg->store_path[0] == '\0') {
         int n = snprintf(cfg->store_path, sizeof(cfg->store_path), "%s/pkiva.db", cfg->data_dir);
         if (n < 0 || (size_t)n >= sizeof(cfg->store_path)) {

@@ -81,6 +81,10 @@ struct store_cert {
 
 #define STORE_OPEN_CREATE 1 /* create the file and schema if missing */
 #define STORE_OPEN_READONLY 2
+/* Reads that may be stale (the OCSP index load, the change feed, CRLs, certificates and searches
+ * for serving) go to the read replica store_read_replica_set names for path, if any; writes,
+ * transactions and every other read go to path. For connections whose reads a node serves. */
+#define STORE_OPEN_STALE_READS 4
 
 /* Opens (and with STORE_OPEN_CREATE creates) the database at path, sets WAL, synchronous=FULL,
  * foreign keys, a busy timeout, and runs pending schema migrations inside one transaction. On failure
@@ -90,6 +94,16 @@ struct store_cert {
  * busy timeout is the wait for the cluster-wide writer lock (store_pg.c DESIGN). */
 int store_open_blocking(const char *path, int flags, struct store **out);
 void store_close(struct store *store); /* NULL-safe */
+
+/* [store] read_conninfo: connections opened later with STORE_OPEN_STALE_READS on path read from
+ * read_path (a hot standby; NULL or "" to stop), and its lag past max_lag_ms (0: no bound) is
+ * reported. Copies both strings. Process-wide; set at start-up, before such opens. */
+int store_read_replica_set(const char *path, const char *read_path, int64_t max_lag_ms);
+/* The replica's lag last measured (ms a committed change has not been visible on the replica; 0
+ * when it has every change), -1 before any measurement or without a replica. Never blocks. */
+int64_t store_replica_lag_ms(void);
+/* 1 (and a reason in why) when the last measured lag exceeds the bound. Never blocks. */
+int store_replica_lagging(char *why, size_t why_len);
 
 /* Cheap liveness check for /readyz: a trivial read. */
 int store_ping_blocking(struct store *store);
