@@ -44,9 +44,10 @@
 /* tsvector positions go up to 16383: each field gets its own range. */
 #define PG_FIELD_SPAN 4000
 #define PG_POS_MAX 16383
-/* A tsvector literal of four fields of STORE__SEARCH_FIELD_MAX bytes: each token at most doubles
- * (quotes, escapes) plus its position and weight. */
-#define PG_TSV_MAX (4 * STORE__SEARCH_FIELD_MAX * 3 + 64)
+/* A tsvector literal of four fields of STORE__SEARCH_FIELD_MAX bytes: a field has at most half
+ * as many tokens as bytes (a separator between two), each written with its bytes at most doubled
+ * (escapes) plus quotes, position, weight and a space (10). */
+#define PG_TSV_MAX (4 * (2 * STORE__SEARCH_FIELD_MAX + 10 * (STORE__SEARCH_FIELD_MAX / 2 + 1)) + 64)
 #define PG_TSQ_MAX 4096
 
 const char store__pg_schema_search[] =
@@ -168,19 +169,24 @@ static void out_lexeme(struct out *o, const char *token, int n)
 static int tsv_token(void *ctx, int flags, const char *token, int n, int start, int end)
 {
     struct out *o = ctx;
+    char piece[2 * STORE__SEARCH_FIELD_MAX + 32];
+    struct out one = {.buf = piece, .max = sizeof(piece)};
     char tail[32];
 
     (void)flags;
     (void)start;
     (void)end;
-    if (n <= 0)
+    if (n <= 0 || n > STORE__SEARCH_FIELD_MAX)
         return SQLITE_OK;
+    /* The whole entry or nothing: a cut one would not parse. */
+    piece[0] = '\0';
     if (o->len > 0)
-        out_add(o, " ", 1);
-    out_lexeme(o, token, n);
+        out_add(&one, " ", 1);
+    out_lexeme(&one, token, n);
     (void)snprintf(tail, sizeof(tail), ":%d%s", o->pos < PG_POS_MAX ? o->pos : PG_POS_MAX,
                    o->weights); /* fits */
-    out_add(o, tail, strlen(tail));
+    out_add(&one, tail, strlen(tail));
+    out_add(o, piece, one.len);
     o->pos++;
     o->count++;
     return SQLITE_OK;
@@ -198,8 +204,8 @@ static int build_tsvector(const struct store__search_keys *keys, struct out *o)
         (void)snprintf(o->weights, sizeof(o->weights), "%s", weights[f]); /* fits */
         rc = tokenize(fields[f], strlen(fields[f]), tsv_token, o);
     }
-    if (rc == 0 && o->full)
-        rc = UTIL_EINVAL; /* cannot happen: PG_TSV_MAX bounds the fields */
+    if (rc == 0 && o->full) /* cannot happen (PG_TSV_MAX); the tokens that fit are indexed */
+        UTIL_WARN(STORE_MOD, "search index: a certificate's names were cut to %zu bytes", o->len);
     return rc;
 }
 

@@ -2297,3 +2297,64 @@ Test(store, pg_search_index_migrates_and_backfills_a_version_4_database)
     cr_assert_eq(f.n, 1);
     store_close(s);
 }
+
+/* A subject of many short words in every field (15 values each of CN, O and OU, about 1 KiB
+ * field apiece): registered and indexed on both backends, found by a word of each field. */
+Test(store, search_indexes_names_of_many_short_words)
+{
+    struct store *s = open_store(STORE_OPEN_CREATE);
+    int64_t a = put_issuer(s, "a");
+    EVP_PKEY *key = EVP_EC_gen("P-256");
+    X509 *x = X509_new();
+    X509_NAME *name = X509_NAME_new();
+    static const char *const fields[] = {"CN", "O", "OU"};
+    static const char *const last[] = {"zcn", "zo", "zou"};
+    unsigned char *der = NULL;
+    unsigned char serial = 9;
+    struct found f;
+    int len;
+
+    for (int k = 0; k < 3; k++) {
+        for (int v = 0; v < 15; v++) {
+            char value[65] = "";
+            for (int i = 0; i < 30; i++) {
+                value[2 * i] = (char)('a' + (i + v) % 26);
+                value[2 * i + 1] = ' ';
+            }
+            (void)snprintf(value + 60, 5, "%s", v == 14 ? last[k] : "q");
+            cr_assert_eq(X509_NAME_add_entry_by_txt(name, fields[k], MBSTRING_UTF8,
+                                                    (const unsigned char *)value, -1, -1, 0),
+                         1);
+        }
+    }
+    cr_assert_eq(ASN1_INTEGER_set(X509_get_serialNumber(x), 9), 1);
+    cr_assert_eq(X509_set_subject_name(x, name), 1);
+    cr_assert_eq(X509_set_issuer_name(x, name), 1);
+    cr_assert_not_null(X509_gmtime_adj(X509_getm_notBefore(x), 0));
+    cr_assert_not_null(X509_gmtime_adj(X509_getm_notAfter(x), 86400));
+    cr_assert_eq(X509_set_pubkey(x, key), 1);
+    cr_assert_gt(X509_sign(x, key, EVP_sha256()), 0);
+    len = i2d_X509(x, &der);
+    cr_assert_gt(len, 0);
+    struct store_cert_new cn = {.issuer_id = a,
+                                .serial = &serial,
+                                .serial_len = 1,
+                                .not_before = 1,
+                                .not_after = 2,
+                                .cert_der = der,
+                                .cert_len = (size_t)len};
+    cr_assert_eq(store_cert_add_blocking(s, &cn, NULL), 0);
+    f = search(s, STORE_SEARCH_NAME, STORE_FIELD_CN, "a b c", NULL, 0, &a, 1, 0, 10);
+    cr_assert_eq(f.n, 1);
+    f = search(s, STORE_SEARCH_NAME, STORE_FIELD_O, "zo", NULL, 0, &a, 1, 0, 10);
+    cr_assert_eq(f.n, 1, "the last value of O is indexed");
+    f = search(s, STORE_SEARCH_NAME, STORE_FIELD_CN, "zo", NULL, 0, &a, 1, 0, 10);
+    cr_assert_eq(f.n, 0);
+    f = search(s, STORE_SEARCH_NAME, STORE_FIELD_OU, "zou", NULL, 0, &a, 1, 0, 10);
+    cr_assert_eq(f.n, 1);
+    OPENSSL_free(der);
+    X509_NAME_free(name);
+    X509_free(x);
+    EVP_PKEY_free(key);
+    store_close(s);
+}
