@@ -1,11 +1,13 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* dir_bench: the public directory at scale (issue 20). Driven by bench/dir_run; not run by ctest.
  *
- *   dir_bench fill   --db FILE --issuer NAME --n N
- *       registers N certificates (real X.509 DER, Vietnamese names, organisations, units, e-mail
- *       addresses; serial = 0x01 || i as 7 octets) under the issuer, 20 000 per transaction (the
- *       next 20 000 encoded on a second thread meanwhile), and prints the rate. Their signatures
- *       do not verify (see make_der): search does not care.
+ *   dir_bench fill   --db FILE --issuer NAME --n N [--issuer-cert PEM]
+ *       (FILE may be a postgresql:// URI; --issuer-cert registers the issuer first, for a store
+ *       that pkiva init did not make, as bench/dir_pg does) registers N certificates (real X.509
+ *       DER, Vietnamese names, organisations, units, e-mail addresses; serial = 0x01 || i as 7
+ *       octets) under the issuer, 20 000 per transaction (the next 20 000 encoded on a second
+ *       thread meanwhile), and prints the rate. Their signatures do not verify (see make_der):
+ *       search does not care.
  *   dir_bench query  --db FILE --issuer NAME --n N [--queries Q]
  *       runs Q searches of each kind through the store API on one read-only connection (what a
  *       directory worker thread does) and prints p50/p99/max per kind: a full name, one family
@@ -26,6 +28,7 @@
 
 #include <errno.h>
 #include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 #include <pthread.h>
@@ -155,6 +158,27 @@ static unsigned char *make_der(long i, EVP_PKEY *key, X509_NAME *issuer, size_t 
     return n > 0 ? der : NULL;
 }
 
+static const char *issuer_cert_path;
+
+/* --issuer-cert: registers the issuer from a PEM file (idempotent). */
+static void issuer_register(struct store *s, const char *name)
+{
+    FILE *f = fopen(issuer_cert_path, "r");
+    X509 *x = f != NULL ? PEM_read_X509(f, NULL, NULL, NULL) : NULL;
+    unsigned char *der = NULL;
+    int len = x != NULL ? i2d_X509(x, &der) : -1;
+    int64_t id = 0;
+
+    if (len <= 0 || store_issuer_put_blocking(s, name, der, (size_t)len, &id) != UTIL_OK) {
+        fprintf(stderr, "dir_bench: cannot register issuer %s from %s\n", name, issuer_cert_path);
+        exit(1);
+    }
+    if (f != NULL)
+        (void)fclose(f);
+    OPENSSL_free(der);
+    X509_free(x);
+}
+
 static int64_t issuer_id(struct store *s, const char *name, X509_NAME **subject)
 {
     struct store_issuer is;
@@ -252,6 +276,8 @@ static int cmd_fill(const char *db, const char *issuer, long n)
         return 1;
     if (store_open_blocking(db, STORE_OPEN_CREATE | STORE_OPEN_BULK, &s) != UTIL_OK)
         return 1;
+    if (issuer_cert_path != NULL)
+        issuer_register(s, issuer);
     id = issuer_id(s, issuer, &subject);
     for (int k = 0; k < 2; k++) {
         batch[k]->key = key;
@@ -585,6 +611,8 @@ int main(int argc, char **argv)
             db = argv[i + 1];
         else if (strcmp(argv[i], "--issuer") == 0)
             issuer = argv[i + 1];
+        else if (strcmp(argv[i], "--issuer-cert") == 0)
+            issuer_cert_path = argv[i + 1];
         else if (strcmp(argv[i], "--n") == 0)
             n = atol(argv[i + 1]);
         else if (strcmp(argv[i], "--queries") == 0)

@@ -49,6 +49,8 @@ struct cli_config {
     struct store_settings store;   /* [store] (but feed_poll) */
     /* What store_open_blocking gets, derived from [store]: a file or a postgresql:// URI. */
     char store_path[CLI_PATH_MAX];
+    /* [store] read_conninfo with the password file, as opened; "" = no read replica. */
+    char store_read_path[CLI_PATH_MAX];
     struct feed_settings feed; /* [revocation] and [store] feed_poll */
     /* [ocsp]: validity and max_age are derived from [revocation] deadline when left 0. The
      * callbacks are serve's to set. */

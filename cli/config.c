@@ -373,6 +373,9 @@ static int validate(struct cli_config *cfg, char *err, size_t err_len)
     if (store_settings_resolve(&cfg->store, cfg->data_dir, cfg->store_path, sizeof(cfg->store_path),
                                err, err_len) != UTIL_OK)
         return UTIL_ECONFIG;
+    if (store_settings_resolve_read(&cfg->store, cfg->store_read_path, sizeof(cfg->store_read_path),
+                                    err, err_len) != UTIL_OK)
+        return UTIL_ECONFIG;
     if (cfg->hsm.pin_file[0] == '\0') {
         (void)snprintf(err, err_len, "[hsm] pin_file is required");
         return UTIL_ECONFIG;

@@ -357,6 +357,8 @@ static int ready_fn(void *ctx, char *why, size_t why_len)
         (void)snprintf(why, why_len, "HSM unavailable");
         return 0;
     }
+    if (store_replica_lagging(why, why_len))
+        return 0;
     feed_stats_get(srv->feed, &fs);
     if (!fs.store_ok) {
         (void)snprintf(why, why_len, "store unavailable");
@@ -431,6 +433,23 @@ static int build_feed(struct server *srv)
     return feed_new(&fc, &srv->feed);
 }
 
+/* The OCSP index is loaded from the read replica when there is one ([store] read_conninfo): a
+ * snapshot of the store a little in the past, and the feed then follows the same replica from the
+ * position that snapshot had. */
+static int load_ocsp(struct server *srv)
+{
+    struct store *reads = NULL;
+    int rc;
+
+    if (srv->cfg->store_read_path[0] == '\0')
+        return ocsp_responder_load_blocking(srv->ocsp, srv->store, &srv->feed_start);
+    rc = store_open_blocking(srv->cfg->store_path, STORE_OPEN_STALE_READS, &reads);
+    if (rc == UTIL_OK)
+        rc = ocsp_responder_load_blocking(srv->ocsp, reads, &srv->feed_start);
+    store_close(reads);
+    return rc;
+}
+
 static int build_ocsp(struct server *srv)
 {
     const struct cli_config *cfg = srv->cfg;
@@ -454,7 +473,7 @@ static int build_ocsp(struct server *srv)
     rc = ocsp_responder_new(&oc, ic, srv->n_issuers, srv->hsm, &srv->ocsp);
     if (rc != UTIL_OK)
         return rc;
-    return ocsp_responder_load_blocking(srv->ocsp, srv->store, &srv->feed_start);
+    return load_ocsp(srv);
 }
 
 void cli__crl_config(const struct cli_config *cfg, struct crl_config *cc)
@@ -642,6 +661,18 @@ static int check_contract(const struct cli_config *cfg, struct feed_contract *c)
     return refused ? UTIL_ECONFIG : UTIL_OK;
 }
 
+/* [store] read_conninfo: the feed, the OCSP index load, CRL and certificate downloads and the
+ * directory read from the hot standby; lag past read_max_lag turns /readyz 503. */
+static int replica_setup(const struct cli_config *cfg)
+{
+    if (cfg->store_read_path[0] == '\0')
+        return UTIL_OK;
+    UTIL_INFO(MOD, "reads that may be stale come from the replica %s (bound on its lag: %lld ms)",
+              cfg->store.read_conninfo, (long long)(int64_t)cfg->store.read_max_lag_ms);
+    return store_read_replica_set(cfg->store_path, cfg->store_read_path,
+                                  (int64_t)cfg->store.read_max_lag_ms);
+}
+
 int cli_serve(const struct cli_config *cfg)
 {
     struct server *srv = NULL;
@@ -676,7 +707,9 @@ int cli_serve(const struct cli_config *cfg)
                    cfg->hsm.pin_file, util_strerror(rc));
         goto out;
     }
-    rc = store_open_blocking(cfg->store_path, STORE_OPEN_CREATE, &srv->store);
+    rc = replica_setup(cfg);
+    if (rc == UTIL_OK)
+        rc = store_open_blocking(cfg->store_path, STORE_OPEN_CREATE, &srv->store);
     if (rc != UTIL_OK) {
         UTIL_ERROR(MOD, "cannot open the store %s: %s", cfg->store_path, util_strerror(rc));
         goto out;

@@ -104,7 +104,8 @@ static int repo_thread_init(void *pool_ctx, void **thread_state)
 {
     struct crl_publisher *pub = pool_ctx;
     struct store *store = NULL;
-    int rc = store_open_blocking(pub->cfg.store_path, STORE_OPEN_READONLY, &store);
+    int rc = store_open_blocking(pub->cfg.store_path, STORE_OPEN_READONLY | STORE_OPEN_STALE_READS,
+                                 &store);
     if (rc != UTIL_OK)
         return rc;
     *thread_state = store;

@@ -1016,7 +1016,7 @@ static int thread_init(void *pool_ctx, void **thread_state)
     if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), DIRECTORY_THREAD_NICE) != 0)
         UTIL_WARN(DIRECTORY_MOD, "cannot lower the priority of a directory thread: %s",
                   strerror(errno));
-    rc = store_open_blocking(dir->store_path, STORE_OPEN_READONLY, &store);
+    rc = store_open_blocking(dir->store_path, STORE_OPEN_READONLY | STORE_OPEN_STALE_READS, &store);
     if (rc != UTIL_OK)
         return rc;
     *thread_state = store;

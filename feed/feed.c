@@ -377,7 +377,7 @@ static void *feed_main(void *arg)
         int64_t head = 0, visible, visible_at;
 
         if (store == NULL)
-            rc = store_open_blocking(feed->store_path, 0, &store);
+            rc = store_open_blocking(feed->store_path, STORE_OPEN_STALE_READS, &store);
         if (rc == UTIL_OK && !caught_up) {
             rc = catch_up(feed, store, replay_pos, &marked);
             if (rc == 1) {

@@ -169,6 +169,12 @@ int store_open_blocking(const char *path, int flags, struct store **out)
         UTIL_ERROR(STORE_MOD, "open %s: create and read-only are exclusive", path);
         return UTIL_EINVAL;
     }
+    if ((flags & STORE_OPEN_STALE_READS) != 0) {
+        int rc = store__replica_open(path, flags, out); /* store_replica.c */
+        if (rc != 0 || *out != NULL)
+            return rc;
+        flags &= ~STORE_OPEN_STALE_READS;
+    }
     /* A libpq URI selects the PostgreSQL backend (store_pg.c); anything else is a SQLite file. */
     if (strncmp(path, "postgres://", 11) == 0 || strncmp(path, "postgresql://", 13) == 0)
         return store__pg_open(path, flags, out);

@@ -35,6 +35,8 @@ struct store_settings {
     char path[STORE_SETTING_MAX];          /* sqlite: the file; "" = <data_dir>/pkiva.db */
     char conninfo[STORE_SETTING_MAX];      /* postgresql: libpq URI without a password */
     char password_file[STORE_SETTING_MAX]; /* postgresql: libpq passfile; "" = none */
+    char read_conninfo[STORE_SETTING_MAX]; /* postgresql: a hot standby's URI; "" = none */
+    int read_max_lag_ms;                   /* the replica's lag past it: /readyz 503 */
 };
 /* Fills s with the table's defaults. */
 void store_settings_default(struct store_settings *s);
@@ -47,6 +49,11 @@ const struct util_conf_directive *store_settings_directives(size_t *n);
  * Returns 0, or UTIL_ECONFIG with the reason in err. */
 int store_settings_resolve(const struct store_settings *s, const char *data_dir, char *path,
                            size_t path_len, char *err, size_t err_len);
+/* read_conninfo as store_read_replica_set gets it, into path: "" without one, else the libpq URI
+ * with password_file as its passfile. UTIL_ECONFIG and the reason in err when read_conninfo is
+ * set on sqlite or holds a password. */
+int store_settings_resolve_read(const struct store_settings *s, char *path, size_t path_len,
+                                char *err, size_t err_len);
 
 /* The one conversion of a certificate's serial (an OpenSSL ASN1_INTEGER) into those octets
  * (store_serial.c): out holds STORE_SERIAL_MAX bytes. Allocates nothing, so the request path may
@@ -109,6 +116,10 @@ struct store_cert {
  * and again (without it, registering certificates with their search index wrote ~80 KB to the WAL
  * per certificate). No effect on PostgreSQL. */
 #define STORE_OPEN_BULK 4
+/* Reads that may be stale (the OCSP index load, the change feed, CRLs, certificates and searches
+ * for serving) go to the read replica store_read_replica_set names for path, if any; writes,
+ * transactions and every other read go to path. For connections whose reads a node serves. */
+#define STORE_OPEN_STALE_READS 8
 
 /* Opens (and with STORE_OPEN_CREATE creates) the database at path, sets WAL, synchronous=FULL,
  * foreign keys, a busy timeout, and runs pending schema migrations inside one transaction. On failure
@@ -118,6 +129,16 @@ struct store_cert {
  * busy timeout is the wait for the cluster-wide writer lock (store_pg.c DESIGN). */
 int store_open_blocking(const char *path, int flags, struct store **out);
 void store_close(struct store *store); /* NULL-safe */
+
+/* [store] read_conninfo: connections opened later with STORE_OPEN_STALE_READS on path read from
+ * read_path (a hot standby; NULL or "" to stop), and its lag past max_lag_ms (0: no bound) is
+ * reported. Copies both strings. Process-wide; set at start-up, before such opens. */
+int store_read_replica_set(const char *path, const char *read_path, int64_t max_lag_ms);
+/* The replica's lag last measured (ms a committed change has not been visible on the replica; 0
+ * when it has every change), -1 before any measurement or without a replica. Never blocks. */
+int64_t store_replica_lag_ms(void);
+/* 1 (and a reason in why) when the last measured lag exceeds the bound. Never blocks. */
+int store_replica_lagging(char *why, size_t why_len);
 
 /* Explicit transactions for bulk work (import): everything between begin and commit is one durable
  * commit. Other calls made in between join the transaction. */

@@ -24,6 +24,10 @@ static const struct util_conf_directive directives[] = {
               "postgresql: the libpq URI of the database, without a password"),
     UTIL_CONF(PATH, "password_file", S, password_file, 0, 0, 0, "",
               "postgresql: a libpq password file, owner-only"),
+    UTIL_CONF(STRING, "read_conninfo", S, read_conninfo, 0, 0, 0, "",
+              "postgresql: a hot standby's libpq URI for reads that may be stale; unset = none"),
+    UTIL_CONF(MS, "read_max_lag", S, read_max_lag_ms, 100, 3600000, 0, "10s",
+              "a replica lagging more than this turns /readyz 503"),
 };
 
 #define N_DIRECTIVES (sizeof(directives) / sizeof(directives[0]))
@@ -129,6 +133,39 @@ int store_settings_resolve(const struct store_settings *s, const char *data_dir,
     if (n < 0 || (size_t)n >= path_len) {
         (void)snprintf(err, err_len, "%s is too long",
                        s->path[0] != '\0' ? "[store] path" : "[server] data_dir");
+        return UTIL_ECONFIG;
+    }
+    return UTIL_OK;
+}
+
+int store_settings_resolve_read(const struct store_settings *s, char *path, size_t path_len,
+                                char *err, size_t err_len)
+{
+    const char *uri = s->read_conninfo;
+    int n = 0;
+
+    path[0] = '\0';
+    if (uri[0] == '\0')
+        return UTIL_OK;
+    if (s->backend != STORE_BACKEND_POSTGRESQL) {
+        (void)snprintf(err, err_len, "[store] read_conninfo needs backend = postgresql");
+        return UTIL_ECONFIG;
+    }
+    if ((strncmp(uri, "postgresql://", 13) != 0 && strncmp(uri, "postgres://", 11) != 0) ||
+        strstr(uri, "password") != NULL || strstr(uri, "passfile") != NULL ||
+        uri_has_password(uri)) {
+        (void)snprintf(err, err_len,
+                       "[store] read_conninfo must be a libpq URI without a password "
+                       "(postgresql://user@standby/db?...; the password comes from password_file)");
+        return UTIL_ECONFIG;
+    }
+    if (s->password_file[0] == '\0')
+        n = snprintf(path, path_len, "%s", uri);
+    else /* checked with conninfo by store_settings_resolve */
+        n = snprintf(path, path_len, "%s%cpassfile=%s", uri, strchr(uri, '?') != NULL ? '&' : '?',
+                     s->password_file);
+    if (n < 0 || (size_t)n >= path_len) {
+        (void)snprintf(err, err_len, "[store] read_conninfo is too long");
         return UTIL_ECONFIG;
     }
     return UTIL_OK;

@@ -191,6 +191,11 @@ int store__sqlite_open(const char *path, int flags, struct store **out);
 /* The PostgreSQL backend (store_pg.c): conninfo is a libpq URI (postgresql://...). */
 int store__pg_open(const char *conninfo, int flags, struct store **out);
 
+/* A pair of connections for STORE_OPEN_STALE_READS (store_replica.c): when path is the primary
+ * named in store_read_replica_set, *out reads what may be stale from the replica and everything
+ * else from path; otherwise returns 0 with *out NULL. */
+int store__replica_open(const char *path, int flags, struct store **out);
+
 /* SHA-256 over an unambiguous encoding of one audit record (see store.c): row's id, at_ms,
  * version, range, changes, actor, action and detail; prev_hash is STORE_AUDIT_HASH_LEN bytes (all
  * zero for the first record). Returns 0 or UTIL_ECRYPTO. */

@@ -52,6 +52,7 @@
 
 #include "store/store.h"
 #include "store/store_int.h"
+#include "store/store_pg_int.h"
 #include "util/util.h"
 
 #define PG_BUSY_MS_DEFAULT 5000
@@ -232,15 +233,15 @@ static const char pg_schema_v3[] =
     "WHERE cert_id <> '\\x'::bytea;";
 
 /* Version 4: the SQLite list's version 4 is the public directory's search index (schema_search in
- * store_sqlite.c). The PostgreSQL backend does not index for search yet (cert_search answers that
- * it is not available), so its version 4 adds nothing: the versions stay in step, and the version
- * that brings the index here must also index the certificates registered before it, as SQLite's
- * search_backfill does. */
+ * store_sqlite.c). The PostgreSQL backend had no search index then, so its version 4 adds
+ * nothing; version 5 (store__pg_schema_search in store_pg_search.c) brings it, with the catch-up
+ * of the certificates registered before it, and is a no-op on SQLite. */
 static const char pg_schema_v4[] = "SELECT 1";
 
 /* pg_migrations[i] upgrades version i to i + 1, in step with the SQLite list: the same version
  * number means the same tables and columns in both backends. Append only. */
-static const char *const pg_migrations[] = {pg_schema_v1, pg_schema_v2, pg_schema_v3, pg_schema_v4};
+static const char *const pg_migrations[] = {pg_schema_v1, pg_schema_v2, pg_schema_v3, pg_schema_v4,
+                                            store__pg_schema_search};
 #define PG_SCHEMA_VERSION ((int)(sizeof(pg_migrations) / sizeof(pg_migrations[0])))
 
 /* ---- connection ----------------------------------------------------------------------------- */
@@ -790,6 +791,8 @@ int store__pg_open(const char *conninfo, int flags, struct store **out)
     if (rc != 0)
         goto out;
     rc = migrate(s);
+    if (rc == 0 && !s->readonly)
+        rc = store__pg_search_backfill(&s->base);
     if (rc != 0)
         goto out;
     *out = &s->base;
@@ -1113,6 +1116,9 @@ static int pg_cert_add(struct store *store, const struct store_cert_new *cert,
     }
     *feed_id_out = g_i64(r, 0, 0);
     *created_out = (int)g_i64(r, 0, 1);
+    if (*created_out && cert->cert_der != NULL && cert->cert_len > 0)
+        rc = store__pg_search_index(store, cert->issuer_id, cert->serial, cert->serial_len,
+                                    cert->cert_der, cert->cert_len);
 out:
     PQclear(r);
     return tx_finish(s, kind, rc, op);
@@ -2143,22 +2149,6 @@ static int pg_unsealed(struct store *store, int64_t *count_out)
                  NULL, "audit unsealed", count_out);
 }
 
-/* TODO: the directory's search (names, e-mail, fingerprints) needs an index of its own here
- * (tsvector/GIN with the same folding as store__search_fold, and a backfill); until then a
- * PostgreSQL store refuses searches rather than scanning every certificate. */
-static int pg_cert_search(struct store *store, const struct store_search *q,
-                          int (*fn)(void *ctx, const struct store_search_row *row), void *ctx)
-{
-    (void)q;
-    (void)fn;
-    (void)ctx;
-    UTIL_WARN(STORE_MOD,
-              "search: %s: the directory search is not available on a PostgreSQL store "
-              "yet",
-              pg_of(store)->where);
-    return UTIL_ESTORE;
-}
-
 /* Bounds a lease in time: PostgreSQL itself ends this session once it has been idle (or idle in a
  * transaction) for ttl_ms, which releases its advisory locks. A holder that hangs with its socket
  * open (SIGSTOP, a stuck thread) therefore loses the lease after ttl_ms without anyone else having
@@ -2254,6 +2244,70 @@ static const struct store__ops pg_ops = {
     .seal_pending = pg_seal_pending,
     .seal_walk = pg_seal_walk,
     .unsealed = pg_unsealed,
-    .cert_search = pg_cert_search,
+    .cert_search = store__pg_cert_search,
     .lease = pg_lease,
 };
+
+/* ---- for the other files of the backend (store_pg_int.h) ------------------------------------ */
+
+void store__pg_arg_i64(struct store__pg_args *a, int64_t v)
+{
+    (void)snprintf(a->text[a->n], sizeof(a->text[a->n]), "%" PRId64, v); /* always fits */
+    a->values[a->n] = a->text[a->n];
+    a->lengths[a->n] = 0;
+    a->formats[a->n] = 0;
+    a->n++;
+}
+
+void store__pg_arg_text(struct store__pg_args *a, const char *v)
+{
+    a->values[a->n] = v;
+    a->lengths[a->n] = 0;
+    a->formats[a->n] = 0;
+    a->n++;
+}
+
+void store__pg_arg_blob(struct store__pg_args *a, const void *v, size_t len)
+{
+    a->values[a->n] = v != NULL ? (const char *)v : ""; /* a zero-length value is not NULL */
+    a->lengths[a->n] = (int)len;
+    a->formats[a->n] = 1;
+    a->n++;
+}
+
+int store__pg_exec(struct store *store, const char *sql, const struct store__pg_args *a,
+                   const char *op, PGresult **res)
+{
+    struct pg_params p = {0};
+
+    if (a == NULL)
+        return q(pg_of(store), sql, NULL, op, res);
+    p.n = a->n;
+    for (int i = 0; i < a->n; i++) {
+        p.values[i] = a->values[i];
+        p.lengths[i] = a->lengths[i];
+        p.formats[i] = a->formats[i];
+    }
+    return q(pg_of(store), sql, &p, op, res);
+}
+
+const char *store__pg_where(struct store *store)
+{
+    return pg_of(store)->where;
+}
+
+int store__pg_read_cert(struct store *store, const PGresult *r, int row, int first,
+                        struct store_cert *out)
+{
+    return read_cert(pg_of(store), r, row, first, out);
+}
+
+int store__pg_blob(const PGresult *r, int row, int col, unsigned char **out, size_t *len)
+{
+    return g_blob(r, row, col, out, len);
+}
+
+int64_t store__pg_i64(const PGresult *r, int row, int col)
+{
+    return g_i64(r, row, col);
+}

@@ -232,8 +232,12 @@ static const char schema_v3[] =
     "CREATE UNIQUE INDEX tsa_tokens_by_cert ON tsa_tokens (cert_id, serial) "
     "WHERE cert_id <> x'';";
 
+/* Version 5: nothing here. The PostgreSQL backend's version 5 is its search index (SQLite's came
+ * with version 4, when PostgreSQL's version 4 added nothing); the versions stay in step. */
+static const char schema_v5[] = "SELECT 1;";
+
 /* migrations[i] upgrades schema version i to i + 1. Append only; never edit a shipped entry. */
-static const char *const migrations[] = {schema_v1, schema_v2, schema_v3, schema_search};
+static const char *const migrations[] = {schema_v1, schema_v2, schema_v3, schema_search, schema_v5};
 #define STORE_SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
 /* ---- statements ----------------------------------------------------------------------------- */

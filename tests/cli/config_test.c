@@ -88,6 +88,51 @@ Test(config, store_backend_postgresql)
     expect_error(text, "need backend = postgresql");
 }
 
+/* [store] read_conninfo (a hot standby) becomes the libpq URI of the node's stale-tolerant reads,
+ * with the same password file; read_max_lag bounds its lag (default 10 s). */
+Test(config, store_read_conninfo)
+{
+    static const char base[] = "[hsm]\npin_file = /x/pin\n[issuer.ca]\ncert = ca.pem\n"
+                               "key = pkcs11:object=ca\n[store]\n";
+    char text[1024], pw[] = "/tmp/pkiva-pgpass-XXXXXX", err[512] = "", want[256];
+    struct cli_config cfg;
+    int fd = mkstemp(pw);
+
+    cr_assert_geq(fd, 0);
+    (void)close(fd);
+    (void)snprintf(text, sizeof(text),
+                   "%sbackend = postgresql\nconninfo = postgresql://pkiva@db1/v\n"
+                   "read_conninfo = postgresql://pkiva@db2/v?sslmode=require\n"
+                   "password_file = %s\nread_max_lag = 2500ms\n",
+                   base, pw);
+    cr_assert_eq(cli_config_parse_string(text, "t.conf", "/", &cfg, err, sizeof(err)), 0, "%s",
+                 err);
+    (void)snprintf(want, sizeof(want), "postgresql://pkiva@db2/v?sslmode=require&passfile=%s", pw);
+    cr_assert_str_eq(cfg.store_read_path, want);
+    cr_assert_eq(cfg.store.read_max_lag_ms, 2500);
+    (void)unlink(pw);
+    (void)snprintf(text, sizeof(text), "%sbackend = postgresql\nconninfo = postgresql://db1/v\n",
+                   base);
+    cr_assert_eq(cli_config_parse_string(text, "t.conf", "/", &cfg, err, sizeof(err)), 0, "%s",
+                 err);
+    cr_assert_str_eq(cfg.store_read_path, "", "no replica unless configured");
+    cr_assert_eq(cfg.store.read_max_lag_ms, 10000);
+    (void)snprintf(text, sizeof(text),
+                   "%sbackend = postgresql\nconninfo = postgresql://db1/v\n"
+                   "read_conninfo = postgresql://u:secret@db2/v\n",
+                   base);
+    expect_error(text, "read_conninfo must be a libpq URI without a password");
+    (void)snprintf(text, sizeof(text),
+                   "%sbackend = postgresql\nconninfo = postgresql://db1/v\n"
+                   "read_conninfo = db2\n",
+                   base);
+    expect_error(text, "read_conninfo must be a libpq URI");
+    (void)snprintf(text, sizeof(text), "%sread_conninfo = postgresql://db2/v\n", base);
+    expect_error(text, "read_conninfo needs backend = postgresql");
+    (void)snprintf(text, sizeof(text), "%sread_max_lag = 10ms\n", base);
+    expect_error(text, "read_max_lag must be at least 100ms");
+}
+
 Test(config, tsa_and_crl_errors)
 {
     expect_error("[crl]\ncoalesce = 2m\n", "t.conf:2: coalesce must be at most 60s");

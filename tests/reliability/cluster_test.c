@@ -483,3 +483,49 @@ Test(cluster, store_outage_refuses_writes_and_recovers_without_restart)
                       "node %d did not resume its feed", n);
     cr_assert_eq(sql_int("SELECT count(*) FROM revocations"), 1, "nothing else was written");
 }
+
+/* The public directory on a PostgreSQL store: certificates registered through node A are found by
+ * name (HTML and JSON) and by fingerprint on node B, with their status right now; a revocation
+ * through node A shows in node B's search results. */
+Test(cluster, directory_search_is_answered_by_every_node)
+{
+    char out[8192], body[65536], path[512], fp[128], serial[80], json[256];
+    int revoked_seen = 0;
+
+    cr_assert_eq(rel_sh(&nodes[0], out, sizeof(out),
+                        REL_PKIVA " import --data . pki/demo-good.pem pki/demo-revoked.pem 2>&1"),
+                 0, "import: %s", out);
+    cr_assert_eq(rel_get(nodes[1].port, "/directory/search?q=demo+subscriber&lang=en", body,
+                         sizeof(body), 10000),
+                 200, "%s", body);
+    cr_assert(strstr(body, "Demo Subscriber Good") != NULL, "%.3000s", body);
+    cr_assert(strstr(body, "Demo Subscriber Revoked") != NULL, "%.3000s", body);
+    cr_assert_eq(rel_get(nodes[2].port, "/directory/search?q=subscriber+goo&format=json", body,
+                         sizeof(body), 10000),
+                 200, "%s", body);
+    cr_assert(strstr(body, "Demo Subscriber Good") != NULL && strstr(body, "Revoked") == NULL,
+              "%.3000s", body);
+    /* A SHA-256 fingerprint, with colons as openssl prints it. */
+    cr_assert_eq(rel_sh(&nodes[0], out, sizeof(out),
+                        "openssl x509 -in pki/demo-good.pem -noout -fingerprint -sha256 | "
+                        "cut -d= -f2; openssl x509 -in pki/demo-good.pem -noout -serial | "
+                        "cut -d= -f2"),
+                 0, "%s", out);
+    cr_assert_eq(sscanf(out, "%127s %79s", fp, serial), 2, "%s", out);
+    (void)snprintf(path, sizeof(path), "/directory/search?q=%s&format=json", fp);
+    cr_assert_eq(rel_get(nodes[1].port, path, body, sizeof(body), 10000), 200, "%s", body);
+    cr_assert(strstr(body, "Demo Subscriber Good") != NULL, "%.3000s", body);
+    /* Revoked through node A: node B's results say so. */
+    (void)snprintf(json, sizeof(json),
+                   "{\"issuer\":\"demo-ca\",\"serial\":\"%s\",\"reason\":\"keyCompromise\"}",
+                   serial);
+    cr_assert_eq(rel_admin(&nodes[0], "/admin/revoke", json, NULL, out, sizeof(out)), 200, "%s",
+                 out);
+    for (long long start = rel_now_ms(); !revoked_seen && rel_now_ms() - start < 30000;
+         rel_sleep_ms(100)) {
+        body[0] = '\0';
+        revoked_seen = rel_get(nodes[1].port, path, body, sizeof(body), 10000) == 200 &&
+                       strstr(body, "\"status\":\"revoked\"") != NULL;
+    }
+    cr_assert(revoked_seen, "node B never showed the revocation: %.3000s", body);
+}

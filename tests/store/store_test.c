@@ -92,13 +92,6 @@ static int on_pg(void)
             cr_skip_test("looks at the SQLite file itself; not for the PostgreSQL store"); \
     } while (0)
 
-/* The directory's search index exists on the SQLite backend only for now (store_pg.c TODO). */
-#define SEARCH_SQLITE_ONLY()                                                         \
-    do {                                                                             \
-        if (on_pg())                                                                 \
-            cr_skip_test("the directory search is not available on PostgreSQL yet"); \
-    } while (0)
-
 /* The tests' raw SQL is SQLite's; for PostgreSQL, blob literals x'..' become bytea and PRAGMA
  * statements (foreign_keys) are dropped. Returns a malloc'd translation. */
 static char *pg_sql(const char *sql)
@@ -2071,7 +2064,6 @@ static struct found search(struct store *s, int kind, unsigned fields, const cha
 
 Test(store, search_by_names_email_serial_fingerprint_and_pages)
 {
-    SEARCH_SQLITE_ONLY();
     struct store *s = open_store(STORE_OPEN_CREATE);
     int64_t a = put_issuer(s, "a"), b = put_issuer(s, "b");
     int64_t both[2] = {a, b};
@@ -2171,7 +2163,6 @@ Test(store, search_by_names_email_serial_fingerprint_and_pages)
 
 Test(store, search_index_catches_up_with_older_certificates)
 {
-    SEARCH_SQLITE_ONLY();
     struct store *s = open_store(STORE_OPEN_CREATE);
     int64_t a = put_issuer(s, "a");
     struct found f;
@@ -2193,9 +2184,11 @@ Test(store, search_index_catches_up_with_older_certificates)
     }
     store_close(s);
     /* As a database from before the index: empty index, a catch-up position at the start. */
-    raw_exec("DELETE FROM cert_search; DELETE FROM cert_email; "
-             "INSERT INTO cert_fts(cert_fts) VALUES ('delete-all');"
-             "INSERT INTO search_backfill (issuer_id, serial) VALUES (0, x'')");
+    raw_exec(on_pg() ? "DELETE FROM cert_email; DELETE FROM cert_search; "
+                       "INSERT INTO search_backfill (issuer_id, serial) VALUES (0, x'')"
+                     : "DELETE FROM cert_search; DELETE FROM cert_email; "
+                       "INSERT INTO cert_fts(cert_fts) VALUES ('delete-all');"
+                       "INSERT INTO search_backfill (issuer_id, serial) VALUES (0, x'')");
     s = open_store(STORE_OPEN_READONLY);
     f = search(s, STORE_SEARCH_NAME, STORE_FIELD_CN, "special", NULL, 0, &a, 1, 0, 100);
     cr_assert_eq(f.n, 0, "a read-only open does not catch up");
@@ -2206,4 +2199,163 @@ Test(store, search_index_catches_up_with_older_certificates)
     store_close(s);
     cr_assert_eq(raw_int("SELECT count(*) FROM cert_search"), 1200);
     cr_assert_eq(raw_int("SELECT count(*) FROM search_backfill"), 0);
+}
+
+/* Words as a person types them, the same on both backends: apostrophes and other ASCII
+ * punctuation split words, a right-to-left mark inside a word makes it a phrase of its parts, a
+ * word of separators only matches nothing, quotes and query syntax are only text. */
+Test(store, search_words_split_the_same_on_both_backends)
+{
+    struct store *s = open_store(STORE_OPEN_CREATE);
+    int64_t a = put_issuer(s, "a");
+    static const char *const cns[] = {"Phạm O'Brien", "Hoàng\xE2\x80\x8FLong", "Long Hoàng",
+                                      "Back\\slash 'quoted'"};
+    struct found f;
+
+    for (long i = 0; i < 4; i++) {
+        size_t len = 0;
+        unsigned char serial = (unsigned char)(i + 1);
+        unsigned char *der = make_search_cert(cns[i], "Org", NULL, i + 1, &len);
+        struct store_cert_new cn = {.issuer_id = a,
+                                    .serial = &serial,
+                                    .serial_len = 1,
+                                    .not_before = 1,
+                                    .not_after = 2,
+                                    .cert_der = der,
+                                    .cert_len = len};
+        cr_assert_eq(store_cert_add_blocking(s, &cn, NULL), 0);
+        OPENSSL_free(der);
+    }
+    f = search(s, STORE_SEARCH_NAME, STORE_FIELD_CN, "o'brien pham", NULL, 0, &a, 1, 0, 10);
+    cr_assert_eq(f.n, 1);
+    cr_assert_eq(f.serials[0], 1);
+    f = search(s, STORE_SEARCH_NAME, STORE_FIELD_CN, "hoang long", NULL, 0, &a, 1, 0, 10);
+    cr_assert_eq(f.n, 2, "both word orders");
+    f = search(s, STORE_SEARCH_NAME, STORE_FIELD_CN, "hoang\xE2\x80\x8Flong", NULL, 0, &a, 1, 0,
+               10);
+    cr_assert_eq(f.n, 1, "a phrase: only the one in this order");
+    cr_assert_eq(f.serials[0], 2);
+    f = search(s, STORE_SEARCH_NAME, STORE_FIELD_CN, "hoang lo", NULL, 0, &a, 1, 0, 10);
+    cr_assert_eq(f.n, 0, "a word of 2 letters is not a prefix");
+    f = search(s, STORE_SEARCH_NAME, STORE_FIELD_CN, "hoang\xE2\x80\x8Flo", NULL, 0, &a, 1, 0, 10);
+    cr_assert_eq(f.n, 1, "the last token of a long last word is a prefix");
+    cr_assert_eq(f.serials[0], 2);
+    f = search(s, STORE_SEARCH_NAME, STORE_FIELD_CN, "\xE2\x80\x8F", NULL, 0, &a, 1, 0, 10);
+    cr_assert_eq(f.n, 0, "separators only: nothing");
+    f = search(s, STORE_SEARCH_NAME, STORE_FIELD_CN, "slash quoted", NULL, 0, &a, 1, 0, 10);
+    cr_assert_eq(f.n, 1);
+    cr_assert_eq(f.serials[0], 4);
+    f = search(s, STORE_SEARCH_NAME, STORE_FIELD_CN, "'quo", NULL, 0, &a, 1, 0, 10);
+    cr_assert_eq(f.n, 1);
+    f = search(s, STORE_SEARCH_NAME, STORE_FIELD_CN, "org", NULL, 0, &a, 1, 0, 10);
+    cr_assert_eq(f.n, 0, "O is not CN");
+    f = search(s, STORE_SEARCH_NAME, STORE_FIELD_O | STORE_FIELD_OU, "org", NULL, 0, &a, 1, 0, 10);
+    cr_assert_eq(f.n, 4);
+    store_close(s);
+}
+
+/* A PostgreSQL store from before its search index (schema version 4 had none there): the
+ * migration to version 5 creates the index and the next read-write open indexes every certificate
+ * already registered. */
+Test(store, pg_search_index_migrates_and_backfills_a_version_4_database)
+{
+    struct store *s = NULL;
+    int64_t a = 0;
+    struct found f;
+
+    if (!on_pg())
+        cr_skip_test("the PostgreSQL migration");
+    s = open_store(STORE_OPEN_CREATE);
+    a = put_issuer(s, "a");
+    for (long i = 0; i < 600; i++) { /* more than one catch-up batch */
+        size_t len = 0;
+        unsigned char serial[2] = {(unsigned char)(i >> 8 | 0x10), (unsigned char)i};
+        unsigned char *der = make_search_cert(i % 100 == 7 ? "Special Person" : "Ordinary Person",
+                                              "Org", i == 8 ? "old@example.vn" : NULL, i + 1, &len);
+        struct store_cert_new cn = {.issuer_id = a,
+                                    .serial = serial,
+                                    .serial_len = 2,
+                                    .not_before = 1,
+                                    .not_after = 2,
+                                    .cert_der = der,
+                                    .cert_len = len};
+        cr_assert_eq(store_cert_add_blocking(s, &cn, NULL), 0);
+        OPENSSL_free(der);
+    }
+    store_close(s);
+    raw_exec("DROP TABLE cert_email; DROP TABLE cert_search; DROP TABLE search_backfill; "
+             "UPDATE pkiva_schema SET version = 4");
+    cr_assert_neq(store_open_blocking(db_path, STORE_OPEN_READONLY, &s), 0,
+                  "a read-only open does not migrate");
+    s = open_store(0);
+    cr_assert_eq(raw_int("SELECT version FROM pkiva_schema"), 5);
+    cr_assert_eq(raw_int("SELECT count(*) FROM cert_search"), 600);
+    cr_assert_eq(raw_int("SELECT count(*) FROM search_backfill"), 0);
+    f = search(s, STORE_SEARCH_NAME, STORE_FIELD_CN, "special", NULL, 0, &a, 1, 0, 100);
+    cr_assert_eq(f.n, 6);
+    cr_assert_eq(f.serials[0], 0x1000 | 507, "newest first");
+    f = search(s, STORE_SEARCH_EMAIL, 0, "OLD@example.vn", NULL, 0, &a, 1, 0, 10);
+    cr_assert_eq(f.n, 1);
+    store_close(s);
+}
+
+/* A subject of many short words in every field (15 values each of CN, O and OU, about 1 KiB
+ * field apiece): registered and indexed on both backends, found by a word of each field. */
+Test(store, search_indexes_names_of_many_short_words)
+{
+    struct store *s = open_store(STORE_OPEN_CREATE);
+    int64_t a = put_issuer(s, "a");
+    EVP_PKEY *key = EVP_EC_gen("P-256");
+    X509 *x = X509_new();
+    X509_NAME *name = X509_NAME_new();
+    static const char *const fields[] = {"CN", "O", "OU"};
+    static const char *const last[] = {"zcn", "zo", "zou"};
+    unsigned char *der = NULL;
+    unsigned char serial = 9;
+    struct found f;
+    int len;
+
+    for (int k = 0; k < 3; k++) {
+        for (int v = 0; v < 15; v++) {
+            char value[65] = "";
+            for (int i = 0; i < 30; i++) {
+                value[2 * i] = (char)('a' + (i + v) % 26);
+                value[2 * i + 1] = ' ';
+            }
+            (void)snprintf(value + 60, 5, "%s", v == 14 ? last[k] : "q");
+            cr_assert_eq(X509_NAME_add_entry_by_txt(name, fields[k], MBSTRING_UTF8,
+                                                    (const unsigned char *)value, -1, -1, 0),
+                         1);
+        }
+    }
+    cr_assert_eq(ASN1_INTEGER_set(X509_get_serialNumber(x), 9), 1);
+    cr_assert_eq(X509_set_subject_name(x, name), 1);
+    cr_assert_eq(X509_set_issuer_name(x, name), 1);
+    cr_assert_not_null(X509_gmtime_adj(X509_getm_notBefore(x), 0));
+    cr_assert_not_null(X509_gmtime_adj(X509_getm_notAfter(x), 86400));
+    cr_assert_eq(X509_set_pubkey(x, key), 1);
+    cr_assert_gt(X509_sign(x, key, EVP_sha256()), 0);
+    len = i2d_X509(x, &der);
+    cr_assert_gt(len, 0);
+    struct store_cert_new cn = {.issuer_id = a,
+                                .serial = &serial,
+                                .serial_len = 1,
+                                .not_before = 1,
+                                .not_after = 2,
+                                .cert_der = der,
+                                .cert_len = (size_t)len};
+    cr_assert_eq(store_cert_add_blocking(s, &cn, NULL), 0);
+    f = search(s, STORE_SEARCH_NAME, STORE_FIELD_CN, "a b c", NULL, 0, &a, 1, 0, 10);
+    cr_assert_eq(f.n, 1);
+    f = search(s, STORE_SEARCH_NAME, STORE_FIELD_O, "zo", NULL, 0, &a, 1, 0, 10);
+    cr_assert_eq(f.n, 1, "the last value of O is indexed");
+    f = search(s, STORE_SEARCH_NAME, STORE_FIELD_CN, "zo", NULL, 0, &a, 1, 0, 10);
+    cr_assert_eq(f.n, 0);
+    f = search(s, STORE_SEARCH_NAME, STORE_FIELD_OU, "zou", NULL, 0, &a, 1, 0, 10);
+    cr_assert_eq(f.n, 1);
+    OPENSSL_free(der);
+    X509_NAME_free(name);
+    X509_free(x);
+    EVP_PKEY_free(key);
+    store_close(s);
 }
