@@ -1325,6 +1325,7 @@ Test(store, tsa_log_keyed_by_certificate_with_old_rows_migrated)
              "INSERT INTO tsa_tokens VALUES ('old', 7, 1600000000000, '1.2.3', 'SHA256', x'01');"
              "DROP TABLE cert_search; DROP TABLE cert_fts; DROP TABLE cert_email; "
              "DROP TABLE search_backfill; " /* and without the later directory migration */
+             "DROP TABLE nodes; "           /* and the cluster nodes' one */
              "PRAGMA user_version = 2;");
     s = open_store(0);
     cr_assert_geq(raw_int("PRAGMA user_version"), 3);
@@ -1970,7 +1971,7 @@ Test(store, audit_migration_from_schema_1_records_the_existing_changes)
              "ALTER TABLE tsa_tokens DROP COLUMN cert_id; PRAGMA user_version = 1");
     /* ... and without the later migrations' tables (the directory's search index). */
     raw_exec("DROP TABLE cert_search; DROP TABLE cert_fts; DROP TABLE cert_email; "
-             "DROP TABLE search_backfill");
+             "DROP TABLE search_backfill; DROP TABLE nodes");
     s = open_store(0);
     cr_assert_geq(raw_int("PRAGMA user_version"), 3);
     cr_assert_eq(raw_int("SELECT count(*) FROM audit WHERE action = 'schema-upgrade' AND "
