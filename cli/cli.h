@@ -77,6 +77,8 @@ struct cli_config {
     char store_conninfo[CLI_PATH_MAX];
     char store_password_file[CLI_PATH_MAX];
     int feed_poll_ms;
+    int store_max_feed_lag_ms; /* /readyz 503 past it; nodes not reporting within it are not live */
+    char node_name[128];       /* this node's name in the store; "" = <hostname>:<first port> */
     /* [ocsp]: the module's own struct and table (ocsp_config_set); validity and max_age are
      * derived from [revocation] deadline when left 0. The callbacks are serve's to set. */
     struct ocsp_config ocsp;

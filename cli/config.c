@@ -53,6 +53,7 @@ void cli_config_defaults(struct cli_config *cfg)
     cfg->hsm_ecdsa_verify_every = 16; /* HSM_ECDSA_VERIFY_DEFAULT */
     cfg->hsm_restart_after_ms = 60000;
     cfg->feed_poll_ms = 200;
+    cfg->store_max_feed_lag_ms = 5000;
     /* [ocsp]: the module's table; its timing defaults are 0 = derived from [revocation]
      * deadline after parsing (feed_contract_defaults). */
     ocsp_config_default(&cfg->ocsp);
@@ -519,6 +520,10 @@ static int on_entry(void *user, const char *section, const char *key, const char
             return set_str(ctx, cfg->store_conninfo, sizeof(cfg->store_conninfo), value);
         if (strcmp(key, "password_file") == 0)
             return set_path(ctx, cfg->store_password_file, sizeof(cfg->store_password_file), value);
+        if (strcmp(key, "max_feed_lag") == 0)
+            return set_duration_ms(ctx, &cfg->store_max_feed_lag_ms, value);
+        if (strcmp(key, "node_name") == 0)
+            return set_str(ctx, cfg->node_name, sizeof(cfg->node_name), value);
     } else if (strcmp(section, "ocsp") == 0) {
         char why[256];
         int rc = ocsp_config_set(&cfg->ocsp, key, value, why, sizeof(why));
@@ -734,6 +739,14 @@ static int validate(struct cli_config *cfg, char *err, size_t err_len)
             (void)snprintf(err, err_len, "[server] data_dir is too long");
             return UTIL_ECONFIG;
         }
+    }
+    /* The feed confirms it is in sync once per poll and reports once a second. */
+    if (cfg->store_max_feed_lag_ms < cfg->feed_poll_ms + FEED_REPORT_MS) {
+        (void)snprintf(err, err_len,
+                       "[store] max_feed_lag must be at least feed_poll + %d ms (a node reports "
+                       "its feed position once a second)",
+                       FEED_REPORT_MS);
+        return UTIL_ECONFIG;
     }
     if (cfg->hsm_pin_file[0] == '\0') {
         (void)snprintf(err, err_len, "[hsm] pin_file is required");

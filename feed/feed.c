@@ -58,6 +58,11 @@ struct feed {
     int n_subs;
     void (*tick)(void *ctx);
     void *tick_ctx;
+    char node_name[FEED_NODE_NAME_MAX];
+    int64_t live_ms;
+    int64_t reported_id, reported_mono; /* the feed thread's last node report */
+    int64_t cluster_visible;            /* lowest position of the live nodes (INT64_MAX: none) */
+    int report_logged;                  /* a failed report was logged; quiet until one works */
 
     pthread_t thread;
     int started;
@@ -65,7 +70,7 @@ struct feed {
     int wake_fd; /* eventfd: feed_stop interrupts the wait */
 
     _Atomic int store_ok, caught_up, backlog, past_deadline;
-    _Atomic int64_t head, applied, oldest_pending_ms;
+    _Atomic int64_t head, applied, oldest_pending_ms, in_sync_mono, node_id;
 
     pthread_mutex_t visible_mutex; /* guards the two fields below */
     int64_t visible_id, visible_at_ms;
@@ -79,7 +84,9 @@ int feed_new(const struct feed_config *cfg, struct feed **out)
         strlen(cfg->store_path) >= FEED_PATH_MAX || cfg->poll_ms <= 0 || cfg->n_issuers < 0 ||
         cfg->n_issuers > FEED_MAX_ISSUERS || (cfg->n_issuers > 0 && cfg->issuer_ids == NULL) ||
         cfg->n_subscribers < 0 || cfg->n_subscribers > FEED_MAX_SUBSCRIBERS ||
-        (cfg->n_subscribers > 0 && cfg->subscribers == NULL) || cfg->deadline_s <= 0)
+        (cfg->n_subscribers > 0 && cfg->subscribers == NULL) || cfg->deadline_s <= 0 ||
+        (cfg->node_name != NULL && strlen(cfg->node_name) >= FEED_NODE_NAME_MAX) ||
+        cfg->live_ms < 0)
         return UTIL_EINVAL;
     for (int i = 0; i < cfg->n_subscribers; i++)
         if (cfg->subscribers[i].apply == NULL)
@@ -106,6 +113,13 @@ int feed_new(const struct feed_config *cfg, struct feed **out)
     feed->n_subs = cfg->n_subscribers;
     feed->tick = cfg->tick;
     feed->tick_ctx = cfg->tick_ctx;
+    if (cfg->node_name != NULL)
+        (void)snprintf(feed->node_name, sizeof(feed->node_name), "%s", cfg->node_name);
+    feed->live_ms = cfg->live_ms > 0 ? cfg->live_ms : 5000;
+    feed->reported_id = -1;
+    feed->cluster_visible = INT64_MAX;
+    atomic_init(&feed->in_sync_mono, util_mono_ms()); /* the index was just loaded at start_after */
+    atomic_init(&feed->node_id, 0);
     atomic_init(&feed->store_ok, 1);
     atomic_init(&feed->head, cfg->start_after);
     atomic_init(&feed->applied, cfg->start_after);
@@ -263,6 +277,58 @@ static void check_deadlines(struct feed *feed, struct store *store, int loud)
                   (long long)(d.worst_left_ms / 1000));
 }
 
+/* ---- the cluster-wide SLA ------------------------------------------------------------------- */
+
+/* Reports this node's position (the feed id visible in OCSP) when it moved or FEED_REPORT_MS
+ * passed, then reads the lowest position of the live nodes into feed->cluster_visible. A failure
+ * is logged once and retried next turn; it does not stop the feed (OCSP stays current, only the
+ * cluster-wide marks wait). */
+static void cluster_report(struct feed *feed, struct store *store, int64_t visible)
+{
+    int64_t now_mono = util_mono_ms();
+    int64_t now_ms = util_now_ms();
+    int64_t id = 0;
+    int live = 0;
+    int rc = UTIL_OK;
+
+    if (feed->node_name[0] == '\0')
+        return;
+    if (visible == feed->reported_id && now_mono - feed->reported_mono < FEED_REPORT_MS)
+        return;
+    rc = store_node_report_blocking(store, feed->node_name, visible, now_ms, &id);
+    if (rc == UTIL_OK)
+        rc = store_node_min_applied_blocking(store, now_ms - feed->live_ms, &feed->cluster_visible,
+                                             &live);
+    if (rc != UTIL_OK) {
+        if (!feed->report_logged)
+            UTIL_WARN(MOD, "cannot report this node's feed position to the store: %s (retrying)",
+                      util_strerror(rc));
+        feed->report_logged = 1;
+        return;
+    }
+    feed->report_logged = 0;
+    atomic_store(&feed->node_id, id);
+    feed->reported_id = visible;
+    feed->reported_mono = now_mono;
+}
+
+/* The OCSP SLA marks up to visible (made visible here at visible_at), but never past what every
+ * live node answers: a revocation is visible in OCSP when it is visible on all of them. */
+static int mark_cluster_upto(struct feed *feed, struct store *store, int64_t visible,
+                             int64_t visible_at, int64_t *marked_upto)
+{
+    int64_t upto = visible < feed->cluster_visible ? visible : feed->cluster_visible;
+    int rc = UTIL_OK;
+
+    if (upto <= *marked_upto)
+        return UTIL_OK;
+    /* Another node was the last to apply it: the time it reported is about now. */
+    rc = mark_ocsp_upto(feed, store, upto, upto == visible ? visible_at : util_now_ms());
+    if (rc == UTIL_OK)
+        *marked_upto = upto;
+    return rc;
+}
+
 /* ---- waiting for writes --------------------------------------------------------------------- */
 
 /* The feed is read every poll_ms; on top of that, inotify on the store's folder wakes the thread
@@ -335,7 +401,10 @@ static void watch_wait(struct watch *w, int wake_fd, int timeout_ms)
 static int catch_up(struct feed *feed, struct store *store, int64_t *replay_pos, int *marked)
 {
     if (!*marked) {
-        int rc = mark_ocsp_upto(feed, store, feed->start_after, util_now_ms());
+        /* The rest, when another live node is behind, is marked by the turns that follow. */
+        int64_t upto =
+            feed->start_after < feed->cluster_visible ? feed->start_after : feed->cluster_visible;
+        int rc = mark_ocsp_upto(feed, store, upto, util_now_ms());
         if (rc != UTIL_OK)
             return rc;
         *marked = 1;
@@ -359,7 +428,7 @@ static void *feed_main(void *arg)
 {
     struct feed *feed = arg;
     struct store *store = NULL;
-    int64_t last = feed->start_after, sla_marked = feed->start_after;
+    int64_t last = feed->start_after, sla_marked = 0;
     int64_t replay_pos[FEED_MAX_SUBSCRIBERS];
     int64_t next_deadline_check = 0, next_deadline_log = 0, last_turn = 0;
     int store_error_logged = 0, marked = 0, caught_up = 0;
@@ -375,9 +444,16 @@ static void *feed_main(void *arg)
         int stopping = atomic_load(&feed->stopping);
         int blocked = 0, rc = UTIL_OK;
         int64_t head = 0, visible, visible_at;
+        int64_t turn_mono = util_mono_ms();
 
         if (store == NULL)
             rc = store_open_blocking(feed->store_path, 0, &store);
+        if (rc == UTIL_OK) {
+            pthread_mutex_lock(&feed->visible_mutex);
+            visible = feed->visible_id;
+            pthread_mutex_unlock(&feed->visible_mutex);
+            cluster_report(feed, store, visible);
+        }
         if (rc == UTIL_OK && !caught_up) {
             rc = catch_up(feed, store, replay_pos, &marked);
             if (rc == 1) {
@@ -401,6 +477,9 @@ static void *feed_main(void *arg)
         if (rc == UTIL_OK) {
             atomic_store(&feed->head, head);
             atomic_store(&feed->applied, last);
+            /* Everything committed before this turn began is applied. */
+            if (caught_up && !blocked && last >= head)
+                atomic_store(&feed->in_sync_mono, turn_mono);
             if (!atomic_load(&feed->store_ok) && store_error_logged)
                 UTIL_WARN(MOD, "store available again");
             atomic_store(&feed->store_ok, 1);
@@ -418,9 +497,9 @@ static void *feed_main(void *arg)
         visible = feed->visible_id;
         visible_at = feed->visible_at_ms;
         pthread_mutex_unlock(&feed->visible_mutex);
-        if (store != NULL && marked && visible > sla_marked &&
-            mark_ocsp_upto(feed, store, visible, visible_at) == UTIL_OK)
-            sla_marked = visible;
+        if (store != NULL && marked)
+            (void)mark_cluster_upto(feed, store, visible, visible_at,
+                                    &sla_marked); /* a failure is retried next turn */
         if (stopping) {
             if (blocked || last < head)
                 UTIL_WARN(MOD,
@@ -494,6 +573,10 @@ void feed_stats_get(const struct feed *feed, struct feed_stats *out)
     out->backlog = atomic_load(&f->backlog);
     out->past_deadline = atomic_load(&f->past_deadline);
     out->oldest_pending_ms = atomic_load(&f->oldest_pending_ms);
+    out->lag_ms = util_mono_ms() - atomic_load(&f->in_sync_mono);
+    if (out->lag_ms < 0)
+        out->lag_ms = 0;
+    out->node_id = atomic_load(&f->node_id);
     pthread_mutex_lock(&f->visible_mutex);
     out->visible = f->visible_id;
     pthread_mutex_unlock(&f->visible_mutex);
@@ -518,10 +601,12 @@ int feed_metrics(const struct feed *feed, char *buf, size_t len)
                  "# TYPE pkiva_revocation_past_deadline gauge\n"
                  "pkiva_revocation_past_deadline %d\n"
                  "# TYPE pkiva_revocation_oldest_pending_seconds gauge\n"
-                 "pkiva_revocation_oldest_pending_seconds %.3f\n",
+                 "pkiva_revocation_oldest_pending_seconds %.3f\n"
+                 "# TYPE pkiva_feed_lag_seconds gauge\n"
+                 "pkiva_feed_lag_seconds %.3f\n",
                  (long long)(s.head > s.visible ? s.head - s.visible : 0), (long long)s.visible,
                  s.caught_up, s.store_ok, s.backlog, s.past_deadline,
-                 (double)s.oldest_pending_ms / 1000.0);
+                 (double)s.oldest_pending_ms / 1000.0, (double)s.lag_ms / 1000.0);
     if (n < 0 || (size_t)n >= len)
         return UTIL_EINVAL;
     return n;

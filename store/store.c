@@ -708,6 +708,32 @@ int store_node_min_applied_blocking(struct store *store, int64_t live_since_ms,
     return rc;
 }
 
+static int first_change_at(void *ctx, const struct store_change *change)
+{
+    *(int64_t *)ctx = change->at_ms;
+    return 1; /* one is enough */
+}
+
+int store_node_lag_blocking(struct store *store, const struct store_node *node, int64_t head,
+                            int64_t now_ms, int64_t *changes, int64_t *lag_ms)
+{
+    int64_t at_ms = 0;
+    int rc = 0;
+
+    if (store == NULL || node == NULL || changes == NULL || lag_ms == NULL)
+        return UTIL_EINVAL;
+    *changes = head > node->applied_feed_id ? head - node->applied_feed_id : 0;
+    *lag_ms = 0;
+    if (*changes == 0)
+        return 0;
+    rc = store_feed_read_blocking(store, node->applied_feed_id, 1, first_change_at, &at_ms);
+    if (rc < 0)
+        return rc;
+    if (at_ms > 0 && now_ms > at_ms)
+        *lag_ms = now_ms - at_ms;
+    return 0;
+}
+
 int store_crl_latest_blocking(struct store *store, int64_t issuer_id, int delta,
                               struct store_crl_record *meta_out, unsigned char **der_out)
 {

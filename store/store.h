@@ -300,6 +300,12 @@ int store_node_list_blocking(struct store *store,
 int store_node_min_applied_blocking(struct store *store, int64_t live_since_ms,
                                     int64_t *applied_out, int *live_out);
 
+/* How far node is behind head (the feed head read by the caller): *changes = head - applied (at
+ * least 0), *lag_ms = now_ms - the commit time of the first change it has not applied (0 when it
+ * has applied everything). */
+int store_node_lag_blocking(struct store *store, const struct store_node *node, int64_t head,
+                            int64_t now_ms, int64_t *changes, int64_t *lag_ms);
+
 /* ---- TSA ------------------------------------------------------------------------------------ */
 
 /* Durably reserves count consecutive serials for a TSA unit and returns the first. Serials from a

@@ -57,12 +57,17 @@ struct staged {
     unsigned char *der; /* owned, or NULL */
     char *request_id;   /* owned, or NULL */
     char where[64];     /* for a log line about an R line found already registered */
+    int repeat;         /* an earlier row of the batch has the same certificate */
 };
+
+/* Slots of the open batch's (issuer, serial) set: a power of two above twice the batch size. */
+#define STORE_IMPORT_KEY_SLOTS 32768
 
 struct import {
     struct store *store;
     struct staged *staged; /* bulk mode (the backend has cert_add_bulk): the open batch's rows */
     size_t n_staged, cap_staged;
+    int32_t *keys; /* STORE_IMPORT_KEY_SLOTS indices into staged (-1: free), NULL until needed */
     struct import_issuer *issuers;
     size_t n_issuers;
     size_t cap_issuers;
@@ -193,6 +198,8 @@ static void batch_abort(struct import *im)
 
 static void stage_clear(struct import *im)
 {
+    if (im->keys != NULL && im->n_staged > 0)
+        memset(im->keys, 0xff, STORE_IMPORT_KEY_SLOTS * sizeof(*im->keys));
     for (size_t i = 0; i < im->n_staged; i++) {
         free(im->staged[i].subject);
         free(im->staged[i].der);
@@ -207,6 +214,38 @@ static void stage_free(struct import *im)
     free(im->staged);
     im->staged = NULL;
     im->cap_staged = 0;
+    free(im->keys);
+    im->keys = NULL;
+}
+
+/* Marks the row just staged as a repeat when an earlier row of the batch has its certificate
+ * (the backend then leaves it for the row-by-row path, as a known certificate), so that the
+ * backend never has to sort a batch to find repeats. */
+static int stage_key(struct import *im, struct staged *st)
+{
+    uint64_t h = 1469598103934665603ULL ^ (uint64_t)st->row.cert.issuer_id;
+    size_t slot = 0;
+
+    if (im->keys == NULL) {
+        im->keys = malloc(STORE_IMPORT_KEY_SLOTS * sizeof(*im->keys));
+        if (im->keys == NULL)
+            return UTIL_ENOMEM;
+        memset(im->keys, 0xff, STORE_IMPORT_KEY_SLOTS * sizeof(*im->keys));
+    }
+    for (size_t i = 0; i < st->row.cert.serial_len; i++)
+        h = (h ^ st->serial[i]) * 1099511628211ULL;
+    for (slot = h & (STORE_IMPORT_KEY_SLOTS - 1); im->keys[slot] >= 0;
+         slot = (slot + 1) & (STORE_IMPORT_KEY_SLOTS - 1)) {
+        const struct staged *other = &im->staged[im->keys[slot]];
+        if (other->row.cert.issuer_id == st->row.cert.issuer_id &&
+            other->row.cert.serial_len == st->row.cert.serial_len &&
+            memcmp(other->serial, st->serial, st->row.cert.serial_len) == 0) {
+            st->repeat = 1;
+            return 0;
+        }
+    }
+    im->keys[slot] = (int32_t)(st - im->staged);
+    return 0;
 }
 
 static char *dup_or_null(const char *text, int *oom)
@@ -252,7 +291,7 @@ static int stage_add(struct import *im, const struct store_cert_new *cn,
     }
     (void)snprintf(st->where, sizeof(st->where), "%s", where); /* a cut only shortens a log */
     im->n_staged++; /* even on failure: stage_clear frees what was copied */
-    return oom ? UTIL_ENOMEM : 0;
+    return oom ? UTIL_ENOMEM : stage_key(im, st);
 }
 
 /* A staged row whose certificate was registered already, as the row-by-row import handles it. */
@@ -289,35 +328,37 @@ static int stage_flush(struct import *im)
 {
     struct store__bulk_row *rows = NULL;
     unsigned char *created = NULL;
-    size_t n = im->n_staged;
+    size_t n = 0;
     int rc = 0;
 
-    if (n == 0)
+    if (im->n_staged == 0)
         return 0;
-    rows = malloc(n * sizeof(*rows));
-    created = malloc(n);
+    rows = malloc(im->n_staged * sizeof(*rows));
+    created = malloc(im->n_staged);
     if (rows == NULL || created == NULL) {
         rc = UTIL_ENOMEM;
         goto out;
     }
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i < im->n_staged; i++) {
         struct staged *st = &im->staged[i];
-        rows[i] = st->row;
-        rows[i].cert.serial = st->serial;
-        rows[i].cert.subject = st->subject;
-        rows[i].cert.cert_der = st->der;
-        rows[i].rev.serial = st->serial;
-        rows[i].rev.request_id = st->request_id;
-        st->row = rows[i];
+        st->row.cert.serial = st->serial;
+        st->row.cert.subject = st->subject;
+        st->row.cert.cert_der = st->der;
+        st->row.rev.serial = st->serial;
+        st->row.rev.request_id = st->request_id;
+        if (!st->repeat)
+            rows[n++] = st->row;
     }
     rc = im->store->ops->cert_add_bulk(im->store, rows, n, created);
-    for (size_t i = 0; rc == 0 && i < n; i++) {
-        if (!created[i]) {
-            rc = stage_existing(im, &im->staged[i]);
+    n = 0;
+    for (size_t i = 0; rc == 0 && i < im->n_staged; i++) {
+        struct staged *st = &im->staged[i];
+        if (st->repeat || !created[n++]) {
+            rc = stage_existing(im, st);
             continue;
         }
         im->stats.added++;
-        if (rows[i].revoked)
+        if (st->row.revoked)
             im->stats.revoked++;
     }
 out:

@@ -188,8 +188,8 @@ struct store__ops {
 
     /* Optional (NULL: cert_add once per row). Registers n certificates in the caller's open
      * transaction as cert_add would one after the other, as one all-or-nothing step: rows whose
-     * certificate exists already (stored before, or an earlier row of the call) are left alone
-     * with created[i] = 0, the others are written with created[i] = 1. On failure nothing of the
+     * certificate is stored already are left alone with created[i] = 0, the others are written
+     * with created[i] = 1. No two rows name the same certificate (the caller sees to it). On failure nothing of the
      * call is written (the transaction stays usable) and created is undefined. */
     int (*cert_add_bulk)(struct store *store, const struct store__bulk_row *rows, size_t n,
                          unsigned char *created);

@@ -2345,17 +2345,15 @@ static const char bulk_stage_sql[] =
     " reason integer, revoked_at bigint, invalidity bigint, request_id text, received bigint,"
     " actor text) ON COMMIT DELETE ROWS; TRUNCATE pkiva_import";
 
-/* The rows whose certificate is not stored yet, the first of each (issuer, serial) in row order,
- * get feed ids (and DER ids) in row order; everything is written from them; their seqs come
- * back. $1: the time of the changes. */
+/* The rows whose certificate is not stored yet get feed ids (and DER ids), in row order as the
+ * staging table is scanned (no sort: the caller sends no repeats); everything is written from
+ * them; their seqs come back. $1: the time of the changes. */
 static const char bulk_insert_sql[] =
     "WITH fresh AS MATERIALIZED ("
-    "  SELECT f.*, nextval('feed_ids') AS feed_id,"
-    "   CASE WHEN f.der IS NOT NULL THEN nextval('cert_ders_id_seq') END AS der_id"
-    "  FROM (SELECT d.* FROM (SELECT DISTINCT ON (s.issuer_id, s.serial) s.* FROM pkiva_import AS s"
-    "    WHERE NOT EXISTS (SELECT 1 FROM certs AS c WHERE c.issuer_id = s.issuer_id"
-    "     AND c.serial = s.serial)"
-    "    ORDER BY s.issuer_id, s.serial, s.seq) AS d ORDER BY d.seq) AS f),"
+    "  SELECT s.*, nextval('feed_ids') AS feed_id,"
+    "   CASE WHEN s.der IS NOT NULL THEN nextval('cert_ders_id_seq') END AS der_id"
+    "  FROM pkiva_import AS s WHERE NOT EXISTS (SELECT 1 FROM certs AS c"
+    "   WHERE c.issuer_id = s.issuer_id AND c.serial = s.serial)),"
     " ders AS (INSERT INTO cert_ders (id, der) SELECT der_id, der FROM fresh"
     "  WHERE der_id IS NOT NULL),"
     " feeds AS (INSERT INTO feed (id, kind, issuer_id, serial, at_ms, actor)"
