@@ -276,7 +276,8 @@ static int start_admin(const struct cli_config *cfg, struct server *srv)
                               .client_ca = cfg->admin_client_ca,
                               .require_client_cert = cfg->admin_require_client_cert,
                               .metrics_without_auth = cfg->admin_metrics_without_auth,
-                              .sla_deadline_s = cfg->sla_deadline_s};
+                              .sla_deadline_s = cfg->sla_deadline_s,
+                              .max_feed_lag_ms = cfg->store_max_feed_lag_ms};
     cli__contract(cfg, &ac.contract);
     return admin_new(&ac, srv->http, srv->crl, &srv->admin);
 }
