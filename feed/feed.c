@@ -61,8 +61,10 @@ struct feed {
     char node_name[FEED_NODE_NAME_MAX];
     int64_t live_ms;
     int64_t reported_id, reported_mono; /* the feed thread's last node report */
-    int64_t cluster_visible;            /* lowest position of the live nodes (INT64_MAX: none) */
-    int report_logged;                  /* a failed report was logged; quiet until one works */
+    /* The lowest position of the other live nodes (INT64_MAX: none) as the last report read it,
+     * as the report before read it, and when a report saw it rise (unix ms). */
+    int64_t others_visible, others_before, others_rose_ms;
+    int report_logged; /* a failed report was logged; quiet until one works */
 
     pthread_t thread;
     int started;
@@ -117,7 +119,8 @@ int feed_new(const struct feed_config *cfg, struct feed **out)
         (void)snprintf(feed->node_name, sizeof(feed->node_name), "%s", cfg->node_name);
     feed->live_ms = cfg->live_ms > 0 ? cfg->live_ms : 5000;
     feed->reported_id = -1;
-    feed->cluster_visible = INT64_MAX;
+    feed->others_visible = INT64_MAX;
+    feed->others_before = INT64_MAX;
     atomic_init(&feed->in_sync_mono, util_mono_ms()); /* the index was just loaded at start_after */
     atomic_init(&feed->node_id, 0);
     atomic_init(&feed->store_ok, 1);
@@ -280,14 +283,14 @@ static void check_deadlines(struct feed *feed, struct store *store, int loud)
 /* ---- the cluster-wide SLA ------------------------------------------------------------------- */
 
 /* Reports this node's position (the feed id visible in OCSP) when it moved or FEED_REPORT_MS
- * passed, then reads the lowest position of the live nodes into feed->cluster_visible. A failure
- * is logged once and retried next turn; it does not stop the feed (OCSP stays current, only the
- * cluster-wide marks wait). */
+ * passed, then reads the lowest position of the other live nodes (feed->others_visible). A
+ * failure is logged once and retried next turn; it does not stop the feed (OCSP stays current,
+ * only the cluster-wide marks wait). */
 static void cluster_report(struct feed *feed, struct store *store, int64_t visible)
 {
     int64_t now_mono = util_mono_ms();
     int64_t now_ms = util_now_ms();
-    int64_t id = 0;
+    int64_t id = 0, others = 0;
     int live = 0;
     int rc = UTIL_OK;
 
@@ -297,8 +300,7 @@ static void cluster_report(struct feed *feed, struct store *store, int64_t visib
         return;
     rc = store_node_report_blocking(store, feed->node_name, visible, now_ms, &id);
     if (rc == UTIL_OK)
-        rc = store_node_min_applied_blocking(store, now_ms - feed->live_ms, &feed->cluster_visible,
-                                             &live);
+        rc = store_node_min_applied_blocking(store, now_ms - feed->live_ms, id, &others, &live);
     if (rc != UTIL_OK) {
         if (!feed->report_logged)
             UTIL_WARN(MOD, "cannot report this node's feed position to the store: %s (retrying)",
@@ -307,23 +309,32 @@ static void cluster_report(struct feed *feed, struct store *store, int64_t visib
         return;
     }
     feed->report_logged = 0;
+    feed->others_before = feed->others_visible;
+    if (others > feed->others_visible)
+        feed->others_rose_ms = now_ms;
+    feed->others_visible = others;
     atomic_store(&feed->node_id, id);
     feed->reported_id = visible;
     feed->reported_mono = now_mono;
 }
 
 /* The OCSP SLA marks up to visible (made visible here at visible_at), but never past what every
- * live node answers: a revocation is visible in OCSP when it is visible on all of them. */
+ * other live node answers: a revocation is visible in OCSP when it is visible on all of them. Its
+ * time is when the last of them made it visible: here, at visible_at; or, when the others reached
+ * it only after the report before the last one, when the last report saw them rise (at most a
+ * report interval late). */
 static int mark_cluster_upto(struct feed *feed, struct store *store, int64_t visible,
                              int64_t visible_at, int64_t *marked_upto)
 {
-    int64_t upto = visible < feed->cluster_visible ? visible : feed->cluster_visible;
+    int64_t upto = visible < feed->others_visible ? visible : feed->others_visible;
+    int64_t at = visible_at;
     int rc = UTIL_OK;
 
     if (upto <= *marked_upto)
         return UTIL_OK;
-    /* Another node was the last to apply it: the time it reported is about now. */
-    rc = mark_ocsp_upto(feed, store, upto, upto == visible ? visible_at : util_now_ms());
+    if (feed->others_before < upto && feed->others_rose_ms > at)
+        at = feed->others_rose_ms;
+    rc = mark_ocsp_upto(feed, store, upto, at);
     if (rc == UTIL_OK)
         *marked_upto = upto;
     return rc;
@@ -403,7 +414,7 @@ static int catch_up(struct feed *feed, struct store *store, int64_t *replay_pos,
     if (!*marked) {
         /* The rest, when another live node is behind, is marked by the turns that follow. */
         int64_t upto =
-            feed->start_after < feed->cluster_visible ? feed->start_after : feed->cluster_visible;
+            feed->start_after < feed->others_visible ? feed->start_after : feed->others_visible;
         int rc = mark_ocsp_upto(feed, store, upto, util_now_ms());
         if (rc != UTIL_OK)
             return rc;
@@ -477,8 +488,9 @@ static void *feed_main(void *arg)
         if (rc == UTIL_OK) {
             atomic_store(&feed->head, head);
             atomic_store(&feed->applied, last);
-            /* Everything committed before this turn began is applied. */
-            if (caught_up && !blocked && last >= head)
+            /* Everything committed before this turn began is applied (during the start-up
+             * replay too: OCSP was loaded at start_after, the replay only feeds the CRLs). */
+            if (last >= head)
                 atomic_store(&feed->in_sync_mono, turn_mono);
             if (!atomic_load(&feed->store_ok) && store_error_logged)
                 UTIL_WARN(MOD, "store available again");

@@ -677,7 +677,7 @@ int store_node_list_blocking(struct store *store,
 }
 
 struct node_min {
-    int64_t since_ms, applied;
+    int64_t since_ms, exclude_id, applied;
     int live;
 };
 
@@ -685,7 +685,7 @@ static int node_min_row(void *ctx, const struct store_node *node)
 {
     struct node_min *m = ctx;
 
-    if (node->heartbeat_ms < m->since_ms)
+    if (node->heartbeat_ms < m->since_ms || node->id == m->exclude_id)
         return 0;
     m->live++;
     if (node->applied_feed_id < m->applied)
@@ -693,10 +693,10 @@ static int node_min_row(void *ctx, const struct store_node *node)
     return 0;
 }
 
-int store_node_min_applied_blocking(struct store *store, int64_t live_since_ms,
+int store_node_min_applied_blocking(struct store *store, int64_t live_since_ms, int64_t exclude_id,
                                     int64_t *applied_out, int *live_out)
 {
-    struct node_min m = {live_since_ms, INT64_MAX, 0};
+    struct node_min m = {live_since_ms, exclude_id, INT64_MAX, 0};
     int rc = 0;
 
     if (applied_out == NULL)

@@ -294,10 +294,10 @@ int store_node_report_blocking(struct store *store, const char *name, int64_t ap
  * return from fn stops the walk and is returned. */
 int store_node_list_blocking(struct store *store,
                              int (*fn)(void *ctx, const struct store_node *node), void *ctx);
-/* The lowest applied position over the nodes whose heartbeat is at or after live_since_ms (a
- * revocation with a feed id up to it is visible in OCSP on every live node), and how many nodes
- * are live; *applied_out is INT64_MAX when none is. */
-int store_node_min_applied_blocking(struct store *store, int64_t live_since_ms,
+/* The lowest applied position over the nodes other than exclude_id (0: none excluded) whose
+ * heartbeat is at or after live_since_ms (a revocation with a feed id up to it is visible in OCSP
+ * on every one of them), and how many they are; *applied_out is INT64_MAX when none is. */
+int store_node_min_applied_blocking(struct store *store, int64_t live_since_ms, int64_t exclude_id,
                                     int64_t *applied_out, int *live_out);
 
 /* How far node is behind head (the feed head read by the caller): *changes = head - applied (at

@@ -14,6 +14,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -391,6 +393,10 @@ static pid_t relay_start(const char *dir, const char *pg_dir, int pg_port)
     }
     (void)setpgid(0, 0);
     (void)signal(SIGCHLD, SIG_IGN); /* relays are reaped by the kernel */
+    /* Dies with the test, and never holds ctest's output pipe open after it. */
+    (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+    (void)dup2(open("/dev/null", O_WRONLY), STDOUT_FILENO);
+    (void)dup2(STDOUT_FILENO, STDERR_FILENO);
     for (;;) {
         int in = accept(lsock, NULL, NULL);
         if (in < 0)
@@ -653,7 +659,7 @@ Test(cluster, bulk_import_is_complete_and_a_bad_row_commits_nothing)
                 i == 100 ? "bad \xff\xfe" : "good", i);
     fclose(f);
     feed_before = sql_int("SELECT count(*) FROM feed");
-    audit_before = sql_int("SELECT count(*) FROM audit");
+    audit_before = sql_int("SELECT count(*) FROM audit WHERE action = 'import'");
     certs_before = sql_int("SELECT count(*) FROM certs");
     cr_assert_neq(rel_sh(&nodes[0], out, sizeof(out),
                          REL_PKIVA " import --data %s --index %s --issuer demo-ca 2>&1",
@@ -662,7 +668,8 @@ Test(cluster, bulk_import_is_complete_and_a_bad_row_commits_nothing)
     cr_assert(strstr(out, "UTF8") != NULL || strstr(out, "byte sequence") != NULL, "%s", out);
     cr_assert_eq(sql_int("SELECT count(*) FROM certs"), certs_before);
     cr_assert_eq(sql_int("SELECT count(*) FROM feed"), feed_before);
-    cr_assert_eq(sql_int("SELECT count(*) FROM audit"), audit_before);
+    /* (The servers append their own records meanwhile: CRL publications.) */
+    cr_assert_eq(sql_int("SELECT count(*) FROM audit WHERE action = 'import'"), audit_before);
     /* ... and the store is usable at once: the same file without the bad row goes in. */
     cr_assert_eq(rel_sh(&nodes[0], out, sizeof(out),
                         "grep -av 'bad ' %s > %s.ok && " REL_PKIVA
