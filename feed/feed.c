@@ -23,7 +23,12 @@
  * - Threads: one feed thread with its own store connection; feed_mark_visible and the stats are
  *   the only entry points from other threads (a mutex, atomics).
  * - Failures: a store that cannot be read is reopened every turn, store_ok drops to 0 (/readyz),
- *   and the position is kept, so nothing is lost when it comes back. */
+ *   and the position is kept, so nothing is lost when it comes back.
+ * - Cluster (issue 16): each turn the thread reports this node's OCSP-visible position to the
+ *   store's node rows (at least once a second) and reads the lowest position of the other live
+ *   nodes; OCSP SLA marks never go past it, so "visible in OCSP" means on every live node. The
+ *   lag (/readyz) is the age of the start of the last turn that found everything committed
+ *   applied: it grows whether the feed is behind, blocked, or stuck on a hanging connection. */
 #include "feed.h"
 
 #include <errno.h>
