@@ -378,8 +378,10 @@ static pid_t relay_start(const char *dir, const char *pg_dir, int pg_port)
     memset(&at, 0, sizeof(at));
     memset(&to, 0, sizeof(to));
     at.sun_family = to.sun_family = AF_UNIX;
-    (void)snprintf(at.sun_path, sizeof(at.sun_path), "%s/.s.PGSQL.%d", dir, pg_port);
-    (void)snprintf(to.sun_path, sizeof(to.sun_path), "%s/.s.PGSQL.%d", pg_dir, pg_port);
+    cr_assert_lt(snprintf(at.sun_path, sizeof(at.sun_path), "%s/.s.PGSQL.%d", dir, pg_port),
+                 (int)sizeof(at.sun_path), "socket path too long");
+    cr_assert_lt(snprintf(to.sun_path, sizeof(to.sun_path), "%s/.s.PGSQL.%d", pg_dir, pg_port),
+                 (int)sizeof(to.sun_path), "socket path too long");
     lsock = socket(AF_UNIX, SOCK_STREAM, 0);
     cr_assert_geq(lsock, 0);
     cr_assert_eq(bind(lsock, (struct sockaddr *)&at, sizeof(at)), 0, "bind %s", at.sun_path);
