@@ -51,6 +51,10 @@
 #define FEED_DEADLINE_CHECK_MS 2000
 #define FEED_DEADLINE_LOG_MS 30000
 #define FEED_STOP_DRAIN_MS 2000 /* feed_stop delivers what it can read within this */
+/* The start-up replay runs in slices of this long, one per turn, so that the turns between them
+ * keep confirming that OCSP is in step with the store (the feed lag of /readyz) however long the
+ * replay of a large import to the CRL publisher takes. */
+#define FEED_REPLAY_SLICE_MS 500
 
 struct feed {
     char store_path[FEED_PATH_MAX];
@@ -70,6 +74,7 @@ struct feed {
      * as the report before read it, and when a report saw it rise (unix ms). */
     int64_t others_visible, others_before, others_rose_ms;
     int report_logged; /* a failed report was logged; quiet until one works */
+    int64_t replay_from[FEED_MAX_SUBSCRIBERS]; /* where each start-up replay began */
 
     pthread_t thread;
     int started;
@@ -426,15 +431,16 @@ static int catch_up(struct feed *feed, struct store *store, int64_t *replay_pos,
         *marked = 1;
     }
     for (int i = 0; i < feed->n_subs; i++) {
-        int64_t before = replay_pos[i];
         int rc;
         if (replay_pos[i] >= feed->start_after)
             continue;
-        rc = deliver_range(feed, store, i, &replay_pos[i], feed->start_after, 0);
+        rc = deliver_range(feed, store, i, &replay_pos[i], feed->start_after,
+                           util_mono_ms() + FEED_REPLAY_SLICE_MS);
         if (rc < 0 || rc == 1)
             return rc;
         UTIL_INFO(MOD, "%s caught up: changes %lld..%lld committed before the start replayed",
-                  feed->subs[i].name, (long long)before + 1, (long long)feed->start_after);
+                  feed->subs[i].name, (long long)feed->replay_from[i] + 1,
+                  (long long)feed->start_after);
         replay_pos[i] = feed->start_after;
     }
     return UTIL_OK;
@@ -454,6 +460,7 @@ static void *feed_main(void *arg)
         int64_t pos = feed->subs[i].published_upto ? feed->subs[i].published_upto(feed->subs[i].ctx)
                                                    : feed->start_after;
         replay_pos[i] = pos < 0 ? 0 : pos;
+        feed->replay_from[i] = replay_pos[i];
     }
     watch_open(&watch, feed->store_path);
     for (;;) {
