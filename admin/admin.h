@@ -50,6 +50,7 @@ struct admin_config {
     int metrics_without_auth;      /* 1: other routes of the listener (/metrics) need no auth */
     int64_t sla_deadline_s;        /* [revocation] deadline, reported by GET /admin/sla */
     struct feed_contract contract; /* the freshness contract, reported by GET /admin/sla */
+    int64_t max_feed_lag_ms;       /* [store] max_feed_lag: nodes reporting within it are live */
 };
 
 /* The most issuers a publication through POST /admin/crl/publish reports (the configuration's

@@ -169,12 +169,78 @@ static json_t *cert_json(const struct store_cert *c)
     return o;
 }
 
+#define ADMIN_SLA_NODES_MAX 64
+
 struct sla_collect {
     json_t *open;
     int64_t deadline_ms, now_ms;
     int64_t *done;
     size_t n, cap;
+    /* The cluster's nodes (issue 16): who has not applied a revocation yet. */
+    struct store_node nodes[ADMIN_SLA_NODES_MAX];
+    int n_nodes;
+    int64_t live_since_ms;
 };
+
+static int sla_node_collect(void *ctx, const struct store_node *node)
+{
+    struct sla_collect *c = ctx;
+
+    if (c->n_nodes < ADMIN_SLA_NODES_MAX)
+        c->nodes[c->n_nodes++] = *node;
+    return 0;
+}
+
+/* The nodes as JSON: [{id, name, applied_feed_id, behind_changes, lag_ms, heartbeat_age_ms,
+ * live, lagging}], after collecting them into c. NULL with *rc set on failure. */
+static json_t *sla_nodes_json(struct store *store, struct sla_collect *c, int64_t max_lag_ms,
+                              int *rc)
+{
+    json_t *list = json_array();
+    int64_t head = 0;
+
+    *rc = store_node_list_blocking(store, sla_node_collect, c);
+    if (*rc == UTIL_OK)
+        *rc = store_feed_head_blocking(store, &head);
+    for (int i = 0; *rc == UTIL_OK && list != NULL && i < c->n_nodes; i++) {
+        const struct store_node *node = &c->nodes[i];
+        int64_t behind = 0, lag_ms = 0;
+        int live = node->heartbeat_ms >= c->live_since_ms;
+        *rc = store_node_lag_blocking(store, node, head, c->now_ms, &behind, &lag_ms);
+        if (*rc == UTIL_OK)
+            (void)json_array_append_new(
+                list,
+                json_pack("{s:I,s:s,s:I,s:I,s:I,s:I,s:b,s:b}", "id", (json_int_t)node->id, "name",
+                          node->name, "applied_feed_id", (json_int_t)node->applied_feed_id,
+                          "behind_changes", (json_int_t)behind, "lag_ms", (json_int_t)lag_ms,
+                          "heartbeat_age_ms", (json_int_t)(c->now_ms - node->heartbeat_ms), "live",
+                          live, "lagging", live && lag_ms > max_lag_ms));
+    }
+    if (*rc != UTIL_OK || list == NULL) {
+        json_decref(list);
+        if (*rc == UTIL_OK)
+            *rc = UTIL_ENOMEM;
+        return NULL;
+    }
+    return list;
+}
+
+/* The names of the live nodes that have not applied feed_id (NULL when every one has). */
+static json_t *sla_not_applied(const struct sla_collect *c, int64_t feed_id)
+{
+    json_t *names = NULL;
+
+    for (int i = 0; i < c->n_nodes; i++) {
+        const struct store_node *node = &c->nodes[i];
+        if (node->heartbeat_ms < c->live_since_ms || node->applied_feed_id >= feed_id)
+            continue;
+        if (names == NULL)
+            names = json_array();
+        if (names != NULL)
+            (void)json_array_append_new(names, json_string(node->name));
+    }
+    return names;
+}
 
 static int sla_collect_row(void *ctx, const struct store_sla_row *row)
 {
@@ -191,6 +257,9 @@ static int sla_collect_row(void *ctx, const struct store_sla_row *row)
             (json_int_t)row->ocsp_at_ms, "crl_at_ms", (json_int_t)row->crl_at_ms, "seconds_left",
             (json_int_t)((row->received_at_ms + c->deadline_ms - c->now_ms) / 1000), "unsignable",
             row->unsignable);
+        json_t *missing = o != NULL ? sla_not_applied(c, row->feed_id) : NULL;
+        if (missing != NULL)
+            (void)json_object_set_new(o, "not_applied_by", missing);
         if (o != NULL)
             (void)json_array_append_new(c->open, o);
     } else if (c->n < c->cap) {
@@ -274,8 +343,11 @@ static int run_op_blocking(void *state, void *arg)
     if (job->op == OP_CRL_PUBLISH_WAIT)
         return publish_and_wait(job);
     if (job->op == OP_SLA) {
-        struct sla_collect c = {
-            json_array(), job->admin->cfg.sla_deadline_s * 1000, util_now_ms(), NULL, 0, 10000};
+        struct sla_collect c = {.open = json_array(),
+                                .deadline_ms = job->admin->cfg.sla_deadline_s * 1000,
+                                .now_ms = util_now_ms(),
+                                .cap = 10000};
+        json_t *nodes = NULL;
         c.done = calloc(c.cap, sizeof(int64_t));
         if (c.open == NULL || c.done == NULL) {
             json_decref(c.open);
@@ -283,21 +355,26 @@ static int run_op_blocking(void *state, void *arg)
             fail_reply(job, 503, "out of memory");
             return UTIL_ENOMEM;
         }
-        rc = store_sla_list_blocking(store, 0, 10000, sla_collect_row, &c);
+        c.live_since_ms = c.now_ms - job->admin->cfg.max_feed_lag_ms;
+        nodes = sla_nodes_json(store, &c, job->admin->cfg.max_feed_lag_ms, &rc);
+        if (rc == UTIL_OK)
+            rc = store_sla_list_blocking(store, 0, 10000, sla_collect_row, &c);
         if (rc != UTIL_OK) {
             json_decref(c.open);
+            json_decref(nodes);
             free(c.done);
             fail_reply(job, 503, util_strerror(rc));
             return rc;
         }
         qsort(c.done, c.n, sizeof(int64_t), cmp_i64);
         set_reply(job, 200,
-                  json_pack("{s:o,s:I,s:o*,s:I,s:f,s:f,s:f}", "open", c.open, "deadline_seconds",
-                            (json_int_t)job->admin->cfg.sla_deadline_s, "freshness_contract",
-                            contract_json(&job->admin->cfg.contract), "completed", (json_int_t)c.n,
-                            "p50_seconds", c.n ? (double)c.done[c.n / 2] / 1000.0 : 0.0,
-                            "p99_seconds", c.n ? (double)c.done[(c.n * 99) / 100] / 1000.0 : 0.0,
-                            "max_seconds", c.n ? (double)c.done[c.n - 1] / 1000.0 : 0.0));
+                  json_pack("{s:o,s:o,s:I,s:o*,s:I,s:f,s:f,s:f}", "nodes", nodes, "open", c.open,
+                            "deadline_seconds", (json_int_t)job->admin->cfg.sla_deadline_s,
+                            "freshness_contract", contract_json(&job->admin->cfg.contract),
+                            "completed", (json_int_t)c.n, "p50_seconds",
+                            c.n ? (double)c.done[c.n / 2] / 1000.0 : 0.0, "p99_seconds",
+                            c.n ? (double)c.done[(c.n * 99) / 100] / 1000.0 : 0.0, "max_seconds",
+                            c.n ? (double)c.done[c.n - 1] / 1000.0 : 0.0));
         free(c.done);
         return UTIL_OK;
     }

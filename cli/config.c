@@ -376,6 +376,14 @@ static int validate(struct cli_config *cfg, char *err, size_t err_len)
     if (store_settings_resolve_read(&cfg->store, cfg->store_read_path, sizeof(cfg->store_read_path),
                                     err, err_len) != UTIL_OK)
         return UTIL_ECONFIG;
+    /* The feed confirms it is in sync once per poll and reports once a second. */
+    if (cfg->feed.max_feed_lag_ms < cfg->feed.poll_ms + FEED_REPORT_MS) {
+        (void)snprintf(err, err_len,
+                       "[store] max_feed_lag must be at least feed_poll + %d ms (a node reports "
+                       "its feed position once a second)",
+                       FEED_REPORT_MS);
+        return UTIL_ECONFIG;
+    }
     if (cfg->hsm.pin_file[0] == '\0') {
         (void)snprintf(err, err_len, "[hsm] pin_file is required");
         return UTIL_ECONFIG;

@@ -723,12 +723,74 @@ int cli__open_command(int argc, char **argv, int first, const char *help, int *o
     return -1;
 }
 
+#define SLA_NODES_MAX 64
+
 struct sla_ctx {
     int64_t now_ms, deadline_ms;
     int64_t *durations;
     size_t n, cap;
     int open_rows;
+    /* The cluster's nodes (issue 16): who has not applied a revocation yet. */
+    struct store_node nodes[SLA_NODES_MAX];
+    int n_nodes;
+    int64_t live_since_ms;
 };
+
+static int sla_node_collect(void *opaque, const struct store_node *node)
+{
+    struct sla_ctx *ctx = opaque;
+
+    if (ctx->n_nodes < SLA_NODES_MAX)
+        ctx->nodes[ctx->n_nodes++] = *node;
+    return 0;
+}
+
+/* Prints one line per node: position, how far behind, heartbeat, live or not. */
+static int sla_print_nodes(struct store *store, struct sla_ctx *ctx, int64_t max_lag_ms)
+{
+    int64_t head = 0;
+    int rc = store_node_list_blocking(store, sla_node_collect, ctx);
+
+    if (rc == UTIL_OK)
+        rc = store_feed_head_blocking(store, &head);
+    if (rc != UTIL_OK)
+        return rc;
+    printf("nodes: %d (live: reported within [store] max_feed_lag %.1f s), feed head %lld\n",
+           ctx->n_nodes, (double)max_lag_ms / 1000.0, (long long)head);
+    for (int i = 0; i < ctx->n_nodes; i++) {
+        const struct store_node *node = &ctx->nodes[i];
+        int64_t behind = 0, lag_ms = 0;
+        int live = node->heartbeat_ms >= ctx->live_since_ms;
+        rc = store_node_lag_blocking(store, node, head, ctx->now_ms, &behind, &lag_ms);
+        if (rc != UTIL_OK)
+            return rc;
+        printf("node  %-4lld %-32s applied %-8lld %s behind %lld change(s), lag %.1f s, "
+               "heartbeat %.1f s ago%s\n",
+               (long long)node->id, node->name, (long long)node->applied_feed_id,
+               live ? "live" : "DOWN", (long long)behind, (double)lag_ms / 1000.0,
+               (double)(ctx->now_ms - node->heartbeat_ms) / 1000.0,
+               live && lag_ms > max_lag_ms ? " LAGGING" : "");
+    }
+    return UTIL_OK;
+}
+
+/* The live nodes that have not applied feed_id, separated by spaces, into out. */
+static void sla_not_applied(const struct sla_ctx *ctx, int64_t feed_id, char *out, size_t len)
+{
+    size_t used = 0;
+
+    out[0] = '\0';
+    for (int i = 0; i < ctx->n_nodes && used < len; i++) {
+        const struct store_node *node = &ctx->nodes[i];
+        int n = 0;
+        if (node->heartbeat_ms < ctx->live_since_ms || node->applied_feed_id >= feed_id)
+            continue;
+        n = snprintf(out + used, len - used, "%s%s", used ? " " : "", node->name);
+        if (n < 0)
+            break;
+        used += (size_t)n; /* a cut list ends the loop */
+    }
+}
 
 static int sla_row(void *opaque, const struct store_sla_row *row)
 {
@@ -743,13 +805,15 @@ static int sla_row(void *opaque, const struct store_sla_row *row)
                row->unsignable);
     } else if (row->crl_at_ms == 0 || row->ocsp_at_ms == 0) {
         int64_t left = row->received_at_ms + ctx->deadline_ms - ctx->now_ms;
+        char missing[512];
+        sla_not_applied(ctx, row->feed_id, missing, sizeof(missing));
         ctx->open_rows++;
         printf("open  change %-8lld serial %-40s request %-16s committed %s ocsp %s crl %s, "
-               "%lld s %s deadline\n",
+               "%lld s %s deadline%s%s\n",
                (long long)row->feed_id, hex, row->request_id ? row->request_id : "-",
                row->committed_at_ms ? "yes" : "no", row->ocsp_at_ms ? "yes" : "pending",
                row->crl_at_ms ? "yes" : "pending", (long long)(left < 0 ? -left : left) / 1000,
-               left < 0 ? "PAST the" : "to the");
+               left < 0 ? "PAST the" : "to the", missing[0] ? ", not applied by: " : "", missing);
     } else if (ctx->n < ctx->cap) {
         ctx->durations[ctx->n++] = row->crl_at_ms - row->received_at_ms;
     }
@@ -766,7 +830,9 @@ int cli__cmd_sla(int argc, char **argv)
 {
     static const char help[] =
         "usage: pkiva sla [--config FILE | --data DIR]\n\n"
-        "Lists revocations not yet in a published CRL with the time left to the deadline\n"
+        "Lists the serving nodes with the feed position each has applied (a revocation is\n"
+        "visible in OCSP once every live node has applied it) and how far behind each is, the\n"
+        "revocations not yet in a published CRL with the time left to the deadline\n"
         "([revocation] deadline, 12h by default), then percentiles of received -> in CRL for the\n"
         "last 10,000 completed revocations.\n";
     struct cli_config cfg;
@@ -786,7 +852,10 @@ int cli__cmd_sla(int argc, char **argv)
         store_close(store);
         return 1;
     }
-    rc = store_sla_list_blocking(store, 0, 10000, sla_row, &ctx);
+    ctx.live_since_ms = ctx.now_ms - cfg.feed.max_feed_lag_ms;
+    rc = sla_print_nodes(store, &ctx, cfg.feed.max_feed_lag_ms);
+    if (rc == UTIL_OK)
+        rc = store_sla_list_blocking(store, 0, 10000, sla_row, &ctx);
     store_close(store);
     if (rc != UTIL_OK) {
         fprintf(stderr, "pkiva sla: %s\n", util_strerror(rc));

@@ -276,7 +276,8 @@ static int start_admin(const struct cli_config *cfg, struct server *srv)
                               .client_ca = cfg->admin.client_ca,
                               .require_client_cert = cfg->admin.require_client_cert,
                               .metrics_without_auth = cfg->admin.metrics_without_auth,
-                              .sla_deadline_s = cfg->feed.deadline_s};
+                              .sla_deadline_s = cfg->feed.deadline_s,
+                              .max_feed_lag_ms = cfg->feed.max_feed_lag_ms};
     cli__contract(cfg, &ac.contract);
     return admin_new(&ac, srv->http, srv->crl, &srv->admin);
 }
@@ -364,6 +365,13 @@ static int ready_fn(void *ctx, char *why, size_t why_len)
         (void)snprintf(why, why_len, "store unavailable");
         return 0;
     }
+    if (fs.lag_ms > srv->cfg->feed.max_feed_lag_ms) {
+        (void)snprintf(why, why_len,
+                       "feed lag %.1f s over [store] max_feed_lag %.1f s (OCSP may be stale)",
+                       (double)fs.lag_ms / 1000.0,
+                       (double)srv->cfg->feed.max_feed_lag_ms / 1000.0); /* may cut */
+        return 0;
+    }
     {
         /* One key that cannot sign does not take the others down: ready, but saying so. Only
          * when no key at all can sign is the service not ready. */
@@ -407,10 +415,27 @@ static void feed_tick(void *ctx)
     }
 }
 
+/* This node's name in the store's node rows: [store] node_name, or <hostname>:<first port>, which
+ * tells apart the nodes of one machine and stays the same across restarts. */
+static void node_name(const struct cli_config *cfg, char *out, size_t len)
+{
+    char host[64];
+
+    if (cfg->feed.node_name[0] != '\0') {
+        (void)snprintf(out, len, "%s", cfg->feed.node_name);
+        return;
+    }
+    if (gethostname(host, sizeof(host)) != 0)
+        (void)snprintf(host, sizeof(host), "localhost");
+    host[sizeof(host) - 1] = '\0'; /* gethostname may not terminate a cut name */
+    (void)snprintf(out, len, "%s:%d", host, cfg->http.listeners[0].port); /* bounded */
+}
+
 static int build_feed(struct server *srv)
 {
     const struct cli_config *cfg = srv->cfg;
     int64_t ids[CLI_MAX_ISSUERS];
+    char name[FEED_NODE_NAME_MAX];
     /* OCSP first: it must answer a change before the CRL publisher is told of it. */
     const struct feed_subscriber subs[] = {
         {"OCSP responder", ocsp_take, NULL, srv->ocsp},
@@ -426,7 +451,10 @@ static int build_feed(struct server *srv)
                              subs,
                              2,
                              feed_tick,
-                             srv};
+                             srv,
+                             name,
+                             cfg->feed.max_feed_lag_ms};
+    node_name(cfg, name, sizeof(name));
     for (int i = 0; i < srv->n_issuers; i++)
         ids[i] = srv->issuers[i].store_id;
     srv->next_cert_check = util_mono_ms() + 86400 * 1000LL; /* start-up checked already */

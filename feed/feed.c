@@ -23,7 +23,12 @@
  * - Threads: one feed thread with its own store connection; feed_mark_visible and the stats are
  *   the only entry points from other threads (a mutex, atomics).
  * - Failures: a store that cannot be read is reopened every turn, store_ok drops to 0 (/readyz),
- *   and the position is kept, so nothing is lost when it comes back. */
+ *   and the position is kept, so nothing is lost when it comes back.
+ * - Cluster (issue 16): each turn the thread reports this node's OCSP-visible position to the
+ *   store's node rows (at least once a second) and reads the lowest position of the other live
+ *   nodes; OCSP SLA marks never go past it, so "visible in OCSP" means on every live node. The
+ *   lag (/readyz) is the age of the start of the last turn that found everything committed
+ *   applied: it grows whether the feed is behind, blocked, or stuck on a hanging connection. */
 #include "feed.h"
 
 #include <errno.h>
@@ -46,6 +51,10 @@
 #define FEED_DEADLINE_CHECK_MS 2000
 #define FEED_DEADLINE_LOG_MS 30000
 #define FEED_STOP_DRAIN_MS 2000 /* feed_stop delivers what it can read within this */
+/* The start-up replay runs in slices of this long, one per turn, so that the turns between them
+ * keep confirming that OCSP is in step with the store (the feed lag of /readyz) however long the
+ * replay of a large import to the CRL publisher takes. */
+#define FEED_REPLAY_SLICE_MS 500
 
 struct feed {
     char store_path[FEED_PATH_MAX];
@@ -58,6 +67,14 @@ struct feed {
     int n_subs;
     void (*tick)(void *ctx);
     void *tick_ctx;
+    char node_name[FEED_NODE_NAME_MAX];
+    int64_t live_ms;
+    int64_t reported_id, reported_mono; /* the feed thread's last node report */
+    /* The lowest position of the other live nodes (INT64_MAX: none) as the last report read it,
+     * as the report before read it, and when a report saw it rise (unix ms). */
+    int64_t others_visible, others_before, others_rose_ms;
+    int report_logged; /* a failed report was logged; quiet until one works */
+    int64_t replay_from[FEED_MAX_SUBSCRIBERS]; /* where each start-up replay began */
 
     pthread_t thread;
     int started;
@@ -65,7 +82,7 @@ struct feed {
     int wake_fd; /* eventfd: feed_stop interrupts the wait */
 
     _Atomic int store_ok, caught_up, backlog, past_deadline;
-    _Atomic int64_t head, applied, oldest_pending_ms;
+    _Atomic int64_t head, applied, oldest_pending_ms, in_sync_mono, node_id;
 
     pthread_mutex_t visible_mutex; /* guards the two fields below */
     int64_t visible_id, visible_at_ms;
@@ -79,7 +96,9 @@ int feed_new(const struct feed_config *cfg, struct feed **out)
         strlen(cfg->store_path) >= FEED_PATH_MAX || cfg->poll_ms <= 0 || cfg->n_issuers < 0 ||
         cfg->n_issuers > FEED_MAX_ISSUERS || (cfg->n_issuers > 0 && cfg->issuer_ids == NULL) ||
         cfg->n_subscribers < 0 || cfg->n_subscribers > FEED_MAX_SUBSCRIBERS ||
-        (cfg->n_subscribers > 0 && cfg->subscribers == NULL) || cfg->deadline_s <= 0)
+        (cfg->n_subscribers > 0 && cfg->subscribers == NULL) || cfg->deadline_s <= 0 ||
+        (cfg->node_name != NULL && strlen(cfg->node_name) >= FEED_NODE_NAME_MAX) ||
+        cfg->live_ms < 0)
         return UTIL_EINVAL;
     for (int i = 0; i < cfg->n_subscribers; i++)
         if (cfg->subscribers[i].apply == NULL)
@@ -106,6 +125,14 @@ int feed_new(const struct feed_config *cfg, struct feed **out)
     feed->n_subs = cfg->n_subscribers;
     feed->tick = cfg->tick;
     feed->tick_ctx = cfg->tick_ctx;
+    if (cfg->node_name != NULL)
+        (void)snprintf(feed->node_name, sizeof(feed->node_name), "%s", cfg->node_name);
+    feed->live_ms = cfg->live_ms > 0 ? cfg->live_ms : 5000;
+    feed->reported_id = -1;
+    feed->others_visible = INT64_MAX;
+    feed->others_before = INT64_MAX;
+    atomic_init(&feed->in_sync_mono, util_mono_ms()); /* the index was just loaded at start_after */
+    atomic_init(&feed->node_id, 0);
     atomic_init(&feed->store_ok, 1);
     atomic_init(&feed->head, cfg->start_after);
     atomic_init(&feed->applied, cfg->start_after);
@@ -263,6 +290,66 @@ static void check_deadlines(struct feed *feed, struct store *store, int loud)
                   (long long)(d.worst_left_ms / 1000));
 }
 
+/* ---- the cluster-wide SLA ------------------------------------------------------------------- */
+
+/* Reports this node's position (the feed id visible in OCSP) when it moved or FEED_REPORT_MS
+ * passed, then reads the lowest position of the other live nodes (feed->others_visible). A
+ * failure is logged once and retried next turn; it does not stop the feed (OCSP stays current,
+ * only the cluster-wide marks wait). */
+static void cluster_report(struct feed *feed, struct store *store, int64_t visible)
+{
+    int64_t now_mono = util_mono_ms();
+    int64_t now_ms = util_now_ms();
+    int64_t id = 0, others = 0;
+    int live = 0;
+    int rc = UTIL_OK;
+
+    if (feed->node_name[0] == '\0')
+        return;
+    if (visible == feed->reported_id && now_mono - feed->reported_mono < FEED_REPORT_MS)
+        return;
+    rc = store_node_report_blocking(store, feed->node_name, visible, now_ms, &id);
+    if (rc == UTIL_OK)
+        rc = store_node_min_applied_blocking(store, now_ms - feed->live_ms, id, &others, &live);
+    if (rc != UTIL_OK) {
+        if (!feed->report_logged)
+            UTIL_WARN(MOD, "cannot report this node's feed position to the store: %s (retrying)",
+                      util_strerror(rc));
+        feed->report_logged = 1;
+        return;
+    }
+    feed->report_logged = 0;
+    feed->others_before = feed->others_visible;
+    if (others > feed->others_visible)
+        feed->others_rose_ms = now_ms;
+    feed->others_visible = others;
+    atomic_store(&feed->node_id, id);
+    feed->reported_id = visible;
+    feed->reported_mono = now_mono;
+}
+
+/* The OCSP SLA marks up to visible (made visible here at visible_at), but never past what every
+ * other live node answers: a revocation is visible in OCSP when it is visible on all of them. Its
+ * time is when the last of them made it visible: here, at visible_at; or, when the others reached
+ * it only after the report before the last one, when the last report saw them rise (at most a
+ * report interval late). */
+static int mark_cluster_upto(struct feed *feed, struct store *store, int64_t visible,
+                             int64_t visible_at, int64_t *marked_upto)
+{
+    int64_t upto = visible < feed->others_visible ? visible : feed->others_visible;
+    int64_t at = visible_at;
+    int rc = UTIL_OK;
+
+    if (upto <= *marked_upto)
+        return UTIL_OK;
+    if (feed->others_before < upto && feed->others_rose_ms > at)
+        at = feed->others_rose_ms;
+    rc = mark_ocsp_upto(feed, store, upto, at);
+    if (rc == UTIL_OK)
+        *marked_upto = upto;
+    return rc;
+}
+
 /* ---- waiting for writes --------------------------------------------------------------------- */
 
 /* The feed is read every poll_ms; on top of that, inotify on the store's folder wakes the thread
@@ -335,21 +422,25 @@ static void watch_wait(struct watch *w, int wake_fd, int timeout_ms)
 static int catch_up(struct feed *feed, struct store *store, int64_t *replay_pos, int *marked)
 {
     if (!*marked) {
-        int rc = mark_ocsp_upto(feed, store, feed->start_after, util_now_ms());
+        /* The rest, when another live node is behind, is marked by the turns that follow. */
+        int64_t upto =
+            feed->start_after < feed->others_visible ? feed->start_after : feed->others_visible;
+        int rc = mark_ocsp_upto(feed, store, upto, util_now_ms());
         if (rc != UTIL_OK)
             return rc;
         *marked = 1;
     }
     for (int i = 0; i < feed->n_subs; i++) {
-        int64_t before = replay_pos[i];
         int rc;
         if (replay_pos[i] >= feed->start_after)
             continue;
-        rc = deliver_range(feed, store, i, &replay_pos[i], feed->start_after, 0);
+        rc = deliver_range(feed, store, i, &replay_pos[i], feed->start_after,
+                           util_mono_ms() + FEED_REPLAY_SLICE_MS);
         if (rc < 0 || rc == 1)
             return rc;
         UTIL_INFO(MOD, "%s caught up: changes %lld..%lld committed before the start replayed",
-                  feed->subs[i].name, (long long)before + 1, (long long)feed->start_after);
+                  feed->subs[i].name, (long long)feed->replay_from[i] + 1,
+                  (long long)feed->start_after);
         replay_pos[i] = feed->start_after;
     }
     return UTIL_OK;
@@ -359,7 +450,7 @@ static void *feed_main(void *arg)
 {
     struct feed *feed = arg;
     struct store *store = NULL;
-    int64_t last = feed->start_after, sla_marked = feed->start_after;
+    int64_t last = feed->start_after, sla_marked = 0;
     int64_t replay_pos[FEED_MAX_SUBSCRIBERS];
     int64_t next_deadline_check = 0, next_deadline_log = 0, last_turn = 0;
     int store_error_logged = 0, marked = 0, caught_up = 0;
@@ -369,15 +460,23 @@ static void *feed_main(void *arg)
         int64_t pos = feed->subs[i].published_upto ? feed->subs[i].published_upto(feed->subs[i].ctx)
                                                    : feed->start_after;
         replay_pos[i] = pos < 0 ? 0 : pos;
+        feed->replay_from[i] = replay_pos[i];
     }
     watch_open(&watch, feed->store_path);
     for (;;) {
         int stopping = atomic_load(&feed->stopping);
         int blocked = 0, rc = UTIL_OK;
         int64_t head = 0, visible, visible_at;
+        int64_t turn_mono = util_mono_ms();
 
         if (store == NULL)
             rc = store_open_blocking(feed->store_path, STORE_OPEN_STALE_READS, &store);
+        if (rc == UTIL_OK) {
+            pthread_mutex_lock(&feed->visible_mutex);
+            visible = feed->visible_id;
+            pthread_mutex_unlock(&feed->visible_mutex);
+            cluster_report(feed, store, visible);
+        }
         if (rc == UTIL_OK && !caught_up) {
             rc = catch_up(feed, store, replay_pos, &marked);
             if (rc == 1) {
@@ -401,6 +500,10 @@ static void *feed_main(void *arg)
         if (rc == UTIL_OK) {
             atomic_store(&feed->head, head);
             atomic_store(&feed->applied, last);
+            /* Everything committed before this turn began is applied (during the start-up
+             * replay too: OCSP was loaded at start_after, the replay only feeds the CRLs). */
+            if (last >= head)
+                atomic_store(&feed->in_sync_mono, turn_mono);
             if (!atomic_load(&feed->store_ok) && store_error_logged)
                 UTIL_WARN(MOD, "store available again");
             atomic_store(&feed->store_ok, 1);
@@ -418,9 +521,9 @@ static void *feed_main(void *arg)
         visible = feed->visible_id;
         visible_at = feed->visible_at_ms;
         pthread_mutex_unlock(&feed->visible_mutex);
-        if (store != NULL && marked && visible > sla_marked &&
-            mark_ocsp_upto(feed, store, visible, visible_at) == UTIL_OK)
-            sla_marked = visible;
+        if (store != NULL && marked)
+            (void)mark_cluster_upto(feed, store, visible, visible_at,
+                                    &sla_marked); /* a failure is retried next turn */
         if (stopping) {
             if (blocked || last < head)
                 UTIL_WARN(MOD,
@@ -494,6 +597,10 @@ void feed_stats_get(const struct feed *feed, struct feed_stats *out)
     out->backlog = atomic_load(&f->backlog);
     out->past_deadline = atomic_load(&f->past_deadline);
     out->oldest_pending_ms = atomic_load(&f->oldest_pending_ms);
+    out->lag_ms = util_mono_ms() - atomic_load(&f->in_sync_mono);
+    if (out->lag_ms < 0)
+        out->lag_ms = 0;
+    out->node_id = atomic_load(&f->node_id);
     pthread_mutex_lock(&f->visible_mutex);
     out->visible = f->visible_id;
     pthread_mutex_unlock(&f->visible_mutex);
@@ -518,10 +625,12 @@ int feed_metrics(const struct feed *feed, char *buf, size_t len)
                  "# TYPE pkiva_revocation_past_deadline gauge\n"
                  "pkiva_revocation_past_deadline %d\n"
                  "# TYPE pkiva_revocation_oldest_pending_seconds gauge\n"
-                 "pkiva_revocation_oldest_pending_seconds %.3f\n",
+                 "pkiva_revocation_oldest_pending_seconds %.3f\n"
+                 "# TYPE pkiva_feed_lag_seconds gauge\n"
+                 "pkiva_feed_lag_seconds %.3f\n",
                  (long long)(s.head > s.visible ? s.head - s.visible : 0), (long long)s.visible,
                  s.caught_up, s.store_ok, s.backlog, s.past_deadline,
-                 (double)s.oldest_pending_ms / 1000.0);
+                 (double)s.oldest_pending_ms / 1000.0, (double)s.lag_ms / 1000.0);
     if (n < 0 || (size_t)n >= len)
         return UTIL_EINVAL;
     return n;

@@ -48,6 +48,8 @@ struct feed_settings {
     int64_t deadline_s;    /* [revocation] deadline */
     int64_t warn_s;        /* [revocation] warn_before */
     unsigned out_of_scope; /* [revocation] out_of_scope: bits (1u << enum feed_client) */
+    int max_feed_lag_ms;   /* [store] max_feed_lag: /readyz 503 past it; older reports: not live */
+    char node_name[128];   /* [store] node_name: this node in the store; "" = <hostname>:<port> */
 };
 void feed_settings_default(struct feed_settings *s);
 struct util_conf_directive;
@@ -70,7 +72,17 @@ struct feed_config {
      * (certificate expiry warnings). Must not block long. */
     void (*tick)(void *ctx);
     void *tick_ctx;
+    /* The cluster-wide SLA (issue 16). node_name (copied; NULL or "": no reports) names this node
+     * in the store's node rows, where the feed thread reports the feed id visible in OCSP at least
+     * every FEED_REPORT_MS. live_ms: a node whose last report is older is not live. OCSP SLA marks
+     * are written only up to the lowest position of the live nodes, so a revocation counts as
+     * visible in OCSP once every live node answers it. */
+    const char *node_name;
+    int64_t live_ms;
 };
+
+#define FEED_REPORT_MS 1000
+#define FEED_NODE_NAME_MAX 128
 
 /* Validates and copies cfg; opens nothing. Returns 0 and *out, UTIL_EINVAL or UTIL_ENOMEM. Free
  * with feed_free. */
@@ -97,6 +109,11 @@ struct feed_stats {
     int backlog;               /* revocations not yet in a published CRL */
     int past_deadline;         /* of them, past the deadline */
     int64_t oldest_pending_ms; /* age of the oldest of them (received -> now), 0 if none */
+    /* How long ago the feed last confirmed it had applied everything committed: the start of its
+     * last turn that read the head and delivered up to it (or feed_new). Grows while the feed is
+     * behind, blocked, or stuck on an unresponsive store connection (/readyz). */
+    int64_t lag_ms;
+    int64_t node_id; /* this node's row in the store (0 until the first report) */
 };
 void feed_stats_get(const struct feed *feed, struct feed_stats *out);
 /* The feed and revocation section of /metrics (Prometheus text) into buf. Returns the length

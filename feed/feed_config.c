@@ -34,6 +34,10 @@ static const struct util_conf_directive revocation[] = {
 static const struct util_conf_directive store[] = {
     UTIL_CONF(MS, "feed_poll", S, poll_ms, 0, 3600000, 0, "200ms",
               "how often the change feed written by others is read"),
+    UTIL_CONF(MS, "max_feed_lag", S, max_feed_lag_ms, 0, 3600000, 0, "5s",
+              "a node behind the feed this long answers /readyz 503; cluster: not live"),
+    UTIL_CONF(STRING, "node_name", S, node_name, 0, 0, 0, "",
+              "this node's name in the store's node rows; unset = <hostname>:<first port>"),
 };
 
 #define N(table) (sizeof(table) / sizeof(table[0]))

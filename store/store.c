@@ -358,10 +358,26 @@ static int refuse(struct store *store, const char *field, int64_t t, const char 
 int store__revocation_check(struct store *store, const struct store_revocation *rev, int64_t now_ms)
 {
     struct store_cert cert;
+    int rc = 0;
+
+    /* An unknown certificate (an index line registering it revoked) has no notBefore to check;
+     * a revoke of one is refused by the write itself. */
+    memset(&cert, 0, sizeof(cert));
+    rc = store->ops->cert_get(store, rev->issuer_id, rev->serial, rev->serial_len, &cert);
+    if (rc == UTIL_ENOTFOUND)
+        return store__revocation_check_cert(store, rev, now_ms, NULL);
+    if (rc != 0)
+        return rc;
+    return store__revocation_check_cert(store, rev, now_ms, &cert);
+}
+
+int store__revocation_check_cert(struct store *store, const struct store_revocation *rev,
+                                 int64_t now_ms, const struct store_cert *stored)
+{
+    struct store_cert cert;
     int64_t latest = now_ms / 1000 + STORE_CLOCK_SKEW_S;
     int64_t revoked_at = rev->revoked_at;
     int64_t invalidity = rev->invalidity_date;
-    int rc = 0;
 
     store->errmsg[0] = '\0';
     if (rev->revoked_at < 0)
@@ -377,14 +393,9 @@ int store__revocation_check(struct store *store, const struct store_revocation *
     if (revoked_at > latest)
         return refuse(store, "revoked_at", revoked_at,
                       "is in the future; latest accepted (server clock + skew):", latest);
-    /* An unknown certificate (an index line registering it revoked) has no notBefore to check;
-     * a revoke of one is refused by the write itself. */
     memset(&cert, 0, sizeof(cert));
-    rc = store->ops->cert_get(store, rev->issuer_id, rev->serial, rev->serial_len, &cert);
-    if (rc == UTIL_ENOTFOUND)
-        memset(&cert, 0, sizeof(cert));
-    else if (rc != 0)
-        return rc;
+    if (stored != NULL)
+        cert = *stored;
     if (revoked_at != 0 && cert.not_before > 0 && revoked_at < cert.not_before)
         return refuse(store, "revoked_at", revoked_at, "is before the certificate's notBefore",
                       cert.not_before);
@@ -644,6 +655,90 @@ int store_lease_blocking(struct store *store, const char *name, int64_t ttl_ms, 
     for (const char *c = name; *c != '\0'; c++)
         key = (key ^ (unsigned char)*c) * 1099511628211ULL;
     return store->ops->lease(store, (int64_t)(key >> 1), ttl_ms, held_out);
+}
+
+/* ---- cluster nodes -------------------------------------------------------------------------- */
+
+int store_node_report_blocking(struct store *store, const char *name, int64_t applied_feed_id,
+                               int64_t at_ms, int64_t *id_out)
+{
+    int64_t id = 0;
+    size_t len = name != NULL ? strlen(name) : 0;
+    int rc = 0;
+
+    if (store == NULL || len == 0 || len >= STORE_NODE_NAME_MAX || applied_feed_id < 0 || at_ms < 0)
+        return UTIL_EINVAL;
+    rc = store->ops->node_report(store, name, applied_feed_id, at_ms != 0 ? at_ms : util_now_ms(),
+                                 &id);
+    if (rc == 0 && id_out != NULL)
+        *id_out = id;
+    return rc;
+}
+
+int store_node_list_blocking(struct store *store,
+                             int (*fn)(void *ctx, const struct store_node *node), void *ctx)
+{
+    if (store == NULL || fn == NULL)
+        return UTIL_EINVAL;
+    return store->ops->node_list(store, fn, ctx);
+}
+
+struct node_min {
+    int64_t since_ms, exclude_id, applied;
+    int live;
+};
+
+static int node_min_row(void *ctx, const struct store_node *node)
+{
+    struct node_min *m = ctx;
+
+    if (node->heartbeat_ms < m->since_ms || node->id == m->exclude_id)
+        return 0;
+    m->live++;
+    if (node->applied_feed_id < m->applied)
+        m->applied = node->applied_feed_id;
+    return 0;
+}
+
+int store_node_min_applied_blocking(struct store *store, int64_t live_since_ms, int64_t exclude_id,
+                                    int64_t *applied_out, int *live_out)
+{
+    struct node_min m = {live_since_ms, exclude_id, INT64_MAX, 0};
+    int rc = 0;
+
+    if (applied_out == NULL)
+        return UTIL_EINVAL;
+    rc = store_node_list_blocking(store, node_min_row, &m);
+    *applied_out = m.applied;
+    if (live_out != NULL)
+        *live_out = m.live;
+    return rc;
+}
+
+static int first_change_at(void *ctx, const struct store_change *change)
+{
+    *(int64_t *)ctx = change->at_ms;
+    return 1; /* one is enough */
+}
+
+int store_node_lag_blocking(struct store *store, const struct store_node *node, int64_t head,
+                            int64_t now_ms, int64_t *changes, int64_t *lag_ms)
+{
+    int64_t at_ms = 0;
+    int rc = 0;
+
+    if (store == NULL || node == NULL || changes == NULL || lag_ms == NULL)
+        return UTIL_EINVAL;
+    *changes = head > node->applied_feed_id ? head - node->applied_feed_id : 0;
+    *lag_ms = 0;
+    if (*changes == 0)
+        return 0;
+    rc = store_feed_read_blocking(store, node->applied_feed_id, 1, first_change_at, &at_ms);
+    if (rc < 0)
+        return rc;
+    if (at_ms > 0 && now_ms > at_ms)
+        *lag_ms = now_ms - at_ms;
+    return 0;
 }
 
 int store_crl_latest_blocking(struct store *store, int64_t issuer_id, int delta,

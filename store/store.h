@@ -318,6 +318,42 @@ int store_crl_latest_blocking(struct store *store, int64_t issuer_id, int delta,
  * are). */
 int store_lease_blocking(struct store *store, const char *name, int64_t ttl_ms, int *held_out);
 
+/* ---- cluster nodes -------------------------------------------------------------------------- */
+
+/* Every serving node reports, about once a second, the feed id up to which its OCSP answers
+ * reflect every change (its applied position) and the time of the report (its heartbeat). A
+ * revocation is visible in OCSP cluster-wide once every live node (heartbeat within a bound the
+ * reader chooses, [store] max_feed_lag) has applied it. On SQLite there is one row per server
+ * that ever ran on the file; the API is the same. */
+#define STORE_NODE_NAME_MAX 128
+
+struct store_node {
+    int64_t id;
+    char name[STORE_NODE_NAME_MAX];
+    int64_t applied_feed_id;
+    int64_t heartbeat_ms; /* unix ms of the last report */
+};
+/* Records the node named name (1..STORE_NODE_NAME_MAX-1 bytes of text) at applied_feed_id and
+ * at_ms (0: now), creating its row the first time; *id_out (may be NULL) gets the row's id. One
+ * small durable write that takes no writer lock (it orders nothing). */
+int store_node_report_blocking(struct store *store, const char *name, int64_t applied_feed_id,
+                               int64_t at_ms, int64_t *id_out);
+/* Calls fn for every node row in id order; the struct is valid during the call only. A non-zero
+ * return from fn stops the walk and is returned. */
+int store_node_list_blocking(struct store *store,
+                             int (*fn)(void *ctx, const struct store_node *node), void *ctx);
+/* The lowest applied position over the nodes other than exclude_id (0: none excluded) whose
+ * heartbeat is at or after live_since_ms (a revocation with a feed id up to it is visible in OCSP
+ * on every one of them), and how many they are; *applied_out is INT64_MAX when none is. */
+int store_node_min_applied_blocking(struct store *store, int64_t live_since_ms, int64_t exclude_id,
+                                    int64_t *applied_out, int *live_out);
+
+/* How far node is behind head (the feed head read by the caller): *changes = head - applied (at
+ * least 0), *lag_ms = now_ms - the commit time of the first change it has not applied (0 when it
+ * has applied everything). */
+int store_node_lag_blocking(struct store *store, const struct store_node *node, int64_t head,
+                            int64_t now_ms, int64_t *changes, int64_t *lag_ms);
+
 /* ---- TSA ------------------------------------------------------------------------------------ */
 
 /* The same, with the block starting at floor at least: the counter of key (any text; the TSA

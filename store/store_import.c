@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* store_import.c: bulk registration of already issued certificates, from PEM/DER files or folders
  * and from an OpenSSL CA index.txt. It is written against the public store API plus the backend's
- * cert_add (which reports whether a row was created), so it works unchanged on any backend; rows
- * are committed in batches and every step is idempotent, so an interrupted import resumes by
+ * cert_add (which reports whether a row was created), or its cert_add_bulk when it has one (one
+ * COPY per batch on PostgreSQL instead of a round trip per row), so it works unchanged on any
+ * backend; rows are committed in batches and every step is idempotent, so an interrupted import resumes by
  * running it again. */
 
 #include <ctype.h>
@@ -47,8 +48,26 @@ struct import_issuer {
     EVP_PKEY *pkey; /* borrowed from cert */
 };
 
+/* A row waiting in the open batch for the backend's bulk registration (cert_add_bulk): copies of
+ * what the row points to, since the file's buffers are reused. */
+struct staged {
+    struct store__bulk_row row; /* its pointers are set at the flush */
+    unsigned char serial[STORE_SERIAL_MAX];
+    char *subject;      /* owned, or NULL */
+    unsigned char *der; /* owned, or NULL */
+    char *request_id;   /* owned, or NULL */
+    char where[64];     /* for a log line about an R line found already registered */
+    int repeat;         /* an earlier row of the batch has the same certificate */
+};
+
+/* Slots of the open batch's (issuer, serial) set: a power of two above twice the batch size. */
+#define STORE_IMPORT_KEY_SLOTS 32768
+
 struct import {
     struct store *store;
+    struct staged *staged; /* bulk mode (the backend has cert_add_bulk): the open batch's rows */
+    size_t n_staged, cap_staged;
+    int32_t *keys; /* STORE_IMPORT_KEY_SLOTS indices into staged (-1: free), NULL until needed */
     struct import_issuer *issuers;
     size_t n_issuers;
     size_t cap_issuers;
@@ -120,6 +139,8 @@ static int batch_audit(struct import *im)
     return rc;
 }
 
+static int stage_flush(struct import *im);
+
 /* Commits the open batch (if any) with its audit record and reports progress. */
 static int batch_commit(struct import *im)
 {
@@ -127,7 +148,9 @@ static int batch_commit(struct import *im)
 
     if (!im->in_tx)
         return 0;
-    rc = batch_audit(im);
+    rc = stage_flush(im);
+    if (rc == 0)
+        rc = batch_audit(im);
     if (rc != 0) {
         batch_abort(im);
         return rc;
@@ -151,13 +174,221 @@ static int batch_row(struct import *im)
     return batch_commit(im);
 }
 
+static void stage_clear(struct import *im);
+
 static void batch_abort(struct import *im)
 {
+    stage_clear(im);
     if (!im->in_tx)
         return;
     im->in_tx = 0;
     (void)store_rollback_blocking(
         im->store); /* the import already failed; that error is reported */
+}
+
+/* ---- bulk mode ------------------------------------------------------------------------------ */
+
+/* DESIGN (bulk mode). A backend with cert_add_bulk (PostgreSQL: COPY) gets the batch's rows at
+ * once when the batch commits, instead of one round trip per row; the outcome is the same as
+ * registering them one after the other in file order: rows are checked as they are read (an R
+ * line by store__revocation_check_cert, as for a certificate not registered yet), a row whose
+ * certificate was registered already (before the import, or by an earlier row) comes back
+ * not created and is then handled row by row as before (counted as known; an R line revokes it,
+ * after the full check against the stored certificate). The counts are made at the flush. */
+
+static void stage_clear(struct import *im)
+{
+    if (im->keys != NULL && im->n_staged > 0)
+        memset(im->keys, 0xff, STORE_IMPORT_KEY_SLOTS * sizeof(*im->keys));
+    for (size_t i = 0; i < im->n_staged; i++) {
+        free(im->staged[i].subject);
+        free(im->staged[i].der);
+        free(im->staged[i].request_id);
+    }
+    im->n_staged = 0;
+}
+
+static void stage_free(struct import *im)
+{
+    stage_clear(im);
+    free(im->staged);
+    im->staged = NULL;
+    im->cap_staged = 0;
+    free(im->keys);
+    im->keys = NULL;
+}
+
+/* Marks the row just staged as a repeat when an earlier row of the batch has its certificate
+ * (the backend then leaves it for the row-by-row path, as a known certificate), so that the
+ * backend never has to sort a batch to find repeats. */
+static int stage_key(struct import *im, struct staged *st)
+{
+    uint64_t h = 1469598103934665603ULL ^ (uint64_t)st->row.cert.issuer_id;
+    size_t slot = 0;
+
+    if (im->keys == NULL) {
+        im->keys = malloc(STORE_IMPORT_KEY_SLOTS * sizeof(*im->keys));
+        if (im->keys == NULL)
+            return UTIL_ENOMEM;
+        memset(im->keys, 0xff, STORE_IMPORT_KEY_SLOTS * sizeof(*im->keys));
+    }
+    for (size_t i = 0; i < st->row.cert.serial_len; i++)
+        h = (h ^ st->serial[i]) * 1099511628211ULL;
+    for (slot = h & (STORE_IMPORT_KEY_SLOTS - 1); im->keys[slot] >= 0;
+         slot = (slot + 1) & (STORE_IMPORT_KEY_SLOTS - 1)) {
+        const struct staged *other = &im->staged[im->keys[slot]];
+        if (other->row.cert.issuer_id == st->row.cert.issuer_id &&
+            other->row.cert.serial_len == st->row.cert.serial_len &&
+            memcmp(other->serial, st->serial, st->row.cert.serial_len) == 0) {
+            st->repeat = 1;
+            return 0;
+        }
+    }
+    im->keys[slot] = (int32_t)(st - im->staged);
+    return 0;
+}
+
+static char *dup_or_null(const char *text, int *oom)
+{
+    char *copy = text != NULL ? strdup(text) : NULL;
+
+    if (text != NULL && copy == NULL)
+        *oom = 1;
+    return copy;
+}
+
+/* Queues one row of the open batch (rev NULL: registered good). */
+static int stage_add(struct import *im, const struct store_cert_new *cn,
+                     const struct store_revocation *rev, const char *where)
+{
+    struct staged *st = NULL;
+    int oom = 0;
+
+    if (im->n_staged == im->cap_staged) {
+        size_t cap = im->cap_staged != 0 ? im->cap_staged * 2 : 1024;
+        struct staged *grown = realloc(im->staged, cap * sizeof(*grown));
+        if (grown == NULL)
+            return UTIL_ENOMEM;
+        im->staged = grown;
+        im->cap_staged = cap;
+    }
+    st = &im->staged[im->n_staged];
+    memset(st, 0, sizeof(*st));
+    st->row.cert = *cn;
+    memcpy(st->serial, cn->serial, cn->serial_len);
+    st->subject = dup_or_null(cn->subject, &oom);
+    if (cn->cert_der != NULL && cn->cert_len > 0) {
+        st->der = malloc(cn->cert_len);
+        if (st->der != NULL)
+            memcpy(st->der, cn->cert_der, cn->cert_len);
+        else
+            oom = 1;
+    }
+    if (rev != NULL) {
+        st->row.revoked = 1;
+        st->row.rev = *rev;
+        st->request_id = dup_or_null(rev->request_id, &oom);
+    }
+    (void)snprintf(st->where, sizeof(st->where), "%s", where); /* a cut only shortens a log */
+    im->n_staged++; /* even on failure: stage_clear frees what was copied */
+    return oom ? UTIL_ENOMEM : stage_key(im, st);
+}
+
+/* A staged row whose certificate was registered already, as the row-by-row import handles it. */
+static int stage_existing(struct import *im, struct staged *st)
+{
+    int64_t feed_id = 0;
+    int changed = 0;
+    int rc = 0;
+
+    if (!st->row.revoked) {
+        im->stats.existing++;
+        return 0;
+    }
+    rc = store__revocation_check(im->store, &st->row.rev, st->row.rev.received_at_ms);
+    if (rc == UTIL_EINVAL) {
+        skip_item(im, st->where, im->store->errmsg); /* names the field */
+        return 0;
+    }
+    if (rc != 0)
+        return rc;
+    im->stats.existing++;
+    rc = im->store->ops->revoke(im->store, &st->row.rev, &feed_id, &changed);
+    if (rc == UTIL_EEXIST) {
+        skip_item(im, st->where, "already revoked with a different reason");
+        return 0;
+    }
+    if (rc == 0 && changed)
+        im->stats.revoked++;
+    return rc;
+}
+
+/* Registers the staged rows with the backend's bulk operation, in the open transaction. */
+static int stage_flush(struct import *im)
+{
+    struct store__bulk_row *rows = NULL;
+    unsigned char *created = NULL;
+    size_t n = 0;
+    int rc = 0;
+
+    if (im->n_staged == 0)
+        return 0;
+    rows = malloc(im->n_staged * sizeof(*rows));
+    created = malloc(im->n_staged);
+    if (rows == NULL || created == NULL) {
+        rc = UTIL_ENOMEM;
+        goto out;
+    }
+    for (size_t i = 0; i < im->n_staged; i++) {
+        struct staged *st = &im->staged[i];
+        st->row.cert.serial = st->serial;
+        st->row.cert.subject = st->subject;
+        st->row.cert.cert_der = st->der;
+        st->row.rev.serial = st->serial;
+        st->row.rev.request_id = st->request_id;
+        if (!st->repeat)
+            rows[n++] = st->row;
+    }
+    rc = im->store->ops->cert_add_bulk(im->store, rows, n, created);
+    n = 0;
+    for (size_t i = 0; rc == 0 && i < im->n_staged; i++) {
+        struct staged *st = &im->staged[i];
+        if (st->repeat || !created[n++]) {
+            rc = stage_existing(im, st);
+            continue;
+        }
+        im->stats.added++;
+        if (st->row.revoked)
+            im->stats.revoked++;
+    }
+out:
+    free(rows);
+    free(created);
+    stage_clear(im);
+    return rc;
+}
+
+/* Registers (or in bulk mode queues) one row of the open batch and counts it. */
+static int import_row(struct import *im, const struct store_cert_new *cn, const char *where)
+{
+    int64_t feed_id = 0;
+    int created = 0;
+    int rc = batch_open(im);
+
+    if (rc != 0)
+        return rc;
+    if (im->store->ops->cert_add_bulk != NULL) {
+        rc = stage_add(im, cn, NULL, where);
+        return rc != 0 ? rc : batch_row(im);
+    }
+    rc = im->store->ops->cert_add(im->store, cn, NULL, &feed_id, &created);
+    if (rc != 0)
+        return rc;
+    if (created)
+        im->stats.added++;
+    else
+        im->stats.existing++;
+    return batch_row(im);
 }
 
 /* ---- helpers shared by both importers ------------------------------------------------------- */
@@ -346,8 +577,6 @@ static int import_x509(struct import *im, X509 *x, const char *where)
     unsigned char serial[STORE_SERIAL_MAX];
     unsigned char *der = NULL;
     char *subject = NULL;
-    int64_t feed_id = 0;
-    int created = 0;
     int der_len = 0;
     int rc = 0;
 
@@ -385,17 +614,7 @@ static int import_x509(struct import *im, X509 *x, const char *where)
     }
     cn.cert_der = der;
     cn.cert_len = (size_t)der_len;
-    rc = batch_open(im);
-    if (rc != 0)
-        goto out;
-    rc = im->store->ops->cert_add(im->store, &cn, NULL, &feed_id, &created);
-    if (rc != 0)
-        goto out;
-    if (created)
-        im->stats.added++;
-    else
-        im->stats.existing++;
-    rc = batch_row(im);
+    rc = import_row(im, &cn, where);
 out:
     OPENSSL_free(der);
     free(subject);
@@ -554,6 +773,7 @@ int store_import_certs_blocking(struct store *store, const char *path,
         rc = batch_commit(&im);
 out:
     batch_abort(&im);
+    stage_free(&im);
     import_cleanup(&im);
     if (rc == 0)
         UTIL_INFO(STORE_MOD,
@@ -663,6 +883,22 @@ static int index_revoked(struct import *im, const struct store_cert_new *cn,
     return rc;
 }
 
+/* Bulk mode: checks an R line as for a certificate not registered yet and queues it (the check
+ * against a stored certificate is made at the flush, for the rows found registered). */
+static int index_revoked_bulk(struct import *im, const struct store_cert_new *cn,
+                              const struct store_revocation *rev, const char *where)
+{
+    int rc = store__revocation_check_cert(im->store, rev, rev->received_at_ms, NULL);
+
+    if (rc == UTIL_EINVAL) {
+        skip_item(im, where, im->store->errmsg); /* names the field */
+        return 0;
+    }
+    if (rc == 0)
+        rc = stage_add(im, cn, rev, where);
+    return rc != 0 ? rc : batch_row(im);
+}
+
 static int import_index_line(struct import *im, int64_t issuer_id, char *line, const char *where)
 {
     struct store_cert_new cn;
@@ -670,9 +906,7 @@ static int import_index_line(struct import *im, int64_t issuer_id, char *line, c
     unsigned char serial[STORE_SERIAL_MAX];
     char *fields[6];
     char *cursor = line;
-    int64_t feed_id = 0;
     int nfields = 0;
-    int created = 0;
     int rc = 0;
 
     memset(&cn, 0, sizeof(cn));
@@ -703,16 +937,7 @@ static int import_index_line(struct import *im, int64_t issuer_id, char *line, c
     case 'E':
         /* Expired certificates stay known (good, not_after in the past): OCSP must answer for
          * them correctly rather than "unknown". */
-        rc = batch_open(im);
-        if (rc == 0)
-            rc = im->store->ops->cert_add(im->store, &cn, NULL, &feed_id, &created);
-        if (rc != 0)
-            return rc;
-        if (created)
-            im->stats.added++;
-        else
-            im->stats.existing++;
-        return batch_row(im);
+        return import_row(im, &cn, where);
     case 'R':
         if (parse_revinfo(fields[2], &rev.revoked_at, &rev.reason, &rev.invalidity_date) != 0) {
             skip_item(im, where, "bad revocation date or reason");
@@ -730,6 +955,8 @@ static int import_index_line(struct import *im, int64_t issuer_id, char *line, c
         rev.received_at_ms = util_now_ms();
         rev.actor = "import";
         rc = batch_open(im);
+        if (rc == 0 && im->store->ops->cert_add_bulk != NULL)
+            return index_revoked_bulk(im, &cn, &rev, where);
         if (rc == 0)
             rc = store__revocation_check(im->store, &rev, rev.received_at_ms);
         if (rc == UTIL_EINVAL) {
@@ -803,6 +1030,7 @@ int store_import_index_blocking(struct store *store, int64_t issuer_id, const ch
     rc = batch_commit(&im);
 out:
     batch_abort(&im);
+    stage_free(&im);
     free(line);
     if (file != NULL)
         (void)fclose(file); /* read-only stream: nothing to flush */

@@ -74,6 +74,14 @@ struct store__seal_row {
     size_t signature_len;
 };
 
+/* One row of a bulk registration: the certificate and, for an index R line, its revocation
+ * (received_at_ms and actor filled, revoked_at non-zero). */
+struct store__bulk_row {
+    struct store_cert_new cert;
+    int revoked;
+    struct store_revocation rev;
+};
+
 /* The operations a backend implements. store.c has already validated arguments (lengths, enums,
  * non-NULL pointers) before it calls one of these, so a backend only translates to its storage.
  * Timestamps of changes (feed at_ms, committed_at_ms, audit at_ms) are taken by the backend once it
@@ -172,6 +180,20 @@ struct store__ops {
     int (*cert_search)(struct store *store, const struct store_search *q,
                        int (*fn)(void *ctx, const struct store_search_row *row), void *ctx);
 
+    /* Cluster nodes (see store.h): an upsert by name, and a walk in id order. */
+    int (*node_report)(struct store *store, const char *name, int64_t applied_feed_id,
+                       int64_t at_ms, int64_t *id_out);
+    int (*node_list)(struct store *store, int (*fn)(void *ctx, const struct store_node *node),
+                     void *ctx);
+
+    /* Optional (NULL: cert_add once per row). Registers n certificates in the caller's open
+     * transaction as cert_add would one after the other, as one all-or-nothing step: rows whose
+     * certificate is stored already are left alone with created[i] = 0, the others are written
+     * with created[i] = 1. No two rows name the same certificate (the caller sees to it). On failure nothing of the
+     * call is written (the transaction stays usable) and created is undefined. */
+    int (*cert_add_bulk)(struct store *store, const struct store__bulk_row *rows, size_t n,
+                         unsigned char *created);
+
     /* Optional (NULL: the backend has one writer host, every caller holds every lease). Tries to
      * take, or confirms, the lease key for this connection: *held_out = 1 while this connection
      * holds it; it is released when the connection closes or breaks, or (ttl_ms > 0) when the
@@ -195,6 +217,10 @@ int store__pg_open(const char *conninfo, int flags, struct store **out);
  * named in store_read_replica_set, *out reads what may be stale from the replica and everything
  * else from path; otherwise returns 0 with *out NULL. */
 int store__replica_open(const char *path, int flags, struct store **out);
+/* store__revocation_check without the store lookup: cert is what is stored of the certificate
+ * (NULL: not registered). */
+int store__revocation_check_cert(struct store *store, const struct store_revocation *rev,
+                                 int64_t now_ms, const struct store_cert *cert);
 
 /* SHA-256 over an unambiguous encoding of one audit record (see store.c): row's id, at_ms,
  * version, range, changes, actor, action and detail; prev_hash is STORE_AUDIT_HASH_LEN bytes (all

@@ -238,10 +238,18 @@ static const char pg_schema_v3[] =
  * of the certificates registered before it, and is a no-op on SQLite. */
 static const char pg_schema_v4[] = "SELECT 1";
 
+/* Version 6: schema_nodes of store_sqlite.c (each node's applied feed position and heartbeat). */
+static const char pg_schema_v6[] = "CREATE TABLE nodes ("
+                                   "  id bigserial PRIMARY KEY,"
+                                   "  name text NOT NULL UNIQUE,"
+                                   "  applied_feed_id bigint NOT NULL,"
+                                   "  heartbeat_ms bigint NOT NULL"
+                                   ");";
+
 /* pg_migrations[i] upgrades version i to i + 1, in step with the SQLite list: the same version
  * number means the same tables and columns in both backends. Append only. */
-static const char *const pg_migrations[] = {pg_schema_v1, pg_schema_v2, pg_schema_v3, pg_schema_v4,
-                                            store__pg_schema_search};
+static const char *const pg_migrations[] = {
+    pg_schema_v1, pg_schema_v2, pg_schema_v3, pg_schema_v4, store__pg_schema_search, pg_schema_v6};
 #define PG_SCHEMA_VERSION ((int)(sizeof(pg_migrations) / sizeof(pg_migrations[0])))
 
 /* ---- connection ----------------------------------------------------------------------------- */
@@ -2209,6 +2217,279 @@ static int pg_lease(struct store *store, int64_t key, int64_t ttl_ms, int *held_
     return rc;
 }
 
+/* ---- cluster nodes -------------------------------------------------------------------------- */
+
+static int pg_node_report(struct store *store, const char *name, int64_t applied_feed_id,
+                          int64_t at_ms, int64_t *id_out)
+{
+    struct pg_params p = {0};
+
+    p_text(&p, name);
+    p_i64(&p, applied_feed_id);
+    p_i64(&p, at_ms);
+    /* No writer lock: a node's own row orders nothing, and the report must not wait behind an
+     * import holding the lock for seconds. */
+    return q_int(pg_of(store),
+                 "INSERT INTO nodes (name, applied_feed_id, heartbeat_ms) VALUES ($1, $2, $3) "
+                 "ON CONFLICT (name) DO UPDATE SET applied_feed_id = excluded.applied_feed_id, "
+                 "heartbeat_ms = excluded.heartbeat_ms RETURNING id",
+                 &p, "node report", id_out);
+}
+
+static int pg_node_list(struct store *store, int (*fn)(void *ctx, const struct store_node *node),
+                        void *ctx)
+{
+    struct pg *s = pg_of(store);
+    struct store_node node;
+    PGresult *r = NULL;
+    int rc = q(s, "SELECT id, name, applied_feed_id, heartbeat_ms FROM nodes ORDER BY id", NULL,
+               "node list", &r);
+
+    for (int i = 0; rc == 0 && i < PQntuples(r); i++) {
+        memset(&node, 0, sizeof(node));
+        node.id = g_i64(r, i, 0);
+        (void)snprintf(node.name, sizeof(node.name), "%s", PQgetvalue(r, i, 1)); /* bounded */
+        node.applied_feed_id = g_i64(r, i, 2);
+        node.heartbeat_ms = g_i64(r, i, 3);
+        rc = fn(ctx, &node);
+    }
+    PQclear(r);
+    return rc;
+}
+
+/* ---- bulk registration (COPY) --------------------------------------------------------------- */
+
+/* DESIGN (bulk registration). One round trip per certificate bounds an import by the network
+ * latency (4 600-7 000 certificates/s measured). cert_add_bulk instead streams a batch into a
+ * temporary staging table with COPY in binary format (no escaping, no parsing of text numbers)
+ * and registers it with one INSERT .. SELECT whose data-modifying CTEs write the DERs, the feed,
+ * the certificates and the revocations, under the writer lock the caller's transaction holds, so
+ * feed ids are still taken in commit order. The staging table is per session (ON COMMIT DELETE
+ * ROWS) and emptied first; the whole step runs in a savepoint, so a bad row (a value PostgreSQL
+ * refuses, e.g. text that is not UTF-8) undoes the step alone and the caller rolls back. */
+#define PG_COPY_CHUNK (256 * 1024)
+#define PG_BULK_FIELDS 14
+
+struct copy_buf {
+    unsigned char *data;
+    size_t len, cap;
+    int oom;
+};
+
+static void cb_put(struct copy_buf *b, const void *data, size_t len)
+{
+    if (b->oom)
+        return;
+    if (b->len + len > b->cap) {
+        size_t cap = b->cap != 0 ? b->cap : PG_COPY_CHUNK * 2;
+        unsigned char *grown = NULL;
+        while (cap < b->len + len)
+            cap *= 2;
+        grown = realloc(b->data, cap);
+        if (grown == NULL) {
+            b->oom = 1;
+            return;
+        }
+        b->data = grown;
+        b->cap = cap;
+    }
+    memcpy(b->data + b->len, data, len);
+    b->len += len;
+}
+
+static void cb_be(struct copy_buf *b, uint64_t v, int bytes)
+{
+    unsigned char out[8];
+    for (int i = 0; i < bytes; i++)
+        out[i] = (unsigned char)(v >> (8 * (bytes - 1 - i)));
+    cb_put(b, out, (size_t)bytes);
+}
+
+static void cb_i64(struct copy_buf *b, int64_t v)
+{
+    cb_be(b, 8, 4);
+    cb_be(b, (uint64_t)v, 8);
+}
+
+static void cb_i32(struct copy_buf *b, int32_t v)
+{
+    cb_be(b, 4, 4);
+    cb_be(b, (uint32_t)v, 4);
+}
+
+static void cb_bytes(struct copy_buf *b, const void *data, size_t len) /* NULL: SQL NULL */
+{
+    if (data == NULL) {
+        cb_be(b, 0xffffffffu, 4);
+        return;
+    }
+    cb_be(b, (uint32_t)len, 4);
+    cb_put(b, data, len);
+}
+
+static void cb_text(struct copy_buf *b, const char *text)
+{
+    cb_bytes(b, text, text != NULL ? strlen(text) : 0);
+}
+
+/* One staging row in binary COPY format (the column order of bulk_stage_sql). */
+static void cb_row(struct copy_buf *b, size_t seq, const struct store__bulk_row *row,
+                   int64_t now_ms)
+{
+    const struct store_cert_new *c = &row->cert;
+    const struct store_revocation *rev = &row->rev;
+    unsigned char revoked = row->revoked ? 1 : 0;
+
+    cb_be(b, PG_BULK_FIELDS, 2);
+    cb_i32(b, (int32_t)seq);
+    cb_i64(b, c->issuer_id);
+    cb_bytes(b, c->serial, c->serial_len);
+    cb_i64(b, c->not_before);
+    cb_i64(b, c->not_after);
+    cb_text(b, c->subject);
+    cb_bytes(b, c->cert_der != NULL && c->cert_len > 0 ? c->cert_der : NULL, c->cert_len);
+    cb_bytes(b, &revoked, 1);
+    cb_i32(b, row->revoked ? rev->reason : -1);
+    cb_i64(b, row->revoked ? (rev->revoked_at != 0 ? rev->revoked_at : now_ms / 1000) : 0);
+    cb_i64(b, row->revoked ? rev->invalidity_date : 0);
+    cb_text(b, row->revoked ? rev->request_id : NULL);
+    cb_i64(b, row->revoked && rev->received_at_ms != 0 ? rev->received_at_ms : now_ms);
+    cb_text(b, row->revoked ? rev->actor : NULL);
+}
+
+static const char bulk_stage_sql[] =
+    "CREATE TEMP TABLE IF NOT EXISTS pkiva_import (seq integer, issuer_id bigint, serial bytea,"
+    " not_before bigint, not_after bigint, subject text, der bytea, revoked boolean,"
+    " reason integer, revoked_at bigint, invalidity bigint, request_id text, received bigint,"
+    " actor text) ON COMMIT DELETE ROWS; TRUNCATE pkiva_import";
+
+/* The rows whose certificate is not stored yet get feed ids (and DER ids), in row order as the
+ * staging table is scanned (no sort: the caller sends no repeats); everything is written from
+ * them; their seqs come back. $1: the time of the changes. */
+static const char bulk_insert_sql[] =
+    "WITH fresh AS MATERIALIZED ("
+    "  SELECT s.*, nextval('feed_ids') AS feed_id,"
+    "   CASE WHEN s.der IS NOT NULL THEN nextval('cert_ders_id_seq') END AS der_id"
+    "  FROM pkiva_import AS s WHERE NOT EXISTS (SELECT 1 FROM certs AS c"
+    "   WHERE c.issuer_id = s.issuer_id AND c.serial = s.serial)),"
+    " ders AS (INSERT INTO cert_ders (id, der) SELECT der_id, der FROM fresh"
+    "  WHERE der_id IS NOT NULL),"
+    " feeds AS (INSERT INTO feed (id, kind, issuer_id, serial, at_ms, actor)"
+    "  SELECT feed_id, CASE WHEN revoked THEN 2 ELSE 1 END, issuer_id, serial, $1,"
+    "   CASE WHEN revoked THEN actor END FROM fresh),"
+    " added AS (INSERT INTO certs (issuer_id, serial, not_before, not_after, status, revoked_at,"
+    "  reason, invalidity_date, feed_id, subject, der_id)"
+    "  SELECT issuer_id, serial, not_before, not_after, CASE WHEN revoked THEN 1 ELSE 0 END,"
+    "   CASE WHEN revoked THEN revoked_at ELSE 0 END, CASE WHEN revoked THEN reason ELSE -1 END,"
+    "   CASE WHEN revoked THEN invalidity ELSE 0 END, feed_id, subject, der_id FROM fresh),"
+    " revs AS (INSERT INTO revocations (feed_id, issuer_id, serial, reason, revoked_at,"
+    "  invalidity_date, request_id, received_at_ms, committed_at_ms, actor)"
+    "  SELECT feed_id, issuer_id, serial, reason, revoked_at, invalidity, request_id, received,"
+    "   $1, COALESCE(actor, 'unknown') FROM fresh WHERE revoked)"
+    " SELECT seq FROM fresh";
+
+/* Sends what b holds as COPY data and empties it. */
+static int copy_flush(struct pg *s, struct copy_buf *b)
+{
+    if (b->oom)
+        return UTIL_ENOMEM;
+    if (b->len > 0 && PQputCopyData(s->conn, (const char *)b->data, (int)b->len) != 1)
+        return pg_err(s, NULL, "bulk copy");
+    b->len = 0;
+    return 0;
+}
+
+/* Streams the rows into the staging table: COPY .. FROM STDIN, the data, the end, the result. */
+static int bulk_copy(struct pg *s, const struct store__bulk_row *rows, size_t n, int64_t now_ms)
+{
+    static const char header[] = "PGCOPY\n\377\r\n";
+    struct copy_buf b = {0};
+    PGresult *r = NULL;
+    int started = 0;
+    int rc = 0;
+
+    r = PQexec(s->conn, "COPY pkiva_import FROM STDIN (FORMAT binary)");
+    if (r == NULL || PQresultStatus(r) != PGRES_COPY_IN) {
+        rc = pg_err(s, r, "bulk copy");
+        goto out;
+    }
+    started = 1;
+    cb_put(&b, header, sizeof(header)); /* 11 bytes with the final NUL */
+    cb_be(&b, 0, 4);                    /* flags */
+    cb_be(&b, 0, 4);                    /* header extension length */
+    for (size_t i = 0; rc == 0 && i < n; i++) {
+        cb_row(&b, i, &rows[i], now_ms);
+        if (b.len >= PG_COPY_CHUNK)
+            rc = copy_flush(s, &b);
+    }
+    cb_be(&b, 0xffff, 2); /* trailer: -1 fields */
+    if (rc == 0)
+        rc = copy_flush(s, &b);
+    started = 0;
+    if (PQputCopyEnd(s->conn, rc != 0 ? "aborted by pkiva" : NULL) != 1 && rc == 0)
+        rc = pg_err(s, NULL, "bulk copy");
+    PQclear(r);
+    r = PQgetResult(s->conn);
+    if (rc == 0 && (r == NULL || PQresultStatus(r) != PGRES_COMMAND_OK))
+        rc = pg_err(s, r, "bulk copy");
+out:
+    if (started)
+        (void)PQputCopyEnd(s->conn, "aborted by pkiva"); /* the error above is the one to report */
+    PQclear(r);
+    while ((r = PQgetResult(s->conn)) != NULL)
+        PQclear(r);
+    free(b.data);
+    return rc;
+}
+
+static int pg_cert_add_bulk(struct store *store, const struct store__bulk_row *rows, size_t n,
+                            unsigned char *created)
+{
+    static const char op[] = "cert add bulk";
+    struct pg *s = pg_of(store);
+    struct pg_params p = {0};
+    PGresult *r = NULL;
+    enum tx_kind kind = 0;
+    int64_t now_ms = 0;
+    int rc = 0;
+
+    memset(created, 0, n);
+    if (n == 0)
+        return 0;
+    if (n > INT32_MAX || PQtransactionStatus(s->conn) != PQTRANS_INTRANS) {
+        UTIL_ERROR(STORE_MOD, "%s: needs an open transaction and at most 2^31 rows", op);
+        return UTIL_EINVAL;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (rows[i].cert.cert_len > INT32_MAX)
+            return UTIL_EINVAL;
+    rc = tx_start(s, op, &kind, PG_NO_LOCK); /* a savepoint: the caller holds the writer lock */
+    if (rc == 0)
+        rc = q(s, bulk_stage_sql, NULL, op, NULL);
+    now_ms = util_now_ms();
+    if (rc == 0)
+        rc = bulk_copy(s, rows, n, now_ms);
+    if (rc != 0)
+        goto out;
+    p_i64(&p, now_ms);
+    rc = q(s, bulk_insert_sql, &p, op, &r);
+    for (int i = 0; rc == 0 && i < PQntuples(r); i++) {
+        int64_t seq = g_i64(r, i, 0);
+        if (seq >= 0 && (size_t)seq < n)
+            created[seq] = 1;
+    }
+    /* The directory's search index, as pg_cert_add keeps it: one statement per certificate that
+     * came with its DER (an index.txt import has none, and stays one COPY a batch). */
+    for (size_t i = 0; rc == 0 && i < n; i++)
+        if (created[i] && rows[i].cert.cert_der != NULL && rows[i].cert.cert_len > 0)
+            rc = store__pg_search_index(store, rows[i].cert.issuer_id, rows[i].cert.serial,
+                                        rows[i].cert.serial_len, rows[i].cert.cert_der,
+                                        rows[i].cert.cert_len);
+out:
+    PQclear(r);
+    return tx_finish(s, kind, rc, op);
+}
+
 static const struct store__ops pg_ops = {
     .name = "postgresql",
     .close = pg_close,
@@ -2246,6 +2527,9 @@ static const struct store__ops pg_ops = {
     .unsealed = pg_unsealed,
     .cert_search = store__pg_cert_search,
     .lease = pg_lease,
+    .node_report = pg_node_report,
+    .node_list = pg_node_list,
+    .cert_add_bulk = pg_cert_add_bulk,
 };
 
 /* ---- for the other files of the backend (store_pg_int.h) ------------------------------------ */

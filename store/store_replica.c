@@ -385,13 +385,26 @@ static int sp_cert_search(struct store *store, const struct store_search *q,
     return STALE(R->ops->cert_search(R, q, fn, ctx));
 }
 
-static int sp_lease(struct store *store, int64_t key, int *held_out)
+static int sp_lease(struct store *store, int64_t key, int64_t ttl_ms, int *held_out)
 {
     if (P->ops->lease == NULL) {
         *held_out = 1;
         return 0;
     }
-    return PRIMARY(P->ops->lease(P, key, held_out));
+    return PRIMARY(P->ops->lease(P, key, ttl_ms, held_out));
+}
+
+/* The nodes table is written by each node and read for the cluster-wide SLA: the primary's. */
+static int sp_node_report(struct store *store, const char *name, int64_t applied_feed_id,
+                          int64_t at_ms, int64_t *id_out)
+{
+    return PRIMARY(P->ops->node_report(P, name, applied_feed_id, at_ms, id_out));
+}
+
+static int sp_node_list(struct store *store, int (*fn)(void *ctx, const struct store_node *node),
+                        void *ctx)
+{
+    return PRIMARY(P->ops->node_list(P, fn, ctx));
 }
 
 #undef PRIMARY
@@ -436,6 +449,8 @@ static const struct store__ops split_ops = {
     .unsealed = sp_unsealed,
     .cert_search = sp_cert_search,
     .lease = sp_lease,
+    .node_report = sp_node_report,
+    .node_list = sp_node_list,
 };
 
 /* 1 and a copy of the replica's path when path is the primary named in store_read_replica_set. */

@@ -236,8 +236,18 @@ static const char schema_v3[] =
  * with version 4, when PostgreSQL's version 4 added nothing); the versions stay in step. */
 static const char schema_v5[] = "SELECT 1;";
 
+/* Version 6 (issue 16): one row per serving node with the feed id its OCSP answers reflect and
+ * the time it last reported (store_node_report_blocking); the cluster-wide SLA reads them. */
+static const char schema_nodes[] = "CREATE TABLE nodes ("
+                                   "  id INTEGER PRIMARY KEY,"
+                                   "  name TEXT NOT NULL UNIQUE,"
+                                   "  applied_feed_id INTEGER NOT NULL,"
+                                   "  heartbeat_ms INTEGER NOT NULL"
+                                   ");";
+
 /* migrations[i] upgrades schema version i to i + 1. Append only; never edit a shipped entry. */
-static const char *const migrations[] = {schema_v1, schema_v2, schema_v3, schema_search, schema_v5};
+static const char *const migrations[] = {schema_v1,     schema_v2, schema_v3,
+                                         schema_search, schema_v5, schema_nodes};
 #define STORE_SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
 
 /* ---- statements ----------------------------------------------------------------------------- */
@@ -1012,6 +1022,75 @@ static int sq_ping(struct store *store)
     return rc;
 }
 
+/* ---- cluster nodes -------------------------------------------------------------------------- */
+
+/* One-off statements (a report a second): not worth a slot in the cached statement table. */
+static int sq_node_report(struct store *store, const char *name, int64_t applied_feed_id,
+                          int64_t at_ms, int64_t *id_out)
+{
+    static const char op[] = "node report";
+    struct sq *s = store__sq_of(store);
+    sqlite3_stmt *stmt = NULL;
+    int row = 0;
+    int rc = sqlite3_prepare_v2(
+        s->db,
+        "INSERT INTO nodes (name, applied_feed_id, heartbeat_ms) VALUES (?1, ?2, ?3) "
+        "ON CONFLICT (name) DO UPDATE SET applied_feed_id = excluded.applied_feed_id, "
+        "heartbeat_ms = excluded.heartbeat_ms RETURNING id",
+        -1, &stmt, NULL);
+
+    if (rc != SQLITE_OK) {
+        rc = sq_err(s, rc, op);
+        goto out;
+    }
+    rc = STORE_SQ_BIND(s, stmt, op, STORE_SQ_TEXT(name), STORE_SQ_INT(applied_feed_id),
+                       STORE_SQ_INT(at_ms));
+    if (rc != 0)
+        goto out;
+    rc = store__sq_step(s, stmt, op, &row);
+    if (rc == 0 && row)
+        *id_out = sqlite3_column_int64(stmt, 0);
+    if (rc == 0 && row)
+        rc = store__sq_step(s, stmt, op, &row); /* runs the statement to its end */
+out:
+    (void)sqlite3_finalize(stmt); /* repeats the last step's error, handled above */
+    return rc;
+}
+
+static int sq_node_list(struct store *store, int (*fn)(void *ctx, const struct store_node *node),
+                        void *ctx)
+{
+    static const char op[] = "node list";
+    struct sq *s = store__sq_of(store);
+    struct store_node node;
+    sqlite3_stmt *stmt = NULL;
+    int row = 1;
+    int rc = sqlite3_prepare_v2(
+        s->db, "SELECT id, name, applied_feed_id, heartbeat_ms FROM nodes ORDER BY id", -1, &stmt,
+        NULL);
+
+    if (rc != SQLITE_OK) {
+        rc = sq_err(s, rc, op);
+        goto out;
+    }
+    for (rc = store__sq_step(s, stmt, op, &row); rc == 0 && row;
+         rc = store__sq_step(s, stmt, op, &row)) {
+        const unsigned char *name = sqlite3_column_text(stmt, 1);
+        memset(&node, 0, sizeof(node));
+        node.id = sqlite3_column_int64(stmt, 0);
+        (void)snprintf(node.name, sizeof(node.name), "%s",
+                       name != NULL ? (const char *)name : ""); /* bounded */
+        node.applied_feed_id = sqlite3_column_int64(stmt, 2);
+        node.heartbeat_ms = sqlite3_column_int64(stmt, 3);
+        rc = fn(ctx, &node);
+        if (rc != 0)
+            break;
+    }
+out:
+    (void)sqlite3_finalize(stmt); /* repeats the last step's error, handled above */
+    return rc;
+}
+
 static const struct store__ops sq_ops = {
     .name = "sqlite",
     .close = sq_close,
@@ -1048,4 +1127,6 @@ static const struct store__ops sq_ops = {
     .seal_walk = store__sq_seal_walk,
     .unsealed = store__sq_unsealed,
     .cert_search = store__sq_cert_search,
+    .node_report = sq_node_report,
+    .node_list = sq_node_list,
 };

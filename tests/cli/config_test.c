@@ -26,6 +26,8 @@ Test(config, sample_file_is_valid_and_complete)
     cr_assert_eq(cfg.ocsp.validity_seconds, 6 * 3600); /* derived: half of the 12 h deadline */
     cr_assert_eq(cfg.feed.deadline_s, 12 * 3600);
     cr_assert_eq(cfg.feed.poll_ms, 200);
+    cr_assert_eq(cfg.feed.max_feed_lag_ms, 5000);
+    cr_assert_str_eq(cfg.feed.node_name, "");
     cr_assert_eq(cfg.n_tsa_units, 1);
     cr_assert_str_eq(cfg.tsa_units[0].policy, "1.3.6.1.4.1.99999.1.1");
     cr_assert_eq(cfg.tsa_units[0].n_accepted, 1);
@@ -592,4 +594,22 @@ Test(config, tsa_section)
                  "t.conf:2: serial_block: expected an integer in 1..1000000");
     expect_error("[tsa]\ndurable_log = maybe\n", "t.conf:2: durable_log: expected yes or no");
     expect_error("[tsa]\nbogus = 1\n", "t.conf:2: unknown directive 'bogus' in [tsa]");
+}
+
+/* [store] max_feed_lag (the /readyz bound on the feed lag, and the cluster SLA's live bound) and
+ * node_name; the bound must leave room for a poll and a report. */
+Test(config, store_max_feed_lag_and_node_name)
+{
+    struct cli_config cfg;
+    char text[512], err[512] = "";
+
+    (void)snprintf(text, sizeof(text), "%s[store]\nmax_feed_lag = 2500ms\nnode_name = ocsp-a\n",
+                   minimal);
+    cr_assert_eq(cli_config_parse_string(text, "t.conf", "/", &cfg, err, sizeof(err)), 0, "%s",
+                 err);
+    cr_assert_eq(cfg.feed.max_feed_lag_ms, 2500);
+    cr_assert_str_eq(cfg.feed.node_name, "ocsp-a");
+    (void)snprintf(text, sizeof(text), "%s[store]\nfeed_poll = 1s\nmax_feed_lag = 1500ms\n",
+                   minimal);
+    expect_error(text, "max_feed_lag must be at least feed_poll");
 }

@@ -109,7 +109,8 @@ static struct feed *start(struct recorder *live, struct recorder *durable, int64
 {
     struct feed_subscriber subs[2] = {{"live", record, NULL, live},
                                       {"durable", record, upto, durable}};
-    struct feed_config fc = {path, 20, start_after, &issuer, 1, 43200, 3600, subs, 2, NULL, NULL};
+    struct feed_config fc = {path, 20, start_after, &issuer, 1,    43200, 3600,
+                             subs, 2,  NULL,        NULL,    NULL, 0};
     struct feed *feed = NULL;
     cr_assert_eq(feed_new(&fc, &feed), 0);
     cr_assert_eq(feed_start(feed), 0);
@@ -175,7 +176,7 @@ Test(feed, a_stop_delivers_what_was_committed_just_before_it)
     struct feed_subscriber subs[2] = {{"live", record, NULL, &live},
                                       {"durable", record, upto, &durable}};
     /* A long poll interval: only the stop's drain can deliver the change in time. */
-    struct feed_config fc = {path, 60000, 0, &issuer, 1, 43200, 3600, subs, 2, NULL, NULL};
+    struct feed_config fc = {path, 60000, 0, &issuer, 1, 43200, 3600, subs, 2, NULL, NULL, NULL, 0};
 
     cr_assert_eq(store_feed_head_blocking(st, &head), 0);
     fc.start_after = head;

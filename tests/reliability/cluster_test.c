@@ -8,12 +8,19 @@
  * concurrent writers on all nodes; CRL numbers saved in the store rise strictly per issuer; every
  * node writes the newest CRL to its own [crl] files; a publisher stopped with SIGSTOP loses the
  * lease after [crl] lease, and steps down without publishing when it runs again. */
+#define _GNU_SOURCE /* memmem */
 #include <criterion/criterion.h>
 #include <libpq-fe.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "rel.h"
@@ -528,4 +535,321 @@ Test(cluster, directory_search_is_answered_by_every_node)
                        strstr(body, "\"status\":\"revoked\"") != NULL;
     }
     cr_assert(revoked_seen, "node B never showed the revocation: %.3000s", body);
+}
+
+/* ---- cluster-wide SLA and feed lag (issue 16) ------------------------------------------------ */
+
+/* A relay from a Unix socket in dir (named like PostgreSQL's, .s.PGSQL.<port>) to the test
+ * server's socket, in its own process group so that the test can freeze every connection of a
+ * node that goes through it (SIGSTOP) and thaw them (SIGCONT). Returns the group's pid. */
+static pid_t relay_start(const char *dir, const char *pg_dir, int pg_port)
+{
+    struct sockaddr_un at, to;
+    pid_t pid;
+    int lsock;
+
+    memset(&at, 0, sizeof(at));
+    memset(&to, 0, sizeof(to));
+    at.sun_family = to.sun_family = AF_UNIX;
+    cr_assert_lt(snprintf(at.sun_path, sizeof(at.sun_path), "%s/.s.PGSQL.%d", dir, pg_port),
+                 (int)sizeof(at.sun_path), "socket path too long");
+    cr_assert_lt(snprintf(to.sun_path, sizeof(to.sun_path), "%s/.s.PGSQL.%d", pg_dir, pg_port),
+                 (int)sizeof(to.sun_path), "socket path too long");
+    lsock = socket(AF_UNIX, SOCK_STREAM, 0);
+    cr_assert_geq(lsock, 0);
+    cr_assert_eq(bind(lsock, (struct sockaddr *)&at, sizeof(at)), 0, "bind %s", at.sun_path);
+    cr_assert_eq(listen(lsock, 64), 0);
+    pid = fork();
+    cr_assert_geq(pid, 0);
+    if (pid > 0) {
+        (void)close(lsock);
+        (void)setpgid(pid, pid); /* also done by the child: whichever runs first */
+        return pid;
+    }
+    (void)setpgid(0, 0);
+    (void)signal(SIGCHLD, SIG_IGN); /* relays are reaped by the kernel */
+    /* Dies with the test, and never holds ctest's output pipe open after it. */
+    (void)prctl(PR_SET_PDEATHSIG, SIGKILL);
+    (void)dup2(open("/dev/null", O_WRONLY), STDOUT_FILENO);
+    (void)dup2(STDOUT_FILENO, STDERR_FILENO);
+    for (;;) {
+        int in = accept(lsock, NULL, NULL);
+        if (in < 0)
+            continue;
+        if (fork() == 0) {
+            int out = socket(AF_UNIX, SOCK_STREAM, 0);
+            struct pollfd p[2] = {{in, POLLIN, 0}, {out, POLLIN, 0}};
+            char buf[65536];
+            if (out < 0 || connect(out, (struct sockaddr *)&to, sizeof(to)) != 0)
+                _exit(1);
+            for (;;) {
+                if (poll(p, 2, -1) < 0)
+                    _exit(1);
+                for (int i = 0; i < 2; i++) {
+                    ssize_t n;
+                    if (p[i].revents == 0)
+                        continue;
+                    n = read(p[i].fd, buf, sizeof(buf));
+                    if (n <= 0)
+                        _exit(0);
+                    for (ssize_t done = 0; done < n;) {
+                        ssize_t w = write(p[1 - i].fd, buf + done, (size_t)(n - done));
+                        if (w <= 0)
+                            _exit(0);
+                        done += w;
+                    }
+                }
+            }
+        }
+        (void)close(in);
+    }
+}
+
+/* `pkiva sla` with node's configuration, but nodes count as live for 10 minutes after their last
+ * report (so that a node held back stays in the listing however slow this machine is). */
+static void sla_report(const struct rel_server *node, char *out, size_t len)
+{
+    cr_assert_eq(rel_sh(node, out, len,
+                        "cp %s/pkiva.conf %s/sla.conf && printf '\\n[store]\\nmax_feed_lag = "
+                        "10m\\n' >> %s/sla.conf && " REL_PKIVA " sla --config %s/sla.conf 2>&1",
+                        node->data, node->dir, node->dir, node->dir),
+                 0, "pkiva sla: %s", out);
+}
+
+/* This node's name in the store: <hostname>:<port> (serve's default). */
+static void node_name_of(const struct rel_server *node, char *out, size_t len)
+{
+    char host[64];
+
+    cr_assert_eq(gethostname(host, sizeof(host)), 0);
+    host[sizeof(host) - 1] = '\0';
+    (void)snprintf(out, len, "%s:%d", host, node->port);
+}
+
+/* The node line of `pkiva sla` output for name, copied into line; 1 when found. */
+static int sla_node_line(const char *report, const char *name, char *line, size_t len)
+{
+    char key[200];
+    const char *at = NULL, *end = NULL;
+
+    (void)snprintf(key, sizeof(key), " %s ", name);
+    for (at = strstr(report, "node  "); at != NULL; at = strstr(at + 1, "\nnode  ")) {
+        end = strchr(at + 1, '\n');
+        if (end == NULL)
+            end = at + strlen(at);
+        if (memmem(at, (size_t)(end - at), key, strlen(key)) != NULL) {
+            (void)snprintf(line, len, "%.*s", (int)(end - at), at);
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* Every node reports its applied feed position in the store. Node C's store connections go
+ * through a relay that the test freezes: C's feed stops, so C is listed behind with the
+ * revocation "not applied by" it, its /readyz says 503 with the feed lag while A and B say 200,
+ * the OCSP SLA mark waits for C (or for C to stop counting as live), and once thawed C catches up
+ * and is ready again. */
+Test(cluster, per_node_positions_and_a_held_back_node_is_not_ready)
+{
+    const char *pg_dir = getenv("PKIVA_TEST_PG_DIR");
+    const char *port_at = strstr(db_uri, "port=");
+    char names[NODES][160], line[512], out[16384], json[256], body[4096], serials[1][33];
+    int pg_port = 0;
+    pid_t relay = 0;
+    long long held_heartbeat = 0, ocsp_at = 0;
+
+    cr_assert(pg_dir != NULL && port_at != NULL);
+    pg_port = atoi(port_at + 5);
+    for (int n = 0; n < NODES; n++)
+        node_name_of(&nodes[n], names[n], sizeof(names[n]));
+    /* Node C again, its store reached through the relay. */
+    cr_assert_eq(rel_stop(&nodes[2]), 0);
+    relay = relay_start(nodes[2].dir, pg_dir, pg_port);
+    cr_assert_eq(rel_sh(&nodes[2], out, sizeof(out), "sed -i 's|host=%s|host=%s|' %s/pkiva.conf",
+                        pg_dir, nodes[2].dir, nodes[2].data),
+                 0, "%s", out);
+    rel_start(&nodes[2], 60);
+
+    /* Every node listed, live, nothing behind. */
+    rel_register_serials(&nodes[0], 1, serials);
+    for (int n = 0; n < NODES; n++)
+        cr_assert_geq(wait_status(&nodes[n], serials[0], 0, 30000), 0);
+    int all_current = 0;
+    for (long long start = rel_now_ms(); !all_current && rel_now_ms() - start < 30000;) {
+        sla_report(&nodes[0], out, sizeof(out));
+        all_current = 1;
+        for (int n = 0; n < NODES; n++)
+            all_current &= sla_node_line(out, names[n], line, sizeof(line)) &&
+                           strstr(line, " live behind 0 change(s)") != NULL;
+        if (!all_current)
+            rel_sleep_ms(200);
+    }
+    cr_assert(all_current, "not every node is listed live and current:\n%s", out);
+    cr_assert_eq(sql_int("SELECT count(*) FROM nodes"), NODES);
+    for (int n = 0; n < NODES; n++)
+        cr_assert(wait_ready(&nodes[n], 200, NULL), "node %d not ready", n);
+
+    /* Hold node C back, then revoke through node A. */
+    cr_assert_eq(kill(-relay, SIGSTOP), 0);
+    rel_sleep_ms(300); /* a report C had in flight lands or stays frozen */
+    (void)snprintf(body, sizeof(body), "SELECT heartbeat_ms FROM nodes WHERE name = '%s'",
+                   names[2]);
+    held_heartbeat = sql_int(body);
+    (void)snprintf(json, sizeof(json),
+                   "{\"issuer\":\"demo-ca\",\"serial\":\"%s\",\"reason\":\"keyCompromise\"}",
+                   serials[0]);
+    cr_assert_eq(rel_admin(&nodes[0], "/admin/revoke", json, NULL, body, sizeof(body)), 200, "%s",
+                 body);
+    for (int n = 0; n < 2; n++)
+        cr_assert_geq(wait_status(&nodes[n], serials[0], 1, 30000), 0, "node %d", n);
+    /* A and B report the revocation applied (their next report); C stays behind. */
+    int listed = 0;
+    for (long long start = rel_now_ms(); !listed && rel_now_ms() - start < 30000;) {
+        char missing[256];
+        sla_report(&nodes[0], out, sizeof(out));
+        (void)snprintf(missing, sizeof(missing), "not applied by: %s\n", names[2]);
+        listed = strstr(out, missing) != NULL && sla_node_line(out, names[2], line, sizeof(line)) &&
+                 strstr(line, " live behind 1 change(s)") != NULL;
+        for (int n = 0; listed && n < 2; n++)
+            listed = sla_node_line(out, names[n], line, sizeof(line)) &&
+                     strstr(line, " live behind 0 change(s)") != NULL;
+        if (!listed)
+            rel_sleep_ms(100);
+    }
+    cr_assert(listed, "A and B current, C behind and the only node not applying:\n%s", out);
+    fprintf(stderr, "cluster: pkiva sla with node C held back:\n%s", out);
+    /* The admin API says the same. */
+    cr_assert_eq(rel_admin(&nodes[1], "/admin/sla", NULL, NULL, body, sizeof(body)), 200, "%s",
+                 body);
+    cr_assert(strstr(body, "\"not_applied_by\"") != NULL && strstr(body, names[2]) != NULL &&
+                  strstr(body, "\"behind_changes\":1") != NULL,
+              "%s", body);
+    /* C is not ready (feed lag past [store] max_feed_lag, 5 s by default); A and B are. */
+    cr_assert(wait_ready(&nodes[2], 503, "feed lag"), "node C never reported its feed lag");
+    rel_get(nodes[2].port, "/readyz", body, sizeof(body), 2000);
+    fprintf(stderr, "cluster: held-back node /readyz: %s", body);
+    for (int n = 0; n < 2; n++)
+        cr_assert(wait_ready(&nodes[n], 200, NULL), "node %d not ready", n);
+
+    /* Thawed, C catches up: ready again, the revocation answered, nothing behind. */
+    cr_assert_eq(kill(-relay, SIGCONT), 0);
+    cr_assert(wait_ready(&nodes[2], 200, NULL), "node C not ready after catching up");
+    cr_assert_geq(wait_status(&nodes[2], serials[0], 1, 30000), 0);
+    all_current = 0;
+    for (long long start = rel_now_ms(); !all_current && rel_now_ms() - start < 30000;) {
+        sla_report(&nodes[0], out, sizeof(out));
+        all_current = sla_node_line(out, names[2], line, sizeof(line)) &&
+                      strstr(line, " live behind 0 change(s)") != NULL;
+        if (!all_current)
+            rel_sleep_ms(200);
+    }
+    cr_assert(all_current, "node C did not catch up:\n%s", out);
+    /* The OCSP SLA mark was not written while C, live, had not applied the revocation: not
+     * before C's frozen heartbeat went out of the live bound (5 s). */
+    for (long long start = rel_now_ms(); ocsp_at <= 0 && rel_now_ms() - start < 30000;
+         rel_sleep_ms(100))
+        ocsp_at = sql_int("SELECT COALESCE(max(ocsp_at_ms), 0) FROM revocations");
+    cr_assert_gt(ocsp_at, 0, "the revocation was never marked visible in OCSP");
+    cr_assert_geq(ocsp_at, held_heartbeat + 5000,
+                  "marked visible in OCSP at %lld while node C (heartbeat %lld) was live and "
+                  "behind",
+                  ocsp_at, held_heartbeat);
+    (void)kill(-relay, SIGKILL); /* the relay and its connections: started by this test */
+    (void)waitpid(relay, NULL, 0);
+}
+
+/* `pkiva import --index` into PostgreSQL (COPY per batch): counts, statuses, the feed, one audit
+ * record per batch and a verifiable chain; every node answers for the imported revocations. A
+ * file with a row PostgreSQL refuses (a subject that is not UTF-8) is refused as a whole: nothing
+ * of it is committed. */
+Test(cluster, bulk_import_is_complete_and_a_bad_row_commits_nothing)
+{
+    enum { LINES = 25000 };
+    char path[400], out[8192], known[1][33];
+    long long feed_before = 0, audit_before = 0, certs_before = 0;
+    FILE *f = NULL;
+
+    rel_register_serials(&nodes[0], 1, known); /* a certificate the import finds registered */
+    (void)snprintf(path, sizeof(path), "%s/bulk.txt", nodes[0].dir);
+    f = fopen(path, "w");
+    cr_assert_not_null(f);
+    for (int i = 0; i < LINES; i++) {
+        /* Every 10th revoked (keyCompromise, 2024), every 10th + 1 expired, the rest valid. */
+        if (i % 10 == 0)
+            fprintf(f,
+                    "R\t351231235959Z\t240101000000Z,keyCompromise\t%04X%08X\tunknown\t/CN=b %d\n",
+                    0x5000, i, i);
+        else
+            fprintf(f, "%c\t351231235959Z\t\t%04X%08X\tunknown\t/CN=b %d\n",
+                    i % 10 == 1 ? 'E' : 'V', 0x5000, i, i);
+    }
+    /* The same certificate twice (good, then revoked), and one registered before: R revokes it. */
+    fprintf(f, "R\t351231235959Z\t240101000000Z,superseded\t%04X%08X\tunknown\t/CN=b 1\n", 0x5000,
+            1);
+    fprintf(f, "R\t351231235959Z\t240101000000Z,superseded\t%s\tunknown\t/CN=known\n", known[0]);
+    fclose(f);
+    feed_before = sql_int("SELECT count(*) FROM feed");
+    certs_before = sql_int("SELECT count(*) FROM certs");
+    cr_assert_eq(rel_sh(&nodes[0], out, sizeof(out),
+                        REL_PKIVA " import --data %s --index %s --issuer demo-ca 2>&1 | grep "
+                                  "'^imported:'",
+                        nodes[0].data, path),
+                 0, "%s", out);
+    cr_assert(strstr(out, "imported: 25000 new, 2 already known, 2502 revoked, 0 skipped") != NULL,
+              "%s", out);
+    cr_assert_eq(sql_int("SELECT count(*) FROM certs") - certs_before, LINES);
+    cr_assert_eq(sql_int("SELECT count(*) FROM certs WHERE status = 1"), 2502);
+    cr_assert_eq(sql_int("SELECT count(*) FROM revocations WHERE reason = 1 AND revoked_at = "
+                         "1704067200 AND actor = 'import'"),
+                 2500);
+    cr_assert_eq(sql_int("SELECT count(*) FROM revocations WHERE reason = 4"), 2);
+    /* One change per new certificate, one per revocation of a known one; one audit record per
+     * batch of 10 000 rows, each covering its changes; the chain verifies. */
+    cr_assert_eq(sql_int("SELECT count(*) FROM feed") - feed_before, LINES + 2);
+    cr_assert_eq(sql_int("SELECT count(*) FROM feed AS f JOIN certs AS c ON c.issuer_id = "
+                         "f.issuer_id AND c.serial = f.serial AND c.feed_id = f.id"),
+                 sql_int("SELECT count(*) FROM certs"));
+    cr_assert_eq(sql_int("SELECT count(*) FROM audit WHERE action = 'import'"), 4);
+    cr_assert_eq(sql_int("SELECT sum(feed_last - feed_first + 1) FROM audit WHERE action = "
+                         "'import'"),
+                 LINES + 2 + 1 /* the registration of the known one */);
+    cr_assert_eq(rel_sh(&nodes[1], out, sizeof(out), REL_PKIVA " audit verify --data %s 2>&1",
+                        nodes[1].data),
+                 0, "%s", out);
+    /* Every node follows the import: a revoked one, the known one revoked, an expired one. */
+    char serial[33];
+    (void)snprintf(serial, sizeof(serial), "%04X%08X", 0x5000, 20);
+    for (int n = 0; n < NODES; n++) {
+        cr_assert_geq(wait_status(&nodes[n], serial, 1, 30000), 0, "node %d", n);
+        cr_assert_geq(wait_status(&nodes[n], known[0], 1, 30000), 0, "node %d", n);
+    }
+
+    /* A bad row in the middle of a file: the import fails and commits nothing of it. */
+    (void)snprintf(path, sizeof(path), "%s/bad.txt", nodes[0].dir);
+    f = fopen(path, "w");
+    cr_assert_not_null(f);
+    for (int i = 0; i < 200; i++)
+        fprintf(f, "V\t351231235959Z\t\t%04X%08X\tunknown\t/CN=%s %d\n", 0x6000, i,
+                i == 100 ? "bad \xff\xfe" : "good", i);
+    fclose(f);
+    feed_before = sql_int("SELECT count(*) FROM feed");
+    audit_before = sql_int("SELECT count(*) FROM audit WHERE action = 'import'");
+    certs_before = sql_int("SELECT count(*) FROM certs");
+    cr_assert_neq(rel_sh(&nodes[0], out, sizeof(out),
+                         REL_PKIVA " import --data %s --index %s --issuer demo-ca 2>&1",
+                         nodes[0].data, path),
+                  0, "a bad row was accepted: %s", out);
+    cr_assert(strstr(out, "UTF8") != NULL || strstr(out, "byte sequence") != NULL, "%s", out);
+    cr_assert_eq(sql_int("SELECT count(*) FROM certs"), certs_before);
+    cr_assert_eq(sql_int("SELECT count(*) FROM feed"), feed_before);
+    /* (The servers append their own records meanwhile: CRL publications.) */
+    cr_assert_eq(sql_int("SELECT count(*) FROM audit WHERE action = 'import'"), audit_before);
+    /* ... and the store is usable at once: the same file without the bad row goes in. */
+    cr_assert_eq(rel_sh(&nodes[0], out, sizeof(out),
+                        "grep -av 'bad ' %s > %s.ok && " REL_PKIVA
+                        " import --data %s --index %s.ok --issuer demo-ca 2>&1 | grep '^imported:'",
+                        path, path, nodes[0].data, path),
+                 0, "%s", out);
+    cr_assert(strstr(out, "imported: 199 new") != NULL, "%s", out);
 }

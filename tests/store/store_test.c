@@ -1319,6 +1319,7 @@ Test(store, tsa_log_keyed_by_certificate_with_old_rows_migrated)
              "INSERT INTO tsa_tokens VALUES ('old', 7, 1600000000000, '1.2.3', 'SHA256', x'01');"
              "DROP TABLE cert_search; DROP TABLE cert_fts; DROP TABLE cert_email; "
              "DROP TABLE search_backfill; " /* and without the later directory migration */
+             "DROP TABLE nodes; "           /* and the cluster nodes' one */
              "PRAGMA user_version = 2;");
     s = open_store(0);
     cr_assert_geq(raw_int("PRAGMA user_version"), 3);
@@ -1964,7 +1965,7 @@ Test(store, audit_migration_from_schema_1_records_the_existing_changes)
              "ALTER TABLE tsa_tokens DROP COLUMN cert_id; PRAGMA user_version = 1");
     /* ... and without the later migrations' tables (the directory's search index). */
     raw_exec("DROP TABLE cert_search; DROP TABLE cert_fts; DROP TABLE cert_email; "
-             "DROP TABLE search_backfill");
+             "DROP TABLE search_backfill; DROP TABLE nodes");
     s = open_store(0);
     cr_assert_geq(raw_int("PRAGMA user_version"), 3);
     cr_assert_eq(raw_int("SELECT count(*) FROM audit WHERE action = 'schema-upgrade' AND "
@@ -2283,12 +2284,12 @@ Test(store, pg_search_index_migrates_and_backfills_a_version_4_database)
         OPENSSL_free(der);
     }
     store_close(s);
-    raw_exec("DROP TABLE cert_email; DROP TABLE cert_search; DROP TABLE search_backfill; "
-             "UPDATE pkiva_schema SET version = 4");
+    raw_exec("DROP TABLE nodes; DROP TABLE cert_email; DROP TABLE cert_search; "
+             "DROP TABLE search_backfill; UPDATE pkiva_schema SET version = 4");
     cr_assert_neq(store_open_blocking(db_path, STORE_OPEN_READONLY, &s), 0,
                   "a read-only open does not migrate");
     s = open_store(0);
-    cr_assert_eq(raw_int("SELECT version FROM pkiva_schema"), 5);
+    cr_assert_eq(raw_int("SELECT version FROM pkiva_schema"), 6);
     cr_assert_eq(raw_int("SELECT count(*) FROM cert_search"), 600);
     cr_assert_eq(raw_int("SELECT count(*) FROM search_backfill"), 0);
     f = search(s, STORE_SEARCH_NAME, STORE_FIELD_CN, "special", NULL, 0, &a, 1, 0, 100);
