@@ -138,7 +138,7 @@ void ocsp__recent_drop(struct ocsp__index *idx, int issuer, const unsigned char 
 /* ---- requests ------------------------------------------------------------------------------- */
 
 struct ocsp__reqid {
-    OCSP_CERTID *cid;               /* borrowed from the parsed request */
+    OCSP_CERTID *cid;               /* borrowed from the parsed request; NULL from the plain path */
     int alg;                        /* OCSP__SHA1 .. OCSP__SHA512, -1 = other hash */
     const unsigned char *name_hash; /* borrowed */
     const unsigned char *key_hash;  /* borrowed */
@@ -163,6 +163,15 @@ struct ocsp__parsed {
  * other than absent or NULL, serial longer than STORE_SERIAL_MAX, nonce outside 1..128 octets). Returns 0, or UTIL_ENOMEM. Always run ocsp__parsed_cleanup. */
 int ocsp__request_parse(const unsigned char *der, size_t len, int max_certids,
                         struct ocsp__parsed *out);
+/* The common request (one SHA-1 or SHA-256 CertID, no extensions, strict DER) read in place (see
+ * the DESIGN comment in ocsp_req.c): 1 with *id filled (cid NULL; name_hash and key_hash point
+ * into der), 0 when the request has any other shape (nothing concluded: not malformed). */
+int ocsp__request_parse_plain(const unsigned char *der, size_t len, struct ocsp__reqid *id);
+/* ocsp__request_parse, the plain path first: a plain request gives one id whose cid is NULL (its
+ * answer carries the server's own CertID, see ocsp__plan_request); any other goes to
+ * ocsp__request_parse. */
+int ocsp__request_parse_fast(const unsigned char *der, size_t len, int max_certids,
+                             struct ocsp__parsed *out);
 void ocsp__parsed_cleanup(struct ocsp__parsed *p);
 
 /* DER INTEGER content octets -> ASN1_INTEGER (caller frees), NULL on error. */

@@ -647,7 +647,7 @@ int ocsp__plan_request(struct ocsp_responder *resp, const unsigned char *der, si
 
     memset(plan, 0, sizeof(*plan));
     *nonce_slot = 0;
-    rc = ocsp__request_parse(der, len, resp->cfg.max_certids, &parsed);
+    rc = ocsp__request_parse_fast(der, len, resp->cfg.max_certids, &parsed);
     if (rc != UTIL_OK)
         goto out;
     if (parsed.status != OCSP_RESPONSE_STATUS_SUCCESSFUL) {
