@@ -143,7 +143,8 @@ static int prepare(void)
         c.issuer_id = issuer_id;
         c.serial = s;
         c.serial_len = n;
-        c.not_before = now - 86400;
+        c.not_before = now - 86400 - 3600 - entries; /* before every revoked_at below (the store
+                                                        refuses a revocation before notBefore) */
         c.not_after = now + 365 * 86400;
         r.issuer_id = issuer_id;
         r.serial = s;

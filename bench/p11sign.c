@@ -12,7 +12,9 @@
  *           [--threads T] [--seconds S]
  *
  * SOFTHSM2_CONF must name the token's configuration, as for pkiva. Prints one line:
- *   p11sign: threads=T seconds=S signatures=N rate=R/s key=ec|rsa session-copy=yes|no
+ *   p11sign: threads=T seconds=S signatures=N rate=R/s key=ec|rsa session-copy=yes|no cpu_us=C
+ * where C is the process's CPU time (utime + stime from /proc/self/stat, as bench/run reads
+ * pkiva's) over the signing threads' run, per signature: the peer of pkiva's CPU per answer.
  * Not run by ctest. The module is never finalized: SoftHSM2 2.6.1 crashes in C_Finalize at exit. */
 #include <dlfcn.h>
 #include <openssl/sha.h>
@@ -44,6 +46,27 @@ static void die(const char *what, CK_RV rv)
 {
     fprintf(stderr, "p11sign: %s failed (CK_RV 0x%lx)\n", what, (unsigned long)rv);
     exit(1);
+}
+
+/* utime + stime of this process from /proc/self/stat, in seconds (what bench/run reads of pkiva). */
+static double proc_cpu_s(void)
+{
+    char buf[1024];
+    unsigned long long ut = 0, st = 0;
+    const char *p;
+    size_t n;
+    FILE *f = fopen("/proc/self/stat", "r");
+
+    if (f == NULL)
+        return 0;
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    (void)fclose(f); /* read-only */
+    buf[n] = '\0';
+    p = strrchr(buf, ')'); /* the command name may hold spaces; fields 3.. follow its ')' */
+    if (p == NULL ||
+        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return 0;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
 }
 
 static double now_s(void)
@@ -170,7 +193,7 @@ int main(int argc, char **argv)
     struct worker workers[P11SIGN_MAX_THREADS];
     int threads = 1;
     long total = 0;
-    double t0, t1;
+    double t0, t1, cpu0, cpu1;
     FILE *f;
 
     for (int i = 1; i < argc; i++) {
@@ -211,6 +234,7 @@ int main(int argc, char **argv)
         (void)session_key(&s);
     }
     memset(workers, 0, sizeof(workers));
+    cpu0 = proc_cpu_s();
     t0 = now_s();
     for (int i = 0; i < threads; i++)
         if (pthread_create(&workers[i].thread, NULL, worker_main, &workers[i]) != 0) {
@@ -224,9 +248,11 @@ int main(int argc, char **argv)
         total += workers[i].count;
     }
     t1 = now_s();
-    printf("p11sign: threads=%d seconds=%.2f signatures=%ld rate=%.0f/s key=%s session-copy=%s\n",
+    cpu1 = proc_cpu_s();
+    printf("p11sign: threads=%d seconds=%.2f signatures=%ld rate=%.0f/s key=%s session-copy=%s "
+           "cpu_us=%.1f\n",
            threads, t1 - t0, total, (double)total / (t1 - t0), key_type == CKK_RSA ? "rsa" : "ec",
-           key_copied ? "yes" : "no");
+           key_copied ? "yes" : "no", total > 0 ? (cpu1 - cpu0) * 1e6 / (double)total : 0.0);
     fflush(stdout);
     _exit(0); /* no C_Finalize, no atexit handlers: see the comment at the top */
 usage:

@@ -479,6 +479,22 @@ static void monitor_stop(struct hsm *hsm)
     atomic_store(&hsm->monitor_running, 0);
 }
 
+/* Each signing thread keeps its signing contexts (see sign_ctx_get in key.c). */
+static int sign_thread_init(void *pool_ctx, void **thread_state)
+{
+    (void)pool_ctx;
+    hsm__thread_cache = calloc(1, sizeof(*hsm__thread_cache));
+    *thread_state = hsm__thread_cache;
+    return hsm__thread_cache != NULL ? UTIL_OK : UTIL_ENOMEM;
+}
+
+static void sign_thread_fini(void *pool_ctx, void *thread_state)
+{
+    (void)pool_ctx;
+    hsm__sign_cache_free(thread_state);
+    hsm__thread_cache = NULL;
+}
+
 int hsm_open(const struct hsm_config *cfg, struct hsm **out)
 {
     struct hsm *hsm = NULL;
@@ -565,6 +581,8 @@ int hsm_open(const struct hsm_config *cfg, struct hsm **out)
 
     memset(&pool_cfg, 0, sizeof(pool_cfg));
     pool_cfg.name = "hsm-sign";
+    pool_cfg.thread_init = sign_thread_init;
+    pool_cfg.thread_fini = sign_thread_fini;
     pool_cfg.threads = cfg->sessions;
     pool_cfg.queue_max = cfg->queue_max;
     rc = util_pool_new(&pool_cfg, &hsm->pool);

@@ -85,6 +85,24 @@ extern _Thread_local int hsm__key_fault;
  * keep the monitor from probing an idle token) nor ends an outage. */
 extern _Thread_local int hsm__refused, hsm__signed;
 
+/* A signing thread's EVP_PKEY_CTXs, ready for EVP_PKEY_sign, one per key it signed with lately
+ * (see sign_ctx_get in key.c). Each holds a reference to the pkey it was made for, so a key
+ * swapped by hsm__keys_reload or freed is noticed by id and pointer, never confused with another. */
+#define HSM__CTX_SLOTS 8
+struct hsm__sign_cache {
+    struct {
+        uint64_t key_id; /* hsm__key.id */
+        EVP_PKEY *pkey;  /* the key->pkey it was made for (ctx holds a reference) */
+        EVP_PKEY_CTX *ctx;
+    } slot[HSM__CTX_SLOTS];
+    unsigned next; /* the slot to reuse when none matches */
+};
+/* The calling thread's cache: set by the signing pool's thread_init (hsm.c), NULL elsewhere (then
+ * every signature makes and frees its own context). */
+extern _Thread_local struct hsm__sign_cache *hsm__thread_cache;
+/* Frees every context in c and c itself (the pool's thread_fini). NULL-safe. */
+void hsm__sign_cache_free(struct hsm__sign_cache *c);
+
 /* Runs the self-check again on every key marked HSM_KEY_UNHEALTHY and clears the mark of those
  * that pass (monitor thread). */
 void hsm__keys_recheck(struct hsm *hsm);

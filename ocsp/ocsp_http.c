@@ -200,9 +200,11 @@ static void job_done(void *opaque, int result)
     }
     if (result == UTIL_OK) {
         int64_t validity = job->next_update - job->this_update;
-        c = ocsp__cached_new(job->der, job->len, job->this_update, job->next_update,
-                             job->this_update + validity * resp->cfg.refresh_percent / 100,
-                             job->plan.worst_status);
+        /* A nonce's answer is served with no-store only (respond_signed) and never cached
+         * (ocsp__plan_request caches only answers without one): no validators to compute. */
+        c = (job->plan.use_nonce ? ocsp__cached_new_no_store : ocsp__cached_new)(
+            job->der, job->len, job->this_update, job->next_update,
+            job->this_update + validity * resp->cfg.refresh_percent / 100, job->plan.worst_status);
     } else if (result != UTIL_EBUSY) {
         UTIL_WARN(OCSP_MOD, "live signature failed: %s", util_strerror(result));
     }

@@ -78,7 +78,7 @@ int ocsp__plan_request(struct ocsp_responder *resp, const unsigned char *der, si
 
     memset(plan, 0, sizeof(*plan));
     *nonce_slot = 0;
-    rc = ocsp__request_parse(der, len, resp->cfg.max_certids, &parsed);
+    rc = ocsp__request_parse_fast(der, len, resp->cfg.max_certids, &parsed);
     if (rc != UTIL_OK)
         goto out;
     if (parsed.status != OCSP_RESPONSE_STATUS_SUCCESSFUL) {
@@ -174,9 +174,11 @@ int ocsp__plan_request(struct ocsp_responder *resp, const unsigned char *der, si
          * (parameters NULL, as OCSP_cert_id_new and the pre-signer make them), never the
          * client's encoding of it: what one client sent must not reach the others. A response
          * for this client alone (nonce, several CertIDs, SHA-384/512) repeats its CertID. */
+        plan->cids_borrowed = use_nonce; /* the request goes with the plan (below) */
         plan->singles[i].cid =
-            fast ? ocsp__canonical_certid(resp, is, id->alg, id->serial, id->serial_len)
-                 : OCSP_CERTID_dup(id->cid);
+            fast        ? ocsp__canonical_certid(resp, is, id->alg, id->serial, id->serial_len)
+            : use_nonce ? id->cid
+                        : OCSP_CERTID_dup(id->cid);
         if (plan->singles[i].cid == NULL) {
             rc = UTIL_ENOMEM;
             goto out;
@@ -199,7 +201,7 @@ out:
 
 void ocsp__plan_cleanup(struct ocsp__plan *plan)
 {
-    for (int i = 0; i < plan->n; i++)
+    for (int i = 0; i < plan->n && !plan->cids_borrowed; i++)
         ocsp__single_cleanup(&plan->singles[i]);
     free(plan->singles);
     ocsp__cached_unref(plan->cached);

@@ -15,13 +15,11 @@
 /* id-pkix-ocsp-extended-revoke (RFC 6960 §4.4.8); OpenSSL 3.0 has no NID for it. */
 #define OID_EXTENDED_REVOKE "1.3.6.1.5.5.7.48.1.9"
 
-struct ocsp__cached *ocsp__cached_new(const unsigned char *der, size_t len, int64_t this_update,
-                                      int64_t next_update, int64_t refresh_at, int cert_status)
+struct ocsp__cached *ocsp__cached_new_no_store(const unsigned char *der, size_t len,
+                                               int64_t this_update, int64_t next_update,
+                                               int64_t refresh_at, int cert_status)
 {
-    struct ocsp__cached *c = calloc(1, sizeof(*c));
-    unsigned char digest[32];
-    char hex[33];
-    char last_modified[40], expires[40];
+    struct ocsp__cached *c = calloc(1, sizeof(*c)); /* etag and headers stay "" */
 
     if (c == NULL)
         return NULL;
@@ -35,6 +33,20 @@ struct ocsp__cached *ocsp__cached_new(const unsigned char *der, size_t len, int6
     c->next_update = next_update;
     c->refresh_at = refresh_at;
     c->cert_status = cert_status;
+    return c;
+}
+
+struct ocsp__cached *ocsp__cached_new(const unsigned char *der, size_t len, int64_t this_update,
+                                      int64_t next_update, int64_t refresh_at, int cert_status)
+{
+    struct ocsp__cached *c =
+        ocsp__cached_new_no_store(der, len, this_update, next_update, refresh_at, cert_status);
+    unsigned char digest[32];
+    char hex[33];
+    char last_modified[40], expires[40];
+
+    if (c == NULL)
+        return NULL;
     /* A strong validator: the response bytes' own hash (128 bits are plenty for an ETag). */
     if (EVP_Digest(der, len, digest, NULL, EVP_sha256(), NULL) != 1) {
         ERR_clear_error();

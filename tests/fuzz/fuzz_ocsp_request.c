@@ -90,10 +90,21 @@ static void answer_both_ways(const struct ocsp__parsed *p)
 int fuzz_ocsp_request_check(const uint8_t *data, size_t size)
 {
     struct ocsp__parsed p;
+    struct ocsp__reqid id;
+    int plain = ocsp__request_parse_plain(data, size, &id);
     int rc = ocsp__request_parse(data, size, 10, &p);
 
     if (rc == 0 && p.status == OCSP_RESPONSE_STATUS_SUCCESSFUL)
         answer_both_ways(&p);
+    /* What the plain path takes, OpenSSL's decoder reads the same way. */
+    if (plain &&
+        (rc != 0 || p.status != OCSP_RESPONSE_STATUS_SUCCESSFUL || p.n != 1 || p.nonce != NULL ||
+         id.alg != p.ids[0].alg || id.serial_len != p.ids[0].serial_len ||
+         id.name_hash_len != p.ids[0].name_hash_len || id.key_hash_len != p.ids[0].key_hash_len ||
+         memcmp(id.serial, p.ids[0].serial, id.serial_len) != 0 ||
+         memcmp(id.name_hash, p.ids[0].name_hash, id.name_hash_len) != 0 ||
+         memcmp(id.key_hash, p.ids[0].key_hash, id.key_hash_len) != 0))
+        abort();
     rc = rc != 0 ? rc : p.status == OCSP_RESPONSE_STATUS_SUCCESSFUL;
     ocsp__parsed_cleanup(&p);
     return rc;

@@ -1027,6 +1027,91 @@ Test(index, cache_cap_evicts_good_first)
     ocsp__index_free(idx);
 }
 
+/* ---- the plain request path ---------------------------------------------------------------- */
+
+/* The plain path (ocsp__request_parse_plain) against OpenSSL's decoder: 1 when it took der; then
+ * ocsp__request_parse must accept the same request with the same CertID values. */
+static int plain_agrees(const unsigned char *der, size_t len)
+{
+    struct ocsp__reqid id;
+    struct ocsp__parsed p;
+    int plain = ocsp__request_parse_plain(der, len, &id);
+
+    cr_assert_eq(ocsp__request_parse(der, len, 10, &p), 0);
+    if (plain) {
+        cr_assert_eq(p.status, OCSP_RESPONSE_STATUS_SUCCESSFUL);
+        cr_assert_eq(p.n, 1);
+        cr_assert_null(p.nonce);
+        cr_assert_null(id.cid);
+        cr_assert_eq(id.alg, p.ids[0].alg);
+        cr_assert_eq(id.name_hash_len, p.ids[0].name_hash_len);
+        cr_assert_eq(id.key_hash_len, p.ids[0].key_hash_len);
+        cr_assert_eq(id.serial_len, p.ids[0].serial_len);
+        cr_assert_eq(memcmp(id.name_hash, p.ids[0].name_hash, id.name_hash_len), 0);
+        cr_assert_eq(memcmp(id.key_hash, p.ids[0].key_hash, id.key_hash_len), 0);
+        cr_assert_eq(memcmp(id.serial, p.ids[0].serial, id.serial_len), 0);
+    }
+    ocsp__parsed_cleanup(&p);
+    return plain;
+}
+
+static int plain_file(const char *name)
+{
+    char path[512];
+    unsigned char *data = NULL;
+    size_t len = 0;
+    int plain;
+
+    (void)snprintf(path, sizeof(path), "%s/tests/fuzz/corpus/ocsp_request/%s", PKIVA_SOURCE_DIR,
+                   name);
+    cr_assert_eq(util_file_read(path, 1 << 20, &data, &len), 0, "%s", path);
+    plain = plain_agrees(data, len);
+    free(data);
+    return plain;
+}
+
+Test(corpus, plain_path_agrees_with_openssl)
+{
+    char path[512];
+    unsigned char *data = NULL, *m;
+    size_t len = 0;
+
+    /* The common requests take the plain path; every other shape is left to OpenSSL. */
+    cr_assert(plain_file("sha1-one.der"));
+    cr_assert(plain_file("sha256-one.der"));
+    cr_assert(plain_file("sha256-absent-params.der"));
+    cr_assert(plain_file("sha256-null-params.der"));
+    cr_assert(plain_file("regression-sha1-serial-1234"));
+    cr_assert(!plain_file("sha1-nonce.der"));
+    cr_assert(!plain_file("sha1-three.der"));
+    cr_assert(!plain_file("signed.der"));
+    cr_assert(!plain_file("not-a-request.der"));
+    cr_assert(!plain_file("not-sha256-junk-params.der"));
+    cr_assert(!plain_file("not-sha256-two-params.der"));
+    /* Every truncation and every one-octet change of a plain request: where the plain path
+     * takes the result, OpenSSL reads the same values. */
+    (void)snprintf(path, sizeof(path), "%s/tests/fuzz/corpus/ocsp_request/sha1-one.der",
+                   PKIVA_SOURCE_DIR);
+    cr_assert_eq(util_file_read(path, 1 << 20, &data, &len), 0);
+    for (size_t cut = 0; cut < len; cut++)
+        cr_assert(!plain_agrees(data, cut), "truncated to %zu", cut);
+    m = malloc(len);
+    cr_assert_not_null(m);
+    for (size_t i = 0; i < len; i++) {
+        static const unsigned char values[] = {0x00, 0x01, 0x02, 0x04, 0x05, 0x06, 0x30,
+                                               0x7f, 0x80, 0x81, 0x82, 0xa0, 0xff};
+        for (size_t v = 0; v < sizeof(values); v++) {
+            memcpy(m, data, len);
+            m[i] = values[v];
+            (void)plain_agrees(m, len);
+            m[i] = (unsigned char)(data[i] + 1);
+            (void)plain_agrees(m, len);
+        }
+    }
+    free(m);
+    free(data);
+}
+
 Test(plan, metrics_text)
 {
     char buf[4096];
