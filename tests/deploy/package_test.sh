@@ -126,7 +126,7 @@ curl -sf "http://127.0.0.1:$port/crl/demo-ca.crl" -o "$work/demo-ca.crl" || fail
 openssl crl -inform DER -in "$work/demo-ca.crl" -CAfile "$pki/ca-chain.pem" -verify -noout 2>&1 |
   grep -q "verify OK" || fail "the CRL does not verify"
 serial=$(openssl x509 -in "$pki/demo-revoked.pem" -noout -serial | cut -d= -f2)
-openssl crl -inform DER -in "$work/demo-ca.crl" -noout -text | grep -qi "Serial Number: $serial" ||
+openssl crl -inform DER -in "$work/demo-ca.crl" -noout -text | grep -i "Serial Number: $serial" >/dev/null ||
   fail "the CRL does not list the revoked serial $serial"
 echo "pkiva package test" >"$work/data.txt"
 openssl ts -query -data "$work/data.txt" -sha256 -cert -out "$work/q.tsq" 2>/dev/null
