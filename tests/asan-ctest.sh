@@ -18,10 +18,14 @@ rm -rf "$reports"
 mkdir -p "$reports"
 # test_package runs the installed pkiva as the pkiva user: it must be able to write a report too.
 chmod 1777 "$reports"
+# Options already in the environment come first, so that a run by hand can add some, e.g.
+# ASAN_OPTIONS=fast_unwind_on_malloc=0 for whole allocation stacks through OpenSSL and the PKCS#11
+# modules (built without frame pointers: the default unwinder stops at their first frame).
 log="log_path=$reports/report:log_exe_name=1"
-export ASAN_OPTIONS="detect_leaks=1:$log"
-export LSAN_OPTIONS="suppressions=$src/tests/lsan.supp:$log"
-export UBSAN_OPTIONS="print_stacktrace=1:$log"
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=1:$log"
+# print_suppressions=0: a process whose leaks were all suppressed writes no file.
+export LSAN_OPTIONS="${LSAN_OPTIONS:+$LSAN_OPTIONS:}suppressions=$src/tests/lsan.supp:print_suppressions=0:$log"
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:+$UBSAN_OPTIONS:}print_stacktrace=1:$log"
 status=0
 ctest --test-dir "$build" --output-on-failure "$@" || status=$?
 shopt -s nullglob
