@@ -34,9 +34,16 @@ if [ ${#files[@]} -eq 0 ]; then
   echo "asan-ctest: no AddressSanitizer, LeakSanitizer or UBSan report from any process"
   exit "$status"
 fi
+# The first few in full (one leak often repeats in every server a suite starts), then names only.
+shown=0
 for f in "${files[@]}"; do
-  echo "==== ${f##*/report.} (PROGRAM.PID): $(wc -l <"$f") lines, the first 60"
-  head -n 60 "$f"
+  if [ $shown -lt 4 ]; then
+    echo "==== ${f##*/report.} (PROGRAM.PID): $(wc -l <"$f") lines, the first 60"
+    head -n 60 "$f"
+  else
+    echo "==== ${f##*/report.} (PROGRAM.PID): $(grep -c 'leak of\|ERROR:\|runtime error' "$f") findings"
+  fi
+  shown=$((shown + 1))
 done
 echo "asan-ctest: FAIL: ${#files[@]} process(es) wrote a sanitizer report; all of them in $reports/" >&2
 exit 1
