@@ -252,6 +252,14 @@ case "$KIND" in
   nss) setup_nss ;;
   *) echo "usage: $0 PKIVA softhsm|opencryptoki|nss" >&2; exit 2 ;;
 esac
+# ASan builds (tests/asan-ctest.sh): openCryptoki and NSS's softoken keep allocations past
+# C_Finalize (NSPR's locks, softoken's and openCryptoki's object state) in modules unloaded before
+# the leak check, so no suppression can name them. Leak checks are off for this script's pkiva
+# on those two modules only; address and UB checks stay on, and the same pkiva code is
+# leak-checked on SoftHSM2 here and in every other suite.
+if [ "$KIND" != softhsm ] && [ -n "${ASAN_OPTIONS:-}" ]; then
+  export ASAN_OPTIONS="$ASAN_OPTIONS:detect_leaks=0"
+fi
 write_openssl_conf
 gen_key ca "$CA_ALG"
 gen_key tsa "$TSA_ALG"
