@@ -558,10 +558,15 @@ static int publish(struct crl_publisher *pub, struct crl__pub_issuer *pi, struct
     }
     if (rc == UTIL_OK) {
         int64_t now = util_mono_ms();
+        int recovered = 0;
         pthread_mutex_lock(&pi->mutex);
         swap_served(pi, base != NULL, s);
         s = NULL;
         pi->stats.published++;
+        /* Not failing from the moment a new CRL is served (in the same step, so that no reader
+         * sees the new number with the old failure). */
+        recovered = pi->stats.failing;
+        pi->stats.failing = 0;
         if (base == NULL) {
             pi->have_full = 1;
             pi->base_feed_id = info.feed_id;
@@ -570,6 +575,8 @@ static int publish(struct crl_publisher *pub, struct crl__pub_issuer *pi, struct
         }
         pi->delta_due = now + pub->cfg.interval_seconds * 1000;
         pthread_mutex_unlock(&pi->mutex);
+        if (recovered)
+            UTIL_INFO(CRL_MOD, "issuer %s: publishing again", pi->is.name);
         UTIL_INFO(CRL_MOD,
                   "issuer %s: %s CRL %" PRId64 " published: %" PRId64
                   " entries, %zu bytes, %" PRId64 " ms",
@@ -617,9 +624,6 @@ static int run_issuer(struct crl_publisher *pub, struct crl__pub_issuer *pi, str
     }
     if (rc == UTIL_OK) {
         pthread_mutex_lock(&pi->mutex);
-        if (pi->stats.failing)
-            UTIL_INFO(CRL_MOD, "issuer %s: publishing again", pi->is.name);
-        pi->stats.failing = 0;
         pi->retry_at = 0;
         pi->backoff_ms = pub->cfg.retry_min_ms;
         pthread_mutex_unlock(&pi->mutex);
