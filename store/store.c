@@ -320,7 +320,8 @@ int store_cert_iterate_blocking(struct store *store, int64_t issuer_id, int filt
 {
     if (store == NULL || fn == NULL || issuer_id < 0)
         return UTIL_EINVAL;
-    if (filter != STORE_ITER_ALL && filter != STORE_ITER_REVOKED)
+    if (filter != STORE_ITER_ALL && filter != STORE_ITER_REVOKED &&
+        filter != STORE_ITER_ALL_ANY_ORDER)
         return UTIL_EINVAL;
     return store->ops->cert_iterate(store, issuer_id, filter, fn, ctx);
 }

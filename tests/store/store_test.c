@@ -495,6 +495,58 @@ Test(store, pg_cert_walk_reads_each_row_once_without_statistics)
                  (long long)(after - before), N);
 }
 
+struct serial_sum {
+    int n, stop_at;
+    uint64_t sum; /* order-independent: the sum of each serial's first bytes */
+};
+
+static int sum_serials(void *ctx, const struct store_cert *cert)
+{
+    struct serial_sum *x = ctx;
+    uint64_t v = 0;
+
+    for (size_t i = 0; i < cert->serial_len && i < 8; i++)
+        v = v << 8 | cert->serial[i];
+    x->sum += v;
+    return ++x->n == x->stop_at;
+}
+
+/* STORE_ITER_ALL_ANY_ORDER (the OCSP index load; a cursor over one sequential scan on
+ * PostgreSQL): the same certificates as STORE_ITER_ALL, per issuer and for all; a stop from the
+ * callback ends it cleanly, also inside an explicit transaction, and the next walk works. */
+Test(store, cert_walk_in_any_order_sees_every_certificate)
+{
+    struct store *s = open_store(STORE_OPEN_CREATE);
+    int64_t ca = put_issuer(s, "ca"), other = put_issuer(s, "other");
+    struct serial_sum all = {0}, any = {0}, every = {0}, part = {.stop_at = 5};
+    unsigned char serial[3] = {0x40, 0, 0};
+
+    for (int i = 0; i < 4500; i++) {
+        serial[1] = (unsigned char)(i >> 8);
+        serial[2] = (unsigned char)(i * 37);
+        add_cert(s, i % 9 == 0 ? other : ca, serial, 3);
+    }
+    cr_assert_eq(store_cert_iterate_blocking(s, ca, STORE_ITER_ALL, sum_serials, &all), 0);
+    cr_assert_eq(store_cert_iterate_blocking(s, ca, STORE_ITER_ALL_ANY_ORDER, sum_serials, &any),
+                 0);
+    cr_assert_eq(any.n, 4000);
+    cr_assert_eq(any.n, all.n);
+    cr_assert_eq(any.sum, all.sum);
+    cr_assert_eq(store_cert_iterate_blocking(s, 0, STORE_ITER_ALL_ANY_ORDER, sum_serials, &every),
+                 0);
+    cr_assert_eq(every.n, 4500);
+    cr_assert_eq(store_begin_blocking(s), 0);
+    cr_assert_eq(store_cert_iterate_blocking(s, 0, STORE_ITER_ALL_ANY_ORDER, sum_serials, &part),
+                 1);
+    cr_assert_eq(part.n, 5);
+    memset(&any, 0, sizeof(any));
+    cr_assert_eq(store_cert_iterate_blocking(s, other, STORE_ITER_ALL_ANY_ORDER, sum_serials, &any),
+                 0);
+    cr_assert_eq(any.n, 500);
+    cr_assert_eq(store_commit_blocking(s), 0);
+    store_close(s);
+}
+
 Test(store, certs_add_get_der_iterate)
 {
     static const unsigned char s1[] = {0x01};
