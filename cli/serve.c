@@ -438,8 +438,8 @@ static int build_feed(struct server *srv)
     char name[FEED_NODE_NAME_MAX];
     /* OCSP first: it must answer a change before the CRL publisher is told of it. */
     const struct feed_subscriber subs[] = {
-        {"OCSP responder", ocsp_take, NULL, srv->ocsp},
-        {"CRL publisher", crl_take, crl_published_upto, srv->crl},
+        {"OCSP responder", ocsp_take, NULL, srv->ocsp, 0},
+        {"CRL publisher", crl_take, crl_published_upto, srv->crl, 1}, /* ignores ISSUE */
     };
     struct feed_config fc = {cfg->store_path,
                              cfg->feed.poll_ms,

@@ -344,6 +344,8 @@ static void wake(struct crl_publisher *pub)
     pthread_mutex_unlock(&pub->mutex);
 }
 
+/* A registration of a good certificate (STORE_CHANGE_ISSUE) changes no CRL; the feed relies on
+ * it (cli/serve.c sets skip_issue: the start-up replay does not even read them). */
 int crl_publisher_apply_change(struct crl_publisher *pub, const struct store_change *change)
 {
     int hit = 0;

@@ -11,7 +11,11 @@
  *     SLA rows up to start_after are marked visible in OCSP when the feed starts. Each subscriber
  *     with published_upto (the CRL publisher: the feed id its latest published CRLs reflect, kept
  *     in the store's CRL history) is replayed the changes after that position, so that the CRL
- *     catches up within coalesce of the start (never left to the periodic interval);
+ *     catches up within coalesce of the start (never left to the periodic interval). A subscriber
+ *     that ignores registrations of good certificates (skip_issue: the CRL publisher) is read
+ *     only the other changes, through a partial index: every revocation, unrevocation and
+ *     registration of a revoked certificate still reaches it, and a start after an import of
+ *     millions of good certificates replays a handful of rows instead of millions;
  *   - written while running, by anyone: read from the feed every poll_ms, sooner when inotify
  *     sees the database written, and handed to every subscriber in feed order;
  *   - written just before a stop: feed_stop reads the feed once more and delivers what it finds
@@ -75,6 +79,7 @@ struct feed {
     int64_t others_visible, others_before, others_rose_ms;
     int report_logged; /* a failed report was logged; quiet until one works */
     int64_t replay_from[FEED_MAX_SUBSCRIBERS]; /* where each start-up replay began */
+    int64_t replay_read[FEED_MAX_SUBSCRIBERS]; /* changes its replay read from the store */
 
     pthread_t thread;
     int started;
@@ -197,17 +202,21 @@ static int deliver(void *ctx, const struct store_change *change)
 }
 
 /* Delivers the changes in (*pos, upto] (to one subscriber, or all with only = -1) in batches, at
- * most until deadline_mono (0: no limit). Advances *pos. Returns 0 when everything up to upto
- * (or the end of the feed) was taken, 1 when a subscriber refused or time ran out, or a store
- * error. */
+ * most until deadline_mono (0: no limit). A subscriber with skip_issue (only >= 0) is read only
+ * the changes other than registrations of good certificates. Advances *pos. Returns 0 when
+ * everything up to upto (or the end of the feed) was taken, 1 when a subscriber refused or time
+ * ran out, or a store error. */
 static int deliver_range(struct feed *feed, struct store *store, int only, int64_t *pos,
                          int64_t upto, int64_t deadline_mono)
 {
+    unsigned opts = only >= 0 && feed->subs[only].skip_issue ? STORE_FEED_SKIP_ISSUE : 0;
     for (;;) {
         struct batch b = {feed, only, upto, *pos, 0, 0};
-        int rc = store_feed_read_blocking(store, *pos, FEED_BATCH, deliver, &b);
+        int rc = store_feed_read_opt_blocking(store, *pos, FEED_BATCH, opts, deliver, &b);
         if (rc < 0)
             return rc;
+        if (only >= 0)
+            feed->replay_read[only] += rc;
         *pos = b.last;
         if (b.blocked)
             return 1;
@@ -438,9 +447,12 @@ static int catch_up(struct feed *feed, struct store *store, int64_t *replay_pos,
                            util_mono_ms() + FEED_REPLAY_SLICE_MS);
         if (rc < 0 || rc == 1)
             return rc;
-        UTIL_INFO(MOD, "%s caught up: changes %lld..%lld committed before the start replayed",
+        UTIL_INFO(MOD,
+                  "%s caught up: changes %lld..%lld committed before the start replayed "
+                  "(%lld read from the store%s)",
                   feed->subs[i].name, (long long)feed->replay_from[i] + 1,
-                  (long long)feed->start_after);
+                  (long long)feed->start_after, (long long)feed->replay_read[i],
+                  feed->subs[i].skip_issue ? ", registrations of good certificates skipped" : "");
         replay_pos[i] = feed->start_after;
     }
     return UTIL_OK;

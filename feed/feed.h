@@ -38,6 +38,11 @@ struct feed_subscriber {
      * from the store at start_after). */
     int64_t (*published_upto)(void *ctx);
     void *ctx;
+    /* 1: apply() ignores STORE_CHANGE_ISSUE (the CRL publisher: a good certificate is on no CRL),
+     * so the start-up replay reads only the other changes (STORE_FEED_SKIP_ISSUE): its cost
+     * follows the revocations since published_upto, not the registrations. The live feed still
+     * hands it every change. */
+    int skip_issue;
 };
 
 /* The feed's directives of the configuration file as read (feed_config.c declares each once: name,

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Loading the status index from the store at start-up: one sequential scan of each issuer's
- * certificates in the store's key order, with the index inserts on a second thread, so that
+ * certificates in the order the store reads fastest (the index is a hash table), with the index
+ * inserts on a second thread, so that
  * decoding rows (SQLite) and filing them into the index overlap.
  *
  * DESIGN
@@ -163,8 +164,8 @@ int ocsp__load_blocking(struct ocsp_responder *resp, struct store *store, int64_
     ld.threaded = pthread_create(&thread, NULL, inserter_main, &ld) == 0;
     for (int i = 0; i < resp->n_issuers && rc == UTIL_OK; i++) {
         ld.issuer = i;
-        rc = store_cert_iterate_blocking(store, resp->issuers[i].store_id, STORE_ITER_ALL, read_one,
-                                         &ld);
+        rc = store_cert_iterate_blocking(store, resp->issuers[i].store_id, STORE_ITER_ALL_ANY_ORDER,
+                                         read_one, &ld);
         if (rc == 1)
             rc = UTIL_ENOMEM; /* read_one stopped the scan */
     }

@@ -320,7 +320,8 @@ int store_cert_iterate_blocking(struct store *store, int64_t issuer_id, int filt
 {
     if (store == NULL || fn == NULL || issuer_id < 0)
         return UTIL_EINVAL;
-    if (filter != STORE_ITER_ALL && filter != STORE_ITER_REVOKED)
+    if (filter != STORE_ITER_ALL && filter != STORE_ITER_REVOKED &&
+        filter != STORE_ITER_ALL_ANY_ORDER)
         return UTIL_EINVAL;
     return store->ops->cert_iterate(store, issuer_id, filter, fn, ctx);
 }
@@ -489,11 +490,17 @@ int store_cert_unrevoke_blocking(struct store *store, int64_t issuer_id,
 int store_feed_read_blocking(struct store *store, int64_t after_id, int max,
                              int (*fn)(void *ctx, const struct store_change *change), void *ctx)
 {
-    if (store == NULL || fn == NULL || after_id < 0)
+    return store_feed_read_opt_blocking(store, after_id, max, 0, fn, ctx);
+}
+
+int store_feed_read_opt_blocking(struct store *store, int64_t after_id, int max, unsigned opts,
+                                 int (*fn)(void *ctx, const struct store_change *change), void *ctx)
+{
+    if (store == NULL || fn == NULL || after_id < 0 || (opts & ~STORE_FEED_SKIP_ISSUE) != 0)
         return UTIL_EINVAL;
     if (max <= 0)
         return 0;
-    return store->ops->feed_read(store, after_id, max, fn, ctx);
+    return store->ops->feed_read(store, after_id, max, opts, fn, ctx);
 }
 
 int store_feed_head_blocking(struct store *store, int64_t *id_out)

@@ -190,6 +190,10 @@ int store_cert_der_blocking(struct store *store, int64_t issuer_id, const unsign
  * 0 = all, 1 = revoked only. The struct is valid only during the call; a non-zero return stops. */
 #define STORE_ITER_ALL 0
 #define STORE_ITER_REVOKED 1
+/* All, in whatever order the backend reads fastest (PostgreSQL: the table's physical order, one
+ * sequential scan through a cursor; SQLite: key order), for a load that needs no order (the OCSP
+ * status index). The callback must not use the store. */
+#define STORE_ITER_ALL_ANY_ORDER 2
 int store_cert_iterate_blocking(struct store *store, int64_t issuer_id, int filter,
                                 int (*fn)(void *ctx, const struct store_cert *cert), void *ctx);
 
@@ -257,6 +261,17 @@ struct store_change {
  * (>= 0) or an error. */
 int store_feed_read_blocking(struct store *store, int64_t after_id, int max,
                              int (*fn)(void *ctx, const struct store_change *change), void *ctx);
+/* Options of store_feed_read_opt_blocking. STORE_FEED_SKIP_ISSUE leaves out the STORE_CHANGE_ISSUE
+ * changes (registrations of good certificates; a certificate registered as revoked is a
+ * STORE_CHANGE_REVOKE change). Both backends read it through a partial index of the other kinds,
+ * so the cost follows the revocations, not the registrations (the CRL publisher's start-up
+ * replay after an import of millions of good certificates). */
+#define STORE_FEED_SKIP_ISSUE 1u
+/* As store_feed_read_blocking, with opts (0 or STORE_FEED_SKIP_ISSUE); max counts the changes
+ * delivered, not those skipped. */
+int store_feed_read_opt_blocking(struct store *store, int64_t after_id, int max, unsigned opts,
+                                 int (*fn)(void *ctx, const struct store_change *change),
+                                 void *ctx);
 int store_feed_head_blocking(struct store *store, int64_t *id_out); /* 0 when empty */
 
 /* ---- revocation deadline (SLA) -------------------------------------------------------------- */

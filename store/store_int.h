@@ -124,7 +124,7 @@ struct store__ops {
     int (*unrevoke)(struct store *store, int64_t issuer_id, const unsigned char *serial,
                     size_t serial_len, const char *actor, int64_t *feed_id_out);
 
-    int (*feed_read)(struct store *store, int64_t after_id, int max,
+    int (*feed_read)(struct store *store, int64_t after_id, int max, unsigned opts,
                      int (*fn)(void *ctx, const struct store_change *change), void *ctx);
     int (*feed_head)(struct store *store, int64_t *id_out);
 

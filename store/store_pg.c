@@ -63,6 +63,7 @@
 #define PG_MAX_PARAMS 16
 /* Rows fetched per round trip by cert_iterate, which may walk millions of certificates. */
 #define PG_PAGE_ROWS 2000
+#define PG_PAGE_ROWS_TEXT "2000"
 
 /* ---- schema --------------------------------------------------------------------------------- */
 
@@ -246,10 +247,15 @@ static const char pg_schema_v6[] = "CREATE TABLE nodes ("
                                    "  heartbeat_ms bigint NOT NULL"
                                    ");";
 
+/* Version 7: schema_feed_changes of store_sqlite.c (the partial index of the changes other than
+ * registrations of good certificates, read by the CRL publisher's start-up replay). */
+static const char pg_schema_v7[] = "CREATE INDEX feed_not_issue ON feed (id) WHERE kind <> 1;";
+
 /* pg_migrations[i] upgrades version i to i + 1, in step with the SQLite list: the same version
  * number means the same tables and columns in both backends. Append only. */
 static const char *const pg_migrations[] = {
-    pg_schema_v1, pg_schema_v2, pg_schema_v3, pg_schema_v4, store__pg_schema_search, pg_schema_v6};
+    pg_schema_v1, pg_schema_v2, pg_schema_v3, pg_schema_v4, store__pg_schema_search,
+    pg_schema_v6, pg_schema_v7};
 #define PG_SCHEMA_VERSION ((int)(sizeof(pg_migrations) / sizeof(pg_migrations[0])))
 
 /* ---- connection ----------------------------------------------------------------------------- */
@@ -1179,10 +1185,91 @@ out:
     return rc;
 }
 
+static int cert_pages(struct store *store, int64_t issuer_id, int filter,
+                      int (*fn)(void *ctx, const struct store_cert *cert), void *ctx);
+
 /* Walks in pages of PG_PAGE_ROWS keyed by (issuer_id, serial), so that memory stays bounded for
- * millions of certificates and a callback may re-enter the store between rows. */
+ * millions of certificates and a callback may re-enter the store between rows.
+ * DESIGN: each page must be an ordered scan of certs_pkey that stops after PG_PAGE_ROWS rows.
+ * Without statistics (a start right after `pkiva import`, before autovacuum analyzed certs) the
+ * planner estimates a few hundred rows for the range and prefers a bitmap scan of the whole rest
+ * of the table plus a sort, so every page costs the rest of the table: a million certificates
+ * took 34 s to load, ten million would take hours. enable_sort is turned off for the walk (it
+ * only penalises sorts; a query that needs one still gets it), which leaves the ordered index
+ * scan: 10 ms a page of 2 000 whatever the statistics. */
+static int cert_scan(struct pg *s, int64_t issuer_id,
+                     int (*fn)(void *ctx, const struct store_cert *cert), void *ctx);
+
 static int pg_cert_iterate(struct store *store, int64_t issuer_id, int filter,
                            int (*fn)(void *ctx, const struct store_cert *cert), void *ctx)
+{
+    static const char op[] = "cert iterate";
+    struct pg *s = pg_of(store);
+    int rc = 0;
+
+    if (filter == STORE_ITER_ALL_ANY_ORDER)
+        return cert_scan(s, issuer_id, fn, ctx);
+    rc = q(s, "SET enable_sort = off", NULL, op, NULL);
+    if (rc != 0)
+        return rc;
+    rc = cert_pages(store, issuer_id, filter, fn, ctx);
+    /* After a failure inside a transaction the RESET fails too; the rollback undoes the SET. */
+    if (PQtransactionStatus(s->conn) != PQTRANS_INERROR)
+        (void)q(s, "RESET enable_sort", NULL, op, NULL); /* logged; the next walk sets it again */
+    return rc;
+}
+
+/* DESIGN (STORE_ITER_ALL_ANY_ORDER, the OCSP index load). Even as ordered index scans, pages in
+ * serial order visit the heap in random order (serials are random): once certs outgrows
+ * shared_buffers every row costs a page read (a million certificates: 24 s). One sequential scan
+ * through a cursor reads each heap page once, PG_PAGE_ROWS rows a round trip, memory bounded;
+ * index scans are turned off for it (SET LOCAL, undone at the end of its transaction) because
+ * without statistics the planner would pick the primary key for "issuer_id = ...". The cursor
+ * lives in a transaction of its own (a savepoint inside the caller's), so the callback must not
+ * use the store. */
+static int cert_scan(struct pg *s, int64_t issuer_id,
+                     int (*fn)(void *ctx, const struct store_cert *cert), void *ctx)
+{
+    static const char op[] = "cert scan";
+    enum tx_kind kind = 0;
+    char sql[512], where[64] = "";
+    int rc = tx_start(s, op, &kind, PG_NO_LOCK);
+    int n = PG_PAGE_ROWS, stop = 0;
+
+    if (issuer_id > 0)
+        (void)snprintf(where, sizeof(where), " WHERE issuer_id = %lld", (long long)issuer_id);
+    (void)snprintf(sql, sizeof(sql),
+                   "SET LOCAL enable_indexscan = off; SET LOCAL enable_bitmapscan = off; "
+                   "DECLARE pkiva_scan NO SCROLL CURSOR FOR SELECT " PG_CERT_COLS " FROM certs%s",
+                   where); /* fits */
+    if (rc == 0)
+        rc = q(s, sql, NULL, op, NULL);
+    while (rc == 0 && n == PG_PAGE_ROWS) {
+        PGresult *r = NULL;
+        struct store_cert c;
+        rc = q(s, "FETCH " PG_PAGE_ROWS_TEXT " FROM pkiva_scan", NULL, op, &r);
+        n = rc == 0 ? PQntuples(r) : 0;
+        for (int i = 0; rc == 0 && i < n; i++) {
+            rc = read_cert(s, r, i, 0, &c);
+            if (rc == 0)
+                rc = fn(ctx, &c);
+        }
+        PQclear(r);
+    }
+    /* A callback's stop (> 0) is not a failure: the cursor is closed (a savepoint's release
+     * would leave it open) and the read-only transaction ends. */
+    if (rc >= 0 && kind != 0) {
+        int closed = q(s, "CLOSE pkiva_scan", NULL, op, NULL);
+        if (rc == 0)
+            rc = closed;
+    }
+    stop = rc > 0 ? rc : 0;
+    rc = tx_finish(s, kind, rc > 0 ? 0 : rc, op);
+    return rc != 0 ? rc : stop;
+}
+
+static int cert_pages(struct store *store, int64_t issuer_id, int filter,
+                      int (*fn)(void *ctx, const struct store_cert *cert), void *ctx)
 {
     static const char op[] = "cert iterate";
     struct pg *s = pg_of(store);
@@ -1331,7 +1418,7 @@ out:
 
 /* ---- change feed ---------------------------------------------------------------------------- */
 
-static int pg_feed_read(struct store *store, int64_t after_id, int max,
+static int pg_feed_read(struct store *store, int64_t after_id, int max, unsigned opts,
                         int (*fn)(void *ctx, const struct store_change *change), void *ctx)
 {
     struct pg *s = pg_of(store);
@@ -1344,11 +1431,18 @@ static int pg_feed_read(struct store *store, int64_t after_id, int max,
 
     p_i64(&p, after_id);
     p_i64(&p, max);
+    /* With STORE_FEED_SKIP_ISSUE the literal "kind <> 1" matches the partial index
+     * feed_not_issue (a bound parameter would not let the planner prove it). */
     rc = q(s,
-           "SELECT f.id, f.kind, f.at_ms, c.issuer_id, c.serial, c.not_before, c.not_after, "
-           "c.status, c.revoked_at, c.reason, c.invalidity_date, c.feed_id "
-           "FROM feed AS f JOIN certs AS c ON c.issuer_id = f.issuer_id AND c.serial = f.serial "
-           "WHERE f.id > $1 ORDER BY f.id LIMIT $2",
+           (opts & STORE_FEED_SKIP_ISSUE) != 0
+               ? "SELECT f.id, f.kind, f.at_ms, c.issuer_id, c.serial, c.not_before, c.not_after, "
+                 "c.status, c.revoked_at, c.reason, c.invalidity_date, c.feed_id "
+                 "FROM feed AS f JOIN certs AS c ON c.issuer_id = f.issuer_id AND c.serial = "
+                 "f.serial WHERE f.id > $1 AND f.kind <> 1 ORDER BY f.id LIMIT $2"
+               : "SELECT f.id, f.kind, f.at_ms, c.issuer_id, c.serial, c.not_before, c.not_after, "
+                 "c.status, c.revoked_at, c.reason, c.invalidity_date, c.feed_id "
+                 "FROM feed AS f JOIN certs AS c ON c.issuer_id = f.issuer_id AND c.serial = "
+                 "f.serial WHERE f.id > $1 ORDER BY f.id LIMIT $2",
            &p, "feed read", &r);
     for (i = 0; rc == 0 && i < PQntuples(r); i++) {
         memset(&change, 0, sizeof(change));

@@ -127,7 +127,7 @@ static void measure(struct split *s)
     s->next_measure_ms = util_mono_ms() + REPLICA_MEASURE_EVERY_MS;
     rc = s->replica->ops->feed_head(s->replica, &head);
     if (rc == 0)
-        rc = s->primary->ops->feed_read(s->primary, head, 1, first_change, &at_ms);
+        rc = s->primary->ops->feed_read(s->primary, head, 1, 0, first_change, &at_ms);
     if (rc < 0)
         return; /* logged by the backend; the reads themselves report the outage */
     lag = at_ms > 0 && now > at_ms ? now - at_ms : 0;
@@ -267,11 +267,11 @@ static int sp_unrevoke(struct store *store, int64_t issuer_id, const unsigned ch
     return PRIMARY(P->ops->unrevoke(P, issuer_id, serial, serial_len, actor, feed_id_out));
 }
 
-static int sp_feed_read(struct store *store, int64_t after_id, int max,
+static int sp_feed_read(struct store *store, int64_t after_id, int max, unsigned opts,
                         int (*fn)(void *ctx, const struct store_change *change), void *ctx)
 {
     measure(split_of(store));
-    return STALE(R->ops->feed_read(R, after_id, max, fn, ctx));
+    return STALE(R->ops->feed_read(R, after_id, max, opts, fn, ctx));
 }
 
 static int sp_feed_head(struct store *store, int64_t *id_out)

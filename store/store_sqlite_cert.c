@@ -584,18 +584,20 @@ out:
 
 /* ---- change feed ---------------------------------------------------------------------------- */
 
-int store__sq_feed_read(struct store *store, int64_t after_id, int max,
+int store__sq_feed_read(struct store *store, int64_t after_id, int max, unsigned opts,
                         int (*fn)(void *ctx, const struct store_change *change), void *ctx)
 {
     static const char op[] = "feed read";
     struct sq *s = store__sq_of(store);
+    enum sq_stmt_id id =
+        (opts & STORE_FEED_SKIP_ISSUE) != 0 ? STORE_ST_FEED_READ_NOT_ISSUE : STORE_ST_FEED_READ;
     sqlite3_stmt *stmt = NULL;
     struct store_change change;
     int delivered = 0;
     int row = 0;
     int rc = 0;
 
-    rc = store__sq_stmt_get(s, STORE_ST_FEED_READ, &stmt);
+    rc = store__sq_stmt_get(s, id, &stmt);
     if (rc != 0)
         goto out;
     rc = STORE_SQ_BIND(s, stmt, op, STORE_SQ_INT(after_id), STORE_SQ_INT(max));
@@ -623,7 +625,7 @@ int store__sq_feed_read(struct store *store, int64_t after_id, int max,
         }
     }
 out:
-    store__sq_stmt_put(s, STORE_ST_FEED_READ, stmt);
+    store__sq_stmt_put(s, id, stmt);
     return rc != 0 ? rc : delivered;
 }
 

@@ -40,6 +40,7 @@ enum sq_stmt_id {
     STORE_ST_CERT_ITER_REVOKED_ISSUER,
     STORE_ST_FEED_INSERT,
     STORE_ST_FEED_READ,
+    STORE_ST_FEED_READ_NOT_ISSUE,
     STORE_ST_FEED_HEAD,
     STORE_ST_REVOCATION_INSERT,
     STORE_ST_SLA_EXISTS,
@@ -173,7 +174,7 @@ int store__sq_revoke(struct store *store, const struct store_revocation *rev, in
                      int *changed_out);
 int store__sq_unrevoke(struct store *store, int64_t issuer_id, const unsigned char *serial,
                        size_t serial_len, const char *actor, int64_t *feed_id_out);
-int store__sq_feed_read(struct store *store, int64_t after_id, int max,
+int store__sq_feed_read(struct store *store, int64_t after_id, int max, unsigned opts,
                         int (*fn)(void *ctx, const struct store_change *change), void *ctx);
 int store__sq_feed_head(struct store *store, int64_t *id_out);
 

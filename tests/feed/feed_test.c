@@ -105,10 +105,12 @@ static void wait_count(struct recorder *r, int want)
     cr_assert_geq(count(r), want, "got %d changes, want %d", count(r), want);
 }
 
+static int durable_skip_issue; /* the durable subscriber's skip_issue (0 unless a test sets it) */
+
 static struct feed *start(struct recorder *live, struct recorder *durable, int64_t start_after)
 {
-    struct feed_subscriber subs[2] = {{"live", record, NULL, live},
-                                      {"durable", record, upto, durable}};
+    struct feed_subscriber subs[2] = {{"live", record, NULL, live, 0},
+                                      {"durable", record, upto, durable, durable_skip_issue}};
     struct feed_config fc = {path, 20, start_after, &issuer, 1,    43200, 3600,
                              subs, 2,  NULL,        NULL,    NULL, 0};
     struct feed *feed = NULL;
@@ -145,6 +147,48 @@ Test(feed, changes_before_the_start_are_replayed_to_what_misses_them)
     feed_free(feed);
 }
 
+/* A subscriber that ignores registrations of good certificates (the CRL publisher) is replayed
+ * only the other changes, however many registrations lie between them; live it gets everything. */
+Test(feed, the_replay_skips_registrations_for_a_subscriber_that_ignores_them)
+{
+    struct recorder live = {.mutex = PTHREAD_MUTEX_INITIALIZER},
+                    durable = {.mutex = PTHREAD_MUTEX_INITIALIZER};
+    int64_t head, r1, r2, before;
+    struct feed *feed;
+
+    cr_assert_eq(store_feed_head_blocking(st, &before), 0);
+    for (int i = 0; i < 200; i++)
+        add((unsigned char)i);
+    r1 = revoke(5);
+    for (int i = 200; i < 256; i++)
+        add((unsigned char)i);
+    r2 = revoke(250);
+    durable.published = before;
+    durable_skip_issue = 1;
+    cr_assert_eq(store_feed_head_blocking(st, &head), 0);
+    feed = start(&live, &durable, head);
+    wait_count(&durable, 2);
+    cr_assert_eq(durable.ids[0], r1);
+    cr_assert_eq(durable.ids[1], r2);
+    /* Live changes, registrations too, go to both. */
+    {
+        unsigned char serial[2] = {0x11, 1};
+        struct store_cert_new cn = {.issuer_id = issuer,
+                                    .serial = serial,
+                                    .serial_len = 2,
+                                    .not_before = 1700000000,
+                                    .not_after = 1900000000,
+                                    .subject = "CN=t"};
+        int64_t id = 0;
+        cr_assert_eq(store_cert_add_blocking(st, &cn, &id), 0);
+        wait_count(&live, 1);
+        wait_count(&durable, 3);
+        cr_assert_eq(durable.ids[2], id);
+    }
+    cr_assert_eq(count(&durable), 3, "the replay delivered registrations");
+    feed_free(feed);
+}
+
 Test(feed, a_refused_change_is_delivered_again_and_nothing_is_skipped)
 {
     struct recorder live = {.mutex = PTHREAD_MUTEX_INITIALIZER},
@@ -173,8 +217,8 @@ Test(feed, a_stop_delivers_what_was_committed_just_before_it)
                     durable = {.mutex = PTHREAD_MUTEX_INITIALIZER};
     struct feed *feed;
     int64_t head, last;
-    struct feed_subscriber subs[2] = {{"live", record, NULL, &live},
-                                      {"durable", record, upto, &durable}};
+    struct feed_subscriber subs[2] = {{"live", record, NULL, &live, 0},
+                                      {"durable", record, upto, &durable, 0}};
     /* A long poll interval: only the stop's drain can deliver the change in time. */
     struct feed_config fc = {path, 60000, 0, &issuer, 1, 43200, 3600, subs, 2, NULL, NULL, NULL, 0};
 

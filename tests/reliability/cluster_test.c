@@ -853,3 +853,57 @@ Test(cluster, bulk_import_is_complete_and_a_bad_row_commits_nothing)
                  0, "%s", out);
     cr_assert(strstr(out, "imported: 199 new") != NULL, "%s", out);
 }
+
+/* A start after an import of many good certificates (and a few revoked ones, and a revocation
+ * made while every node was down): the CRL publisher's start-up replay reads only the changes
+ * that can change a CRL (the log line counts them), and every one of those revocations is in the
+ * CRL served after the start. */
+Test(cluster, a_start_after_a_large_import_replays_only_what_changes_the_crls)
+{
+    enum { LINES = 20000 };
+    static const int revoked_at[] = {0, 9999, LINES - 1};
+    char path[400], out[8192], serial[33];
+    FILE *f = NULL;
+    long long read = -1;
+
+    for (int i = NODES - 1; i >= 0; i--)
+        cr_assert_eq(rel_stop(&nodes[i]), 0, "node %d", i);
+    (void)snprintf(path, sizeof(path), "%s/large.txt", nodes[0].dir);
+    f = fopen(path, "w");
+    cr_assert_not_null(f);
+    for (int i = 0; i < LINES; i++) {
+        int r = i == revoked_at[0] || i == revoked_at[1] || i == revoked_at[2];
+        fprintf(f, "%c\t351231235959Z\t%s\t%04X%08X\tunknown\t/CN=large %d\n", r ? 'R' : 'V',
+                r ? "240101000000Z,keyCompromise" : "", 0x7000, i, i);
+    }
+    fclose(f);
+    cr_assert_eq(rel_sh(&nodes[0], out, sizeof(out),
+                        REL_PKIVA " import --data %s --index %s --issuer demo-ca 2>&1 | grep "
+                                  "'^imported:'",
+                        nodes[0].data, path),
+                 0, "%s", out);
+    cr_assert(strstr(out, "imported: 20000 new, 0 already known, 3 revoked") != NULL, "%s", out);
+    /* A good one of the import revoked with the CLI while the nodes are down. */
+    cr_assert_eq(rel_sh(&nodes[0], out, sizeof(out),
+                        REL_PKIVA " revoke --data %s --issuer demo-ca --serial %04X%08X "
+                                  "--reason superseded 2>&1",
+                        nodes[0].data, 0x7000, 5000),
+                 0, "%s", out);
+    cr_assert_eq(rel_sh(&nodes[0], out, sizeof(out), ": > %s", nodes[0].log), 0, "%s", out);
+    rel_start(&nodes[0], 60);
+    for (int i = 0; i < 4; i++) {
+        (void)snprintf(serial, sizeof(serial), "%04X%08X", 0x7000, i < 3 ? revoked_at[i] : 5000);
+        cr_assert(wait_crl_lists(&nodes[0], serial), "%s is not in the CRL after the start",
+                  serial);
+    }
+    for (long long t0 = rel_now_ms(); rel_now_ms() - t0 < 60000; rel_sleep_ms(100))
+        if (rel_sh(&nodes[0], out, sizeof(out),
+                   "grep -o 'CRL publisher caught up: .*' %s | tail -1 | grep .",
+                   nodes[0].log) == 0)
+            break;
+    cr_assert(sscanf(strstr(out, "(") != NULL ? strstr(out, "(") : "", "(%lld read", &read) == 1,
+              "no replay count in: %s", out);
+    /* The four revocations (and whatever else changed a CRL before), not 20 000 registrations. */
+    cr_assert_leq(read, 10, "%s", out);
+    fprintf(stderr, "cluster: start after an import of %d: %s\n", LINES, out);
+}
