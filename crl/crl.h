@@ -38,6 +38,8 @@ struct crl_publisher;
  * [revocation] deadline by the configuration reader (feed_contract_defaults). */
 #define CRL_SETTING_MAX 512
 #define CRL_COALESCE_MAX_MS 60000 /* a revocation must reach a CRL within a minute */
+#define CRL_LEASE_MIN_MS 2000     /* [crl] lease: well above the publisher's 1 s renewal turn */
+#define CRL_LEASE_MAX_MS 3600000
 struct crl_settings {
     char publish_dir[CRL_SETTING_MAX]; /* "" = <data_dir>/crl */
     int deltas;

@@ -37,7 +37,7 @@ static const struct util_conf_directive directives[] = {
               "a new full CRL at least this often; 0 = derived"),
     UTIL_CONF(MS, "coalesce", S, coalesce_ms, 0, CRL_COALESCE_MAX_MS, 0, "5s",
               "changes are published at most this long after they were reported"),
-    UTIL_CONF(MS, "lease", S, lease_ms, 2000, 3600000, 0, "10s",
+    UTIL_CONF(MS, "lease", S, lease_ms, CRL_LEASE_MIN_MS, CRL_LEASE_MAX_MS, 0, "10s",
               "a cluster's CRL publisher idle this long on its store connection loses the lease"),
     UTIL_CONF(BOOL, "full_on_change", S, full_on_change, 0, 1, 0, "yes",
               "a change regenerates the full CRL too (no: a delta only)"),

@@ -123,8 +123,8 @@ int crl_publisher_new(const struct crl_config *cfg, const struct crl_issuer_conf
         cfg->max_age_seconds < 0 || cfg->retry_min_ms <= 0 ||
         cfg->retry_max_ms < cfg->retry_min_ms || cfg->max_entries <= 0 ||
         cfg->delta_max_changes <= 0 || cfg->repo_threads < 1 || cfg->repo_queue_max < 1 ||
-        cfg->lease_ms < 2000 || cfg->lease_ms > 3600000 || cfg->store_path == NULL ||
-        cfg->store_path[0] == '\0' ||
+        cfg->lease_ms < CRL_LEASE_MIN_MS || cfg->lease_ms > CRL_LEASE_MAX_MS ||
+        cfg->store_path == NULL || cfg->store_path[0] == '\0' ||
         (cfg->deltas && (cfg->public_url == NULL || cfg->public_url[0] == '\0'))) {
         UTIL_ERROR(CRL_MOD, "invalid CRL configuration (interval below the validities, coalesce "
                             "<= 60 s, lease 2 s .. 1 h, store path and, with deltas, public URL "

@@ -45,6 +45,8 @@ struct feed_subscriber {
     int skip_issue;
 };
 
+#define FEED_NODE_NAME_MAX 128 /* [store] node_name, with its NUL */
+
 /* The feed's directives of the configuration file as read (feed_config.c declares each once: name,
  * kind, limits, default, doc line): [revocation] (feed_revocation_directives) and [store]
  * feed_poll (feed_store_directives). Both tables set fields of struct feed_settings. */
@@ -54,7 +56,8 @@ struct feed_settings {
     int64_t warn_s;        /* [revocation] warn_before */
     unsigned out_of_scope; /* [revocation] out_of_scope: bits (1u << enum feed_client) */
     int max_feed_lag_ms;   /* [store] max_feed_lag: /readyz 503 past it; older reports: not live */
-    char node_name[128];   /* [store] node_name: this node in the store; "" = <hostname>:<port> */
+    char node_name
+        [FEED_NODE_NAME_MAX]; /* [store] node_name: this node in the store; "" = <hostname>:<port> */
 };
 void feed_settings_default(struct feed_settings *s);
 struct util_conf_directive;
@@ -87,7 +90,6 @@ struct feed_config {
 };
 
 #define FEED_REPORT_MS 1000
-#define FEED_NODE_NAME_MAX 128
 
 /* Validates and copies cfg; opens nothing. Returns 0 and *out, UTIL_EINVAL or UTIL_ENOMEM. Free
  * with feed_free. */
