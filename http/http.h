@@ -168,6 +168,7 @@ struct http_response {
     const void *body_bytes;   /* alternative to body: copied. */
     size_t body_len;
     const char *headers; /* extra header lines, each ending in "\r\n", copied; may be NULL */
+    size_t headers_len;  /* strlen(headers), or 0: http measures it */
 };
 
 /* Sends the response (Content-Length, Date, Connection handled by http). Call exactly once, on the

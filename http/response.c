@@ -100,7 +100,8 @@ static int render(struct http_request *req, const struct http_response *resp)
     send_body = body_len > 0 && !req->is_head;
     /* The last response owed on a connection that reads no more says so. */
     close = !req->keep_alive || (conn->no_more && req->next == NULL && conn->cur == NULL);
-    extra_len = resp->headers != NULL ? strlen(resp->headers) : 0;
+    if (resp->headers != NULL)
+        extra_len = resp->headers_len > 0 ? resp->headers_len : strlen(resp->headers);
     need = 9 + 3 + 1 + strlen(reason) + 2 + lp->date_len + 16 + 20 + 2 + 24 + extra_len + 2;
     if (server != NULL)
         need += 8 + strlen(server) + 2;

@@ -39,6 +39,7 @@ struct ocsp__cached {
     int cert_status;   /* V_OCSP_CERTSTATUS_* of its (single) SingleResponse, for stats */
     char etag[40];     /* quoted, e.g. "\"0123...\"" */
     char headers[192]; /* "Last-Modified: ..\r\nExpires: ..\r\nETag: ..\r\n" */
+    size_t headers_len;
 };
 /* Copies der; computes ETag and header lines. NULL on allocation failure. One reference. */
 struct ocsp__cached *ocsp__cached_new(const unsigned char *der, size_t len, int64_t this_update,

@@ -52,7 +52,24 @@ int ocsp_get_path_decode(const char *in, size_t in_len, unsigned char *out, size
             break;
     }
     for (; i < in_len; i++) {
-        unsigned v = path_class[(unsigned char)in[i]];
+        unsigned v;
+        /* Four plain digits at once (almost every path is only those): three octets out. */
+        while (i + 4 <= in_len && !padding && n_out + 3 <= out_max) {
+            const unsigned char *q = (const unsigned char *)in + i;
+            unsigned a = path_class[q[0]], b = path_class[q[1]], c = path_class[q[2]],
+                     d = path_class[q[3]];
+            if ((a | b | c | d) >= INV)
+                break;
+            acc = (acc << 24) | (a << 18) | (b << 12) | (c << 6) | d; /* < 2^30: bits <= 6 */
+            out[n_out++] = (unsigned char)(acc >> (bits + 16));
+            out[n_out++] = (unsigned char)(acc >> (bits + 8));
+            out[n_out++] = (unsigned char)(acc >> bits);
+            acc &= (1u << bits) - 1;
+            i += 4;
+        }
+        if (i >= in_len)
+            break;
+        v = path_class[(unsigned char)in[i]];
         if (v >= INV) {
             if (v == END)
                 break; /* query or fragment: not part of the request */

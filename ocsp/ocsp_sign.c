@@ -44,6 +44,7 @@ struct ocsp__cached *ocsp__cached_new(const unsigned char *der, size_t len, int6
     unsigned char digest[32];
     char hex[33];
     char last_modified[40], expires[40];
+    int n;
 
     if (c == NULL)
         return NULL;
@@ -56,9 +57,10 @@ struct ocsp__cached *ocsp__cached_new(const unsigned char *der, size_t len, int6
     (void)snprintf(c->etag, sizeof(c->etag), "\"%s\"", hex); /* 34 chars fit */
     http_date_format(this_update, last_modified, sizeof(last_modified));
     http_date_format(next_update, expires, sizeof(expires));
-    (void)snprintf(c->headers, sizeof(c->headers), /* 130 chars at most: fits */
-                   "Last-Modified: %s\r\nExpires: %s\r\nETag: %s\r\n", last_modified, expires,
-                   c->etag);
+    n = snprintf(c->headers, sizeof(c->headers), /* 130 chars at most: fits */
+                 "Last-Modified: %s\r\nExpires: %s\r\nETag: %s\r\n", last_modified, expires,
+                 c->etag);
+    c->headers_len = n > 0 && (size_t)n < sizeof(c->headers) ? (size_t)n : strlen(c->headers);
     return c;
 }
 

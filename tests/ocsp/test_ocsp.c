@@ -89,6 +89,50 @@ Test(get_decode, rejects)
     cr_assert_eq(ocsp_get_path_decode("MAA+////AQ", 10, out, sizeof(out)), 7);
 }
 
+/* Random DER-like octets (0x30 first) of every length up to 300, encoded by OpenSSL, then dressed as clients and proxies
+ * do (escapes at random places, '+' as a space, base64url, line breaks, padding cut): the decoder
+ * (four digits at a time where it can, one at a time elsewhere) gives back the octets, with an
+ * output bound of exactly their length, and refuses one octet less. */
+Test(get_decode, random_octets_in_every_dress)
+{
+    unsigned char raw[300], out[300], b64[404];
+    char path[1300];
+    unsigned seed = 20261207;
+
+    for (int iter = 0; iter < 20000; iter++) {
+        size_t len = 1 + (size_t)rand_r(&seed) % sizeof(raw);
+        size_t b64_len = 0, n = 0;
+        int escape_every = 1 + rand_r(&seed) % 40, style = rand_r(&seed) % 4;
+        for (size_t i = 0; i < len; i++)
+            raw[i] = (unsigned char)rand_r(&seed);
+        raw[0] = 0x30; /* DER's SEQUENCE: leading '/'s are the URL's, not data */
+        b64_len = (size_t)EVP_EncodeBlock(b64, raw, (int)len);
+        if (rand_r(&seed) % 2)
+            while (b64_len > 0 && b64[b64_len - 1] == '=')
+                b64_len--; /* no padding */
+        path[n++] = '/';
+        for (size_t i = 0; i < b64_len; i++) {
+            char ch = (char)b64[i];
+            if (style == 1 && ch == '+')
+                ch = ' ';
+            else if (style == 2 && (ch == '+' || ch == '/'))
+                ch = ch == '+' ? '-' : '_';
+            if (style == 3 && rand_r(&seed) % 64 == 0) {
+                path[n++] = '\r';
+                path[n++] = '\n';
+            }
+            if (rand_r(&seed) % escape_every == 0 || ch == '=')
+                n += (size_t)snprintf(path + n, 4, "%%%02X", (unsigned char)ch);
+            else
+                path[n++] = ch;
+        }
+        cr_assert_eq(ocsp_get_path_decode(path, n, out, len), (int)len, "iteration %d: %.*s", iter,
+                     (int)n, path);
+        cr_assert(memcmp(out, raw, len) == 0, "iteration %d: other octets", iter);
+        cr_assert_lt(ocsp_get_path_decode(path, n, out, len - 1), 0, "iteration %d", iter);
+    }
+}
+
 /* ---- a software PKI and a responder without HSM --------------------------------------------- */
 
 struct fixture {
