@@ -246,7 +246,8 @@ int ocsp__tmpl_from_response(const unsigned char *der, size_t len, struct ocsp__
 /* ---- encoding a response ------------------------------------------------------------------ */
 
 struct enc_single {
-    unsigned char *cid; /* i2d of the CertID (OPENSSL_malloc'd) */
+    unsigned char *cid_owned; /* i2d of the CertID (OPENSSL_malloc'd), or NULL */
+    const unsigned char *cid; /* cid_owned, or the client's CertID DER (ocsp__single.cid_der) */
     size_t cid_len;
     size_t status_len;  /* the certStatus TLV */
     size_t revoked_len; /* RevokedInfo content */
@@ -300,11 +301,16 @@ int ocsp__sign_replay(void *arg, const unsigned char *tbs, size_t len, unsigned 
  * archiveCutoff and invalidityDate singleExtensions in that order). */
 static int size_single(const struct ocsp__single *s, int has_cutoff, struct enc_single *e)
 {
-    int len = i2d_OCSP_CERTID(s->cid, &e->cid);
-
-    if (len <= 0)
-        return UTIL_ENOMEM;
-    e->cid_len = (size_t)len;
+    if (s->cid == NULL && s->cid_der != NULL) {
+        e->cid = s->cid_der;
+        e->cid_len = s->cid_der_len;
+    } else {
+        int len = i2d_OCSP_CERTID(s->cid, &e->cid_owned);
+        if (len <= 0)
+            return UTIL_ENOMEM;
+        e->cid = e->cid_owned;
+        e->cid_len = (size_t)len;
+    }
     e->reason = -1;
     if (s->cert_status == V_OCSP_CERTSTATUS_REVOKED) {
         if (gt_text(s->revoked_at, e->revoked_at) != UTIL_OK)
@@ -372,8 +378,10 @@ int ocsp__tmpl_build(const struct ocsp__tmpl *t, const struct ocsp__build *b, in
                      ocsp__sign_fn sign, void *sign_arg, unsigned char **der, size_t *len)
 {
     struct enc_single *es = NULL;
-    unsigned char *nonce = NULL, *tbs = NULL, *sig = NULL, *out = NULL, *p;
-    size_t nonce_len = 0, sig_len = 0, singles_len = 0, rext_len = 0, tbs_content, tbs_len;
+    unsigned char *nonce_owned = NULL, *tbs = NULL, *sig = NULL, *out = NULL, *p;
+    const unsigned char *nonce = b->nonce_der;
+    size_t nonce_len = b->nonce_der != NULL ? b->nonce_der_len : 0, sig_len = 0, singles_len = 0,
+           rext_len = 0, tbs_content, tbs_len;
     size_t basic_len, bytes_len, total;
     char produced[16], this_update[16], next_update[16], cutoff[16];
     int extended_revoke = 0, rc = UTIL_ENOMEM;
@@ -398,13 +406,14 @@ int ocsp__tmpl_build(const struct ocsp__tmpl *t, const struct ocsp__build *b, in
     }
     /* responseExtensions: the request's nonce extension as it came (OCSP_copy_nonce), then
      * extended-revoke */
-    if (b->nonce_from != NULL) {
+    if (b->nonce_der == NULL && b->nonce_from != NULL) {
         int idx = OCSP_REQUEST_get_ext_by_NID(b->nonce_from, NID_id_pkix_OCSP_Nonce, -1);
         if (idx >= 0) {
-            int n = i2d_X509_EXTENSION(OCSP_REQUEST_get_ext(b->nonce_from, idx), &nonce);
+            int n = i2d_X509_EXTENSION(OCSP_REQUEST_get_ext(b->nonce_from, idx), &nonce_owned);
             rc = UTIL_ENOMEM;
             if (n <= 0)
                 goto out;
+            nonce = nonce_owned;
             nonce_len = (size_t)n;
         }
     }
@@ -468,9 +477,9 @@ int ocsp__tmpl_build(const struct ocsp__tmpl *t, const struct ocsp__build *b, in
     rc = UTIL_OK;
 out:
     for (int i = 0; es != NULL && i < b->n; i++)
-        OPENSSL_free(es[i].cid);
+        OPENSSL_free(es[i].cid_owned);
     free(es);
-    OPENSSL_free(nonce);
+    OPENSSL_free(nonce_owned);
     OPENSSL_free(tbs);
     OPENSSL_free(sig);
     OPENSSL_free(out);

@@ -167,6 +167,8 @@ struct ocsp__reqid {
     size_t name_hash_len, key_hash_len;
     unsigned char serial[STORE_SERIAL_MAX];
     size_t serial_len;
+    const unsigned char *cid_der; /* plain path: the CertID TLV in the request; else NULL */
+    size_t cid_der_len;
 };
 
 #define OCSP__NONCE_MIN 1
@@ -179,16 +181,22 @@ struct ocsp__parsed {
     struct ocsp__reqid *ids; /* n entries, owned */
     X509_EXTENSION *nonce;   /* borrowed from req; NULL when absent */
     size_t nonce_len;        /* length of the nonce value */
+    /* Plain path: the nonce Extension's TLV in the request (nonce and req are NULL), or NULL. */
+    const unsigned char *nonce_der;
+    size_t nonce_der_len;
+    struct ocsp__reqid one; /* ids of a plain request */
 };
 /* Parses a DER OCSPRequest. Protocol problems are data: out->status = MALFORMEDREQUEST (bad DER,
  * trailing bytes, no or more than max_certids CertIDs, a CertID hashAlgorithm with parameters
  * other than absent or NULL, serial longer than STORE_SERIAL_MAX, nonce outside 1..128 octets). Returns 0, or UTIL_ENOMEM. Always run ocsp__parsed_cleanup. */
 int ocsp__request_parse(const unsigned char *der, size_t len, int max_certids,
                         struct ocsp__parsed *out);
-/* The common request (one SHA-1 or SHA-256 CertID, no extensions, strict DER) read in place (see
- * the DESIGN comment in ocsp_req.c): 1 with *id filled (cid NULL; name_hash and key_hash point
- * into der), 0 when the request has any other shape (nothing concluded: not malformed). */
-int ocsp__request_parse_plain(const unsigned char *der, size_t len, struct ocsp__reqid *id);
+/* The common request (one SHA-1 or SHA-256 CertID, no extension but a nonce, strict DER) read in
+ * place (see the DESIGN comment in ocsp_req.c): 1 with *out filled as ocsp__request_parse would
+ * (status successful, n 1, ids the inline one with cid NULL, the nonce as nonce_der; every
+ * pointer into der), 0 when the request has any other shape (nothing concluded: not malformed).
+ * Run ocsp__parsed_cleanup either way. */
+int ocsp__request_parse_plain(const unsigned char *der, size_t len, struct ocsp__parsed *out);
 /* ocsp__request_parse, the plain path first: a plain request gives one id whose cid is NULL (its
  * answer carries the server's own CertID, see ocsp__plan_request); any other goes to
  * ocsp__request_parse. */
@@ -203,8 +211,12 @@ ASN1_INTEGER *ocsp__serial_to_asn1(const unsigned char *serial, size_t len);
 
 struct ocsp__single {
     OCSP_CERTID *cid; /* owned by whoever owns the array (ocsp__single_cleanup) */
-    int cert_status;  /* V_OCSP_CERTSTATUS_GOOD/REVOKED/UNKNOWN */
-    int reason;       /* enum store_reason; NONE/UNSPECIFIED are omitted */
+    /* When cid is NULL: the CertID's DER as the client sent it (strict DER, from the plain path),
+     * borrowed; the response repeats these bytes. */
+    const unsigned char *cid_der;
+    size_t cid_der_len;
+    int cert_status; /* V_OCSP_CERTSTATUS_GOOD/REVOKED/UNKNOWN */
+    int reason;      /* enum store_reason; NONE/UNSPECIFIED are omitted */
     int64_t revoked_at;
     int64_t invalidity_date; /* revoked: RFC 6960 4.4.7 CRL entry extension, 0 = none */
     int extended_revoke;     /* the unknown-as-revoked answer of RFC 6960 §2.2 */
@@ -220,6 +232,8 @@ struct ocsp__build {
     int64_t this_update, next_update;
     int64_t archive_cutoff_seconds; /* archiveCutoff = this_update - this; 0 = no extension */
     OCSP_REQUEST *nonce_from;       /* copy its nonce extension verbatim when not NULL */
+    const unsigned char *nonce_der; /* or: the nonce Extension's DER to copy (borrowed) */
+    size_t nonce_der_len;
     /* When set, the signature OpenSSL made with mctx is replaced by resign's over the same
      * tbsResponseData: in production every signature served comes from hsm_sign_blocking, which
      * verifies it (pkcs11-provider's digest-and-sign path behind mctx is not trusted). */
@@ -290,6 +304,11 @@ struct ocsp__plan {
     uint64_t recent_gen;
     int worst_status;  /* for stats: V_OCSP_CERTSTATUS_* */
     OCSP_REQUEST *req; /* owned when use_nonce (taken from the parsed request) */
+    /* A nonce request read by the plain path: a copy of its DER (owned), which singles[0].cid_der
+     * and nonce_der point into. */
+    unsigned char *raw;
+    const unsigned char *nonce_der;
+    size_t nonce_der_len;
     /* 1: singles[].cid point into the request (req, or the parsed one on an early error) and are
      * not freed with the plan: a nonce's answer repeats the client's CertIDs, and copying them
      * cost 2% of its instructions (callgrind, OCSP_CERTID_dup 14 k of 667 k). */
@@ -412,11 +431,12 @@ int ocsp__decide_status(const struct ocsp_responder *resp, int found, const stru
 /* The DigestSign context a response is built with (the token key's, or a software key in unit
  * tests without an hsm). */
 int ocsp__sign_ctx_new(struct ocsp_responder *resp, const struct hsm_key *key, EVP_MD_CTX **out);
-/* Builds and signs one response for singles with signer's key (nonce copied from nonce_from
- * when not NULL); *der is the caller's (free). On a signing thread. */
+/* Builds and signs one response for singles with signer's key (the nonce extension copied from
+ * nonce_from, or nonce_der, when not NULL); *der is the caller's (free). On a signing thread. */
 int ocsp__sign_singles(struct ocsp_responder *resp, int signer, const struct ocsp__single *singles,
-                       int n, OCSP_REQUEST *nonce_from, unsigned char **der, size_t *len,
-                       int64_t *this_update, int64_t *next_update);
+                       int n, OCSP_REQUEST *nonce_from, const unsigned char *nonce_der,
+                       size_t nonce_der_len, unsigned char **der, size_t *len, int64_t *this_update,
+                       int64_t *next_update);
 /* ocsp_plan.c: the server's own CertID for (issuer, serial) with a cached algorithm (SHA-1 or
  * SHA-256), the one every cached response carries. NULL when out of memory. */
 OCSP_CERTID *ocsp__canonical_certid(const struct ocsp_responder *resp, int issuer, int alg,

@@ -95,7 +95,7 @@ int ocsp__plan_request(struct ocsp_responder *resp, const unsigned char *der, si
             goto out;
         }
         plan->signer = resp->issuers[is].signer;
-        if (parsed.nonce != NULL && !resp->issuers[is].ignore_nonce)
+        if ((parsed.nonce != NULL || parsed.nonce_der != NULL) && !resp->issuers[is].ignore_nonce)
             use_nonce = 1;
         if (i == 0) {
             plan->issuer = is;
@@ -124,6 +124,18 @@ int ocsp__plan_request(struct ocsp_responder *resp, const unsigned char *der, si
     if (plan->singles == NULL) {
         rc = UTIL_ENOMEM;
         goto out;
+    }
+    /* A nonce request read in place: the answer repeats its CertID and nonce bytes, which must
+     * outlive the HTTP request (the signing thread reads them): the plan keeps a copy. */
+    if (use_nonce && parsed.req == NULL) {
+        plan->raw = malloc(len);
+        if (plan->raw == NULL) {
+            rc = UTIL_ENOMEM;
+            goto out;
+        }
+        memcpy(plan->raw, der, len);
+        plan->nonce_der = plan->raw + (parsed.nonce_der - der);
+        plan->nonce_der_len = parsed.nonce_der_len;
     }
     plan->n = parsed.n;
     plan->worst_status = V_OCSP_CERTSTATUS_GOOD;
@@ -175,6 +187,11 @@ int ocsp__plan_request(struct ocsp_responder *resp, const unsigned char *der, si
          * client's encoding of it: what one client sent must not reach the others. A response
          * for this client alone (nonce, several CertIDs, SHA-384/512) repeats its CertID. */
         plan->cids_borrowed = use_nonce; /* the request goes with the plan (below) */
+        if (plan->raw != NULL) {
+            plan->singles[i].cid_der = plan->raw + (id->cid_der - der);
+            plan->singles[i].cid_der_len = id->cid_der_len;
+            continue;
+        }
         plan->singles[i].cid =
             fast        ? ocsp__canonical_certid(resp, is, id->alg, id->serial, id->serial_len)
             : use_nonce ? id->cid
@@ -206,5 +223,6 @@ void ocsp__plan_cleanup(struct ocsp__plan *plan)
     free(plan->singles);
     ocsp__cached_unref(plan->cached);
     OCSP_REQUEST_free(plan->req);
+    free(plan->raw);
     memset(plan, 0, sizeof(*plan));
 }

@@ -146,9 +146,9 @@ static int presign_work(void *thread_state, void *opaque)
             continue;
         }
         b->cert_status[i] = single.cert_status;
-        b->results[i] =
-            ocsp__sign_singles(resp, resp->issuers[b->items[i].issuer].signer, &single, 1, NULL,
-                               &b->der[i], &b->len[i], &b->this_update[i], &b->next_update[i]);
+        b->results[i] = ocsp__sign_singles(resp, resp->issuers[b->items[i].issuer].signer, &single,
+                                           1, NULL, NULL, 0, &b->der[i], &b->len[i],
+                                           &b->this_update[i], &b->next_update[i]);
         ocsp__single_cleanup(&single);
         /* A signer whose key is unhealthy (hsm/key.c) fails alone (its entries back off); only a
          * token-wide failure stops the batch, so the other issuers sign on. */

@@ -481,8 +481,9 @@ static void learn_template(struct ocsp__signer *sg, int signer, const struct ocs
 }
 
 int ocsp__sign_singles(struct ocsp_responder *resp, int signer, const struct ocsp__single *singles,
-                       int n, OCSP_REQUEST *nonce_from, unsigned char **der, size_t *len,
-                       int64_t *this_update, int64_t *next_update)
+                       int n, OCSP_REQUEST *nonce_from, const unsigned char *nonce_der,
+                       size_t nonce_der_len, unsigned char **der, size_t *len, int64_t *this_update,
+                       int64_t *next_update)
 {
     struct ocsp__signer *sg = &resp->signers[signer];
     int state = atomic_load_explicit(&sg->tmpl_state, memory_order_acquire);
@@ -508,6 +509,8 @@ int ocsp__sign_singles(struct ocsp_responder *resp, int signer, const struct ocs
     b.next_update = now + resp->cfg.validity_seconds;
     b.archive_cutoff_seconds = resp->cfg.archive_cutoff_seconds;
     b.nonce_from = nonce_from;
+    b.nonce_der = nonce_der;
+    b.nonce_der_len = nonce_der_len;
     if (resp->hsm != NULL) {
         b.resign = sign_in_hsm;
         b.resign_arg = &hs;
@@ -534,8 +537,9 @@ int ocsp__plan_sign_blocking(struct ocsp_responder *resp, const struct ocsp__pla
                              int64_t *next_update)
 {
     return ocsp__sign_singles(resp, plan->signer, plan->singles, plan->n,
-                              plan->use_nonce ? plan->req : NULL, der, len, this_update,
-                              next_update);
+                              plan->use_nonce ? plan->req : NULL,
+                              plan->use_nonce ? plan->nonce_der : NULL, plan->nonce_der_len, der,
+                              len, this_update, next_update);
 }
 
 /* ---- metrics -------------------------------------------------------------------------------- */

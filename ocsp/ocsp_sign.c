@@ -111,6 +111,39 @@ void ocsp__single_cleanup(struct ocsp__single *s)
     s->cid = NULL;
 }
 
+/* OCSP_basic_add1_status for s, whose CertID is an OCSP_CERTID or the client's DER of one. */
+static OCSP_SINGLERESP *add_status(OCSP_BASICRESP *bs, const struct ocsp__single *s, int reason,
+                                   ASN1_TIME *revoked_at, ASN1_TIME *this_update,
+                                   ASN1_TIME *next_update)
+{
+    OCSP_CERTID *cid = s->cid;
+    OCSP_SINGLERESP *single;
+
+    if (cid == NULL && s->cid_der != NULL) {
+        const unsigned char *p = s->cid_der;
+        cid = d2i_OCSP_CERTID(NULL, &p, (long)s->cid_der_len);
+        if (cid == NULL)
+            return NULL;
+    }
+    single = OCSP_basic_add1_status(bs, cid, s->cert_status, reason, revoked_at, this_update,
+                                    next_update);
+    if (cid != s->cid)
+        OCSP_CERTID_free(cid);
+    return single;
+}
+
+/* The request's nonce Extension, given as its DER, into the response's extensions (what
+ * OCSP_copy_nonce does with a parsed request). */
+static int add_nonce_der(OCSP_BASICRESP *bs, const unsigned char *der, size_t len)
+{
+    const unsigned char *p = der;
+    X509_EXTENSION *ext = d2i_X509_EXTENSION(NULL, &p, (long)len);
+    int ok = ext != NULL && OCSP_BASICRESP_add_ext(bs, ext, -1) == 1;
+
+    X509_EXTENSION_free(ext);
+    return ok ? UTIL_OK : UTIL_ECRYPTO;
+}
+
 static int add_extended_revoke(OCSP_BASICRESP *bs)
 {
     static const unsigned char der_null[2] = {0x05, 0x00};
@@ -207,8 +240,7 @@ int ocsp__response_build(const struct ocsp__build *b, EVP_MD_CTX *mctx, unsigned
                 reason = s->reason;
         }
         extended_revoke |= s->extended_revoke;
-        single = OCSP_basic_add1_status(bs, s->cid, s->cert_status, reason, revoked_at, this_update,
-                                        next_update);
+        single = add_status(bs, s, reason, revoked_at, this_update, next_update);
         if (single == NULL)
             goto out;
         if (cutoff != NULL &&
@@ -225,7 +257,8 @@ int ocsp__response_build(const struct ocsp__build *b, EVP_MD_CTX *mctx, unsigned
                 goto out;
         }
     }
-    if (b->nonce_from != NULL && OCSP_copy_nonce(bs, b->nonce_from) == 0)
+    if (b->nonce_der != NULL ? add_nonce_der(bs, b->nonce_der, b->nonce_der_len) != UTIL_OK
+                             : b->nonce_from != NULL && OCSP_copy_nonce(bs, b->nonce_from) == 0)
         goto out;
     if (extended_revoke && add_extended_revoke(bs) != UTIL_OK)
         goto out;

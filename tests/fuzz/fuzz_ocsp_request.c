@@ -39,9 +39,41 @@ static void signer_once(void)
     X509_NAME_free(name);
 }
 
+/* b answers from the plain path's bytes (singles[0].cid_der, b->nonce_der): OpenSSL builds the
+ * response from them; the direct encoder, given OpenSSL's parse p instead and that response's
+ * signature, must rebuild it byte for byte. */
+static void plain_by_openssl(struct ocsp__build *b, struct ocsp__single *singles,
+                             const struct ocsp__parsed *p)
+{
+    struct ocsp__tmpl *t = NULL;
+    struct ocsp__replay replay;
+    unsigned char *built = NULL, *again = NULL;
+    size_t built_len = 0, again_len = 0;
+    int64_t produced;
+    EVP_MD_CTX *mctx = EVP_MD_CTX_new();
+
+    if (mctx == NULL || EVP_DigestSignInit(mctx, NULL, EVP_sha256(), NULL, key) != 1 ||
+        ocsp__response_build(b, mctx, &built, &built_len) != 0 ||
+        ocsp__tmpl_from_response(built, built_len, &t, &produced, &replay.sig, &replay.len) != 0)
+        abort();
+    singles[0].cid = p->ids[0].cid;
+    singles[0].cid_der = NULL;
+    b->nonce_from = p->nonce != NULL ? p->req : NULL;
+    b->nonce_der = NULL;
+    if (ocsp__tmpl_build(t, b, produced, ocsp__sign_replay, &replay, &again, &again_len) != 0 ||
+        again_len != built_len || memcmp(again, built, built_len) != 0)
+        abort();
+    EVP_MD_CTX_free(mctx);
+    OPENSSL_free(built);
+    OPENSSL_free(again);
+    ocsp__tmpl_free(t);
+}
+
 /* The request's CertIDs answered (good, revoked with a reason, unknown: by serial length), with
- * its nonce, by OpenSSL and by the direct encoder: the same bytes or abort. */
-static void answer_both_ways(const struct ocsp__parsed *p)
+ * its nonce, by OpenSSL and by the direct encoder: the same bytes or abort. With plain (the same
+ * request read by the plain path) the direct encoder answers from plain's CertID and nonce bytes
+ * too, and must give the very same response. */
+static void answer_both_ways(const struct ocsp__parsed *p, const struct ocsp__parsed *plain)
 {
     struct ocsp__single singles[10];
     struct ocsp__build b;
@@ -82,6 +114,23 @@ static void answer_both_ways(const struct ocsp__parsed *p)
          again_len != ref_len || memcmp(again, ref, ref_len) != 0))
         abort();
     EVP_MD_CTX_free(mctx);
+    if (plain != NULL && ref != NULL) {
+        OPENSSL_free(again);
+        again = NULL;
+        singles[0].cid = NULL;
+        singles[0].cid_der = plain->ids[0].cid_der;
+        singles[0].cid_der_len = plain->ids[0].cid_der_len;
+        b.nonce_from = NULL;
+        b.nonce_der = plain->nonce_der;
+        b.nonce_der_len = plain->nonce_der_len;
+        if (ocsp__tmpl_build(t, &b, produced, ocsp__sign_replay, &replay, &again, &again_len) !=
+                0 ||
+            again_len != ref_len || memcmp(again, ref, ref_len) != 0)
+            abort();
+        /* OpenSSL's builder from the plain bytes (the path before a signer has its template)
+         * gives what the direct encoder gives from OpenSSL's parse, with the same signature. */
+        plain_by_openssl(&b, singles, p);
+    }
     OPENSSL_free(ref);
     OPENSSL_free(again);
     ocsp__tmpl_free(t);
@@ -89,24 +138,28 @@ static void answer_both_ways(const struct ocsp__parsed *p)
 
 int fuzz_ocsp_request_check(const uint8_t *data, size_t size)
 {
-    struct ocsp__parsed p;
-    struct ocsp__reqid id;
-    int plain = ocsp__request_parse_plain(data, size, &id);
+    struct ocsp__parsed p, pl;
+    int plain = ocsp__request_parse_plain(data, size, &pl);
     int rc = ocsp__request_parse(data, size, 10, &p);
+    const struct ocsp__reqid *id = &pl.one;
 
-    if (rc == 0 && p.status == OCSP_RESPONSE_STATUS_SUCCESSFUL)
-        answer_both_ways(&p);
-    /* What the plain path takes, OpenSSL's decoder reads the same way. */
+    /* What the plain path takes, OpenSSL's decoder reads the same way (the response bytes are
+     * compared in answer_both_ways). */
     if (plain &&
-        (rc != 0 || p.status != OCSP_RESPONSE_STATUS_SUCCESSFUL || p.n != 1 || p.nonce != NULL ||
-         id.alg != p.ids[0].alg || id.serial_len != p.ids[0].serial_len ||
-         id.name_hash_len != p.ids[0].name_hash_len || id.key_hash_len != p.ids[0].key_hash_len ||
-         memcmp(id.serial, p.ids[0].serial, id.serial_len) != 0 ||
-         memcmp(id.name_hash, p.ids[0].name_hash, id.name_hash_len) != 0 ||
-         memcmp(id.key_hash, p.ids[0].key_hash, id.key_hash_len) != 0))
+        (rc != 0 || p.status != OCSP_RESPONSE_STATUS_SUCCESSFUL || p.n != 1 ||
+         (p.nonce != NULL) != (pl.nonce_der != NULL) ||
+         (p.nonce != NULL && p.nonce_len != pl.nonce_len) || id->alg != p.ids[0].alg ||
+         id->serial_len != p.ids[0].serial_len || id->name_hash_len != p.ids[0].name_hash_len ||
+         id->key_hash_len != p.ids[0].key_hash_len ||
+         memcmp(id->serial, p.ids[0].serial, id->serial_len) != 0 ||
+         memcmp(id->name_hash, p.ids[0].name_hash, id->name_hash_len) != 0 ||
+         memcmp(id->key_hash, p.ids[0].key_hash, id->key_hash_len) != 0))
         abort();
+    if (rc == 0 && p.status == OCSP_RESPONSE_STATUS_SUCCESSFUL)
+        answer_both_ways(&p, plain ? &pl : NULL);
     rc = rc != 0 ? rc : p.status == OCSP_RESPONSE_STATUS_SUCCESSFUL;
     ocsp__parsed_cleanup(&p);
+    ocsp__parsed_cleanup(&pl);
     return rc;
 }
 

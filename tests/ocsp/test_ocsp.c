@@ -1074,27 +1074,46 @@ Test(index, cache_cap_evicts_good_first)
 /* ---- the plain request path ---------------------------------------------------------------- */
 
 /* The plain path (ocsp__request_parse_plain) against OpenSSL's decoder: 1 when it took der; then
- * ocsp__request_parse must accept the same request with the same CertID values. */
+ * ocsp__request_parse must accept the same request with the same CertID values, the same nonce,
+ * and the bytes the plain path would repeat (CertID, nonce Extension) must be OpenSSL's encoding
+ * of what it read. */
 static int plain_agrees(const unsigned char *der, size_t len)
 {
-    struct ocsp__reqid id;
-    struct ocsp__parsed p;
-    int plain = ocsp__request_parse_plain(der, len, &id);
+    struct ocsp__parsed id_p, p;
+    const struct ocsp__reqid *id = &id_p.one;
+    int plain = ocsp__request_parse_plain(der, len, &id_p);
 
     cr_assert_eq(ocsp__request_parse(der, len, 10, &p), 0);
     if (plain) {
+        unsigned char *cid = NULL, *ext = NULL;
+        int cid_len = 0, ext_len = 0;
         cr_assert_eq(p.status, OCSP_RESPONSE_STATUS_SUCCESSFUL);
+        cr_assert_eq(id_p.status, OCSP_RESPONSE_STATUS_SUCCESSFUL);
         cr_assert_eq(p.n, 1);
-        cr_assert_null(p.nonce);
-        cr_assert_null(id.cid);
-        cr_assert_eq(id.alg, p.ids[0].alg);
-        cr_assert_eq(id.name_hash_len, p.ids[0].name_hash_len);
-        cr_assert_eq(id.key_hash_len, p.ids[0].key_hash_len);
-        cr_assert_eq(id.serial_len, p.ids[0].serial_len);
-        cr_assert_eq(memcmp(id.name_hash, p.ids[0].name_hash, id.name_hash_len), 0);
-        cr_assert_eq(memcmp(id.key_hash, p.ids[0].key_hash, id.key_hash_len), 0);
-        cr_assert_eq(memcmp(id.serial, p.ids[0].serial, id.serial_len), 0);
+        cr_assert_eq(id_p.n, 1);
+        cr_assert_eq(id_p.ids, id);
+        cr_assert_null(id->cid);
+        cr_assert_eq(id->alg, p.ids[0].alg);
+        cr_assert_eq(id->name_hash_len, p.ids[0].name_hash_len);
+        cr_assert_eq(id->key_hash_len, p.ids[0].key_hash_len);
+        cr_assert_eq(id->serial_len, p.ids[0].serial_len);
+        cr_assert_eq(memcmp(id->name_hash, p.ids[0].name_hash, id->name_hash_len), 0);
+        cr_assert_eq(memcmp(id->key_hash, p.ids[0].key_hash, id->key_hash_len), 0);
+        cr_assert_eq(memcmp(id->serial, p.ids[0].serial, id->serial_len), 0);
+        cid_len = i2d_OCSP_CERTID(p.ids[0].cid, &cid);
+        cr_assert_eq((size_t)cid_len, id->cid_der_len);
+        cr_assert_eq(memcmp(cid, id->cid_der, id->cid_der_len), 0);
+        cr_assert_eq(p.nonce != NULL, id_p.nonce_der != NULL);
+        if (p.nonce != NULL) {
+            cr_assert_eq(id_p.nonce_len, p.nonce_len);
+            ext_len = i2d_X509_EXTENSION(p.nonce, &ext);
+            cr_assert_eq((size_t)ext_len, id_p.nonce_der_len);
+            cr_assert_eq(memcmp(ext, id_p.nonce_der, id_p.nonce_der_len), 0);
+        }
+        OPENSSL_free(cid);
+        OPENSSL_free(ext);
     }
+    ocsp__parsed_cleanup(&id_p);
     ocsp__parsed_cleanup(&p);
     return plain;
 }
@@ -1126,34 +1145,41 @@ Test(corpus, plain_path_agrees_with_openssl)
     cr_assert(plain_file("sha256-absent-params.der"));
     cr_assert(plain_file("sha256-null-params.der"));
     cr_assert(plain_file("regression-sha1-serial-1234"));
-    cr_assert(!plain_file("sha1-nonce.der"));
+    cr_assert(plain_file("sha1-nonce.der"));
     cr_assert(!plain_file("sha1-three.der"));
     cr_assert(!plain_file("signed.der"));
     cr_assert(!plain_file("not-a-request.der"));
     cr_assert(!plain_file("not-sha256-junk-params.der"));
     cr_assert(!plain_file("not-sha256-two-params.der"));
-    /* Every truncation and every one-octet change of a plain request: where the plain path
-     * takes the result, OpenSSL reads the same values. */
-    (void)snprintf(path, sizeof(path), "%s/tests/fuzz/corpus/ocsp_request/sha1-one.der",
-                   PKIVA_SOURCE_DIR);
-    cr_assert_eq(util_file_read(path, 1 << 20, &data, &len), 0);
-    for (size_t cut = 0; cut < len; cut++)
-        cr_assert(!plain_agrees(data, cut), "truncated to %zu", cut);
-    m = malloc(len);
-    cr_assert_not_null(m);
-    for (size_t i = 0; i < len; i++) {
-        static const unsigned char values[] = {0x00, 0x01, 0x02, 0x04, 0x05, 0x06, 0x30,
-                                               0x7f, 0x80, 0x81, 0x82, 0xa0, 0xff};
-        for (size_t v = 0; v < sizeof(values); v++) {
-            memcpy(m, data, len);
-            m[i] = values[v];
-            (void)plain_agrees(m, len);
-            m[i] = (unsigned char)(data[i] + 1);
-            (void)plain_agrees(m, len);
+    cr_assert(!plain_file("nonce-raw-legacy.der"));
+    cr_assert(!plain_file("nonce-critical.der"));
+    cr_assert(!plain_file("not-nonce-129.der"));
+    cr_assert(!plain_file("nonce-and-other-ext.der"));
+    /* Every truncation and every one-octet change of a plain request, with and without a nonce:
+     * where the plain path takes the result, OpenSSL reads the same values and bytes. */
+    for (int f = 0; f < 2; f++) {
+        (void)snprintf(path, sizeof(path), "%s/tests/fuzz/corpus/ocsp_request/%s", PKIVA_SOURCE_DIR,
+                       f == 0 ? "sha1-one.der" : "sha1-nonce.der");
+        cr_assert_eq(util_file_read(path, 1 << 20, &data, &len), 0);
+        for (size_t cut = 0; cut < len; cut++)
+            cr_assert(!plain_agrees(data, cut), "truncated to %zu", cut);
+        m = malloc(len);
+        cr_assert_not_null(m);
+        for (size_t i = 0; i < len; i++) {
+            static const unsigned char values[] = {0x00, 0x01, 0x02, 0x04, 0x05, 0x06, 0x30,
+                                                   0x7f, 0x80, 0x81, 0x82, 0xa0, 0xa2, 0xff};
+            for (size_t v = 0; v < sizeof(values); v++) {
+                memcpy(m, data, len);
+                m[i] = values[v];
+                (void)plain_agrees(m, len);
+                m[i] = (unsigned char)(data[i] + 1);
+                (void)plain_agrees(m, len);
+            }
         }
+        free(m);
+        free(data);
+        data = NULL;
     }
-    free(m);
-    free(data);
 }
 
 Test(plan, metrics_text)
