@@ -66,6 +66,7 @@ struct hsm__key {
      * hsm_key_check_blocking before the key is used; never changed while jobs run. */
     EVP_PKEY *verify_pub;
     EVP_MD *md;                  /* key->md, fetched from the default provider */
+    int is_rsa;                  /* EVP_PKEY_is_a(pub.pkey, "RSA"): a name lookup, 1% of a sign */
     unsigned char di_prefix[32]; /* RSA PKCS#1 v1.5: the DigestInfo before the digest */
     size_t di_prefix_len;
     _Atomic int health;        /* enum hsm_key_health */

@@ -344,6 +344,7 @@ static int key_verify_init(struct hsm__key *entry)
     int rc = UTIL_ECRYPTO;
 
     ERR_clear_error();
+    entry->is_rsa = EVP_PKEY_is_a(key->pkey, "RSA");
     entry->md = EVP_MD_fetch(NULL, key->md, NULL);
     if (entry->md == NULL)
         goto out;
@@ -461,7 +462,7 @@ static int want_verify(struct hsm *hsm, struct hsm__key *entry, int force)
 {
     uint64_t n;
 
-    if (force || EVP_PKEY_is_a(entry->pub.pkey, "RSA"))
+    if (force || entry->is_rsa)
         return 1;
     n = atomic_fetch_add_explicit(&entry->ecdsa_count, 1, memory_order_relaxed);
     if (hsm->ecdsa_verify_every == HSM_VERIFY_NONE)
@@ -615,7 +616,7 @@ static int sign_digest(struct hsm *hsm, struct hsm__key *entry, const unsigned c
     EVP_PKEY_CTX *pctx = NULL;
     unsigned char *buf = NULL;
     size_t buf_len = 0;
-    int is_rsa = EVP_PKEY_is_a(key->pkey, "RSA");
+    int is_rsa = entry->is_rsa;
     int health = atomic_load(&entry->health);
     int rc = UTIL_OK, cached = 0;
 
