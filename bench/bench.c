@@ -5,8 +5,10 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 int bench_connect_local(int port)
@@ -27,4 +29,31 @@ int bench_connect_local(int port)
     }
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)); /* best effort */
     return fd;
+}
+
+double bench_proc_cpu_s(void)
+{
+    char buf[1024];
+    unsigned long long ut = 0, st = 0;
+    const char *p;
+    size_t n;
+    FILE *f = fopen("/proc/self/stat", "r");
+
+    if (f == NULL)
+        return 0;
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    (void)fclose(f); /* read-only */
+    buf[n] = '\0';
+    p = strrchr(buf, ')'); /* the command name may hold spaces; fields 3.. follow its ')' */
+    if (p == NULL ||
+        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return 0;
+    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+}
+
+double bench_now_s(void)
+{
+    struct timespec ts;
+    (void)clock_gettime(CLOCK_MONOTONIC, &ts); /* cannot fail for CLOCK_MONOTONIC */
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }

@@ -16,6 +16,8 @@
  * where C is the process's CPU time (utime + stime from /proc/self/stat, as bench/run reads
  * pkiva's) over the signing threads' run, per signature: the peer of pkiva's CPU per answer.
  * Not run by ctest. The module is never finalized: SoftHSM2 2.6.1 crashes in C_Finalize at exit. */
+#include "bench.h"
+
 #include <dlfcn.h>
 #include <openssl/sha.h>
 #include <p11-kit/pkcs11.h>
@@ -46,34 +48,6 @@ static void die(const char *what, CK_RV rv)
 {
     fprintf(stderr, "p11sign: %s failed (CK_RV 0x%lx)\n", what, (unsigned long)rv);
     exit(1);
-}
-
-/* utime + stime of this process from /proc/self/stat, in seconds (what bench/run reads of pkiva). */
-static double proc_cpu_s(void)
-{
-    char buf[1024];
-    unsigned long long ut = 0, st = 0;
-    const char *p;
-    size_t n;
-    FILE *f = fopen("/proc/self/stat", "r");
-
-    if (f == NULL)
-        return 0;
-    n = fread(buf, 1, sizeof(buf) - 1, f);
-    (void)fclose(f); /* read-only */
-    buf[n] = '\0';
-    p = strrchr(buf, ')'); /* the command name may hold spaces; fields 3.. follow its ')' */
-    if (p == NULL ||
-        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
-        return 0;
-    return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
-}
-
-static double now_s(void)
-{
-    struct timespec ts;
-    (void)clock_gettime(CLOCK_MONOTONIC, &ts); /* cannot fail for CLOCK_MONOTONIC */
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
 static void open_module(const char *module, const char *token)
@@ -166,9 +140,9 @@ static void *worker_main(void *arg)
     CK_MECHANISM ecdsa = {CKM_ECDSA, NULL, 0};
     CK_MECHANISM rsa = {CKM_SHA256_RSA_PKCS, NULL, 0};
     unsigned char data[32], sig[1024];
-    double end = now_s() + seconds;
+    double end = bench_now_s() + seconds;
 
-    while (now_s() < end) {
+    while (bench_now_s() < end) {
         CK_ULONG sig_len = sizeof(sig);
         CK_RV rv;
         /* A fresh 32-octet input each time, as a response's tbsResponseData digest would be. */
@@ -234,8 +208,8 @@ int main(int argc, char **argv)
         (void)session_key(&s);
     }
     memset(workers, 0, sizeof(workers));
-    cpu0 = proc_cpu_s();
-    t0 = now_s();
+    cpu0 = bench_proc_cpu_s();
+    t0 = bench_now_s();
     for (int i = 0; i < threads; i++)
         if (pthread_create(&workers[i].thread, NULL, worker_main, &workers[i]) != 0) {
             fprintf(stderr, "p11sign: pthread_create failed\n");
@@ -247,8 +221,8 @@ int main(int argc, char **argv)
             return 1;
         total += workers[i].count;
     }
-    t1 = now_s();
-    cpu1 = proc_cpu_s();
+    t1 = bench_now_s();
+    cpu1 = bench_proc_cpu_s();
     printf("p11sign: threads=%d seconds=%.2f signatures=%ld rate=%.0f/s key=%s session-copy=%s "
            "cpu_us=%.1f\n",
            threads, t1 - t0, total, (double)total / (t1 - t0), key_type == CKK_RSA ? "rsa" : "ec",
