@@ -346,6 +346,7 @@ void cli__hsm_config(const struct cli_config *cfg, int sessions, int queue_max,
     out->queue_max = queue_max;
     out->init_args = cfg->hsm.init_args;
     out->ecdsa_verify_every = cfg->hsm.ecdsa_verify_every;
+    out->provider_only = !cfg->hsm.direct;
 }
 
 void cli__contract(const struct cli_config *cfg, struct feed_contract *out)

@@ -490,8 +490,7 @@ static int sign_thread_init(void *pool_ctx, void **thread_state)
 
 static void sign_thread_fini(void *pool_ctx, void *thread_state)
 {
-    (void)pool_ctx;
-    hsm__sign_cache_free(thread_state);
+    hsm__sign_cache_free(pool_ctx, thread_state);
     hsm__thread_cache = NULL;
 }
 
@@ -551,6 +550,7 @@ int hsm_open(const struct hsm_config *cfg, struct hsm **out)
     atomic_init(&hsm->verified, 0);
     atomic_init(&hsm->bad_signatures, 0);
     atomic_init(&hsm->key_errors, 0);
+    atomic_init(&hsm->direct_signatures, 0);
     hsm->ecdsa_verify_every =
         cfg->ecdsa_verify_every == 0 ? HSM_ECDSA_VERIFY_DEFAULT : cfg->ecdsa_verify_every;
     hsm->restart_after_ms = cfg->restart_after_ms;
@@ -579,10 +579,12 @@ int hsm_open(const struct hsm_config *cfg, struct hsm **out)
         goto out;
     }
 
+    hsm__direct_open(hsm, !cfg->provider_only);
     memset(&pool_cfg, 0, sizeof(pool_cfg));
     pool_cfg.name = "hsm-sign";
     pool_cfg.thread_init = sign_thread_init;
     pool_cfg.thread_fini = sign_thread_fini;
+    pool_cfg.ctx = hsm;
     pool_cfg.threads = cfg->sessions;
     pool_cfg.queue_max = cfg->queue_max;
     rc = util_pool_new(&pool_cfg, &hsm->pool);
@@ -609,6 +611,7 @@ void hsm_close(struct hsm *hsm)
     hsm_key_free(hsm->probe_key);
     hsm__keys_detach(hsm);
     util_pool_free(hsm->pool);
+    hsm__direct_close(hsm);
     OSSL_LIB_CTX_free(hsm->libctx);
     free(hsm->module_path);
     free(hsm->init_args);
@@ -677,6 +680,7 @@ void hsm_stats_get(const struct hsm *hsm, struct hsm_stats *out)
     out->verified = atomic_load_explicit(&h->verified, memory_order_relaxed);
     out->bad_signatures = atomic_load_explicit(&h->bad_signatures, memory_order_relaxed);
     out->key_errors = atomic_load_explicit(&h->key_errors, memory_order_relaxed);
+    out->direct = atomic_load_explicit(&h->direct_signatures, memory_order_relaxed);
 }
 
 /* ---- the signing pool ----------------------------------------------------------------------- */
@@ -926,13 +930,15 @@ int hsm_metrics(struct hsm *hsm, char *buf, size_t len)
                  "# TYPE pkiva_hsm_key_errors_total counter\n"
                  "pkiva_hsm_key_errors_total %llu\n"
                  "# TYPE pkiva_hsm_keys_unhealthy gauge\n"
-                 "pkiva_hsm_keys_unhealthy %d\n",
+                 "pkiva_hsm_keys_unhealthy %d\n"
+                 "# TYPE pkiva_hsm_direct_signatures_total counter\n"
+                 "pkiva_hsm_direct_signatures_total %llu\n",
                  (unsigned long long)hs.signatures, (unsigned long long)hs.errors, hs.queue_depth,
                  (unsigned long long)hs.rejected,
                  hs.signatures ? (double)hs.sign_us_total / (double)hs.signatures / 1e6 : 0.0,
                  hsm_available(hsm), (unsigned long long)hs.verified,
                  (unsigned long long)hs.bad_signatures, (unsigned long long)hs.key_errors,
-                 hsm_keys_unhealthy(hsm, NULL, NULL, 0));
+                 hsm_keys_unhealthy(hsm, NULL, NULL, 0), (unsigned long long)hs.direct);
     if (n < 0 || (size_t)n >= len)
         return UTIL_EINVAL;
     more = hsm_keys_metrics(hsm, buf + n, len - (size_t)n);

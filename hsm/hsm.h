@@ -38,6 +38,9 @@ struct hsm_config {
      * keys again for this long, the process exits with HSM_EXIT_STALE for its supervisor to
      * restart it. 0 = never (wait for the token however long it takes). */
     int restart_after_ms;
+    /* 1: every signature through pkcs11-provider; 0 (default): ECDSA signatures on the signing
+     * threads' own sessions (p11direct.c), the provider for the rest and on any failure. */
+    int provider_only;
 };
 
 #define HSM_VERIFY_NONE (-1)
@@ -57,6 +60,7 @@ struct hsm_settings {
     char init_args[HSM_SETTING_MAX]; /* pkcs11-module-init-args (C_Initialize); "" = none */
     int ecdsa_verify_every;          /* verify_ecdsa: 1 all, N sample, HSM_VERIFY_NONE */
     int restart_after_ms;            /* 0 = never exit for a supervisor restart */
+    int direct;                      /* direct_sign: ECDSA on the threads' own sessions */
 };
 /* Fills s with the table's defaults. */
 void hsm_settings_default(struct hsm_settings *s);
@@ -203,6 +207,7 @@ struct hsm_stats {
     uint64_t verified;       /* signatures checked against the public key before use */
     uint64_t bad_signatures; /* signatures that did not verify (never returned) */
     uint64_t key_errors;     /* key-specific failures (they do not make the hsm unavailable) */
+    uint64_t direct;         /* signatures made on a signing thread's own session (p11direct.c) */
 };
 void hsm_stats_get(const struct hsm *hsm, struct hsm_stats *out);
 /* The HSM section of /metrics (Prometheus text, pkiva_hsm_*, with the per-key lines of

@@ -59,6 +59,8 @@ static const struct util_conf_directive directives[] = {
     UTIL_CONF(CUSTOM, "verify_ecdsa", S, ecdsa_verify_every, 0, 0, parse_verify_ecdsa,
               "sample " UTIL_CONF_STR(HSM_ECDSA_VERIFY_DEFAULT),
               "ECDSA signatures verified before use: all, none or sample N"),
+    UTIL_CONF(BOOL, "direct_sign", S, direct, 0, 1, 0, "yes",
+              "ECDSA signatures on the signing threads' own sessions, not pkcs11-provider's"),
     UTIL_CONF(MS, "restart_after", S, restart_after_ms, 0, 3600000, 0, "60s",
               "exit for a supervisor restart after the keys failed to load this long; 0 = never"),
 };

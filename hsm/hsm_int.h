@@ -30,6 +30,10 @@ struct hsm {
     _Atomic uint64_t key_errors;     /* key-specific failures */
     int ecdsa_verify_every;          /* 1 = all, HSM_VERIFY_NONE = none, N = one in N */
     char *init_args;                 /* for the read-only diagnostics' C_Initialize */
+    /* The module pkcs11-provider loaded (CK_FUNCTION_LIST_PTR) for the direct ECDSA path, and
+     * the dlopen reference to it; NULL when only the provider signs (p11direct.c). */
+    void *direct_fl, *direct_lib;
+    _Atomic uint64_t direct_signatures;
 
     /* Every job runs under the read side; hsm__keys_reload swaps key->pkey under the write side,
      * so no job ever sees a key's pkey change under it (see the DESIGN comment in hsm.c). Writer
@@ -90,19 +94,42 @@ extern _Thread_local int hsm__refused, hsm__signed;
  * (see sign_ctx_get in key.c). Each holds a reference to the pkey it was made for, so a key
  * swapped by hsm__keys_reload or freed is noticed by id and pointer, never confused with another. */
 #define HSM__CTX_SLOTS 8
+struct hsm__direct;
 struct hsm__sign_cache {
     struct {
         uint64_t key_id; /* hsm__key.id */
         EVP_PKEY *pkey;  /* the key->pkey it was made for (ctx holds a reference) */
         EVP_PKEY_CTX *ctx;
     } slot[HSM__CTX_SLOTS];
-    unsigned next; /* the slot to reuse when none matches */
+    unsigned next;              /* the slot to reuse when none matches */
+    struct hsm__direct *direct; /* the thread's own session (p11direct.c), made on first use */
 };
 /* The calling thread's cache: set by the signing pool's thread_init (hsm.c), NULL elsewhere (then
  * every signature makes and frees its own context). */
 extern _Thread_local struct hsm__sign_cache *hsm__thread_cache;
 /* Frees every context in c and c itself (the pool's thread_fini). NULL-safe. */
-void hsm__sign_cache_free(struct hsm__sign_cache *c);
+void hsm__sign_cache_free(const struct hsm *hsm, struct hsm__sign_cache *c);
+
+/* ---- the direct ECDSA path (p11direct.c) ----------------------------------------------------- */
+
+/* Finds the module instance pkcs11-provider loaded (enabled 0: none, the provider signs alone). */
+void hsm__direct_open(struct hsm *hsm, int enabled);
+void hsm__direct_close(struct hsm *hsm);
+/* Signs digest with entry's ECDSA key on the calling signing thread's own session (c is its
+ * cache). UTIL_OK with *sig malloc'd (DER ECDSA-Sig-Value) and *fresh 1 when the key's object
+ * was just found (key.c verifies that signature whatever the sampling); UTIL_ENOTFOUND when the
+ * direct path does not serve it (RSA, not a signing thread, no module, a failure: then the
+ * provider signs). */
+int hsm__direct_sign(const struct hsm *hsm, struct hsm__sign_cache *c, const struct hsm__key *entry,
+                     const unsigned char *digest, size_t digest_len, unsigned char **sig,
+                     size_t *sig_len, int *fresh);
+void hsm__direct_free(const struct hsm *hsm, struct hsm__direct *d); /* NULL-safe */
+/* p11diag.c: the module pkcs11-provider loaded and initialised (CK_FUNCTION_LIST_PTR) and a
+ * dlopen reference to it in *lib, or NULL; the slot of the token labelled token_label (0). */
+void *hsm__loaded_module(const struct hsm *hsm, void **lib);
+int hsm__token_slot(void *fl, const char *token_label, unsigned long *slot);
+/* key.c: attribute name of a pkcs11: URI, percent-decoded: 1 found, 0 absent, UTIL_EINVAL. */
+int hsm__uri_get_attr(const char *uri, const char *name, char *out, size_t out_len);
 
 /* Runs the self-check again on every key marked HSM_KEY_UNHEALTHY and clears the mark of those
  * that pass (monitor thread). */

@@ -105,7 +105,7 @@ static int hex_value(char c)
 
 /* Finds path attribute name in uri and percent-decodes its value into out. Returns 1 when found,
  * 0 when absent, UTIL_EINVAL when malformed or too long. */
-static int uri_get_attr(const char *uri, const char *name, char *out, size_t out_len)
+int hsm__uri_get_attr(const char *uri, const char *name, char *out, size_t out_len)
 {
     const char *path = uri + strlen(URI_SCHEME);
     size_t path_len = strcspn(path, "?");
@@ -266,7 +266,7 @@ static int explain_not_found(struct hsm *hsm, const char *uri, int pin_asked)
     int unused = 0;
     int rc = UTIL_ENOTFOUND;
 
-    if (uri_get_attr(uri, "token", token, sizeof(token)) == 1) {
+    if (hsm__uri_get_attr(uri, "token", token, sizeof(token)) == 1) {
         rc = hsm__token_check(hsm, token, &pin_failed);
         if (rc == UTIL_EHSM || rc == UTIL_ENOMEM)
             goto out;
@@ -479,8 +479,8 @@ static unsigned long ask_token(struct hsm *hsm, const struct hsm_key *key)
     unsigned long mech = 0x1041; /* CKM_ECDSA */
     unsigned long rv;
 
-    if (uri_get_attr(key->uri, "token", token, sizeof(token)) != 1 ||
-        uri_get_attr(key->uri, "object", label, sizeof(label)) != 1)
+    if (hsm__uri_get_attr(key->uri, "token", token, sizeof(token)) != 1 ||
+        hsm__uri_get_attr(key->uri, "object", label, sizeof(label)) != 1)
         return 0;
     if (EVP_PKEY_is_a(key->pkey, "RSA"))
         mech = key->rsa_pss ? 0x0d /* CKM_RSA_PKCS_PSS */ : 0x01 /* CKM_RSA_PKCS */;
@@ -596,10 +596,11 @@ static void sign_ctx_drop(EVP_PKEY_CTX *pctx)
     EVP_PKEY_CTX_free(pctx);
 }
 
-void hsm__sign_cache_free(struct hsm__sign_cache *c)
+void hsm__sign_cache_free(const struct hsm *hsm, struct hsm__sign_cache *c)
 {
     if (c == NULL)
         return;
+    hsm__direct_free(hsm, c->direct);
     for (unsigned i = 0; i < HSM__CTX_SLOTS; i++)
         EVP_PKEY_CTX_free(c->slot[i].ctx);
     free(c);
@@ -618,7 +619,7 @@ static int sign_digest(struct hsm *hsm, struct hsm__key *entry, const unsigned c
     size_t buf_len = 0;
     int is_rsa = entry->is_rsa;
     int health = atomic_load(&entry->health);
-    int rc = UTIL_OK, cached = 0;
+    int rc = UTIL_OK, cached = 0, fresh = 0;
 
     *sig = NULL;
     *sig_len = 0;
@@ -638,18 +639,24 @@ static int sign_digest(struct hsm *hsm, struct hsm__key *entry, const unsigned c
         tbs_len = entry->di_prefix_len + digest_len;
     }
     ERR_clear_error();
-    pctx = sign_ctx_get(hsm, entry, is_rsa, &cached);
-    if (pctx == NULL)
-        goto fail;
-    if (EVP_PKEY_sign(pctx, NULL, &buf_len, tbs, tbs_len) != 1 || buf_len == 0)
-        goto fail;
-    buf = malloc(buf_len);
-    if (buf == NULL) {
-        rc = UTIL_ENOMEM;
-        goto out;
+    if (hsm__direct_sign(hsm, hsm__thread_cache, entry, tbs, tbs_len, &buf, &buf_len, &fresh) ==
+        UTIL_OK) {
+        (void)atomic_fetch_add_explicit(&hsm->direct_signatures, 1, memory_order_relaxed);
+        force_verify |= fresh; /* the first signature of a key found on the thread's session */
+    } else {
+        pctx = sign_ctx_get(hsm, entry, is_rsa, &cached);
+        if (pctx == NULL)
+            goto fail;
+        if (EVP_PKEY_sign(pctx, NULL, &buf_len, tbs, tbs_len) != 1 || buf_len == 0)
+            goto fail;
+        buf = malloc(buf_len);
+        if (buf == NULL) {
+            rc = UTIL_ENOMEM;
+            goto out;
+        }
+        if (EVP_PKEY_sign(pctx, buf, &buf_len, tbs, tbs_len) != 1)
+            goto fail;
     }
-    if (EVP_PKEY_sign(pctx, buf, &buf_len, tbs, tbs_len) != 1)
-        goto fail;
     hsm__signed = 1; /* the token answered, whatever the signature turns out to be */
     if (want_verify(hsm, entry, force_verify)) {
         int ok = verify_digest(entry, digest, digest_len, buf, buf_len);
@@ -953,9 +960,9 @@ static void extra_uses_text(unsigned extra, char *out, size_t len)
 static void warn_extra_uses(struct hsm *hsm, const char *uri)
 {
     char token[TOKEN_LABEL_MAX + 1], label[KEY_LABEL_MAX + 1], id[KEY_LABEL_MAX + 1], text[64];
-    int has_token = uri_get_attr(uri, "token", token, sizeof(token));
-    int has_label = uri_get_attr(uri, "object", label, sizeof(label));
-    int has_id = uri_get_attr(uri, "id", id, sizeof(id));
+    int has_token = hsm__uri_get_attr(uri, "token", token, sizeof(token));
+    int has_label = hsm__uri_get_attr(uri, "object", label, sizeof(label));
+    int has_id = hsm__uri_get_attr(uri, "id", id, sizeof(id));
     unsigned extra = 0;
     int rc;
 
@@ -995,7 +1002,7 @@ int hsm_key_load_blocking(struct hsm *hsm, const char *uri, const char *md, int 
     rc = check_uri(uri);
     if (rc != UTIL_OK)
         goto out;
-    rc = uri_get_attr(uri, "type", type, sizeof(type));
+    rc = hsm__uri_get_attr(uri, "type", type, sizeof(type));
     if (rc < 0 || (rc == 1 && strcmp(type, "private") != 0)) {
         UTIL_ERROR(HSM_MOD, "%s: expected a private key URI (type=private or no type)", uri);
         rc = UTIL_EINVAL;

@@ -366,3 +366,17 @@ out:
         (void)dlclose(lib); /* drops only the reference RTLD_NOLOAD took */
     return result;
 }
+
+void *hsm__loaded_module(const struct hsm *hsm, void **lib)
+{
+    *lib = NULL;
+    return loaded_module(hsm, lib);
+}
+
+int hsm__token_slot(void *fl, const char *token_label, unsigned long *slot)
+{
+    CK_SLOT_ID id = 0;
+    int rc = token_slot(fl, token_label, &id);
+    *slot = id;
+    return rc;
+}

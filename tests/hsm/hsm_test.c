@@ -14,6 +14,7 @@
 #include <p11-kit/pkcs11.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <support.h>
@@ -1014,4 +1015,126 @@ Test(hsm, self_check_binds_certificate_and_counts_verifications)
     EVP_PKEY_free(ec_pub);
     hsm_key_free(rsa);
     hsm_key_free(ec);
+}
+
+/* ---- the direct ECDSA path (p11direct.c) ----------------------------------------------------- */
+
+struct direct_job {
+    const struct hsm_key *key;
+    EVP_PKEY *pub;
+    int n, ok;
+};
+
+/* On a signing thread: n signatures of n different digests, each checked with the public key. */
+static int direct_work(void *thread_state, void *arg)
+{
+    struct direct_job *j = arg;
+    (void)thread_state;
+    for (int i = 0; i < j->n; i++) {
+        unsigned char digest[32], *sig = NULL;
+        size_t sig_len = 0;
+        EVP_PKEY_CTX *v = EVP_PKEY_CTX_new(j->pub, NULL);
+        memset(digest, i, sizeof(digest));
+        if (hsm_sign_digest_blocking(hsm, j->key, digest, sizeof(digest), &sig, &sig_len) != 0 ||
+            v == NULL || EVP_PKEY_verify_init(v) != 1 ||
+            EVP_PKEY_CTX_set_signature_md(v, EVP_sha256()) != 1 ||
+            EVP_PKEY_verify(v, sig, sig_len, digest, sizeof(digest)) != 1) {
+            EVP_PKEY_CTX_free(v);
+            free(sig);
+            return UTIL_EHSM;
+        }
+        EVP_PKEY_CTX_free(v);
+        free(sig);
+        j->ok++;
+    }
+    return 0;
+}
+
+static void *direct_thread(void *arg)
+{
+    struct direct_job *j = arg;
+    return (void *)(intptr_t)hsm_run_sync(hsm, direct_work, j);
+}
+
+/* Every ECDSA signature of the two signing threads, at the same time, is made on the thread's own
+ * session and verifies; the first signature of the key on each thread is verified even with
+ * verification off. (Each thread's session copy of the key shares its label: the lookup of the
+ * other thread found two keys and gave up, until it asked for the token object only.) */
+Test(hsm_open, ecdsa_signatures_on_each_signing_threads_own_session)
+{
+    struct hsm_config cfg = {.module_path = TS_SOFTHSM_MODULE,
+                             .pin_file = pin_path,
+                             .softhsm_no_deinit = 1,
+                             .sessions = 2,
+                             .queue_max = 64,
+                             .ecdsa_verify_every = HSM_VERIFY_NONE};
+    struct hsm_key *ec = NULL;
+    struct direct_job jobs[2];
+    pthread_t threads[2];
+    struct hsm_stats st;
+    char metrics[8192];
+    void *rc;
+
+    cr_assert_eq(hsm_open(&cfg, &hsm), 0);
+    cr_assert_eq(hsm_key_generate_blocking(hsm, TOKEN, "direct-ec", HSM_EC_P256, &ec), 0);
+    for (int i = 0; i < 2; i++) {
+        jobs[i] = (struct direct_job){.key = ec, .pub = public_copy(ec->pkey), .n = 200};
+        cr_assert_eq(pthread_create(&threads[i], NULL, direct_thread, &jobs[i]), 0);
+    }
+    for (int i = 0; i < 2; i++) {
+        cr_assert_eq(pthread_join(threads[i], &rc), 0);
+        cr_assert_eq((intptr_t)rc, 0, "job %d: %d signatures verified", i, jobs[i].ok);
+        EVP_PKEY_free(jobs[i].pub);
+    }
+    hsm_stats_get(hsm, &st);
+    cr_assert_eq(st.direct, 400, "%llu of 400 signatures on the threads' own sessions",
+                 (unsigned long long)st.direct);
+    cr_assert_geq(st.verified, 1, "the first direct signature is verified");
+    cr_assert_leq(st.verified, 2, "and only the first on each thread (verification off)");
+    cr_assert_gt(hsm_metrics(hsm, metrics, sizeof(metrics)), 0);
+    cr_assert_not_null(strstr(metrics, "pkiva_hsm_direct_signatures_total 400\n"));
+    hsm_key_free(ec);
+}
+
+/* provider_only ([hsm] direct_sign = no), RSA keys, and signatures outside the signing threads go
+ * through pkcs11-provider; they verify as well. */
+Test(hsm_open, provider_only_rsa_and_other_threads_use_the_provider)
+{
+    struct hsm_config cfg = {.module_path = TS_SOFTHSM_MODULE,
+                             .pin_file = pin_path,
+                             .softhsm_no_deinit = 1,
+                             .sessions = 1,
+                             .queue_max = 64,
+                             .provider_only = 1};
+    struct hsm_key *ec = NULL, *rsa = NULL;
+    struct direct_job job;
+    struct hsm_stats st;
+
+    cr_assert_eq(hsm_open(&cfg, &hsm), 0);
+    cr_assert_eq(hsm_key_generate_blocking(hsm, TOKEN, "provider-ec", HSM_EC_P256, &ec), 0);
+    job = (struct direct_job){.key = ec, .pub = public_copy(ec->pkey), .n = 20};
+    cr_assert_eq(hsm_run_sync(hsm, direct_work, &job), 0);
+    EVP_PKEY_free(job.pub);
+    hsm_stats_get(hsm, &st);
+    cr_assert_eq(st.direct, 0);
+    hsm_key_free(ec);
+    hsm_close(hsm);
+    hsm = NULL;
+
+    cfg.provider_only = 0;
+    cr_assert_eq(hsm_open(&cfg, &hsm), 0);
+    cr_assert_eq(hsm_key_generate_blocking(hsm, TOKEN, "provider-rsa", HSM_RSA_2048, &rsa), 0);
+    cr_assert_eq(hsm_key_load_blocking(
+                     hsm, "pkcs11:token=" TOKEN ";object=provider-ec;type=private", NULL, 0, &ec),
+                 0);
+    sign_and_verify(ec); /* this thread is no signing thread */
+    hsm_stats_get(hsm, &st);
+    cr_assert_eq(st.direct, 0);
+    job = (struct direct_job){.key = rsa, .pub = public_copy(rsa->pkey), .n = 3};
+    cr_assert_eq(hsm_run_sync(hsm, direct_work, &job), 0);
+    EVP_PKEY_free(job.pub);
+    hsm_stats_get(hsm, &st);
+    cr_assert_eq(st.direct, 0, "RSA goes through the provider");
+    hsm_key_free(ec);
+    hsm_key_free(rsa);
 }

@@ -317,4 +317,14 @@ metrics=$(curl -s "http://127.0.0.1:$APORT/metrics")
 # die of SIGPIPE once the metrics outgrow the pipe's buffer, and the check fails on a good run.)
 grep -q '^pkiva_hsm_bad_signatures_total 0$' <<<"$metrics" || fail "bad signatures: $(grep bad_sig <<<"$metrics")"
 grep -q '^pkiva_hsm_keys_unhealthy 0$' <<<"$metrics" || fail "unhealthy keys: $(grep key_healthy <<<"$metrics")"
+# With an EC CA key, its ECDSA signatures were made on the signing threads' own sessions in this
+# module too (each verified: verify_ecdsa = all), not only through pkcs11-provider; RSA keys are
+# always signed through the provider.
+direct=$(sed -n 's/^pkiva_hsm_direct_signatures_total \([0-9]*\)$/\1/p' <<<"$metrics")
+if [ "$CA_ALG" = EC ]; then
+  [ "${direct:-0}" -gt 0 ] || fail "no ECDSA signature on the signing threads' own sessions ($(grep direct <<<"$metrics"))"
+else
+  [ "${direct:-1}" -eq 0 ] || fail "RSA signatures on the direct path ($(grep direct <<<"$metrics"))"
+fi
+echo "direct signatures: $direct"
 echo "PASS ($KIND)"
