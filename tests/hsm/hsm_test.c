@@ -36,7 +36,8 @@ static void make_token(void)
     (void)snprintf(pin_path, sizeof(pin_path), "%s/pin.txt", dir);
 }
 
-static int open_hsm(const char *pin_file, int sessions, int queue_max, struct hsm **out)
+/* The test token's configuration: SoftHSM2, the PIN file, the default provider. */
+static struct hsm_config token_cfg(const char *pin_file, int sessions, int queue_max)
 {
     struct hsm_config cfg = {
         .module_path = TS_SOFTHSM_MODULE,
@@ -46,6 +47,12 @@ static int open_hsm(const char *pin_file, int sessions, int queue_max, struct hs
         .sessions = sessions,
         .queue_max = queue_max,
     };
+    return cfg;
+}
+
+static int open_hsm(const char *pin_file, int sessions, int queue_max, struct hsm **out)
+{
+    struct hsm_config cfg = token_cfg(pin_file, sessions, queue_max);
     return hsm_open(&cfg, out);
 }
 
@@ -1062,12 +1069,7 @@ static void *direct_thread(void *arg)
  * other thread found two keys and gave up, until it asked for the token object only.) */
 Test(hsm_open, ecdsa_signatures_on_each_signing_threads_own_session)
 {
-    struct hsm_config cfg = {.module_path = TS_SOFTHSM_MODULE,
-                             .pin_file = pin_path,
-                             .softhsm_no_deinit = 1,
-                             .sessions = 2,
-                             .queue_max = 64,
-                             .ecdsa_verify_every = HSM_VERIFY_NONE};
+    struct hsm_config cfg = token_cfg(pin_path, 2, 64);
     struct hsm_key *ec = NULL;
     struct direct_job jobs[2];
     pthread_t threads[2];
@@ -1075,6 +1077,7 @@ Test(hsm_open, ecdsa_signatures_on_each_signing_threads_own_session)
     char metrics[8192];
     void *rc;
 
+    cfg.ecdsa_verify_every = HSM_VERIFY_NONE;
     cr_assert_eq(hsm_open(&cfg, &hsm), 0);
     cr_assert_eq(hsm_key_generate_blocking(hsm, TOKEN, "direct-ec", HSM_EC_P256, &ec), 0);
     for (int i = 0; i < 2; i++) {
@@ -1100,16 +1103,12 @@ Test(hsm_open, ecdsa_signatures_on_each_signing_threads_own_session)
  * through pkcs11-provider; they verify as well. */
 Test(hsm_open, provider_only_rsa_and_other_threads_use_the_provider)
 {
-    struct hsm_config cfg = {.module_path = TS_SOFTHSM_MODULE,
-                             .pin_file = pin_path,
-                             .softhsm_no_deinit = 1,
-                             .sessions = 1,
-                             .queue_max = 64,
-                             .provider_only = 1};
+    struct hsm_config cfg = token_cfg(pin_path, 1, 64);
     struct hsm_key *ec = NULL, *rsa = NULL;
     struct direct_job job;
     struct hsm_stats st;
 
+    cfg.provider_only = 1;
     cr_assert_eq(hsm_open(&cfg, &hsm), 0);
     cr_assert_eq(hsm_key_generate_blocking(hsm, TOKEN, "provider-ec", HSM_EC_P256, &ec), 0);
     job = (struct direct_job){.key = ec, .pub = public_copy(ec->pkey), .n = 20};
