@@ -8,7 +8,8 @@
  *   signing threads that and the provider's layers cost pkiva's signing path 1.21x the raw
  *   C_Sign loop's CPU per P-256 signature (bench/run, hsm_sign next to p11sign), a third of the
  *   gap between a live-signed answer and the token's own cost. Here each signing thread keeps one
- *   session and, per key, the object to sign with: no pool, no session check, no EVP layers.
+ *   session per token (up to DIRECT_TOKENS) and, per key, the object to sign with: no pool, no
+ *   session check, no EVP layers.
  * - What stays the same: the key is the token's (found by the URI's token, object and id in the
  *   thread's session; with the module's consent a session copy of it, CKA_TOKEN false, as
  *   pkcs11-provider itself makes with its default key caching and as bench/p11sign does: the
@@ -35,15 +36,20 @@
 #include <string.h>
 
 #define DIRECT_BACKOFF 4096 /* signatures through the provider after a failure, per thread */
+#define DIRECT_TOKENS 4     /* tokens (slots) a thread keeps a session on; keys beyond: provider */
 #define LABEL_MAX 256
 
 struct hsm__direct {
-    CK_SESSION_HANDLE session; /* CK_INVALID_HANDLE: none open */
     struct {
-        uint64_t key_id;      /* hsm__key.id */
-        EVP_PKEY *pkey;       /* the key->pkey it was found for (reloads swap it) */
-        CK_OBJECT_HANDLE obj; /* what C_SignInit gets */
-        int copied;           /* obj is our session copy */
+        CK_SLOT_ID slot;
+        CK_SESSION_HANDLE session; /* CK_INVALID_HANDLE: entry unused */
+    } token[DIRECT_TOKENS];
+    struct {
+        uint64_t key_id;           /* hsm__key.id */
+        EVP_PKEY *pkey;            /* the key->pkey it was found for (reloads swap it) */
+        CK_SESSION_HANDLE session; /* of the key's token */
+        CK_OBJECT_HANDLE obj;      /* what C_SignInit gets */
+        int copied;                /* obj is our session copy */
     } slot[HSM__CTX_SLOTS];
     unsigned next;
     unsigned backoff; /* signatures left to the provider after a failure */
@@ -75,14 +81,15 @@ void hsm__direct_close(struct hsm *hsm)
     hsm->direct_fl = NULL;
 }
 
-/* Closes the thread's session (its session objects go with it) and forgets every key. */
+/* Closes the thread's sessions (their session objects go with them) and forgets every key. */
 static void direct_reset(const struct hsm *hsm, struct hsm__direct *d)
 {
     CK_FUNCTION_LIST_PTR fl = hsm->direct_fl;
 
-    if (d->session != CK_INVALID_HANDLE && fl != NULL)
-        (void)fl->C_CloseSession(d->session); /* a dead session is as good as closed */
-    d->session = CK_INVALID_HANDLE;
+    for (unsigned i = 0; i < DIRECT_TOKENS; i++)
+        if (d->token[i].session != CK_INVALID_HANDLE && fl != NULL)
+            (void)fl->C_CloseSession(d->token[i].session); /* a dead one is as good as closed */
+    memset(d->token, 0, sizeof(d->token));                 /* CK_INVALID_HANDLE is 0 */
     memset(d->slot, 0, sizeof(d->slot));
 }
 
@@ -132,30 +139,54 @@ static CK_OBJECT_HANDLE find_key(CK_FUNCTION_LIST_PTR fl, CK_SESSION_HANDLE sess
     return objs[0];
 }
 
-/* The thread's object for entry, opening the session and finding the key when needed. */
-static CK_OBJECT_HANDLE direct_key(const struct hsm *hsm, struct hsm__direct *d,
-                                   const struct hsm__key *entry, int *fresh)
+/* The thread's session on the token of uri, opened when it has none yet; CK_INVALID_HANDLE when
+ * the token is not found or the thread already keeps DIRECT_TOKENS sessions on other tokens. */
+static CK_SESSION_HANDLE token_session(CK_FUNCTION_LIST_PTR fl, struct hsm__direct *d,
+                                       const char *uri)
 {
-    CK_FUNCTION_LIST_PTR fl = hsm->direct_fl;
     char token[LABEL_MAX];
     CK_SLOT_ID slot;
+    unsigned i, free_i = DIRECT_TOKENS;
+
+    if (hsm__uri_get_attr(uri, "token", token, sizeof(token)) != 1 ||
+        hsm__token_slot(fl, token, &slot) != 0)
+        return CK_INVALID_HANDLE;
+    for (i = 0; i < DIRECT_TOKENS; i++) {
+        if (d->token[i].session == CK_INVALID_HANDLE)
+            free_i = free_i < DIRECT_TOKENS ? free_i : i;
+        else if (d->token[i].slot == slot)
+            return d->token[i].session;
+    }
+    if (free_i == DIRECT_TOKENS || fl->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL,
+                                                     &d->token[free_i].session) != CKR_OK) {
+        if (free_i < DIRECT_TOKENS)
+            d->token[free_i].session = CK_INVALID_HANDLE;
+        return CK_INVALID_HANDLE;
+    }
+    d->token[free_i].slot = slot;
+    return d->token[free_i].session;
+}
+
+/* The thread's object for entry and the session to use it in, finding the key when needed. */
+static CK_OBJECT_HANDLE direct_key(const struct hsm *hsm, struct hsm__direct *d,
+                                   const struct hsm__key *entry, CK_SESSION_HANDLE *session,
+                                   int *fresh)
+{
+    CK_FUNCTION_LIST_PTR fl = hsm->direct_fl;
     CK_OBJECT_HANDLE obj;
     unsigned i;
     int copied;
 
     for (i = 0; i < HSM__CTX_SLOTS; i++)
         if (d->slot[i].obj != CK_INVALID_HANDLE && d->slot[i].key_id == entry->id &&
-            d->slot[i].pkey == entry->pub.pkey)
+            d->slot[i].pkey == entry->pub.pkey) {
+            *session = d->slot[i].session;
             return d->slot[i].obj;
-    if (d->session == CK_INVALID_HANDLE) {
-        if (hsm__uri_get_attr(entry->pub.uri, "token", token, sizeof(token)) != 1 ||
-            hsm__token_slot(fl, token, &slot) != 0 ||
-            fl->C_OpenSession(slot, CKF_SERIAL_SESSION, NULL, NULL, &d->session) != CKR_OK) {
-            d->session = CK_INVALID_HANDLE;
-            return CK_INVALID_HANDLE;
         }
-    }
-    obj = find_key(fl, d->session, entry->pub.uri, &copied);
+    *session = token_session(fl, d, entry->pub.uri);
+    if (*session == CK_INVALID_HANDLE)
+        return CK_INVALID_HANDLE;
+    obj = find_key(fl, *session, entry->pub.uri, &copied);
     if (obj == CK_INVALID_HANDLE)
         return CK_INVALID_HANDLE;
     *fresh = 1;
@@ -165,9 +196,10 @@ static CK_OBJECT_HANDLE direct_key(const struct hsm *hsm, struct hsm__direct *d,
     if (i == HSM__CTX_SLOTS)
         i = d->next++ % HSM__CTX_SLOTS;
     if (d->slot[i].copied && d->slot[i].obj != CK_INVALID_HANDLE)
-        (void)fl->C_DestroyObject(d->session, d->slot[i].obj); /* the old copy */
+        (void)fl->C_DestroyObject(d->slot[i].session, d->slot[i].obj); /* the old copy */
     d->slot[i].key_id = entry->id;
     d->slot[i].pkey = entry->pub.pkey;
+    d->slot[i].session = *session;
     d->slot[i].obj = obj;
     d->slot[i].copied = copied;
     return obj;
@@ -212,6 +244,7 @@ int hsm__direct_sign(const struct hsm *hsm, struct hsm__sign_cache *c, const str
     unsigned char raw[2 * 66]; /* r || s of P-521 at most */
     CK_ULONG raw_len = sizeof(raw);
     CK_OBJECT_HANDLE obj;
+    CK_SESSION_HANDLE session = CK_INVALID_HANDLE;
     struct hsm__direct *d;
     const char *step;
     CK_RV rv = CKR_OK;
@@ -220,27 +253,26 @@ int hsm__direct_sign(const struct hsm *hsm, struct hsm__sign_cache *c, const str
     if (fl == NULL || c == NULL || entry->is_rsa)
         return UTIL_ENOTFOUND;
     if (c->direct == NULL) {
-        c->direct = calloc(1, sizeof(*c->direct));
+        c->direct = calloc(1, sizeof(*c->direct)); /* CK_INVALID_HANDLE is 0 */
         if (c->direct == NULL)
             return UTIL_ENOTFOUND;
-        c->direct->session = CK_INVALID_HANDLE;
     }
     d = c->direct;
     if (d->backoff > 0) {
         d->backoff--;
         return UTIL_ENOTFOUND;
     }
-    obj = direct_key(hsm, d, entry, fresh);
+    obj = direct_key(hsm, d, entry, &session, fresh);
     if (obj == CK_INVALID_HANDLE) {
         step = "finding the key in the thread's session";
         goto fail;
     }
-    rv = fl->C_SignInit(d->session, &mech, obj);
+    rv = fl->C_SignInit(session, &mech, obj);
     if (rv != CKR_OK) {
         step = "C_SignInit";
         goto fail;
     }
-    rv = fl->C_Sign(d->session, (CK_BYTE_PTR)digest, (CK_ULONG)digest_len, raw, &raw_len);
+    rv = fl->C_Sign(session, (CK_BYTE_PTR)digest, (CK_ULONG)digest_len, raw, &raw_len);
     if (rv != CKR_OK || raw_len == 0 || raw_len % 2 != 0) {
         step = "C_Sign"; /* a failed C_Sign ends the operation */
         goto fail;

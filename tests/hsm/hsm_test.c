@@ -1137,3 +1137,48 @@ Test(hsm_open, provider_only_rsa_and_other_threads_use_the_provider)
     hsm_key_free(ec);
     hsm_key_free(rsa);
 }
+
+struct two_keys {
+    struct direct_job a, b;
+};
+
+static int alternate_work(void *thread_state, void *arg)
+{
+    struct two_keys *t = arg;
+    int rc = 0;
+
+    for (int i = 0; i < 50 && rc == 0; i++) {
+        t->a.n = t->b.n = 1;
+        rc = direct_work(thread_state, &t->a);
+        if (rc == 0)
+            rc = direct_work(thread_state, &t->b);
+    }
+    return rc;
+}
+
+/* Keys on two tokens of one module, used in turn by one signing thread: each is signed on that
+ * thread's session on its own token (the thread once kept one session, on the first key's token,
+ * so the other key was never found there and went to the provider). */
+Test(hsm_open, keys_on_two_tokens_each_on_a_session_of_its_token)
+{
+    struct hsm_config cfg = token_cfg(pin_path, 1, 64);
+    struct hsm_key *k1 = NULL, *k2 = NULL;
+    struct two_keys t;
+    struct hsm_stats st;
+
+    cr_assert_eq(ts_softhsm_token(dir, "pkiva-two", PIN), 0);
+    cr_assert_eq(hsm_open(&cfg, &hsm), 0);
+    cr_assert_eq(hsm_key_generate_blocking(hsm, TOKEN, "first-ec", HSM_EC_P256, &k1), 0);
+    cr_assert_eq(hsm_key_generate_blocking(hsm, "pkiva-two", "second-ec", HSM_EC_P256, &k2), 0);
+    t.a = (struct direct_job){.key = k1, .pub = public_copy(k1->pkey)};
+    t.b = (struct direct_job){.key = k2, .pub = public_copy(k2->pkey)};
+    cr_assert_eq(hsm_run_sync(hsm, alternate_work, &t), 0);
+    cr_assert_eq(t.a.ok + t.b.ok, 100);
+    hsm_stats_get(hsm, &st);
+    cr_assert_eq(st.direct, 100, "%llu of 100 signatures on the thread's own sessions",
+                 (unsigned long long)st.direct);
+    EVP_PKEY_free(t.a.pub);
+    EVP_PKEY_free(t.b.pub);
+    hsm_key_free(k1);
+    hsm_key_free(k2);
+}
