@@ -259,6 +259,18 @@ int store__search_keys(const unsigned char *der, size_t der_len, struct store__s
 /* Copies UTF-8 text into out (NUL-terminated, cut at a character boundary to fit) with the
  * foldings the full-text tokenizer does not do itself: đ and Đ become d. */
 void store__search_fold(const char *in, size_t in_len, char *out, size_t out_len);
+/* The words of a name search, as both backends word their full-text query: runs of bytes other
+ * than ASCII punctuation and spaces in the folded text (pointers into it); every word must match,
+ * and the last one is a prefix when it has 3 characters or more. */
+struct store__search_words {
+    const char *start[STORE_SEARCH_WORDS_MAX];
+    size_t len[STORE_SEARCH_WORDS_MAX];
+    int n;
+    int last_is_prefix;
+};
+/* Splits folded (store__search_fold's output) into *out. UTIL_EINVAL for no word or more than
+ * STORE_SEARCH_WORDS_MAX. */
+int store__search_words(const char *folded, struct store__search_words *out);
 /* The first 8 octets of a digest as a big-endian signed integer (the index key). */
 int64_t store__fp_key(const unsigned char *digest);
 /* The index key of an e-mail address: the first 8 octets of the SHA-256 of the address folded

@@ -25,7 +25,6 @@
  * certificates from before the index (or written by a path that does not index) are caught up at
  * a read-write open from search_backfill's position, in batches, by one node at a time. */
 
-#include <ctype.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <sqlite3.h>
@@ -235,11 +234,9 @@ static int tsq_token(void *ctx, int flags, const char *token, int n, int start, 
 static int build_tsquery(const struct store_search *q, struct out *o, int *none_out)
 {
     char folded[STORE_SEARCH_TEXT_MAX + 1];
-    const char *starts[STORE_SEARCH_WORDS_MAX];
-    size_t lens[STORE_SEARCH_WORDS_MAX];
+    struct store__search_words words;
     char weights[5] = "";
     size_t nw = 0;
-    int words = 0;
     int rc = 0;
 
     *none_out = 0;
@@ -247,39 +244,22 @@ static int build_tsquery(const struct store_search *q, struct out *o, int *none_
         if (q->fields & (1u << b))
             weights[nw++] = "ABCD"[b];
     store__search_fold(q->text, strlen(q->text), folded, sizeof(folded));
-    for (const char *p = folded; *p != '\0';) {
-        const char *start;
-        while (*p != '\0' && (unsigned char)*p < 0x80 && !isalnum((unsigned char)*p))
-            p++;
-        start = p;
-        while (*p != '\0' && ((unsigned char)*p >= 0x80 || isalnum((unsigned char)*p)))
-            p++;
-        if (p == start)
-            continue;
-        if (words >= STORE_SEARCH_WORDS_MAX)
-            return UTIL_EINVAL;
-        starts[words] = start;
-        lens[words++] = (size_t)(p - start);
-    }
-    if (words == 0)
+    if (store__search_words(folded, &words) != UTIL_OK)
         return UTIL_EINVAL;
-    for (int w = 0; w < words && rc == 0; w++) {
-        size_t chars = 0;
-        for (size_t i = 0; i < lens[w]; i++)
-            chars += ((unsigned char)starts[w][i] & 0xC0) != 0x80;
+    for (int w = 0; w < words.n && rc == 0; w++) {
         if (w > 0)
             out_add(o, " & ", 3);
         out_add(o, "(", 1);
         o->count = 0;
         (void)snprintf(o->weights, sizeof(o->weights), "%s", weights); /* fits */
-        rc = tokenize(starts[w], lens[w], tsq_token, o);
+        rc = tokenize(words.start[w], words.len[w], tsq_token, o);
         if (rc != 0)
             break;
         if (o->count == 0) {
             *none_out = 1;
             return 0;
         }
-        if (w == words - 1 && chars >= 3 && !o->full) {
+        if (w == words.n - 1 && words.last_is_prefix && !o->full) {
             /* "'tok':AB" becomes "'tok':*AB": the prefix mark goes before the weights. */
             size_t wl = strlen(weights);
             if (o->len + 2 > o->max) {

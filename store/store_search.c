@@ -4,6 +4,7 @@
  * text, and the keys of its SHA-256 and SHA-1 fingerprints. Backends index these when a certificate
  * is added; store.c validates the queries. */
 
+#include <ctype.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/objects.h>
@@ -41,6 +42,34 @@ void store__search_fold(const char *in, size_t in_len, char *out, size_t out_len
         i += n;
     }
     out[o] = '\0';
+}
+
+int store__search_words(const char *folded, struct store__search_words *out)
+{
+    size_t chars = 0;
+
+    out->n = 0;
+    out->last_is_prefix = 0;
+    for (const char *p = folded; *p != '\0';) {
+        const char *start;
+        while (*p != '\0' && (unsigned char)*p < 0x80 && !isalnum((unsigned char)*p))
+            p++;
+        start = p;
+        while (*p != '\0' && ((unsigned char)*p >= 0x80 || isalnum((unsigned char)*p)))
+            p++;
+        if (p == start)
+            continue;
+        if (out->n >= STORE_SEARCH_WORDS_MAX)
+            return UTIL_EINVAL;
+        out->start[out->n] = start;
+        out->len[out->n++] = (size_t)(p - start);
+    }
+    if (out->n == 0)
+        return UTIL_EINVAL;
+    for (size_t i = 0; i < out->len[out->n - 1]; i++) /* UTF-8 characters, not octets */
+        chars += ((unsigned char)out->start[out->n - 1][i] & 0xC0) != 0x80;
+    out->last_is_prefix = chars >= 3;
+    return UTIL_OK;
 }
 
 /* Appends one value (UTF-8) to a space-separated field. */

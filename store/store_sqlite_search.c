@@ -3,7 +3,6 @@
  * added, the catch-up that indexes what an older schema stored without it, and the searches by
  * name (full text), fingerprint, serial and e-mail address. The keys themselves are extracted by
  * store_search.c. */
-#include <ctype.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -198,11 +197,13 @@ static int build_match(const struct store_search *q, char *out, size_t out_len)
 {
     static const char *const names[] = {"cn", "o", "ou", "email"};
     char folded[STORE_SEARCH_TEXT_MAX + 1];
+    struct store__search_words words;
     size_t len = 0;
-    int words = 0;
     int n = 0;
 
     store__search_fold(q->text, strlen(q->text), folded, sizeof(folded));
+    if (store__search_words(folded, &words) != UTIL_OK)
+        return UTIL_EINVAL;
 #define STORE_APPEND(...)                                    \
     do {                                                     \
         n = snprintf(out + len, out_len - len, __VA_ARGS__); \
@@ -218,34 +219,12 @@ static int build_match(const struct store_search *q, char *out, size_t out_len)
         if (q->fields & (1u << b))
             STORE_APPEND("%s%s", len > 0 && out[len - 1] != '{' ? " " : "", names[b]);
     STORE_APPEND("} : (");
-    {
-        const char *starts[STORE_SEARCH_WORDS_MAX];
-        size_t lens[STORE_SEARCH_WORDS_MAX];
-        for (const char *p = folded; *p != '\0';) {
-            const char *start;
-            while (*p != '\0' && (unsigned char)*p < 0x80 && !isalnum((unsigned char)*p))
-                p++;
-            start = p;
-            while (*p != '\0' && ((unsigned char)*p >= 0x80 || isalnum((unsigned char)*p)))
-                p++;
-            if (p == start)
-                continue;
-            if (words >= STORE_SEARCH_WORDS_MAX)
-                return UTIL_EINVAL;
-            starts[words] = start;
-            lens[words++] = (size_t)(p - start);
-        }
-        for (int w = 0; w < words; w++) {
-            size_t chars = 0;
-            for (size_t i = 0; i < lens[w]; i++)
-                chars += ((unsigned char)starts[w][i] & 0xC0) != 0x80;
-            STORE_APPEND("%s\"%.*s\"%s", w > 0 ? " AND " : "", (int)lens[w], starts[w],
-                         w == words - 1 && chars >= 3 ? "*" : "");
-        }
-    }
+    for (int w = 0; w < words.n; w++)
+        STORE_APPEND("%s\"%.*s\"%s", w > 0 ? " AND " : "", (int)words.len[w], words.start[w],
+                     w == words.n - 1 && words.last_is_prefix ? "*" : "");
     STORE_APPEND(")");
 #undef STORE_APPEND
-    return words > 0 ? 0 : UTIL_EINVAL;
+    return 0;
 }
 
 static int issuer_listed(const struct store_search *q, int64_t issuer_id)
