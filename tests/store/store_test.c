@@ -2305,17 +2305,15 @@ Test(store, search_by_names_email_serial_fingerprint_and_pages)
     store_close(s);
 }
 
-Test(store, search_index_catches_up_with_older_certificates)
+/* n certificates of issuer a with DER: every hundredth (i % 100 == 7) a "Special Person", the
+ * others "Ordinary Person", all of "Org"; the ninth (i == 8) with e-mail when not NULL. */
+static void add_people(struct store *s, int64_t a, long n, const char *email)
 {
-    struct store *s = open_store(STORE_OPEN_CREATE);
-    int64_t a = put_issuer(s, "a");
-    struct found f;
-
-    for (long i = 0; i < 1200; i++) { /* more than two catch-up batches */
+    for (long i = 0; i < n; i++) {
         size_t len = 0;
         unsigned char serial[2] = {(unsigned char)(i >> 8 | 0x10), (unsigned char)i};
         unsigned char *der = make_search_cert(i % 100 == 7 ? "Special Person" : "Ordinary Person",
-                                              "Org", NULL, i + 1, &len);
+                                              "Org", i == 8 ? email : NULL, i + 1, &len);
         struct store_cert_new cn = {.issuer_id = a,
                                     .serial = serial,
                                     .serial_len = 2,
@@ -2326,6 +2324,15 @@ Test(store, search_index_catches_up_with_older_certificates)
         cr_assert_eq(store_cert_add_blocking(s, &cn, NULL), 0);
         OPENSSL_free(der);
     }
+}
+
+Test(store, search_index_catches_up_with_older_certificates)
+{
+    struct store *s = open_store(STORE_OPEN_CREATE);
+    int64_t a = put_issuer(s, "a");
+    struct found f;
+
+    add_people(s, a, 1200, NULL); /* more than two catch-up batches */
     store_close(s);
     /* As a database from before the index: empty index, a catch-up position at the start. */
     raw_exec(on_pg() ? "DELETE FROM cert_email; DELETE FROM cert_search; "
@@ -2411,21 +2418,7 @@ Test(store, pg_search_index_migrates_and_backfills_a_version_4_database)
         cr_skip_test("the PostgreSQL migration");
     s = open_store(STORE_OPEN_CREATE);
     a = put_issuer(s, "a");
-    for (long i = 0; i < 600; i++) { /* more than one catch-up batch */
-        size_t len = 0;
-        unsigned char serial[2] = {(unsigned char)(i >> 8 | 0x10), (unsigned char)i};
-        unsigned char *der = make_search_cert(i % 100 == 7 ? "Special Person" : "Ordinary Person",
-                                              "Org", i == 8 ? "old@example.vn" : NULL, i + 1, &len);
-        struct store_cert_new cn = {.issuer_id = a,
-                                    .serial = serial,
-                                    .serial_len = 2,
-                                    .not_before = 1,
-                                    .not_after = 2,
-                                    .cert_der = der,
-                                    .cert_len = len};
-        cr_assert_eq(store_cert_add_blocking(s, &cn, NULL), 0);
-        OPENSSL_free(der);
-    }
+    add_people(s, a, 600, "old@example.vn"); /* more than one catch-up batch */
     store_close(s);
     raw_exec("DROP TABLE nodes; DROP INDEX feed_not_issue; DROP TABLE cert_email; DROP TABLE "
              "cert_search; "
