@@ -35,9 +35,10 @@ static void teardown(void)
 
 TestSuite(feed, .init = setup, .fini = teardown, .timeout = 60);
 
-static int64_t add(unsigned char n)
+/* Registers serial {hi, n} as good; its feed id. */
+static int64_t add_serial(unsigned char hi, unsigned char n)
 {
-    unsigned char serial[2] = {0x10, n};
+    unsigned char serial[2] = {hi, n};
     struct store_cert_new cn = {.issuer_id = issuer,
                                 .serial = serial,
                                 .serial_len = 2,
@@ -47,6 +48,11 @@ static int64_t add(unsigned char n)
     int64_t id = 0;
     cr_assert_eq(store_cert_add_blocking(st, &cn, &id), 0);
     return id;
+}
+
+static int64_t add(unsigned char n)
+{
+    return add_serial(0x10, n);
 }
 
 static int64_t revoke(unsigned char n)
@@ -172,15 +178,7 @@ Test(feed, the_replay_skips_registrations_for_a_subscriber_that_ignores_them)
     cr_assert_eq(durable.ids[1], r2);
     /* Live changes, registrations too, go to both. */
     {
-        unsigned char serial[2] = {0x11, 1};
-        struct store_cert_new cn = {.issuer_id = issuer,
-                                    .serial = serial,
-                                    .serial_len = 2,
-                                    .not_before = 1700000000,
-                                    .not_after = 1900000000,
-                                    .subject = "CN=t"};
-        int64_t id = 0;
-        cr_assert_eq(store_cert_add_blocking(st, &cn, &id), 0);
+        int64_t id = add_serial(0x11, 1);
         wait_count(&live, 1);
         wait_count(&durable, 3);
         cr_assert_eq(durable.ids[2], id);

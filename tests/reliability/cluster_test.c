@@ -24,6 +24,7 @@
 #include <unistd.h>
 
 #include "rel.h"
+#include "rel_pg.h"
 #include "support.h"
 
 #define NODES 3
@@ -32,22 +33,9 @@ static struct rel_server nodes[NODES];
 static char db_uri[512];
 static char db_name[64];
 
-static PGresult *sql(const char *uri, const char *text)
-{
-    PGconn *conn = PQconnectdb(uri);
-    PGresult *res = NULL;
-
-    cr_assert_eq(PQstatus(conn), CONNECTION_OK, "%s", PQerrorMessage(conn));
-    res = PQexec(conn, text);
-    cr_assert(PQresultStatus(res) == PGRES_COMMAND_OK || PQresultStatus(res) == PGRES_TUPLES_OK,
-              "%s: %s", text, PQerrorMessage(conn));
-    PQfinish(conn);
-    return res;
-}
-
 static long long sql_int(const char *text)
 {
-    PGresult *res = sql(db_uri, text);
+    PGresult *res = rel_pg_exec(db_uri, text);
     long long v = PQntuples(res) > 0 ? strtoll(PQgetvalue(res, 0, 0), NULL, 10) : -1;
     PQclear(res);
     return v;
@@ -83,7 +71,7 @@ static void setup(void)
               "run under tests/support/with-postgres.sh (ctest does)");
     (void)snprintf(db_name, sizeof(db_name), "cluster_%ld", (long)getpid());
     (void)snprintf(text, sizeof(text), "CREATE DATABASE %s", db_name);
-    PQclear(sql(server, text));
+    PQclear(rel_pg_exec(server, text));
     rest = strchr(server, '?');
     (void)snprintf(db_uri, sizeof(db_uri), "postgresql:///%s%s", db_name, rest ? rest : "");
     rel_setup(&nodes[0]);
@@ -113,7 +101,7 @@ static void teardown(void)
     }
     if (server != NULL && db_name[0] != '\0') {
         (void)snprintf(text, sizeof(text), "DROP DATABASE IF EXISTS %s WITH (FORCE)", db_name);
-        PQclear(sql(server, text));
+        PQclear(rel_pg_exec(server, text));
     }
 }
 

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "rel.h"
+#include "rel_pg.h"
 #include "support.h"
 
 #define REPLICA_SH PKIVA_SOURCE_DIR "/tests/support/pg-replica.sh"
@@ -26,15 +27,7 @@ static int replica_started;
 
 static void run_sql(const char *uri, const char *text)
 {
-    PGconn *conn = PQconnectdb(uri);
-    PGresult *res = NULL;
-
-    cr_assert_eq(PQstatus(conn), CONNECTION_OK, "%s", PQerrorMessage(conn));
-    res = PQexec(conn, text);
-    cr_assert(PQresultStatus(res) == PGRES_COMMAND_OK || PQresultStatus(res) == PGRES_TUPLES_OK,
-              "%s: %s", text, PQerrorMessage(conn));
-    PQclear(res);
-    PQfinish(conn);
+    PQclear(rel_pg_exec(uri, text));
 }
 
 static void setup(void)
