@@ -271,6 +271,10 @@ struct store__search_words {
 /* Splits folded (store__search_fold's output) into *out. UTIL_EINVAL for no word or more than
  * STORE_SEARCH_WORDS_MAX. */
 int store__search_words(const char *folded, struct store__search_words *out);
+/* The stored forms of a serial searched for: as typed without leading zero octets, and (when it
+ * fits) with the one zero octet a DER INTEGER has when its top bit is set. Returns how many (1, 2). */
+int store__serial_forms(const unsigned char *key, size_t key_len,
+                        unsigned char forms[2][STORE_SERIAL_MAX + 1], size_t lens[2]);
 /* The first 8 octets of a digest as a big-endian signed integer (the index key). */
 int64_t store__fp_key(const unsigned char *digest);
 /* The index key of an e-mail address: the first 8 octets of the SHA-256 of the address folded

@@ -72,6 +72,23 @@ int store__search_words(const char *folded, struct store__search_words *out)
     return UTIL_OK;
 }
 
+int store__serial_forms(const unsigned char *key, size_t key_len,
+                        unsigned char forms[2][STORE_SERIAL_MAX + 1], size_t lens[2])
+{
+    size_t skip = 0;
+
+    while (skip + 1 < key_len && key[skip] == 0)
+        skip++;
+    lens[0] = key_len - skip;
+    memcpy(forms[0], key + skip, lens[0]);
+    if (lens[0] >= STORE_SERIAL_MAX)
+        return 1;
+    forms[1][0] = 0;
+    memcpy(forms[1] + 1, key + skip, lens[0]);
+    lens[1] = lens[0] + 1;
+    return 2;
+}
+
 /* Appends one value (UTF-8) to a space-separated field. */
 static void field_add(char *field, const unsigned char *value, int len)
 {

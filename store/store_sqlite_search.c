@@ -298,23 +298,9 @@ int store__sq_cert_search(struct store *store, const struct store_search *q,
     if (rc != 0)
         return rc;
     if (q->kind == STORE_SEARCH_SERIAL) {
-        /* Both DER forms of the number: as typed without leading zero octets, and with the one
-         * zero octet a DER INTEGER has when its top bit is set. */
         unsigned char forms[2][STORE_SERIAL_MAX + 1];
         size_t lens[2];
-        size_t skip = 0;
-        int n_forms = 0;
-        while (skip + 1 < q->key_len && q->key[skip] == 0)
-            skip++;
-        lens[0] = q->key_len - skip;
-        memcpy(forms[0], q->key + skip, lens[0]);
-        n_forms = 1;
-        if (lens[0] < STORE_SERIAL_MAX) {
-            forms[1][0] = 0;
-            memcpy(forms[1] + 1, q->key + skip, lens[0]);
-            lens[1] = lens[0] + 1;
-            n_forms = 2;
-        }
+        int n_forms = store__serial_forms(q->key, q->key_len, forms, lens);
         id = STORE_ST_SEARCH_SERIAL;
         for (int i = 0; i < q->n_issuer_ids && rc == 0; i++) {
             for (int f = 0; f < n_forms && rc == 0; f++) {
