@@ -331,7 +331,10 @@ static int post_fd(int fd, const char *path, const char *ctype, const void *body
                  "POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: %s\r\n"
                  "Content-Length: %zu\r\n\r\n",
                  path, ctype, len);
-    if (write(fd, head, (size_t)n) != n || write(fd, body, len) != (ssize_t)len)
+    /* send(MSG_NOSIGNAL): a server killed mid-burst (crash suite) must fail the request, not
+     * kill the test process with SIGPIPE. */
+    if (send(fd, head, (size_t)n, MSG_NOSIGNAL) != n ||
+        send(fd, body, len, MSG_NOSIGNAL) != (ssize_t)len)
         return -1;
     while (end == NULL) {
         ssize_t r = read(fd, buf + have, sizeof(buf) - 1 - have);
