@@ -80,6 +80,9 @@ struct tsa_config {
     size_t max_query_bytes;  /* largest TimeStampReq accepted (default 16384); larger: badRequest */
     tsa_clock_fn clock_check; /* NULL (default): tsa_clock_adjtimex; tests inject their own */
     void *clock_ctx;
+    int clock_reread_ms; /* requests reuse a clock reading this young (default 100; 0: read for
+                            every request); its error bound is widened by the kernel's 500 ppm
+                            per elapsed second, and /readyz always reads afresh */
 };
 void tsa_config_default(struct tsa_config *cfg);
 /* The [tsa] directive table (static storage) and its length. */

@@ -38,6 +38,7 @@ void tsa_config_default(struct tsa_config *cfg)
     cfg->log_batch_max = 1000;
     cfg->log_linger_us = 2000;
     cfg->max_query_bytes = 16384;
+    cfg->clock_reread_ms = 100;
 }
 
 const struct util_conf_directive *tsa_config_directives(size_t *n)

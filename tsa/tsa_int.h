@@ -276,6 +276,13 @@ struct tsa_service {
     pthread_mutex_t inflight_mu;
     pthread_cond_t inflight_cond;
     _Atomic int clock_bad; /* 1 during an episode of unusable clock (logged once) */
+    /* The last clock reading and when it was taken (util_mono_ms; 0 = none yet), under clock_mu:
+     * adjtimex(2) costs a system call and the kernel's entropy mixing, once per request it was
+     * a tenth of a loop thread's time under load. */
+    pthread_mutex_t clock_mu;
+    struct tsa_clock_state clock_last;
+    int clock_last_rc;
+    int64_t clock_read_ms;
     _Atomic int clock_ok;
     _Atomic int serials_exhausted;
 

@@ -301,7 +301,7 @@ int tsa_service_new(const struct tsa_config *cfg, const struct tsa_unit_config *
         cfg->store_path == NULL || strlen(cfg->store_path) >= sizeof(svc->log.store_path) ||
         cfg->path[0] != '/' || strlen(cfg->path) >= sizeof(svc->path) || cfg->max_inflight < 1 ||
         cfg->log_batch_max < 1 || cfg->log_linger_us < 0 || cfg->serial_block < 1 ||
-        cfg->max_query_bytes < 64) {
+        cfg->max_query_bytes < 64 || cfg->clock_reread_ms < 0) {
         UTIL_ERROR(TSA_MOD, "invalid TSA configuration (store path, path, units 1..%d, bounds)",
                    TSA_MAX_UNITS);
         return UTIL_ECONFIG;
@@ -321,6 +321,7 @@ int tsa_service_new(const struct tsa_config *cfg, const struct tsa_unit_config *
     svc->hsm = hsm;
     atomic_init(&svc->clock_ok, 1);
     pthread_mutex_init(&svc->log.mu, NULL);
+    pthread_mutex_init(&svc->clock_mu, NULL);
     pthread_mutex_init(&svc->inflight_mu, NULL);
     pthread_cond_init(&svc->inflight_cond, NULL);
     pthread_cond_init(&svc->log.cond, NULL);
@@ -418,6 +419,7 @@ void tsa_service_free(struct tsa_service *svc)
     free(svc->log.ring);
     store_close(svc->log.store);
     pthread_mutex_destroy(&svc->log.mu);
+    pthread_mutex_destroy(&svc->clock_mu);
     pthread_cond_destroy(&svc->log.cond);
     pthread_mutex_destroy(&svc->inflight_mu);
     pthread_cond_destroy(&svc->inflight_cond);
@@ -431,15 +433,48 @@ int tsa_service_start(struct tsa_service *svc)
 
 /* ---- clock ----------------------------------------------------------------------------------- */
 
-/* Whether tokens may carry the current time for a unit with this accuracy (0 = none stated). Logs
- * the start and the end of an episode of unusable clock once. */
-static int clock_usable(struct tsa_service *svc, int64_t accuracy_us)
+/* The kernel's bound on how fast an undisciplined clock's error grows (MAXFREQ, 500 ppm): a
+ * reading's max_error_us plus this much per elapsed millisecond bounds the error now. */
+#define TSA_CLOCK_DRIFT_US_PER_MS 0.5
+
+/* The clock's state: a reading at most max_age_ms old (0: read now), its error bound widened by
+ * the drift since it was taken. */
+static int clock_read(struct tsa_service *svc, int max_age_ms, struct tsa_clock_state *st)
+{
+    int64_t now = util_mono_ms();
+    int64_t age = -1;
+    int rc;
+
+    pthread_mutex_lock(&svc->clock_mu);
+    if (max_age_ms > 0 && svc->clock_read_ms > 0 && now - svc->clock_read_ms < max_age_ms) {
+        age = now - svc->clock_read_ms;
+        *st = svc->clock_last;
+        rc = svc->clock_last_rc;
+    }
+    pthread_mutex_unlock(&svc->clock_mu);
+    if (age >= 0) {
+        st->max_error_us += (int64_t)((double)age * TSA_CLOCK_DRIFT_US_PER_MS + 0.999);
+        return rc;
+    }
+    memset(st, 0, sizeof(*st));
+    rc = svc->cfg.clock_check(svc->cfg.clock_ctx, st);
+    pthread_mutex_lock(&svc->clock_mu);
+    svc->clock_last = *st;
+    svc->clock_last_rc = rc;
+    svc->clock_read_ms = now > 0 ? now : 1;
+    pthread_mutex_unlock(&svc->clock_mu);
+    return rc;
+}
+
+/* Whether tokens may carry the current time for a unit with this accuracy (0 = none stated), from
+ * a reading at most max_age_ms old. Logs the start and the end of an episode of unusable clock
+ * once. */
+static int clock_usable(struct tsa_service *svc, int64_t accuracy_us, int max_age_ms)
 {
     struct tsa_clock_state st;
     int rc, ok;
 
-    memset(&st, 0, sizeof(st));
-    rc = svc->cfg.clock_check(svc->cfg.clock_ctx, &st);
+    rc = clock_read(svc, max_age_ms, &st);
     ok = rc == UTIL_OK && st.synced && (accuracy_us == 0 || st.max_error_us <= accuracy_us);
     if (!ok && atomic_exchange(&svc->clock_bad, 1) == 0)
         UTIL_WARN(TSA_MOD,
@@ -644,7 +679,7 @@ static void handle_query(void *ctx, struct http_request *req)
     reject = -1;
     index = http_request_loop_index(req);
     port = index >= 0 && index < TSA__MAX_LOOPS ? svc->ports[index] : NULL;
-    if (!clock_usable(svc, unit->accuracy_us))
+    if (!clock_usable(svc, unit->accuracy_us, svc->cfg.clock_reread_ms))
         reject = TSA__REJ_TIME;
     else if ((int64_t)time(NULL) >= unit->not_after)
         reject = cert_expired(unit);
@@ -707,7 +742,7 @@ int tsa_service_ready(struct tsa_service *svc, char *why, size_t why_len)
         if (acc > 0 && (strictest == 0 || acc < strictest))
             strictest = acc;
     }
-    if (!clock_usable(svc, strictest)) {
+    if (!clock_usable(svc, strictest, 0)) { /* a fresh reading, which requests then reuse */
         (void)snprintf(why, why_len, "tsa: clock not synchronized within the accuracy");
         return 0;
     }

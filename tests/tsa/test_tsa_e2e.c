@@ -63,12 +63,16 @@ struct e2e {
 };
 static struct e2e E;
 static _Atomic int clock_broken;
+static _Atomic int clock_reads;            /* calls of test_clock */
+static _Atomic int64_t clock_max_error_us; /* what test_clock reports; 0: 2000 */
 
 static int test_clock(void *ctx, struct tsa_clock_state *out)
 {
+    int64_t max_error = atomic_load(&clock_max_error_us);
     (void)ctx;
+    atomic_fetch_add(&clock_reads, 1);
     out->synced = !atomic_load(&clock_broken);
-    out->max_error_us = 2000;
+    out->max_error_us = max_error > 0 ? max_error : 2000;
     out->est_error_us = 100;
     return 0;
 }
@@ -576,6 +580,20 @@ static void post_file_expect(const char *file, int bit)
     free(r);
 }
 
+static void post_file_granted(const char *file)
+{
+    size_t len, rlen;
+    unsigned char *q = read_file(file, &len);
+    unsigned char *r = NULL;
+    TS_RESP *resp;
+    cr_assert_eq(post("/tsa", "application/timestamp-query", q, len, &r, &rlen), 200);
+    resp = parse_resp(r, rlen);
+    cr_assert_eq(resp_status(resp), TS_STATUS_GRANTED);
+    TS_RESP_free(resp);
+    free(q);
+    free(r);
+}
+
 Test(e2e, rejections_are_der)
 {
     char out[4096];
@@ -659,6 +677,40 @@ Test(e2e, rejections_are_der)
     }
 }
 
+/* Requests reuse one clock reading for clock_reread_ms (adjtimex(2) was a tenth of a loop
+ * thread's time under load), and a reused reading's error bound grows with the kernel's 500 ppm:
+ * a unit whose accuracy the clock meets only just stops issuing as the reading ages. */
+Test(e2e, clock_read_once_per_interval_and_its_bound_widens)
+{
+    char out[4096];
+    int reads;
+
+    cr_assert_eq(sh(out, sizeof(out), "openssl ts -query -data data.txt -sha256 -out q.tsq 2>&1"),
+                 0);
+    cr_assert_eq(E.svc->cfg.clock_reread_ms, 100, "the default changed: revisit this test");
+    reads = atomic_load(&clock_reads);
+    for (int i = 0; i < 40; i++)
+        post_file_granted("q.tsq");
+    reads = atomic_load(&clock_reads) - reads;
+    cr_log_info("40 requests, %d clock readings", reads);
+    cr_assert_leq(reads, 20, "%d clock readings for 40 requests", reads);
+
+    /* Error bound 499 990 us against the main unit's accuracy of 500 000: met when read (the
+     * readiness check reads afresh), not met once the reading is 20 ms old (+10 us), so a
+     * request 30 ms later is refused. The clock then also reports itself unsynchronized, so
+     * that a machine too slow to send the request within clock_reread_ms (a fresh reading)
+     * still sees a refusal; the widening alone decides otherwise. */
+    atomic_store(&clock_max_error_us, 499990);
+    cr_assert_eq(tsa_service_ready(E.svc, out, sizeof(out)), 1);
+    atomic_store(&clock_broken, 1);
+    usleep(30000);
+    post_file_expect("q.tsq", TSA_FAIL_TIME_NOT_AVAILABLE);
+    atomic_store(&clock_broken, 0);
+    atomic_store(&clock_max_error_us, 0);
+    cr_assert_eq(tsa_service_ready(E.svc, out, sizeof(out)), 1);
+    post_file_granted("q.tsq");
+}
+
 Test(e2e, time_not_available_and_readiness)
 {
     char out[4096], why[128];
@@ -666,6 +718,8 @@ Test(e2e, time_not_available_and_readiness)
     atomic_store(&clock_broken, 1);
     cr_assert_eq(sh(out, sizeof(out), "openssl ts -query -data data.txt -sha256 -out q.tsq 2>&1"),
                  0);
+    /* Requests reuse a reading for clock_reread_ms: the change shows once it is older. */
+    usleep(1000 * (useconds_t)(E.svc->cfg.clock_reread_ms + 20));
     post_file_expect("q.tsq", TSA_FAIL_TIME_NOT_AVAILABLE);
     cr_assert_eq(tsa_service_ready(E.svc, why, sizeof(why)), 0);
     cr_assert_not_null(strstr(why, "clock"), "%s", why);
