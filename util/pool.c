@@ -53,6 +53,7 @@ struct util_pool {
     pthread_cond_t cond;
     struct pool_job *head, *tail;
     int queued;
+    int idle; /* workers waiting on cond */
     int stopping;
     pthread_t *threads;
     int started;
@@ -139,8 +140,11 @@ static void *pool_thread(void *opaque)
     for (;;) {
         struct pool_job *job;
         pthread_mutex_lock(&pool->mutex);
-        while (pool->head == NULL && !pool->stopping)
+        while (pool->head == NULL && !pool->stopping) {
+            pool->idle++;
             pthread_cond_wait(&pool->cond, &pool->mutex);
+            pool->idle--;
+        }
         if (pool->head == NULL) {
             pthread_mutex_unlock(&pool->mutex);
             break;
@@ -322,6 +326,7 @@ int util_pool_submit(struct util_pool *pool, struct util_pool_port *port, util_p
                      util_pool_done_fn done, void *arg)
 {
     struct pool_job *job = malloc(sizeof(*job));
+    int wake;
     if (job == NULL)
         return UTIL_ENOMEM;
     job->next = NULL;
@@ -351,8 +356,12 @@ int util_pool_submit(struct util_pool *pool, struct util_pool_port *port, util_p
     pool->tail = job;
     pool->queued++;
     atomic_store_explicit(&pool->depth, pool->queued, memory_order_relaxed);
-    pthread_cond_signal(&pool->cond);
+    wake = pool->idle > 0;
     pthread_mutex_unlock(&pool->mutex);
+    /* After the unlock: a worker woken under the mutex would first block on it. No wake-up is
+     * lost: a worker counts itself idle and waits under the mutex this submit held. */
+    if (wake)
+        pthread_cond_signal(&pool->cond);
     return UTIL_OK;
 }
 
