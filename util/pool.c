@@ -4,7 +4,9 @@
  *
  * DESIGN
  * - Threads: cfg->threads workers block on one condition variable; loop threads only lock the queue
- *   mutex long enough to append (never wait on it for a job to finish).
+ *   mutex long enough to append (never wait on it for a job to finish), and signal the condition
+ *   only when a worker waits on it, after the unlock (a worker woken under the mutex would first
+ *   block on it: a wasted wake-up and context switch per job under load).
  * - Bound: at most queue_max jobs wait; a submit past that fails at once with UTIL_EBUSY and is
  *   counted, so overload turns into fast tryLater/503 answers instead of latency.
  * - Ports: a port owns a uv_async_t on its loop and a list of finished jobs. A worker appends the

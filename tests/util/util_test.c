@@ -2,6 +2,7 @@
 /* Unit tests for util: the worker pool's bounds and loop hand-off, blobs, atomic files, helpers. */
 #include <criterion/criterion.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -214,6 +215,79 @@ Test(pool, run_sync_returns_the_work_result)
     cr_assert_eq(util_pool_new(&cfg, &pool), 0);
     cr_assert_eq(util_pool_run_sync(pool, work_double, &x), 42);
     util_pool_free(pool);
+}
+
+struct sync_caller {
+    struct util_pool *pool;
+    int calls, ok;
+};
+
+static void *sync_caller_main(void *arg)
+{
+    struct sync_caller *c = arg;
+    int x = 1;
+    for (int i = 0; i < c->calls; i++)
+        c->ok += util_pool_run_sync(c->pool, work_double, &x) == 2;
+    return NULL;
+}
+
+/* Workers go idle between almost every job here (each caller waits for its one job): a submit
+ * that skipped the wake-up of an idle worker would leave a job queued for ever and hang a caller
+ * (the suite's timeout fails it). Submits wake a worker only when one waits, outside the mutex. */
+Test(pool, no_wake_up_is_lost_when_workers_idle_between_jobs, .timeout = 120)
+{
+    struct util_pool_config cfg = {.name = "t", .threads = 2, .queue_max = 64};
+    struct util_pool *pool = NULL;
+    struct sync_caller callers[3];
+    pthread_t th[3];
+
+    cr_assert_eq(util_pool_new(&cfg, &pool), 0);
+    for (int i = 0; i < 3; i++) {
+        callers[i] = (struct sync_caller){.pool = pool, .calls = 20000};
+        cr_assert_eq(pthread_create(&th[i], NULL, sync_caller_main, &callers[i]), 0);
+    }
+    for (int i = 0; i < 3; i++) {
+        cr_assert_eq(pthread_join(th[i], NULL), 0);
+        cr_assert_eq(callers[i].ok, 20000);
+    }
+    util_pool_free(pool);
+}
+
+struct pair_round {
+    pthread_barrier_t both_running;
+    sem_t done;
+};
+
+static int work_meet(void *state, void *arg)
+{
+    struct pair_round *r = arg;
+    (void)state;
+    (void)pthread_barrier_wait(&r->both_running); /* returns only when the other job runs too */
+    sem_post(&r->done);
+    return 0;
+}
+
+/* Two jobs submitted to two idle workers run at the same time: each waits for the other, so a
+ * submit that left the second idle worker asleep (the first one busy with the first job) hangs
+ * the round and the suite's timeout fails it. */
+Test(pool, each_job_wakes_an_idle_worker, .timeout = 120)
+{
+    struct util_pool_config cfg = {.name = "t", .threads = 2, .queue_max = 64};
+    struct util_pool *pool = NULL;
+    struct pair_round r;
+
+    cr_assert_eq(pthread_barrier_init(&r.both_running, NULL, 2), 0);
+    cr_assert_eq(sem_init(&r.done, 0, 0), 0);
+    cr_assert_eq(util_pool_new(&cfg, &pool), 0);
+    for (int round = 0; round < 2000; round++) {
+        cr_assert_eq(util_pool_submit(pool, NULL, work_meet, NULL, &r), 0);
+        cr_assert_eq(util_pool_submit(pool, NULL, work_meet, NULL, &r), 0);
+        cr_assert_eq(sem_wait(&r.done), 0);
+        cr_assert_eq(sem_wait(&r.done), 0);
+    }
+    util_pool_free(pool);
+    (void)pthread_barrier_destroy(&r.both_running);
+    (void)sem_destroy(&r.done);
 }
 
 static int init_fail(void *ctx, void **state)
