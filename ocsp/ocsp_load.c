@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-/* Loading the status index from the store at start-up: one sequential scan of each issuer's
- * certificates in the order the store reads fastest (the index is a hash table), with the index
- * inserts on a second thread, so that
- * decoding rows (SQLite) and filing them into the index overlap.
+/* Loading the status index from the store at start-up: a scan of each issuer's certificates in
+ * the order the store reads fastest (the index is a hash table; SQLite reads the two halves of an
+ * issuer's serials at once on two connections, PostgreSQL one sequential scan), with the index
+ * inserts on another thread, so that decoding rows and filing them into the index overlap. The
+ * store calls read_one on one thread at a time, not always this one.
  *
  * DESIGN
  * - The calling thread runs the store's iteration and copies each row into a batch of

@@ -191,8 +191,10 @@ int store_cert_der_blocking(struct store *store, int64_t issuer_id, const unsign
 #define STORE_ITER_ALL 0
 #define STORE_ITER_REVOKED 1
 /* All, in whatever order the backend reads fastest (PostgreSQL: the table's physical order, one
- * sequential scan through a cursor; SQLite: key order), for a load that needs no order (the OCSP
- * status index). The callback must not use the store. */
+ * sequential scan through a cursor; SQLite, for one issuer: the two halves of its serials in key
+ * order at the same time, the upper one on a second connection by a thread of its own), for a
+ * load that needs no order (the OCSP status index). The callback runs on one thread at a time,
+ * not always the caller's, and must not use the store. */
 #define STORE_ITER_ALL_ANY_ORDER 2
 int store_cert_iterate_blocking(struct store *store, int64_t issuer_id, int filter,
                                 int (*fn)(void *ctx, const struct store_cert *cert), void *ctx);

@@ -307,6 +307,14 @@ static const char *const stmt_sql[STORE_ST_COUNT] = {
     [STORE_ST_CERT_ITER_REVOKED_ISSUER] =
         "SELECT " STORE_CERT_COLS " FROM certs INDEXED BY certs_revoked "
         "WHERE status = 1 AND issuer_id = ?1 ORDER BY serial",
+    [STORE_ST_CERT_ITER_BELOW] = "SELECT " STORE_CERT_COLS
+                                 " FROM certs WHERE issuer_id = ?1 AND serial < ?2 ORDER BY serial",
+    [STORE_ST_CERT_ITER_FROM] = "SELECT " STORE_CERT_COLS
+                                " FROM certs WHERE issuer_id = ?1 AND serial >= ?2 ORDER BY serial",
+    [STORE_ST_CERT_SERIAL_FIRST] =
+        "SELECT serial FROM certs WHERE issuer_id = ?1 ORDER BY serial LIMIT 1",
+    [STORE_ST_CERT_SERIAL_LAST] =
+        "SELECT serial FROM certs WHERE issuer_id = ?1 ORDER BY serial DESC LIMIT 1",
     [STORE_ST_FEED_INSERT] = "INSERT INTO feed (kind, issuer_id, serial, at_ms, actor) "
                              "VALUES (?1, ?2, ?3, ?4, ?5)",
     /* CROSS JOIN pins feed as the outer loop: a range scan on its rowid, then one certs lookup per

@@ -2,6 +2,8 @@
 /* The SQLite backend's issuers, certificates, revocations and change feed: every status change is
  * written together with its feed row (and its revocation record) in one transaction. */
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -434,6 +436,170 @@ out:
     return rc;
 }
 
+/* ---- the status index's load: an issuer's certificates in two halves at once ---------------
+
+ * DESIGN. STORE_ITER_ALL_ANY_ORDER for one issuer (the OCSP status index at start-up, where
+ * SQLite's decoding of rows is most of the time to ready): the issuer's serials are split at the
+ * middle of the range between its first and last one (their first 8 octets read as numbers, so
+ * random and sequential serials both split about evenly; a bad split only costs balance, never a
+ * row: the halves are serial < mid and serial >= mid, complementary in SQLite's octet order), and
+ * the upper half is read on a second, read-only connection by a thread of its own while the
+ * caller reads the lower one. The callback still runs on one thread at a time: each reader fills
+ * a batch and hands it over under a mutex, in whatever order the batches come. Each connection
+ * reads its own snapshot; the caller reads the change feed's head before the walk and replays
+ * what changed after it (ocsp_responder_load_blocking), as with a single walk. Not inside an
+ * explicit transaction (the second connection would not see its writes), and with one walk when
+ * the issuer has fewer than two distinct prefixes or the second connection or thread cannot be
+ * had. */
+#define SCAN_BATCH 512
+#define SCAN_STOPPED (-1000000) /* a half stopped because the other one failed or fn said stop */
+
+struct scan_share {
+    pthread_mutex_t deliver; /* fn runs under it: one batch at a time */
+    int (*fn)(void *ctx, const struct store_cert *cert);
+    void *ctx;
+    _Atomic int stop;
+};
+
+struct scan_half {
+    struct scan_share *share;
+    struct sq *s;
+    int64_t issuer_id;
+    unsigned char mid[8];
+    enum sq_stmt_id id; /* STORE_ST_CERT_ITER_BELOW or _FROM */
+    int rc;
+    int n;
+    struct store_cert rows[SCAN_BATCH];
+};
+
+static int scan_deliver(struct scan_half *h)
+{
+    struct scan_share *sh = h->share;
+    int rc = 0;
+
+    pthread_mutex_lock(&sh->deliver);
+    if (atomic_load(&sh->stop))
+        rc = SCAN_STOPPED;
+    for (int i = 0; i < h->n && rc == 0; i++)
+        rc = sh->fn(sh->ctx, &h->rows[i]);
+    if (rc != 0)
+        atomic_store(&sh->stop, 1);
+    pthread_mutex_unlock(&sh->deliver);
+    h->n = 0;
+    return rc;
+}
+
+static void *scan_half_run(void *arg)
+{
+    static const char op[] = "cert iterate";
+    struct scan_half *h = arg;
+    sqlite3_stmt *stmt = NULL;
+    int row = 0;
+    int rc;
+
+    /* Through a memory map, as the single walk (see store__sq_cert_iterate). */
+    (void)sqlite3_exec(h->s->db, "PRAGMA mmap_size = 68719476736", NULL, NULL, NULL);
+    rc = store__sq_stmt_get(h->s, h->id, &stmt);
+    if (rc == 0)
+        rc = STORE_SQ_BIND(h->s, stmt, op, STORE_SQ_INT(h->issuer_id),
+                           STORE_SQ_BLOB(h->mid, sizeof(h->mid)));
+    while (rc == 0) {
+        rc = store__sq_step(h->s, stmt, op, &row);
+        if (rc != 0 || !row)
+            break;
+        rc = store__sq_read_cert(h->s, stmt, 0, &h->rows[h->n++]);
+        if (rc == 0 && h->n == SCAN_BATCH)
+            rc = scan_deliver(h);
+    }
+    if (rc == 0 && h->n > 0)
+        rc = scan_deliver(h);
+    if (rc != 0 && rc != SCAN_STOPPED)
+        atomic_store(&h->share->stop, 1);
+    store__sq_stmt_put(h->s, h->id, stmt);
+    (void)sqlite3_exec(h->s->db, "PRAGMA mmap_size = 0", NULL, NULL, NULL);
+    h->rc = rc;
+    return NULL;
+}
+
+/* The first 8 octets of the issuer's first (last = 0) or last serial, zero-padded, as a number;
+ * *found = 0 when the issuer has none. */
+static int serial_prefix(struct sq *s, int64_t issuer_id, int last, uint64_t *out, int *found)
+{
+    static const char op[] = "cert iterate";
+    enum sq_stmt_id id = last ? STORE_ST_CERT_SERIAL_LAST : STORE_ST_CERT_SERIAL_FIRST;
+    sqlite3_stmt *stmt = NULL;
+    const unsigned char *p;
+    int len, rc;
+
+    *out = 0;
+    *found = 0;
+    rc = store__sq_stmt_get(s, id, &stmt);
+    if (rc == 0)
+        rc = STORE_SQ_BIND(s, stmt, op, STORE_SQ_INT(issuer_id));
+    if (rc == 0)
+        rc = store__sq_step(s, stmt, op, found);
+    if (rc == 0 && *found) {
+        p = sqlite3_column_blob(stmt, 0);
+        len = sqlite3_column_bytes(stmt, 0);
+        for (int i = 0; i < 8; i++)
+            *out = (*out << 8) | (p != NULL && i < len ? p[i] : 0);
+    }
+    store__sq_stmt_put(s, id, stmt);
+    return rc;
+}
+
+/* Walks issuer_id's certificates in two halves at once; *done = 0 (and nothing called) when it
+ * falls back to the single walk. */
+static int iterate_halves(struct sq *s, int64_t issuer_id,
+                          int (*fn)(void *ctx, const struct store_cert *cert), void *ctx, int *done)
+{
+    struct scan_share share = {.fn = fn, .ctx = ctx};
+    struct scan_half *lo = NULL, *hi = NULL;
+    struct store *other = NULL;
+    uint64_t first = 0, last = 0, mid;
+    int found_first = 0, found_last = 0, rc;
+    pthread_t thread;
+
+    *done = 0;
+    if (s->depth > 0)
+        return 0;
+    rc = serial_prefix(s, issuer_id, 0, &first, &found_first);
+    if (rc == 0)
+        rc = serial_prefix(s, issuer_id, 1, &last, &found_last);
+    if (rc != 0 || !found_first || !found_last || last <= first)
+        return rc;
+    mid = first + (last - first) / 2 + 1; /* first < mid <= last */
+    lo = calloc(1, sizeof(*lo));
+    hi = calloc(1, sizeof(*hi));
+    if (lo == NULL || hi == NULL ||
+        store_open_blocking(s->path, STORE_OPEN_READONLY, &other) != UTIL_OK) {
+        free(lo);
+        free(hi);
+        return 0; /* the single walk then */
+    }
+    pthread_mutex_init(&share.deliver, NULL);
+    lo->share = hi->share = &share;
+    lo->s = s;
+    hi->s = store__sq_of(other);
+    lo->issuer_id = hi->issuer_id = issuer_id;
+    lo->id = STORE_ST_CERT_ITER_BELOW;
+    hi->id = STORE_ST_CERT_ITER_FROM;
+    for (int i = 0; i < 8; i++)
+        lo->mid[i] = hi->mid[i] = (unsigned char)(mid >> (56 - 8 * i));
+    if (pthread_create(&thread, NULL, scan_half_run, hi) == 0) {
+        *done = 1;
+        (void)scan_half_run(lo);
+        (void)pthread_join(thread, NULL); /* our own joinable thread */
+        /* The first real outcome: an error of either half, or what fn returned to stop. */
+        rc = lo->rc != 0 && lo->rc != SCAN_STOPPED ? lo->rc : hi->rc != SCAN_STOPPED ? hi->rc : 0;
+    }
+    pthread_mutex_destroy(&share.deliver);
+    store_close(other);
+    free(lo);
+    free(hi);
+    return rc;
+}
+
 int store__sq_cert_iterate(struct store *store, int64_t issuer_id, int filter,
                            int (*fn)(void *ctx, const struct store_cert *cert), void *ctx)
 {
@@ -445,6 +611,12 @@ int store__sq_cert_iterate(struct store *store, int64_t issuer_id, int filter,
     int row = 0;
     int rc = 0;
 
+    if (filter == STORE_ITER_ALL_ANY_ORDER && issuer_id > 0) {
+        int done = 0;
+        rc = iterate_halves(s, issuer_id, fn, ctx, &done);
+        if (rc != 0 || done)
+            return rc;
+    }
     if (filter == STORE_ITER_REVOKED)
         id = issuer_id > 0 ? STORE_ST_CERT_ITER_REVOKED_ISSUER : STORE_ST_CERT_ITER_REVOKED_ALL;
     else

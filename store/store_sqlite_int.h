@@ -38,6 +38,10 @@ enum sq_stmt_id {
     STORE_ST_CERT_ITER_ISSUER,
     STORE_ST_CERT_ITER_REVOKED_ALL,
     STORE_ST_CERT_ITER_REVOKED_ISSUER,
+    STORE_ST_CERT_ITER_BELOW, /* an issuer's certificates with serial < ?2 */
+    STORE_ST_CERT_ITER_FROM,  /* an issuer's certificates with serial >= ?2 */
+    STORE_ST_CERT_SERIAL_FIRST,
+    STORE_ST_CERT_SERIAL_LAST,
     STORE_ST_FEED_INSERT,
     STORE_ST_FEED_READ,
     STORE_ST_FEED_READ_NOT_ISSUE,

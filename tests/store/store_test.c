@@ -12,7 +12,9 @@
 #include <openssl/pem.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
+#include <pthread.h>
 #include <sqlite3.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -544,6 +546,115 @@ Test(store, cert_walk_in_any_order_sees_every_certificate)
                  0);
     cr_assert_eq(any.n, 500);
     cr_assert_eq(store_commit_blocking(s), 0);
+    store_close(s);
+}
+
+/* The SQLite walk for the OCSP index (STORE_ITER_ALL_ANY_ORDER, one issuer) reads the issuer's
+ * serials in two halves at once, on two connections; the callback still runs on one thread at a
+ * time. Every certificate comes exactly once whatever its serial's shape (1 to 20 octets, a
+ * shared 8-octet prefix, the same octets with and without a trailing zero), a stop from the
+ * callback ends both halves at once with its value, and inside an explicit transaction (whose
+ * writes a second connection would not see) it is the single walk. */
+struct halves_seen {
+    int n, stop_at;
+    _Atomic int inside;
+    int overlapped;
+    pthread_t threads[4];
+    int n_threads;
+    unsigned char (*serials)[33]; /* [0] = length */
+};
+
+static int halves_collect(void *ctx, const struct store_cert *cert)
+{
+    struct halves_seen *h = ctx;
+    int known = 0;
+
+    if (atomic_exchange(&h->inside, 1) != 0)
+        h->overlapped = 1;
+    for (int i = 0; i < h->n_threads; i++)
+        known |= pthread_equal(h->threads[i], pthread_self());
+    if (!known && h->n_threads < 4)
+        h->threads[h->n_threads++] = pthread_self();
+    if (h->serials != NULL) {
+        h->serials[h->n][0] = (unsigned char)cert->serial_len;
+        memcpy(&h->serials[h->n][1], cert->serial, cert->serial_len);
+    }
+    h->n++;
+    atomic_store(&h->inside, 0);
+    return h->n == h->stop_at ? 9 : 0;
+}
+
+static int cmp_serial33(const void *a, const void *b)
+{
+    return memcmp(a, b, 33);
+}
+
+Test(store, any_order_walk_reads_an_issuer_in_two_halves_at_once)
+{
+    enum { RANDOM = 6000, EDGE = 24, TOTAL = RANDOM + EDGE };
+    static unsigned char want[TOTAL][33], got[TOTAL + 8][33];
+    struct store *s = NULL;
+    int64_t ca, other;
+    struct halves_seen h = {.serials = got};
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    int n = 0;
+
+    if (on_pg())
+        cr_skip_test("SQLite's walk; PostgreSQL reads one sequential scan through a cursor");
+    s = open_store(STORE_OPEN_CREATE);
+    ca = put_issuer(s, "ca");
+    other = put_issuer(s, "other");
+    cr_assert_eq(store_begin_blocking(s), 0);
+    for (int i = 0; i < RANDOM; i++, n++) {
+        want[n][0] = 16;
+        for (int k = 1; k <= 16; k++) {
+            x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+            want[n][k] = (unsigned char)x;
+        }
+    }
+    for (int i = 0; i < 20; i++, n++) { /* 20 octets, the first 8 shared */
+        want[n][0] = 20;
+        memset(&want[n][1], 0x5a, 8);
+        for (int k = 9; k <= 20; k++)
+            want[n][k] = (unsigned char)(i * 7 + k);
+    }
+    want[n][0] = 1, want[n][1] = 0x01, n++;
+    want[n][0] = 2, want[n][1] = 0x01, want[n][2] = 0x00, n++;
+    want[n][0] = 1, want[n][1] = 0xff, n++;
+    want[n][0] = 8, memset(&want[n][1], 0xff, 8), n++;
+    cr_assert_eq(n, TOTAL);
+    for (int i = 0; i < TOTAL; i++)
+        add_cert(s, ca, &want[i][1], want[i][0]);
+    add_cert(s, other, &want[0][1], want[0][0]); /* another issuer's: never in ca's walk */
+    cr_assert_eq(store_commit_blocking(s), 0);
+
+    cr_assert_eq(store_cert_iterate_blocking(s, ca, STORE_ITER_ALL_ANY_ORDER, halves_collect, &h),
+                 0);
+    cr_assert_eq(h.n, TOTAL);
+    cr_assert_not(h.overlapped, "the callback ran on two threads at once");
+    cr_assert_eq(h.n_threads, 2, "%d threads delivered (the halves were not read at once)",
+                 h.n_threads);
+    qsort(want, TOTAL, 33, cmp_serial33);
+    qsort(got, TOTAL, 33, cmp_serial33);
+    for (int i = 0; i < TOTAL; i++)
+        cr_assert_eq(memcmp(want[i], got[i], 33), 0, "serial %d of %d differs", i, TOTAL);
+
+    /* A stop from the callback: its value, and not one call more from either half. */
+    memset(&h, 0, sizeof(h));
+    h.stop_at = 3000;
+    cr_assert_eq(store_cert_iterate_blocking(s, ca, STORE_ITER_ALL_ANY_ORDER, halves_collect, &h),
+                 9);
+    cr_assert_eq(h.n, 3000);
+
+    /* Inside a transaction: the single walk, which sees the transaction's own certificate. */
+    cr_assert_eq(store_begin_blocking(s), 0);
+    add_cert(s, ca, (const unsigned char *)"\x33", 1);
+    memset(&h, 0, sizeof(h));
+    cr_assert_eq(store_cert_iterate_blocking(s, ca, STORE_ITER_ALL_ANY_ORDER, halves_collect, &h),
+                 0);
+    cr_assert_eq(h.n, TOTAL + 1);
+    cr_assert_eq(h.n_threads, 1);
+    cr_assert_eq(store_rollback_blocking(s), 0);
     store_close(s);
 }
 
