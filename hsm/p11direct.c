@@ -32,6 +32,8 @@
 #include <openssl/bn.h>
 #include <openssl/ec.h>
 #include <p11-kit/pkcs11.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -100,6 +102,16 @@ void hsm__direct_free(const struct hsm *hsm, struct hsm__direct *d)
     direct_reset(hsm, d);
     free(d);
 }
+
+/* Key lookups (find, then copy) of every signing thread, one at a time. While SoftHSM2 makes a
+ * session copy (C_CopyObject), the new object carries CKA_TOKEN true, so a C_FindObjects for the
+ * token object in another session finds two: with two signing threads looking a key up at once,
+ * about one start in twenty left a thread on the provider for DIRECT_BACKOFF signatures
+ * (hsm_open.first_lookups_on_both_threads_at_once_stay_direct). Copies made by others
+ * (pkcs11-provider caching a key it loads) can still overlap a lookup: it is tried LOOKUP_TRIES
+ * times. */
+static pthread_mutex_t lookup_mu = PTHREAD_MUTEX_INITIALIZER;
+#define LOOKUP_TRIES 3
 
 /* The private key of entry's URI in the thread's session (a session copy when the module makes
  * one); CK_INVALID_HANDLE when it is not found exactly once. */
@@ -186,7 +198,14 @@ static CK_OBJECT_HANDLE direct_key(const struct hsm *hsm, struct hsm__direct *d,
     *session = token_session(fl, d, entry->pub.uri);
     if (*session == CK_INVALID_HANDLE)
         return CK_INVALID_HANDLE;
-    obj = find_key(fl, *session, entry->pub.uri, &copied);
+    obj = CK_INVALID_HANDLE;
+    for (int tries = 0; tries < LOOKUP_TRIES && obj == CK_INVALID_HANDLE; tries++) {
+        if (tries > 0)
+            (void)sched_yield(); /* another copier's object is on its way out of the search */
+        pthread_mutex_lock(&lookup_mu);
+        obj = find_key(fl, *session, entry->pub.uri, &copied);
+        pthread_mutex_unlock(&lookup_mu);
+    }
     if (obj == CK_INVALID_HANDLE)
         return CK_INVALID_HANDLE;
     *fresh = 1;

@@ -1099,6 +1099,25 @@ Test(hsm_open, ecdsa_signatures_on_each_signing_threads_own_session)
     hsm_key_free(ec);
 }
 
+/* The test above, 60 times over in processes of their own (the race below shows only with the
+ * module fresh in the process): SoftHSM2's session copy being made by one signing thread showed,
+ * with CKA_TOKEN true, as a second match of the other thread's search for the token object,
+ * which then signed through the provider (4 runs in 60 before the lookups took turns). */
+Test(hsm_open, first_lookups_on_both_threads_at_once_stay_direct, .timeout = 600)
+{
+    char cmd[512];
+    int failed = 0;
+
+    (void)snprintf(cmd, sizeof(cmd),
+                   "env -i PATH=/usr/bin:/bin /proc/%d/exe "
+                   "--filter='hsm_open/ecdsa_signatures_on_each_signing_threads_own_"
+                   "session' >/dev/null 2>&1",
+                   (int)getpid());
+    for (int run = 0; run < 60; run++)
+        failed += system(cmd) != 0;
+    cr_assert_eq(failed, 0, "%d of 60 runs lost a signing thread to the provider", failed);
+}
+
 /* provider_only ([hsm] direct_sign = no), RSA keys, and signatures outside the signing threads go
  * through pkcs11-provider; they verify as well. */
 Test(hsm_open, provider_only_rsa_and_other_threads_use_the_provider)
