@@ -24,7 +24,7 @@
 #include <unistd.h>
 
 #include "rel.h"
-#include "rel_pg.h"
+#include <pg.h>
 #include "support.h"
 
 #define NODES 3
@@ -35,7 +35,7 @@ static char db_name[64];
 
 static long long sql_int(const char *text)
 {
-    PGresult *res = rel_pg_exec(db_uri, text);
+    PGresult *res = ts_pg_exec(db_uri, text);
     long long v = PQntuples(res) > 0 ? strtoll(PQgetvalue(res, 0, 0), NULL, 10) : -1;
     PQclear(res);
     return v;
@@ -71,7 +71,7 @@ static void setup(void)
               "run under tests/support/with-postgres.sh (ctest does)");
     (void)snprintf(db_name, sizeof(db_name), "cluster_%ld", (long)getpid());
     (void)snprintf(text, sizeof(text), "CREATE DATABASE %s", db_name);
-    PQclear(rel_pg_exec(server, text));
+    PQclear(ts_pg_exec(server, text));
     rest = strchr(server, '?');
     (void)snprintf(db_uri, sizeof(db_uri), "postgresql:///%s%s", db_name, rest ? rest : "");
     rel_setup(&nodes[0]);
@@ -101,7 +101,7 @@ static void teardown(void)
     }
     if (server != NULL && db_name[0] != '\0') {
         (void)snprintf(text, sizeof(text), "DROP DATABASE IF EXISTS %s WITH (FORCE)", db_name);
-        PQclear(rel_pg_exec(server, text));
+        PQclear(ts_pg_exec(server, text));
     }
 }
 

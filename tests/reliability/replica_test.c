@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #include "rel.h"
-#include "rel_pg.h"
+#include <pg.h>
 #include "support.h"
 
 #define REPLICA_SH PKIVA_SOURCE_DIR "/tests/support/pg-replica.sh"
@@ -27,7 +27,7 @@ static int replica_started;
 
 static void run_sql(const char *uri, const char *text)
 {
-    PQclear(rel_pg_exec(uri, text));
+    PQclear(ts_pg_exec(uri, text));
 }
 
 static void setup(void)

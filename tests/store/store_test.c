@@ -6,7 +6,6 @@
  * numbers and TSA serial blocks across reopen, connections and processes, the audit chain against
  * raw tampering, SLA timestamps, bulk import from PEM/DER and index.txt, and lock timeouts. */
 #include <criterion/criterion.h>
-#include <libpq-fe.h>
 #include <openssl/bn.h>
 #include <openssl/evp.h>
 #include <openssl/pem.h>
@@ -26,6 +25,7 @@
 
 #include <store/store.h>
 #include <store/store_int.h>
+#include <pg.h>
 #include <support.h>
 #include <util/util.h>
 
@@ -133,16 +133,10 @@ static char *pg_sql(const char *sql)
 
 static PGresult *pg_raw(const char *sql)
 {
-    PGconn *conn = PQconnectdb(pg_uri);
     char *text = pg_sql(sql);
-    PGresult *res = NULL;
+    PGresult *res = ts_pg_exec(pg_uri, text);
 
-    cr_assert_eq(PQstatus(conn), CONNECTION_OK, "%s", PQerrorMessage(conn));
-    res = PQexec(conn, text);
-    cr_assert(PQresultStatus(res) == PGRES_COMMAND_OK || PQresultStatus(res) == PGRES_TUPLES_OK,
-              "%s: %s", text, PQerrorMessage(conn));
     free(text);
-    PQfinish(conn);
     return res;
 }
 

@@ -1,9 +1,9 @@
 /* SPDX-License-Identifier: Apache-2.0 */
-#include "rel_pg.h"
+#include "pg.h"
 
 #include <criterion/criterion.h>
 
-PGresult *rel_pg_exec(const char *uri, const char *text)
+PGresult *ts_pg_exec(const char *uri, const char *text)
 {
     PGconn *conn = PQconnectdb(uri);
     PGresult *res = NULL;
