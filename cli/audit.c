@@ -160,6 +160,7 @@ static void *sealer_main(void *arg)
     int stopping = 0;
     int rc = 0;
 
+    util_thread_name("audit-seal", -1);
     rc = store_open_blocking(sealer->cfg->store_path, 0, &store);
     if (rc != UTIL_OK)
         UTIL_ERROR(MOD, "the audit sealer cannot open the store: %s; the log is not sealed",

@@ -197,6 +197,7 @@ static void *service_main(void *arg)
     char why[256] = "", last[256] = "\1";
     int ready_sent = 0;
 
+    util_thread_name("service", -1);
     for (;;) {
         struct pollfd pfd = {wake_pipe[0], POLLIN, 0};
         int n = poll(&pfd, 1, ready_sent ? SERVICE_STATUS_POLL_MS : SERVICE_READY_POLL_MS);

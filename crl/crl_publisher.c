@@ -698,6 +698,7 @@ static void *publisher_main(void *arg)
     struct store *store = NULL;
     int loaded;
 
+    util_thread_name("crl-publish", -1);
     pthread_mutex_lock(&pub->mutex);
     loaded = pub->loaded;
     pthread_mutex_unlock(&pub->mutex);

@@ -468,6 +468,7 @@ static void *feed_main(void *arg)
     int store_error_logged = 0, marked = 0, caught_up = 0;
     struct watch watch;
 
+    util_thread_name("feed", -1);
     for (int i = 0; i < feed->n_subs; i++) {
         int64_t pos = feed->subs[i].published_upto ? feed->subs[i].published_upto(feed->subs[i].ctx)
                                                    : feed->start_after;

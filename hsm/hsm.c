@@ -858,6 +858,7 @@ static void *monitor_main(void *opaque)
     int interval = hsm->monitor_interval_ms;
     int retry = interval < HSM_MONITOR_RETRY_MS ? interval : HSM_MONITOR_RETRY_MS;
 
+    util_thread_name("hsm-monitor", -1);
     while (!monitor_wait(hsm, hsm_available(hsm) ? interval : retry)) {
         if (hsm_available(hsm))
             hsm__keys_recheck(hsm); /* keys marked unhealthy while serving get a new chance */

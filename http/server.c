@@ -611,6 +611,7 @@ static void worker_main(void *arg)
     struct http__loop *lp = arg;
     struct http_server *srv = lp->srv;
 
+    util_thread_name("http", lp->index);
     for (int i = 0; i < srv->n_hooks; i++)
         if (srv->hooks[i].init != NULL)
             srv->hooks[i].init(srv->hooks[i].ctx, &lp->loop, lp->index);

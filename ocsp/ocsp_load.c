@@ -69,6 +69,8 @@ static int load_rows(struct loader *ld, const struct load_batch *b)
 static void *inserter_main(void *opaque)
 {
     struct loader *ld = opaque;
+
+    util_thread_name("ocsp-load", -1);
     pthread_mutex_lock(&ld->mutex);
     for (;;) {
         struct load_batch *b;

@@ -300,6 +300,7 @@ static void *presign_main(void *opaque)
     size_t sweep_installed = 0;
     int64_t last_visible = atomic_load(&resp->visible_feed_id);
 
+    util_thread_name("ocsp-presign", -1);
     if (items == NULL || bo == NULL) {
         free(items);
         free(bo);

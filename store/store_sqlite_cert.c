@@ -548,6 +548,13 @@ static int serial_prefix(struct sq *s, int64_t issuer_id, int last, uint64_t *ou
     return rc;
 }
 
+/* The upper half, on a thread of its own. */
+static void *scan_upper_half_run(void *arg)
+{
+    util_thread_name("store-scan", -1);
+    return scan_half_run(arg);
+}
+
 /* Walks issuer_id's certificates in two halves at once; *done = 0 (and nothing called) when it
  * falls back to the single walk. */
 static int iterate_halves(struct sq *s, int64_t issuer_id,
@@ -586,7 +593,7 @@ static int iterate_halves(struct sq *s, int64_t issuer_id,
     hi->id = STORE_ST_CERT_ITER_FROM;
     for (int i = 0; i < 8; i++)
         lo->mid[i] = hi->mid[i] = (unsigned char)(mid >> (56 - 8 * i));
-    if (pthread_create(&thread, NULL, scan_half_run, hi) == 0) {
+    if (pthread_create(&thread, NULL, scan_upper_half_run, hi) == 0) {
         *done = 1;
         (void)scan_half_run(lo);
         (void)pthread_join(thread, NULL); /* our own joinable thread */

@@ -269,6 +269,7 @@ static void *log_main(void *arg)
     struct store_tsa_token *tokens = calloc((size_t)batch_max, sizeof(*tokens));
     int error_logged = 0, refill_failed = 0, last_batch = 0;
 
+    util_thread_name("tsa-log", -1);
     if (batch == NULL || tokens == NULL) {
         /* Checked by tsa__log_start's probe allocation; keep the thread correct anyway. */
         UTIL_ERROR(TSA_MOD, "log thread: out of memory; tokens cannot be logged");

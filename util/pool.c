@@ -120,12 +120,9 @@ static void *pool_thread(void *opaque)
     struct pool_thread_arg *targ = opaque;
     struct util_pool *pool = targ->pool;
     void *state = NULL;
-    char name[16];
     int rc = 0;
 
-    (void)snprintf(name, sizeof(name), "%.10s-%d", pool->name,
-                   targ->index);                    /* truncation is fine */
-    (void)pthread_setname_np(pthread_self(), name); /* names are for debuggers only */
+    util_thread_name(pool->name, targ->index);
     free(targ);
 
     if (pool->cfg.thread_init != NULL)

@@ -5,6 +5,8 @@
 
 #include <errno.h>
 #include <openssl/asn1.h>
+#include <pthread.h>
+#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
@@ -239,4 +241,16 @@ void util_hex(const unsigned char *data, size_t len, char *out)
         out[2 * i + 1] = digits[data[i] & 15];
     }
     out[2 * len] = '\0';
+}
+
+void util_thread_name(const char *role, int index)
+{
+    char name[32];
+
+    if (index >= 0)
+        (void)snprintf(name, sizeof(name), "%.10s-%d", role, index);
+    else
+        (void)snprintf(name, sizeof(name), "%.20s", role);
+    name[15] = '\0';                                /* the kernel keeps 15 characters */
+    (void)pthread_setname_np(pthread_self(), name); /* a name is a help, never a need */
 }

@@ -193,6 +193,11 @@ void util_hex(const unsigned char *data, size_t len, char *out);
 /* The value of one hexadecimal digit (either case), or -1. */
 int util_hex_digit(char c);
 
+/* Names the calling thread for ps -L, top -H, perf and debuggers: "%s" or "%s-%d" (index >= 0),
+ * cut to the kernel's 15 characters. Every long-lived thread of pkiva names itself on entry, so
+ * that where the CPU goes can be read per role (bench/run splits the live paths' CPU this way). */
+void util_thread_name(const char *role, int index);
+
 /* Names of issuers and TSA units appear in URLs, file names and the store: 1 to UTIL_NAME_MAX - 1
  * characters of [A-Za-z0-9._-]. Returns 1 when name is one (NULL-safe). */
 #define UTIL_NAME_MAX 64

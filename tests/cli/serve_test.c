@@ -304,6 +304,21 @@ Test(serve, second_run_reuses_token_pki_and_store)
     snprintf(cmd, sizeof(cmd), "grep -c 'first run' %s/server.log", srv.dir);
     cr_assert_eq(ts_run(cmd, out, sizeof(out)), 0);
     cr_assert_eq(atoi(out), 1, "first-run init ran %d times", atoi(out));
+    /* Every thread but the main one says what it is (top -H, perf; bench/run splits CPU so). */
+    snprintf(cmd, sizeof(cmd), "cat /proc/%d/task/*/comm | sort | tr '\\n' ' '", (int)srv.pid);
+    cr_assert_eq(ts_run(cmd, out, sizeof(out)), 0);
+    for (const char *want = "http-0 |hsm-sign-0 |hsm-monitor |feed |tsa-log |crl-publish |"
+                            "ocsp-presign |audit-seal |service |store-0 ";
+         *want != '\0';) {
+        const char *bar = strchr(want, '|');
+        char one[32];
+        size_t n = bar != NULL ? (size_t)(bar - want) : strlen(want);
+        snprintf(one, sizeof(one), "%.*s", (int)n, want);
+        cr_expect(strstr(out, one) != NULL, "no thread '%s' among: %s", one, out);
+        want += n + (bar != NULL);
+    }
+    cr_expect(strstr(out, "pkiva ") != NULL && strstr(strstr(out, "pkiva ") + 6, "pkiva ") == NULL,
+              "threads without a name of their own: %s", out);
 }
 
 Test(serve, private_keys_cannot_leave_the_token)

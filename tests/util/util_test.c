@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /* Unit tests for util: the worker pool's bounds and loop hand-off, blobs, atomic files, helpers. */
+#define _GNU_SOURCE /* pthread_getname_np */
 #include <criterion/criterion.h>
 #include <pthread.h>
 #include <semaphore.h>
@@ -533,4 +534,27 @@ Test(conf, kinds_parse_resolve_and_name_the_directive)
     cr_assert_eq(conf_set(&s, "even", "3", err), UTIL_EINVAL);
     cr_assert_str_eq(err, "even must be 2 or 4, got '3'");
     cr_assert_eq(conf_set(&s, "odd", "3", err), UTIL_ENOTFOUND);
+}
+
+static void *name_worker(void *arg)
+{
+    char *out = arg;
+    util_thread_name("a-very-long-role", 12);
+    pthread_getname_np(pthread_self(), out, 16);
+    util_thread_name("tsa-log", -1);
+    pthread_getname_np(pthread_self(), out + 16, 16);
+    util_thread_name("http", 3);
+    pthread_getname_np(pthread_self(), out + 32, 16);
+    return NULL;
+}
+
+Test(util, thread_names_fit_the_kernels_15_characters)
+{
+    char names[48] = "";
+    pthread_t t;
+    cr_assert_eq(pthread_create(&t, NULL, name_worker, names), 0);
+    cr_assert_eq(pthread_join(t, NULL), 0);
+    cr_expect_str_eq(names, "a-very-lon-12");
+    cr_expect_str_eq(names + 16, "tsa-log");
+    cr_expect_str_eq(names + 32, "http-3");
 }
