@@ -723,9 +723,27 @@ static void handle_query(void *ctx, struct http_request *req)
     }
 }
 
+/* GET (and HEAD) on the TSA's path: RFC 3161 §3.4 defines only POST. Without this route the
+ * request would fall through to OCSP's GET route at "/" and get an OCSP malformedRequest. */
+static void handle_get(void *ctx, struct http_request *req)
+{
+    struct http_response r = {0};
+    static const char text[] = "time-stamp requests are POSTed as application/timestamp-query "
+                               "(RFC 3161 section 3.4)\n";
+    (void)ctx;
+    r.status = 405;
+    r.content_type = "text/plain";
+    r.body_bytes = text;
+    r.body_len = sizeof(text) - 1;
+    r.headers = "Allow: POST\r\n";
+    http_request_respond(req, &r);
+}
+
 int tsa_service_register(struct tsa_service *svc, struct http_server *srv)
 {
     int rc = http_server_route(srv, HTTP_PUBLIC, "POST", svc->path, handle_query, svc);
+    if (rc == UTIL_OK && strcmp(svc->path, "/") != 0) /* "/" is OCSP's GET too */
+        rc = http_server_route(srv, HTTP_PUBLIC, "GET", svc->path, handle_get, svc);
     if (rc == UTIL_OK)
         rc = http_server_on_loop(srv, loop_init, loop_fini, svc);
     return rc;

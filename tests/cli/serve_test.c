@@ -321,6 +321,24 @@ Test(serve, second_run_reuses_token_pki_and_store)
               "threads without a name of their own: %s", out);
 }
 
+/* GET and HEAD on the TSA's path: 405 with Allow: POST (RFC 3161 section 3.4 has only POST), not
+ * an OCSP malformedRequest from OCSP's GET route at "/", which took them before. */
+Test(serve, get_on_the_tsa_path_is_405_not_an_ocsp_answer)
+{
+    char out[8192], cmd[512];
+    start(&srv);
+    snprintf(cmd, sizeof(cmd), "curl -si --max-time 5 http://127.0.0.1:%d/tsa", srv.port);
+    cr_assert_eq(ts_run(cmd, out, sizeof(out)), 0);
+    cr_expect(strncmp(out, "HTTP/1.1 405", 12) == 0, "%s", out);
+    cr_expect(strstr(out, "Allow: POST\r\n") != NULL, "%s", out);
+    cr_expect(strstr(out, "application/ocsp-response") == NULL, "%s", out);
+    snprintf(cmd, sizeof(cmd), "curl -sI --max-time 5 http://127.0.0.1:%d/tsa", srv.port);
+    cr_assert_eq(ts_run(cmd, out, sizeof(out)), 0);
+    cr_expect(strncmp(out, "HTTP/1.1 405", 12) == 0, "%s", out);
+    /* OCSP's GET at "/" is untouched */
+    cr_assert_eq(http_status(&srv, srv.port, "/MAMGAQA="), 200);
+}
+
 Test(serve, private_keys_cannot_leave_the_token)
 {
     char out[16384];
