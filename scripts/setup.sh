@@ -20,12 +20,14 @@ PKIVA_BACKPORTS=(pkcs11-provider)
 # package, man and groff for pkiva(8), procps (kill, which the unit's ExecReload uses) and
 # promtool, which Debian ships only inside the prometheus package (on a machine booted with
 # systemd, installing it also starts a Prometheus server on :9090), and the browser the directory
-# pages are read with (Chromium, headless) with fonts for Vietnamese, and the PostgreSQL server
+# pages are read with (Chromium, headless) with fonts for Vietnamese, the TLS server that staples
+# pkiva's OCSP answers in test_interop (nginx; on a machine booted with systemd, installing it also
+# starts an nginx on :80), and the PostgreSQL server
 # that the store and cluster tests start privately (tests/support/with-postgres.sh; no system
 # service is used).
 PKIVA_TEST_PACKAGES=(openjdk-17-jdk-headless libnss3-tools python3-cryptography clang-format
   opencryptoki libnss3 systemd dpkg-dev man-db groff-base procps prometheus chromium
-  fonts-dejavu-core postgresql-15 pmccabe)
+  fonts-dejavu-core postgresql-15 pmccabe nginx-light)
 PKIVA_TEST_BACKPORTS=(osslsigncode)
 
 as_root() {

@@ -240,3 +240,29 @@ Test(interop, python_cryptography_ocsp_crl_tsa)
     cr_assert(has_line(out, "crl demo-hold.pem certificate_hold"), "%s", out);
     cr_assert(has_line(out, "tsa granted signedData tstInfo sha256 signature-valid"), "%s", out);
 }
+
+/* OCSP stapling through real TLS servers (staple_check.sh): a serverAuth certificate issued by
+ * the demo CA's key on the token and registered with `pkiva import`; nginx (ssl_stapling_verify)
+ * and `openssl s_server -status` fetch pkiva's answer from the AIA URL and staple it, which
+ * `openssl s_client -status` and `gnutls-cli` verify; GnuTLS's ocsptool asks pkiva directly;
+ * after `pkiva revoke`, s_server's next staple is revoked and GnuTLS refuses the chain, and nginx
+ * (restarted) sees revoked and staples nothing, so gnutls-cli --ocsp asks pkiva and refuses. */
+Test(interop, tls_servers_staple_pkivas_answers)
+{
+    char out[16384];
+    int rc;
+    need_tool("nginx", "nginx-light");
+    need_tool("gnutls-cli", "gnutls-bin");
+    rc = rel_sh(&srv, out, sizeof(out), "bash %s/staple_check.sh %s %s %s/staple %d %d 2>&1",
+                INTEROP_SRC, srv.data, REL_PKIVA, srv.dir, ts_free_port(), ts_free_port());
+    cr_assert_eq(rc, 0, "staple_check.sh failed (%d):\n%s", rc, out);
+    cr_assert(has_line(out, "registered good"), "%s", out);
+    cr_assert(has_line(out, "ocsptool good verified"), "%s", out);
+    cr_assert(has_line(out, "nginx staple good"), "%s", out);
+    cr_assert(has_line(out, "gnutls-cli nginx trusted"), "%s", out);
+    cr_assert(has_line(out, "s_server staple good"), "%s", out);
+    cr_assert(has_line(out, "s_server staple revoked keyCompromise"), "%s", out);
+    cr_assert(has_line(out, "gnutls-cli s_server refused revoked"), "%s", out);
+    cr_assert(has_line(out, "nginx saw revoked and staples nothing"), "%s", out);
+    cr_assert(has_line(out, "gnutls-cli nginx refused revoked"), "%s", out);
+}
