@@ -13,8 +13,8 @@ PKIVA_PACKAGES=(build-essential cmake pkg-config libssl-dev openssl libuv1-dev n
   gnutls-bin curl python3 libsystemd-dev)
 PKIVA_BACKPORTS=(pkcs11-provider)
 # Only for the tests: real signing clients the TSA is tested against (jarsigner, osslsigncode),
-# the independent relying parties of test_interop (the JDK, NSS's vfychain and certutil, Debian's
-# python3-cryptography), the formatting check, the PKCS#11 modules besides SoftHSM2 that
+# the independent relying parties of test_interop (the JDK, Bouncy Castle, NSS's vfychain and
+# certutil, Debian's python3-cryptography), the formatting check, the PKCS#11 modules besides SoftHSM2 that
 # tests/modules runs pkiva on (openCryptoki's software token; NSS's softoken from libnss3), and
 # the deployment tests (tests/deploy/): systemd-analyze, dpkg-deb and dpkg-shlibdeps for the
 # package, man and groff for pkiva(8), procps (kill, which the unit's ExecReload uses) and
@@ -27,7 +27,7 @@ PKIVA_BACKPORTS=(pkcs11-provider)
 # service is used).
 PKIVA_TEST_PACKAGES=(openjdk-17-jdk-headless libnss3-tools python3-cryptography clang-format
   opencryptoki libnss3 systemd dpkg-dev man-db groff-base procps prometheus chromium
-  fonts-dejavu-core postgresql-15 pmccabe nginx-light)
+  fonts-dejavu-core postgresql-15 pmccabe nginx-light libbcpkix-java)
 PKIVA_TEST_BACKPORTS=(osslsigncode)
 
 as_root() {

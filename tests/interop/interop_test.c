@@ -266,3 +266,41 @@ Test(interop, tls_servers_staple_pkivas_answers)
     cr_assert(has_line(out, "nginx saw revoked and staples nothing"), "%s", out);
     cr_assert(has_line(out, "gnutls-cli nginx refused revoked"), "%s", out);
 }
+
+/* Bouncy Castle 1.72 (BcCheck.java), the library behind most PDF and document signers' time
+ * stamps (PDFBox, iText, the EU's DSS) and many Java OCSP clients: OCSP requests it builds (SHA-1
+ * CertID with NULL parameters; SHA-256 CertID without, and an RFC 8954 nonce) answered with a
+ * signature, responder certificate, ResponderID, CertID, nonce and validity it accepts; the CRL's
+ * signature and entries; RFC 3161 tokens (SHA-256 and SHA-512 imprints) through
+ * TimeStampResponse.validate and TimeStampToken.validate (ESSCertIDv2, critical timeStamping). */
+#define INTEROP_BC_JARS \
+    "/usr/share/java/bcprov.jar:/usr/share/java/bcpkix.jar:/usr/share/java/bcutil.jar"
+Test(interop, bouncy_castle_ocsp_crl_tsa)
+{
+    char out[16384];
+    need_tool("javac", "openjdk-17-jdk-headless");
+    cr_assert_eq(
+        ts_run("test -r /usr/share/java/bcpkix.jar -a -r /usr/share/java/bcutil.jar", NULL, 0), 0,
+        "Bouncy Castle not found: install libbcpkix-java (scripts/setup.sh)");
+    cr_assert_eq(rel_sh(&srv, out, sizeof(out),
+                        "javac -J-XX:+UseSerialGC -J-XX:TieredStopAtLevel=1 -cp " INTEROP_BC_JARS
+                        " -d %s/bc %s/BcCheck.java 2>&1",
+                        srv.dir, INTEROP_SRC),
+                 0, "javac BcCheck: %s", out);
+    cr_assert_eq(rel_sh(&srv, out, sizeof(out),
+                        "java " INTEROP_JVM_OPTS " -cp " INTEROP_BC_JARS ":%s/bc BcCheck "
+                        "http://127.0.0.1:%d pki 2>&1",
+                        srv.dir, srv.port),
+                 0, "BcCheck: %s", out);
+    cr_assert(has_line(out, "ocsp demo-good.pem sha1 GOOD"), "%s", out);
+    cr_assert(has_line(out, "ocsp demo-good.pem sha256 nonce GOOD"), "%s", out);
+    cr_assert(has_line(out, "ocsp demo-revoked.pem sha1 REVOKED reason=1"), "%s", out);
+    cr_assert(has_line(out, "ocsp demo-revoked.pem sha256 nonce REVOKED reason=1"), "%s", out);
+    cr_assert(has_line(out, "ocsp demo-hold.pem sha1 REVOKED reason=6"), "%s", out);
+    cr_assert(has_line(out, "ocsp demo-hold.pem sha256 nonce REVOKED reason=6"), "%s", out);
+    cr_assert(has_line(out, "crl demo-ca valid demo-revoked.pem reason=1 demo-hold.pem reason=6 "
+                            "demo-good.pem absent"),
+              "%s", out);
+    cr_assert(has_line(out, "tsa sha256 granted validated"), "%s", out);
+    cr_assert(has_line(out, "tsa sha512 granted validated"), "%s", out);
+}
