@@ -65,6 +65,13 @@ static int has_line(const char *text, const char *line)
     return 0;
 }
 
+/* Every line of the NULL-terminated list is a whole line of out (the tool's verdicts). */
+static void assert_lines(const char *what, const char *out, const char *const *lines)
+{
+    for (; *lines != NULL; lines++)
+        cr_assert(has_line(out, *lines), "%s: no line \"%s\" in:\n%s", what, *lines, out);
+}
+
 static void need_tool(const char *tool, const char *package)
 {
     char cmd[256];
@@ -232,13 +239,15 @@ Test(interop, python_cryptography_ocsp_crl_tsa)
                 INTEROP_PYTHON " %s/crypto_check.py http://127.0.0.1:%d pki %s ocsp crl tsa 2>&1",
                 INTEROP_SRC, srv.port, srv.dir);
     cr_assert_eq(rc, 0, "crypto_check.py failed (%d):\n%s", rc, out);
-    cr_assert(has_line(out, "ocsp demo-good.pem GOOD"), "%s", out);
-    cr_assert(has_line(out, "ocsp demo-revoked.pem REVOKED key_compromise"), "%s", out);
-    cr_assert(has_line(out, "ocsp demo-hold.pem REVOKED certificate_hold"), "%s", out);
-    cr_assert(has_line(out, "crl demo-good.pem absent"), "%s", out);
-    cr_assert(has_line(out, "crl demo-revoked.pem key_compromise"), "%s", out);
-    cr_assert(has_line(out, "crl demo-hold.pem certificate_hold"), "%s", out);
-    cr_assert(has_line(out, "tsa granted signedData tstInfo sha256 signature-valid"), "%s", out);
+    static const char *const want[] = {"ocsp demo-good.pem GOOD",
+                                       "ocsp demo-revoked.pem REVOKED key_compromise",
+                                       "ocsp demo-hold.pem REVOKED certificate_hold",
+                                       "crl demo-good.pem absent",
+                                       "crl demo-revoked.pem key_compromise",
+                                       "crl demo-hold.pem certificate_hold",
+                                       "tsa granted signedData tstInfo sha256 signature-valid",
+                                       NULL};
+    assert_lines("crypto_check.py", out, want);
 }
 
 /* OCSP stapling through real TLS servers (staple_check.sh): a serverAuth certificate issued by
@@ -256,15 +265,17 @@ Test(interop, tls_servers_staple_pkivas_answers)
     rc = rel_sh(&srv, out, sizeof(out), "bash %s/staple_check.sh %s %s %s/staple %d %d 2>&1",
                 INTEROP_SRC, srv.data, REL_PKIVA, srv.dir, ts_free_port(), ts_free_port());
     cr_assert_eq(rc, 0, "staple_check.sh failed (%d):\n%s", rc, out);
-    cr_assert(has_line(out, "registered good"), "%s", out);
-    cr_assert(has_line(out, "ocsptool good verified"), "%s", out);
-    cr_assert(has_line(out, "nginx staple good"), "%s", out);
-    cr_assert(has_line(out, "gnutls-cli nginx trusted"), "%s", out);
-    cr_assert(has_line(out, "s_server staple good"), "%s", out);
-    cr_assert(has_line(out, "s_server staple revoked keyCompromise"), "%s", out);
-    cr_assert(has_line(out, "gnutls-cli s_server refused revoked"), "%s", out);
-    cr_assert(has_line(out, "nginx saw revoked and staples nothing"), "%s", out);
-    cr_assert(has_line(out, "gnutls-cli nginx refused revoked"), "%s", out);
+    static const char *const want[] = {"registered good",
+                                       "ocsptool good verified",
+                                       "nginx staple good",
+                                       "gnutls-cli nginx trusted",
+                                       "s_server staple good",
+                                       "s_server staple revoked keyCompromise",
+                                       "gnutls-cli s_server refused revoked",
+                                       "nginx saw revoked and staples nothing",
+                                       "gnutls-cli nginx refused revoked",
+                                       NULL};
+    assert_lines("staple_check.sh", out, want);
 }
 
 /* Bouncy Castle 1.72 (BcCheck.java), the library behind most PDF and document signers' time
@@ -292,15 +303,17 @@ Test(interop, bouncy_castle_ocsp_crl_tsa)
                         "http://127.0.0.1:%d pki 2>&1",
                         srv.dir, srv.port),
                  0, "BcCheck: %s", out);
-    cr_assert(has_line(out, "ocsp demo-good.pem sha1 GOOD"), "%s", out);
-    cr_assert(has_line(out, "ocsp demo-good.pem sha256 nonce GOOD"), "%s", out);
-    cr_assert(has_line(out, "ocsp demo-revoked.pem sha1 REVOKED reason=1"), "%s", out);
-    cr_assert(has_line(out, "ocsp demo-revoked.pem sha256 nonce REVOKED reason=1"), "%s", out);
-    cr_assert(has_line(out, "ocsp demo-hold.pem sha1 REVOKED reason=6"), "%s", out);
-    cr_assert(has_line(out, "ocsp demo-hold.pem sha256 nonce REVOKED reason=6"), "%s", out);
-    cr_assert(has_line(out, "crl demo-ca valid demo-revoked.pem reason=1 demo-hold.pem reason=6 "
-                            "demo-good.pem absent"),
-              "%s", out);
-    cr_assert(has_line(out, "tsa sha256 granted validated"), "%s", out);
-    cr_assert(has_line(out, "tsa sha512 granted validated"), "%s", out);
+    static const char *const want[] = {
+        "ocsp demo-good.pem sha1 GOOD",
+        "ocsp demo-good.pem sha256 nonce GOOD",
+        "ocsp demo-revoked.pem sha1 REVOKED reason=1",
+        "ocsp demo-revoked.pem sha256 nonce REVOKED reason=1",
+        "ocsp demo-hold.pem sha1 REVOKED reason=6",
+        "ocsp demo-hold.pem sha256 nonce REVOKED reason=6",
+        "crl demo-ca valid demo-revoked.pem reason=1 demo-hold.pem reason=6 "
+        "demo-good.pem absent",
+        "tsa sha256 granted validated",
+        "tsa sha512 granted validated",
+        NULL};
+    assert_lines("BcCheck", out, want);
 }
