@@ -57,6 +57,10 @@ struct ocsp_config {
     /* HTTP Cache-Control max-age cap ([ocsp] max_age; 0 = derived, min(1h, validity)); the
      * value sent is min(cap, nextUpdate - now), never below 0. */
     int64_t max_age_seconds;
+    /* The cap for an answer whose status is unknown ([ocsp] unknown_max_age, default 60 s): a
+     * certificate asked about between its issuance and its registration turns good within a
+     * second of `pkiva import`, and an HTTP cache must not serve "unknown" for an hour after. */
+    int64_t unknown_max_age_seconds;
     int max_certids;    /* CertIDs per request; more -> malformedRequest */
     int unknown_policy; /* enum ocsp_unknown_policy ([ocsp] unknown_serials) */
     /* Live signatures (nonce, several CertIDs, serials not in the index) in flight at most, all

@@ -20,6 +20,8 @@ static const struct util_conf_directive directives[] = {
               "thisUpdate -> nextUpdate of every response; 0 = half of [revocation] deadline"),
     UTIL_CONF(DURATION, "max_age", C, max_age_seconds, 0, 0, 0, "0",
               "cap of Cache-Control max-age; 0 = min(1h, validity)"),
+    UTIL_CONF(DURATION, "unknown_max_age", C, unknown_max_age_seconds, 0, 0, 0, "60s",
+              "cap of Cache-Control max-age for an unknown status (issued, not yet registered)"),
     UTIL_CONF(INT, "max_certids", C, max_certids, 1, 1000, 0, "10",
               "CertIDs per request; more get malformedRequest"),
     UTIL_CONF(CHOICE, "unknown_serials", C, unknown_policy, 0, 0, unknown_serials, "unknown",

@@ -126,6 +126,9 @@ static void respond_signed(struct ocsp_responder *resp, struct http_request *req
         int64_t max_age = c->next_update - (int64_t)time(NULL);
         if (max_age > resp->cfg.max_age_seconds)
             max_age = resp->cfg.max_age_seconds;
+        if (c->cert_status == V_OCSP_CERTSTATUS_UNKNOWN &&
+            max_age > resp->cfg.unknown_max_age_seconds)
+            max_age = resp->cfg.unknown_max_age_seconds;
         if (max_age < 0)
             max_age = 0;
         r.headers = headers;

@@ -107,7 +107,7 @@ int ocsp_responder_new(const struct ocsp_config *cfg, const struct ocsp_issuer_c
     if (n_issuers < 1 || n_issuers > OCSP_MAX_ISSUERS || cfg->validity_seconds < 60 ||
         cfg->refresh_percent < 1 || cfg->refresh_percent > 100 || cfg->max_certids < 1 ||
         cfg->nonce_queue_max < 1 || cfg->n_prefixes < 0 || cfg->n_prefixes > OCSP_MAX_PREFIXES ||
-        cfg->presign_batch < 1 || cfg->max_age_seconds < 0) {
+        cfg->presign_batch < 1 || cfg->max_age_seconds < 0 || cfg->unknown_max_age_seconds < 0) {
         UTIL_ERROR(OCSP_MOD, "invalid configuration (issuers, validity, limits or prefixes)");
         return UTIL_ECONFIG;
     }

@@ -341,6 +341,31 @@ Test(e2e, unauthorized_and_malformed)
     cr_assert_not_null(strstr(out, "415"), "%s", out);
 }
 
+/* An unknown status (ee3: issued, never registered) is cached for unknown_max_age (60 s) at most,
+ * not the hour a good answer gets: a certificate asked about before its registration turns good
+ * within a second of it, and an HTTP cache must not keep serving "unknown" (it kept 3600 s). */
+Test(e2e, unknown_status_is_cached_briefly)
+{
+    char out[8192];
+    char *p;
+
+    cr_assert_eq(
+        sh(out, sizeof(out), "openssl ocsp -issuer ca.pem -cert ee3.pem -no_nonce -reqout u.der"),
+        0, "%s", out);
+    cr_assert_eq(sh(out, sizeof(out),
+                    "b64=$(openssl base64 -A -in u.der | sed -e 's/+/%%2B/g' -e 's|/|%%2F|g' "
+                    "-e 's/=/%%3D/g') && curl -s -D uhdr.txt -o u.resp %s/ocsp/$b64 && "
+                    "openssl ocsp -respin u.resp -noverify -resp_text | grep 'Cert Status' && "
+                    "cat uhdr.txt",
+                    E.url),
+                 0, "%s", out);
+    cr_assert_not_null(strstr(out, "Cert Status: unknown"), "%s", out);
+    p = strcasestr(out, "max-age=");
+    cr_assert_not_null(p, "%s", out);
+    cr_assert(atoi(p + 8) > 0 && atoi(p + 8) <= 60, "max-age %d for unknown", atoi(p + 8));
+    cr_assert_not_null(strcasestr(out, "must-revalidate"), "%s", out);
+}
+
 /* GET of ee0's request: headers, body verifies, 304 with the ETag. */
 Test(e2e, get_headers_etag_304_and_ocsptool)
 {
