@@ -72,7 +72,8 @@ struct tsa__query {
 
 /* Decodes and checks a DER TimeStampReq against rules: strict DER (nothing after the request),
  * version 1, an accepted hash with absent or NULL parameters, an imprint of the hash's length, an
- * accepted policy, no critical extension (none is supported). The outcome is data in *out; the
+ * accepted policy, no extension (none is recognised: RFC 3161 §2.4.1 then refuses critical and
+ * non-critical ones alike). The outcome is data in *out; the
  * return is 0, or UTIL_ENOMEM when OpenSSL could not allocate (answer systemFailure). Never reads
  * beyond der + len. Leaves the OpenSSL error queue empty. */
 int tsa__query_check(const struct tsa__rules *rules, const unsigned char *der, size_t len,

@@ -23,7 +23,7 @@ static const struct reject_text rejects[TSA__REJ_COUNT] = {
     [TSA__REJ_IMPRINT_LENGTH] = {TSA_FAIL_BAD_DATA_FORMAT,
                                  "message imprint length does not match the hash algorithm"},
     [TSA__REJ_POLICY] = {TSA_FAIL_UNACCEPTED_POLICY, "requested policy not accepted"},
-    [TSA__REJ_EXTENSION] = {TSA_FAIL_UNACCEPTED_EXTENSION, "unsupported critical extension"},
+    [TSA__REJ_EXTENSION] = {TSA_FAIL_UNACCEPTED_EXTENSION, "request extensions are not supported"},
     [TSA__REJ_TIME] = {TSA_FAIL_TIME_NOT_AVAILABLE, "time source not synchronized"},
     [TSA__REJ_BUSY] = {TSA_FAIL_SYSTEM_FAILURE, "overloaded, try again later"},
     [TSA__REJ_SIGN] = {TSA_FAIL_SYSTEM_FAILURE, "signing failed"},
@@ -138,9 +138,13 @@ int tsa__query_check_keep(const struct tsa__rules *rules, const unsigned char *d
     ERR_clear_error();
     req = d2i_TS_REQ(NULL, &p, (long)len);
     if (req == NULL) {
-        /* Malformed input and allocation failure look alike here; only the latter is ours. */
-        if (ERR_GET_REASON(ERR_peek_last_error()) == ERR_R_MALLOC_FAILURE)
-            rc = UTIL_ENOMEM;
+        /* Malformed input and allocation failure look alike here; only the latter is ours. The
+         * decoder raises the allocation failure first and "nested asn1 error"s over it as it
+         * unwinds: look through the whole queue, not only at the last error. */
+        unsigned long e;
+        while ((e = ERR_get_error()) != 0)
+            if (ERR_GET_REASON(e) == ERR_R_MALLOC_FAILURE)
+                rc = UTIL_ENOMEM;
         goto out;
     }
     if (p != der + len) /* trailing bytes: not one DER TimeStampReq */
@@ -174,14 +178,13 @@ int tsa__query_check_keep(const struct tsa__rules *rules, const unsigned char *d
         out->reject = TSA__REJ_POLICY;
         goto out;
     }
-    /* No request extension is defined that we act on: a critical one cannot be honoured, a
-     * non-critical one is ignored (RFC 3161 §2.4.1, RFC 5280 semantics of criticality). */
+    /* RFC 3161 §2.4.1: an extension the TSA does not recognise, "whether it is marked critical
+     * or not critical", gets no token but unacceptedExtension. pkiva recognises none (as
+     * OpenSSL's own TSA, whose default extension callback refuses every one). */
     exts = TS_REQ_get_exts(req);
-    for (int i = 0; i < sk_X509_EXTENSION_num(exts); i++) {
-        if (X509_EXTENSION_get_critical(sk_X509_EXTENSION_value(exts, i))) {
-            out->reject = TSA__REJ_EXTENSION;
-            goto out;
-        }
+    if (sk_X509_EXTENSION_num(exts) > 0) {
+        out->reject = TSA__REJ_EXTENSION;
+        goto out;
     }
     out->reject = -1;
     if (keep != NULL) {

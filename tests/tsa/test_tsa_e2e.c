@@ -615,6 +615,13 @@ Test(e2e, rejections_are_der)
         18,   19,   20,   21,   22,   23,   24,   25,   26,   27,   28,   29,   30,
         31,   32,   0xa0, 0x15, 0x30, 0x13, 0x06, 0x0a, 0x2b, 0x06, 0x01, 0x04, 0x01,
         0x86, 0x8d, 0x1f, 0x09, 0x09, 0x01, 0x01, 0xff, 0x04, 0x02, 0x05, 0x00};
+    /* the same extension, not critical: refused as well (RFC 3161 §2.4.1; it was granted) */
+    static const unsigned char noncrit_ext[] = {
+        0x30, 0x48, 0x02, 0x01, 0x01, 0x30, 0x2f, 0x30, 0x0b, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01,
+        0x65, 0x03, 0x04, 0x02, 0x01, 0x04, 0x20, 1,    2,    3,    4,    5,    6,    7,    8,
+        9,    10,   11,   12,   13,   14,   15,   16,   17,   18,   19,   20,   21,   22,   23,
+        24,   25,   26,   27,   28,   29,   30,   31,   32,   0xa0, 0x12, 0x30, 0x10, 0x06, 0x0a,
+        0x2b, 0x06, 0x01, 0x04, 0x01, 0x86, 0x8d, 0x1f, 0x09, 0x09, 0x04, 0x02, 0x05, 0x00};
 
     /* badAlg: SHA-1 is not enabled */
     cr_assert_eq(sh(out, sizeof(out), "openssl ts -query -data data.txt -sha1 -out q1.tsq 2>&1"),
@@ -643,6 +650,11 @@ Test(e2e, rejections_are_der)
     /* unacceptedExtension */
     cr_assert_eq(post("/tsa", "application/timestamp-query", crit_ext, sizeof(crit_ext), &r, &rlen),
                  200);
+    expect_reject(r, rlen, TSA_FAIL_UNACCEPTED_EXTENSION);
+    free(r);
+    cr_assert_eq(
+        post("/tsa", "application/timestamp-query", noncrit_ext, sizeof(noncrit_ext), &r, &rlen),
+        200);
     expect_reject(r, rlen, TSA_FAIL_UNACCEPTED_EXTENSION);
     free(r);
     /* badRequest: garbage, and an empty body */
