@@ -407,7 +407,7 @@ int crl__generate_blocking(const struct crl_config *cfg, struct crl__issuer *is,
     /* The head first: every change up to it is in the walk below (later ones may be too). */
     rc = store_feed_head_blocking(store, &head);
     if (rc == UTIL_OK)
-        rc = store_crl_number_next_blocking(store, is->store_id, &number);
+        rc = store_crl_number_next_blocking(store, is->store_id, util_now_ms(), &number);
     if (rc != UTIL_OK)
         goto out;
 

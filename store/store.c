@@ -577,12 +577,13 @@ int store_sla_list_blocking(struct store *store, int open_only, int limit,
 
 /* ---- CRLs ----------------------------------------------------------------------------------- */
 
-int store_crl_number_next_blocking(struct store *store, int64_t issuer_id, int64_t *number_out)
+int store_crl_number_next_blocking(struct store *store, int64_t issuer_id, int64_t floor,
+                                   int64_t *number_out)
 {
-    if (store == NULL || issuer_id <= 0 || number_out == NULL)
+    if (store == NULL || issuer_id <= 0 || floor < 0 || floor == INT64_MAX || number_out == NULL)
         return UTIL_EINVAL;
     *number_out = 0;
-    return store->ops->crl_number_next(store, issuer_id, number_out);
+    return store->ops->crl_number_next(store, issuer_id, floor, number_out);
 }
 
 /* Fencing of CRL publishers (several processes, or nodes of a cluster): inside the save's write

@@ -304,8 +304,14 @@ int store_sla_list_blocking(struct store *store, int open_only, int limit,
 /* ---- CRLs ----------------------------------------------------------------------------------- */
 
 /* Reserves the next CRL number of an issuer, durably, before the CRL is signed: a number handed out
- * is never handed out again, even if the CRL is never published (gaps are allowed, reuse is not). */
-int store_crl_number_next_blocking(struct store *store, int64_t issuer_id, int64_t *number_out);
+ * is never handed out again, even if the CRL is never published (gaps are allowed, reuse is not).
+ * The number is max(last + 1, floor): the CRL publisher passes the wall clock in milliseconds, so
+ * that a store restored from an older backup (whose last number is behind what was published
+ * since) still never issues a number again, as time-stamp serial blocks never start below the
+ * clock (RFC 5280 §5.2.3: monotonically increasing; up to 20 octets, so milliseconds fit). floor 0:
+ * last + 1. */
+int store_crl_number_next_blocking(struct store *store, int64_t issuer_id, int64_t floor,
+                                   int64_t *number_out);
 
 struct store_crl_record {
     int64_t issuer_id;

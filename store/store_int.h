@@ -134,7 +134,8 @@ struct store__ops {
     int (*sla_list)(struct store *store, int open_only, int limit,
                     int (*fn)(void *ctx, const struct store_sla_row *row), void *ctx);
 
-    int (*crl_number_next)(struct store *store, int64_t issuer_id, int64_t *number_out);
+    int (*crl_number_next)(struct store *store, int64_t issuer_id, int64_t floor,
+                           int64_t *number_out);
     int (*crl_save)(struct store *store, const struct store_crl_record *crl);
     int (*crl_latest)(struct store *store, int64_t issuer_id, int delta,
                       struct store_crl_record *meta_out, unsigned char **der_out);

@@ -1575,7 +1575,8 @@ static int pg_sla_list(struct store *store, int open_only, int limit,
 
 /* ---- CRLs ----------------------------------------------------------------------------------- */
 
-static int pg_crl_number_next(struct store *store, int64_t issuer_id, int64_t *number_out)
+static int pg_crl_number_next(struct store *store, int64_t issuer_id, int64_t floor,
+                              int64_t *number_out)
 {
     static const char op[] = "crl number next";
     struct pg *s = pg_of(store);
@@ -1588,9 +1589,12 @@ static int pg_crl_number_next(struct store *store, int64_t issuer_id, int64_t *n
     if (rc != 0)
         goto out;
     p_i64(&p, issuer_id);
+    p_i64(&p, floor);
     rc = q_int(s,
-               "INSERT INTO crl_numbers (issuer_id, last_number) VALUES ($1, 1) "
-               "ON CONFLICT (issuer_id) DO UPDATE SET last_number = crl_numbers.last_number + 1 "
+               "INSERT INTO crl_numbers (issuer_id, last_number) "
+               "VALUES ($1, GREATEST(1, $2::bigint)) "
+               "ON CONFLICT (issuer_id) DO UPDATE SET "
+               "last_number = GREATEST(crl_numbers.last_number + 1, $2::bigint) "
                "RETURNING last_number",
                &p, op, &number);
     if (rc == 0 && number <= 0)

@@ -297,9 +297,10 @@ static int sp_sla_list(struct store *store, int open_only, int limit,
     return PRIMARY(P->ops->sla_list(P, open_only, limit, fn, ctx));
 }
 
-static int sp_crl_number_next(struct store *store, int64_t issuer_id, int64_t *number_out)
+static int sp_crl_number_next(struct store *store, int64_t issuer_id, int64_t floor,
+                              int64_t *number_out)
 {
-    return PRIMARY(P->ops->crl_number_next(P, issuer_id, number_out));
+    return PRIMARY(P->ops->crl_number_next(P, issuer_id, floor, number_out));
 }
 
 static int sp_crl_save(struct store *store, const struct store_crl_record *crl)

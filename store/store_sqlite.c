@@ -354,8 +354,8 @@ static const char *const stmt_sql[STORE_ST_COUNT] = {
     [STORE_ST_SLA_LIST_ALL] =
         "SELECT " STORE_SLA_COLS " FROM revocations ORDER BY feed_id DESC LIMIT ?1",
     [STORE_ST_CRL_NUMBER_NEXT] =
-        "INSERT INTO crl_numbers (issuer_id, last_number) VALUES (?1, 1) "
-        "ON CONFLICT (issuer_id) DO UPDATE SET last_number = last_number + 1 "
+        "INSERT INTO crl_numbers (issuer_id, last_number) VALUES (?1, max(1, ?2)) "
+        "ON CONFLICT (issuer_id) DO UPDATE SET last_number = max(last_number + 1, ?2) "
         "RETURNING last_number",
     [STORE_ST_CRL_RESERVED] = "SELECT last_number FROM crl_numbers WHERE issuer_id = ?1",
     [STORE_ST_CRL_INSERT] = "INSERT INTO crl_history (issuer_id, number, base_number, this_update, "

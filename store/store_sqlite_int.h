@@ -198,7 +198,8 @@ int store__sq_sla_mark_upto(struct store *store, int64_t issuer_id, int64_t up_t
                             int stage, int64_t at_ms);
 int store__sq_sla_list(struct store *store, int open_only, int limit,
                        int (*fn)(void *ctx, const struct store_sla_row *row), void *ctx);
-int store__sq_crl_number_next(struct store *store, int64_t issuer_id, int64_t *number_out);
+int store__sq_crl_number_next(struct store *store, int64_t issuer_id, int64_t floor,
+                              int64_t *number_out);
 int store__sq_crl_save(struct store *store, const struct store_crl_record *crl);
 int store__sq_crl_latest(struct store *store, int64_t issuer_id, int delta,
                          struct store_crl_record *meta_out, unsigned char **der_out);

@@ -133,7 +133,8 @@ out:
 
 /* ---- CRLs ----------------------------------------------------------------------------------- */
 
-int store__sq_crl_number_next(struct store *store, int64_t issuer_id, int64_t *number_out)
+int store__sq_crl_number_next(struct store *store, int64_t issuer_id, int64_t floor,
+                              int64_t *number_out)
 {
     static const char op[] = "crl number next";
     struct sq *s = store__sq_of(store);
@@ -149,7 +150,7 @@ int store__sq_crl_number_next(struct store *store, int64_t issuer_id, int64_t *n
     rc = store__sq_stmt_get(s, STORE_ST_CRL_NUMBER_NEXT, &stmt);
     if (rc != 0)
         goto out;
-    rc = STORE_SQ_BIND(s, stmt, op, STORE_SQ_INT(issuer_id));
+    rc = STORE_SQ_BIND(s, stmt, op, STORE_SQ_INT(issuer_id), STORE_SQ_INT(floor));
     if (rc != 0)
         goto out;
     rc = store__sq_step(s, stmt, op, &row);

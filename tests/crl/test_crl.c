@@ -616,7 +616,7 @@ Test(crl, publisher_publishes_a_change_within_the_coalesce_delay)
     struct crl_publisher *pub = NULL;
     struct crl_issuer_stats st;
     X509_CRL *crl = NULL;
-    int64_t feed, first, t0, took;
+    int64_t feed, first, last_full, t0, took;
 
     base_cfg(&cfg);
     cfg.coalesce_ms = 300;
@@ -629,6 +629,7 @@ Test(crl, publisher_publishes_a_change_within_the_coalesce_delay)
     cr_assert_eq(store_feed_read_blocking(store, feed - 1, 10, change_cb, pub), 1);
     cr_assert(wait_for(pub, first + 1, 0, 5000, &st), "published after the change");
     took = util_mono_ms() - t0;
+    last_full = st.full_number;
     cr_assert_geq(took, 250, "coalesced, not immediate: %lld ms", (long long)took);
     cr_assert_leq(took, 3000, "within the delay plus generation: %lld ms", (long long)took);
     crl = read_crl(pubf(".crl"));
@@ -647,7 +648,7 @@ Test(crl, publisher_publishes_a_change_within_the_coalesce_delay)
     cr_assert_eq(crl_publisher_new(&cfg, &ic, 1, hsm, &pub), 0);
     cr_assert_eq(crl_publisher_load_blocking(pub, store), 0);
     cr_assert_eq(crl_publisher_stats(pub, 0, &st), 0);
-    cr_assert_eq(st.full_number, first + 2, "loaded the last full CRL");
+    cr_assert_eq(st.full_number, last_full, "loaded the last full CRL");
     crl_publisher_free(pub);
 }
 

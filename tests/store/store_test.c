@@ -1275,25 +1275,49 @@ Test(store, crl_numbers_strictly_increase_across_reopen_and_connections)
     int64_t n = 0, prev = 0;
 
     for (int i = 0; i < 3; i++) {
-        cr_assert_eq(store_crl_number_next_blocking(s, ca, &n), 0);
+        cr_assert_eq(store_crl_number_next_blocking(s, ca, 0, &n), 0);
         cr_assert_eq(n, prev + 1);
         prev = n;
     }
-    cr_assert_eq(store_crl_number_next_blocking(s, ca2, &n), 0);
+    cr_assert_eq(store_crl_number_next_blocking(s, ca2, 0, &n), 0);
     cr_assert_eq(n, 1, "numbers are per issuer");
-    cr_assert_eq(store_crl_number_next_blocking(s, ca + 100, &n), UTIL_ENOTFOUND);
+    cr_assert_eq(store_crl_number_next_blocking(s, ca + 100, 0, &n), UTIL_ENOTFOUND);
     store_close(s);
 
     s = open_store(0);
     struct store *t = open_store(0);
     for (int i = 0; i < 10; i++) {
-        cr_assert_eq(store_crl_number_next_blocking(i % 2 ? t : s, ca, &n), 0);
+        cr_assert_eq(store_crl_number_next_blocking(i % 2 ? t : s, ca, 0, &n), 0);
         cr_assert_gt(n, prev);
         prev = n;
     }
     cr_assert_eq(prev, 13);
     store_close(s);
     store_close(t);
+}
+
+/* The floor (the publisher passes the wall clock in ms): a number is max(last + 1, floor), so a
+ * store restored from an older copy still never hands out a number it handed out after the copy
+ * was taken, provided the floor moved on since; never below last + 1 when the clock is behind. */
+Test(store, crl_numbers_never_fall_below_the_floor)
+{
+    struct store *s = open_store(STORE_OPEN_CREATE);
+    int64_t ca = put_issuer(s, "ca");
+    int64_t n = 0;
+
+    cr_assert_eq(store_crl_number_next_blocking(s, ca, 1000, &n), 0);
+    cr_assert_eq(n, 1000, "the first number is the floor");
+    cr_assert_eq(store_crl_number_next_blocking(s, ca, 1000, &n), 0);
+    cr_assert_eq(n, 1001, "a floor already passed: last + 1");
+    cr_assert_eq(store_crl_number_next_blocking(s, ca, 5, &n), 0);
+    cr_assert_eq(n, 1002, "a clock gone back: still last + 1");
+    cr_assert_eq(store_crl_number_next_blocking(s, ca, 0, &n), 0);
+    cr_assert_eq(n, 1003);
+    cr_assert_eq(store_crl_number_next_blocking(s, ca, 1796688016724LL, &n), 0);
+    cr_assert_eq(n, 1796688016724LL, "milliseconds since the epoch fit");
+    cr_assert_eq(store_crl_number_next_blocking(s, ca, -1, &n), UTIL_EINVAL);
+    cr_assert_eq(store_crl_number_next_blocking(s, ca, INT64_MAX, &n), UTIL_EINVAL);
+    store_close(s);
 }
 
 /* Fencing of CRL publishers: a publisher that reserved a number, stalled, and comes back after
@@ -1310,8 +1334,8 @@ Test(store, crl_save_refuses_a_number_older_than_the_latest)
     unsigned char *der = NULL;
     int64_t stale = 0, fresh = 0;
 
-    cr_assert_eq(store_crl_number_next_blocking(a, ca, &stale), 0);
-    cr_assert_eq(store_crl_number_next_blocking(b, ca, &fresh), 0);
+    cr_assert_eq(store_crl_number_next_blocking(a, ca, 0, &stale), 0);
+    cr_assert_eq(store_crl_number_next_blocking(b, ca, 0, &fresh), 0);
     cr_assert_gt(fresh, stale);
     rec.number = fresh;
     rec.der = new_der;
@@ -1349,17 +1373,17 @@ Test(store, crl_save_and_latest)
     cr_assert_eq(store_crl_save_blocking(s, &rec), UTIL_EINVAL, "number never reserved");
     cr_assert_eq(store_crl_latest_blocking(s, ca, 0, &meta, &der), UTIL_ENOTFOUND);
 
-    cr_assert_eq(store_crl_number_next_blocking(s, ca, &n), 0);
+    cr_assert_eq(store_crl_number_next_blocking(s, ca, 0, &n), 0);
     cr_assert_eq(store_crl_save_blocking(s, &rec), 0);
     cr_assert_eq(store_crl_save_blocking(s, &rec), UTIL_EEXIST);
-    cr_assert_eq(store_crl_number_next_blocking(s, ca, &n), 0);
+    cr_assert_eq(store_crl_number_next_blocking(s, ca, 0, &n), 0);
     rec.number = n;
     rec.base_number = 1;
     rec.der = delta2;
     rec.der_len = sizeof(delta2);
     rec.feed_id = 9;
     cr_assert_eq(store_crl_save_blocking(s, &rec), 0);
-    cr_assert_eq(store_crl_number_next_blocking(s, ca, &n), 0);
+    cr_assert_eq(store_crl_number_next_blocking(s, ca, 0, &n), 0);
     rec.number = n;
     rec.base_number = 0;
     rec.der = full3;
