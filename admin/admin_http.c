@@ -579,16 +579,11 @@ static X509 *read_pem_cert(const char *pem, int *oom)
 {
     BIO *bio = BIO_new_mem_buf(pem, -1);
     X509 *cert = bio != NULL ? PEM_read_bio_X509(bio, NULL, NULL, NULL) : NULL;
-    unsigned long err = 0;
 
     BIO_free(bio);
     *oom = bio == NULL;
     if (cert == NULL)
-        err = ERR_get_error();
-    while (err != 0) {
-        *oom |= ERR_GET_REASON(err) == ERR_R_MALLOC_FAILURE;
-        err = ERR_get_error();
-    }
+        *oom |= util_openssl_oom_clear();
     return cert;
 }
 

@@ -93,10 +93,8 @@ static _Thread_local int oom_seen;
 
 void directory__err_clear(void)
 {
-    unsigned long e = 0;
-    while ((e = ERR_get_error()) != 0)
-        if (ERR_GET_REASON(e) == ERR_R_MALLOC_FAILURE)
-            oom_seen = 1;
+    if (util_openssl_oom_clear())
+        oom_seen = 1;
 }
 
 void directory__oom_note(void)

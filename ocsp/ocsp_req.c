@@ -143,7 +143,7 @@ static int alg_of(const ASN1_OBJECT *obj)
  * repeat: refused, so that no response carries them (issue 15.2). OpenSSL keeps the
  * AlgorithmIdentifier opaque, so it is read from the CertID's DER: SEQUENCE { SEQUENCE { OID,
  * params } ... }, the inner SEQUENCE's content past the OID must be empty or NULL (05 00). */
-static int certid_params_ok(const OCSP_CERTID *cid)
+static int certid_params_ok(const OCSP_CERTID *cid) /* -1: out of memory */
 {
     unsigned char *der = NULL;
     const unsigned char *p, *alg_end;
@@ -151,10 +151,8 @@ static int certid_params_ok(const OCSP_CERTID *cid)
     int der_len = i2d_OCSP_CERTID((OCSP_CERTID *)cid, &der);
     int tag = 0, xclass = 0, ok = 0;
 
-    if (der_len <= 0) {
-        ERR_clear_error(); /* cannot be encoded again: not a CertID this server answers */
-        return 0;
-    }
+    if (der_len <= 0) /* a decoded CertID that cannot be encoded again is not answered */
+        return util_openssl_oom_clear() ? -1 : 0;
     p = der;
     /* The outer SEQUENCE, then the AlgorithmIdentifier SEQUENCE, then its OID. */
     if ((ASN1_get_object(&p, &len, &tag, &xclass, der_len) & 0x80) != 0 || tag != V_ASN1_SEQUENCE)
@@ -209,10 +207,8 @@ int ocsp__request_parse(const unsigned char *der, size_t len, int max_certids,
         return UTIL_OK;
     ERR_clear_error();
     out->req = d2i_OCSP_REQUEST(NULL, &p, (long)len);
-    if (out->req == NULL || p != der + len) {
-        ERR_clear_error(); /* a client's garbage is not our error */
-        return UTIL_OK;
-    }
+    if (out->req == NULL || p != der + len) /* a client's garbage, or out of memory: ours */
+        return util_openssl_oom_clear() ? UTIL_ENOMEM : UTIL_OK;
     n = OCSP_request_onereq_count(out->req);
     if (n < 1 || n > max_certids)
         return UTIL_OK;
@@ -231,8 +227,11 @@ int ocsp__request_parse(const unsigned char *der, size_t len, int max_certids,
         id->cid = OCSP_onereq_get0_id(one);
         if (id->cid == NULL || OCSP_id_get0_info(&name_hash, &md, &key_hash, &serial, id->cid) != 1)
             return UTIL_OK;
-        if (!certid_params_ok(id->cid))
-            return UTIL_OK; /* malformedRequest */
+        switch (certid_params_ok(id->cid)) {
+        case 1: break;
+        case 0: return UTIL_OK; /* malformedRequest */
+        default: return UTIL_ENOMEM;
+        }
         id->alg = alg_of(md);
         id->name_hash = ASN1_STRING_get0_data(name_hash);
         id->name_hash_len = (size_t)ASN1_STRING_length(name_hash);

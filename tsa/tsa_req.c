@@ -138,13 +138,9 @@ int tsa__query_check_keep(const struct tsa__rules *rules, const unsigned char *d
     ERR_clear_error();
     req = d2i_TS_REQ(NULL, &p, (long)len);
     if (req == NULL) {
-        /* Malformed input and allocation failure look alike here; only the latter is ours. The
-         * decoder raises the allocation failure first and "nested asn1 error"s over it as it
-         * unwinds: look through the whole queue, not only at the last error. */
-        unsigned long e;
-        while ((e = ERR_get_error()) != 0)
-            if (ERR_GET_REASON(e) == ERR_R_MALLOC_FAILURE)
-                rc = UTIL_ENOMEM;
+        /* Malformed input and allocation failure look alike here; only the latter is ours. */
+        if (util_openssl_oom_clear())
+            rc = UTIL_ENOMEM;
         goto out;
     }
     if (p != der + len) /* trailing bytes: not one DER TimeStampReq */

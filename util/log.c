@@ -87,6 +87,16 @@ void util_log(enum util_log_level level, const char *module, const char *fmt, ..
     errno = saved_errno;
 }
 
+int util_openssl_oom_clear(void)
+{
+    unsigned long e;
+    int oom = 0;
+
+    while ((e = ERR_get_error()) != 0)
+        oom |= ERR_GET_REASON(e) == ERR_R_MALLOC_FAILURE;
+    return oom;
+}
+
 void util_log_openssl(enum util_log_level level, const char *module, const char *fmt, ...)
 {
     int saved_errno = errno; /* logging never changes what the caller is about to inspect */

@@ -52,6 +52,12 @@ void util_log(enum util_log_level level, const char *module, const char *fmt, ..
 /* Like util_log, then appends every queued OpenSSL error (and clears the queue) to the same line. */
 void util_log_openssl(enum util_log_level level, const char *module, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+/* Empties this thread's OpenSSL error queue; 1 when one of its errors was an allocation failure.
+ * For telling a client's garbage (their error: malformedRequest, badRequest, 400) from running out
+ * of memory (ours: tryLater, systemFailure, 503) after a decoder failed: OpenSSL's decoders raise
+ * the allocation failure first and "nested asn1 error"s over it as they unwind, so the whole queue
+ * is looked through, not only its last error. */
+int util_openssl_oom_clear(void);
 
 #define UTIL_DEBUG(mod, ...) util_log(UTIL_LOG_DEBUG, mod, __VA_ARGS__)
 #define UTIL_INFO(mod, ...) util_log(UTIL_LOG_INFO, mod, __VA_ARGS__)

@@ -373,6 +373,16 @@ static int plan_and_sign_once(const unsigned char *der, size_t len, int *enomem)
     int slot = 0;
     int rc = ocsp__plan_request(F.resp, der, len, &plan, &slot);
     *enomem = rc == UTIL_ENOMEM;
+    /* The request is valid: running out of memory is never the client's malformedRequest (the
+     * decoder's and the CertID check's allocation failures were taken for garbage). */
+    cr_assert(!(rc == 0 && plan.kind == OCSP__PLAN_ERROR &&
+                plan.response_status == OCSP_RESPONSE_STATUS_MALFORMEDREQUEST),
+              "a valid request answered malformedRequest");
+    /* The request is valid: running out of memory is never the client's malformedRequest (the
+     * decoder's allocation failures were taken for garbage). */
+    cr_assert(!(rc == 0 && plan.kind == OCSP__PLAN_ERROR &&
+                plan.response_status == OCSP_RESPONSE_STATUS_MALFORMEDREQUEST),
+              "a valid request answered malformedRequest");
     if (rc == 0 && plan.kind == OCSP__PLAN_SIGN) {
         unsigned char *out = NULL;
         size_t out_len = 0;
