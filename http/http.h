@@ -174,6 +174,8 @@ struct http_response {
 /* Sends the response (Content-Length, Date, Connection handled by http). Call exactly once, on the
  * request's loop thread. If the client has gone away, the response is dropped and the request freed. */
 void http_request_respond(struct http_request *req, const struct http_response *resp);
+/* 405 Method Not Allowed with "Allow: <allow>" (e.g. "GET, HEAD") and a short text body. */
+void http_request_respond_405(struct http_request *req, const char *allow);
 /* Shorthand: a small text/plain or application/json body with a status. */
 void http_request_respond_text(struct http_request *req, int status, const char *content_type,
                                const char *text);

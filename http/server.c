@@ -293,7 +293,7 @@ static int path_is(const char *target, size_t len, const char *path)
     return len >= plen && memcmp(target, path, plen) == 0 && (len == plen || target[plen] == '?');
 }
 
-static void respond_405(struct http_request *req, const char *allow)
+void http_request_respond_405(struct http_request *req, const char *allow)
 {
     char headers[160];
     struct http_response resp = {0};
@@ -345,7 +345,7 @@ void http__dispatch(struct http_request *req)
 
     if (path_is(target, target_len, "/healthz") || path_is(target, target_len, "/readyz")) {
         if (strcmp(method, "GET") != 0) {
-            respond_405(req, "GET, HEAD");
+            http_request_respond_405(req, "GET, HEAD");
         } else if (target[1] == 'h') {
             http_request_respond_text(req, 200, "text/plain", "ok\n");
         } else {
@@ -375,7 +375,7 @@ void http__dispatch(struct http_request *req)
         }
     }
     if (allow_len > 0)
-        respond_405(req, allow);
+        http_request_respond_405(req, allow);
     else
         http_request_respond_text(req, 404, "text/plain", "not found\n");
 }

@@ -727,16 +727,8 @@ static void handle_query(void *ctx, struct http_request *req)
  * request would fall through to OCSP's GET route at "/" and get an OCSP malformedRequest. */
 static void handle_get(void *ctx, struct http_request *req)
 {
-    struct http_response r = {0};
-    static const char text[] = "time-stamp requests are POSTed as application/timestamp-query "
-                               "(RFC 3161 section 3.4)\n";
     (void)ctx;
-    r.status = 405;
-    r.content_type = "text/plain";
-    r.body_bytes = text;
-    r.body_len = sizeof(text) - 1;
-    r.headers = "Allow: POST\r\n";
-    http_request_respond(req, &r);
+    http_request_respond_405(req, "POST");
 }
 
 int tsa_service_register(struct tsa_service *svc, struct http_server *srv)
