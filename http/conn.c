@@ -375,6 +375,29 @@ static void maybe_send_continue(struct http__conn *conn, struct http_request *re
         conn->continue_busy = 1;
 }
 
+/* RFC 9112 §6.1: the only transfer coding pkiva decodes is chunked. A request with another
+ * (gzip, "gzip, chunked", chunked twice) gets 501 Not Implemented and the connection is closed;
+ * llhttp would otherwise de-chunk it and hand over a body still gzip-coded. */
+static int transfer_coding_unsupported(const struct http_request *req)
+{
+    static const char chunked[] = "chunked";
+    size_t len = 0;
+    const char *v;
+
+    if (http_request_header_count(req, "Transfer-Encoding") == 0)
+        return 0;
+    if (http_request_header_count(req, "Transfer-Encoding") > 1)
+        return 1;
+    v = http_request_header(req, "Transfer-Encoding", &len);
+    while (len > 0 && (*v == ' ' || *v == '\t')) {
+        v++;
+        len--;
+    }
+    while (len > 0 && (v[len - 1] == ' ' || v[len - 1] == '\t'))
+        len--;
+    return len != sizeof(chunked) - 1 || strncasecmp(v, chunked, len) != 0;
+}
+
 static int on_headers_complete(llhttp_t *parser)
 {
     struct http__conn *conn = parser->data;
@@ -387,6 +410,8 @@ static int on_headers_complete(llhttp_t *parser)
     req->is_head = llhttp_get_method(parser) == HTTP_HEAD;
     req->keep_alive = llhttp_should_keep_alive(parser);
     req->http_minor = llhttp_get_http_minor(parser);
+    if (transfer_coding_unsupported(req))
+        return reject_in_parser(conn, 501);
     if ((parser->flags & F_CONTENT_LENGTH) != 0) {
         if (parser->content_length > max_body)
             return reject_in_parser(conn, 413);

@@ -817,6 +817,38 @@ Test(http, garbage_is_400_and_close, .init = start_default, .fini = stop_server)
     cl_close(cl);
 }
 
+/* RFC 9112 §6.1: a transfer coding other than chunked is 501 and a close (the body was de-chunked
+ * and handed over still gzip-coded); chunked twice is llhttp's 400. " Chunked " alone is fine. */
+Test(http, unknown_transfer_coding_is_501, .init = start_default, .fini = stop_server)
+{
+    static const char *const bad[] = {
+        "Transfer-Encoding: gzip, chunked\r\n",
+        "Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n",
+        "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n", /* llhttp: 400 */
+    };
+    static const int want[] = {501, 501, 400};
+    struct client *cl;
+    struct reply r;
+    char req[512];
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        cl = cl_open(g_port);
+        (void)snprintf(req, sizeof(req),
+                       "POST /echo HTTP/1.1\r\nHost: t\r\n%s\r\n3\r\nabc\r\n0\r\n\r\n", bad[i]);
+        cl_send(cl, req);
+        cr_assert_eq(cl_read(cl, &r, 0), 0);
+        cr_assert_eq(r.status, want[i], "%s: %d", bad[i], r.status);
+        cr_assert_eq(cl_wait_closed(cl, 3000), 1);
+        cl_close(cl);
+    }
+    cl = cl_open(g_port);
+    cl_send(cl, "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding:  Chunked \r\n\r\n"
+                "3\r\nabc\r\n0\r\n\r\n");
+    cr_assert_eq(cl_read(cl, &r, 0), 0);
+    cr_assert_eq(r.status, 200);
+    cl_close(cl);
+}
+
 /* Random bytes, and valid requests cut at random points and mutated, on many connections: the
  * server must answer or close each one and keep serving (run under ASan to catch memory errors;
  * the libFuzzer target is the thorough version of this). */
