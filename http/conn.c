@@ -231,11 +231,38 @@ static int on_url(llhttp_t *parser, const char *at, size_t len)
     return 0;
 }
 
+/* RFC 9112 §3.2.2: a server MUST accept the absolute-form ("POST http://host/ HTTP/1.1", what a
+ * client sends when it thinks it talks to a proxy). The target becomes the origin-form after the
+ * authority; an empty path is "/" (the authority's last octet, never read again, becomes it). */
+static void url_to_origin_form(struct http_request *req)
+{
+    char *url = req->arena + req->url_off;
+    size_t len = req->url_len, i, scheme;
+
+    if (len > 7 && strncasecmp(url, "http://", 7) == 0)
+        scheme = 7;
+    else if (len > 8 && strncasecmp(url, "https://", 8) == 0)
+        scheme = 8;
+    else
+        return;
+    for (i = scheme; i < len && url[i] != '/' && url[i] != '?'; i++)
+        ;
+    if (i == len || url[i] == '?') { /* no path: "/" in place of the authority's last octet */
+        i--;
+        url[i] = '/';
+    }
+    req->url_off += (uint32_t)i;
+    req->url_len -= (uint32_t)i;
+}
+
 static int on_url_complete(llhttp_t *parser)
 {
     struct http__conn *conn = parser->data;
 
-    return arena_nul(conn->cur) == 0 ? 0 : reject_in_parser(conn, 503);
+    if (arena_nul(conn->cur) != 0)
+        return reject_in_parser(conn, 503);
+    url_to_origin_form(conn->cur);
+    return 0;
 }
 
 static int header_bytes_add(struct http__conn *conn, struct http_request *req, size_t len)

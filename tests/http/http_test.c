@@ -817,6 +817,26 @@ Test(http, garbage_is_400_and_close, .init = start_default, .fini = stop_server)
     cl_close(cl);
 }
 
+/* RFC 9112 §3.2.2: the absolute-form is accepted and routed by its path (it was 404). */
+Test(http, absolute_form_targets_are_routed_by_path, .init = start_default, .fini = stop_server)
+{
+    struct client *cl = cl_open(g_port);
+    struct reply r;
+
+    cl_send(cl, "GET http://t/a/1 HTTP/1.1\r\nHost: t\r\n\r\n");
+    cr_assert_eq(cl_read(cl, &r, 0), 0);
+    cr_assert_eq(r.status, 200);
+    cr_assert_str_eq(r.body, "a:/a/1");
+    cl_send(cl, "GET HTTPS://t:8443/a/2?x=1 HTTP/1.1\r\nHost: t\r\n\r\n");
+    cr_assert_eq(cl_read(cl, &r, 0), 0);
+    cr_assert_eq(r.status, 200);
+    cr_assert_str_eq(r.body, "a:/a/2?x=1");
+    cl_send(cl, "GET http://t HTTP/1.1\r\nHost: t\r\n\r\n"); /* no path: "/" */
+    cr_assert_eq(cl_read(cl, &r, 0), 0);
+    cr_assert_str_eq(r.body, "root:/");
+    cl_close(cl);
+}
+
 /* RFC 9112 §6.1: a transfer coding other than chunked is 501 and a close (the body was de-chunked
  * and handed over still gzip-coded); chunked twice is llhttp's 400. " Chunked " alone is fine. */
 Test(http, unknown_transfer_coding_is_501, .init = start_default, .fini = stop_server)
