@@ -437,6 +437,13 @@ static int on_headers_complete(llhttp_t *parser)
     req->is_head = llhttp_get_method(parser) == HTTP_HEAD;
     req->keep_alive = llhttp_should_keep_alive(parser);
     req->http_minor = llhttp_get_http_minor(parser);
+    if (llhttp_get_http_major(parser) != 1) /* "HTTP/2.0" in an HTTP/1 request line */
+        return reject_in_parser(conn, 505);
+    /* RFC 9112 §3.2: an HTTP/1.1 request without a Host field, or any with two, is 400 (two
+     * Hosts let a proxy in front and pkiva read different ones). HTTP/1.0 may omit it. */
+    if (http_request_header_count(req, "Host") > 1 ||
+        (req->http_minor >= 1 && http_request_header_count(req, "Host") == 0))
+        return reject_in_parser(conn, 400);
     if (transfer_coding_unsupported(req))
         return reject_in_parser(conn, 501);
     if ((parser->flags & F_CONTENT_LENGTH) != 0) {

@@ -790,7 +790,7 @@ Test(http, too_many_or_too_big_headers_431, .init = start_small_limits, .fini = 
     /* Eight headers are allowed, and each can be looked up. */
     cr_assert_eq(fetch(g_port,
                        "GET /a HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\nD: 4\r\nE: 5\r\nF: 6\r\n"
-                       "G: 7\r\nH: 8\r\n\r\n",
+                       "G: 7\r\nHost: t\r\n\r\n",
                        &r),
                  0);
     cr_assert_eq(r.status, 200);
@@ -815,6 +815,28 @@ Test(http, garbage_is_400_and_close, .init = start_default, .fini = stop_server)
     cr_assert_eq(cl_read(cl, &r, 0), 0);
     cr_assert_eq(r.status, 400);
     cl_close(cl);
+}
+
+/* RFC 9112 §3.2: an HTTP/1.1 request without Host, or any with two, is 400 (both were served);
+ * HTTP/1.0 without Host is fine; an HTTP/2.0 request line is 505 (it was served as HTTP/1). */
+Test(http, host_field_rules_and_version, .init = start_default, .fini = stop_server)
+{
+    static const char *const reqs[] = {
+        "GET /a/1 HTTP/1.1\r\n\r\n",
+        "GET /a/1 HTTP/1.1\r\nHost: t\r\nHost: u\r\n\r\n",
+        "GET /a/1 HTTP/2.0\r\nHost: t\r\n\r\n",
+        "GET /a/1 HTTP/1.0\r\n\r\n",
+    };
+    static const int want[] = {400, 400, 505, 200};
+    struct reply r;
+
+    for (size_t i = 0; i < sizeof(reqs) / sizeof(reqs[0]); i++) {
+        struct client *cl = cl_open(g_port);
+        cl_send(cl, reqs[i]);
+        cr_assert_eq(cl_read(cl, &r, 0), 0);
+        cr_assert_eq(r.status, want[i], "%s-> %d", reqs[i], r.status);
+        cl_close(cl);
+    }
 }
 
 /* RFC 9112 §3.2.2: the absolute-form is accepted and routed by its path (it was 404). */
