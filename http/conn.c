@@ -408,13 +408,12 @@ static void maybe_send_continue(struct http__conn *conn, struct http_request *re
 static int transfer_coding_unsupported(const struct http_request *req)
 {
     static const char chunked[] = "chunked";
+    int n = http_request_header_count(req, "Transfer-Encoding");
     size_t len = 0;
     const char *v;
 
-    if (http_request_header_count(req, "Transfer-Encoding") == 0)
-        return 0;
-    if (http_request_header_count(req, "Transfer-Encoding") > 1)
-        return 1;
+    if (n != 1)
+        return n > 1;
     v = http_request_header(req, "Transfer-Encoding", &len);
     while (len > 0 && (*v == ' ' || *v == '\t')) {
         v++;
@@ -430,6 +429,7 @@ static int on_headers_complete(llhttp_t *parser)
     struct http__conn *conn = parser->data;
     struct http_request *req = conn->cur;
     size_t max_body = conn->lp->srv->cfg.limits.max_body;
+    int hosts;
 
     req->headers_done = 1;
     req->body_started = uv_now(&conn->lp->loop);
@@ -441,8 +441,8 @@ static int on_headers_complete(llhttp_t *parser)
         return reject_in_parser(conn, 505);
     /* RFC 9112 §3.2: an HTTP/1.1 request without a Host field, or any with two, is 400 (two
      * Hosts let a proxy in front and pkiva read different ones). HTTP/1.0 may omit it. */
-    if (http_request_header_count(req, "Host") > 1 ||
-        (req->http_minor >= 1 && http_request_header_count(req, "Host") == 0))
+    hosts = http_request_header_count(req, "Host");
+    if (hosts > 1 || (hosts == 0 && req->http_minor >= 1))
         return reject_in_parser(conn, 400);
     if (transfer_coding_unsupported(req))
         return reject_in_parser(conn, 501);
