@@ -146,6 +146,14 @@ struct tsa__unit {
     struct tsa__serials serials;
 
     struct tsa__tmpl tmpl;
+    /* Signing threads read tmpl only once this is 1 (release-stored after tmpl is complete). A
+     * template missed at start-up because of the token (the key refused, a reference signature
+     * failed) is built later by one signing thread at a time (tsa__tmpl_retry_blocking); one
+     * missed because the rebuilt reference differs is not retried (that is not going to change). */
+    _Atomic int tmpl_ready;
+    _Atomic int tmpl_retry;        /* 1: build it when tmpl_retry_ms has passed */
+    _Atomic int64_t tmpl_retry_ms; /* monotonic */
+    _Atomic int tmpl_building;     /* a signing thread builds it now */
 
     /* TS_RESP_CTX objects ready for reuse by signing threads (one request at a time each). */
     pthread_mutex_t ctx_mu;
@@ -210,10 +218,18 @@ struct tsa__replay {
 int tsa__sign_replay(void *arg, const unsigned char *data, size_t len, unsigned char *sig,
                      size_t *sig_len);
 /* Builds unit->tmpl from a reference token that OpenSSL signs now with the unit's key, and checks
- * it by rebuilding that token from the template (identical bytes required). On any failure the
- * unit keeps tmpl.ok == 0 (logged) and its tokens come from OpenSSL's path; the return is UTIL_OK
- * unless memory ran out. Start-up (signs in the HSM, blocking). */
+ * it by rebuilding that token from the template (identical bytes required), then sets
+ * unit->tmpl_ready. On any failure the unit keeps tmpl_ready == 0 (logged) and its tokens come
+ * from OpenSSL's path, and tmpl_retry says whether to try again later (a token or memory error:
+ * yes; a rebuilt reference that differs: no); the return is UTIL_OK unless memory ran out.
+ * Start-up, and tsa__tmpl_retry_blocking (signs in the HSM, blocking). The unit's signing threads
+ * must not read tmpl meanwhile: at start-up there are none; later tmpl_ready is 0 and
+ * tmpl_building keeps other builders out. */
 int tsa__tmpl_init_blocking(struct tsa_service *svc, struct tsa__unit *unit);
+/* On a signing thread, for a unit without template: builds it if a retry is due (TSA__TMPL_RETRY_MS
+ * apart) and no other thread builds it now; returns at once otherwise. */
+void tsa__tmpl_retry_blocking(struct tsa_service *svc, struct tsa__unit *unit);
+#define TSA__TMPL_RETRY_MS 10000
 void tsa__tmpl_cleanup(struct tsa__tmpl *tmpl);
 /* Builds the granted TimeStampResp for req (already checked) with the unit's template: serial,
  * genTime from now, the policy of policy_index (-1: default), signed by sign. *der is

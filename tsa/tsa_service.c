@@ -261,12 +261,15 @@ static int unit_init(struct tsa_service *svc, struct tsa__unit *unit,
     for (int i = 0; i < unit->n_accepted; i++)
         unit->rules.accepted[i] = unit->accepted[i];
     unit->rules.n_accepted = unit->n_accepted;
-    rc = hsm_key_usable(unit->key) ? tsa__tmpl_init_blocking(svc, unit) : UTIL_OK;
+    if (hsm_key_usable(unit->key))
+        rc = tsa__tmpl_init_blocking(svc, unit);
+    else
+        atomic_store(&unit->tmpl_retry, 1); /* built once the key signs again */
     if (rc != UTIL_OK)
         return rc;
     UTIL_INFO(TSA_MOD, "unit %s: %s, policy %s, accuracy %lld us, key %s%s", name, unit->route,
               unit->policy_txt, (long long)unit->accuracy_us, uc->key_uri,
-              unit->tmpl.ok ? "" : " (no token template)");
+              atomic_load(&unit->tmpl_ready) ? "" : " (no token template yet)");
     return UTIL_OK;
 }
 

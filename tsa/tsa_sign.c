@@ -258,7 +258,12 @@ int tsa__sign_work(void *thread_state, void *arg)
     int rc;
 
     (void)thread_state;
-    if (!unit->tmpl.ok || job->parsed == NULL)
+    if (!atomic_load_explicit(&unit->tmpl_ready, memory_order_acquire)) {
+        tsa__tmpl_retry_blocking(job->svc, unit);
+        if (!atomic_load_explicit(&unit->tmpl_ready, memory_order_acquire))
+            return tsa__sign_openssl(job);
+    }
+    if (job->parsed == NULL)
         return tsa__sign_openssl(job);
     if (clock_gettime(CLOCK_REALTIME, &now) != 0)
         return UTIL_EINVAL; /* CLOCK_REALTIME always exists: not reached */

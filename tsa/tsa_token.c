@@ -613,16 +613,45 @@ int tsa__tmpl_init_blocking(struct tsa_service *svc, struct tsa__unit *unit)
         rc = tmpl_try(svc, unit, req, req_der, req_len);
     if (rc == 1) {
         unit->tmpl.ok = 1;
+        atomic_store_explicit(&unit->tmpl_retry, 0, memory_order_relaxed);
+        atomic_store_explicit(&unit->tmpl_ready, 1, memory_order_release);
         rc = UTIL_OK;
     } else {
         tsa__tmpl_cleanup(&unit->tmpl);
+        /* A token or memory failure may pass; a reference that differs will not. */
+        atomic_store_explicit(&unit->tmpl_retry, rc < 0, memory_order_relaxed);
         UTIL_WARN(TSA_MOD,
                   "unit %s: no token template (%s); tokens come from OpenSSL's "
-                  "TS_RESP_create_response, which costs more CPU per token",
-                  unit->name, rc == 0 ? "the rebuilt reference token differs" : util_strerror(rc));
+                  "TS_RESP_create_response, which costs more CPU per token%s",
+                  unit->name, rc == 0 ? "the rebuilt reference token differs" : util_strerror(rc),
+                  rc < 0 ? "; built again later" : "");
         rc = rc == UTIL_ENOMEM ? rc : UTIL_OK;
     }
     TS_REQ_free(req);
     OPENSSL_free(req_der);
     return rc;
+}
+
+void tsa__tmpl_retry_blocking(struct tsa_service *svc, struct tsa__unit *unit)
+{
+    int64_t now = util_mono_ms();
+    int idle = 0;
+
+    /* A key still refused waits for its health check (hsm/), which says when it signs again:
+     * no try is spent on it. */
+    if (!atomic_load_explicit(&unit->tmpl_retry, memory_order_relaxed) ||
+        now < atomic_load_explicit(&unit->tmpl_retry_ms, memory_order_relaxed) ||
+        !hsm_key_usable(unit->key) ||
+        !atomic_compare_exchange_strong(&unit->tmpl_building, &idle, 1))
+        return;
+    atomic_store_explicit(&unit->tmpl_retry_ms, now + TSA__TMPL_RETRY_MS, memory_order_relaxed);
+    if (!atomic_load_explicit(&unit->tmpl_ready, memory_order_relaxed)) {
+        (void)tsa__tmpl_init_blocking(svc, unit); /* logs its failure; ENOMEM: retried later */
+        if (atomic_load_explicit(&unit->tmpl_ready, memory_order_relaxed))
+            UTIL_INFO(TSA_MOD,
+                      "unit %s: token template built; tokens no longer take OpenSSL's "
+                      "per-token path",
+                      unit->name);
+    }
+    atomic_store(&unit->tmpl_building, 0);
 }

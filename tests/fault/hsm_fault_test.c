@@ -897,6 +897,50 @@ Test(hsm_fault, one_key_that_cannot_sign_leaves_the_others_signing, .timeout = 1
     assert_still_running();
 }
 
+/* A TSA key that passes its start-up self-check and fails right after it leaves its unit without
+ * the token template, on OpenSSL's per-token path (about twice the CPU per token). Once the key
+ * signs again, a signing thread builds the template, without a restart, and the tokens it makes
+ * verify. Before, the unit kept OpenSSL's path until the next start. */
+Test(hsm_fault, tsa_template_built_once_the_key_signs_again, .timeout = 120)
+{
+    char out[8192];
+    long t0;
+    int built = 0;
+
+    init_data(NULL);
+    fault_set("fail-after 1 tsa"); /* the self-check's signature, then no more */
+    start(NULL);
+    wait_ready();
+    cr_assert_eq(sh(out, sizeof(out), "grep -c 'no token template' %s/server.log", srv.dir), 0,
+                 "the unit was not reported without template: %s", out);
+    time_stamp(out, sizeof(out));
+    cr_assert(strstr(out, "Status: Rejected") != NULL, "the refused key signed: %s", out);
+    fault_clear();
+    t0 = now_ms();
+    while (!built && now_ms() - t0 < 3 * HEAL_MS) { /* a try every 10 s */
+        time_stamp(out, sizeof(out));
+        built = sh(out, sizeof(out), "grep 'token template built' %s/server.log", srv.dir) == 0;
+        if (!built)
+            sleep_ms(200);
+    }
+    if (!built)
+        (void)sh(out, sizeof(out), "grep -E 'tsa|hsm' %s/server.log | tail -n 30", srv.dir);
+    cr_assert(built, "no template after the key healed: %s", out);
+    cr_assert_eq(
+        sh(out, sizeof(out), "grep -c 'tsa: unit .*token template built' %s/server.log", srv.dir),
+        0, "%s", out);
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(sh(out, sizeof(out),
+                        "openssl ts -query -data pkiva.conf -sha256 -cert -out q.tsq 2>&1 && "
+                        "curl -sS -f -H 'Content-Type: application/timestamp-query' "
+                        "--data-binary @q.tsq http://127.0.0.1:%d/tsa -o r.tsr && "
+                        "openssl ts -verify -queryfile q.tsq -in r.tsr -CAfile pki/root-ca.pem "
+                        "-untrusted pki/tsa-chain.pem 2>&1",
+                        srv.port),
+                     0, "a token from the late template does not verify: %s", out);
+    assert_still_running();
+}
+
 /* Issue 21 and the monitor: the key it probes an idle token with is the first one that passed
  * its self-check. Were it a refused key, every probe would fail as that key's problem, never as
  * an outage, and an unplugged token would go unnoticed without traffic (the first issuer here is

@@ -27,6 +27,10 @@
  *               with one byte flipped: a token that returns wrong signatures with CKR_OK.
  *   drop-digestinfo [LABEL]   a CKM_RSA_PKCS signature over a SHA-2 DigestInfo is made over the
  *               bare digest instead: pkcs11-provider 1.0's fallback on openCryptoki 3.8.1.
+ *   fail-after K LABEL   the key labelled LABEL starts K more signing operations, then
+ *               C_SignInit with it fails with CKR_KEY_FUNCTION_NOT_PERMITTED (an error of that
+ *               key alone) until the file changes: a key that passes its start-up self-check
+ *               and fails right after it.
  *   mech-invalid LABEL   C_SignInit with the key labelled LABEL fails with
  *               CKR_MECHANISM_INVALID, as for EC keys on a token without CKM_ECDSA.
  *   lost        the module forgets the token's objects for the rest of the process, as SoftHSM2
@@ -65,6 +69,7 @@ enum mode {
     MODE_CORRUPT,
     MODE_DROP_DIGESTINFO,
     MODE_MECH_INVALID,
+    MODE_FAIL_AFTER,
     MODE_LOST
 };
 
@@ -143,6 +148,7 @@ static enum mode current(long *arg)
         char line[128] = "";
         char word[16] = "";
         char word_arg[LABEL_MAX] = "";
+        char word_arg2[LABEL_MAX] = "";
         long n = 0;
         FILE *f = fopen(control_path, "r");
         enum mode before = mode;
@@ -152,7 +158,7 @@ static enum mode current(long *arg)
                 line[0] = '\0';
             (void)fclose(f); /* read-only */
         }
-        if (sscanf(line, "%15s %63s", word, word_arg) < 1)
+        if (sscanf(line, "%15s %63s %63s", word, word_arg, word_arg2) < 1)
             word[0] = '\0';
         n = strtol(word_arg, NULL, 10);
         if (strcmp(word, "down") == 0)
@@ -167,12 +173,15 @@ static enum mode current(long *arg)
             mode = MODE_DROP_DIGESTINFO;
         else if (strcmp(word, "mech-invalid") == 0)
             mode = MODE_MECH_INVALID;
+        else if (strcmp(word, "fail-after") == 0)
+            mode = MODE_FAIL_AFTER;
         else if (strcmp(word, "lost") == 0)
             mode = MODE_LOST;
         else
             mode = MODE_NONE;
         mode_arg = n;
-        (void)snprintf(mode_label, sizeof(mode_label), "%s", word_arg);
+        (void)snprintf(mode_label, sizeof(mode_label), "%s",
+                       mode == MODE_FAIL_AFTER ? word_arg2 : word_arg);
         control_seen = st;
         say("control file: '%s' %ld", word, n);
         if (mode == MODE_DOWN && before != MODE_DOWN)
@@ -184,6 +193,22 @@ static enum mode current(long *arg)
     *arg = mode_arg;
     pthread_mutex_unlock(&state_lock);
     return m;
+}
+
+/* fail-after: takes one operation from the budget; 1 when this one is to fail. */
+static int take_after(void)
+{
+    int fail = 0;
+
+    pthread_mutex_lock(&state_lock);
+    if (mode == MODE_FAIL_AFTER) {
+        if (mode_arg > 0)
+            mode_arg--;
+        else
+            fail = 1;
+    }
+    pthread_mutex_unlock(&state_lock);
+    return fail;
 }
 
 /* fail-n: takes one failure from the budget; 1 when this call is to fail. */
@@ -368,6 +393,8 @@ static CK_RV w_SignInit(CK_SESSION_HANDLE session, CK_MECHANISM_PTR mech, CK_OBJ
     pthread_mutex_unlock(&state_lock);
     if (m == MODE_MECH_INVALID && key_has_label(session, key, label))
         return injected("C_SignInit", CKR_MECHANISM_INVALID);
+    if (m == MODE_FAIL_AFTER && key_has_label(session, key, label) && take_after())
+        return injected("C_SignInit", CKR_KEY_FUNCTION_NOT_PERMITTED);
     if ((m == MODE_CORRUPT ||
          (m == MODE_DROP_DIGESTINFO && mech != NULL && mech->mechanism == CKM_RSA_PKCS)) &&
         key_has_label(session, key, label))

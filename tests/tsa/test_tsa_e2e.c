@@ -1134,8 +1134,8 @@ Test(template, tokens_are_byte_for_byte_openssl_s)
         u.accuracy_us = tc->accuracy_us;
         u.tsa_name = tc->tsa_name;
         cr_assert_eq(tsa_service_new(&cfg, &u, 1, E.hsm, &svc), 0, "%s", tc->label);
-        cr_assert(svc->units[0].tmpl.ok, "%s: the start-up self-check refused the template",
-                  tc->label);
+        cr_assert(atomic_load(&svc->units[0].tmpl_ready),
+                  "%s: the start-up self-check refused the template", tc->label);
         for (size_t n = 0; n < sizeof(nsecs) / sizeof(nsecs[0]); n++) {
             qlen = make_query(NID_sha256, "0123456789ABCDEF", n % 2, NULL, n % 3 == 0, &q);
             compare_one(svc, q, qlen, nsecs[n], tc->key == 2);
@@ -1168,8 +1168,8 @@ Test(template, tokens_are_byte_for_byte_openssl_s)
 Test(template, served_tokens_use_it)
 {
     char out[16384];
-    cr_assert(E.svc->units[0].tmpl.ok);
-    cr_assert(E.svc->units[1].tmpl.ok);
+    cr_assert(atomic_load(&E.svc->units[0].tmpl_ready));
+    cr_assert(atomic_load(&E.svc->units[1].tmpl_ready));
     cr_assert_eq(sh(out, sizeof(out),
                     "openssl ts -query -data data.txt -sha256 -cert -out q.tsq 2>&1 && "
                     "curl -sS -f -o r.tsr --data-binary @q.tsq "
@@ -1185,7 +1185,8 @@ Test(template, served_tokens_use_it)
 Test(template, units_without_template_still_issue_tokens)
 {
     char out[16384];
-    E.svc->units[0].tmpl.ok = 0; /* no request in flight: the signing threads read it per job */
+    atomic_store(&E.svc->units[0].tmpl_ready,
+                 0); /* no request in flight: the signing threads read it per job */
     cr_assert_eq(sh(out, sizeof(out),
                     "openssl ts -query -data data.txt -sha512 -cert -out q.tsq 2>&1 && "
                     "curl -sS -f -o r.tsr --data-binary @q.tsq "
@@ -1195,7 +1196,7 @@ Test(template, units_without_template_still_issue_tokens)
                     "-untrusted tsa.pem 2>&1",
                     E.url),
                  0, "%s", out);
-    E.svc->units[0].tmpl.ok = 1;
+    atomic_store(&E.svc->units[0].tmpl_ready, 1);
 }
 
 /* Out of memory while building a token (STYLE: fail the Nth allocation): every allocation of
@@ -1234,7 +1235,7 @@ Test(template_oom, every_allocation_failure_is_survived)
     u.accuracy_us = 500000;
     u.tsa_name = 1;
     cr_assert_eq(tsa_service_new(&cfg, &u, 1, E.hsm, &svc), 0);
-    cr_assert(svc->units[0].tmpl.ok);
+    cr_assert(atomic_load(&svc->units[0].tmpl_ready));
     qlen = make_query(NID_sha256, "0123456789ABCDEF", 1, NULL, 0, &q);
     cr_assert_eq(tsa__query_check_keep(&svc->units[0].rules, q, (size_t)qlen, &query, &parsed), 0);
     cr_assert_eq(clock_gettime(CLOCK_REALTIME, &now), 0);
