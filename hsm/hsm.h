@@ -122,6 +122,13 @@ int hsm_sign_ctx_new_blocking(struct hsm *hsm, const struct hsm_key *key, EVP_MD
  * without touching the token. *sig is malloc'd; caller frees. Signing thread or start-up only. */
 int hsm_sign_blocking(struct hsm *hsm, const struct hsm_key *key, const unsigned char *data,
                       size_t len, unsigned char **sig, size_t *sig_len);
+/* After a signature made through hsm_sign_ctx_new_blocking's context failed: pkcs11-provider
+ * hides the PKCS#11 error, so one test signature through hsm_sign_blocking says whose fault it
+ * was. UTIL_EHSM with the key marked unhealthy (an error of that key alone: the token stays
+ * available, the other keys keep signing) or as a token failure (an outage, as usual); or
+ * UTIL_ECRYPTO when that signature works (the failure was not the token's). Signing thread or
+ * start-up only. */
+int hsm_blame_blocking(struct hsm *hsm, const struct hsm_key *key);
 /* The same for a digest made by the caller with key->md (digest_len must be its size). */
 int hsm_sign_digest_blocking(struct hsm *hsm, const struct hsm_key *key,
                              const unsigned char *digest, size_t digest_len, unsigned char **sig,

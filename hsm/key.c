@@ -731,6 +731,17 @@ int hsm_sign_blocking(struct hsm *hsm, const struct hsm_key *key, const unsigned
     return sign_data(hsm, entry_of(key), data, len, 0, sig, sig_len);
 }
 
+int hsm_blame_blocking(struct hsm *hsm, const struct hsm_key *key)
+{
+    static const unsigned char test_value[] = "pkiva: whose fault was it";
+    unsigned char *sig = NULL;
+    size_t sig_len = 0;
+    int rc = hsm_sign_blocking(hsm, key, test_value, sizeof(test_value) - 1, &sig, &sig_len);
+
+    free(sig);
+    return rc == UTIL_OK ? UTIL_ECRYPTO : rc;
+}
+
 /* The self-check: a test value through the production path, verification forced. */
 static int self_check(struct hsm *hsm, struct hsm__key *entry)
 {

@@ -191,7 +191,7 @@ int tsa__sign_openssl(struct tsa__job *job)
          * signature (or an allocation inside OpenSSL): count it against the HSM. */
         util_log_openssl(UTIL_LOG_ERROR, TSA_MOD, "unit %s: serial %lld: token not signed",
                          unit->name, (long long)job->serial);
-        rc = UTIL_EHSM;
+        rc = hsm_blame_blocking(job->svc->hsm, unit->key); /* the key's, the token's, or none */
         goto out;
     }
     rc = resign(job, resp);

@@ -915,6 +915,12 @@ Test(hsm_fault, tsa_template_built_once_the_key_signs_again, .timeout = 120)
                  "the unit was not reported without template: %s", out);
     time_stamp(out, sizeof(out));
     cr_assert(strstr(out, "Status: Rejected") != NULL, "the refused key signed: %s", out);
+    /* The key's own error, seen through OpenSSL's TS_RESP_create_response (pkcs11-provider hides
+     * the PKCS#11 code), is the key's: the token stays available for the other keys. Before, it
+     * was taken for an outage: every issuer's live answers failed until the monitor's probe. */
+    cr_assert_eq(metric("\npkiva_hsm_available"), 1, "one key's error taken for an outage");
+    cr_assert_eq(sh(out, sizeof(out), "grep 'HSM unavailable: ' %s/server.log", srv.dir), 1,
+                 "one key's error taken for an outage: %s", out);
     fault_clear();
     t0 = now_ms();
     while (!built && now_ms() - t0 < 3 * HEAL_MS) { /* a try every 10 s */
@@ -938,6 +944,41 @@ Test(hsm_fault, tsa_template_built_once_the_key_signs_again, .timeout = 120)
                         "-untrusted pki/tsa-chain.pem 2>&1",
                         srv.port),
                      0, "a token from the late template does not verify: %s", out);
+    assert_still_running();
+}
+
+/* The same for OCSP: the responder key fails right after its self-check, when the pre-signer's
+ * first response (OpenSSL's builder, to learn the template) is signed. The key is marked
+ * unhealthy, the token stays available, and once the key signs again live answers work. */
+Test(hsm_fault, ocsp_key_error_in_openssls_builder_is_not_an_outage, .timeout = 120)
+{
+    char out[8192];
+    long t0;
+    int ok = 0;
+
+    init_data(NULL);
+    fault_set("fail-after 1 ocsp-responder");
+    start(NULL);
+    wait_ready();
+    t0 = now_ms();
+    while (now_ms() - t0 < 3000 &&
+           sh(out, sizeof(out), "grep -q 'object=ocsp-responder.*cannot sign' %s/server.log",
+              srv.dir) != 0)
+        sleep_ms(100);
+    cr_assert_eq(
+        sh(out, sizeof(out), "grep -q 'object=ocsp-responder.*cannot sign' %s/server.log", srv.dir),
+        0, "the key's error was not seen as the key's");
+    cr_assert_eq(metric("\npkiva_hsm_available"), 1, "one key's error taken for an outage");
+    cr_assert_eq(sh(out, sizeof(out), "grep 'HSM unavailable: ' %s/server.log", srv.dir), 1,
+                 "one key's error taken for an outage: %s", out);
+    fault_clear();
+    t0 = now_ms();
+    while (!ok && now_ms() - t0 < HEAL_MS) {
+        ok = live_answer_ok(out, sizeof(out));
+        if (!ok)
+            sleep_ms(200);
+    }
+    cr_assert(ok, "no live answer after the key healed: %s", out);
     assert_still_running();
 }
 
