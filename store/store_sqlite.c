@@ -1015,7 +1015,8 @@ int store__sqlite_open(const char *path, int flags, struct store **out)
             goto out;
     }
     if ((flags & STORE_OPEN_BULK) != 0)
-        rc = exec_sql(s, "PRAGMA cache_size = -262144", "configure bulk cache");
+        rc = exec_sql(s, "PRAGMA cache_size = -262144; PRAGMA wal_autocheckpoint = 16384",
+                      "configure bulk cache");
     if (rc != 0)
         goto out;
     rc = migrate(s, readonly);
