@@ -242,8 +242,10 @@ struct ocsp__build {
     void *resign_arg;
 };
 /* Builds and signs an OCSPResponse (successful) with mctx (a DigestSign context; see resign).
- * *der is OPENSSL_malloc'd; OPENSSL_free it. Returns 0, UTIL_EHSM (signing failed), UTIL_ECRYPTO
- * or UTIL_ENOMEM; errors are logged. */
+ * *der is OPENSSL_malloc'd; OPENSSL_free it. Returns 0, UTIL_EHSM (signing failed: resign's
+ * error, already classified by hsm/, or a software key's), UTIL_ECRYPTO (OpenSSL failed, mctx's
+ * signature included: whether the token is to blame is not known) or UTIL_ENOMEM; errors are
+ * logged. */
 int ocsp__response_build(const struct ocsp__build *b, EVP_MD_CTX *mctx, unsigned char **der,
                          size_t *len);
 /* ---- direct encoding (ocsp_der.c) ---------------------------------------------------------- */

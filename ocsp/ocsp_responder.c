@@ -522,7 +522,7 @@ int ocsp__sign_singles(struct ocsp_responder *resp, int signer, const struct ocs
             rc = ocsp__tmpl_build(sg->tmpl, &b, now, ocsp__sign_mctx, mctx, der, len);
     } else {
         rc = ocsp__response_build(&b, mctx, der, len);
-        if (rc == UTIL_EHSM && resp->hsm != NULL)
+        if (rc == UTIL_ECRYPTO && resp->hsm != NULL)
             rc = hsm_blame_blocking(resp->hsm, sg->key); /* the key's, the token's, or none */
         if (rc == UTIL_OK && state == OCSP__TMPL_NONE &&
             atomic_compare_exchange_strong(&sg->tmpl_state, &state, OCSP__TMPL_TRYING))

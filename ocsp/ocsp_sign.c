@@ -268,8 +268,11 @@ int ocsp__response_build(const struct ocsp__build *b, EVP_MD_CTX *mctx, unsigned
     if (!b->by_name)
         flags |= OCSP_RESPID_KEY;
     if (!OCSP_basic_sign_ctx(bs, b->signer_cert, mctx, NULL, flags)) {
-        util_log_openssl(UTIL_LOG_ERROR, OCSP_MOD, "signing a response failed");
-        rc = UTIL_EHSM;
+        /* Logged at out, with OpenSSL's reasons, when it is UTIL_ECRYPTO. With resign, mctx is pkcs11-provider's, which hides the PKCS#11 error: not known to be
+         * the token's (the caller asks hsm_blame_blocking). Without, a software key's. */
+        if (b->resign == NULL)
+            util_log_openssl(UTIL_LOG_ERROR, OCSP_MOD, "signing a response failed");
+        rc = b->resign != NULL ? UTIL_ECRYPTO : UTIL_EHSM;
         goto out;
     }
     if (b->resign != NULL) {

@@ -106,9 +106,8 @@ struct tsa__der {
 };
 
 /* The parts of a unit's tokens that never change, DER-encoded once from a reference token (see
- * tsa_token.c). ok == 0: no template; tokens come from TS_RESP_create_response. */
+ * tsa_token.c); in use once the unit's tmpl_ready is 1. */
 struct tsa__tmpl {
-    int ok;
     struct tsa__der status;                       /* PKIStatusInfo granted */
     struct tsa__der tst_version;                  /* INTEGER 1 */
     struct tsa__der policy[1 + TSA_MAX_POLICIES]; /* the default, then the accepted ones */

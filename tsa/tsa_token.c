@@ -612,7 +612,6 @@ int tsa__tmpl_init_blocking(struct tsa_service *svc, struct tsa__unit *unit)
     for (int i = 0; rc == 0 && i < SELF_CHECK_TRIES; i++)
         rc = tmpl_try(svc, unit, req, req_der, req_len);
     if (rc == 1) {
-        unit->tmpl.ok = 1;
         atomic_store_explicit(&unit->tmpl_retry, 0, memory_order_relaxed);
         atomic_store_explicit(&unit->tmpl_ready, 1, memory_order_release);
         rc = UTIL_OK;
@@ -634,13 +633,15 @@ int tsa__tmpl_init_blocking(struct tsa_service *svc, struct tsa__unit *unit)
 
 void tsa__tmpl_retry_blocking(struct tsa_service *svc, struct tsa__unit *unit)
 {
-    int64_t now = util_mono_ms();
+    int64_t now;
     int idle = 0;
 
+    if (!atomic_load_explicit(&unit->tmpl_retry, memory_order_relaxed))
+        return; /* a template that will not rebuild (see tsa__tmpl_init_blocking) */
+    now = util_mono_ms();
     /* A key still refused waits for its health check (hsm/), which says when it signs again:
      * no try is spent on it. */
-    if (!atomic_load_explicit(&unit->tmpl_retry, memory_order_relaxed) ||
-        now < atomic_load_explicit(&unit->tmpl_retry_ms, memory_order_relaxed) ||
+    if (now < atomic_load_explicit(&unit->tmpl_retry_ms, memory_order_relaxed) ||
         !hsm_key_usable(unit->key) ||
         !atomic_compare_exchange_strong(&unit->tmpl_building, &idle, 1))
         return;
